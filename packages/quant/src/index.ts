@@ -1,1 +1,5 @@
-export {};
+export { ternaryQuant, int8Quant } from './quantizers.ts';
+export { ternaryQuantRef, int8QuantRef, roundHalfEven, scaleGroups, WEIGHT_QUANT_MODES } from './reference.ts';
+export type { WeightQuantMode } from './reference.ts';
+export { bitLinear, makeBitLinear, prepareStudent, restoreStudent, studentRecord, describeStudent } from './student.ts';
+export type { BitLinearOptions, PrepareStudentOptions, StudentReport, StudentRecord } from './student.ts';

@@ -1,0 +1,40 @@
+/**
+ * `bitdistill`: the command-line entry. Each command lives in src/commands/<name>.ts and is listed below.
+ * This is the only place that chooses the tfjs backend (through the commands' use of `initBackend`).
+ */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { BACKEND_CHOICES } from '@bitdistill/backend';
+import { LOG_LEVELS } from './log.ts';
+import { EXIT_USAGE, exitCodeFor, reportError } from './errors.ts';
+import { generateCommand } from './commands/generate.ts';
+import { infoCommand } from './commands/info.ts';
+import { validateCommand } from './commands/validate.ts';
+
+const argv = hideBin(process.argv);
+const verbose = argv.includes('--verbose');
+
+try {
+  await yargs(argv)
+    .scriptName('bitdistill')
+    .usage('$0 <command> [options]\n\nBitNet Distillation: full-precision LLM -> task-specific 1.58-bit model.')
+    .option('log-level', { choices: LOG_LEVELS, default: 'info' as const, describe: 'log verbosity (logs go to stderr)', global: true })
+    .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as const, describe: 'tfjs backend', global: true })
+    .option('verbose', { type: 'boolean', default: false, describe: 'print stack traces on errors', global: true })
+    .command(generateCommand)
+    .command(infoCommand)
+    .command(validateCommand)
+    .demandCommand(1, 'name a command; see bitdistill --help')
+    .strict()
+    .fail((msg, err) => {
+      if (err) throw err;
+      process.stderr.write(`error [E_USAGE]: ${msg}\nhint: see \`bitdistill --help\`\n`);
+      process.exit(EXIT_USAGE);
+    })
+    .help()
+    .wrap(Math.min(110, process.stdout.columns ?? 110))
+    .parseAsync();
+} catch (e) {
+  reportError(e, verbose);
+  process.exitCode = exitCodeFor(e);
+}

@@ -1,0 +1,116 @@
+/**
+ * The decoder's configuration, read from Hugging Face config.json keys (Llama / Qwen2 / Qwen3 family).
+ * The raw JSON is kept so that saving writes back every key we did not interpret.
+ */
+import { FormatError, UnsupportedError } from '@bitdistill/core';
+
+export const SUBLN_MODES = ['none', 'standard', 'allnorm'] as const;
+export type SublnMode = (typeof SUBLN_MODES)[number];
+
+export const SUPPORTED_MODEL_TYPES = ['llama', 'qwen2', 'qwen3'] as const;
+export type ModelType = (typeof SUPPORTED_MODEL_TYPES)[number];
+
+export interface DecoderConfig {
+  modelType: ModelType;
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  ropeTheta: number;
+  rmsNormEps: number;
+  tieWordEmbeddings: boolean;
+  /** Biases on q, k, v (Qwen2 always; Llama when attention_bias). */
+  qkvBias: boolean;
+  /** Bias on o_proj (Llama attention_bias only). */
+  oBias: boolean;
+  /** Qwen3's per-head RMSNorm on q and k before RoPE. */
+  qkNorm: boolean;
+  maxPositionEmbeddings: number;
+  bosTokenId: number | null;
+  eosTokenId: number | null;
+  /** BitDistill student state (config.json `bitdistill` block); 'none' for a plain model. */
+  subln: SublnMode;
+  /** Every key of the original config.json, written back on save. */
+  raw: Record<string, unknown>;
+}
+
+function num(raw: Record<string, unknown>, key: string, file: string, fallback?: number): number {
+  const v = raw[key];
+  if (v === undefined || v === null) {
+    if (fallback !== undefined) return fallback;
+    throw new FormatError(file, `missing required key '${key}'`, { hint: 'config.json must hold the Hugging Face model keys' });
+  }
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new FormatError(file, `key '${key}' must be a number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function posInt(raw: Record<string, unknown>, key: string, file: string, fallback?: number): number {
+  const v = num(raw, key, file, fallback);
+  if (!Number.isInteger(v) || v <= 0) throw new FormatError(file, `key '${key}' must be a positive integer, got ${v}`);
+  return v;
+}
+
+function firstId(v: unknown): number | null {
+  if (typeof v === 'number') return v;
+  if (Array.isArray(v) && typeof v[0] === 'number') return v[0];
+  return null;
+}
+
+export function parseDecoderConfig(raw: Record<string, unknown>, file: string): DecoderConfig {
+  const modelType = raw['model_type'];
+  if (typeof modelType !== 'string' || !(SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType)) {
+    throw new UnsupportedError(`${file}: unsupported architecture model_type=${JSON.stringify(modelType)}`, {
+      hint: `supported model_type values: ${SUPPORTED_MODEL_TYPES.join(', ')} (Llama / Qwen2 / Qwen3 decoders)`,
+    });
+  }
+  const act = raw['hidden_act'] ?? 'silu';
+  if (act !== 'silu') throw new UnsupportedError(`${file}: hidden_act '${String(act)}' is not supported`, { hint: "only SwiGLU ('silu') decoders are supported" });
+  const mt = modelType as ModelType;
+  const hiddenSize = posInt(raw, 'hidden_size', file);
+  const numHeads = posInt(raw, 'num_attention_heads', file);
+  const numKvHeads = posInt(raw, 'num_key_value_heads', file, numHeads);
+  const headDim = posInt(raw, 'head_dim', file, hiddenSize / numHeads);
+  if (numHeads % numKvHeads !== 0) {
+    throw new FormatError(file, `num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
+  }
+  const attentionBias = raw['attention_bias'] === true;
+  const bd = raw['bitdistill'];
+  let subln: SublnMode = 'none';
+  if (bd !== undefined && bd !== null && typeof bd === 'object') {
+    const s = (bd as Record<string, unknown>)['subln'];
+    if (s !== undefined) {
+      if (typeof s !== 'string' || !(SUBLN_MODES as readonly string[]).includes(s)) {
+        throw new FormatError(file, `bitdistill.subln must be one of ${SUBLN_MODES.join(', ')}, got ${JSON.stringify(s)}`);
+      }
+      subln = s as SublnMode;
+    }
+  }
+  const ropeScaling = raw['rope_scaling'];
+  if (ropeScaling !== undefined && ropeScaling !== null) {
+    throw new UnsupportedError(`${file}: rope_scaling is not supported yet`, { hint: 'remove rope_scaling or use a model without it' });
+  }
+  return {
+    modelType: mt,
+    vocabSize: posInt(raw, 'vocab_size', file),
+    hiddenSize,
+    intermediateSize: posInt(raw, 'intermediate_size', file),
+    numLayers: posInt(raw, 'num_hidden_layers', file),
+    numHeads,
+    numKvHeads,
+    headDim,
+    ropeTheta: num(raw, 'rope_theta', file, 10000),
+    rmsNormEps: num(raw, 'rms_norm_eps', file, 1e-6),
+    tieWordEmbeddings: raw['tie_word_embeddings'] === true,
+    qkvBias: mt === 'qwen2' || attentionBias,
+    oBias: mt !== 'qwen2' && attentionBias,
+    qkNorm: mt === 'qwen3',
+    maxPositionEmbeddings: posInt(raw, 'max_position_embeddings', file, 2048),
+    bosTokenId: firstId(raw['bos_token_id']),
+    eosTokenId: firstId(raw['eos_token_id']),
+    subln,
+    raw,
+  };
+}

@@ -1,0 +1,297 @@
+/**
+ * The Llama / Qwen2 / Qwen3 decoder, top to bottom in one file (in the spirit of nanoGPT's model.py and
+ * transformers' modeling_llama.py). Parameters carry their Hugging Face names. Variants are config flags named
+ * like the HF config keys; the SubLN lines (BitNet Distillation stage 1) are marked `// SubLN`.
+ *
+ * Shapes: B batch, T time, C hidden_size, H query heads, Hkv key/value heads, d head_dim, V vocab.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { ArgumentError, FormatError, assertShape } from '@bitdistill/core';
+import type { DecoderConfig } from './config.ts';
+import { bmm, denseLinear, rmsNorm, type LinearFn } from './ops.ts';
+
+/** SubLN RMSNorm epsilon (PAPER.md section 3, [code]). */
+export const SUBLN_EPS = 1e-8;
+
+/** The seven projections of a decoder block that BitNet quantizes. */
+export const PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+export type Projection = (typeof PROJECTIONS)[number];
+
+export function projectionName(layer: number, proj: Projection): string {
+  const block = proj === 'gate_proj' || proj === 'up_proj' || proj === 'down_proj' ? 'mlp' : 'self_attn';
+  return `model.layers.${layer}.${block}.${proj}`;
+}
+
+/**
+ * Name of the SubLN gain in front of a projection, or null when `subln` puts none there. PAPER.md section 3:
+ * 'standard' = before o_proj and down_proj (transformers' BitNet names attn_sub_norm / ffn_sub_norm);
+ * 'allnorm' = before every quantized projection (the official code's released configs).
+ */
+export function sublnName(layer: number, proj: Projection, subln: DecoderConfig['subln']): string | null {
+  if (subln === 'none') return null;
+  if (proj === 'o_proj') return `model.layers.${layer}.self_attn.attn_sub_norm.weight`;
+  if (proj === 'down_proj') return `model.layers.${layer}.mlp.ffn_sub_norm.weight`;
+  if (subln === 'standard') return null;
+  const block = proj === 'gate_proj' || proj === 'up_proj' ? 'mlp' : 'self_attn';
+  return `model.layers.${layer}.${block}.${proj.replace('_proj', '')}_sub_norm.weight`;
+}
+
+/** Q, K, V of one layer for attention-relation distillation, each [B, heads, T, d], GQA heads not expanded. */
+export interface CapturedQkv {
+  q: tf.Tensor4D; // after q_norm and RoPE, [B, H, T, d]
+  k: tf.Tensor4D; // after k_norm and RoPE, [B, Hkv, T, d]
+  v: tf.Tensor4D; // raw v_proj output, [B, Hkv, T, d]
+}
+
+export interface ForwardOptions {
+  /** Layers (0-based) whose Q, K, V to return. */
+  captureLayers?: readonly number[];
+}
+
+export interface ForwardOutput {
+  logits: tf.Tensor3D; // [B, T, V]
+  captured: Map<number, CapturedQkv>;
+}
+
+export class Decoder {
+  readonly config: DecoderConfig;
+  /** All parameters by Hugging Face name. Variables are trainable unless frozen. */
+  readonly params: Map<string, tf.Variable>;
+  /** Linear op per projection base name (e.g. `model.layers.0.self_attn.q_proj`); absent -> dense. */
+  readonly linears = new Map<string, LinearFn>();
+  private ropeCache = new Map<number, { cos: tf.Tensor2D; sin: tf.Tensor2D }>();
+  private maskCache = new Map<number, tf.Tensor2D>();
+
+  constructor(config: DecoderConfig, params: Map<string, tf.Variable>) {
+    this.config = config;
+    this.params = params;
+    this.checkParams();
+  }
+
+  /** The tensor names this config needs, with their shapes. */
+  static expectedShapes(c: DecoderConfig): Map<string, number[]> {
+    const m = new Map<string, number[]>();
+    const C = c.hiddenSize;
+    m.set('model.embed_tokens.weight', [c.vocabSize, C]);
+    for (let l = 0; l < c.numLayers; l++) {
+      const p = `model.layers.${l}`;
+      m.set(`${p}.input_layernorm.weight`, [C]);
+      m.set(`${p}.self_attn.q_proj.weight`, [c.numHeads * c.headDim, C]);
+      m.set(`${p}.self_attn.k_proj.weight`, [c.numKvHeads * c.headDim, C]);
+      m.set(`${p}.self_attn.v_proj.weight`, [c.numKvHeads * c.headDim, C]);
+      m.set(`${p}.self_attn.o_proj.weight`, [C, c.numHeads * c.headDim]);
+      if (c.qkvBias) {
+        m.set(`${p}.self_attn.q_proj.bias`, [c.numHeads * c.headDim]);
+        m.set(`${p}.self_attn.k_proj.bias`, [c.numKvHeads * c.headDim]);
+        m.set(`${p}.self_attn.v_proj.bias`, [c.numKvHeads * c.headDim]);
+      }
+      if (c.oBias) m.set(`${p}.self_attn.o_proj.bias`, [C]);
+      if (c.qkNorm) {
+        m.set(`${p}.self_attn.q_norm.weight`, [c.headDim]);
+        m.set(`${p}.self_attn.k_norm.weight`, [c.headDim]);
+      }
+      m.set(`${p}.post_attention_layernorm.weight`, [C]);
+      m.set(`${p}.mlp.gate_proj.weight`, [c.intermediateSize, C]);
+      m.set(`${p}.mlp.up_proj.weight`, [c.intermediateSize, C]);
+      m.set(`${p}.mlp.down_proj.weight`, [C, c.intermediateSize]);
+      for (const proj of PROJECTIONS) {
+        const s = sublnName(l, proj, c.subln);
+        if (s === null) continue;
+        const inDim = proj === 'o_proj' ? c.numHeads * c.headDim : proj === 'down_proj' ? c.intermediateSize : C;
+        m.set(s, [inDim]);
+      }
+    }
+    m.set('model.norm.weight', [C]);
+    if (!c.tieWordEmbeddings) m.set('lm_head.weight', [c.vocabSize, C]);
+    return m;
+  }
+
+  private checkParams(): void {
+    const expected = Decoder.expectedShapes(this.config);
+    const missing: string[] = [];
+    for (const [name, shape] of expected) {
+      const p = this.params.get(name);
+      if (p === undefined) {
+        missing.push(name);
+        continue;
+      }
+      if (p.shape.length !== shape.length || p.shape.some((d, i) => d !== shape[i])) {
+        throw new FormatError('weights', `tensor '${name}' has shape [${p.shape.join(', ')}], config.json implies [${shape.join(', ')}]`, {
+          hint: 'the weights do not belong to this config.json',
+        });
+      }
+    }
+    if (missing.length > 0) {
+      throw new FormatError('weights', `${missing.length} tensor(s) missing, e.g. '${missing.slice(0, 3).join("', '")}'`, {
+        hint: 'the weights do not match config.json (wrong folder, or a different architecture)',
+      });
+    }
+  }
+
+  param(name: string): tf.Variable {
+    const p = this.params.get(name);
+    if (p === undefined) throw new ArgumentError(`no parameter '${name}'`);
+    return p;
+  }
+
+  numParameters(): number {
+    let n = 0;
+    for (const p of this.params.values()) n += p.size;
+    return n;
+  }
+
+  /**
+   * Switch the SubLN mode: gains the new mode needs and the model lacks are added, initialised to 1; gains it
+   * does not use are dropped; gains it keeps (e.g. loaded from a checkpoint) are left as they are.
+   * Returns the names of the added gains.
+   */
+  setSubln(mode: DecoderConfig['subln']): string[] {
+    const oldNames = new Set<string>();
+    for (let l = 0; l < this.config.numLayers; l++) {
+      for (const proj of PROJECTIONS) {
+        const s = sublnName(l, proj, this.config.subln);
+        if (s !== null) oldNames.add(s);
+      }
+    }
+    (this.config as { subln: DecoderConfig['subln'] }).subln = mode;
+    const expected = Decoder.expectedShapes(this.config);
+    for (const name of oldNames) {
+      if (!expected.has(name)) {
+        this.params.get(name)?.dispose();
+        this.params.delete(name);
+      }
+    }
+    const added: string[] = [];
+    for (const [name, shape] of expected) {
+      if (!this.params.has(name)) {
+        this.params.set(name, tf.variable(tf.ones(shape), true, name));
+        added.push(name);
+      }
+    }
+    return added;
+  }
+
+  /** Additive causal mask [T, T]: 0 on and below the diagonal, -1e9 above. Cached per T. */
+  private causalMask(T: number): tf.Tensor2D {
+    let m = this.maskCache.get(T);
+    if (m === undefined) {
+      const a = new Float32Array(T * T);
+      for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) a[i * T + j] = -1e9;
+      m = tf.keep(tf.tensor2d(a, [T, T]));
+      this.maskCache.set(T, m);
+    }
+    return m;
+  }
+
+  private rope(T: number): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+    let r = this.ropeCache.get(T);
+    if (r === undefined) {
+      // HF rotate_half convention: inv_freq over the first d/2 dims, duplicated to d.
+      const d = this.config.headDim;
+      const half = d / 2;
+      const cos = new Float32Array(T * d);
+      const sin = new Float32Array(T * d);
+      for (let t = 0; t < T; t++) {
+        for (let i = 0; i < half; i++) {
+          const invFreq = 1 / Math.pow(this.config.ropeTheta, (2 * i) / d);
+          const a = t * invFreq;
+          cos[t * d + i] = cos[t * d + i + half] = Math.cos(a);
+          sin[t * d + i] = sin[t * d + i + half] = Math.sin(a);
+        }
+      }
+      r = { cos: tf.keep(tf.tensor2d(cos, [T, d])), sin: tf.keep(tf.tensor2d(sin, [T, d])) };
+      this.ropeCache.set(T, r);
+    }
+    return r;
+  }
+
+  /** x [B, h, T, d] -> x*cos + rotate_half(x)*sin, rotate_half(x) = cat(-x2, x1). */
+  private applyRope(x: tf.Tensor4D, T: number): tf.Tensor4D {
+    const { cos, sin } = this.rope(T);
+    const half = this.config.headDim / 2;
+    const [x1, x2] = tf.split(x, [half, half], -1) as [tf.Tensor4D, tf.Tensor4D];
+    const rot = tf.concat([tf.neg(x2), x1], -1);
+    return tf.add(tf.mul(x, cos), tf.mul(rot, sin)) as tf.Tensor4D;
+  }
+
+  /** A projection: optional SubLN on its input, then the (possibly quantized) linear op, then the bias. */
+  private project(x: tf.Tensor2D, layer: number, proj: Projection): tf.Tensor2D {
+    const base = projectionName(layer, proj);
+    const sub = sublnName(layer, proj, this.config.subln);
+    const xin = sub === null ? x : (rmsNorm(x, this.param(sub), SUBLN_EPS) as tf.Tensor2D); // SubLN (PAPER.md section 3)
+    const linear = this.linears.get(base) ?? denseLinear;
+    const y = linear(xin, this.param(`${base}.weight`));
+    const bias = this.params.get(`${base}.bias`);
+    return bias === undefined ? y : tf.add(y, bias);
+  }
+
+  /** ids: int32 [B, T]. Right padding needs no mask: the causal mask keeps real tokens from seeing it. */
+  forward(ids: tf.Tensor2D, options: ForwardOptions = {}): ForwardOutput {
+    const c = this.config;
+    assertShape('Decoder.forward: ids', ids.shape, [null, null]);
+    if (ids.dtype !== 'int32') throw new ArgumentError(`Decoder.forward: ids must be int32, got ${ids.dtype}`);
+    const [B, T] = ids.shape;
+    const H = c.numHeads;
+    const Hkv = c.numKvHeads;
+    const d = c.headDim;
+    const C = c.hiddenSize;
+    const N = B * T;
+    const capture = new Set(options.captureLayers ?? []);
+    for (const l of capture) {
+      if (!Number.isInteger(l) || l < 0 || l >= c.numLayers) {
+        throw new ArgumentError(`captureLayers: layer ${l} out of range [0, ${c.numLayers})`);
+      }
+    }
+    const captured = new Map<number, CapturedQkv>();
+    const mask = this.causalMask(T);
+
+    let x = tf.reshape(tf.gather(this.param('model.embed_tokens.weight'), tf.reshape(ids, [N])), [N, C]) as tf.Tensor2D; // [N, C]
+    for (let l = 0; l < c.numLayers; l++) {
+      const p = `model.layers.${l}`;
+      // --- attention ---
+      const h = rmsNorm(x, this.param(`${p}.input_layernorm.weight`), c.rmsNormEps) as tf.Tensor2D;
+      const heads = (t: tf.Tensor2D, n: number) => tf.transpose(tf.reshape(t, [B, T, n, d]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, n, T, d]
+      let q = heads(this.project(h, l, 'q_proj'), H);
+      let k = heads(this.project(h, l, 'k_proj'), Hkv);
+      const v = heads(this.project(h, l, 'v_proj'), Hkv);
+      if (c.qkNorm) {
+        q = rmsNorm(q, this.param(`${p}.self_attn.q_norm.weight`), c.rmsNormEps) as tf.Tensor4D;
+        k = rmsNorm(k, this.param(`${p}.self_attn.k_norm.weight`), c.rmsNormEps) as tf.Tensor4D;
+      }
+      q = this.applyRope(q, T);
+      k = this.applyRope(k, T);
+      if (capture.has(l)) captured.set(l, { q, k, v });
+      // GQA: query head j reads key/value head floor(j / (H / Hkv)).
+      const expand = (t: tf.Tensor4D) => (H === Hkv ? t : (tf.reshape(tf.tile(tf.expandDims(t, 2), [1, 1, H / Hkv, 1, 1]), [B, H, T, d]) as tf.Tensor4D));
+      const q3 = tf.reshape(q, [B * H, T, d]) as tf.Tensor3D;
+      const kT = tf.transpose(tf.reshape(expand(k), [B * H, T, d]), [0, 2, 1]) as tf.Tensor3D; // [BH, d, T]
+      const v3 = tf.reshape(expand(v), [B * H, T, d]) as tf.Tensor3D;
+      const scores = tf.add(tf.mul(bmm(q3, kT), 1 / Math.sqrt(d)), mask); // [BH, T, T]
+      const att = tf.softmax(scores, -1) as tf.Tensor3D;
+      const y = bmm(att, v3); // [BH, T, d]
+      const yc = tf.reshape(tf.transpose(tf.reshape(y, [B, H, T, d]), [0, 2, 1, 3]), [N, H * d]) as tf.Tensor2D;
+      x = tf.add(x, this.project(yc, l, 'o_proj'));
+      // --- SwiGLU MLP ---
+      const h2 = rmsNorm(x, this.param(`${p}.post_attention_layernorm.weight`), c.rmsNormEps) as tf.Tensor2D;
+      const gate = this.project(h2, l, 'gate_proj');
+      const gated = tf.mul(tf.mul(gate, tf.sigmoid(gate)), this.project(h2, l, 'up_proj')) as tf.Tensor2D; // silu(gate) * up
+      x = tf.add(x, this.project(gated, l, 'down_proj'));
+    }
+    const hf = rmsNorm(x, this.param('model.norm.weight'), c.rmsNormEps) as tf.Tensor2D;
+    const head = c.tieWordEmbeddings ? this.param('model.embed_tokens.weight') : this.param('lm_head.weight');
+    const logits = tf.reshape(denseLinear(hf, head), [B, T, c.vocabSize]) as tf.Tensor3D;
+    return { logits, captured };
+  }
+
+  dispose(): void {
+    for (const p of this.params.values()) p.dispose();
+    this.params.clear();
+    for (const r of this.ropeCache.values()) {
+      r.cos.dispose();
+      r.sin.dispose();
+    }
+    this.ropeCache.clear();
+    for (const m of this.maskCache.values()) m.dispose();
+    this.maskCache.clear();
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * Matmul building blocks that keep the wasm backend on its fast path (MACHINE.md): XNNPACK only serves plain
+ * 2-D matmuls without transpose flags, so the backward passes below transpose explicitly instead of letting
+ * autograd emit transposed matmuls (which fall to a ~1 GFLOP/s scalar loop).
+ */
+import * as tf from '@tensorflow/tfjs';
+
+/** a [M, K] @ b [K, N] -> [M, N], with a backward made of plain matmuls. */
+export const matmul2d = tf.customGrad((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([a, b]);
+  const value = tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
+  return {
+    value,
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [sa, sb] = saved as [tf.Tensor2D, tf.Tensor2D];
+      const dy2 = dy as tf.Tensor2D;
+      return [tf.matMul(dy2, tf.transpose(sb)), tf.matMul(tf.transpose(sa), dy2)];
+    },
+  };
+}) as (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
+
+/**
+ * The linear op the model calls for every projection: x [N, in], weight [out, in] (HF layout) -> [N, out].
+ * Quantization swaps this per projection from outside the model (packages/quant).
+ */
+export type LinearFn = (x: tf.Tensor2D, weight: tf.Tensor2D) => tf.Tensor2D;
+
+export const denseLinear: LinearFn = (x, weight) => matmul2d(x, tf.transpose(weight));
+
+/** RMSNorm over the last axis: x * rsqrt(mean(x^2) + eps) * gain. */
+export function rmsNorm(x: tf.Tensor, gain: tf.Tensor, eps: number): tf.Tensor {
+  const ms = tf.mean(tf.square(x), -1, true);
+  return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), gain);
+}
+
+/**
+ * Batched matmul as a loop of 2-D matmuls: a [G, M, K] @ b [G, K, N] -> [G, M, N]. Used for attention
+ * (G = batch x heads) so that wasm stays on its fast path; a native BatchMatMul makes this unnecessary.
+ */
+export function bmm(a: tf.Tensor3D, b: tf.Tensor3D): tf.Tensor3D {
+  const as = tf.unstack(a) as tf.Tensor2D[];
+  const bs = tf.unstack(b) as tf.Tensor2D[];
+  return tf.stack(as.map((x, i) => matmul2d(x, bs[i] as tf.Tensor2D))) as tf.Tensor3D;
+}

@@ -1,0 +1,133 @@
+/**
+ * Turning a full-precision decoder into a BitNet student, from outside the model file (like transformers'
+ * `replace_with_bitnet_linear`): the seven block projections get `bitLinear` (int8 activations x ternary
+ * weights, fake-quantized with STE) and the SubLN gains are inserted (PAPER.md section 3). Embeddings, lm_head
+ * and the model's own norms stay full precision.
+ */
+import { ArgumentError } from '@bitdistill/core';
+import { PROJECTIONS, denseLinear, projectionName, sublnName, type Decoder, type LinearFn, type SublnMode } from '@bitdistill/model';
+import { int8Quant, ternaryQuant } from './quantizers.ts';
+import { checkWeightQuantMode, type WeightQuantMode } from './reference.ts';
+import type * as tf from '@tensorflow/tfjs';
+
+export interface BitLinearOptions {
+  weightQuant: WeightQuantMode;
+  /** Quantize the activations to int8 per token (default true). */
+  quantizeActivations?: boolean;
+}
+
+/** The student's linear op: y = int8Quant(x) @ ternaryQuant(W)^T, x [N, in], W [out, in]. */
+export function bitLinear(x: tf.Tensor2D, weight: tf.Tensor2D, options: BitLinearOptions = { weightQuant: 'absmean' }): tf.Tensor2D {
+  const xq = options.quantizeActivations === false ? x : (int8Quant(x) as tf.Tensor2D);
+  return denseLinear(xq, ternaryQuant(weight, options.weightQuant) as tf.Tensor2D);
+}
+
+export function makeBitLinear(options: BitLinearOptions): LinearFn {
+  checkWeightQuantMode(options.weightQuant);
+  return (x, w) => bitLinear(x, w, options);
+}
+
+export interface PrepareStudentOptions {
+  subln: SublnMode;
+  weightQuant: WeightQuantMode;
+  /** Projections to keep full precision: substrings or RegExps matched against names like `model.layers.3.mlp.down_proj`. */
+  exclude?: readonly (string | RegExp)[];
+  /** false keeps every projection dense (same surgery, no quantization): the student then equals the teacher when subln is 'none'. */
+  quantize?: boolean;
+  quantizeActivations?: boolean;
+}
+
+export interface StudentReport {
+  quantized: string[];
+  excluded: string[];
+  sublnAdded: string[];
+}
+
+/** What a checkpoint's config.json records about the student (the `bitdistill` block). */
+export interface StudentRecord {
+  subln: SublnMode;
+  weightQuant: WeightQuantMode | 'none';
+  activationQuant: 'int8-per-token' | 'none';
+  exclude: string[];
+}
+
+export function prepareStudent(model: Decoder, options: PrepareStudentOptions): StudentReport {
+  checkWeightQuantMode(options.weightQuant);
+  const exclude = options.exclude ?? [];
+  const matches = (name: string) => exclude.some((p) => (typeof p === 'string' ? name.includes(p) : p.test(name)));
+  const quantize = options.quantize ?? true;
+  const linear = quantize ? makeBitLinear({ weightQuant: options.weightQuant, quantizeActivations: options.quantizeActivations ?? true }) : denseLinear;
+  const report: StudentReport = { quantized: [], excluded: [], sublnAdded: [] };
+  for (let l = 0; l < model.config.numLayers; l++) {
+    for (const proj of PROJECTIONS) {
+      const name = projectionName(l, proj);
+      if (matches(name)) {
+        report.excluded.push(name);
+        model.linears.delete(name);
+        continue;
+      }
+      model.linears.set(name, linear);
+      report.quantized.push(name);
+    }
+  }
+  if (report.quantized.length === 0) {
+    throw new ArgumentError(`prepareStudent: no projection left to quantize (exclude=${JSON.stringify(exclude.map(String))} matched all ${report.excluded.length})`, {
+      hint: 'narrow the exclude patterns',
+    });
+  }
+  report.sublnAdded = model.setSubln(options.subln);
+  const record: StudentRecord = {
+    subln: options.subln,
+    weightQuant: quantize ? options.weightQuant : 'none',
+    activationQuant: quantize && options.quantizeActivations !== false ? 'int8-per-token' : 'none',
+    exclude: report.excluded,
+  };
+  const prev = model.config.raw['bitdistill'];
+  model.config.raw['bitdistill'] = { ...(prev !== null && typeof prev === 'object' ? prev : {}), ...record };
+  return report;
+}
+
+/** The student record of a loaded checkpoint's config.json, or null for a plain model. */
+export function studentRecord(model: Decoder): StudentRecord | null {
+  const b = model.config.raw['bitdistill'];
+  if (b === null || typeof b !== 'object') return null;
+  const r = b as Partial<StudentRecord>;
+  if (r.weightQuant === undefined) return null;
+  return {
+    subln: model.config.subln,
+    weightQuant: r.weightQuant,
+    activationQuant: r.activationQuant ?? 'int8-per-token',
+    exclude: Array.isArray(r.exclude) ? r.exclude : [],
+  };
+}
+
+/** Re-apply the student surgery recorded in a checkpoint (after loadModel). Returns false for a plain model. */
+export function restoreStudent(model: Decoder): boolean {
+  const r = studentRecord(model);
+  if (r === null) return false;
+  const exclude = r.exclude.map((n) => new RegExp(`^${n.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`));
+  prepareStudent(model, {
+    subln: r.subln,
+    weightQuant: r.weightQuant === 'none' ? 'absmean' : r.weightQuant,
+    quantize: r.weightQuant !== 'none',
+    quantizeActivations: r.activationQuant !== 'none',
+    exclude,
+  });
+  return true;
+}
+
+/** Per-tensor description for `bitdistill info --student`: which tensors are quantized, which are SubLN gains. */
+export function describeStudent(model: Decoder): { name: string; shape: number[]; role: 'quantized' | 'subln' | 'full-precision' }[] {
+  const sub = new Set<string>();
+  for (let l = 0; l < model.config.numLayers; l++) {
+    for (const proj of PROJECTIONS) {
+      const s = sublnName(l, proj, model.config.subln);
+      if (s !== null) sub.add(s);
+    }
+  }
+  return [...model.params].map(([name, v]) => {
+    const base = name.replace(/\.weight$/, '');
+    const role = sub.has(name) ? 'subln' : name.endsWith('.weight') && model.linears.get(base) !== undefined && model.linears.get(base) !== denseLinear ? 'quantized' : 'full-precision';
+    return { name, shape: [...v.shape], role };
+  });
+}
