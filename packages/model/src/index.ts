@@ -7,3 +7,4 @@ export type { LinearFn } from './ops.ts';
 export { loadModel, saveModel, configJson, copyTokenizerFiles } from './io.ts';
 export type { LoadedModel, LoadOptions, SaveOptions } from './io.ts';
 export { generateGreedy, sequenceNll } from './generate.ts';
+export { initDecoder } from './init.ts';

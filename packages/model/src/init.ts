@@ -1,0 +1,20 @@
+/** Random initialisation (std 0.02 normal weights, zero biases, unit norms), as HF's `_init_weights`. */
+import * as tf from '@tensorflow/tfjs';
+import { Rng } from '@bitdistill/core';
+import { parseDecoderConfig } from './config.ts';
+import { Decoder } from './decoder.ts';
+
+export function initDecoder(configJson: Record<string, unknown>, seed: number, std = 0.02): Decoder {
+  const config = parseDecoderConfig(configJson, 'config');
+  const rng = new Rng(seed);
+  const params = new Map<string, tf.Variable>();
+  for (const [name, shape] of Decoder.expectedShapes(config)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    let data: Float32Array;
+    if (name.endsWith('norm.weight')) data = new Float32Array(n).fill(1);
+    else if (name.endsWith('.bias')) data = new Float32Array(n);
+    else data = Float32Array.from({ length: n }, () => rng.normal() * std);
+    params.set(name, tf.variable(tf.tensor(data, shape), true, name));
+  }
+  return new Decoder(config, params);
+}

@@ -1,0 +1,15 @@
+/** Gradient clipping by global L2 norm (torch.nn.utils.clip_grad_norm_). */
+import * as tf from '@tensorflow/tfjs';
+
+/** Returns the clipped gradients (new tensors) and the norm before clipping. maxNorm <= 0 disables clipping. */
+export function clipByGlobalNorm(grads: Record<string, tf.Tensor>, maxNorm: number): { grads: Record<string, tf.Tensor>; norm: number } {
+  const names = Object.keys(grads);
+  const normT = tf.tidy(() => tf.sqrt(tf.addN(names.map((n) => tf.sum(tf.square(grads[n] as tf.Tensor))))));
+  const norm = normT.dataSync()[0] as number;
+  normT.dispose();
+  if (maxNorm <= 0 || !Number.isFinite(norm) || norm <= maxNorm) return { grads, norm };
+  const scale = maxNorm / (norm + 1e-6);
+  const out: Record<string, tf.Tensor> = {};
+  for (const n of names) out[n] = tf.mul(grads[n] as tf.Tensor, scale);
+  return { grads: out, norm };
+}

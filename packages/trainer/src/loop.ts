@@ -1,0 +1,344 @@
+/**
+ * The training loop shared by every stage: gradient accumulation, clipping, AdamW with a schedule, optional
+ * EMA, periodic logging / evaluation / checkpoints, exact resume, and a clean stop on SIGINT/SIGTERM.
+ * What is trained and how the loss is made is the stage's business (stages.ts); this file only runs steps.
+ */
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { BitDistillError, Rng, silentLogger, type Logger } from '@bitdistill/core';
+import type { TensorEntry } from '@bitdistill/format';
+import type { Decoder } from '@bitdistill/model';
+import { AdamW } from './adamw.ts';
+import { clipByGlobalNorm } from './clip.ts';
+import { learningRate, type ScheduleKind } from './schedule.ts';
+import {
+  latestCheckpoint,
+  listCheckpoints,
+  loadWeightsInto,
+  readOptimizerTensors,
+  readTrainerState,
+  saveCheckpoint,
+  writeCheckpointDir,
+  type TrainerState,
+  type WriteHook,
+} from './checkpoint.ts';
+
+export interface OptimSettings {
+  lr: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  warmupRatio: number;
+  schedule: ScheduleKind;
+  decayRatio: number;
+  gradClip: number;
+  gradAccum: number;
+}
+
+export interface LoopSettings {
+  optim: OptimSettings;
+  totalSteps: number;
+  logEvery: number;
+  checkpointEvery: number;
+  keepLast: number;
+  /** Evaluate every N optimizer steps (0: only at the end). */
+  evalEvery: number;
+  averaging: { kind: 'none' | 'ema' | 'lawa'; emaDecay: number; lawaK: number };
+  seed: number;
+}
+
+/** One micro-batch, as the stage's loss function wants it; `tokens` counts the tokens it holds. */
+export interface MicroBatch {
+  tokens: number;
+}
+
+export interface LossTerms {
+  /** The summed loss that is differentiated. */
+  total: tf.Scalar;
+  /** Every term by its paper name (ce, logitKd, attnKd, ...), before weighting. */
+  terms: Record<string, tf.Scalar>;
+}
+
+export interface EvalResult {
+  metric: string;
+  value: number;
+  examples: number;
+}
+
+export interface StageSpec<B extends MicroBatch> {
+  stage: string;
+  stageDir: string;
+  model: Decoder;
+  nextBatch: () => B;
+  getCursor: () => unknown;
+  setCursor: (cursor: unknown) => void;
+  /** Current epoch of the data stream (for logs). */
+  epoch: () => number;
+  loss: (batch: B) => LossTerms;
+  evaluate?: () => Promise<EvalResult>;
+  /** What to write next to every checkpoint. */
+  resolvedYaml: string;
+  tokenizerFrom: string;
+  bitdistill: Record<string, unknown>;
+}
+
+export interface LoopHooks {
+  logger?: Logger;
+  /** Called after every optimizer step (progress bar). */
+  onStep?: (p: { step: number; totalSteps: number; loss: number; lr: number; tokensPerSecond: number; etaSeconds: number }) => void;
+  /** Polled between steps; true saves a checkpoint and stops with an Interrupted error. */
+  shouldStop?: () => boolean;
+  /** Resume from the latest checkpoint if one exists (default true). */
+  resume?: boolean;
+  /** Test hook for checkpoint writes. */
+  writeHook?: WriteHook;
+  /** Stop (as if killed) after this many optimizer steps of this process; for tests. */
+  stopAfterSteps?: number;
+}
+
+export class Interrupted extends BitDistillError {
+  constructor(stage: string, step: number) {
+    super('E_IO', `${stage}: interrupted at step ${step}; a checkpoint was saved`, { hint: 'run the same command again to resume (--resume auto)' });
+    this.name = 'Interrupted';
+  }
+}
+
+export interface StageResult {
+  finalDir: string;
+  state: TrainerState;
+  eval: EvalResult | null;
+}
+
+function readMetrics(file: string): Record<string, unknown>[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, settings: LoopSettings, hooks: LoopHooks = {}): Promise<StageResult> {
+  const log = hooks.logger ?? silentLogger;
+  const { model, stageDir } = spec;
+  const o = settings.optim;
+  const metricsFile = join(stageDir, 'metrics.jsonl');
+  const trainable = new Map([...model.params].filter(([, v]) => v.trainable));
+  const vars = [...trainable.values()];
+  const optimizer = new AdamW({ beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay });
+  const ema = new Map<string, tf.Variable>();
+  const rng = new Rng(settings.seed);
+  const warmupSteps = Math.round(o.warmupRatio * settings.totalSteps);
+
+  let state: TrainerState = {
+    stage: spec.stage,
+    step: 0,
+    totalSteps: settings.totalSteps,
+    epoch: 0,
+    dataCursor: spec.getCursor(),
+    rng: rng.getState(),
+    bestMetric: null,
+    bestStep: null,
+    tokensSeen: 0,
+    elapsedSeconds: 0,
+  };
+
+  const latest = hooks.resume === false ? null : latestCheckpoint(stageDir);
+  if (latest !== null) {
+    state = readTrainerState(latest);
+    loadWeightsInto(model, latest);
+    const opt = readOptimizerTensors(latest);
+    const moments = new Map<string, { shape: readonly number[]; data: Float32Array }>();
+    for (const [k, t] of opt) {
+      if (k.startsWith('ema.')) ema.set(k.slice(4), tf.variable(tf.tensor(t.data as Float32Array, [...t.shape]), false));
+      else moments.set(k, { shape: t.shape, data: t.data as Float32Array });
+    }
+    optimizer.load(state.step, moments);
+    spec.setCursor(state.dataCursor);
+    rng.setState(state.rng);
+    // Metrics logged after the checkpoint are about to be redone: drop them.
+    const kept = readMetrics(metricsFile).filter((r) => typeof r['step'] === 'number' && (r['step'] as number) <= state.step);
+    writeFileSync(metricsFile, kept.map((r) => `${JSON.stringify(r)}\n`).join(''));
+    log.info({ stage: spec.stage, checkpoint: latest, step: state.step }, 'resuming from checkpoint');
+  } else if (existsSync(metricsFile)) {
+    writeFileSync(metricsFile, '');
+  }
+
+  const optimizerTensors = async (): Promise<Map<string, TensorEntry>> => {
+    const st = await optimizer.state();
+    const out = new Map<string, TensorEntry>();
+    for (const [k, t] of st.tensors) out.set(k, { dtype: 'F32', shape: t.shape, data: t.data });
+    for (const [k, v] of ema) out.set(`ema.${k}`, { dtype: 'F32', shape: [...v.shape], data: (await v.data()) as Float32Array });
+    return out;
+  };
+  const checkpoint = async (): Promise<string> => {
+    state.dataCursor = spec.getCursor();
+    state.rng = rng.getState();
+    const keep = state.bestStep !== null ? [`step-${String(state.bestStep).padStart(6, '0')}`] : [];
+    const keepLast = settings.averaging.kind === 'lawa' ? Math.max(settings.keepLast, settings.averaging.lawaK) : settings.keepLast;
+    return saveCheckpoint(
+      stageDir,
+      { model, optimizer: await optimizerTensors(), state, resolvedYaml: spec.resolvedYaml, tokenizerFrom: spec.tokenizerFrom, bitdistill: spec.bitdistill },
+      keepLast,
+      keep,
+      hooks.writeHook,
+    );
+  };
+  const record = (r: Record<string, unknown>) => appendFileSync(metricsFile, `${JSON.stringify(r)}\n`);
+  const evaluate = async (): Promise<EvalResult | null> => {
+    if (spec.evaluate === undefined) return null;
+    const res = await spec.evaluate();
+    record({ type: 'eval', step: state.step, epoch: spec.epoch(), metric: res.metric, value: res.value, examples: res.examples });
+    log.info({ stage: spec.stage, step: state.step, [res.metric]: Number(res.value.toFixed(4)) }, 'eval');
+    return res;
+  };
+
+  const t0 = performance.now() / 1000 - state.elapsedSeconds;
+  let windowStart = performance.now() / 1000;
+  let windowTokens = 0;
+  let stepsThisProcess = 0;
+  const processStart = performance.now() / 1000;
+  let lastEval: EvalResult | null = null;
+
+  while (state.step < settings.totalSteps) {
+    if (hooks.shouldStop?.() === true) {
+      await checkpoint();
+      throw new Interrupted(spec.stage, state.step);
+    }
+    if (hooks.stopAfterSteps !== undefined && stepsThisProcess >= hooks.stopAfterSteps) return { finalDir: '', state, eval: null };
+
+    // --- one optimizer step: accumulate gradients over gradAccum micro-batches ---
+    let gradSum: Record<string, tf.Tensor> | null = null;
+    const termSums: Record<string, number> = {};
+    let lossSum = 0;
+    for (let a = 0; a < o.gradAccum; a++) {
+      const batch = spec.nextBatch();
+      windowTokens += batch.tokens;
+      state.tokensSeen += batch.tokens;
+      const kept: Record<string, tf.Scalar> = {};
+      const { value, grads } = tf.variableGrads(() => {
+        const { total, terms } = spec.loss(batch);
+        for (const [k, t] of Object.entries(terms)) kept[k] = tf.keep(t);
+        return total;
+      }, vars);
+      const totalValue = (await value.data())[0] as number;
+      value.dispose();
+      const termValues: Record<string, number> = {};
+      for (const [k, t] of Object.entries(kept)) {
+        termValues[k] = (await t.data())[0] as number;
+        t.dispose();
+      }
+      if (!Number.isFinite(totalValue)) {
+        tf.dispose(Object.values(grads));
+        if (gradSum !== null) tf.dispose(Object.values(gradSum));
+        const bad = Object.entries(termValues).filter(([, v]) => !Number.isFinite(v)).map(([k, v]) => `${k}=${v}`);
+        throw new BitDistillError('E_NUMERIC', `${spec.stage}: the loss became ${totalValue} at step ${state.step + 1} (${bad.length > 0 ? bad.join(', ') : 'the weighted sum overflowed'})`, {
+          hint: `the last good checkpoint is kept (${latestCheckpoint(stageDir) ?? 'none yet'}); lower optim.lr or the loss weights, then resume`,
+        });
+      }
+      lossSum += totalValue;
+      for (const [k, v] of Object.entries(termValues)) termSums[k] = (termSums[k] ?? 0) + v;
+      if (gradSum === null) gradSum = grads;
+      else {
+        const prev: Record<string, tf.Tensor> = gradSum;
+        const next: Record<string, tf.Tensor> = {};
+        for (const k of Object.keys(prev)) next[k] = tf.add(prev[k] as tf.Tensor, grads[k] as tf.Tensor);
+        tf.dispose([...Object.values(prev), ...Object.values(grads)]);
+        gradSum = next;
+      }
+    }
+    const summed = gradSum as Record<string, tf.Tensor>;
+    const averaged: Record<string, tf.Tensor> = o.gradAccum === 1 ? summed : Object.fromEntries(Object.entries(summed).map(([k, g]) => [k, tf.div(g, o.gradAccum)]));
+    if (averaged !== summed) tf.dispose(Object.values(summed));
+    const { grads: clipped, norm } = clipByGlobalNorm(averaged, o.gradClip);
+    const lr = learningRate({ kind: o.schedule, peakLr: o.lr, totalSteps: settings.totalSteps, warmupSteps, decayRatio: o.decayRatio }, state.step);
+    optimizer.apply(trainable, clipped, lr);
+    if (clipped !== averaged) tf.dispose(Object.values(clipped));
+    tf.dispose(Object.values(averaged));
+    if (settings.averaging.kind === 'ema') {
+      tf.tidy(() => {
+        for (const [name, p] of trainable) {
+          const s = ema.get(name);
+          if (s === undefined) ema.set(name, tf.variable(p.clone(), false));
+          else s.assign(tf.add(tf.mul(s, settings.averaging.emaDecay), tf.mul(p, 1 - settings.averaging.emaDecay)));
+        }
+      });
+    }
+    state.step += 1;
+    stepsThisProcess += 1;
+    state.epoch = spec.epoch();
+    state.elapsedSeconds = performance.now() / 1000 - t0;
+
+    const loss = lossSum / o.gradAccum;
+    const now = performance.now() / 1000;
+    const tps = windowTokens / Math.max(1e-9, now - windowStart);
+    const eta = ((settings.totalSteps - state.step) * (now - processStart)) / stepsThisProcess;
+    hooks.onStep?.({ step: state.step, totalSteps: settings.totalSteps, loss, lr, tokensPerSecond: tps, etaSeconds: Math.min(eta, 1e7) });
+    if (state.step % settings.logEvery === 0 || state.step === settings.totalSteps) {
+      const terms = Object.fromEntries(Object.entries(termSums).map(([k, v]) => [k, v / o.gradAccum]));
+      const rec = { type: 'train', step: state.step, epoch: state.epoch, loss, ...terms, lr, gradNorm: norm, tokensPerSecond: Math.round(tps), elapsed: Number(state.elapsedSeconds.toFixed(2)) };
+      record(rec);
+      log.debug(rec, `${spec.stage} step ${state.step}/${settings.totalSteps}`);
+      windowStart = now;
+      windowTokens = 0;
+    }
+    const isLast = state.step === settings.totalSteps;
+    if (settings.evalEvery > 0 && state.step % settings.evalEvery === 0 && !isLast) {
+      lastEval = await evaluate();
+      if (lastEval !== null && (state.bestMetric === null || lastEval.value > state.bestMetric)) {
+        state.bestMetric = lastEval.value;
+        state.bestStep = state.step;
+        await checkpoint();
+        continue;
+      }
+    }
+    if (state.step % settings.checkpointEvery === 0 && !isLast) await checkpoint();
+  }
+
+  // --- end of stage: weight averaging, final evaluation, final/ ---
+  if (settings.averaging.kind === 'ema' && ema.size > 0) {
+    for (const [name, s] of ema) tf.tidy(() => (trainable.get(name) as tf.Variable).assign(s));
+    log.info({ stage: spec.stage }, 'final weights: EMA of the training trajectory');
+  } else if (settings.averaging.kind === 'lawa') {
+    await checkpoint();
+    const last = listCheckpoints(stageDir).slice(-settings.averaging.lawaK);
+    await averageCheckpointsInto(model, last);
+    log.info({ stage: spec.stage, checkpoints: last.length }, 'final weights: LAWA average of the last checkpoints');
+  }
+  lastEval = await evaluate();
+  if (lastEval !== null && (state.bestMetric === null || lastEval.value > state.bestMetric)) {
+    state.bestMetric = lastEval.value;
+    state.bestStep = state.step;
+  }
+  const finalDir = join(stageDir, 'final');
+  await writeCheckpointDir(finalDir, {
+    model,
+    optimizer: null,
+    state,
+    resolvedYaml: spec.resolvedYaml,
+    tokenizerFrom: spec.tokenizerFrom,
+    bitdistill: { ...spec.bitdistill, stage: spec.stage, finalEval: lastEval },
+  });
+  optimizer.dispose();
+  for (const v of ema.values()) v.dispose();
+  return { finalDir, state, eval: lastEval };
+}
+
+/** LAWA: set the model's weights to the mean of the given checkpoints' weights. */
+export async function averageCheckpointsInto(model: Decoder, dirs: readonly string[]): Promise<void> {
+  if (dirs.length === 0) return;
+  const sums = new Map<string, tf.Tensor>();
+  for (const d of dirs) {
+    loadWeightsInto(model, d);
+    for (const [name, p] of model.params) {
+      const prev = sums.get(name);
+      sums.set(name, prev === undefined ? p.clone() : tf.tidy(() => tf.add(prev, p)));
+      prev?.dispose();
+    }
+  }
+  for (const [name, s] of sums) {
+    tf.tidy(() => model.param(name).assign(tf.div(s, dirs.length)));
+    s.dispose();
+  }
+}
