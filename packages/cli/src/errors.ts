@@ -4,7 +4,10 @@ import { isBitDistillError } from '@bitdistill/core';
 export const EXIT_USAGE = 2;
 
 export function exitCodeFor(e: unknown): number {
-  if (isBitDistillError(e)) return e.code === 'E_CONFIG' || e.code === 'E_USAGE' ? EXIT_USAGE : 1;
+  if (isBitDistillError(e)) {
+    if (e.name === 'Interrupted') return 130;
+    return e.code === 'E_CONFIG' || e.code === 'E_USAGE' ? EXIT_USAGE : 1;
+  }
   return 1;
 }
 

@@ -10,6 +10,8 @@ import { EXIT_USAGE, exitCodeFor, reportError } from './errors.ts';
 import { generateCommand } from './commands/generate.ts';
 import { infoCommand } from './commands/info.ts';
 import { validateCommand } from './commands/validate.ts';
+import { trainCommand } from './commands/train.ts';
+import { importCommand } from './commands/import.ts';
 
 const argv = hideBin(process.argv);
 const verbose = argv.includes('--verbose');
@@ -24,6 +26,8 @@ try {
     .command(generateCommand)
     .command(infoCommand)
     .command(validateCommand)
+    .command(trainCommand)
+    .command(importCommand)
     .demandCommand(1, 'name a command; see bitdistill --help')
     .strict()
     .fail((msg, err) => {

@@ -1,0 +1,153 @@
+/**
+ * `bitdistill export --ternary`: a training checkpoint (full-precision latent weights + the student record in
+ * config.json) -> a packed ternary model folder (DESIGN.md "Ternary export"):
+ *   - each quantized projection `<name>.weight` as U8 [ceil(out/4), in] in the Hugging Face BitNet packing, plus
+ *     `<name>.weight_scale` F32 (multiplicative: weight = ternary x scale); [1] for absmean, [out] for perRow,
+ *     [ceil(out*in/256)] for block256;
+ *   - every other tensor (embeddings, lm_head, norms, SubLN gains) in full precision (F32, or BF16 on request);
+ *   - config.json with `quantization_config` and the `bitdistill` block; the tokenizer files.
+ * This package never loads tfjs: the quantizer used is the reference twin of the training one, so the export
+ * holds exactly the ternary values the fake-quantized student computed with.
+ */
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FormatError, NotFoundError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
+import { loadSafetensorsDir, packTernaryHF, readSafetensors, tensorToFloat32, unpackTernaryHF, writeSafetensors, f32ArrayToBf16, type TensorEntry } from '@bitdistill/format';
+import { ternaryQuantRef, type WeightQuantMode } from '@bitdistill/quant/reference';
+
+const PROJ = /^model\.layers\.(\d+)\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$/;
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.bin', 'vocab.txt'];
+
+export interface ExportOptions {
+  from: string;
+  out: string;
+  /** dtype for the tensors that stay full precision. */
+  dtype?: 'F32' | 'BF16';
+  logger?: Logger;
+}
+
+export interface ExportReport {
+  checkpoint: string;
+  out: string;
+  quantizedTensors: number;
+  bytes: number;
+  /** Size of a bf16 copy of the same model (every parameter in 2 bytes). */
+  bf16Bytes: number;
+  parameters: number;
+}
+
+/** A run's stage folder resolves to its final checkpoint; a checkpoint folder is taken as it is. */
+export function resolveCheckpoint(from: string): string {
+  if (!existsSync(from)) throw new NotFoundError(from, `checkpoint '${from}' does not exist`, { hint: 'pass --from runs/<name>/<stage> or a checkpoint folder' });
+  if (existsSync(join(from, 'config.json'))) return from;
+  if (existsSync(join(from, 'final', 'config.json'))) return join(from, 'final');
+  throw new NotFoundError(join(from, 'config.json'), `no config.json in '${from}' (nor in ${join(from, 'final')})`, {
+    hint: 'the stage has not finished: run `bitdistill train` to the end, or pass a folder under checkpoints/',
+  });
+}
+
+interface StudentBlock {
+  subln: string;
+  weightQuant: WeightQuantMode;
+  exclude: string[];
+}
+
+function studentBlock(config: Record<string, unknown>, file: string): StudentBlock {
+  const b = config['bitdistill'] as Record<string, unknown> | undefined;
+  const wq = b?.['weightQuant'];
+  if (b === undefined || wq === undefined || wq === 'none') {
+    throw new UnsupportedError(`${file}: this checkpoint is not a ternary student (no weight quantizer recorded in config.json's bitdistill block)`, {
+      hint: 'export a bitnet-sft, continual-pretrain or distill checkpoint; a teacher stays full precision',
+    });
+  }
+  if (wq !== 'absmean' && wq !== 'perRow' && wq !== 'block256') throw new FormatError(file, `unknown bitdistill.weightQuant '${String(wq)}'`);
+  return { subln: String(b['subln'] ?? 'none'), weightQuant: wq, exclude: Array.isArray(b['exclude']) ? (b['exclude'] as string[]) : [] };
+}
+
+function isQuantized(name: string, exclude: readonly string[]): boolean {
+  return PROJ.test(name) && !exclude.includes(name.replace(/\.weight$/, ''));
+}
+
+export function exportTernary(o: ExportOptions): ExportReport {
+  const log = o.logger ?? silentLogger;
+  const ckpt = resolveCheckpoint(o.from);
+  const cfgPath = join(ckpt, 'config.json');
+  const config = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
+  const student = studentBlock(config, cfgPath);
+  const { tensors } = loadSafetensorsDir(ckpt);
+  const out = new Map<string, TensorEntry>();
+  const expected = new Map<string, { codes: Int8Array; scales: Float32Array }>();
+  let parameters = 0;
+  for (const [name, t] of tensors) {
+    const data = tensorToFloat32(t, `${ckpt}: ${name}`);
+    parameters += data.length;
+    if (isQuantized(name, student.exclude)) {
+      if (t.shape.length !== 2) throw new FormatError(cfgPath, `projection '${name}' has shape [${t.shape.join(', ')}], expected 2-D`);
+      const [rows, cols] = t.shape as [number, number];
+      const q = ternaryQuantRef(data, cols, student.weightQuant);
+      out.set(name, { dtype: 'U8', shape: [Math.ceil(rows / 4), cols], data: packTernaryHF(q.codes, rows, cols) });
+      out.set(name.replace(/\.weight$/, '.weight_scale'), { dtype: 'F32', shape: [q.scales.length], data: q.scales });
+      expected.set(name, { codes: q.codes, scales: q.scales });
+    } else if (o.dtype === 'BF16') {
+      out.set(name, { dtype: 'BF16', shape: [...t.shape], data: f32ArrayToBf16(data) });
+    } else {
+      out.set(name, { dtype: 'F32', shape: [...t.shape], data });
+    }
+  }
+  if (expected.size === 0) throw new UnsupportedError(`${ckpt}: no quantized projection found to export`);
+
+  const exportConfig = {
+    ...config,
+    quantization_config: { quant_method: 'bitnet', linear_class: 'autobitlinear', quantization_mode: 'offline' },
+    bitdistill: { ...(config['bitdistill'] as Record<string, unknown>), weightScale: 'multiplicative', packing: 'hf-bitnet-u8', exportedFrom: ckpt },
+  };
+
+  // Write into a temporary folder and rename, so a failed export never leaves a half-written model behind.
+  const tmp = `${o.out.replace(/\/+$/, '')}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  try {
+    writeSafetensors(join(tmp, 'model.safetensors'), out, { format: 'pt', bitdistill: 'ternary-export-v1' });
+    writeFileSync(join(tmp, 'config.json'), `${JSON.stringify(exportConfig, null, 2)}\n`);
+    for (const f of TOKENIZER_FILES) if (existsSync(join(ckpt, f))) copyFileSync(join(ckpt, f), join(tmp, f));
+    verifyExport(tmp, tensors, expected, o.dtype ?? 'F32');
+    rmSync(o.out, { recursive: true, force: true });
+    renameSync(tmp, o.out);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  let bytes = 0;
+  for (const f of readdirSync(o.out)) bytes += statSync(join(o.out, f)).size;
+  const report = { checkpoint: ckpt, out: o.out, quantizedTensors: expected.size, bytes, bf16Bytes: parameters * 2, parameters };
+  log.info(report, 'ternary export written and verified');
+  return report;
+}
+
+/** Re-read what was written and check it against the checkpoint: codes, scales, and every other tensor. */
+function verifyExport(dir: string, source: Map<string, TensorEntry>, expected: Map<string, { codes: Int8Array; scales: Float32Array }>, dtype: 'F32' | 'BF16'): void {
+  const file = join(dir, 'model.safetensors');
+  const { tensors } = readSafetensors(file);
+  for (const [name, t] of source) {
+    const e = expected.get(name);
+    const got = tensors.get(name);
+    if (got === undefined) throw new FormatError(file, `verification: tensor '${name}' missing from the export`);
+    if (e !== undefined) {
+      const [rows, cols] = t.shape as [number, number];
+      if (got.dtype !== 'U8') throw new FormatError(file, `verification: '${name}' should be U8`);
+      const codes = unpackTernaryHF(got.data, rows, cols, `${file}: ${name}`);
+      for (let i = 0; i < codes.length; i++) {
+        if (codes[i] !== e.codes[i]) throw new FormatError(file, `verification: '${name}' code ${i} is ${codes[i]}, expected ${e.codes[i]}`);
+      }
+      const s = tensors.get(name.replace(/\.weight$/, '.weight_scale'));
+      if (s === undefined || s.dtype !== 'F32' || s.data.length !== e.scales.length || s.data.some((v, i) => v !== e.scales[i])) {
+        throw new FormatError(file, `verification: '${name}' scale differs from the checkpoint's`);
+      }
+    } else {
+      const a = tensorToFloat32(t);
+      const b = tensorToFloat32(got);
+      const ref = dtype === 'BF16' ? tensorToFloat32({ dtype: 'BF16', shape: t.shape, data: f32ArrayToBf16(a) }) : a;
+      if (b.length !== ref.length || b.some((v, i) => !Object.is(v, ref[i]))) throw new FormatError(file, `verification: tensor '${name}' differs from the checkpoint's`);
+    }
+  }
+}

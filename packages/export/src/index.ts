@@ -1,0 +1,2 @@
+export { exportTernary, resolveCheckpoint } from './export.ts';
+export type { ExportOptions, ExportReport } from './export.ts';

@@ -1,0 +1,53 @@
+/**
+ * Dev-set evaluation with the tfjs model (the training-time view; the packed-ternary runtime has its own
+ * evaluator in packages/eval). `label` mode scores only the task's label words at the first answer token.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { computeMetric, encodeExample, labelWordIds, type Example, type TaskDef, type Tokenizer } from '@bitdistill/data';
+import type { Decoder } from '@bitdistill/model';
+import type { EvalResult } from './loop.ts';
+
+export interface LabelScoringOptions {
+  batchSize: number;
+  maxLen: number;
+}
+
+/** Predicted label index per example: argmax over the label words' first tokens after the prompt. */
+export async function predictLabels(model: Decoder, tokenizer: Tokenizer, task: TaskDef, examples: readonly Example[], o: LabelScoringOptions): Promise<number[]> {
+  const wordIds = labelWordIds(tokenizer, task);
+  const preds: number[] = [];
+  for (let s = 0; s < examples.length; s += o.batchSize) {
+    const chunk = examples.slice(s, s + o.batchSize);
+    const prompts = chunk.map((ex) => {
+      const p = encodeExample(tokenizer, task, ex).promptIds;
+      return p.length > o.maxLen ? p.slice(p.length - o.maxLen) : p;
+    });
+    const T = Math.max(...prompts.map((p) => p.length));
+    const pad = tokenizer.padId ?? tokenizer.eosId ?? 0;
+    const ids = new Int32Array(chunk.length * T).fill(pad);
+    prompts.forEach((p, b) => ids.set(p, b * T));
+    const scores = tf.tidy(() => {
+      const { logits } = model.forward(tf.tensor2d(ids, [chunk.length, T], 'int32'));
+      const V = model.config.vocabSize;
+      const flat = tf.reshape(logits, [chunk.length * T, V]);
+      const rows = tf.tensor1d(prompts.map((p, b) => b * T + p.length - 1), 'int32');
+      const last = tf.gather(flat, rows); // [b, V]
+      return tf.gather(last, tf.tensor1d(wordIds, 'int32'), 1); // [b, labels]
+    });
+    const sc = (await scores.data()) as Float32Array;
+    scores.dispose();
+    for (let b = 0; b < chunk.length; b++) {
+      let best = 0;
+      for (let k = 1; k < wordIds.length; k++) if ((sc[b * wordIds.length + k] as number) > (sc[b * wordIds.length + best] as number)) best = k;
+      preds.push(best);
+    }
+  }
+  return preds;
+}
+
+export async function evaluateLabelScoring(model: Decoder, tokenizer: Tokenizer, task: TaskDef, examples: readonly Example[], o: LabelScoringOptions): Promise<EvalResult> {
+  const preds = await predictLabels(model, tokenizer, task, examples, o);
+  const golds = examples.map((e) => e.label);
+  const m = computeMetric(task, preds, golds);
+  return { metric: m.name, value: m.value, examples: examples.length };
+}

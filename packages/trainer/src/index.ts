@@ -1,0 +1,23 @@
+export { AdamW, adamwRef } from './adamw.ts';
+export type { AdamWOptions } from './adamw.ts';
+export { learningRate, SCHEDULES } from './schedule.ts';
+export type { ScheduleKind, ScheduleOptions } from './schedule.ts';
+export { clipByGlobalNorm } from './clip.ts';
+export {
+  saveCheckpoint,
+  writeCheckpointDir,
+  latestCheckpoint,
+  listCheckpoints,
+  readTrainerState,
+  loadWeightsInto,
+  checkpointName,
+} from './checkpoint.ts';
+export type { TrainerState, CheckpointContent, WriteHook } from './checkpoint.ts';
+export { runStage, averageCheckpointsInto, Interrupted } from './loop.ts';
+export type { LoopSettings, LoopHooks, StageSpec, StageResult, EvalResult, MicroBatch, LossTerms, OptimSettings } from './loop.ts';
+export { predictLabels, evaluateLabelScoring } from './evaluate.ts';
+export { SftStream, LmStream } from './streams.ts';
+export { teacherStage, bitnetSftStage, continualPretrainStage, distillStage, resolveDistillLayer, resolveRelationHeads, STAGE_FUNCTIONS } from './stages.ts';
+export type { StageContext } from './stages.ts';
+export { runTraining, summaryMarkdown } from './run.ts';
+export type { TrainOptions, StageSummary } from './run.ts';

@@ -1,0 +1,101 @@
+/**
+ * `bitdistill train`: run the stages a config lists, in order, into runs/<name>/<stage>/; a stage whose
+ * final/ exists is skipped, a stage with checkpoints resumes from the latest; at the end a summary table of
+ * each stage's dev metric goes to runs/<name>/summary.md and summary.json.
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ArgumentError, type Logger } from '@bitdistill/core';
+import type { StageName, TrainConfig } from '@bitdistill/config';
+import type { EvalResult, LoopHooks } from './loop.ts';
+import { STAGE_FUNCTIONS, type StageContext } from './stages.ts';
+
+export interface TrainOptions {
+  /** Run only this stage. */
+  stage?: StageName;
+  /** 'auto' resumes from the latest checkpoint, 'none' starts the stage(s) over, a path resumes from that checkpoint folder. */
+  resume: 'auto' | 'none';
+  logger: Logger;
+  hooks?: LoopHooks;
+}
+
+export interface StageSummary {
+  stage: StageName;
+  status: 'trained' | 'skipped (final exists)';
+  metric: string | null;
+  value: number | null;
+  examples: number | null;
+  steps: number | null;
+  seconds: number | null;
+}
+
+const LABELS: Record<StageName, string> = {
+  teacher: 'FP-SFT (teacher)',
+  'bitnet-sft': 'BitNet-SFT',
+  'continual-pretrain': 'continual pre-training (LM only)',
+  distill: 'BitDistill',
+};
+
+function finalSummary(dir: string): { eval: EvalResult | null; steps: number | null; seconds: number | null } {
+  const cfgPath = join(dir, 'final', 'config.json');
+  const statePath = join(dir, 'final', 'trainer_state.json');
+  let ev: EvalResult | null = null;
+  if (existsSync(cfgPath)) {
+    const bd = (JSON.parse(readFileSync(cfgPath, 'utf8')) as { bitdistill?: { finalEval?: EvalResult | null } }).bitdistill;
+    ev = bd?.finalEval ?? null;
+  }
+  let steps: number | null = null;
+  let seconds: number | null = null;
+  if (existsSync(statePath)) {
+    const st = JSON.parse(readFileSync(statePath, 'utf8')) as { step: number; elapsedSeconds: number };
+    steps = st.step;
+    seconds = st.elapsedSeconds;
+  }
+  return { eval: ev, steps, seconds };
+}
+
+export function summaryMarkdown(name: string, rows: readonly StageSummary[]): string {
+  const lines = [
+    `# ${name}: summary`,
+    '',
+    '| stage | method | dev metric | value | examples | steps | seconds |',
+    '|---|---|---|---:|---:|---:|---:|',
+    ...rows.map((r) =>
+      [r.stage, LABELS[r.stage], r.metric ?? '-', r.value === null ? '-' : (r.value * 100).toFixed(2), r.examples ?? '-', r.steps ?? '-', r.seconds === null ? '-' : r.seconds.toFixed(1)].join(' | '),
+    ).map((l) => `| ${l} |`),
+    '',
+  ];
+  return lines.join('\n');
+}
+
+export async function runTraining(config: TrainConfig, resolvedYaml: string, o: TrainOptions): Promise<StageSummary[]> {
+  const runDir = join(config.outputDir, config.name);
+  mkdirSync(runDir, { recursive: true });
+  writeFileSync(join(runDir, 'config.resolved.yaml'), resolvedYaml);
+  if (o.stage !== undefined && !config.stages.includes(o.stage)) {
+    throw new ArgumentError(`--stage ${o.stage} is not among the config's stages (${config.stages.join(', ')})`);
+  }
+  const stages = o.stage !== undefined ? [o.stage] : config.stages;
+  const ctx: StageContext = { config, resolvedYaml, runDir, logger: o.logger, hooks: { ...o.hooks, logger: o.logger, resume: o.resume !== 'none' } };
+  const rows: StageSummary[] = [];
+  for (const stage of config.stages) {
+    const dir = join(runDir, stage);
+    if (!stages.includes(stage)) continue;
+    if (o.resume === 'none') rmSync(dir, { recursive: true, force: true });
+    if (existsSync(join(dir, 'final', 'config.json'))) {
+      o.logger.info({ stage, final: join(dir, 'final') }, 'stage already finished: skipping');
+      const f = finalSummary(dir);
+      rows.push({ stage, status: 'skipped (final exists)', metric: f.eval?.metric ?? null, value: f.eval?.value ?? null, examples: f.eval?.examples ?? null, steps: f.steps, seconds: f.seconds });
+      continue;
+    }
+    o.logger.info({ stage, dir }, `stage ${stage}: start`);
+    const res = await STAGE_FUNCTIONS[stage](ctx);
+    rows.push({ stage, status: 'trained', metric: res.eval?.metric ?? null, value: res.eval?.value ?? null, examples: res.eval?.examples ?? null, steps: res.state.step, seconds: res.state.elapsedSeconds });
+    o.logger.info({ stage, final: res.finalDir, [res.eval?.metric ?? 'metric']: res.eval?.value ?? null }, `stage ${stage}: done`);
+  }
+  if (o.stage === undefined) {
+    writeFileSync(join(runDir, 'summary.md'), summaryMarkdown(config.name, rows));
+    writeFileSync(join(runDir, 'summary.json'), `${JSON.stringify({ name: config.name, task: config.task.name, stages: rows }, null, 2)}\n`);
+  }
+  return rows;
+}

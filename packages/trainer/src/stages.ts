@@ -1,0 +1,264 @@
+/**
+ * The four BitDistill stages (PAPER.md sections 3-5), each a plain function that builds its model(s), writes
+ * its loss out term by term, and hands the steps to runStage:
+ *
+ *   teacher             full-precision SFT on the task                        L = CE
+ *   bitnet-sft          ternary student, no SubLN, no continual pre-training  L = CE
+ *   continual-pretrain  ternary student with SubLN, next-token LM on corpus   L = CE
+ *   distill             student from continual-pretrain, frozen teacher       L = CE + lambdaLogit*LD + gammaAttn*AD
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { ArgumentError, BitDistillError, FormatError, NotFoundError, type Logger } from '@bitdistill/core';
+import type { TrainConfig, StageName } from '@bitdistill/config';
+import { encodeExample, readExamples, resolveTask, type Example, type TaskDef, type Tokenizer } from '@bitdistill/data';
+import { loadModel, type Decoder } from '@bitdistill/model';
+import { prepareStudent, restoreStudent } from '@bitdistill/quant';
+import { answerCrossEntropy, attentionRelationKd, logitKd } from '@bitdistill/losses';
+import { evaluateLabelScoring } from './evaluate.ts';
+import { runStage, type LoopHooks, type LoopSettings, type StageResult } from './loop.ts';
+import { LmStream, SftStream, type SftMicroBatch } from './streams.ts';
+
+export interface StageContext {
+  config: TrainConfig;
+  resolvedYaml: string;
+  runDir: string;
+  logger: Logger;
+  hooks: LoopHooks;
+}
+
+export function stageDir(ctx: StageContext, stage: StageName): string {
+  return join(ctx.runDir, stage);
+}
+
+function finalOf(ctx: StageContext, stage: StageName): string {
+  return join(stageDir(ctx, stage), 'final');
+}
+
+/** Loop settings for a stage: the global optim block with the stage's overrides applied. */
+function loopSettings(ctx: StageContext, stage: StageName, totalSteps: number): LoopSettings {
+  const c = ctx.config;
+  const o = { ...c.optim, ...(c.stageOptim[stage] ?? {}) };
+  return {
+    optim: o,
+    totalSteps,
+    logEvery: c.log.every,
+    checkpointEvery: c.checkpoint.every,
+    keepLast: c.checkpoint.keepLast,
+    evalEvery: stage === 'continual-pretrain' ? 0 : c.eval.every,
+    averaging: c.averaging,
+    seed: c.seed,
+  };
+}
+
+interface TaskData {
+  task: TaskDef;
+  train: Example[];
+  dev: Example[];
+}
+
+function loadTaskData(ctx: StageContext): TaskData {
+  const t = ctx.config.task;
+  const task = resolveTask(t);
+  const train = readExamples(t.train, task, t.trainLimit === null ? {} : { limit: t.trainLimit });
+  const dev = readExamples(t.dev, task, t.devLimit === null ? {} : { limit: t.devLimit });
+  if (train.length === 0) throw new BitDistillError('E_DATA', `${t.train}: no training examples`, { hint: 'check task.train and task.trainLimit' });
+  return { task, train, dev };
+}
+
+function sftTotalSteps(ctx: StageContext, stage: StageName, stream: SftStream): number {
+  const o = { ...ctx.config.optim, ...(ctx.config.stageOptim[stage] ?? {}) };
+  if (o.maxSteps !== null) return o.maxSteps;
+  return Math.max(1, Math.floor((stream.batchesPerEpoch() * o.epochs) / o.gradAccum));
+}
+
+function batchTensors(b: SftMicroBatch) {
+  return {
+    ids: tf.tensor2d(b.inputIds, [b.B, b.T], 'int32'),
+    labels: tf.tensor2d(b.labels, [b.B, b.T], 'int32'),
+    answerMask: tf.tensor2d(b.answerMask, [b.B, b.T]),
+    valid: tf.tensor2d(b.valid, [b.B, b.T]),
+  };
+}
+
+/** Shared body of the three task stages: SFT stream, dev evaluation, runStage. */
+async function runTaskStage(
+  ctx: StageContext,
+  stage: StageName,
+  model: Decoder,
+  tokenizer: Tokenizer,
+  tokenizerFrom: string,
+  data: TaskData,
+  loss: (b: SftMicroBatch) => { total: tf.Scalar; terms: Record<string, tf.Scalar> },
+): Promise<StageResult> {
+  const c = ctx.config;
+  const o = { ...c.optim, ...(c.stageOptim[stage] ?? {}) };
+  const encoded = data.train.map((ex) => encodeExample(tokenizer, data.task, ex));
+  const pad = tokenizer.padId ?? tokenizer.eosId ?? 0;
+  const stream = new SftStream(encoded, o.batchSize, c.model.maxSeqLen, pad, c.seed);
+  const dev = c.eval.limit === null ? data.dev : data.dev.slice(0, c.eval.limit);
+  return runStage(
+    {
+      stage,
+      stageDir: stageDir(ctx, stage),
+      model,
+      nextBatch: () => stream.next(),
+      getCursor: () => stream.getCursor(),
+      setCursor: (cur) => stream.setCursor(cur),
+      epoch: () => stream.epoch,
+      loss,
+      evaluate: () => evaluateLabelScoring(model, tokenizer, data.task, dev, { batchSize: Math.max(8, o.batchSize), maxLen: c.model.maxSeqLen }),
+      resolvedYaml: ctx.resolvedYaml,
+      tokenizerFrom,
+      bitdistill: { task: data.task.name, templateVersion: data.task.templateVersion, template: data.task.template, labelWords: data.task.labelWords },
+    },
+    loopSettings(ctx, stage, sftTotalSteps(ctx, stage, stream)),
+    ctx.hooks,
+  );
+}
+
+/** Full-precision SFT of the base model on the task: the FP16-SFT row, and the distillation teacher. */
+export async function teacherStage(ctx: StageContext): Promise<StageResult> {
+  const data = loadTaskData(ctx);
+  const { model, tokenizer, source } = loadModel(ctx.config.model.path, { logger: ctx.logger });
+  mkdirSync(stageDir(ctx, 'teacher'), { recursive: true });
+  return runTaskStage(ctx, 'teacher', model, tokenizer, source, data, (b) => {
+    const t = batchTensors(b);
+    const { logits } = model.forward(t.ids);
+    const ce = answerCrossEntropy(logits, t.labels, t.answerMask);
+    return { total: ce, terms: { ce } };
+  });
+}
+
+/** The paper's baseline: quantize the base model (no SubLN, no continual pre-training) and fine-tune with CE. */
+export async function bitnetSftStage(ctx: StageContext): Promise<StageResult> {
+  const data = loadTaskData(ctx);
+  const { model, tokenizer, source } = loadModel(ctx.config.model.path, { logger: ctx.logger });
+  prepareStudent(model, { subln: 'none', weightQuant: ctx.config.student.weightQuant, quantizeActivations: ctx.config.student.quantizeActivations });
+  mkdirSync(stageDir(ctx, 'bitnet-sft'), { recursive: true });
+  return runTaskStage(ctx, 'bitnet-sft', model, tokenizer, source, data, (b) => {
+    const t = batchTensors(b);
+    const { logits } = model.forward(t.ids);
+    const ce = answerCrossEntropy(logits, t.labels, t.answerMask);
+    return { total: ce, terms: { ce } };
+  });
+}
+
+/** Stage 2: ternary student with SubLN, next-token cross-entropy on the corpus (PAPER.md section 4). */
+export async function continualPretrainStage(ctx: StageContext): Promise<StageResult> {
+  const c = ctx.config;
+  const { model, tokenizer, source } = loadModel(c.model.path, { logger: ctx.logger });
+  prepareStudent(model, { subln: c.student.subln, weightQuant: c.student.weightQuant, quantizeActivations: c.student.quantizeActivations });
+  const o = { ...c.optim, ...(c.stageOptim['continual-pretrain'] ?? {}) };
+  const stream = new LmStream(c.corpus.paths, tokenizer, c.corpus.seqLen, o.batchSize);
+  const tokensPerStep = o.batchSize * c.corpus.seqLen * o.gradAccum;
+  const totalSteps = o.maxSteps ?? (c.corpus.maxTokens !== null ? Math.max(1, Math.floor(c.corpus.maxTokens / tokensPerStep)) : null);
+  if (totalSteps === null) {
+    throw new ArgumentError('continual-pretrain needs a budget: set corpus.maxTokens or stageOptim.continual-pretrain.maxSteps');
+  }
+  mkdirSync(stageDir(ctx, 'continual-pretrain'), { recursive: true });
+  return runStage(
+    {
+      stage: 'continual-pretrain',
+      stageDir: stageDir(ctx, 'continual-pretrain'),
+      model,
+      nextBatch: () => stream.next(),
+      getCursor: () => stream.getCursor(),
+      setCursor: (cur) => stream.setCursor(cur),
+      epoch: () => stream.epoch,
+      loss: (b) => {
+        const t = batchTensors(b);
+        const { logits } = model.forward(t.ids);
+        const ce = answerCrossEntropy(logits, t.labels, t.answerMask); // mask = all ones: plain LM loss
+        return { total: ce, terms: { ce } };
+      },
+      resolvedYaml: ctx.resolvedYaml,
+      tokenizerFrom: source,
+      bitdistill: { corpus: c.corpus.paths },
+    },
+    loopSettings(ctx, 'continual-pretrain', totalSteps),
+    ctx.hooks,
+  );
+}
+
+/** A late layer when distillLayer is null (the official code: layer 22 of 28); negative counts from the end. */
+export function resolveDistillLayer(setting: number | null, numLayers: number): number {
+  const l = setting === null ? Math.min(numLayers - 1, Math.floor((numLayers * 22) / 28)) : setting < 0 ? numLayers + setting : setting;
+  if (!Number.isInteger(l) || l < 0 || l >= numLayers) {
+    throw new ArgumentError(`distill.distillLayer=${String(setting)} is outside the model's ${numLayers} layers`, { hint: `use 0..${numLayers - 1}, or -1 for the last` });
+  }
+  return l;
+}
+
+/** The largest count <= wanted that divides every Q/K/V width (H*d and Hkv*d) of teacher and student. */
+export function resolveRelationHeads(wanted: number, widths: readonly number[]): number {
+  for (let r = wanted; r >= 1; r--) if (widths.every((w) => w % r === 0)) return r;
+  return 1;
+}
+
+/** Stage 3: distillation fine-tuning of the continual-pretrain student from the frozen teacher. */
+export async function distillStage(ctx: StageContext): Promise<StageResult> {
+  const c = ctx.config;
+  const d = c.distill;
+  const data = loadTaskData(ctx);
+  // Student: the continual-pretrain output, or the base model with fresh SubLN when that stage is ablated.
+  const from = d.studentFrom === 'continual-pretrain' ? finalOf(ctx, 'continual-pretrain') : c.model.path;
+  if (d.studentFrom === 'continual-pretrain' && !existsSync(from)) {
+    throw new NotFoundError(from, `distill starts from the continual-pretrain output, which does not exist yet (${from})`, {
+      hint: "run the continual-pretrain stage first, or set distill.studentFrom: base to skip it (ablation)",
+    });
+  }
+  const { model, tokenizer, source } = loadModel(from, { logger: ctx.logger });
+  if (!restoreStudent(model)) prepareStudent(model, { subln: c.student.subln, weightQuant: c.student.weightQuant, quantizeActivations: c.student.quantizeActivations });
+  const teacherPath = d.teacherPath ?? finalOf(ctx, 'teacher');
+  if (!existsSync(teacherPath)) {
+    throw new NotFoundError(teacherPath, `distill needs the fine-tuned teacher at ${teacherPath}`, { hint: 'run the teacher stage first, or set distill.teacherPath' });
+  }
+  const teacher = loadModel(teacherPath, { trainable: false, logger: ctx.logger });
+  if (teacher.model.config.vocabSize !== model.config.vocabSize || teacher.tokenizer.vocabSize !== tokenizer.vocabSize) {
+    throw new FormatError(teacherPath, `teacher vocabulary (${teacher.model.config.vocabSize}) differs from the student's (${model.config.vocabSize})`, {
+      hint: 'logit distillation needs the same tokenizer: fine-tune the teacher from the same base model',
+    });
+  }
+  const layer = resolveDistillLayer(d.distillLayer, model.config.numLayers);
+  const tLayer = resolveDistillLayer(d.distillLayer === null ? null : d.distillLayer < 0 ? d.distillLayer : Math.round((d.distillLayer * teacher.model.config.numLayers) / model.config.numLayers), teacher.model.config.numLayers);
+  const widths = [model.config, teacher.model.config].flatMap((cfg) => [cfg.numHeads * cfg.headDim, cfg.numKvHeads * cfg.headDim]);
+  const relationHeads = resolveRelationHeads(d.relationHeads, widths);
+  if (relationHeads !== d.relationHeads) ctx.logger.info({ wanted: d.relationHeads, used: relationHeads, widths }, 'relationHeads capped to a count that divides the Q/K/V widths');
+  ctx.logger.info({ studentLayer: layer, teacherLayer: tLayer, relationHeads, lambdaLogit: d.lambdaLogit, gammaAttn: d.gammaAttn, temperature: d.temperature }, 'distillation setup');
+  mkdirSync(stageDir(ctx, 'distill'), { recursive: true });
+  try {
+    return await runTaskStage(ctx, 'distill', model, tokenizer, source, data, (b) => {
+      const t = batchTensors(b);
+      const s = model.forward(t.ids, { captureLayers: d.attention ? [layer] : [] });
+      const te = teacher.model.forward(t.ids, { captureLayers: d.attention ? [tLayer] : [] });
+      const ce = answerCrossEntropy(s.logits, t.labels, t.answerMask);
+      const terms: Record<string, tf.Scalar> = { ce };
+      let total: tf.Scalar = ce;
+      if (d.logit) {
+        const ld = logitKd(te.logits, s.logits, t.valid, d.temperature);
+        terms['logitKd'] = ld;
+        total = tf.add(total, tf.mul(ld, d.lambdaLogit));
+      }
+      if (d.attention) {
+        const tq = te.captured.get(tLayer);
+        const sq = s.captured.get(layer);
+        if (tq === undefined || sq === undefined) throw new ArgumentError('distill: Q/K/V capture failed');
+        const ad = attentionRelationKd(tq, sq, { relationHeads, relation: d.relation });
+        terms['attnKd'] = ad;
+        total = tf.add(total, tf.mul(ad, d.gammaAttn));
+      }
+      return { total, terms };
+    });
+  } finally {
+    teacher.model.dispose();
+  }
+}
+
+export const STAGE_FUNCTIONS: Record<StageName, (ctx: StageContext) => Promise<StageResult>> = {
+  teacher: teacherStage,
+  'bitnet-sft': bitnetSftStage,
+  'continual-pretrain': continualPretrainStage,
+  distill: distillStage,
+};
