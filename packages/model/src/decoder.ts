@@ -164,7 +164,7 @@ export class Decoder {
     const added: string[] = [];
     for (const [name, shape] of expected) {
       if (!this.params.has(name)) {
-        this.params.set(name, tf.variable(tf.ones(shape), true, name));
+        this.params.set(name, tf.variable(tf.ones(shape), true));
         added.push(name);
       }
     }
@@ -262,7 +262,8 @@ export class Decoder {
       k = this.applyRope(k, T);
       if (capture.has(l)) captured.set(l, { q, k, v });
       // GQA: query head j reads key/value head floor(j / (H / Hkv)).
-      const expand = (t: tf.Tensor4D) => (H === Hkv ? t : (tf.reshape(tf.tile(tf.expandDims(t, 2), [1, 1, H / Hkv, 1, 1]), [B, H, T, d]) as tf.Tensor4D));
+      // (tiled as a rank-3 tensor: tfjs has no Tile gradient beyond rank 4)
+      const expand = (t: tf.Tensor4D) => (H === Hkv ? t : (tf.reshape(tf.tile(tf.reshape(t, [B * Hkv, 1, T * d]), [1, H / Hkv, 1]), [B, H, T, d]) as tf.Tensor4D));
       const q3 = tf.reshape(q, [B * H, T, d]) as tf.Tensor3D;
       const kT = tf.transpose(tf.reshape(expand(k), [B * H, T, d]), [0, 2, 1]) as tf.Tensor3D; // [BH, d, T]
       const v3 = tf.reshape(expand(v), [B * H, T, d]) as tf.Tensor3D;

@@ -14,7 +14,7 @@ export function initDecoder(configJson: Record<string, unknown>, seed: number, s
     if (name.endsWith('norm.weight')) data = new Float32Array(n).fill(1);
     else if (name.endsWith('.bias')) data = new Float32Array(n);
     else data = Float32Array.from({ length: n }, () => rng.normal() * std);
-    params.set(name, tf.variable(tf.tensor(data, shape), true, name));
+    params.set(name, tf.variable(tf.tensor(data, shape), true));
   }
   return new Decoder(config, params);
 }

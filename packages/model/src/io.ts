@@ -38,7 +38,7 @@ function toVariables(tensors: Map<string, TensorEntry>, file: string, trainable:
   const params = new Map<string, tf.Variable>();
   for (const [name, t] of tensors) {
     const data = tensorToFloat32(t, `${file}: ${name}`);
-    params.set(name, tf.variable(tf.tensor(data, [...t.shape], 'float32'), trainable, name));
+    params.set(name, tf.variable(tf.tensor(data, [...t.shape], "float32"), trainable));
   }
   return params;
 }

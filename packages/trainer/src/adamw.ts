@@ -38,8 +38,8 @@ export class AdamW {
         let m = this.m.get(name);
         let v = this.v.get(name);
         if (m === undefined || v === undefined) {
-          m = tf.variable(tf.zerosLike(p), false, `adamw.m.${name}`);
-          v = tf.variable(tf.zerosLike(p), false, `adamw.v.${name}`);
+          m = tf.variable(tf.zerosLike(p), false);
+          v = tf.variable(tf.zerosLike(p), false);
           this.m.set(name, m);
           this.v.set(name, v);
         }
@@ -68,7 +68,7 @@ export class AdamW {
       const name = key.slice(2);
       const target = kind === 'm.' ? this.m : kind === 'v.' ? this.v : null;
       if (target === null) continue;
-      target.set(name, tf.variable(tf.tensor(t.data, [...t.shape]), false, `adamw.${kind}${name}`));
+      target.set(name, tf.variable(tf.tensor(t.data, [...t.shape]), false));
     }
   }
 

@@ -217,11 +217,17 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
       windowTokens += batch.tokens;
       state.tokensSeen += batch.tokens;
       const kept: Record<string, tf.Scalar> = {};
-      const { value, grads } = tf.variableGrads(() => {
+      const { value, grads: byVarName } = tf.variableGrads(() => {
         const { total, terms } = spec.loss(batch);
         for (const [k, t] of Object.entries(terms)) kept[k] = tf.keep(t);
         return total;
       }, vars);
+      // tfjs keys gradients by its own variable names; the rest of the loop uses the HF parameter names.
+      const grads: Record<string, tf.Tensor> = {};
+      for (const [name, v] of trainable) {
+        const g = byVarName[v.name];
+        if (g !== undefined) grads[name] = g;
+      }
       const totalValue = (await value.data())[0] as number;
       value.dispose();
       const termValues: Record<string, number> = {};

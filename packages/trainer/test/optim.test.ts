@@ -15,7 +15,7 @@ describe('optimizer pieces', () => {
     const o = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 };
     const p0 = Float64Array.from({ length: n }, () => rng.normal());
     const ref = { p: Float64Array.from(p0), m: new Float64Array(n), v: new Float64Array(n) };
-    const params = new Map([['w', tf.variable(tf.tensor1d(Float32Array.from(p0)), true, 'w')]]);
+    const params = new Map([['w', tf.variable(tf.tensor1d(Float32Array.from(p0)), true)]]);
     const opt = new AdamW(o);
     for (let s = 1; s <= 5; s++) {
       const g = Float64Array.from({ length: n }, () => rng.normal());
@@ -29,7 +29,7 @@ describe('optimizer pieces', () => {
     for (let i = 0; i < n; i++) expect(got[i]).to.be.closeTo(ref.p[i] as number, 1e-5);
     // With a zero gradient, AdamW still shrinks weights by lr * wd (decoupled), unlike Adam + L2.
     const opt2 = new AdamW({ ...o, weightDecay: 0.5 });
-    const q = new Map([['q', tf.variable(tf.tensor1d([2]), true, 'q')]]);
+    const q = new Map([['q', tf.variable(tf.tensor1d([2]), true)]]);
     opt2.apply(q, { q: tf.tensor1d([0]) }, 0.1);
     expect((q.get('q') as tf.Variable).dataSync()[0]).to.be.closeTo(2 * (1 - 0.05), 1e-6);
     opt.dispose();
@@ -38,7 +38,7 @@ describe('optimizer pieces', () => {
 
   it('AdamW state round-trips through state()/load()', async () => {
     const o = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0 };
-    const params = new Map([['w', tf.variable(tf.tensor1d([1, 2, 3]), true, 'w2')]]);
+    const params = new Map([['w', tf.variable(tf.tensor1d([1, 2, 3]), true)]]);
     const a = new AdamW(o);
     a.apply(params, { w: tf.tensor1d([0.1, -0.2, 0.3]) }, 0.01);
     const st = await a.state();

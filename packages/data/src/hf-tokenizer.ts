@@ -1,0 +1,340 @@
+/**
+ * Hugging Face tokenizer.json (BPE or WordPiece), run by @huggingface/tokenizers (pure JS, matches the Rust
+ * library's ids on Qwen2 BPE and BERT WordPiece; MACHINE.md). That library trusts its input (it silently
+ * accepted a corrupted merges list), so the JSON is checked here first:
+ *   - model.type is BPE or WordPiece; vocab ids are unique non-negative integers;
+ *   - BPE merges are `["a", "b"]` pairs (newer files, Qwen) or `"a b"` strings (older files), normalised to
+ *     pairs; for every merge, a, b and a+b are in model.vocab;
+ *   - added_tokens have unique ids and contents, and agree with model.vocab where they overlap.
+ * Special ids come from tokenizer_config.json next to the file when it names them (Qwen3: eos <|im_end|>,
+ * pad <|endoftext|>, bos null), else from added_tokens by common names (`<s>`, `</s>`, `<pad>`, `[PAD]`...).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { Tokenizer as LibTokenizer } from '@huggingface/tokenizers';
+import { ArgumentError, FormatError, NotFoundError, UnsupportedError } from '@bitdistill/core';
+import { checkTokenId } from './tokenizer.ts';
+import type { DecodeOptions, EncodeOptions, Tokenizer } from './tokenizer.ts';
+
+type JsonObject = Record<string, unknown>;
+
+/**
+ * The part of the library's Tokenizer class used here. Its .d.ts files import each other without extensions,
+ * which NodeNext resolution cannot follow (the class would be typed `any`), so the surface is declared here.
+ */
+interface HfLibTokenizer {
+  encode(text: string): { ids: (number | undefined)[] };
+  decode(ids: number[], options?: { skip_special_tokens?: boolean; clean_up_tokenization_spaces?: boolean }): string;
+  token_to_id(token: string): number | undefined;
+  id_to_token(id: number): string | undefined;
+}
+const HfLib = LibTokenizer as new (tokenizer: object, config: object) => HfLibTokenizer;
+
+interface AddedTokenEntry {
+  id: number;
+  content: string;
+  special: boolean;
+}
+
+/** A tokenizer.json that passed validateTokenizerJson. */
+interface CheckedTokenizerJson {
+  kind: 'bpe' | 'wordpiece';
+  /** The JSON to hand to the library: as read, with BPE merges normalised to pairs. */
+  json: JsonObject;
+  vocab: Map<string, number>;
+  added: AddedTokenEntry[];
+  /** WordPiece continuing_subword_prefix ('##'); '' for BPE. */
+  subwordPrefix: string;
+}
+
+// Looked up in added_tokens when there is no tokenizer_config.json (or it does not name the token).
+const COMMON_NAMES = {
+  bos_token: ['<s>', '<bos>', '<|begin_of_text|>', '<|startoftext|>'],
+  eos_token: ['</s>', '<eos>', '<|end_of_text|>', '<|endoftext|>'],
+  pad_token: ['<pad>', '[PAD]', '<|pad|>'],
+} as const;
+type SpecialKey = keyof typeof COMMON_NAMES;
+
+const CORRUPT_HINT = 'the file is corrupted or was edited by hand; fetch the original tokenizer.json of the model';
+
+function isObject(v: unknown): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function readJsonObject(file: string): JsonObject {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new FormatError(file, `not valid JSON (${(e as Error).message})`, { hint: CORRUPT_HINT, cause: e });
+  }
+  if (!isObject(parsed)) throw new FormatError(file, 'expected a JSON object at the top level', { hint: CORRUPT_HINT });
+  return parsed;
+}
+
+/** Checks a parsed tokenizer.json (see the file comment); `file` names it in errors. */
+export function validateTokenizerJson(raw: unknown, file: string): CheckedTokenizerJson {
+  const fail = (message: string): never => {
+    throw new FormatError(file, message, { hint: CORRUPT_HINT });
+  };
+  if (!isObject(raw)) return fail('expected a JSON object at the top level');
+  const model = raw.model;
+  if (!isObject(model)) return fail('no "model" object');
+  if (model.type !== 'BPE' && model.type !== 'WordPiece') {
+    throw new UnsupportedError(`${file}: tokenizer model type ${JSON.stringify(model.type)} is not supported`, {
+      hint: 'supported tokenizer.json models are BPE (GPT-2/Llama-3/Qwen style) and WordPiece (BERT)',
+    });
+  }
+
+  if (!isObject(model.vocab)) return fail('model.vocab must be an object of token -> id');
+  const vocab = new Map<string, number>();
+  const byId = new Map<number, string>();
+  for (const [token, id] of Object.entries(model.vocab)) {
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
+      return fail(`model.vocab: token ${JSON.stringify(token)} has id ${JSON.stringify(id)}, not an integer >= 0`);
+    }
+    const other = byId.get(id);
+    if (other !== undefined) return fail(`model.vocab: tokens ${JSON.stringify(other)} and ${JSON.stringify(token)} both have id ${id}`);
+    vocab.set(token, id);
+    byId.set(id, token);
+  }
+  if (vocab.size === 0) return fail('model.vocab is empty');
+
+  let json = raw;
+  let subwordPrefix = '';
+  if (model.type === 'BPE') {
+    const merges = checkMerges(model.merges, vocab, file);
+    json = { ...raw, model: { ...model, merges } };
+  } else {
+    if (typeof model.unk_token !== 'string' || !vocab.has(model.unk_token)) {
+      return fail(`model.unk_token ${JSON.stringify(model.unk_token)} is not in model.vocab (WordPiece needs one)`);
+    }
+    subwordPrefix = model.continuing_subword_prefix === undefined ? '##' : String(model.continuing_subword_prefix);
+  }
+  if (model.type === 'BPE' && model.unk_token != null) {
+    if (typeof model.unk_token !== 'string' || !vocab.has(model.unk_token)) {
+      return fail(`model.unk_token ${JSON.stringify(model.unk_token)} is not in model.vocab`);
+    }
+  }
+
+  const added = checkAddedTokens(raw.added_tokens ?? [], vocab, byId, file);
+  return { kind: model.type === 'BPE' ? 'bpe' : 'wordpiece', json, vocab, added, subwordPrefix };
+}
+
+/** BPE merges as [a, b] pairs, each of a, b, a+b in the vocabulary. */
+function checkMerges(merges: unknown, vocab: Map<string, number>, file: string): [string, string][] {
+  if (!Array.isArray(merges)) {
+    throw new FormatError(file, 'model.merges must be a list', { hint: CORRUPT_HINT });
+  }
+  const pairs: [string, string][] = new Array(merges.length);
+  for (let i = 0; i < merges.length; i++) {
+    const m: unknown = merges[i];
+    let pair: [string, string] | null = null;
+    if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string') {
+      pair = [m[0], m[1]];
+    } else if (typeof m === 'string') {
+      // The old format cannot hold a space inside a token: exactly one space separates the two parts.
+      const parts = m.split(' ');
+      if (parts.length === 2 && parts[0] && parts[1]) pair = [parts[0], parts[1]];
+    }
+    if (pair === null) {
+      throw new FormatError(file, `model.merges[${i}] is ${JSON.stringify(m)}; expected ["a", "b"] or "a b"`, {
+        hint: CORRUPT_HINT,
+      });
+    }
+    for (const token of [pair[0], pair[1], pair[0] + pair[1]]) {
+      if (!vocab.has(token)) {
+        throw new FormatError(
+          file,
+          `model.merges[${i}] (${JSON.stringify(pair[0])} + ${JSON.stringify(pair[1])}): token ${JSON.stringify(token)} is not in model.vocab`,
+          { hint: 'the merges list does not belong to this vocabulary (corrupted or mixed-up file); ' + CORRUPT_HINT },
+        );
+      }
+    }
+    pairs[i] = pair;
+  }
+  return pairs;
+}
+
+function checkAddedTokens(
+  list: unknown,
+  vocab: Map<string, number>,
+  byId: Map<number, string>,
+  file: string,
+): AddedTokenEntry[] {
+  const fail = (message: string): never => {
+    throw new FormatError(file, message, { hint: CORRUPT_HINT });
+  };
+  if (!Array.isArray(list)) return fail('added_tokens must be a list');
+  const out: AddedTokenEntry[] = [];
+  const seenIds = new Map<number, string>();
+  const seenContents = new Set<string>();
+  list.forEach((t: unknown, i) => {
+    if (!isObject(t) || typeof t.content !== 'string' || typeof t.id !== 'number' || !Number.isSafeInteger(t.id) || t.id < 0) {
+      return fail(`added_tokens[${i}] must be {"id": integer >= 0, "content": string, ...}`);
+    }
+    const { id, content } = t;
+    const where = `added_tokens[${i}] (${JSON.stringify(content)}, id ${id})`;
+    if (seenIds.has(id)) fail(`${where}: id ${id} is also used by ${JSON.stringify(seenIds.get(id))}`);
+    if (seenContents.has(content)) fail(`${where}: the same content is added twice`);
+    const vocabId = vocab.get(content);
+    if (vocabId !== undefined && vocabId !== id) fail(`${where}: model.vocab gives this token id ${vocabId}`);
+    const vocabToken = byId.get(id);
+    if (vocabToken !== undefined && vocabToken !== content) fail(`${where}: model.vocab uses id ${id} for ${JSON.stringify(vocabToken)}`);
+    seenIds.set(id, content);
+    seenContents.add(content);
+    out.push({ id, content, special: t.special === true });
+    return undefined;
+  });
+  return out;
+}
+
+/** A tokenizer.json model; build it with loadHfTokenizer. */
+export class HfTokenizer implements Tokenizer {
+  readonly kind: 'bpe' | 'wordpiece';
+  readonly vocabSize: number;
+  readonly bosId: number | null;
+  readonly eosId: number | null;
+  readonly padId: number | null;
+  private readonly lib: HfLibTokenizer;
+  private readonly specialIds: Set<number>;
+  private readonly subwordPrefix: string;
+
+  constructor(
+    readonly file: string,
+    checked: CheckedTokenizerJson,
+    lib: HfLibTokenizer,
+    special: { bosId: number | null; eosId: number | null; padId: number | null },
+  ) {
+    this.kind = checked.kind;
+    this.lib = lib;
+    this.subwordPrefix = checked.subwordPrefix;
+    let maxId = -1;
+    for (const id of checked.vocab.values()) maxId = Math.max(maxId, id);
+    for (const t of checked.added) maxId = Math.max(maxId, t.id);
+    this.vocabSize = maxId + 1;
+    this.specialIds = new Set(checked.added.filter((t) => t.special).map((t) => t.id));
+    this.bosId = special.bosId;
+    this.eosId = special.eosId;
+    this.padId = special.padId;
+  }
+
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    const encoded = this.lib.encode(text).ids;
+    const ids = encoded.filter((id): id is number => id !== undefined);
+    if (ids.length !== encoded.length) {
+      throw new ArgumentError(`${this.file}: text ${JSON.stringify(text.slice(0, 40))} has characters this tokenizer cannot encode`, {
+        hint: 'its model has no unk_token; remove or replace those characters',
+      });
+    }
+    if (options.addBos) {
+      if (this.bosId === null) {
+        throw new ArgumentError(`${this.file}: this tokenizer has no BOS token`, {
+          hint: 'encode without addBos (Qwen models start without BOS), or name bos_token in tokenizer_config.json',
+        });
+      }
+      if (ids[0] !== this.bosId) ids.unshift(this.bosId);
+    }
+    return ids;
+  }
+
+  decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
+    const skip = options.skipSpecialTokens ?? true;
+    const kept: number[] = [];
+    for (const id of Array.from(ids)) {
+      checkTokenId(this, id);
+      if (!(skip && this.specialIds.has(id))) kept.push(id);
+    }
+    // The library throws on an empty list.
+    return kept.length === 0 ? '' : this.lib.decode(kept);
+  }
+
+  decodeToken(id: number): string {
+    checkTokenId(this, id);
+    if (this.specialIds.has(id)) return '';
+    if (this.kind === 'wordpiece') {
+      // As the WordPiece decoder treats every token after the first: '##' pieces glue, others get a space.
+      const token = this.idToToken(id) ?? '';
+      return this.subwordPrefix && token.startsWith(this.subwordPrefix) ? token.slice(this.subwordPrefix.length) : ' ' + token;
+    }
+    // Byte-level BPE pieces decode on their own; cleanup (" ." -> ".") only makes sense on whole texts.
+    return this.lib.decode([id], { clean_up_tokenization_spaces: false });
+  }
+
+  idToToken(id: number): string | null {
+    return this.lib.id_to_token(id) ?? null;
+  }
+
+  tokenToId(token: string): number | null {
+    return this.lib.token_to_id(token) ?? null;
+  }
+}
+
+/** Reads and checks `file` (a tokenizer.json) and tokenizer_config.json next to it, if there is one. */
+export function loadHfTokenizer(file: string): HfTokenizer {
+  if (!existsSync(file)) {
+    throw new NotFoundError(file, `tokenizer file ${file} does not exist`, {
+      hint: "copy the model's tokenizer.json (and tokenizer_config.json) into its folder",
+    });
+  }
+  const checked = validateTokenizerJson(readJsonObject(file), file);
+  const configFile = join(dirname(file), 'tokenizer_config.json');
+  const config = existsSync(configFile) ? readJsonObject(configFile) : null;
+
+  let lib: HfLibTokenizer;
+  try {
+    lib = new HfLib(checked.json, config ?? {});
+  } catch (e) {
+    throw new UnsupportedError(`${file}: @huggingface/tokenizers cannot build this tokenizer (${(e as Error).message})`, {
+      hint: 'a normalizer, pre-tokenizer or decoder type it does not implement; see its README for the list',
+      cause: e,
+    });
+  }
+  const lookup = (token: string): number | null => lib.token_to_id(token) ?? null;
+
+  if (config !== null) checkConfigAddedTokens(config, configFile, lookup);
+  const special = (key: SpecialKey): number | null => {
+    if (config !== null && key in config) {
+      const v = config[key];
+      const content = isObject(v) ? v.content : v;
+      if (content === null) return null;
+      if (typeof content !== 'string') {
+        throw new FormatError(configFile, `${key} must be a token string, {"content": ...} or null`, { hint: CORRUPT_HINT });
+      }
+      const id = lookup(content);
+      if (id === null) {
+        throw new FormatError(configFile, `${key} ${JSON.stringify(content)} is not a token of ${file}`, {
+          hint: 'tokenizer_config.json belongs to another tokenizer; copy the pair from the same model',
+        });
+      }
+      return id;
+    }
+    for (const name of COMMON_NAMES[key]) {
+      const t = checked.added.find((a) => a.content === name);
+      if (t) return t.id;
+    }
+    return null;
+  };
+  return new HfTokenizer(file, checked, lib, {
+    bosId: special('bos_token'),
+    eosId: special('eos_token'),
+    padId: special('pad_token'),
+  });
+}
+
+/** tokenizer_config.json's added_tokens_decoder (id -> {content}) must agree with tokenizer.json. */
+function checkConfigAddedTokens(config: JsonObject, configFile: string, lookup: (t: string) => number | null): void {
+  const decoder = config.added_tokens_decoder;
+  if (decoder === undefined) return;
+  if (!isObject(decoder)) throw new FormatError(configFile, 'added_tokens_decoder must be an object', { hint: CORRUPT_HINT });
+  for (const [key, entry] of Object.entries(decoder)) {
+    const content = isObject(entry) ? entry.content : undefined;
+    if (typeof content !== 'string' || lookup(content) !== Number(key)) {
+      throw new FormatError(
+        configFile,
+        `added_tokens_decoder["${key}"] (${JSON.stringify(content)}) does not match tokenizer.json, which gives it id ${typeof content === 'string' ? lookup(content) : 'none'}`,
+        { hint: 'tokenizer_config.json belongs to another tokenizer; copy the pair from the same model' },
+      );
+    }
+  }
+}
