@@ -3,7 +3,7 @@
  * column, tokenized and packed into fixed-length sequences of seqLen + 1 tokens (inputs = the first seqLen,
  * next-token targets = the last seqLen). Consecutive sequences overlap by one token, as in llm.c's loader, so
  * every token after the first is a target exactly once. Documents (a whole .txt file, or one row) are
- * followed by EOS (BOS if the tokenizer has no EOS).
+ * followed by EOS (BOS if the tokenizer has no EOS); empty and null texts are skipped.
  *
  * Streaming: files are read in chunks (about 1 MiB of text cut at a line end, or 1024 parquet rows, or one Arrow
  * record batch), and only the current chunk's tokens are in memory, so a corpus larger than memory works.
@@ -51,9 +51,10 @@ export interface CorpusOptions {
   chunkRows?: number;
 }
 
-/** A piece of document text; `end` when the document finishes with it (a separator follows). */
+/** A piece of document text: `start` when it opens the document, `end` when it closes it (a separator follows). */
 interface Piece {
   text: string;
+  start: boolean;
   end: boolean;
 }
 
@@ -82,7 +83,9 @@ export function expandCorpusPaths(paths: string | readonly string[]): string[] {
       isDir = statSync(p).isDirectory();
     } catch {
       throw new NotFoundError(p, `corpus path not found: ${p}`, {
-        hint: `check corpus paths in the config; the repository ships datasets/corpus/{tinyshakespeare,gutenberg-nltk,us-presidential-speeches}`,
+        hint:
+          'check corpus paths in the config; the repository ships ' +
+          'datasets/corpus/{tinyshakespeare,gutenberg-nltk,us-presidential-speeches}',
       });
     }
     if (isDir) {
@@ -148,7 +151,7 @@ async function* textChunks(file: string, start: number, chunkBytes: number): Asy
       const buf = readTextChunk(fd, size, offset, chunkBytes, false);
       if (buf === null) return;
       const end = offset + buf.length >= size;
-      yield { offset, pieces: [{ text: utf8.decode(buf), end }] };
+      yield { offset, pieces: [{ text: utf8.decode(buf), start: offset === 0, end }] };
       offset += buf.length;
     }
   } finally {
@@ -162,6 +165,7 @@ function textOf(row: unknown, column: string, file: string, where: string): stri
   }
   const v = (row as Record<string, unknown>)[column];
   if (typeof v === 'string') return v;
+  if (v === null) return ''; // a missing text is skipped like an empty one
   if (v === undefined) {
     throw new BitDistillError('E_DATA', `${file}: ${where}: no '${column}' column (found ${Object.keys(row).join(', ') || 'none'})`, {
       hint: 'set the corpus text column in the config (textColumn)',
@@ -193,7 +197,7 @@ async function* jsonlChunks(file: string, start: number, chunkBytes: number, col
             throw new FormatError(file, `${where}: not valid JSON (${(e as Error).message})`);
           }
           const text = textOf(row, column, file, where);
-          if (text.length > 0) pieces.push({ text, end: true });
+          if (text.length > 0) pieces.push({ text, start: true, end: true });
         }
         lineStart = lineEnd + 1;
       }
@@ -232,7 +236,7 @@ async function* parquetChunks(file: string, start: number, chunkRows: number, co
     const pieces: Piece[] = [];
     rows.forEach((row, i) => {
       const text = textOf(row, column, file, `row ${offset + i + 1}`);
-      if (text.length > 0) pieces.push({ text, end: true });
+      if (text.length > 0) pieces.push({ text, start: true, end: true });
     });
     yield { offset, pieces };
   }
@@ -262,11 +266,11 @@ async function* arrowChunks(file: string, start: number, column: string): AsyncG
         const col = batch.getChild(column);
         const pieces: Piece[] = [];
         for (let r = from - base; r < n; r++) {
-          const v: unknown = col?.get(r);
+          const v: unknown = col?.get(r) ?? '';
           if (typeof v !== 'string') {
             throw new BitDistillError('E_DATA', `${file}: row ${base + r + 1}: column '${column}' is not text`);
           }
-          if (v.length > 0) pieces.push({ text: v, end: true });
+          if (v.length > 0) pieces.push({ text: v, start: true, end: true });
         }
         yield { offset: from, pieces };
       }
@@ -295,6 +299,7 @@ export class CorpusStream {
   private chunks: AsyncGenerator<Chunk> | null = null;
   private startOffset: number; // where the next opened file starts (non-zero only when resuming)
   private skip: number; // tokens to drop from the first chunk read (resuming)
+  private resuming: boolean; // a cursor points inside a file: its chunk must be there
   private chunkOffset: number;
   private tokens: Int32Array = new Int32Array(0);
   private pos = 0;
@@ -337,6 +342,7 @@ export class CorpusStream {
       this.startOffset = cursor.offset;
       this.chunkOffset = cursor.offset;
       this.skip = cursor.consumed;
+      this.resuming = cursor.offset > 0 || cursor.consumed > 0;
       this.carry = cursor.carry;
       this.sequences = cursor.sequences;
     } else {
@@ -345,6 +351,7 @@ export class CorpusStream {
       this.startOffset = 0;
       this.chunkOffset = 0;
       this.skip = 0;
+      this.resuming = false;
       this.carry = null;
       this.sequences = 0;
     }
@@ -418,11 +425,24 @@ export class CorpusStream {
 
   private tokenize(chunk: Chunk): Int32Array {
     const out: number[] = [];
+    const bos = this.tokenizer.bosId;
     for (const piece of chunk.pieces) {
-      for (const id of this.tokenizer.encode(piece.text, { addBos: false })) out.push(id);
+      const ids = this.tokenizer.encode(piece.text, { addBos: false });
+      // A tokenizer whose post-processor adds BOS (HF Llama) puts it before every chunk: keep it only where a
+      // document starts.
+      const from = !piece.start && bos !== null && ids[0] === bos ? 1 : 0;
+      for (let i = from; i < ids.length; i++) out.push(ids[i] as number);
       if (piece.end) out.push(this.separator);
     }
     return Int32Array.from(out);
+  }
+
+  private cursorMismatch(file: string, what: string): BitDistillError {
+    return new BitDistillError('E_DATA', `corpus cursor does not fit ${file}: ${what}`, {
+      hint:
+        'the file, the tokenizer or the chunk options changed since the checkpoint; ' +
+        'restore them, or start the stage afresh with --resume none',
+    });
   }
 
   /** Loads the next chunk that has tokens, moving across files and epochs. */
@@ -435,6 +455,7 @@ export class CorpusStream {
       }
       const r = await this.chunks.next();
       if (r.done) {
+        if (this.resuming) throw this.cursorMismatch(file, 'the file ends before the cursor position');
         this.chunks = null;
         this.filesWithoutTokens = this.fileHadTokens ? 0 : this.filesWithoutTokens + 1;
         this.fileHadTokens = false;
@@ -457,13 +478,10 @@ export class CorpusStream {
       this.tokens = this.tokenize(r.value);
       this.pos = this.skip;
       if (this.skip > this.tokens.length) {
-        throw new BitDistillError(
-          'E_DATA',
-          `corpus cursor skips ${this.skip} tokens of a chunk of ${file} that has ${this.tokens.length}`,
-          { hint: 'the file, the tokenizer or the chunk options changed since the checkpoint' },
-        );
+        throw this.cursorMismatch(file, `the cursor skips ${this.skip} tokens of a chunk that has ${this.tokens.length}`);
       }
       this.skip = 0;
+      this.resuming = false;
       if (this.tokens.length > 0) this.fileHadTokens = true;
       if (this.pos < this.tokens.length) return;
     }

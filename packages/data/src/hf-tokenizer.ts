@@ -103,18 +103,15 @@ export function validateTokenizerJson(raw: unknown, file: string): CheckedTokeni
   let json = raw;
   let subwordPrefix = '';
   if (model.type === 'BPE') {
-    const merges = checkMerges(model.merges, vocab, file);
-    json = { ...raw, model: { ...model, merges } };
+    if (model.unk_token != null && (typeof model.unk_token !== 'string' || !vocab.has(model.unk_token))) {
+      return fail(`model.unk_token ${JSON.stringify(model.unk_token)} is not in model.vocab`);
+    }
+    json = { ...raw, model: { ...model, merges: checkMerges(model.merges, vocab, file) } };
   } else {
     if (typeof model.unk_token !== 'string' || !vocab.has(model.unk_token)) {
       return fail(`model.unk_token ${JSON.stringify(model.unk_token)} is not in model.vocab (WordPiece needs one)`);
     }
     subwordPrefix = model.continuing_subword_prefix === undefined ? '##' : String(model.continuing_subword_prefix);
-  }
-  if (model.type === 'BPE' && model.unk_token != null) {
-    if (typeof model.unk_token !== 'string' || !vocab.has(model.unk_token)) {
-      return fail(`model.unk_token ${JSON.stringify(model.unk_token)} is not in model.vocab`);
-    }
   }
 
   const added = checkAddedTokens(raw.added_tokens ?? [], vocab, byId, file);
@@ -169,7 +166,7 @@ function checkAddedTokens(
   const out: AddedTokenEntry[] = [];
   const seenIds = new Map<number, string>();
   const seenContents = new Set<string>();
-  list.forEach((t: unknown, i) => {
+  for (const [i, t] of (list as unknown[]).entries()) {
     if (!isObject(t) || typeof t.content !== 'string' || typeof t.id !== 'number' || !Number.isSafeInteger(t.id) || t.id < 0) {
       return fail(`added_tokens[${i}] must be {"id": integer >= 0, "content": string, ...}`);
     }
@@ -184,8 +181,7 @@ function checkAddedTokens(
     seenIds.set(id, content);
     seenContents.add(content);
     out.push({ id, content, special: t.special === true });
-    return undefined;
-  });
+  }
   return out;
 }
 

@@ -92,7 +92,7 @@ export function labelWordIds(tokenizer: TokenizerLike, task: TaskSpec): number[]
 }
 
 export function encodePrompt(tokenizer: TokenizerLike, task: TaskSpec, fields: Readonly<Record<string, string>>): number[] {
-  return tokenizer.encode(renderPrompt(task, fields), { addBos: true });
+  return tokenizer.encode(renderPrompt(task, fields), { addBos: tokenizer.bosId !== null });
 }
 
 export function encodeExample(tokenizer: TokenizerLike, task: TaskSpec, example: Example): EncodedExample {
@@ -144,12 +144,16 @@ export function makeSftBatch(
   options: SftBatchOptions = {},
 ): SftBatch {
   if (encoded.length === 0) throw new ArgumentError('makeSftBatch: no examples');
-  if (!Number.isInteger(maxLen) || maxLen < 1) throw new ArgumentError(`makeSftBatch: maxLen must be a positive integer, got ${maxLen}`);
+  if (!Number.isInteger(maxLen) || maxLen < 1) {
+    throw new ArgumentError(`makeSftBatch: maxLen must be a positive integer, got ${maxLen}`);
+  }
   const rows = encoded.map((ex, b) => {
     if (ex.answerIds.length === 0) throw new ArgumentError(`makeSftBatch: example ${b} has no answer tokens`);
     const promptRoom = maxLen + 1 - ex.answerIds.length;
     if (promptRoom < 1) {
-      throw new ArgumentError(`makeSftBatch: maxLen ${maxLen} leaves no room for a prompt before ${ex.answerIds.length} answer tokens`);
+      throw new ArgumentError(
+        `makeSftBatch: maxLen ${maxLen} leaves no room for a prompt before ${ex.answerIds.length} answer tokens`,
+      );
     }
     const prompt = truncatePrompt(ex.promptIds, promptRoom, options.bosId ?? null);
     if (prompt.length === 0) throw new ArgumentError(`makeSftBatch: example ${b} has an empty prompt`);

@@ -95,7 +95,8 @@ function missingColumns(
   const missing = expected.filter((c) => !found.includes(c));
   return new BitDistillError(
     'E_DATA',
-    `${file}${where === undefined ? '' : `:${where}`}: missing column${missing.length === 1 ? '' : 's'} ${missing.join(', ')} for task ${task.name} ` +
+    `${file}${where === undefined ? '' : `:${where}`}: ` +
+      `missing column${missing.length === 1 ? '' : 's'} ${missing.join(', ')} for task ${task.name} ` +
       `(expected ${expected.join(', ')}; found ${found.join(', ') || 'none'})`,
     { hint: `is this a ${task.name} file? test splits have no labels; a custom task names its columns in fields/labelColumn` },
   );

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { BitDistillError, NotFoundError } from '@bitdistill/core';
 import { CorpusStream, expandCorpusPaths } from '../src/corpus.ts';
 import type { CorpusCursor } from '../src/corpus.ts';
+import { loadTokenizer } from '../src/load-tokenizer.ts';
 import { ByteTokenizer, WordTokenizer } from './fixtures/fake-tokenizers.ts';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
@@ -112,6 +113,18 @@ describe('continual pre-training corpus', () => {
     }
   });
 
+  it('resumes exactly with the stories260K tokenizer over small chunks of two Gutenberg books', async () => {
+    const real = loadTokenizer(repo('models/stories260K'));
+    const paths = [repo('datasets/corpus/gutenberg-nltk/blake-poems.txt'), repo('datasets/corpus/gutenberg-nltk/shakespeare-macbeth.txt')];
+    const opts = { chunkBytes: 4096 };
+    const a = new CorpusStream(paths, real, 128, null, opts);
+    await take(a, 10);
+    const saved = JSON.parse(JSON.stringify(a.cursor())) as CorpusCursor;
+    const more = await take(a, 5);
+    expect(await take(new CorpusStream(paths, real, 128, saved, opts), 5)).to.deep.equal(more);
+    expect(more.flat().every((id) => id >= 0 && id < real.vocabSize)).to.equal(true);
+  });
+
   it('cuts text chunks at character boundaries when a chunk has no newline', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'corpus-'));
     try {
@@ -178,6 +191,11 @@ describe('continual pre-training corpus', () => {
     it('a cursor from another corpus is refused', () => {
       const cursor = new CorpusStream(fixture('corpus.jsonl'), tok, 8).cursor();
       expect(() => new CorpusStream(fixture('corpus.arrow'), tok, 8, cursor)).to.throw(/corpus changed|cursor points at/);
+    });
+    it('a cursor past the end of its (changed) file is refused', async () => {
+      const cursor = { ...new CorpusStream(fixture('corpus.jsonl'), tok, 8).cursor(), offset: 1_000_000 };
+      const e = await rejection(new CorpusStream(fixture('corpus.jsonl'), tok, 8, cursor).next());
+      expect(e.message).to.include('ends before the cursor position');
     });
   });
 });

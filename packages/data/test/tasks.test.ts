@@ -14,6 +14,7 @@ import {
   templatePlaceholders,
 } from '../src/tasks.ts';
 import { answerTokenIds, encodeExample, labelWordIds, makeSftBatch, truncatePrompt } from '../src/prompt.ts';
+import { loadTokenizer } from '../src/load-tokenizer.ts';
 import { ByteTokenizer, ColonMergingTokenizer, WordTokenizer } from './fixtures/fake-tokenizers.ts';
 
 function thrown(fn: () => unknown): Error {
@@ -190,6 +191,16 @@ describe('prompt encoding and SFT batches', () => {
   it('a tokenizer without EOS gives the bare label word', () => {
     const tok = new ByteTokenizer({ eos: false });
     expect(tok.decode(encodeExample(tok, sst2, example).answerIds)).to.equal(' positive');
+  });
+
+  it('with the stories260K tokenizer, prompt + answer ids are the tokenization of the whole text', () => {
+    const tok = loadTokenizer(fileURLToPath(new URL('../../../models/stories260K', import.meta.url)));
+    const enc = encodeExample(tok, sst2, example);
+    const whole = tok.encode(`${renderPrompt(sst2, example.fields)} positive`, { addBos: true });
+    expect([...enc.promptIds, ...enc.answerIds]).to.deep.equal([...whole, tok.eosId]);
+    for (const name of ['sst2', 'qnli', 'mnli', 'cola', 'mrpc', 'qqp', 'rte', 'wnli'] as const) {
+      expect(new Set(labelWordIds(tok, GLUE_TASKS[name])).size, name).to.equal(GLUE_TASKS[name].labelWords.length);
+    }
   });
 
   it('makeSftBatch right-pads and aligns next-token labels and the answer mask', () => {
