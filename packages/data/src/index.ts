@@ -5,3 +5,4 @@ export type { LoadTokenizerOptions } from './load-tokenizer.ts';
 export { loadHfTokenizer } from './hf-tokenizer.ts';
 export { loadLlama2cTokenizer, parseLlama2cTokenizer } from './llama2c-tokenizer.ts';
 export type { Llama2cTokenizerOptions } from './llama2c-tokenizer.ts';
+export * from './tasks-index.ts';

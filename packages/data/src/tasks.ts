@@ -9,7 +9,7 @@
  * training answer is the gold score rounded to the nearest integer (halves round up, 2.5 -> "3"); at evaluation
  * the emitted word is read back as a number and Pearson/Spearman are computed against the unrounded gold scores.
  */
-import { ArgumentError, ConfigError, NotFoundError } from '@bitdistill/core';
+import { ArgumentError, ConfigError } from '@bitdistill/core';
 import type { ConfigIssue } from '@bitdistill/core';
 
 export type MetricName = 'accuracy' | 'f1' | 'matthews' | 'pearson' | 'spearman';
@@ -203,7 +203,7 @@ export const GLUE_TASK_NAMES = Object.keys(GLUE_TASKS) as GlueTaskName[];
 export function getTask(name: string): TaskSpec {
   const key = name.toLowerCase().replace(/-/g, '');
   if (key in GLUE_TASKS) return GLUE_TASKS[key as GlueTaskName];
-  throw new NotFoundError(name, `unknown task '${name}'`, {
+  throw new ArgumentError(`unknown task '${name}'`, {
     hint: `built-in tasks: ${GLUE_TASK_NAMES.join(', ')}; or define one in the config (fields, template, labelWords, metric)`,
   });
 }

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, NotFoundError, isBitDistillError } from '@bitdistill/core';
+import { ArgumentError, ConfigError, isBitDistillError } from '@bitdistill/core';
 import {
   GLUE_TASKS,
   GLUE_TASK_NAMES,
@@ -82,8 +82,8 @@ describe('GLUE task registry', () => {
     expect(getTask('SST-2')).to.equal(GLUE_TASKS.sst2);
     expect(getTask('sts-b')).to.equal(GLUE_TASKS.stsb);
     const e = thrown(() => getTask('boolq'));
-    expect(e).to.be.instanceOf(NotFoundError);
-    expect((e as NotFoundError).hint).to.include('mnli');
+    expect(e).to.be.instanceOf(ArgumentError);
+    expect((e as ArgumentError).hint).to.include('mnli');
   });
 
   it('renders a prompt with trimmed field text', () => {

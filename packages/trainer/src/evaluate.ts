@@ -3,7 +3,7 @@
  * evaluator in packages/eval). `label` mode scores only the task's label words at the first answer token.
  */
 import * as tf from '@tensorflow/tfjs';
-import { computeMetric, encodeExample, labelWordIds, type Example, type TaskDef, type Tokenizer } from '@bitdistill/data';
+import { computeMetrics, encodeExample, labelWordIds, predictionValue, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
 import type { Decoder } from '@bitdistill/model';
 import type { EvalResult } from './loop.ts';
 
@@ -13,7 +13,7 @@ export interface LabelScoringOptions {
 }
 
 /** Predicted label index per example: argmax over the label words' first tokens after the prompt. */
-export async function predictLabels(model: Decoder, tokenizer: Tokenizer, task: TaskDef, examples: readonly Example[], o: LabelScoringOptions): Promise<number[]> {
+export async function predictLabels(model: Decoder, tokenizer: Tokenizer, task: TaskSpec, examples: readonly Example[], o: LabelScoringOptions): Promise<number[]> {
   const wordIds = labelWordIds(tokenizer, task);
   const preds: number[] = [];
   for (let s = 0; s < examples.length; s += o.batchSize) {
@@ -45,9 +45,11 @@ export async function predictLabels(model: Decoder, tokenizer: Tokenizer, task: 
   return preds;
 }
 
-export async function evaluateLabelScoring(model: Decoder, tokenizer: Tokenizer, task: TaskDef, examples: readonly Example[], o: LabelScoringOptions): Promise<EvalResult> {
-  const preds = await predictLabels(model, tokenizer, task, examples, o);
+export async function evaluateLabelScoring(model: Decoder, tokenizer: Tokenizer, task: TaskSpec, examples: readonly Example[], o: LabelScoringOptions): Promise<EvalResult> {
+  const words = await predictLabels(model, tokenizer, task, examples, o);
+  const preds = words.map((w) => predictionValue(task, w));
   const golds = examples.map((e) => e.label);
-  const m = computeMetric(task, preds, golds);
-  return { metric: m.name, value: m.value, examples: examples.length };
+  const metrics = computeMetrics(task, preds, golds);
+  const name = task.metrics[0] ?? 'accuracy';
+  return { metric: name, value: metrics[name] ?? 0, examples: examples.length };
 }

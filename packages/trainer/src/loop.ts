@@ -71,7 +71,7 @@ export interface StageSpec<B extends MicroBatch> {
   stage: string;
   stageDir: string;
   model: Decoder;
-  nextBatch: () => B;
+  nextBatch: () => B | Promise<B>;
   getCursor: () => unknown;
   setCursor: (cursor: unknown) => void;
   /** Current epoch of the data stream (for logs). */
@@ -213,7 +213,7 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
     const termSums: Record<string, number> = {};
     let lossSum = 0;
     for (let a = 0; a < o.gradAccum; a++) {
-      const batch = spec.nextBatch();
+      const batch = await spec.nextBatch();
       windowTokens += batch.tokens;
       state.tokensSeen += batch.tokens;
       const kept: Record<string, tf.Scalar> = {};
@@ -229,12 +229,10 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
         if (g !== undefined) grads[name] = g;
       }
       const totalValue = (await value.data())[0] as number;
-      value.dispose();
       const termValues: Record<string, number> = {};
-      for (const [k, t] of Object.entries(kept)) {
-        termValues[k] = (await t.data())[0] as number;
-        t.dispose();
-      }
+      for (const [k, t] of Object.entries(kept)) termValues[k] = (await t.data())[0] as number;
+      // A term may be the very tensor returned as the total: dispose only after reading them all.
+      tf.dispose([value, ...Object.values(kept)]);
       if (!Number.isFinite(totalValue)) {
         tf.dispose(Object.values(grads));
         if (gradSum !== null) tf.dispose(Object.values(gradSum));

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { ArgumentError, BitDistillError, FormatError, NotFoundError, type Logger } from '@bitdistill/core';
 import type { TrainConfig, StageName } from '@bitdistill/config';
-import { encodeExample, readExamples, resolveTask, type Example, type TaskDef, type Tokenizer } from '@bitdistill/data';
+import { defineTask, encodeExample, getTask, readExamples, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
 import { loadModel, type Decoder } from '@bitdistill/model';
 import { prepareStudent, restoreStudent } from '@bitdistill/quant';
 import { answerCrossEntropy, attentionRelationKd, logitKd } from '@bitdistill/losses';
@@ -53,16 +53,51 @@ function loopSettings(ctx: StageContext, stage: StageName, totalSteps: number): 
 }
 
 interface TaskData {
-  task: TaskDef;
+  task: TaskSpec;
   train: Example[];
   dev: Example[];
 }
 
-function loadTaskData(ctx: StageContext): TaskData {
+/**
+ * The task a config names: a registry task (sst2, mnli, ...), optionally with some keys changed (template,
+ * labelWords, ...), or a wholly custom task defined by those keys (checked by the data package's defineTask).
+ */
+export function resolveTask(t: TrainConfig['task']): TaskSpec {
+  const custom: Record<string, unknown> = {};
+  for (const k of ['kind', 'fields', 'labelColumn', 'labels', 'labelWords', 'template', 'templateVersion', 'metrics'] as const) {
+    if (t[k] !== undefined) custom[k] = t[k];
+  }
+  let registry: TaskSpec | null = null;
+  try {
+    registry = getTask(t.name);
+  } catch {
+    registry = null;
+  }
+  if (registry === null) return defineTask({ name: t.name, ...custom }, { file: 'config', path: 'task' });
+  if (Object.keys(custom).length === 0) return registry;
+  const merged = defineTask(
+    {
+      name: registry.name,
+      kind: registry.kind,
+      fields: registry.fields,
+      labelColumn: registry.labelColumn,
+      labels: registry.labelNames,
+      labelWords: registry.labelWords,
+      template: registry.template,
+      templateVersion: registry.templateVersion,
+      metrics: registry.metrics,
+      ...custom,
+    },
+    { file: 'config', path: 'task' },
+  );
+  return { ...registry, ...merged, ...(registry.tsv !== undefined ? { tsv: registry.tsv } : {}) };
+}
+
+async function loadTaskData(ctx: StageContext): Promise<TaskData> {
   const t = ctx.config.task;
   const task = resolveTask(t);
-  const train = readExamples(t.train, task, t.trainLimit === null ? {} : { limit: t.trainLimit });
-  const dev = readExamples(t.dev, task, t.devLimit === null ? {} : { limit: t.devLimit });
+  const train = await readExamples(t.train, task, t.trainLimit === null ? {} : { limit: t.trainLimit });
+  const dev = await readExamples(t.dev, task, t.devLimit === null ? {} : { limit: t.devLimit });
   if (train.length === 0) throw new BitDistillError('E_DATA', `${t.train}: no training examples`, { hint: 'check task.train and task.trainLimit' });
   return { task, train, dev };
 }
@@ -120,7 +155,7 @@ async function runTaskStage(
 
 /** Full-precision SFT of the base model on the task: the FP16-SFT row, and the distillation teacher. */
 export async function teacherStage(ctx: StageContext): Promise<StageResult> {
-  const data = loadTaskData(ctx);
+  const data = await loadTaskData(ctx);
   const { model, tokenizer, source } = loadModel(ctx.config.model.path, { logger: ctx.logger });
   mkdirSync(stageDir(ctx, 'teacher'), { recursive: true });
   return runTaskStage(ctx, 'teacher', model, tokenizer, source, data, (b) => {
@@ -133,7 +168,7 @@ export async function teacherStage(ctx: StageContext): Promise<StageResult> {
 
 /** The paper's baseline: quantize the base model (no SubLN, no continual pre-training) and fine-tune with CE. */
 export async function bitnetSftStage(ctx: StageContext): Promise<StageResult> {
-  const data = loadTaskData(ctx);
+  const data = await loadTaskData(ctx);
   const { model, tokenizer, source } = loadModel(ctx.config.model.path, { logger: ctx.logger });
   prepareStudent(model, { subln: 'none', weightQuant: ctx.config.student.weightQuant, quantizeActivations: ctx.config.student.quantizeActivations });
   mkdirSync(stageDir(ctx, 'bitnet-sft'), { recursive: true });
@@ -201,7 +236,7 @@ export function resolveRelationHeads(wanted: number, widths: readonly number[]):
 export async function distillStage(ctx: StageContext): Promise<StageResult> {
   const c = ctx.config;
   const d = c.distill;
-  const data = loadTaskData(ctx);
+  const data = await loadTaskData(ctx);
   // Student: the continual-pretrain output, or the base model with fresh SubLN when that stage is ablated.
   const from = d.studentFrom === 'continual-pretrain' ? finalOf(ctx, 'continual-pretrain') : c.model.path;
   if (d.studentFrom === 'continual-pretrain' && !existsSync(from)) {

@@ -1,6 +1,6 @@
 /** Deterministic, resumable batch streams for the SFT stages (task examples) and continual pre-training (corpus). */
 import { Rng } from '@bitdistill/core';
-import { CorpusStream, makeSftBatch, type EncodedExample, type Tokenizer } from '@bitdistill/data';
+import { CorpusStream, makeSftBatch, type CorpusCursor, type EncodedExample, type Tokenizer } from '@bitdistill/data';
 import type { MicroBatch } from './loop.ts';
 
 export interface SftMicroBatch extends MicroBatch {
@@ -53,8 +53,8 @@ export class SftStream {
     this.cursor = { epoch: this.cursor.epoch, index: this.cursor.index + take };
     const b = makeSftBatch(items, this.maxLen, this.padId);
     let tokens = 0;
-    for (const v of b.valid) tokens += v;
-    return { B: b.B, T: b.T, inputIds: b.inputIds, labels: b.labels, answerMask: b.answerMask, valid: b.valid, tokens };
+    for (const v of b.attentionMask) tokens += v;
+    return { B: b.B, T: b.T, inputIds: b.inputIds, labels: b.labels, answerMask: b.answerMask, valid: b.attentionMask, tokens };
   }
 
   get epoch(): number {
@@ -84,13 +84,13 @@ export class LmStream {
     this.stream = new CorpusStream(paths, tokenizer, seqLen);
   }
 
-  next(): SftMicroBatch {
+  async next(): Promise<SftMicroBatch> {
     const B = this.batchSize;
     const T = this.seqLen;
     const inputIds = new Int32Array(B * T);
     const labels = new Int32Array(B * T);
     for (let b = 0; b < B; b++) {
-      const seq = this.stream.next(); // seqLen + 1 tokens
+      const seq = await this.stream.next(); // seqLen + 1 tokens
       for (let t = 0; t < T; t++) {
         inputIds[b * T + t] = seq[t] as number;
         labels[b * T + t] = seq[t + 1] as number;
@@ -101,14 +101,19 @@ export class LmStream {
   }
 
   get epoch(): number {
-    return this.stream.cursor.epoch;
+    return this.stream.cursor().epoch;
   }
 
-  getCursor(): unknown {
-    return this.stream.cursor;
+  getCursor(): CorpusCursor {
+    return this.stream.cursor();
   }
 
   setCursor(c: unknown): void {
-    this.stream = new CorpusStream(this.paths, this.tokenizer, this.seqLen, c as CorpusStream['cursor']);
+    this.stream.close();
+    this.stream = new CorpusStream(this.paths, this.tokenizer, this.seqLen, c as CorpusCursor);
+  }
+
+  close(): void {
+    this.stream.close();
   }
 }

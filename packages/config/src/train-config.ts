@@ -1,0 +1,267 @@
+/**
+ * The `bitdistill train` config: schema, defaults, cross-field checks. Defaults follow the official code where
+ * it and the paper differ (PAPER.md: "the code is the default"); tags as in PAPER.md ([code], [paper], [open]).
+ * Names of the distillation knobs are the paper's, verbatim (STYLE.md rule 6).
+ *
+ * Paths (model.path, task.train, task.dev, corpus.paths, outputDir, distill.teacherPath) are kept exactly as
+ * written: a relative path is resolved later against the working directory of the process, not against the
+ * config file's folder (so `bitdistill train --config configs/x.yaml` run from the repo root finds `models/...`).
+ *
+ * The whole schema with its defaults (the output of `bitdistill validate` on a minimal config):
+ *
+ *   name: sst2-tiny                 # required; names the run folder <outputDir>/<name>/<stage>/
+ *   seed: 0
+ *   backend: auto                   # auto | tensorflow | wasm | cpu  (--backend on the command line wins)
+ *   outputDir: runs
+ *   model: {path: REQUIRED, maxSeqLen: 512}               # HF folder (or llama2.c); [paper] max length 512
+ *   task:
+ *     name: REQUIRED                # registry name (sst2, mnli, ...) or a custom task's name
+ *     train: REQUIRED               # TSV / JSONL file
+ *     dev: REQUIRED
+ *     trainLimit: null              # first N training examples; null = all
+ *     devLimit: null
+ *     # optional custom definition, checked in full by @bitdistill/data (defineTask): kind, fields,
+ *     # labelColumn, labels, labelWords, template, templateVersion, metrics
+ *   corpus: {paths: [], seqLen: 512, maxTokens: null}     # continual-pretrain text; [open] budget
+ *   stages: [teacher, bitnet-sft, continual-pretrain, distill]   # run in this order; no repeats
+ *   student: {subln: allnorm, weightQuant: absmean, quantizeActivations: true}   # [code] allnorm
+ *   optim: {lr: 5.0e-5, weightDecay: 0.1, beta1: 0.9, beta2: 0.999, eps: 1.0e-8, warmupRatio: 0.05,
+ *           schedule: linear, decayRatio: 0.2, gradClip: 1, batchSize: 32, gradAccum: 1, epochs: 3, maxSteps: null}
+ *   stageOptim: {}                  # per stage, any subset of optim: {continual-pretrain: {lr: 1e-4, maxSteps: 500}}
+ *   distill: {lambdaLogit: 10, gammaAttn: 100000, temperature: 5, relationHeads: 32, distillLayer: null,
+ *             relation: cosine, logit: true, attention: true, teacherPath: null, studentFrom: continual-pretrain}
+ *   averaging: {kind: none, emaDecay: 0.999, lawaK: 5}
+ *   checkpoint: {every: 100, keepLast: 2}
+ *   eval: {every: 0, limit: null, mode: label}
+ *   log: {every: 10}
+ */
+import YAML from 'yaml';
+import { ConfigError } from '@bitdistill/core';
+import {
+  bool,
+  enumOf,
+  int,
+  list,
+  num,
+  obj,
+  partialShape,
+  record,
+  str,
+  validate,
+  type DeepPartial,
+  type Infer,
+  type ObjectOf,
+} from './schema.ts';
+
+/** The stages of the pipeline, in the order they depend on each other (DESIGN.md "What the user runs"). */
+export const STAGE_NAMES = ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill'] as const;
+export type StageName = (typeof STAGE_NAMES)[number];
+
+// Mirrors of lists owned by packages above this one (config depends on core only); their tests use these names.
+const BACKENDS = ['auto', 'tensorflow', 'wasm', 'cpu'] as const; // @bitdistill/backend BACKEND_CHOICES
+const SUBLN_MODES = ['allnorm', 'standard', 'none'] as const; // @bitdistill/model SUBLN_MODES
+const WEIGHT_QUANT_MODES = ['absmean', 'block256', 'perRow'] as const; // @bitdistill/quant WEIGHT_QUANT_MODES
+const SCHEDULES = ['linear', 'cosine', 'wsd', 'constant'] as const; // @bitdistill/trainer SCHEDULES
+const METRICS = ['accuracy', 'f1', 'matthews', 'pearson', 'spearman'] as const; // @bitdistill/data METRIC_NAMES
+
+/** [code] AdamW (0.9, 0.999, 1e-8), clip 1.0, warmup 0.05, linear decay, wd 0.1, LR 5e-5 (YAML), 2-3 epochs; [paper] batch 32. */
+const optimShape = {
+  lr: num({ exclusiveMin: 0 }).default(5e-5),
+  weightDecay: num({ min: 0 }).default(0.1),
+  beta1: num({ min: 0, exclusiveMax: 1 }).default(0.9),
+  beta2: num({ min: 0, exclusiveMax: 1 }).default(0.999),
+  eps: num({ exclusiveMin: 0 }).default(1e-8),
+  warmupRatio: num({ min: 0, exclusiveMax: 1 }).default(0.05),
+  schedule: enumOf(SCHEDULES).default('linear'),
+  /** wsd only: the fraction of steps spent decaying at the end (PAPER.md section 9). */
+  decayRatio: num({ exclusiveMin: 0, max: 1 }).default(0.2),
+  /** Max global gradient norm; 0 disables clipping. */
+  gradClip: num({ min: 0 }).default(1.0),
+  /** Examples per micro-batch; one optimizer step sees batchSize * gradAccum examples. */
+  batchSize: int({ min: 1 }).default(32),
+  gradAccum: int({ min: 1 }).default(1),
+  epochs: num({ exclusiveMin: 0 }).default(3),
+  /** Caps the optimizer steps (wins over epochs and corpus.maxTokens); null = no cap. */
+  maxSteps: int({ min: 1 }).nullable().default(null),
+};
+
+/** Hugging Face TrainingArguments names, only to suggest ours ("did you mean 'optim.lr'?"). */
+const OPTIM_ALIASES = {
+  learning_rate: 'lr',
+  adam_beta1: 'beta1',
+  adam_beta2: 'beta2',
+  adam_epsilon: 'eps',
+  max_grad_norm: 'gradClip',
+  lr_scheduler_type: 'schedule',
+  per_device_train_batch_size: 'batchSize',
+  gradient_accumulation_steps: 'gradAccum',
+  num_train_epochs: 'epochs',
+};
+
+/** A non-empty list of distinct strings / enum values. */
+function listOfStrings() {
+  return list(str(), { minLength: 1, unique: true });
+}
+function listOfEnum<const V extends readonly string[]>(values: V) {
+  return list(enumOf(values), { minLength: 1, unique: true });
+}
+
+const trainShape = {
+  name: str({ pattern: { re: /^[A-Za-z0-9][A-Za-z0-9._-]*$/, description: 'letters, digits, . _ - (it names the run folder)' } }),
+  /** Seeds the data order and every random init (an unsigned 32-bit integer, as core's Rng). */
+  seed: int({ min: 0, max: 2 ** 32 - 1 }).default(0),
+  backend: enumOf(BACKENDS).default('auto'),
+  outputDir: str().default('runs'),
+  model: obj({
+    path: str(),
+    maxSeqLen: int({ min: 2 }).default(512),
+  }),
+  task: obj(
+    {
+      name: str(),
+      train: str(),
+      dev: str(),
+      trainLimit: int({ min: 1 }).nullable().default(null),
+      devLimit: int({ min: 1 }).nullable().default(null),
+      // A custom task (or a change to a registry task): only types are checked here; @bitdistill/data's
+      // defineTask checks how the pieces fit (placeholders vs fields, metric vs kind) when the task is built.
+      kind: enumOf(['classification', 'regression']).optional(),
+      fields: listOfStrings().optional(),
+      labelColumn: str().optional(),
+      labels: listOfStrings().optional(),
+      labelWords: listOfStrings().optional(),
+      template: str().optional(),
+      templateVersion: str().optional(),
+      metrics: listOfEnum(METRICS).optional(),
+    },
+    { aliases: { metric: 'metrics', verbalizers: 'labelWords', prompt: 'template' } },
+  ),
+  corpus: obj({
+    paths: list(str(), { unique: true }).default([]),
+    seqLen: int({ min: 2 }).default(512),
+    /** Token budget of continual-pretrain (PAPER.md section 4: 10B in the paper); null = set by maxSteps. */
+    maxTokens: int({ min: 1 }).nullable().default(null),
+  }),
+  stages: listOfEnum(STAGE_NAMES).default([...STAGE_NAMES]),
+  student: obj({
+    subln: enumOf(SUBLN_MODES).default('allnorm'),
+    weightQuant: enumOf(WEIGHT_QUANT_MODES).default('absmean'),
+    quantizeActivations: bool().default(true),
+  }),
+  optim: obj(optimShape, { aliases: OPTIM_ALIASES }),
+  /** Per-stage optim overrides, keyed by stage name; each names only the keys it changes. */
+  stageOptim: record(obj(partialShape(optimShape), { aliases: OPTIM_ALIASES }), { keys: STAGE_NAMES }),
+  /** L = L_CE + lambdaLogit * L_LD + gammaAttn * L_AD (PAPER.md section 5); classification values. */
+  distill: obj(
+    {
+      lambdaLogit: num({ min: 0 }).default(10),
+      gammaAttn: num({ min: 0 }).default(1e5),
+      temperature: num({ exclusiveMin: 0 }).default(5),
+      relationHeads: int({ min: 1 }).default(32),
+      /** Negative counts from the end (-1 = last); null = the code's late layer (22 of 28, scaled to depth). */
+      distillLayer: int().nullable().default(null),
+      /** [code] cosine; [paper] scaled = softmax(A A^T / sqrt(D)). */
+      relation: enumOf(['cosine', 'scaled']).default('cosine'),
+      logit: bool().default(true),
+      attention: bool().default(true),
+      /** A fine-tuned teacher checkpoint; null = this run's teacher stage output. */
+      teacherPath: str().nullable().default(null),
+      /** `base` skips Stage 2 (the SubLN+distill ablation of Table 5). */
+      studentFrom: enumOf(['continual-pretrain', 'base']).default('continual-pretrain'),
+    },
+    { aliases: { tau: 'temperature', layer: 'distillLayer' } },
+  ),
+  /** Weight averaging at the end of each stage (PAPER.md section 9): EMA, or LAWA over the last lawaK checkpoints. */
+  averaging: obj({
+    kind: enumOf(['none', 'ema', 'lawa']).default('none'),
+    emaDecay: num({ exclusiveMin: 0, exclusiveMax: 1 }).default(0.999),
+    lawaK: int({ min: 1 }).default(5),
+  }),
+  checkpoint: obj({
+    every: int({ min: 1 }).default(100),
+    keepLast: int({ min: 1 }).default(2),
+  }),
+  eval: obj({
+    /** Every N optimizer steps; 0 = only at the end of the stage. */
+    every: int({ min: 0 }).default(0),
+    /** First N dev examples; null = all. */
+    limit: int({ min: 1 }).nullable().default(null),
+    /** label: score the label words' first tokens; generate: greedy decoding + exact match (PAPER.md section 6). */
+    mode: enumOf(['label', 'generate']).default('label'),
+  }),
+  log: obj({ every: int({ min: 1 }).default(10) }),
+};
+
+type Shaped = ObjectOf<typeof trainShape>;
+
+/** Checks that need several fields; a field that failed its own check is undefined here and is not judged. */
+function crossChecks(c: DeepPartial<Shaped>, report: (path: string, message: string) => void): void {
+  const stages = c.stages;
+  const has = (s: StageName): boolean => stages?.includes(s) ?? false;
+  const before = (a: StageName, b: StageName): boolean => (stages?.indexOf(a) ?? 0) < (stages?.indexOf(b) ?? 0);
+  if (stages !== undefined && has('distill')) {
+    if (c.distill?.teacherPath === null) {
+      if (!has('teacher')) report('stages', "'distill' needs a teacher: add 'teacher' before it, or set distill.teacherPath to a fine-tuned checkpoint");
+      else if (!before('teacher', 'distill')) report('stages', "'teacher' must come before 'distill' (the teacher is trained first)");
+    }
+    if (c.distill?.studentFrom === 'continual-pretrain') {
+      if (!has('continual-pretrain')) {
+        report('stages', "'distill' starts from the continual-pretrain student: add 'continual-pretrain' before it, or set distill.studentFrom: base");
+      } else if (!before('continual-pretrain', 'distill')) {
+        report('stages', "'continual-pretrain' must come before 'distill' (its output is the student)");
+      }
+    }
+  }
+  if (has('continual-pretrain')) {
+    if (c.corpus?.paths?.length === 0) report('corpus.paths', "'continual-pretrain' is in stages but corpus.paths is empty: list the text files to pre-train on");
+    const own = c.stageOptim?.['continual-pretrain'];
+    const maxSteps = own !== undefined && 'maxSteps' in own ? own.maxSteps : c.optim?.maxSteps;
+    if (c.corpus?.maxTokens === null && maxSteps === null) {
+      report('corpus.maxTokens', 'continual-pretrain needs a budget: set corpus.maxTokens, or optim.maxSteps / stageOptim.continual-pretrain.maxSteps');
+    }
+  }
+  // wsd decays over the last decayRatio of the steps: that must not reach back into the warmup.
+  const blocks: [string, DeepPartial<Shaped['optim']> | undefined][] = [['optim', c.optim]];
+  for (const s of STAGE_NAMES) {
+    const own = c.stageOptim?.[s];
+    const touches = own !== undefined && ('schedule' in own || 'warmupRatio' in own || 'decayRatio' in own);
+    if (touches) blocks.push([`stageOptim.${s}`, { ...c.optim, ...own }]);
+  }
+  for (const [path, o] of blocks) {
+    if (o?.schedule === 'wsd' && o.warmupRatio !== undefined && o.decayRatio !== undefined && o.warmupRatio + o.decayRatio > 1) {
+      report(`${path}.decayRatio`, `warmupRatio (${o.warmupRatio}) + decayRatio (${o.decayRatio}) must be <= 1 for the wsd schedule`);
+    }
+  }
+}
+
+export const trainConfigSchema = obj(trainShape, {
+  aliases: { output_dir: 'outputDir', stage: 'stages', optimizer: 'optim', stage_optim: 'stageOptim' },
+  refine: crossChecks,
+});
+
+export type TrainConfig = Infer<typeof trainConfigSchema>;
+export type ModelConfig = TrainConfig['model'];
+export type TaskConfig = TrainConfig['task'];
+export type CorpusConfig = TrainConfig['corpus'];
+export type StudentConfig = TrainConfig['student'];
+export type OptimConfig = TrainConfig['optim'];
+export type DistillConfig = TrainConfig['distill'];
+export type AveragingConfig = TrainConfig['averaging'];
+
+/** Validates a parsed document; throws one ConfigError listing every problem. `file` labels the messages. */
+export function validateConfig(doc: unknown, file = '<config>'): TrainConfig {
+  const r = validate(trainConfigSchema, doc);
+  if (!r.ok) throw new ConfigError(file, r.issues);
+  return r.value;
+}
+
+/** The config as YAML (keys in schema order, lists of scalars on one line); loads back to the same config. */
+export function formatConfig(config: TrainConfig): string {
+  const doc = new YAML.Document(config);
+  YAML.visit(doc, {
+    Seq(_, node) {
+      if (node.items.every((i) => YAML.isScalar(i))) node.flow = true;
+    },
+  });
+  return doc.toString({ lineWidth: 0, flowCollectionPadding: false });
+}
