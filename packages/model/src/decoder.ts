@@ -220,7 +220,7 @@ export class Decoder {
     const sub = sublnName(layer, proj, this.config.subln);
     const xin = sub === null ? x : (rmsNorm(x, this.param(sub), SUBLN_EPS) as tf.Tensor2D); // SubLN (PAPER.md section 3)
     const linear = this.linears.get(base) ?? denseLinear;
-    const y = linear(xin, this.param(`${base}.weight`));
+    const y = linear(xin, this.param(`${base}.weight`) as tf.Tensor as tf.Tensor2D);
     const bias = this.params.get(`${base}.bias`);
     return bias === undefined ? y : tf.add(y, bias);
   }
@@ -280,7 +280,7 @@ export class Decoder {
     }
     const hf = rmsNorm(x, this.param('model.norm.weight'), c.rmsNormEps) as tf.Tensor2D;
     const head = c.tieWordEmbeddings ? this.param('model.embed_tokens.weight') : this.param('lm_head.weight');
-    const logits = tf.reshape(denseLinear(hf, head), [B, T, c.vocabSize]) as tf.Tensor3D;
+    const logits = tf.reshape(denseLinear(hf, head as tf.Tensor as tf.Tensor2D), [B, T, c.vocabSize]) as tf.Tensor3D;
     return { logits, captured };
   }
 

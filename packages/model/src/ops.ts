@@ -6,18 +6,18 @@
 import * as tf from '@tensorflow/tfjs';
 
 /** a [M, K] @ b [K, N] -> [M, N], with a backward made of plain matmuls. */
-export const matmul2d = tf.customGrad((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+export const matmul2d = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [a, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
   save([a, b]);
-  const value = tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
   return {
-    value,
+    value: tf.matMul(a, b),
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
       const [sa, sb] = saved as [tf.Tensor2D, tf.Tensor2D];
       const dy2 = dy as tf.Tensor2D;
       return [tf.matMul(dy2, tf.transpose(sb)), tf.matMul(tf.transpose(sa), dy2)];
     },
   };
-}) as (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
+}) as unknown as (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
 
 /**
  * The linear op the model calls for every projection: x [N, in], weight [out, in] (HF layout) -> [N, out].
@@ -34,11 +34,10 @@ export function rmsNorm(x: tf.Tensor, gain: tf.Tensor, eps: number): tf.Tensor {
 }
 
 /**
- * Batched matmul as a loop of 2-D matmuls: a [G, M, K] @ b [G, K, N] -> [G, M, N]. Used for attention
- * (G = batch x heads) so that wasm stays on its fast path; a native BatchMatMul makes this unnecessary.
+ * Batched matmul for attention: a [G, M, K] @ b [G, K, N] -> [G, M, N] (G = batch x heads). A plain
+ * tf.matMul: a loop of 2-D matmuls over tf.unstack was measured 10x slower on wasm (its Unpack copies slowly),
+ * and attention is a small share of the FLOPs; a native BatchMatMul kernel (kernels-cpu) takes this over.
  */
 export function bmm(a: tf.Tensor3D, b: tf.Tensor3D): tf.Tensor3D {
-  const as = tf.unstack(a) as tf.Tensor2D[];
-  const bs = tf.unstack(b) as tf.Tensor2D[];
-  return tf.stack(as.map((x, i) => matmul2d(x, bs[i] as tf.Tensor2D))) as tf.Tensor3D;
+  return tf.matMul(a, b);
 }

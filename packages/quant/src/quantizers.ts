@@ -9,10 +9,10 @@ import { checkWeightQuantMode, type WeightQuantMode } from './reference.ts';
 
 /** The straight-through estimator: forward = quantize(x), backward = identity. The only place it lives. */
 function withSte(quantize: (x: tf.Tensor) => tf.Tensor): (x: tf.Tensor) => tf.Tensor {
-  return tf.customGrad((x: tf.Tensor) => ({
-    value: quantize(x),
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+    value: quantize(args[0] as tf.Tensor),
     gradFunc: (dy: tf.Tensor) => [dy],
-  })) as (x: tf.Tensor) => tf.Tensor;
+  })) as unknown as (x: tf.Tensor) => tf.Tensor;
 }
 
 /** clamp(round(w / d), -1, 1) * d with d broadcast against w. tf.round rounds half to even. */

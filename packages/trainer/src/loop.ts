@@ -3,7 +3,7 @@
  * EMA, periodic logging / evaluation / checkpoints, exact resume, and a clean stop on SIGINT/SIGTERM.
  * What is trained and how the loss is made is the stage's business (stages.ts); this file only runs steps.
  */
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { BitDistillError, Rng, silentLogger, type Logger } from '@bitdistill/core';
@@ -123,6 +123,7 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
   const log = hooks.logger ?? silentLogger;
   const { model, stageDir } = spec;
   const o = settings.optim;
+  mkdirSync(stageDir, { recursive: true });
   const metricsFile = join(stageDir, 'metrics.jsonl');
   const trainable = new Map([...model.params].filter(([, v]) => v.trainable));
   const vars = [...trainable.values()];

@@ -1,10 +1,29 @@
 import type { CommandModule } from 'yargs';
-import { loadModel } from '@bitdistill/model';
+import { ArgumentError } from '@bitdistill/core';
+import { loadModel, SUBLN_MODES, type SublnMode } from '@bitdistill/model';
+import { describeStudent, prepareStudent, restoreStudent, WEIGHT_QUANT_MODES, type WeightQuantMode } from '@bitdistill/quant';
 import { makeContext, type GlobalArgs } from '../context.ts';
 
 interface Args extends GlobalArgs {
   model: string;
   json: boolean;
+  student?: string;
+}
+
+/** Parse `--student subln=standard,weightQuant=absmean` (keys optional; defaults allnorm / absmean). */
+function parseStudentSpec(spec: string): { subln: SublnMode; weightQuant: WeightQuantMode } {
+  const out = { subln: 'allnorm' as SublnMode, weightQuant: 'absmean' as WeightQuantMode };
+  for (const part of spec.split(',').filter((p) => p.trim() !== '')) {
+    const [k, v] = part.split('=').map((x) => x.trim());
+    if (k === 'subln' && (SUBLN_MODES as readonly string[]).includes(v ?? '')) out.subln = v as SublnMode;
+    else if (k === 'weightQuant' && (WEIGHT_QUANT_MODES as readonly string[]).includes(v ?? '')) out.weightQuant = v as WeightQuantMode;
+    else {
+      throw new ArgumentError(`--student: cannot use '${part}'`, {
+        hint: `write e.g. --student subln=standard,weightQuant=absmean (subln: ${SUBLN_MODES.join('|')}; weightQuant: ${WEIGHT_QUANT_MODES.join('|')})`,
+      });
+    }
+  }
+  return out;
 }
 
 export const infoCommand: CommandModule<GlobalArgs, Args> = {
@@ -13,13 +32,21 @@ export const infoCommand: CommandModule<GlobalArgs, Args> = {
   builder: (y) =>
     y
       .option('model', { type: 'string', demandOption: true, describe: 'model folder (HF layout) or llama2.c .bin' })
-      .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of text' }) as never,
+      .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of text' })
+      .option('student', { type: 'string', describe: "show the ternary student: 'subln=standard|allnorm|none,weightQuant=absmean|block256|perRow' (a student checkpoint shows its own)" }) as never,
   handler: async (args) => {
     const ctx = makeContext(args);
     await ctx.backend();
     const { model, tokenizer } = loadModel(args.model, { trainable: false, logger: ctx.logger });
+    if (args.student !== undefined) {
+      const spec = parseStudentSpec(args.student);
+      prepareStudent(model, spec);
+    } else {
+      restoreStudent(model);
+    }
+    const roles = new Map(describeStudent(model).map((r) => [r.name, r.role]));
     const c = model.config;
-    const tensors = [...model.params].map(([name, v]) => ({ name, shape: v.shape, params: v.size }));
+    const tensors = [...model.params].map(([name, v]) => ({ name, shape: v.shape, params: v.size, role: roles.get(name) ?? 'full-precision' }));
     const arch = {
       model_type: c.modelType,
       hidden_size: c.hiddenSize,
@@ -45,7 +72,12 @@ export const infoCommand: CommandModule<GlobalArgs, Args> = {
       lines.push(`tokenizer: ${tokenizer.kind}, ${tokenizer.vocabSize} tokens`);
       lines.push(`parameters: ${total.toLocaleString('en-US')}`, 'tensors:');
       const w = Math.max(...tensors.map((t) => t.name.length));
-      for (const t of tensors) lines.push(`  ${t.name.padEnd(w)}  [${t.shape.join(', ')}]`);
+      const mark = { quantized: '  ternary (int8 activations)', subln: '  SubLN gain (added)', 'full-precision': '' } as const;
+      for (const t of tensors) lines.push(`  ${t.name.padEnd(w)}  ${`[${t.shape.join(', ')}]`.padEnd(12)}${mark[t.role]}`);
+      const q = tensors.filter((t) => t.role === 'quantized');
+      if (q.length > 0) {
+        lines.push(`student: ${q.length} ternary projections (${q.reduce((a, t) => a + t.params, 0).toLocaleString('en-US')} weights), ${tensors.filter((t) => t.role === 'subln').length} SubLN gains, subln=${c.subln}`);
+      }
       process.stdout.write(`${lines.join('\n')}\n`);
     }
     model.dispose();

@@ -1,0 +1,19 @@
+{
+  "targets": [
+    {
+      "target_name": "bitdistill_kernels",
+      "sources": [
+        "native/addon.cc",
+        "native/kernels_scalar.cc",
+        "native/kernels_avx2.cc",
+        "native/kernels_avx512.cc"
+      ],
+      "cflags!": ["-fno-exceptions", "-O2"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++1y", "-std=gnu++17", "-O2"],
+      "cflags": ["-O3"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fno-math-errno", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "ldflags": ["-pthread"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}

@@ -1,0 +1,653 @@
+// Node-API glue, run-time ISA dispatch, the thread-pool drivers of every kernel, the ternary repack and the
+// fp32 GEMM blocking. Compiled for the baseline ISA; the SIMD code is in kernels_<isa>.cc behind the
+// IsaKernels tables. Arguments are checked here again (the TypeScript side checks first): a length that
+// does not fit throws a RangeError instead of reading out of bounds.
+#include <node_api.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+#include "threadpool.h"
+
+namespace bd {
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------
+// ISA detection and state
+
+bool cpu_has_avx2() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_avx512vnni() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  // libgcc's __builtin_cpu_supports also checks that the OS saves the zmm state (XCR0).
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512vnni") && cpu_has_avx2();
+#else
+  return false;
+#endif
+}
+
+// Usable ISAs, lowest first.
+std::vector<const IsaKernels*> available_isas() {
+  std::vector<const IsaKernels*> out{kScalarKernels};
+  if (kAvx2Kernels != nullptr && cpu_has_avx2()) out.push_back(kAvx2Kernels);
+  if (kAvx512VnniKernels != nullptr && cpu_has_avx512vnni()) out.push_back(kAvx512VnniKernels);
+  return out;
+}
+
+int cpu_count() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  unsigned n = std::thread::hardware_concurrency();
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+const IsaKernels* g_isa = nullptr;
+ThreadPool* g_pool = nullptr;  // never destroyed: joining threads at process exit is not worth the risk
+std::mutex g_run_mutex;
+
+// Runs fn on the pool; a concurrent call (another Node worker thread) runs on its own thread instead.
+void parallel(int nthreads, ThreadPool::Fn fn, void* ctx) {
+  std::unique_lock<std::mutex> lock(g_run_mutex, std::try_to_lock);
+  if (!lock.owns_lock()) {
+    fn(ctx, 0, 1);
+    return;
+  }
+  g_pool->run(nthreads, fn, ctx);
+}
+
+// [begin, end) of part tid of n units split into nthreads contiguous ranges.
+inline void split(int64_t n, int tid, int nthreads, int64_t* begin, int64_t* end) {
+  *begin = n * tid / nthreads;
+  *end = n * (tid + 1) / nthreads;
+}
+
+// A growing 64-byte aligned scratch buffer per thread (activations, GEMM packing).
+struct Scratch {
+  void* p = nullptr;
+  size_t cap = 0;
+  ~Scratch() { free(p); }
+  void* get(size_t bytes) {
+    if (bytes > cap) {
+      free(p);
+      cap = (bytes + 63) & ~size_t{63};
+      p = aligned_alloc(64, cap);
+      if (p == nullptr) cap = 0;
+    }
+    return p;
+  }
+};
+thread_local Scratch t_xbuf, t_abuf, t_bbuf;
+
+// ---------------------------------------------------------------------------------------------------------
+// Ternary repack: HF BitNet packing -> t4x256 (kernels.h). Returns -1, or the byte index (p * in + j) of the
+// first byte that holds code 3 in a slot that belongs to a real row.
+
+int64_t repack_ternary(const uint8_t* hf, int64_t out, int64_t in, uint8_t* dst) {
+  const int64_t prow = (out + 3) / 4;  // packed rows; slot i of packed row p is original row i * prow + p
+  for (int64_t p = 0; p < prow; p++) {
+    const uint8_t* src = hf + p * in;
+    int slots = 0;
+    for (int i = 0; i < 4; i++)
+      if (i * prow + p < out) slots++;
+    const uint8_t bad_mask = static_cast<uint8_t>((1u << (2 * slots)) - 1);  // bits of the real rows
+    for (int64_t j = 0; j < in; j++) {
+      const uint8_t b = src[j];
+      const uint8_t hi = static_cast<uint8_t>((b >> 1) & b & 0x55);  // low bit of each slot set iff code 3
+      if ((hi & bad_mask) != 0) return p * in + j;
+    }
+  }
+  const int64_t nblk = (in + kBlockCols - 1) / kBlockCols;
+  const int64_t tiles = (out + kTileRows - 1) / kTileRows;
+  memset(dst, 0x55, static_cast<size_t>(tiles * nblk * kTileBlockBytes));
+  for (int64_t o = 0; o < out; o++) {
+    const int64_t p = o % prow;
+    const int shift = static_cast<int>(2 * (o / prow));
+    const uint8_t* src = hf + p * in;
+    const int64_t t = o / kTileRows;
+    const int64_t r = o % kTileRows;
+    for (int64_t k = 0; k < nblk; k++) {
+      uint8_t* d = dst + ((t * nblk + k) * kTileRows + r) * kBlockBytes;
+      for (int jj = 0; jj < kBlockBytes; jj++) {
+        uint32_t byte = 0;
+        for (int s = 0; s < 4; s++) {
+          const int64_t j = k * kBlockCols + 64 * s + jj;
+          const uint32_t code = j < in ? (src[j] >> shift) & 3u : 1u;
+          byte |= code << (2 * s);
+        }
+        d[jj] = static_cast<uint8_t>(byte);
+      }
+    }
+  }
+  return -1;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Drivers
+
+// Below this many weights a product runs on one thread: waking a worker costs more than it saves.
+constexpr int64_t kMinParallelWeights = 1 << 16;
+
+struct TernaryCtx {
+  const IsaKernels* isa;
+  TernaryJob job;
+  int64_t tiles;
+};
+
+void ternary_task(void* p, int tid, int n) {
+  auto* c = static_cast<TernaryCtx*>(p);
+  int64_t b, e;
+  split(c->tiles, tid, n, &b, &e);
+  if (b < e) c->isa->ternary(c->job, b, e);
+}
+
+struct MatvecCtx {
+  const IsaKernels* isa;
+  MatvecJob job;
+};
+
+void matvec_task(void* p, int tid, int n) {
+  auto* c = static_cast<MatvecCtx*>(p);
+  const int64_t quads = (c->job.rows + 3) / 4;
+  int64_t b, e;
+  split(quads, tid, n, &b, &e);
+  e = std::min(e * 4, c->job.rows);
+  if (b * 4 < e) c->isa->matvec(c->job, b * 4, e);
+}
+
+// fp32 GEMM: C[m, n] = A[m, k] @ B[k, n] with A(i, p) = a[i * sai + p * sap], B(p, j) = b[p * sbp + j * sbj]
+// (so a transpose is only a change of strides), C row-major with row stride ldc. Goto/BLIS blocking:
+// a KC x NC panel of B and an MC x KC block of A are packed into the micro-kernel's order (zero padded to
+// whole micro-tiles), then MR x NR micro-tiles of C are computed from them.
+struct GemmView {
+  const float* a;
+  int64_t sai, sap;
+  const float* b;
+  int64_t sbp, sbj;
+  float* c;
+  int64_t ldc;
+  int64_t m, n, k;
+};
+
+constexpr int64_t kKc = 256;
+
+void pack_a(const GemmView& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr, float* dst) {
+  for (int64_t is = 0; is < mc; is += mr) {
+    const int64_t rows = std::min<int64_t>(mr, mc - is);
+    float* d = dst + is * kc;
+    for (int64_t ii = 0; ii < mr; ii++) {
+      if (ii < rows) {
+        const float* src = g.a + (i0 + is + ii) * g.sai + p0 * g.sap;
+        for (int64_t p = 0; p < kc; p++) d[p * mr + ii] = src[p * g.sap];
+      } else {
+        for (int64_t p = 0; p < kc; p++) d[p * mr + ii] = 0.0f;
+      }
+    }
+  }
+}
+
+void pack_b(const GemmView& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr, float* dst) {
+  for (int64_t js = 0; js < nc; js += nr) {
+    const int64_t cols = std::min<int64_t>(nr, nc - js);
+    float* d = dst + js * kc;
+    if (g.sbj == 1 && cols == nr) {
+      for (int64_t p = 0; p < kc; p++) memcpy(d + p * nr, g.b + (p0 + p) * g.sbp + j0 + js, sizeof(float) * nr);
+      continue;
+    }
+    for (int64_t jj = 0; jj < nr; jj++) {
+      if (jj < cols) {
+        const float* src = g.b + p0 * g.sbp + (j0 + js + jj) * g.sbj;
+        for (int64_t p = 0; p < kc; p++) d[p * nr + jj] = src[p * g.sbp];
+      } else {
+        for (int64_t p = 0; p < kc; p++) d[p * nr + jj] = 0.0f;
+      }
+    }
+  }
+}
+
+void gemm_serial(const IsaKernels& K, const GemmView& g) {
+  const int mr = K.mr, nr = K.nr;
+  if (g.k == 0) {
+    for (int64_t i = 0; i < g.m; i++) memset(g.c + i * g.ldc, 0, sizeof(float) * g.n);
+    return;
+  }
+  const int64_t mc_max = mr * 16;
+  const int64_t nc_max = nr * 64;
+  float* abuf = static_cast<float*>(t_abuf.get(sizeof(float) * mc_max * kKc));
+  float* bbuf = static_cast<float*>(t_bbuf.get(sizeof(float) * nc_max * kKc));
+  float tmp[32 * 32];  // one micro-tile (mr * nr <= 12 * 32)
+  for (int64_t jc = 0; jc < g.n; jc += nc_max) {
+    const int64_t nc = std::min(nc_max, g.n - jc);
+    for (int64_t pc = 0; pc < g.k; pc += kKc) {
+      const int64_t kc = std::min(kKc, g.k - pc);
+      const int accumulate = pc > 0;
+      pack_b(g, pc, kc, jc, nc, nr, bbuf);
+      for (int64_t ic = 0; ic < g.m; ic += mc_max) {
+        const int64_t mc = std::min(mc_max, g.m - ic);
+        pack_a(g, ic, mc, pc, kc, mr, abuf);
+        for (int64_t jr = 0; jr < nc; jr += nr) {
+          const int64_t ncols = std::min<int64_t>(nr, nc - jr);
+          for (int64_t ir = 0; ir < mc; ir += mr) {
+            const int64_t nrows = std::min<int64_t>(mr, mc - ir);
+            float* cp = g.c + (ic + ir) * g.ldc + jc + jr;
+            if (nrows == mr && ncols == nr) {
+              K.gemm_micro(kc, abuf + ir * kc, bbuf + jr * kc, cp, g.ldc, accumulate);
+              continue;
+            }
+            K.gemm_micro(kc, abuf + ir * kc, bbuf + jr * kc, tmp, nr, 0);
+            for (int64_t i = 0; i < nrows; i++) {
+              for (int64_t j = 0; j < ncols; j++) {
+                cp[i * g.ldc + j] = accumulate ? cp[i * g.ldc + j] + tmp[i * nr + j] : tmp[i * nr + j];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+struct GemmCtx {
+  const IsaKernels* isa;
+  GemmView g;
+  bool split_n;
+};
+
+void gemm_task(void* p, int tid, int n) {
+  auto* c = static_cast<GemmCtx*>(p);
+  GemmView v = c->g;
+  const int64_t unit = c->split_n ? c->isa->nr : c->isa->mr;
+  const int64_t total = c->split_n ? v.n : v.m;
+  int64_t b, e;
+  split((total + unit - 1) / unit, tid, n, &b, &e);
+  b *= unit;
+  e = std::min(e * unit, total);
+  if (b >= e) return;
+  if (c->split_n) {
+    v.b += b * v.sbj;
+    v.c += b;
+    v.n = e - b;
+  } else {
+    v.a += b * v.sai;
+    v.c += b * v.ldc;
+    v.m = e - b;
+  }
+  gemm_serial(*c->isa, v);
+}
+
+struct StreamCtx {
+  StreamFn fn;
+  const uint8_t* p;
+  size_t n;
+  uint64_t sums[256];
+};
+
+void stream_task(void* p, int tid, int n) {
+  auto* c = static_cast<StreamCtx*>(p);
+  const size_t lines = c->n / 64;
+  size_t b = lines * tid / n * 64, e = lines * (tid + 1) / n * 64;
+  if (tid == n - 1) e = c->n;
+  c->sums[tid] = c->fn(c->p + b, e - b);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Node-API helpers
+
+bool throw_if(napi_env env, bool cond, const char* msg) {
+  if (cond) napi_throw_range_error(env, "E_ARGUMENT", msg);
+  return cond;
+}
+
+bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value* argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return false;
+  if (argc < want) {
+    napi_throw_type_error(env, "E_ARGUMENT", "too few arguments");
+    return false;
+  }
+  return true;
+}
+
+bool get_i64(napi_env env, napi_value v, int64_t lo, int64_t hi, int64_t* out, const char* what) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= static_cast<double>(lo)) ||
+      !(d <= static_cast<double>(hi)) || d != static_cast<double>(static_cast<int64_t>(d))) {
+    std::string msg = std::string(what) + " must be an integer in range";
+    napi_throw_range_error(env, "E_ARGUMENT", msg.c_str());
+    return false;
+  }
+  *out = static_cast<int64_t>(d);
+  return true;
+}
+
+bool get_f64(napi_env env, napi_value v, double* out) {
+  if (napi_get_value_double(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, "E_ARGUMENT", "expected a number");
+    return false;
+  }
+  return true;
+}
+
+bool get_bool(napi_env env, napi_value v, bool* out) {
+  if (napi_get_value_bool(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, "E_ARGUMENT", "expected a boolean");
+    return false;
+  }
+  return true;
+}
+
+// A typed array of the given type: its data pointer (offset applied) and element count.
+template <typename T>
+bool get_typed(napi_env env, napi_value v, napi_typedarray_type want, T** data, size_t* len, const char* what) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  void* ptr = nullptr;
+  napi_value ab;
+  size_t off;
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, v, &type, len, &ptr, &ab, &off) != napi_ok || type != want) {
+    std::string msg = std::string(what) + " has the wrong typed-array type";
+    napi_throw_type_error(env, "E_ARGUMENT", msg.c_str());
+    return false;
+  }
+  *data = static_cast<T*>(ptr);
+  return true;
+}
+
+napi_value make_number(napi_env env, double v) {
+  napi_value out;
+  napi_create_double(env, v, &out);
+  return out;
+}
+
+napi_value make_string(napi_env env, const char* s) {
+  napi_value out;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &out);
+  return out;
+}
+
+constexpr int64_t kMaxDim = int64_t{1} << 31;
+
+// ---------------------------------------------------------------------------------------------------------
+// Exported functions
+
+// info() -> {isa, available: string[], threads, cpus}
+napi_value Info(napi_env env, napi_callback_info) {
+  napi_value obj, arr;
+  napi_create_object(env, &obj);
+  napi_set_named_property(env, obj, "isa", make_string(env, g_isa->name));
+  auto isas = available_isas();
+  napi_create_array_with_length(env, isas.size(), &arr);
+  for (size_t i = 0; i < isas.size(); i++) napi_set_element(env, arr, static_cast<uint32_t>(i), make_string(env, isas[i]->name));
+  napi_set_named_property(env, obj, "available", arr);
+  napi_set_named_property(env, obj, "threads", make_number(env, g_pool->size()));
+  napi_set_named_property(env, obj, "cpus", make_number(env, cpu_count()));
+  return obj;
+}
+
+// setIsa(name) -> boolean (false: not available on this CPU or build)
+napi_value SetIsa(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return nullptr;
+  char name[32];
+  size_t len;
+  if (napi_get_value_string_utf8(env, argv[0], name, sizeof(name), &len) != napi_ok) {
+    napi_throw_type_error(env, "E_ARGUMENT", "setIsa: expected a string");
+    return nullptr;
+  }
+  bool found = false;
+  for (const IsaKernels* k : available_isas()) {
+    if (strcmp(k->name, name) == 0) {
+      g_isa = k;
+      found = true;
+    }
+  }
+  napi_value out;
+  napi_get_boolean(env, found, &out);
+  return out;
+}
+
+// setThreads(n) -> n
+napi_value SetThreads(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int64_t n;
+  if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], 1, 256, &n, "threads")) return nullptr;
+  std::lock_guard<std::mutex> lock(g_run_mutex);
+  g_pool->resize(static_cast<int>(n));
+  return make_number(env, static_cast<double>(n));
+}
+
+void free_aligned(napi_env, void* data, void*) { free(data); }
+
+// allocAligned(bytes) -> ArrayBuffer whose memory starts on a 64-byte boundary (a cache line)
+napi_value AllocAligned(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int64_t bytes;
+  if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], 1, int64_t{1} << 40, &bytes, "bytes")) return nullptr;
+  const size_t cap = (static_cast<size_t>(bytes) + 63) & ~size_t{63};
+  void* p = aligned_alloc(64, cap);
+  if (p == nullptr) {
+    napi_throw_error(env, "E_IO", "allocAligned: out of memory");
+    return nullptr;
+  }
+  memset(p, 0, cap);
+  napi_value ab;
+  if (napi_create_external_arraybuffer(env, p, static_cast<size_t>(bytes), free_aligned, nullptr, &ab) != napi_ok) {
+    // Runtimes that forbid external buffers: fall back to an ordinary (8-byte aligned) one.
+    free(p);
+    const napi_extended_error_info* err;
+    napi_get_last_error_info(env, &err);
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    void* data;
+    if (napi_create_arraybuffer(env, static_cast<size_t>(bytes), &data, &ab) != napi_ok) return nullptr;
+  }
+  return ab;
+}
+
+// repackTernary(hf: Uint8Array, out, in, dst: Uint8Array) -> -1, or the index of a byte holding code 3
+napi_value RepackTernary(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return nullptr;
+  uint8_t *hf, *dst;
+  size_t hf_len, dst_len;
+  int64_t out, in;
+  if (!get_typed(env, argv[0], napi_uint8_array, &hf, &hf_len, "hf") ||
+      !get_i64(env, argv[1], 1, kMaxDim, &out, "out") || !get_i64(env, argv[2], 1, kMaxDim, &in, "in") ||
+      !get_typed(env, argv[3], napi_uint8_array, &dst, &dst_len, "dst"))
+    return nullptr;
+  const int64_t need = (out + 3) / 4 * ((in + kBlockCols - 1) / kBlockCols) * kTileBlockBytes;
+  if (throw_if(env, static_cast<int64_t>(hf_len) != (out + 3) / 4 * in, "repackTernary: hf is not [ceil(out/4), in]") ||
+      throw_if(env, static_cast<int64_t>(dst_len) < need, "repackTernary: dst too small"))
+    return nullptr;
+  return make_number(env, static_cast<double>(repack_ternary(hf, out, in, dst)));
+}
+
+// ternaryMatMul(w, rows, cols, x: Int8Array [batch, cols], batch, y: Int32Array | Float32Array [batch, rows],
+//               actScale?: Float32Array [batch], weightScale?: number)
+// With a Float32Array y: y = acc * (weightScale / actScale[b]), the product done in double.
+napi_value TernaryMatMul(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  size_t argc = 8;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return nullptr;
+  if (throw_if(env, argc != 6 && argc != 8, "ternaryMatMul: expected 6 or 8 arguments")) return nullptr;
+  uint8_t* w;
+  int8_t* x;
+  size_t w_len, x_len, y_len;
+  int64_t rows, cols, batch;
+  if (!get_typed(env, argv[0], napi_uint8_array, &w, &w_len, "w") ||
+      !get_i64(env, argv[1], 1, kMaxDim, &rows, "rows") || !get_i64(env, argv[2], 1, int64_t{1} << 23, &cols, "cols") ||
+      !get_typed(env, argv[3], napi_int8_array, &x, &x_len, "x") ||
+      !get_i64(env, argv[4], 1, 1 << 20, &batch, "batch"))
+    return nullptr;
+  TernaryCtx ctx{};
+  ctx.isa = g_isa;
+  ctx.job.nblk = (cols + kBlockCols - 1) / kBlockCols;
+  ctx.tiles = (rows + kTileRows - 1) / kTileRows;
+  const int64_t xs = ctx.job.nblk * kBlockCols;
+  if (throw_if(env, static_cast<int64_t>(w_len) < ctx.tiles * ctx.job.nblk * kTileBlockBytes, "ternaryMatMul: w too small") ||
+      throw_if(env, static_cast<int64_t>(x_len) < batch * cols, "ternaryMatMul: x too small"))
+    return nullptr;
+  std::vector<double> factor;
+  if (argc == 8) {
+    float* act;
+    size_t act_len;
+    double ws;
+    if (!get_typed(env, argv[5], napi_float32_array, &ctx.job.yf, &y_len, "y") ||
+        !get_typed(env, argv[6], napi_float32_array, &act, &act_len, "actScale") || !get_f64(env, argv[7], &ws))
+      return nullptr;
+    if (throw_if(env, static_cast<int64_t>(act_len) < batch, "ternaryMatMul: actScale too small")) return nullptr;
+    factor.resize(static_cast<size_t>(batch));
+    for (int64_t b = 0; b < batch; b++) factor[b] = ws / static_cast<double>(act[b]);
+    ctx.job.factor = factor.data();
+  } else if (!get_typed(env, argv[5], napi_int32_array, &ctx.job.y, &y_len, "y")) {
+    return nullptr;
+  }
+  if (throw_if(env, static_cast<int64_t>(y_len) < batch * rows, "ternaryMatMul: y too small")) return nullptr;
+
+  // Zero-padded copy of the activations (the kernels read whole 256-column blocks) and their sums.
+  const size_t xbytes = static_cast<size_t>(batch * xs);
+  int8_t* xp = static_cast<int8_t*>(t_xbuf.get(xbytes + sizeof(int32_t) * batch));
+  if (xp == nullptr) {
+    napi_throw_error(env, "E_IO", "ternaryMatMul: out of memory");
+    return nullptr;
+  }
+  int32_t* xsum = reinterpret_cast<int32_t*>(xp + xbytes);  // xbytes is a multiple of 256
+  for (int64_t b = 0; b < batch; b++) {
+    const int8_t* src = x + b * cols;
+    int32_t s = 0;
+    for (int64_t i = 0; i < cols; i++) s += src[i];
+    xsum[b] = s;
+    memcpy(xp + b * xs, src, static_cast<size_t>(cols));
+    memset(xp + b * xs + cols, 0, static_cast<size_t>(xs - cols));
+  }
+  ctx.job.w = w;
+  ctx.job.x = xp;
+  ctx.job.xsum = xsum;
+  ctx.job.rows = rows;
+  ctx.job.batch = batch;
+  const int nt = rows * cols < kMinParallelWeights ? 1 : g_pool->size();
+  parallel(nt, ternary_task, &ctx);
+  return nullptr;
+}
+
+// matvecF32(w: Float32Array [rows, cols], x: [batch, cols], y: [batch, rows], rows, cols, batch)
+napi_value MatvecF32(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!get_args(env, info, 6, argv)) return nullptr;
+  MatvecCtx ctx{};
+  ctx.isa = g_isa;
+  float *w, *x, *y;
+  size_t wl, xl, yl;
+  if (!get_typed(env, argv[0], napi_float32_array, &w, &wl, "w") ||
+      !get_typed(env, argv[1], napi_float32_array, &x, &xl, "x") ||
+      !get_typed(env, argv[2], napi_float32_array, &y, &yl, "y") ||
+      !get_i64(env, argv[3], 1, kMaxDim, &ctx.job.rows, "rows") || !get_i64(env, argv[4], 1, kMaxDim, &ctx.job.cols, "cols") ||
+      !get_i64(env, argv[5], 1, 1 << 20, &ctx.job.batch, "batch"))
+    return nullptr;
+  const MatvecJob& j = ctx.job;
+  if (throw_if(env, static_cast<int64_t>(wl) < j.rows * j.cols || static_cast<int64_t>(xl) < j.batch * j.cols ||
+                        static_cast<int64_t>(yl) < j.batch * j.rows,
+               "matvecF32: array too small"))
+    return nullptr;
+  ctx.job.w = w;
+  ctx.job.x = x;
+  ctx.job.y = y;
+  const int nt = j.rows * j.cols < kMinParallelWeights ? 1 : g_pool->size();
+  parallel(nt, matvec_task, &ctx);
+  return nullptr;
+}
+
+// gemmF32(a, b, c, m, k, n, transA, transB): C[m, n] = op(A) @ op(B); A is [m, k] ([k, m] if transA),
+// B is [k, n] ([n, k] if transB), C is [m, n], all row-major Float32Arrays.
+napi_value GemmF32(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!get_args(env, info, 8, argv)) return nullptr;
+  float *a, *b, *c;
+  size_t al, bl, cl;
+  int64_t m, k, n;
+  bool ta, tb;
+  if (!get_typed(env, argv[0], napi_float32_array, &a, &al, "a") ||
+      !get_typed(env, argv[1], napi_float32_array, &b, &bl, "b") ||
+      !get_typed(env, argv[2], napi_float32_array, &c, &cl, "c") || !get_i64(env, argv[3], 0, kMaxDim, &m, "m") ||
+      !get_i64(env, argv[4], 0, kMaxDim, &k, "k") || !get_i64(env, argv[5], 0, kMaxDim, &n, "n") ||
+      !get_bool(env, argv[6], &ta) || !get_bool(env, argv[7], &tb))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(al) < m * k || static_cast<int64_t>(bl) < k * n || static_cast<int64_t>(cl) < m * n,
+               "gemmF32: array too small"))
+    return nullptr;
+  if (m == 0 || n == 0) return nullptr;
+  GemmCtx ctx{};
+  ctx.isa = g_isa;
+  ctx.g = GemmView{a, ta ? 1 : k, ta ? m : 1, b, tb ? 1 : n, tb ? k : 1, c, n, m, n, k};
+  ctx.split_n = n >= m;
+  const int nt = m * n * k < (int64_t{1} << 18) ? 1 : g_pool->size();
+  parallel(nt, gemm_task, &ctx);
+  return nullptr;
+}
+
+// streamRead(bytes: Uint8Array) -> checksum (reads every byte once, on the pool)
+napi_value StreamRead(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return nullptr;
+  uint8_t* p;
+  size_t n;
+  if (!get_typed(env, argv[0], napi_uint8_array, &p, &n, "bytes")) return nullptr;
+  StreamCtx ctx{};
+  ctx.fn = g_isa->stream;
+  ctx.p = p;
+  ctx.n = n;
+  const int nt = std::min(g_pool->size(), 256);
+  parallel(nt, stream_task, &ctx);
+  uint64_t s = 0;
+  for (int i = 0; i < nt; i++) s += ctx.sums[i];
+  return make_number(env, static_cast<double>(s & ((uint64_t{1} << 52) - 1)));
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    g_isa = available_isas().back();
+    g_pool = new ThreadPool(cpu_count());
+  });
+  const napi_property_descriptor props[] = {
+      {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setIsa", nullptr, SetIsa, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"allocAligned", nullptr, AllocAligned, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"repackTernary", nullptr, RepackTernary, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"ternaryMatMul", nullptr, TernaryMatMul, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"matvecF32", nullptr, MatvecF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gemmF32", nullptr, GemmF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"streamRead", nullptr, StreamRead, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+}  // namespace
+}  // namespace bd
+
+NAPI_MODULE_INIT() { return bd::Init(env, exports); }

@@ -1,0 +1,76 @@
+// Kernel interface shared by the ISA files (kernels_scalar.cc, kernels_avx2.cc, kernels_avx512.cc) and the
+// generic driver (addon.cc). Each ISA file fills one IsaKernels table; addon.cc picks one at run time.
+//
+// The ISA files are compiled with `#pragma GCC target(...)` and must not instantiate anything with external
+// linkage from C++ headers (std::min, std::vector...): the linker could keep the AVX-512 copy of such an
+// inline function and hand it to code running on a CPU without AVX-512. Only <stdint.h>, <stddef.h> and
+// <immintrin.h> are included there, and every helper lives in an anonymous namespace.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+namespace bd {
+
+// Ternary layout "t4x256" (README.md "In-memory ternary layout"): rows in tiles of 4, columns in blocks of
+// 256. Tile t, block k, row r (0..3) is 64 contiguous bytes at ((t * nblk + k) * 4 + r) * 64; byte j holds the
+// codes (value + 1, 2 bits) of columns k*256 + j + 64*s in bits 2s..2s+1, s = 0..3. Padding codes are 1 (0).
+constexpr int kTileRows = 4;
+constexpr int kBlockCols = 256;
+constexpr int kBlockBytes = 64;  // per row per block
+constexpr int kTileBlockBytes = kTileRows * kBlockBytes;
+static_assert(kBlockBytes * 4 == kBlockCols, "4 two-bit codes per byte");
+
+struct TernaryJob {
+  const uint8_t* w;      // t4x256 layout
+  int64_t nblk;          // blocks per row = colsPadded / 256
+  const int8_t* x;       // [batch, nblk * 256], zero padded
+  const int32_t* xsum;   // [batch] sum of x (the "- sum(x)" of x . t = x . (t + 1) - sum(x))
+  int64_t rows;
+  int64_t batch;
+  int32_t* y;            // [batch, rows] int32, or null when yf is set
+  float* yf;             // [batch, rows] float: (float)((double)acc * factor[b])
+  const double* factor;  // [batch] weightScale / actScale[b]
+};
+// Computes output rows of tiles [tile_begin, tile_end) for every batch row.
+using TernaryFn = void (*)(const TernaryJob& job, int64_t tile_begin, int64_t tile_end);
+
+struct MatvecJob {
+  const float* w;  // [rows, cols]
+  const float* x;  // [batch, cols]
+  float* y;        // [batch, rows]
+  int64_t rows, cols, batch;
+};
+using MatvecFn = void (*)(const MatvecJob& job, int64_t row_begin, int64_t row_end);
+
+// C[mr, nr] (row stride ldc) = (accumulate ? C : 0) + Apack[kc, mr]^T-strip x Bpack[kc, nr]-strip.
+using GemmMicroFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate);
+
+// Reads n bytes once (the memory-bandwidth probe); returns a checksum so the reads cannot be elided.
+using StreamFn = uint64_t (*)(const uint8_t* p, size_t n);
+
+struct IsaKernels {
+  const char* name;
+  TernaryFn ternary;
+  MatvecFn matvec;
+  GemmMicroFn gemm_micro;
+  int mr, nr;  // micro-tile of gemm_micro
+  StreamFn stream;
+};
+
+// Null when the compiler could not build that ISA (e.g. not x86-64).
+extern const IsaKernels* const kScalarKernels;
+extern const IsaKernels* const kAvx2Kernels;
+extern const IsaKernels* const kAvx512VnniKernels;
+
+// Shared epilogue of every ternary kernel (inline, header-only, no ISA-specific code).
+static inline void ternary_store(const TernaryJob& j, int64_t row, int64_t b, int32_t dot_c) {
+  if (row >= j.rows) return;
+  const int32_t v = dot_c - j.xsum[b];
+  if (j.yf != nullptr) {
+    j.yf[b * j.rows + row] = static_cast<float>(static_cast<double>(v) * j.factor[b]);
+  } else {
+    j.y[b * j.rows + row] = v;
+  }
+}
+
+}  // namespace bd

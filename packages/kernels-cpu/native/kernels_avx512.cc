@@ -1,0 +1,210 @@
+// AVX-512 (F, BW, DQ, VL) + VNNI kernels (Ice Lake / Zen 4 and later). See kernels.h for the rules of these
+// ISA files.
+#include "kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+// GCC 12 reports its own `__m256i __Y = __Y;` (avxintrin.h) inside the AVX-512 extract intrinsics.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,bmi2"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,bmi2")
+#endif
+
+namespace bd {
+namespace {
+
+inline const __m512i* v512(const void* p) { return static_cast<const __m512i*>(p); }
+
+// Batch 1, one tile. vpdpbusd multiplies unsigned bytes by signed bytes and adds groups of 4 into int32,
+// so it takes the codes c = t + 1 in {0,1,2} as they are and x as int8; the caller subtracts sum(x).
+// The code of column 64*s + j sits in bits 2s..2s+1 of byte j: masking the byte with 3 << 2s (no shift)
+// leaves c << 2s, so accumulator s collects (c . x) << 2s; one arithmetic shift per accumulator at the end
+// removes the factor exactly (every term is a multiple of 4^s). Four accumulators per row keep 16
+// independent dependency chains in flight. Bound: an int32 lane of a3 sums cols / 64 terms of magnitude
+// <= 2 * 128 * 64, far below 2^31 for any cols the JS side accepts (< 2^23).
+void ternary_tile_b1(const TernaryJob& j, int64_t t, int64_t b) {
+  const uint8_t* tile = j.w + t * j.nblk * kTileBlockBytes;
+  const int8_t* x = j.x + b * j.nblk * kBlockCols;
+  const __m512i m0 = _mm512_set1_epi8(0x03), m1 = _mm512_set1_epi8(0x0c);
+  const __m512i m2 = _mm512_set1_epi8(0x30), m3 = _mm512_set1_epi8(static_cast<char>(0xc0));
+  __m512i a0[kTileRows], a1[kTileRows], a2[kTileRows], a3[kTileRows];
+  for (int r = 0; r < kTileRows; r++) a0[r] = a1[r] = a2[r] = a3[r] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < j.nblk; k++) {
+    const uint8_t* wk = tile + k * kTileBlockBytes;
+    const int8_t* xk = x + k * kBlockCols;
+    const __m512i x0 = _mm512_loadu_si512(v512(xk));
+    const __m512i x1 = _mm512_loadu_si512(v512(xk + 64));
+    const __m512i x2 = _mm512_loadu_si512(v512(xk + 128));
+    const __m512i x3 = _mm512_loadu_si512(v512(xk + 192));
+    for (int r = 0; r < kTileRows; r++) {
+      const __m512i w = _mm512_loadu_si512(v512(wk + r * kBlockBytes));
+      a0[r] = _mm512_dpbusd_epi32(a0[r], _mm512_and_si512(w, m0), x0);
+      a1[r] = _mm512_dpbusd_epi32(a1[r], _mm512_and_si512(w, m1), x1);
+      a2[r] = _mm512_dpbusd_epi32(a2[r], _mm512_and_si512(w, m2), x2);
+      a3[r] = _mm512_dpbusd_epi32(a3[r], _mm512_and_si512(w, m3), x3);
+    }
+  }
+  for (int r = 0; r < kTileRows; r++) {
+    const __m512i s = _mm512_add_epi32(_mm512_add_epi32(a0[r], _mm512_srai_epi32(a1[r], 2)),
+                                       _mm512_add_epi32(_mm512_srai_epi32(a2[r], 4), _mm512_srai_epi32(a3[r], 6)));
+    ternary_store(j, t * kTileRows + r, b, _mm512_reduce_add_epi32(s));
+  }
+}
+
+// BT activation rows (2..4), one tile: each 64-byte weight row is unpacked once per block (shift + mask to
+// plain codes) and reused by every activation row; 4 x BT accumulators.
+template <int BT>
+void ternary_tile_bt(const TernaryJob& j, int64_t t, int64_t b0) {
+  const uint8_t* tile = j.w + t * j.nblk * kTileBlockBytes;
+  const int64_t xs = j.nblk * kBlockCols;
+  const int8_t* x = j.x + b0 * xs;
+  const __m512i mask = _mm512_set1_epi8(3);
+  __m512i acc[kTileRows][BT];
+  for (int r = 0; r < kTileRows; r++)
+    for (int b = 0; b < BT; b++) acc[r][b] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < j.nblk; k++) {
+    const uint8_t* wk = tile + k * kTileBlockBytes;
+    __m512i w[kTileRows];
+    for (int r = 0; r < kTileRows; r++) w[r] = _mm512_loadu_si512(v512(wk + r * kBlockBytes));
+    for (int s = 0; s < 4; s++) {
+      __m512i c[kTileRows];
+      for (int r = 0; r < kTileRows; r++) c[r] = _mm512_and_si512(_mm512_srli_epi16(w[r], 2 * s), mask);
+      for (int b = 0; b < BT; b++) {
+        const __m512i xv = _mm512_loadu_si512(v512(x + b * xs + k * kBlockCols + 64 * s));
+        for (int r = 0; r < kTileRows; r++) acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], c[r], xv);
+      }
+    }
+  }
+  for (int r = 0; r < kTileRows; r++)
+    for (int b = 0; b < BT; b++) ternary_store(j, t * kTileRows + r, b0 + b, _mm512_reduce_add_epi32(acc[r][b]));
+}
+
+void ternary_avx512(const TernaryJob& j, int64_t t0, int64_t t1) {
+  // Batch inside the tile loop: a tile's weights (cols bytes) come from DRAM once and from L1 after that.
+  for (int64_t t = t0; t < t1; t++) {
+    int64_t b = 0;
+    for (; b + 4 <= j.batch; b += 4) ternary_tile_bt<4>(j, t, b);
+    switch (j.batch - b) {
+      case 3: ternary_tile_bt<3>(j, t, b); break;
+      case 2: ternary_tile_bt<2>(j, t, b); break;
+      case 1: ternary_tile_b1(j, t, b); break;
+      default: break;
+    }
+  }
+}
+
+// R rows x BT activation rows of y = W x, 16 columns per step, masked tail.
+template <int R, int BT>
+void matvec_tile_512(const MatvecJob& j, int64_t r0, int64_t b0) {
+  __m512 acc[R][BT];
+  for (int r = 0; r < R; r++)
+    for (int b = 0; b < BT; b++) acc[r][b] = _mm512_setzero_ps();
+  int64_t c = 0;
+  for (; c + 16 <= j.cols; c += 16) {
+    __m512 xv[BT];
+    for (int b = 0; b < BT; b++) xv[b] = _mm512_loadu_ps(j.x + (b0 + b) * j.cols + c);
+    for (int r = 0; r < R; r++) {
+      const __m512 wv = _mm512_loadu_ps(j.w + (r0 + r) * j.cols + c);
+      for (int b = 0; b < BT; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
+    }
+  }
+  if (c < j.cols) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (j.cols - c)) - 1);
+    __m512 xv[BT];
+    for (int b = 0; b < BT; b++) xv[b] = _mm512_maskz_loadu_ps(m, j.x + (b0 + b) * j.cols + c);
+    for (int r = 0; r < R; r++) {
+      const __m512 wv = _mm512_maskz_loadu_ps(m, j.w + (r0 + r) * j.cols + c);
+      for (int b = 0; b < BT; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int b = 0; b < BT; b++) j.y[(b0 + b) * j.rows + r0 + r] = _mm512_reduce_add_ps(acc[r][b]);
+}
+
+template <int R>
+void matvec_rows_512(const MatvecJob& j, int64_t r) {
+  int64_t b = 0;
+  for (; b + 4 <= j.batch; b += 4) matvec_tile_512<R, 4>(j, r, b);
+  switch (j.batch - b) {
+    case 3: matvec_tile_512<R, 3>(j, r, b); break;
+    case 2: matvec_tile_512<R, 2>(j, r, b); break;
+    case 1: matvec_tile_512<R, 1>(j, r, b); break;
+    default: break;
+  }
+}
+
+void matvec_avx512(const MatvecJob& j, int64_t r0, int64_t r1) {
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) matvec_rows_512<4>(j, r);
+  for (; r < r1; r++) matvec_rows_512<1>(j, r);
+}
+
+constexpr int kMr = 12;
+constexpr int kNr = 32;
+
+void gemm_micro_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate) {
+  __m512 c0[kMr], c1[kMr];
+  for (int i = 0; i < kMr; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; k++) {
+    const __m512 b0 = _mm512_loadu_ps(b + k * kNr);
+    const __m512 b1 = _mm512_loadu_ps(b + k * kNr + 16);
+    for (int i = 0; i < kMr; i++) {
+      const __m512 av = _mm512_set1_ps(a[k * kMr + i]);
+      c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+      c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+    }
+  }
+  for (int i = 0; i < kMr; i++) {
+    float* ci = c + i * ldc;
+    if (accumulate) {
+      c0[i] = _mm512_add_ps(c0[i], _mm512_loadu_ps(ci));
+      c1[i] = _mm512_add_ps(c1[i], _mm512_loadu_ps(ci + 16));
+    }
+    _mm512_storeu_ps(ci, c0[i]);
+    _mm512_storeu_ps(ci + 16, c1[i]);
+  }
+}
+
+uint64_t stream_avx512(const uint8_t* p, size_t n) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 256 <= n; i += 256) {
+    a0 = _mm512_add_epi64(a0, _mm512_loadu_si512(v512(p + i)));
+    a1 = _mm512_add_epi64(a1, _mm512_loadu_si512(v512(p + i + 64)));
+    a2 = _mm512_add_epi64(a2, _mm512_loadu_si512(v512(p + i + 128)));
+    a3 = _mm512_add_epi64(a3, _mm512_loadu_si512(v512(p + i + 192)));
+  }
+  uint64_t out = static_cast<uint64_t>(
+      _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3))));
+  for (; i < n; i++) out += p[i];
+  return out;
+}
+
+}  // namespace
+}  // namespace bd
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+namespace bd {
+namespace {
+const IsaKernels kTable = {"avx512vnni", ternary_avx512, matvec_avx512, gemm_micro_avx512, kMr, kNr, stream_avx512};
+}
+const IsaKernels* const kAvx512VnniKernels = &kTable;
+}  // namespace bd
+
+#else
+namespace bd {
+const IsaKernels* const kAvx512VnniKernels = nullptr;
+}
+#endif

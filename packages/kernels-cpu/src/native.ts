@@ -1,0 +1,171 @@
+/**
+ * Loads the Node-API addon (built by node-gyp during `npm install`, see scripts/build.mjs) and holds the
+ * package-wide kernel settings: which ISA path runs and how many threads. When the addon is missing or does
+ * not load, every kernel runs its TypeScript twin and `initKernels` says so once through the logger.
+ *
+ * Environment: BITDISTILL_NATIVE=0 disables the addon; BITDISTILL_ISA=scalar|avx2|avx512vnni forces an ISA
+ * path (at most the best one this CPU has); BITDISTILL_THREADS=N sets the pool size.
+ */
+import { createRequire } from 'node:module';
+import { ArgumentError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
+
+/** The native code paths, lowest first. `scalar` is portable C++, the others need the named x86 features. */
+export const ISAS = ['scalar', 'avx2', 'avx512vnni'] as const;
+export type Isa = (typeof ISAS)[number];
+
+export interface NativeStatus {
+  /** true when the addon is loaded and the kernels run natively. */
+  native: boolean;
+  /** The ISA path in use, or 'typescript' without the addon. */
+  isa: Isa | 'typescript';
+  /** Size of the thread pool (1 without the addon). */
+  threads: number;
+  /** Why the addon is not in use. */
+  reason?: string;
+}
+
+/** What the addon exports (native/addon.cc); the wrappers in this package check arguments first. */
+export interface NativeAddon {
+  info(): { isa: string; available: string[]; threads: number; cpus: number };
+  setIsa(name: string): boolean;
+  setThreads(n: number): number;
+  allocAligned(bytes: number): ArrayBuffer;
+  repackTernary(hf: Uint8Array, out: number, inF: number, dst: Uint8Array): number;
+  ternaryMatMul(w: Uint8Array, rows: number, cols: number, x: Int8Array, batch: number, y: Int32Array): void;
+  ternaryMatMul(
+    w: Uint8Array,
+    rows: number,
+    cols: number,
+    x: Int8Array,
+    batch: number,
+    y: Float32Array,
+    actScale: Float32Array,
+    weightScale: number,
+  ): void;
+  matvecF32(w: Float32Array, x: Float32Array, y: Float32Array, rows: number, cols: number, batch: number): void;
+  gemmF32(a: Float32Array, b: Float32Array, c: Float32Array, m: number, k: number, n: number, transA: boolean, transB: boolean): void;
+  streamRead(bytes: Uint8Array): number;
+}
+
+const ADDON_PATH = '../build/Release/bitdistill_kernels.node';
+const ADDON_FUNCTIONS = [
+  'info',
+  'setIsa',
+  'setThreads',
+  'allocAligned',
+  'repackTernary',
+  'ternaryMatMul',
+  'matvecF32',
+  'gemmF32',
+  'streamRead',
+] as const;
+
+interface State {
+  addon: NativeAddon | null;
+  reason: string | undefined;
+  /** A non-fatal note from the environment settings (e.g. a forced ISA this CPU lacks). */
+  envNote: string | undefined;
+  reported: boolean;
+}
+
+let state: State | undefined;
+
+function isIsa(s: string): s is Isa {
+  return (ISAS as readonly string[]).includes(s);
+}
+
+function loadAddon(): { addon: NativeAddon | null; reason?: string } {
+  if (process.env['BITDISTILL_NATIVE'] === '0') return { addon: null, reason: 'disabled by BITDISTILL_NATIVE=0' };
+  let mod: unknown;
+  try {
+    mod = createRequire(import.meta.url)(ADDON_PATH);
+  } catch (e) {
+    const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
+    return { addon: null, reason: `native addon not loadable (${msg}); rebuild with \`npm install\` or \`npm run build -w @bitdistill/kernels-cpu\`` };
+  }
+  const missing = ADDON_FUNCTIONS.filter((f) => typeof (mod as Record<string, unknown> | null)?.[f] !== 'function');
+  if (missing.length > 0) return { addon: null, reason: `native addon is stale (missing ${missing.join(', ')}); rebuild it` };
+  return { addon: mod as NativeAddon };
+}
+
+function getState(): State {
+  if (state !== undefined) return state;
+  const { addon, reason } = loadAddon();
+  state = { addon, reason, envNote: undefined, reported: false };
+  if (addon !== null) {
+    const isaEnv = process.env['BITDISTILL_ISA'];
+    if (isaEnv !== undefined && isaEnv !== '') {
+      if (!isIsa(isaEnv) || !addon.setIsa(isaEnv)) {
+        state.envNote = `BITDISTILL_ISA=${isaEnv} is not available here (available: ${addon.info().available.join(', ')}); using ${addon.info().isa}`;
+      }
+    }
+    const thrEnv = process.env['BITDISTILL_THREADS'];
+    if (thrEnv !== undefined && thrEnv !== '') {
+      const n = Number(thrEnv);
+      if (Number.isInteger(n) && n >= 1 && n <= 256) addon.setThreads(n);
+      else state.envNote = `BITDISTILL_THREADS=${thrEnv} is not an integer in 1..256; ignored`;
+    }
+  }
+  return state;
+}
+
+/** The loaded addon, or null when the TypeScript kernels are in use. */
+export function nativeAddon(): NativeAddon | null {
+  return getState().addon;
+}
+
+export function nativeStatus(): NativeStatus {
+  const s = getState();
+  if (s.addon === null) return { native: false, isa: 'typescript', threads: 1, reason: s.reason ?? 'unknown' };
+  const info = s.addon.info();
+  return { native: true, isa: info.isa as Isa, threads: info.threads };
+}
+
+export interface InitKernelsOptions {
+  /** Receives one message: a warning when the TypeScript fallback is in use, else a debug line. */
+  logger?: Logger;
+  isa?: Isa;
+  threads?: number;
+}
+
+/**
+ * Loads the kernels (idempotent) and applies the options. The status is reported once per process, to the
+ * first logger passed here. Kernels called without `initKernels` load lazily and stay silent.
+ */
+export function initKernels(options: InitKernelsOptions = {}): NativeStatus {
+  const s = getState();
+  if (options.isa !== undefined) setIsa(options.isa);
+  if (options.threads !== undefined) setThreads(options.threads);
+  const status = nativeStatus();
+  const logger = options.logger ?? silentLogger;
+  if (!s.reported && logger !== silentLogger) {
+    s.reported = true;
+    if (s.envNote !== undefined) logger.warn(s.envNote);
+    if (status.native) logger.debug({ isa: status.isa, threads: status.threads }, 'kernels-cpu: native kernels loaded');
+    else logger.warn({ reason: status.reason }, 'kernels-cpu: native addon unavailable, using the TypeScript kernels (slow)');
+  }
+  return status;
+}
+
+/** The ISA paths this CPU and build can run, lowest first ([] without the addon). */
+export function availableIsas(): Isa[] {
+  const addon = nativeAddon();
+  return addon === null ? [] : addon.info().available.filter(isIsa);
+}
+
+/** Selects an ISA path (tests use this to compare every path to the reference). */
+export function setIsa(isa: Isa): void {
+  const addon = nativeAddon();
+  if (addon === null) throw new UnsupportedError(`setIsa(${isa}): the native addon is not loaded`, { hint: nativeStatus().reason ?? '' });
+  if (!addon.setIsa(isa)) {
+    throw new UnsupportedError(`setIsa(${isa}): not available on this CPU or build`, {
+      hint: `available: ${availableIsas().join(', ')}`,
+    });
+  }
+}
+
+/** Sets the thread-pool size (default: the CPUs this process may run on). */
+export function setThreads(n: number): void {
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw new ArgumentError(`setThreads: ${n} is not an integer in 1..256`);
+  nativeAddon()?.setThreads(n);
+}

@@ -1,0 +1,154 @@
+/**
+ * What a decoder forward needs besides the products, over row-major Float32Arrays: RMSNorm, RoPE (HF
+ * rotate_half convention), softmax, SiLU gating and the per-token int8 activation quantizer of BitNet b1.58.
+ * Plain TypeScript for now; each is tested against an independent formulation (test/ops.test.ts).
+ */
+import { ArgumentError, ShapeError } from '@bitdistill/core';
+
+const f = Math.fround;
+
+function checkRows(what: string, length: number, rows: number, dim: number): void {
+  if (!Number.isInteger(rows) || !Number.isInteger(dim) || rows < 0 || dim < 1) {
+    throw new ArgumentError(`${what}: rows=${rows}, dim=${dim} must be integers (rows >= 0, dim >= 1)`);
+  }
+  if (length !== rows * dim) throw new ShapeError(`${what}: ${length} values do not form [${rows}, ${dim}]`);
+}
+
+/** Round half to even, as torch.round and tf.round. */
+export function roundHalfEven(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+export interface QuantizedActivations {
+  /** int8 [rows, dim] */
+  q: Int8Array;
+  /** [rows] s_b = 127 / max(max|x_b|, 1e-5); x ~ q / s */
+  scale: Float32Array;
+}
+
+/**
+ * Per-token absmax int8 quantization (BitNet b1.58): s = 127 / max(max|x|, 1e-5), q = clamp(round(x * s),
+ * -128, 127) with round half to even, all in float32 arithmetic, so q equals what the fake-quantized tfjs
+ * student computes (quant's int8QuantRef) before it divides by s.
+ */
+export function quantizeActivations(x: Float32Array, rows: number, dim: number, out?: QuantizedActivations): QuantizedActivations {
+  checkRows('quantizeActivations', x.length, rows, dim);
+  const res = out ?? { q: new Int8Array(rows * dim), scale: new Float32Array(rows) };
+  if (res.q.length !== rows * dim || res.scale.length !== rows) throw new ShapeError('quantizeActivations: output arrays have the wrong length');
+  for (let r = 0; r < rows; r++) {
+    const o = r * dim;
+    let m = 0;
+    for (let i = 0; i < dim; i++) m = Math.max(m, Math.abs(x[o + i] as number));
+    const s = f(127 / f(Math.max(m, 1e-5)));
+    res.scale[r] = s;
+    for (let i = 0; i < dim; i++) res.q[o + i] = Math.min(127, Math.max(-128, roundHalfEven(f((x[o + i] as number) * s))));
+  }
+  return res;
+}
+
+/** y = x / sqrt(mean(x^2) + eps) * gain per row of [rows, dim] (LlamaRMSNorm); sums in float64. */
+export function rmsNorm(x: Float32Array, gain: Float32Array, rows: number, dim: number, eps: number, out?: Float32Array): Float32Array {
+  checkRows('rmsNorm', x.length, rows, dim);
+  if (gain.length !== dim) throw new ShapeError(`rmsNorm: gain has ${gain.length} values, expected ${dim}`);
+  const y = out ?? new Float32Array(x.length);
+  if (y.length !== x.length) throw new ShapeError(`rmsNorm: output has ${y.length} values, expected ${x.length}`);
+  for (let r = 0; r < rows; r++) {
+    const o = r * dim;
+    let ss = 0;
+    for (let i = 0; i < dim; i++) ss += (x[o + i] as number) ** 2;
+    const inv = 1 / Math.sqrt(ss / dim + eps);
+    for (let i = 0; i < dim; i++) y[o + i] = (x[o + i] as number) * inv * (gain[i] as number);
+  }
+  return y;
+}
+
+export interface RopeTables {
+  /** [positions, headDim], cos of angle pos * invFreq[i mod headDim/2] (the HF cat(freqs, freqs) layout) */
+  cos: Float32Array;
+  sin: Float32Array;
+  headDim: number;
+}
+
+/** HF's default rotary tables: invFreq[i] = theta^(-2i / headDim), angle = position * invFreq. */
+export function ropeTables(positions: ArrayLike<number>, headDim: number, theta: number): RopeTables {
+  if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2 !== 0) throw new ArgumentError(`ropeTables: headDim ${headDim} must be even and >= 2`);
+  if (!(theta > 0)) throw new ArgumentError(`ropeTables: theta ${theta} must be positive`);
+  const half = headDim / 2;
+  const n = positions.length;
+  const cos = new Float32Array(n * headDim);
+  const sin = new Float32Array(n * headDim);
+  for (let t = 0; t < n; t++) {
+    for (let i = 0; i < half; i++) {
+      // HF computes inv_freq and the angle in float32.
+      const invFreq = f(1 / f(theta ** f((2 * i) / headDim)));
+      const angle = f((positions[t] as number) * invFreq);
+      const c = Math.cos(angle);
+      const s = Math.sin(angle);
+      cos[t * headDim + i] = c;
+      cos[t * headDim + i + half] = c;
+      sin[t * headDim + i] = s;
+      sin[t * headDim + i + half] = s;
+    }
+  }
+  return { cos, sin, headDim };
+}
+
+/**
+ * RoPE in the HF rotate_half convention, in place: x is [T, heads, headDim] with tables for T positions;
+ * out = x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x[half:], x[:half]).
+ */
+export function applyRope(x: Float32Array, tokens: number, heads: number, tables: RopeTables): Float32Array {
+  const d = tables.headDim;
+  const half = d / 2;
+  if (x.length !== tokens * heads * d) throw new ShapeError(`applyRope: ${x.length} values do not form [${tokens}, ${heads}, ${d}]`);
+  if (tables.cos.length < tokens * d) throw new ShapeError(`applyRope: tables cover ${tables.cos.length / d} positions, need ${tokens}`);
+  for (let t = 0; t < tokens; t++) {
+    for (let h = 0; h < heads; h++) {
+      const o = (t * heads + h) * d;
+      for (let i = 0; i < half; i++) {
+        const a = x[o + i] as number;
+        const b = x[o + i + half] as number;
+        x[o + i] = a * (tables.cos[t * d + i] as number) - b * (tables.sin[t * d + i] as number);
+        x[o + i + half] = b * (tables.cos[t * d + i + half] as number) + a * (tables.sin[t * d + i + half] as number);
+      }
+    }
+  }
+  return x;
+}
+
+/** Softmax over each row of [rows, cols], in place; max-subtracted, sums in float64. */
+export function softmax(x: Float32Array, rows: number, cols: number): Float32Array {
+  checkRows('softmax', x.length, rows, cols);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    let m = -Infinity;
+    for (let i = 0; i < cols; i++) m = Math.max(m, x[o + i] as number);
+    if (m === -Infinity) {
+      // A fully masked row has no distribution; zeros rather than NaN.
+      x.fill(0, o, o + cols);
+      continue;
+    }
+    let sum = 0;
+    for (let i = 0; i < cols; i++) {
+      const e = Math.exp((x[o + i] as number) - m);
+      x[o + i] = e;
+      sum += e;
+    }
+    const inv = 1 / sum;
+    for (let i = 0; i < cols; i++) x[o + i] = (x[o + i] as number) * inv;
+  }
+  return x;
+}
+
+/** SiLU gating of a gated FFN: out = silu(gate) * up, silu(g) = g / (1 + exp(-g)). */
+export function siluGate(gate: Float32Array, up: Float32Array, out?: Float32Array): Float32Array {
+  if (gate.length !== up.length) throw new ShapeError(`siluGate: gate has ${gate.length} values, up has ${up.length}`);
+  const y = out ?? new Float32Array(gate.length);
+  if (y.length !== gate.length) throw new ShapeError(`siluGate: output has ${y.length} values, expected ${gate.length}`);
+  for (let i = 0; i < gate.length; i++) {
+    const g = gate[i] as number;
+    y[i] = (g / (1 + Math.exp(-g))) * (up[i] as number);
+  }
+  return y;
+}

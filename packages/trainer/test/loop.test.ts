@@ -1,0 +1,123 @@
+import { expect } from 'chai';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '@bitdistill/backend';
+import { loadModel, type Decoder } from '@bitdistill/model';
+import { runStage, saveCheckpoint, latestCheckpoint, readTrainerState, type LoopSettings, type StageSpec, type MicroBatch, type TrainerState } from '@bitdistill/trainer';
+
+const settings = (over: Partial<LoopSettings> = {}): LoopSettings => ({
+  optim: { lr: 1e-3, weightDecay: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, warmupRatio: 0, schedule: 'constant', decayRatio: 0.2, gradClip: 1, gradAccum: 1 },
+  totalSteps: 6,
+  logEvery: 1,
+  checkpointEvery: 2,
+  keepLast: 2,
+  evalEvery: 0,
+  averaging: { kind: 'none', emaDecay: 0.9, lawaK: 2 },
+  seed: 0,
+  ...over,
+});
+
+function spec(model: Decoder, dir: string, loss: (step: number) => { total: tf.Scalar; terms: Record<string, tf.Scalar> }): StageSpec<MicroBatch & { i: number }> {
+  let i = 0;
+  return {
+    stage: 'test',
+    stageDir: dir,
+    model,
+    nextBatch: () => ({ tokens: 8, i: i++ }),
+    getCursor: () => ({ i }),
+    setCursor: (c) => {
+      i = (c as { i: number }).i;
+    },
+    epoch: () => 0,
+    loss: (b) => loss(b.i),
+    resolvedYaml: 'name: test\n',
+    tokenizerFrom: 'test/fixtures/tiny-qwen3',
+    bitdistill: {},
+  };
+}
+
+describe('training loop', () => {
+  let root = '';
+  before(async () => {
+    await initBackend('cpu');
+    root = mkdtempSync(join(tmpdir(), 'bitdistill-loop-'));
+  });
+  after(() => rmSync(root, { recursive: true, force: true }));
+
+  const lmLoss = (model: Decoder) => () => {
+    const { logits } = model.forward(tf.tensor2d([[1, 5, 9, 13]], [1, 4], 'int32'));
+    const ce = tf.mean(tf.square(logits)) as tf.Scalar;
+    return { total: ce, terms: { ce } };
+  };
+
+  it('a NaN loss stops the stage naming the term and the step; the last good checkpoint stays', async () => {
+    const dir = join(root, 'nan');
+    const { model } = loadModel('test/fixtures/tiny-qwen3');
+    const good = lmLoss(model);
+    const s = spec(model, dir, (i) => {
+      if (i < 4) return good();
+      const bad = tf.scalar(Number.NaN);
+      const ce = good().total;
+      return { total: tf.add(ce, bad) as tf.Scalar, terms: { ce, attnKd: bad } };
+    });
+    try {
+      await runStage(s, settings());
+      expect.fail('should throw');
+    } catch (e) {
+      expect((e as Error).message).to.match(/at step 5 \(attnKd=NaN\)/);
+    }
+    const latest = latestCheckpoint(dir);
+    expect(latest).to.not.equal(null);
+    expect(readTrainerState(latest as string).step).to.equal(4);
+    expect(existsSync(join(dir, 'final'))).to.equal(false);
+    model.dispose();
+  });
+
+  it('a checkpoint write that fails (disk full) leaves the previous checkpoint intact and `latest` on it', async () => {
+    const dir = join(root, 'full');
+    const { model } = loadModel('test/fixtures/tiny-qwen3');
+    const state: TrainerState = { stage: 't', step: 1, totalSteps: 9, epoch: 0, dataCursor: null, rng: { s: 1, spare: null }, bestMetric: null, bestStep: null, tokensSeen: 0, elapsedSeconds: 0 };
+    const content = { model, optimizer: new Map(), state, resolvedYaml: '', tokenizerFrom: 'test/fixtures/tiny-qwen3', bitdistill: {} };
+    await saveCheckpoint(dir, content, 2);
+    const before = readFileSync(join(dir, 'checkpoints', 'step-000001', 'model.safetensors'));
+    const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    try {
+      await saveCheckpoint(dir, { ...content, state: { ...state, step: 2 } }, 2, [], (f) => {
+        if (f === 'optimizer.safetensors') throw enospc;
+      });
+      expect.fail('should throw');
+    } catch (e) {
+      expect((e as Error).message).to.match(/disk full while writing checkpoint/);
+    }
+    expect(readFileSync(join(dir, 'latest'), 'utf8').trim()).to.equal('checkpoints/step-000001');
+    expect(readFileSync(join(dir, 'checkpoints', 'step-000001', 'model.safetensors')).equals(before)).to.equal(true);
+    expect(readdirSync(join(dir, 'checkpoints'))).to.deep.equal(['step-000001']);
+    const reloaded = loadModel(join(dir, 'checkpoints', 'step-000001'));
+    expect(reloaded.model.numParameters()).to.equal(model.numParameters());
+    reloaded.model.dispose();
+    model.dispose();
+  });
+
+  it('keeps the last N checkpoints, writes final/, and LAWA averages the last k checkpoints', async () => {
+    const dir = join(root, 'lawa');
+    const { model } = loadModel('test/fixtures/tiny-qwen3');
+    const res = await runStage(spec(model, dir, lmLoss(model)), settings({ averaging: { kind: 'lawa', emaDecay: 0.9, lawaK: 3 } }));
+    expect(res.state.step).to.equal(6);
+    expect(readdirSync(join(dir, 'checkpoints')).sort()).to.deep.equal(['step-000002', 'step-000004', 'step-000006']);
+    // final = mean of the three kept checkpoints
+    const a = loadModel(join(dir, 'checkpoints', 'step-000002')).model;
+    const b = loadModel(join(dir, 'checkpoints', 'step-000004')).model;
+    const c = loadModel(join(dir, 'checkpoints', 'step-000006')).model;
+    const f = loadModel(join(dir, 'final')).model;
+    const name = 'model.layers.0.mlp.up_proj.weight';
+    const mean = tf.tidy(() => tf.div(tf.addN([a.param(name), b.param(name), c.param(name)]), 3).dataSync());
+    const got = f.param(name).dataSync();
+    for (let i = 0; i < mean.length; i += 97) expect(got[i]).to.be.closeTo(mean[i] as number, 1e-6);
+    for (const m of [a, b, c, f, model]) m.dispose();
+    const lines = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    expect(lines.filter((l) => l['step'] !== undefined).map((l) => l['step'])).to.deep.equal([1, 2, 3, 4, 5, 6]);
+    for (const k of ['loss', 'ce', 'lr', 'gradNorm', 'tokensPerSecond', 'elapsed', 'epoch']) expect(lines[0]).to.have.property(k);
+  });
+});
