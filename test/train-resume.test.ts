@@ -34,12 +34,15 @@ async function startAndKill(out: string, signal: NodeJS.Signals, seed: number): 
 describe('kill and resume (real CLI, cpu backend)', function () {
   this.timeout(300_000);
   const root = mkdtempSync(join(tmpdir(), 'bitdistill-resume-'));
+  const a = join(root, 'a');
+  before(() => {
+    const r = train(a);
+    expect(r.status, r.stderr).to.equal(0);
+  });
   after(() => rmSync(root, { recursive: true, force: true }));
 
   it('an uninterrupted run and a SIGKILLed-then-resumed run end with identical weights', async () => {
-    const a = join(root, 'a');
     const b = join(root, 'b');
-    expect(train(a).status).to.equal(0);
     const seed = Math.floor(Math.random() * 1000);
     await startAndKill(b, 'SIGKILL', seed);
     const resumed = train(b);
@@ -58,6 +61,6 @@ describe('kill and resume (real CLI, cpu backend)', function () {
     const state = JSON.parse(readFileSync(join(stage, latest, 'trainer_state.json'), 'utf8')) as { step: number };
     expect(state.step).to.be.greaterThan(0);
     expect(train(c).status).to.equal(0);
-    expect(finalWeights(c).equals(finalWeights(join(root, 'a')))).to.equal(true);
+    expect(finalWeights(c).equals(finalWeights(a))).to.equal(true);
   });
 });

@@ -62,6 +62,20 @@ extern const IsaKernels* const kScalarKernels;
 extern const IsaKernels* const kAvx2Kernels;
 extern const IsaKernels* const kAvx512VnniKernels;
 
+// The checksum of every StreamFn: the sum of the little-endian 64-bit words at offsets 0, 8, 16... plus the
+// last n % 8 bytes. Independent of the ISA and of how the pool splits the buffer (at 64-byte boundaries).
+static inline uint64_t stream_tail(const uint8_t* p, size_t n) {
+  uint64_t s = 0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v;
+    __builtin_memcpy(&v, p + i, 8);
+    s += v;
+  }
+  for (; i < n; i++) s += p[i];
+  return s;
+}
+
 // Shared epilogue of every ternary kernel (inline, header-only, no ISA-specific code).
 static inline void ternary_store(const TernaryJob& j, int64_t row, int64_t b, int32_t dot_c) {
   if (row >= j.rows) return;

@@ -144,8 +144,7 @@ uint64_t stream_avx2(const uint8_t* p, size_t n) {
   const __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
   uint64_t out = static_cast<uint64_t>(_mm256_extract_epi64(s, 0)) + static_cast<uint64_t>(_mm256_extract_epi64(s, 1)) +
                  static_cast<uint64_t>(_mm256_extract_epi64(s, 2)) + static_cast<uint64_t>(_mm256_extract_epi64(s, 3));
-  for (; i < n; i++) out += p[i];
-  return out;
+  return out + stream_tail(p + i, n - i);
 }
 
 }  // namespace

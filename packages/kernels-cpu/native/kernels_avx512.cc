@@ -183,8 +183,7 @@ uint64_t stream_avx512(const uint8_t* p, size_t n) {
   }
   uint64_t out = static_cast<uint64_t>(
       _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3))));
-  for (; i < n; i++) out += p[i];
-  return out;
+  return out + stream_tail(p + i, n - i);
 }
 
 }  // namespace

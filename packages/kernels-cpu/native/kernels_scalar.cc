@@ -69,8 +69,7 @@ uint64_t stream_scalar(const uint8_t* p, size_t n) {
       acc[u] += v;
     }
   }
-  for (; i < n; i++) acc[0] += p[i];
-  return acc[0] + acc[1] + acc[2] + acc[3];
+  return acc[0] + acc[1] + acc[2] + acc[3] + stream_tail(p + i, n - i);
 }
 
 const IsaKernels kTable = {"scalar", ternary_scalar, matvec_scalar, gemm_micro_scalar, kMr, kNr, stream_scalar};

@@ -36,7 +36,10 @@ class ThreadPool {
     stop_workers();
     size_ = n;
     stop_ = false;
-    for (int tid = 1; tid < n; tid++) workers_.emplace_back([this, tid] { worker_loop(tid); });
+    // The generation is read here, not in the new thread: a job posted before the thread first runs must
+    // still count as new to it.
+    const uint64_t g = generation_.load(std::memory_order_acquire);
+    for (int tid = 1; tid < n; tid++) workers_.emplace_back([this, tid, g] { worker_loop(tid, g); });
   }
 
   // Runs fn(ctx, tid, n) for tid = 0..n-1 with n = min(nthreads, size()), tid 0 on the calling thread, and
@@ -61,8 +64,7 @@ class ThreadPool {
   }
 
  private:
-  void worker_loop(int tid) {
-    uint64_t seen = generation_.load(std::memory_order_acquire);
+  void worker_loop(int tid, uint64_t seen) {
     for (;;) {
       uint64_t g = wait_for_change(seen);
       seen = g;

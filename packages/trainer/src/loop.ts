@@ -203,6 +203,9 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
   let lastEval: EvalResult | null = null;
 
   while (state.step < settings.totalSteps) {
+    // Yield to the event loop once per step: tfjs work resolves as microtasks, and signal handlers
+    // (SIGINT/SIGTERM -> shouldStop) only run when the macrotask queue gets a turn.
+    await new Promise((resolve) => setImmediate(resolve));
     if (hooks.shouldStop?.() === true) {
       await checkpoint();
       throw new Interrupted(spec.stage, state.step);
