@@ -17,7 +17,7 @@ export { runStage, averageCheckpointsInto, Interrupted } from './loop.ts';
 export type { LoopSettings, LoopHooks, StageSpec, StageResult, EvalResult, MicroBatch, LossTerms, OptimSettings } from './loop.ts';
 export { predictLabels, evaluateLabelScoring } from './evaluate.ts';
 export { SftStream, LmStream } from './streams.ts';
-export { teacherStage, bitnetSftStage, continualPretrainStage, distillStage, resolveDistillLayer, resolveRelationHeads, STAGE_FUNCTIONS } from './stages.ts';
+export { resolveTask, teacherStage, bitnetSftStage, continualPretrainStage, distillStage, resolveDistillLayer, resolveRelationHeads, STAGE_FUNCTIONS } from './stages.ts';
 export type { StageContext } from './stages.ts';
 export { runTraining, summaryMarkdown } from './run.ts';
 export type { TrainOptions, StageSummary } from './run.ts';
