@@ -88,6 +88,8 @@ export interface LoopHooks {
   logger?: Logger;
   /** Called after every optimizer step (progress bar). */
   onStep?: (p: { step: number; totalSteps: number; loss: number; lr: number; tokensPerSecond: number; etaSeconds: number }) => void;
+  /** Called with every metrics record as it is written (periodic log lines when there is no progress bar). */
+  onRecord?: (record: Record<string, unknown>) => void;
   /** Polled between steps; true saves a checkpoint and stops with an Interrupted error. */
   shouldStop?: () => boolean;
   /** Resume from the latest checkpoint if one exists (default true). */
@@ -186,7 +188,10 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
       hooks.writeHook,
     );
   };
-  const record = (r: Record<string, unknown>) => appendFileSync(metricsFile, `${JSON.stringify(r)}\n`);
+  const record = (r: Record<string, unknown>) => {
+    appendFileSync(metricsFile, `${JSON.stringify(r)}\n`);
+    hooks.onRecord?.({ stage: spec.stage, ...r });
+  };
   const evaluate = async (): Promise<EvalResult | null> => {
     if (spec.evaluate === undefined) return null;
     const res = await spec.evaluate();

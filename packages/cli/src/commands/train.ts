@@ -44,6 +44,10 @@ export const trainCommand: CommandModule<GlobalArgs, Args> = {
       logger,
       hooks: {
         shouldStop: () => stopRequested,
+        // Without a TTY there is no progress bar: the metrics records become the periodic log lines.
+        onRecord: (r) => {
+          if (!process.stderr.isTTY) logger.info(r, r['type'] === 'eval' ? 'eval' : 'train');
+        },
         onStep: (p) => {
           if (barStage !== `${p.totalSteps}`) {
             barStage = `${p.totalSteps}`;
