@@ -30,32 +30,41 @@ inline const __m512i* v512(const void* p) { return static_cast<const __m512i*>(p
 // independent dependency chains in flight. Bound: an int32 lane of a3 sums cols / 64 terms of magnitude
 // <= 2 * 128 * 64, far below 2^31 for any cols the JS side accepts (< 2^23).
 void ternary_tile_b1(const TernaryJob& j, int64_t t, int64_t b) {
-  const uint8_t* tile = j.w + t * j.nblk * kTileBlockBytes;
+  const uint8_t* w = j.w + t * j.nblk * kTileBlockBytes;
   const int8_t* x = j.x + b * j.nblk * kBlockCols;
   const __m512i m0 = _mm512_set1_epi8(0x03), m1 = _mm512_set1_epi8(0x0c);
   const __m512i m2 = _mm512_set1_epi8(0x30), m3 = _mm512_set1_epi8(static_cast<char>(0xc0));
-  __m512i a0[kTileRows], a1[kTileRows], a2[kTileRows], a3[kTileRows];
-  for (int r = 0; r < kTileRows; r++) a0[r] = a1[r] = a2[r] = a3[r] = _mm512_setzero_si512();
-  for (int64_t k = 0; k < j.nblk; k++) {
-    const uint8_t* wk = tile + k * kTileBlockBytes;
-    const int8_t* xk = x + k * kBlockCols;
-    const __m512i x0 = _mm512_loadu_si512(v512(xk));
-    const __m512i x1 = _mm512_loadu_si512(v512(xk + 64));
-    const __m512i x2 = _mm512_loadu_si512(v512(xk + 128));
-    const __m512i x3 = _mm512_loadu_si512(v512(xk + 192));
-    for (int r = 0; r < kTileRows; r++) {
-      const __m512i w = _mm512_loadu_si512(v512(wk + r * kBlockBytes));
-      a0[r] = _mm512_dpbusd_epi32(a0[r], _mm512_and_si512(w, m0), x0);
-      a1[r] = _mm512_dpbusd_epi32(a1[r], _mm512_and_si512(w, m1), x1);
-      a2[r] = _mm512_dpbusd_epi32(a2[r], _mm512_and_si512(w, m2), x2);
-      a3[r] = _mm512_dpbusd_epi32(a3[r], _mm512_and_si512(w, m3), x3);
-    }
+  // Named accumulators (row r, slot s): GCC spills and copies arrays of vectors fed to vpdpbusd.
+  __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00,
+          a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+  for (int64_t k = 0; k < j.nblk; k++, w += kTileBlockBytes, x += kBlockCols) {
+    const __m512i x0 = _mm512_loadu_si512(v512(x));
+    const __m512i x1 = _mm512_loadu_si512(v512(x + 64));
+    const __m512i x2 = _mm512_loadu_si512(v512(x + 128));
+    const __m512i x3 = _mm512_loadu_si512(v512(x + 192));
+#define BD_ROW(r, off)                                                  \
+  {                                                                     \
+    const __m512i wr = _mm512_loadu_si512(v512(w + (off)));             \
+    a##r##0 = _mm512_dpbusd_epi32(a##r##0, _mm512_and_si512(wr, m0), x0); \
+    a##r##1 = _mm512_dpbusd_epi32(a##r##1, _mm512_and_si512(wr, m1), x1); \
+    a##r##2 = _mm512_dpbusd_epi32(a##r##2, _mm512_and_si512(wr, m2), x2); \
+    a##r##3 = _mm512_dpbusd_epi32(a##r##3, _mm512_and_si512(wr, m3), x3); \
   }
-  for (int r = 0; r < kTileRows; r++) {
-    const __m512i s = _mm512_add_epi32(_mm512_add_epi32(a0[r], _mm512_srai_epi32(a1[r], 2)),
-                                       _mm512_add_epi32(_mm512_srai_epi32(a2[r], 4), _mm512_srai_epi32(a3[r], 6)));
-    ternary_store(j, t * kTileRows + r, b, _mm512_reduce_add_epi32(s));
+    BD_ROW(0, 0)
+    BD_ROW(1, 64)
+    BD_ROW(2, 128)
+    BD_ROW(3, 192)
+#undef BD_ROW
   }
+  const auto fold = [](__m512i s0, __m512i s1, __m512i s2, __m512i s3) {
+    return _mm512_add_epi32(_mm512_add_epi32(s0, _mm512_srai_epi32(s1, 2)),
+                            _mm512_add_epi32(_mm512_srai_epi32(s2, 4), _mm512_srai_epi32(s3, 6)));
+  };
+  const int64_t row = t * kTileRows;
+  ternary_store(j, row + 0, b, _mm512_reduce_add_epi32(fold(a00, a01, a02, a03)));
+  ternary_store(j, row + 1, b, _mm512_reduce_add_epi32(fold(a10, a11, a12, a13)));
+  ternary_store(j, row + 2, b, _mm512_reduce_add_epi32(fold(a20, a21, a22, a23)));
+  ternary_store(j, row + 3, b, _mm512_reduce_add_epi32(fold(a30, a31, a32, a33)));
 }
 
 // BT activation rows (2..4), one tile: each 64-byte weight row is unpacked once per block (shift + mask to

@@ -3,7 +3,8 @@
  * evaluator in packages/eval). `label` mode scores only the task's label words at the first answer token.
  */
 import * as tf from '@tensorflow/tfjs';
-import { computeMetrics, encodeExample, labelWordIds, predictionValue, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
+import { answerTokenIds, computeMetrics, encodeExample, labelWordIds, matchLabelWord, predictionValue, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
+import { generateGreedy } from '@bitdistill/model';
 import type { Decoder } from '@bitdistill/model';
 import type { EvalResult } from './loop.ts';
 
@@ -45,9 +46,33 @@ export async function predictLabels(model: Decoder, tokenizer: Tokenizer, task: 
   return preds;
 }
 
-export async function evaluateLabelScoring(model: Decoder, tokenizer: Tokenizer, task: TaskSpec, examples: readonly Example[], o: LabelScoringOptions): Promise<EvalResult> {
-  const words = await predictLabels(model, tokenizer, task, examples, o);
-  const preds = words.map((w) => predictionValue(task, w));
+/**
+ * The paper's protocol (PAPER.md section 6): greedy decoding after the prompt, the text read back as a label
+ * word by exact match; anything else counts as wrong (-1). Slower than label scoring: one forward per token.
+ */
+export async function generateLabels(model: Decoder, tokenizer: Tokenizer, task: TaskSpec, examples: readonly Example[], o: LabelScoringOptions): Promise<number[]> {
+  const maxNew = Math.max(...answerTokenIds(tokenizer, task).map((a) => a.length)) + 1;
+  const preds: number[] = [];
+  for (const ex of examples) {
+    const p = encodeExample(tokenizer, task, ex).promptIds;
+    const prompt = p.length > o.maxLen ? p.slice(p.length - o.maxLen) : p;
+    const ids = await generateGreedy(model, prompt, { maxNewTokens: maxNew, eosId: tokenizer.eosId });
+    preds.push(matchLabelWord(task, tokenizer.decode(ids)));
+  }
+  return preds;
+}
+
+export type EvalMode = 'label' | 'generate';
+
+export async function evaluateLabelScoring(
+  model: Decoder,
+  tokenizer: Tokenizer,
+  task: TaskSpec,
+  examples: readonly Example[],
+  o: LabelScoringOptions & { mode?: EvalMode },
+): Promise<EvalResult> {
+  const words = o.mode === 'generate' ? await generateLabels(model, tokenizer, task, examples, o) : await predictLabels(model, tokenizer, task, examples, o);
+  const preds = words.map((w) => (w < 0 ? -1 : predictionValue(task, w)));
   const golds = examples.map((e) => e.label);
   const metrics = computeMetrics(task, preds, golds);
   const name = task.metrics[0] ?? 'accuracy';

@@ -15,7 +15,8 @@ export {
 export type { TrainerState, CheckpointContent, WriteHook } from './checkpoint.ts';
 export { runStage, averageCheckpointsInto, Interrupted } from './loop.ts';
 export type { LoopSettings, LoopHooks, StageSpec, StageResult, EvalResult, MicroBatch, LossTerms, OptimSettings } from './loop.ts';
-export { predictLabels, evaluateLabelScoring } from './evaluate.ts';
+export { predictLabels, generateLabels, evaluateLabelScoring } from './evaluate.ts';
+export type { EvalMode, LabelScoringOptions } from './evaluate.ts';
 export { SftStream, LmStream } from './streams.ts';
 export { resolveTask, teacherStage, bitnetSftStage, continualPretrainStage, distillStage, resolveDistillLayer, resolveRelationHeads, STAGE_FUNCTIONS } from './stages.ts';
 export type { StageContext } from './stages.ts';

@@ -143,7 +143,7 @@ async function runTaskStage(
       setCursor: (cur) => stream.setCursor(cur),
       epoch: () => stream.epoch,
       loss,
-      evaluate: () => evaluateLabelScoring(model, tokenizer, data.task, dev, { batchSize: Math.max(8, o.batchSize), maxLen: c.model.maxSeqLen }),
+      evaluate: () => evaluateLabelScoring(model, tokenizer, data.task, dev, { batchSize: Math.max(8, o.batchSize), maxLen: c.model.maxSeqLen, mode: c.eval.mode }),
       resolvedYaml: ctx.resolvedYaml,
       tokenizerFrom,
       bitdistill: { task: data.task.name, templateVersion: data.task.templateVersion, template: data.task.template, labelWords: data.task.labelWords },
