@@ -12,6 +12,8 @@ import { infoCommand } from './commands/info.ts';
 import { validateCommand } from './commands/validate.ts';
 import { trainCommand } from './commands/train.ts';
 import { importCommand } from './commands/import.ts';
+import { exportCommand } from './commands/export.ts';
+import { evalCommand } from './commands/eval.ts';
 
 const argv = hideBin(process.argv);
 const verbose = argv.includes('--verbose');
@@ -28,6 +30,8 @@ try {
     .command(validateCommand)
     .command(trainCommand)
     .command(importCommand)
+    .command(exportCommand)
+    .command(evalCommand)
     .demandCommand(1, 'name a command; see bitdistill --help')
     .strict()
     .fail((msg, err) => {

@@ -22,6 +22,13 @@ namespace {
 
 inline const __m512i* v512(const void* p) { return static_cast<const __m512i*>(p); }
 
+// acc += u8 . s8 in groups of 4 (vpdpbusd). Inline asm rather than _mm512_dpbusd_epi32: GCC 12 copies and
+// spills the accumulators of the intrinsic (each use costs register moves and stack stores in the loop).
+inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
+  return acc;
+}
+
 // Batch 1, one tile. vpdpbusd multiplies unsigned bytes by signed bytes and adds groups of 4 into int32,
 // so it takes the codes c = t + 1 in {0,1,2} as they are and x as int8; the caller subtracts sum(x).
 // The code of column 64*s + j sits in bits 2s..2s+1 of byte j: masking the byte with 3 << 2s (no shift)
@@ -29,6 +36,12 @@ inline const __m512i* v512(const void* p) { return static_cast<const __m512i*>(p
 // removes the factor exactly (every term is a multiple of 4^s). Four accumulators per row keep 16
 // independent dependency chains in flight. Bound: an int32 lane of a3 sums cols / 64 terms of magnitude
 // <= 2 * 128 * 64, far below 2^31 for any cols the JS side accepts (< 2^23).
+// (s0 + s1 / 4 + s2 / 16 + s3 / 64) summed over lanes: slot s accumulated c << 2s (see below).
+inline int32_t fold_slots(__m512i s0, __m512i s1, __m512i s2, __m512i s3) {
+  return _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_add_epi32(s0, _mm512_srai_epi32(s1, 2)),
+                                                  _mm512_add_epi32(_mm512_srai_epi32(s2, 4), _mm512_srai_epi32(s3, 6))));
+}
+
 void ternary_tile_b1(const TernaryJob& j, int64_t t, int64_t b) {
   const uint8_t* w = j.w + t * j.nblk * kTileBlockBytes;
   const int8_t* x = j.x + b * j.nblk * kBlockCols;
@@ -45,10 +58,10 @@ void ternary_tile_b1(const TernaryJob& j, int64_t t, int64_t b) {
 #define BD_ROW(r, off)                                                  \
   {                                                                     \
     const __m512i wr = _mm512_loadu_si512(v512(w + (off)));             \
-    a##r##0 = _mm512_dpbusd_epi32(a##r##0, _mm512_and_si512(wr, m0), x0); \
-    a##r##1 = _mm512_dpbusd_epi32(a##r##1, _mm512_and_si512(wr, m1), x1); \
-    a##r##2 = _mm512_dpbusd_epi32(a##r##2, _mm512_and_si512(wr, m2), x2); \
-    a##r##3 = _mm512_dpbusd_epi32(a##r##3, _mm512_and_si512(wr, m3), x3); \
+    a##r##0 = dpbusd(a##r##0, _mm512_and_si512(wr, m0), x0); \
+    a##r##1 = dpbusd(a##r##1, _mm512_and_si512(wr, m1), x1); \
+    a##r##2 = dpbusd(a##r##2, _mm512_and_si512(wr, m2), x2); \
+    a##r##3 = dpbusd(a##r##3, _mm512_and_si512(wr, m3), x3); \
   }
     BD_ROW(0, 0)
     BD_ROW(1, 64)
@@ -56,53 +69,57 @@ void ternary_tile_b1(const TernaryJob& j, int64_t t, int64_t b) {
     BD_ROW(3, 192)
 #undef BD_ROW
   }
-  const auto fold = [](__m512i s0, __m512i s1, __m512i s2, __m512i s3) {
-    return _mm512_add_epi32(_mm512_add_epi32(s0, _mm512_srai_epi32(s1, 2)),
-                            _mm512_add_epi32(_mm512_srai_epi32(s2, 4), _mm512_srai_epi32(s3, 6)));
-  };
   const int64_t row = t * kTileRows;
-  ternary_store(j, row + 0, b, _mm512_reduce_add_epi32(fold(a00, a01, a02, a03)));
-  ternary_store(j, row + 1, b, _mm512_reduce_add_epi32(fold(a10, a11, a12, a13)));
-  ternary_store(j, row + 2, b, _mm512_reduce_add_epi32(fold(a20, a21, a22, a23)));
-  ternary_store(j, row + 3, b, _mm512_reduce_add_epi32(fold(a30, a31, a32, a33)));
+  ternary_store(j, row + 0, b, fold_slots(a00, a01, a02, a03));
+  ternary_store(j, row + 1, b, fold_slots(a10, a11, a12, a13));
+  ternary_store(j, row + 2, b, fold_slots(a20, a21, a22, a23));
+  ternary_store(j, row + 3, b, fold_slots(a30, a31, a32, a33));
 }
 
-// BT activation rows (2..4), one tile: each 64-byte weight row is unpacked once per block (shift + mask to
-// plain codes) and reused by every activation row; 4 x BT accumulators.
-template <int BT>
-void ternary_tile_bt(const TernaryJob& j, int64_t t, int64_t b0) {
-  const uint8_t* tile = j.w + t * j.nblk * kTileBlockBytes;
+// Rows r0..r0+R-1 of one tile against activation rows b0..b0+BT-1: each 64-byte weight row is unpacked once
+// per block (shift + mask to plain codes) and reused by every activation row; R x BT accumulators.
+template <int R, int BT>
+void ternary_tile_bt(const TernaryJob& j, int64_t t, int r0, int64_t b0) {
+  static_assert(R * BT <= 16, "accumulators must stay in registers");
+  const uint8_t* w = j.w + t * j.nblk * kTileBlockBytes + r0 * kBlockBytes;
   const int64_t xs = j.nblk * kBlockCols;
   const int8_t* x = j.x + b0 * xs;
   const __m512i mask = _mm512_set1_epi8(3);
-  __m512i acc[kTileRows][BT];
-  for (int r = 0; r < kTileRows; r++)
+  __m512i acc[R][BT];
+  for (int r = 0; r < R; r++)
     for (int b = 0; b < BT; b++) acc[r][b] = _mm512_setzero_si512();
-  for (int64_t k = 0; k < j.nblk; k++) {
-    const uint8_t* wk = tile + k * kTileBlockBytes;
-    __m512i w[kTileRows];
-    for (int r = 0; r < kTileRows; r++) w[r] = _mm512_loadu_si512(v512(wk + r * kBlockBytes));
+  for (int64_t k = 0; k < j.nblk; k++, w += kTileBlockBytes, x += kBlockCols) {
+    __m512i wr[R];
+    for (int r = 0; r < R; r++) wr[r] = _mm512_loadu_si512(v512(w + r * kBlockBytes));
     for (int s = 0; s < 4; s++) {
-      __m512i c[kTileRows];
-      for (int r = 0; r < kTileRows; r++) c[r] = _mm512_and_si512(_mm512_srli_epi16(w[r], 2 * s), mask);
+      __m512i c[R];
+      for (int r = 0; r < R; r++) c[r] = _mm512_and_si512(_mm512_srli_epi16(wr[r], 2 * s), mask);
       for (int b = 0; b < BT; b++) {
-        const __m512i xv = _mm512_loadu_si512(v512(x + b * xs + k * kBlockCols + 64 * s));
-        for (int r = 0; r < kTileRows; r++) acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], c[r], xv);
+        const __m512i xv = _mm512_loadu_si512(v512(x + b * xs + 64 * s));
+        for (int r = 0; r < R; r++) acc[r][b] = dpbusd(acc[r][b], c[r], xv);
       }
     }
   }
-  for (int r = 0; r < kTileRows; r++)
-    for (int b = 0; b < BT; b++) ternary_store(j, t * kTileRows + r, b0 + b, _mm512_reduce_add_epi32(acc[r][b]));
+  for (int r = 0; r < R; r++)
+    for (int b = 0; b < BT; b++) ternary_store(j, t * kTileRows + r0 + r, b0 + b, _mm512_reduce_add_epi32(acc[r][b]));
 }
 
 void ternary_avx512(const TernaryJob& j, int64_t t0, int64_t t1) {
   // Batch inside the tile loop: a tile's weights (cols bytes) come from DRAM once and from L1 after that.
+  // Groups of 8 activation rows take 2 weight rows at a time (fewest unpack operations per vpdpbusd).
   for (int64_t t = t0; t < t1; t++) {
     int64_t b = 0;
-    for (; b + 4 <= j.batch; b += 4) ternary_tile_bt<4>(j, t, b);
+    for (; b + 8 <= j.batch; b += 8) {
+      ternary_tile_bt<2, 8>(j, t, 0, b);
+      ternary_tile_bt<2, 8>(j, t, 2, b);
+    }
+    if (j.batch - b >= 4) {
+      ternary_tile_bt<4, 4>(j, t, 0, b);
+      b += 4;
+    }
     switch (j.batch - b) {
-      case 3: ternary_tile_bt<3>(j, t, b); break;
-      case 2: ternary_tile_bt<2>(j, t, b); break;
+      case 3: ternary_tile_bt<4, 3>(j, t, 0, b); break;
+      case 2: ternary_tile_bt<4, 2>(j, t, 0, b); break;
       case 1: ternary_tile_b1(j, t, b); break;
       default: break;
     }

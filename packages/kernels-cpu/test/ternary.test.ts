@@ -48,6 +48,9 @@ const SHAPES: [number, number, number][] = [
   [517, 130, 2],
   [260, 768, 5],
   [1027, 96, 3],
+  [37, 300, 16],
+  [9, 513, 13],
+  [70, 256, 12],
 ];
 
 function makeCase(rng: Rng, rows: number, cols: number, batch: number): Case {

@@ -1,0 +1,87 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { CommandModule } from 'yargs';
+import { readExamples } from '@bitdistill/data';
+import { defaultDataFile, kernelsPredictor, readModelBlock, reportMarkdown, runEval, taskForModel, type EvalMode, type Predictor } from '@bitdistill/eval';
+import { TernaryRuntime } from '@bitdistill/runtime';
+import { initKernels } from '@bitdistill/kernels-cpu';
+import { makeContext, type Context, type GlobalArgs } from '../context.ts';
+
+interface Args extends GlobalArgs {
+  model: string;
+  task: string;
+  data?: string;
+  split: string;
+  runtime?: 'kernels' | 'tfjs';
+  mode: EvalMode;
+  limit?: number;
+  json: boolean;
+  'min-metric'?: number;
+  report?: string;
+  'max-len': number;
+}
+
+/** The tfjs path: a training checkpoint (fake-quantized student, or a full-precision model). */
+async function tfjsPredictor(ctx: Context, dir: string): Promise<Predictor> {
+  await ctx.backend();
+  const { loadModel } = await import('@bitdistill/model');
+  const { restoreStudent } = await import('@bitdistill/quant');
+  const { predictLabels, generateLabels } = await import('@bitdistill/trainer');
+  const { model, tokenizer } = loadModel(dir, { trainable: false, logger: ctx.logger });
+  restoreStudent(model);
+  return {
+    runtime: 'tfjs',
+    tokenizer,
+    predict: async (task, examples, mode, maxLen) => {
+      const o = { batchSize: 16, maxLen };
+      const words = mode === 'label' ? await predictLabels(model, tokenizer, task, examples, o) : await generateLabels(model, tokenizer, task, examples, o);
+      return { words, tokens: 0 };
+    },
+  };
+}
+
+function isExport(dir: string): boolean {
+  const p = join(dir, 'config.json');
+  return existsSync(p) && (JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>)['quantization_config'] !== undefined;
+}
+
+export const evalCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'eval',
+  describe: 'GLUE evaluation of an export (kernels runtime) or a training checkpoint (tfjs)',
+  builder: (y) =>
+    y
+      .option('model', { type: 'string', demandOption: true, describe: 'export folder or checkpoint folder' })
+      .option('task', { type: 'string', demandOption: true, describe: 'GLUE task (sst2, qnli, mnli, ...)' })
+      .option('data', { type: 'string', describe: 'data file (default: the shipped datasets/glue/<TASK>/<split>.tsv)' })
+      .option('split', { type: 'string', default: 'dev' })
+      .option('runtime', { choices: ['kernels', 'tfjs'] as const, describe: 'default: kernels for an export, tfjs for a checkpoint' })
+      .option('mode', { choices: ['label', 'generate'] as const, default: 'label' as const, describe: 'label: score the label words; generate: greedy decoding + exact match' })
+      .option('limit', { type: 'number', describe: 'first N examples' })
+      .option('json', { type: 'boolean', default: false, describe: 'print one JSON object to stdout' })
+      .option('min-metric', { type: 'number', describe: 'exit with status 1 when the metric is below this (0..1)' })
+      .option('report', { type: 'string', describe: 'write a Markdown report here' })
+      .option('max-len', { type: 'number', default: 512, describe: 'prompt tokens kept (cut from the left)' }) as never,
+  handler: async (args) => {
+    const ctx = makeContext(args);
+    const runtime = args.runtime ?? (isExport(args.model) ? 'kernels' : 'tfjs');
+    const task = taskForModel(args.task, readModelBlock(args.model));
+    const file = args.data ?? defaultDataFile(task, args.split);
+    const examples = await readExamples(file, task, args.limit !== undefined ? { limit: args.limit } : {});
+    let predictor: Predictor;
+    if (runtime === 'kernels') {
+      const status = initKernels({ logger: ctx.logger });
+      ctx.logger.debug(status, 'kernels');
+      predictor = kernelsPredictor(TernaryRuntime.load(args.model));
+    } else {
+      predictor = await tfjsPredictor(ctx, args.model);
+    }
+    const report = await runEval(predictor, task, examples, { mode: args.mode, maxLen: args['max-len'], split: args.split, model: args.model });
+    if (args.report !== undefined) writeFileSync(args.report, reportMarkdown(report));
+    if (args.json) process.stdout.write(`${JSON.stringify(report)}\n`);
+    else process.stdout.write(reportMarkdown(report));
+    if (args['min-metric'] !== undefined && report.value < args['min-metric']) {
+      ctx.logger.error({ metric: report.metric, value: report.value, min: args['min-metric'] }, 'below --min-metric');
+      process.exitCode = 1;
+    }
+  },
+};

@@ -1,0 +1,2 @@
+export { TernaryRuntime } from './runtime.ts';
+export type { RuntimeInfo, KvCache } from './runtime.ts';

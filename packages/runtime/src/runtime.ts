@@ -1,0 +1,300 @@
+/**
+ * The packed-ternary runtime: loads an export folder (DESIGN.md "Ternary export") and runs the decoder on the
+ * CPU without tfjs. Every quantized projection is int8 activations x ternary weights through kernels-cpu
+ * (exact integer accumulation, then acc * weightScale / actScale); SubLN, norms, RoPE, attention and the
+ * lm_head run in float32. The arithmetic mirrors the fake-quantized tfjs student, so predictions agree.
+ *
+ * Layout of activations: x [T, C] row-major for one sequence; K/V caches [layer][Hkv, maxT, d].
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FormatError, NotFoundError, UnsupportedError, ArgumentError } from '@bitdistill/core';
+import { loadSafetensorsDir, tensorToFloat32, type TensorEntry } from '@bitdistill/format';
+import { parseDecoderConfig, PROJECTIONS, projectionName, sublnName, SUBLN_EPS, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
+import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
+import { applyRope, matmulF32, quantizeActivations, repackTernary, rmsNorm, ropeTables, ternaryLinear, type TernaryMatrix } from '@bitdistill/kernels-cpu';
+
+/** A projection as the runtime holds it: ternary (per-tensor scale) or dense fp32 (excluded / other schemes). */
+type Linear =
+  | { kind: 'ternary'; w: TernaryMatrix; scale: number; rows: number; cols: number; bias: Float32Array | null }
+  | { kind: 'dense'; w: Float32Array; rows: number; cols: number; bias: Float32Array | null };
+
+interface Layer {
+  inputNorm: Float32Array;
+  postNorm: Float32Array;
+  qNorm: Float32Array | null;
+  kNorm: Float32Array | null;
+  proj: Record<Projection, Linear>;
+  subln: Partial<Record<Projection, Float32Array>>;
+}
+
+export interface RuntimeInfo {
+  dir: string;
+  config: DecoderConfig;
+  /** Bytes held by weights in memory (ternary layout + fp32 tensors). */
+  weightBytes: number;
+  ternaryProjections: number;
+  denseProjections: number;
+}
+
+function f32(tensors: Map<string, TensorEntry>, name: string, file: string): Float32Array {
+  const t = tensors.get(name);
+  if (t === undefined) throw new FormatError(file, `missing tensor '${name}'`, { hint: 'the export does not match its config.json' });
+  return tensorToFloat32(t, `${file}: ${name}`);
+}
+
+export class TernaryRuntime {
+  readonly config: DecoderConfig;
+  readonly tokenizer: Tokenizer;
+  readonly info: RuntimeInfo;
+  /** The export's `bitdistill` block (task, template, label words). */
+  readonly bitdistill: Record<string, unknown>;
+  private readonly embed: Float32Array;
+  private readonly finalNorm: Float32Array;
+  private readonly lmHead: Float32Array;
+  private readonly layers: Layer[];
+
+  private constructor(dir: string, config: DecoderConfig, tokenizer: Tokenizer, tensors: Map<string, TensorEntry>, file: string) {
+    this.config = config;
+    this.tokenizer = tokenizer;
+    const bd = config.raw['bitdistill'];
+    this.bitdistill = bd !== null && typeof bd === 'object' ? (bd as Record<string, unknown>) : {};
+    const c = config;
+    let weightBytes = 0;
+    let ternary = 0;
+    let dense = 0;
+    const take = (name: string) => {
+      const a = f32(tensors, name, file);
+      weightBytes += a.byteLength;
+      return a;
+    };
+    const opt = (name: string) => (tensors.has(name) ? take(name) : null);
+    this.embed = take('model.embed_tokens.weight');
+    this.finalNorm = take('model.norm.weight');
+    this.lmHead = c.tieWordEmbeddings ? this.embed : take('lm_head.weight');
+    this.layers = [];
+    for (let l = 0; l < c.numLayers; l++) {
+      const p = `model.layers.${l}`;
+      const proj = {} as Record<Projection, Linear>;
+      const subln: Layer['subln'] = {};
+      for (const pr of PROJECTIONS) {
+        const base = projectionName(l, pr);
+        const t = tensors.get(`${base}.weight`);
+        if (t === undefined) throw new FormatError(file, `missing tensor '${base}.weight'`);
+        const bias = opt(`${base}.bias`);
+        if (t.dtype === 'U8') {
+          const rows = pr === 'q_proj' ? c.numHeads * c.headDim : pr === 'k_proj' || pr === 'v_proj' ? c.numKvHeads * c.headDim : pr === 'o_proj' || pr === 'down_proj' ? c.hiddenSize : c.intermediateSize;
+          const cols = pr === 'o_proj' ? c.numHeads * c.headDim : pr === 'down_proj' ? c.intermediateSize : c.hiddenSize;
+          if (t.shape[0] !== Math.ceil(rows / 4) || t.shape[1] !== cols) {
+            throw new FormatError(file, `'${base}.weight' is U8 [${t.shape.join(', ')}], expected [${Math.ceil(rows / 4)}, ${cols}] for a packed [${rows}, ${cols}] ternary matrix`);
+          }
+          const scale = f32(tensors, `${base}.weight_scale`, file);
+          if (scale.length !== 1) {
+            throw new UnsupportedError(`${file}: '${base}.weight_scale' has ${scale.length} values; the kernels runtime supports one scale per tensor (weightQuant absmean)`, {
+              hint: 'evaluate perRow / block256 students with --runtime tfjs, or train with student.weightQuant=absmean',
+            });
+          }
+          const w = repackTernary(t.data, rows, cols, `${file}: ${base}.weight`);
+          weightBytes += w.data.byteLength;
+          proj[pr] = { kind: 'ternary', w, scale: scale[0] as number, rows, cols, bias };
+          ternary++;
+        } else {
+          const w = take(`${base}.weight`);
+          const [rows, cols] = t.shape as [number, number];
+          proj[pr] = { kind: 'dense', w, rows, cols, bias };
+          dense++;
+        }
+        const s = sublnName(l, pr, c.subln);
+        if (s !== null) subln[pr] = take(s);
+      }
+      this.layers.push({
+        inputNorm: take(`${p}.input_layernorm.weight`),
+        postNorm: take(`${p}.post_attention_layernorm.weight`),
+        qNorm: c.qkNorm ? take(`${p}.self_attn.q_norm.weight`) : null,
+        kNorm: c.qkNorm ? take(`${p}.self_attn.k_norm.weight`) : null,
+        proj,
+        subln,
+      });
+    }
+    this.info = { dir, config, weightBytes, ternaryProjections: ternary, denseProjections: dense };
+  }
+
+  /** Load an export folder (config.json with quantization_config, model.safetensors, tokenizer). */
+  static load(dir: string): TernaryRuntime {
+    const cfgPath = join(dir, 'config.json');
+    if (!existsSync(dir)) throw new NotFoundError(dir, `model folder '${dir}' does not exist`, { hint: 'run `bitdistill export --ternary` first' });
+    if (!existsSync(cfgPath)) throw new NotFoundError(cfgPath, `expected config.json in '${dir}'`, { hint: 'pass the folder written by `bitdistill export --ternary`' });
+    let raw: Record<string, unknown>;
+    try {
+      raw = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
+    } catch (e) {
+      throw new FormatError(cfgPath, `not valid JSON: ${(e as Error).message}`);
+    }
+    const config = parseDecoderConfig(raw, cfgPath);
+    const { tensors } = loadSafetensorsDir(dir);
+    const tokenizer = loadTokenizer(dir);
+    if (tokenizer.vocabSize > config.vocabSize) throw new FormatError(dir, `tokenizer has ${tokenizer.vocabSize} tokens, the model ${config.vocabSize}`);
+    return new TernaryRuntime(dir, config, tokenizer, tensors, join(dir, 'model.safetensors'));
+  }
+
+  /** y [T, rows] = proj(x [T, cols]) with the projection's SubLN, int8 activation quantization and bias. */
+  private linear(layer: Layer, pr: Projection, x: Float32Array, T: number, xq?: ReturnType<typeof quantizeActivations>): Float32Array {
+    const lin = layer.proj[pr];
+    const sub = layer.subln[pr];
+    let y: Float32Array;
+    if (lin.kind === 'ternary') {
+      const q = sub !== undefined ? quantizeActivations(rmsNorm(x, sub, T, lin.cols, SUBLN_EPS), T, lin.cols) : (xq ?? quantizeActivations(x, T, lin.cols));
+      y = ternaryLinear(lin.w, q.q, q.scale, lin.scale, T);
+    } else {
+      const xin = sub !== undefined ? rmsNorm(x, sub, T, lin.cols, SUBLN_EPS) : x;
+      y = matmulF32(xin, lin.w, T, lin.cols, lin.rows, { transB: true });
+    }
+    if (lin.bias !== null) for (let t = 0; t < T; t++) for (let o = 0; o < lin.rows; o++) y[t * lin.rows + o] = (y[t * lin.rows + o] as number) + (lin.bias[o] as number);
+    return y;
+  }
+
+  /**
+   * Run `ids` (one sequence) through the decoder, appending to `cache` (prefill when empty, decoding after).
+   * Returns the final hidden states [T, C] of the new positions.
+   */
+  private run(ids: readonly number[], cache: KvCache): Float32Array {
+    const c = this.config;
+    const T = ids.length;
+    const C = c.hiddenSize;
+    const H = c.numHeads;
+    const Hkv = c.numKvHeads;
+    const d = c.headDim;
+    const start = cache.length;
+    if (start + T > cache.capacity) throw new ArgumentError(`sequence of ${start + T} tokens exceeds the cache of ${cache.capacity}`);
+    const x = new Float32Array(T * C);
+    for (let t = 0; t < T; t++) {
+      const id = ids[t] as number;
+      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new ArgumentError(`token id ${id} outside the vocabulary [0, ${c.vocabSize})`);
+      x.set(this.embed.subarray(id * C, (id + 1) * C), t * C);
+    }
+    const rope = ropeTables(Array.from({ length: T }, (_, i) => start + i), d, c.ropeTheta);
+    const group = H / Hkv;
+    const scale = 1 / Math.sqrt(d);
+    for (let l = 0; l < c.numLayers; l++) {
+      const L = this.layers[l] as Layer;
+      const h = rmsNorm(x, L.inputNorm, T, C, c.rmsNormEps);
+      const shared = L.subln.q_proj === undefined ? quantizeActivations(h, T, C) : undefined; // q, k, v read the same input
+      const q = this.linear(L, 'q_proj', h, T, shared);
+      const k = this.linear(L, 'k_proj', h, T, shared);
+      const v = this.linear(L, 'v_proj', h, T, shared);
+      if (L.qNorm !== null && L.kNorm !== null) {
+        rmsNorm(q, L.qNorm, T * H, d, c.rmsNormEps, q);
+        rmsNorm(k, L.kNorm, T * Hkv, d, c.rmsNormEps, k);
+      }
+      applyRope(q, T, H, rope);
+      applyRope(k, T, Hkv, rope);
+      const kc = cache.k[l] as Float32Array;
+      const vc = cache.v[l] as Float32Array;
+      for (let t = 0; t < T; t++) {
+        for (let g = 0; g < Hkv; g++) {
+          kc.set(k.subarray((t * Hkv + g) * d, (t * Hkv + g + 1) * d), (g * cache.capacity + start + t) * d);
+          vc.set(v.subarray((t * Hkv + g) * d, (t * Hkv + g + 1) * d), (g * cache.capacity + start + t) * d);
+        }
+      }
+      // Causal attention over the cache: position start+t sees 0..start+t.
+      const att = new Float32Array(T * H * d);
+      const scores = new Float64Array(start + T);
+      for (let t = 0; t < T; t++) {
+        const n = start + t + 1;
+        for (let hh = 0; hh < H; hh++) {
+          const g = Math.floor(hh / group);
+          const qo = (t * H + hh) * d;
+          let m = -Infinity;
+          for (let j = 0; j < n; j++) {
+            const ko = (g * cache.capacity + j) * d;
+            let s = 0;
+            for (let i = 0; i < d; i++) s += (q[qo + i] as number) * (kc[ko + i] as number);
+            s *= scale;
+            scores[j] = s;
+            if (s > m) m = s;
+          }
+          let z = 0;
+          for (let j = 0; j < n; j++) {
+            const e = Math.exp((scores[j] as number) - m);
+            scores[j] = e;
+            z += e;
+          }
+          const out = att.subarray(qo, qo + d);
+          for (let j = 0; j < n; j++) {
+            const p = (scores[j] as number) / z;
+            const vo = (g * cache.capacity + j) * d;
+            for (let i = 0; i < d; i++) out[i] = (out[i] as number) + p * (vc[vo + i] as number);
+          }
+        }
+      }
+      const o = this.linear(L, 'o_proj', att, T);
+      for (let i = 0; i < x.length; i++) x[i] = (x[i] as number) + (o[i] as number);
+      const h2 = rmsNorm(x, L.postNorm, T, C, c.rmsNormEps);
+      const shared2 = L.subln.gate_proj === undefined ? quantizeActivations(h2, T, C) : undefined;
+      const gate = this.linear(L, 'gate_proj', h2, T, shared2);
+      const up = this.linear(L, 'up_proj', h2, T, shared2);
+      for (let i = 0; i < gate.length; i++) {
+        const gv = gate[i] as number;
+        gate[i] = (gv / (1 + Math.exp(-gv))) * (up[i] as number);
+      }
+      const down = this.linear(L, 'down_proj', gate, T);
+      for (let i = 0; i < x.length; i++) x[i] = (x[i] as number) + (down[i] as number);
+    }
+    cache.length += T;
+    return rmsNorm(x, this.finalNorm, T, C, c.rmsNormEps);
+  }
+
+  newCache(capacity: number): KvCache {
+    const c = this.config;
+    const cap = Math.min(capacity, c.maxPositionEmbeddings);
+    return {
+      capacity: cap,
+      length: 0,
+      k: Array.from({ length: c.numLayers }, () => new Float32Array(c.numKvHeads * cap * c.headDim)),
+      v: Array.from({ length: c.numLayers }, () => new Float32Array(c.numKvHeads * cap * c.headDim)),
+    };
+  }
+
+  /** Logits [rows, V] of the given hidden rows (fp32 lm_head). */
+  private logitsOf(hidden: Float32Array, rows: number): Float32Array {
+    return matmulF32(hidden, this.lmHead, rows, this.config.hiddenSize, this.config.vocabSize, { transB: true });
+  }
+
+  /** Logits of every position [T, V] (allPositions) or of the last one [V], for one sequence. */
+  forward(ids: readonly number[], options: { allPositions?: boolean } = {}): Float32Array {
+    if (ids.length === 0) throw new ArgumentError('forward: empty sequence');
+    const hidden = this.run(ids, this.newCache(ids.length));
+    const C = this.config.hiddenSize;
+    if (options.allPositions === true) return this.logitsOf(hidden, ids.length);
+    return this.logitsOf(hidden.subarray((ids.length - 1) * C), 1);
+  }
+
+  /** Greedy decoding with a KV cache; returns the new ids (prompt excluded). */
+  generate(promptIds: readonly number[], maxNewTokens: number, eosId: number | null = this.tokenizer.eosId): { ids: number[]; prefillSeconds: number; decodeSeconds: number } {
+    const cache = this.newCache(promptIds.length + maxNewTokens);
+    const C = this.config.hiddenSize;
+    const t0 = performance.now();
+    let hidden = this.run(promptIds, cache);
+    let last = hidden.subarray((promptIds.length - 1) * C);
+    const t1 = performance.now();
+    const out: number[] = [];
+    while (out.length < maxNewTokens && cache.length < cache.capacity) {
+      const logits = this.logitsOf(last, 1);
+      let best = 0;
+      for (let i = 1; i < logits.length; i++) if ((logits[i] as number) > (logits[best] as number)) best = i;
+      if (eosId !== null && best === eosId) break;
+      out.push(best);
+      if (out.length === maxNewTokens) break;
+      hidden = this.run([best], cache);
+      last = hidden;
+    }
+    return { ids: out, prefillSeconds: (t1 - t0) / 1000, decodeSeconds: (performance.now() - t1) / 1000 };
+  }
+}
+
+export interface KvCache {
+  capacity: number;
+  length: number;
+  k: Float32Array[];
+  v: Float32Array[];
+}
