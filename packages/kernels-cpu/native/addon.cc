@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -64,20 +65,32 @@ const IsaKernels* g_isa = nullptr;
 ThreadPool* g_pool = nullptr;  // never destroyed: joining threads at process exit is not worth the risk
 std::mutex g_run_mutex;
 
-// Runs fn on the pool; a concurrent call (another Node worker thread) runs on its own thread instead.
-void parallel(int nthreads, ThreadPool::Fn fn, void* ctx) {
+// Runs chunks 0..nchunks-1 of fn on the pool; a concurrent call (another Node worker thread) runs them on its
+// own thread instead.
+void parallel(int64_t nchunks, ThreadPool::Fn fn, void* ctx) {
   std::unique_lock<std::mutex> lock(g_run_mutex, std::try_to_lock);
   if (!lock.owns_lock()) {
-    fn(ctx, 0, 1);
+    for (int64_t c = 0; c < nchunks; c++) fn(ctx, c, nchunks);
     return;
   }
-  g_pool->run(nthreads, fn, ctx);
+  g_pool->run(nchunks, fn, ctx);
 }
 
-// [begin, end) of part tid of n units split into nthreads contiguous ranges.
-inline void split(int64_t n, int tid, int nthreads, int64_t* begin, int64_t* end) {
-  *begin = n * tid / nthreads;
-  *end = n * (tid + 1) / nthreads;
+// [begin, end) of chunk c of n units split into nchunks contiguous ranges.
+inline void split(int64_t n, int64_t c, int64_t nchunks, int64_t* begin, int64_t* end) {
+  *begin = n * c / nchunks;
+  *end = n * (c + 1) / nchunks;
+}
+
+// Below this many weights a product runs as one chunk: waking a worker costs more than it saves.
+constexpr int64_t kMinParallelWeights = 1 << 16;
+// Chunks per thread for the streaming kernels: small enough that a thread arriving late still finds work,
+// large enough (tens of KiB of weights) that the hardware prefetchers see long sequential runs.
+constexpr int64_t kChunksPerThread = 8;
+
+int64_t chunk_count(int64_t units, int64_t weights) {
+  if (weights < kMinParallelWeights || g_pool->size() == 1) return 1;
+  return std::max<int64_t>(1, std::min<int64_t>(units, g_pool->size() * kChunksPerThread));
 }
 
 // A growing 64-byte aligned scratch buffer per thread (activations, GEMM packing).
@@ -143,19 +156,16 @@ int64_t repack_ternary(const uint8_t* hf, int64_t out, int64_t in, uint8_t* dst)
 // ---------------------------------------------------------------------------------------------------------
 // Drivers
 
-// Below this many weights a product runs on one thread: waking a worker costs more than it saves.
-constexpr int64_t kMinParallelWeights = 1 << 16;
-
 struct TernaryCtx {
   const IsaKernels* isa;
   TernaryJob job;
   int64_t tiles;
 };
 
-void ternary_task(void* p, int tid, int n) {
+void ternary_task(void* p, int64_t chunk, int64_t n) {
   auto* c = static_cast<TernaryCtx*>(p);
   int64_t b, e;
-  split(c->tiles, tid, n, &b, &e);
+  split(c->tiles, chunk, n, &b, &e);
   if (b < e) c->isa->ternary(c->job, b, e);
 }
 
@@ -164,11 +174,11 @@ struct MatvecCtx {
   MatvecJob job;
 };
 
-void matvec_task(void* p, int tid, int n) {
+void matvec_task(void* p, int64_t chunk, int64_t n) {
   auto* c = static_cast<MatvecCtx*>(p);
   const int64_t quads = (c->job.rows + 3) / 4;
   int64_t b, e;
-  split(quads, tid, n, &b, &e);
+  split(quads, chunk, n, &b, &e);
   e = std::min(e * 4, c->job.rows);
   if (b * 4 < e) c->isa->matvec(c->job, b * 4, e);
 }
@@ -271,13 +281,13 @@ struct GemmCtx {
   bool split_n;
 };
 
-void gemm_task(void* p, int tid, int n) {
+void gemm_task(void* p, int64_t chunk, int64_t n) {
   auto* c = static_cast<GemmCtx*>(p);
   GemmView v = c->g;
   const int64_t unit = c->split_n ? c->isa->nr : c->isa->mr;
   const int64_t total = c->split_n ? v.n : v.m;
   int64_t b, e;
-  split((total + unit - 1) / unit, tid, n, &b, &e);
+  split((total + unit - 1) / unit, chunk, n, &b, &e);
   b *= unit;
   e = std::min(e * unit, total);
   if (b >= e) return;
@@ -297,15 +307,15 @@ struct StreamCtx {
   StreamFn fn;
   const uint8_t* p;
   size_t n;
-  uint64_t sums[256];
+  std::atomic<uint64_t> sum{0};
 };
 
-void stream_task(void* p, int tid, int n) {
+void stream_task(void* p, int64_t chunk, int64_t n) {
   auto* c = static_cast<StreamCtx*>(p);
-  const size_t lines = c->n / 64;
-  size_t b = lines * tid / n * 64, e = lines * (tid + 1) / n * 64;
-  if (tid == n - 1) e = c->n;
-  c->sums[tid] = c->fn(c->p + b, e - b);
+  const size_t lines = c->n / 64;  // chunk borders on 64-byte boundaries keep the checksum split-invariant
+  const size_t b = lines * chunk / n * 64;
+  const size_t e = chunk == n - 1 ? c->n : lines * (chunk + 1) / n * 64;
+  c->sum.fetch_add(c->fn(c->p + b, e - b), std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -535,21 +545,13 @@ napi_value TernaryMatMul(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   int32_t* xsum = reinterpret_cast<int32_t*>(xp + xbytes);  // xbytes is a multiple of 256
-  for (int64_t b = 0; b < batch; b++) {
-    const int8_t* src = x + b * cols;
-    int32_t s = 0;
-    for (int64_t i = 0; i < cols; i++) s += src[i];
-    xsum[b] = s;
-    memcpy(xp + b * xs, src, static_cast<size_t>(cols));
-    memset(xp + b * xs + cols, 0, static_cast<size_t>(xs - cols));
-  }
+  for (int64_t b = 0; b < batch; b++) xsum[b] = g_isa->prep_x(x + b * cols, cols, xp + b * xs, xs);
   ctx.job.w = w;
   ctx.job.x = xp;
   ctx.job.xsum = xsum;
   ctx.job.rows = rows;
   ctx.job.batch = batch;
-  const int nt = rows * cols < kMinParallelWeights ? 1 : g_pool->size();
-  parallel(nt, ternary_task, &ctx);
+  parallel(chunk_count(ctx.tiles, rows * cols), ternary_task, &ctx);
   return nullptr;
 }
 
@@ -575,8 +577,7 @@ napi_value MatvecF32(napi_env env, napi_callback_info info) {
   ctx.job.w = w;
   ctx.job.x = x;
   ctx.job.y = y;
-  const int nt = j.rows * j.cols < kMinParallelWeights ? 1 : g_pool->size();
-  parallel(nt, matvec_task, &ctx);
+  parallel(chunk_count((j.rows + 3) / 4, j.rows * j.cols), matvec_task, &ctx);
   return nullptr;
 }
 
@@ -603,8 +604,8 @@ napi_value GemmF32(napi_env env, napi_callback_info info) {
   ctx.isa = g_isa;
   ctx.g = GemmView{a, ta ? 1 : k, ta ? m : 1, b, tb ? 1 : n, tb ? k : 1, c, n, m, n, k};
   ctx.split_n = n >= m;
-  const int nt = m * n * k < (int64_t{1} << 18) ? 1 : g_pool->size();
-  parallel(nt, gemm_task, &ctx);
+  // One chunk per thread: every chunk packs its own panels, so more chunks would repeat that work.
+  parallel(m * n * k < (int64_t{1} << 18) ? 1 : g_pool->size(), gemm_task, &ctx);
   return nullptr;
 }
 
@@ -615,15 +616,12 @@ napi_value StreamRead(napi_env env, napi_callback_info info) {
   uint8_t* p;
   size_t n;
   if (!get_typed(env, argv[0], napi_uint8_array, &p, &n, "bytes")) return nullptr;
-  StreamCtx ctx{};
+  StreamCtx ctx;
   ctx.fn = g_isa->stream;
   ctx.p = p;
   ctx.n = n;
-  const int nt = std::min(g_pool->size(), 256);
-  parallel(nt, stream_task, &ctx);
-  uint64_t s = 0;
-  for (int i = 0; i < nt; i++) s += ctx.sums[i];
-  return make_number(env, static_cast<double>(s & ((uint64_t{1} << 52) - 1)));
+  parallel(chunk_count(static_cast<int64_t>(n >> 12), static_cast<int64_t>(n) * 4), stream_task, &ctx);
+  return make_number(env, static_cast<double>(ctx.sum.load() & ((uint64_t{1} << 52) - 1)));
 }
 
 napi_value Init(napi_env env, napi_value exports) {

@@ -48,8 +48,13 @@ using GemmMicroFn = void (*)(int64_t kc, const float* a, const float* b, float* 
 // Reads n bytes once (the memory-bandwidth probe); returns a checksum so the reads cannot be elided.
 using StreamFn = uint64_t (*)(const uint8_t* p, size_t n);
 
+// Copies n activations to dst, zero-fills dst[n..padded) and returns their sum (the x . t = x . c - sum(x)
+// correction of the ternary kernels).
+using PrepXFn = int32_t (*)(const int8_t* src, int64_t n, int8_t* dst, int64_t padded);
+
 struct IsaKernels {
   const char* name;
+  PrepXFn prep_x;
   TernaryFn ternary;
   MatvecFn matvec;
   GemmMicroFn gemm_micro;

@@ -28,6 +28,26 @@ inline float hsum_ps(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// sum(x) = sum(x ^ 0x80 as unsigned) - 128 n: vpsadbw adds unsigned bytes in groups of 8.
+int32_t prep_x_avx2(const int8_t* src, int64_t n, int8_t* dst, int64_t padded) {
+  const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80));
+  __m256i acc = _mm256_setzero_si256();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), v);
+    acc = _mm256_add_epi64(acc, _mm256_sad_epu8(_mm256_xor_si256(v, bias), _mm256_setzero_si256()));
+  }
+  int64_t s = _mm256_extract_epi64(acc, 0) + _mm256_extract_epi64(acc, 1) + _mm256_extract_epi64(acc, 2) +
+              _mm256_extract_epi64(acc, 3) - 128 * i;
+  for (; i < n; i++) {
+    s += src[i];
+    dst[i] = src[i];
+  }
+  for (; i < padded; i++) dst[i] = 0;
+  return static_cast<int32_t>(s);
+}
+
 // One tile (4 rows) against one activation row. Codes c in {0,1,2} are unsigned, activations signed:
 // vpmaddubsw(c, x) gives 16-bit pair sums of magnitude <= 2 * 2 * 128 = 512; 8 of them per block stay far
 // below the int16 limit before vpmaddwd widens them to int32, so nothing saturates and the sum is exact.
@@ -158,7 +178,7 @@ uint64_t stream_avx2(const uint8_t* p, size_t n) {
 
 namespace bd {
 namespace {
-const IsaKernels kTable = {"avx2", ternary_avx2, matvec_avx2, gemm_micro_avx2, kMr, kNr, stream_avx2};
+const IsaKernels kTable = {"avx2", prep_x_avx2, ternary_avx2, matvec_avx2, gemm_micro_avx2, kMr, kNr, stream_avx2};
 }
 const IsaKernels* const kAvx2Kernels = &kTable;
 }  // namespace bd

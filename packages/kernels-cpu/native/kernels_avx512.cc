@@ -29,6 +29,30 @@ inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
   return acc;
 }
 
+// sum(x) = sum(x ^ 0x80 as unsigned) - 128 n: vpsadbw adds unsigned bytes in groups of 8.
+int32_t prep_x_avx512(const int8_t* src, int64_t n, int8_t* dst, int64_t padded) {
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512i acc = _mm512_setzero_si512();
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m512i v = _mm512_loadu_si512(v512(src + i));
+    _mm512_storeu_si512(dst + i, v);
+    acc = _mm512_add_epi64(acc, _mm512_sad_epu8(_mm512_xor_si512(v, bias), _mm512_setzero_si512()));
+  }
+  int64_t s = _mm512_reduce_add_epi64(acc) - 128 * i;
+  if (i < n) {
+    const __mmask64 m = (~uint64_t{0}) >> (64 - (n - i));
+    const __m512i v = _mm512_maskz_loadu_epi8(m, src + i);
+    _mm512_mask_storeu_epi8(dst + i, m, v);
+    // Masked-off bytes are 0 ^ 0x80 = 128 each after the bias: count only the n - i real ones.
+    s += _mm512_reduce_add_epi64(_mm512_sad_epu8(_mm512_maskz_mov_epi8(m, _mm512_xor_si512(v, bias)), _mm512_setzero_si512())) -
+         128 * (n - i);
+    i = n;
+  }
+  for (; i < padded; i++) dst[i] = 0;
+  return static_cast<int32_t>(s);
+}
+
 // Batch 1, one tile. vpdpbusd multiplies unsigned bytes by signed bytes and adds groups of 4 into int32,
 // so it takes the codes c = t + 1 in {0,1,2} as they are and x as int8; the caller subtracts sum(x).
 // The code of column 64*s + j sits in bits 2s..2s+1 of byte j: masking the byte with 3 << 2s (no shift)
@@ -36,10 +60,19 @@ inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
 // removes the factor exactly (every term is a multiple of 4^s). Four accumulators per row keep 16
 // independent dependency chains in flight. Bound: an int32 lane of a3 sums cols / 64 terms of magnitude
 // <= 2 * 128 * 64, far below 2^31 for any cols the JS side accepts (< 2^23).
-// (s0 + s1 / 4 + s2 / 16 + s3 / 64) summed over lanes: slot s accumulated c << 2s (see below).
-inline int32_t fold_slots(__m512i s0, __m512i s1, __m512i s2, __m512i s3) {
-  return _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_add_epi32(s0, _mm512_srai_epi32(s1, 2)),
-                                                  _mm512_add_epi32(_mm512_srai_epi32(s2, 4), _mm512_srai_epi32(s3, 6))));
+// s0 + s1 / 4 + s2 / 16 + s3 / 64 lane by lane: slot s accumulated c << 2s (see ternary_tile_b1).
+inline __m512i fold_slots(__m512i s0, __m512i s1, __m512i s2, __m512i s3) {
+  return _mm512_add_epi32(_mm512_add_epi32(s0, _mm512_srai_epi32(s1, 2)),
+                          _mm512_add_epi32(_mm512_srai_epi32(s2, 4), _mm512_srai_epi32(s3, 6)));
+}
+
+// The lane sums of four vectors as one [sum v0, sum v1, sum v2, sum v3] (a transpose-and-add tree).
+inline __m128i reduce4(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
+  const __m512i s01 = _mm512_add_epi32(_mm512_unpacklo_epi32(v0, v1), _mm512_unpackhi_epi32(v0, v1));
+  const __m512i s23 = _mm512_add_epi32(_mm512_unpacklo_epi32(v2, v3), _mm512_unpackhi_epi32(v2, v3));
+  const __m512i s = _mm512_add_epi32(_mm512_unpacklo_epi64(s01, s23), _mm512_unpackhi_epi64(s01, s23));
+  const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 
 void ternary_tile_b1(const TernaryJob& j, int64_t t, int64_t b) {
@@ -69,11 +102,13 @@ void ternary_tile_b1(const TernaryJob& j, int64_t t, int64_t b) {
     BD_ROW(3, 192)
 #undef BD_ROW
   }
+  const __m128i sums = reduce4(fold_slots(a00, a01, a02, a03), fold_slots(a10, a11, a12, a13),
+                               fold_slots(a20, a21, a22, a23), fold_slots(a30, a31, a32, a33));
   const int64_t row = t * kTileRows;
-  ternary_store(j, row + 0, b, fold_slots(a00, a01, a02, a03));
-  ternary_store(j, row + 1, b, fold_slots(a10, a11, a12, a13));
-  ternary_store(j, row + 2, b, fold_slots(a20, a21, a22, a23));
-  ternary_store(j, row + 3, b, fold_slots(a30, a31, a32, a33));
+  ternary_store(j, row + 0, b, _mm_extract_epi32(sums, 0));
+  ternary_store(j, row + 1, b, _mm_extract_epi32(sums, 1));
+  ternary_store(j, row + 2, b, _mm_extract_epi32(sums, 2));
+  ternary_store(j, row + 3, b, _mm_extract_epi32(sums, 3));
 }
 
 // Rows r0..r0+R-1 of one tile against activation rows b0..b0+BT-1: each 64-byte weight row is unpacked once
@@ -223,7 +258,7 @@ uint64_t stream_avx512(const uint8_t* p, size_t n) {
 
 namespace bd {
 namespace {
-const IsaKernels kTable = {"avx512vnni", ternary_avx512, matvec_avx512, gemm_micro_avx512, kMr, kNr, stream_avx512};
+const IsaKernels kTable = {"avx512vnni", prep_x_avx512, ternary_avx512, matvec_avx512, gemm_micro_avx512, kMr, kNr, stream_avx512};
 }
 const IsaKernels* const kAvx512VnniKernels = &kTable;
 }  // namespace bd

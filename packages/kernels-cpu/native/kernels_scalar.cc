@@ -4,6 +4,16 @@
 namespace bd {
 namespace {
 
+int32_t prep_x_scalar(const int8_t* src, int64_t n, int8_t* dst, int64_t padded) {
+  int32_t s = 0;
+  for (int64_t i = 0; i < n; i++) {
+    s += src[i];
+    dst[i] = src[i];
+  }
+  for (int64_t i = n; i < padded; i++) dst[i] = 0;
+  return s;
+}
+
 void ternary_scalar(const TernaryJob& j, int64_t t0, int64_t t1) {
   for (int64_t t = t0; t < t1; t++) {
     const uint8_t* tile = j.w + t * j.nblk * kTileBlockBytes;
@@ -72,7 +82,7 @@ uint64_t stream_scalar(const uint8_t* p, size_t n) {
   return acc[0] + acc[1] + acc[2] + acc[3] + stream_tail(p + i, n - i);
 }
 
-const IsaKernels kTable = {"scalar", ternary_scalar, matvec_scalar, gemm_micro_scalar, kMr, kNr, stream_scalar};
+const IsaKernels kTable = {"scalar", prep_x_scalar, ternary_scalar, matvec_scalar, gemm_micro_scalar, kMr, kNr, stream_scalar};
 
 }  // namespace
 

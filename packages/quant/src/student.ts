@@ -6,7 +6,7 @@
  */
 import { ArgumentError } from '@bitdistill/core';
 import { PROJECTIONS, denseLinear, projectionName, sublnName, type Decoder, type LinearFn, type SublnMode } from '@bitdistill/model';
-import { int8Quant, ternaryQuant } from './quantizers.ts';
+import { bitMatmulInt, int8Quant, ternaryQuant } from './quantizers.ts';
 import { checkWeightQuantMode, type WeightQuantMode } from './reference.ts';
 import type * as tf from '@tensorflow/tfjs';
 
@@ -18,6 +18,10 @@ export interface BitLinearOptions {
 
 /** The student's linear op: y = int8Quant(x) @ ternaryQuant(W)^T, x [N, in], W [out, in]. */
 export function bitLinear(x: tf.Tensor2D, weight: tf.Tensor2D, options: BitLinearOptions = { weightQuant: 'absmean' }): tf.Tensor2D {
+  if (options.quantizeActivations !== false && options.weightQuant !== 'block256') {
+    // Integer form (same value, computed like the packed-ternary kernels): see bitMatmulInt.
+    return bitMatmulInt(x, weight, options.weightQuant);
+  }
   const xq = options.quantizeActivations === false ? x : (int8Quant(x) as tf.Tensor2D);
   return denseLinear(xq, ternaryQuant(weight, options.weightQuant) as tf.Tensor2D);
 }

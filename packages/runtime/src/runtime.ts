@@ -12,7 +12,7 @@ import { FormatError, NotFoundError, UnsupportedError, ArgumentError } from '@bi
 import { loadSafetensorsDir, tensorToFloat32, type TensorEntry } from '@bitdistill/format';
 import { parseDecoderConfig, PROJECTIONS, projectionName, sublnName, SUBLN_EPS, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
 import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
-import { applyRope, matmulF32, quantizeActivations, repackTernary, rmsNorm, ropeTables, ternaryLinear, type TernaryMatrix } from '@bitdistill/kernels-cpu';
+import { applyRope, matmulF32, quantizeActivations, repackTernary, rmsNorm, ropeTables, ternaryMatMul, type TernaryMatrix } from '@bitdistill/kernels-cpu';
 
 /** A projection as the runtime holds it: ternary (per-tensor scale) or dense fp32 (excluded / other schemes). */
 type Linear =
@@ -144,7 +144,14 @@ export class TernaryRuntime {
     let y: Float32Array;
     if (lin.kind === 'ternary') {
       const q = sub !== undefined ? quantizeActivations(rmsNorm(x, sub, T, lin.cols, SUBLN_EPS), T, lin.cols) : (xq ?? quantizeActivations(x, T, lin.cols));
-      y = ternaryLinear(lin.w, q.q, q.scale, lin.scale, T);
+      // Exact int32 products, then y = acc * f32(d / s) in float32: the same two roundings as the tfjs
+      // student's integer-form bitLinear, so both give bit-identical projections for identical inputs.
+      const acc = ternaryMatMul(lin.w, q.q, T);
+      y = new Float32Array(acc.length);
+      for (let t = 0; t < T; t++) {
+        const r = Math.fround(lin.scale / (q.scale[t] as number));
+        for (let o = 0; o < lin.rows; o++) y[t * lin.rows + o] = Math.fround((acc[t * lin.rows + o] as number) * r);
+      }
     } else {
       const xin = sub !== undefined ? rmsNorm(x, sub, T, lin.cols, SUBLN_EPS) : x;
       y = matmulF32(xin, lin.w, T, lin.cols, lin.rows, { transB: true });

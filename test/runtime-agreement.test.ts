@@ -1,0 +1,92 @@
+// The packed-ternary kernels runtime vs the fake-quantized tfjs student of the same checkpoint: same logits
+// within a stated tolerance and the same argmax at >= 99.5% of positions on SST-2 dev prompts.
+//
+// Tolerance: both compute int8(x) . ternary(W) exactly up to float32 rounding (the runtime accumulates in
+// int32 and scales once; tfjs sums dequantized float32 products), so single products differ by ~1e-6
+// relative. Rarely, such a difference moves an activation across a rounding boundary of the next int8
+// quantization (one step = max|x|/127), which perturbs later layers by O(1/127) of an activation. Hence: the
+// median absolute logit difference must be < 1e-3 and the max < 0.25 (logits here span ~20 units).
+import { expect } from 'chai';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '@bitdistill/backend';
+import { Rng } from '@bitdistill/core';
+import { encodeExample, getTask, readExamples } from '@bitdistill/data';
+import { loadModel, saveModel } from '@bitdistill/model';
+import { prepareStudent, restoreStudent } from '@bitdistill/quant';
+import { exportTernary } from '@bitdistill/export';
+import { TernaryRuntime } from '@bitdistill/runtime';
+
+describe('kernels runtime agrees with the tfjs student', function () {
+  this.timeout(300_000);
+  const root = mkdtempSync(join(tmpdir(), 'bitdistill-agree-'));
+  after(() => rmSync(root, { recursive: true, force: true }));
+
+  for (const subln of ['allnorm', 'standard'] as const) {
+    it(`stories260K student (subln ${subln}, perturbed gains): logits and argmax`, async () => {
+      await initBackend('wasm');
+      const { model } = loadModel('models/stories260K');
+      prepareStudent(model, { subln, weightQuant: 'absmean' });
+      // Move the SubLN gains off 1 so that a runtime that ignored them would be caught.
+      const rng = new Rng(9);
+      for (const [name, v] of model.params) {
+        if (name.includes('sub_norm')) v.assign(tf.tensor(Float32Array.from({ length: v.size }, () => 1 + 0.05 * rng.normal()), v.shape));
+      }
+      const ckpt = join(root, `ckpt-${subln}`);
+      await saveModel(model, ckpt, { tokenizerFrom: 'models/stories260K' });
+      const out = join(root, `export-${subln}`);
+      exportTernary({ from: ckpt, out });
+      const rt = TernaryRuntime.load(out);
+      const student = loadModel(ckpt, { trainable: false }).model;
+      expect(restoreStudent(student)).to.equal(true);
+
+      const task = getTask('sst2');
+      const examples = await readExamples('datasets/glue/SST-2/dev.tsv', task, { limit: 40 });
+      const diffs: number[] = [];
+      let agree = 0;
+      let positions = 0;
+      for (const ex of examples) {
+        const ids = encodeExample(rt.tokenizer, task, ex).promptIds.slice(0, 64);
+        const a = rt.forward(ids, { allPositions: true });
+        const b = tf.tidy(() => student.forward(tf.tensor2d([ids], [1, ids.length], 'int32')).logits.dataSync());
+        const V = rt.config.vocabSize;
+        for (let t = 0; t < ids.length; t++) {
+          let am = 0;
+          let bm = 0;
+          for (let v = 0; v < V; v++) {
+            const i = t * V + v;
+            diffs.push(Math.abs((a[i] as number) - (b[i] as number)));
+            if ((a[i] as number) > (a[t * V + am] as number)) am = v;
+            if ((b[i] as number) > (b[t * V + bm] as number)) bm = v;
+          }
+          if (am === bm) agree++;
+          positions++;
+        }
+      }
+      diffs.sort((x, y) => x - y);
+      const median = diffs[Math.floor(diffs.length / 2)] as number;
+      const max = diffs[diffs.length - 1] as number;
+      expect(median, `median |diff| over ${diffs.length} logits`).to.be.lessThan(1e-3);
+      const p999 = diffs[Math.floor(diffs.length * 0.999)] as number;
+      console.log(`      ${subln}: median ${median.toExponential(2)}, p99 ${(diffs[Math.floor(diffs.length * 0.99)] as number).toExponential(2)}, p99.9 ${p999.toExponential(2)}, max ${max.toFixed(3)}, argmax ${agree}/${positions}`);
+      expect(max, "max |diff|").to.be.lessThan(0.25);
+      expect(agree / positions, `argmax agreement over ${positions} positions`).to.be.at.least(0.995);
+      model.dispose();
+      student.dispose();
+    });
+  }
+
+  it('greedy generation from the export reproduces the tfjs student (KV cache vs full recompute)', async () => {
+    const rt = TernaryRuntime.load(join(root, 'export-allnorm'));
+    const student = loadModel(join(root, 'ckpt-allnorm'), { trainable: false }).model;
+    restoreStudent(student);
+    const prompt = rt.tokenizer.encode('Once upon a time', { addBos: true });
+    const { ids } = rt.generate(prompt, 20, null);
+    const { generateGreedy } = await import('@bitdistill/model');
+    const ref = await generateGreedy(student, prompt, { maxNewTokens: 20 });
+    expect(ids).to.deep.equal(ref);
+    student.dispose();
+  });
+});
