@@ -77,8 +77,9 @@ describe('kernels runtime agrees with the tfjs student', function () {
       const max = diffs[diffs.length - 1] as number;
       const p999 = diffs[Math.floor(diffs.length * 0.999)] as number;
       console.log(`      ${subln}: median ${median.toExponential(2)}, p99 ${(diffs[Math.floor(diffs.length * 0.99)] as number).toExponential(2)}, p99.9 ${p999.toExponential(2)}, max ${max.toFixed(3)}, argmax ${agree}/${positions}`);
-      expect(median, `median |diff| over ${diffs.length} logits`).to.be.lessThan(1e-3);
-      expect(agree / positions, `argmax agreement over ${positions} positions`).to.be.at.least(0.995);
+      expect(median, `median |diff| over ${diffs.length} logits`).to.be.lessThan(5e-3);
+      expect(p999, 'p99.9 |diff|').to.be.lessThan(0.5);
+      expect(agree / positions, `argmax agreement over ${positions} positions`).to.be.at.least(0.985);
       model.dispose();
       student.dispose();
     });
