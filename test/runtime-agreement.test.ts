@@ -1,5 +1,5 @@
 // The packed-ternary kernels runtime vs the fake-quantized tfjs student of the same checkpoint: same logits
-// within a stated tolerance and the same argmax at >= 99.5% of positions on SST-2 dev prompts.
+// within a stated tolerance, and the same label-scoring predictions on SST-2 dev.
 //
 // Tolerance: every projection is bit-identical in both (exact integer products, then the same f32(d/s)
 // scaling), but the float32 ops between them (RMSNorm, RoPE, softmax attention) accumulate in different
@@ -8,9 +8,8 @@
 // by one int8 step (max|x|/127), and the change propagates to the later positions through attention. Measured
 // on this student: 2-5% of single tokens hit such a flip somewhere in the 5 layers (a flip at the shared BOS
 // position shifts every later logit by ~1e-3). Hence the bounds: the median logit difference < 5e-3, the
-// 99.9th percentile < 0.5 (logits span
-// ~20 units), argmax agreement >= 98.5% at every position, and >= 99.5% on the label-scoring predictions that
-// `bitdistill eval` makes.
+// 99.9th percentile < 0.5 (logits span ~20 units), argmax agreement >= 98.5% at every position (measured
+// 98.6-99.0%), and >= 99.5% on the label-scoring predictions that `bitdistill eval` makes.
 import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
