@@ -8,14 +8,8 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
-/** Reference twin: plain loops over typed arrays. */
-export function unsortedSegmentSumRef(
-  x: Float32Array,
-  rowSize: number,
-  segmentIds: Int32Array,
-  numSegments: number,
-): Float32Array {
-  const out = new Float32Array(numSegments * rowSize);
+/** out[segmentIds[i], :] += x[i, :] over rows of `rowSize`; `out` must start zeroed. Plain loops. */
+function segmentSumInto(out: Float32Array, x: Float32Array, rowSize: number, segmentIds: Int32Array, numSegments: number): Float32Array {
   for (let i = 0; i < segmentIds.length; i++) {
     const s = segmentIds[i] as number;
     if (s < 0 || s >= numSegments) continue;
@@ -24,6 +18,11 @@ export function unsortedSegmentSumRef(
     for (let j = 0; j < rowSize; j++) out[dst + j] = (out[dst + j] as number) + (x[src + j] as number);
   }
   return out;
+}
+
+/** Reference twin (also the kernel's body): plain loops over typed arrays. */
+export function unsortedSegmentSumRef(x: Float32Array, rowSize: number, segmentIds: Int32Array, numSegments: number): Float32Array {
+  return segmentSumInto(new Float32Array(numSegments * rowSize), x, rowSize, segmentIds, numSegments);
 }
 
 export function registerWasmSegmentSum(): void {
@@ -45,13 +44,7 @@ export function registerWasmSegmentSum(): void {
       const ids = wasm.typedArrayFromHeap(segmentIds) as Int32Array;
       const o = wasm.typedArrayFromHeap(out) as Float32Array;
       o.fill(0);
-      for (let i = 0; i < ids.length; i++) {
-        const s = ids[i] as number;
-        if (s < 0 || s >= numSegments) continue;
-        const src = i * rowSize;
-        const dst = s * rowSize;
-        for (let j = 0; j < rowSize; j++) o[dst + j] = (o[dst + j] as number) + (xs[src + j] as number);
-      }
+      segmentSumInto(o, xs, rowSize, ids, numSegments);
       return out;
     },
   });

@@ -3,7 +3,9 @@
 // IsaKernels tables. Arguments are checked here again (the TypeScript side checks first): a length that
 // does not fit throws a RangeError instead of reading out of bounds.
 #include <node_api.h>
+#if defined(__linux__)
 #include <sched.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,12 +53,15 @@ std::vector<const IsaKernels*> available_isas() {
   return out;
 }
 
+// CPUs this process may run on (a container's cpuset or taskset, not the whole host).
 int cpu_count() {
+#if defined(__linux__)
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) {
     int n = CPU_COUNT(&set);
     if (n > 0) return n;
   }
+#endif
   unsigned n = std::thread::hardware_concurrency();
   return n > 0 ? static_cast<int>(n) : 1;
 }
@@ -243,6 +248,16 @@ void gemm_serial(const IsaKernels& K, const GemmView& g) {
   const int64_t nc_max = nr * 64;
   float* abuf = static_cast<float*>(t_abuf.get(sizeof(float) * mc_max * kKc));
   float* bbuf = static_cast<float*>(t_bbuf.get(sizeof(float) * nc_max * kKc));
+  if (abuf == nullptr || bbuf == nullptr) {  // no memory for the packed panels: plain loops
+    for (int64_t i = 0; i < g.m; i++) {
+      for (int64_t j = 0; j < g.n; j++) {
+        float acc = 0.0f;
+        for (int64_t p = 0; p < g.k; p++) acc += g.a[i * g.sai + p * g.sap] * g.b[p * g.sbp + j * g.sbj];
+        g.c[i * g.ldc + j] = acc;
+      }
+    }
+    return;
+  }
   float tmp[32 * 32];  // one micro-tile (mr * nr <= 12 * 32)
   for (int64_t jc = 0; jc < g.n; jc += nc_max) {
     const int64_t nc = std::min(nc_max, g.n - jc);
@@ -445,36 +460,14 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
   return make_number(env, static_cast<double>(n));
 }
 
-void free_aligned(napi_env, void* data, void*) { free(data); }
-
-// allocAligned(bytes) -> ArrayBuffer whose memory starts on a 64-byte boundary (a cache line)
-napi_value AllocAligned(napi_env env, napi_callback_info info) {
+// misalignment(bytes: Uint8Array) -> address of bytes[0] modulo 64. ArrayBuffer memory does not move, so
+// JS can over-allocate and view a cache-line aligned window (memory that V8 owns and frees promptly).
+napi_value Misalignment(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  int64_t bytes;
-  if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], 1, int64_t{1} << 40, &bytes, "bytes")) return nullptr;
-  const size_t cap = (static_cast<size_t>(bytes) + 63) & ~size_t{63};
-  void* p = aligned_alloc(64, cap);
-  if (p == nullptr) {
-    napi_throw_error(env, "E_IO", "allocAligned: out of memory");
-    return nullptr;
-  }
-  memset(p, 0, cap);
-  napi_value ab;
-  if (napi_create_external_arraybuffer(env, p, static_cast<size_t>(bytes), free_aligned, nullptr, &ab) != napi_ok) {
-    // Runtimes that forbid external buffers: fall back to an ordinary (8-byte aligned) one.
-    free(p);
-    const napi_extended_error_info* err;
-    napi_get_last_error_info(env, &err);
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (pending) {
-      napi_value ignored;
-      napi_get_and_clear_last_exception(env, &ignored);
-    }
-    void* data;
-    if (napi_create_arraybuffer(env, static_cast<size_t>(bytes), &data, &ab) != napi_ok) return nullptr;
-  }
-  return ab;
+  uint8_t* p;
+  size_t n;
+  if (!get_args(env, info, 1, argv) || !get_typed(env, argv[0], napi_uint8_array, &p, &n, "bytes")) return nullptr;
+  return make_number(env, static_cast<double>(reinterpret_cast<uintptr_t>(p) % 64));
 }
 
 // repackTernary(hf: Uint8Array, out, in, dst: Uint8Array) -> -1, or the index of a byte holding code 3
@@ -552,6 +545,25 @@ napi_value TernaryMatMul(napi_env env, napi_callback_info info) {
   ctx.job.rows = rows;
   ctx.job.batch = batch;
   parallel(chunk_count(ctx.tiles, rows * cols), ternary_task, &ctx);
+  return nullptr;
+}
+
+// quantizeActivations(x: Float32Array [rows, dim], rows, dim, q: Int8Array [rows, dim], scale: Float32Array [rows])
+napi_value QuantizeActivations(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return nullptr;
+  float *x, *scale;
+  int8_t* q;
+  size_t xl, ql, sl;
+  int64_t rows, dim;
+  if (!get_typed(env, argv[0], napi_float32_array, &x, &xl, "x") || !get_i64(env, argv[1], 0, kMaxDim, &rows, "rows") ||
+      !get_i64(env, argv[2], 1, kMaxDim, &dim, "dim") || !get_typed(env, argv[3], napi_int8_array, &q, &ql, "q") ||
+      !get_typed(env, argv[4], napi_float32_array, &scale, &sl, "scale"))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(xl) < rows * dim || static_cast<int64_t>(ql) < rows * dim || static_cast<int64_t>(sl) < rows,
+               "quantizeActivations: array too small"))
+    return nullptr;
+  for (int64_t r = 0; r < rows; r++) scale[r] = g_isa->quantize(x + r * dim, dim, q + r * dim);
   return nullptr;
 }
 
@@ -634,9 +646,10 @@ napi_value Init(napi_env env, napi_value exports) {
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setIsa", nullptr, SetIsa, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"allocAligned", nullptr, AllocAligned, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"misalignment", nullptr, Misalignment, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"repackTernary", nullptr, RepackTernary, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"ternaryMatMul", nullptr, TernaryMatMul, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"quantizeActivations", nullptr, QuantizeActivations, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"matvecF32", nullptr, MatvecF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gemmF32", nullptr, GemmF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"streamRead", nullptr, StreamRead, nullptr, nullptr, nullptr, napi_default, nullptr},

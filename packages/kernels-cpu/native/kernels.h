@@ -52,8 +52,14 @@ using StreamFn = uint64_t (*)(const uint8_t* p, size_t n);
 // correction of the ternary kernels).
 using PrepXFn = int32_t (*)(const int8_t* src, int64_t n, int8_t* dst, int64_t padded);
 
+// Per-token absmax int8 quantization of one row (BitNet b1.58), float32 arithmetic throughout:
+// s = 127 / max(max|x|, 1e-5f); q = saturate_int8(round_half_even(x * s)). Returns s. Bit-exact with the
+// TypeScript twin (float32 products and quotients rounded once; the default rounding mode is to-nearest-even).
+using QuantizeFn = float (*)(const float* x, int64_t n, int8_t* q);
+
 struct IsaKernels {
   const char* name;
+  QuantizeFn quantize;
   PrepXFn prep_x;
   TernaryFn ternary;
   MatvecFn matvec;
@@ -80,6 +86,9 @@ static inline uint64_t stream_tail(const uint8_t* p, size_t n) {
   for (; i < n; i++) s += p[i];
   return s;
 }
+
+// max(m, 1e-5f) then 127 / that, in float32: the activation scale of every QuantizeFn.
+static inline float absmax_scale(float m) { return 127.0f / (m < 1e-5f ? 1e-5f : m); }
 
 // Shared epilogue of every ternary kernel (inline, header-only, no ISA-specific code).
 static inline void ternary_store(const TernaryJob& j, int64_t row, int64_t b, int32_t dot_c) {

@@ -28,6 +28,40 @@ inline float hsum_ps(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+float quantize_avx2(const float* x, int64_t n, int8_t* q) {
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 mx = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_loadu_ps(x + i), absmask));
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  float m = _mm_cvtss_f32(m4);
+  for (int64_t t = i; t < n; t++) {
+    const float a = _mm_cvtss_f32(_mm_and_ps(_mm_set_ss(x[t]), _mm256_castps256_ps128(absmask)));
+    m = a > m ? a : m;
+  }
+  const float s = absmax_scale(m);
+  const __m256 sv = _mm256_set1_ps(s);
+  // vcvtps2dq rounds half to even; the two saturating packs clamp to int8 and interleave 128-bit lanes,
+  // which the final permute undoes.
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), sv));
+    const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), sv));
+    const __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 16), sv));
+    const __m256i d = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 24), sv));
+    const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_permutevar8x32_epi32(packed, order));
+  }
+  for (; i < n; i++) {
+    const int32_t r = _mm_cvtss_si32(_mm_mul_ss(_mm_set_ss(x[i]), _mm_set_ss(s)));
+    q[i] = static_cast<int8_t>(r > 127 ? 127 : (r < -128 ? -128 : r));
+  }
+  return s;
+}
+
 // sum(x) = sum(x ^ 0x80 as unsigned) - 128 n: vpsadbw adds unsigned bytes in groups of 8.
 int32_t prep_x_avx2(const int8_t* src, int64_t n, int8_t* dst, int64_t padded) {
   const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80));
@@ -178,7 +212,7 @@ uint64_t stream_avx2(const uint8_t* p, size_t n) {
 
 namespace bd {
 namespace {
-const IsaKernels kTable = {"avx2", prep_x_avx2, ternary_avx2, matvec_avx2, gemm_micro_avx2, kMr, kNr, stream_avx2};
+const IsaKernels kTable = {"avx2", quantize_avx2, prep_x_avx2, ternary_avx2, matvec_avx2, gemm_micro_avx2, kMr, kNr, stream_avx2};
 }
 const IsaKernels* const kAvx2Kernels = &kTable;
 }  // namespace bd

@@ -29,6 +29,22 @@ inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
   return acc;
 }
 
+float quantize_avx512(const float* x, int64_t n, int8_t* q) {
+  __m512 mx = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+  const __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1);
+  if (i < n) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(tail, x + i)));
+  const float s = absmax_scale(_mm512_reduce_max_ps(mx));
+  const __m512 sv = _mm512_set1_ps(s);
+  // vcvtps2dq rounds half to even; vpmovsdb narrows with signed saturation, i.e. clamps to [-128, 127].
+  for (i = 0; i + 16 <= n; i += 16) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), sv))));
+  }
+  if (i < n) _mm512_mask_cvtsepi32_storeu_epi8(q + i, tail, _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + i), sv)));
+  return s;
+}
+
 // sum(x) = sum(x ^ 0x80 as unsigned) - 128 n: vpsadbw adds unsigned bytes in groups of 8.
 int32_t prep_x_avx512(const int8_t* src, int64_t n, int8_t* dst, int64_t padded) {
   const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
@@ -258,7 +274,7 @@ uint64_t stream_avx512(const uint8_t* p, size_t n) {
 
 namespace bd {
 namespace {
-const IsaKernels kTable = {"avx512vnni", prep_x_avx512, ternary_avx512, matvec_avx512, gemm_micro_avx512, kMr, kNr, stream_avx512};
+const IsaKernels kTable = {"avx512vnni", quantize_avx512, prep_x_avx512, ternary_avx512, matvec_avx512, gemm_micro_avx512, kMr, kNr, stream_avx512};
 }
 const IsaKernels* const kAvx512VnniKernels = &kTable;
 }  // namespace bd

@@ -1,8 +1,24 @@
 // Portable kernels: plain loops, the fallback on any CPU and the native twin of the TypeScript reference.
+#include <math.h>
+
 #include "kernels.h"
 
 namespace bd {
 namespace {
+
+float quantize_scalar(const float* x, int64_t n, int8_t* q) {
+  float m = 0.0f;
+  for (int64_t i = 0; i < n; i++) {
+    const float a = fabsf(x[i]);
+    m = a > m ? a : m;
+  }
+  const float s = absmax_scale(m);
+  for (int64_t i = 0; i < n; i++) {
+    const float r = nearbyintf(x[i] * s);  // round half to even in the default rounding mode
+    q[i] = static_cast<int8_t>(r > 127.0f ? 127.0f : (r < -128.0f ? -128.0f : r));
+  }
+  return s;
+}
 
 int32_t prep_x_scalar(const int8_t* src, int64_t n, int8_t* dst, int64_t padded) {
   int32_t s = 0;
@@ -20,16 +36,19 @@ void ternary_scalar(const TernaryJob& j, int64_t t0, int64_t t1) {
     for (int64_t b = 0; b < j.batch; b++) {
       const int8_t* x = j.x + b * j.nblk * kBlockCols;
       for (int r = 0; r < kTileRows; r++) {
-        int32_t acc = 0;
+        // One int32 lane per byte position: a loop shape compilers vectorise (SSE2, NEON).
+        int32_t lane[kBlockBytes] = {};
         for (int64_t k = 0; k < j.nblk; k++) {
           const uint8_t* w = tile + (k * kTileRows + r) * kBlockBytes;
           const int8_t* xb = x + k * kBlockCols;
           for (int i = 0; i < kBlockBytes; i++) {
             const int32_t byte = w[i];
-            acc += (byte & 3) * xb[i] + ((byte >> 2) & 3) * xb[i + 64] + ((byte >> 4) & 3) * xb[i + 128] +
-                   (byte >> 6) * xb[i + 192];
+            lane[i] += (byte & 3) * xb[i] + ((byte >> 2) & 3) * xb[i + 64] + ((byte >> 4) & 3) * xb[i + 128] +
+                       (byte >> 6) * xb[i + 192];
           }
         }
+        int32_t acc = 0;
+        for (int i = 0; i < kBlockBytes; i++) acc += lane[i];
         ternary_store(j, t * kTileRows + r, b, acc);
       }
     }
@@ -82,7 +101,7 @@ uint64_t stream_scalar(const uint8_t* p, size_t n) {
   return acc[0] + acc[1] + acc[2] + acc[3] + stream_tail(p + i, n - i);
 }
 
-const IsaKernels kTable = {"scalar", prep_x_scalar, ternary_scalar, matvec_scalar, gemm_micro_scalar, kMr, kNr, stream_scalar};
+const IsaKernels kTable = {"scalar", quantize_scalar, prep_x_scalar, ternary_scalar, matvec_scalar, gemm_micro_scalar, kMr, kNr, stream_scalar};
 
 }  // namespace
 

@@ -103,11 +103,14 @@ export function streamRead(bytes: Uint8Array): number {
 }
 
 /**
- * A zero-filled Uint8Array of `bytes` starting on a 64-byte boundary (native), or an ordinary one (fallback).
- * Benchmarks use it so that weights and probes are laid out like repackTernary's output.
+ * A zero-filled Uint8Array of `bytes` that starts on a 64-byte (cache-line) boundary when the addon is
+ * loaded: a window into a slightly larger ArrayBuffer, so V8 owns and frees the memory as usual.
  */
 export function allocAligned(bytes: number): Uint8Array {
   checkDim('allocAligned', 'bytes', bytes, 1);
   const addon = nativeAddon();
-  return addon === null ? new Uint8Array(bytes) : new Uint8Array(addon.allocAligned(bytes), 0, bytes);
+  if (addon === null) return new Uint8Array(bytes);
+  const raw = new Uint8Array(bytes + 63);
+  const offset = (64 - addon.misalignment(raw)) % 64;
+  return raw.subarray(offset, offset + bytes);
 }

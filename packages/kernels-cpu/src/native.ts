@@ -29,7 +29,7 @@ export interface NativeAddon {
   info(): { isa: string; available: string[]; threads: number; cpus: number };
   setIsa(name: string): boolean;
   setThreads(n: number): number;
-  allocAligned(bytes: number): ArrayBuffer;
+  misalignment(bytes: Uint8Array): number;
   repackTernary(hf: Uint8Array, out: number, inF: number, dst: Uint8Array): number;
   ternaryMatMul(w: Uint8Array, rows: number, cols: number, x: Int8Array, batch: number, y: Int32Array): void;
   ternaryMatMul(
@@ -42,6 +42,7 @@ export interface NativeAddon {
     actScale: Float32Array,
     weightScale: number,
   ): void;
+  quantizeActivations(x: Float32Array, rows: number, dim: number, q: Int8Array, scale: Float32Array): void;
   matvecF32(w: Float32Array, x: Float32Array, y: Float32Array, rows: number, cols: number, batch: number): void;
   gemmF32(a: Float32Array, b: Float32Array, c: Float32Array, m: number, k: number, n: number, transA: boolean, transB: boolean): void;
   streamRead(bytes: Uint8Array): number;
@@ -52,9 +53,10 @@ const ADDON_FUNCTIONS = [
   'info',
   'setIsa',
   'setThreads',
-  'allocAligned',
+  'misalignment',
   'repackTernary',
   'ternaryMatMul',
+  'quantizeActivations',
   'matvecF32',
   'gemmF32',
   'streamRead',

@@ -1,9 +1,11 @@
 /**
  * What a decoder forward needs besides the products, over row-major Float32Arrays: RMSNorm, RoPE (HF
  * rotate_half convention), softmax, SiLU gating and the per-token int8 activation quantizer of BitNet b1.58.
- * Plain TypeScript for now; each is tested against an independent formulation (test/ops.test.ts).
+ * Plain TypeScript except the quantizer, which has a native twin (bit-exact, tested); each is tested against
+ * an independent formulation (test/ops.test.ts).
  */
 import { ArgumentError, ShapeError } from '@bitdistill/core';
+import { nativeAddon } from './native.ts';
 
 const f = Math.fround;
 
@@ -36,13 +38,24 @@ export function quantizeActivations(x: Float32Array, rows: number, dim: number, 
   checkRows('quantizeActivations', x.length, rows, dim);
   const res = out ?? { q: new Int8Array(rows * dim), scale: new Float32Array(rows) };
   if (res.q.length !== rows * dim || res.scale.length !== rows) throw new ShapeError('quantizeActivations: output arrays have the wrong length');
+  const addon = nativeAddon();
+  if (addon === null) return quantizeActivationsTs(x, rows, dim, res);
+  addon.quantizeActivations(x, rows, dim, res.q, res.scale);
+  return res;
+}
+
+// Adding and subtracting 1.5 * 2^52 rounds a double half to even (exact for |v| < 2^51): roundHalfEven fast.
+const RNE = 6755399441055744;
+
+/** TypeScript twin of quantizeActivations (the fallback); arguments as checked there. */
+export function quantizeActivationsTs(x: Float32Array, rows: number, dim: number, res: QuantizedActivations): QuantizedActivations {
   for (let r = 0; r < rows; r++) {
     const o = r * dim;
     let m = 0;
     for (let i = 0; i < dim; i++) m = Math.max(m, Math.abs(x[o + i] as number));
     const s = f(127 / f(Math.max(m, 1e-5)));
     res.scale[r] = s;
-    for (let i = 0; i < dim; i++) res.q[o + i] = Math.min(127, Math.max(-128, roundHalfEven(f((x[o + i] as number) * s))));
+    for (let i = 0; i < dim; i++) res.q[o + i] = Math.min(127, Math.max(-128, f((x[o + i] as number) * s) + RNE - RNE));
   }
   return res;
 }
@@ -56,7 +69,10 @@ export function rmsNorm(x: Float32Array, gain: Float32Array, rows: number, dim: 
   for (let r = 0; r < rows; r++) {
     const o = r * dim;
     let ss = 0;
-    for (let i = 0; i < dim; i++) ss += (x[o + i] as number) ** 2;
+    for (let i = 0; i < dim; i++) {
+      const v = x[o + i] as number;
+      ss += v * v;
+    }
     const inv = 1 / Math.sqrt(ss / dim + eps);
     for (let i = 0; i < dim; i++) y[o + i] = (x[o + i] as number) * inv * (gain[i] as number);
   }

@@ -10,6 +10,7 @@
  * (each ISA) and TypeScript results are equal bit for bit to `ternaryMatMulRef` (tested).
  */
 import { ArgumentError, FormatError, ShapeError } from '@bitdistill/core';
+import { allocAligned } from './gemm.ts';
 import { nativeAddon } from './native.ts';
 
 export const TERNARY_LAYOUT = 't4x256';
@@ -96,9 +97,8 @@ export function repackTernary(hfPacked: Uint8Array, out: number, inF: number, la
   if (hfPacked.length !== Math.ceil(out / 4) * inF) {
     throw new ShapeError(`repackTernary: ${hfPacked.length} bytes do not form [${Math.ceil(out / 4)}, ${inF}] (ceil(${out} / 4) rows)`);
   }
-  const bytes = ternaryLayoutBytes(out, inF);
+  const data = allocAligned(ternaryLayoutBytes(out, inF));
   const addon = nativeAddon();
-  const data = addon === null ? new Uint8Array(bytes) : new Uint8Array(addon.allocAligned(bytes), 0, bytes);
   const bad = addon === null ? repackTernaryTs(hfPacked, out, inF, data) : addon.repackTernary(hfPacked, out, inF, data);
   if (bad >= 0) throw badCodeError(label, bad, hfPacked, out, inF);
   return { layout: TERNARY_LAYOUT, rows: out, cols: inF, data };

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
-import { availableIsas, initKernels, ISAS, nativeStatus, setIsa, setThreads } from '../src/index.ts';
+import { allocAligned, availableIsas, initKernels, ISAS, nativeStatus, repackTernary, setIsa, setThreads } from '../src/index.ts';
+import { nativeAddon } from '../src/native.ts';
 import { ArgumentError, UnsupportedError } from '@bitdistill/core';
 
 const INDEX = new URL('../src/index.ts', import.meta.url).href;
@@ -42,6 +43,13 @@ describe('native addon loading and dispatch', () => {
     for (const isa of missing) expect(() => setIsa(isa)).to.throw(UnsupportedError);
     expect(() => setThreads(0)).to.throw(ArgumentError);
     expect(() => setThreads(1.5)).to.throw(ArgumentError);
+  });
+
+  it('puts repacked weights and aligned buffers on a 64-byte boundary', function () {
+    const addon = nativeAddon();
+    if (addon === null) this.skip();
+    for (const n of [1, 63, 64, 1000, 4097]) expect(addon.misalignment(allocAligned(n)), `${n} bytes`).to.equal(0);
+    expect(addon.misalignment(repackTernary(new Uint8Array(3 * 5).fill(0x55), 9, 5).data)).to.equal(0);
   });
 
   it('initKernels applies options and returns the status', function () {

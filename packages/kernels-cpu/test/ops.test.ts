@@ -1,6 +1,19 @@
 import { expect } from 'chai';
 import { Rng, ShapeError } from '@bitdistill/core';
-import { applyRope, quantizeActivations, rmsNorm, roundHalfEven, ropeTables, siluGate, softmax } from '../src/index.ts';
+import {
+  applyRope,
+  availableIsas,
+  nativeStatus,
+  quantizeActivations,
+  rmsNorm,
+  roundHalfEven,
+  ropeTables,
+  setIsa,
+  siluGate,
+  softmax,
+  type Isa,
+} from '../src/index.ts';
+import { quantizeActivationsTs } from '../src/ops.ts';
 import { randomF32 } from './util.ts';
 
 function expectNear(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what: string): void {
@@ -47,6 +60,33 @@ describe('forward-pass ops', () => {
           expect(Math.abs((q[r * dim + i] as number) / s - (row[i] as number))).to.be.at.most(0.5 / s + 1e-6);
         }
       }
+    });
+
+    it('native paths and the TypeScript twin agree bit for bit (ties, tiny rows, odd lengths)', () => {
+      const initial = nativeStatus();
+      for (const dim of [1, 5, 16, 17, 31, 32, 33, 64, 100, 1000]) {
+        const rows = 6;
+        const x = randomF32(rng, rows * dim).map((v) => v * 3);
+        for (let i = 0; i < dim; i++) {
+          x[dim + i] = i === 0 ? 127 : ((i % 40) - 20) + 0.5; // row 1: max 127, s = 1, every other value a tie
+          x[2 * dim + i] = 0; // row 2: zeros
+          x[3 * dim + i] = (i % 3) * 1e-7; // row 3: below the 1e-5 floor
+        }
+        const want = quantizeActivationsTs(x, rows, dim, { q: new Int8Array(rows * dim), scale: new Float32Array(rows) });
+        for (let r = 0; r < rows; r++) {
+          for (let i = 0; i < dim; i++) {
+            const v = Math.fround((x[r * dim + i] as number) * (want.scale[r] as number));
+            expect(want.q[r * dim + i], `ts row ${r} col ${i}`).to.equal(Math.max(-128, Math.min(127, roundHalfEven(v))) || 0);
+          }
+        }
+        for (const isa of availableIsas()) {
+          setIsa(isa);
+          const got = quantizeActivations(x, rows, dim);
+          expect([...got.scale], `${isa} dim ${dim} scales`).to.deep.equal([...want.scale]);
+          expect([...got.q], `${isa} dim ${dim}`).to.deep.equal([...want.q]);
+        }
+      }
+      if (initial.native) setIsa(initial.isa as Isa);
     });
 
     it('roundHalfEven agrees with the definition on ties and non-ties', () => {
