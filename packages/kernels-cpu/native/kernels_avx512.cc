@@ -69,6 +69,8 @@ int32_t prep_x_avx512(const int8_t* src, int64_t n, int8_t* dst, int64_t padded)
   return static_cast<int32_t>(s);
 }
 
+constexpr int64_t kPrefetchBytes = 4096;
+
 // Batch 1, one tile. vpdpbusd multiplies unsigned bytes by signed bytes and adds groups of 4 into int32,
 // so it takes the codes c = t + 1 in {0,1,2} as they are and x as int8; the caller subtracts sum(x).
 // The code of column 64*s + j sits in bits 2s..2s+1 of byte j: masking the byte with 3 << 2s (no shift)
@@ -100,6 +102,9 @@ void ternary_tile_b1(const TernaryJob& j, int64_t t, int64_t b) {
   __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00,
           a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
   for (int64_t k = 0; k < j.nblk; k++, w += kTileBlockBytes, x += kBlockCols) {
+    // Software prefetch 4 KiB ahead: on 2 threads it lifts the product from ~80% to ~95% of the streaming
+    // read (the loop's 40 operations per 256 bytes keep fewer loads in flight than a pure read does).
+    for (int l = 0; l < 4; l++) _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes + 64 * l), _MM_HINT_T0);
     const __m512i x0 = _mm512_loadu_si512(v512(x));
     const __m512i x1 = _mm512_loadu_si512(v512(x + 64));
     const __m512i x2 = _mm512_loadu_si512(v512(x + 128));

@@ -1,0 +1,364 @@
+/**
+ * `npm run bench -- kernels [--runs N] [--quick] [--out DIR]`
+ *
+ * The int8 x ternary matrix-vector product (batch 1) and small-batch product (batch 8) of @bitdistill/kernels-cpu
+ * for the shapes (out x in) 2048x2048, 2048x8192, 8192x2048, 4096x4096 on 1 and 2 threads, measured in one run
+ * next to (a) the fp32 matrix-vector product of the same shape in the same addon and (b) a streaming read of
+ * the same packed weight bytes, the memory-bandwidth bound; plus a streaming read of one large buffer.
+ *
+ * Weights come from DRAM, not cache: every product rotates over enough copies of its weights that the set
+ * is at least 4x the L3 size (ternary and fp32 alike), so each product finds its weights evicted. Each
+ * configuration: one warm-up pass over the copies, then --runs timed runs (default 7) of >= 20 ms each;
+ * the median time per product is reported.
+ */
+import { cpus, loadavg, totalmem } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  allocAligned,
+  availableIsas,
+  initKernels,
+  matvecF32,
+  nativeStatus,
+  repackTernary,
+  setIsa,
+  setThreads,
+  streamRead,
+  ternaryMatMul,
+  type Isa,
+  type TernaryMatrix,
+} from '@bitdistill/kernels-cpu';
+
+const SHAPES: [number, number][] = [
+  [2048, 2048],
+  [2048, 8192],
+  [8192, 2048],
+  [4096, 4096],
+];
+const BATCHES = [1, 8];
+const THREADS = [1, 2];
+const MIN_RUN_MS = 20;
+const STREAM_BUFFER_BYTES = 1 << 30;
+
+// llama.cpp TQ2_0, batch 1, 2 threads, weights from DRAM, measured on this machine kind (issue 7 /
+// MACHINE.md); not measured by this script: shown for orientation only.
+const LLAMA_CPP_TQ2_0_US: Record<string, number> = { '2048x2048': 67, '2048x8192': 194, '8192x2048': 261, '4096x4096': 212 };
+
+interface Product {
+  rows: number;
+  cols: number;
+  batch: number;
+  threads: number;
+  usPerProduct: number;
+  weightGBs: number;
+  fp32UsPerProduct: number;
+  fp32WeightGBs: number;
+  streamUsSameBytes: number;
+  speedupVsFp32: number;
+  fractionOfStreamRead: number;
+  fractionOfStreamSameBytes: number;
+}
+
+function parseArgs(args: string[]): { runs: number; quick: boolean; out: string } {
+  let runs = 7;
+  let quick = false;
+  let out = 'bench/results';
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--quick') quick = true;
+    else if (a === '--runs') runs = Number(args[++i]);
+    else if (a === '--out') out = String(args[++i]);
+    else throw new Error(`kernels bench: unknown option ${a}; options: --runs N (>= 5), --quick, --out DIR`);
+  }
+  if (!Number.isInteger(runs) || runs < 5) throw new Error('kernels bench: --runs must be an integer >= 5');
+  return { runs: quick ? 5 : runs, quick, out };
+}
+
+function l3Bytes(): number {
+  try {
+    const s = readFileSync('/sys/devices/system/cpu/cpu0/cache/index3/size', 'utf8').trim();
+    const m = /^(\d+)([KMG]?)/.exec(s);
+    if (m !== null) return Number(m[1]) * ({ K: 1024, M: 1 << 20, G: 1 << 30 }[m[2] as 'K' | 'M' | 'G'] ?? 1);
+  } catch {
+    // not Linux or no sysfs
+  }
+  return 32 << 20;
+}
+
+function cpuInfo(): { model: string; family: string; modelNumber: string; flags: string[] } {
+  let text = '';
+  try {
+    text = readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    return { model: cpus()[0]?.model ?? 'unknown', family: '', modelNumber: '', flags: [] };
+  }
+  const field = (k: string): string => new RegExp(`^${k}\\s*:\\s*(.*)$`, 'm').exec(text)?.[1]?.trim() ?? '';
+  const wanted = ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni', 'avx_vnni', 'avx512_bf16'];
+  return { model: field('model name'), family: field('cpu family'), modelNumber: field('model'), flags: field('flags').split(/\s+/).filter((f) => wanted.includes(f)) };
+}
+
+/** Busy CPU seconds of the whole machine so far (from /proc/stat), or NaN off Linux. */
+function machineBusySeconds(): number {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+    // user nice system idle iowait irq softirq steal
+    const busy = (f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0) + (f[7] ?? 0);
+    return busy / 100; // USER_HZ
+  } catch {
+    return Number.NaN;
+  }
+}
+
+const now = (): number => Number(process.hrtime.bigint()) / 1e3; // microseconds
+
+function median(v: number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+}
+
+/**
+ * Median microseconds per call of op(i), i cycling over `copies`: one warm-up pass, then `runs` runs of
+ * whole passes lasting >= MIN_RUN_MS each.
+ */
+function measure(copies: number, runs: number, op: (i: number) => void): number {
+  let t = now();
+  for (let i = 0; i < copies; i++) op(i);
+  const passUs = Math.max(now() - t, 1);
+  const passes = Math.max(1, Math.ceil((MIN_RUN_MS * 1000) / passUs));
+  const per: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    t = now();
+    for (let p = 0; p < passes; p++) for (let i = 0; i < copies; i++) op(i);
+    per.push((now() - t) / (passes * copies));
+  }
+  return median(per);
+}
+
+/** HF-packed ternary bytes with random codes in {0, 1, 2} (no code 3): one of the 81 valid bytes each. */
+function randomHfPacked(n: number, seed: number): Uint8Array {
+  const valid: number[] = [];
+  for (let b = 0; b < 256; b++) if ([0, 2, 4, 6].every((s) => ((b >> s) & 3) !== 3)) valid.push(b);
+  const out = new Uint8Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = valid[(s >>> 8) % valid.length] as number;
+  }
+  return out;
+}
+
+function randomF32(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 32 - 0.5;
+  }
+  return out;
+}
+
+function alignedF32(n: number): Float32Array {
+  const bytes = allocAligned(4 * n);
+  // ArrayBuffer memory is at least 8-byte aligned, so the 64-byte aligned window starts on a float.
+  return bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, n) : new Float32Array(n);
+}
+
+function fmt(v: number, digits = 1): string {
+  return v.toFixed(digits);
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const opts = parseArgs(argv);
+  const status = initKernels({});
+  if (!status.native) throw new Error(`kernels bench: the native addon is not loaded (${status.reason}); run npm install`);
+  const cpu = cpuInfo();
+  const l3 = l3Bytes();
+  const rotateBytes = 4 * l3;
+  const load0 = loadavg()[0] ?? 0;
+  const nCpu = cpus().length;
+  if (load0 > 0.5) console.error(`warning: load average ${load0.toFixed(2)} on ${nCpu} CPUs; other work skews the numbers`);
+  const log = (s: string): void => console.error(s);
+  const busy0 = machineBusySeconds();
+  const own0 = process.cpuUsage();
+  const wall0 = now();
+  log(`kernels bench: ${cpu.model} (family ${cpu.family} model ${cpu.modelNumber}), ISA ${status.isa}, runs ${opts.runs}`);
+
+  // Streaming read of one large buffer (4 KiB pages touched first).
+  const big = allocAligned(STREAM_BUFFER_BYTES);
+  for (let i = 0; i < big.length; i += 4096) big[i] = i & 255;
+  const streamRead1: { threads: number; GBs: number }[] = [];
+  for (const th of THREADS) {
+    setThreads(th);
+    const us = measure(1, opts.runs, () => streamRead(big));
+    streamRead1.push({ threads: th, GBs: STREAM_BUFFER_BYTES / us / 1e3 });
+    log(`stream read ${STREAM_BUFFER_BYTES >> 20} MiB, ${th} thread(s): ${fmt(STREAM_BUFFER_BYTES / us / 1e3)} GB/s`);
+  }
+  const streamGBs = (th: number): number => streamRead1.find((s) => s.threads === th)?.GBs ?? Number.NaN;
+
+  const products: Product[] = [];
+  for (const [rows, cols] of SHAPES) {
+    const bytes = (rows * cols) / 4;
+    const copies = Math.max(2, Math.ceil(rotateBytes / bytes));
+    const hf = randomHfPacked(Math.ceil(rows / 4) * cols, rows * 31 + cols);
+    const ws: TernaryMatrix[] = [];
+    for (let c = 0; c < copies; c++) ws.push(repackTernary(hf, rows, cols));
+    const f32Copies = Math.max(2, Math.ceil(rotateBytes / (4 * rows * cols)));
+    const w0 = randomF32(rows * cols, rows + cols);
+    const wf: Float32Array[] = [];
+    for (let c = 0; c < f32Copies; c++) {
+      const w = alignedF32(rows * cols);
+      w.set(w0);
+      wf.push(w);
+    }
+    for (const batch of BATCHES) {
+      const xq = Int8Array.from(randomF32(batch * cols, batch), (v) => Math.round(v * 254));
+      const xf = randomF32(batch * cols, batch + 1);
+      const yq = new Int32Array(batch * rows);
+      const yf = new Float32Array(batch * rows);
+      for (const th of THREADS) {
+        setThreads(th);
+        const us = measure(copies, opts.runs, (i) => ternaryMatMul(ws[i] as TernaryMatrix, xq, batch, yq));
+        const fp32Us = measure(f32Copies, opts.runs, (i) => matvecF32(wf[i] as Float32Array, xf, rows, cols, batch, yf));
+        const streamUs = measure(copies, opts.runs, (i) => streamRead((ws[i] as TernaryMatrix).data));
+        const p: Product = {
+          rows,
+          cols,
+          batch,
+          threads: th,
+          usPerProduct: us,
+          weightGBs: bytes / us / 1e3,
+          fp32UsPerProduct: fp32Us,
+          fp32WeightGBs: (4 * rows * cols) / fp32Us / 1e3,
+          streamUsSameBytes: streamUs,
+          speedupVsFp32: fp32Us / us,
+          fractionOfStreamRead: bytes / us / 1e3 / streamGBs(th),
+          fractionOfStreamSameBytes: streamUs / us,
+        };
+        products.push(p);
+        log(
+          `${rows}x${cols} batch ${batch} ${th}t: ternary ${fmt(us)} us (${fmt(p.weightGBs)} GB/s), fp32 ${fmt(fp32Us)} us (x${fmt(p.speedupVsFp32)}), stream same bytes ${fmt(streamUs)} us`,
+        );
+      }
+    }
+  }
+
+  // What each ISA path buys: the batch-1 product of one shape on every path this CPU has.
+  const isaComparison: { isa: string; rows: number; cols: number; batch: number; threads: number; usPerProduct: number; weightGBs: number }[] = [];
+  {
+    const [rows, cols] = [4096, 4096];
+    const bytes = (rows * cols) / 4;
+    const copies = Math.max(2, Math.ceil(rotateBytes / bytes));
+    const hf = randomHfPacked(Math.ceil(rows / 4) * cols, 7);
+    const ws = Array.from({ length: copies }, () => repackTernary(hf, rows, cols));
+    const xq = Int8Array.from(randomF32(cols, 3), (v) => Math.round(v * 254));
+    const yq = new Int32Array(rows);
+    for (const isa of availableIsas()) {
+      setIsa(isa);
+      for (const th of THREADS) {
+        setThreads(th);
+        const us = measure(copies, opts.runs, (i) => ternaryMatMul(ws[i] as TernaryMatrix, xq, 1, yq));
+        isaComparison.push({ isa, rows, cols, batch: 1, threads: th, usPerProduct: us, weightGBs: bytes / us / 1e3 });
+        log(`ISA ${isa} ${rows}x${cols} batch 1 ${th}t: ${fmt(us)} us (${fmt(bytes / us / 1e3)} GB/s)`);
+      }
+    }
+    setIsa(status.isa as Isa);
+  }
+
+  // CPU time other processes used while this ran, as a fraction of the machine: the noise indicator.
+  const ownUsage = process.cpuUsage(own0);
+  const otherCpuFraction = Math.max(0, (machineBusySeconds() - busy0 - (ownUsage.user + ownUsage.system) / 1e6) / (((now() - wall0) / 1e6) * nCpu));
+  log(`other processes used ${fmt(100 * otherCpuFraction)}% of the CPUs during the run`);
+
+  const date = new Date();
+  const day = date.toISOString().slice(0, 10);
+  const command = `npm run bench -- kernels${argv.length > 0 ? ` ${argv.join(' ')}` : ''}`;
+  const result = {
+    bench: 'kernels',
+    date: date.toISOString(),
+    command,
+    machine: {
+      cpuModel: cpu.model,
+      cpuFamily: cpu.family,
+      cpuModelNumber: cpu.modelNumber,
+      cpuFlags: cpu.flags,
+      cpus: nCpu,
+      l3Bytes: l3,
+      memTotalBytes: totalmem(),
+      node: process.version,
+      loadAverage1mAtStart: load0,
+      otherProcessesCpuFraction: otherCpuFraction,
+    },
+    isa: status.isa,
+    runs: opts.runs,
+    method:
+      `median of ${opts.runs} runs (each >= ${MIN_RUN_MS} ms) after one warm-up pass; weights rotate over copies totalling >= 4x L3 ` +
+      `(${rotateBytes >> 20} MiB) so they come from DRAM; streamReadGBs reads one ${STREAM_BUFFER_BYTES >> 20} MiB buffer; ` +
+      'streamUsSameBytes reads the same rotating ternary copies the product reads; weightGBs counts 2 bits per weight',
+    streamReadGBs: streamGBs(Math.max(...THREADS)),
+    streamRead: streamRead1,
+    products,
+    isaComparison,
+    reference: { note: 'llama.cpp TQ2_0 batch 1, 2 threads, from MACHINE.md / issue 7 (not measured in this run)', usPerProduct: LLAMA_CPP_TQ2_0_US },
+  };
+  mkdirSync(opts.out, { recursive: true });
+  const json = `${JSON.stringify(result, null, 2)}\n`;
+  writeFileSync(join(opts.out, `kernels-${day}.json`), json);
+  writeFileSync(join(opts.out, 'kernels-latest.json'), json);
+  writeFileSync(
+    join(opts.out, `kernels-${day}.md`),
+    markdown(result.date, command, cpu, status.isa, load0, otherCpuFraction, rotateBytes, opts.runs, streamRead1, products, isaComparison),
+  );
+  log(`wrote ${join(opts.out, `kernels-${day}.json`)}, .md and kernels-latest.json`);
+}
+
+function markdown(
+  date: string,
+  command: string,
+  cpu: { model: string; family: string; modelNumber: string; flags: string[] },
+  isa: string,
+  load: number,
+  otherCpu: number,
+  rotateBytes: number,
+  runs: number,
+  stream: { threads: number; GBs: number }[],
+  products: Product[],
+  isaComparison: { isa: string; rows: number; cols: number; threads: number; usPerProduct: number; weightGBs: number }[],
+): string {
+  const lines = [
+    `# Kernels benchmark, ${date.slice(0, 10)}`,
+    '',
+    `Command: \`${command}\`  `,
+    `CPU: ${cpu.model} (family ${cpu.family}, model ${cpu.modelNumber}; ${cpu.flags.join(' ')}), ${cpus().length} CPUs, Node ${process.version}  `,
+    `ISA path: **${isa}**; load average at start ${load.toFixed(2)}; other processes used ${fmt(100 * otherCpu)}% of the CPUs during the run  `,
+    `Method: median of ${runs} runs (>= ${MIN_RUN_MS} ms each) after a warm-up pass. Every product rotates over copies of its weights totalling ${rotateBytes >> 20} MiB (4x L3), so weights come from DRAM. GB/s counts the packed weight bytes (2 bits per weight).`,
+    '',
+    '## Streaming read (the bandwidth bound)',
+    '',
+    '| threads | GB/s |',
+    '|---:|---:|',
+    ...stream.map((s) => `| ${s.threads} | ${fmt(s.GBs)} |`),
+    '',
+    '## int8 x ternary products vs fp32 and the bandwidth bound',
+    '',
+    '"stream same bytes": a streaming read of exactly the weight copies the product reads. "% of stream": weight GB/s over the large-buffer streaming read at the same thread count.',
+    '',
+    '| out x in | batch | threads | ternary us | weight GB/s | fp32 us | ternary vs fp32 | stream same bytes us | % of stream | llama.cpp TQ2_0 us (ref.) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...products.map((p) => {
+      const key = `${p.rows}x${p.cols}`;
+      const ref = p.batch === 1 && p.threads === 2 ? String(LLAMA_CPP_TQ2_0_US[key] ?? '') : '';
+      return `| ${key} | ${p.batch} | ${p.threads} | ${fmt(p.usPerProduct)} | ${fmt(p.weightGBs)} | ${fmt(p.fp32UsPerProduct)} | ${fmt(p.speedupVsFp32)}x | ${fmt(p.streamUsSameBytes)} | ${fmt(100 * p.fractionOfStreamRead, 0)}% | ${ref} |`;
+    }),
+    '',
+    'llama.cpp TQ2_0 figures (batch 1, 2 threads) are from MACHINE.md / issue 7, measured earlier on this machine kind, not in this run.',
+    '',
+    '## ISA paths (batch 1, same rotation)',
+    '',
+    '| ISA | out x in | threads | us | weight GB/s |',
+    '|---|---|---:|---:|---:|',
+    ...isaComparison.map((c) => `| ${c.isa} | ${c.rows}x${c.cols} | ${c.threads} | ${fmt(c.usPerProduct)} | ${fmt(c.weightGBs)} |`),
+    '',
+  ];
+  return lines.join('\n');
+}
