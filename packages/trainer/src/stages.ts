@@ -146,7 +146,7 @@ async function runTaskStage(
       evaluate: () => evaluateLabelScoring(model, tokenizer, data.task, dev, { batchSize: Math.max(8, o.batchSize), maxLen: c.model.maxSeqLen, mode: c.eval.mode }),
       resolvedYaml: ctx.resolvedYaml,
       tokenizerFrom,
-      bitdistill: { task: data.task.name, templateVersion: data.task.templateVersion, template: data.task.template, labelWords: data.task.labelWords },
+      bitdistill: { task: data.task.name, templateVersion: data.task.templateVersion, template: data.task.template, labelWords: data.task.labelWords, maxSeqLen: c.model.maxSeqLen },
     },
     loopSettings(ctx, stage, sftTotalSteps(ctx, stage, stream)),
     ctx.hooks,

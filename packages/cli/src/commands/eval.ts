@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
-import { readExamples } from '@bitdistill/data';
+import { encodeExample, readExamples } from '@bitdistill/data';
 import { defaultDataFile, kernelsPredictor, readModelBlock, reportMarkdown, runEval, taskForModel, type EvalMode, type Predictor } from '@bitdistill/eval';
 import { TernaryRuntime } from '@bitdistill/runtime';
 import { initKernels } from '@bitdistill/kernels-cpu';
@@ -18,7 +18,7 @@ interface Args extends GlobalArgs {
   json: boolean;
   'min-metric'?: number;
   report?: string;
-  'max-len': number;
+  'max-len'?: number;
 }
 
 /** The tfjs path: a training checkpoint (fake-quantized student, or a full-precision model). */
@@ -35,7 +35,8 @@ async function tfjsPredictor(ctx: Context, dir: string): Promise<Predictor> {
     predict: async (task, examples, mode, maxLen) => {
       const o = { batchSize: 16, maxLen };
       const words = mode === 'label' ? await predictLabels(model, tokenizer, task, examples, o) : await generateLabels(model, tokenizer, task, examples, o);
-      return { words, tokens: 0 };
+      const tokens = examples.reduce((n, ex) => n + Math.min(maxLen, encodeExample(tokenizer, task, ex).promptIds.length), 0);
+      return { words, tokens };
     },
   };
 }
@@ -60,11 +61,14 @@ export const evalCommand: CommandModule<GlobalArgs, Args> = {
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON object to stdout' })
       .option('min-metric', { type: 'number', describe: 'exit with status 1 when the metric is below this (0..1)' })
       .option('report', { type: 'string', describe: 'write a Markdown report here' })
-      .option('max-len', { type: 'number', default: 512, describe: 'prompt tokens kept (cut from the left)' }) as never,
+      .option('max-len', { type: 'number', describe: "prompt tokens kept, cut from the left (default: the model's training maxSeqLen, else 512)" }) as never,
   handler: async (args) => {
     const ctx = makeContext(args);
     const runtime = args.runtime ?? (isExport(args.model) ? 'kernels' : 'tfjs');
-    const task = taskForModel(args.task, readModelBlock(args.model));
+    const block = readModelBlock(args.model);
+    const task = taskForModel(args.task, block);
+    const trainedLen = block?.['maxSeqLen'];
+    const maxLen = args['max-len'] ?? (typeof trainedLen === 'number' ? trainedLen : 512);
     const file = args.data ?? defaultDataFile(task, args.split);
     const examples = await readExamples(file, task, args.limit !== undefined ? { limit: args.limit } : {});
     let predictor: Predictor;
@@ -75,7 +79,7 @@ export const evalCommand: CommandModule<GlobalArgs, Args> = {
     } else {
       predictor = await tfjsPredictor(ctx, args.model);
     }
-    const report = await runEval(predictor, task, examples, { mode: args.mode, maxLen: args['max-len'], split: args.split, model: args.model });
+    const report = await runEval(predictor, task, examples, { mode: args.mode, maxLen, split: args.split, model: args.model });
     if (args.report !== undefined) writeFileSync(args.report, reportMarkdown(report));
     if (args.json) process.stdout.write(`${JSON.stringify(report)}\n`);
     else process.stdout.write(reportMarkdown(report));
