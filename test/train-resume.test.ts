@@ -52,6 +52,14 @@ describe('kill and resume (real CLI, cpu backend)', function () {
     expect(metrics.filter((m) => m.type === 'train').map((m) => m.step)).to.deep.equal(Array.from({ length: 24 }, (_, i) => i + 1));
   });
 
+  it('--resume PATH continues from a given checkpoint folder (here: another run\'s) to the same weights', () => {
+    const d = join(root, 'd');
+    const ckpt = join(a, 'resume-tiny', 'teacher', 'checkpoints', 'step-000021');
+    const r = spawnSync(process.execPath, [BIN, 'train', '--config', CONFIG, `outputDir=${d}`, '--resume', ckpt, '--log-level', 'warn'], { encoding: 'utf8' });
+    expect(r.status, r.stderr).to.equal(0);
+    expect(finalWeights(d).equals(finalWeights(a))).to.equal(true);
+  });
+
   it('SIGTERM saves a checkpoint at the current step and exits 130; the rerun finishes', async () => {
     const c = join(root, 'c');
     const code = await startAndKill(c, 'SIGTERM', 3);

@@ -318,6 +318,29 @@ void gemm_task(void* p, int64_t chunk, int64_t n) {
   gemm_serial(*c->isa, v);
 }
 
+// A batch of GEMMs C_i = op(A_{aidx[i]}) @ op(B_{bidx[i]}) (tfjs BatchMatMul after batch broadcasting): item i
+// reads matrix aidx[i] of A (m * k floats each) and bidx[i] of B (k * n each) and writes matrix i of C.
+struct GemmBatchCtx {
+  const IsaKernels* isa;
+  GemmView g;  // item 0 with matrix 0 of A and B
+  const int32_t* aidx;
+  const int32_t* bidx;
+  int64_t batch;
+};
+
+void gemm_batch_task(void* p, int64_t chunk, int64_t n) {
+  auto* c = static_cast<GemmBatchCtx*>(p);
+  int64_t b, e;
+  split(c->batch, chunk, n, &b, &e);
+  for (int64_t i = b; i < e; i++) {
+    GemmView v = c->g;
+    v.a += c->aidx[i] * v.m * v.k;
+    v.b += c->bidx[i] * v.k * v.n;
+    v.c += i * v.m * v.n;
+    gemm_serial(*c->isa, v);
+  }
+}
+
 struct StreamCtx {
   StreamFn fn;
   const uint8_t* p;
@@ -621,6 +644,58 @@ napi_value GemmF32(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// gemmBatchF32(a, b, c, m, k, n, transA, transB, aidx: Int32Array, bidx: Int32Array): for i < aidx.length,
+// C_i = op(A_{aidx[i]}) @ op(B_{bidx[i]}) with the layouts of gemmF32; A holds matrices of m * k floats, B of
+// k * n, C is [aidx.length, m, n].
+napi_value GemmBatchF32(napi_env env, napi_callback_info info) {
+  napi_value argv[10];
+  if (!get_args(env, info, 10, argv)) return nullptr;
+  float *a, *b, *c;
+  int32_t *ai, *bi;
+  size_t al, bl, cl, ail, bil;
+  int64_t m, k, n;
+  bool ta, tb;
+  if (!get_typed(env, argv[0], napi_float32_array, &a, &al, "a") ||
+      !get_typed(env, argv[1], napi_float32_array, &b, &bl, "b") ||
+      !get_typed(env, argv[2], napi_float32_array, &c, &cl, "c") || !get_i64(env, argv[3], 0, kMaxDim, &m, "m") ||
+      !get_i64(env, argv[4], 0, kMaxDim, &k, "k") || !get_i64(env, argv[5], 0, kMaxDim, &n, "n") ||
+      !get_bool(env, argv[6], &ta) || !get_bool(env, argv[7], &tb) ||
+      !get_typed(env, argv[8], napi_int32_array, &ai, &ail, "aidx") ||
+      !get_typed(env, argv[9], napi_int32_array, &bi, &bil, "bidx"))
+    return nullptr;
+  const int64_t batch = static_cast<int64_t>(ail);
+  if (throw_if(env, bil != ail, "gemmBatchF32: aidx and bidx differ in length") ||
+      throw_if(env, static_cast<int64_t>(cl) < batch * m * n, "gemmBatchF32: c too small"))
+    return nullptr;
+  for (int64_t i = 0; i < batch; i++) {
+    if (throw_if(env, ai[i] < 0 || (ai[i] + int64_t{1}) * m * k > static_cast<int64_t>(al), "gemmBatchF32: aidx out of range") ||
+        throw_if(env, bi[i] < 0 || (bi[i] + int64_t{1}) * k * n > static_cast<int64_t>(bl), "gemmBatchF32: bidx out of range"))
+      return nullptr;
+  }
+  if (batch == 0 || m == 0 || n == 0) return nullptr;
+  const GemmView g{a, ta ? 1 : k, ta ? m : 1, b, tb ? 1 : n, tb ? k : 1, c, n, m, n, k};
+  const int64_t work = m * n * k;
+  const int threads = g_pool->size();
+  if (batch >= 2 * threads || work * batch < (int64_t{1} << 18)) {
+    // Many items (attention heads) or a small product: whole items per chunk, claimed dynamically.
+    GemmBatchCtx ctx{g_isa, g, ai, bi, batch};
+    parallel(work * batch < (int64_t{1} << 18) ? 1 : std::min<int64_t>(batch, 4 * threads), gemm_batch_task, &ctx);
+    return nullptr;
+  }
+  // Few large items: split each one across the pool, as gemmF32 does.
+  for (int64_t i = 0; i < batch; i++) {
+    GemmCtx ctx{};
+    ctx.isa = g_isa;
+    ctx.g = g;
+    ctx.g.a += ai[i] * m * k;
+    ctx.g.b += bi[i] * k * n;
+    ctx.g.c += i * m * n;
+    ctx.split_n = n >= m;
+    parallel(work < (int64_t{1} << 18) ? 1 : threads, gemm_task, &ctx);
+  }
+  return nullptr;
+}
+
 // streamRead(bytes: Uint8Array) -> checksum (reads every byte once, on the pool)
 napi_value StreamRead(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -652,6 +727,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"quantizeActivations", nullptr, QuantizeActivations, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"matvecF32", nullptr, MatvecF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gemmF32", nullptr, GemmF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gemmBatchF32", nullptr, GemmBatchF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"streamRead", nullptr, StreamRead, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

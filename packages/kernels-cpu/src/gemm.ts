@@ -62,6 +62,117 @@ export function matmulF32Ts(a: Float32Array, b: Float32Array, m: number, k: numb
   return c;
 }
 
+/** Which matrix of A and of B each output matrix of a batched product reads (numpy / tf.matMul broadcasting). */
+export interface BatchBroadcast {
+  /** Batch shape of the output. */
+  shape: number[];
+  /** aIndex[i]: the matrix of A (in row-major order of A's batch shape) that output matrix i reads. */
+  aIndex: Int32Array;
+  bIndex: Int32Array;
+}
+
+/**
+ * Broadcasts two batch shapes (the dims before the last two) by numpy rules: shapes are right-aligned, a dim of 1
+ * stretches, other mismatches throw a ShapeError.
+ */
+export function broadcastBatch(batchA: readonly number[], batchB: readonly number[]): BatchBroadcast {
+  const rank = Math.max(batchA.length, batchB.length);
+  const pa = [...new Array<number>(rank - batchA.length).fill(1), ...batchA];
+  const pb = [...new Array<number>(rank - batchB.length).fill(1), ...batchB];
+  const shape = pa.map((da, i) => {
+    const db = pb[i] as number;
+    if (da === db || db === 1) return da;
+    if (da === 1) return db;
+    throw new ShapeError(`batch shapes [${batchA.join(', ')}] and [${batchB.join(', ')}] do not broadcast`);
+  });
+  // Strides of A's and B's batch dims in matrices; 0 where the dim is broadcast.
+  const strides = (p: number[]): number[] => {
+    const st = new Array<number>(rank).fill(0);
+    let s = 1;
+    for (let d = rank - 1; d >= 0; d--) {
+      const dim = p[d] as number;
+      st[d] = dim === 1 ? 0 : s;
+      s *= dim;
+    }
+    return st;
+  };
+  const sa = strides(pa);
+  const sb = strides(pb);
+  const total = shape.reduce((x, y) => x * y, 1);
+  const aIndex = new Int32Array(total);
+  const bIndex = new Int32Array(total);
+  const idx = new Array<number>(rank).fill(0);
+  for (let i = 0; i < total; i++) {
+    let ai = 0;
+    let bi = 0;
+    for (let d = 0; d < rank; d++) {
+      ai += (idx[d] as number) * (sa[d] as number);
+      bi += (idx[d] as number) * (sb[d] as number);
+    }
+    aIndex[i] = ai;
+    bIndex[i] = bi;
+    for (let d = rank - 1; d >= 0; d--) {
+      idx[d] = (idx[d] as number) + 1;
+      if ((idx[d] as number) < (shape[d] as number)) break;
+      idx[d] = 0;
+    }
+  }
+  return { shape, aIndex, bIndex };
+}
+
+/** Shapes of a batched product: A is [...batchA, m, k] ([..., k, m] with transA), B is [...batchB, k, n] ([..., n, k] with transB). */
+export interface BatchMatMulShape {
+  batchA: readonly number[];
+  batchB: readonly number[];
+  m: number;
+  k: number;
+  n: number;
+}
+
+/**
+ * C[...batch, m, n] = op(A) @ op(B) per matrix, with the batch dims broadcast (tf.matMul semantics), all
+ * row-major float32. Large products split across the pool; many small ones (attention heads) run whole on
+ * the threads.
+ */
+export function batchMatmulF32(a: Float32Array, b: Float32Array, s: BatchMatMulShape, options: MatMulOptions = {}, out?: Float32Array): Float32Array {
+  const { m, k, n } = s;
+  for (const [name, v] of [['m', m], ['k', k], ['n', n]] as const) checkDim('batchMatmulF32', name, v, 0);
+  const { aIndex, bIndex } = broadcastBatch(s.batchA, s.batchB);
+  const countA = s.batchA.reduce((x, y) => x * y, 1);
+  const countB = s.batchB.reduce((x, y) => x * y, 1);
+  const c = out ?? new Float32Array(aIndex.length * m * n);
+  if (a.length !== countA * m * k) throw new ShapeError(`batchMatmulF32: A has ${a.length} values, expected ${countA * m * k}`);
+  if (b.length !== countB * k * n) throw new ShapeError(`batchMatmulF32: B has ${b.length} values, expected ${countB * k * n}`);
+  if (c.length !== aIndex.length * m * n) throw new ShapeError(`batchMatmulF32: C has ${c.length} values, expected ${aIndex.length * m * n}`);
+  const transA = options.transA ?? false;
+  const transB = options.transB ?? false;
+  const addon = nativeAddon();
+  if (addon === null) return batchMatmulF32Ts(a, b, m, k, n, transA, transB, aIndex, bIndex, c);
+  addon.gemmBatchF32(a, b, c, m, k, n, transA, transB, aIndex, bIndex);
+  return c;
+}
+
+/** TypeScript twin of batchMatmulF32 (the fallback): matmulF32Ts per output matrix. */
+export function batchMatmulF32Ts(
+  a: Float32Array,
+  b: Float32Array,
+  m: number,
+  k: number,
+  n: number,
+  transA: boolean,
+  transB: boolean,
+  aIndex: Int32Array,
+  bIndex: Int32Array,
+  c: Float32Array,
+): Float32Array {
+  for (let i = 0; i < aIndex.length; i++) {
+    const ai = (aIndex[i] as number) * m * k;
+    const bi = (bIndex[i] as number) * k * n;
+    matmulF32Ts(a.subarray(ai, ai + m * k), b.subarray(bi, bi + k * n), m, k, n, transA, transB, c.subarray(i * m * n, (i + 1) * m * n));
+  }
+  return c;
+}
+
 /** y[b, o] = sum_i W[o, i] x[b, i] in float32: W is [rows, cols], x is [batch, cols], y is [batch, rows]. */
 export function matvecF32(w: Float32Array, x: Float32Array, rows: number, cols: number, batch: number, out?: Float32Array): Float32Array {
   checkDim('matvecF32', 'rows', rows, 1);

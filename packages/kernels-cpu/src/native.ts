@@ -45,6 +45,18 @@ export interface NativeAddon {
   quantizeActivations(x: Float32Array, rows: number, dim: number, q: Int8Array, scale: Float32Array): void;
   matvecF32(w: Float32Array, x: Float32Array, y: Float32Array, rows: number, cols: number, batch: number): void;
   gemmF32(a: Float32Array, b: Float32Array, c: Float32Array, m: number, k: number, n: number, transA: boolean, transB: boolean): void;
+  gemmBatchF32(
+    a: Float32Array,
+    b: Float32Array,
+    c: Float32Array,
+    m: number,
+    k: number,
+    n: number,
+    transA: boolean,
+    transB: boolean,
+    aIndex: Int32Array,
+    bIndex: Int32Array,
+  ): void;
   streamRead(bytes: Uint8Array): number;
 }
 
@@ -59,6 +71,7 @@ const ADDON_FUNCTIONS = [
   'quantizeActivations',
   'matvecF32',
   'gemmF32',
+  'gemmBatchF32',
   'streamRead',
 ] as const;
 

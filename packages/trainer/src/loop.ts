@@ -94,6 +94,8 @@ export interface LoopHooks {
   shouldStop?: () => boolean;
   /** Resume from the latest checkpoint if one exists (default true). */
   resume?: boolean;
+  /** Resume from this checkpoint folder instead of the latest one. */
+  resumeFrom?: string;
   /** Test hook for checkpoint writes. */
   writeHook?: WriteHook;
   /** Stop (as if killed) after this many optimizer steps of this process; for tests. */
@@ -147,7 +149,7 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
     elapsedSeconds: 0,
   };
 
-  const latest = hooks.resume === false ? null : latestCheckpoint(stageDir);
+  const latest = hooks.resumeFrom ?? (hooks.resume === false ? null : latestCheckpoint(stageDir));
   if (latest !== null) {
     state = readTrainerState(latest);
     loadWeightsInto(model, latest);

@@ -8,13 +8,14 @@ import { join } from 'node:path';
 import { ArgumentError, type Logger } from '@bitdistill/core';
 import type { StageName, TrainConfig } from '@bitdistill/config';
 import type { EvalResult, LoopHooks } from './loop.ts';
+import { readTrainerState } from './checkpoint.ts';
 import { STAGE_FUNCTIONS, type StageContext } from './stages.ts';
 
 export interface TrainOptions {
   /** Run only this stage. */
   stage?: StageName;
   /** 'auto' resumes from the latest checkpoint, 'none' starts the stage(s) over, a path resumes from that checkpoint folder. */
-  resume: 'auto' | 'none';
+  resume: 'auto' | 'none' | (string & {});
   logger: Logger;
   hooks?: LoopHooks;
 }
@@ -75,21 +76,32 @@ export async function runTraining(config: TrainConfig, resolvedYaml: string, o: 
   if (o.stage !== undefined && !config.stages.includes(o.stage)) {
     throw new ArgumentError(`--stage ${o.stage} is not among the config's stages (${config.stages.join(', ')})`);
   }
-  const stages = o.stage !== undefined ? [o.stage] : config.stages;
+  let stages: StageName[] = o.stage !== undefined ? [o.stage] : [...config.stages];
+  let resumeFrom: { stage: StageName; dir: string } | null = null;
+  if (o.resume !== 'auto' && o.resume !== 'none') {
+    // A checkpoint folder: its trainer_state.json names the stage; that stage resumes from it, later ones follow.
+    const st = readTrainerState(o.resume);
+    const stage = st.stage as StageName;
+    if (!config.stages.includes(stage)) throw new ArgumentError(`--resume ${o.resume}: its stage '${st.stage}' is not among the config's stages (${config.stages.join(', ')})`);
+    if (o.stage !== undefined && o.stage !== stage) throw new ArgumentError(`--resume ${o.resume} is a checkpoint of stage '${stage}', not of --stage ${o.stage}`);
+    resumeFrom = { stage, dir: o.resume };
+    stages = o.stage !== undefined ? [stage] : config.stages.slice(config.stages.indexOf(stage));
+  }
   const ctx: StageContext = { config, resolvedYaml, runDir, logger: o.logger, hooks: { ...o.hooks, logger: o.logger, resume: o.resume !== 'none' } };
   const rows: StageSummary[] = [];
   for (const stage of config.stages) {
     const dir = join(runDir, stage);
     if (!stages.includes(stage)) continue;
     if (o.resume === 'none') rmSync(dir, { recursive: true, force: true });
-    if (existsSync(join(dir, 'final', 'config.json'))) {
+    if (existsSync(join(dir, 'final', 'config.json')) && resumeFrom?.stage !== stage) {
       o.logger.info({ stage, final: join(dir, 'final') }, 'stage already finished: skipping');
       const f = finalSummary(dir);
       rows.push({ stage, status: 'skipped (final exists)', metric: f.eval?.metric ?? null, value: f.eval?.value ?? null, examples: f.eval?.examples ?? null, steps: f.steps, seconds: f.seconds });
       continue;
     }
     o.logger.info({ stage, dir }, `stage ${stage}: start`);
-    const res = await STAGE_FUNCTIONS[stage](ctx);
+    const stageCtx = resumeFrom?.stage === stage ? { ...ctx, hooks: { ...ctx.hooks, resumeFrom: resumeFrom.dir } } : ctx;
+    const res = await STAGE_FUNCTIONS[stage](stageCtx);
     rows.push({ stage, status: 'trained', metric: res.eval?.metric ?? null, value: res.eval?.value ?? null, examples: res.eval?.examples ?? null, steps: res.state.step, seconds: res.state.elapsedSeconds });
     o.logger.info({ stage, final: res.finalDir, [res.eval?.metric ?? 'metric']: res.eval?.value ?? null }, `stage ${stage}: done`);
   }

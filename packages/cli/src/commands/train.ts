@@ -10,7 +10,7 @@ interface Args extends GlobalArgs {
   config: string;
   overrides: string[];
   stage?: StageName;
-  resume: 'auto' | 'none';
+  resume: string;
 }
 
 export const trainCommand: CommandModule<GlobalArgs, Args> = {
@@ -21,7 +21,7 @@ export const trainCommand: CommandModule<GlobalArgs, Args> = {
       .option('config', { type: 'string', demandOption: true, describe: 'YAML config file (see configs/)' })
       .positional('overrides', { type: 'string', array: true, default: [], describe: 'dotted.key=value overrides' })
       .option('stage', { choices: STAGE_NAMES, describe: 'run only this stage' })
-      .option('resume', { choices: ['auto', 'none'] as const, default: 'auto' as const, describe: 'auto: continue from the latest checkpoint; none: start over' }) as never,
+      .option('resume', { type: 'string', default: 'auto', describe: 'auto: continue from the latest checkpoint; none: start over; PATH: resume from that checkpoint folder' }) as never,
   handler: async (args) => {
     const logger = createLogger(args['log-level']);
     const { config, resolvedYaml } = loadConfig(args.config, args.overrides);
