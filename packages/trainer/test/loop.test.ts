@@ -120,4 +120,33 @@ describe('training loop', () => {
     expect(lines.filter((l) => l['step'] !== undefined).map((l) => l['step'])).to.deep.equal([1, 2, 3, 4, 5, 6]);
     for (const k of ['loss', 'ce', 'lr', 'gradNorm', 'tokensPerSecond', 'elapsed', 'epoch']) expect(lines[0]).to.have.property(k);
   });
+
+  it('gradient accumulation over 2 micro-batches equals one step on their mean loss', async () => {
+    const ids = [tf.tensor2d([[1, 5, 9, 13]], [1, 4], 'int32'), tf.tensor2d([[2, 7, 3, 100]], [1, 4], 'int32')];
+    const lossOf = (m: Decoder, i: number) => tf.mean(tf.square(m.forward(ids[i] as tf.Tensor2D).logits)) as tf.Scalar;
+    const a = loadModel('test/fixtures/tiny-qwen3').model;
+    const accum = spec(a, join(root, 'accum'), (i) => {
+      const ce = lossOf(a, i % 2);
+      return { total: ce, terms: { ce } };
+    });
+    // eps = 1 makes the AdamW step depend on the gradient's scale (Adam alone is scale-invariant), so a sum
+    // instead of a mean would be caught.
+    await runStage(accum, settings({ totalSteps: 1, optim: { ...settings().optim, gradAccum: 2, gradClip: 0, eps: 1 } }));
+    const b = loadModel('test/fixtures/tiny-qwen3').model;
+    const whole = spec(b, join(root, 'whole'), () => {
+      const ce = tf.div(tf.add(lossOf(b, 0), lossOf(b, 1)), 2) as tf.Scalar;
+      return { total: ce, terms: { ce } };
+    });
+    await runStage(whole, settings({ totalSteps: 1, optim: { ...settings().optim, gradClip: 0, eps: 1 } }));
+    for (const name of ['model.layers.1.mlp.down_proj.weight', 'model.embed_tokens.weight', 'model.layers.0.self_attn.q_norm.weight']) {
+      const x = a.param(name).dataSync();
+      const y = b.param(name).dataSync();
+      let max = 0;
+      for (let i = 0; i < x.length; i++) max = Math.max(max, Math.abs((x[i] as number) - (y[i] as number)));
+      expect(max, name).to.be.lessThan(1e-6);
+    }
+    a.dispose();
+    b.dispose();
+    tf.dispose(ids);
+  });
 });
