@@ -98,8 +98,6 @@ export interface LoopHooks {
   resumeFrom?: string;
   /** Test hook for checkpoint writes. */
   writeHook?: WriteHook;
-  /** Stop (as if killed) after this many optimizer steps of this process; for tests. */
-  stopAfterSteps?: number;
 }
 
 export class Interrupted extends BitDistillError {
@@ -217,7 +215,6 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
       await checkpoint();
       throw new Interrupted(spec.stage, state.step);
     }
-    if (hooks.stopAfterSteps !== undefined && stepsThisProcess >= hooks.stopAfterSteps) return { finalDir: '', state, eval: null };
 
     // --- one optimizer step: accumulate gradients over gradAccum micro-batches ---
     let gradSum: Record<string, tf.Tensor> | null = null;
