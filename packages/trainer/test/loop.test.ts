@@ -149,4 +149,29 @@ describe('training loop', () => {
     b.dispose();
     tf.dispose(ids);
   });
+
+  it('EMA: the final weights are the exponential moving average of the trajectory', async () => {
+    const plain = loadModel('test/fixtures/tiny-qwen3').model;
+    await runStage(spec(plain, join(root, 'ema-plain'), lmLoss(plain)), settings({ totalSteps: 2, checkpointEvery: 1 }));
+    const w1 = loadModel(join(root, 'ema-plain', 'checkpoints', 'step-000001')).model;
+    const ema = loadModel('test/fixtures/tiny-qwen3').model;
+    await runStage(spec(ema, join(root, 'ema'), lmLoss(ema)), settings({ totalSteps: 2, checkpointEvery: 1, averaging: { kind: 'ema', emaDecay: 0.5, lawaK: 2 } }));
+    const name = 'model.layers.1.self_attn.o_proj.weight';
+    const want = tf.tidy(() => tf.add(tf.mul(w1.param(name), 0.5), tf.mul(plain.param(name), 0.5)).dataSync());
+    const got = ema.param(name).dataSync();
+    for (let i = 0; i < want.length; i += 13) expect(got[i]).to.be.closeTo(want[i] as number, 1e-6);
+    for (const m of [plain, w1, ema]) m.dispose();
+  });
+
+  it('tracks the best evaluation and keeps its checkpoint out of pruning', async () => {
+    const { model } = loadModel('test/fixtures/tiny-qwen3');
+    const values = [0.5, 0.9, 0.6, 0.7];
+    let k = 0;
+    const s = { ...spec(model, join(root, 'best'), lmLoss(model)), evaluate: async () => ({ metric: 'accuracy', value: values[k++] ?? 0, examples: 10 }) };
+    const res = await runStage(s, settings({ totalSteps: 8, checkpointEvery: 100, keepLast: 1, evalEvery: 2 }));
+    expect(res.state.bestMetric).to.equal(0.9);
+    expect(res.state.bestStep).to.equal(4);
+    expect(readdirSync(join(root, 'best', 'checkpoints'))).to.include('step-000004');
+    model.dispose();
+  });
 });
