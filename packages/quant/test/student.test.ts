@@ -97,6 +97,31 @@ for (const backend of ['wasm', 'cpu'] as const) {
       m.dispose();
     });
 
+    it('SubLN gains are saved and loaded back by name, and the reloaded student gives identical logits', async () => {
+      const { mkdtempSync, rmSync } = await import('node:fs');
+      const { tmpdir } = await import('node:os');
+      const { join } = await import('node:path');
+      const { saveModel } = await import('@bitdistill/model');
+      const dir = mkdtempSync(join(tmpdir(), 'bitdistill-subln-'));
+      const m = loadModel('models/stories260K').model;
+      prepareStudent(m, { subln: 'allnorm', weightQuant: 'absmean' });
+      for (const [name, v] of m.params) if (name.includes('sub_norm')) v.assign(tf.randomUniform(v.shape, 0.5, 1.5, 'float32', 7));
+      await saveModel(m, dir, { tokenizerFrom: 'models/stories260K' });
+      const r = loadModel(dir).model;
+      expect(restoreStudent(r)).to.equal(true);
+      expect(r.config.subln).to.equal('allnorm');
+      for (const [name, v] of m.params) {
+        if (!name.includes('sub_norm')) continue;
+        expect([...r.param(name).dataSync()], name).to.deep.equal([...v.dataSync()]);
+      }
+      const a = logitsOf(m);
+      const b = logitsOf(r);
+      expect(Buffer.from(a.buffer).equals(Buffer.from(b.buffer))).to.equal(true);
+      m.dispose();
+      r.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
     it('the student record survives a checkpoint: restoreStudent re-applies the surgery', () => {
       const m = loadModel('models/stories260K').model;
       prepareStudent(m, { subln: 'allnorm', weightQuant: 'perRow', exclude: ['layers.4.mlp.down_proj'] });
