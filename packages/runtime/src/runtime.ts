@@ -12,7 +12,7 @@ import { FormatError, NotFoundError, UnsupportedError, ArgumentError } from '@bi
 import { loadSafetensorsDir, tensorToFloat32, type TensorEntry } from '@bitdistill/format';
 import { parseDecoderConfig, PROJECTIONS, projectionName, sublnName, SUBLN_EPS, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
 import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
-import { applyRope, matmulF32, quantizeActivations, repackTernary, rmsNorm, ropeTables, ternaryMatMul, type TernaryMatrix } from '@bitdistill/kernels-cpu';
+import { applyRope, matmulF32, matvecF32, quantizeActivations, repackTernary, rmsNorm, ropeTables, ternaryMatMul, type TernaryMatrix } from '@bitdistill/kernels-cpu';
 
 /** A projection as the runtime holds it: ternary (per-tensor scale) or dense fp32 (excluded / other schemes). */
 type Linear =
@@ -41,6 +41,14 @@ function f32(tensors: Map<string, TensorEntry>, name: string, file: string): Flo
   const t = tensors.get(name);
   if (t === undefined) throw new FormatError(file, `missing tensor '${name}'`, { hint: 'the export does not match its config.json' });
   return tensorToFloat32(t, `${file}: ${name}`);
+}
+
+/**
+ * x [T, cols] @ W^T for W [rows, cols] in fp32. Small batches (decoding) go to the matrix-vector kernel, which
+ * streams W once at memory speed; the blocked GEMM only pays off when many rows share each weight.
+ */
+function denseProduct(x: Float32Array, w: Float32Array, T: number, cols: number, rows: number): Float32Array {
+  return T <= 8 ? matvecF32(w, x, rows, cols, T) : matmulF32(x, w, T, cols, rows, { transB: true });
 }
 
 export class TernaryRuntime {
@@ -154,7 +162,7 @@ export class TernaryRuntime {
       }
     } else {
       const xin = sub !== undefined ? rmsNorm(x, sub, T, lin.cols, SUBLN_EPS) : x;
-      y = matmulF32(xin, lin.w, T, lin.cols, lin.rows, { transB: true });
+      y = denseProduct(xin, lin.w, T, lin.cols, lin.rows);
     }
     if (lin.bias !== null) for (let t = 0; t < T; t++) for (let o = 0; o < lin.rows; o++) y[t * lin.rows + o] = (y[t * lin.rows + o] as number) + (lin.bias[o] as number);
     return y;
@@ -264,7 +272,7 @@ export class TernaryRuntime {
 
   /** Logits [rows, V] of the given hidden rows (fp32 lm_head). */
   private logitsOf(hidden: Float32Array, rows: number): Float32Array {
-    return matmulF32(hidden, this.lmHead, rows, this.config.hiddenSize, this.config.vocabSize, { transB: true });
+    return denseProduct(hidden, this.lmHead, rows, this.config.hiddenSize, this.config.vocabSize);
   }
 
   /** Logits of every position [T, V] (allPositions) or of the last one [V], for one sequence. */
