@@ -13,6 +13,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameS
 import { join } from 'node:path';
 import { FormatError, NotFoundError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
 import { loadSafetensorsDir, packTernaryHF, readSafetensors, tensorToFloat32, unpackTernaryHF, writeSafetensors, f32ArrayToBf16, type TensorEntry } from '@bitdistill/format';
+import { parseDecoderConfig } from '@bitdistill/model/arch';
 import { ternaryQuantRef, type WeightQuantMode } from '@bitdistill/quant/reference';
 
 const PROJ = /^model\.layers\.(\d+)\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$/;
@@ -23,6 +24,14 @@ export interface ExportOptions {
   out: string;
   /** dtype for the tensors that stay full precision. */
   dtype?: 'F32' | 'BF16';
+  /**
+   * Write config.json for Hugging Face transformers' BitNet integration (docs/interop.md): a Llama student with
+   * standard SubLN becomes model_type `bitnet` / BitNetForCausalLM, every model-shape key transformers defaults
+   * differently is written out, and architectures it cannot express are refused. `linearClass` 'autobitlinear'
+   * (default) keeps the multiplicative weight_scale; 'bitlinear' (the class of every transformers release with
+   * BitNet support, which divides by weight_scale) stores 1 / scale.
+   */
+  hfCompat?: boolean | { linearClass: 'autobitlinear' | 'bitlinear' };
   logger?: Logger;
 }
 
@@ -46,13 +55,13 @@ export function resolveCheckpoint(from: string): string {
   });
 }
 
-interface StudentBlock {
+export interface StudentBlock {
   subln: string;
   weightQuant: WeightQuantMode;
   exclude: string[];
 }
 
-function studentBlock(config: Record<string, unknown>, file: string): StudentBlock {
+export function studentBlock(config: Record<string, unknown>, file: string): StudentBlock {
   const b = config['bitdistill'] as Record<string, unknown> | undefined;
   const wq = b?.['weightQuant'];
   if (b === undefined || wq === undefined || wq === 'none') {
@@ -64,8 +73,48 @@ function studentBlock(config: Record<string, unknown>, file: string): StudentBlo
   return { subln: String(b['subln'] ?? 'none'), weightQuant: wq, exclude: Array.isArray(b['exclude']) ? (b['exclude'] as string[]) : [] };
 }
 
-function isQuantized(name: string, exclude: readonly string[]): boolean {
+export function isQuantized(name: string, exclude: readonly string[]): boolean {
   return PROJ.test(name) && !exclude.includes(name.replace(/\.weight$/, ''));
+}
+
+/**
+ * config.json keys for transformers (hfCompat), or the reasons it cannot express this student. BitNetForCausalLM
+ * (models/bitnet) is Llama + attn_sub_norm before o_proj + ffn_sub_norm before down_proj, both of size
+ * hidden/intermediate with eps rms_norm_eps; its config defaults (hidden_act relu2, rope_theta 500000, untied
+ * embeddings, Llama-3 bos/eos ids) differ from ours, so every one of those keys is written explicitly.
+ */
+function hfCompatConfig(config: Record<string, unknown>, cfgPath: string, student: StudentBlock, linearClass: 'autobitlinear' | 'bitlinear'): Record<string, unknown> {
+  const c = parseDecoderConfig(config, cfgPath);
+  const problems: string[] = [];
+  if (c.modelType !== 'llama') problems.push(`model_type ${c.modelType}: transformers' BitNet model (BitNetForCausalLM) is Llama-based; ${c.modelType === 'qwen3' ? 'q_norm/k_norm' : 'q/k/v biases'} have no place in it`);
+  if (c.qkvBias || c.oBias) problems.push('attention_bias: AutoBitLinear scales the bias together with the product (output * weight_scale), which changes it');
+  if (c.subln === 'allnorm') problems.push("subln allnorm: BitNetForCausalLM has SubLN only before o_proj and down_proj (subln standard); transformers' quantization_config use_rms_norm would need renamed per-projection norms, which this export does not write");
+  if (student.weightQuant !== 'absmean') problems.push(`weightQuant ${student.weightQuant}: transformers' BitLinear/AutoBitLinear hold one weight_scale per tensor (absmean)`);
+  if (c.subln === 'standard' && c.numHeads * c.headDim !== c.hiddenSize) problems.push(`num_attention_heads x head_dim = ${c.numHeads * c.headDim} differs from hidden_size ${c.hiddenSize}, the size of BitNet's attn_sub_norm`);
+  const outs = [c.numHeads * c.headDim, c.numKvHeads * c.headDim, c.hiddenSize, c.intermediateSize];
+  if (outs.some((n) => n % 4 !== 0)) problems.push(`output sizes ${outs.join(', ')} must be multiples of 4: transformers allocates out // 4 packed rows`);
+  if (problems.length > 0) {
+    throw new UnsupportedError(`${cfgPath}: --hf-compat cannot describe this student to transformers:\n  - ${problems.join('\n  - ')}`, {
+      hint: 'export without --hf-compat and run it with BitDistill\'s runtime (bitdistill eval --runtime kernels); docs/interop.md lists what each target runs',
+    });
+  }
+  const keys: Record<string, unknown> = {
+    hidden_act: 'silu',
+    rope_theta: c.ropeTheta,
+    rms_norm_eps: c.rmsNormEps,
+    tie_word_embeddings: c.tieWordEmbeddings,
+    head_dim: c.headDim,
+    num_key_value_heads: c.numKvHeads,
+    max_position_embeddings: c.maxPositionEmbeddings,
+    attention_bias: false,
+    bos_token_id: c.bosTokenId,
+    eos_token_id: c.eosTokenId,
+  };
+  return {
+    ...(c.subln === 'standard' ? { model_type: 'bitnet', architectures: ['BitNetForCausalLM'] } : {}),
+    ...keys,
+    quantization_config: { quant_method: 'bitnet', linear_class: linearClass, quantization_mode: 'offline', modules_to_not_convert: ['lm_head', ...student.exclude] },
+  };
 }
 
 export function exportTernary(o: ExportOptions): ExportReport {
@@ -74,6 +123,8 @@ export function exportTernary(o: ExportOptions): ExportReport {
   const cfgPath = join(ckpt, 'config.json');
   const config = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
   const student = studentBlock(config, cfgPath);
+  const linearClass = o.hfCompat === undefined || o.hfCompat === false ? null : o.hfCompat === true ? 'autobitlinear' : o.hfCompat.linearClass;
+  const hf = linearClass === null ? null : hfCompatConfig(config, cfgPath, student, linearClass);
   const { tensors } = loadSafetensorsDir(ckpt);
   const out = new Map<string, TensorEntry>();
   const expected = new Map<string, { codes: Int8Array; scales: Float32Array }>();
@@ -85,9 +136,11 @@ export function exportTernary(o: ExportOptions): ExportReport {
       if (t.shape.length !== 2) throw new FormatError(cfgPath, `projection '${name}' has shape [${t.shape.join(', ')}], expected 2-D`);
       const [rows, cols] = t.shape as [number, number];
       const q = ternaryQuantRef(data, cols, student.weightQuant);
+      // transformers' BitLinear divides by weight_scale; AutoBitLinear and our runtime multiply.
+      const scales = linearClass === 'bitlinear' ? q.scales.map((v) => Math.fround(1 / v)) : q.scales;
       out.set(name, { dtype: 'U8', shape: [Math.ceil(rows / 4), cols], data: packTernaryHF(q.codes, rows, cols) });
-      out.set(name.replace(/\.weight$/, '.weight_scale'), { dtype: 'F32', shape: [q.scales.length], data: q.scales });
-      expected.set(name, { codes: q.codes, scales: q.scales });
+      out.set(name.replace(/\.weight$/, '.weight_scale'), { dtype: 'F32', shape: [scales.length], data: scales });
+      expected.set(name, { codes: q.codes, scales });
     } else if (o.dtype === 'BF16') {
       out.set(name, { dtype: 'BF16', shape: [...t.shape], data: f32ArrayToBf16(data) });
     } else {
@@ -98,8 +151,16 @@ export function exportTernary(o: ExportOptions): ExportReport {
 
   const exportConfig = {
     ...config,
-    quantization_config: { quant_method: 'bitnet', linear_class: 'autobitlinear', quantization_mode: 'offline' },
-    bitdistill: { ...(config['bitdistill'] as Record<string, unknown>), weightScale: 'multiplicative', packing: 'hf-bitnet-u8', exportedFrom: ckpt },
+    // Excluded projections stay dense: transformers must not swap them for BitNet linears either.
+    quantization_config: { quant_method: 'bitnet', linear_class: 'autobitlinear', quantization_mode: 'offline', ...(student.exclude.length > 0 ? { modules_to_not_convert: ['lm_head', ...student.exclude] } : {}) },
+    ...hf,
+    bitdistill: {
+      ...(config['bitdistill'] as Record<string, unknown>),
+      weightScale: linearClass === 'bitlinear' ? 'reciprocal' : 'multiplicative',
+      packing: 'hf-bitnet-u8',
+      exportedFrom: ckpt,
+      ...(hf !== null ? { baseModelType: config['model_type'] } : {}),
+    },
   };
 
   // Write into a temporary folder and rename, so a failed export never leaves a half-written model behind.

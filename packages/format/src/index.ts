@@ -30,3 +30,37 @@ export {
 export { parseLlama2c, readLlama2c, llama2cConfig, interleavedToHalfRope, halfToInterleavedRope } from './llama2c.ts';
 export type { Llama2cHeader, Llama2cCheckpoint, HfLlamaConfig, F32Tensor } from './llama2c.ts';
 export { packTernaryHF, unpackTernaryHF } from './ternary-pack.ts';
+export {
+  QK_K,
+  TQ1_0_BLOCK_BYTES,
+  TQ2_0_BLOCK_BYTES,
+  ternaryBlockBytes,
+  quantizeRowTq1_0Ref,
+  quantizeRowTq2_0Ref,
+  dequantizeRowTq1_0,
+  dequantizeRowTq2_0,
+  packTernaryGgml,
+  unpackTernaryGgml,
+} from './tq.ts';
+export type { TernaryGgmlType } from './tq.ts';
+export {
+  GGUF_MAGIC,
+  GGUF_VERSION,
+  GGUF_DEFAULT_ALIGNMENT,
+  GGUF_MAX_TENSOR_NAME,
+  GGML_QUANT_VERSION,
+  GGML_TYPES,
+  LLAMA_FILE_TYPES,
+  gv,
+  ggmlTensorBytes,
+  serializeGgufHeader,
+  writeGguf,
+  parseGguf,
+  readGguf,
+  isGgufFile,
+  ggufMeta,
+  ggufArray,
+  bitnetGgufName,
+  bitnetHfName,
+} from './gguf.ts';
+export type { GgmlType, GgufValue, GgufValueType, GgufTensor, GgufFile, WriteGgufOptions } from './gguf.ts';

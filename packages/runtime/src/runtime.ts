@@ -6,12 +6,13 @@
  *
  * Layout of activations: x [T, C] row-major for one sequence; K/V caches [layer][Hkv, maxT, d].
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FormatError, NotFoundError, UnsupportedError, ArgumentError } from '@bitdistill/core';
-import { loadSafetensorsDir, tensorToFloat32, type TensorEntry } from '@bitdistill/format';
+import { isGgufFile, loadSafetensorsDir, tensorToFloat32, type TensorEntry } from '@bitdistill/format';
 import { parseDecoderConfig, PROJECTIONS, projectionName, sublnName, SUBLN_EPS, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
 import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
+import { loadGgufModel } from './gguf.ts';
 import { applyRope, matmulF32, matvecF32, quantizeActivations, repackTernary, rmsNorm, ropeTables, ternaryMatMul, type TernaryMatrix } from '@bitdistill/kernels-cpu';
 
 /** A projection as the runtime holds it: ternary (per-tensor scale) or dense fp32 (excluded / other schemes). */
@@ -127,10 +128,20 @@ export class TernaryRuntime {
     this.info = { dir, config, weightBytes, ternaryProjections: ternary, denseProjections: dense };
   }
 
-  /** Load an export folder (config.json with quantization_config, model.safetensors, tokenizer). */
+  /**
+   * Load an export: a folder (config.json with quantization_config, model.safetensors, tokenizer) or a GGUF file
+   * written by `bitdistill export --format gguf` (llama.cpp's bitnet architecture; see gguf.ts).
+   */
   static load(dir: string): TernaryRuntime {
     const cfgPath = join(dir, 'config.json');
     if (!existsSync(dir)) throw new NotFoundError(dir, `model folder '${dir}' does not exist`, { hint: 'run `bitdistill export --ternary` first' });
+    if (statSync(dir).isFile()) {
+      if (!isGgufFile(dir)) throw new FormatError(dir, 'not a GGUF file, and not an export folder', { hint: 'pass the folder or the .gguf file written by `bitdistill export --ternary`' });
+      const g = loadGgufModel(dir);
+      const config = parseDecoderConfig(g.raw, dir);
+      if (g.tokenizer.vocabSize > config.vocabSize) throw new FormatError(dir, `tokenizer has ${g.tokenizer.vocabSize} tokens, the model ${config.vocabSize}`);
+      return new TernaryRuntime(dir, config, g.tokenizer, g.tensors, dir);
+    }
     if (!existsSync(cfgPath)) throw new NotFoundError(cfgPath, `expected config.json in '${dir}'`, { hint: 'pass the folder written by `bitdistill export --ternary`' });
     let raw: Record<string, unknown>;
     try {
@@ -138,8 +149,13 @@ export class TernaryRuntime {
     } catch (e) {
       throw new FormatError(cfgPath, `not valid JSON: ${(e as Error).message}`);
     }
-    const config = parseDecoderConfig(raw, cfgPath);
+    const config = parseDecoderConfig(fromHfCompat(raw, cfgPath), cfgPath);
     const { tensors } = loadSafetensorsDir(dir);
+    const q = raw['quantization_config'];
+    if (q !== null && typeof q === 'object' && (q as Record<string, unknown>)['linear_class'] === 'bitlinear') {
+      // `export --hf-compat bitlinear` stores 1 / scale, which transformers' BitLinear divides by.
+      for (const [name, t] of tensors) if (name.endsWith('.weight_scale') && t.dtype === 'F32') t.data.forEach((v, i, a) => (a[i] = Math.fround(1 / v)));
+    }
     const tokenizer = loadTokenizer(dir);
     if (tokenizer.vocabSize > config.vocabSize) throw new FormatError(dir, `tokenizer has ${tokenizer.vocabSize} tokens, the model ${config.vocabSize}`);
     return new TernaryRuntime(dir, config, tokenizer, tensors, join(dir, 'model.safetensors'));
@@ -305,6 +321,17 @@ export class TernaryRuntime {
     }
     return { ids: out, prefillSeconds: (t1 - t0) / 1000, decodeSeconds: (performance.now() - t1) / 1000 };
   }
+}
+
+/**
+ * An `export --hf-compat` config.json says model_type `bitnet` (transformers' BitNetForCausalLM): that is a Llama
+ * decoder with standard SubLN, which is how this runtime reads it.
+ */
+function fromHfCompat(raw: Record<string, unknown>, file: string): Record<string, unknown> {
+  if (raw['model_type'] !== 'bitnet') return raw;
+  const bd = raw['bitdistill'] !== null && typeof raw['bitdistill'] === 'object' ? (raw['bitdistill'] as Record<string, unknown>) : {};
+  if (bd['subln'] !== undefined && bd['subln'] !== 'standard') throw new FormatError(file, `model_type bitnet with bitdistill.subln ${JSON.stringify(bd['subln'])}; BitNet models have standard SubLN`);
+  return { ...raw, model_type: 'llama', bitdistill: { ...bd, subln: 'standard' } };
 }
 
 export interface KvCache {

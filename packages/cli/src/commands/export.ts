@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
-import { UnsupportedError } from '@bitdistill/core';
-import { exportTernary } from '@bitdistill/export';
+import { BitDistillError, UnsupportedError } from '@bitdistill/core';
+import { exportGguf, exportTernary } from '@bitdistill/export';
 import { makeContext, type GlobalArgs } from '../context.ts';
 
 interface Args extends GlobalArgs {
@@ -8,7 +8,11 @@ interface Args extends GlobalArgs {
   from: string;
   out: string;
   format: 'safetensors' | 'gguf';
-  dtype: 'f32' | 'bf16';
+  dtype: 'f32' | 'bf16' | 'f16';
+  'gguf-type': 'tq2_0' | 'tq1_0';
+  'allow-fallback': boolean;
+  'hf-compat': boolean;
+  'hf-linear-class': 'autobitlinear' | 'bitlinear';
 }
 
 function mib(n: number): string {
@@ -17,21 +21,55 @@ function mib(n: number): string {
 
 export const exportCommand: CommandModule<GlobalArgs, Args> = {
   command: 'export',
-  describe: 'write a trained student as packed ternary weights (HF BitNet layout), verified by re-reading',
+  describe: 'write a trained student as packed ternary weights (HF BitNet safetensors folder, or a GGUF file for llama.cpp), verified by re-reading',
   builder: (y) =>
     y
       .option('ternary', { type: 'boolean', default: true, describe: 'pack the quantized projections as ternary (the only export today)' })
       .option('from', { type: 'string', demandOption: true, describe: 'checkpoint folder, or a run stage folder (its final/ is used)' })
-      .option('out', { type: 'string', demandOption: true, describe: 'output folder' })
-      .option('format', { choices: ['safetensors', 'gguf'] as const, default: 'safetensors' as const })
-      .option('dtype', { choices: ['f32', 'bf16'] as const, default: 'f32' as const, describe: 'dtype of the tensors that stay full precision' }) as never,
+      .option('out', { type: 'string', demandOption: true, describe: 'output folder (safetensors) or file (gguf, e.g. out/model.gguf)' })
+      .option('format', { choices: ['safetensors', 'gguf'] as const, default: 'safetensors' as const, describe: 'safetensors: our runtime + transformers; gguf: llama.cpp bitnet architecture (docs/interop.md)' })
+      .option('dtype', { choices: ['f32', 'bf16', 'f16'] as const, default: 'f32' as const, describe: 'dtype of the tensors that stay full precision (f16: gguf only; gguf norm gains are always f32)' })
+      .option('gguf-type', { choices: ['tq2_0', 'tq1_0'] as const, default: 'tq2_0' as const, describe: 'ternary block type of the GGUF projections (TQ2_0 2.06 bits/weight, TQ1_0 1.69)' })
+      .option('allow-fallback', { type: 'boolean', default: false, describe: 'gguf: write projections whose input dimension is not a multiple of 256 as F16 instead of refusing' })
+      .option('hf-compat', { type: 'boolean', default: false, describe: 'safetensors: config.json for transformers (BitNetForCausalLM for standard SubLN); refuses what transformers cannot express' })
+      .option('hf-linear-class', { choices: ['autobitlinear', 'bitlinear'] as const, default: 'autobitlinear' as const, describe: 'with --hf-compat: autobitlinear (multiplicative weight_scale) or bitlinear (stores 1/scale; older transformers)' }) as never,
   handler: (args) => {
     const ctx = makeContext(args);
     if (!args.ternary) throw new UnsupportedError('only --ternary exports exist', { hint: 'a full-precision checkpoint folder is already a Hugging Face model folder' });
-    if (args.format === 'gguf') throw new UnsupportedError('--format gguf is not implemented yet', { hint: 'use --format safetensors (the HF BitNet layout)' });
-    const r = exportTernary({ from: args.from, out: args.out, dtype: args.dtype === 'bf16' ? 'BF16' : 'F32', logger: ctx.logger });
+    if (args.format === 'gguf') {
+      if (args['hf-compat']) throw new BitDistillError('E_USAGE', '--hf-compat applies to the safetensors export', { hint: 'drop --hf-compat, or use --format safetensors' });
+      const r = exportGguf({
+        from: args.from,
+        out: args.out,
+        type: args['gguf-type'] === 'tq1_0' ? 'TQ1_0' : 'TQ2_0',
+        allowFallback: args['allow-fallback'],
+        dtype: args.dtype === 'bf16' ? 'BF16' : args.dtype === 'f16' ? 'F16' : 'F32',
+        logger: ctx.logger,
+      });
+      const lines = [
+        `exported ${r.checkpoint} -> ${r.out} (GGUF v3, llama.cpp architecture bitnet)`,
+        `  ${r.quantizedTensors} ${r.type} projections, ${r.tensors} tensors, ${r.parameters.toLocaleString('en-US')} parameters`,
+        `  file: ${mib(r.bytes)}; a bf16 copy of the same model: ${mib(r.bf16Bytes)} (${(r.bf16Bytes / r.bytes).toFixed(2)}x larger)`,
+      ];
+      if (r.fallbackTensors.length > 0) {
+        lines.push(`  --allow-fallback: ${r.fallbackTensors.length} projections written as F16 (not ternary in llama.cpp):`);
+        for (const f of r.fallbackTensors) lines.push(`    ${f.name}: ${f.reason}`);
+      }
+      lines.push(`  run it: llama-cli -m ${r.out} -p "..." (see docs/interop.md)`);
+      process.stdout.write(`${lines.join('\n')}\n`);
+      return;
+    }
+    if (args.dtype === 'f16') throw new BitDistillError('E_USAGE', '--dtype f16 is for --format gguf', { hint: 'the safetensors export keeps f32 or bf16' });
+    if (args['allow-fallback']) throw new BitDistillError('E_USAGE', '--allow-fallback applies to --format gguf', { hint: 'the safetensors export packs every input dimension' });
+    const r = exportTernary({
+      from: args.from,
+      out: args.out,
+      dtype: args.dtype === 'bf16' ? 'BF16' : 'F32',
+      ...(args['hf-compat'] ? { hfCompat: { linearClass: args['hf-linear-class'] } } : {}),
+      logger: ctx.logger,
+    });
     process.stdout.write(
-      `exported ${r.checkpoint} -> ${r.out}\n` +
+      `exported ${r.checkpoint} -> ${r.out}${args['hf-compat'] ? ' (config.json for transformers\' BitNet integration)' : ''}\n` +
         `  ${r.quantizedTensors} ternary projections, ${r.parameters.toLocaleString('en-US')} parameters\n` +
         `  export: ${mib(r.bytes)} on disk; a bf16 copy of the same model: ${mib(r.bf16Bytes)} (${(r.bf16Bytes / r.bytes).toFixed(2)}x larger)\n`,
     );

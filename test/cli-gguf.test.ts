@@ -1,0 +1,65 @@
+// `bitdistill export --format gguf` through the real CLI: the refusal a user sees for shapes llama.cpp cannot
+// take as TQ blocks, --allow-fallback naming the F16 tensors, --gguf-type tq1_0, and flag misuse.
+import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { initBackend } from '@bitdistill/backend';
+import { readGguf } from '@bitdistill/format';
+import { loadModel, saveModel } from '@bitdistill/model';
+import { prepareStudent } from '@bitdistill/quant';
+
+function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['packages/cli/bin/bitdistill.js', ...args, '--log-level', 'warn'], { encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('bitdistill export --format gguf (CLI)', function () {
+  this.timeout(300_000);
+  const tmp = mkdtempSync(join(tmpdir(), 'bitdistill-cli-gguf-'));
+  const ckpt = join(tmp, 'student');
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+
+  before(async () => {
+    await initBackend('wasm');
+    const { model } = loadModel('models/stories260K');
+    prepareStudent(model, { subln: 'standard', weightQuant: 'absmean' });
+    await saveModel(model, ckpt, { tokenizerFrom: 'models/stories260K' });
+    model.dispose();
+  });
+
+  it('refuses input dimensions that are not multiples of 256, saying which and what would work; writes nothing', () => {
+    const out = join(tmp, 'a.gguf');
+    const r = cli('export', '--ternary', '--format', 'gguf', '--from', ckpt, '--out', out);
+    expect(r.status).to.equal(1);
+    expect(r.stderr).to.match(/cannot be exported to GGUF for llama\.cpp's bitnet architecture/);
+    expect(r.stderr).to.match(/model\.layers\.4\.mlp\.down_proj\.weight: input dimension 172 is not a multiple of 256/);
+    expect(r.stderr).to.match(/hint: .*multiples of 256 \(--allow-fallback writes the other projections as F16\)/);
+    expect(r.stderr).to.not.match(/\n\s+at /);
+    expect(existsSync(out)).to.equal(false);
+  });
+
+  it('--allow-fallback writes them as F16 and lists them; --gguf-type tq1_0 sets the file type', () => {
+    const out = join(tmp, 'b.gguf');
+    const r = cli('export', '--ternary', '--format', 'gguf', '--gguf-type', 'tq1_0', '--allow-fallback', '--dtype', 'f16', '--from', ckpt, '--out', out);
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/GGUF v3, llama\.cpp architecture bitnet/);
+    expect(r.stdout).to.match(/--allow-fallback: 35 projections written as F16/);
+    expect(r.stdout).to.match(/model\.layers\.0\.self_attn\.q_proj\.weight: input dimension 64 is not a multiple of 256/);
+    const g = readGguf(out);
+    const ft = g.metadata.get('general.file_type');
+    expect(ft?.type === 'uint32' && ft.value).to.equal(36);
+    expect(g.tensors.find((t) => t.name === 'token_embd.weight')?.type).to.equal('F16');
+    expect(g.tensors.find((t) => t.name === 'blk.0.attn_norm.weight')?.type).to.equal('F32');
+  });
+
+  it('flag misuse is a usage error with a hint', () => {
+    const r = cli('export', '--format', 'gguf', '--hf-compat', '--from', ckpt, '--out', join(tmp, 'c.gguf'));
+    expect(r.status).to.equal(2);
+    expect(r.stderr).to.match(/--hf-compat applies to the safetensors export/);
+    const s = cli('export', '--dtype', 'f16', '--from', ckpt, '--out', join(tmp, 'd'));
+    expect(s.status).to.equal(2);
+    expect(s.stderr).to.match(/--dtype f16 is for --format gguf/);
+  });
+});
