@@ -6,7 +6,8 @@
         "native/addon.cc",
         "native/kernels_scalar.cc",
         "native/kernels_avx2.cc",
-        "native/kernels_avx512.cc"
+        "native/kernels_avx512.cc",
+        "native/tensor_ops.cc"
       ],
       "cflags!": ["-fno-exceptions", "-O2"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++1y", "-std=gnu++17", "-O2"],

@@ -6,6 +6,7 @@ interface Bench {
 
 const BENCHES: Record<string, { about: string; load: () => Promise<Bench> }> = {
   kernels: { about: 'int8 x ternary products vs fp32 and the memory-bandwidth bound', load: () => import('./kernels.ts') },
+  train: { about: 'training-step tokens/s: default backend vs stock wasm, GEMM vs numpy, CPU MFU, profile', load: () => import('./train.ts') },
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -2,10 +2,17 @@
  * Chooses and initialises the tfjs backend. `auto` prefers libtensorflow (tfjs-node-gpu, then tfjs-node:
  * optional dependencies that usually cannot install on CPU-only machines), then wasm (SIMD, works offline),
  * then the pure-JS cpu backend. Only the CLI (or a test) calls this; libraries use whatever is active.
+ *
+ * wasm comes accelerated: the kernels that dominate training (BatchMatMul, broadcast elementwise ops,
+ * reductions, transposes...) are replaced by the native ones of @bitdistill/kernels-cpu (native-kernels.ts).
+ * Without the addon, or with BITDISTILL_NATIVE=0 (the benchmark's stock baseline), the same code runs on stock
+ * wasm and the logger is told once.
  */
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { ArgumentError, silentLogger, type Logger } from '@bitdistill/core';
+import { nativeStatus } from '@bitdistill/kernels-cpu';
+import { NATIVE_KERNEL_NAMES, setNativeKernels } from './native-kernels.ts';
 import { registerWasmSegmentSum } from './segment-sum.ts';
 
 export const BACKEND_CHOICES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -18,7 +25,23 @@ export interface BackendInfo {
   provider: string;
   /** Why each better candidate was skipped (auto only). */
   skipped: { provider: string; reason: string }[];
+  /** wasm only (else null): whether the native kernels of @bitdistill/kernels-cpu back it, or why not. */
+  nativeKernels: NativeKernelsInfo | null;
 }
+
+export interface NativeKernelsInfo {
+  active: boolean;
+  /** ISA path of the addon ('avx512vnni', 'avx2', 'scalar'), or 'none'. */
+  isa: string;
+  threads: number;
+  /** The tfjs kernels replaced. */
+  kernels: readonly string[];
+  /** Why they are not active. */
+  reason?: string;
+}
+
+const WASM_PROVIDER = '@tensorflow/tfjs-backend-wasm';
+const NATIVE_PROVIDER = `${WASM_PROVIDER} + @bitdistill/kernels-cpu`;
 
 const require = createRequire(import.meta.url);
 let active: BackendInfo | null = null;
@@ -38,10 +61,23 @@ async function tryTensorflow(pkg: string): Promise<void> {
   if (!(await tf.setBackend('tensorflow'))) throw new Error(`${pkg} loaded but backend 'tensorflow' failed to initialise`);
 }
 
-async function tryWasm(): Promise<void> {
+let nativeWarned = false;
+
+/** Stock wasm plus the native kernels when the addon loads; says once through the logger when it does not. */
+async function tryWasm(logger: Logger): Promise<NativeKernelsInfo> {
   await import('@tensorflow/tfjs-backend-wasm');
   if (!(await tf.setBackend('wasm'))) throw new Error('wasm backend failed to initialise');
   registerWasmSegmentSum();
+  const status = nativeStatus();
+  if (status.native && setNativeKernels(true)) {
+    return { active: true, isa: status.isa, threads: status.threads, kernels: NATIVE_KERNEL_NAMES };
+  }
+  const reason = status.reason ?? 'unknown';
+  if (!nativeWarned) {
+    nativeWarned = true;
+    logger.warn({ reason }, `native kernels unavailable (${reason}): running stock tfjs wasm (single-threaded, much slower)`);
+  }
+  return { active: false, isa: 'none', threads: 1, kernels: [], reason };
 }
 
 async function tryCpu(): Promise<void> {
@@ -54,24 +90,31 @@ export async function initBackend(choice: BackendChoice = 'auto', logger: Logger
     throw new ArgumentError(`unknown backend '${String(choice)}'`, { hint: `use one of ${BACKEND_CHOICES.join(', ')}` });
   }
   tf.enableProdMode();
-  const candidates: { provider: string; name: string; init: () => Promise<void> }[] = [];
+  const candidates: { provider: string; name: string; init: () => Promise<NativeKernelsInfo | void> }[] = [];
   if (choice === 'auto' || choice === 'tensorflow') {
     candidates.push({ provider: '@tensorflow/tfjs-node-gpu', name: 'tensorflow', init: () => tryTensorflow('@tensorflow/tfjs-node-gpu') });
     candidates.push({ provider: '@tensorflow/tfjs-node', name: 'tensorflow', init: () => tryTensorflow('@tensorflow/tfjs-node') });
   }
-  if (choice === 'auto' || choice === 'wasm') candidates.push({ provider: '@tensorflow/tfjs-backend-wasm', name: 'wasm', init: tryWasm });
+  if (choice === 'auto' || choice === 'wasm') candidates.push({ provider: WASM_PROVIDER, name: 'wasm', init: () => tryWasm(logger) });
   if (choice === 'auto' || choice === 'cpu') candidates.push({ provider: '@tensorflow/tfjs-backend-cpu', name: 'cpu', init: tryCpu });
 
-  if (active !== null && (choice === 'auto' || active.name === choice)) return active;
+  // Same choice again: the cached info, unless another backend was set meanwhile (then set it up again).
+  if (active !== null && (choice === 'auto' || active.name === choice) && tf.getBackend() === active.name) return active;
 
   const skipped: BackendInfo['skipped'] = [];
   for (const c of candidates) {
     try {
-      await c.init();
-      active = { name: c.name, provider: c.provider, skipped };
+      const native = (await c.init()) ?? null;
+      const provider = native?.active === true ? NATIVE_PROVIDER : c.provider;
+      active = { name: c.name, provider, skipped, nativeKernels: native };
       for (const s of skipped) logger.debug({ provider: s.provider, reason: s.reason }, 'backend candidate skipped');
       logger.info(
-        { backend: c.name, provider: c.provider, skipped: skipped.map((s) => `${s.provider}: ${s.reason}`) },
+        {
+          backend: c.name,
+          provider,
+          ...(native?.active === true ? { isa: native.isa, threads: native.threads } : {}),
+          skipped: skipped.map((s) => `${s.provider}: ${s.reason}`),
+        },
         `using tfjs backend '${c.name}'`,
       );
       return active;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "tensor_ops.h"
 #include "threadpool.h"
 
 namespace bd {
@@ -113,7 +114,7 @@ struct Scratch {
     return p;
   }
 };
-thread_local Scratch t_xbuf, t_abuf, t_bbuf;
+thread_local Scratch t_xbuf, t_abuf, t_bbuf, t_kbuf;
 
 // ---------------------------------------------------------------------------------------------------------
 // Ternary repack: HF BitNet packing -> t4x256 (kernels.h). Returns -1, or the byte index (p * in + j) of the
@@ -204,37 +205,37 @@ struct GemmView {
 
 constexpr int64_t kKc = 256;
 
-void pack_a(const GemmView& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr, float* dst) {
-  for (int64_t is = 0; is < mc; is += mr) {
-    const int64_t rows = std::min<int64_t>(mr, mc - is);
-    float* d = dst + is * kc;
-    for (int64_t ii = 0; ii < mr; ii++) {
-      if (ii < rows) {
-        const float* src = g.a + (i0 + is + ii) * g.sai + p0 * g.sap;
-        for (int64_t p = 0; p < kc; p++) d[p * mr + ii] = src[p * g.sap];
-      } else {
-        for (int64_t p = 0; p < kc; p++) d[p * mr + ii] = 0.0f;
-      }
+// dst[p * w + i] = element (i, p) of a strip of `rows` lines whose element (i, p) is at src[i * si + p * sp];
+// zero for rows <= i < w. Strips contiguous along p (sp == 1) go to the ISA's transposing packer; the
+// others are copies of `rows` contiguous values per p (si == 1) or strided loops.
+void pack_strip(const IsaKernels& K, const float* src, int64_t si, int64_t sp, int64_t rows, int64_t kc, int w, float* dst) {
+  if (sp == 1 && K.pack_trans != nullptr) {
+    K.pack_trans(src, si, rows, kc, w, dst);
+    return;
+  }
+  for (int64_t p = 0; p < kc; p++) {
+    float* d = dst + p * w;
+    const float* s = src + p * sp;
+    if (si == 1) {
+      for (int64_t i = 0; i < rows; i++) d[i] = s[i];  // 12 or 32 floats: a loop, not a memcpy call per p
+    } else {
+      for (int64_t i = 0; i < rows; i++) d[i] = s[i * si];
     }
+    for (int64_t i = rows; i < w; i++) d[i] = 0.0f;
   }
 }
 
-void pack_b(const GemmView& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr, float* dst) {
-  for (int64_t js = 0; js < nc; js += nr) {
-    const int64_t cols = std::min<int64_t>(nr, nc - js);
-    float* d = dst + js * kc;
-    if (g.sbj == 1 && cols == nr) {
-      for (int64_t p = 0; p < kc; p++) memcpy(d + p * nr, g.b + (p0 + p) * g.sbp + j0 + js, sizeof(float) * nr);
-      continue;
-    }
-    for (int64_t jj = 0; jj < nr; jj++) {
-      if (jj < cols) {
-        const float* src = g.b + p0 * g.sbp + (j0 + js + jj) * g.sbj;
-        for (int64_t p = 0; p < kc; p++) d[p * nr + jj] = src[p * g.sbp];
-      } else {
-        for (int64_t p = 0; p < kc; p++) d[p * nr + jj] = 0.0f;
-      }
-    }
+void pack_a(const IsaKernels& K, const GemmView& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* dst) {
+  for (int64_t is = 0; is < mc; is += K.mr) {
+    const int64_t rows = std::min<int64_t>(K.mr, mc - is);
+    pack_strip(K, g.a + (i0 + is) * g.sai + p0 * g.sap, g.sai, g.sap, rows, kc, K.mr, dst + is * kc);
+  }
+}
+
+void pack_b(const IsaKernels& K, const GemmView& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float* dst) {
+  for (int64_t js = 0; js < nc; js += K.nr) {
+    const int64_t cols = std::min<int64_t>(K.nr, nc - js);
+    pack_strip(K, g.b + p0 * g.sbp + (j0 + js) * g.sbj, g.sbj, g.sbp, cols, kc, K.nr, dst + js * kc);
   }
 }
 
@@ -264,10 +265,10 @@ void gemm_serial(const IsaKernels& K, const GemmView& g) {
     for (int64_t pc = 0; pc < g.k; pc += kKc) {
       const int64_t kc = std::min(kKc, g.k - pc);
       const int accumulate = pc > 0;
-      pack_b(g, pc, kc, jc, nc, nr, bbuf);
+      pack_b(K, g, pc, kc, jc, nc, bbuf);
       for (int64_t ic = 0; ic < g.m; ic += mc_max) {
         const int64_t mc = std::min(mc_max, g.m - ic);
-        pack_a(g, ic, mc, pc, kc, mr, abuf);
+        pack_a(K, g, ic, mc, pc, kc, abuf);
         for (int64_t jr = 0; jr < nc; jr += nr) {
           const int64_t ncols = std::min<int64_t>(nr, nc - jr);
           for (int64_t ir = 0; ir < mc; ir += mr) {
@@ -316,6 +317,76 @@ void gemm_task(void* p, int64_t chunk, int64_t n) {
     v.m = e - b;
   }
   gemm_serial(*c->isa, v);
+}
+
+// Split along k: chunk t computes the product over its k blocks into C (t = 0) or into partial[t - 1] (row
+// stride n), and a second pass adds the partials into C.
+struct GemmSplitKCtx {
+  const IsaKernels* isa;
+  GemmView g;
+  float* partial;  // [nchunks - 1, m, n]
+  int64_t nchunks;
+};
+
+void gemm_splitk_task(void* p, int64_t chunk, int64_t n) {
+  auto* c = static_cast<GemmSplitKCtx*>(p);
+  GemmView v = c->g;
+  int64_t b, e;
+  split((v.k + kKc - 1) / kKc, chunk, n, &b, &e);
+  b *= kKc;
+  e = std::min(e * kKc, v.k);
+  v.a += b * v.sap;
+  v.b += b * v.sbp;
+  v.k = e - b;
+  if (chunk > 0) {
+    v.c = c->partial + (chunk - 1) * v.m * v.n;
+    v.ldc = v.n;
+  }
+  gemm_serial(*c->isa, v);
+}
+
+void gemm_splitk_sum_task(void* p, int64_t chunk, int64_t n) {
+  auto* c = static_cast<GemmSplitKCtx*>(p);
+  const GemmView& g = c->g;
+  int64_t b, e;
+  split(g.m, chunk, n, &b, &e);
+  for (int64_t i = b; i < e; i++) {
+    float* ci = g.c + i * g.ldc;
+    for (int64_t t = 0; t + 1 < c->nchunks; t++) {
+      const float* pi = c->partial + (t * g.m + i) * g.n;
+      for (int64_t j = 0; j < g.n; j++) ci[j] += pi[j];
+    }
+  }
+}
+
+// Largest C (floats) that a product may split along k for: the partial sums cost one extra pass over C each.
+constexpr int64_t kSplitKMaxC = int64_t{1} << 20;
+
+// One product on the pool. Splitting along n or m makes every thread pack its own copy of the other operand's
+// panels; a long k with a small C (the weight gradients x^T dy of a training step: C is [in, out], k the
+// tokens) is split along k instead, which packs nothing twice.
+void gemm_parallel(const IsaKernels* isa, const GemmView& g) {
+  const int threads = g_pool->size();
+  if (g.m * g.n * g.k < (int64_t{1} << 18) || threads == 1) {
+    gemm_serial(*isa, g);
+    return;
+  }
+  const int64_t kblocks = (g.k + kKc - 1) / kKc;
+  if (kblocks >= threads && g.k >= std::max(g.m, g.n) && g.m * g.n * (threads - 1) <= kSplitKMaxC) {
+    GemmSplitKCtx ctx{isa, g, nullptr, threads};
+    ctx.partial = static_cast<float*>(t_kbuf.get(sizeof(float) * static_cast<size_t>((threads - 1) * g.m * g.n)));
+    if (ctx.partial != nullptr) {
+      parallel(threads, gemm_splitk_task, &ctx);
+      parallel(threads, gemm_splitk_sum_task, &ctx);
+      return;
+    }
+  }
+  GemmCtx ctx{};
+  ctx.isa = isa;
+  ctx.g = g;
+  ctx.split_n = g.n >= g.m;
+  // One chunk per thread: every chunk packs its own panels, so more chunks would repeat that work.
+  parallel(threads, gemm_task, &ctx);
 }
 
 // A batch of GEMMs C_i = op(A_{aidx[i]}) @ op(B_{bidx[i]}) (tfjs BatchMatMul after batch broadcasting): item i
@@ -635,12 +706,7 @@ napi_value GemmF32(napi_env env, napi_callback_info info) {
                "gemmF32: array too small"))
     return nullptr;
   if (m == 0 || n == 0) return nullptr;
-  GemmCtx ctx{};
-  ctx.isa = g_isa;
-  ctx.g = GemmView{a, ta ? 1 : k, ta ? m : 1, b, tb ? 1 : n, tb ? k : 1, c, n, m, n, k};
-  ctx.split_n = n >= m;
-  // One chunk per thread: every chunk packs its own panels, so more chunks would repeat that work.
-  parallel(m * n * k < (int64_t{1} << 18) ? 1 : g_pool->size(), gemm_task, &ctx);
+  gemm_parallel(g_isa, GemmView{a, ta ? 1 : k, ta ? m : 1, b, tb ? 1 : n, tb ? k : 1, c, n, m, n, k});
   return nullptr;
 }
 
@@ -684,14 +750,486 @@ napi_value GemmBatchF32(napi_env env, napi_callback_info info) {
   }
   // Few large items: split each one across the pool, as gemmF32 does.
   for (int64_t i = 0; i < batch; i++) {
-    GemmCtx ctx{};
-    ctx.isa = g_isa;
-    ctx.g = g;
-    ctx.g.a += ai[i] * m * k;
-    ctx.g.b += bi[i] * k * n;
-    ctx.g.c += i * m * n;
-    ctx.split_n = n >= m;
-    parallel(work < (int64_t{1} << 18) ? 1 : threads, gemm_task, &ctx);
+    GemmView v = g;
+    v.a += ai[i] * m * k;
+    v.b += bi[i] * k * n;
+    v.c += i * m * n;
+    gemm_parallel(g_isa, v);
+  }
+  return nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tensor ops (tensor_ops.h): elementwise, broadcast, reduction and copy kernels behind tfjs's wasm kernels.
+
+// Below this many elements an op runs on the calling thread: waking the pool costs more than it saves.
+constexpr int64_t kMinParallelElems = int64_t{1} << 15;
+
+// Number of chunks for `elems` elements split into at most `units` pieces.
+int64_t elem_chunks(int64_t elems, int64_t units) {
+  if (elems < kMinParallelElems || g_pool->size() == 1) return 1;
+  return std::max<int64_t>(1, std::min<int64_t>(units, 4 * g_pool->size()));
+}
+
+// An Int32Array of dims or strides (rank <= kMaxRank), copied out.
+constexpr int kMaxRank = 8;
+bool get_dims(napi_env env, napi_value v, int64_t* out, size_t* rank, const char* what) {
+  int32_t* p;
+  size_t n;
+  if (!get_typed(env, v, napi_int32_array, &p, &n, what)) return false;
+  if (throw_if(env, n > kMaxRank, "tensor op: rank above 8")) return false;
+  for (size_t i = 0; i < n; i++) {
+    if (throw_if(env, p[i] < 0, "tensor op: negative dim or stride")) return false;
+    out[i] = p[i];
+  }
+  *rank = n;
+  return true;
+}
+
+// Largest element index a strided view touches (-1 for an empty shape).
+int64_t max_index(const int64_t* shape, const int64_t* strides, size_t rank) {
+  int64_t m = 0;
+  for (size_t d = 0; d < rank; d++) {
+    if (shape[d] == 0) return -1;
+    m += (shape[d] - 1) * strides[d];
+  }
+  return m;
+}
+
+// A broadcast view's strides over `rank` dims: rows are the dims before the last, decoded with an odometer.
+struct Strided {
+  int64_t shape[kMaxRank];
+  int64_t sa[kMaxRank];
+  int64_t sb[kMaxRank];
+  size_t rank;
+  int64_t rows;    // product of shape[0 .. rank-2]
+  int64_t n;       // shape[rank-1]
+  int64_t pieces;  // column pieces per row (work item = (row, piece))
+};
+
+// Calls fn(row offset into a, offset into b, row index, column begin, column end) for work items [w0, w1).
+template <typename Fn>
+void for_rows(const Strided& v, int64_t w0, int64_t w1, Fn fn) {
+  for (int64_t w = w0; w < w1; w++) {
+    const int64_t row = w / v.pieces, piece = w % v.pieces;
+    int64_t oa = 0, ob = 0, rem = row;
+    for (size_t d = v.rank - 1; d-- > 0;) {
+      const int64_t i = rem % v.shape[d];
+      rem /= v.shape[d];
+      oa += i * v.sa[d];
+      ob += i * v.sb[d];
+    }
+    int64_t c0, c1;
+    split(v.n, piece, v.pieces, &c0, &c1);
+    if (c0 < c1) fn(oa, ob, row, c0, c1);
+  }
+}
+
+bool get_strided(napi_env env, napi_value shape, napi_value sa, napi_value sb, Strided* v) {
+  size_t r1, r2, r3;
+  if (!get_dims(env, shape, v->shape, &r1, "shape") || !get_dims(env, sa, v->sa, &r2, "aStrides") ||
+      !get_dims(env, sb, v->sb, &r3, "bStrides"))
+    return false;
+  if (throw_if(env, r1 == 0 || r1 != r2 || r1 != r3, "tensor op: shape and strides must have one equal rank >= 1")) return false;
+  v->rank = r1;
+  v->rows = 1;
+  for (size_t d = 0; d + 1 < r1; d++) v->rows *= v->shape[d];
+  v->n = v->shape[r1 - 1];
+  if (throw_if(env, v->sa[r1 - 1] > 1 || v->sb[r1 - 1] > 1, "tensor op: innermost strides must be 0 or 1")) return false;
+  return true;
+}
+
+// Chooses column pieces so that even one long row is split across the pool.
+int64_t plan_pieces(Strided* v) {
+  const int64_t elems = v->rows * v->n;
+  const int64_t want = elem_chunks(elems, elems / 4096 + 1);
+  v->pieces = v->rows >= want ? 1 : std::max<int64_t>(1, std::min<int64_t>(want / std::max<int64_t>(v->rows, 1), v->n / 1024 + 1));
+  return v->rows * v->pieces;
+}
+
+template <typename T, typename Out>
+struct BinaryCtx {
+  int op;
+  const T* a;
+  const T* b;
+  Out* y;
+  Strided v;
+  int64_t items;
+  void (*row)(int, const T*, int64_t, const T*, int64_t, Out*, int64_t);
+};
+
+template <typename T, typename Out>
+void binary_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<BinaryCtx<T, Out>*>(p);
+  int64_t w0, w1;
+  split(c->items, chunk, nchunks, &w0, &w1);
+  const int64_t sa = c->v.sa[c->v.rank - 1], sb = c->v.sb[c->v.rank - 1];
+  for_rows(c->v, w0, w1, [&](int64_t oa, int64_t ob, int64_t row, int64_t c0, int64_t c1) {
+    c->row(c->op, c->a + oa + c0 * sa, sa, c->b + ob + c0 * sb, sb, c->y + row * c->v.n + c0, c1 - c0);
+  });
+}
+
+template <typename T, typename Out>
+void run_binary(int op, const T* a, size_t al, const T* b, size_t bl, Out* y, size_t yl, const Strided& v0,
+                void (*row)(int, const T*, int64_t, const T*, int64_t, Out*, int64_t), napi_env env, const char* what) {
+  BinaryCtx<T, Out> ctx{op, a, b, y, v0, 0, row};
+  const int64_t total = ctx.v.rows * ctx.v.n;
+  if (throw_if(env, static_cast<int64_t>(yl) < total, what) ||
+      throw_if(env, max_index(ctx.v.shape, ctx.v.sa, ctx.v.rank) >= static_cast<int64_t>(al), what) ||
+      throw_if(env, max_index(ctx.v.shape, ctx.v.sb, ctx.v.rank) >= static_cast<int64_t>(bl), what))
+    return;
+  if (total == 0) return;
+  ctx.items = plan_pieces(&ctx.v);
+  parallel(elem_chunks(total, ctx.items), binary_task<T, Out>, &ctx);
+}
+
+// binaryF32(op, a, b, y, shape: Int32Array, aStrides, bStrides): y[idx] = a[idx . aStrides] op b[idx . bStrides]
+// over the row-major index space of shape (y contiguous); innermost strides are 0 or 1.
+napi_value BinaryF32(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!get_args(env, info, 7, argv)) return nullptr;
+  int64_t op;
+  float *a, *b, *y;
+  size_t al, bl, yl;
+  Strided v{};
+  if (!get_i64(env, argv[0], 0, kBinaryCount - 1, &op, "op") || !get_typed(env, argv[1], napi_float32_array, &a, &al, "a") ||
+      !get_typed(env, argv[2], napi_float32_array, &b, &bl, "b") || !get_typed(env, argv[3], napi_float32_array, &y, &yl, "y") ||
+      !get_strided(env, argv[4], argv[5], argv[6], &v))
+    return nullptr;
+  run_binary<float, float>(static_cast<int>(op), a, al, b, bl, y, yl, v, binary_f32, env, "binaryF32: array too small for the shape");
+  return nullptr;
+}
+
+// compare(op, isInt32, a, b, y: Uint8Array, shape, aStrides, bStrides): y = a op b as 0 / 1 (tfjs bool).
+napi_value Compare(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!get_args(env, info, 8, argv)) return nullptr;
+  int64_t op;
+  bool is_int;
+  uint8_t* y;
+  size_t al, bl, yl;
+  Strided v{};
+  if (!get_i64(env, argv[0], 0, kCompareCount - 1, &op, "op") || !get_bool(env, argv[1], &is_int) ||
+      !get_typed(env, argv[4], napi_uint8_array, &y, &yl, "y") || !get_strided(env, argv[5], argv[6], argv[7], &v))
+    return nullptr;
+  const char* what = "compare: array too small for the shape";
+  if (is_int) {
+    int32_t *a, *b;
+    if (!get_typed(env, argv[2], napi_int32_array, &a, &al, "a") || !get_typed(env, argv[3], napi_int32_array, &b, &bl, "b")) return nullptr;
+    run_binary<int32_t, uint8_t>(static_cast<int>(op), a, al, b, bl, y, yl, v, compare_i32, env, what);
+  } else {
+    float *a, *b;
+    if (!get_typed(env, argv[2], napi_float32_array, &a, &al, "a") || !get_typed(env, argv[3], napi_float32_array, &b, &bl, "b")) return nullptr;
+    run_binary<float, uint8_t>(static_cast<int>(op), a, al, b, bl, y, yl, v, compare_f32, env, what);
+  }
+  return nullptr;
+}
+
+struct UnaryCtx {
+  int op;
+  const float* x;
+  float* y;
+  int64_t n;
+  float lo, hi;
+};
+
+void unary_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<UnaryCtx*>(p);
+  int64_t b, e;
+  split(c->n / 16, chunk, nchunks, &b, &e);  // chunk borders on multiples of 16 elements (64 bytes)
+  b *= 16;
+  e = chunk == nchunks - 1 ? c->n : e * 16;
+  if (b < e) unary_f32(c->op, c->x + b, c->y + b, e - b, c->lo, c->hi);
+}
+
+// unaryF32(op, x, y, lo, hi): y = op(x) elementwise; lo, hi bound kClip.
+napi_value UnaryF32(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return nullptr;
+  int64_t op;
+  float *x, *y;
+  size_t xl, yl;
+  double lo, hi;
+  if (!get_i64(env, argv[0], 0, kUnaryCount - 1, &op, "op") || !get_typed(env, argv[1], napi_float32_array, &x, &xl, "x") ||
+      !get_typed(env, argv[2], napi_float32_array, &y, &yl, "y") || !get_f64(env, argv[3], &lo) || !get_f64(env, argv[4], &hi))
+    return nullptr;
+  if (throw_if(env, yl < xl, "unaryF32: y is smaller than x")) return nullptr;
+  UnaryCtx ctx{static_cast<int>(op), x, y, static_cast<int64_t>(xl), static_cast<float>(lo), static_cast<float>(hi)};
+  parallel(elem_chunks(ctx.n, ctx.n / 4096 + 1), unary_task, &ctx);
+  return nullptr;
+}
+
+struct CastCtx {
+  const uint8_t* u8;
+  const int32_t* i32;
+  float* y;
+  int64_t n;
+};
+
+void cast_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<CastCtx*>(p);
+  int64_t b, e;
+  split(c->n, chunk, nchunks, &b, &e);
+  if (b >= e) return;
+  if (c->u8 != nullptr) cast_u8_f32(c->u8 + b, c->y + b, e - b);
+  else cast_i32_f32(c->i32 + b, c->y + b, e - b);
+}
+
+// castToF32(x: Uint8Array | Int32Array, y: Float32Array)
+napi_value CastToF32(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return nullptr;
+  CastCtx ctx{};
+  size_t xl, yl;
+  bool is_ta = false;
+  napi_typedarray_type type;
+  void* data;
+  napi_value ab;
+  size_t off;
+  if (napi_is_typedarray(env, argv[0], &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, argv[0], &type, &xl, &data, &ab, &off) != napi_ok ||
+      (type != napi_uint8_array && type != napi_int32_array)) {
+    napi_throw_type_error(env, "E_ARGUMENT", "castToF32: x must be a Uint8Array or an Int32Array");
+    return nullptr;
+  }
+  if (!get_typed(env, argv[1], napi_float32_array, &ctx.y, &yl, "y")) return nullptr;
+  if (throw_if(env, yl < xl, "castToF32: y is smaller than x")) return nullptr;
+  if (type == napi_uint8_array) ctx.u8 = static_cast<const uint8_t*>(data);
+  else ctx.i32 = static_cast<const int32_t*>(data);
+  ctx.n = static_cast<int64_t>(xl);
+  parallel(elem_chunks(ctx.n, ctx.n / 4096 + 1), cast_task, &ctx);
+  return nullptr;
+}
+
+struct ReduceCtx {
+  int op;
+  const float* x;
+  float* y;
+  int64_t outer, r, inner;
+  bool split_outer;
+};
+
+void reduce_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<ReduceCtx*>(p);
+  int64_t b, e;
+  if (c->split_outer) {
+    split(c->outer, chunk, nchunks, &b, &e);
+    if (b < e) reduce_f32(c->op, c->x, c->y, b, e, c->r, c->inner, 0, c->inner);
+  } else {
+    split((c->inner + 15) / 16, chunk, nchunks, &b, &e);
+    b *= 16;
+    e = std::min(e * 16, c->inner);
+    if (b < e) reduce_f32(c->op, c->x, c->y, 0, c->outer, c->r, c->inner, b, e);
+  }
+}
+
+// reduceF32(op, x: [outer, r, inner], y: [outer, inner], outer, r, inner)
+napi_value ReduceF32(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!get_args(env, info, 6, argv)) return nullptr;
+  int64_t op;
+  ReduceCtx ctx{};
+  size_t xl, yl;
+  float* x;
+  if (!get_i64(env, argv[0], 0, kReduceCount - 1, &op, "op") || !get_typed(env, argv[1], napi_float32_array, &x, &xl, "x") ||
+      !get_typed(env, argv[2], napi_float32_array, &ctx.y, &yl, "y") || !get_i64(env, argv[3], 0, kMaxDim, &ctx.outer, "outer") ||
+      !get_i64(env, argv[4], 0, kMaxDim, &ctx.r, "r") || !get_i64(env, argv[5], 0, kMaxDim, &ctx.inner, "inner"))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(xl) < ctx.outer * ctx.r * ctx.inner || static_cast<int64_t>(yl) < ctx.outer * ctx.inner,
+               "reduceF32: array too small"))
+    return nullptr;
+  ctx.op = static_cast<int>(op);
+  ctx.x = x;
+  if (ctx.outer * ctx.inner == 0) return nullptr;
+  const int64_t elems = ctx.outer * std::max<int64_t>(ctx.r, 1) * ctx.inner;
+  ctx.split_outer = ctx.inner == 1 || ctx.outer >= 2 * g_pool->size();
+  const int64_t units = ctx.split_outer ? ctx.outer : (ctx.inner + 15) / 16;
+  parallel(elem_chunks(elems, units), reduce_task, &ctx);
+  return nullptr;
+}
+
+struct CopyCtx {
+  const IsaKernels* isa;
+  const uint32_t* src;
+  uint32_t* dst;
+  int64_t shape[kMaxRank];
+  int64_t ss[kMaxRank];
+  int64_t ds[kMaxRank];
+  size_t rank;
+  int64_t blocks;  // product of shape[0 .. rank-3]
+  int64_t pieces;  // row pieces per block
+};
+
+void copy_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<CopyCtx*>(p);
+  const size_t R = c->rank;
+  const int64_t rows = c->shape[R - 2], cols = c->shape[R - 1];
+  int64_t w0, w1;
+  split(c->blocks * c->pieces, chunk, nchunks, &w0, &w1);
+  for (int64_t w = w0; w < w1; w++) {
+    const int64_t blk = w / c->pieces, piece = w % c->pieces;
+    int64_t os = 0, od = 0, rem = blk;
+    for (size_t d = R - 2; d-- > 0;) {
+      const int64_t i = rem % c->shape[d];
+      rem /= c->shape[d];
+      os += i * c->ss[d];
+      od += i * c->ds[d];
+    }
+    int64_t r0, r1;
+    split((rows + 15) / 16, piece, c->pieces, &r0, &r1);
+    r0 *= 16;
+    r1 = std::min(r1 * 16, rows);
+    if (r0 >= r1) continue;
+    const uint32_t* s = c->src + os + r0 * c->ss[R - 2];
+    uint32_t* d = c->dst + od + r0 * c->ds[R - 2];
+    if (c->ss[R - 2] == 1 && c->ss[R - 1] != 0 && c->ds[R - 1] == 1 && c->isa->transpose != nullptr) {
+      c->isa->transpose(s, c->ss[R - 1], d, c->ds[R - 2], r1 - r0, cols);
+    } else {
+      copy_block_u32(s, c->ss[R - 2], c->ss[R - 1], d, c->ds[R - 2], c->ds[R - 1], r1 - r0, cols);
+    }
+  }
+}
+
+// copyStrided32(src, srcOffset, srcStrides, dst, dstOffset, dstStrides, shape): for every index of shape
+// (rank 2..8), dst[dstOffset + idx . dstStrides] = src[srcOffset + idx . srcStrides]; 4-byte elements (the
+// Float32Arrays may view int32 data: bits are copied, never converted).
+napi_value CopyStrided32(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!get_args(env, info, 7, argv)) return nullptr;
+  float *src, *dst;
+  size_t sl, dl, r1, r2, r3;
+  int64_t so, dof;
+  CopyCtx ctx{};
+  if (!get_typed(env, argv[0], napi_float32_array, &src, &sl, "src") || !get_i64(env, argv[1], 0, kMaxDim, &so, "srcOffset") ||
+      !get_dims(env, argv[2], ctx.ss, &r1, "srcStrides") || !get_typed(env, argv[3], napi_float32_array, &dst, &dl, "dst") ||
+      !get_i64(env, argv[4], 0, kMaxDim, &dof, "dstOffset") || !get_dims(env, argv[5], ctx.ds, &r2, "dstStrides") ||
+      !get_dims(env, argv[6], ctx.shape, &r3, "shape"))
+    return nullptr;
+  if (throw_if(env, r1 != r3 || r2 != r3 || r3 < 2, "copyStrided32: shape and strides must have one equal rank >= 2")) return nullptr;
+  ctx.rank = r3;
+  const int64_t ms = max_index(ctx.shape, ctx.ss, r3), md = max_index(ctx.shape, ctx.ds, r3);
+  if (ms < 0) return nullptr;
+  if (throw_if(env, so + ms >= static_cast<int64_t>(sl) || dof + md >= static_cast<int64_t>(dl), "copyStrided32: view out of range")) return nullptr;
+  ctx.isa = g_isa;
+  ctx.src = reinterpret_cast<const uint32_t*>(src) + so;
+  ctx.dst = reinterpret_cast<uint32_t*>(dst) + dof;
+  ctx.blocks = 1;
+  for (size_t d = 0; d + 2 < r3; d++) ctx.blocks *= ctx.shape[d];
+  const int64_t rows = ctx.shape[r3 - 2];
+  const int64_t elems = ctx.blocks * rows * ctx.shape[r3 - 1];
+  const int64_t want = elem_chunks(elems, elems / 4096 + 1);
+  ctx.pieces = ctx.blocks >= want ? 1 : std::max<int64_t>(1, std::min<int64_t>(want / ctx.blocks, (rows + 15) / 16));
+  parallel(elem_chunks(elems, ctx.blocks * ctx.pieces), copy_task, &ctx);
+  return nullptr;
+}
+
+struct GatherCtx {
+  const uint32_t* x;
+  const int32_t* idx;
+  uint32_t* y;
+  int64_t n, row;
+};
+
+void gather_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<GatherCtx*>(p);
+  int64_t b, e;
+  split(c->n, chunk, nchunks, &b, &e);
+  for (int64_t i = b; i < e; i++) memcpy(c->y + i * c->row, c->x + c->idx[i] * c->row, sizeof(uint32_t) * static_cast<size_t>(c->row));
+}
+
+// gatherRows32(x: [rows, row], row, idx: Int32Array [n], y: [n, row]) -> -1, or the position of the first
+// index outside [0, rows) (nothing is copied then).
+napi_value GatherRows32(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return nullptr;
+  float *x, *y;
+  int32_t* idx;
+  size_t xl, il, yl;
+  int64_t row;
+  if (!get_typed(env, argv[0], napi_float32_array, &x, &xl, "x") || !get_i64(env, argv[1], 1, kMaxDim, &row, "row") ||
+      !get_typed(env, argv[2], napi_int32_array, &idx, &il, "idx") || !get_typed(env, argv[3], napi_float32_array, &y, &yl, "y"))
+    return nullptr;
+  const int64_t rows = static_cast<int64_t>(xl) / row;
+  if (throw_if(env, static_cast<int64_t>(yl) < static_cast<int64_t>(il) * row, "gatherRows32: y too small")) return nullptr;
+  for (size_t i = 0; i < il; i++)
+    if (idx[i] < 0 || idx[i] >= rows) return make_number(env, static_cast<double>(i));
+  GatherCtx ctx{reinterpret_cast<const uint32_t*>(x), idx, reinterpret_cast<uint32_t*>(y), static_cast<int64_t>(il), row};
+  parallel(elem_chunks(ctx.n * row, ctx.n), gather_task, &ctx);
+  return make_number(env, -1);
+}
+
+struct RmsNormCtx {
+  const float *x, *g, *dy;
+  float *y, *dx, *dg;  // dg: [nchunks, dim] partial sums (backward only)
+  int64_t rows, dim;
+  float eps;
+};
+
+void rmsnorm_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<RmsNormCtx*>(p);
+  int64_t b, e;
+  split(c->rows, chunk, nchunks, &b, &e);
+  if (c->dy == nullptr) {
+    if (b < e) rmsnorm_f32(c->x, c->g, c->y, b, e, c->dim, c->eps);
+    return;
+  }
+  float* dg = c->dg + chunk * c->dim;
+  memset(dg, 0, sizeof(float) * static_cast<size_t>(c->dim));
+  if (b < e) rmsnorm_grad_f32(c->dy, c->x, c->g, c->dx, dg, b, e, c->dim, c->eps);
+}
+
+bool get_rmsnorm_common(napi_env env, napi_value* argv, RmsNormCtx* c, size_t* xl, const char* what) {
+  float* x;
+  float* g;
+  size_t gl;
+  double eps;
+  if (!get_typed(env, argv[0], napi_float32_array, &x, xl, "x") || !get_typed(env, argv[1], napi_float32_array, &g, &gl, "gain") ||
+      !get_i64(env, argv[2], 1, kMaxDim, &c->dim, "dim") || !get_f64(env, argv[3], &eps))
+    return false;
+  if (throw_if(env, static_cast<int64_t>(gl) != c->dim || static_cast<int64_t>(*xl) % c->dim != 0, what)) return false;
+  c->x = x;
+  c->g = g;
+  c->rows = static_cast<int64_t>(*xl) / c->dim;
+  c->eps = static_cast<float>(eps);
+  return true;
+}
+
+// rmsNormF32(x [rows, dim], gain [dim], dim, eps, y)
+napi_value RmsNormF32(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return nullptr;
+  RmsNormCtx ctx{};
+  size_t xl, yl;
+  if (!get_rmsnorm_common(env, argv, &ctx, &xl, "rmsNormF32: x is not [rows, gain.length]") ||
+      !get_typed(env, argv[4], napi_float32_array, &ctx.y, &yl, "y"))
+    return nullptr;
+  if (throw_if(env, yl < xl, "rmsNormF32: y too small")) return nullptr;
+  parallel(elem_chunks(static_cast<int64_t>(xl), ctx.rows), rmsnorm_task, &ctx);
+  return nullptr;
+}
+
+// rmsNormGradF32(x, gain, dim, eps, dy, dx, dgain): dgain is summed over rows in a fixed order (per-chunk
+// partial sums added chunk by chunk).
+napi_value RmsNormGradF32(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!get_args(env, info, 7, argv)) return nullptr;
+  RmsNormCtx ctx{};
+  size_t xl, dyl, dxl, dgl;
+  float *dy, *dg;
+  if (!get_rmsnorm_common(env, argv, &ctx, &xl, "rmsNormGradF32: x is not [rows, gain.length]") ||
+      !get_typed(env, argv[4], napi_float32_array, &dy, &dyl, "dy") || !get_typed(env, argv[5], napi_float32_array, &ctx.dx, &dxl, "dx") ||
+      !get_typed(env, argv[6], napi_float32_array, &dg, &dgl, "dgain"))
+    return nullptr;
+  if (throw_if(env, dyl < xl || dxl < xl || static_cast<int64_t>(dgl) < ctx.dim, "rmsNormGradF32: array too small")) return nullptr;
+  ctx.dy = dy;
+  const int64_t nchunks = elem_chunks(static_cast<int64_t>(xl), std::min<int64_t>(ctx.rows, g_pool->size()));
+  std::vector<float> partial(static_cast<size_t>(nchunks * ctx.dim));
+  ctx.dg = partial.data();
+  parallel(nchunks, rmsnorm_task, &ctx);
+  for (int64_t i = 0; i < ctx.dim; i++) {
+    float s = 0.0f;
+    for (int64_t ch = 0; ch < nchunks; ch++) s += partial[static_cast<size_t>(ch * ctx.dim + i)];
+    dg[i] = s;
   }
   return nullptr;
 }
@@ -728,6 +1266,15 @@ napi_value Init(napi_env env, napi_value exports) {
       {"matvecF32", nullptr, MatvecF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gemmF32", nullptr, GemmF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gemmBatchF32", nullptr, GemmBatchF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"binaryF32", nullptr, BinaryF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"compare", nullptr, Compare, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"unaryF32", nullptr, UnaryF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"castToF32", nullptr, CastToF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"reduceF32", nullptr, ReduceF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"copyStrided32", nullptr, CopyStrided32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gatherRows32", nullptr, GatherRows32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rmsNormF32", nullptr, RmsNormF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rmsNormGradF32", nullptr, RmsNormGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"streamRead", nullptr, StreamRead, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

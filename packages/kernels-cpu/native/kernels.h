@@ -45,6 +45,15 @@ using MatvecFn = void (*)(const MatvecJob& job, int64_t row_begin, int64_t row_e
 // C[mr, nr] (row stride ldc) = (accumulate ? C : 0) + Apack[kc, mr]^T-strip x Bpack[kc, nr]-strip.
 using GemmMicroFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate);
 
+// GEMM packing of a strip whose elements are contiguous along k: dst[p * w + i] = src[i * ld + p] for
+// i < rows (<= w), p < kc, and 0 for rows <= i < w. This is the packing of row-major A (w = mr) and of a
+// transposed B (w = nr); null in a table means the driver's generic loop.
+using PackTransFn = void (*)(const float* src, int64_t ld, int64_t rows, int64_t kc, int w, float* dst);
+
+// A block transpose of 4-byte elements: dst[r * dr + c] = src[r + c * sc] for r < rows, c < cols (the source is
+// contiguous along r, the destination along c). Null in a table means the generic tiled loop.
+using TransposeFn = void (*)(const uint32_t* src, int64_t sc, uint32_t* dst, int64_t dr, int64_t rows, int64_t cols);
+
 // Reads n bytes once (the memory-bandwidth probe); returns a checksum so the reads cannot be elided.
 using StreamFn = uint64_t (*)(const uint8_t* p, size_t n);
 
@@ -65,6 +74,8 @@ struct IsaKernels {
   MatvecFn matvec;
   GemmMicroFn gemm_micro;
   int mr, nr;  // micro-tile of gemm_micro
+  PackTransFn pack_trans;
+  TransposeFn transpose;
   StreamFn stream;
 };
 

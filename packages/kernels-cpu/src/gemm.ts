@@ -1,7 +1,8 @@
 /**
- * fp32 products: the blocked SIMD GEMM (the baseline of the kernels benchmark and the future backing of
- * tfjs's BatchMatMul) and the fp32 matrix-vector product that the ternary one is compared against, plus the
- * streaming-read probe that gives the memory-bandwidth bound. Without the addon they run as plain loops.
+ * fp32 products: the blocked SIMD GEMM (the baseline of the kernels benchmark and, batched, the backing of
+ * tfjs's BatchMatMul on wasm) and the fp32 matrix-vector product that the ternary one is compared against,
+ * plus the streaming-read probe that gives the memory-bandwidth bound. Without the addon they run as plain
+ * loops.
  */
 import { ArgumentError, ShapeError } from '@bitdistill/core';
 import { nativeAddon } from './native.ts';
@@ -75,6 +76,20 @@ export interface BatchBroadcast {
  * Broadcasts two batch shapes (the dims before the last two) by numpy rules: shapes are right-aligned, a dim of 1
  * stretches, other mismatches throw a ShapeError.
  */
+const batchCache = new Map<string, BatchBroadcast>();
+
+/** broadcastBatch, cached per shape pair (a training step reuses a handful): treat the result as read-only. */
+function cachedBroadcastBatch(batchA: readonly number[], batchB: readonly number[]): BatchBroadcast {
+  const key = `${batchA.join(',')}|${batchB.join(',')}`;
+  let r = batchCache.get(key);
+  if (r === undefined) {
+    r = broadcastBatch(batchA, batchB);
+    if (batchCache.size >= 1024) batchCache.clear();
+    batchCache.set(key, r);
+  }
+  return r;
+}
+
 export function broadcastBatch(batchA: readonly number[], batchB: readonly number[]): BatchBroadcast {
   const rank = Math.max(batchA.length, batchB.length);
   const pa = [...new Array<number>(rank - batchA.length).fill(1), ...batchA];
@@ -137,7 +152,7 @@ export interface BatchMatMulShape {
 export function batchMatmulF32(a: Float32Array, b: Float32Array, s: BatchMatMulShape, options: MatMulOptions = {}, out?: Float32Array): Float32Array {
   const { m, k, n } = s;
   for (const [name, v] of [['m', m], ['k', k], ['n', n]] as const) checkDim('batchMatmulF32', name, v, 0);
-  const { aIndex, bIndex } = broadcastBatch(s.batchA, s.batchB);
+  const { aIndex, bIndex } = cachedBroadcastBatch(s.batchA, s.batchB);
   const countA = s.batchA.reduce((x, y) => x * y, 1);
   const countB = s.batchB.reduce((x, y) => x * y, 1);
   const c = out ?? new Float32Array(aIndex.length * m * n);

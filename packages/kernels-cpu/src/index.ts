@@ -15,3 +15,22 @@ export type { MatMulOptions, BatchMatMulShape, BatchBroadcast } from './gemm.ts'
 export { quantizeActivations, rmsNorm, ropeTables, applyRope, softmax, siluGate, roundHalfEven } from './ops.ts';
 export type { QuantizedActivations, RopeTables } from './ops.ts';
 export { ternaryMatMulRef, ternaryLinearRef, matmulF32Ref, matvecF32Ref } from './reference.ts';
+export {
+  UNARY_OPS,
+  BINARY_OPS,
+  COMPARE_OPS,
+  REDUCE_OPS,
+  unaryF32,
+  binaryF32,
+  compare,
+  broadcastPlan,
+  reduceF32,
+  castToF32,
+  copyStrided32,
+  transpose32,
+  tile32,
+  gatherRows32,
+  rmsNormF32,
+  rmsNormGradF32,
+} from './tensor-ops.ts';
+export type { UnaryOp, BinaryOp, CompareOp, ReduceOp, BroadcastPlan, StridedView } from './tensor-ops.ts';

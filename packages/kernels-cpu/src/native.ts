@@ -58,6 +58,24 @@ export interface NativeAddon {
     bIndex: Int32Array,
   ): void;
   streamRead(bytes: Uint8Array): number;
+  binaryF32(op: number, a: Float32Array, b: Float32Array, y: Float32Array, shape: Int32Array, aStrides: Int32Array, bStrides: Int32Array): void;
+  compare(
+    op: number,
+    isInt32: boolean,
+    a: Float32Array | Int32Array,
+    b: Float32Array | Int32Array,
+    y: Uint8Array,
+    shape: Int32Array,
+    aStrides: Int32Array,
+    bStrides: Int32Array,
+  ): void;
+  unaryF32(op: number, x: Float32Array, y: Float32Array, lo: number, hi: number): void;
+  castToF32(x: Uint8Array | Int32Array, y: Float32Array): void;
+  reduceF32(op: number, x: Float32Array, y: Float32Array, outer: number, r: number, inner: number): void;
+  copyStrided32(src: Float32Array, srcOffset: number, srcStrides: Int32Array, dst: Float32Array, dstOffset: number, dstStrides: Int32Array, shape: Int32Array): void;
+  gatherRows32(x: Float32Array, rowLen: number, idx: Int32Array, y: Float32Array): number;
+  rmsNormF32(x: Float32Array, gain: Float32Array, dim: number, eps: number, y: Float32Array): void;
+  rmsNormGradF32(x: Float32Array, gain: Float32Array, dim: number, eps: number, dy: Float32Array, dx: Float32Array, dgain: Float32Array): void;
 }
 
 const ADDON_PATH = '../build/Release/bitdistill_kernels.node';
@@ -73,6 +91,15 @@ const ADDON_FUNCTIONS = [
   'gemmF32',
   'gemmBatchF32',
   'streamRead',
+  'binaryF32',
+  'compare',
+  'unaryF32',
+  'castToF32',
+  'reduceF32',
+  'copyStrided32',
+  'gatherRows32',
+  'rmsNormF32',
+  'rmsNormGradF32',
 ] as const;
 
 interface State {

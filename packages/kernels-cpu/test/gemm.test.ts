@@ -88,6 +88,26 @@ describe('fp32 GEMM and matrix-vector product', () => {
     }
   });
 
+  it('products with a long k and a small C (split along k across the pool) match a float64 loop, 1-4 threads', function () {
+    if (!initial.native) this.skip();
+    setIsa(initial.isa as Isa);
+    // k blocks of 256: 5 (uneven split), 2 (one per thread), 1 (fewer than threads: not split).
+    for (const [m, k, n] of [[30, 1100, 20], [13, 512, 40], [64, 256, 7], [256, 1024, 256]] as [number, number, number][]) {
+      for (const transA of [false, true]) {
+        const a = randomF32(rng, m * k);
+        const b = randomF32(rng, k * n);
+        const want = matmulF32Ref(a, b, m, k, n, transA, false);
+        const absRef = matmulF32Ref(abs(a), abs(b), m, k, n, transA, false);
+        for (const threads of [1, 2, 3, 4]) {
+          setThreads(threads);
+          const c = new Float32Array(m * n).fill(Number.NaN);
+          matmulF32(a, b, m, k, n, { transA }, c);
+          expectClose(c, want, absRef, k, `${threads}t m=${m} k=${k} n=${n} transA=${transA}`);
+        }
+      }
+    }
+  });
+
   it(`matvecF32 on ${paths.join(', ')} matches a float64 loop for batch 1..9`, () => {
     const shapes: [number, number][] = [[1, 1], [5, 3], [17, 31], [129, 257], [70, 1000], [301, 64]];
     for (const [rows, cols] of shapes) {

@@ -27,8 +27,30 @@ export type LinearFn = (x: tf.Tensor2D, weight: tf.Tensor2D) => tf.Tensor2D;
 
 export const denseLinear: LinearFn = (x, weight) => matmul2d(x, tf.transpose(weight));
 
+/**
+ * Optional fused RMSNorm kernels: a backend may register them (packages/backend does on wasm with the native
+ * kernels); elsewhere rmsNorm runs tf's six-kernel composite. Contract (mirrored in packages/backend):
+ *   BitDistillRmsNorm     {x [..., C], gain [C]}, attrs {eps} -> y = x * rsqrt(mean(x^2, -1) + eps) * gain
+ *   BitDistillRmsNormGrad {dy, x, gain}, attrs {eps}         -> [dx, dgain]
+ */
+export const RMS_NORM_KERNEL = 'BitDistillRmsNorm';
+export const RMS_NORM_GRAD_KERNEL = 'BitDistillRmsNormGrad';
+
+tf.registerGradient({
+  kernelName: RMS_NORM_KERNEL,
+  inputsToSave: ['x', 'gain'],
+  gradFunc: (dy, saved, attrs) => {
+    const [x, gain] = saved as [tf.Tensor, tf.Tensor];
+    const [dx, dgain] = tf.engine().runKernel(RMS_NORM_GRAD_KERNEL, { dy: dy as tf.Tensor, x, gain }, attrs) as tf.Tensor[];
+    return { x: () => dx as tf.Tensor, gain: () => dgain as tf.Tensor };
+  },
+});
+
 /** RMSNorm over the last axis: x * rsqrt(mean(x^2) + eps) * gain. */
 export function rmsNorm(x: tf.Tensor, gain: tf.Tensor, eps: number): tf.Tensor {
+  const fused =
+    x.dtype === 'float32' && gain.rank === 1 && x.shape[x.rank - 1] === gain.size && tf.getKernel(RMS_NORM_KERNEL, tf.getBackend()) !== undefined;
+  if (fused) return tf.engine().runKernel(RMS_NORM_KERNEL, { x, gain }, { eps }) as tf.Tensor;
   const ms = tf.mean(tf.square(x), -1, true);
   return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), gain);
 }

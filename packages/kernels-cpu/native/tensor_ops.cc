@@ -1,0 +1,323 @@
+// Loops of tensor_ops.h. Each entry point is compiled three times by `target_clones` (x86-64-v4 = AVX-512,
+// x86-64-v3 = AVX2 + FMA, baseline) and the loader resolves the best one once. Loop bodies are macros or
+// always_inline helpers so that they are compiled inside each clone (an out-of-line helper would be compiled
+// for the baseline only). No -ffast-math: every float operation rounds as written.
+#include "tensor_ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define BD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define BD_CLONES
+#endif
+#define BD_INLINE static inline __attribute__((always_inline))
+
+namespace bd {
+namespace {
+
+BD_INLINE float bits_to_float(int32_t i) {
+  float f;
+  __builtin_memcpy(&f, &i, 4);
+  return f;
+}
+
+// exp(x) for float32, about 1 ulp (Cephes expf): n = round(x / ln 2), r = x - n ln 2 in two parts, a degree-6
+// polynomial for exp(r), then 2^n as two exponent-field factors so that results down to the subnormals round
+// once. Branch-free so the loop vectorises; round-to-nearest via the 1.5 * 2^23 trick (no rint call).
+BD_INLINE float exp_f32(float x) {
+  const float x1 = x > -104.0f ? x : -104.0f;  // NaN -> -104 here (the result is replaced below)
+  const float xc = x1 < 89.0f ? x1 : 89.0f;
+  const float magic = 12582912.0f;  // 1.5 * 2^23
+  const float n = (xc * 1.44269504088896341f + magic) - magic;
+  float r = n * -0.693359375f + xc;
+  r = n * 2.12194440e-4f + r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const int32_t ni = static_cast<int32_t>(n);
+  const int32_t n1 = ni / 2;
+  const int32_t n2 = ni - n1;
+  const float s1 = bits_to_float(static_cast<int32_t>(static_cast<uint32_t>(n1 + 127) << 23));
+  const float s2 = bits_to_float(static_cast<int32_t>(static_cast<uint32_t>(n2 + 127) << 23));
+  const float y = p * s1 * s2;
+  return x != x ? x : y;  // NaN stays NaN
+}
+
+// Round half to even for every float: below 2^23 adding and removing 2^23 rounds in the FPU's default mode
+// (to nearest, ties to even); at or above 2^23 every float is an integer already.
+BD_INLINE float round_even_f32(float x) {
+  const float a = fabsf(x);
+  const float r = (a + 8388608.0f) - 8388608.0f;
+  return a < 8388608.0f ? copysignf(r, x) : x;
+}
+
+}  // namespace
+
+BD_CLONES void unary_f32(int op, const float* __restrict x, float* __restrict y, int64_t n, float lo, float hi) {
+#define BD_UNARY(expr)                   \
+  for (int64_t i = 0; i < n; i++) {      \
+    const float v = x[i];                \
+    y[i] = (expr);                       \
+  }                                      \
+  break;
+  switch (op) {
+    case kExp: BD_UNARY(exp_f32(v))
+    case kLog: BD_UNARY(logf(v))
+    case kNeg: BD_UNARY(-v)
+    case kAbs: BD_UNARY(fabsf(v))
+    case kSqrt: BD_UNARY(sqrtf(v))
+    case kRsqrt: BD_UNARY(1.0f / sqrtf(v))
+    case kSquare: BD_UNARY(v * v)
+    // e = exp(-|v|) never overflows: 1 / (1 + e) for v >= 0, e / (1 + e) below (keeps tiny results).
+    case kSigmoid: BD_UNARY(v >= 0.0f ? 1.0f / (1.0f + exp_f32(-v)) : exp_f32(v) / (1.0f + exp_f32(v)))
+    case kRound: BD_UNARY(round_even_f32(v))
+    case kClip: BD_UNARY(v < lo ? lo : (v > hi ? hi : v))
+    case kReciprocal: BD_UNARY(1.0f / v)
+    default: break;
+  }
+#undef BD_UNARY
+}
+
+// One row of a broadcast binary op: the four stride cases get their own loops so that each vectorises.
+#define BD_ROW(T, OUT, expr)                                                     \
+  if (sa == 1 && sb == 1) {                                                      \
+    for (int64_t i = 0; i < n; i++) {                                            \
+      const T va = a[i], vb = b[i];                                              \
+      y[i] = static_cast<OUT>(expr);                                             \
+    }                                                                            \
+  } else if (sa == 1) {                                                          \
+    const T vb = b[0];                                                           \
+    for (int64_t i = 0; i < n; i++) {                                            \
+      const T va = a[i];                                                         \
+      y[i] = static_cast<OUT>(expr);                                             \
+    }                                                                            \
+  } else if (sb == 1) {                                                          \
+    const T va = a[0];                                                           \
+    for (int64_t i = 0; i < n; i++) {                                            \
+      const T vb = b[i];                                                         \
+      y[i] = static_cast<OUT>(expr);                                             \
+    }                                                                            \
+  } else {                                                                       \
+    const T va = a[0], vb = b[0];                                                \
+    const OUT v = static_cast<OUT>(expr);                                        \
+    for (int64_t i = 0; i < n; i++) y[i] = v;                                    \
+  }                                                                              \
+  break;
+
+BD_CLONES void binary_f32(int op, const float* __restrict a, int64_t sa, const float* __restrict b, int64_t sb, float* __restrict y, int64_t n) {
+  switch (op) {
+    case kAdd: BD_ROW(float, float, va + vb)
+    case kSub: BD_ROW(float, float, va - vb)
+    case kMul: BD_ROW(float, float, va * vb)
+    case kDiv: BD_ROW(float, float, va / vb)
+    case kMax: BD_ROW(float, float, va > vb ? va : vb)
+    case kMin: BD_ROW(float, float, va < vb ? va : vb)
+    default: break;
+  }
+}
+
+BD_CLONES void compare_f32(int op, const float* __restrict a, int64_t sa, const float* __restrict b, int64_t sb, uint8_t* __restrict y, int64_t n) {
+  switch (op) {
+    case kEq: BD_ROW(float, uint8_t, va == vb)
+    case kNe: BD_ROW(float, uint8_t, va != vb)
+    case kLt: BD_ROW(float, uint8_t, va < vb)
+    case kLe: BD_ROW(float, uint8_t, va <= vb)
+    case kGt: BD_ROW(float, uint8_t, va > vb)
+    case kGe: BD_ROW(float, uint8_t, va >= vb)
+    default: break;
+  }
+}
+
+BD_CLONES void compare_i32(int op, const int32_t* __restrict a, int64_t sa, const int32_t* __restrict b, int64_t sb, uint8_t* __restrict y, int64_t n) {
+  switch (op) {
+    case kEq: BD_ROW(int32_t, uint8_t, va == vb)
+    case kNe: BD_ROW(int32_t, uint8_t, va != vb)
+    case kLt: BD_ROW(int32_t, uint8_t, va < vb)
+    case kLe: BD_ROW(int32_t, uint8_t, va <= vb)
+    case kGt: BD_ROW(int32_t, uint8_t, va > vb)
+    case kGe: BD_ROW(int32_t, uint8_t, va >= vb)
+    default: break;
+  }
+}
+#undef BD_ROW
+
+namespace {
+
+// Reduction of one contiguous row with 16 independent partial results (vectorisable without reassociating
+// a single chain: the lanes are separate variables), combined pairwise at the end.
+#define BD_REDUCE_ROW(init, combine)                                   \
+  {                                                                    \
+    float acc[16];                                                     \
+    for (int u = 0; u < 16; u++) acc[u] = (init);                      \
+    int64_t j = 0;                                                     \
+    for (; j + 16 <= r; j += 16) {                                     \
+      for (int u = 0; u < 16; u++) {                                   \
+        const float s = acc[u], v = row[j + u];                        \
+        acc[u] = (combine);                                            \
+      }                                                                \
+    }                                                                  \
+    for (int w = 8; w >= 1; w /= 2) {                                  \
+      for (int u = 0; u < w; u++) {                                    \
+        const float s = acc[u], v = acc[u + w];                        \
+        acc[u] = (combine);                                            \
+      }                                                                \
+    }                                                                  \
+    float s0 = acc[0];                                                 \
+    for (; j < r; j++) {                                               \
+      const float s = s0, v = row[j];                                  \
+      s0 = (combine);                                                  \
+    }                                                                  \
+    out = s0;                                                          \
+  }
+
+// Column-wise reduction: y[i] (in place) combines x rows j = 1..r-1 into the copy of row 0.
+#define BD_REDUCE_COLS(combine)                                        \
+  for (int64_t j = 1; j < r; j++) {                                    \
+    const float* xr = x0 + j * inner;                                  \
+    for (int64_t i = 0; i < w; i++) {                                  \
+      const float s = yo[i], v = xr[i];                                \
+      yo[i] = (combine);                                               \
+    }                                                                  \
+  }
+
+}  // namespace
+
+BD_CLONES void reduce_f32(int op, const float* __restrict x, float* __restrict y, int64_t o0, int64_t o1, int64_t r, int64_t inner, int64_t i0, int64_t i1) {
+  const int rop = op == kMean ? static_cast<int>(kSum) : op;
+  if (r == 0) {
+    const float v = op == kRMax ? -INFINITY : (op == kRMin ? INFINITY : (op == kMean ? NAN : 0.0f));
+    for (int64_t o = o0; o < o1; o++)
+      for (int64_t i = i0; i < i1; i++) y[o * inner + i] = v;
+    return;
+  }
+  if (inner == 1) {
+    for (int64_t o = o0; o < o1; o++) {
+      const float* row = x + o * r;
+      float out = 0.0f;
+      switch (rop) {
+        case kSum: BD_REDUCE_ROW(0.0f, s + v) break;
+        case kRMax: BD_REDUCE_ROW(-INFINITY, v > s ? v : s) break;
+        case kRMin: BD_REDUCE_ROW(INFINITY, v < s ? v : s) break;
+        default: break;
+      }
+      y[o] = op == kMean ? out / static_cast<float>(r) : out;
+    }
+    return;
+  }
+  // Column tiles of at most 1024 values keep the partial results in L1 while the rows stream past.
+  for (int64_t o = o0; o < o1; o++) {
+    for (int64_t t = i0; t < i1; t += 1024) {
+      const int64_t w = (i1 - t) < 1024 ? (i1 - t) : 1024;
+      const float* x0 = x + o * r * inner + t;
+      float* yo = y + o * inner + t;
+      memcpy(yo, x0, sizeof(float) * static_cast<size_t>(w));
+      switch (rop) {
+        case kSum: BD_REDUCE_COLS(s + v) break;
+        case kRMax: BD_REDUCE_COLS(v > s ? v : s) break;
+        case kRMin: BD_REDUCE_COLS(v < s ? v : s) break;
+        default: break;
+      }
+      if (op == kMean) {
+        const float rf = static_cast<float>(r);
+        for (int64_t i = 0; i < w; i++) yo[i] = yo[i] / rf;
+      }
+    }
+  }
+}
+#undef BD_REDUCE_ROW
+#undef BD_REDUCE_COLS
+
+BD_CLONES void cast_u8_f32(const uint8_t* __restrict x, float* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = static_cast<float>(x[i]);
+}
+
+BD_CLONES void cast_i32_f32(const int32_t* __restrict x, float* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = static_cast<float>(x[i]);
+}
+
+BD_CLONES void copy_block_u32(const uint32_t* src, int64_t sr, int64_t sc, uint32_t* dst, int64_t dr, int64_t dc, int64_t rows, int64_t cols) {
+  if (sc == 1 && dc == 1) {
+    for (int64_t r = 0; r < rows; r++) memcpy(dst + r * dr, src + r * sr, sizeof(uint32_t) * static_cast<size_t>(cols));
+    return;
+  }
+  if (sc == 0 && dc == 1) {  // a broadcast along the row (tile / broadcastTo)
+    for (int64_t r = 0; r < rows; r++) {
+      const uint32_t v = src[r * sr];
+      uint32_t* d = dst + r * dr;
+      for (int64_t c = 0; c < cols; c++) d[c] = v;
+    }
+    return;
+  }
+  if (sr == 1 && dc == 1) {
+    // A transpose: 16 x 16 tiles, so the 16 source lines a tile reads stay in L1 while it is written.
+    constexpr int64_t kT = 16;
+    for (int64_t r0 = 0; r0 < rows; r0 += kT) {
+      const int64_t r1 = r0 + kT < rows ? r0 + kT : rows;
+      for (int64_t c0 = 0; c0 < cols; c0 += kT) {
+        const int64_t c1 = c0 + kT < cols ? c0 + kT : cols;
+        for (int64_t r = r0; r < r1; r++) {
+          uint32_t* d = dst + r * dr;
+          for (int64_t c = c0; c < c1; c++) d[c] = src[r + c * sc];
+        }
+      }
+    }
+    return;
+  }
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) dst[r * dr + c * dc] = src[r * sr + c * sc];
+}
+
+namespace {
+
+// sum(x[i] * y[i]) over n floats with 16 partial sums (vectorisable, one fixed order per n).
+BD_INLINE float dot16(const float* __restrict x, const float* __restrict y, int64_t n) {
+  float acc[16];
+  for (int u = 0; u < 16; u++) acc[u] = 0.0f;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int u = 0; u < 16; u++) acc[u] += x[j + u] * y[j + u];
+  for (int w = 8; w >= 1; w /= 2)
+    for (int u = 0; u < w; u++) acc[u] += acc[u + w];
+  float s = acc[0];
+  for (; j < n; j++) s += x[j] * y[j];
+  return s;
+}
+
+}  // namespace
+
+BD_CLONES void rmsnorm_f32(const float* __restrict x, const float* __restrict g, float* __restrict y, int64_t r0, int64_t r1, int64_t dim, float eps) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = x + r * dim;
+    float* yr = y + r * dim;
+    const float ms = dot16(xr, xr, dim) / static_cast<float>(dim);
+    const float inv = 1.0f / sqrtf(ms + eps);
+    for (int64_t i = 0; i < dim; i++) yr[i] = xr[i] * inv * g[i];
+  }
+}
+
+BD_CLONES void rmsnorm_grad_f32(const float* __restrict dy, const float* __restrict x, const float* __restrict g, float* __restrict dx,
+                                float* __restrict dg, int64_t r0, int64_t r1, int64_t dim, float eps) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = x + r * dim;
+    const float* dyr = dy + r * dim;
+    float* dxr = dx + r * dim;
+    const float ms = dot16(xr, xr, dim) / static_cast<float>(dim);
+    const float inv = 1.0f / sqrtf(ms + eps);
+    // s = sum(dy * g * x), written into dx first as u = dy * g (dx is this row's scratch until overwritten).
+    for (int64_t i = 0; i < dim; i++) dxr[i] = dyr[i] * g[i];
+    const float s = dot16(dxr, xr, dim);
+    const float c = inv * inv * inv * s / static_cast<float>(dim);
+    for (int64_t i = 0; i < dim; i++) {
+      dg[i] += dyr[i] * xr[i] * inv;
+      dxr[i] = inv * dxr[i] - c * xr[i];
+    }
+  }
+}
+
+}  // namespace bd

@@ -1,0 +1,65 @@
+// Elementwise, reduction and data-movement kernels over plain float32 / int32 buffers: what the tfjs wasm
+// backend runs single-threaded and slowly (broadcast compares, reductions over outer axes, transposes, exp)
+// and the addon runs on the pool. Each function computes one range so that addon.cc can split the work; the
+// TypeScript twins are in src/tensor-ops.ts and the op codes below must match theirs.
+//
+// ISA: tensor_ops.cc compiles its loops with `target_clones` (x86-64-v4 / x86-64-v3 / baseline), so the
+// dynamic loader picks the widest vectors this CPU has; BITDISTILL_ISA does not apply to these loops.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+namespace bd {
+
+enum UnaryOp : int {
+  kExp = 0,
+  kLog = 1,
+  kNeg = 2,
+  kAbs = 3,
+  kSqrt = 4,
+  kRsqrt = 5,
+  kSquare = 6,
+  kSigmoid = 7,
+  kRound = 8,  // half to even, as tf.round
+  kClip = 9,   // min(max(x, lo), hi)
+  kReciprocal = 10,
+  kUnaryCount = 11,
+};
+
+enum BinaryOp : int { kAdd = 0, kSub = 1, kMul = 2, kDiv = 3, kMax = 4, kMin = 5, kBinaryCount = 6 };
+
+enum CompareOp : int { kEq = 0, kNe = 1, kLt = 2, kLe = 3, kGt = 4, kGe = 5, kCompareCount = 6 };
+
+enum ReduceOp : int { kSum = 0, kRMax = 1, kRMin = 2, kMean = 3, kReduceCount = 4 };
+
+// y[i] = op(x[i]) for i in [0, n); lo, hi are the bounds of kClip.
+void unary_f32(int op, const float* x, float* y, int64_t n, float lo, float hi);
+
+// y[i] = a[i * sa] op b[i * sb] for i in [0, n); sa, sb in {0, 1} (0: broadcast one value along the row).
+void binary_f32(int op, const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n);
+void compare_f32(int op, const float* a, int64_t sa, const float* b, int64_t sb, uint8_t* y, int64_t n);
+void compare_i32(int op, const int32_t* a, int64_t sa, const int32_t* b, int64_t sb, uint8_t* y, int64_t n);
+
+// x is [outer, r, inner]; y[o, i] = reduce over j of x[o, j, i], for o in [o0, o1) and i in [i0, i1).
+// Sums accumulate in float32 (several partial sums when inner == 1); kMean divides the sum by r.
+void reduce_f32(int op, const float* x, float* y, int64_t o0, int64_t o1, int64_t r, int64_t inner, int64_t i0, int64_t i1);
+
+// y[i] = (float)x[i]
+void cast_u8_f32(const uint8_t* x, float* y, int64_t n);
+void cast_i32_f32(const int32_t* x, float* y, int64_t n);
+
+// A rows x cols block of 4-byte elements between two strided views: dst[r * dr + c * dc] = src[r * sr + c * sc].
+// Unit strides on both inner sides are a memcpy per row, a zero source stride along the row a fill (tile /
+// broadcast); a unit stride on the other axis of each side (a transpose) runs in cache-sized tiles (or the
+// ISA's TransposeFn, chosen in addon.cc).
+void copy_block_u32(const uint32_t* src, int64_t sr, int64_t sc, uint32_t* dst, int64_t dr, int64_t dc, int64_t rows, int64_t cols);
+
+// RMSNorm over rows of [rows, dim] (LlamaRMSNorm, float32): y = x * r * g with r = 1 / sqrt(mean(x^2) + eps),
+// for rows [r0, r1).
+void rmsnorm_f32(const float* x, const float* g, float* y, int64_t r0, int64_t r1, int64_t dim, float eps);
+
+// Its gradient for rows [r0, r1): with u = dy * g and s = sum(u * x) per row,
+//   dx = r * u - (r^3 / dim) * s * x,   dg += dy * x * r  (dg accumulates: the caller zeroes it).
+void rmsnorm_grad_f32(const float* dy, const float* x, const float* g, float* dx, float* dg, int64_t r0, int64_t r1, int64_t dim, float eps);
+
+}  // namespace bd
