@@ -12,6 +12,7 @@ import { infoCommand } from './commands/info.ts';
 import { validateCommand } from './commands/validate.ts';
 import { trainCommand } from './commands/train.ts';
 import { importCommand } from './commands/import.ts';
+import { initCommand } from './commands/init.ts';
 import { exportCommand } from './commands/export.ts';
 import { evalCommand } from './commands/eval.ts';
 
@@ -30,6 +31,7 @@ try {
     .command(validateCommand)
     .command(trainCommand)
     .command(importCommand)
+    .command(initCommand)
     .command(exportCommand)
     .command(evalCommand)
     .demandCommand(1, 'name a command; see bitdistill --help')

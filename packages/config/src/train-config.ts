@@ -23,13 +23,15 @@
  *     # optional custom definition, checked in full by @bitdistill/data (defineTask): kind, fields,
  *     # labelColumn, labels, labelWords, template, templateVersion, metrics
  *   corpus: {paths: [], seqLen: 512, maxTokens: null}     # continual-pretrain text; [open] budget
- *   stages: [teacher, bitnet-sft, continual-pretrain, distill]   # run in this order; no repeats
+ *   stages: [teacher, bitnet-sft, continual-pretrain, distill]   # run in this order; no repeats; `pretrain`
+ *                                   # (full-precision LM on the corpus, to build a base model) may come first
  *   student: {subln: allnorm, weightQuant: absmean, quantizeActivations: true}   # [code] allnorm
  *   optim: {lr: 5.0e-5, weightDecay: 0.1, beta1: 0.9, beta2: 0.999, eps: 1.0e-8, warmupRatio: 0.05,
  *           schedule: linear, decayRatio: 0.2, gradClip: 1, batchSize: 32, gradAccum: 1, epochs: 3, maxSteps: null}
  *   stageOptim: {}                  # per stage, any subset of optim: {continual-pretrain: {lr: 1e-4, maxSteps: 500}}
  *   distill: {lambdaLogit: 10, gammaAttn: 100000, temperature: 5, relationHeads: 32, distillLayer: null,
- *             relation: cosine, logit: true, attention: true, teacherPath: null, studentFrom: continual-pretrain}
+ *             relation: cosine, logit: true, attention: true, logitPositions: all, teacherPath: null, studentFrom: continual-pretrain,
+ *             studentPath: null}
  *   averaging: {kind: none, emaDecay: 0.999, lawaK: 5}
  *   checkpoint: {every: 100, keepLast: 2}
  *   eval: {every: 0, limit: null, mode: label}
@@ -54,7 +56,7 @@ import {
 } from './schema.ts';
 
 /** The stages of the pipeline, in the order they depend on each other (DESIGN.md "What the user runs"). */
-export const STAGE_NAMES = ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill'] as const;
+export const STAGE_NAMES = ['pretrain', 'teacher', 'bitnet-sft', 'continual-pretrain', 'distill'] as const;
 export type StageName = (typeof STAGE_NAMES)[number];
 
 // Mirrors of lists owned by packages above this one (config depends on core only); their tests use these names.
@@ -164,10 +166,14 @@ const trainShape = {
       relation: enumOf(['cosine', 'scaled']).default('cosine'),
       logit: bool().default(true),
       attention: bool().default(true),
+      /** [code] all: logit KD at every non-pad position; answer: at the answer tokens only (much cheaper with a large vocabulary). */
+      logitPositions: enumOf(['all', 'answer']).default('all'),
       /** A fine-tuned teacher checkpoint; null = this run's teacher stage output. */
       teacherPath: str().nullable().default(null),
       /** `base` skips Stage 2 (the SubLN+distill ablation of Table 5). */
       studentFrom: enumOf(['continual-pretrain', 'base']).default('continual-pretrain'),
+      /** A continual-pretrain output (or any student checkpoint) to start from; wins over studentFrom. */
+      studentPath: str().nullable().default(null),
     },
     { aliases: { tau: 'temperature', layer: 'distillLayer' } },
   ),
@@ -200,11 +206,12 @@ function crossChecks(c: DeepPartial<Shaped>, report: (path: string, message: str
   const has = (s: StageName): boolean => stages?.includes(s) ?? false;
   const before = (a: StageName, b: StageName): boolean => (stages?.indexOf(a) ?? 0) < (stages?.indexOf(b) ?? 0);
   if (stages !== undefined && has('distill')) {
-    if (c.distill?.teacherPath === null) {
+    const needsTeacher = c.distill?.logit !== false || c.distill?.attention !== false;
+    if (c.distill?.teacherPath === null && needsTeacher) {
       if (!has('teacher')) report('stages', "'distill' needs a teacher: add 'teacher' before it, or set distill.teacherPath to a fine-tuned checkpoint");
       else if (!before('teacher', 'distill')) report('stages', "'teacher' must come before 'distill' (the teacher is trained first)");
     }
-    if (c.distill?.studentFrom === 'continual-pretrain') {
+    if (c.distill?.studentFrom === 'continual-pretrain' && (c.distill?.studentPath ?? null) === null) {
       if (!has('continual-pretrain')) {
         report('stages', "'distill' starts from the continual-pretrain student: add 'continual-pretrain' before it, or set distill.studentFrom: base");
       } else if (!before('continual-pretrain', 'distill')) {
@@ -212,14 +219,16 @@ function crossChecks(c: DeepPartial<Shaped>, report: (path: string, message: str
       }
     }
   }
-  if (has('continual-pretrain')) {
-    if (c.corpus?.paths?.length === 0) report('corpus.paths', "'continual-pretrain' is in stages but corpus.paths is empty: list the text files to pre-train on");
-    const own = c.stageOptim?.['continual-pretrain'];
+  for (const lm of ['pretrain', 'continual-pretrain'] as const) {
+    if (!has(lm)) continue;
+    if (c.corpus?.paths?.length === 0) report('corpus.paths', `'${lm}' is in stages but corpus.paths is empty: list the text files to pre-train on`);
+    const own = c.stageOptim?.[lm];
     const maxSteps = own !== undefined && 'maxSteps' in own ? own.maxSteps : c.optim?.maxSteps;
     if (c.corpus?.maxTokens === null && maxSteps === null) {
-      report('corpus.maxTokens', 'continual-pretrain needs a budget: set corpus.maxTokens, or optim.maxSteps / stageOptim.continual-pretrain.maxSteps');
+      report('corpus.maxTokens', `${lm} needs a budget: set corpus.maxTokens, or optim.maxSteps / stageOptim.${lm}.maxSteps`);
     }
   }
+  if (has('pretrain') && stages !== undefined && stages[0] !== 'pretrain') report('stages', "'pretrain' builds the base model: it must come first");
   // wsd decays over the last decayRatio of the steps: that must not reach back into the warmup.
   const blocks: [string, DeepPartial<Shaped['optim']> | undefined][] = [['optim', c.optim]];
   for (const s of STAGE_NAMES) {

@@ -26,14 +26,19 @@ export function answerCrossEntropy(logits: tf.Tensor, labels: tf.Tensor, answerM
     throw new ArgumentError(`${FN}: labels must be int32, got ${labels.dtype}`, { hint: 'build them with tf.tensor2d(ids, [B, T], "int32")' });
   }
   const V = logits.shape[2] as number;
-  checkLabelRange(labels.dataSync(), answerMask.dataSync(), V, logits.shape);
+  const labelData = labels.dataSync();
+  const maskData = answerMask.dataSync();
+  checkLabelRange(labelData, maskData, V, logits.shape);
+  // Flat index of each position's label logit: a gather reads N values instead of masking all N x V of them
+  // (a one-hot target of a 30k vocabulary costs more than the loss itself).
+  const N = labelData.length;
+  const flat = new Int32Array(N);
+  for (let n = 0; n < N; n++) flat[n] = n * V + ((maskData[n] as number) !== 0 ? (labelData[n] as number) : 0);
 
   return tf.tidy(() => {
-    const mask = tf.cast(answerMask, 'float32');
+    const mask = tf.reshape(tf.cast(answerMask, 'float32'), [N]);
     const logProbs = tf.logSoftmax(logits); // [B, T, V]
-    // labels == range(V) rather than tf.oneHot: the wasm OneHot kernel writes int32 whatever the dtype asked.
-    const target = tf.cast(tf.equal(tf.expandDims(labels, -1), tf.range(0, V, 1, 'int32')), 'float32'); // [B, T, V]
-    const picked = tf.sum(tf.mul(logProbs, target), -1); // [B, T]
+    const picked = tf.gather(tf.reshape(logProbs, [N * V]), tf.tensor1d(flat, 'int32')); // [N]
     const count = tf.maximum(tf.sum(mask), 1);
     return tf.div(tf.neg(tf.sum(tf.mul(picked, mask))), count) as tf.Scalar;
   });

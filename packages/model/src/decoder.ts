@@ -24,10 +24,16 @@ export interface CapturedQkv {
 export interface ForwardOptions {
   /** Layers (0-based) whose Q, K, V to return. */
   captureLayers?: readonly number[];
+  /**
+   * Flat row indices (b * T + t, int32 [M]) at which to compute logits; the output `logits` is then [1, M, V].
+   * SFT losses that read only the answer tokens use this to skip the vocabulary projection everywhere else
+   * (with a 30k vocabulary that projection is most of the step).
+   */
+  logitRows?: tf.Tensor1D;
 }
 
 export interface ForwardOutput {
-  logits: tf.Tensor3D; // [B, T, V]
+  logits: tf.Tensor3D; // [B, T, V], or [1, M, V] with logitRows
   captured: Map<number, CapturedQkv>;
 }
 
@@ -256,9 +262,13 @@ export class Decoder {
       const gated = tf.mul(tf.mul(gate, tf.sigmoid(gate)), this.project(h2, l, 'up_proj')) as tf.Tensor2D; // silu(gate) * up
       x = tf.add(x, this.project(gated, l, 'down_proj'));
     }
-    const hf = rmsNorm(x, this.param('model.norm.weight'), c.rmsNormEps) as tf.Tensor2D;
+    const rows = options.logitRows;
+    if (rows !== undefined && (rows.rank !== 1 || rows.dtype !== 'int32')) throw new ArgumentError(`Decoder.forward: logitRows must be int32 [M], got ${rows.dtype} [${rows.shape.join(', ')}]`);
+    const xo = rows === undefined ? x : (tf.gather(x, rows) as tf.Tensor2D);
+    const hf = rmsNorm(xo, this.param('model.norm.weight'), c.rmsNormEps) as tf.Tensor2D;
     const head = c.tieWordEmbeddings ? this.param('model.embed_tokens.weight') : this.param('lm_head.weight');
-    const logits = tf.reshape(denseLinear(hf, head as tf.Tensor as tf.Tensor2D), [B, T, c.vocabSize]) as tf.Tensor3D;
+    const outShape: [number, number, number] = rows === undefined ? [B, T, c.vocabSize] : [1, rows.shape[0], c.vocabSize];
+    const logits = tf.reshape(denseLinear(hf, head as tf.Tensor as tf.Tensor2D), outShape) as tf.Tensor3D;
     return { logits, captured };
   }
 

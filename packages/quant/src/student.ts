@@ -7,7 +7,7 @@
 import { ArgumentError } from '@bitdistill/core';
 import { PROJECTIONS, denseLinear, projectionName, sublnName, type Decoder, type LinearFn, type SublnMode } from '@bitdistill/model';
 import { bitMatmulInt, int8Quant, ternaryQuant } from './quantizers.ts';
-import { checkWeightQuantMode, type WeightQuantMode } from './reference.ts';
+import { checkWeightQuantMode, scaleGroups, ternaryQuantRef, type WeightQuantMode } from './reference.ts';
 import type * as tf from '@tensorflow/tfjs';
 
 export interface BitLinearOptions {
@@ -134,4 +134,62 @@ export function describeStudent(model: Decoder): { name: string; shape: number[]
     const role = sub.has(name) ? 'subln' : name.endsWith('.weight') && model.linears.get(base) !== undefined && model.linears.get(base) !== denseLinear ? 'quantized' : 'full-precision';
     return { name, shape: [...v.shape], role };
   });
+}
+
+/** Latent-weight statistics of a student's quantized projections (PAPER.md figure 2 and its analysis). */
+export interface LatentWeightStats {
+  /** sum (W - Q(W))^2 / sum W^2 over all quantized projections. */
+  relErr: number;
+  /** Fraction of weights within 0.05 d of the rounding boundary |W| = d/2 (they flip with tiny updates). */
+  nearBoundary: number;
+  /** Fraction of weights quantized to 0. */
+  zeroFrac: number;
+  /** relErr per projection type (q_proj, ..., down_proj), over all layers. */
+  relErrByType: Record<string, number>;
+}
+
+/**
+ * Measures how far the latent (full-precision) weights sit from their ternary values, with the reference
+ * quantizer (plain loops; a few ms for a small model). Null for a model without quantized projections.
+ */
+export function latentWeightStats(model: Decoder): LatentWeightStats | null {
+  const rec = studentRecord(model);
+  if (rec === null || rec.weightQuant === 'none') return null;
+  let err = 0;
+  let norm = 0;
+  let near = 0;
+  let zeros = 0;
+  let count = 0;
+  const byType = new Map<string, { err: number; norm: number }>();
+  for (const base of model.linears.keys()) {
+    const p = model.params.get(`${base}.weight`);
+    if (p === undefined) continue;
+    const w = p.dataSync() as Float32Array;
+    const cols = p.shape[p.shape.length - 1] as number;
+    const q = ternaryQuantRef(w, cols, rec.weightQuant);
+    const groups = scaleGroups(w.length, cols, rec.weightQuant);
+    const type = base.slice(base.lastIndexOf('.') + 1);
+    const t = byType.get(type) ?? { err: 0, norm: 0 };
+    groups.forEach(([s, e], g) => {
+      const d = q.scales[g] as number;
+      for (let i = s; i < e; i++) {
+        const wi = w[i] as number;
+        const diff = wi - (q.values[i] as number);
+        t.err += diff * diff;
+        t.norm += wi * wi;
+        if (Math.abs(Math.abs(wi) / d - 0.5) < 0.05) near++;
+        if (q.codes[i] === 0) zeros++;
+      }
+    });
+    byType.set(type, t);
+    count += w.length;
+  }
+  if (count === 0) return null;
+  const relErrByType: Record<string, number> = {};
+  for (const [k, v] of byType) {
+    relErrByType[k] = v.norm > 0 ? v.err / v.norm : 0;
+    err += v.err;
+    norm += v.norm;
+  }
+  return { relErr: norm > 0 ? err / norm : 0, nearBoundary: near / count, zeroFrac: zeros / count, relErrByType };
 }

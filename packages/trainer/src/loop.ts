@@ -78,6 +78,8 @@ export interface StageSpec<B extends MicroBatch> {
   epoch: () => number;
   loss: (batch: B) => LossTerms;
   evaluate?: () => Promise<EvalResult>;
+  /** Extra numbers for the periodic train record (e.g. latent-weight statistics of a student); null = none. */
+  extraMetrics?: () => Record<string, unknown> | null;
   /** What to write next to every checkpoint. */
   resolvedYaml: string;
   tokenizerFrom: string;
@@ -289,7 +291,7 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
     hooks.onStep?.({ step: state.step, totalSteps: settings.totalSteps, loss, lr, tokensPerSecond: tps, etaSeconds: Math.min(eta, 1e7) });
     if (state.step % settings.logEvery === 0 || state.step === settings.totalSteps) {
       const terms = Object.fromEntries(Object.entries(termSums).map(([k, v]) => [k, v / o.gradAccum]));
-      const rec = { type: 'train', step: state.step, epoch: state.epoch, loss, ...terms, lr, gradNorm: norm, tokensPerSecond: Math.round(tps), elapsed: Number(state.elapsedSeconds.toFixed(2)) };
+      const rec = { type: 'train', step: state.step, epoch: state.epoch, loss, ...terms, lr, gradNorm: norm, tokensPerSecond: Math.round(tps), elapsed: Number(state.elapsedSeconds.toFixed(2)), ...(spec.extraMetrics?.() ?? {}) };
       record(rec);
       log.debug(rec, `${spec.stage} step ${state.step}/${settings.totalSteps}`);
       windowStart = now;

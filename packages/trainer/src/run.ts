@@ -31,6 +31,7 @@ export interface StageSummary {
 }
 
 const LABELS: Record<StageName, string> = {
+  pretrain: 'pretraining (full precision, LM)',
   teacher: 'FP-SFT (teacher)',
   'bitnet-sft': 'BitNet-SFT',
   'continual-pretrain': 'continual pre-training (LM only)',

@@ -2,6 +2,7 @@
  * The four BitDistill stages (PAPER.md sections 3-5), each a plain function that builds its model(s), writes
  * its loss out term by term, and hands the steps to runStage:
  *
+ *   pretrain            full-precision next-token LM on the corpus (a base model from scratch)   L = CE
  *   teacher             full-precision SFT on the task                        L = CE
  *   bitnet-sft          ternary student, no SubLN, no continual pre-training  L = CE
  *   continual-pretrain  ternary student with SubLN, next-token LM on corpus   L = CE
@@ -13,8 +14,8 @@ import * as tf from '@tensorflow/tfjs';
 import { ArgumentError, BitDistillError, FormatError, NotFoundError, type Logger } from '@bitdistill/core';
 import type { TrainConfig, StageName } from '@bitdistill/config';
 import { defineTask, encodeExample, getTask, readExamples, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
-import { loadModel, type Decoder } from '@bitdistill/model';
-import { prepareStudent, restoreStudent } from '@bitdistill/quant';
+import { loadModel, type CapturedQkv, type Decoder } from '@bitdistill/model';
+import { latentWeightStats, prepareStudent, restoreStudent } from '@bitdistill/quant';
 import { answerCrossEntropy, attentionRelationKd, logitKd } from '@bitdistill/losses';
 import { evaluateLabelScoring } from './evaluate.ts';
 import { runStage, type LoopHooks, type LoopSettings, type StageResult } from './loop.ts';
@@ -117,6 +118,32 @@ function batchTensors(b: SftMicroBatch) {
   };
 }
 
+/**
+ * The answer positions of a micro-batch as flat rows b * T + t with their labels: the answer-only CE needs the
+ * vocabulary projection at these rows only (Decoder.forward logitRows). Null when the batch has none.
+ */
+function answerRows(b: SftMicroBatch): { rows: tf.Tensor1D; labels: tf.Tensor2D; mask: tf.Tensor2D } | null {
+  const rows: number[] = [];
+  const labels: number[] = [];
+  for (let i = 0; i < b.answerMask.length; i++) {
+    if ((b.answerMask[i] as number) !== 0) {
+      rows.push(i);
+      labels.push(b.labels[i] as number);
+    }
+  }
+  if (rows.length === 0) return null;
+  return { rows: tf.tensor1d(rows, 'int32'), labels: tf.tensor2d(labels, [1, rows.length], 'int32'), mask: tf.ones([1, rows.length]) as tf.Tensor2D };
+}
+
+/** Answer-only CE of a model on a micro-batch, computing logits at the answer rows only. */
+function answerCe(model: Decoder, b: SftMicroBatch, options: { captureLayers?: number[] } = {}): { ce: tf.Scalar; captured: Map<number, CapturedQkv> } {
+  const t = batchTensors(b);
+  const a = answerRows(b);
+  const out = model.forward(t.ids, { ...options, ...(a !== null ? { logitRows: a.rows } : {}) });
+  const ce = a === null ? answerCrossEntropy(out.logits, t.labels, t.answerMask) : answerCrossEntropy(out.logits, a.labels, a.mask);
+  return { ce, captured: out.captured };
+}
+
 /** Shared body of the three task stages: SFT stream, dev evaluation, runStage. */
 async function runTaskStage(
   ctx: StageContext,
@@ -144,6 +171,7 @@ async function runTaskStage(
       epoch: () => stream.epoch,
       loss,
       evaluate: () => evaluateLabelScoring(model, tokenizer, data.task, dev, { batchSize: Math.max(8, o.batchSize), maxLen: c.model.maxSeqLen, mode: c.eval.mode }),
+      extraMetrics: () => latentRecord(model),
       resolvedYaml: ctx.resolvedYaml,
       tokenizerFrom,
       bitdistill: { task: data.task.name, templateVersion: data.task.templateVersion, template: data.task.template, labelWords: data.task.labelWords, maxSeqLen: c.model.maxSeqLen },
@@ -159,9 +187,7 @@ export async function teacherStage(ctx: StageContext): Promise<StageResult> {
   const { model, tokenizer, source } = loadModel(ctx.config.model.path, { logger: ctx.logger });
   mkdirSync(stageDir(ctx, 'teacher'), { recursive: true });
   return runTaskStage(ctx, 'teacher', model, tokenizer, source, data, (b) => {
-    const t = batchTensors(b);
-    const { logits } = model.forward(t.ids);
-    const ce = answerCrossEntropy(logits, t.labels, t.answerMask);
+    const { ce } = answerCe(model, b);
     return { total: ce, terms: { ce } };
   });
 }
@@ -173,30 +199,33 @@ export async function bitnetSftStage(ctx: StageContext): Promise<StageResult> {
   prepareStudent(model, { subln: 'none', weightQuant: ctx.config.student.weightQuant, quantizeActivations: ctx.config.student.quantizeActivations });
   mkdirSync(stageDir(ctx, 'bitnet-sft'), { recursive: true });
   return runTaskStage(ctx, 'bitnet-sft', model, tokenizer, source, data, (b) => {
-    const t = batchTensors(b);
-    const { logits } = model.forward(t.ids);
-    const ce = answerCrossEntropy(logits, t.labels, t.answerMask);
+    const { ce } = answerCe(model, b);
     return { total: ce, terms: { ce } };
   });
 }
 
-/** Stage 2: ternary student with SubLN, next-token cross-entropy on the corpus (PAPER.md section 4). */
-export async function continualPretrainStage(ctx: StageContext): Promise<StageResult> {
+/**
+ * Next-token LM on the corpus. `continual-pretrain` (stage 2, PAPER.md section 4): the ternary student with
+ * SubLN. `pretrain`: the full-precision model as it is (e.g. a fresh `bitdistill init` model), to build a base.
+ */
+async function lmStage(ctx: StageContext, stage: 'pretrain' | 'continual-pretrain'): Promise<StageResult> {
   const c = ctx.config;
   const { model, tokenizer, source } = loadModel(c.model.path, { logger: ctx.logger });
-  prepareStudent(model, { subln: c.student.subln, weightQuant: c.student.weightQuant, quantizeActivations: c.student.quantizeActivations });
-  const o = { ...c.optim, ...(c.stageOptim['continual-pretrain'] ?? {}) };
+  if (stage === 'continual-pretrain') {
+    prepareStudent(model, { subln: c.student.subln, weightQuant: c.student.weightQuant, quantizeActivations: c.student.quantizeActivations });
+  }
+  const o = { ...c.optim, ...(c.stageOptim[stage] ?? {}) };
   const stream = new LmStream(c.corpus.paths, tokenizer, c.corpus.seqLen, o.batchSize);
   const tokensPerStep = o.batchSize * c.corpus.seqLen * o.gradAccum;
   const totalSteps = o.maxSteps ?? (c.corpus.maxTokens !== null ? Math.max(1, Math.floor(c.corpus.maxTokens / tokensPerStep)) : null);
   if (totalSteps === null) {
-    throw new ArgumentError('continual-pretrain needs a budget: set corpus.maxTokens or stageOptim.continual-pretrain.maxSteps');
+    throw new ArgumentError(`${stage} needs a budget: set corpus.maxTokens or stageOptim.${stage}.maxSteps`);
   }
-  mkdirSync(stageDir(ctx, 'continual-pretrain'), { recursive: true });
+  mkdirSync(stageDir(ctx, stage), { recursive: true });
   return runStage(
     {
-      stage: 'continual-pretrain',
-      stageDir: stageDir(ctx, 'continual-pretrain'),
+      stage,
+      stageDir: stageDir(ctx, stage),
       model,
       nextBatch: () => stream.next(),
       getCursor: () => stream.getCursor(),
@@ -208,13 +237,33 @@ export async function continualPretrainStage(ctx: StageContext): Promise<StageRe
         const ce = answerCrossEntropy(logits, t.labels, t.answerMask); // mask = all ones: plain LM loss
         return { total: ce, terms: { ce } };
       },
+      ...(stage === 'continual-pretrain' ? { extraMetrics: () => latentRecord(model) } : {}),
       resolvedYaml: ctx.resolvedYaml,
       tokenizerFrom: source,
       bitdistill: { corpus: c.corpus.paths },
     },
-    loopSettings(ctx, 'continual-pretrain', totalSteps),
+    loopSettings(ctx, stage, totalSteps),
     ctx.hooks,
   );
+}
+
+/** Latent-weight statistics as flat metrics keys (latent.relErr, latent.relErr.q_proj, ...). */
+function latentRecord(model: Decoder): Record<string, number> | null {
+  const st = latentWeightStats(model);
+  if (st === null) return null;
+  const out: Record<string, number> = { 'latent.relErr': st.relErr, 'latent.nearBoundary': st.nearBoundary, 'latent.zeroFrac': st.zeroFrac };
+  for (const [k, v] of Object.entries(st.relErrByType)) out[`latent.relErr.${k}`] = v;
+  return out;
+}
+
+/** Full-precision next-token pretraining of model.path on the corpus (building a base model). */
+export function pretrainStage(ctx: StageContext): Promise<StageResult> {
+  return lmStage(ctx, 'pretrain');
+}
+
+/** Stage 2: ternary student with SubLN, next-token cross-entropy on the corpus (PAPER.md section 4). */
+export function continualPretrainStage(ctx: StageContext): Promise<StageResult> {
+  return lmStage(ctx, 'continual-pretrain');
 }
 
 /** A late layer when distillLayer is null (the official code: layer 22 of 28); negative counts from the end. */
@@ -237,15 +286,26 @@ export async function distillStage(ctx: StageContext): Promise<StageResult> {
   const c = ctx.config;
   const d = c.distill;
   const data = await loadTaskData(ctx);
-  // Student: the continual-pretrain output, or the base model with fresh SubLN when that stage is ablated.
-  const from = d.studentFrom === 'continual-pretrain' ? finalOf(ctx, 'continual-pretrain') : c.model.path;
-  if (d.studentFrom === 'continual-pretrain' && !existsSync(from)) {
+  // Student: the continual-pretrain output (this run's, or studentPath), or the base model with fresh SubLN
+  // when that stage is ablated.
+  const from = d.studentPath ?? (d.studentFrom === 'continual-pretrain' ? finalOf(ctx, 'continual-pretrain') : c.model.path);
+  if (d.studentPath === null && d.studentFrom === 'continual-pretrain' && !existsSync(from)) {
     throw new NotFoundError(from, `distill starts from the continual-pretrain output, which does not exist yet (${from})`, {
       hint: "run the continual-pretrain stage first, or set distill.studentFrom: base to skip it (ablation)",
     });
   }
+  if (!existsSync(from)) throw new NotFoundError(from, `distill.studentPath: no model at ${from}`, { hint: 'point it at a continual-pretrain final/ folder' });
   const { model, tokenizer, source } = loadModel(from, { logger: ctx.logger });
   if (!restoreStudent(model)) prepareStudent(model, { subln: c.student.subln, weightQuant: c.student.weightQuant, quantizeActivations: c.student.quantizeActivations });
+  if (!d.logit && !d.attention) {
+    // Both distillation terms ablated: CE on the answer tokens only, no teacher (Table 5's SubLN(+CPT) rows).
+    ctx.logger.info({ studentFrom: from }, 'distill with logit and attention terms off: CE only, no teacher');
+    mkdirSync(stageDir(ctx, 'distill'), { recursive: true });
+    return runTaskStage(ctx, 'distill', model, tokenizer, source, data, (b) => {
+      const { ce } = answerCe(model, b);
+      return { total: ce, terms: { ce } };
+    });
+  }
   const teacherPath = d.teacherPath ?? finalOf(ctx, 'teacher');
   if (!existsSync(teacherPath)) {
     throw new NotFoundError(teacherPath, `distill needs the fine-tuned teacher at ${teacherPath}`, { hint: 'run the teacher stage first, or set distill.teacherPath' });
@@ -266,13 +326,16 @@ export async function distillStage(ctx: StageContext): Promise<StageResult> {
   try {
     return await runTaskStage(ctx, 'distill', model, tokenizer, source, data, (b) => {
       const t = batchTensors(b);
-      const s = model.forward(t.ids, { captureLayers: d.attention ? [layer] : [] });
-      const te = teacher.model.forward(t.ids, { captureLayers: d.attention ? [tLayer] : [] });
-      const ce = answerCrossEntropy(s.logits, t.labels, t.answerMask);
+      // Logits beyond the answer rows are needed only by logit distillation at every position ([code] default).
+      const rows = d.logit && d.logitPositions === 'all' ? null : answerRows(b);
+      const fwd = (m: Decoder, l: number) => m.forward(t.ids, { captureLayers: d.attention ? [l] : [], ...(rows !== null ? { logitRows: rows.rows } : {}) });
+      const s = fwd(model, layer);
+      const te = fwd(teacher.model, tLayer);
+      const ce = rows === null ? answerCrossEntropy(s.logits, t.labels, t.answerMask) : answerCrossEntropy(s.logits, rows.labels, rows.mask);
       const terms: Record<string, tf.Scalar> = { ce };
       let total: tf.Scalar = ce;
       if (d.logit) {
-        const ld = logitKd(te.logits, s.logits, t.valid, d.temperature);
+        const ld = logitKd(te.logits, s.logits, rows === null ? t.valid : rows.mask, d.temperature);
         terms['logitKd'] = ld;
         total = tf.add(total, tf.mul(ld, d.lambdaLogit));
       }
@@ -292,6 +355,7 @@ export async function distillStage(ctx: StageContext): Promise<StageResult> {
 }
 
 export const STAGE_FUNCTIONS: Record<StageName, (ctx: StageContext) => Promise<StageResult>> = {
+  pretrain: pretrainStage,
   teacher: teacherStage,
   'bitnet-sft': bitnetSftStage,
   'continual-pretrain': continualPretrainStage,
