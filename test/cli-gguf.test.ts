@@ -54,6 +54,20 @@ describe('bitdistill export --format gguf (CLI)', function () {
     expect(g.tensors.find((t) => t.name === 'blk.0.attn_norm.weight')?.type).to.equal('F32');
   });
 
+  it('eval takes the .gguf file itself (kernels runtime); --runtime tfjs on it is refused with a hint', () => {
+    const out = join(tmp, 'b.gguf'); // written by the previous test
+    const r = cli('eval', '--model', out, '--task', 'sst2', '--limit', '8', '--json');
+    expect(r.status, r.stderr).to.equal(0);
+    const rep = JSON.parse(r.stdout) as { runtime: string; examples: number; value: number };
+    expect(rep.runtime).to.equal('kernels');
+    expect(rep.examples).to.equal(8);
+    expect(rep.value).to.be.within(0, 1);
+    const t = cli('eval', '--model', out, '--task', 'sst2', '--runtime', 'tfjs');
+    expect(t.status).to.equal(2);
+    expect(t.stderr).to.match(/only the kernels runtime reads GGUF/);
+    expect(t.stderr).to.match(/hint: /);
+  });
+
   it('flag misuse is a usage error with a hint', () => {
     const r = cli('export', '--format', 'gguf', '--hf-compat', '--from', ckpt, '--out', join(tmp, 'c.gguf'));
     expect(r.status).to.equal(2);

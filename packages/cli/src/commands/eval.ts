@@ -1,10 +1,12 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { isGgufFile } from '@bitdistill/format';
 import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { encodeExample, readExamples } from '@bitdistill/data';
 import { defaultDataFile, kernelsPredictor, readModelBlock, reportMarkdown, runEval, taskForModel, type EvalMode, type Predictor } from '@bitdistill/eval';
 import { TernaryRuntime } from '@bitdistill/runtime';
 import { initKernels } from '@bitdistill/kernels-cpu';
+import { BitDistillError } from '@bitdistill/core';
 import { makeContext, type Context, type GlobalArgs } from '../context.ts';
 
 interface Args extends GlobalArgs {
@@ -41,7 +43,9 @@ async function tfjsPredictor(ctx: Context, dir: string): Promise<Predictor> {
   };
 }
 
+/** A GGUF file (`export --format gguf`) or an export folder (its config.json has quantization_config). */
 function isExport(dir: string): boolean {
+  if (existsSync(dir) && statSync(dir).isFile()) return isGgufFile(dir);
   const p = join(dir, 'config.json');
   return existsSync(p) && (JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>)['quantization_config'] !== undefined;
 }
@@ -51,7 +55,7 @@ export const evalCommand: CommandModule<GlobalArgs, Args> = {
   describe: 'GLUE evaluation of an export (kernels runtime) or a training checkpoint (tfjs)',
   builder: (y) =>
     y
-      .option('model', { type: 'string', demandOption: true, describe: 'export folder or checkpoint folder' })
+      .option('model', { type: 'string', demandOption: true, describe: 'export folder, .gguf file (export --format gguf), or checkpoint folder' })
       .option('task', { type: 'string', demandOption: true, describe: 'GLUE task (sst2, qnli, mnli, ...)' })
       .option('data', { type: 'string', describe: 'data file (default: the shipped datasets/glue/<TASK>/<split>.tsv)' })
       .option('split', { type: 'string', default: 'dev' })
@@ -64,21 +68,20 @@ export const evalCommand: CommandModule<GlobalArgs, Args> = {
       .option('max-len', { type: 'number', describe: "prompt tokens kept, cut from the left (default: the model's training maxSeqLen, else 512)" }) as never,
   handler: async (args) => {
     const ctx = makeContext(args);
+    const gguf = existsSync(args.model) && statSync(args.model).isFile();
     const runtime = args.runtime ?? (isExport(args.model) ? 'kernels' : 'tfjs');
-    const block = readModelBlock(args.model);
-    const task = taskForModel(args.task, block);
+    if (gguf && runtime !== 'kernels') {
+      throw new BitDistillError('E_USAGE', `--model ${args.model} is a file: only the kernels runtime reads GGUF`, { hint: 'drop --runtime tfjs, or pass a checkpoint folder' });
+    }
+    // A GGUF carries its config (with the task block) inside: load it first to read the template and label words.
+    const rt = runtime === 'kernels' ? (initKernels({ logger: ctx.logger }), TernaryRuntime.load(args.model)) : null;
+    const block = rt !== null ? rt.bitdistill : readModelBlock(args.model);
+    const task = taskForModel(args.task, Object.keys(block ?? {}).length > 0 ? block : null);
     const trainedLen = block?.['maxSeqLen'];
     const maxLen = args['max-len'] ?? (typeof trainedLen === 'number' ? trainedLen : 512);
     const file = args.data ?? defaultDataFile(task, args.split);
     const examples = await readExamples(file, task, args.limit !== undefined ? { limit: args.limit } : {});
-    let predictor: Predictor;
-    if (runtime === 'kernels') {
-      const status = initKernels({ logger: ctx.logger });
-      ctx.logger.debug(status, 'kernels');
-      predictor = kernelsPredictor(TernaryRuntime.load(args.model));
-    } else {
-      predictor = await tfjsPredictor(ctx, args.model);
-    }
+    const predictor: Predictor = rt !== null ? kernelsPredictor(rt) : await tfjsPredictor(ctx, args.model);
     const report = await runEval(predictor, task, examples, { mode: args.mode, maxLen, split: args.split, model: args.model });
     if (args.report !== undefined) writeFileSync(args.report, reportMarkdown(report));
     if (args.json) process.stdout.write(`${JSON.stringify(report)}\n`);
