@@ -1,6 +1,6 @@
 export { loadConfig } from './load.ts';
 export type { LoadedConfig } from './load.ts';
-export { STAGE_NAMES, validateConfig, formatConfig } from './train-config.ts';
+export { STAGE_NAMES, PIPELINE_STAGES, validateConfig, formatConfig } from './train-config.ts';
 export type {
   StageName,
   TrainConfig,

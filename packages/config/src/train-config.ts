@@ -58,6 +58,8 @@ import {
 /** The stages of the pipeline, in the order they depend on each other (DESIGN.md "What the user runs"). */
 export const STAGE_NAMES = ['pretrain', 'teacher', 'bitnet-sft', 'continual-pretrain', 'distill'] as const;
 export type StageName = (typeof STAGE_NAMES)[number];
+/** The BitDistill pipeline, the default `stages` (pretrain is opt-in: it builds a base model). */
+export const PIPELINE_STAGES: readonly StageName[] = ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill'];
 
 // Mirrors of lists owned by packages above this one (config depends on core only); their tests use these names.
 const BACKENDS = ['auto', 'tensorflow', 'wasm', 'cpu'] as const; // @bitdistill/backend BACKEND_CHOICES
@@ -144,7 +146,7 @@ const trainShape = {
     /** Token budget of continual-pretrain (PAPER.md section 4: 10B in the paper); null = set by maxSteps. */
     maxTokens: int({ min: 1 }).nullable().default(null),
   }),
-  stages: listOfEnum(STAGE_NAMES).default([...STAGE_NAMES]),
+  stages: listOfEnum(STAGE_NAMES).default([...PIPELINE_STAGES]),
   student: obj({
     subln: enumOf(SUBLN_MODES).default('allnorm'),
     weightQuant: enumOf(WEIGHT_QUANT_MODES).default('absmean'),

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { ConfigError, NotFoundError } from '@bitdistill/core';
-import { formatConfig, loadConfig, validateConfig, STAGE_NAMES, type TrainConfig } from '../src/index.ts';
+import { formatConfig, loadConfig, validateConfig, STAGE_NAMES, PIPELINE_STAGES, type TrainConfig } from '../src/index.ts';
 
 const FIXTURES = join(import.meta.dirname, 'fixtures');
 const TINY = join(FIXTURES, 'sst2-tiny.yaml');
@@ -82,7 +82,8 @@ describe('config/train-config', () => {
     expect(resolvedYaml).to.include('stages: [teacher, bitnet-sft, continual-pretrain, distill]\n');
     expect(validateConfig(YAML.parse(resolvedYaml))).to.deep.equal(config);
     expect(validateConfig(YAML.parse(formatConfig(config)))).to.deep.equal(config);
-    expect(STAGE_NAMES).to.deep.equal(expected.stages);
+    expect(PIPELINE_STAGES).to.deep.equal(expected.stages);
+    expect(STAGE_NAMES).to.deep.equal(['pretrain', ...PIPELINE_STAGES]);
   });
 
   it('reports all problems of a config at once, each with its path', () => {
@@ -159,7 +160,7 @@ describe('config/train-config', () => {
     // stages is the default list here; setting item 3 to teacher duplicates stages[0] and drops distill.
     const issues = configIssues(() => loadConfig(TINY, ['stages.3=teacher']));
     expect(issues['stages[3]']).to.equal("'teacher' appears twice (first at stages[0]) (from override 'stages.3=teacher')");
-    expect(loadConfig(TINY).config.stages).to.deep.equal([...STAGE_NAMES]);
+    expect(loadConfig(TINY).config.stages).to.deep.equal([...PIPELINE_STAGES]);
   });
 
   it('a YAML syntax error is a ConfigError that gives the line and column', () => {
@@ -253,8 +254,9 @@ describe('config/train-config', () => {
 describe('config/shipped configs', () => {
   // Every YAML under the repository's configs/ must load (torchtune keeps the same promise for its recipes).
   const dir = join(import.meta.dirname, '..', '..', '..', 'configs');
-  const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.yaml') || f.endsWith('.yml')) : [];
-  it(`configs/*.yaml load and validate (${files.length} found)`, function () {
+  const files = existsSync(dir) ? (readdirSync(dir, { recursive: true }) as string[]).filter((f) => f.endsWith('.yaml') || f.endsWith('.yml')) : [];
+  it(`configs/**/*.yaml load and validate (${files.length} found, experiments included)`, function () {
+    expect(files.some((f) => f.startsWith('experiments'))).to.equal(true);
     if (files.length === 0) this.skip();
     for (const f of files) expect(loadConfig(join(dir, f)).config.name, f).to.be.a('string');
   });
