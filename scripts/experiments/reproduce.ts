@@ -38,13 +38,13 @@ export const RUNS: ExperimentRun[] = [
   { name: 'sst2-subln-distill', config: `${EXP}/sst2-subln-distill.yaml`, overrides: [], group: 'table5' },
   { name: 'sst2-logit-only', config: `${EXP}/sst2-logit-only.yaml`, overrides: [], group: 'table6' },
   { name: 'sst2-attn-only', config: `${EXP}/sst2-attn-only.yaml`, overrides: [], group: 'table6' },
+  { name: 'qnli-bitdistill-s0', config: `${EXP}/qnli-bitdistill.yaml`, overrides: [], group: 'qnli' },
   ...[0, 1, 2].map((l): ExperimentRun => ({
     name: `sst2-layer-${l}`,
     config: `${EXP}/sst2-bitdistill.yaml`,
     overrides: [`name=sst2-layer-${l}`, 'stages=[distill]', `distill.distillLayer=${l}`, `distill.teacherPath=${S0}/teacher/final`, ...SHARED],
     group: 'layer',
   })),
-  { name: 'qnli-bitdistill-s0', config: `${EXP}/qnli-bitdistill.yaml`, overrides: [], group: 'qnli' },
 ];
 
 const CLI = join('packages', 'cli', 'bin', 'bitdistill.js');
