@@ -18,14 +18,25 @@ export interface ExperimentRun {
   config: string;
   overrides: string[];
   /** Which table or figure the run feeds. */
-  group: 'main' | 'table5' | 'table6' | 'layer' | 'qnli';
+  group: 'lr-sweep' | 'main' | 'table5' | 'table6' | 'layer' | 'qnli';
 }
 
 const EXP = 'configs/experiments';
 const S0 = 'runs/sst2-bitdistill-s0';
 const SHARED = [`distill.studentPath=${S0}/continual-pretrain/final`];
 
+/** Learning rates tried on SST-2 dev (seed 0) for the full-precision and the ternary fine-tuning (1e-3 is the main run). */
+export const LR_SWEEP = ['3e-4', '3e-3'];
+
 export const RUNS: ExperimentRun[] = [
+  ...(['teacher', 'bitnet-sft'] as const).flatMap((stage) =>
+    LR_SWEEP.map((lr): ExperimentRun => ({
+      name: `sst2-lr-${stage}-${lr}`,
+      config: `${EXP}/sst2-bitdistill.yaml`,
+      overrides: [`name=sst2-lr-${stage}-${lr}`, `stages=[${stage}]`, `optim.lr=${lr}`],
+      group: 'lr-sweep',
+    })),
+  ),
   { name: 'sst2-bitdistill-s0', config: `${EXP}/sst2-bitdistill.yaml`, overrides: [], group: 'main' },
   ...[1, 2].map((s): ExperimentRun => ({
     name: `sst2-bitdistill-s${s}`,
