@@ -326,6 +326,8 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
     state.bestStep = state.step;
   }
   const finalDir = join(stageDir, 'final');
+  state.dataCursor = spec.getCursor();
+  state.rng = rng.getState();
   await writeCheckpointDir(finalDir, {
     model,
     optimizer: null,
