@@ -18,7 +18,7 @@ export interface ExperimentRun {
   config: string;
   overrides: string[];
   /** Which table or figure the run feeds. */
-  group: 'lr-sweep' | 'main' | 'table5' | 'table6' | 'layer' | 'qnli';
+  group: 'lr-sweep' | 'gamma-sweep' | 'main' | 'table5' | 'table6' | 'layer' | 'qnli';
 }
 
 const EXP = 'configs/experiments';
@@ -27,6 +27,9 @@ const SHARED = [`distill.studentPath=${S0}/continual-pretrain/final`];
 
 /** Learning rates tried on SST-2 dev (seed 0) for the full-precision and the ternary fine-tuning (1e-3 is the main run). */
 export const LR_SWEEP = ['3e-4', '3e-3'];
+
+/** gammaAttn values tried on SST-2 dev (seed 0) for BitDistill; the paper's classification value is 1e5. */
+export const GAMMA_SWEEP = ['1e2', '1e3', '1e4', '1e5'];
 
 export const RUNS: ExperimentRun[] = [
   ...(['teacher', 'bitnet-sft'] as const).flatMap((stage) =>
@@ -38,6 +41,12 @@ export const RUNS: ExperimentRun[] = [
     })),
   ),
   { name: 'sst2-bitdistill-s0', config: `${EXP}/sst2-bitdistill.yaml`, overrides: [], group: 'main' },
+  ...GAMMA_SWEEP.map((g): ExperimentRun => ({
+    name: `sst2-gamma-${g}`,
+    config: `${EXP}/sst2-bitdistill.yaml`,
+    overrides: [`name=sst2-gamma-${g}`, 'stages=[distill]', `distill.gammaAttn=${g}`, `distill.teacherPath=${S0}/teacher/final`, ...SHARED],
+    group: 'gamma-sweep',
+  })),
   ...[1, 2].map((s): ExperimentRun => ({
     name: `sst2-bitdistill-s${s}`,
     config: `${EXP}/sst2-bitdistill.yaml`,
