@@ -78,6 +78,8 @@ export interface StageSpec<B extends MicroBatch> {
   epoch: () => number;
   loss: (batch: B) => LossTerms;
   evaluate?: () => Promise<EvalResult>;
+  /** Weights of the loss terms in the total (e.g. {logitKd: 10, attnKd: 1e5}); used to warn when one term drowns the CE. */
+  termWeights?: Record<string, number>;
   /** Extra numbers for the periodic train record (e.g. latent-weight statistics of a student); null = none. */
   extraMetrics?: () => Record<string, unknown> | null;
   /** What to write next to every checkpoint. */
@@ -285,6 +287,19 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
     state.elapsedSeconds = performance.now() / 1000 - t0;
 
     const loss = lossSum / o.gradAccum;
+    if (stepsThisProcess === 1 && spec.termWeights !== undefined && termSums['ce'] !== undefined) {
+      // The paper's loss weights were set for Qwen3 at 0.6B-4B; on other widths and lengths a distillation term
+      // can be orders of magnitude larger than the CE it should support (docs/results/small-scale.md).
+      const ce = Math.abs(termSums['ce'] / o.gradAccum);
+      for (const [k, w] of Object.entries(spec.termWeights)) {
+        const v = termSums[k];
+        if (v === undefined) continue;
+        const weighted = Math.abs((w * v) / o.gradAccum);
+        if (weighted > 20 * ce) {
+          log.warn({ stage: spec.stage, term: k, weight: w, weighted: Number(weighted.toPrecision(3)), ce: Number(ce.toPrecision(3)) }, `${k} x ${w} is ${Math.round(weighted / Math.max(ce, 1e-12))}x the CE term at the first step: the task loss will barely move; consider a smaller weight`);
+        }
+      }
+    }
     const now = performance.now() / 1000;
     const tps = windowTokens / Math.max(1e-9, now - windowStart);
     const eta = ((settings.totalSteps - state.step) * (now - processStart)) / stepsThisProcess;

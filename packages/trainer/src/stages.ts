@@ -153,6 +153,7 @@ async function runTaskStage(
   tokenizerFrom: string,
   data: TaskData,
   loss: (b: SftMicroBatch) => { total: tf.Scalar; terms: Record<string, tf.Scalar> },
+  termWeights?: Record<string, number>,
 ): Promise<StageResult> {
   const c = ctx.config;
   const o = { ...c.optim, ...(c.stageOptim[stage] ?? {}) };
@@ -172,6 +173,7 @@ async function runTaskStage(
       loss,
       evaluate: () => evaluateLabelScoring(model, tokenizer, data.task, dev, { batchSize: Math.max(8, o.batchSize), maxLen: c.model.maxSeqLen, mode: c.eval.mode }),
       extraMetrics: () => latentRecord(model),
+      ...(termWeights !== undefined ? { termWeights } : {}),
       resolvedYaml: ctx.resolvedYaml,
       tokenizerFrom,
       bitdistill: { task: data.task.name, templateVersion: data.task.templateVersion, template: data.task.template, labelWords: data.task.labelWords, maxSeqLen: c.model.maxSeqLen },
@@ -348,7 +350,7 @@ export async function distillStage(ctx: StageContext): Promise<StageResult> {
         total = tf.add(total, tf.mul(ad, d.gammaAttn));
       }
       return { total, terms };
-    });
+    }, { ...(d.logit ? { logitKd: d.lambdaLogit } : {}), ...(d.attention ? { attnKd: d.gammaAttn } : {}) });
   } finally {
     teacher.model.dispose();
   }

@@ -75,6 +75,25 @@ describe('training loop', () => {
     model.dispose();
   });
 
+  it('warns once when a weighted loss term is more than 20x the CE at the first step, naming the term', async () => {
+    const dir = join(root, 'weights');
+    const { model } = loadModel('test/fixtures/tiny-qwen3');
+    const good = lmLoss(model);
+    const warned: string[] = [];
+    const noop = () => {};
+    const logger = { trace: noop, debug: noop, info: noop, error: noop, warn: (_o: unknown, msg?: string) => void warned.push(String(msg)) };
+    const s = { ...spec(model, dir, () => {
+      const { total: ce } = good();
+      const attnKd = tf.mul(ce, 1e-3) as tf.Scalar; // x 1e5 below: 100x the CE
+      const logitKd = tf.mul(ce, 1e-2) as tf.Scalar; // x 10 below: 0.1x the CE
+      return { total: tf.addN([ce, tf.mul(attnKd, 1e5), tf.mul(logitKd, 10)]) as tf.Scalar, terms: { ce, attnKd, logitKd } };
+    }), termWeights: { attnKd: 1e5, logitKd: 10 } };
+    await runStage(s, settings({ totalSteps: 3, checkpointEvery: 100 }), { logger });
+    expect(warned).to.have.length(1);
+    expect(warned[0]).to.match(/^attnKd x 100000 is 100x the CE term at the first step/);
+    model.dispose();
+  });
+
   it('a checkpoint write that fails (disk full) leaves the previous checkpoint intact and `latest` on it', async () => {
     const dir = join(root, 'full');
     const { model } = loadModel('test/fixtures/tiny-qwen3');
