@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadSafetensorsDir, tensorToFloat32 } from '@bitdistill/format';
 import { ternaryQuantRef } from '@bitdistill/quant/reference';
+import YAML from 'yaml';
 import { chart, histogram, type Panel, type Series } from './svg.ts';
 
 const OUT = 'docs/results/small-scale';
@@ -118,6 +119,18 @@ function main(): void {
   md.push('', '## Distillation terms, SST-2 dev, seed 0 (PAPER.md table 6 shape; paper: MNLI, Qwen3 0.6B)', '', '| terms | ours | paper |', '|---|---:|---:|');
   for (const [k, x, p] of t6) md.push(`| ${k} | ${pct(x)} | ${p} |`);
 
+  // --- the sweeps that chose the learning rate and gammaAttn (dev, seed 0) ---
+  const lrRows = (['teacher', 'bitnet-sft'] as const).map((stage) => ({
+    stage,
+    values: { '3e-4': v(`sst2-lr-${stage}-3e-4`, stage), '1e-3': v('sst2-bitdistill-s0', stage), '3e-3': v(`sst2-lr-${stage}-3e-3`, stage) },
+  }));
+  const gammaRows = ['1e2', '1e3', '1e4', '1e5'].map((g) => ({ gammaAttn: g, value: v(`sst2-gamma-${g}`, 'distill') }));
+  results['lrSweep'] = lrRows;
+  results['gammaSweep'] = gammaRows;
+  md.push('', '## Learning-rate sweep, SST-2 dev, seed 0 (all other settings as the main runs)', '', '| stage | 3e-4 | 1e-3 | 3e-3 |', '|---|---:|---:|---:|');
+  for (const r of lrRows) md.push(`| ${r.stage} | ${pct(r.values['3e-4'])} | ${pct(r.values['1e-3'])} | ${pct(r.values['3e-3'])} |`);
+  md.push('', '## gammaAttn sweep for BitDistill, SST-2 dev, seed 0 (lambdaLogit 10; the paper: 1e5)', '', '| gammaAttn | ' + gammaRows.map((r) => r.gammaAttn).join(' | ') + ' |', '|---|' + gammaRows.map(() => '---:').join('|') + '|', '| accuracy | ' + gammaRows.map((r) => pct(r.value)).join(' | ') + ' |');
+
   // --- distilled layer (figure 3b) ---
   const layers = [0, 1, 2, 3].map((l) => ({ layer: l, value: l === 3 ? v('sst2-bitdistill-s0', 'distill') : v(`sst2-layer-${l}`, 'distill') }));
   results['layers'] = layers;
@@ -195,14 +208,18 @@ function main(): void {
 
   // --- loss curves per stage ---
   const lossOf = (run: string, stage: string, key = 'loss'): [number, number][] => metrics(run, stage).filter((r) => r['type'] === 'train' && typeof r[key] === 'number').map((r) => [r['step'] as number, r[key] as number]);
+  const smooth = (pts: [number, number][], k = 5): [number, number][] => pts.map(([x], i) => {
+    const w = pts.slice(Math.max(0, i - k + 1), i + 1);
+    return [x, w.reduce((a, p) => a + p[1], 0) / w.length];
+  });
   const evalOf = (run: string, stage: string) => metrics(run, stage).filter((r) => r['type'] === 'eval').map((r) => r['value']);
   results['finalEvals'] = Object.fromEntries(['teacher', 'bitnet-sft', 'distill'].map((s) => [s, evalOf('sst2-bitdistill-s0', s)]));
   writeFileSync(
     join(OUT, 'loss-curves.svg'),
     chart(
       [
-        { title: 'pretraining (full precision, corpus)', series: [{ label: 'next-token CE', points: lossOf('base-pretrain', 'pretrain') }], xLabel: 'step', yLabel: 'loss' },
-        { title: 'continual pre-training (ternary + SubLN)', series: [{ label: 'next-token CE', points: lossOf('sst2-bitdistill-s0', 'continual-pretrain') }], xLabel: 'step', yLabel: 'loss' },
+        { title: 'pretraining (full precision, corpus)', series: [{ label: 'next-token CE (one batch)', points: lossOf('base-pretrain', 'pretrain') }, { label: 'mean of the last 5 logs', points: smooth(lossOf('base-pretrain', 'pretrain')) }], xLabel: 'step', yLabel: 'loss' },
+        { title: 'continual pre-training (ternary + SubLN)', series: [{ label: 'next-token CE (one batch)', points: lossOf('sst2-bitdistill-s0', 'continual-pretrain') }, { label: 'mean of the last 5 logs', points: smooth(lossOf('sst2-bitdistill-s0', 'continual-pretrain')) }], xLabel: 'step', yLabel: 'loss' },
         { title: 'SST-2 fine-tuning: answer CE (seed 0)', series: [{ label: 'FP-SFT', points: lossOf('sst2-bitdistill-s0', 'teacher') }, { label: 'BitNet-SFT', points: lossOf('sst2-bitdistill-s0', 'bitnet-sft') }, { label: 'BitDistill (CE term)', points: lossOf('sst2-bitdistill-s0', 'distill', 'ce') }], xLabel: 'step', yLabel: 'CE' },
         { title: 'BitDistill loss terms, unweighted (seed 0)', logY: true, series: [{ label: 'ce', points: lossOf('sst2-bitdistill-s0', 'distill', 'ce') }, { label: 'logitKd', points: lossOf('sst2-bitdistill-s0', 'distill', 'logitKd') }, { label: 'attnKd', points: lossOf('sst2-bitdistill-s0', 'distill', 'attnKd') }], xLabel: 'step', yLabel: 'value (log)' },
       ],
@@ -215,8 +232,17 @@ function main(): void {
     const first = dm[0] as Record<string, number>;
     const last = dm[dm.length - 1] as Record<string, number>;
     results['distillTerms'] = { first, last };
-    md.push('', '## BitDistill loss terms (seed 0; unweighted values, the weights are lambdaLogit 10, gammaAttn 1e5)', '', '| step | ce | logitKd | attnKd | 10 x logitKd | 1e5 x attnKd |', '|---:|---:|---:|---:|---:|---:|');
-    for (const r of [first, last]) md.push(`| ${r['step']} | ${r['ce']?.toFixed(4)} | ${r['logitKd']?.toFixed(4)} | ${r['attnKd']?.toExponential(3)} | ${((r['logitKd'] ?? 0) * 10).toFixed(4)} | ${((r['attnKd'] ?? 0) * 1e5).toFixed(4)} |`);
+    md.push('', '## Distillation loss terms at the first and last logged step (SST-2, seed 0 teacher and student)', '', '| run | gammaAttn | step | ce | logitKd | attnKd | lambdaLogit x logitKd | gammaAttn x attnKd |', '|---|---:|---:|---:|---:|---:|---:|---:|');
+    for (const run of ['sst2-gamma-1e5', 'sst2-gamma-1e4', 'sst2-gamma-1e3', 'sst2-bitdistill-s0']) {
+      const cfgFile = join('runs', run, 'distill', 'final', 'config.resolved.yaml');
+      if (!existsSync(cfgFile)) continue;
+      const dcfg = (YAML.parse(readFileSync(cfgFile, 'utf8')) as { distill: { lambdaLogit: number; gammaAttn: number } }).distill;
+      const tr = metrics(run, 'distill').filter((r) => r['type'] === 'train');
+      for (const r of [tr[0], tr[tr.length - 1]]) {
+        if (r === undefined) continue;
+        md.push(`| ${run} | ${dcfg.gammaAttn} | ${r['step']} | ${r['ce']?.toFixed(4)} | ${r['logitKd']?.toFixed(4)} | ${r['attnKd']?.toExponential(3)} | ${((r['logitKd'] ?? 0) * dcfg.lambdaLogit).toFixed(4)} | ${((r['attnKd'] ?? 0) * dcfg.gammaAttn).toFixed(4)} |`);
+      }
+    }
   }
 
   writeFileSync(join(OUT, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
