@@ -18,7 +18,7 @@ export interface ExperimentRun {
   config: string;
   overrides: string[];
   /** Which table or figure the run feeds. */
-  group: 'lr-sweep' | 'gamma-sweep' | 'main' | 'table5' | 'table6' | 'layer' | 'qnli';
+  group: 'lr-sweep' | 'gamma-sweep' | 'scratch' | 'main' | 'table5' | 'table6' | 'layer' | 'qnli';
 }
 
 const EXP = 'configs/experiments';
@@ -59,6 +59,13 @@ export const RUNS: ExperimentRun[] = [
   { name: 'sst2-logit-only', config: `${EXP}/sst2-logit-only.yaml`, overrides: [], group: 'table6' },
   { name: 'sst2-attn-only', config: `${EXP}/sst2-attn-only.yaml`, overrides: [], group: 'table6' },
   { name: 'qnli-bitdistill-s0', config: `${EXP}/qnli-bitdistill.yaml`, overrides: [], group: 'qnli' },
+  // Does the pretraining help at all? The same fine-tuning from the random initialisation (runs/base-init).
+  ...(['teacher', 'bitnet-sft'] as const).map((stage): ExperimentRun => ({
+    name: `sst2-scratch-${stage}`,
+    config: `${EXP}/sst2-bitdistill.yaml`,
+    overrides: [`name=sst2-scratch-${stage}`, `stages=[${stage}]`, 'model.path=runs/base-init'],
+    group: 'scratch',
+  })),
   ...[0, 1, 2].map((l): ExperimentRun => ({
     name: `sst2-layer-${l}`,
     config: `${EXP}/sst2-bitdistill.yaml`,
@@ -89,9 +96,10 @@ function main(): void {
     return;
   }
   const only = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : undefined;
+  // The random initialisation: the start of the pretraining, and of the from-scratch comparison runs.
+  if (!existsSync('runs/base-init/model.safetensors')) run(['init', '--arch', `${EXP}/base-arch.json`, '--tokenizer', 'models/bert-uncased-lm', '--out', 'runs/base-init', '--seed', '0']);
   if (!existsSync('models/small-base/model.safetensors')) {
     // The base model is shipped; rebuild it only when it is missing.
-    if (!existsSync('runs/base-init/model.safetensors')) run(['init', '--arch', `${EXP}/base-arch.json`, '--tokenizer', 'models/bert-uncased-lm', '--out', 'runs/base-init', '--seed', '0']);
     run(['train', '--config', `${EXP}/base-pretrain.yaml`]);
     shipBase('runs/base-pretrain/pretrain/final', 'models/small-base');
   }
