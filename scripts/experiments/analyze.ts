@@ -138,6 +138,12 @@ function main(): void {
   const lp = layers.filter((l) => l.value !== null).map((l): [number, number] => [l.layer, (l.value as number) * 100]);
   writeFileSync(join(OUT, 'layers.svg'), chart([{ title: 'SST-2 dev accuracy vs distilled layer (seed 0)', series: [{ label: 'BitDistill', points: lp }], xLabel: 'distilled layer (0-based, of 4)', yLabel: 'accuracy %' }]));
 
+  // --- from the random initialisation vs from the pretrained base ---
+  const scratch = (['teacher', 'bitnet-sft'] as const).map((stage) => ({ stage, pretrained: v('sst2-bitdistill-s0', stage), scratch: v(`sst2-scratch-${stage}`, stage) }));
+  results['scratch'] = scratch;
+  md.push('', '## Fine-tuning from the pretrained base vs from the random initialisation, SST-2 dev, seed 0', '', '| stage | from models/small-base | from runs/base-init (no pretraining) |', '|---|---:|---:|');
+  for (const r of scratch) md.push(`| ${r.stage === 'teacher' ? 'FP-SFT' : 'BitNet-SFT'} | ${pct(r.pretrained)} | ${pct(r.scratch)} |`);
+
   // --- QNLI ---
   const q = { fpSft: v('qnli-bitdistill-s0', 'teacher'), bitnetSft: v('qnli-bitdistill-s0', 'bitnet-sft'), bitDistill: v('qnli-bitdistill-s0', 'distill') };
   results['qnli'] = q;
@@ -146,7 +152,9 @@ function main(): void {
   // --- wall time per run ---
   md.push('', '## Wall time per stage (minutes, 2-core CI machine)', '', '| run | stage | steps | minutes |', '|---|---|---:|---:|');
   const times: Record<string, unknown>[] = [];
-  for (const run of ['base-pretrain', ...seeds, 'sst2-subln-only', 'sst2-subln-cpt', 'sst2-subln-distill', 'sst2-logit-only', 'sst2-attn-only', 'sst2-layer-0', 'sst2-layer-1', 'sst2-layer-2', 'qnli-bitdistill-s0']) {
+  const sweeps = ['teacher', 'bitnet-sft'].flatMap((st) => ['3e-4', '3e-3'].map((lr) => `sst2-lr-${st}-${lr}`));
+  const gammas = ['1e2', '1e3', '1e4', '1e5'].map((g) => `sst2-gamma-${g}`);
+  for (const run of ['base-pretrain', ...sweeps, ...seeds, ...gammas, 'sst2-subln-only', 'sst2-subln-cpt', 'sst2-subln-distill', 'sst2-logit-only', 'sst2-attn-only', 'qnli-bitdistill-s0', 'sst2-scratch-teacher', 'sst2-scratch-bitnet-sft', 'sst2-layer-0', 'sst2-layer-1', 'sst2-layer-2']) {
     for (const r of summary(run) ?? []) {
       if (r.seconds === null) continue;
       md.push(`| ${run} | ${r.stage} | ${r.steps ?? '-'} | ${mins(r.seconds)} |`);
@@ -154,6 +162,8 @@ function main(): void {
     }
   }
   results['wallTime'] = times;
+  const fineTune = times.filter((x) => x['run'] !== 'base-pretrain').reduce((a, x) => a + (x['seconds'] as number), 0);
+  md.push('', `Total, all runs but the pretraining: ${(fineTune / 60).toFixed(1)} minutes (the sst2-gamma-1e2 distill stage is also sst2-bitdistill-s0's: counted twice).`);
 
   // --- latent-weight histograms before / after continual pre-training (figure 2) ---
   const ckpts: [string, string][] = [
