@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- kernels [--runs N] [--quick] [--out DIR]`
  *
- * The int8 x ternary matrix-vector product (batch 1) and small-batch product (batch 8) of @bitdistill/kernels-cpu
+ * The int8 x ternary matrix-vector product (batch 1) and small-batch products (batch 8 and 32) of @bitdistill/kernels-cpu
  * for the shapes (out x in) 2048x2048, 2048x8192, 8192x2048, 4096x4096 on 1 and 2 threads, measured in one run
  * next to (a) the fp32 matrix-vector product of the same shape in the same addon and (b) a streaming read of
  * the same packed weight bytes, the memory-bandwidth bound; plus a streaming read of one large buffer.
@@ -35,7 +35,7 @@ const SHAPES: [number, number][] = [
   [8192, 2048],
   [4096, 4096],
 ];
-const BATCHES = [1, 8];
+const BATCHES = [1, 8, 32];
 const THREADS = [1, 2];
 const MIN_RUN_MS = 20;
 const STREAM_BUFFER_BYTES = 1 << 30;
