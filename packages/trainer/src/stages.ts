@@ -14,7 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import { ArgumentError, BitDistillError, FormatError, NotFoundError, type Logger } from '@bitdistill/core';
 import type { TrainConfig, StageName } from '@bitdistill/config';
 import { defineTask, encodeExample, getTask, readExamples, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
-import { loadModel, type CapturedQkv, type Decoder } from '@bitdistill/model';
+import { loadModel, type Decoder } from '@bitdistill/model';
 import { latentWeightStats, prepareStudent, restoreStudent } from '@bitdistill/quant';
 import { answerCrossEntropy, attentionRelationKd, logitKd } from '@bitdistill/losses';
 import { evaluateLabelScoring } from './evaluate.ts';
@@ -136,12 +136,11 @@ function answerRows(b: SftMicroBatch): { rows: tf.Tensor1D; labels: tf.Tensor2D;
 }
 
 /** Answer-only CE of a model on a micro-batch, computing logits at the answer rows only. */
-function answerCe(model: Decoder, b: SftMicroBatch, options: { captureLayers?: number[] } = {}): { ce: tf.Scalar; captured: Map<number, CapturedQkv> } {
+function answerCe(model: Decoder, b: SftMicroBatch): tf.Scalar {
   const t = batchTensors(b);
   const a = answerRows(b);
-  const out = model.forward(t.ids, { ...options, ...(a !== null ? { logitRows: a.rows } : {}) });
-  const ce = a === null ? answerCrossEntropy(out.logits, t.labels, t.answerMask) : answerCrossEntropy(out.logits, a.labels, a.mask);
-  return { ce, captured: out.captured };
+  if (a === null) return answerCrossEntropy(model.forward(t.ids).logits, t.labels, t.answerMask);
+  return answerCrossEntropy(model.forward(t.ids, { logitRows: a.rows }).logits, a.labels, a.mask);
 }
 
 /** Shared body of the three task stages: SFT stream, dev evaluation, runStage. */
@@ -189,7 +188,7 @@ export async function teacherStage(ctx: StageContext): Promise<StageResult> {
   const { model, tokenizer, source } = loadModel(ctx.config.model.path, { logger: ctx.logger });
   mkdirSync(stageDir(ctx, 'teacher'), { recursive: true });
   return runTaskStage(ctx, 'teacher', model, tokenizer, source, data, (b) => {
-    const { ce } = answerCe(model, b);
+    const ce = answerCe(model, b);
     return { total: ce, terms: { ce } };
   });
 }
@@ -201,7 +200,7 @@ export async function bitnetSftStage(ctx: StageContext): Promise<StageResult> {
   prepareStudent(model, { subln: 'none', weightQuant: ctx.config.student.weightQuant, quantizeActivations: ctx.config.student.quantizeActivations });
   mkdirSync(stageDir(ctx, 'bitnet-sft'), { recursive: true });
   return runTaskStage(ctx, 'bitnet-sft', model, tokenizer, source, data, (b) => {
-    const { ce } = answerCe(model, b);
+    const ce = answerCe(model, b);
     return { total: ce, terms: { ce } };
   });
 }
@@ -239,7 +238,7 @@ async function lmStage(ctx: StageContext, stage: 'pretrain' | 'continual-pretrai
         const ce = answerCrossEntropy(logits, t.labels, t.answerMask); // mask = all ones: plain LM loss
         return { total: ce, terms: { ce } };
       },
-      ...(stage === 'continual-pretrain' ? { extraMetrics: () => latentRecord(model) } : {}),
+      extraMetrics: () => latentRecord(model), // null for the full-precision pretrain model
       resolvedYaml: ctx.resolvedYaml,
       tokenizerFrom: source,
       bitdistill: { corpus: c.corpus.paths },
@@ -304,7 +303,7 @@ export async function distillStage(ctx: StageContext): Promise<StageResult> {
     ctx.logger.info({ studentFrom: from }, 'distill with logit and attention terms off: CE only, no teacher');
     mkdirSync(stageDir(ctx, 'distill'), { recursive: true });
     return runTaskStage(ctx, 'distill', model, tokenizer, source, data, (b) => {
-      const { ce } = answerCe(model, b);
+      const ce = answerCe(model, b);
       return { total: ce, terms: { ce } };
     });
   }
