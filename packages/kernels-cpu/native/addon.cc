@@ -583,13 +583,14 @@ napi_value RepackTernary(napi_env env, napi_callback_info info) {
 }
 
 // ternaryMatMul(w, rows, cols, x: Int8Array [batch, cols], batch, y: Int32Array | Float32Array [batch, rows],
-//               actScale?: Float32Array [batch], weightScale?: number)
-// With a Float32Array y: y = acc * (weightScale / actScale[b]), the product done in double.
+//               actScale?: Float32Array [batch], weightScale?: number, float32Factor?: boolean)
+// With a Float32Array y: y = acc * (weightScale / actScale[b]), the product done in double (with float32Factor,
+// the factor is rounded to float32 before the product).
 napi_value TernaryMatMul(napi_env env, napi_callback_info info) {
-  napi_value argv[8];
-  size_t argc = 8;
+  napi_value argv[9];
+  size_t argc = 9;
   if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return nullptr;
-  if (throw_if(env, argc != 6 && argc != 8, "ternaryMatMul: expected 6 or 8 arguments")) return nullptr;
+  if (throw_if(env, argc != 6 && argc != 8 && argc != 9, "ternaryMatMul: expected 6, 8 or 9 arguments")) return nullptr;
   uint8_t* w;
   int8_t* x;
   size_t w_len, x_len, y_len;
@@ -608,7 +609,7 @@ napi_value TernaryMatMul(napi_env env, napi_callback_info info) {
       throw_if(env, static_cast<int64_t>(x_len) < batch * cols, "ternaryMatMul: x too small"))
     return nullptr;
   std::vector<double> factor;
-  if (argc == 8) {
+  if (argc >= 8) {
     float* act;
     size_t act_len;
     double ws;
@@ -616,8 +617,17 @@ napi_value TernaryMatMul(napi_env env, napi_callback_info info) {
         !get_typed(env, argv[6], napi_float32_array, &act, &act_len, "actScale") || !get_f64(env, argv[7], &ws))
       return nullptr;
     if (throw_if(env, static_cast<int64_t>(act_len) < batch, "ternaryMatMul: actScale too small")) return nullptr;
+    bool f32_factor = false;
+    if (argc == 9 && napi_get_value_bool(env, argv[8], &f32_factor) != napi_ok) {
+      napi_throw_type_error(env, "E_ARGUMENT", "ternaryMatMul: float32Factor must be a boolean");
+      return nullptr;
+    }
     factor.resize(static_cast<size_t>(batch));
-    for (int64_t b = 0; b < batch; b++) factor[b] = ws / static_cast<double>(act[b]);
+    for (int64_t b = 0; b < batch; b++) {
+      const double f = ws / static_cast<double>(act[b]);
+      // float32Factor: the factor rounded to float32 first (the runtime's Math.fround(scale / s)).
+      factor[b] = f32_factor ? static_cast<double>(static_cast<float>(f)) : f;
+    }
     ctx.job.factor = factor.data();
   } else if (!get_typed(env, argv[5], napi_int32_array, &ctx.job.y, &y_len, "y")) {
     return nullptr;
@@ -1234,6 +1244,101 @@ napi_value RmsNormGradF32(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+struct MatvecI8Ctx {
+  const IsaKernels* isa;
+  MatvecI8Job job;
+};
+
+void matvec_i8_task(void* p, int64_t chunk, int64_t n) {
+  auto* c = static_cast<MatvecI8Ctx*>(p);
+  const MatvecI8Job& j = c->job;
+  const int64_t quads = (j.rows + 3) / 4;
+  int64_t b, e;
+  split(quads, chunk, n, &b, &e);
+  e = std::min(e * 4, j.rows);
+  if (b * 4 >= e) return;
+  if (c->isa->matvec_i8 != nullptr) c->isa->matvec_i8(j, b * 4, e);
+  else matvec_i8_f32(j.w, j.wscale, j.x, j.y, j.rows, j.cols, j.batch, b * 4, e);
+}
+
+// matvecI8F32(w: Int8Array [rows, cols], wscale: Float32Array [rows], x: Float32Array [batch, cols],
+//             y: Float32Array [batch, rows], rows, cols, batch): y = (x @ w^T) * wscale
+napi_value MatvecI8F32(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!get_args(env, info, 7, argv)) return nullptr;
+  MatvecI8Ctx ctx{};
+  ctx.isa = g_isa;
+  MatvecI8Job& j = ctx.job;
+  int8_t* w;
+  float *ws, *x, *y;
+  size_t wl, wsl, xl, yl;
+  if (!get_typed(env, argv[0], napi_int8_array, &w, &wl, "w") || !get_typed(env, argv[1], napi_float32_array, &ws, &wsl, "wscale") ||
+      !get_typed(env, argv[2], napi_float32_array, &x, &xl, "x") || !get_typed(env, argv[3], napi_float32_array, &y, &yl, "y") ||
+      !get_i64(env, argv[4], 1, kMaxDim, &j.rows, "rows") || !get_i64(env, argv[5], 1, kMaxDim, &j.cols, "cols") ||
+      !get_i64(env, argv[6], 1, 1 << 20, &j.batch, "batch"))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(wl) < j.rows * j.cols || static_cast<int64_t>(wsl) < j.rows ||
+                        static_cast<int64_t>(xl) < j.batch * j.cols || static_cast<int64_t>(yl) < j.batch * j.rows,
+               "matvecI8F32: array too small"))
+    return nullptr;
+  j.w = w;
+  j.wscale = ws;
+  j.x = x;
+  j.y = y;
+  parallel(chunk_count((j.rows + 3) / 4, j.rows * j.cols * j.batch), matvec_i8_task, &ctx);
+  return nullptr;
+}
+
+struct AttentionCtx {
+  const float *q, *kc, *vc;
+  float* out;
+  float* scores;  // [nchunks, start + T]
+  int64_t pairs, H, Hkv, d, cap, start, T;
+  float scale;
+};
+
+void attention_task(void* p, int64_t chunk, int64_t n) {
+  auto* c = static_cast<AttentionCtx*>(p);
+  int64_t b, e;
+  split(c->pairs, chunk, n, &b, &e);
+  if (b < e) attention_f32(c->q, c->kc, c->vc, c->out, c->H, c->Hkv, c->d, c->cap, c->start, c->scale, c->scores + chunk * (c->start + c->T), b, e);
+}
+
+// attentionF32(q: [T, H, d], kc: [Hkv, cap, d], vc: [Hkv, cap, d], out: [T, H, d], T, H, Hkv, d, cap, start, scale)
+napi_value AttentionF32(napi_env env, napi_callback_info info) {
+  napi_value argv[11];
+  if (!get_args(env, info, 11, argv)) return nullptr;
+  AttentionCtx ctx{};
+  float *q, *kc, *vc, *out;
+  size_t ql, kl, vl, ol;
+  double scale;
+  if (!get_typed(env, argv[0], napi_float32_array, &q, &ql, "q") || !get_typed(env, argv[1], napi_float32_array, &kc, &kl, "kc") ||
+      !get_typed(env, argv[2], napi_float32_array, &vc, &vl, "vc") || !get_typed(env, argv[3], napi_float32_array, &out, &ol, "out") ||
+      !get_i64(env, argv[4], 1, kMaxDim, &ctx.T, "T") || !get_i64(env, argv[5], 1, 1 << 16, &ctx.H, "H") ||
+      !get_i64(env, argv[6], 1, 1 << 16, &ctx.Hkv, "Hkv") || !get_i64(env, argv[7], 1, 1 << 16, &ctx.d, "d") ||
+      !get_i64(env, argv[8], 1, kMaxDim, &ctx.cap, "cap") || !get_i64(env, argv[9], 0, kMaxDim, &ctx.start, "start") ||
+      !get_f64(env, argv[10], &scale))
+    return nullptr;
+  if (throw_if(env, ctx.H % ctx.Hkv != 0, "attentionF32: H must be a multiple of Hkv") ||
+      throw_if(env, ctx.start + ctx.T > ctx.cap, "attentionF32: start + T exceeds the cache") ||
+      throw_if(env, static_cast<int64_t>(ql) < ctx.T * ctx.H * ctx.d || static_cast<int64_t>(ol) < ctx.T * ctx.H * ctx.d ||
+                        static_cast<int64_t>(kl) < ctx.Hkv * ctx.cap * ctx.d || static_cast<int64_t>(vl) < ctx.Hkv * ctx.cap * ctx.d,
+               "attentionF32: array too small"))
+    return nullptr;
+  ctx.q = q;
+  ctx.kc = kc;
+  ctx.vc = vc;
+  ctx.out = out;
+  ctx.scale = static_cast<float>(scale);
+  ctx.pairs = ctx.T * ctx.H;
+  const int64_t work = ctx.pairs * (ctx.start + ctx.T) * ctx.d * 2;
+  const int64_t nchunks = work < kMinParallelWeights || g_pool->size() == 1 ? 1 : std::min<int64_t>(ctx.pairs, g_pool->size() * kChunksPerThread);
+  std::vector<float> scores(static_cast<size_t>(nchunks * (ctx.start + ctx.T)));
+  ctx.scores = scores.data();
+  parallel(nchunks, attention_task, &ctx);
+  return nullptr;
+}
+
 // streamRead(bytes: Uint8Array) -> checksum (reads every byte once, on the pool)
 napi_value StreamRead(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -1264,6 +1369,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"ternaryMatMul", nullptr, TernaryMatMul, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"quantizeActivations", nullptr, QuantizeActivations, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"matvecF32", nullptr, MatvecF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"matvecI8F32", nullptr, MatvecI8F32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attentionF32", nullptr, AttentionF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gemmF32", nullptr, GemmF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gemmBatchF32", nullptr, GemmBatchF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"binaryF32", nullptr, BinaryF32, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -42,6 +42,16 @@ struct MatvecJob {
 };
 using MatvecFn = void (*)(const MatvecJob& job, int64_t row_begin, int64_t row_end);
 
+// y[b, r] = wscale[r] * sum_c x[b, c] * (float)w[r, c]: int8 weights (one scale per row), float32 activations.
+struct MatvecI8Job {
+  const int8_t* w;       // [rows, cols]
+  const float* wscale;   // [rows]
+  const float* x;        // [batch, cols]
+  float* y;              // [batch, rows]
+  int64_t rows, cols, batch;
+};
+using MatvecI8Fn = void (*)(const MatvecI8Job& job, int64_t row_begin, int64_t row_end);
+
 // C[mr, nr] (row stride ldc) = (accumulate ? C : 0) + Apack[kc, mr]^T-strip x Bpack[kc, nr]-strip.
 using GemmMicroFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate);
 
@@ -77,6 +87,7 @@ struct IsaKernels {
   PackTransFn pack_trans;
   TransposeFn transpose;
   StreamFn stream;
+  MatvecI8Fn matvec_i8;  // null: the generic loop of tensor_ops.cc
 };
 
 // Null when the compiler could not build that ISA (e.g. not x86-64).

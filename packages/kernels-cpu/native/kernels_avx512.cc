@@ -228,6 +228,60 @@ void matvec_avx512(const MatvecJob& j, int64_t r0, int64_t r1) {
   for (; r < r1; r++) matvec_rows_512<1>(j, r);
 }
 
+constexpr int64_t kI8PrefetchBytes = 8192;
+
+// R int8 weight rows x BT activation rows: 16 columns per step, int8 -> int32 -> float32, FMA; masked tail.
+template <int R, int BT>
+void matvec_i8_tile_512(const MatvecI8Job& j, int64_t r0, int64_t b0) {
+  __m512 acc[R][BT];
+  for (int r = 0; r < R; r++)
+    for (int b = 0; b < BT; b++) acc[r][b] = _mm512_setzero_ps();
+  int64_t c = 0;
+  for (; c + 16 <= j.cols; c += 16) {
+    // Software prefetch 8 KiB ahead of each row stream, once per cache line: R concurrent 16-byte-per-step
+    // streams defeat the hardware prefetcher (measured on the Xeon: 6.9 -> 12.1 GB/s on one thread).
+    if ((c & 63) == 0)
+      for (int r = 0; r < R; r++) _mm_prefetch(reinterpret_cast<const char*>(j.w + (r0 + r) * j.cols + c + kI8PrefetchBytes), _MM_HINT_T0);
+    __m512 xv[BT];
+    for (int b = 0; b < BT; b++) xv[b] = _mm512_loadu_ps(j.x + (b0 + b) * j.cols + c);
+    for (int r = 0; r < R; r++) {
+      const __m128i wb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(j.w + (r0 + r) * j.cols + c));
+      const __m512 wv = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(wb));
+      for (int b = 0; b < BT; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
+    }
+  }
+  if (c < j.cols) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (j.cols - c)) - 1);
+    __m512 xv[BT];
+    for (int b = 0; b < BT; b++) xv[b] = _mm512_maskz_loadu_ps(m, j.x + (b0 + b) * j.cols + c);
+    for (int r = 0; r < R; r++) {
+      const __m128i wb = _mm_maskz_loadu_epi8(m, j.w + (r0 + r) * j.cols + c);
+      const __m512 wv = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(wb));
+      for (int b = 0; b < BT; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int b = 0; b < BT; b++) j.y[(b0 + b) * j.rows + r0 + r] = _mm512_reduce_add_ps(acc[r][b]) * j.wscale[r0 + r];
+}
+
+template <int R>
+void matvec_i8_rows_512(const MatvecI8Job& j, int64_t r) {
+  int64_t b = 0;
+  for (; b + 4 <= j.batch; b += 4) matvec_i8_tile_512<R, 4>(j, r, b);
+  switch (j.batch - b) {
+    case 3: matvec_i8_tile_512<R, 3>(j, r, b); break;
+    case 2: matvec_i8_tile_512<R, 2>(j, r, b); break;
+    case 1: matvec_i8_tile_512<R, 1>(j, r, b); break;
+    default: break;
+  }
+}
+
+void matvec_i8_avx512(const MatvecI8Job& j, int64_t r0, int64_t r1) {
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) matvec_i8_rows_512<4>(j, r);
+  for (; r < r1; r++) matvec_i8_rows_512<1>(j, r);
+}
+
 constexpr int kMr = 12;
 constexpr int kNr = 32;
 
@@ -361,7 +415,7 @@ uint64_t stream_avx512(const uint8_t* p, size_t n) {
 
 namespace bd {
 namespace {
-const IsaKernels kTable = {"avx512vnni", quantize_avx512, prep_x_avx512, ternary_avx512, matvec_avx512, gemm_micro_avx512, kMr, kNr, pack_trans_avx512, transpose_avx512, stream_avx512};
+const IsaKernels kTable = {"avx512vnni", quantize_avx512, prep_x_avx512, ternary_avx512, matvec_avx512, gemm_micro_avx512, kMr, kNr, pack_trans_avx512, transpose_avx512, stream_avx512, matvec_i8_avx512};
 }
 const IsaKernels* const kAvx512VnniKernels = &kTable;
 }  // namespace bd

@@ -289,7 +289,79 @@ BD_INLINE float dot16(const float* __restrict x, const float* __restrict y, int6
   return s;
 }
 
+// R weight rows of int8 against one float row x: acc[r] = sum_c x[c] * (float)w[r][c], 16 lanes per row.
+template <int R>
+BD_INLINE void dot_i8_rows(const int8_t* __restrict w, int64_t cols, const float* __restrict x, float* out) {
+  float acc[R][16];
+  for (int r = 0; r < R; r++)
+    for (int u = 0; u < 16; u++) acc[r][u] = 0.0f;
+  int64_t c = 0;
+  for (; c + 16 <= cols; c += 16)
+    for (int r = 0; r < R; r++)
+      for (int u = 0; u < 16; u++) acc[r][u] += x[c + u] * static_cast<float>(w[r * cols + c + u]);
+  for (int r = 0; r < R; r++) {
+    for (int wdt = 8; wdt >= 1; wdt /= 2)
+      for (int u = 0; u < wdt; u++) acc[r][u] += acc[r][u + wdt];
+    float s = acc[r][0];
+    for (int64_t k = c; k < cols; k++) s += x[k] * static_cast<float>(w[r * cols + k]);
+    out[r] = s;
+  }
+}
+
 }  // namespace
+
+BD_CLONES void matvec_i8_f32(const int8_t* __restrict w, const float* __restrict wscale, const float* __restrict x, float* __restrict y,
+                             int64_t rows, int64_t cols, int64_t batch, int64_t r0, int64_t r1) {
+  float acc[4];
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    for (int64_t b = 0; b < batch; b++) {
+      dot_i8_rows<4>(w + r * cols, cols, x + b * cols, acc);
+      for (int i = 0; i < 4; i++) y[b * rows + r + i] = acc[i] * wscale[r + i];
+    }
+  }
+  for (; r < r1; r++) {
+    for (int64_t b = 0; b < batch; b++) {
+      dot_i8_rows<1>(w + r * cols, cols, x + b * cols, acc);
+      y[b * rows + r] = acc[0] * wscale[r];
+    }
+  }
+}
+
+BD_CLONES void attention_f32(const float* __restrict q, const float* __restrict kc, const float* __restrict vc, float* __restrict out,
+                             int64_t H, int64_t Hkv, int64_t d, int64_t cap, int64_t start, float scale, float* __restrict scores,
+                             int64_t p0, int64_t p1) {
+  const int64_t group = H / Hkv;
+  for (int64_t p = p0; p < p1; p++) {
+    const int64_t t = p / H;
+    const int64_t h = p - t * H;
+    const int64_t g = h / group;
+    const int64_t n = start + t + 1;
+    const float* qr = q + p * d;
+    const float* kg = kc + g * cap * d;
+    const float* vg = vc + g * cap * d;
+    float m = -INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+      const float s = dot16(qr, kg + j * d, d) * scale;
+      scores[j] = s;
+      m = s > m ? s : m;
+    }
+    float z = 0.0f;
+    for (int64_t j = 0; j < n; j++) {
+      const float e = exp_f32(scores[j] - m);
+      scores[j] = e;
+      z += e;
+    }
+    const float inv = 1.0f / z;
+    float* o = out + p * d;
+    for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
+    for (int64_t j = 0; j < n; j++) {
+      const float pj = scores[j] * inv;
+      const float* vr = vg + j * d;
+      for (int64_t i = 0; i < d; i++) o[i] += pj * vr[i];
+    }
+  }
+}
 
 BD_CLONES void rmsnorm_f32(const float* __restrict x, const float* __restrict g, float* __restrict y, int64_t r0, int64_t r1, int64_t dim, float eps) {
   for (int64_t r = r0; r < r1; r++) {

@@ -62,4 +62,15 @@ void rmsnorm_f32(const float* x, const float* g, float* y, int64_t r0, int64_t r
 //   dx = r * u - (r^3 / dim) * s * x,   dg += dy * x * r  (dg accumulates: the caller zeroes it).
 void rmsnorm_grad_f32(const float* dy, const float* x, const float* g, float* dx, float* dg, int64_t r0, int64_t r1, int64_t dim, float eps);
 
+// y[b, r] = wscale[r] * sum_c x[b, c] * (float)w[r, c] for rows [r0, r1): int8 weights with one float scale per
+// row (the int8 embedding / lm_head), float32 activations; 16 float32 partial sums per row.
+void matvec_i8_f32(const int8_t* w, const float* wscale, const float* x, float* y, int64_t rows, int64_t cols, int64_t batch, int64_t r0, int64_t r1);
+
+// Causal attention of T new positions (start .. start+T-1) over a KV cache, for the (token, head) pairs
+// p = t * H + h in [p0, p1): q, out are [T, H, d]; kc, vc are [Hkv, cap, d] (head h reads KV head h / (H / Hkv));
+// position start+t attends to cache rows 0 .. start+t. Scores are float32 dot products times `scale`, a
+// max-subtracted softmax (exp to ~1 ulp), then the weighted sum of V rows. scores: start + T floats of scratch.
+void attention_f32(const float* q, const float* kc, const float* vc, float* out, int64_t H, int64_t Hkv, int64_t d, int64_t cap, int64_t start,
+                   float scale, float* scores, int64_t p0, int64_t p1);
+
 }  // namespace bd

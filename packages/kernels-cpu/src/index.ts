@@ -12,8 +12,10 @@ export {
 export type { TernaryMatrix } from './ternary.ts';
 export { matmulF32, batchMatmulF32, broadcastBatch, matvecF32, streamRead, allocAligned } from './gemm.ts';
 export type { MatMulOptions, BatchMatMulShape, BatchBroadcast } from './gemm.ts';
-export { quantizeActivations, rmsNorm, ropeTables, applyRope, softmax, siluGate, roundHalfEven } from './ops.ts';
-export type { QuantizedActivations, RopeTables } from './ops.ts';
+export { quantizeActivations, rmsNorm, ropeTables, applyRope, softmax, siluGate, roundHalfEven, attentionCausal, attentionCausalTs } from './ops.ts';
+export type { QuantizedActivations, RopeTables, AttentionShape } from './ops.ts';
+export { quantizeRowsInt8, dequantizeRow, matvecI8, matvecI8Ts } from './int8.ts';
+export type { Int8RowMatrix } from './int8.ts';
 export { ternaryMatMulRef, ternaryLinearRef, matmulF32Ref, matvecF32Ref } from './reference.ts';
 export {
   UNARY_OPS,

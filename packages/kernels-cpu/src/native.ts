@@ -41,6 +41,21 @@ export interface NativeAddon {
     y: Float32Array,
     actScale: Float32Array,
     weightScale: number,
+    float32Factor?: boolean,
+  ): void;
+  matvecI8F32(w: Int8Array, wscale: Float32Array, x: Float32Array, y: Float32Array, rows: number, cols: number, batch: number): void;
+  attentionF32(
+    q: Float32Array,
+    kc: Float32Array,
+    vc: Float32Array,
+    out: Float32Array,
+    T: number,
+    H: number,
+    Hkv: number,
+    d: number,
+    cap: number,
+    start: number,
+    scale: number,
   ): void;
   quantizeActivations(x: Float32Array, rows: number, dim: number, q: Int8Array, scale: Float32Array): void;
   matvecF32(w: Float32Array, x: Float32Array, y: Float32Array, rows: number, cols: number, batch: number): void;
@@ -100,6 +115,8 @@ const ADDON_FUNCTIONS = [
   'gatherRows32',
   'rmsNormF32',
   'rmsNormGradF32',
+  'matvecI8F32',
+  'attentionF32',
 ] as const;
 
 interface State {

@@ -168,3 +168,80 @@ export function siluGate(gate: Float32Array, up: Float32Array, out?: Float32Arra
   }
   return y;
 }
+
+/** Shape of a causal attention step over a KV cache (see attentionCausal). */
+export interface AttentionShape {
+  /** new positions */
+  tokens: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** cache capacity (positions per KV head) */
+  capacity: number;
+  /** cache positions before the new ones; the new ones must already be written at start .. start+tokens-1 */
+  start: number;
+  /** score scale, usually 1 / sqrt(headDim) */
+  scale: number;
+}
+
+function checkAttention(q: Float32Array, kc: Float32Array, vc: Float32Array, out: Float32Array, s: AttentionShape): void {
+  const ints = [s.tokens, s.heads, s.kvHeads, s.headDim, s.capacity, s.start];
+  if (!ints.every((v) => Number.isInteger(v) && v >= 0) || s.tokens < 1 || s.heads < 1 || s.kvHeads < 1 || s.headDim < 1 || s.heads % s.kvHeads !== 0) {
+    throw new ArgumentError(`attentionCausal: bad shape ${JSON.stringify(s)} (heads must be a multiple of kvHeads)`);
+  }
+  if (s.start + s.tokens > s.capacity) throw new ArgumentError(`attentionCausal: ${s.start + s.tokens} positions exceed the cache of ${s.capacity}`);
+  const qn = s.tokens * s.heads * s.headDim;
+  const cn = s.kvHeads * s.capacity * s.headDim;
+  if (q.length !== qn || out.length !== qn) throw new ShapeError(`attentionCausal: q and out must be [${s.tokens}, ${s.heads}, ${s.headDim}]`);
+  if (kc.length !== cn || vc.length !== cn) throw new ShapeError(`attentionCausal: caches must be [${s.kvHeads}, ${s.capacity}, ${s.headDim}]`);
+}
+
+/** TypeScript twin of attentionCausal (the fallback), sums in float64. */
+export function attentionCausalTs(q: Float32Array, kc: Float32Array, vc: Float32Array, out: Float32Array, s: AttentionShape): Float32Array {
+  const { tokens: T, heads: H, kvHeads: Hkv, headDim: d, capacity: cap, start } = s;
+  const group = H / Hkv;
+  const scores = new Float64Array(start + T);
+  out.fill(0);
+  for (let t = 0; t < T; t++) {
+    const n = start + t + 1;
+    for (let hh = 0; hh < H; hh++) {
+      const g = Math.floor(hh / group);
+      const qo = (t * H + hh) * d;
+      let m = -Infinity;
+      for (let j = 0; j < n; j++) {
+        const ko = (g * cap + j) * d;
+        let dot = 0;
+        for (let i = 0; i < d; i++) dot += (q[qo + i] as number) * (kc[ko + i] as number);
+        const v = dot * s.scale;
+        scores[j] = v;
+        if (v > m) m = v;
+      }
+      let z = 0;
+      for (let j = 0; j < n; j++) {
+        const e = Math.exp((scores[j] as number) - m);
+        scores[j] = e;
+        z += e;
+      }
+      for (let j = 0; j < n; j++) {
+        const p = (scores[j] as number) / z;
+        const vo = (g * cap + j) * d;
+        for (let i = 0; i < d; i++) out[qo + i] = (out[qo + i] as number) + p * (vc[vo + i] as number);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Causal multi-head attention of `tokens` new positions over a KV cache (grouped-query: head h reads KV head
+ * h / (heads / kvHeads)). q, out: [tokens, heads, headDim]; kc, vc: [kvHeads, capacity, headDim]. Position
+ * start+t attends to cache rows 0..start+t. Native: float32 on the thread pool, one (token, head) pair per task.
+ */
+export function attentionCausal(q: Float32Array, kc: Float32Array, vc: Float32Array, shape: AttentionShape, out?: Float32Array): Float32Array {
+  const y = out ?? new Float32Array(q.length);
+  checkAttention(q, kc, vc, y, shape);
+  const addon = nativeAddon();
+  if (addon === null) return attentionCausalTs(q, kc, vc, y, shape);
+  addon.attentionF32(q, kc, vc, y, shape.tokens, shape.heads, shape.kvHeads, shape.headDim, shape.capacity, shape.start, shape.scale);
+  return y;
+}

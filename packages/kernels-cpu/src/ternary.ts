@@ -161,10 +161,18 @@ export function ternaryMatMulTs(w: TernaryMatrix, xq: Int8Array, batch: number, 
 }
 
 /** TypeScript twin of the native scaled product (the fallback): float32 y [batch, rows]. */
-export function ternaryLinearTs(w: TernaryMatrix, xq: Int8Array, actScale: Float32Array, weightScale: number, batch: number, y: Float32Array): Float32Array {
+export function ternaryLinearTs(
+  w: TernaryMatrix,
+  xq: Int8Array,
+  actScale: Float32Array,
+  weightScale: number,
+  batch: number,
+  y: Float32Array,
+  float32Factor = false,
+): Float32Array {
   checkLinear('ternaryLinearTs', w, xq, actScale, weightScale, batch, y);
   const sums = rowSums(xq, batch, w.cols);
-  const factor = Array.from(actScale, (s) => weightScale / s);
+  const factor = Array.from(actScale, (s) => (float32Factor ? Math.fround(weightScale / s) : weightScale / s));
   ternaryDotCodesTs(w, xq, batch, (b, o, dotC) => {
     y[b * w.rows + o] = (dotC - (sums[b] as number)) * (factor[b] as number);
   });
@@ -198,7 +206,9 @@ export function ternaryMatVec(w: TernaryMatrix, xq: Int8Array, out?: Int32Array)
 /**
  * The BitLinear product with scales applied: y[b, o] = acc[b, o] * (weightScale / actScale[b]) in float64,
  * rounded once to float32. actScale[b] = 127 / max|x_b| from quantizeActivations; weightScale is the
- * multiplicative per-tensor scale of the export (weight = ternary x weightScale).
+ * multiplicative per-tensor scale of the export (weight = ternary x weightScale). With `float32Factor` the
+ * factor is first rounded to float32, i.e. y = fround(acc * fround(weightScale / actScale[b])): the two
+ * roundings of the tfjs student's integer-form bitLinear, which the runtime reproduces bit for bit.
  */
 export function ternaryLinear(
   w: TernaryMatrix,
@@ -207,11 +217,12 @@ export function ternaryLinear(
   weightScale: number,
   batch: number,
   out?: Float32Array,
+  float32Factor = false,
 ): Float32Array {
   const y = out ?? new Float32Array(batch * w.rows);
   const addon = nativeAddon();
-  if (addon === null) return ternaryLinearTs(w, xq, actScale, weightScale, batch, y);
+  if (addon === null) return ternaryLinearTs(w, xq, actScale, weightScale, batch, y, float32Factor);
   checkLinear('ternaryLinear', w, xq, actScale, weightScale, batch, y);
-  addon.ternaryMatMul(w.data, w.rows, w.cols, xq, batch, y, actScale, weightScale);
+  addon.ternaryMatMul(w.data, w.rows, w.cols, xq, batch, y, actScale, weightScale, float32Factor);
   return y;
 }

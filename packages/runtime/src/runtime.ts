@@ -13,7 +13,22 @@ import { isGgufFile, loadSafetensorsDir, tensorToFloat32, type TensorEntry } fro
 import { parseDecoderConfig, PROJECTIONS, projectionName, sublnName, SUBLN_EPS, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
 import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
 import { loadGgufModel } from './gguf.ts';
-import { applyRope, matmulF32, matvecF32, quantizeActivations, repackTernary, rmsNorm, ropeTables, ternaryMatMul, type TernaryMatrix } from '@bitdistill/kernels-cpu';
+import {
+  applyRope,
+  attentionCausal,
+  dequantizeRow,
+  matmulF32,
+  matvecF32,
+  matvecI8,
+  quantizeActivations,
+  quantizeRowsInt8,
+  repackTernary,
+  rmsNorm,
+  ropeTables,
+  ternaryLinear,
+  type Int8RowMatrix,
+  type TernaryMatrix,
+} from '@bitdistill/kernels-cpu';
 
 /** A projection as the runtime holds it: ternary (per-tensor scale) or dense fp32 (excluded / other schemes). */
 type Linear =
@@ -29,9 +44,25 @@ interface Layer {
   subln: Partial<Record<Projection, Float32Array>>;
 }
 
+/**
+ * How the runtime holds the token embeddings and the lm_head: `fp32` as exported (exact), or `int8` with one
+ * float32 scale per row (a quarter of the bytes; the lm_head product reads 4x less memory per token).
+ */
+export type EmbeddingMode = 'fp32' | 'int8';
+export const EMBEDDING_MODES: readonly EmbeddingMode[] = ['fp32', 'int8'];
+
+export interface RuntimeOptions {
+  /** default 'fp32' */
+  embeddings?: EmbeddingMode;
+}
+
+/** A vocabulary-sized matrix [V, C] in either form. */
+type VocabMatrix = { kind: 'fp32'; w: Float32Array } | { kind: 'int8'; m: Int8RowMatrix };
+
 export interface RuntimeInfo {
   dir: string;
   config: DecoderConfig;
+  embeddings: EmbeddingMode;
   /** Bytes held by weights in memory (ternary layout + fp32 tensors). */
   weightBytes: number;
   ternaryProjections: number;
@@ -58,12 +89,12 @@ export class TernaryRuntime {
   readonly info: RuntimeInfo;
   /** The export's `bitdistill` block (task, template, label words). */
   readonly bitdistill: Record<string, unknown>;
-  private readonly embed: Float32Array;
+  private readonly embed: VocabMatrix;
   private readonly finalNorm: Float32Array;
-  private readonly lmHead: Float32Array;
+  private readonly lmHead: VocabMatrix;
   private readonly layers: Layer[];
 
-  private constructor(dir: string, config: DecoderConfig, tokenizer: Tokenizer, tensors: Map<string, TensorEntry>, file: string) {
+  private constructor(dir: string, config: DecoderConfig, tokenizer: Tokenizer, tensors: Map<string, TensorEntry>, file: string, options: RuntimeOptions) {
     this.config = config;
     this.tokenizer = tokenizer;
     const bd = config.raw['bitdistill'];
@@ -78,9 +109,17 @@ export class TernaryRuntime {
       return a;
     };
     const opt = (name: string) => (tensors.has(name) ? take(name) : null);
-    this.embed = take('model.embed_tokens.weight');
+    const embeddings = options.embeddings ?? 'fp32';
+    if (!EMBEDDING_MODES.includes(embeddings)) throw new ArgumentError(`embeddings must be one of ${EMBEDDING_MODES.join(', ')}, got '${String(embeddings)}'`);
+    const vocabMatrix = (name: string): VocabMatrix => {
+      if (embeddings === 'fp32') return { kind: 'fp32', w: take(name) };
+      const m = quantizeRowsInt8(f32(tensors, name, file), c.vocabSize, c.hiddenSize);
+      weightBytes += m.q.byteLength + m.scale.byteLength;
+      return { kind: 'int8', m };
+    };
+    this.embed = vocabMatrix('model.embed_tokens.weight');
     this.finalNorm = take('model.norm.weight');
-    this.lmHead = c.tieWordEmbeddings ? this.embed : take('lm_head.weight');
+    this.lmHead = c.tieWordEmbeddings ? this.embed : vocabMatrix('lm_head.weight');
     this.layers = [];
     for (let l = 0; l < c.numLayers; l++) {
       const p = `model.layers.${l}`;
@@ -125,14 +164,14 @@ export class TernaryRuntime {
         subln,
       });
     }
-    this.info = { dir, config, weightBytes, ternaryProjections: ternary, denseProjections: dense };
+    this.info = { dir, config, embeddings, weightBytes, ternaryProjections: ternary, denseProjections: dense };
   }
 
   /**
    * Load an export: a folder (config.json with quantization_config, model.safetensors, tokenizer) or a GGUF file
    * written by `bitdistill export --format gguf` (llama.cpp's bitnet architecture; see gguf.ts).
    */
-  static load(dir: string): TernaryRuntime {
+  static load(dir: string, options: RuntimeOptions = {}): TernaryRuntime {
     const cfgPath = join(dir, 'config.json');
     if (!existsSync(dir)) throw new NotFoundError(dir, `model folder '${dir}' does not exist`, { hint: 'run `bitdistill export --ternary` first' });
     if (statSync(dir).isFile()) {
@@ -140,7 +179,7 @@ export class TernaryRuntime {
       const g = loadGgufModel(dir);
       const config = parseDecoderConfig(g.raw, dir);
       if (g.tokenizer.vocabSize > config.vocabSize) throw new FormatError(dir, `tokenizer has ${g.tokenizer.vocabSize} tokens, the model ${config.vocabSize}`);
-      return new TernaryRuntime(dir, config, g.tokenizer, g.tensors, dir);
+      return new TernaryRuntime(dir, config, g.tokenizer, g.tensors, dir, options);
     }
     if (!existsSync(cfgPath)) throw new NotFoundError(cfgPath, `expected config.json in '${dir}'`, { hint: 'pass the folder written by `bitdistill export --ternary`' });
     let raw: Record<string, unknown>;
@@ -158,7 +197,7 @@ export class TernaryRuntime {
     }
     const tokenizer = loadTokenizer(dir);
     if (tokenizer.vocabSize > config.vocabSize) throw new FormatError(dir, `tokenizer has ${tokenizer.vocabSize} tokens, the model ${config.vocabSize}`);
-    return new TernaryRuntime(dir, config, tokenizer, tensors, join(dir, 'model.safetensors'));
+    return new TernaryRuntime(dir, config, tokenizer, tensors, join(dir, 'model.safetensors'), options);
   }
 
   /** y [T, rows] = proj(x [T, cols]) with the projection's SubLN, int8 activation quantization and bias. */
@@ -170,12 +209,7 @@ export class TernaryRuntime {
       const q = sub !== undefined ? quantizeActivations(rmsNorm(x, sub, T, lin.cols, SUBLN_EPS), T, lin.cols) : (xq ?? quantizeActivations(x, T, lin.cols));
       // Exact int32 products, then y = acc * f32(d / s) in float32: the same two roundings as the tfjs
       // student's integer-form bitLinear, so both give bit-identical projections for identical inputs.
-      const acc = ternaryMatMul(lin.w, q.q, T);
-      y = new Float32Array(acc.length);
-      for (let t = 0; t < T; t++) {
-        const r = Math.fround(lin.scale / (q.scale[t] as number));
-        for (let o = 0; o < lin.rows; o++) y[t * lin.rows + o] = Math.fround((acc[t * lin.rows + o] as number) * r);
-      }
+      y = ternaryLinear(lin.w, q.q, q.scale, lin.scale, T, undefined, true);
     } else {
       const xin = sub !== undefined ? rmsNorm(x, sub, T, lin.cols, SUBLN_EPS) : x;
       y = denseProduct(xin, lin.w, T, lin.cols, lin.rows);
@@ -201,10 +235,10 @@ export class TernaryRuntime {
     for (let t = 0; t < T; t++) {
       const id = ids[t] as number;
       if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new ArgumentError(`token id ${id} outside the vocabulary [0, ${c.vocabSize})`);
-      x.set(this.embed.subarray(id * C, (id + 1) * C), t * C);
+      if (this.embed.kind === 'fp32') x.set(this.embed.w.subarray(id * C, (id + 1) * C), t * C);
+      else dequantizeRow(this.embed.m, id, x, t * C);
     }
     const rope = ropeTables(Array.from({ length: T }, (_, i) => start + i), d, c.ropeTheta);
-    const group = H / Hkv;
     const scale = 1 / Math.sqrt(d);
     for (let l = 0; l < c.numLayers; l++) {
       const L = this.layers[l] as Layer;
@@ -228,36 +262,7 @@ export class TernaryRuntime {
         }
       }
       // Causal attention over the cache: position start+t sees 0..start+t.
-      const att = new Float32Array(T * H * d);
-      const scores = new Float64Array(start + T);
-      for (let t = 0; t < T; t++) {
-        const n = start + t + 1;
-        for (let hh = 0; hh < H; hh++) {
-          const g = Math.floor(hh / group);
-          const qo = (t * H + hh) * d;
-          let m = -Infinity;
-          for (let j = 0; j < n; j++) {
-            const ko = (g * cache.capacity + j) * d;
-            let s = 0;
-            for (let i = 0; i < d; i++) s += (q[qo + i] as number) * (kc[ko + i] as number);
-            s *= scale;
-            scores[j] = s;
-            if (s > m) m = s;
-          }
-          let z = 0;
-          for (let j = 0; j < n; j++) {
-            const e = Math.exp((scores[j] as number) - m);
-            scores[j] = e;
-            z += e;
-          }
-          const out = att.subarray(qo, qo + d);
-          for (let j = 0; j < n; j++) {
-            const p = (scores[j] as number) / z;
-            const vo = (g * cache.capacity + j) * d;
-            for (let i = 0; i < d; i++) out[i] = (out[i] as number) + p * (vc[vo + i] as number);
-          }
-        }
-      }
+      const att = attentionCausal(q, kc, vc, { tokens: T, heads: H, kvHeads: Hkv, headDim: d, capacity: cache.capacity, start, scale });
       const o = this.linear(L, 'o_proj', att, T);
       for (let i = 0; i < x.length; i++) x[i] = (x[i] as number) + (o[i] as number);
       const h2 = rmsNorm(x, L.postNorm, T, C, c.rmsNormEps);
@@ -286,9 +291,11 @@ export class TernaryRuntime {
     };
   }
 
-  /** Logits [rows, V] of the given hidden rows (fp32 lm_head). */
+  /** Logits [rows, V] of the given hidden rows (fp32 or int8 lm_head). */
   private logitsOf(hidden: Float32Array, rows: number): Float32Array {
-    return denseProduct(hidden, this.lmHead, rows, this.config.hiddenSize, this.config.vocabSize);
+    const h = this.lmHead;
+    if (h.kind === 'int8') return matvecI8(h.m, hidden.length === rows * h.m.cols ? hidden : hidden.slice(0, rows * h.m.cols), rows);
+    return denseProduct(hidden, h.w, rows, this.config.hiddenSize, this.config.vocabSize);
   }
 
   /** Logits of every position [T, V] (allPositions) or of the last one [V], for one sequence. */

@@ -1,0 +1,183 @@
+/**
+ * The runtime's decode-path kernels: int8 embedding / lm_head rows (quantizeRowsInt8, matvecI8), causal
+ * attention over a KV cache (attentionCausal) and the float32-factor form of ternaryLinear. Each is checked
+ * against an independent formulation written out here (float64 loops, softmax by definition), on every ISA
+ * path this CPU has and on odd shapes that exercise the vector tails.
+ */
+import { expect } from 'chai';
+import { ArgumentError, Rng, ShapeError } from '@bitdistill/core';
+import {
+  attentionCausal,
+  attentionCausalTs,
+  availableIsas,
+  dequantizeRow,
+  matvecI8,
+  matvecI8Ts,
+  nativeStatus,
+  quantizeActivations,
+  quantizeRowsInt8,
+  repackTernary,
+  setIsa,
+  ternaryLinear,
+  ternaryMatMulRef,
+  type Isa,
+} from '../src/index.ts';
+import { packHF, randomF32, randomTernary } from './util.ts';
+
+function maxRelErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  expect(got.length).to.equal(want.length);
+  let m = 0;
+  for (let i = 0; i < got.length; i++) {
+    const w = want[i] as number;
+    m = Math.max(m, Math.abs((got[i] as number) - w) / Math.max(1, Math.abs(w)));
+  }
+  return m;
+}
+
+describe('decode-path kernels', () => {
+  const rng = new Rng(5);
+  const isas: Isa[] = availableIsas();
+  const best = nativeStatus().isa;
+  afterEach(() => {
+    if (best !== 'typescript') setIsa(best);
+  });
+
+  describe('quantizeRowsInt8', () => {
+    it('scales each row by max|w| / 127 and rounds half to even', () => {
+      // Row 0: max 127 -> scale 1, so q = round(w) with ties to even. Row 1: all zero -> scale 0, q 0.
+      const w = new Float32Array([127, 0.5, 1.5, -2.5, -127, 3.5, 0, 0, 0, 0, 0, 0]);
+      const m = quantizeRowsInt8(w, 2, 6);
+      expect([...m.scale]).to.deep.equal([1, 0]);
+      expect([...m.q]).to.deep.equal([127, 0, 2, -2, -127, 4, 0, 0, 0, 0, 0, 0]);
+    });
+
+    it('reconstructs every weight within half a step of its row', () => {
+      const rows = 37;
+      const cols = 53;
+      const w = randomF32(rng, rows * cols);
+      const m = quantizeRowsInt8(w, rows, cols);
+      const row = new Float32Array(cols);
+      for (let r = 0; r < rows; r++) {
+        dequantizeRow(m, r, row);
+        let absmax = 0;
+        for (let c = 0; c < cols; c++) absmax = Math.max(absmax, Math.abs(w[r * cols + c] as number));
+        const step = absmax / 127;
+        for (let c = 0; c < cols; c++) expect(Math.abs((row[c] as number) - (w[r * cols + c] as number))).to.be.at.most(0.5 * step * (1 + 1e-5));
+      }
+    });
+
+    it('rejects a non-finite row and a wrong length', () => {
+      expect(() => quantizeRowsInt8(new Float32Array([1, Number.NaN]), 1, 2)).to.throw(ArgumentError, /row 0/);
+      expect(() => quantizeRowsInt8(new Float32Array(5), 2, 3)).to.throw(ShapeError);
+    });
+  });
+
+  describe('matvecI8 (float32 activations x int8 rows)', () => {
+    /** Independent float64 reference from the dequantized weights. */
+    function reference(scale: Float32Array, q: Int8Array, x: Float32Array, rows: number, cols: number, batch: number): Float64Array {
+      const y = new Float64Array(batch * rows);
+      for (let b = 0; b < batch; b++)
+        for (let r = 0; r < rows; r++) {
+          let s = 0;
+          for (let c = 0; c < cols; c++) s += (x[b * cols + c] as number) * (q[r * cols + c] as number) * (scale[r] as number);
+          y[b * rows + r] = s;
+        }
+      return y;
+    }
+
+    for (const [rows, cols, batch] of [
+      [7, 33, 1],
+      [64, 1024, 1],
+      [130, 257, 3],
+      [9, 17, 6],
+    ] as const) {
+      it(`[${batch}, ${cols}] x [${rows}, ${cols}]^T on every path`, () => {
+        const w = randomF32(rng, rows * cols);
+        const m = quantizeRowsInt8(w, rows, cols);
+        const x = randomF32(rng, batch * cols);
+        const want = reference(m.scale, m.q, x, rows, cols, batch);
+        expect(maxRelErr(matvecI8Ts(m, x, batch, new Float32Array(batch * rows)), want)).to.be.below(1e-6);
+        for (const isa of isas) {
+          setIsa(isa);
+          // float32 sums over <= 1024 terms of size ~3: relative error well under 1e-4
+          expect(maxRelErr(matvecI8(m, x, batch), want), isa).to.be.below(1e-4);
+        }
+      });
+    }
+
+    it('checks shapes', () => {
+      const m = quantizeRowsInt8(new Float32Array(12), 3, 4);
+      expect(() => matvecI8(m, new Float32Array(5), 1)).to.throw(ShapeError);
+      expect(() => matvecI8(m, new Float32Array(4), 1, new Float32Array(2))).to.throw(ShapeError);
+    });
+  });
+
+  describe('attentionCausal', () => {
+    /** Softmax(q k^T * scale) v by definition, one (position, head) at a time, float64. */
+    function reference(q: Float32Array, kc: Float32Array, vc: Float32Array, T: number, H: number, Hkv: number, d: number, cap: number, start: number, scale: number): Float64Array {
+      const out = new Float64Array(T * H * d);
+      for (let t = 0; t < T; t++)
+        for (let h = 0; h < H; h++) {
+          const g = Math.floor((h * Hkv) / H);
+          const n = start + t + 1;
+          const logits = Array.from({ length: n }, (_, j) => {
+            let s = 0;
+            for (let i = 0; i < d; i++) s += (q[(t * H + h) * d + i] as number) * (kc[(g * cap + j) * d + i] as number);
+            return s * scale;
+          });
+          const mx = Math.max(...logits);
+          const e = logits.map((v) => Math.exp(v - mx));
+          const z = e.reduce((a, b) => a + b, 0);
+          for (let j = 0; j < n; j++)
+            for (let i = 0; i < d; i++) out[(t * H + h) * d + i] = (out[(t * H + h) * d + i] as number) + ((e[j] as number) / z) * (vc[(g * cap + j) * d + i] as number);
+        }
+      return out;
+    }
+
+    for (const [T, H, Hkv, d, cap, start] of [
+      [1, 4, 2, 16, 10, 5],
+      [5, 6, 3, 20, 12, 0],
+      [3, 8, 8, 33, 40, 30],
+      [1, 16, 8, 128, 100, 80],
+    ] as const) {
+      it(`T=${T} H=${H} Hkv=${Hkv} d=${d} start=${start}`, () => {
+        const q = randomF32(rng, T * H * d);
+        const kc = randomF32(rng, Hkv * cap * d);
+        const vc = randomF32(rng, Hkv * cap * d);
+        const shape = { tokens: T, heads: H, kvHeads: Hkv, headDim: d, capacity: cap, start, scale: 1 / Math.sqrt(d) };
+        const want = reference(q, kc, vc, T, H, Hkv, d, cap, start, shape.scale);
+        expect(maxRelErr(attentionCausalTs(q, kc, vc, new Float32Array(q.length), shape), want)).to.be.below(1e-6);
+        expect(maxRelErr(attentionCausal(q, kc, vc, shape), want)).to.be.below(2e-5);
+      });
+    }
+
+    it('rejects a step past the cache and mismatched heads', () => {
+      const s = { tokens: 2, heads: 4, kvHeads: 2, headDim: 8, capacity: 4, start: 3, scale: 1 };
+      expect(() => attentionCausal(new Float32Array(64), new Float32Array(64), new Float32Array(64), s)).to.throw(ArgumentError, /exceed the cache/);
+      expect(() => attentionCausal(new Float32Array(8 * 3), new Float32Array(64), new Float32Array(64), { ...s, heads: 3, tokens: 1, start: 0 })).to.throw(ArgumentError, /multiple/);
+    });
+  });
+
+  describe('ternaryLinear with a float32 factor', () => {
+    it('equals fround(acc * fround(weightScale / actScale)) exactly, on every path', () => {
+      const rows = 70;
+      const cols = 300;
+      const batch = 3;
+      const t = randomTernary(rng, rows * cols);
+      const w = repackTernary(packHF(t, rows, cols), rows, cols);
+      const x = randomF32(rng, batch * cols);
+      const { q, scale } = quantizeActivations(x, batch, cols);
+      const ws = Math.fround(0.0123);
+      const acc = ternaryMatMulRef(t, rows, cols, q, batch);
+      const want = new Float32Array(batch * rows);
+      for (let b = 0; b < batch; b++) {
+        const r = Math.fround(ws / (scale[b] as number));
+        for (let o = 0; o < rows; o++) want[b * rows + o] = Math.fround((acc[b * rows + o] as number) * r);
+      }
+      for (const isa of isas) {
+        setIsa(isa);
+        expect([...ternaryLinear(w, q, scale, ws, batch, undefined, true)], isa).to.deep.equal([...want]);
+      }
+    });
+  });
+});
