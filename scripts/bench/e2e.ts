@@ -4,7 +4,8 @@
  * End-to-end inference through the packed-ternary runtime (@bitdistill/runtime on @bitdistill/kernels-cpu) for a
  * randomly initialised Qwen3-0.6B-shaped student (hidden 1024, 28 layers, 16/8 heads, head_dim 128, ffn 3072,
  * vocab 151,936, tied embeddings), next to the same weights in fp32 through the same runtime, in one run:
- * prefill and generation tokens/s and resident memory. Each variant runs in its own child process (so the
+ * prefill and generation tokens/s and resident memory. The ternary model runs twice: with the embeddings /
+ * lm_head as exported (fp32) and as int8 rows (`--embeddings int8` of `bitdistill eval`). Each variant runs in its own child process (so the
  * resident-set numbers do not mix); the model folders are written once under .tmp/bench-e2e/ (the fp32 one as
  * BF16 on disk to save space; the runtime holds fp32 in memory either way).
  */
@@ -111,13 +112,14 @@ interface ChildResult {
 const CHILD = `
 import { TernaryRuntime } from '@bitdistill/runtime';
 import { initKernels, nativeStatus } from '@bitdistill/kernels-cpu';
-const [dir, prompt, gen, runs] = process.argv.slice(-4);
+const [dir, embeddings, prompt, gen, runs] = process.argv.slice(-5);
 initKernels();
 const base = process.memoryUsage().rss;
 const t0 = performance.now();
-const rt = TernaryRuntime.load(dir);
+const rt = TernaryRuntime.load(dir, { embeddings });
 const loadSeconds = (performance.now() - t0) / 1000;
-globalThis.gc?.(); globalThis.gc?.();
+// Let V8 free the file buffers the loader read (several collections, with the event loop turning between).
+for (let i = 0; i < 3; i++) { globalThis.gc?.(); await new Promise((r) => setTimeout(r, 100)); }
 const residentBytes = process.memoryUsage().rss;
 const ids = Array.from({ length: Number(prompt) }, (_, i) => 1000 + ((i * 7919) % 50000));
 const pre = []; const dec = [];
@@ -130,8 +132,8 @@ const med = (a) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)];
 console.log(JSON.stringify({ kernels: nativeStatus(), residentBytes, baseRss: base, weightBytes: rt.info.weightBytes, prefillTokensPerSecond: med(pre), generationTokensPerSecond: med(dec), loadSeconds }));
 `;
 
-function runChild(dir: string, prompt: number, gen: number, runs: number): ChildResult {
-  const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', '--input-type=module', '-e', CHILD, dir, String(prompt), String(gen), String(runs)], {
+function runChild(dir: string, embeddings: 'fp32' | 'int8', prompt: number, gen: number, runs: number): ChildResult {
+  const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', '--input-type=module', '-e', CHILD, dir, embeddings, String(prompt), String(gen), String(runs)], {
     encoding: 'utf8',
     maxBuffer: 1 << 24,
   });
@@ -149,8 +151,9 @@ export async function main(args: string[]): Promise<void> {
   mkdirSync(root, { recursive: true });
   const load0 = loadavg()[0];
   const m = writeModels(root, layers);
-  const ternary = runChild(m.ternary, prompt, gen, runs);
-  const fp32 = runChild(m.fp32, prompt, gen, runs);
+  const ternary = runChild(m.ternary, 'fp32', prompt, gen, runs);
+  const ternaryInt8 = runChild(m.ternary, 'int8', prompt, gen, runs);
+  const fp32 = runChild(m.fp32, 'fp32', prompt, gen, runs);
   const bf16Bytes = m.params * 2;
   const result = {
     bench: 'e2e',
@@ -160,14 +163,21 @@ export async function main(args: string[]): Promise<void> {
     model: { shape: 'Qwen3-0.6B (random ternary student)', layers, parameters: m.params, bf16Bytes, prompt, generated: gen, runs },
     tokensPerSecond: {
       ternary: { prefill: ternary.prefillTokensPerSecond, generation: ternary.generationTokensPerSecond },
+      ternaryInt8Embeddings: { prefill: ternaryInt8.prefillTokensPerSecond, generation: ternaryInt8.generationTokensPerSecond },
       fp32: { prefill: fp32.prefillTokensPerSecond, generation: fp32.generationTokensPerSecond },
     },
-    residentBytes: { ternary: ternary.residentBytes, fp32: fp32.residentBytes },
-    weightBytes: { ternary: ternary.weightBytes, fp32: fp32.weightBytes },
+    residentBytes: { ternary: ternary.residentBytes, ternaryInt8Embeddings: ternaryInt8.residentBytes, fp32: fp32.residentBytes },
+    weightBytes: { ternary: ternary.weightBytes, ternaryInt8Embeddings: ternaryInt8.weightBytes, fp32: fp32.weightBytes },
+    loadSeconds: { ternary: ternary.loadSeconds, ternaryInt8Embeddings: ternaryInt8.loadSeconds, fp32: fp32.loadSeconds },
     ratios: {
       generationSpeedup: ternary.generationTokensPerSecond / fp32.generationTokensPerSecond,
       prefillSpeedup: ternary.prefillTokensPerSecond / fp32.prefillTokensPerSecond,
       ternaryResidentOverBf16: ternary.residentBytes / bf16Bytes,
+      int8Embeddings: {
+        generationSpeedup: ternaryInt8.generationTokensPerSecond / fp32.generationTokensPerSecond,
+        prefillSpeedup: ternaryInt8.prefillTokensPerSecond / fp32.prefillTokensPerSecond,
+        residentOverBf16: ternaryInt8.residentBytes / bf16Bytes,
+      },
     },
   };
   mkdirSync(outDir, { recursive: true });
@@ -184,9 +194,13 @@ export async function main(args: string[]): Promise<void> {
     '| runtime weights | prefill tok/s | generation tok/s | resident | weights in memory |',
     '|---|---:|---:|---:|---:|',
     `| ternary (2-bit projections, fp32 embeddings/norms) | ${ternary.prefillTokensPerSecond.toFixed(1)} | ${ternary.generationTokensPerSecond.toFixed(2)} | ${mb(ternary.residentBytes)} | ${mb(ternary.weightBytes)} |`,
+    `| ternary + int8 embeddings/lm_head (\`--embeddings int8\`) | ${ternaryInt8.prefillTokensPerSecond.toFixed(1)} | ${ternaryInt8.generationTokensPerSecond.toFixed(2)} | ${mb(ternaryInt8.residentBytes)} | ${mb(ternaryInt8.weightBytes)} |`,
     `| fp32 (same weights) | ${fp32.prefillTokensPerSecond.toFixed(1)} | ${fp32.generationTokensPerSecond.toFixed(2)} | ${mb(fp32.residentBytes)} | ${mb(fp32.weightBytes)} |`,
     '',
-    `Generation speed-up ${result.ratios.generationSpeedup.toFixed(2)}x, prefill ${result.ratios.prefillSpeedup.toFixed(2)}x; ternary resident memory = ${(100 * result.ratios.ternaryResidentOverBf16).toFixed(1)}% of a bf16 copy (${mb(bf16Bytes)}).`,
+    `Against fp32 through the same runtime: ternary generation ${result.ratios.generationSpeedup.toFixed(2)}x, prefill ${result.ratios.prefillSpeedup.toFixed(2)}x, resident memory ${(100 * result.ratios.ternaryResidentOverBf16).toFixed(1)}% of a bf16 copy (${mb(bf16Bytes)}); ` +
+      `with int8 embeddings generation ${result.ratios.int8Embeddings.generationSpeedup.toFixed(2)}x, prefill ${result.ratios.int8Embeddings.prefillSpeedup.toFixed(2)}x, resident ${(100 * result.ratios.int8Embeddings.residentOverBf16).toFixed(1)}% of the bf16 copy.`,
+    '',
+    'Resident memory is the process RSS after loading (and three collections), Node itself included (~45 MiB for an empty process, plus the tokenizer); "weights in memory" counts only the arrays the runtime holds.',
     '',
   ].join('\n');
   writeFileSync(join(outDir, `e2e-${stamp}.md`), md);

@@ -50,7 +50,7 @@ export interface EvalReport {
 /** The kernels runtime as a Predictor. */
 export function kernelsPredictor(rt: TernaryRuntime): Predictor {
   return {
-    runtime: 'kernels',
+    runtime: rt.info.embeddings === 'fp32' ? 'kernels' : `kernels (${rt.info.embeddings} embeddings)`,
     tokenizer: rt.tokenizer,
     predict: async (task, examples, mode, maxLen) => {
       const tok = rt.tokenizer;
