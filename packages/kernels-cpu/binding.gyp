@@ -7,6 +7,7 @@
         "native/kernels_scalar.cc",
         "native/kernels_avx2.cc",
         "native/kernels_avx512.cc",
+        "native/kernels_amx.cc",
         "native/tensor_ops.cc"
       ],
       "cflags!": ["-fno-exceptions", "-O2"],

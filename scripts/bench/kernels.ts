@@ -102,6 +102,18 @@ function cpuInfo(): { model: string; family: string; modelNumber: string; flags:
   return { model: field('model name'), family: field('cpu family'), modelNumber: field('model'), flags: field('flags').split(/\s+/).filter((f) => wanted.includes(f)) };
 }
 
+/** CPU seconds of this process's finished children (the llama.cpp reference), from /proc/self/stat. */
+function childrenCpuSeconds(): number {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields after the command: state(3) ... cutime(16) cstime(17), i.e. indices 13 and 14 here
+    return (Number(f[13]) + Number(f[14])) / 100; // USER_HZ
+  } catch {
+    return 0;
+  }
+}
+
 /** Busy CPU seconds of the whole machine so far (from /proc/stat), or NaN off Linux. */
 function machineBusySeconds(): number {
   try {
@@ -185,6 +197,7 @@ export async function main(argv: string[]): Promise<void> {
   if (load0 > 0.5) console.error(`warning: load average ${load0.toFixed(2)} on ${nCpu} CPUs; other work skews the numbers`);
   const log = (s: string): void => console.error(s);
   const busy0 = machineBusySeconds();
+  const children0 = childrenCpuSeconds();
   const own0 = process.cpuUsage();
   const wall0 = now();
   log(`kernels bench: ${cpu.model} (family ${cpu.family} model ${cpu.modelNumber}), ISA ${status.isa}, runs ${opts.runs}`);
@@ -297,7 +310,8 @@ export async function main(argv: string[]): Promise<void> {
 
   // CPU time other processes used while this ran, as a fraction of the machine: the noise indicator.
   const ownUsage = process.cpuUsage(own0);
-  const otherCpuFraction = Math.max(0, (machineBusySeconds() - busy0 - (ownUsage.user + ownUsage.system) / 1e6) / (((now() - wall0) / 1e6) * nCpu));
+  const ownSeconds = (ownUsage.user + ownUsage.system) / 1e6 + (childrenCpuSeconds() - children0);
+  const otherCpuFraction = Math.max(0, (machineBusySeconds() - busy0 - ownSeconds) / (((now() - wall0) / 1e6) * nCpu));
   log(`other processes used ${fmt(100 * otherCpuFraction)}% of the CPUs during the run`);
 
   const date = new Date();

@@ -5,6 +5,11 @@
 #include <node_api.h>
 #if defined(__linux__)
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #endif
 #include <stdlib.h>
 #include <string.h>
@@ -46,11 +51,43 @@ bool cpu_has_avx512vnni() {
 #endif
 }
 
+// AMX-TILE + AMX-INT8 (CPUID.7.0:EDX bits 24, 25), and Linux's permission to use the tile data state
+// (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA; process-wide, asked once).
+bool cpu_has_amx() {
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+  static const bool ok = [] {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if ((d & (1u << 24)) == 0 || (d & (1u << 25)) == 0) return false;
+    constexpr int kArchReqXcompPerm = 0x1023;
+    constexpr int kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// The "amx" ISA: the AVX-512 VNNI table with the AMX ternary product.
+const IsaKernels* amx_isa() {
+  static const IsaKernels table = [] {
+    IsaKernels t = *kAvx512VnniKernels;
+    t.name = "amx";
+    t.ternary = kAmxKernels->ternary;
+    return t;
+  }();
+  return &table;
+}
+
 // Usable ISAs, lowest first.
 std::vector<const IsaKernels*> available_isas() {
   std::vector<const IsaKernels*> out{kScalarKernels};
   if (kAvx2Kernels != nullptr && cpu_has_avx2()) out.push_back(kAvx2Kernels);
-  if (kAvx512VnniKernels != nullptr && cpu_has_avx512vnni()) out.push_back(kAvx512VnniKernels);
+  if (kAvx512VnniKernels != nullptr && cpu_has_avx512vnni()) {
+    out.push_back(kAvx512VnniKernels);
+    if (kAmxKernels != nullptr && cpu_has_amx()) out.push_back(amx_isa());
+  }
   return out;
 }
 
@@ -114,7 +151,7 @@ struct Scratch {
     return p;
   }
 };
-thread_local Scratch t_xbuf, t_abuf, t_bbuf, t_kbuf;
+thread_local Scratch t_xbuf, t_abuf, t_bbuf, t_kbuf, t_xvbuf;
 
 // ---------------------------------------------------------------------------------------------------------
 // Ternary repack: HF BitNet packing -> t4x256 (kernels.h). Returns -1, or the byte index (p * in + j) of the
@@ -643,6 +680,15 @@ napi_value TernaryMatMul(napi_env env, napi_callback_info info) {
   }
   int32_t* xsum = reinterpret_cast<int32_t*>(xp + xbytes);  // xbytes is a multiple of 256
   for (int64_t b = 0; b < batch; b++) xsum[b] = g_isa->prep_x(x + b * cols, cols, xp + b * xs, xs);
+  if (kAmxKernels != nullptr && g_isa->ternary == kAmxKernels->ternary && batch >= kAmxKernels->min_batch) {
+    int8_t* xv = static_cast<int8_t*>(t_xvbuf.get(static_cast<size_t>((batch + 15) / 16 * 16 * xs)));
+    if (xv == nullptr) {
+      napi_throw_error(env, "E_IO", "ternaryMatMul: out of memory");
+      return nullptr;
+    }
+    kAmxKernels->prep_xv(xp, batch, xs, xv);
+    ctx.job.xv = xv;
+  }
   ctx.job.w = w;
   ctx.job.x = xp;
   ctx.job.xsum = xsum;

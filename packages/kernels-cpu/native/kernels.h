@@ -30,6 +30,7 @@ struct TernaryJob {
   int32_t* y;            // [batch, rows] int32, or null when yf is set
   float* yf;             // [batch, rows] float: (float)((double)acc * factor[b])
   const double* factor;  // [batch] weightScale / actScale[b]
+  const int8_t* xv;      // AMX only: x in VNNI order (AmxKernels::prep_xv), or null for the VNNI kernels
 };
 // Computes output rows of tiles [tile_begin, tile_end) for every batch row.
 using TernaryFn = void (*)(const TernaryJob& job, int64_t tile_begin, int64_t tile_end);
@@ -90,7 +91,18 @@ struct IsaKernels {
   MatvecI8Fn matvec_i8;  // null: the generic loop of tensor_ops.cc
 };
 
+// The AMX part of the "amx" ISA (kernels_amx.cc); the rest of that ISA is the AVX-512 VNNI table. For
+// batch >= min_batch the driver fills TernaryJob::xv with prep_xv (x in the VNNI order of AMX B tiles:
+// ceil(batch / 16) * 16 * xs bytes) and `ternary` runs on the tile unit; below it, xv is null and `ternary`
+// hands the job to the VNNI kernels.
+struct AmxKernels {
+  TernaryFn ternary;
+  void (*prep_xv)(const int8_t* x, int64_t batch, int64_t xs, int8_t* dst);
+  int64_t min_batch;
+};
+
 // Null when the compiler could not build that ISA (e.g. not x86-64).
+extern const AmxKernels* const kAmxKernels;
 extern const IsaKernels* const kScalarKernels;
 extern const IsaKernels* const kAvx2Kernels;
 extern const IsaKernels* const kAvx512VnniKernels;

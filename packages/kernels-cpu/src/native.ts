@@ -3,14 +3,14 @@
  * package-wide kernel settings: which ISA path runs and how many threads. When the addon is missing or does
  * not load, every kernel runs its TypeScript twin and `initKernels` says so once through the logger.
  *
- * Environment: BITDISTILL_NATIVE=0 disables the addon; BITDISTILL_ISA=scalar|avx2|avx512vnni forces an ISA
+ * Environment: BITDISTILL_NATIVE=0 disables the addon; BITDISTILL_ISA=scalar|avx2|avx512vnni|amx forces an ISA
  * path (at most the best one this CPU has); BITDISTILL_THREADS=N sets the pool size.
  */
 import { createRequire } from 'node:module';
 import { ArgumentError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
 
 /** The native code paths, lowest first. `scalar` is portable C++, the others need the named x86 features. */
-export const ISAS = ['scalar', 'avx2', 'avx512vnni'] as const;
+export const ISAS = ['scalar', 'avx2', 'avx512vnni', 'amx'] as const;
 export type Isa = (typeof ISAS)[number];
 
 export interface NativeStatus {

@@ -32,7 +32,8 @@ interface Case {
   refF: Float32Array;
 }
 
-// Odd sizes on purpose: rows not a multiple of 4, cols not a multiple of 16/32/64/256, every batch 1..9.
+// Odd sizes on purpose: rows not a multiple of 4, cols not a multiple of 16/32/64/256, every batch 1..9; the
+// AMX path (batch >= 4) also gets batches across its 16- and 32-row batch tiles and partial 32-row groups.
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
   [3, 5, 2],
@@ -51,6 +52,11 @@ const SHAPES: [number, number, number][] = [
   [37, 300, 16],
   [9, 513, 13],
   [70, 256, 12],
+  [70, 300, 17],
+  [150, 520, 32],
+  [33, 257, 33],
+  [97, 1030, 40],
+  [5, 64, 31],
 ];
 
 function makeCase(rng: Rng, rows: number, cols: number, batch: number): Case {
