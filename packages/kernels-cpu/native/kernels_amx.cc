@@ -217,21 +217,33 @@ void ternary_amx(const TernaryJob& j, int64_t t0, int64_t t1) {
 
 // B in VNNI order for every group g of W batch rows (W = batch_width(batch)):
 // dst[(g * k4 + q) * 4W + bl * 4 + i] = x[(W g + bl) * xs + 4 q + i], zero for batch rows >= batch. x rows are
-// xs bytes (zero padded to whole blocks by prep_x).
+// xs bytes (zero padded to whole blocks by prep_x). One 16-lane dword gather per 64 output bytes: a B row of
+// 16 batch rows (W = 16), or two consecutive B rows of 8 (W = 8).
 void prep_xv_amx(const int8_t* x, int64_t batch, int64_t xs, int8_t* dst) {
   const int w = batch_width(batch);
   const int64_t k4 = xs / 4;
   const int64_t groups = (batch + w - 1) / w;
+  const int32_t stride = static_cast<int32_t>(k4);  // dwords per x row
   for (int64_t g = 0; g < groups; g++) {
-    for (int bl = 0; bl < w; bl++) {
-      const int64_t b = w * g + bl;
-      int8_t* d = dst + g * k4 * 4 * w + bl * 4;
-      if (b >= batch) {
-        for (int64_t q = 0; q < k4; q++) __builtin_memset(d + q * 4 * w, 0, 4);
-        continue;
-      }
-      const int8_t* src = x + b * xs;
-      for (int64_t q = 0; q < k4; q++) __builtin_memcpy(d + q * 4 * w, src + 4 * q, 4);
+    const int32_t* base = reinterpret_cast<const int32_t*>(x + g * w * xs);
+    int8_t* d = dst + g * k4 * 4 * w;
+    const int64_t valid = batch - g * w < w ? batch - g * w : w;  // real batch rows in this group
+    __m512i idx;
+    __mmask16 m;
+    if (w == 16) {
+      idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(stride));
+      m = static_cast<__mmask16>((1u << valid) - 1);
+    } else {
+      // lanes 0-7: row l of B row q, lanes 8-15: row l - 8 of B row q + 1
+      idx = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_set_epi32(7, 6, 5, 4, 3, 2, 1, 0, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(stride)),
+                             _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0));
+      const unsigned half = (1u << valid) - 1;
+      m = static_cast<__mmask16>(half | (half << 8));
+    }
+    const int64_t step = w == 16 ? 1 : 2;  // B rows per gather
+    for (int64_t q = 0; q < k4; q += step) {
+      const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, _mm512_add_epi32(idx, _mm512_set1_epi32(static_cast<int32_t>(q))), base, 4);
+      _mm512_storeu_si512(d + q * 4 * w, v);
     }
   }
 }
