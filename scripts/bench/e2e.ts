@@ -101,6 +101,9 @@ function writeModels(root: string, layers: number): { ternary: string; fp32: str
 }
 
 interface ChildResult {
+  /** every run's tokens/s (medians are taken over all rounds) */
+  prefill: number[];
+  generation: number[];
   residentBytes: number;
   weightBytes: number;
   prefillTokensPerSecond: number;
@@ -129,7 +132,7 @@ for (let r = 0; r < Number(runs); r++) {
   dec.push((g.ids.length - 1) / g.decodeSeconds);
 }
 const med = (a) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)];
-console.log(JSON.stringify({ kernels: nativeStatus(), residentBytes, baseRss: base, weightBytes: rt.info.weightBytes, prefillTokensPerSecond: med(pre), generationTokensPerSecond: med(dec), loadSeconds }));
+console.log(JSON.stringify({ kernels: nativeStatus(), residentBytes, baseRss: base, weightBytes: rt.info.weightBytes, prefillTokensPerSecond: med(pre), generationTokensPerSecond: med(dec), prefill: pre, generation: dec, loadSeconds }));
 `;
 
 function runChild(dir: string, embeddings: 'fp32' | 'int8', prompt: number, gen: number, runs: number): ChildResult {
@@ -144,23 +147,50 @@ function runChild(dir: string, embeddings: 'fp32' | 'int8', prompt: number, gen:
 export async function main(args: string[]): Promise<void> {
   const layers = arg(args, 'layers', 28);
   const prompt = arg(args, 'prompt', 64);
-  const gen = arg(args, 'gen', 16);
-  const runs = arg(args, 'runs', 3);
+  const gen = arg(args, 'gen', 32);
+  const runs = arg(args, 'runs', 2);
+  const rounds = arg(args, 'rounds', 3);
   const outDir = args.includes('--out') ? (args[args.indexOf('--out') + 1] as string) : 'bench/results';
   const root = '.tmp/bench-e2e';
   mkdirSync(root, { recursive: true });
   const load0 = loadavg()[0];
   const m = writeModels(root, layers);
-  const ternary = runChild(m.ternary, 'fp32', prompt, gen, runs);
-  const ternaryInt8 = runChild(m.ternary, 'int8', prompt, gen, runs);
-  const fp32 = runChild(m.fp32, 'fp32', prompt, gen, runs);
+  // Rounds of the three variants in turn, so that a slow spell of the machine (other tenants' memory traffic
+  // moves these numbers by tens of percent here) hits every variant alike; medians over every run of every round.
+  const all: Record<'ternary' | 'int8' | 'fp32', ChildResult[]> = { ternary: [], int8: [], fp32: [] };
+  for (let r = 0; r < rounds; r++) {
+    all.ternary.push(runChild(m.ternary, 'fp32', prompt, gen, runs));
+    all.int8.push(runChild(m.ternary, 'int8', prompt, gen, runs));
+    all.fp32.push(runChild(m.fp32, 'fp32', prompt, gen, runs));
+  }
+  const med = (v: number[]): number => {
+    const s = [...v].sort((a, b) => a - b);
+    const h = s.length >> 1;
+    return s.length % 2 === 1 ? (s[h] as number) : ((s[h - 1] as number) + (s[h] as number)) / 2;
+  };
+  const combine = (rs: ChildResult[]): ChildResult => ({
+    ...(rs[0] as ChildResult),
+    prefill: rs.flatMap((c) => c.prefill),
+    generation: rs.flatMap((c) => c.generation),
+    prefillTokensPerSecond: med(rs.flatMap((c) => c.prefill)),
+    generationTokensPerSecond: med(rs.flatMap((c) => c.generation)),
+    residentBytes: med(rs.map((c) => c.residentBytes)),
+  });
+  const ternary = combine(all.ternary);
+  const ternaryInt8 = combine(all.int8);
+  const fp32 = combine(all.fp32);
   const bf16Bytes = m.params * 2;
   const result = {
     bench: 'e2e',
     date: new Date().toISOString(),
     command: `npm run bench -- e2e ${args.join(' ')}`.trim(),
     machine: { cpuModel: cpus()[0]?.model ?? 'unknown', cpus: cpus().length, node: process.version, loadAverage1mAtStart: load0 },
-    model: { shape: 'Qwen3-0.6B (random ternary student)', layers, parameters: m.params, bf16Bytes, prompt, generated: gen, runs },
+    model: { shape: 'Qwen3-0.6B (random ternary student)', layers, parameters: m.params, bf16Bytes, prompt, generated: gen, runs, rounds },
+    allRuns: {
+      ternary: { prefill: ternary.prefill, generation: ternary.generation },
+      ternaryInt8Embeddings: { prefill: ternaryInt8.prefill, generation: ternaryInt8.generation },
+      fp32: { prefill: fp32.prefill, generation: fp32.generation },
+    },
     tokensPerSecond: {
       ternary: { prefill: ternary.prefillTokensPerSecond, generation: ternary.generationTokensPerSecond },
       ternaryInt8Embeddings: { prefill: ternaryInt8.prefillTokensPerSecond, generation: ternaryInt8.generationTokensPerSecond },
@@ -189,7 +219,7 @@ export async function main(args: string[]): Promise<void> {
     `# e2e inference benchmark (${stamp})`,
     '',
     `\`${result.command}\` on ${result.machine.cpuModel}, ${result.machine.cpus} cores, load ${load0.toFixed(2)} at start.`,
-    `Model: random Qwen3-0.6B-shaped student, ${layers} layers, ${m.params.toLocaleString('en-US')} parameters; prompt ${prompt} tokens, ${gen} generated, median of ${runs}.`,
+    `Model: random Qwen3-0.6B-shaped student, ${layers} layers, ${m.params.toLocaleString('en-US')} parameters; prompt ${prompt} tokens, ${gen} generated; ${rounds} rounds of the three variants in turn (a fresh process each), ${runs} runs each: medians of ${rounds * runs} runs.`,
     '',
     '| runtime weights | prefill tok/s | generation tok/s | resident | weights in memory |',
     '|---|---:|---:|---:|---:|',

@@ -27,6 +27,7 @@ import {
   ropeTables,
   ternaryLinear,
   type Int8RowMatrix,
+  type QuantizedActivations,
   type TernaryMatrix,
 } from '@bitdistill/kernels-cpu';
 
@@ -76,11 +77,40 @@ function f32(tensors: Map<string, TensorEntry>, name: string, file: string): Flo
 }
 
 /**
+ * Activation buffers reused across layers and calls, one per role, reallocated only when a size changes.
+ * A forward of T tokens used to allocate ~10 fresh arrays per layer (130 MB for a 64-token prefill of a
+ * 28-layer model); V8 answered that external-memory pressure with full mark-compact collections of ~60 ms
+ * every ~200 ms.
+ */
+class Buffers {
+  private readonly f = new Map<string, Float32Array>();
+  private readonly q = new Map<string, QuantizedActivations>();
+
+  f32(role: string, n: number): Float32Array {
+    let a = this.f.get(role);
+    if (a === undefined || a.length !== n) {
+      a = new Float32Array(n);
+      this.f.set(role, a);
+    }
+    return a;
+  }
+
+  quant(role: string, rows: number, dim: number): QuantizedActivations {
+    let a = this.q.get(role);
+    if (a === undefined || a.scale.length !== rows || a.q.length !== rows * dim) {
+      a = { q: new Int8Array(rows * dim), scale: new Float32Array(rows) };
+      this.q.set(role, a);
+    }
+    return a;
+  }
+}
+
+/**
  * x [T, cols] @ W^T for W [rows, cols] in fp32. Small batches (decoding) go to the matrix-vector kernel, which
  * streams W once at memory speed; the blocked GEMM only pays off when many rows share each weight.
  */
-function denseProduct(x: Float32Array, w: Float32Array, T: number, cols: number, rows: number): Float32Array {
-  return T <= 8 ? matvecF32(w, x, rows, cols, T) : matmulF32(x, w, T, cols, rows, { transB: true });
+function denseProduct(x: Float32Array, w: Float32Array, T: number, cols: number, rows: number, out?: Float32Array): Float32Array {
+  return T <= 8 ? matvecF32(w, x, rows, cols, T, out) : matmulF32(x, w, T, cols, rows, { transB: true }, out);
 }
 
 export class TernaryRuntime {
@@ -93,6 +123,7 @@ export class TernaryRuntime {
   private readonly finalNorm: Float32Array;
   private readonly lmHead: VocabMatrix;
   private readonly layers: Layer[];
+  private readonly buf = new Buffers();
 
   private constructor(dir: string, config: DecoderConfig, tokenizer: Tokenizer, tensors: Map<string, TensorEntry>, file: string, options: RuntimeOptions) {
     this.config = config;
@@ -201,18 +232,19 @@ export class TernaryRuntime {
   }
 
   /** y [T, rows] = proj(x [T, cols]) with the projection's SubLN, int8 activation quantization and bias. */
-  private linear(layer: Layer, pr: Projection, x: Float32Array, T: number, xq?: ReturnType<typeof quantizeActivations>): Float32Array {
+  private linear(layer: Layer, pr: Projection, x: Float32Array, T: number, xq?: QuantizedActivations): Float32Array {
     const lin = layer.proj[pr];
     const sub = layer.subln[pr];
-    let y: Float32Array;
+    const b = this.buf;
+    const y = b.f32(pr, T * lin.rows);
+    const xin = sub !== undefined ? rmsNorm(x, sub, T, lin.cols, SUBLN_EPS, b.f32(`subln:${lin.cols}`, T * lin.cols)) : x;
     if (lin.kind === 'ternary') {
-      const q = sub !== undefined ? quantizeActivations(rmsNorm(x, sub, T, lin.cols, SUBLN_EPS), T, lin.cols) : (xq ?? quantizeActivations(x, T, lin.cols));
+      const q = sub === undefined && xq !== undefined ? xq : quantizeActivations(xin, T, lin.cols, b.quant(`xq:${lin.cols}`, T, lin.cols));
       // Exact int32 products, then y = acc * f32(d / s) in float32: the same two roundings as the tfjs
       // student's integer-form bitLinear, so both give bit-identical projections for identical inputs.
-      y = ternaryLinear(lin.w, q.q, q.scale, lin.scale, T, undefined, true);
+      ternaryLinear(lin.w, q.q, q.scale, lin.scale, T, y, true);
     } else {
-      const xin = sub !== undefined ? rmsNorm(x, sub, T, lin.cols, SUBLN_EPS) : x;
-      y = denseProduct(xin, lin.w, T, lin.cols, lin.rows);
+      denseProduct(xin, lin.w, T, lin.cols, lin.rows, y);
     }
     if (lin.bias !== null) for (let t = 0; t < T; t++) for (let o = 0; o < lin.rows; o++) y[t * lin.rows + o] = (y[t * lin.rows + o] as number) + (lin.bias[o] as number);
     return y;
@@ -240,10 +272,13 @@ export class TernaryRuntime {
     }
     const rope = ropeTables(Array.from({ length: T }, (_, i) => start + i), d, c.ropeTheta);
     const scale = 1 / Math.sqrt(d);
+    const b = this.buf;
+    const h = b.f32('h', T * C);
+    const att = b.f32('att', T * H * d);
     for (let l = 0; l < c.numLayers; l++) {
       const L = this.layers[l] as Layer;
-      const h = rmsNorm(x, L.inputNorm, T, C, c.rmsNormEps);
-      const shared = L.subln.q_proj === undefined ? quantizeActivations(h, T, C) : undefined; // q, k, v read the same input
+      rmsNorm(x, L.inputNorm, T, C, c.rmsNormEps, h);
+      const shared = L.subln.q_proj === undefined ? quantizeActivations(h, T, C, b.quant('shared', T, C)) : undefined; // q, k, v read the same input
       const q = this.linear(L, 'q_proj', h, T, shared);
       const k = this.linear(L, 'k_proj', h, T, shared);
       const v = this.linear(L, 'v_proj', h, T, shared);
@@ -262,11 +297,11 @@ export class TernaryRuntime {
         }
       }
       // Causal attention over the cache: position start+t sees 0..start+t.
-      const att = attentionCausal(q, kc, vc, { tokens: T, heads: H, kvHeads: Hkv, headDim: d, capacity: cache.capacity, start, scale });
+      attentionCausal(q, kc, vc, { tokens: T, heads: H, kvHeads: Hkv, headDim: d, capacity: cache.capacity, start, scale }, att);
       const o = this.linear(L, 'o_proj', att, T);
       for (let i = 0; i < x.length; i++) x[i] = (x[i] as number) + (o[i] as number);
-      const h2 = rmsNorm(x, L.postNorm, T, C, c.rmsNormEps);
-      const shared2 = L.subln.gate_proj === undefined ? quantizeActivations(h2, T, C) : undefined;
+      const h2 = rmsNorm(x, L.postNorm, T, C, c.rmsNormEps, h);
+      const shared2 = L.subln.gate_proj === undefined ? quantizeActivations(h2, T, C, b.quant('shared', T, C)) : undefined;
       const gate = this.linear(L, 'gate_proj', h2, T, shared2);
       const up = this.linear(L, 'up_proj', h2, T, shared2);
       for (let i = 0; i < gate.length; i++) {
@@ -291,11 +326,11 @@ export class TernaryRuntime {
     };
   }
 
-  /** Logits [rows, V] of the given hidden rows (fp32 or int8 lm_head). */
-  private logitsOf(hidden: Float32Array, rows: number): Float32Array {
+  /** Logits [rows, V] of the given hidden rows (fp32 or int8 lm_head), into `out` when given. */
+  private logitsOf(hidden: Float32Array, rows: number, out?: Float32Array): Float32Array {
     const h = this.lmHead;
-    if (h.kind === 'int8') return matvecI8(h.m, hidden.length === rows * h.m.cols ? hidden : hidden.slice(0, rows * h.m.cols), rows);
-    return denseProduct(hidden, h.w, rows, this.config.hiddenSize, this.config.vocabSize);
+    if (h.kind === 'int8') return matvecI8(h.m, hidden.length === rows * h.m.cols ? hidden : hidden.slice(0, rows * h.m.cols), rows, out);
+    return denseProduct(hidden, h.w, rows, this.config.hiddenSize, this.config.vocabSize, out);
   }
 
   /** Logits of every position [T, V] (allPositions) or of the last one [V], for one sequence. */
@@ -317,7 +352,7 @@ export class TernaryRuntime {
     const t1 = performance.now();
     const out: number[] = [];
     while (out.length < maxNewTokens && cache.length < cache.capacity) {
-      const logits = this.logitsOf(last, 1);
+      const logits = this.logitsOf(last, 1, this.buf.f32('logits', this.config.vocabSize));
       let best = 0;
       for (let i = 1; i < logits.length; i++) if ((logits[i] as number) > (logits[best] as number)) best = i;
       if (eosId !== null && best === eosId) break;
