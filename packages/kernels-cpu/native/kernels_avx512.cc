@@ -182,104 +182,89 @@ void ternary_avx512(const TernaryJob& j, int64_t t0, int64_t t1) {
   }
 }
 
-// R rows x BT activation rows of y = W x, 16 columns per step, masked tail.
-template <int R, int BT>
-void matvec_tile_512(const MatvecJob& j, int64_t r0, int64_t b0) {
-  __m512 acc[R][BT];
-  for (int r = 0; r < R; r++)
-    for (int b = 0; b < BT; b++) acc[r][b] = _mm512_setzero_ps();
-  int64_t c = 0;
-  for (; c + 16 <= j.cols; c += 16) {
-    __m512 xv[BT];
-    for (int b = 0; b < BT; b++) xv[b] = _mm512_loadu_ps(j.x + (b0 + b) * j.cols + c);
-    for (int r = 0; r < R; r++) {
-      const __m512 wv = _mm512_loadu_ps(j.w + (r0 + r) * j.cols + c);
-      for (int b = 0; b < BT; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
-    }
-  }
-  if (c < j.cols) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (j.cols - c)) - 1);
-    __m512 xv[BT];
-    for (int b = 0; b < BT; b++) xv[b] = _mm512_maskz_loadu_ps(m, j.x + (b0 + b) * j.cols + c);
-    for (int r = 0; r < R; r++) {
-      const __m512 wv = _mm512_maskz_loadu_ps(m, j.w + (r0 + r) * j.cols + c);
-      for (int b = 0; b < BT; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
-    }
-  }
-  for (int r = 0; r < R; r++)
-    for (int b = 0; b < BT; b++) j.y[(b0 + b) * j.rows + r0 + r] = _mm512_reduce_add_ps(acc[r][b]);
-}
+// Weight rows as the matrix-vector kernels read them: 16 columns at a time as float32.
+struct F32Rows {
+  static constexpr bool kPrefetch = false;  // one 64-byte row step per load: the hardware prefetcher keeps up
+  const float* w;
+  int64_t cols;
+  __m512 load(int64_t r, int64_t c) const { return _mm512_loadu_ps(w + r * cols + c); }
+  __m512 load_tail(__mmask16 m, int64_t r, int64_t c) const { return _mm512_maskz_loadu_ps(m, w + r * cols + c); }
+  const void* at(int64_t r, int64_t c) const { return w + r * cols + c; }
+  float scale(int64_t) const { return 1.0f; }
+};
 
-template <int R>
-void matvec_rows_512(const MatvecJob& j, int64_t r) {
-  int64_t b = 0;
-  for (; b + 4 <= j.batch; b += 4) matvec_tile_512<R, 4>(j, r, b);
-  switch (j.batch - b) {
-    case 3: matvec_tile_512<R, 3>(j, r, b); break;
-    case 2: matvec_tile_512<R, 2>(j, r, b); break;
-    case 1: matvec_tile_512<R, 1>(j, r, b); break;
-    default: break;
+// int8 rows with one float32 scale each, widened to float32 (int8 -> int32 -> float32).
+struct I8Rows {
+  // R concurrent 16-byte-per-step streams defeat the hardware prefetcher: software prefetch 8 KiB ahead of
+  // each row, once per cache line (measured on the Xeon: 6.9 -> 12.1 GB/s on one thread).
+  static constexpr bool kPrefetch = true;
+  const int8_t* w;
+  const float* wscale;
+  int64_t cols;
+  __m512 load(int64_t r, int64_t c) const {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + r * cols + c))));
   }
-}
-
-void matvec_avx512(const MatvecJob& j, int64_t r0, int64_t r1) {
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) matvec_rows_512<4>(j, r);
-  for (; r < r1; r++) matvec_rows_512<1>(j, r);
-}
-
+  __m512 load_tail(__mmask16 m, int64_t r, int64_t c) const { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, w + r * cols + c))); }
+  const void* at(int64_t r, int64_t c) const { return w + r * cols + c; }
+  float scale(int64_t r) const { return wscale[r]; }
+};
 constexpr int64_t kI8PrefetchBytes = 8192;
 
-// R int8 weight rows x BT activation rows: 16 columns per step, int8 -> int32 -> float32, FMA; masked tail.
-template <int R, int BT>
-void matvec_i8_tile_512(const MatvecI8Job& j, int64_t r0, int64_t b0) {
+// R weight rows x BT activation rows of y = (W x) * scale, 16 columns per step, masked tail.
+template <class Rows, int R, int BT>
+void matvec_tile_512(const Rows& W, const float* x, float* y, int64_t rows, int64_t r0, int64_t b0) {
+  const int64_t cols = W.cols;
   __m512 acc[R][BT];
   for (int r = 0; r < R; r++)
     for (int b = 0; b < BT; b++) acc[r][b] = _mm512_setzero_ps();
   int64_t c = 0;
-  for (; c + 16 <= j.cols; c += 16) {
-    // Software prefetch 8 KiB ahead of each row stream, once per cache line: R concurrent 16-byte-per-step
-    // streams defeat the hardware prefetcher (measured on the Xeon: 6.9 -> 12.1 GB/s on one thread).
-    if ((c & 63) == 0)
-      for (int r = 0; r < R; r++) _mm_prefetch(reinterpret_cast<const char*>(j.w + (r0 + r) * j.cols + c + kI8PrefetchBytes), _MM_HINT_T0);
+  for (; c + 16 <= cols; c += 16) {
+    if (Rows::kPrefetch && (c & 63) == 0)
+      for (int r = 0; r < R; r++) _mm_prefetch(static_cast<const char*>(W.at(r0 + r, c)) + kI8PrefetchBytes, _MM_HINT_T0);
     __m512 xv[BT];
-    for (int b = 0; b < BT; b++) xv[b] = _mm512_loadu_ps(j.x + (b0 + b) * j.cols + c);
+    for (int b = 0; b < BT; b++) xv[b] = _mm512_loadu_ps(x + (b0 + b) * cols + c);
     for (int r = 0; r < R; r++) {
-      const __m128i wb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(j.w + (r0 + r) * j.cols + c));
-      const __m512 wv = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(wb));
+      const __m512 wv = W.load(r0 + r, c);
       for (int b = 0; b < BT; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
     }
   }
-  if (c < j.cols) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (j.cols - c)) - 1);
+  if (c < cols) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (cols - c)) - 1);
     __m512 xv[BT];
-    for (int b = 0; b < BT; b++) xv[b] = _mm512_maskz_loadu_ps(m, j.x + (b0 + b) * j.cols + c);
+    for (int b = 0; b < BT; b++) xv[b] = _mm512_maskz_loadu_ps(m, x + (b0 + b) * cols + c);
     for (int r = 0; r < R; r++) {
-      const __m128i wb = _mm_maskz_loadu_epi8(m, j.w + (r0 + r) * j.cols + c);
-      const __m512 wv = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(wb));
+      const __m512 wv = W.load_tail(m, r0 + r, c);
       for (int b = 0; b < BT; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
     }
   }
   for (int r = 0; r < R; r++)
-    for (int b = 0; b < BT; b++) j.y[(b0 + b) * j.rows + r0 + r] = _mm512_reduce_add_ps(acc[r][b]) * j.wscale[r0 + r];
+    for (int b = 0; b < BT; b++) y[(b0 + b) * rows + r0 + r] = _mm512_reduce_add_ps(acc[r][b]) * W.scale(r0 + r);
 }
 
-template <int R>
-void matvec_i8_rows_512(const MatvecI8Job& j, int64_t r) {
+// R weight rows from r for every batch row: tiles of 4 activation rows, then the remainder in one tile.
+template <class Rows, int R>
+void matvec_batch_512(const Rows& W, const float* x, float* y, int64_t rows, int64_t batch, int64_t r) {
   int64_t b = 0;
-  for (; b + 4 <= j.batch; b += 4) matvec_i8_tile_512<R, 4>(j, r, b);
-  switch (j.batch - b) {
-    case 3: matvec_i8_tile_512<R, 3>(j, r, b); break;
-    case 2: matvec_i8_tile_512<R, 2>(j, r, b); break;
-    case 1: matvec_i8_tile_512<R, 1>(j, r, b); break;
+  for (; b + 4 <= batch; b += 4) matvec_tile_512<Rows, R, 4>(W, x, y, rows, r, b);
+  switch (batch - b) {
+    case 3: matvec_tile_512<Rows, R, 3>(W, x, y, rows, r, b); break;
+    case 2: matvec_tile_512<Rows, R, 2>(W, x, y, rows, r, b); break;
+    case 1: matvec_tile_512<Rows, R, 1>(W, x, y, rows, r, b); break;
     default: break;
   }
 }
 
-void matvec_i8_avx512(const MatvecI8Job& j, int64_t r0, int64_t r1) {
+template <class Rows>
+void matvec_rows_512(const Rows& W, const float* x, float* y, int64_t rows, int64_t batch, int64_t r0, int64_t r1) {
   int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) matvec_i8_rows_512<4>(j, r);
-  for (; r < r1; r++) matvec_i8_rows_512<1>(j, r);
+  for (; r + 4 <= r1; r += 4) matvec_batch_512<Rows, 4>(W, x, y, rows, batch, r);
+  for (; r < r1; r++) matvec_batch_512<Rows, 1>(W, x, y, rows, batch, r);
+}
+
+void matvec_avx512(const MatvecJob& j, int64_t r0, int64_t r1) { matvec_rows_512(F32Rows{j.w, j.cols}, j.x, j.y, j.rows, j.batch, r0, r1); }
+
+void matvec_i8_avx512(const MatvecI8Job& j, int64_t r0, int64_t r1) {
+  matvec_rows_512(I8Rows{j.w, j.wscale, j.cols}, j.x, j.y, j.rows, j.batch, r0, r1);
 }
 
 constexpr int kMr = 12;
