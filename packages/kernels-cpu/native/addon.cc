@@ -1335,6 +1335,42 @@ napi_value MatvecI8F32(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+struct QuantRowsCtx {
+  const float* w;
+  int8_t* q;
+  float* scale;
+  int64_t rows, cols;
+};
+
+void quant_rows_task(void* p, int64_t chunk, int64_t n) {
+  auto* c = static_cast<QuantRowsCtx*>(p);
+  int64_t b, e;
+  split(c->rows, chunk, n, &b, &e);
+  if (b < e) quantize_rows_i8(c->w, c->q, c->scale, c->cols, b, e);
+}
+
+// quantizeRowsI8(w: Float32Array [rows, cols], q: Int8Array [rows, cols], scale: Float32Array [rows], rows, cols)
+napi_value QuantizeRowsI8(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return nullptr;
+  QuantRowsCtx ctx{};
+  float *w, *scale;
+  int8_t* q;
+  size_t wl, ql, sl;
+  if (!get_typed(env, argv[0], napi_float32_array, &w, &wl, "w") || !get_typed(env, argv[1], napi_int8_array, &q, &ql, "q") ||
+      !get_typed(env, argv[2], napi_float32_array, &scale, &sl, "scale") || !get_i64(env, argv[3], 1, kMaxDim, &ctx.rows, "rows") ||
+      !get_i64(env, argv[4], 1, kMaxDim, &ctx.cols, "cols"))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(wl) < ctx.rows * ctx.cols || static_cast<int64_t>(ql) < ctx.rows * ctx.cols || static_cast<int64_t>(sl) < ctx.rows,
+               "quantizeRowsI8: array too small"))
+    return nullptr;
+  ctx.w = w;
+  ctx.q = q;
+  ctx.scale = scale;
+  parallel(elem_chunks(ctx.rows * ctx.cols, ctx.rows), quant_rows_task, &ctx);
+  return nullptr;
+}
+
 struct AttentionCtx {
   const float *q, *kc, *vc;
   float* out;
@@ -1417,6 +1453,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"matvecF32", nullptr, MatvecF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"matvecI8F32", nullptr, MatvecI8F32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionF32", nullptr, AttentionF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"quantizeRowsI8", nullptr, QuantizeRowsI8, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gemmF32", nullptr, GemmF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gemmBatchF32", nullptr, GemmBatchF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"binaryF32", nullptr, BinaryF32, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -328,6 +328,29 @@ BD_CLONES void matvec_i8_f32(const int8_t* __restrict w, const float* __restrict
   }
 }
 
+BD_CLONES void quantize_rows_i8(const float* __restrict w, int8_t* __restrict q, float* __restrict scale, int64_t cols, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* wr = w + r * cols;
+    int8_t* qr = q + r * cols;
+    float m = 0.0f;
+    for (int64_t i = 0; i < cols; i++) {
+      const float a = fabsf(wr[i]);
+      m = a > m ? a : m;
+    }
+    const float s = m / 127.0f;
+    scale[r] = s;
+    if (s == 0.0f) {
+      for (int64_t i = 0; i < cols; i++) qr[i] = 0;
+      continue;
+    }
+    const float inv = 1.0f / s;
+    for (int64_t i = 0; i < cols; i++) {
+      const float v = round_even_f32(wr[i] * inv);
+      qr[i] = static_cast<int8_t>(v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v));
+    }
+  }
+}
+
 BD_CLONES void attention_f32(const float* __restrict q, const float* __restrict kc, const float* __restrict vc, float* __restrict out,
                              int64_t H, int64_t Hkv, int64_t d, int64_t cap, int64_t start, float scale, float* __restrict scores,
                              int64_t p0, int64_t p1) {

@@ -18,17 +18,33 @@ export interface Int8RowMatrix {
 
 const RNE = 6755399441055744; // 1.5 * 2^52: adding and subtracting rounds a double half to even
 
-/** Per-row absmax int8 quantization of w [rows, cols] (float32 arithmetic; an all-zero row gets scale 0). */
+/**
+ * Per-row absmax int8 quantization of w [rows, cols] (float32 arithmetic; an all-zero row gets scale 0).
+ * Native on the pool when the addon is loaded (bit-exact with quantizeRowsInt8Ts, tested).
+ */
 export function quantizeRowsInt8(w: Float32Array, rows: number, cols: number): Int8RowMatrix {
   if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) throw new ArgumentError(`quantizeRowsInt8: bad shape ${rows} x ${cols}`);
   if (w.length !== rows * cols) throw new ShapeError(`quantizeRowsInt8: ${w.length} values do not form [${rows}, ${cols}]`);
+  for (let i = 0; i < w.length; i++) {
+    const v = w[i] as number;
+    if (v - v !== 0) throw new ArgumentError(`quantizeRowsInt8: row ${Math.floor(i / cols)} holds a non-finite value`);
+  }
+  const addon = nativeAddon();
+  if (addon === null) return quantizeRowsInt8Ts(w, rows, cols);
+  const q = new Int8Array(rows * cols);
+  const scale = new Float32Array(rows);
+  addon.quantizeRowsI8(w, q, scale, rows, cols);
+  return { rows, cols, q, scale };
+}
+
+/** TypeScript twin of quantizeRowsInt8 (the fallback); w holds only finite values (checked by the caller). */
+export function quantizeRowsInt8Ts(w: Float32Array, rows: number, cols: number): Int8RowMatrix {
   const q = new Int8Array(rows * cols);
   const scale = new Float32Array(rows);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     let m = 0;
     for (let i = 0; i < cols; i++) m = Math.max(m, Math.abs(w[o + i] as number));
-    if (!Number.isFinite(m)) throw new ArgumentError(`quantizeRowsInt8: row ${r} holds a non-finite value`);
     const s = Math.fround(m / 127);
     scale[r] = s;
     if (s === 0) continue;

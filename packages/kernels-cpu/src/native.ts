@@ -43,6 +43,7 @@ export interface NativeAddon {
     weightScale: number,
     float32Factor?: boolean,
   ): void;
+  quantizeRowsI8(w: Float32Array, q: Int8Array, scale: Float32Array, rows: number, cols: number): void;
   matvecI8F32(w: Int8Array, wscale: Float32Array, x: Float32Array, y: Float32Array, rows: number, cols: number, batch: number): void;
   attentionF32(
     q: Float32Array,
@@ -117,6 +118,7 @@ const ADDON_FUNCTIONS = [
   'rmsNormGradF32',
   'matvecI8F32',
   'attentionF32',
+  'quantizeRowsI8',
 ] as const;
 
 interface State {

@@ -16,6 +16,7 @@ import {
   nativeStatus,
   quantizeActivations,
   quantizeRowsInt8,
+  quantizeRowsInt8Ts,
   repackTernary,
   setIsa,
   ternaryLinear,
@@ -66,8 +67,21 @@ describe('decode-path kernels', () => {
       }
     });
 
+    it('native and TypeScript agree bit for bit (ties, zero rows, odd widths)', () => {
+      const rows = 41;
+      const cols = 77;
+      const w = randomF32(rng, rows * cols);
+      for (let c = 0; c < cols; c++) w[5 * cols + c] = 0; // an all-zero row
+      for (let c = 0; c < cols; c++) w[7 * cols + c] = (c % 9) - 4 + 0.5; // exact .5 ties at scale 4.5 / 127
+      const a = quantizeRowsInt8(w, rows, cols);
+      const b = quantizeRowsInt8Ts(w, rows, cols);
+      expect([...a.scale]).to.deep.equal([...b.scale]);
+      expect([...a.q]).to.deep.equal([...b.q]);
+    });
+
     it('rejects a non-finite row and a wrong length', () => {
       expect(() => quantizeRowsInt8(new Float32Array([1, Number.NaN]), 1, 2)).to.throw(ArgumentError, /row 0/);
+      expect(() => quantizeRowsInt8(new Float32Array([1, 2, Number.POSITIVE_INFINITY, 0]), 2, 2)).to.throw(ArgumentError, /row 1/);
       expect(() => quantizeRowsInt8(new Float32Array(5), 2, 3)).to.throw(ShapeError);
     });
   });
