@@ -1,5 +1,6 @@
 // `bitdistill export --format gguf` through the real CLI: the refusal a user sees for shapes llama.cpp cannot
-// take as TQ blocks, --allow-fallback naming the F16 tensors, --gguf-type tq1_0, and flag misuse.
+// take as TQ blocks, --allow-fallback naming the F16 tensors, --gguf-type tq1_0, and flag misuse; `generate`
+// on an export (kernels runtime).
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -9,6 +10,7 @@ import { initBackend } from '@bitdistill/backend';
 import { readGguf } from '@bitdistill/format';
 import { loadModel, saveModel } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
+import { TernaryRuntime } from '@bitdistill/runtime';
 
 function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['packages/cli/bin/bitdistill.js', ...args, '--log-level', 'warn'], { encoding: 'utf8' });
@@ -75,5 +77,24 @@ describe('bitdistill export --format gguf (CLI)', function () {
     const s = cli('export', '--dtype', 'f16', '--from', ckpt, '--out', join(tmp, 'd'));
     expect(s.status).to.equal(2);
     expect(s.stderr).to.match(/--dtype f16 is for --format gguf/);
+  });
+
+  it('generate runs an export on the kernels runtime (same text as the runtime in-process); --embeddings needs an export', () => {
+    const out = join(tmp, 'e');
+    expect(cli('export', '--ternary', '--from', ckpt, '--out', out).status).to.equal(0);
+    const prompt = 'Once upon a time';
+    for (const embeddings of ['fp32', 'int8'] as const) {
+      const r = cli('generate', '--model', out, '--prompt', prompt, '--max-new-tokens', '12', '--embeddings', embeddings);
+      expect(r.status, r.stderr).to.equal(0);
+      const rt = TernaryRuntime.load(out, { embeddings });
+      const ids = rt.tokenizer.encode(prompt, { addBos: rt.tokenizer.bosId !== null });
+      const want = rt.tokenizer.decode([...ids, ...rt.generate(ids, 12).ids]);
+      expect(r.stdout.trim(), embeddings).to.equal(want.trim());
+      expect(r.stdout.length).to.be.greaterThan(prompt.length);
+    }
+    const bad = cli('generate', '--model', 'models/stories260K', '--prompt', prompt, '--embeddings', 'int8');
+    expect(bad.status).to.equal(2);
+    expect(bad.stderr).to.match(/--embeddings applies to exports/);
+    expect(bad.stderr).to.match(/hint: /);
   });
 });

@@ -1,6 +1,4 @@
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { isGgufFile } from '@bitdistill/format';
-import { join } from 'node:path';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { encodeExample, readExamples } from '@bitdistill/data';
 import { defaultDataFile, kernelsPredictor, readModelBlock, reportMarkdown, runEval, taskForModel, type EvalMode, type Predictor } from '@bitdistill/eval';
@@ -8,6 +6,7 @@ import { TernaryRuntime } from '@bitdistill/runtime';
 import { initKernels } from '@bitdistill/kernels-cpu';
 import { BitDistillError } from '@bitdistill/core';
 import { makeContext, type Context, type GlobalArgs } from '../context.ts';
+import { isExport } from '../exports.ts';
 
 interface Args extends GlobalArgs {
   model: string;
@@ -42,13 +41,6 @@ async function tfjsPredictor(ctx: Context, dir: string): Promise<Predictor> {
       return { words, tokens };
     },
   };
-}
-
-/** A GGUF file (`export --format gguf`) or an export folder (its config.json has quantization_config). */
-function isExport(dir: string): boolean {
-  if (existsSync(dir) && statSync(dir).isFile()) return isGgufFile(dir);
-  const p = join(dir, 'config.json');
-  return existsSync(p) && (JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>)['quantization_config'] !== undefined;
 }
 
 export const evalCommand: CommandModule<GlobalArgs, Args> = {

@@ -1,11 +1,15 @@
 import type { CommandModule } from 'yargs';
-import { loadModel, generateGreedy } from '@bitdistill/model';
+import { BitDistillError } from '@bitdistill/core';
+import { initKernels } from '@bitdistill/kernels-cpu';
+import { TernaryRuntime } from '@bitdistill/runtime';
 import { makeContext, type GlobalArgs } from '../context.ts';
+import { isExport } from '../exports.ts';
 
 interface Args extends GlobalArgs {
   model: string;
   prompt: string;
   'max-new-tokens': number;
+  embeddings?: 'fp32' | 'int8';
 }
 
 export const generateCommand: CommandModule<GlobalArgs, Args> = {
@@ -13,12 +17,44 @@ export const generateCommand: CommandModule<GlobalArgs, Args> = {
   describe: 'greedy decoding from a prompt; prints prompt + continuation',
   builder: (y) =>
     y
-      .option('model', { type: 'string', demandOption: true, describe: 'model folder (HF layout) or llama2.c .bin' })
+      .option('model', {
+        type: 'string',
+        demandOption: true,
+        describe: 'model folder (HF layout) or llama2.c .bin (tfjs); an export folder or .gguf runs on the kernels runtime',
+      })
       .option('prompt', { type: 'string', demandOption: true })
-      .option('max-new-tokens', { type: 'number', default: 64 }) as never,
+      .option('max-new-tokens', { type: 'number', default: 64 })
+      .option('embeddings', { choices: ['fp32', 'int8'] as const, describe: 'kernels runtime: embeddings and lm_head as exported (fp32) or as int8 rows' }) as never,
   handler: async (args) => {
     const ctx = makeContext(args);
+    if (isExport(args.model)) {
+      initKernels({ logger: ctx.logger });
+      const rt = TernaryRuntime.load(args.model, { embeddings: args.embeddings ?? 'fp32' });
+      const tok = rt.tokenizer;
+      const promptIds = tok.encode(args.prompt, { addBos: tok.bosId !== null });
+      ctx.logger.debug({ promptIds }, 'prompt tokens');
+      const g = rt.generate(promptIds, args['max-new-tokens']);
+      process.stdout.write(`${tok.decode([...promptIds, ...g.ids])}\n`);
+      ctx.logger.info(
+        {
+          runtime: 'kernels',
+          embeddings: rt.info.embeddings,
+          newTokens: g.ids.length,
+          prefillTokensPerSecond: Number((promptIds.length / g.prefillSeconds).toFixed(1)),
+          // the first new token comes from the prefill's logits; the rest from the decode steps
+          tokensPerSecond: Number((Math.max(g.ids.length - 1, 0) / Math.max(g.decodeSeconds, 1e-9)).toFixed(1)),
+        },
+        'generated',
+      );
+      return;
+    }
+    if (args.embeddings !== undefined) {
+      throw new BitDistillError('E_USAGE', '--embeddings applies to exports (the kernels runtime) only', {
+        hint: 'drop --embeddings, or pass a folder written by `bitdistill export --ternary` or a .gguf file',
+      });
+    }
     await ctx.backend();
+    const { loadModel, generateGreedy } = await import('@bitdistill/model');
     const { model, tokenizer } = loadModel(args.model, { trainable: false, logger: ctx.logger });
     const promptIds = tokenizer.encode(args.prompt, { addBos: tokenizer.bosId !== null });
     ctx.logger.debug({ promptIds }, 'prompt tokens');
