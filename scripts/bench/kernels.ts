@@ -413,7 +413,7 @@ function markdown(
     '',
     '## ISA paths (same rotation)',
     '',
-    'The amx path runs batches below 4 on the AVX-512 VNNI kernels.',
+    'The amx path runs batch 1 on the AVX-512 VNNI kernels.',
     '',
     '| ISA | out x in | batch | threads | us | weight GB/s |',
     '|---|---|---:|---:|---:|---:|',

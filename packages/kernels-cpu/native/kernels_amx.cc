@@ -1,4 +1,4 @@
-// AMX (Sapphire Rapids and later) int8 x ternary products for batches >= kAmxMinBatch. See kernels.h for the
+// AMX (Sapphire Rapids and later) int8 x ternary products for batches >= 2 (AmxKernels::min_batch). See kernels.h for the
 // rules of these ISA files. Everything else of the "amx" ISA is the AVX-512 VNNI table (addon.cc builds it).
 //
 // Why: one vpdpbusd does 64 multiply-adds, so at batch 8-32 the VNNI kernels are compute-bound at 10-35% of
@@ -250,7 +250,7 @@ void prep_xv_amx(const int8_t* x, int64_t batch, int64_t xs, int8_t* dst) {
 
 }  // namespace
 
-const AmxKernels kAmxTable = {ternary_amx, prep_xv_amx, 4};
+const AmxKernels kAmxTable = {ternary_amx, prep_xv_amx, 2};
 const AmxKernels* const kAmxKernels = &kAmxTable;
 
 }  // namespace bd
