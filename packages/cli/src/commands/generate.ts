@@ -41,8 +41,8 @@ export const generateCommand: CommandModule<GlobalArgs, Args> = {
           embeddings: rt.info.embeddings,
           newTokens: g.ids.length,
           prefillTokensPerSecond: Number((promptIds.length / g.prefillSeconds).toFixed(1)),
-          // the first new token comes from the prefill's logits; the rest from the decode steps
-          tokensPerSecond: Number((Math.max(g.ids.length - 1, 0) / Math.max(g.decodeSeconds, 1e-9)).toFixed(1)),
+          // the first new token comes from the prefill's logits, the rest from decode steps (none: null)
+          tokensPerSecond: g.ids.length > 1 ? Number(((g.ids.length - 1) / g.decodeSeconds).toFixed(1)) : null,
         },
         'generated',
       );
