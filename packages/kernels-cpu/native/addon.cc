@@ -1340,16 +1340,18 @@ struct QuantRowsCtx {
   int8_t* q;
   float* scale;
   int64_t rows, cols;
+  int64_t* bad;  // [nchunks]: each chunk's first non-finite row, or -1
 };
 
 void quant_rows_task(void* p, int64_t chunk, int64_t n) {
   auto* c = static_cast<QuantRowsCtx*>(p);
   int64_t b, e;
   split(c->rows, chunk, n, &b, &e);
-  if (b < e) quantize_rows_i8(c->w, c->q, c->scale, c->cols, b, e);
+  c->bad[chunk] = b < e ? quantize_rows_i8(c->w, c->q, c->scale, c->cols, b, e) : -1;
 }
 
 // quantizeRowsI8(w: Float32Array [rows, cols], q: Int8Array [rows, cols], scale: Float32Array [rows], rows, cols)
+//   -> -1, or the first row holding NaN or infinity
 napi_value QuantizeRowsI8(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   if (!get_args(env, info, 5, argv)) return nullptr;
@@ -1367,8 +1369,13 @@ napi_value QuantizeRowsI8(napi_env env, napi_callback_info info) {
   ctx.w = w;
   ctx.q = q;
   ctx.scale = scale;
-  parallel(elem_chunks(ctx.rows * ctx.cols, ctx.rows), quant_rows_task, &ctx);
-  return nullptr;
+  const int64_t nchunks = elem_chunks(ctx.rows * ctx.cols, ctx.rows);
+  std::vector<int64_t> bad(static_cast<size_t>(nchunks), -1);
+  ctx.bad = bad.data();
+  parallel(nchunks, quant_rows_task, &ctx);
+  for (int64_t r : bad)
+    if (r >= 0) return make_number(env, static_cast<double>(r));  // chunks are in row order
+  return make_number(env, -1);
 }
 
 struct AttentionCtx {

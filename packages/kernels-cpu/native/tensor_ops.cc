@@ -328,15 +328,18 @@ BD_CLONES void matvec_i8_f32(const int8_t* __restrict w, const float* __restrict
   }
 }
 
-BD_CLONES void quantize_rows_i8(const float* __restrict w, int8_t* __restrict q, float* __restrict scale, int64_t cols, int64_t r0, int64_t r1) {
+BD_CLONES int64_t quantize_rows_i8(const float* __restrict w, int8_t* __restrict q, float* __restrict scale, int64_t cols, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; r++) {
     const float* wr = w + r * cols;
     int8_t* qr = q + r * cols;
     float m = 0.0f;
+    int bad = 0;
     for (int64_t i = 0; i < cols; i++) {
       const float a = fabsf(wr[i]);
       m = a > m ? a : m;
+      bad |= !(a <= 3.40282347e38f);  // NaN or infinity
     }
+    if (bad) return r;
     const float s = m / 127.0f;
     scale[r] = s;
     if (s == 0.0f) {
@@ -349,6 +352,7 @@ BD_CLONES void quantize_rows_i8(const float* __restrict w, int8_t* __restrict q,
       qr[i] = static_cast<int8_t>(v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v));
     }
   }
+  return -1;
 }
 
 BD_CLONES void attention_f32(const float* __restrict q, const float* __restrict kc, const float* __restrict vc, float* __restrict out,

@@ -67,9 +67,9 @@ void rmsnorm_grad_f32(const float* dy, const float* x, const float* g, float* dx
 void matvec_i8_f32(const int8_t* w, const float* wscale, const float* x, float* y, int64_t rows, int64_t cols, int64_t batch, int64_t r0, int64_t r1);
 
 // Per-row absmax int8 quantization of rows [r0, r1) of w [rows, cols], float32 arithmetic: s = max|w| / 127,
-// q = clamp(round_half_even(w * (1 / s)), -127, 127); an all-zero row gets s = 0 and q = 0. The caller rejects
-// non-finite rows first (a NaN compares false and would vanish from the max).
-void quantize_rows_i8(const float* w, int8_t* q, float* scale, int64_t cols, int64_t r0, int64_t r1);
+// q = clamp(round_half_even(w * (1 / s)), -127, 127); an all-zero row gets s = 0 and q = 0. Returns -1, or the
+// first row holding NaN or infinity (where it stops).
+int64_t quantize_rows_i8(const float* w, int8_t* q, float* scale, int64_t cols, int64_t r0, int64_t r1);
 
 // Causal attention of T new positions (start .. start+T-1) over a KV cache, for the (token, head) pairs
 // p = t * H + h in [p0, p1): q, out are [T, H, d]; kc, vc are [Hkv, cap, d] (head h reads KV head h / (H / Hkv));

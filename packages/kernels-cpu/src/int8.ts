@@ -25,19 +25,18 @@ const RNE = 6755399441055744; // 1.5 * 2^52: adding and subtracting rounds a dou
 export function quantizeRowsInt8(w: Float32Array, rows: number, cols: number): Int8RowMatrix {
   if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) throw new ArgumentError(`quantizeRowsInt8: bad shape ${rows} x ${cols}`);
   if (w.length !== rows * cols) throw new ShapeError(`quantizeRowsInt8: ${w.length} values do not form [${rows}, ${cols}]`);
-  for (let i = 0; i < w.length; i++) {
-    const v = w[i] as number;
-    if (v - v !== 0) throw new ArgumentError(`quantizeRowsInt8: row ${Math.floor(i / cols)} holds a non-finite value`);
-  }
   const addon = nativeAddon();
   if (addon === null) return quantizeRowsInt8Ts(w, rows, cols);
   const q = new Int8Array(rows * cols);
   const scale = new Float32Array(rows);
-  addon.quantizeRowsI8(w, q, scale, rows, cols);
+  const bad = addon.quantizeRowsI8(w, q, scale, rows, cols);
+  if (bad >= 0) throw nonFinite(bad);
   return { rows, cols, q, scale };
 }
 
-/** TypeScript twin of quantizeRowsInt8 (the fallback); w holds only finite values (checked by the caller). */
+const nonFinite = (row: number) => new ArgumentError(`quantizeRowsInt8: row ${row} holds a non-finite value`);
+
+/** TypeScript twin of quantizeRowsInt8 (the fallback); throws on a row holding NaN or infinity. */
 export function quantizeRowsInt8Ts(w: Float32Array, rows: number, cols: number): Int8RowMatrix {
   const q = new Int8Array(rows * cols);
   const scale = new Float32Array(rows);
@@ -45,6 +44,7 @@ export function quantizeRowsInt8Ts(w: Float32Array, rows: number, cols: number):
     const o = r * cols;
     let m = 0;
     for (let i = 0; i < cols; i++) m = Math.max(m, Math.abs(w[o + i] as number));
+    if (!Number.isFinite(m)) throw nonFinite(r);
     const s = Math.fround(m / 127);
     scale[r] = s;
     if (s === 0) continue;

@@ -43,7 +43,8 @@ export interface NativeAddon {
     weightScale: number,
     float32Factor?: boolean,
   ): void;
-  quantizeRowsI8(w: Float32Array, q: Int8Array, scale: Float32Array, rows: number, cols: number): void;
+  /** -1, or the first row holding NaN or infinity */
+  quantizeRowsI8(w: Float32Array, q: Int8Array, scale: Float32Array, rows: number, cols: number): number;
   matvecI8F32(w: Int8Array, wscale: Float32Array, x: Float32Array, y: Float32Array, rows: number, cols: number, batch: number): void;
   attentionF32(
     q: Float32Array,

@@ -332,7 +332,7 @@ export class TernaryRuntime {
   /** Logits [rows, V] of the given hidden rows (fp32 or int8 lm_head), into `out` when given. */
   private logitsOf(hidden: Float32Array, rows: number, out?: Float32Array): Float32Array {
     const h = this.lmHead;
-    if (h.kind === 'int8') return matvecI8(h.m, hidden.length === rows * h.m.cols ? hidden : hidden.slice(0, rows * h.m.cols), rows, out);
+    if (h.kind === 'int8') return matvecI8(h.m, hidden, rows, out);
     return denseProduct(hidden, h.w, rows, this.config.hiddenSize, this.config.vocabSize, out);
   }
 
