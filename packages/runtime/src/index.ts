@@ -1,4 +1,4 @@
-export { TernaryRuntime } from './runtime.ts';
-export type { RuntimeInfo, KvCache } from './runtime.ts';
+export { TernaryRuntime, EMBEDDING_MODES } from './runtime.ts';
+export type { RuntimeInfo, RuntimeOptions, EmbeddingMode, KvCache } from './runtime.ts';
 export { loadGgufModel, tokenizerFromGguf } from './gguf.ts';
 export type { GgufModel } from './gguf.ts';

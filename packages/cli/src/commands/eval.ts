@@ -2,7 +2,7 @@ import { existsSync, statSync, writeFileSync } from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { encodeExample, readExamples } from '@bitdistill/data';
 import { defaultDataFile, kernelsPredictor, readModelBlock, reportMarkdown, runEval, taskForModel, type EvalMode, type Predictor } from '@bitdistill/eval';
-import { TernaryRuntime } from '@bitdistill/runtime';
+import { EMBEDDING_MODES, TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';
 import { initKernels } from '@bitdistill/kernels-cpu';
 import { BitDistillError } from '@bitdistill/core';
 import { makeContext, type Context, type GlobalArgs } from '../context.ts';
@@ -20,7 +20,7 @@ interface Args extends GlobalArgs {
   'min-metric'?: number;
   report?: string;
   'max-len'?: number;
-  embeddings?: 'fp32' | 'int8';
+  embeddings?: EmbeddingMode;
 }
 
 /** The tfjs path: a training checkpoint (fake-quantized student, or a full-precision model). */
@@ -59,7 +59,7 @@ export const evalCommand: CommandModule<GlobalArgs, Args> = {
       .option('min-metric', { type: 'number', describe: 'exit with status 1 when the metric is below this (0..1)' })
       .option('report', { type: 'string', describe: 'write a Markdown report here' })
       .option('embeddings', {
-        choices: ['fp32', 'int8'] as const,
+        choices: EMBEDDING_MODES,
         describe: 'kernels runtime: hold the embeddings and lm_head as exported (fp32, default) or as int8 rows (4x less memory, faster decoding)',
       })
       .option('max-len', { type: 'number', describe: "prompt tokens kept, cut from the left (default: the model's training maxSeqLen, else 512)" }) as never,

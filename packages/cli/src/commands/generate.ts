@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { BitDistillError } from '@bitdistill/core';
 import { initKernels } from '@bitdistill/kernels-cpu';
-import { TernaryRuntime } from '@bitdistill/runtime';
+import { EMBEDDING_MODES, TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';
 import { makeContext, type GlobalArgs } from '../context.ts';
 import { isExport } from '../exports.ts';
 
@@ -9,7 +9,7 @@ interface Args extends GlobalArgs {
   model: string;
   prompt: string;
   'max-new-tokens': number;
-  embeddings?: 'fp32' | 'int8';
+  embeddings?: EmbeddingMode;
 }
 
 export const generateCommand: CommandModule<GlobalArgs, Args> = {
@@ -24,7 +24,7 @@ export const generateCommand: CommandModule<GlobalArgs, Args> = {
       })
       .option('prompt', { type: 'string', demandOption: true })
       .option('max-new-tokens', { type: 'number', default: 64 })
-      .option('embeddings', { choices: ['fp32', 'int8'] as const, describe: 'kernels runtime: embeddings and lm_head as exported (fp32) or as int8 rows' }) as never,
+      .option('embeddings', { choices: EMBEDDING_MODES, describe: 'kernels runtime: embeddings and lm_head as exported (fp32) or as int8 rows' }) as never,
   handler: async (args) => {
     const ctx = makeContext(args);
     if (isExport(args.model)) {
