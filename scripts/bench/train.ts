@@ -21,7 +21,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, type BackendInfo } from '@bitdistill/backend';
+import { initBackend, type BackendChoice, type BackendInfo } from '@bitdistill/backend';
 import { initKernels, matmulF32, nativeStatus, setThreads } from '@bitdistill/kernels-cpu';
 import { answerCrossEntropy } from '@bitdistill/losses';
 import { initDecoder } from '@bitdistill/model';
@@ -143,7 +143,7 @@ async function child(args: string[]): Promise<void> {
   const steps = Number(args[0]);
   const warmup = Number(args[1]);
   const profile = args[2] === 'profile';
-  const backend = await initBackend('auto');
+  const backend = await initBackend((args[3] ?? 'auto') as BackendChoice);
   const model = initDecoder(CONFIG, 1);
   prepareStudent(model, STUDENT);
   const V = CONFIG.vocab_size;

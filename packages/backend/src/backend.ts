@@ -1,31 +1,40 @@
 /**
  * Chooses and initialises the tfjs backend. `auto` prefers libtensorflow (tfjs-node-gpu, then tfjs-node:
- * optional dependencies that usually cannot install on CPU-only machines), then wasm (SIMD, works offline),
- * then the pure-JS cpu backend. Only the CLI (or a test) calls this; libraries use whatever is active.
+ * optional dependencies that usually cannot install on CPU-only machines), then the native CPU engine, then
+ * wasm (SIMD, works offline), then the pure-JS cpu backend. Only the CLI (or a test) calls this; libraries use
+ * whatever is active.
  *
- * wasm comes accelerated: the kernels that dominate training (BatchMatMul, broadcast elementwise ops,
- * reductions, transposes...) are replaced by the native ones of @bitdistill/kernels-cpu (native-kernels.ts).
- * Without the addon, or with BITDISTILL_NATIVE=0 (the benchmark's stock baseline), the same code runs on stock
- * wasm and the logger is told once.
+ * `native` is the default CPU engine: a tfjs backend of our own (registered as 'native') whose tensors are
+ * ordinary TypedArrays, the storage of tfjs's cpu backend, so a 0.6B model's weights, AdamW moments and teacher
+ * (~10 GB) fit where wasm32's 4 GiB heap cannot; the kernels that dominate training (BatchMatMul, broadcast
+ * elementwise ops, reductions, transposes, gather and its gradient, RmsNorm...) are the native ones of
+ * @bitdistill/kernels-cpu (native-kernels.ts), every other op is tfjs's cpu kernel. Why a backend of our own
+ * rather than replacing the `cpu` backend's kernels in place: `--backend cpu` stays stock tfjs (the reference
+ * the engine is tested against) and both can live in one process. It needs the addon: without it `auto` skips
+ * to wasm and says so.
+ *
+ * `wasm` stays selectable and comes accelerated the same way (the native kernels read and write its heap).
+ * With BITDISTILL_NATIVE=0 (the benchmark's stock baseline) it runs stock wasm and the logger is told once.
  */
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { ArgumentError, silentLogger, type Logger } from '@bitdistill/core';
 import { nativeStatus } from '@bitdistill/kernels-cpu';
 import { NATIVE_KERNEL_NAMES, setNativeKernels } from './native-kernels.ts';
+import { registerNativeEngine } from './engine.ts';
 import { registerWasmSegmentSum } from './segment-sum.ts';
 
-export const BACKEND_CHOICES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
+export const BACKEND_CHOICES = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
 
 export interface BackendInfo {
-  /** tfjs backend name now active: 'tensorflow' | 'wasm' | 'cpu'. */
+  /** tfjs backend name now active: 'tensorflow' | 'native' | 'wasm' | 'cpu'. */
   name: string;
   /** Which package provided it. */
   provider: string;
   /** Why each better candidate was skipped (auto only). */
   skipped: { provider: string; reason: string }[];
-  /** wasm only (else null): whether the native kernels of @bitdistill/kernels-cpu back it, or why not. */
+  /** native and wasm (else null): whether the native kernels of @bitdistill/kernels-cpu back it, or why not. */
   nativeKernels: NativeKernelsInfo | null;
 }
 
@@ -42,6 +51,7 @@ export interface NativeKernelsInfo {
 
 const WASM_PROVIDER = '@tensorflow/tfjs-backend-wasm';
 const NATIVE_PROVIDER = `${WASM_PROVIDER} + @bitdistill/kernels-cpu`;
+const ENGINE_PROVIDER = '@bitdistill/backend native engine (tfjs cpu storage + @bitdistill/kernels-cpu)';
 
 const require = createRequire(import.meta.url);
 let active: BackendInfo | null = null;
@@ -80,6 +90,17 @@ async function tryWasm(logger: Logger): Promise<NativeKernelsInfo> {
   return { active: false, isa: 'none', threads: 1, kernels: [], reason };
 }
 
+/** The native engine: needs the addon (stock cpu kernels alone would be ~1 GFLOP/s). */
+async function tryNative(): Promise<NativeKernelsInfo> {
+  const status = nativeStatus();
+  if (!status.native) throw new Error(`native kernels unavailable (${status.reason ?? 'unknown'})`);
+  if (process.env['BITDISTILL_NATIVE'] === '0') throw new Error('BITDISTILL_NATIVE=0');
+  registerNativeEngine();
+  if (!(await tf.setBackend('native'))) throw new Error('native engine failed to initialise');
+  if (!setNativeKernels(true, 'native')) throw new Error('native kernels could not be registered');
+  return { active: true, isa: status.isa, threads: status.threads, kernels: NATIVE_KERNEL_NAMES };
+}
+
 async function tryCpu(): Promise<void> {
   if (!(await tf.setBackend('cpu'))) throw new Error('cpu backend failed to initialise');
 }
@@ -95,6 +116,7 @@ export async function initBackend(choice: BackendChoice = 'auto', logger: Logger
     candidates.push({ provider: '@tensorflow/tfjs-node-gpu', name: 'tensorflow', init: () => tryTensorflow('@tensorflow/tfjs-node-gpu') });
     candidates.push({ provider: '@tensorflow/tfjs-node', name: 'tensorflow', init: () => tryTensorflow('@tensorflow/tfjs-node') });
   }
+  if (choice === 'auto' || choice === 'native') candidates.push({ provider: ENGINE_PROVIDER, name: 'native', init: tryNative });
   if (choice === 'auto' || choice === 'wasm') candidates.push({ provider: WASM_PROVIDER, name: 'wasm', init: () => tryWasm(logger) });
   if (choice === 'auto' || choice === 'cpu') candidates.push({ provider: '@tensorflow/tfjs-backend-cpu', name: 'cpu', init: tryCpu });
 
@@ -105,7 +127,7 @@ export async function initBackend(choice: BackendChoice = 'auto', logger: Logger
   for (const c of candidates) {
     try {
       const native = (await c.init()) ?? null;
-      const provider = native?.active === true ? NATIVE_PROVIDER : c.provider;
+      const provider = c.name === 'wasm' && native?.active === true ? NATIVE_PROVIDER : c.provider;
       active = { name: c.name, provider, skipped, nativeKernels: native };
       for (const s of skipped) logger.debug({ provider: s.provider, reason: s.reason }, 'backend candidate skipped');
       logger.info(

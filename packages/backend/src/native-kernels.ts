@@ -1,16 +1,20 @@
 /**
- * Native kernels for the wasm backend (MACHINE.md): tfjs's wasm backend runs single-threaded, its fast matmul
- * path only serves plain 2-D products, and its broadcast compares, outer-axis reductions and transposes run
- * scalar loops. The kernels that dominate a training step (measured with tf.profile on the reference config,
- * bench/results/train-*.md) are replaced by the Node-API addon of @bitdistill/kernels-cpu: blocked SIMD GEMM
- * and elementwise loops with run-time ISA dispatch, on its thread pool.
+ * Native kernels of @bitdistill/kernels-cpu (blocked SIMD GEMM, elementwise loops with run-time ISA dispatch, on
+ * its thread pool) registered as tfjs kernels over two kinds of tensor storage:
+ *
+ * - `native` (the default CPU engine, backend.ts): a tfjs backend of our own whose tensors are ordinary
+ *   TypedArrays (the storage of tfjs's `cpu` backend, an instance of which it is), so no tensor and no total
+ *   is capped by a 4 GiB wasm heap. Every kernel tfjs's cpu backend has is registered for it too, so ops
+ *   without a native kernel stay correct (plain JS loops: fine off the hot path, see the train bench profile).
+ * - `wasm` (`--backend wasm`): stock tfjs wasm, single-threaded, its fast matmul path only for plain 2-D
+ *   products; the same native kernels read and write the wasm heap in place.
  *
  * How a kernel is replaced: unregister tfjs's kernel and register ours under the same name; gradients are
- * registered by kernel name, so autograd keeps working and the ops it emits land here too. Ours allocates the
- * output with `makeOutput` first and takes heap views after (allocation can grow the wasm memory and detach
- * older views); the addon reads and writes the wasm heap in place. Cases a native kernel does not cover
- * (other dtypes, non-contiguous reduction axes, gather along another axis...) call the stock kernel, which is
- * kept, together with its setupFunc, so `setNativeKernels(false)` restores stock wasm (the tests compare both).
+ * registered by kernel name, so autograd keeps working and the ops it emits land here too. On wasm, ours
+ * allocates the output first and takes heap views after (allocation can grow the wasm memory and detach older
+ * views). Cases a native kernel does not cover (other dtypes, non-contiguous reduction axes, gather along
+ * another axis...) call the stock kernel of that backend, which is kept, together with its setupFunc, so
+ * `setNativeKernels(false, backend)` restores stock kernels (the tests compare both).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
@@ -34,6 +38,7 @@ import {
   type ReduceOp,
   type UnaryOp,
 } from '@bitdistill/kernels-cpu';
+import { segmentSumInto } from './segment-sum.ts';
 
 interface KernelArgs {
   inputs: tf.NamedTensorInfoMap;
@@ -42,13 +47,88 @@ interface KernelArgs {
 }
 type KernelFn = (args: KernelArgs) => tf.TensorInfo | tf.TensorInfo[];
 
-const stock = new Map<string, tf.KernelConfig>();
-let enabled = false;
+/** Backends the native kernels can be registered on. */
+export const NATIVE_HOSTS = ['native', 'wasm'] as const;
+export type NativeHost = (typeof NATIVE_HOSTS)[number];
 
-/** The stock wasm kernel, for the cases a native kernel leaves to it. */
+/** Stock kernel configs by host, then kernel name. */
+const stock = new Map<NativeHost, Map<string, tf.KernelConfig>>();
+const enabled = new Set<NativeHost>();
+
+type Typed = Float32Array | Int32Array | Uint8Array;
+
+/** What a kernel needs of a backend's tensor storage. */
+interface Storage {
+  host: NativeHost;
+  /** A new output tensor, contents undefined (pooled on `native`); on wasm, views taken before this call may be detached. */
+  out(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  /** The tensor's data as a typed array (no copy). */
+  view(t: tf.TensorInfo): Typed;
+  incRef(dataId: tf.DataId): void;
+}
+
+/** The part of tfjs's MathBackendCPU the native engine uses (its storage: a DataStorage of TypedArrays). */
+interface CpuLikeBackend {
+  data: { get(id: tf.DataId): { values?: unknown; dtype: tf.DataType } | undefined };
+  write(values: unknown, shape: number[], dtype: tf.DataType): tf.DataId;
+  incRef(dataId: tf.DataId): void;
+}
+
+const storages = new WeakMap<object, Storage>();
+
+function typedCtor(dtype: tf.DataType): Float32ArrayConstructor | Int32ArrayConstructor | Uint8ArrayConstructor {
+  if (dtype === 'float32') return Float32Array;
+  if (dtype === 'int32') return Int32Array;
+  if (dtype === 'bool') return Uint8Array;
+  throw new Error(`native kernels: no typed storage for dtype ${dtype}`);
+}
+
+function cpuStorage(b: CpuLikeBackend): Storage {
+  const pooled = b as Partial<{ allocOutput(ctor: ReturnType<typeof typedCtor>, n: number): Typed; writeOwned(v: Typed, shape: number[], dtype: tf.DataType): tf.DataId }>;
+  return {
+    host: 'native',
+    out(shape, dtype) {
+      if (pooled.allocOutput !== undefined && pooled.writeOwned !== undefined) {
+        return { dataId: pooled.writeOwned(pooled.allocOutput(typedCtor(dtype), sizeOf(shape)), shape, dtype), shape, dtype };
+      }
+      return { dataId: b.write(new (typedCtor(dtype))(sizeOf(shape)), shape, dtype), shape, dtype };
+    },
+    view(t) {
+      const d = b.data.get(t.dataId);
+      if (d === undefined) throw new Error(`native kernels: tensor data ${String((t.dataId as { id?: number }).id)} is not on this backend (disposed?)`);
+      const ctor = typedCtor(t.dtype);
+      // Some stock cpu kernels store plain arrays or another typed array for a dtype: normalise once, in place.
+      if (!(d.values instanceof ctor)) d.values = ctor.from(d.values as ArrayLike<number>);
+      return d.values as Typed;
+    },
+    incRef: (id) => b.incRef(id),
+  };
+}
+
+function wasmStorage(w: BackendWasm): Storage {
+  return {
+    host: 'wasm',
+    out: (shape, dtype) => w.makeOutput(shape, dtype),
+    view: (t) => w.typedArrayFromHeap(t) as Typed,
+    incRef: (id) => w.incRef(id),
+  };
+}
+
+function storageOf(backend: unknown): Storage {
+  const key = backend as object;
+  let s = storages.get(key);
+  if (s === undefined) {
+    s = typeof (backend as BackendWasm).typedArrayFromHeap === 'function' ? wasmStorage(backend as BackendWasm) : cpuStorage(backend as CpuLikeBackend);
+    storages.set(key, s);
+  }
+  return s;
+}
+
+/** The stock kernel of the backend the call runs on, for the cases a native kernel leaves to it. */
 function stockKernel(name: string, args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
-  const k = stock.get(name);
-  if (k === undefined) throw new Error(`${name} (native): no stock wasm kernel to fall back to`);
+  const host = storageOf(args.backend).host;
+  const k = stock.get(host)?.get(name);
+  if (k === undefined) throw new Error(`${name} (native): no stock ${host} kernel to fall back to`);
   return k.kernelFunc(args as Parameters<tf.KernelFunc>[0]);
 }
 
@@ -57,8 +137,8 @@ function sizeOf(shape: readonly number[]): number {
 }
 
 /** A Float32Array over a tensor's 4-byte data whatever its dtype (copies move bits, not values). */
-function bits32(wasm: BackendWasm, t: tf.TensorInfo): Float32Array {
-  const v = wasm.typedArrayFromHeap(t);
+function bits32(st: Storage, t: tf.TensorInfo): Float32Array {
+  const v = st.view(t);
   return new Float32Array(v.buffer, v.byteOffset, sizeOf(t.shape));
 }
 
@@ -73,7 +153,7 @@ const is4Byte = (t: tf.TensorInfo): boolean => t.dtype === 'float32' || t.dtype 
  * activation belong to _FusedMatMul, which nothing here emits).
  */
 const batchMatMul: KernelFn = ({ inputs, attrs, backend }) => {
-  const wasm = backend as BackendWasm;
+  const st = storageOf(backend);
   const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
   const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
   if (a.dtype !== 'float32' || b.dtype !== 'float32') throw new Error(`BatchMatMul (native): only float32 is supported, got ${a.dtype} x ${b.dtype}`);
@@ -90,10 +170,10 @@ const batchMatMul: KernelFn = ({ inputs, attrs, backend }) => {
   }
   const batchA = a.shape.slice(0, -2);
   const batchB = b.shape.slice(0, -2);
-  const out = wasm.makeOutput([...tf.backend_util.assertAndGetBroadcastShape(batchA, batchB), m, n], 'float32');
-  const av = wasm.typedArrayFromHeap(a) as Float32Array;
-  const bv = wasm.typedArrayFromHeap(b) as Float32Array;
-  const ov = wasm.typedArrayFromHeap(out) as Float32Array;
+  const out = st.out([...tf.backend_util.assertAndGetBroadcastShape(batchA, batchB), m, n], 'float32');
+  const av = st.view(a) as Float32Array;
+  const bv = st.view(b) as Float32Array;
+  const ov = st.view(out) as Float32Array;
   batchMatmulF32(av, bv, { batchA, batchB, m, k, n }, { transA: transposeA, transB: transposeB }, ov);
   return out;
 };
@@ -103,36 +183,36 @@ const batchMatMul: KernelFn = ({ inputs, attrs, backend }) => {
 
 function binaryKernel(name: string, op: BinaryOp): KernelFn {
   return (args) => {
-    const wasm = args.backend as BackendWasm;
+    const st = storageOf(args.backend);
     const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
     if (a.dtype !== 'float32' || b.dtype !== 'float32') return stockKernel(name, args);
-    const out = wasm.makeOutput(broadcastPlan(a.shape, b.shape).outShape, 'float32');
-    binaryF32(op, wasm.typedArrayFromHeap(a) as Float32Array, a.shape, wasm.typedArrayFromHeap(b) as Float32Array, b.shape, wasm.typedArrayFromHeap(out) as Float32Array);
+    const out = st.out(broadcastPlan(a.shape, b.shape).outShape, 'float32');
+    binaryF32(op, st.view(a) as Float32Array, a.shape, st.view(b) as Float32Array, b.shape, st.view(out) as Float32Array);
     return out;
   };
 }
 
 function compareKernel(name: string, op: CompareOp): KernelFn {
   return (args) => {
-    const wasm = args.backend as BackendWasm;
+    const st = storageOf(args.backend);
     const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
     if (a.dtype !== b.dtype || !is4Byte(a)) return stockKernel(name, args);
-    const out = wasm.makeOutput(broadcastPlan(a.shape, b.shape).outShape, 'bool');
-    const av = wasm.typedArrayFromHeap(a) as Float32Array | Int32Array;
-    const bv = wasm.typedArrayFromHeap(b) as Float32Array | Int32Array;
-    compare(op, av, a.shape, bv, b.shape, wasm.typedArrayFromHeap(out) as Uint8Array);
+    const out = st.out(broadcastPlan(a.shape, b.shape).outShape, 'bool');
+    const av = st.view(a) as Float32Array | Int32Array;
+    const bv = st.view(b) as Float32Array | Int32Array;
+    compare(op, av, a.shape, bv, b.shape, st.view(out) as Uint8Array);
     return out;
   };
 }
 
 function unaryKernel(name: string, op: UnaryOp): KernelFn {
   return (args) => {
-    const wasm = args.backend as BackendWasm;
+    const st = storageOf(args.backend);
     const { x } = args.inputs as { x: tf.TensorInfo };
     if (x.dtype !== 'float32') return stockKernel(name, args);
-    const out = wasm.makeOutput(x.shape, 'float32');
+    const out = st.out(x.shape, 'float32');
     const attrs = (args.attrs ?? {}) as { clipValueMin?: number; clipValueMax?: number };
-    unaryF32(op, wasm.typedArrayFromHeap(x) as Float32Array, wasm.typedArrayFromHeap(out) as Float32Array, attrs.clipValueMin ?? 0, attrs.clipValueMax ?? 0);
+    unaryF32(op, st.view(x) as Float32Array, st.view(out) as Float32Array, attrs.clipValueMin ?? 0, attrs.clipValueMax ?? 0);
     return out;
   };
 }
@@ -141,26 +221,26 @@ function unaryKernel(name: string, op: UnaryOp): KernelFn {
  * Identity without a copy, as tfjs's cpu backend does (the stock wasm kernel copies): tensors are immutable
  * and Variable.assign swaps the data id instead of writing in place, so sharing the data is safe.
  */
-function share(wasm: BackendWasm, x: tf.TensorInfo, dtype: tf.DataType = x.dtype): tf.TensorInfo {
-  wasm.incRef(x.dataId);
+function share(st: Storage, x: tf.TensorInfo, dtype: tf.DataType = x.dtype): tf.TensorInfo {
+  st.incRef(x.dataId);
   return { dataId: x.dataId, shape: [...x.shape], dtype };
 }
 
 const identity: KernelFn = (args) => {
   const { x } = args.inputs as { x: tf.TensorInfo };
   if (x.dtype === 'string') return stockKernel('Identity', args);
-  return share(args.backend as BackendWasm, x);
+  return share(storageOf(args.backend), x);
 };
 
 /** Cast: same dtype shares the data (gradients of mul cast float32 to float32); bool / int32 -> float32 natively. */
 const cast: KernelFn = (args) => {
-  const wasm = args.backend as BackendWasm;
+  const st = storageOf(args.backend);
   const { x } = args.inputs as { x: tf.TensorInfo };
   const { dtype } = args.attrs as { dtype: tf.DataType };
-  if (dtype === x.dtype && dtype !== 'string') return share(wasm, x);
+  if (dtype === x.dtype && dtype !== 'string') return share(st, x);
   if (dtype !== 'float32' || (x.dtype !== 'bool' && x.dtype !== 'int32')) return stockKernel('Cast', args);
-  const out = wasm.makeOutput(x.shape, 'float32');
-  castToF32(wasm.typedArrayFromHeap(x) as Uint8Array | Int32Array, wasm.typedArrayFromHeap(out) as Float32Array);
+  const out = st.out(x.shape, 'float32');
+  castToF32(st.view(x) as Uint8Array | Int32Array, st.view(out) as Float32Array);
   return out;
 };
 
@@ -170,7 +250,7 @@ const cast: KernelFn = (args) => {
 /** Sum, Max, Min, Mean over a contiguous block of axes of a float32 tensor, as [outer, r, inner]. */
 function reduceKernel(name: string, op: ReduceOp, axisAttr: 'axis' | 'reductionIndices'): KernelFn {
   return (args) => {
-    const wasm = args.backend as BackendWasm;
+    const st = storageOf(args.backend);
     const { x } = args.inputs as { x: tf.TensorInfo };
     const attrs = args.attrs as Record<string, unknown>;
     const keepDims = attrs['keepDims'] === true;
@@ -183,22 +263,47 @@ function reduceKernel(name: string, op: ReduceOp, axisAttr: 'axis' | 'reductionI
     const r = sizeOf(x.shape.slice(first, last + 1));
     const inner = sizeOf(x.shape.slice(last + 1));
     const outShape = keepDims ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !axes.includes(i));
-    const out = wasm.makeOutput(outShape, 'float32');
-    reduceF32(op, wasm.typedArrayFromHeap(x) as Float32Array, outer, r, inner, wasm.typedArrayFromHeap(out) as Float32Array);
+    const out = st.out(outShape, 'float32');
+    reduceF32(op, st.view(x) as Float32Array, outer, r, inner, st.view(out) as Float32Array);
     return out;
   };
 }
+
+/**
+ * Softmax over the last axis (tf.softmax: attention probabilities) as five native passes: row max, subtract,
+ * exp, row sum, divide — each SIMD and threaded, where tfjs's cpu kernel runs generic JS loops (it was 45% of
+ * a reference training step on the native engine before this kernel).
+ */
+const softmaxKernel: KernelFn = (args) => {
+  const st = storageOf(args.backend);
+  const { logits } = args.inputs as { logits: tf.TensorInfo };
+  const dim = (args.attrs as { dim: number }).dim;
+  const rank = logits.shape.length;
+  if (logits.dtype !== 'float32' || rank === 0 || (dim !== -1 && dim !== rank - 1)) return stockKernel('Softmax', args);
+  const cols = logits.shape[rank - 1] as number;
+  const rows = cols === 0 ? 0 : sizeOf(logits.shape) / cols;
+  const out = st.out([...logits.shape], 'float32');
+  if (rows === 0) return out;
+  const x = st.view(logits) as Float32Array;
+  const y = st.view(out) as Float32Array;
+  const m = reduceF32('max', x, rows, cols, 1, new Float32Array(rows));
+  binaryF32('sub', x, [rows, cols], m, [rows, 1], y);
+  unaryF32('exp', y, y);
+  const sum = reduceF32('sum', y, rows, cols, 1, m);
+  binaryF32('div', y, [rows, cols], sum, [rows, 1], y);
+  return out;
+};
 
 // ---------------------------------------------------------------------------------------------------------
 // Data movement
 
 const transpose: KernelFn = (args) => {
-  const wasm = args.backend as BackendWasm;
+  const st = storageOf(args.backend);
   const { x } = args.inputs as { x: tf.TensorInfo };
   const { perm } = args.attrs as { perm: number[] };
   if (!is4Byte(x)) return stockKernel('Transpose', args);
-  const out = wasm.makeOutput(perm.map((p) => x.shape[p] as number), x.dtype);
-  transpose32(bits32(wasm, x), x.shape, perm, bits32(wasm, out));
+  const out = st.out(perm.map((p) => x.shape[p] as number), x.dtype);
+  transpose32(bits32(st, x), x.shape, perm, bits32(st, out));
   return out;
 };
 
@@ -210,7 +315,7 @@ function stridesOf(shape: readonly number[]): number[] {
 }
 
 const concat: KernelFn = (args) => {
-  const wasm = args.backend as BackendWasm;
+  const st = storageOf(args.backend);
   const inputs = args.inputs as unknown as tf.TensorInfo[];
   const first = inputs[0];
   if (first === undefined || !inputs.every((t) => t.dtype === first.dtype && is4Byte(t))) return stockKernel('Concat', args);
@@ -218,22 +323,22 @@ const concat: KernelFn = (args) => {
   const shapes = inputs.map((t) => t.shape);
   tf.backend_util.assertParamsConsistent(shapes, axis);
   const outShape = tf.backend_util.computeOutShape(shapes, axis);
-  const out = wasm.makeOutput(outShape, first.dtype);
-  const ov = bits32(wasm, out);
+  const out = st.out(outShape, first.dtype);
+  const ov = bits32(st, out);
   // out as [outer, total]: input i fills columns [offset, offset + its inner size) of every row.
   const outer = sizeOf(outShape.slice(0, axis));
   const total = sizeOf(outShape.slice(axis));
   let offset = 0;
   for (const t of inputs) {
     const w = sizeOf(t.shape.slice(axis));
-    if (w > 0 && outer > 0) copyStrided32(bits32(wasm, t), { offset: 0, strides: [w, 1] }, ov, { offset, strides: [total, 1] }, [outer, w]);
+    if (w > 0 && outer > 0) copyStrided32(bits32(st, t), { offset: 0, strides: [w, 1] }, ov, { offset, strides: [total, 1] }, [outer, w]);
     offset += w;
   }
   return out;
 };
 
 const splitV: KernelFn = (args) => {
-  const wasm = args.backend as BackendWasm;
+  const st = storageOf(args.backend);
   const { x } = args.inputs as { x: tf.TensorInfo };
   const { numOrSizeSplits, axis } = args.attrs as { numOrSizeSplits: number | number[]; axis: number };
   if (!is4Byte(x)) return stockKernel('SplitV', args);
@@ -242,13 +347,13 @@ const splitV: KernelFn = (args) => {
   const outer = sizeOf(x.shape.slice(0, ax));
   const inner = sizeOf(x.shape.slice(ax + 1));
   const total = (x.shape[ax] as number) * inner;
-  const outs = sizes.map((s) => wasm.makeOutput(x.shape.map((d, i) => (i === ax ? s : d)), x.dtype));
+  const outs = sizes.map((s) => st.out(x.shape.map((d, i) => (i === ax ? s : d)), x.dtype));
   // Views after every allocation (see the header).
-  const xv = bits32(wasm, x);
+  const xv = bits32(st, x);
   let offset = 0;
   sizes.forEach((s, i) => {
     const w = s * inner;
-    if (w > 0 && outer > 0) copyStrided32(xv, { offset, strides: [total, 1] }, bits32(wasm, outs[i] as tf.TensorInfo), { offset: 0, strides: [w, 1] }, [outer, w]);
+    if (w > 0 && outer > 0) copyStrided32(xv, { offset, strides: [total, 1] }, bits32(st, outs[i] as tf.TensorInfo), { offset: 0, strides: [w, 1] }, [outer, w]);
     offset += w;
   });
   return outs;
@@ -256,18 +361,18 @@ const splitV: KernelFn = (args) => {
 
 /** tf.tile, and through it tf.broadcastTo. */
 const tile: KernelFn = (args) => {
-  const wasm = args.backend as BackendWasm;
+  const st = storageOf(args.backend);
   const { x } = args.inputs as { x: tf.TensorInfo };
   const { reps } = args.attrs as { reps: number[] };
   if (!is4Byte(x)) return stockKernel('Tile', args);
-  const out = wasm.makeOutput(x.shape.map((d, i) => d * (reps[i] as number)), x.dtype);
-  tile32(bits32(wasm, x), x.shape, reps, bits32(wasm, out));
+  const out = st.out(x.shape.map((d, i) => d * (reps[i] as number)), x.dtype);
+  tile32(bits32(st, x), x.shape, reps, bits32(st, out));
   return out;
 };
 
 /** tf.gather along axis 0 without batch dims (the embedding lookup); other cases go to the stock kernel. */
 const gatherV2: KernelFn = (args) => {
-  const wasm = args.backend as BackendWasm;
+  const st = storageOf(args.backend);
   const { x, indices } = args.inputs as { x: tf.TensorInfo; indices: tf.TensorInfo };
   const { axis, batchDims } = args.attrs as { axis: number; batchDims: number };
   if (!is4Byte(x) || indices.dtype !== 'int32' || batchDims !== 0 || x.shape.length === 0 || tf.util.parseAxisParam(axis, x.shape)[0] !== 0) {
@@ -276,11 +381,11 @@ const gatherV2: KernelFn = (args) => {
   const rows = x.shape[0] as number;
   const rowLen = sizeOf(x.shape.slice(1));
   if (rowLen === 0) return stockKernel('GatherV2', args);
-  const out = wasm.makeOutput([...indices.shape, ...x.shape.slice(1)], x.dtype);
-  const idx = wasm.typedArrayFromHeap(indices) as Int32Array;
+  const out = st.out([...indices.shape, ...x.shape.slice(1)], x.dtype);
+  const idx = st.view(indices) as Int32Array;
   const bad = idx.findIndex((i) => i < 0 || i >= rows);
   if (bad >= 0) throw new Error(`GatherV2: the index value ${idx[bad]} is not in [0, ${rows - 1}]`);
-  gatherRows32(bits32(wasm, x), rowLen, idx, bits32(wasm, out));
+  gatherRows32(bits32(st, x), rowLen, idx, bits32(st, out));
   return out;
 };
 
@@ -290,24 +395,42 @@ const gatherV2: KernelFn = (args) => {
 
 /** BitDistillRmsNorm: {x [..., C], gain [C]}, attrs {eps} -> y = x / sqrt(mean(x^2, -1) + eps) * gain. */
 const rmsNorm: KernelFn = (args) => {
-  const wasm = args.backend as BackendWasm;
+  const st = storageOf(args.backend);
   const { x, gain } = args.inputs as { x: tf.TensorInfo; gain: tf.TensorInfo };
   const { eps } = args.attrs as { eps: number };
-  const out = wasm.makeOutput(x.shape, 'float32');
-  rmsNormF32(wasm.typedArrayFromHeap(x) as Float32Array, wasm.typedArrayFromHeap(gain) as Float32Array, eps, wasm.typedArrayFromHeap(out) as Float32Array);
+  const out = st.out(x.shape, 'float32');
+  rmsNormF32(st.view(x) as Float32Array, st.view(gain) as Float32Array, eps, st.view(out) as Float32Array);
   return out;
 };
 
 /** BitDistillRmsNormGrad: {dy, x, gain}, attrs {eps} -> [dx (x's shape), dgain (gain's shape)]. */
 const rmsNormGrad: KernelFn = (args) => {
-  const wasm = args.backend as BackendWasm;
+  const st = storageOf(args.backend);
   const { dy, x, gain } = args.inputs as { dy: tf.TensorInfo; x: tf.TensorInfo; gain: tf.TensorInfo };
   const { eps } = args.attrs as { eps: number };
-  const dx = wasm.makeOutput(x.shape, 'float32');
-  const dgain = wasm.makeOutput(gain.shape, 'float32');
-  const view = (t: tf.TensorInfo): Float32Array => wasm.typedArrayFromHeap(t) as Float32Array;
+  const dx = st.out(x.shape, 'float32');
+  const dgain = st.out(gain.shape, 'float32');
+  const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;
   rmsNormGradF32(view(x), view(gain), eps, view(dy), view(dx), view(dgain));
   return [dx, dgain];
+};
+
+/**
+ * UnsortedSegmentSum (the gradient of tf.gather, i.e. of the embedding lookup): out[ids[i], :] += x[i, :] for
+ * float32 x [N, ...rest]; ids outside [0, numSegments) are dropped, as TensorFlow does. tfjs's cpu kernel builds
+ * a one-hot mask per segment (70% of a training step on cpu, MACHINE.md); this is one pass over x.
+ */
+const unsortedSegmentSum: KernelFn = (args) => {
+  const st = storageOf(args.backend);
+  const { x, segmentIds } = args.inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
+  const numSegments = (args.attrs as { numSegments: number }).numSegments;
+  if (x.dtype !== 'float32' || segmentIds.dtype !== 'int32') return stockKernel('UnsortedSegmentSum', args);
+  const rest = x.shape.slice(segmentIds.shape.length);
+  const out = st.out([numSegments, ...rest], 'float32');
+  const o = st.view(out) as Float32Array;
+  o.fill(0);
+  segmentSumInto(o, st.view(x) as Float32Array, sizeOf(rest), st.view(segmentIds) as Int32Array, numSegments);
+  return out;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -339,6 +462,7 @@ const NATIVE: Record<string, KernelFn> = {
   ClipByValue: unaryKernel('ClipByValue', 'clip'),
   Reciprocal: unaryKernel('Reciprocal', 'reciprocal'),
   Cast: cast,
+  Softmax: softmaxKernel,
   Sum: reduceKernel('Sum', 'sum', 'axis'),
   Mean: reduceKernel('Mean', 'mean', 'axis'),
   Max: reduceKernel('Max', 'max', 'reductionIndices'),
@@ -351,13 +475,14 @@ const NATIVE: Record<string, KernelFn> = {
   Identity: identity,
   BitDistillRmsNorm: rmsNorm,
   BitDistillRmsNormGrad: rmsNormGrad,
+  UnsortedSegmentSum: unsortedSegmentSum,
 };
 
 /**
  * tfjs's Sum and Mean gradients multiply the reshaped dy by ones(x.shape), which tf.ones builds in JavaScript
- * and uploads to the wasm heap: 16 MB, and ~12 ms, for the [B, T, V] sum of the cross-entropy. With the native
- * kernels on, dy is broadcast by the native Tile instead (the same values: v * 1 = v, and Mean divides the
- * same dy by the same count); otherwise, and on other backends, the stock gradient runs.
+ * (and on wasm uploads to the heap): 16 MB, and ~12 ms, for the [B, T, V] sum of the cross-entropy. With the
+ * native kernels on, dy is broadcast by the native Tile instead (the same values: v * 1 = v, and Mean divides
+ * the same dy by the same count); otherwise, and on other backends, the stock gradient runs.
  */
 function broadcastingReductionGrad(name: 'Sum' | 'Mean', stockGrad: tf.GradConfig): tf.GradConfig {
   return {
@@ -365,7 +490,7 @@ function broadcastingReductionGrad(name: 'Sum' | 'Mean', stockGrad: tf.GradConfi
     gradFunc: (dy, saved, attrs) => {
       const x = saved[0] as tf.Tensor;
       const d = dy as tf.Tensor;
-      if (!enabled || tf.getBackend() !== 'wasm' || d.dtype !== 'float32') return stockGrad.gradFunc(dy, saved, attrs);
+      if (!enabled.has(tf.getBackend() as NativeHost) || d.dtype !== 'float32') return stockGrad.gradFunc(dy, saved, attrs);
       const axes = tf.util.parseAxisParam((attrs as { axis: number | number[] }).axis, x.shape);
       const expanded = tf.reshape(d, x.shape.map((n, i) => (axes.includes(i) ? 1 : n)));
       const count = axes.reduce((p, a) => p * (x.shape[a] as number), 1);
@@ -386,43 +511,55 @@ function wrapReductionGradients(): void {
   gradientsWrapped = true;
 }
 
-/** Names of the tfjs kernels this module replaces on wasm. */
+/** Names of the tfjs kernels this module replaces. */
 export const NATIVE_KERNEL_NAMES: readonly string[] = Object.keys(NATIVE);
 
+function currentHost(): NativeHost {
+  const b = tf.getBackend();
+  return (NATIVE_HOSTS as readonly string[]).includes(b) ? (b as NativeHost) : 'wasm';
+}
+
 /**
- * Registers (true) or removes (false) the native kernels on the wasm backend, which must be initialised
- * (its setupFuncs must have run). Returns false, changing nothing, when the addon is not loaded.
+ * Registers (true) or removes (false) the native kernels on `host` (default: the active backend if it is one
+ * of NATIVE_HOSTS, else wasm), whose stock kernels must be registered (wasm: initialised, so its setupFuncs
+ * ran). Returns false, changing nothing, when the addon is not loaded.
  */
-export function setNativeKernels(on: boolean): boolean {
-  if (on === enabled) return true;
+export function setNativeKernels(on: boolean, host: NativeHost = currentHost()): boolean {
+  if (on === enabled.has(host)) return true;
   if (on && !nativeStatus().native) return false;
   if (on) wrapReductionGradients();
+  let saved = stock.get(host);
+  if (saved === undefined) {
+    saved = new Map();
+    stock.set(host, saved);
+  }
   for (const name of NATIVE_KERNEL_NAMES) {
     if (on) {
-      const current = tf.getKernel(name, 'wasm');
+      const current = tf.getKernel(name, host);
       if (current !== undefined) {
-        stock.set(name, current);
-        tf.unregisterKernel(name, 'wasm');
+        saved.set(name, current);
+        tf.unregisterKernel(name, host);
       }
       tf.registerKernel({
         kernelName: name,
-        backendName: 'wasm',
+        backendName: host,
         kernelFunc: NATIVE[name] as unknown as tf.KernelFunc,
         // The stock setupFunc already ran when the backend initialised; kept so a re-initialised backend still
         // sets up the stock kernel the native one falls back to.
         ...(current?.setupFunc !== undefined ? { setupFunc: current.setupFunc } : {}),
       });
-    } else if (tf.getKernel(name, 'wasm') !== undefined) {
-      tf.unregisterKernel(name, 'wasm');
-      const orig = stock.get(name);
+    } else if (tf.getKernel(name, host) !== undefined) {
+      tf.unregisterKernel(name, host);
+      const orig = saved.get(name);
       if (orig !== undefined) tf.registerKernel(orig);
     }
   }
-  enabled = on;
+  if (on) enabled.add(host);
+  else enabled.delete(host);
   return true;
 }
 
-/** Whether the native kernels are registered on wasm now. */
-export function nativeKernelsEnabled(): boolean {
-  return enabled;
+/** Whether the native kernels are registered on `host` (default: as setNativeKernels) now. */
+export function nativeKernelsEnabled(host: NativeHost = currentHost()): boolean {
+  return enabled.has(host);
 }

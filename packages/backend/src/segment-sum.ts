@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
 /** out[segmentIds[i], :] += x[i, :] over rows of `rowSize`; `out` must start zeroed. Plain loops. */
-function segmentSumInto(out: Float32Array, x: Float32Array, rowSize: number, segmentIds: Int32Array, numSegments: number): Float32Array {
+export function segmentSumInto(out: Float32Array, x: Float32Array, rowSize: number, segmentIds: Int32Array, numSegments: number): Float32Array {
   for (let i = 0; i < segmentIds.length; i++) {
     const s = segmentIds[i] as number;
     if (s < 0 || s >= numSegments) continue;

@@ -1,10 +1,10 @@
-// The native wasm kernels against stock tfjs wasm: every replaced kernel on shapes that cover its cases, then a
+// The native kernels against the stock kernels of each backend they serve (tfjs wasm; tfjs cpu under the native engine): every replaced kernel on shapes that cover its cases, then a
 // whole training graph (stories260K as a ternary student with SubLN): loss and every gradient must agree
 // within float32 tolerance, and the tensor count must stay flat.
 import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
-import { activeBackend, initBackend, nativeKernelsEnabled, setNativeKernels, NATIVE_KERNEL_NAMES } from '@bitdistill/backend';
+import { activeBackend, initBackend, nativeKernelsEnabled, setNativeKernels, NATIVE_HOSTS, NATIVE_KERNEL_NAMES } from '@bitdistill/backend';
 import { nativeStatus } from '@bitdistill/kernels-cpu';
 import { loadModel, rmsNorm } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
@@ -38,7 +38,9 @@ function expectSame(what: string, f: () => tf.Tensor | tf.Tensor[], rtol = 0): v
   });
 }
 
-describe('native wasm kernels vs stock wasm', function () {
+for (const host of NATIVE_HOSTS) describe(`native kernels vs stock kernels on ${host}`, function () {
+  // The stock kernels are tfjs wasm's on wasm and tfjs cpu's on the native engine (its storage is cpu's).
+  const other = host === 'wasm' ? 'cpu' : 'wasm';
   const rng = new Rng(5);
   const rand = (shape: number[], scale = 1): tf.Tensor => tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal() * scale), shape);
   const randInt = (shape: number[], n: number): tf.Tensor => tf.tensor(Int32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.int(n)), shape, 'int32');
@@ -46,14 +48,15 @@ describe('native wasm kernels vs stock wasm', function () {
   before(async function () {
     // 'auto' first: the cached BackendInfo then records the skipped candidates, as segment-sum.test.ts expects.
     await initBackend('auto');
-    const info = await initBackend('wasm');
     if (!nativeStatus().native) this.skip();
-    expect(info.provider).to.equal('@tensorflow/tfjs-backend-wasm + @bitdistill/kernels-cpu');
+    const info = await initBackend(host);
+    expect(info.name).to.equal(host);
+    expect(info.provider).to.match(host === 'wasm' ? /^@tensorflow\/tfjs-backend-wasm \+ @bitdistill\/kernels-cpu$/ : /native engine/);
     expect(info.nativeKernels?.active).to.equal(true);
     expect(nativeKernelsEnabled()).to.equal(true);
     expect(activeBackend()?.nativeKernels?.kernels).to.include('BatchMatMul');
   });
-  after(() => setNativeKernels(true));
+  after(() => setNativeKernels(true, host));
 
   it('BatchMatMul: ranks 2-4, every transpose, batch broadcasting', () => {
     const cases: [number[], number[]][] = [
@@ -156,6 +159,18 @@ describe('native wasm kernels vs stock wasm', function () {
     expect(() => tf.gather(rand([5, 3]), tf.tensor1d([7], 'int32'))).to.throw(/not in \[0, 4\]/);
   });
 
+  it('softmax over the last axis, and the embedding gradient (UnsortedSegmentSum)', () => {
+    for (const shape of [[32, 128, 128], [7, 1], [3, 0], [5, 4097]]) {
+      const x = rand(shape, 4);
+      expectSame(`softmax ${shape}`, () => tf.softmax(x), 1e-6);
+      expectSame(`softmax grad ${shape}`, () => tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.softmax(a), x)))(x), 1e-5);
+    }
+    const table = rand([50, 16]);
+    const ids = randInt([7, 9], 50);
+    const dy = rand([7, 9, 16]);
+    expectSame('gather gradient', () => tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.gather(t, ids), dy)))(table), 1e-6);
+  });
+
   it('Sum and Mean gradients (broadcast dy instead of ones) are bit-identical to stock', () => {
     const x = rand([4, 6, 50]);
     for (const axes of [[2], [0, 2], [1], [0, 1, 2]]) {
@@ -175,10 +190,10 @@ describe('native wasm kernels vs stock wasm', function () {
       return [value, ...grads];
     };
     setNativeKernels(true);
-    expect(tf.getKernel('BitDistillRmsNorm', 'wasm')).to.not.equal(undefined);
+    expect(tf.getKernel('BitDistillRmsNorm', host)).to.not.equal(undefined);
     expectSame('rmsNorm value, dx, dgain', f, 1e-5);
     setNativeKernels(false);
-    expect(tf.getKernel('BitDistillRmsNorm', 'wasm')).to.equal(undefined);
+    expect(tf.getKernel('BitDistillRmsNorm', host)).to.equal(undefined);
     setNativeKernels(true);
   });
 
@@ -186,7 +201,7 @@ describe('native wasm kernels vs stock wasm', function () {
    * One training graph of stories260K as a student with SubLN: loss and the gradient of every parameter, on
    * the backend given (wasm with or without the native kernels, or tfjs cpu).
    */
-  async function studentStep(quantize: boolean, where: 'native' | 'stock' | 'cpu'): Promise<{ loss: number; grads: Float32Array[]; names: string[] }> {
+  async function studentStep(quantize: boolean, where: 'native' | 'stock' | 'other'): Promise<{ loss: number; grads: Float32Array[]; names: string[] }> {
     const { model } = loadModel('models/stories260K');
     try {
       prepareStudent(model, { subln: 'allnorm', weightQuant: 'absmean', quantize });
@@ -195,7 +210,7 @@ describe('native wasm kernels vs stock wasm', function () {
       const ids = tf.tensor2d(Int32Array.from({ length: B * T }, () => r.int(V)), [B, T], 'int32');
       const labels = tf.tensor1d(Int32Array.from({ length: B * T }, () => r.int(V)), 'int32');
       const vars = [...model.params.values()];
-      if (where === 'cpu') await tf.setBackend('cpu');
+      if (where === 'other') await initBackend(other);
       else setNativeKernels(where === 'native');
       try {
         return tf.tidy(() => {
@@ -207,7 +222,7 @@ describe('native wasm kernels vs stock wasm', function () {
           return { loss: value.dataSync()[0] as number, grads: vars.map((v) => (grads[v.name] as tf.Tensor).dataSync() as Float32Array), names: [...model.params.keys()] };
         });
       } finally {
-        await tf.setBackend('wasm');
+        await tf.setBackend(host);
         setNativeKernels(true);
         ids.dispose();
         labels.dispose();
@@ -231,7 +246,7 @@ describe('native wasm kernels vs stock wasm', function () {
     return Math.sqrt(num / den);
   }
 
-  it('stories260K student with SubLN, dense linears: loss and every gradient equal stock wasm within float32 noise', async () => {
+  it('stories260K student with SubLN, dense linears: loss and every gradient equal the stock kernels within float32 noise', async () => {
     const stock = await studentStep(false, 'stock');
     const native = await studentStep(false, 'native');
     expect(native.loss).to.be.closeTo(stock.loss, 1e-6 * Math.abs(stock.loss));
@@ -247,12 +262,12 @@ describe('native wasm kernels vs stock wasm', function () {
     });
   });
 
-  it('stories260K ternary student: native deviates from stock wasm no more than tfjs cpu does', async () => {
+  it(`stories260K ternary student: native deviates from the stock kernels no more than tfjs ${other} does`, async () => {
     // Fake quantization is discontinuous: a last-bit difference before round() flips an int8 or ternary code
     // now and then, so no two backends agree to float32 noise here (stock wasm vs tfjs cpu neither).
     const stock = await studentStep(true, 'stock');
     const native = await studentStep(true, 'native');
-    const cpu = await studentStep(true, 'cpu');
+    const cpu = await studentStep(true, 'other');
     const baseline = relL2(stock.grads, cpu.grads);
     expect(Math.abs(native.loss - stock.loss)).to.be.at.most(Math.max(3 * Math.abs(cpu.loss - stock.loss), 1e-5 * stock.loss));
     expect(relL2(stock.grads, native.grads)).to.be.at.most(Math.max(3 * baseline, 1e-4));
@@ -281,14 +296,15 @@ describe('native wasm kernels vs stock wasm', function () {
 
   it('setNativeKernels(false) restores every stock kernel, (true) puts the native ones back', () => {
     setNativeKernels(true);
-    const nativeFns = new Map(NATIVE_KERNEL_NAMES.map((n) => [n, tf.getKernel(n, 'wasm')?.kernelFunc]));
+    const nativeFns = new Map(NATIVE_KERNEL_NAMES.map((n) => [n, tf.getKernel(n, host)?.kernelFunc]));
     setNativeKernels(false);
     for (const name of NATIVE_KERNEL_NAMES) {
-      const k = tf.getKernel(name, 'wasm');
-      if (name.startsWith('BitDistill')) expect(k, name).to.equal(undefined);
+      const k = tf.getKernel(name, host);
+      // Kernels tfjs lacks on this backend (ours only) are removed; the others are tfjs's again.
+      if (name.startsWith('BitDistill') || (host === 'wasm' && name === 'UnsortedSegmentSum' && k === undefined)) expect(k, name).to.equal(undefined);
       else expect(k !== undefined && k.kernelFunc !== nativeFns.get(name), name).to.equal(true);
     }
     setNativeKernels(true);
-    for (const name of NATIVE_KERNEL_NAMES) expect(tf.getKernel(name, 'wasm')?.kernelFunc, name).to.equal(nativeFns.get(name));
+    for (const name of NATIVE_KERNEL_NAMES) expect(tf.getKernel(name, host)?.kernelFunc, name).to.equal(nativeFns.get(name));
   });
 });

@@ -4,10 +4,12 @@ import { Rng } from '@bitdistill/core';
 import { initBackend, unsortedSegmentSumRef } from '@bitdistill/backend';
 
 describe('backend', () => {
-  it('initialises wasm and cpu, and auto picks wasm when tfjs-node is absent', async () => {
+  it('initialises native, wasm and cpu, and auto picks the native engine when tfjs-node is absent', async () => {
     const info = await initBackend('auto');
-    expect(['tensorflow', 'wasm']).to.include(info.name);
-    if (info.name === 'wasm') expect(info.skipped.map((s) => s.provider)).to.include('@tensorflow/tfjs-node');
+    expect(['tensorflow', 'native']).to.include(info.name);
+    if (info.name === 'native') expect(info.skipped.map((s) => s.provider)).to.include('@tensorflow/tfjs-node');
+    await initBackend('native');
+    expect(tf.getBackend()).to.equal('native');
     await initBackend('cpu');
     expect(tf.getBackend()).to.equal('cpu');
     await initBackend('wasm');

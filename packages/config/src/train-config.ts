@@ -62,7 +62,7 @@ export type StageName = (typeof STAGE_NAMES)[number];
 export const PIPELINE_STAGES: readonly StageName[] = ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill'];
 
 // Mirrors of lists owned by packages above this one (config depends on core only); their tests use these names.
-const BACKENDS = ['auto', 'tensorflow', 'wasm', 'cpu'] as const; // @bitdistill/backend BACKEND_CHOICES
+const BACKENDS = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'] as const; // @bitdistill/backend BACKEND_CHOICES
 const SUBLN_MODES = ['allnorm', 'standard', 'none'] as const; // @bitdistill/model SUBLN_MODES
 const WEIGHT_QUANT_MODES = ['absmean', 'block256', 'perRow'] as const; // @bitdistill/quant WEIGHT_QUANT_MODES
 const SCHEDULES = ['linear', 'cosine', 'wsd', 'constant'] as const; // @bitdistill/trainer SCHEDULES

@@ -1,0 +1,171 @@
+/**
+ * The native CPU engine's registration with tfjs: a backend named 'native' that is an instance of tfjs's cpu
+ * backend (MathBackendCPU, made by the factory tfjs registered for 'cpu'), so its tensors are ordinary
+ * TypedArrays outside any wasm heap, with every kernel the cpu backend has registered under 'native' too. The
+ * native kernels (native-kernels.ts) then replace the hot ones with `setNativeKernels(true, 'native')`.
+ *
+ * Registering the cpu kernels again under another name is what tfjs itself does for its backends (a kernel
+ * config is a name, a backend name and a function of (inputs, attrs, backend)); the cpu kernels only use the
+ * backend object they are handed, so they serve this instance as they serve the stock one.
+ *
+ * Buffer recycling. A training step allocates the same activation and gradient sizes every step; fresh
+ * ArrayBuffers cost a zero-fill and first-touch page faults each time (measured on the reference config: the
+ * step took 3.5x longer than on wasm, whose heap is reused). So the outputs of the native kernels come from a
+ * pool of ArrayBuffers by byte size, and go back to it when their tensor is disposed — only when that is
+ * provably safe: the buffer was allocated by the pool, no other tensor was ever written with a view of it
+ * (stock cpu kernels return subarray views, e.g. a contiguous slice), and it was never handed out by
+ * readSync / read (the cpu backend returns its storage itself, and `dataSync()` results outlive tensors).
+ * Pooled bytes are capped (BITDISTILL_POOL_MB, default 1024); beyond the cap buffers are left to the GC.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+export const ENGINE_NAME = 'native';
+
+type Typed = Float32Array | Int32Array | Uint8Array;
+type TypedCtor = Float32ArrayConstructor | Int32ArrayConstructor | Uint8ArrayConstructor;
+
+interface CpuBackendInternals {
+  data: { get(id: tf.DataId): { values?: unknown } | undefined; has(id: tf.DataId): boolean };
+  write(values: unknown, shape: number[], dtype: tf.DataType): tf.DataId;
+  move(dataId: tf.DataId, values: unknown, shape: number[], dtype: tf.DataType, refCount: number): void;
+  readSync(dataId: tf.DataId): unknown;
+  read(dataId: tf.DataId): Promise<unknown>;
+  disposeData(dataId: tf.DataId, force?: boolean): boolean;
+}
+
+/** Pool statistics, for tests and the bench. */
+export interface PoolStats {
+  pooledBytes: number;
+  capBytes: number;
+  hits: number;
+  misses: number;
+  recycled: number;
+}
+
+/** The engine's backend object: tfjs's cpu backend plus pooled allocation. */
+export interface EngineBackend {
+  /** A typed array of n elements for a new output: from the pool (contents undefined) or fresh (zeroed). */
+  allocOutput(ctor: TypedCtor, n: number): Typed;
+  poolStats(): PoolStats;
+}
+
+function poolCapBytes(): number {
+  const mb = Number(process.env['BITDISTILL_POOL_MB'] ?? '1024');
+  return Number.isFinite(mb) && mb >= 0 ? mb * 2 ** 20 : 2 ** 30;
+}
+
+/** Adds the pool to a fresh cpu backend instance (methods wrapped on the instance, the class untouched). */
+function withPool(b: tf.KernelBackend): tf.KernelBackend & EngineBackend {
+  const cpu = b as unknown as CpuBackendInternals;
+  const free = new Map<number, ArrayBuffer[]>();
+  /** Buffers the pool made, by the one typed array that spans each. */
+  const owner = new WeakMap<ArrayBuffer, Typed>();
+  /** Pool buffers that may be seen through something else than their owner array: never recycled. */
+  const pinned = new WeakSet<ArrayBuffer>();
+  const stats: PoolStats = { pooledBytes: 0, capBytes: poolCapBytes(), hits: 0, misses: 0, recycled: 0 };
+  let allocating = false;
+
+  /** Marks a pool buffer as seen from outside its one tensor (never recycled after that). */
+  const pinIfPooled = (values: unknown): void => {
+    if (!ArrayBuffer.isView(values)) return;
+    const buf = values.buffer as ArrayBuffer;
+    if (owner.has(buf)) pinned.add(buf);
+  };
+
+  const write = cpu.write.bind(cpu);
+  cpu.write = (values, shape, dtype) => {
+    // Any write of a pool buffer other than the allocation itself shares it (a view, or the same array twice).
+    if (!allocating) pinIfPooled(values);
+    return write(values, shape, dtype);
+  };
+  const move = cpu.move.bind(cpu);
+  cpu.move = (dataId, values, shape, dtype, refCount) => {
+    pinIfPooled(values);
+    move(dataId, values, shape, dtype, refCount);
+  };
+  const readSync = cpu.readSync.bind(cpu);
+  cpu.readSync = (dataId) => {
+    pinIfPooled(cpu.data.get(dataId)?.values);
+    return readSync(dataId);
+  };
+  cpu.read = async (dataId) => cpu.readSync(dataId);
+  const disposeData = cpu.disposeData.bind(cpu);
+  cpu.disposeData = (dataId, force = false) => {
+    const values = cpu.data.get(dataId)?.values;
+    const done = disposeData(dataId, force);
+    if (done && ArrayBuffer.isView(values) && !cpu.data.has(dataId)) {
+      const buf = values.buffer as ArrayBuffer;
+      if (owner.get(buf) === values && !pinned.has(buf) && stats.pooledBytes + buf.byteLength <= stats.capBytes) {
+        owner.delete(buf);
+        let list = free.get(buf.byteLength);
+        if (list === undefined) {
+          list = [];
+          free.set(buf.byteLength, list);
+        }
+        list.push(buf);
+        stats.pooledBytes += buf.byteLength;
+        stats.recycled++;
+      }
+    }
+    return done;
+  };
+
+  const engine = b as tf.KernelBackend & EngineBackend;
+  engine.allocOutput = (ctor, n) => {
+    const bytes = n * ctor.BYTES_PER_ELEMENT;
+    const buf = free.get(bytes)?.pop();
+    let arr: Typed;
+    if (buf !== undefined) {
+      stats.pooledBytes -= bytes;
+      stats.hits++;
+      arr = new ctor(buf, 0, n);
+    } else {
+      stats.misses++;
+      arr = new ctor(n);
+    }
+    if (bytes > 0) owner.set(arr.buffer as ArrayBuffer, arr);
+    return arr;
+  };
+  engine.poolStats = () => ({ ...stats });
+  // The storage adapter writes the pool's arrays through this flag (see native-kernels.ts).
+  (engine as unknown as { writeOwned: (v: Typed, shape: number[], dtype: tf.DataType) => tf.DataId }).writeOwned = (v, shape, dtype) => {
+    allocating = true;
+    try {
+      return cpu.write(v, shape, dtype);
+    } finally {
+      allocating = false;
+    }
+  };
+  return engine;
+}
+
+let registered = false;
+
+/** Registers the 'native' backend and the cpu backend's kernels for it (once per process). */
+export function registerNativeEngine(): void {
+  if (registered) return;
+  const cpuFactory = tf.findBackendFactory('cpu');
+  if (cpuFactory === null || cpuFactory === undefined) throw new Error("tfjs's cpu backend is not registered (import @tensorflow/tfjs first)");
+  const kernels = tf.getKernelsForBackend('cpu');
+  if (kernels.length === 0) throw new Error("tfjs's cpu backend has no kernels registered");
+  for (const k of kernels) {
+    if (tf.getKernel(k.kernelName, ENGINE_NAME) === undefined) tf.registerKernel({ ...k, backendName: ENGINE_NAME });
+  }
+  tf.registerBackend(
+    ENGINE_NAME,
+    () => {
+      const b = cpuFactory() as tf.KernelBackend & { firstUse?: boolean };
+      b.firstUse = false; // the cpu backend's "install tfjs-node" banner is not for this engine
+      return withPool(b);
+    },
+    // Below tfjs's own priorities: only initBackend chooses it, never tfjs's implicit pick.
+    0,
+  );
+  registered = true;
+}
+
+/** The engine backend's pool statistics, or null when the engine is not the active backend. */
+export function enginePoolStats(): PoolStats | null {
+  if (tf.getBackend() !== ENGINE_NAME) return null;
+  return (tf.backend() as unknown as EngineBackend).poolStats();
+}

@@ -1,0 +1,125 @@
+// The native CPU engine (backend 'native': tfjs cpu storage + the native kernels) against the previous default
+// (wasm + the same native kernels): equal training losses over several AdamW steps of a tiny model; tensors
+// beyond wasm32's 4 GiB; and the buffer pool's safety rules (no array handed out by dataSync, no view of a
+// buffer, is ever recycled under a live reader).
+import { expect } from 'chai';
+import * as tf from '@tensorflow/tfjs';
+import { Rng } from '@bitdistill/core';
+import { initBackend, enginePoolStats, type BackendChoice } from '@bitdistill/backend';
+import { nativeStatus } from '@bitdistill/kernels-cpu';
+import { loadModel } from '@bitdistill/model';
+import { prepareStudent } from '@bitdistill/quant';
+import { answerCrossEntropy } from '@bitdistill/losses';
+import { AdamW } from '@bitdistill/trainer';
+
+/** N AdamW steps of stories260K (optionally as a ternary student) on `backend`; the loss of each step. */
+async function trainLosses(backend: BackendChoice, steps: number, quantize: boolean): Promise<number[]> {
+  await initBackend(backend);
+  const { model } = loadModel('models/stories260K');
+  try {
+    prepareStudent(model, { subln: 'allnorm', weightQuant: 'absmean', quantize });
+    const r = new Rng(11);
+    const [B, T, V] = [4, 32, model.config.vocabSize];
+    const ids = tf.tensor2d(Int32Array.from({ length: B * T }, () => r.int(V)), [B, T], 'int32');
+    const labels = tf.tensor2d(Int32Array.from({ length: B * T }, () => r.int(V)), [B, T], 'int32');
+    const mask = tf.ones([B, T]);
+    const opt = new AdamW({ beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 });
+    const names = new Map([...model.params].map(([name, v]) => [v.name, name]));
+    const vars = [...model.params.values()];
+    const losses: number[] = [];
+    for (let s = 0; s < steps; s++) {
+      losses.push(
+        tf.tidy(() => {
+          const { value, grads } = tf.variableGrads(() => answerCrossEntropy(model.forward(ids).logits, labels, mask), vars);
+          const byName: Record<string, tf.Tensor> = {};
+          for (const [vn, g] of Object.entries(grads)) byName[names.get(vn) as string] = g;
+          opt.apply(model.params, byName, 3e-3);
+          return value.dataSync()[0] as number;
+        }),
+      );
+    }
+    opt.dispose();
+    tf.dispose([ids, labels, mask]);
+    return losses;
+  } finally {
+    model.dispose();
+  }
+}
+
+describe('native CPU engine', function () {
+  before(function () {
+    if (!nativeStatus().native) this.skip();
+  });
+
+  it('is what auto picks when libtensorflow is absent', async () => {
+    const info = await initBackend('auto');
+    if (info.name === 'tensorflow') return;
+    expect(info.name).to.equal('native');
+    expect(tf.getBackend()).to.equal('native');
+    expect(info.nativeKernels?.active).to.equal(true);
+    expect(info.nativeKernels?.kernels).to.include.members(['BatchMatMul', 'Softmax', 'UnsortedSegmentSum', 'GatherV2']);
+  });
+
+  it('8 AdamW steps of stories260K: losses equal the previous engine (wasm + native kernels) within 1e-5 relative', async () => {
+    // Dense linears: the same kernels on both sides, so only float32 summation order could differ (none is
+    // expected: the same native GEMM and elementwise code runs on both storages). 1e-5 leaves room for it.
+    const engine = await trainLosses('native', 8, false);
+    const previous = await trainLosses('wasm', 8, false);
+    expect(engine[7] as number).to.be.below(engine[0] as number); // it trains
+    engine.forEach((l, i) => expect(l, `step ${i}`).to.be.closeTo(previous[i] as number, 1e-5 * Math.abs(previous[i] as number)));
+  });
+
+  it('8 AdamW steps of the ternary student: losses within 1e-3 relative of the previous engine', async () => {
+    // Fake quantization can flip a code on a last-bit difference (native-kernels.test.ts); over 8 steps the
+    // losses still agree closely.
+    const engine = await trainLosses('native', 8, true);
+    const previous = await trainLosses('wasm', 8, true);
+    engine.forEach((l, i) => expect(l, `step ${i}`).to.be.closeTo(previous[i] as number, 1e-3 * Math.abs(previous[i] as number)));
+  });
+
+  it('holds more than 4 GiB of tensors (wasm32 cannot)', async () => {
+    await initBackend('native');
+    const n = 2 ** 28; // 1 GiB of float32 each
+    const ts: tf.Tensor[] = [];
+    try {
+      for (let i = 0; i < 5; i++) {
+        const a = new Float32Array(n);
+        a[n - 1] = i + 1;
+        ts.push(tf.tensor1d(a));
+      }
+      expect(tf.memory().numBytes).to.be.at.least(5 * 2 ** 30);
+      const last = tf.tidy(() => tf.max(tf.add(ts[4] as tf.Tensor, ts[3] as tf.Tensor)));
+      expect(last.dataSync()[0]).to.equal(9);
+      last.dispose();
+    } finally {
+      tf.dispose(ts);
+    }
+  });
+
+  it('recycles kernel outputs, but never an array dataSync handed out or a buffer a view was taken of', async () => {
+    await initBackend('native');
+    const x = tf.tensor2d(Float32Array.from({ length: 64 * 64 }, (_, i) => i % 7), [64, 64]);
+    const before = enginePoolStats();
+    expect(before).to.not.equal(null);
+    // A kernel output read by dataSync, then disposed: its values must stay as they were after more work.
+    const y = tf.matMul(x, x);
+    const seen = y.dataSync();
+    const copy = Float32Array.from(seen);
+    y.dispose();
+    for (let i = 0; i < 5; i++) tf.tidy(() => tf.matMul(tf.add(x, i), x).dataSync());
+    expect(Array.from(seen)).to.deep.equal(Array.from(copy));
+    // A contiguous slice of a kernel output is a view on the cpu backend: disposing the source must not free it.
+    const z = tf.mul(x, 2);
+    const row = tf.slice(z, [3, 0], [1, 64]);
+    const rowWant = Array.from({ length: 64 }, (_, j) => 2 * ((3 * 64 + j) % 7));
+    z.dispose();
+    for (let i = 0; i < 5; i++) tf.tidy(() => tf.mul(tf.add(x, i + 100), 3));
+    expect(Array.from(row.dataSync())).to.deep.equal(rowWant);
+    row.dispose();
+    // Outputs nobody kept are recycled: the loop above reused buffers.
+    const after = enginePoolStats();
+    expect((after?.hits ?? 0) - (before?.hits ?? 0)).to.be.greaterThan(0);
+    expect((after?.recycled ?? 0) - (before?.recycled ?? 0)).to.be.greaterThan(0);
+    x.dispose();
+  });
+});
