@@ -359,6 +359,22 @@ const splitV: KernelFn = (args) => {
   return outs;
 };
 
+/** tf.slice (and the Tile gradient's slices): a strided copy of the region into a new tensor. */
+const slice: KernelFn = (args) => {
+  const st = storageOf(args.backend);
+  const { x } = args.inputs as { x: tf.TensorInfo };
+  const { begin, size } = args.attrs as { begin: number | number[]; size: number | number[] };
+  if (!is4Byte(x) || x.shape.length === 0 || x.shape.length > 8) return stockKernel('Slice', args);
+  const [b, sz] = tf.slice_util.parseSliceParams(x, begin, size) as [number[], number[]];
+  tf.slice_util.assertParamsValid(x, b, sz);
+  const out = st.out(sz, x.dtype);
+  if (sizeOf(sz) === 0) return out;
+  const strides = stridesOf(x.shape);
+  const offset = b.reduce((acc, v, i) => acc + v * (strides[i] as number), 0);
+  copyStrided32(bits32(st, x), { offset, strides }, bits32(st, out), { offset: 0, strides: stridesOf(sz) }, sz);
+  return out;
+};
+
 /** tf.tile, and through it tf.broadcastTo. */
 const tile: KernelFn = (args) => {
   const st = storageOf(args.backend);
@@ -472,6 +488,7 @@ const NATIVE: Record<string, KernelFn> = {
   SplitV: splitV,
   GatherV2: gatherV2,
   Tile: tile,
+  Slice: slice,
   Identity: identity,
   BitDistillRmsNorm: rmsNorm,
   BitDistillRmsNormGrad: rmsNormGrad,

@@ -11,7 +11,7 @@ import type { DecoderConfig } from './config.ts';
 import { PROJECTIONS, SUBLN_EPS, projectionName, sublnName, type Projection } from './names.ts';
 
 export { PROJECTIONS, SUBLN_EPS, projectionName, sublnName, type Projection };
-import { bmm, denseLinear, rmsNorm, type LinearFn } from './ops.ts';
+import { bmm, denseLinear, matMulT, rmsNorm, type LinearFn } from './ops.ts';
 
 
 /** Q, K, V of one layer for attention-relation distillation, each [B, heads, T, d], GQA heads not expanded. */
@@ -245,15 +245,17 @@ export class Decoder {
       q = this.applyRope(q, T);
       k = this.applyRope(k, T);
       if (capture.has(l)) captured.set(l, { q, k, v });
-      // GQA: query head j reads key/value head floor(j / (H / Hkv)).
-      // (tiled as a rank-3 tensor: tfjs has no Tile gradient beyond rank 4)
-      const expand = (t: tf.Tensor4D) => (H === Hkv ? t : (tf.reshape(tf.tile(tf.reshape(t, [B * Hkv, 1, T * d]), [1, H / Hkv, 1]), [B, H, T, d]) as tf.Tensor4D));
-      const q3 = tf.reshape(q, [B * H, T, d]) as tf.Tensor3D;
-      const kT = tf.transpose(tf.reshape(expand(k), [B * H, T, d]), [0, 2, 1]) as tf.Tensor3D; // [BH, d, T]
-      const v3 = tf.reshape(expand(v), [B * H, T, d]) as tf.Tensor3D;
-      const scores = tf.add(tf.mul(bmm(q3, kT), 1 / Math.sqrt(d)), mask); // [BH, T, T]
-      const att = tf.softmax(scores, -1) as tf.Tensor3D;
-      const y = bmm(att, v3); // [BH, T, d]
+      // GQA: query head j reads key/value head floor(j / r), r = H / Hkv. The r query heads of a key/value head
+      // are adjacent, so q [B, H, T, d] is [B * Hkv, r * T, d] as it lies: one product per key/value head, no
+      // copy of K or V per query head (a tiled K/V and its gradient cost more than the attention itself).
+      const r = H / Hkv;
+      const q3 = tf.reshape(q, [B * Hkv, r * T, d]) as tf.Tensor3D;
+      const k3 = tf.reshape(k, [B * Hkv, T, d]) as tf.Tensor3D;
+      const v3 = tf.reshape(v, [B * Hkv, T, d]) as tf.Tensor3D;
+      const raw = tf.reshape(matMulT(q3, k3, false, true), [B * H, T, T]); // [BH, T, T]
+      const scores = tf.add(tf.mul(raw, 1 / Math.sqrt(d)), mask);
+      const att = tf.reshape(tf.softmax(scores, -1), [B * Hkv, r * T, T]) as tf.Tensor3D;
+      const y = bmm(att, v3); // [B * Hkv, r * T, d] = [B, H, T, d]
       const yc = tf.reshape(tf.transpose(tf.reshape(y, [B, H, T, d]), [0, 2, 1, 3]), [N, H * d]) as tf.Tensor2D;
       x = tf.add(x, this.project(yc, l, 'o_proj'));
       // --- SwiGLU MLP ---

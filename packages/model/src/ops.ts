@@ -1,11 +1,34 @@
 /**
- * Matmul building blocks that keep the wasm backend on its fast path (MACHINE.md): XNNPACK only serves plain
- * 2-D matmuls without transpose flags, so the backward passes below transpose explicitly instead of letting
- * autograd emit transposed matmuls (which fall to a ~1 GFLOP/s scalar loop).
+ * Matmul building blocks. Products with a transposed operand use tf.matMul's transpose flags where the
+ * backend's BatchMatMul serves them at full speed (the native engine, wasm with the native kernels, tfjs-node,
+ * webgpu): no transposed copy of a weight is ever made, which at Qwen3-0.6B scale is a 622 MB copy of the tied
+ * embedding per forward and two per backward. Stock wasm is the exception (MACHINE.md): XNNPACK only serves
+ * plain 2-D matmuls, transposed ones fall to a ~1 GFLOP/s scalar loop, so there the operands are transposed
+ * explicitly first.
  */
 import * as tf from '@tensorflow/tfjs';
 
-/** a [M, K] @ b [K, N] -> [M, N], with a backward made of plain matmuls. */
+/**
+ * Whether tf.matMul with transpose flags is fast on the active backend: everywhere but stock wasm. The native
+ * kernels register BitDistillRmsNorm together with their BatchMatMul, so its presence on wasm tells.
+ */
+export function transposeFlagsFast(): boolean {
+  const b = tf.getBackend();
+  return b !== 'wasm' || tf.getKernel(RMS_NORM_KERNEL, b) !== undefined;
+}
+
+/** op(a) @ op(b) for 2-D or batched operands, with transpose flags or explicit transposes (see above). */
+export function matMulT<T extends tf.Tensor>(a: T, b: T, transA = false, transB = false): T {
+  if (transposeFlagsFast() || (!transA && !transB)) return tf.matMul(a, b, transA, transB) as T;
+  const t = (x: T): T => {
+    const perm = [...x.shape.keys()];
+    perm.push(perm.splice(perm.length - 2, 1)[0] as number); // swap the last two axes
+    return tf.transpose(x, perm) as T;
+  };
+  return tf.matMul(transA ? t(a) : a, transB ? t(b) : b) as T;
+}
+
+/** a [M, K] @ b [K, N] -> [M, N]; backward dA = dy @ b^T, dB = a^T @ dy through matMulT. */
 export const matmul2d = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   const [a, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
   save([a, b]);
@@ -14,10 +37,27 @@ export const matmul2d = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[])
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
       const [sa, sb] = saved as [tf.Tensor2D, tf.Tensor2D];
       const dy2 = dy as tf.Tensor2D;
-      return [tf.matMul(dy2, tf.transpose(sb)), tf.matMul(tf.transpose(sa), dy2)];
+      return [matMulT(dy2, sb, false, true), matMulT(sa, dy2, true, false)];
     },
   };
 }) as unknown as (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
+
+/**
+ * x [N, in] @ weight [out, in]^T -> [N, out] (the HF layout, never transposed in memory);
+ * backward dx = dy @ weight, dweight = dy^T @ x.
+ */
+const linearT = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [x, w, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
+  save([x, w]);
+  return {
+    value: matMulT(x, w, false, true),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
+      const dy2 = dy as tf.Tensor2D;
+      return [tf.matMul(dy2, sw), matMulT(dy2, sx, true, false)];
+    },
+  };
+}) as unknown as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
 
 /**
  * The linear op the model calls for every projection: x [N, in], weight [out, in] (HF layout) -> [N, out].
@@ -25,7 +65,7 @@ export const matmul2d = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[])
  */
 export type LinearFn = (x: tf.Tensor2D, weight: tf.Tensor2D) => tf.Tensor2D;
 
-export const denseLinear: LinearFn = (x, weight) => matmul2d(x, tf.transpose(weight));
+export const denseLinear: LinearFn = (x, weight) => linearT(x, weight);
 
 /**
  * Optional fused RMSNorm kernels: a backend may register them (packages/backend does on wasm with the native

@@ -5,6 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ArgumentError } from '@bitdistill/core';
+import { matMulT } from '@bitdistill/model';
 import { checkWeightQuantMode, type WeightQuantMode } from './reference.ts';
 
 /** The straight-through estimator: forward = quantize(x), backward = identity. The only place it lives. */
@@ -82,7 +83,7 @@ function withSte(quantize: (x: tf.Tensor) => tf.Tensor): (x: tf.Tensor) => tf.Te
     const q = tf.clipByValue(tf.round(tf.mul(x, s)), -128, 127) as tf.Tensor2D; // [N, in]
     const d = perRow ? tf.maximum(tf.mean(tf.abs(w), -1, true), 1e-5) : tf.maximum(tf.mean(tf.abs(w)), 1e-5); // [out, 1] or []
     const c = tf.clipByValue(tf.round(tf.div(w, d)), -1, 1) as tf.Tensor2D; // [out, in]
-    const acc = tf.matMul(q, tf.transpose(c)); // [N, out], exact integers
+    const acc = matMulT(q, c, false, true); // [N, out], exact integers
     const ratio = perRow ? tf.div(tf.reshape(d, [1, -1]), s) : tf.div(d, s); // f32(d / s): [N, out] or [N, 1]
     save([q, s, c, d]);
     return {
@@ -92,7 +93,7 @@ function withSte(quantize: (x: tf.Tensor) => tf.Tensor): (x: tf.Tensor) => tf.Te
         const dy2 = dy as tf.Tensor2D;
         const wq = tf.mul(sc, sd) as tf.Tensor2D; // dequantized ternary weights [out, in]
         const xq = tf.div(sq, ss) as tf.Tensor2D; // dequantized activations [N, in]
-        return [tf.matMul(dy2, wq), tf.matMul(tf.transpose(dy2), xq)];
+        return [tf.matMul(dy2, wq), matMulT(dy2, xq, true, false)];
       },
     };
   }) as unknown as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;

@@ -4,6 +4,12 @@
  *   m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
  *   p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
  * The moments are plain tensors keyed by parameter name, so checkpoints save and restore them exactly.
+ *
+ * Memory at real size: on backends whose tensors are host TypedArrays that dataSync hands out as they are (the
+ * native engine, tfjs cpu), the update is one fused loop per parameter that writes m and v in place (they are
+ * this optimizer's own, never shared) and the new parameter into a fresh array; elsewhere it is tf ops in a
+ * tidy per parameter. Either way at most one parameter's temporaries are alive at a time: one tidy over all
+ * of Qwen3-0.6B's parameters held ~8 x 2.4 GB of temporaries at once.
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -25,31 +31,48 @@ export class AdamW {
     this.options = options;
   }
 
-  /** Apply one update with learning rate `lr` to every parameter that has a gradient in `grads`. */
-  apply(params: Map<string, tf.Variable>, grads: Record<string, tf.Tensor>, lr: number): void {
+  /**
+   * Apply one update with learning rate `lr` to every parameter that has a gradient in `grads`, each gradient
+   * multiplied by `gradScale` first (gradient averaging and clipping, without a scaled copy of every gradient).
+   */
+  apply(params: Map<string, tf.Variable>, grads: Record<string, tf.Tensor>, lr: number, gradScale = 1): void {
     this.step += 1;
     const { beta1, beta2, eps, weightDecay } = this.options;
     const bc1 = 1 - Math.pow(beta1, this.step);
     const bc2 = 1 - Math.pow(beta2, this.step);
-    tf.tidy(() => {
-      for (const [name, p] of params) {
-        const g = grads[name];
-        if (g === undefined || !p.trainable) continue;
-        let m = this.m.get(name);
-        let v = this.v.get(name);
-        if (m === undefined || v === undefined) {
-          m = tf.variable(tf.zerosLike(p), false);
-          v = tf.variable(tf.zerosLike(p), false);
-          this.m.set(name, m);
-          this.v.set(name, v);
-        }
-        m.assign(tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1)));
-        v.assign(tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2)));
-        const update = tf.div(tf.div(m, bc1), tf.add(tf.sqrt(tf.div(v, bc2)), eps));
+    const fused = hostStorage();
+    for (const [name, p] of params) {
+      const g = grads[name];
+      if (g === undefined || !p.trainable) continue;
+      let m = this.m.get(name);
+      let v = this.v.get(name);
+      if (m === undefined || v === undefined) {
+        m = zeroVariable(p.shape);
+        v = zeroVariable(p.shape);
+        this.m.set(name, m);
+        this.v.set(name, v);
+      }
+      if (fused) {
+        const next = new Float32Array(p.size);
+        adamwFused(p.dataSync() as Float32Array, g.dataSync() as Float32Array, m.dataSync() as Float32Array, v.dataSync() as Float32Array, next, {
+          beta1, beta2, eps, weightDecay, lr, bc1, bc2, gradScale,
+        });
+        const t = tf.tensor(next, p.shape);
+        p.assign(t);
+        t.dispose();
+        continue;
+      }
+      tf.tidy(() => {
+        const mm = m as tf.Variable;
+        const vv = v as tf.Variable;
+        const gs = gradScale === 1 ? g : tf.mul(g, gradScale);
+        mm.assign(tf.add(tf.mul(mm, beta1), tf.mul(gs, 1 - beta1)));
+        vv.assign(tf.add(tf.mul(vv, beta2), tf.mul(tf.square(gs), 1 - beta2)));
+        const update = tf.div(tf.div(mm, bc1), tf.add(tf.sqrt(tf.div(vv, bc2)), eps));
         const decayed = weightDecay === 0 ? p : tf.mul(p, 1 - lr * weightDecay);
         p.assign(tf.sub(decayed, tf.mul(update, lr)));
-      }
-    });
+      });
+    }
   }
 
   /** Moments as named Float32Arrays (for optimizer.safetensors) plus the step. */
@@ -77,6 +100,49 @@ export class AdamW {
     for (const t of this.v.values()) t.dispose();
     this.m.clear();
     this.v.clear();
+  }
+}
+
+function zeroVariable(shape: readonly number[]): tf.Variable {
+  const t = tf.tensor(new Float32Array(shape.reduce((a, b) => a * b, 1)), [...shape]);
+  const v = tf.variable(t, false);
+  t.dispose();
+  return v;
+}
+
+/** Backends whose dataSync returns the tensor's own host storage (so m and v can be updated in place). */
+function hostStorage(): boolean {
+  const b = tf.getBackend();
+  return b === 'native' || b === 'cpu';
+}
+
+interface FusedSettings {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  lr: number;
+  bc1: number;
+  bc2: number;
+  gradScale: number;
+}
+
+/**
+ * One AdamW update of one parameter: m and v in place, the new parameter into `out` (p is left as it is, so a
+ * tensor sharing its storage is never changed). Float64 arithmetic per element, stored as float32.
+ */
+export function adamwFused(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, out: Float32Array, s: FusedSettings): void {
+  const { beta1, beta2, eps, bc1, bc2, gradScale } = s;
+  const decay = 1 - s.lr * s.weightDecay;
+  const lr = s.lr;
+  const n = p.length;
+  for (let i = 0; i < n; i++) {
+    const gi = (g[i] as number) * gradScale;
+    const mi = beta1 * (m[i] as number) + (1 - beta1) * gi;
+    const vi = beta2 * (v[i] as number) + (1 - beta2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    out[i] = (p[i] as number) * decay - (lr * (mi / bc1)) / (Math.sqrt(vi / bc2) + eps);
   }
 }
 

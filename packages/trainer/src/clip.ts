@@ -13,3 +13,20 @@ export function clipByGlobalNorm(grads: Record<string, tf.Tensor>, maxNorm: numb
   for (const n of names) out[n] = tf.mul(grads[n] as tf.Tensor, scale);
   return { grads: out, norm };
 }
+
+/**
+ * The factor that averages summed gradients over `divisor` micro-batches and clips their global L2 norm to
+ * maxNorm (<= 0: no clipping): g_used = g_sum * scale. `norm` is the averaged gradients' norm before clipping
+ * (what clipByGlobalNorm reports). Reads one scalar per parameter; no gradient is copied.
+ */
+export function clipScale(summed: Record<string, tf.Tensor>, maxNorm: number, divisor = 1): { norm: number; scale: number } {
+  let sq = 0;
+  for (const g of Object.values(summed)) {
+    const s = tf.tidy(() => tf.sum(tf.square(g)));
+    sq += (s.dataSync()[0] as number);
+    s.dispose();
+  }
+  const norm = Math.sqrt(sq) / divisor;
+  const clip = maxNorm > 0 && Number.isFinite(norm) && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1;
+  return { norm, scale: clip / divisor };
+}

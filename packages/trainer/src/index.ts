@@ -2,7 +2,7 @@ export { AdamW, adamwRef } from './adamw.ts';
 export type { AdamWOptions } from './adamw.ts';
 export { learningRate, SCHEDULES } from './schedule.ts';
 export type { ScheduleKind, ScheduleOptions } from './schedule.ts';
-export { clipByGlobalNorm } from './clip.ts';
+export { clipByGlobalNorm, clipScale } from './clip.ts';
 export {
   saveCheckpoint,
   writeCheckpointDir,
