@@ -1,11 +1,13 @@
 /**
  * `npm run bench -- train [--rounds N] [--steps N] [--stock-steps N] [--warmup N] [--retries N] [--max-load F] [--out DIR]`
+ * (`npm run bench -- train --shape qwen3-0.6b ...`: a real model shape, see train-shape.ts)
  *
  * Tokens/s of one training step (forward + backward + AdamW) of a ternary student with SubLN and fake
  * quantization on, for the reference config of MACHINE.md (vocab 4096, d_model 256, 4 layers, 4 heads, ffn 688,
  * seq 128, batch 8 = 1,024 tokens per step), measured in one run for
- *   (a) stock tfjs wasm (BITDISTILL_NATIVE=0: the addon is not loaded, so nothing is replaced) and
- *   (b) the default backend (initBackend('auto'): wasm + the native kernels of @bitdistill/kernels-cpu);
+ *   (a) stock tfjs wasm (BITDISTILL_NATIVE=0: the addon is not loaded, so nothing is replaced),
+ *   (b) the previous default, wasm + the native kernels of @bitdistill/kernels-cpu (`--backend wasm`), and
+ *   (c) the default backend (initBackend('auto'): the native CPU engine, docs/engine.md);
  * next to the fp32 GEMM GFLOP/s of the project's kernel and of numpy (OpenBLAS as installed, env untouched) on
  * the same shapes, the implied CPU MFU = 6 x parameters x tokens/s / numpy's 2-thread GEMM FLOP/s, peak RSS,
  * the tensor count per step, and a tf.profile breakdown (top 10 kernels) of one step on the default backend.
@@ -272,10 +274,11 @@ function measured<T>(what: string, o: Options, fn: () => { result: T; ownCpuSeco
   return { best, loads: attempts.map((a) => a.otherProcessesCpuFraction) };
 }
 
-function runChild(kind: 'stock' | 'default', steps: number, warmup: number): { result: ChildResult; ownCpuSeconds: number } {
+function runChild(kind: 'stock' | 'previous' | 'default', steps: number, warmup: number): { result: ChildResult; ownCpuSeconds: number } {
   const env = { ...process.env };
   if (kind === 'stock') env['BITDISTILL_NATIVE'] = '0';
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/bench/index.ts', 'train', '--child', String(steps), String(warmup), kind === 'default' ? 'profile' : ''], {
+  const backend = kind === 'default' ? 'auto' : 'wasm';
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/bench/index.ts', 'train', '--child', String(steps), String(warmup), kind === 'default' ? 'profile' : '', backend], {
     env,
     encoding: 'utf8',
     maxBuffer: 64 << 20,
@@ -401,6 +404,10 @@ const gflopsAt = (points: GemmPoint[] | undefined, size: number, threads: number
   points?.find((p) => p.m === size && p.k === size && p.n === size && p.threads === threads)?.gflops ?? null;
 
 export async function main(argv: string[]): Promise<void> {
+  if (argv[0] === '--shape-child' || argv.includes('--shape')) {
+    await (await import('./train-shape.ts')).shapeMain(argv);
+    return;
+  }
   if (argv[0] === '--child') {
     await child(argv.slice(1));
     return;
@@ -414,22 +421,27 @@ export async function main(argv: string[]): Promise<void> {
 
   const tps = (r: ChildResult): number => r.tokensPerStep / (median(r.stepMs) / 1000);
   type Phase = ReturnType<typeof measured<ChildResult>>;
-  const rounds: { stock: Phase; dflt: Phase }[] = [];
+  const rounds: { stock: Phase; prev: Phase; dflt: Phase }[] = [];
   const gemmRounds: ReturnType<typeof measured<GemmPoint[]>>[] = [];
   const numpyRounds: ReturnType<typeof measured<NumpyResult | null>>[] = [];
   for (let i = 0; i < o.rounds; i++) {
     gemmRounds.push(measured(`round ${i + 1}: project GEMM`, o, projectGemm));
     numpyRounds.push(measured(`round ${i + 1}: numpy GEMM`, o, numpyGemm));
     const stockRound = measured(`round ${i + 1}: stock wasm`, o, () => runChild('stock', o.stockSteps, 1));
+    const prevRound = measured(`round ${i + 1}: previous default (wasm + native kernels)`, o, () => runChild('previous', o.steps, o.warmup));
     const dfltRound = measured(`round ${i + 1}: default backend`, o, () => runChild('default', o.steps, o.warmup));
-    console.error(`round ${i + 1}: default ${tps(dfltRound.best.result).toFixed(0)} tokens/s, stock wasm ${tps(stockRound.best.result).toFixed(0)} tokens/s`);
-    rounds.push({ stock: stockRound, dflt: dfltRound });
+    console.error(
+      `round ${i + 1}: default ${tps(dfltRound.best.result).toFixed(0)} tokens/s, previous ${tps(prevRound.best.result).toFixed(0)}, stock wasm ${tps(stockRound.best.result).toFixed(0)} tokens/s`,
+    );
+    rounds.push({ stock: stockRound, prev: prevRound, dflt: dfltRound });
   }
   // The median round by the default backend's speed (its profile and RSS come with it).
   const byDefault = [...rounds].sort((x, y) => tps(x.dflt.best.result) - tps(y.dflt.best.result));
   const mid = byDefault[(byDefault.length - 1) >> 1] as (typeof rounds)[number];
   const stock = mid.stock;
+  const prev = mid.prev;
   const dflt = mid.dflt;
+  const pv = prev.best.result;
   const s = stock.best.result;
   const d = dflt.best.result;
   // GEMM ceilings: the best of the rounds for each shape (a ceiling is what the machine can do; a slow moment
@@ -469,23 +481,26 @@ export async function main(argv: string[]): Promise<void> {
         projectGemm: gemm.best.otherProcessesCpuFraction,
         numpyGemm: numpy.best.otherProcessesCpuFraction,
         stockWasm: stock.best.otherProcessesCpuFraction,
+        previous: prev.best.otherProcessesCpuFraction,
         default: dflt.best.otherProcessesCpuFraction,
       },
-      attemptLoads: { projectGemm: gemm.loads, numpyGemm: numpy.loads, stockWasm: stock.loads, default: dflt.loads },
+      attemptLoads: { projectGemm: gemm.loads, numpyGemm: numpy.loads, stockWasm: stock.loads, previous: prev.loads, default: dflt.loads },
     },
     method:
-      `median step time of ${o.steps} (default) / ${o.stockSteps} (stock) steps after ${o.warmup} / 1 warm-up step(s), each backend in its own process; ` +
+      `median step time of ${o.steps} (default, previous) / ${o.stockSteps} (stock) steps after ${o.warmup} / 1 warm-up step(s), each backend in its own process; ` +
       `${o.rounds} alternating round(s), the median round (by the default backend) reported; ` +
       'a step = forward + backward + AdamW in tf.tidy, loss read back; GEMM: median of 7 runs of >= 50 ms, measured in every round, best round per shape; ' +
       `a phase with other processes above ${(100 * o.maxLoad).toFixed(0)}% of the CPUs is rerun (up to ${o.retries} times) and the least disturbed attempt kept`,
-    tokensPerSecond: { default: tps(d), stockWasm: tps(s) },
+    tokensPerSecond: { default: tps(d), previous: tps(pv), stockWasm: tps(s) },
     speedupVsStockWasm: tps(d) / tps(s),
+    speedupVsPrevious: tps(d) / tps(pv),
     rounds: rounds.map((r) => ({
-      tokensPerSecond: { default: tps(r.dflt.best.result), stockWasm: tps(r.stock.best.result) },
+      tokensPerSecond: { default: tps(r.dflt.best.result), previous: tps(r.prev.best.result), stockWasm: tps(r.stock.best.result) },
       speedupVsStockWasm: tps(r.dflt.best.result) / tps(r.stock.best.result),
-      otherProcessesCpuFraction: { default: r.dflt.best.otherProcessesCpuFraction, stockWasm: r.stock.best.otherProcessesCpuFraction },
+      speedupVsPrevious: tps(r.dflt.best.result) / tps(r.prev.best.result),
+      otherProcessesCpuFraction: { default: r.dflt.best.otherProcessesCpuFraction, previous: r.prev.best.otherProcessesCpuFraction, stockWasm: r.stock.best.otherProcessesCpuFraction },
     })),
-    stepMs: { default: median(d.stepMs), stockWasm: median(s.stepMs), defaultAll: d.stepMs, stockWasmAll: s.stepMs },
+    stepMs: { default: median(d.stepMs), previous: median(pv.stepMs), stockWasm: median(s.stepMs), defaultAll: d.stepMs, previousAll: pv.stepMs, stockWasmAll: s.stepMs },
     gemmGflops: {
       project: projectGflops,
       projectOneThread: gflopsAt(gemm.best.result, 1024, 1),
@@ -498,10 +513,16 @@ export async function main(argv: string[]): Promise<void> {
     cpuMfu: ceiling === null ? null : (flopsPerToken * tps(d)) / (ceiling * 1e9),
     cpuMfuBasis: numpyGflops !== null ? 'numpy 1024^3, 2 threads' : 'project GEMM 1024^3, 2 threads (numpy absent)',
     peakRssBytes: d.peakRssBytes,
+    peakRssBytesPrevious: pv.peakRssBytes,
     peakRssBytesStockWasm: s.peakRssBytes,
-    tensorsAfterStep: { default: d.tensorsAfterStep, stockWasm: s.tensorsAfterStep, flat: new Set(d.tensorsAfterStep).size === 1 && new Set(s.tensorsAfterStep).size === 1 },
-    losses: { default: d.losses, stockWasm: s.losses },
-    backend: { default: d.backend, stockWasm: s.backend },
+    tensorsAfterStep: {
+      default: d.tensorsAfterStep,
+      previous: pv.tensorsAfterStep,
+      stockWasm: s.tensorsAfterStep,
+      flat: [d, pv, s].every((x) => new Set(x.tensorsAfterStep).size === 1),
+    },
+    losses: { default: d.losses, previous: pv.losses, stockWasm: s.losses },
+    backend: { default: d.backend, previous: pv.backend, stockWasm: s.backend },
     profile: d.profile,
   };
   mkdirSync(o.out, { recursive: true });
@@ -510,7 +531,7 @@ export async function main(argv: string[]): Promise<void> {
   writeFileSync(join(o.out, 'train-latest.json'), json);
   writeFileSync(join(o.out, `train-${day}.md`), markdown(result));
   console.error(
-    `default ${tps(d).toFixed(0)} tokens/s, stock wasm ${tps(s).toFixed(0)} tokens/s (x${(tps(d) / tps(s)).toFixed(1)}); GEMM project ${projectGflops?.toFixed(0)} / numpy ${numpyGflops?.toFixed(0) ?? 'n/a'} GFLOP/s; CPU MFU ${result.cpuMfu?.toFixed(3) ?? 'n/a'}`,
+    `default ${tps(d).toFixed(0)} tokens/s, previous ${tps(pv).toFixed(0)} (x${(tps(d) / tps(pv)).toFixed(2)}), stock wasm ${tps(s).toFixed(0)} tokens/s (x${(tps(d) / tps(s)).toFixed(1)}); GEMM project ${projectGflops?.toFixed(0)} / numpy ${numpyGflops?.toFixed(0) ?? 'n/a'} GFLOP/s; CPU MFU ${result.cpuMfu?.toFixed(3) ?? 'n/a'}`,
   );
   console.error(`wrote ${join(o.out, `train-${day}.json`)}, .md and train-latest.json`);
 }
@@ -521,17 +542,19 @@ type Result = {
   config: { parameters: number; tokensPerStep: number };
   machine: { cpuModel: string; cpuFlags: string[]; cpus: number; kernelsIsa: string; kernelsThreads: number; loadAverage1mAtStart: number; otherProcessesCpuFraction: Record<string, number> };
   method: string;
-  tokensPerSecond: { default: number; stockWasm: number };
+  tokensPerSecond: { default: number; previous: number; stockWasm: number };
   speedupVsStockWasm: number;
-  rounds: { tokensPerSecond: { default: number; stockWasm: number }; speedupVsStockWasm: number }[];
-  stepMs: { default: number; stockWasm: number };
+  speedupVsPrevious: number;
+  rounds: { tokensPerSecond: { default: number; previous: number; stockWasm: number }; speedupVsStockWasm: number }[];
+  stepMs: { default: number; previous: number; stockWasm: number };
   gemmGflops: { project: number | null; projectOneThread: number | null; numpy: number | null; numpyOneThread: number | null; shapes: { project: GemmPoint[]; numpy: GemmPoint[] | null }; numpyInfo: { openblasCore: string | null; env: Record<string, string> } | null };
   cpuMfu: number | null;
   cpuMfuBasis: string;
   peakRssBytes: number;
+  peakRssBytesPrevious: number;
   peakRssBytesStockWasm: number;
   tensorsAfterStep: { flat: boolean };
-  backend: { default: BackendInfo; stockWasm: BackendInfo };
+  backend: { default: BackendInfo; previous: BackendInfo; stockWasm: BackendInfo };
   profile: ChildResult['profile'];
 };
 
@@ -557,15 +580,15 @@ function markdown(r: Result): string {
     '',
     '## Result',
     '',
-    '| | default backend | stock wasm |',
-    '|---|---:|---:|',
-    `| provider | ${r.backend.default.provider} | ${r.backend.stockWasm.provider} |`,
-    `| tokens/s | **${f(r.tokensPerSecond.default, 0)}** | ${f(r.tokensPerSecond.stockWasm, 0)} |`,
-    `| step (median) | ${f(r.stepMs.default)} ms | ${f(r.stepMs.stockWasm)} ms |`,
-    `| peak RSS | ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB | ${(r.peakRssBytesStockWasm / 2 ** 20).toFixed(0)} MiB |`,
+    '| | default backend (native engine) | previous default (wasm + native kernels) | stock wasm |',
+    '|---|---:|---:|---:|',
+    `| provider | ${r.backend.default.provider} | ${r.backend.previous.provider} | ${r.backend.stockWasm.provider} |`,
+    `| tokens/s | **${f(r.tokensPerSecond.default, 0)}** | ${f(r.tokensPerSecond.previous, 0)} | ${f(r.tokensPerSecond.stockWasm, 0)} |`,
+    `| step (median) | ${f(r.stepMs.default)} ms | ${f(r.stepMs.previous)} ms | ${f(r.stepMs.stockWasm)} ms |`,
+    `| peak RSS | ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB | ${(r.peakRssBytesPrevious / 2 ** 20).toFixed(0)} MiB | ${(r.peakRssBytesStockWasm / 2 ** 20).toFixed(0)} MiB |`,
     '',
-    `Speed-up over stock wasm in this run: **x${f(r.speedupVsStockWasm)}**. Tensor count flat across steps: ${r.tensorsAfterStep.flat ? 'yes' : '**no**'}.  `,
-    `Rounds (default / stock tokens/s): ${r.rounds.map((x) => `${f(x.tokensPerSecond.default, 0)} / ${f(x.tokensPerSecond.stockWasm, 0)}`).join(', ')}.  `,
+    `Speed-up over the previous default in this run: **x${f(r.speedupVsPrevious, 2)}**; over stock wasm: x${f(r.speedupVsStockWasm)}. Tensor count flat across steps: ${r.tensorsAfterStep.flat ? 'yes' : '**no**'}.  `,
+    `Rounds (default / previous / stock tokens/s): ${r.rounds.map((x) => `${f(x.tokensPerSecond.default, 0)} / ${f(x.tokensPerSecond.previous, 0)} / ${f(x.tokensPerSecond.stockWasm, 0)}`).join(', ')}.  `,
     `CPU MFU = 6 x parameters x tokens/s / GEMM ceiling (${r.cpuMfuBasis}) = **${f(r.cpuMfu, 3)}**.`,
     '',
     '## fp32 GEMM (GFLOP/s)',

@@ -13,7 +13,11 @@ export function initDecoder(configJson: Record<string, unknown>, seed: number, s
     let data: Float32Array;
     if (name.endsWith('norm.weight')) data = new Float32Array(n).fill(1);
     else if (name.endsWith('.bias')) data = new Float32Array(n);
-    else data = Float32Array.from({ length: n }, () => rng.normal() * std);
+    else {
+      // A plain loop: Float32Array.from with a map function took ~78 s for Qwen3-0.6B's 596M values.
+      data = new Float32Array(n);
+      for (let i = 0; i < n; i++) data[i] = rng.normal() * std;
+    }
     params.set(name, tf.variable(tf.tensor(data, shape), true));
   }
   return new Decoder(config, params);
