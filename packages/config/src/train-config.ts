@@ -27,7 +27,8 @@
  *                                   # (full-precision LM on the corpus, to build a base model) may come first
  *   student: {subln: allnorm, weightQuant: absmean, quantizeActivations: true}   # [code] allnorm
  *   optim: {lr: 5.0e-5, weightDecay: 0.1, beta1: 0.9, beta2: 0.999, eps: 1.0e-8, warmupRatio: 0.05,
- *           schedule: linear, decayRatio: 0.2, gradClip: 1, batchSize: 32, gradAccum: 1, epochs: 3, maxSteps: null}
+ *           schedule: linear, decayRatio: 0.2, gradClip: 1, batchSize: 32, gradAccum: 1, epochs: 3, maxSteps: null,
+ *           lossChunkRows: null}
  *   stageOptim: {}                  # per stage, any subset of optim: {continual-pretrain: {lr: 1e-4, maxSteps: 500}}
  *   distill: {lambdaLogit: 10, gammaAttn: 100000, temperature: 5, relationHeads: 32, distillLayer: null,
  *             relation: cosine, logit: true, attention: true, logitPositions: all, teacherPath: null, studentFrom: continual-pretrain,
@@ -87,6 +88,11 @@ const optimShape = {
   epochs: num({ exclusiveMin: 0 }).default(3),
   /** Caps the optimizer steps (wins over epochs and corpus.maxTokens); null = no cap. */
   maxSteps: int({ min: 1 }).nullable().default(null),
+  /**
+   * Rows per chunk of the fused vocabulary head + loss (losses' fusedHeadLoss): one [rows, vocab] fp32 block
+   * at a time instead of [batch * seq, vocab] logits. null = auto: 64 MiB blocks (110 rows at V = 151,936).
+   */
+  lossChunkRows: int({ min: 1 }).nullable().default(null),
 };
 
 /** Hugging Face TrainingArguments names, only to suggest ours ("did you mean 'optim.lr'?"). */

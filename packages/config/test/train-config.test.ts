@@ -56,6 +56,7 @@ describe('config/train-config', () => {
         gradAccum: 1,
         epochs: 3,
         maxSteps: null,
+        lossChunkRows: null,
       },
       stageOptim: { 'continual-pretrain': { lr: 1e-4 } },
       distill: {

@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { ArgumentError, ShapeError, shapeToString } from '@bitdistill/core';
 import { checkRank } from './checks.ts';
-import { stopGradient } from './stop-gradient.ts';
+
 
 const FN = 'attentionRelationKd';
 
@@ -48,7 +48,7 @@ export function attentionRelationKd(teacher: QKV, student: QKV, options: Attenti
   return tf.tidy(() => {
     let total: tf.Tensor = tf.scalar(0);
     for (const p of PARTS) {
-      const logPT = relationLogProbs(stopGradient(teacher[p]), relationHeads, relation); // [B, R, T, T]
+      const logPT = teacherRelationLogProbs(teacher[p], relationHeads, relation); // [B, R, T, T]
       const logPS = relationLogProbs(student[p], relationHeads, relation);
       const rows = logPT.size / (logPT.shape[3] as number);
       const kl = tf.sum(tf.mul(tf.exp(logPT), tf.sub(logPT, logPS))); // summed over every row
@@ -56,6 +56,18 @@ export function attentionRelationKd(teacher: QKV, student: QKV, options: Attenti
     }
     return tf.div(total, relationHeads) as tf.Scalar;
   });
+}
+
+/**
+ * relationLogProbs of the teacher, with zero gradient (as stopGradient) and computed inside a custom gradient's
+ * forward, which tfjs does not record: none of its [B, R, T, T] intermediates is kept for the backward pass.
+ */
+function teacherRelationLogProbs(x: tf.Tensor, R: number, relation: Relation): tf.Tensor {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const input = args[0] as tf.Tensor;
+    return { value: relationLogProbs(input, R, relation), gradFunc: () => [tf.zerosLike(input)] };
+  });
+  return f(x);
 }
 
 /** log of the clamped row-softmax of the relation of `x` [B, H, T, d] regrouped into R heads: [B, R, T, T]. */

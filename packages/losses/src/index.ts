@@ -4,3 +4,7 @@ export { attentionRelationKd, RELATIONS } from './attention-relation-kd.ts';
 export type { QKV, Relation, AttentionRelationKdOptions } from './attention-relation-kd.ts';
 export { answerCrossEntropyRef, logitKdRef, attentionRelationKdRef } from './reference.ts';
 export type { RefTensor, RefQKV } from './reference.ts';
+export { fusedHeadLoss, autoChunkRows, AUTO_CHUNK_BYTES } from './fused-head-loss.ts';
+export type { FusedHeadLossOptions, FusedHeadLossResult, FusedCeOptions, FusedKdOptions } from './fused-head-loss.ts';
+export { untaped } from './untaped.ts';
+export { stopGradient } from './stop-gradient.ts';

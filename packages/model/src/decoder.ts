@@ -30,10 +30,21 @@ export interface ForwardOptions {
    * (with a 30k vocabulary that projection is most of the step).
    */
   logitRows?: tf.Tensor1D;
+  /**
+   * `logits` (default): the vocabulary projection. `hidden`: stop before it and return the final normed hidden
+   * rows [N, C] (N = B * T, or M with logitRows) for a loss that applies the head itself in chunks
+   * (@bitdistill/losses fusedHeadLoss with `headWeight()`): at a large vocabulary [N, V] logits do not fit.
+   */
+  output?: 'logits' | 'hidden';
 }
 
 export interface ForwardOutput {
   logits: tf.Tensor3D; // [B, T, V], or [1, M, V] with logitRows
+  captured: Map<number, CapturedQkv>;
+}
+
+export interface HiddenOutput {
+  hidden: tf.Tensor2D; // [B * T, C] (row b * T + t), or [M, C] with logitRows; after model.norm
   captured: Map<number, CapturedQkv>;
 }
 
@@ -209,8 +220,15 @@ export class Decoder {
     return bias === undefined ? y : tf.add(y, bias);
   }
 
+  /** The output head [V, C]: the tied token embedding, or lm_head. */
+  headWeight(): tf.Variable {
+    return this.config.tieWordEmbeddings ? this.param('model.embed_tokens.weight') : this.param('lm_head.weight');
+  }
+
   /** ids: int32 [B, T]. Right padding needs no mask: the causal mask keeps real tokens from seeing it. */
-  forward(ids: tf.Tensor2D, options: ForwardOptions = {}): ForwardOutput {
+  forward(ids: tf.Tensor2D, options: ForwardOptions & { output: 'hidden' }): HiddenOutput;
+  forward(ids: tf.Tensor2D, options?: ForwardOptions & { output?: 'logits' }): ForwardOutput;
+  forward(ids: tf.Tensor2D, options: ForwardOptions = {}): ForwardOutput | HiddenOutput {
     const c = this.config;
     assertShape('Decoder.forward: ids', ids.shape, [null, null]);
     if (ids.dtype !== 'int32') throw new ArgumentError(`Decoder.forward: ids must be int32, got ${ids.dtype}`);
@@ -268,7 +286,8 @@ export class Decoder {
     if (rows !== undefined && (rows.rank !== 1 || rows.dtype !== 'int32')) throw new ArgumentError(`Decoder.forward: logitRows must be int32 [M], got ${rows.dtype} [${rows.shape.join(', ')}]`);
     const xo = rows === undefined ? x : (tf.gather(x, rows) as tf.Tensor2D);
     const hf = rmsNorm(xo, this.param('model.norm.weight'), c.rmsNormEps) as tf.Tensor2D;
-    const head = c.tieWordEmbeddings ? this.param('model.embed_tokens.weight') : this.param('lm_head.weight');
+    if (options.output === 'hidden') return { hidden: hf, captured };
+    const head = this.headWeight();
     const outShape: [number, number, number] = rows === undefined ? [B, T, c.vocabSize] : [1, rows.shape[0], c.vocabSize];
     const logits = tf.reshape(denseLinear(hf, head as tf.Tensor as tf.Tensor2D), outShape) as tf.Tensor3D;
     return { logits, captured };

@@ -1,5 +1,5 @@
 export { Decoder, PROJECTIONS, SUBLN_EPS, projectionName, sublnName } from './decoder.ts';
-export type { Projection, CapturedQkv, ForwardOptions, ForwardOutput } from './decoder.ts';
+export type { Projection, CapturedQkv, ForwardOptions, ForwardOutput, HiddenOutput } from './decoder.ts';
 export { parseDecoderConfig, SUBLN_MODES, SUPPORTED_MODEL_TYPES } from './config.ts';
 export type { DecoderConfig, SublnMode, ModelType } from './config.ts';
 export { denseLinear, matmul2d, matMulT, transposeFlagsFast, rmsNorm, bmm } from './ops.ts';

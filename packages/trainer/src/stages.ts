@@ -7,6 +7,12 @@
  *   bitnet-sft          ternary student, no SubLN, no continual pre-training  L = CE
  *   continual-pretrain  ternary student with SubLN, next-token LM on corpus   L = CE
  *   distill             student from continual-pretrain, frozen teacher       L = CE + lambdaLogit*LD + gammaAttn*AD
+ *
+ * The models stop at their final normed hidden rows (Decoder.forward output 'hidden'); CE and logit KD apply
+ * the vocabulary head in row chunks (losses' fusedHeadLoss, optim.lossChunkRows), so no [B*T, V] logits exist:
+ * at Qwen3's 151,936-token vocabulary one such tensor is 622 MB at 8 x 128 tokens. The frozen teacher runs off
+ * the gradient tape (losses' untaped): only its final hidden rows and the distilled layer's Q/K/V outlive its
+ * forward.
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,9 +22,9 @@ import type { TrainConfig, StageName } from '@bitdistill/config';
 import { defineTask, encodeExample, getTask, readExamples, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
 import { loadModel, type Decoder } from '@bitdistill/model';
 import { latentWeightStats, prepareStudent, restoreStudent } from '@bitdistill/quant';
-import { answerCrossEntropy, attentionRelationKd, logitKd } from '@bitdistill/losses';
+import { attentionRelationKd, fusedHeadLoss, untaped, type QKV, type Relation } from '@bitdistill/losses';
 import { evaluateLabelScoring } from './evaluate.ts';
-import { runStage, type LoopHooks, type LoopSettings, type StageResult } from './loop.ts';
+import { runStage, type LoopHooks, type LoopSettings, type LossTerms, type StageResult } from './loop.ts';
 import { LmStream, SftStream, type SftMicroBatch } from './streams.ts';
 
 export interface StageContext {
@@ -51,6 +57,12 @@ function loopSettings(ctx: StageContext, stage: StageName, totalSteps: number): 
     averaging: c.averaging,
     seed: c.seed,
   };
+}
+
+/** optim.lossChunkRows of a stage (stageOptim wins): rows per chunk of the fused head + loss; null = auto. */
+function lossChunkRows(ctx: StageContext, stage: StageName): number | null {
+  const o = { ...ctx.config.optim, ...(ctx.config.stageOptim[stage] ?? {}) };
+  return o.lossChunkRows ?? null;
 }
 
 interface TaskData {
@@ -135,12 +147,76 @@ function answerRows(b: SftMicroBatch): { rows: tf.Tensor1D; labels: tf.Tensor2D;
   return { rows: tf.tensor1d(rows, 'int32'), labels: tf.tensor2d(labels, [1, rows.length], 'int32'), mask: tf.ones([1, rows.length]) as tf.Tensor2D };
 }
 
-/** Answer-only CE of a model on a micro-batch, computing logits at the answer rows only. */
-function answerCe(model: Decoder, b: SftMicroBatch): tf.Scalar {
+/**
+ * Answer-only CE of a model on a micro-batch: the head is applied at the answer rows only, in chunks. A batch
+ * without answer rows gives 0 (all rows, zero mask), still connected to the parameters as the loop requires.
+ */
+export function answerCe(model: Decoder, b: SftMicroBatch, chunkRows: number | null = null): tf.Scalar {
   const t = batchTensors(b);
   const a = answerRows(b);
-  if (a === null) return answerCrossEntropy(model.forward(t.ids).logits, t.labels, t.answerMask);
-  return answerCrossEntropy(model.forward(t.ids, { logitRows: a.rows }).logits, a.labels, a.mask);
+  const { hidden } = model.forward(t.ids, { output: 'hidden', ...(a !== null ? { logitRows: a.rows } : {}) });
+  const ce = a === null ? { labels: t.labels, mask: t.answerMask } : { labels: a.labels, mask: a.mask };
+  return fusedHeadLoss(hidden, model.headWeight(), { ce, chunkRows }).loss;
+}
+
+/** The settings of the distill stage's loss, resolved (layers, relation heads) from the config. */
+export interface DistillLossSettings {
+  logit: boolean;
+  attention: boolean;
+  /** 'all': logit KD at every valid position ([code]); 'answer': at the answer positions only. */
+  logitPositions: 'all' | 'answer';
+  lambdaLogit: number;
+  gammaAttn: number;
+  temperature: number;
+  relation: Relation;
+  relationHeads: number;
+  studentLayer: number;
+  teacherLayer: number;
+  /** Rows per chunk of the fused head + loss; null = auto. */
+  chunkRows: number | null;
+}
+
+/**
+ * L = CE + lambdaLogit * LD + gammaAttn * AD on one micro-batch (PAPER.md section 5), terms by name.
+ *
+ * The teacher's forward runs off the gradient tape: its activations are freed as it goes, and only its final
+ * hidden rows and the distilled layer's Q/K/V (no gradient either way) reach the losses. CE (answer rows) and
+ * logit KD (every valid row, or the answer rows) share one chunked pass over the student's head (fusedHeadLoss);
+ * with logitPositions 'answer' only the answer rows are projected at all.
+ */
+export function distillLoss(student: Decoder, teacher: Decoder, b: SftMicroBatch, s: DistillLossSettings): LossTerms {
+  const t = batchTensors(b);
+  const allRows = s.logit && s.logitPositions === 'all';
+  const rows = allRows ? null : answerRows(b); // null with allRows, or when the batch has no answer row
+  const rowOpt = rows !== null ? { logitRows: rows.rows } : {};
+  const st = student.forward(t.ids, { output: 'hidden', captureLayers: s.attention ? [s.studentLayer] : [], ...rowOpt });
+  const [teacherHidden, ...tq] = untaped(() => {
+    const o = teacher.forward(t.ids, { output: 'hidden', captureLayers: s.attention ? [s.teacherLayer] : [], ...rowOpt });
+    const c = o.captured.get(s.teacherLayer);
+    return [o.hidden, ...(s.attention && c !== undefined ? [c.q, c.k, c.v] : [])];
+  });
+  const labels = rows !== null ? rows.labels : t.labels;
+  const ceMask = rows !== null ? rows.mask : t.answerMask;
+  // Without answer rows in 'answer' mode both masks are zero: CE and LD are 0 for this batch.
+  const kdMask = rows !== null ? rows.mask : allRows ? t.valid : t.answerMask;
+  const head = fusedHeadLoss(st.hidden, student.headWeight(), {
+    chunkRows: s.chunkRows,
+    ce: { labels, mask: ceMask },
+    ...(s.logit ? { kd: { teacherHidden: teacherHidden as tf.Tensor, teacherWeight: teacher.headWeight(), mask: kdMask, temperature: s.temperature, weight: s.lambdaLogit } } : {}),
+  });
+  const terms: Record<string, tf.Scalar> = { ce: head.ce as tf.Scalar };
+  let total: tf.Scalar = head.loss;
+  if (s.logit) terms['logitKd'] = head.logitKd as tf.Scalar;
+  if (s.attention) {
+    const sq = st.captured.get(s.studentLayer);
+    if (tq.length !== 3 || sq === undefined) throw new ArgumentError('distill: Q/K/V capture failed');
+    const [q, k, v] = tq as [tf.Tensor, tf.Tensor, tf.Tensor];
+    const teacherQkv: QKV = { q, k, v };
+    const ad = attentionRelationKd(teacherQkv, sq, { relationHeads: s.relationHeads, relation: s.relation });
+    terms['attnKd'] = ad;
+    total = tf.add(total, tf.mul(ad, s.gammaAttn));
+  }
+  return { total, terms };
 }
 
 /** Shared body of the three task stages: SFT stream, dev evaluation, runStage. */
@@ -187,8 +263,9 @@ export async function teacherStage(ctx: StageContext): Promise<StageResult> {
   const data = await loadTaskData(ctx);
   const { model, tokenizer, source } = loadModel(ctx.config.model.path, { logger: ctx.logger });
   mkdirSync(stageDir(ctx, 'teacher'), { recursive: true });
+  const chunkRows = lossChunkRows(ctx, 'teacher');
   return runTaskStage(ctx, 'teacher', model, tokenizer, source, data, (b) => {
-    const ce = answerCe(model, b);
+    const ce = answerCe(model, b, chunkRows);
     return { total: ce, terms: { ce } };
   });
 }
@@ -199,8 +276,9 @@ export async function bitnetSftStage(ctx: StageContext): Promise<StageResult> {
   const { model, tokenizer, source } = loadModel(ctx.config.model.path, { logger: ctx.logger });
   prepareStudent(model, { subln: 'none', weightQuant: ctx.config.student.weightQuant, quantizeActivations: ctx.config.student.quantizeActivations });
   mkdirSync(stageDir(ctx, 'bitnet-sft'), { recursive: true });
+  const chunkRows = lossChunkRows(ctx, 'bitnet-sft');
   return runTaskStage(ctx, 'bitnet-sft', model, tokenizer, source, data, (b) => {
-    const ce = answerCe(model, b);
+    const ce = answerCe(model, b, chunkRows);
     return { total: ce, terms: { ce } };
   });
 }
@@ -222,6 +300,7 @@ async function lmStage(ctx: StageContext, stage: 'pretrain' | 'continual-pretrai
   if (totalSteps === null) {
     throw new ArgumentError(`${stage} needs a budget: set corpus.maxTokens or stageOptim.${stage}.maxSteps`);
   }
+  const chunkRows = lossChunkRows(ctx, stage);
   mkdirSync(stageDir(ctx, stage), { recursive: true });
   return runStage(
     {
@@ -234,8 +313,9 @@ async function lmStage(ctx: StageContext, stage: 'pretrain' | 'continual-pretrai
       epoch: () => stream.epoch,
       loss: (b) => {
         const t = batchTensors(b);
-        const { logits } = model.forward(t.ids);
-        const ce = answerCrossEntropy(logits, t.labels, t.answerMask); // mask = all ones: plain LM loss
+        const { hidden } = model.forward(t.ids, { output: 'hidden' });
+        // mask = all ones: plain LM loss
+        const ce = fusedHeadLoss(hidden, model.headWeight(), { ce: { labels: t.labels, mask: t.answerMask }, chunkRows }).loss;
         return { total: ce, terms: { ce } };
       },
       extraMetrics: () => latentRecord(model), // null for the full-precision pretrain model
@@ -302,8 +382,9 @@ export async function distillStage(ctx: StageContext): Promise<StageResult> {
     // Both distillation terms ablated: CE on the answer tokens only, no teacher (Table 5's SubLN(+CPT) rows).
     ctx.logger.info({ studentFrom: from }, 'distill with logit and attention terms off: CE only, no teacher');
     mkdirSync(stageDir(ctx, 'distill'), { recursive: true });
+    const chunkRows = lossChunkRows(ctx, 'distill');
     return runTaskStage(ctx, 'distill', model, tokenizer, source, data, (b) => {
-      const ce = answerCe(model, b);
+      const ce = answerCe(model, b, chunkRows);
       return { total: ce, terms: { ce } };
     });
   }
@@ -325,31 +406,20 @@ export async function distillStage(ctx: StageContext): Promise<StageResult> {
   ctx.logger.info({ studentLayer: layer, teacherLayer: tLayer, relationHeads, lambdaLogit: d.lambdaLogit, gammaAttn: d.gammaAttn, temperature: d.temperature }, 'distillation setup');
   mkdirSync(stageDir(ctx, 'distill'), { recursive: true });
   try {
-    return await runTaskStage(ctx, 'distill', model, tokenizer, source, data, (b) => {
-      const t = batchTensors(b);
-      // Logits beyond the answer rows are needed only by logit distillation at every position ([code] default).
-      const rows = d.logit && d.logitPositions === 'all' ? null : answerRows(b);
-      const fwd = (m: Decoder, l: number) => m.forward(t.ids, { captureLayers: d.attention ? [l] : [], ...(rows !== null ? { logitRows: rows.rows } : {}) });
-      const s = fwd(model, layer);
-      const te = fwd(teacher.model, tLayer);
-      const ce = rows === null ? answerCrossEntropy(s.logits, t.labels, t.answerMask) : answerCrossEntropy(s.logits, rows.labels, rows.mask);
-      const terms: Record<string, tf.Scalar> = { ce };
-      let total: tf.Scalar = ce;
-      if (d.logit) {
-        const ld = logitKd(te.logits, s.logits, rows === null ? t.valid : rows.mask, d.temperature);
-        terms['logitKd'] = ld;
-        total = tf.add(total, tf.mul(ld, d.lambdaLogit));
-      }
-      if (d.attention) {
-        const tq = te.captured.get(tLayer);
-        const sq = s.captured.get(layer);
-        if (tq === undefined || sq === undefined) throw new ArgumentError('distill: Q/K/V capture failed');
-        const ad = attentionRelationKd(tq, sq, { relationHeads, relation: d.relation });
-        terms['attnKd'] = ad;
-        total = tf.add(total, tf.mul(ad, d.gammaAttn));
-      }
-      return { total, terms };
-    }, { ...(d.logit ? { logitKd: d.lambdaLogit } : {}), ...(d.attention ? { attnKd: d.gammaAttn } : {}) });
+    const settings: DistillLossSettings = {
+      logit: d.logit,
+      attention: d.attention,
+      logitPositions: d.logitPositions,
+      lambdaLogit: d.lambdaLogit,
+      gammaAttn: d.gammaAttn,
+      temperature: d.temperature,
+      relation: d.relation,
+      relationHeads,
+      studentLayer: layer,
+      teacherLayer: tLayer,
+      chunkRows: lossChunkRows(ctx, 'distill'),
+    };
+    return await runTaskStage(ctx, 'distill', model, tokenizer, source, data, (b) => distillLoss(model, teacher.model, b, settings), { ...(d.logit ? { logitKd: d.lambdaLogit } : {}), ...(d.attention ? { attnKd: d.gammaAttn } : {}) });
   } finally {
     teacher.model.dispose();
   }
