@@ -13,7 +13,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, re
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { BitDistillError, FormatError, type RngState } from '@bitdistill/core';
-import { loadSafetensorsDir, parseSafetensors, serializeSafetensors, type TensorEntry } from '@bitdistill/format';
+import { loadSafetensorsDir, parseSafetensors, writeSafetensors, type TensorEntry } from '@bitdistill/format';
 import { configJson, copyTokenizerFiles, type Decoder } from '@bitdistill/model';
 
 export interface TrainerState {
@@ -36,6 +36,21 @@ function writeSynced(file: string, data: string | Uint8Array): void {
   const fd = openSync(file, 'w');
   try {
     writeFileSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * A safetensors file streamed tensor by tensor from the tensors' own storage, then fsynced: serialising the
+ * whole file first held a second copy of every byte (at Qwen3-0.6B: 2.4 GB of weights and 4.8 GB of AdamW
+ * moments at once, on top of the live ones).
+ */
+function writeSafetensorsSynced(file: string, tensors: ReadonlyMap<string, TensorEntry>, metadata: Record<string, string>): void {
+  writeSafetensors(file, tensors, metadata);
+  const fd = openSync(file, 'r+');
+  try {
     fsyncSync(fd);
   } finally {
     closeSync(fd);
@@ -91,15 +106,18 @@ export async function writeCheckpointDir(target: string, c: CheckpointContent, h
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   try {
-    const files: [string, string | Uint8Array][] = [
-      ['model.safetensors', serializeSafetensors(await modelTensors(c.model), { format: 'pt' })],
-      ['config.json', `${JSON.stringify(configJson(c.model, c.bitdistill), null, 2)}\n`],
-      ['config.resolved.yaml', c.resolvedYaml],
+    const optimizer = c.optimizer;
+    const weights = await modelTensors(c.model);
+    const files: [string, () => void][] = [
+      ['model.safetensors', () => writeSafetensorsSynced(join(tmp, 'model.safetensors'), weights, { format: 'pt' })],
+      ['config.json', () => writeSynced(join(tmp, 'config.json'), `${JSON.stringify(configJson(c.model, c.bitdistill), null, 2)}\n`)],
+      ['config.resolved.yaml', () => writeSynced(join(tmp, 'config.resolved.yaml'), c.resolvedYaml)],
     ];
-    if (c.optimizer !== null) files.push(['optimizer.safetensors', serializeSafetensors(c.optimizer, { format: 'bitdistill-optimizer' })]);
-    if (c.state !== null) files.push(['trainer_state.json', `${JSON.stringify(c.state, null, 2)}\n`]);
-    for (const [name, data] of files) {
-      writeSynced(join(tmp, name), data);
+    if (optimizer !== null) files.push(['optimizer.safetensors', () => writeSafetensorsSynced(join(tmp, 'optimizer.safetensors'), optimizer, { format: 'bitdistill-optimizer' })]);
+    const state = c.state;
+    if (state !== null) files.push(['trainer_state.json', () => writeSynced(join(tmp, 'trainer_state.json'), `${JSON.stringify(state, null, 2)}\n`)]);
+    for (const [name, write] of files) {
+      write();
       hook?.(name);
     }
     copyTokenizerFiles(c.tokenizerFrom, tmp);
