@@ -48,12 +48,29 @@ export interface HiddenOutput {
   captured: Map<number, CapturedQkv>;
 }
 
+/**
+ * Runs fn, which takes gradients (tf.variableGrads), from inside a backward pass. tfjs keeps one active tape:
+ * a gradient computation started at depth 0 replaces it and sets it to null when done, and the outer backward
+ * pass, still running, then fails to release its own saved tensors. So the outer tape is put back after fn.
+ */
+function withInnerTape<T>(fn: () => T): T {
+  const state = (tf.engine() as unknown as { state: { activeTape: unknown } }).state;
+  const outer = state.activeTape;
+  try {
+    return fn();
+  } finally {
+    state.activeTape = outer;
+  }
+}
+
 export class Decoder {
   readonly config: DecoderConfig;
   /** All parameters by Hugging Face name. Variables are trainable unless frozen. */
   readonly params: Map<string, tf.Variable>;
   /** Linear op per projection base name (e.g. `model.layers.0.self_attn.q_proj`); absent -> dense. */
   readonly linears = new Map<string, LinearFn>();
+  /** Activation recomputation per decoder block while training (optim.recompute); see recomputedBlock. */
+  recompute = false;
   private ropeCache = new Map<number, { cos: tf.Tensor2D; sin: tf.Tensor2D }>();
   private maskCache = new Map<number, tf.Tensor2D>();
 
@@ -225,6 +242,86 @@ export class Decoder {
     return this.config.tieWordEmbeddings ? this.param('model.embed_tokens.weight') : this.param('lm_head.weight');
   }
 
+  /** Decoder layer l on x [N, C] (N = B * T): attention and SwiGLU MLP with their residuals. */
+  private block(x: tf.Tensor2D, l: number, B: number, T: number, captured: Map<number, CapturedQkv> | null): tf.Tensor2D {
+    const c = this.config;
+    const H = c.numHeads;
+    const Hkv = c.numKvHeads;
+    const d = c.headDim;
+    const N = B * T;
+    const mask = this.causalMask(T);
+    const p = `model.layers.${l}`;
+    // --- attention ---
+    const h = rmsNorm(x, this.param(`${p}.input_layernorm.weight`), c.rmsNormEps) as tf.Tensor2D;
+    const heads = (t: tf.Tensor2D, n: number) => tf.transpose(tf.reshape(t, [B, T, n, d]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, n, T, d]
+    let q = heads(this.project(h, l, 'q_proj'), H);
+    let k = heads(this.project(h, l, 'k_proj'), Hkv);
+    const v = heads(this.project(h, l, 'v_proj'), Hkv);
+    if (c.qkNorm) {
+      q = rmsNorm(q, this.param(`${p}.self_attn.q_norm.weight`), c.rmsNormEps) as tf.Tensor4D;
+      k = rmsNorm(k, this.param(`${p}.self_attn.k_norm.weight`), c.rmsNormEps) as tf.Tensor4D;
+    }
+    q = this.applyRope(q, T);
+    k = this.applyRope(k, T);
+    if (captured !== null) captured.set(l, { q, k, v });
+    // GQA: query head j reads key/value head floor(j / r), r = H / Hkv. The r query heads of a key/value head
+    // are adjacent, so q [B, H, T, d] is [B * Hkv, r * T, d] as it lies: one product per key/value head, no
+    // copy of K or V per query head (a tiled K/V and its gradient cost more than the attention itself).
+    const r = H / Hkv;
+    const q3 = tf.reshape(q, [B * Hkv, r * T, d]) as tf.Tensor3D;
+    const k3 = tf.reshape(k, [B * Hkv, T, d]) as tf.Tensor3D;
+    const v3 = tf.reshape(v, [B * Hkv, T, d]) as tf.Tensor3D;
+    const raw = tf.reshape(matMulT(q3, k3, false, true), [B * H, T, T]); // [BH, T, T]
+    const scores = tf.add(tf.mul(raw, 1 / Math.sqrt(d)), mask);
+    const att = tf.reshape(tf.softmax(scores, -1), [B * Hkv, r * T, T]) as tf.Tensor3D;
+    const y = bmm(att, v3); // [B * Hkv, r * T, d] = [B, H, T, d]
+    const yc = tf.reshape(tf.transpose(tf.reshape(y, [B, H, T, d]), [0, 2, 1, 3]), [N, H * d]) as tf.Tensor2D;
+    x = tf.add(x, this.project(yc, l, 'o_proj'));
+    // --- SwiGLU MLP ---
+    const h2 = rmsNorm(x, this.param(`${p}.post_attention_layernorm.weight`), c.rmsNormEps) as tf.Tensor2D;
+    const gate = this.project(h2, l, 'gate_proj');
+    const gated = tf.mul(tf.mul(gate, tf.sigmoid(gate)), this.project(h2, l, 'up_proj')) as tf.Tensor2D; // silu(gate) * up
+    x = tf.add(x, this.project(gated, l, 'down_proj'));
+    return x;
+  }
+
+  /** Parameters of layer l (names `model.layers.{l}.*`), in a fixed order. */
+  private layerParams(l: number): tf.Variable[] {
+    const prefix = `model.layers.${l}.`;
+    return [...this.params].filter(([name]) => name.startsWith(prefix)).map(([, v]) => v);
+  }
+
+  /**
+   * block(x, l) with activation recomputation (optim.recompute): the forward runs inside a tf.customGrad, so
+   * its intermediates are not kept for backward (tfjs does not record ops run inside a custom gradient's
+   * forward); only x is saved. The backward pass runs the block again on the saved x with the tape on and
+   * takes the gradients of sum(block(x) * dy) with respect to x and the layer's parameters: one block's
+   * activations are alive at a time instead of every layer's.
+   */
+  private recomputedBlock(x: tf.Tensor2D, l: number, B: number, T: number): tf.Tensor2D {
+    const vars = this.layerParams(l);
+    const run = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const save = args[args.length - 1] as tf.GradSaveFunc;
+      const xin = args[0] as tf.Tensor2D;
+      save([xin]);
+      return {
+        value: this.block(xin, l, B, T, null),
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => withInnerTape(() => {
+          const xv = tf.variable(saved[0] as tf.Tensor, true);
+          try {
+            const trainable = vars.filter((v) => v.trainable);
+            const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(this.block(xv as tf.Tensor as tf.Tensor2D, l, B, T, null), dy)) as tf.Scalar, [xv, ...trainable]);
+            value.dispose();
+            return [grads[xv.name] as tf.Tensor, ...vars.map((v) => grads[v.name] ?? tf.zerosLike(v))];
+          } finally {
+            xv.dispose();
+          }
+        }),
+      };
+    });
+    return run(x, ...vars) as tf.Tensor2D;
+  }
+
   /** ids: int32 [B, T]. Right padding needs no mask: the causal mask keeps real tokens from seeing it. */
   forward(ids: tf.Tensor2D, options: ForwardOptions & { output: 'hidden' }): HiddenOutput;
   forward(ids: tf.Tensor2D, options?: ForwardOptions & { output?: 'logits' }): ForwardOutput;
@@ -233,9 +330,6 @@ export class Decoder {
     assertShape('Decoder.forward: ids', ids.shape, [null, null]);
     if (ids.dtype !== 'int32') throw new ArgumentError(`Decoder.forward: ids must be int32, got ${ids.dtype}`);
     const [B, T] = ids.shape;
-    const H = c.numHeads;
-    const Hkv = c.numKvHeads;
-    const d = c.headDim;
     const C = c.hiddenSize;
     const N = B * T;
     const capture = new Set(options.captureLayers ?? []);
@@ -245,42 +339,12 @@ export class Decoder {
       }
     }
     const captured = new Map<number, CapturedQkv>();
-    const mask = this.causalMask(T);
 
     let x = tf.reshape(tf.gather(this.param('model.embed_tokens.weight'), tf.reshape(ids, [N])), [N, C]) as tf.Tensor2D; // [N, C]
     for (let l = 0; l < c.numLayers; l++) {
-      const p = `model.layers.${l}`;
-      // --- attention ---
-      const h = rmsNorm(x, this.param(`${p}.input_layernorm.weight`), c.rmsNormEps) as tf.Tensor2D;
-      const heads = (t: tf.Tensor2D, n: number) => tf.transpose(tf.reshape(t, [B, T, n, d]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, n, T, d]
-      let q = heads(this.project(h, l, 'q_proj'), H);
-      let k = heads(this.project(h, l, 'k_proj'), Hkv);
-      const v = heads(this.project(h, l, 'v_proj'), Hkv);
-      if (c.qkNorm) {
-        q = rmsNorm(q, this.param(`${p}.self_attn.q_norm.weight`), c.rmsNormEps) as tf.Tensor4D;
-        k = rmsNorm(k, this.param(`${p}.self_attn.k_norm.weight`), c.rmsNormEps) as tf.Tensor4D;
-      }
-      q = this.applyRope(q, T);
-      k = this.applyRope(k, T);
-      if (capture.has(l)) captured.set(l, { q, k, v });
-      // GQA: query head j reads key/value head floor(j / r), r = H / Hkv. The r query heads of a key/value head
-      // are adjacent, so q [B, H, T, d] is [B * Hkv, r * T, d] as it lies: one product per key/value head, no
-      // copy of K or V per query head (a tiled K/V and its gradient cost more than the attention itself).
-      const r = H / Hkv;
-      const q3 = tf.reshape(q, [B * Hkv, r * T, d]) as tf.Tensor3D;
-      const k3 = tf.reshape(k, [B * Hkv, T, d]) as tf.Tensor3D;
-      const v3 = tf.reshape(v, [B * Hkv, T, d]) as tf.Tensor3D;
-      const raw = tf.reshape(matMulT(q3, k3, false, true), [B * H, T, T]); // [BH, T, T]
-      const scores = tf.add(tf.mul(raw, 1 / Math.sqrt(d)), mask);
-      const att = tf.reshape(tf.softmax(scores, -1), [B * Hkv, r * T, T]) as tf.Tensor3D;
-      const y = bmm(att, v3); // [B * Hkv, r * T, d] = [B, H, T, d]
-      const yc = tf.reshape(tf.transpose(tf.reshape(y, [B, H, T, d]), [0, 2, 1, 3]), [N, H * d]) as tf.Tensor2D;
-      x = tf.add(x, this.project(yc, l, 'o_proj'));
-      // --- SwiGLU MLP ---
-      const h2 = rmsNorm(x, this.param(`${p}.post_attention_layernorm.weight`), c.rmsNormEps) as tf.Tensor2D;
-      const gate = this.project(h2, l, 'gate_proj');
-      const gated = tf.mul(tf.mul(gate, tf.sigmoid(gate)), this.project(h2, l, 'up_proj')) as tf.Tensor2D; // silu(gate) * up
-      x = tf.add(x, this.project(gated, l, 'down_proj'));
+      // Recomputation keeps only the block's input for backward; a captured layer runs as usual (its Q/K/V are
+      // read by a loss).
+      x = this.recompute && !capture.has(l) ? this.recomputedBlock(x, l, B, T) : this.block(x, l, B, T, capture.has(l) ? captured : null);
     }
     const rows = options.logitRows;
     if (rows !== undefined && (rows.rank !== 1 || rows.dtype !== 'int32')) throw new ArgumentError(`Decoder.forward: logitRows must be int32 [M], got ${rows.dtype} [${rows.shape.join(', ')}]`);
