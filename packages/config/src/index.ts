@@ -12,3 +12,21 @@ export type {
   DistillConfig,
   AveragingConfig,
 } from './train-config.ts';
+export {
+  estimateStage,
+  estimateRun,
+  checkMemoryBudget,
+  formatMemoryTable,
+  memoryJson,
+  machineMemory,
+  backendLimitBytes,
+  readModelShape,
+  parseModelShape,
+  parameterCounts,
+  stageOptim,
+  lossChunkRows,
+  AUTO_CHUNK_BYTES,
+  PROCESS_OVERHEAD_BYTES,
+  WASM_HEAP_LIMIT_BYTES,
+} from './memory.ts';
+export type { ModelShape, StageEstimate, RunEstimate, EstimateOptions, MachineMemory, Phase } from './memory.ts';

@@ -28,7 +28,8 @@
  *   student: {subln: allnorm, weightQuant: absmean, quantizeActivations: true}   # [code] allnorm
  *   optim: {lr: 5.0e-5, weightDecay: 0.1, beta1: 0.9, beta2: 0.999, eps: 1.0e-8, warmupRatio: 0.05,
  *           schedule: linear, decayRatio: 0.2, gradClip: 1, batchSize: 32, gradAccum: 1, epochs: 3, maxSteps: null,
- *           lossChunkRows: null}
+ *           lossChunkRows: null,
+ *           recompute: false}
  *   stageOptim: {}                  # per stage, any subset of optim: {continual-pretrain: {lr: 1e-4, maxSteps: 500}}
  *   distill: {lambdaLogit: 10, gammaAttn: 100000, temperature: 5, relationHeads: 32, distillLayer: null,
  *             relation: cosine, logit: true, attention: true, logitPositions: all, teacherPath: null, studentFrom: continual-pretrain,
@@ -93,6 +94,11 @@ const optimShape = {
    * at a time instead of [batch * seq, vocab] logits. null = auto: 64 MiB blocks (110 rows at V = 151,936).
    */
   lossChunkRows: int({ min: 1 }).nullable().default(null),
+  /**
+   * Activation recomputation: keep only each decoder block's input for backward and recompute one block's
+   * activations at a time (less memory, ~1/3 more compute). The memory estimate models it (memory.ts).
+   */
+  recompute: bool().default(false),
 };
 
 /** Hugging Face TrainingArguments names, only to suggest ours ("did you mean 'optim.lr'?"). */

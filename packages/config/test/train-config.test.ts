@@ -57,6 +57,7 @@ describe('config/train-config', () => {
         epochs: 3,
         maxSteps: null,
         lossChunkRows: null,
+        recompute: false,
       },
       stageOptim: { 'continual-pretrain': { lr: 1e-4 } },
       distill: {

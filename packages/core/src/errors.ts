@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'E_ARGUMENT' // a bad value passed to a library function
   | 'E_DATA' // a dataset row or corpus problem
   | 'E_NUMERIC' // NaN / Inf during training
+  | 'E_MEMORY' // a stage's estimated peak memory exceeds the machine or the backend
   | 'E_IO'; // an OS-level read/write failure
 
 export interface BitDistillErrorOptions {
@@ -68,6 +69,20 @@ export class UnsupportedError extends BitDistillError {
   constructor(message: string, options: BitDistillErrorOptions = {}) {
     super('E_UNSUPPORTED', message, options);
     this.name = 'UnsupportedError';
+  }
+}
+
+/** A stage whose estimated peak memory (bytes) exceeds the limit (available RAM or the backend's heap). */
+export class MemoryBudgetError extends BitDistillError {
+  readonly stage: string;
+  readonly estimateBytes: number;
+  readonly limitBytes: number;
+  constructor(stage: string, estimateBytes: number, limitBytes: number, message: string, options: BitDistillErrorOptions = {}) {
+    super('E_MEMORY', message, options);
+    this.name = 'MemoryBudgetError';
+    this.stage = stage;
+    this.estimateBytes = estimateBytes;
+    this.limitBytes = limitBytes;
   }
 }
 

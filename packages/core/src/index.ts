@@ -6,6 +6,7 @@ export {
   NotFoundError,
   UnsupportedError,
   ConfigError,
+  MemoryBudgetError,
   isBitDistillError,
 } from './errors.ts';
 export type { ErrorCode, BitDistillErrorOptions, ConfigIssue } from './errors.ts';

@@ -24,6 +24,11 @@ export interface QKV {
 export interface AttentionRelationKdOptions {
   relationHeads: number;
   relation: Relation;
+  /**
+   * Batch elements per chunk (the loss and its gradient are formed chunk by chunk, see below); null / undefined
+   * = auto: [chunk, R, T, T] blocks of at most 64 MiB.
+   */
+  batchChunk?: number | null;
 }
 
 /** Floors of the official code: the L2 norm (as F.normalize) and the relation probabilities. */
@@ -32,6 +37,14 @@ const PROB_FLOOR = 1e-8;
 
 const PARTS = ['q', 'k', 'v'] as const;
 
+/** Bytes of one [chunk, R, T, T] fp32 block that `batchChunk: null` aims at. */
+const AUTO_BLOCK_BYTES = 64 * 1024 * 1024;
+
+/** Batch elements per chunk when none is set: floor(64 MiB / (4 R T^2)), at least 1. */
+export function autoBatchChunk(relationHeads: number, T: number): number {
+  return Math.max(1, Math.floor(AUTO_BLOCK_BYTES / (4 * relationHeads * T * T)));
+}
+
 /**
  * For each of q, k, v: concatenate heads ([B, T, H*d]), re-split into `relationHeads` heads of size
  * D = H*d / relationHeads, relation = A A^T per head ([B, R, T, T]), row softmax, clamp at 1e-8, and
@@ -39,52 +52,143 @@ const PARTS = ['q', 'k', 'v'] as const;
  * `relationHeads` (the official code divides by layers * relationHeads; we distil one layer).
  * No causal and no padding mask, as the official code. Teacher and student may split H*d differently
  * (teacher q [B, 4, T, 8], student q [B, 2, T, 16]); the teacher side gets no gradient.
+ *
+ * Memory: written with tf autograd this kept about 50 [B, R, T, T] fp32 tensors alive through the backward
+ * pass (measured: 0.9 GB at Qwen3-0.6B's B = 8, T = 128, R = 32; it grows with T^2: 13 GB at T = 512). Here the
+ * loss runs over chunks of batch elements inside a tf.customGrad whose forward also forms the gradient with
+ * respect to the student's q, k, v (the relation rows of different batch elements are independent), so only a
+ * handful of [chunk, R, T, T] blocks exist at a time and only dq, dk, dv ([B, H, T, d]) are kept for backward.
  */
 export function attentionRelationKd(teacher: QKV, student: QKV, options: AttentionRelationKdOptions): tf.Scalar {
   const { relationHeads, relation } = options;
   checkOptions(relationHeads, relation);
   checkShapes(teacher, student, relationHeads);
-
-  return tf.tidy(() => {
-    let total: tf.Tensor = tf.scalar(0);
-    for (const p of PARTS) {
-      const logPT = teacherRelationLogProbs(teacher[p], relationHeads, relation); // [B, R, T, T]
-      const logPS = relationLogProbs(student[p], relationHeads, relation);
-      const rows = logPT.size / (logPT.shape[3] as number);
-      const kl = tf.sum(tf.mul(tf.exp(logPT), tf.sub(logPT, logPS))); // summed over every row
-      total = tf.add(total, tf.div(kl, rows));
-    }
-    return tf.div(total, relationHeads) as tf.Scalar;
+  const [B, , T] = student.q.shape as [number, number, number, number];
+  const chunk = options.batchChunk ?? autoBatchChunk(relationHeads, T);
+  if (!Number.isInteger(chunk) || chunk < 1) {
+    throw new ArgumentError(`${FN}: batchChunk must be an integer >= 1 (or null for auto), got ${chunk}`, { hint: `auto gives ${autoBatchChunk(relationHeads, T)}` });
+  }
+  const R = relationHeads;
+  const inputs = [teacher.q, teacher.k, teacher.v, student.q, student.k, student.v];
+  const run = (grad: boolean, xs: tf.Tensor[]) => relationKdChunks(xs.slice(0, 3), xs.slice(3, 6), R, relation, Math.min(chunk, B), grad);
+  if (!tf.engine().isTapeOn()) return tf.tidy(() => run(false, inputs).loss);
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const xs = args.slice(0, 6) as tf.Tensor[];
+    const save = args[6] as tf.GradSaveFunc;
+    const { loss, grads } = run(true, xs);
+    save(grads);
+    return {
+      value: loss,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        // The teacher gets zero gradient (as stopGradient); the student dx scaled by the upstream gradient.
+        const out = [...xs.slice(0, 3).map((t) => tf.zerosLike(t)), ...saved.map((g) => tf.mul(g, dy))];
+        for (const g of saved) g.dispose(); // release now rather than when the whole backward pass ends
+        return out;
+      },
+    };
   });
+  return op(...inputs) as tf.Scalar;
 }
 
 /**
- * relationLogProbs of the teacher, with zero gradient (as stopGradient) and computed inside a custom gradient's
- * forward, which tfjs does not record: none of its [B, R, T, T] intermediates is kept for the backward pass.
+ * The loss over batch chunks and, with `grad`, its gradient with respect to the student's q, k, v. Every
+ * [b, R, T, T] block is disposed as soon as it has been used.
  */
-function teacherRelationLogProbs(x: tf.Tensor, R: number, relation: Relation): tf.Tensor {
-  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const input = args[0] as tf.Tensor;
-    return { value: relationLogProbs(input, R, relation), gradFunc: () => [tf.zerosLike(input)] };
+function relationKdChunks(teacher: tf.Tensor[], student: tf.Tensor[], R: number, relation: Relation, chunk: number, grad: boolean): { loss: tf.Scalar; grads: tf.Tensor[] } {
+  const [B, , T] = student[0]!.shape as [number, number, number, number];
+  const rows = B * R * T; // the batchmean of every part: B * R * T relation rows
+  let total: tf.Scalar = tf.scalar(0);
+  const parts: tf.Tensor[][] = [[], [], []];
+  for (let b0 = 0; b0 < B; b0 += chunk) {
+    const bc = Math.min(chunk, B - b0);
+    for (let p = 0; p < 3; p++) {
+      const out = tf.tidy(() => {
+        const cut = (x: tf.Tensor) => (bc === B ? x : tf.slice(x, [b0, 0, 0, 0], [bc, -1, -1, -1]));
+        const logPT = relationLogProbs(cut(teacher[p]!), R, relation); // [b, R, T, T]
+        const xs = cut(student[p]!);
+        const a = regroup(xs, R); // [b, R, T, D]
+        const D = a.shape[3] as number;
+        let an = a; // the rows whose products are the relation: a / |a| (cosine) or a
+        let norm: tf.Tensor | null = null;
+        let big: tf.Tensor | null = null; // |a|^2 >= eps^2: where the norm's gradient passes
+        if (relation === 'cosine') {
+          const ss = tf.sum(tf.square(a), -1, true);
+          norm = tf.sqrt(tf.maximum(ss, NORM_EPS * NORM_EPS));
+          big = tf.cast(tf.greaterEqual(ss, NORM_EPS * NORM_EPS), 'float32');
+          an = tf.div(a, norm);
+        }
+        // [b, R, T, T] blocks: each nested tidy leaves one, and the ones used up are disposed at once.
+        const prob = tf.tidy(() => tf.softmax(relation === 'cosine' ? tf.matMul(an, an, false, true) : tf.div(tf.matMul(a, a, false, true), Math.sqrt(D)))); // [logPT, prob]
+        const clamped = tf.maximum(prob, PROB_FLOOR); // [logPT, prob, clamped]
+        const kl = tf.tidy(() => {
+          const pT = tf.exp(logPT);
+          return tf.div(tf.sum(tf.mul(pT, tf.sub(logPT, tf.log(clamped)))), rows * R) as tf.Scalar;
+        });
+        if (!grad) return [kl];
+        // d kl / d prob = -pT / (rows R) / clamped where prob >= floor (tf.maximum passes the gradient there)
+        const gP = tf.tidy(() => tf.where(tf.greaterEqual(prob, PROB_FLOOR), tf.div(tf.mul(tf.exp(logPT), -1 / (rows * R)), clamped), tf.zerosLike(prob))); // [logPT, prob, clamped, gP]
+        tf.dispose([logPT, clamped]); // [prob, gP]
+        // softmax backward: dS = P * (gP - sum(gP * P)); S symmetric in an: d an = (dS + dS^T) an
+        const dS = tf.tidy(() => tf.mul(prob, tf.sub(gP, tf.sum(tf.mul(gP, prob), -1, true)))); // [prob, gP, dS]
+        tf.dispose([prob, gP]); // [dS]
+        const dSym = tf.add(dS, tf.transpose(dS, [0, 1, 3, 2])); // [dS, dS^T, dSym]
+        dS.dispose(); // [dS^T, dSym] until the tidy ends
+        let da: tf.Tensor;
+        if (relation === 'cosine') {
+          const dan = tf.matMul(dSym, an);
+          // an = a / n, n = sqrt(max(|a|^2, eps^2)): da = (dan - an (an . dan) [|a|^2 >= eps^2]) / n
+          da = tf.div(tf.sub(dan, tf.mul(an, tf.mul(tf.sum(tf.mul(an, dan), -1, true), big as tf.Tensor))), norm as tf.Tensor);
+        } else {
+          da = tf.div(tf.matMul(dSym, a), Math.sqrt(D));
+        }
+        return [kl, ungroup(da, xs.shape as [number, number, number, number])];
+      });
+      const next = tf.add(total, out[0] as tf.Tensor) as tf.Scalar;
+      tf.dispose([total, out[0] as tf.Tensor]);
+      total = next;
+      if (grad) parts[p]!.push(out[1] as tf.Tensor);
+    }
+  }
+  const loss = total;
+  if (!grad) return { loss, grads: [] };
+  const grads = parts.map((ps) => {
+    if (ps.length === 1) return ps[0] as tf.Tensor;
+    const g = tf.concat(ps, 0);
+    tf.dispose(ps);
+    return g;
   });
-  return f(x);
+  return { loss, grads };
+}
+
+/** x [B, H, T, d] -> heads concatenated and re-split into R heads: [B, R, T, D], D = H*d / R. */
+function regroup(x: tf.Tensor, R: number): tf.Tensor {
+  const [B, H, T, d] = x.shape as [number, number, number, number];
+  return tf.transpose(tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [B, T, R, (H * d) / R]), [0, 2, 1, 3]);
+}
+
+/** The inverse of regroup: [B, R, T, D] -> [B, H, T, d] of `shape`. */
+function ungroup(a: tf.Tensor, shape: [number, number, number, number]): tf.Tensor {
+  const [B, H, T, d] = shape;
+  return tf.transpose(tf.reshape(tf.transpose(a, [0, 2, 1, 3]), [B, T, H, d]), [0, 2, 1, 3]);
 }
 
 /** log of the clamped row-softmax of the relation of `x` [B, H, T, d] regrouped into R heads: [B, R, T, T]. */
 function relationLogProbs(x: tf.Tensor, R: number, relation: Relation): tf.Tensor {
-  const [B, H, T, d] = x.shape as [number, number, number, number];
-  const D = (H * d) / R;
-  let a = tf.transpose(tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [B, T, R, D]), [0, 2, 1, 3]); // [B, R, T, D]
-  let scores: tf.Tensor;
-  if (relation === 'cosine') {
-    // sqrt(max(|a|^2, eps^2)) == max(|a|, eps) in value, but keeps the gradient finite at a zero vector.
-    const norm = tf.sqrt(tf.maximum(tf.sum(tf.square(a), -1, true), NORM_EPS * NORM_EPS));
-    a = tf.div(a, norm);
-    scores = tf.matMul(a, a, false, true);
-  } else {
-    scores = tf.div(tf.matMul(a, a, false, true), Math.sqrt(D));
-  }
-  return tf.log(tf.maximum(tf.softmax(scores), PROB_FLOOR));
+  return tf.tidy(() => {
+    const [, H, , d] = x.shape as [number, number, number, number];
+    const D = (H * d) / R;
+    let a = regroup(x, R); // [B, R, T, D]
+    let scores: tf.Tensor;
+    if (relation === 'cosine') {
+      // sqrt(max(|a|^2, eps^2)) == max(|a|, eps) in value, but keeps the gradient finite at a zero vector.
+      const norm = tf.sqrt(tf.maximum(tf.sum(tf.square(a), -1, true), NORM_EPS * NORM_EPS));
+      a = tf.div(a, norm);
+      scores = tf.matMul(a, a, false, true);
+    } else {
+      scores = tf.div(tf.matMul(a, a, false, true), Math.sqrt(D));
+    }
+    return tf.log(tf.maximum(tf.softmax(scores), PROB_FLOOR));
+  });
 }
 
 function checkOptions(relationHeads: number, relation: string): void {
