@@ -24,7 +24,7 @@
  *                        ternary student 32.0 NC + 22.0 NQ + 18.3 NK + 14.1 NI + 7.3 S + 2.0 Wlin
  *                      (least-squares fits over 18 random shapes each, worst residual 3.0% / 1.8% of the
  *                      measured unique tensor bytes; native engine, Qwen3 q/k-norm, SubLN allnorm for the
- *                      student; scripts/memory/fit.ts). wasm has its own fitted table (within 10% of these).
+ *                      student; scripts/memory/fit.ts). wasm has its own fitted table (TRAIN_*_WASM).
  *                      With optim.recompute only each block's input (and its gradient) is kept per layer, 2 NC,
  *                      plus one block's activations while it is recomputed.
  *                      (Decoder.recompute; measured within 9% on 6 shapes.)
