@@ -22,3 +22,5 @@ export { resolveTask, teacherStage, bitnetSftStage, continualPretrainStage, dist
 export type { StageContext } from './stages.ts';
 export { runTraining, summaryMarkdown } from './run.ts';
 export type { TrainOptions, StageSummary } from './run.ts';
+export { readRss, startStagePeak, readStagePeak } from './peak-rss.ts';
+export type { RssReading, StagePeak } from './peak-rss.ts';

@@ -12,6 +12,7 @@ import type { Decoder } from '@bitdistill/model';
 import { AdamW } from './adamw.ts';
 import { clipScale } from './clip.ts';
 import { learningRate, type ScheduleKind } from './schedule.ts';
+import { readStagePeak, type StagePeak } from './peak-rss.ts';
 import {
   latestCheckpoint,
   listCheckpoints,
@@ -115,6 +116,8 @@ export interface StageResult {
   finalDir: string;
   state: TrainerState;
   eval: EvalResult | null;
+  /** Peak RSS of the stage (its own when run.ts reset the high-water mark at its start), read after final/ is written. */
+  memory: StagePeak;
 }
 
 function readMetrics(file: string): Record<string, unknown>[] {
@@ -351,9 +354,14 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
     tokenizerFrom: spec.tokenizerFrom,
     bitdistill: { ...spec.bitdistill, stage: spec.stage, finalEval: lastEval },
   });
+  // Peak RSS, read after the last checkpoint write (its serialised copies count): a metrics record without a
+  // `step` key (it is not a training step; a resume drops it with the records it redoes).
+  const memory = readStagePeak();
+  record({ type: 'memory', steps: state.step, backend: tf.getBackend(), ...memory });
+  log.info({ stage: spec.stage, ...memory }, `${spec.stage}: peak RSS ${memory.peakRssMiB} MiB${memory.scope === 'stage' ? '' : ' (process peak)'}`);
   optimizer.dispose();
   for (const v of ema.values()) v.dispose();
-  return { finalDir, state, eval: lastEval };
+  return { finalDir, state, eval: lastEval, memory };
 }
 
 /** LAWA: set the model's weights to the mean of the given checkpoints' weights. */

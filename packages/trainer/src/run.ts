@@ -10,6 +10,7 @@ import type { StageName, TrainConfig } from '@bitdistill/config';
 import type { EvalResult, LoopHooks } from './loop.ts';
 import { readTrainerState } from './checkpoint.ts';
 import { STAGE_FUNCTIONS, type StageContext } from './stages.ts';
+import { startStagePeak } from './peak-rss.ts';
 
 export interface TrainOptions {
   /** Run only this stage. */
@@ -28,6 +29,8 @@ export interface StageSummary {
   examples: number | null;
   steps: number | null;
   seconds: number | null;
+  /** Peak RSS of the stage in this process (MiB); null when it was skipped. */
+  peakRssMiB: number | null;
 }
 
 const LABELS: Record<StageName, string> = {
@@ -60,10 +63,10 @@ export function summaryMarkdown(name: string, rows: readonly StageSummary[]): st
   const lines = [
     `# ${name}: summary`,
     '',
-    '| stage | method | dev metric | value | examples | steps | seconds |',
-    '|---|---|---|---:|---:|---:|---:|',
+    '| stage | method | dev metric | value | examples | steps | seconds | peak RSS MiB |',
+    '|---|---|---|---:|---:|---:|---:|---:|',
     ...rows.map((r) =>
-      [r.stage, LABELS[r.stage], r.metric ?? '-', r.value === null ? '-' : (r.value * 100).toFixed(2), r.examples ?? '-', r.steps ?? '-', r.seconds === null ? '-' : r.seconds.toFixed(1)].join(' | '),
+      [r.stage, LABELS[r.stage], r.metric ?? '-', r.value === null ? '-' : (r.value * 100).toFixed(2), r.examples ?? '-', r.steps ?? '-', r.seconds === null ? '-' : r.seconds.toFixed(1), r.peakRssMiB ?? '-'].join(' | '),
     ).map((l) => `| ${l} |`),
     '',
   ];
@@ -97,14 +100,16 @@ export async function runTraining(config: TrainConfig, resolvedYaml: string, o: 
     if (existsSync(join(dir, 'final', 'config.json')) && resumeFrom?.stage !== stage) {
       o.logger.info({ stage, final: join(dir, 'final') }, 'stage already finished: skipping');
       const f = finalSummary(dir);
-      rows.push({ stage, status: 'skipped (final exists)', metric: f.eval?.metric ?? null, value: f.eval?.value ?? null, examples: f.eval?.examples ?? null, steps: f.steps, seconds: f.seconds });
+      rows.push({ stage, status: 'skipped (final exists)', metric: f.eval?.metric ?? null, value: f.eval?.value ?? null, examples: f.eval?.examples ?? null, steps: f.steps, seconds: f.seconds, peakRssMiB: null });
       continue;
     }
     o.logger.info({ stage, dir }, `stage ${stage}: start`);
+    // Each stage's peak RSS is its own: the high-water mark is reset here (Linux), read when the stage ends.
+    startStagePeak();
     const stageCtx = resumeFrom?.stage === stage ? { ...ctx, hooks: { ...ctx.hooks, resumeFrom: resumeFrom.dir } } : ctx;
     const res = await STAGE_FUNCTIONS[stage](stageCtx);
-    rows.push({ stage, status: 'trained', metric: res.eval?.metric ?? null, value: res.eval?.value ?? null, examples: res.eval?.examples ?? null, steps: res.state.step, seconds: res.state.elapsedSeconds });
-    o.logger.info({ stage, final: res.finalDir, [res.eval?.metric ?? 'metric']: res.eval?.value ?? null }, `stage ${stage}: done`);
+    rows.push({ stage, status: 'trained', metric: res.eval?.metric ?? null, value: res.eval?.value ?? null, examples: res.eval?.examples ?? null, steps: res.state.step, seconds: res.state.elapsedSeconds, peakRssMiB: res.memory.peakRssMiB });
+    o.logger.info({ stage, final: res.finalDir, [res.eval?.metric ?? 'metric']: res.eval?.value ?? null, peakRssMiB: res.memory.peakRssMiB }, `stage ${stage}: done`);
   }
   if (o.stage === undefined) {
     writeFileSync(join(runDir, 'summary.md'), summaryMarkdown(config.name, rows));

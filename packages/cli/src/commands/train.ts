@@ -1,5 +1,8 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
-import { loadConfig, STAGE_NAMES, type StageName } from '@bitdistill/config';
+import type { Logger } from 'pino';
+import { checkMemoryBudget, estimateRun, loadConfig, STAGE_NAMES, type StageName, type TrainConfig } from '@bitdistill/config';
 import { runTraining, summaryMarkdown } from '@bitdistill/trainer';
 import { initBackend } from '@bitdistill/backend';
 import { createLogger } from '../log.ts';
@@ -11,6 +14,37 @@ interface Args extends GlobalArgs {
   overrides: string[];
   stage?: StageName;
   resume: string;
+  'memory-check': boolean;
+}
+
+const MiB = 2 ** 20;
+
+/** The stages `runTraining` will train: --stage or all, minus those whose final/ exists (unless --resume none). */
+function stagesToRun(config: TrainConfig, stage: StageName | undefined, resume: string): StageName[] {
+  const selected = stage !== undefined ? [stage] : [...config.stages];
+  if (resume !== 'auto') return selected; // none retrains them; a checkpoint path names its own stage
+  return selected.filter((s) => !existsSync(join(config.outputDir, config.name, s, 'final', 'config.json')));
+}
+
+/**
+ * Know before you load: estimate each stage about to run from model.path's config.json and refuse (E_MEMORY,
+ * exit 2) one that does not fit the available memory or the backend's heap, before any weight is read or
+ * anything is written under the run folder.
+ */
+function memoryCheck(config: TrainConfig, backend: string, stages: StageName[], logger: Logger): void {
+  if (stages.length === 0) return;
+  const estimate = estimateRun(config, { backend, stages });
+  if (estimate.unavailable !== null) {
+    logger.warn({ reason: estimate.unavailable }, 'memory estimate unavailable: training without the memory check');
+    return;
+  }
+  for (const s of estimate.stages) {
+    logger.info(
+      { stage: s.stage, estimatedPeakMiB: Math.round(s.bytes.total / MiB), phase: s.phase, availableMiB: Math.round(estimate.machine.availableBytes / MiB), backend },
+      `stage ${s.stage}: estimated peak memory ${Math.round(s.bytes.total / MiB)} MiB`,
+    );
+  }
+  checkMemoryBudget(estimate, config, stages);
 }
 
 export const trainCommand: CommandModule<GlobalArgs, Args> = {
@@ -21,13 +55,15 @@ export const trainCommand: CommandModule<GlobalArgs, Args> = {
       .option('config', { type: 'string', demandOption: true, describe: 'YAML config file (see configs/)' })
       .positional('overrides', { type: 'string', array: true, default: [], describe: 'dotted.key=value overrides' })
       .option('stage', { choices: STAGE_NAMES, describe: 'run only this stage' })
-      .option('resume', { type: 'string', default: 'auto', describe: 'auto: continue from the latest checkpoint; none: start over; PATH: resume from that checkpoint folder' }) as never,
+      .option('resume', { type: 'string', default: 'auto', describe: 'auto: continue from the latest checkpoint; none: start over; PATH: resume from that checkpoint folder' })
+      .option('memory-check', { type: 'boolean', default: true, describe: 'refuse a stage whose estimated peak memory exceeds the available memory (--no-memory-check: run anyway)' }) as never,
   handler: async (args) => {
     const logger = createLogger(args['log-level']);
     const { config, resolvedYaml } = loadConfig(args.config, args.overrides);
     // --backend on the command line wins over the config's backend key.
     const explicit = process.argv.some((a) => a === '--backend' || a.startsWith('--backend='));
-    await initBackend(explicit ? args.backend : config.backend, logger);
+    const backend = await initBackend(explicit ? args.backend : config.backend, logger);
+    if (args['memory-check']) memoryCheck(config, backend.name, stagesToRun(config, args.stage, args.resume), logger);
     let stopRequested = false;
     const onSignal = (sig: string) => {
       if (stopRequested) process.exit(130);
@@ -46,7 +82,8 @@ export const trainCommand: CommandModule<GlobalArgs, Args> = {
         shouldStop: () => stopRequested,
         // Without a TTY there is no progress bar: the metrics records become the periodic log lines.
         onRecord: (r) => {
-          if (!process.stderr.isTTY) logger.info(r, r['type'] === 'eval' ? 'eval' : 'train');
+          // The stage's memory record is logged by the loop itself.
+          if (!process.stderr.isTTY && r['type'] !== 'memory') logger.info(r, r['type'] === 'eval' ? 'eval' : 'train');
         },
         onStep: (p) => {
           if (barStage !== `${p.totalSteps}`) {
