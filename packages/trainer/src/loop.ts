@@ -25,6 +25,17 @@ import {
   type WriteHook,
 } from './checkpoint.ts';
 
+/** A V8 / tfjs allocation failure as a typed E_MEMORY error, or null for any other error. */
+function outOfMemory(e: unknown, stage: string, step: number, stageDir: string): BitDistillError | null {
+  if (!(e instanceof RangeError) && !(e instanceof Error && /out of memory|Aborted\(\)/i.test(e.message))) return null;
+  const msg = (e as Error).message;
+  if (!/allocation failed|Invalid typed array length|Array buffer|out of memory|Aborted\(\)/i.test(msg)) return null;
+  return new BitDistillError('E_MEMORY', `${stage}: out of memory at step ${step} (${msg})`, {
+    cause: e,
+    hint: `the last checkpoint (${latestCheckpoint(stageDir) ?? 'none yet'}) is intact; lower optim.batchSize (raise optim.gradAccum to keep the batch), model.maxSeqLen / corpus.seqLen, or set optim.recompute: true, then resume with --resume auto`,
+  });
+}
+
 export interface OptimSettings {
   lr: number;
   weightDecay: number;
@@ -214,6 +225,10 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
   const processStart = performance.now() / 1000;
   let lastEval: EvalResult | null = null;
 
+  // An allocation that fails despite the memory check (another process took the RAM, an estimate too low)
+  // surfaces as a typed error naming the stage and step; checkpoints are written atomically, so the last one
+  // is intact and `--resume auto` continues from it.
+  try {
   while (state.step < settings.totalSteps) {
     // Yield to the event loop once per step: tfjs work resolves as microtasks, and signal handlers
     // (SIGINT/SIGTERM -> shouldStop) only run when the macrotask queue gets a turn.
@@ -326,6 +341,9 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
       }
     }
     if (state.step % settings.checkpointEvery === 0 && !isLast) await checkpoint();
+  }
+  } catch (e) {
+    throw outOfMemory(e, spec.stage, state.step + 1, stageDir) ?? e;
   }
 
   // --- end of stage: weight averaging, final evaluation, final/ ---

@@ -232,6 +232,7 @@ async function runTaskStage(
 ): Promise<StageResult> {
   const c = ctx.config;
   const o = { ...c.optim, ...(c.stageOptim[stage] ?? {}) };
+  model.recompute = o.recompute; // activation recomputation per decoder block (Decoder.recompute)
   const encoded = data.train.map((ex) => encodeExample(tokenizer, data.task, ex));
   const pad = tokenizer.padId ?? tokenizer.eosId ?? 0;
   const stream = new SftStream(encoded, o.batchSize, c.model.maxSeqLen, pad, c.seed);
@@ -294,6 +295,7 @@ async function lmStage(ctx: StageContext, stage: 'pretrain' | 'continual-pretrai
     prepareStudent(model, { subln: c.student.subln, weightQuant: c.student.weightQuant, quantizeActivations: c.student.quantizeActivations });
   }
   const o = { ...c.optim, ...(c.stageOptim[stage] ?? {}) };
+  model.recompute = o.recompute; // activation recomputation per decoder block (Decoder.recompute)
   const stream = new LmStream(c.corpus.paths, tokenizer, c.corpus.seqLen, o.batchSize);
   const tokensPerStep = o.batchSize * c.corpus.seqLen * o.gradAccum;
   const totalSteps = o.maxSteps ?? (c.corpus.maxTokens !== null ? Math.max(1, Math.floor(c.corpus.maxTokens / tokensPerStep)) : null);

@@ -75,6 +75,28 @@ describe('training loop', () => {
     model.dispose();
   });
 
+  it('an allocation failure mid-stage is a typed E_MEMORY error naming the stage, step and knobs; the last checkpoint stays', async () => {
+    const dir = join(root, 'oom');
+    const { model } = loadModel('test/fixtures/tiny-qwen3');
+    const good = lmLoss(model);
+    const s = spec(model, dir, (i) => {
+      // What V8 throws when an ArrayBuffer cannot be allocated (a tensor's storage on the native engine).
+      if (i === 4) throw new RangeError('Array buffer allocation failed');
+      return good();
+    });
+    try {
+      await runStage(s, settings());
+      expect.fail('should throw');
+    } catch (e) {
+      expect((e as { code?: string }).code).to.equal('E_MEMORY');
+      expect((e as Error).message).to.match(/^test: out of memory at step 5/);
+      expect((e as { hint?: string }).hint).to.match(/optim\.batchSize.*optim\.recompute/);
+    }
+    const latest = latestCheckpoint(dir);
+    expect(readTrainerState(latest as string).step).to.equal(4);
+    model.dispose();
+  });
+
   it('warns once when a weighted loss term is more than 20x the CE at the first step, naming the term', async () => {
     const dir = join(root, 'weights');
     const { model } = loadModel('test/fixtures/tiny-qwen3');
