@@ -34,8 +34,10 @@
  *                      gradient); plus the attention-relation KD of one layer, batch-chunked: 8.3 b*R*T^2 +
  *                      2.0 B*T*(Q + 2K) (R relation heads, b = batch elements per 64 MiB chunk). All measured
  *                      (scripts/memory/profile-head.ts, profile-attn.ts).
- *                      The teacher's forward (distill, off the tape) is a full-precision forward whose every
- *                      intermediate lives until it returns: 6.9 NC + 10.8 NQ + 9.6 NK + 5.0 NI + 4.2 S per layer.
+ *                      The teacher's forward (distill, off the tape) is a full-precision forward; Decoder.forward
+ *                      runs each block in a tidy, so two layers' intermediates at most (a block, and the captured
+ *                      layer's, which lives until the forward returns): 6.9 NC + 10.8 NQ + 9.6 NK + 5.0 NI + 4.2 S
+ *                      per layer (fitted when every layer's intermediates lived until the end).
  *   eval         the dev evaluation of task stages: the same forward-only figure at batch max(8, B) with full
  *                [b*T, V] logits, while W, the moments and the teacher are alive.
  *   checkpoint   the files stream from the tensors' own storage (no copy on native / cpu); on wasm every read
@@ -271,9 +273,13 @@ function layerValues(c: LayerCoefficients, s: ModelShape, B: number, T: number):
   return c.NC * N * s.hiddenSize + c.NQ * N * Q + c.NK * N * K + c.NI * N * s.intermediateSize + c.S * B * s.numHeads * T * T + c.Wlin * parameterCounts(s).perLayerLinear;
 }
 
-/** A forward-only pass (teacher, evaluation) in bytes: every layer's intermediates, and `logitRows` full logits. */
+/**
+ * A forward-only pass (teacher, evaluation) in bytes: Decoder.forward runs each block in a tidy, so one block's
+ * intermediates at a time, plus those of a captured layer (run outside a tidy, alive until the forward returns),
+ * and `logitRows` full logits.
+ */
 function forwardBytes(c: LayerCoefficients, s: ModelShape, B: number, T: number, logitRows: number): number {
-  return F32 * (s.numLayers * layerValues(c, s, B, T) + 4 * B * T * s.hiddenSize + logitRows * s.vocabSize);
+  return F32 * (Math.min(2, s.numLayers) * layerValues(c, s, B, T) + 4 * B * T * s.hiddenSize + logitRows * s.vocabSize);
 }
 
 /** The size in values of the model's largest parameter (the optimizer updates one at a time). */
