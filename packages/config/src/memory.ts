@@ -608,7 +608,7 @@ function knobs(s: StageEstimate, config: TrainConfig): string {
   const parts = [
     `optim.batchSize=${half} optim.gradAccum=${Math.ceil(eff / half)} (same effective batch of ${eff}; or stageOptim.${s.stage}.batchSize)`,
     lm ? `corpus.seqLen (now ${config.corpus.seqLen})` : `model.maxSeqLen (now ${config.model.maxSeqLen})`,
-    'optim.recompute=true',
+    ...(s.recompute ? [] : ['optim.recompute=true']),
     `optim.lossChunkRows (now ${s.lossChunkRows})`,
   ];
   return parts.join(', ');
