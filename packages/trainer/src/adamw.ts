@@ -54,7 +54,7 @@ export class AdamW {
       }
       if (fused) {
         const next = new Float32Array(p.size);
-        adamwFused(p.dataSync() as Float32Array, g.dataSync() as Float32Array, m.dataSync() as Float32Array, v.dataSync() as Float32Array, next, {
+        adamwFused(hostValues(p), hostValues(g), hostValues(m), hostValues(v), next, {
           beta1, beta2, eps, weightDecay, lr, bc1, bc2, gradScale,
         });
         const t = tf.tensor(next, p.shape);
@@ -114,6 +114,17 @@ function zeroVariable(shape: readonly number[]): tf.Variable {
 function hostStorage(): boolean {
   const b = tf.getBackend();
   return b === 'native' || b === 'cpu';
+}
+
+/**
+ * A tensor's host storage, read in place. Through the backend's data map rather than dataSync: the native
+ * engine marks arrays dataSync hands out as never reusable, and the gradients read here are disposed right
+ * after the update, so their buffers should go back to its pool.
+ */
+function hostValues(t: tf.Tensor): Float32Array {
+  const entry = (tf.backend() as unknown as { data?: { get(id: object): { values?: unknown } | undefined } }).data?.get(t.dataId);
+  const v = entry?.values;
+  return v instanceof Float32Array ? v : (t.dataSync() as Float32Array);
 }
 
 interface FusedSettings {
