@@ -96,6 +96,8 @@ interface ChildResult {
   backend: BackendInfo;
   parameters: number;
   stepMs: number[];
+  /** Per timed step: forward + backward (variableGrads), the gradient-norm pass, the AdamW update. */
+  phaseMs: { grads: number[]; norm: number[]; update: number[] };
   losses: number[];
   peakRssBytes: number;
   initSeconds: number;
@@ -154,12 +156,19 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
     return tf.add(head.loss, tf.mul(ad, DISTILL.gammaAttn)) as tf.Scalar;
   };
 
+  const phases: { grads: number[]; norm: number[]; update: number[] } = { grads: [], norm: [], update: [] };
   const step = (): number => {
+    const t0 = performance.now();
     const { value, grads } = tf.variableGrads(lossFn, vars);
+    const t1 = performance.now();
     const byName: Record<string, tf.Tensor> = {};
     for (const [vn, g] of Object.entries(grads)) byName[names.get(vn) as string] = g;
     const { scale } = clipScale(byName, 1, 1);
+    const t2 = performance.now();
     opt.apply(trainable, byName, 1e-5, scale);
+    phases.grads.push(t1 - t0);
+    phases.norm.push(t2 - t1);
+    phases.update.push(performance.now() - t2);
     tf.dispose(Object.values(grads));
     const loss = value.dataSync()[0] as number;
     value.dispose();
@@ -171,15 +180,18 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
     step();
     console.error(`${kind}: warm-up step ${((performance.now() - w0) / 1000).toFixed(1)} s`);
   }
+  for (const k of Object.keys(phases) as (keyof typeof phases)[]) phases[k] = [];
   const stepMs: number[] = [];
   const losses: number[] = [];
   for (let i = 0; i < steps; i++) {
     const s0 = performance.now();
     losses.push(step());
     stepMs.push(performance.now() - s0);
-    console.error(`${kind}: step ${i + 1}/${steps} ${(stepMs[i] as number / 1000).toFixed(1)} s, loss ${losses[i]}`);
+    console.error(
+      `${kind}: step ${i + 1}/${steps} ${((stepMs[i] as number) / 1000).toFixed(1)} s (forward+backward ${((phases.grads[i] as number) / 1000).toFixed(1)}, grad norm ${((phases.norm[i] as number) / 1000).toFixed(1)}, AdamW ${((phases.update[i] as number) / 1000).toFixed(1)}), loss ${losses[i]}`,
+    );
   }
-  const result: ChildResult = { kind, backend, parameters: model.numParameters(), stepMs, losses, peakRssBytes: vmHwmBytes(), initSeconds };
+  const result: ChildResult = { kind, backend, parameters: model.numParameters(), stepMs, phaseMs: phases, losses, peakRssBytes: vmHwmBytes(), initSeconds };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
@@ -323,6 +335,7 @@ export async function shapeMain(argv: string[]): Promise<void> {
       ofCeiling: r.kind === 'sft' ? ceilingSeconds / (ms / 1000) : null,
       losses: r.losses,
       stepMsAll: r.stepMs,
+      phaseMedianSeconds: { forwardBackward: median(r.phaseMs.grads) / 1000, gradNorm: median(r.phaseMs.norm) / 1000, adamw: median(r.phaseMs.update) / 1000 },
       initSeconds: r.initSeconds,
       backend: r.backend.provider,
     };
@@ -355,9 +368,12 @@ export async function shapeMain(argv: string[]): Promise<void> {
     `CPU: ${cpuModel}, ${cpus().length} CPUs, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}; kernels-cpu ISA **${status.isa}**, ${status.threads} threads  `,
     `Model: configs/arch/${o.shape}.json (random weights), batch ${BATCH} x ${SEQ} tokens; ${result.method}`,
     '',
-    '| step | median step | tokens/s | peak RSS | of the GEMM-bound ceiling |',
-    '|---|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.kind} | ${f(r.stepSeconds, 2)} s | ${f(r.tokensPerSecond, 1)} | ${f(r.peakRssBytes / 2 ** 30, 2)} GiB | ${r.ofCeiling === null ? '-' : `${f(100 * r.ofCeiling)}%`} |`),
+    '| step | median step | forward + backward | grad norm | AdamW | tokens/s | peak RSS | of the GEMM-bound ceiling |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map(
+      (r) =>
+        `| ${r.kind} | ${f(r.stepSeconds, 2)} s | ${f(r.phaseMedianSeconds.forwardBackward, 2)} s | ${f(r.phaseMedianSeconds.gradNorm, 2)} s | ${f(r.phaseMedianSeconds.adamw, 2)} s | ${f(r.tokensPerSecond, 1)} | ${f(r.peakRssBytes / 2 ** 30, 2)} GiB | ${r.ofCeiling === null ? '-' : `${f(100 * r.ofCeiling)}%`} |`,
+    ),
     '',
     `Ceiling of an SFT step: (6 x ${nonEmbedding.toLocaleString('en-US')} non-embedding parameters x ${tokensPerStep} tokens + ${f(attentionFlops / 1e9)} GFLOP attention) = ${f(sftFlops / 1e12, 2)} TFLOP at ${f(ceilingGflops)} GFLOP/s (best 2-thread fp32 GEMM over this shape's products: project ${f(bestProject)}, numpy ${bestNumpy === null ? 'n/a' : f(bestNumpy)}) = **${f(ceilingSeconds, 2)} s**.`,
     '',

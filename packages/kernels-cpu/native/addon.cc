@@ -999,6 +999,42 @@ void unary_task(void* p, int64_t chunk, int64_t nchunks) {
 }
 
 // unaryF32(op, x, y, lo, hi): y = op(x) elementwise; lo, hi bound kClip.
+struct AdamwCtx {
+  const float* p;
+  const float* g;
+  float* m;
+  float* v;
+  float* out;
+  int64_t n;
+  AdamwParams h;
+};
+
+void adamw_task(void* q, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<AdamwCtx*>(q);
+  int64_t b, e;
+  split(c->n, chunk, nchunks, &b, &e);
+  if (b < e) adamw_f32(c->p + b, c->g + b, c->m + b, c->v + b, c->out + b, e - b, c->h);
+}
+
+// adamwF32(p, g, m, v, out, [beta1, beta2, eps, decay, lr, bc1, bc2, gradScale]): one AdamW update, m and v
+// in place, the new parameter into out (which may be p).
+napi_value AdamwF32(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!get_args(env, info, 6, argv)) return nullptr;
+  float *p, *g, *m, *v, *out;
+  double* h;
+  size_t pl, gl, ml, vl, ol, hl;
+  if (!get_typed(env, argv[0], napi_float32_array, &p, &pl, "p") || !get_typed(env, argv[1], napi_float32_array, &g, &gl, "g") ||
+      !get_typed(env, argv[2], napi_float32_array, &m, &ml, "m") || !get_typed(env, argv[3], napi_float32_array, &v, &vl, "v") ||
+      !get_typed(env, argv[4], napi_float32_array, &out, &ol, "out") || !get_typed(env, argv[5], napi_float64_array, &h, &hl, "hyper"))
+    return nullptr;
+  if (throw_if(env, gl != pl || ml != pl || vl != pl || ol != pl, "adamwF32: p, g, m, v and out must have the same length")) return nullptr;
+  if (throw_if(env, hl != 8, "adamwF32: hyper must hold 8 values")) return nullptr;
+  AdamwCtx ctx{p, g, m, v, out, static_cast<int64_t>(pl), AdamwParams{h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]}};
+  parallel(elem_chunks(ctx.n, ctx.n / 4096 + 1), adamw_task, &ctx);
+  return nullptr;
+}
+
 napi_value UnaryF32(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   if (!get_args(env, info, 5, argv)) return nullptr;
@@ -1466,6 +1502,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"binaryF32", nullptr, BinaryF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"compare", nullptr, Compare, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"unaryF32", nullptr, UnaryF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"adamwF32", nullptr, AdamwF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"castToF32", nullptr, CastToF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"reduceF32", nullptr, ReduceF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"copyStrided32", nullptr, CopyStrided32, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -419,4 +419,15 @@ BD_CLONES void rmsnorm_grad_f32(const float* __restrict dy, const float* __restr
   }
 }
 
+BD_CLONES void adamw_f32(const float* p, const float* g, float* m, float* v, float* out, int64_t n, const AdamwParams& h) {
+  for (int64_t i = 0; i < n; i++) {
+    const double gi = static_cast<double>(g[i]) * h.grad_scale;
+    const double mi = h.beta1 * static_cast<double>(m[i]) + (1.0 - h.beta1) * gi;
+    const double vi = h.beta2 * static_cast<double>(v[i]) + (1.0 - h.beta2) * gi * gi;
+    m[i] = static_cast<float>(mi);
+    v[i] = static_cast<float>(vi);
+    out[i] = static_cast<float>(static_cast<double>(p[i]) * h.decay - (h.lr * (mi / h.bc1)) / (std::sqrt(vi / h.bc2) + h.eps));
+  }
+}
+
 }  // namespace bd

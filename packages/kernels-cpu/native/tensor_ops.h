@@ -78,4 +78,12 @@ int64_t quantize_rows_i8(const float* w, int8_t* q, float* scale, int64_t cols, 
 void attention_f32(const float* q, const float* kc, const float* vc, float* out, int64_t H, int64_t Hkv, int64_t d, int64_t cap, int64_t start,
                    float scale, float* scores, int64_t p0, int64_t p1);
 
+// One AdamW update over elements [0, n) (torch.optim.AdamW, decoupled decay), in double per element like the
+// TypeScript twin: gs = g * grad_scale; m = b1 m + (1 - b1) gs; v = b2 v + (1 - b2) gs^2 (m, v in place);
+// out = p * (1 - lr wd) - lr (m / bc1) / (sqrt(v / bc2) + eps). out may be p.
+struct AdamwParams {
+  double beta1, beta2, eps, decay, lr, bc1, bc2, grad_scale;
+};
+void adamw_f32(const float* p, const float* g, float* m, float* v, float* out, int64_t n, const AdamwParams& h);
+
 }  // namespace bd

@@ -14,6 +14,8 @@ export { matmulF32, batchMatmulF32, broadcastBatch, matvecF32, streamRead, alloc
 export type { MatMulOptions, BatchMatMulShape, BatchBroadcast } from './gemm.ts';
 export { quantizeActivations, rmsNorm, ropeTables, applyRope, softmax, siluGate, roundHalfEven, attentionCausal, attentionCausalTs } from './ops.ts';
 export type { QuantizedActivations, RopeTables, AttentionShape } from './ops.ts';
+export { adamwF32, adamwF32Ts } from './optim.ts';
+export type { AdamwStep } from './optim.ts';
 export { quantizeRowsInt8, quantizeRowsInt8Ts, dequantizeRow, matvecI8, matvecI8Ts } from './int8.ts';
 export type { Int8RowMatrix } from './int8.ts';
 export { ternaryMatMulRef, ternaryLinearRef, matmulF32Ref, matvecF32Ref } from './reference.ts';

@@ -87,6 +87,7 @@ export interface NativeAddon {
     bStrides: Int32Array,
   ): void;
   unaryF32(op: number, x: Float32Array, y: Float32Array, lo: number, hi: number): void;
+  adamwF32(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, out: Float32Array, hyper: Float64Array): void;
   castToF32(x: Uint8Array | Int32Array, y: Float32Array): void;
   reduceF32(op: number, x: Float32Array, y: Float32Array, outer: number, r: number, inner: number): void;
   copyStrided32(src: Float32Array, srcOffset: number, srcStrides: Int32Array, dst: Float32Array, dstOffset: number, dstStrides: Int32Array, shape: Int32Array): void;
@@ -111,6 +112,7 @@ const ADDON_FUNCTIONS = [
   'binaryF32',
   'compare',
   'unaryF32',
+  'adamwF32',
   'castToF32',
   'reduceF32',
   'copyStrided32',

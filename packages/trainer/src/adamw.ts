@@ -6,12 +6,13 @@
  * The moments are plain tensors keyed by parameter name, so checkpoints save and restore them exactly.
  *
  * Memory at real size: on backends whose tensors are host TypedArrays that dataSync hands out as they are (the
- * native engine, tfjs cpu), the update is one fused loop per parameter that writes m and v in place (they are
+ * native engine, tfjs cpu), the update is one fused pass per parameter (kernels-cpu adamwF32: native, threaded) that writes m and v in place (they are
  * this optimizer's own, never shared) and the new parameter into a fresh array; elsewhere it is tf ops in a
  * tidy per parameter. Either way at most one parameter's temporaries are alive at a time: one tidy over all
  * of Qwen3-0.6B's parameters held ~8 x 2.4 GB of temporaries at once.
  */
 import * as tf from '@tensorflow/tfjs';
+import { adamwF32 } from '@bitdistill/kernels-cpu';
 
 export interface AdamWOptions {
   beta1: number;
@@ -54,9 +55,7 @@ export class AdamW {
       }
       if (fused) {
         const next = new Float32Array(p.size);
-        adamwFused(hostValues(p), hostValues(g), hostValues(m), hostValues(v), next, {
-          beta1, beta2, eps, weightDecay, lr, bc1, bc2, gradScale,
-        });
+        adamwF32(hostValues(p), hostValues(g), hostValues(m), hostValues(v), next, { beta1, beta2, eps, weightDecay, lr, bc1, bc2, gradScale });
         const t = tf.tensor(next, p.shape);
         p.assign(t);
         t.dispose();
@@ -125,36 +124,6 @@ function hostValues(t: tf.Tensor): Float32Array {
   const entry = (tf.backend() as unknown as { data?: { get(id: object): { values?: unknown } | undefined } }).data?.get(t.dataId);
   const v = entry?.values;
   return v instanceof Float32Array ? v : (t.dataSync() as Float32Array);
-}
-
-interface FusedSettings {
-  beta1: number;
-  beta2: number;
-  eps: number;
-  weightDecay: number;
-  lr: number;
-  bc1: number;
-  bc2: number;
-  gradScale: number;
-}
-
-/**
- * One AdamW update of one parameter: m and v in place, the new parameter into `out` (p is left as it is, so a
- * tensor sharing its storage is never changed). Float64 arithmetic per element, stored as float32.
- */
-export function adamwFused(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, out: Float32Array, s: FusedSettings): void {
-  const { beta1, beta2, eps, bc1, bc2, gradScale } = s;
-  const decay = 1 - s.lr * s.weightDecay;
-  const lr = s.lr;
-  const n = p.length;
-  for (let i = 0; i < n; i++) {
-    const gi = (g[i] as number) * gradScale;
-    const mi = beta1 * (m[i] as number) + (1 - beta1) * gi;
-    const vi = beta2 * (v[i] as number) + (1 - beta2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    out[i] = (p[i] as number) * decay - (lr * (mi / bc1)) / (Math.sqrt(vi / bc2) + eps);
-  }
 }
 
 /** Scalar reference twin of one AdamW update on plain arrays (for tests). */
