@@ -27,9 +27,8 @@ import {
 
 /** A V8 / tfjs allocation failure as a typed E_MEMORY error, or null for any other error. */
 function outOfMemory(e: unknown, stage: string, step: number, stageDir: string): BitDistillError | null {
-  if (!(e instanceof RangeError) && !(e instanceof Error && /out of memory|Aborted\(\)/i.test(e.message))) return null;
-  const msg = (e as Error).message;
-  if (!/allocation failed|Invalid typed array length|Array buffer|out of memory|Aborted\(\)/i.test(msg)) return null;
+  if (!(e instanceof Error) || !/allocation failed|Invalid typed array length|Array buffer|out of memory|Aborted\(\)/i.test(e.message)) return null;
+  const msg = e.message;
   return new BitDistillError('E_MEMORY', `${stage}: out of memory at step ${step} (${msg})`, {
     cause: e,
     hint: `the last checkpoint (${latestCheckpoint(stageDir) ?? 'none yet'}) is intact; lower optim.batchSize (raise optim.gradAccum to keep the batch), model.maxSeqLen / corpus.seqLen, or set optim.recompute: true, then resume with --resume auto`,
