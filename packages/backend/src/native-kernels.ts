@@ -30,6 +30,10 @@ import {
   reduceF32,
   rmsNormF32,
   rmsNormGradF32,
+  bitLinearF32,
+  bitLinearGradF32,
+  swigluF32,
+  swigluGradF32,
   tile32,
   transpose32,
   unaryF32,
@@ -431,6 +435,56 @@ const rmsNormGrad: KernelFn = (args) => {
   return [dx, dgain];
 };
 
+// ---------------------------------------------------------------------------------------------------------
+// Fused training ops (kernels of @bitdistill/quant's bitMatmulInt and @bitdistill/model's swiglu, which fall back
+// to their op-by-op twins where a backend lacks them; the names and contracts are mirrored there)
+
+/** BitDistillBitLinear: {x [M, K], w [N, K]}, attrs {perRow} -> y [M, N] = int8(x) @ ternary(w)^T, integer form. */
+const bitLinear: KernelFn = (args) => {
+  const st = storageOf(args.backend);
+  const { x, w } = args.inputs as { x: tf.TensorInfo; w: tf.TensorInfo };
+  const perRow = (args.attrs as { perRow: boolean }).perRow;
+  const [m, k] = x.shape as [number, number];
+  const n = w.shape[0] as number;
+  const y = st.out([m, n], 'float32');
+  bitLinearF32(st.view(x) as Float32Array, st.view(w) as Float32Array, { m, k, n, perRow }, st.view(y) as Float32Array);
+  return y;
+};
+
+/** BitDistillBitLinearGrad: {dy [M, N], x, w}, attrs {perRow} -> [dx [M, K], dw [N, K]] (straight-through). */
+const bitLinearGrad: KernelFn = (args) => {
+  const st = storageOf(args.backend);
+  const { dy, x, w } = args.inputs as { dy: tf.TensorInfo; x: tf.TensorInfo; w: tf.TensorInfo };
+  const perRow = (args.attrs as { perRow: boolean }).perRow;
+  const [m, k] = x.shape as [number, number];
+  const n = w.shape[0] as number;
+  const dx = st.out([m, k], 'float32');
+  const dw = st.out([n, k], 'float32');
+  const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;
+  bitLinearGradF32(view(x), view(w), { m, k, n, perRow }, view(dy), view(dx), view(dw));
+  return [dx, dw];
+};
+
+/** BitDistillSwiglu: {gate, up} (same shape) -> silu(gate) * up. */
+const swiglu: KernelFn = (args) => {
+  const st = storageOf(args.backend);
+  const { gate, up } = args.inputs as { gate: tf.TensorInfo; up: tf.TensorInfo };
+  const y = st.out(gate.shape, 'float32');
+  swigluF32(st.view(gate) as Float32Array, st.view(up) as Float32Array, st.view(y) as Float32Array);
+  return y;
+};
+
+/** BitDistillSwigluGrad: {dy, gate, up} -> [dgate, dup]. */
+const swigluGrad: KernelFn = (args) => {
+  const st = storageOf(args.backend);
+  const { dy, gate, up } = args.inputs as { dy: tf.TensorInfo; gate: tf.TensorInfo; up: tf.TensorInfo };
+  const dg = st.out(gate.shape, 'float32');
+  const du = st.out(gate.shape, 'float32');
+  const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;
+  swigluGradF32(view(gate), view(up), view(dy), view(dg), view(du));
+  return [dg, du];
+};
+
 /**
  * UnsortedSegmentSum (the gradient of tf.gather, i.e. of the embedding lookup): out[ids[i], :] += x[i, :] for
  * float32 x [N, ...rest]; ids outside [0, numSegments) are dropped, as TensorFlow does. tfjs's cpu kernel builds
@@ -492,6 +546,10 @@ const NATIVE: Record<string, KernelFn> = {
   Identity: identity,
   BitDistillRmsNorm: rmsNorm,
   BitDistillRmsNormGrad: rmsNormGrad,
+  BitDistillBitLinear: bitLinear,
+  BitDistillBitLinearGrad: bitLinearGrad,
+  BitDistillSwiglu: swiglu,
+  BitDistillSwigluGrad: swigluGrad,
   UnsortedSegmentSum: unsortedSegmentSum,
 };
 

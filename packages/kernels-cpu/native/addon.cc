@@ -1479,6 +1479,249 @@ napi_value StreamRead(napi_env env, napi_callback_info info) {
   return make_number(env, static_cast<double>(ctx.sum.load() & ((uint64_t{1} << 52) - 1)));
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Fused training ops: the student's BitLinear (int8 activations x ternary weights, fake-quantized, STE) and
+// SwiGLU, forward and backward, each one call. The quantized operands live only in scratch for the call:
+// autograd saves x and W (which are alive anyway), not their quantized copies.
+
+Scratch g_fq_a, g_fq_b;  // main thread only (the JS thread calls these kernels one at a time)
+
+struct FqCtx {
+  const float* x;
+  float* out;
+  float* s;
+  int64_t rows, cols;
+  int dequant;
+  // ternary pass / abs sums
+  const float* w;
+  const float* d;  // per-row scales (perRow) or one value
+  float* tout;
+  double* sums;
+  int64_t n, wcols;
+  bool per_row, tern_dequant;
+};
+
+void act_quant_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<FqCtx*>(p);
+  int64_t b, e;
+  split(c->rows, chunk, nchunks, &b, &e);
+  if (b < e) act_quant_rows_f32(c->x, c->out, c->s, c->cols, b, e, c->dequant);
+}
+
+constexpr int64_t kAbsBlock = 1 << 16;  // fixed blocks: the absmean total does not depend on the thread count
+
+void abs_sum_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<FqCtx*>(p);
+  if (c->per_row) {
+    int64_t b, e;
+    split(c->n / c->wcols, chunk, nchunks, &b, &e);
+    for (int64_t r = b; r < e; r++) c->sums[r] = abs_sum_f64(c->w + r * c->wcols, c->wcols);
+    return;
+  }
+  const int64_t blocks = (c->n + kAbsBlock - 1) / kAbsBlock;
+  int64_t b, e;
+  split(blocks, chunk, nchunks, &b, &e);
+  for (int64_t i = b; i < e; i++) c->sums[i] = abs_sum_f64(c->w + i * kAbsBlock, std::min(kAbsBlock, c->n - i * kAbsBlock));
+}
+
+void fq_ternary_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<FqCtx*>(p);
+  const int64_t rows = c->n / c->wcols;
+  int64_t b, e;
+  split(rows, chunk, nchunks, &b, &e);
+  for (int64_t r = b; r < e; r++) {
+    const float d = c->per_row ? c->d[r] : c->d[0];
+    ternary_f32(c->w + r * c->wcols, d, c->tern_dequant ? d : 1.0f, c->tout + r * c->wcols, c->wcols);
+  }
+}
+
+// Ternary scales of W [n, k] (HF layout, out x in): d = max(f32(sum|W| / count), 1e-5f), one per tensor or per
+// row, as the reference quantizer (packages/quant reference.ts).
+std::vector<float> ternary_scales(const float* w, int64_t n, int64_t k, bool per_row) {
+  FqCtx c{};
+  c.w = w;
+  c.n = n * k;
+  c.wcols = k;
+  c.per_row = per_row;
+  const int64_t parts = per_row ? n : (c.n + kAbsBlock - 1) / kAbsBlock;
+  std::vector<double> sums(static_cast<size_t>(std::max<int64_t>(parts, 1)), 0.0);
+  c.sums = sums.data();
+  parallel(elem_chunks(c.n, std::max<int64_t>(parts, 1)), abs_sum_task, &c);
+  std::vector<float> d(per_row ? static_cast<size_t>(n) : 1);
+  if (per_row) {
+    for (int64_t r = 0; r < n; r++) {
+      const float m = static_cast<float>(sums[r] / static_cast<double>(k));
+      d[r] = m > 1e-5f ? m : 1e-5f;
+    }
+  } else {
+    double t = 0.0;
+    for (int64_t i = 0; i < parts; i++) t += sums[i];
+    const float m = static_cast<float>(t / static_cast<double>(std::max<int64_t>(c.n, 1)));
+    d[0] = m > 1e-5f ? m : 1e-5f;
+  }
+  return d;
+}
+
+void ternarize(const float* w, int64_t n, int64_t k, const std::vector<float>& d, bool per_row, bool dequant, float* out) {
+  FqCtx c{};
+  c.w = w;
+  c.n = n * k;
+  c.wcols = k;
+  c.d = d.data();
+  c.per_row = per_row;
+  c.tern_dequant = dequant;
+  c.tout = out;
+  parallel(elem_chunks(c.n, n), fq_ternary_task, &c);
+}
+
+void act_quant(const float* x, int64_t m, int64_t k, bool dequant, float* out, float* s) {
+  FqCtx c{};
+  c.x = x;
+  c.out = out;
+  c.s = s;
+  c.rows = m;
+  c.cols = k;
+  c.dequant = dequant ? 1 : 0;
+  parallel(elem_chunks(m * k, m), act_quant_task, &c);
+}
+
+// y[i, j] *= f32(d / s[i]) (d[j] per row of W when per_row): the dequantization of the integer product.
+struct RescaleCtx {
+  float* y;
+  const float* s;
+  const float* d;
+  int64_t m, n;
+  bool per_row;
+};
+
+void rescale_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<RescaleCtx*>(p);
+  int64_t b, e;
+  split(c->m, chunk, nchunks, &b, &e);
+  for (int64_t i = b; i < e; i++) {
+    float* yr = c->y + i * c->n;
+    if (c->per_row) {
+      for (int64_t j = 0; j < c->n; j++) yr[j] *= c->d[j] / c->s[i];
+    } else {
+      const float r = c->d[0] / c->s[i];
+      for (int64_t j = 0; j < c->n; j++) yr[j] *= r;
+    }
+  }
+}
+
+bool get_bitlinear_common(napi_env env, napi_value* argv, int first, const float** x, const float** w, int64_t* m, int64_t* k, int64_t* n,
+                          bool* per_row, const char* what) {
+  float *xp, *wp;
+  size_t xl, wl;
+  if (!get_typed(env, argv[first], napi_float32_array, &xp, &xl, "x") || !get_typed(env, argv[first + 1], napi_float32_array, &wp, &wl, "w") ||
+      !get_i64(env, argv[first + 2], 1, kMaxDim, m, "m") || !get_i64(env, argv[first + 3], 1, kMaxDim, k, "k") ||
+      !get_i64(env, argv[first + 4], 1, kMaxDim, n, "n") || !get_bool(env, argv[first + 5], per_row))
+    return false;
+  if (throw_if(env, static_cast<int64_t>(xl) < *m * *k || static_cast<int64_t>(wl) < *n * *k, what)) return false;
+  *x = xp;
+  *w = wp;
+  return true;
+}
+
+// bitLinearF32(x [m, k], w [n, k], m, k, n, perRow, y [m, n]):
+//   y = (q @ c^T) * f32(d / s),  q = clamp(rhe(x * s), -128, 127) per row, c = clamp(rhe(W / d), -1, 1):
+// the integer form of int8Quant(x) @ ternaryQuant(W)^T (q @ c^T is a float32 product of small integers, exact).
+napi_value BitLinearF32(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!get_args(env, info, 7, argv)) return nullptr;
+  const float *x, *w;
+  int64_t m, k, n;
+  bool per_row;
+  float* y;
+  size_t yl;
+  if (!get_bitlinear_common(env, argv, 0, &x, &w, &m, &k, &n, &per_row, "bitLinearF32: x or w too small") ||
+      !get_typed(env, argv[6], napi_float32_array, &y, &yl, "y"))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(yl) < m * n, "bitLinearF32: y too small")) return nullptr;
+  float* q = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m * k + m)));
+  float* c = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
+  if (throw_if(env, q == nullptr || c == nullptr, "bitLinearF32: out of memory for scratch")) return nullptr;
+  float* s = q + m * k;
+  act_quant(x, m, k, false, q, s);
+  const std::vector<float> d = ternary_scales(w, n, k, per_row);
+  ternarize(w, n, k, d, per_row, false, c);
+  gemm_parallel(g_isa, GemmView{q, k, 1, c, 1, k, y, n, m, n, k});
+  RescaleCtx rc{y, s, d.data(), m, n, per_row};
+  parallel(elem_chunks(m * n, m), rescale_task, &rc);
+  return nullptr;
+}
+
+// bitLinearGradF32(x, w, m, k, n, perRow, dy [m, n], dx [m, k], dw [n, k]): the straight-through backward of
+// bitLinearF32: dx = dy @ (c * d), dW = dy^T @ (q / s), no gradient through the scales.
+napi_value BitLinearGradF32(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  if (!get_args(env, info, 9, argv)) return nullptr;
+  const float *x, *w;
+  int64_t m, k, n;
+  bool per_row;
+  float *dy, *dx, *dw;
+  size_t dyl, dxl, dwl;
+  if (!get_bitlinear_common(env, argv, 0, &x, &w, &m, &k, &n, &per_row, "bitLinearGradF32: x or w too small") ||
+      !get_typed(env, argv[6], napi_float32_array, &dy, &dyl, "dy") || !get_typed(env, argv[7], napi_float32_array, &dx, &dxl, "dx") ||
+      !get_typed(env, argv[8], napi_float32_array, &dw, &dwl, "dw"))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(dyl) < m * n || static_cast<int64_t>(dxl) < m * k || static_cast<int64_t>(dwl) < n * k,
+               "bitLinearGradF32: dy, dx or dw too small"))
+    return nullptr;
+  float* xq = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m * k + m)));
+  float* wq = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
+  if (throw_if(env, xq == nullptr || wq == nullptr, "bitLinearGradF32: out of memory for scratch")) return nullptr;
+  act_quant(x, m, k, true, xq, xq + m * k);
+  ternarize(w, n, k, ternary_scales(w, n, k, per_row), per_row, true, wq);
+  gemm_parallel(g_isa, GemmView{dy, n, 1, wq, k, 1, dx, k, m, k, n});  // [m, n] @ [n, k]
+  gemm_parallel(g_isa, GemmView{dy, 1, n, xq, k, 1, dw, k, n, k, m});  // [n, m] (dy^T) @ [m, k]
+  return nullptr;
+}
+
+struct SwigluCtx {
+  const float *dy, *g, *u;
+  float *y, *dg, *du;
+  int64_t n;
+};
+
+void swiglu_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<SwigluCtx*>(p);
+  int64_t b, e;
+  split(c->n, chunk, nchunks, &b, &e);
+  if (b >= e) return;
+  if (c->dy == nullptr) swiglu_f32(c->g + b, c->u + b, c->y + b, e - b);
+  else swiglu_grad_f32(c->dy + b, c->g + b, c->u + b, c->dg + b, c->du + b, e - b);
+}
+
+// swigluF32(g, u, y) and swigluGradF32(g, u, dy, dg, du): all the same length.
+napi_value SwigluF32(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  size_t argc = 5;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return nullptr;
+  if (throw_if(env, argc != 3 && argc != 5, "swiglu: expected 3 or 5 arguments")) return nullptr;
+  SwigluCtx c{};
+  float *g, *u, *a, *b2 = nullptr, *b3 = nullptr;
+  size_t gl, ul, al, bl = 0, cl = 0;
+  if (!get_typed(env, argv[0], napi_float32_array, &g, &gl, "g") || !get_typed(env, argv[1], napi_float32_array, &u, &ul, "u") ||
+      !get_typed(env, argv[2], napi_float32_array, &a, &al, argc == 3 ? "y" : "dy"))
+    return nullptr;
+  if (argc == 5 && (!get_typed(env, argv[3], napi_float32_array, &b2, &bl, "dg") || !get_typed(env, argv[4], napi_float32_array, &b3, &cl, "du")))
+    return nullptr;
+  if (throw_if(env, ul != gl || al != gl || (argc == 5 && (bl != gl || cl != gl)), "swiglu: arrays differ in length")) return nullptr;
+  c.g = g;
+  c.u = u;
+  c.n = static_cast<int64_t>(gl);
+  if (argc == 3) {
+    c.y = a;
+  } else {
+    c.dy = a;
+    c.dg = b2;
+    c.du = b3;
+  }
+  parallel(elem_chunks(c.n, c.n / 4096 + 1), swiglu_task, &c);
+  return nullptr;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -1509,6 +1752,9 @@ napi_value Init(napi_env env, napi_value exports) {
       {"gatherRows32", nullptr, GatherRows32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"rmsNormF32", nullptr, RmsNormF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"rmsNormGradF32", nullptr, RmsNormGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"bitLinearF32", nullptr, BitLinearF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"bitLinearGradF32", nullptr, BitLinearGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"swigluF32", nullptr, SwigluF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"streamRead", nullptr, StreamRead, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

@@ -430,4 +430,58 @@ BD_CLONES void adamw_f32(const float* p, const float* g, float* m, float* v, flo
   }
 }
 
+BD_CLONES void act_quant_rows_f32(const float* __restrict x, float* __restrict out, float* __restrict s, int64_t cols, int64_t r0, int64_t r1,
+                                  int dequant) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = x + r * cols;
+    float* o = out + r * cols;
+    float m = 0.0f;
+    for (int64_t i = 0; i < cols; i++) m = fmaxf(m, fabsf(xr[i]));
+    const float sc = 127.0f / (m > 1e-5f ? m : 1e-5f);
+    s[r] = sc;
+    for (int64_t i = 0; i < cols; i++) {
+      float q = round_even_f32(xr[i] * sc);
+      q = q < -128.0f ? -128.0f : (q > 127.0f ? 127.0f : q);
+      o[i] = dequant ? q / sc : q;
+    }
+  }
+}
+
+BD_CLONES double abs_sum_f64(const float* __restrict w, int64_t n) {
+  // 8 double partial sums (vectorises), added in a fixed order.
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; j++) acc[j] += static_cast<double>(fabsf(w[i + j]));
+  }
+  double total = 0.0;
+  for (; i < n; i++) total += static_cast<double>(fabsf(w[i]));
+  for (int j = 0; j < 8; j++) total += acc[j];
+  return total;
+}
+
+BD_CLONES void ternary_f32(const float* __restrict w, float d, float mul, float* __restrict out, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    float c = round_even_f32(w[i] / d);
+    c = c < -1.0f ? -1.0f : (c > 1.0f ? 1.0f : c);
+    out[i] = c * mul;
+  }
+}
+
+BD_INLINE float sigmoid_f32(float v) { return v >= 0.0f ? 1.0f / (1.0f + exp_f32(-v)) : exp_f32(v) / (1.0f + exp_f32(v)); }
+
+BD_CLONES void swiglu_f32(const float* __restrict g, const float* __restrict u, float* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = g[i] * sigmoid_f32(g[i]) * u[i];
+}
+
+BD_CLONES void swiglu_grad_f32(const float* __restrict dy, const float* __restrict g, const float* __restrict u, float* __restrict dg,
+                               float* __restrict du, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    const float sg = sigmoid_f32(g[i]);
+    const float gs = g[i] * sg;
+    du[i] = dy[i] * gs;
+    dg[i] = dy[i] * u[i] * (sg + gs * (1.0f - sg));
+  }
+}
+
 }  // namespace bd

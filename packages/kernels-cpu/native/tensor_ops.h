@@ -86,4 +86,23 @@ struct AdamwParams {
 };
 void adamw_f32(const float* p, const float* g, float* m, float* v, float* out, int64_t n, const AdamwParams& h);
 
+// --- Fused training ops (addon.cc BitLinearF32 / SwigluF32 and their gradients) ---
+
+// Per-token absmax int8 fake quantization of rows [r0, r1) of x [*, cols], float32 arithmetic as the reference
+// (packages/quant reference.ts): s[r] = 127 / max(max|x_r|, 1e-5f), q = clamp(round_half_even(x * s), -128, 127).
+// out = q (dequant 0) or q / s (dequant 1).
+void act_quant_rows_f32(const float* x, float* out, float* s, int64_t cols, int64_t r0, int64_t r1, int dequant);
+
+// sum of |w[i]| over [0, n), accumulated in double.
+double abs_sum_f64(const float* w, int64_t n);
+
+// out[i] = clamp(round_half_even(w[i] / d), -1, 1) * mul for i in [0, n): mul 1 gives the ternary codes,
+// mul d the dequantized weights (exact: +-d or 0).
+void ternary_f32(const float* w, float d, float mul, float* out, int64_t n);
+
+// SwiGLU: y = silu(g) * u = g * sigmoid(g) * u, and its gradient
+//   dg = dy * u * sig(g) * (1 + g * (1 - sig(g))),  du = dy * g * sig(g).
+void swiglu_f32(const float* g, const float* u, float* y, int64_t n);
+void swiglu_grad_f32(const float* dy, const float* g, const float* u, float* dg, float* du, int64_t n);
+
 }  // namespace bd

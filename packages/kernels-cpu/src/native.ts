@@ -94,6 +94,10 @@ export interface NativeAddon {
   gatherRows32(x: Float32Array, rowLen: number, idx: Int32Array, y: Float32Array): number;
   rmsNormF32(x: Float32Array, gain: Float32Array, dim: number, eps: number, y: Float32Array): void;
   rmsNormGradF32(x: Float32Array, gain: Float32Array, dim: number, eps: number, dy: Float32Array, dx: Float32Array, dgain: Float32Array): void;
+  bitLinearF32(x: Float32Array, w: Float32Array, m: number, k: number, n: number, perRow: boolean, y: Float32Array): void;
+  bitLinearGradF32(x: Float32Array, w: Float32Array, m: number, k: number, n: number, perRow: boolean, dy: Float32Array, dx: Float32Array, dw: Float32Array): void;
+  /** (g, u, y): forward; (g, u, dy, dg, du): gradient. */
+  swigluF32(g: Float32Array, u: Float32Array, y: Float32Array, dg?: Float32Array, du?: Float32Array): void;
 }
 
 const ADDON_PATH = '../build/Release/bitdistill_kernels.node';
@@ -122,6 +126,9 @@ const ADDON_FUNCTIONS = [
   'matvecI8F32',
   'attentionF32',
   'quantizeRowsI8',
+  'bitLinearF32',
+  'bitLinearGradF32',
+  'swigluF32',
 ] as const;
 
 interface State {

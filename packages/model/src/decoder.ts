@@ -11,7 +11,7 @@ import type { DecoderConfig } from './config.ts';
 import { PROJECTIONS, SUBLN_EPS, projectionName, sublnName, type Projection } from './names.ts';
 
 export { PROJECTIONS, SUBLN_EPS, projectionName, sublnName, type Projection };
-import { bmm, denseLinear, matMulT, rmsNorm, type LinearFn } from './ops.ts';
+import { bmm, denseLinear, matMulT, rmsNorm, swiglu, type LinearFn } from './ops.ts';
 
 
 /** Q, K, V of one layer for attention-relation distillation, each [B, heads, T, d], GQA heads not expanded. */
@@ -280,7 +280,7 @@ export class Decoder {
     // --- SwiGLU MLP ---
     const h2 = rmsNorm(x, this.param(`${p}.post_attention_layernorm.weight`), c.rmsNormEps) as tf.Tensor2D;
     const gate = this.project(h2, l, 'gate_proj');
-    const gated = tf.mul(tf.mul(gate, tf.sigmoid(gate)), this.project(h2, l, 'up_proj')) as tf.Tensor2D; // silu(gate) * up
+    const gated = swiglu(gate, this.project(h2, l, 'up_proj')) as tf.Tensor2D; // silu(gate) * up
     x = tf.add(x, this.project(gated, l, 'down_proj'));
     return x;
   }

@@ -86,6 +86,50 @@ tf.registerGradient({
   },
 });
 
+/**
+ * Fused training ops (issue 15): a backend may register kernels for the student's BitLinear and for SwiGLU (the
+ * native engine does, packages/backend); elsewhere, or with the fused ops switched off, each op runs as its
+ * op-by-op twin. The twins stay for the tests and for the bench's comparison. Contracts:
+ *   BitDistillSwiglu     {gate, up} -> silu(gate) * up         BitDistillSwigluGrad     {dy, gate, up} -> [dgate, dup]
+ *   BitDistillBitLinear  {x [M, K], w [N, K]}, attrs {perRow} -> y [M, N]   (see packages/quant bitMatmulInt)
+ *   BitDistillBitLinearGrad {dy, x, w}, attrs {perRow} -> [dx, dw]
+ * BITDISTILL_FUSED=0 in the environment starts with them off.
+ */
+let fusedOn = process.env['BITDISTILL_FUSED'] !== '0';
+
+/** Switch the fused training ops on or off (the op-by-op twins run when off); returns the previous setting. */
+export function setFusedOps(on: boolean): boolean {
+  const prev = fusedOn;
+  fusedOn = on;
+  return prev;
+}
+
+/** Whether the fused kernel `name` runs on the active backend now. */
+export function fusedKernel(name: string): boolean {
+  return fusedOn && tf.getKernel(name, tf.getBackend()) !== undefined;
+}
+
+export const SWIGLU_KERNEL = 'BitDistillSwiglu';
+export const SWIGLU_GRAD_KERNEL = 'BitDistillSwigluGrad';
+
+tf.registerGradient({
+  kernelName: SWIGLU_KERNEL,
+  inputsToSave: ['gate', 'up'],
+  gradFunc: (dy, saved) => {
+    const [gate, up] = saved as [tf.Tensor, tf.Tensor];
+    const [dg, du] = tf.engine().runKernel(SWIGLU_GRAD_KERNEL, { dy: dy as tf.Tensor, gate, up }) as tf.Tensor[];
+    return { gate: () => dg as tf.Tensor, up: () => du as tf.Tensor };
+  },
+});
+
+/** SwiGLU: silu(gate) * up = gate * sigmoid(gate) * up (fused where the backend has the kernel). */
+export function swiglu(gate: tf.Tensor, up: tf.Tensor): tf.Tensor {
+  if (gate.dtype === 'float32' && up.dtype === 'float32' && tf.util.arraysEqual(gate.shape, up.shape) && fusedKernel(SWIGLU_KERNEL)) {
+    return tf.engine().runKernel(SWIGLU_KERNEL, { gate, up }) as tf.Tensor;
+  }
+  return tf.mul(tf.mul(gate, tf.sigmoid(gate)), up);
+}
+
 /** RMSNorm over the last axis: x * rsqrt(mean(x^2) + eps) * gain. */
 export function rmsNorm(x: tf.Tensor, gain: tf.Tensor, eps: number): tf.Tensor {
   const fused =

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ArgumentError } from '@bitdistill/core';
-import { matMulT } from '@bitdistill/model';
+import { fusedKernel, matMulT } from '@bitdistill/model';
 import { checkWeightQuantMode, type WeightQuantMode } from './reference.ts';
 
 /** The straight-through estimator: forward = quantize(x), backward = identity. The only place it lives. */
@@ -102,7 +102,33 @@ function withSte(quantize: (x: tf.Tensor) => tf.Tensor): (x: tf.Tensor) => tf.Te
 const bitMatmulAbsmean = makeBitMatmulInt(false);
 const bitMatmulPerRow = makeBitMatmulInt(true);
 
+/**
+ * The fused form (issue 15): one native kernel each way (packages/backend registers it on the native engine),
+ * with the quantized operands only inside the call. Autograd saves x and W, both alive anyway, where the twin
+ * above saves q, s, c (a ternary copy of every weight) and d. Same values: see kernels-cpu fused.ts.
+ */
+export const BITLINEAR_KERNEL = 'BitDistillBitLinear';
+export const BITLINEAR_GRAD_KERNEL = 'BitDistillBitLinearGrad';
+
+tf.registerGradient({
+  kernelName: BITLINEAR_KERNEL,
+  inputsToSave: ['x', 'w'],
+  gradFunc: (dy, saved, attrs) => {
+    const [x, w] = saved as [tf.Tensor, tf.Tensor];
+    const [dx, dw] = tf.engine().runKernel(BITLINEAR_GRAD_KERNEL, { dy: dy as tf.Tensor, x, w }, attrs) as tf.Tensor[];
+    return { x: () => dx as tf.Tensor, w: () => dw as tf.Tensor };
+  },
+});
+
+/** The op-by-op twin of bitMatmulInt (tf ops under a custom gradient), on every backend. */
+export function bitMatmulIntTwin(x: tf.Tensor2D, w: tf.Tensor2D, mode: 'absmean' | 'perRow'): tf.Tensor2D {
+  return mode === 'perRow' ? bitMatmulPerRow(x, w) : bitMatmulAbsmean(x, w);
+}
+
 /** x [N, in] @ ternary(W [out, in])^T with int8 activations, integer form; mode absmean or perRow. */
 export function bitMatmulInt(x: tf.Tensor2D, w: tf.Tensor2D, mode: 'absmean' | 'perRow'): tf.Tensor2D {
-  return mode === 'perRow' ? bitMatmulPerRow(x, w) : bitMatmulAbsmean(x, w);
+  if (x.dtype === 'float32' && w.dtype === 'float32' && x.rank === 2 && w.rank === 2 && x.shape[1] === w.shape[1] && fusedKernel(BITLINEAR_KERNEL)) {
+    return tf.engine().runKernel(BITLINEAR_KERNEL, { x, w }, { perRow: mode === 'perRow' }) as tf.Tensor2D;
+  }
+  return bitMatmulIntTwin(x, w, mode);
 }

@@ -1,0 +1,182 @@
+/**
+ * Fused training ops, forward and backward each one native call (issue 15): the student's BitLinear and SwiGLU.
+ * The quantized operands of BitLinear exist only inside a call, so autograd saves x and W (alive anyway), not
+ * an int8 copy of x and a ternary copy of every weight (at Qwen3-0.6B the latter alone is 2.4 GB per step).
+ * Each op has a TypeScript twin (plain loops, float64 sums): the fallback without the addon and the tests'
+ * independent reference.
+ */
+import { ShapeError } from '@bitdistill/core';
+import { nativeAddon } from './native.ts';
+import { roundHalfEven } from './ops.ts';
+
+const f = Math.fround;
+
+/** Shape of a BitLinear product: x [m, k], W [n, k] (HF layout: out x in), y [m, n]. */
+export interface BitLinearShape {
+  m: number;
+  k: number;
+  n: number;
+  /** One ternary scale per row of W (perRow) instead of one per tensor (absmean). */
+  perRow: boolean;
+}
+
+function checkShape(what: string, s: BitLinearShape, arrays: [string, Float32Array, number][]): void {
+  for (const d of [s.m, s.k, s.n]) if (!Number.isSafeInteger(d) || d < 1 || d > 2 ** 31) throw new ShapeError(`${what}: bad shape m=${s.m} k=${s.k} n=${s.n}`);
+  for (const [name, a, want] of arrays) {
+    if (a.length !== want) throw new ShapeError(`${what}: ${name} has ${a.length} values, expected ${want} (m=${s.m} k=${s.k} n=${s.n})`);
+  }
+}
+
+/**
+ * y = int8Quant(x) @ ternaryQuant(W)^T in integer form: y = (q @ c^T) * f32(d / s), with per-token
+ * s = 127 / max(max|x|, 1e-5), q = clamp(round(x s), -128, 127), and d = max(mean|W|, 1e-5) (per tensor or per
+ * row), c = clamp(round(W / d), -1, 1); rounding half to even, float32 arithmetic as packages/quant's reference.
+ */
+export function bitLinearF32(x: Float32Array, w: Float32Array, s: BitLinearShape, out?: Float32Array): Float32Array {
+  const y = out ?? new Float32Array(s.m * s.n);
+  checkShape('bitLinearF32', s, [['x', x, s.m * s.k], ['w', w, s.n * s.k], ['y', y, s.m * s.n]]);
+  const addon = nativeAddon();
+  if (addon === null) return bitLinearF32Ts(x, w, s, y);
+  addon.bitLinearF32(x, w, s.m, s.k, s.n, s.perRow, y);
+  return y;
+}
+
+/** The straight-through backward of bitLinearF32: dx = dy @ (c d), dW = dy^T @ (q / s); no gradient through scales. */
+export function bitLinearGradF32(
+  x: Float32Array,
+  w: Float32Array,
+  s: BitLinearShape,
+  dy: Float32Array,
+  dx?: Float32Array,
+  dw?: Float32Array,
+): { dx: Float32Array; dw: Float32Array } {
+  const r = { dx: dx ?? new Float32Array(s.m * s.k), dw: dw ?? new Float32Array(s.n * s.k) };
+  checkShape('bitLinearGradF32', s, [['x', x, s.m * s.k], ['w', w, s.n * s.k], ['dy', dy, s.m * s.n], ['dx', r.dx, s.m * s.k], ['dw', r.dw, s.n * s.k]]);
+  const addon = nativeAddon();
+  if (addon === null) return bitLinearGradF32Ts(x, w, s, dy, r.dx, r.dw);
+  addon.bitLinearGradF32(x, w, s.m, s.k, s.n, s.perRow, dy, r.dx, r.dw);
+  return r;
+}
+
+/** Per-token int8 codes (as floats) and scales of x [m, k]. */
+function actQuantTs(x: Float32Array, m: number, k: number): { q: Float32Array; s: Float32Array } {
+  const q = new Float32Array(m * k);
+  const s = new Float32Array(m);
+  for (let i = 0; i < m; i++) {
+    let mx = 0;
+    for (let j = 0; j < k; j++) mx = Math.max(mx, Math.abs(x[i * k + j] as number));
+    const si = f(127 / f(Math.max(mx, 1e-5)));
+    s[i] = si;
+    for (let j = 0; j < k; j++) q[i * k + j] = Math.min(127, Math.max(-128, roundHalfEven(f((x[i * k + j] as number) * si))));
+  }
+  return { q, s };
+}
+
+/** Ternary codes (as floats) and scales of W [n, k]. */
+function ternaryTs(w: Float32Array, n: number, k: number, perRow: boolean): { c: Float32Array; d: Float32Array } {
+  const groups = perRow ? n : 1;
+  const len = perRow ? k : n * k;
+  const c = new Float32Array(n * k);
+  const d = new Float32Array(groups);
+  for (let g = 0; g < groups; g++) {
+    let sum = 0;
+    for (let i = g * len; i < (g + 1) * len; i++) sum += Math.abs(w[i] as number);
+    const dg = f(Math.max(f(sum / len), 1e-5));
+    d[g] = dg;
+    for (let i = g * len; i < (g + 1) * len; i++) c[i] = Math.min(1, Math.max(-1, roundHalfEven(f((w[i] as number) / dg))));
+  }
+  return { c, d };
+}
+
+/** TypeScript twin of bitLinearF32 (the integer products summed exactly in float64). */
+export function bitLinearF32Ts(x: Float32Array, w: Float32Array, s: BitLinearShape, y: Float32Array): Float32Array {
+  const { m, k, n, perRow } = s;
+  const { q, s: sx } = actQuantTs(x, m, k);
+  const { c, d } = ternaryTs(w, n, k, perRow);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let acc = 0;
+      for (let p = 0; p < k; p++) acc += (q[i * k + p] as number) * (c[j * k + p] as number);
+      y[i * n + j] = f(f(acc) * f((d[perRow ? j : 0] as number) / (sx[i] as number)));
+    }
+  }
+  return y;
+}
+
+/** TypeScript twin of bitLinearGradF32 (float64 sums of the float32 dequantized operands). */
+export function bitLinearGradF32Ts(
+  x: Float32Array,
+  w: Float32Array,
+  s: BitLinearShape,
+  dy: Float32Array,
+  dx: Float32Array,
+  dw: Float32Array,
+): { dx: Float32Array; dw: Float32Array } {
+  const { m, k, n, perRow } = s;
+  const { q, s: sx } = actQuantTs(x, m, k);
+  const { c, d } = ternaryTs(w, n, k, perRow);
+  for (let i = 0; i < m * k; i++) q[i] = f((q[i] as number) / (sx[Math.floor(i / k)] as number)); // dequantized x
+  for (let i = 0; i < n * k; i++) c[i] = f((c[i] as number) * (d[perRow ? Math.floor(i / k) : 0] as number)); // dequantized W
+  const gx = new Float64Array(m * k);
+  const gw = new Float64Array(n * k);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      const g = dy[i * n + j] as number;
+      if (g === 0) continue;
+      for (let p = 0; p < k; p++) {
+        gx[i * k + p] = (gx[i * k + p] as number) + g * (c[j * k + p] as number);
+        gw[j * k + p] = (gw[j * k + p] as number) + g * (q[i * k + p] as number);
+      }
+    }
+  }
+  dx.set(gx);
+  dw.set(gw);
+  return { dx, dw };
+}
+
+function checkSame(what: string, arrays: [string, Float32Array][]): void {
+  const n = (arrays[0] as [string, Float32Array])[1].length;
+  for (const [name, a] of arrays) if (a.length !== n) throw new ShapeError(`${what}: ${name} has ${a.length} values, expected ${n}`);
+}
+
+/** SwiGLU: y = silu(g) * u = g sigmoid(g) u, elementwise. */
+export function swigluF32(g: Float32Array, u: Float32Array, out?: Float32Array): Float32Array {
+  const y = out ?? new Float32Array(g.length);
+  checkSame('swigluF32', [['g', g], ['u', u], ['y', y]]);
+  const addon = nativeAddon();
+  if (addon === null) return swigluF32Ts(g, u, y);
+  addon.swigluF32(g, u, y);
+  return y;
+}
+
+/** Gradient of swigluF32: dg = dy u sig(g) (1 + g (1 - sig(g))), du = dy g sig(g). */
+export function swigluGradF32(g: Float32Array, u: Float32Array, dy: Float32Array, dg?: Float32Array, du?: Float32Array): { dg: Float32Array; du: Float32Array } {
+  const r = { dg: dg ?? new Float32Array(g.length), du: du ?? new Float32Array(g.length) };
+  checkSame('swigluGradF32', [['g', g], ['u', u], ['dy', dy], ['dg', r.dg], ['du', r.du]]);
+  const addon = nativeAddon();
+  if (addon === null) return swigluGradF32Ts(g, u, dy, r.dg, r.du);
+  addon.swigluF32(g, u, dy, r.dg, r.du);
+  return r;
+}
+
+const sigmoid = (v: number): number => 1 / (1 + Math.exp(-v));
+
+/** TypeScript twin of swigluF32 (float64 arithmetic). */
+export function swigluF32Ts(g: Float32Array, u: Float32Array, y: Float32Array): Float32Array {
+  for (let i = 0; i < g.length; i++) {
+    const gi = g[i] as number;
+    y[i] = gi * sigmoid(gi) * (u[i] as number);
+  }
+  return y;
+}
+
+/** TypeScript twin of swigluGradF32 (float64 arithmetic). */
+export function swigluGradF32Ts(g: Float32Array, u: Float32Array, dy: Float32Array, dg: Float32Array, du: Float32Array): { dg: Float32Array; du: Float32Array } {
+  for (let i = 0; i < g.length; i++) {
+    const gi = g[i] as number;
+    const sg = sigmoid(gi);
+    du[i] = (dy[i] as number) * gi * sg;
+    dg[i] = (dy[i] as number) * (u[i] as number) * sg * (1 + gi * (1 - sg));
+  }
+  return { dg, du };
+}

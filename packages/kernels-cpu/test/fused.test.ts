@@ -1,0 +1,151 @@
+// The fused training ops (bitLinearF32 / swigluF32 and their gradients): native against the TypeScript twins
+// (plain loops, float64 sums) on shapes that split unevenly across the pool, odd sizes included.
+// Tolerances: the BitLinear forward is an exact integer product times the same float32 factor on both sides,
+// so it must match bit for bit; the backward products accumulate in float32 natively (float64 in the twin):
+// |native - twin| <= 1e-5 * sum_p |a_p b_p| per element; SwiGLU: 4 float32 ulps (exp to ~1 ulp).
+import { expect } from 'chai';
+import { Rng, ShapeError } from '@bitdistill/core';
+import {
+  bitLinearF32,
+  bitLinearF32Ts,
+  bitLinearGradF32,
+  bitLinearGradF32Ts,
+  nativeStatus,
+  swigluF32,
+  swigluF32Ts,
+  swigluGradF32,
+  swigluGradF32Ts,
+  type BitLinearShape,
+} from '@bitdistill/kernels-cpu';
+import { randomF32 } from './util.ts';
+
+const SHAPES: [number, number, number][] = [
+  [1, 1, 1],
+  [3, 5, 7],
+  [17, 33, 9],
+  [64, 300, 130],
+  [130, 257, 67],
+];
+
+function withinSum(got: Float32Array, want: Float32Array, bound: Float64Array, rel: number, what: string): void {
+  for (let i = 0; i < want.length; i++) {
+    const d = Math.abs((got[i] as number) - (want[i] as number));
+    if (!(d <= rel * (bound[i] as number) + 1e-30)) expect.fail(`${what}[${i}]: native ${got[i]}, twin ${want[i]}, bound ${rel * (bound[i] as number)}`);
+  }
+}
+
+/** sum_p |dy[i, j]| |b[j, p]| for every (i, p): the scale of each element of dy @ b. */
+function absProduct(dy: Float32Array, b: Float32Array, m: number, n: number, k: number, transDy: boolean): Float64Array {
+  const rows = transDy ? n : m;
+  const inner = transDy ? m : n;
+  const out = new Float64Array(rows * k);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < inner; j++) {
+      const g = Math.abs((transDy ? dy[j * n + i] : dy[i * n + j]) as number);
+      for (let p = 0; p < k; p++) out[i * k + p] = (out[i * k + p] as number) + g * Math.abs(b[j * k + p] as number);
+    }
+  }
+  return out;
+}
+
+describe('fused bitLinear', () => {
+  for (const perRow of [false, true]) {
+    it(`forward: native equals the twin bit for bit (${perRow ? 'perRow' : 'absmean'})`, function () {
+      if (!nativeStatus().native) this.skip();
+      const rng = new Rng(11);
+      for (const [m, k, n] of SHAPES) {
+        const s: BitLinearShape = { m, k, n, perRow };
+        const x = randomF32(rng, m * k);
+        const w = Float32Array.from(randomF32(rng, n * k), (v) => v * 0.02);
+        if (m > 2) x.fill(0, 0, k); // an all-zero token: s = 127 / 1e-5
+        const got = bitLinearF32(x, w, s);
+        const want = bitLinearF32Ts(x, w, s, new Float32Array(m * n));
+        // === (not Object.is): an all-zero dot product is +0 or -0 depending on the order of the signed zero terms.
+        const diff = want.findIndex((v, i) => got[i] !== v);
+        expect(diff, `m=${m} k=${k} n=${n}: native ${got[diff]} vs twin ${want[diff]}`).to.equal(-1);
+        if (m > 2) expect(Array.from(got.subarray(0, n)).every((v) => v === 0)).to.equal(true);
+      }
+    });
+
+    it(`backward: native matches the twin within 1e-5 of sum |a b| (${perRow ? 'perRow' : 'absmean'})`, function () {
+      if (!nativeStatus().native) this.skip();
+      const rng = new Rng(12);
+      for (const [m, k, n] of SHAPES) {
+        const s: BitLinearShape = { m, k, n, perRow };
+        const x = randomF32(rng, m * k);
+        const w = Float32Array.from(randomF32(rng, n * k), (v) => v * 0.02);
+        const dy = randomF32(rng, m * n);
+        const got = bitLinearGradF32(x, w, s, dy);
+        const want = bitLinearGradF32Ts(x, w, s, dy, new Float32Array(m * k), new Float32Array(n * k));
+        // The twin's own dequantized operands bound each product.
+        const big = Float32Array.from({ length: n * k }, () => 0.1); // |c d| <= a few d, d ~ 0.016; loose but not vacuous
+        withinSum(got.dx, want.dx, absProduct(dy, big, m, n, k, false), 1e-5, `dx m=${m} k=${k} n=${n}`);
+        const xs = Float32Array.from(x, Math.abs);
+        withinSum(got.dw, want.dw, absProduct(dy, xs, m, n, k, true), 1e-5, `dw m=${m} k=${k} n=${n}`);
+      }
+    });
+  }
+
+  it('the twin is the straight-through gradient: dx = dy @ ternary(W), dW = dy^T @ int8(x) (hand-worked 1x2x2)', () => {
+    // x = [1, -0.5]: s = 127, q = [127, -64] (-63.5 rounds half to even), x_q = [1, -64/127].
+    // W = [[0.3, -0.1], [0, 0.5]]: d = mean|W| = 0.225, W/d = [1.33, -0.44, 0, 2.22] -> c = [1, 0, 0, 1].
+    const s: BitLinearShape = { m: 1, k: 2, n: 2, perRow: false };
+    const x = Float32Array.of(1, -0.5);
+    const w = Float32Array.of(0.3, -0.1, 0, 0.5);
+    const f = Math.fround;
+    const d = f((f(0.3) + f(0.1) + f(0.5)) / 4); // the float64 sum of the float32 values, rounded once
+    const y = bitLinearF32Ts(x, w, s, new Float32Array(2));
+    expect(y[0]).to.equal(f(127 * f(d / 127)));
+    expect(y[1]).to.equal(f(-64 * f(d / 127)));
+    const g = bitLinearGradF32Ts(x, w, s, Float32Array.of(1, 2), new Float32Array(2), new Float32Array(4));
+    expect(Array.from(g.dx)).to.deep.equal([d, f(2 * d)]);
+    const xq1 = f(-64 / 127);
+    expect(Array.from(g.dw)).to.deep.equal([1, xq1, 2, f(2 * xq1)]);
+  });
+
+  it('rejects operands whose sizes do not match the shape', () => {
+    const s: BitLinearShape = { m: 2, k: 3, n: 4, perRow: false };
+    expect(() => bitLinearF32(new Float32Array(5), new Float32Array(12), s)).to.throw(ShapeError, /x has 5 values, expected 6/);
+    expect(() => bitLinearGradF32(new Float32Array(6), new Float32Array(12), s, new Float32Array(7))).to.throw(ShapeError, /dy has 7 values/);
+  });
+});
+
+describe('fused swiglu', () => {
+  // y and du: 4 float32 ulps of |g u| (|g dy|); dg: 8 ulps of |dy u| (1 + |g|), since 1 - sigmoid(g) cancels in float32.
+  it('forward and gradient: native within a few float32 ulps of the twin, uneven sizes', function () {
+    if (!nativeStatus().native) this.skip();
+    const rng = new Rng(13);
+    for (const n of [1, 15, 4097, 70_001]) {
+      const g = Float32Array.from(randomF32(rng, n), (v) => v * 4);
+      const u = randomF32(rng, n);
+      const dy = randomF32(rng, n);
+      const y = swigluF32(g, u);
+      const yT = swigluF32Ts(g, u, new Float32Array(n));
+      const gr = swigluGradF32(g, u, dy);
+      const grT = swigluGradF32Ts(g, u, dy, new Float32Array(n), new Float32Array(n));
+      const eps = 2 ** -23;
+      for (let i = 0; i < n; i++) {
+        const [gi, ui, di] = [Math.abs(g[i] as number), Math.abs(u[i] as number), Math.abs(dy[i] as number)];
+        const checks: [string, number, number, number][] = [
+          ['y', y[i] as number, yT[i] as number, 4 * eps * gi * ui],
+          ['du', gr.du[i] as number, grT.du[i] as number, 4 * eps * gi * di],
+          ['dg', gr.dg[i] as number, grT.dg[i] as number, 8 * eps * di * ui * (1 + gi)],
+        ];
+        for (const [name, got, want, tol] of checks) if (!(Math.abs(got - want) <= tol + 1e-30)) expect.fail(`${name}[${i}] (n=${n}): ${got} vs ${want}, tolerance ${tol}`);
+      }
+    }
+  });
+
+  it('the twin matches the derivative by central differences', () => {
+    const g = Float64Array.of(-3, -0.5, 0, 0.7, 2.5);
+    const u = Float64Array.of(0.4, -1.2, 2, 1, -0.3);
+    const grad = swigluGradF32Ts(Float32Array.from(g), Float32Array.from(u), new Float32Array(5).fill(1), new Float32Array(5), new Float32Array(5));
+    const f = (a: number, b: number) => (a / (1 + Math.exp(-a))) * b;
+    for (let i = 0; i < 5; i++) {
+      const [a, b] = [Math.fround(g[i] as number), Math.fround(u[i] as number)];
+      const h = 1e-4;
+      expect(grad.dg[i]).to.be.closeTo((f(a + h, b) - f(a - h, b)) / (2 * h), 1e-5);
+      expect(grad.du[i]).to.be.closeTo((f(a, b + h) - f(a, b - h)) / (2 * h), 1e-5);
+    }
+  });
+});
