@@ -430,20 +430,19 @@ BD_CLONES void adamw_f32(const float* p, const float* g, float* m, float* v, flo
   }
 }
 
-BD_CLONES void act_quant_rows_f32(const float* __restrict x, float* __restrict out, float* __restrict s, int64_t cols, int64_t r0, int64_t r1,
-                                  int dequant) {
-  for (int64_t r = r0; r < r1; r++) {
-    const float* xr = x + r * cols;
-    float* o = out + r * cols;
-    float m = 0.0f;
-    for (int64_t i = 0; i < cols; i++) m = fmaxf(m, fabsf(xr[i]));
-    const float sc = 127.0f / (m > 1e-5f ? m : 1e-5f);
-    s[r] = sc;
-    for (int64_t i = 0; i < cols; i++) {
-      float q = round_even_f32(xr[i] * sc);
-      q = q < -128.0f ? -128.0f : (q > 127.0f ? 127.0f : q);
-      o[i] = dequant ? q / sc : q;
-    }
+BD_CLONES void int8_to_f32(const int8_t* __restrict q, float s, float* __restrict out, int64_t n) {
+  if (s == 1.0f) {
+    for (int64_t i = 0; i < n; i++) out[i] = static_cast<float>(q[i]);
+  } else {
+    for (int64_t i = 0; i < n; i++) out[i] = static_cast<float>(q[i]) / s;
+  }
+}
+
+BD_CLONES void ternary_codes_i8(const float* __restrict w, float d, int8_t* __restrict codes, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    float c = round_even_f32(w[i] / d);
+    c = c < -1.0f ? -1.0f : (c > 1.0f ? 1.0f : c);
+    codes[i] = static_cast<int8_t>(c);
   }
 }
 

@@ -88,10 +88,11 @@ void adamw_f32(const float* p, const float* g, float* m, float* v, float* out, i
 
 // --- Fused training ops (addon.cc BitLinearF32 / SwigluF32 and their gradients) ---
 
-// Per-token absmax int8 fake quantization of rows [r0, r1) of x [*, cols], float32 arithmetic as the reference
-// (packages/quant reference.ts): s[r] = 127 / max(max|x_r|, 1e-5f), q = clamp(round_half_even(x * s), -128, 127).
-// out = q (dequant 0) or q / s (dequant 1).
-void act_quant_rows_f32(const float* x, float* out, float* s, int64_t cols, int64_t r0, int64_t r1, int dequant);
+// out[i] = (float)q[i] / s (s = 1: the codes as floats): the dequantized activations, as q / s in float32.
+void int8_to_f32(const int8_t* q, float s, float* out, int64_t n);
+
+// codes[i] = clamp(round_half_even(w[i] / d), -1, 1) for i in [0, n).
+void ternary_codes_i8(const float* w, float d, int8_t* codes, int64_t n);
 
 // sum of |w[i]| over [0, n), accumulated in double.
 double abs_sum_f64(const float* w, int64_t n);

@@ -20,6 +20,7 @@ const SHAPES: [number, number, number][] = [
   [33, 65, 17],
   [128, 256, 96],
   [129, 300, 257],
+  [40, 777, 31], // the int8 forward path (k >= 512, absmean) on avx512vnni / amx
 ];
 
 function maxAbs(a: Float32Array): number {
