@@ -25,6 +25,11 @@ import { answerCrossEntropy, attentionRelationKd, fusedHeadLoss, untaped } from 
 import { initDecoder, parseDecoderConfig, type Decoder } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
 import { AdamW, clipScale } from '@bitdistill/trainer';
+import { timeKernels } from './kernel-timer.ts';
+import { CONFIG as REFERENCE_CONFIG } from './train.ts';
+
+/** `--shape reference`: the reference config of the train bench (train.ts), for its teacher / distill steps. */
+export const REFERENCE_SHAPE = 'reference';
 
 const BATCH = 8;
 const SEQ = 128;
@@ -70,6 +75,7 @@ function archPath(shape: string): string {
 }
 
 function readArch(shape: string): Record<string, unknown> {
+  if (shape === REFERENCE_SHAPE) return { ...REFERENCE_CONFIG };
   try {
     return JSON.parse(readFileSync(archPath(shape), 'utf8')) as Record<string, unknown>;
   } catch (e) {
@@ -91,7 +97,7 @@ function vmHwmBytes(): number {
 // ---------------------------------------------------------------------------------------------------------
 // Child: one kind, timed steps
 
-interface ChildResult {
+export interface ChildResult {
   kind: Kind;
   backend: BackendInfo;
   parameters: number;
@@ -175,9 +181,16 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
     return loss;
   };
 
+  const timer = process.env['BITDISTILL_KERNEL_TIMES'] === '1' ? timeKernels(backend.name) : null;
   for (let i = 0; i < warmup; i++) {
     const w0 = performance.now();
+    timer?.reset();
     step();
+    if (timer !== null) {
+      const r = timer.report(25);
+      console.error(`${kind}: kernels ${(r.totalMs / 1000).toFixed(2)} s of the ${((performance.now() - w0) / 1000).toFixed(2)} s step`);
+      for (const k of [...r.byKernel, ...r.byKernelAndShape]) console.error(`  ${k.kernel.padEnd(90)} ${k.ms.toFixed(1).padStart(9)} ms ${String(k.calls).padStart(6)} calls`);
+    }
     console.error(`${kind}: warm-up step ${((performance.now() - w0) / 1000).toFixed(1)} s`);
   }
   for (const k of Object.keys(phases) as (keyof typeof phases)[]) phases[k] = [];
@@ -285,7 +298,7 @@ function numpyGemm(shapes: [number, number, number, boolean, boolean][]): { poin
   return { points: j.points, info: { numpy: j.numpy, threadpools: j.threadpools, env: 'OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset' } };
 }
 
-function runChild(kind: Kind, o: Options): ChildResult {
+export function runShapeChild(kind: Kind, o: Pick<Options, 'shape' | 'steps' | 'warmup' | 'recompute'>): ChildResult {
   const r = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/bench/index.ts', 'train', '--shape-child', kind, o.shape, String(o.steps), String(o.warmup), o.recompute ? 'recompute' : ''], {
     encoding: 'utf8',
     maxBuffer: 64 << 20,
@@ -318,7 +331,7 @@ export async function shapeMain(argv: string[]): Promise<void> {
   const C = cfg.hiddenSize;
   const embedding = cfg.vocabSize * C * (cfg.tieWordEmbeddings ? 1 : 2);
   const results: ChildResult[] = [];
-  for (const kind of o.kinds) results.push(runChild(kind, o));
+  for (const kind of o.kinds) results.push(runShapeChild(kind, o));
   const nonEmbedding = (results.find((r) => r.kind === 'sft')?.parameters ?? results[0]?.parameters ?? 0) - embedding;
   const tokensPerStep = BATCH * SEQ;
   const attentionFlops = 12 * BATCH * cfg.numHeads * SEQ * SEQ * cfg.headDim * cfg.numLayers; // QK^T and AV, forward + backward

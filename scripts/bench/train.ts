@@ -19,8 +19,8 @@
  * attempt's load is recorded.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, totalmem } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendChoice, type BackendInfo } from '@bitdistill/backend';
@@ -29,9 +29,10 @@ import { answerCrossEntropy } from '@bitdistill/losses';
 import { initDecoder } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
 import { AdamW } from '@bitdistill/trainer';
+import { REFERENCE_SHAPE, runShapeChild } from './train-shape.ts';
 
 /** The reference config of MACHINE.md as a llama config.json. */
-const CONFIG = {
+export const CONFIG = {
   model_type: 'llama',
   vocab_size: 4096,
   hidden_size: 256,
@@ -54,6 +55,7 @@ const LR = 1e-4;
 /** [m, k, n, transA, transB]: 1024^3 plus the products of one training step (forward, dx, dW). */
 const GEMM_SHAPES: [number, number, number, boolean, boolean][] = [
   [1024, 1024, 1024, false, false],
+  [2048, 2048, 2048, false, false],
   [1024, 256, 688, false, false],
   [1024, 688, 256, false, false],
   [256, 1024, 688, true, false],
@@ -69,13 +71,19 @@ interface Options {
   retries: number;
   maxLoad: number;
   out: string;
+  /** Time the bundled tiny run (the four stages of configs/sst2-tiny.yaml) too; --no-tiny skips it. */
+  tiny: boolean;
 }
 
 function parseArgs(args: string[]): Options {
-  const o: Options = { rounds: 3, steps: 9, stockSteps: 5, warmup: 2, retries: 2, maxLoad: 0.1, out: 'bench/results' };
+  const o: Options = { rounds: 3, steps: 9, stockSteps: 5, warmup: 2, retries: 2, maxLoad: 0.1, out: 'bench/results', tiny: true };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const v = Number(args[i + 1]);
+    if (a === '--no-tiny') {
+      o.tiny = false;
+      continue;
+    }
     if (a === '--rounds') o.rounds = v;
     else if (a === '--steps') o.steps = v;
     else if (a === '--stock-steps') o.stockSteps = v;
@@ -83,13 +91,34 @@ function parseArgs(args: string[]): Options {
     else if (a === '--retries') o.retries = v;
     else if (a === '--max-load') o.maxLoad = v;
     else if (a === '--out') o.out = String(args[i + 1]);
-    else throw new Error(`train bench: unknown option ${a}; options: --rounds N, --steps N (>= 5), --stock-steps N (>= 5), --warmup N, --retries N, --max-load F, --out DIR`);
+    else throw new Error(`train bench: unknown option ${a}; options: --rounds N, --steps N (>= 5), --stock-steps N (>= 5), --warmup N, --retries N, --max-load F, --out DIR, --no-tiny`);
     i++;
   }
   if (!(o.rounds >= 1 && o.steps >= 5 && o.stockSteps >= 5 && o.warmup >= 1 && o.retries >= 0)) {
     throw new Error('train bench: need --rounds >= 1, --steps >= 5, --stock-steps >= 5, --warmup >= 1, --retries >= 0');
   }
   return o;
+}
+
+/**
+ * The bundled tiny run as README's first command runs it (`bitdistill train --config configs/sst2-tiny.yaml`, all
+ * four stages, default backend), into a temporary folder: its wall time and the per-stage summary it writes.
+ */
+function tinyRun(): { command: string; seconds: number; summary: unknown } {
+  const dir = mkdtempSync(join(tmpdir(), 'bitdistill-tiny-'));
+  const args = ['packages/cli/bin/bitdistill.js', 'train', '--config', 'configs/sst2-tiny.yaml', '--resume', 'none', `outputDir=${dir}`, '--log-level', 'warn'];
+  console.error(`tiny run: node ${args.join(' ')}`);
+  const t0 = performance.now();
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'ignore', 'inherit'] });
+  const seconds = (performance.now() - t0) / 1000;
+  try {
+    if (r.status !== 0) throw new Error(`train bench: the tiny run failed (exit ${r.status})`);
+    const summaryPath = join(dir, 'sst2-tiny', 'summary.json');
+    const summary: unknown = existsSync(summaryPath) ? JSON.parse(readFileSync(summaryPath, 'utf8')) : null;
+    return { command: 'npx bitdistill train --config configs/sst2-tiny.yaml (into a temporary outputDir)', seconds, summary };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function median(v: number[]): number {
@@ -274,10 +303,11 @@ function measured<T>(what: string, o: Options, fn: () => { result: T; ownCpuSeco
   return { best, loads: attempts.map((a) => a.otherProcessesCpuFraction) };
 }
 
-function runChild(kind: 'stock' | 'previous' | 'default', steps: number, warmup: number): { result: ChildResult; ownCpuSeconds: number } {
+function runChild(kind: 'stock' | 'previous' | 'unfused' | 'default', steps: number, warmup: number): { result: ChildResult; ownCpuSeconds: number } {
   const env = { ...process.env };
   if (kind === 'stock') env['BITDISTILL_NATIVE'] = '0';
-  const backend = kind === 'default' ? 'auto' : 'wasm';
+  if (kind === 'unfused') env['BITDISTILL_FUSED'] = '0';
+  const backend = kind === 'default' || kind === 'unfused' ? 'auto' : 'wasm';
   const r = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/bench/index.ts', 'train', '--child', String(steps), String(warmup), kind === 'default' ? 'profile' : '', backend], {
     env,
     encoding: 'utf8',
@@ -331,7 +361,7 @@ function projectGemm(): { result: GemmPoint[]; ownCpuSeconds: number } {
 }
 
 // numpy on the same shapes: median of 7 runs of >= 50 ms; 1 thread through OpenBLAS's own setter when the
-// library exposes it (the environment, e.g. OPENBLAS_CORETYPE, is left as it is).
+// library exposes it; run with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (numpyGemm).
 const NUMPY_SNIPPET = String.raw`
 import ctypes, glob, json, os, sys, time, resource
 import numpy as np
@@ -380,7 +410,12 @@ interface NumpyResult {
 }
 
 function numpyGemm(): { result: NumpyResult | null; ownCpuSeconds: number } {
-  const r = spawnSync('python3', ['-c', NUMPY_SNIPPET, JSON.stringify(GEMM_SHAPES)], { encoding: 'utf8' });
+  // The environment's OpenBLAS throttle (OPENBLAS_CORETYPE=Haswell, OPENBLAS_L2_SIZE) is lifted for this one
+  // command (MACHINE.md), so numpy runs its best kernel; the core it ran is recorded.
+  const env = { ...process.env };
+  delete env['OPENBLAS_CORETYPE'];
+  delete env['OPENBLAS_L2_SIZE'];
+  const r = spawnSync('python3', ['-c', NUMPY_SNIPPET, JSON.stringify(GEMM_SHAPES)], { encoding: 'utf8', env });
   if (r.status !== 0 || r.error !== undefined) {
     console.error(`numpy GEMM not measured: ${r.error?.message ?? r.stderr.trim().split('\n').pop()}`);
     return { result: null, ownCpuSeconds: 0 };
@@ -421,7 +456,7 @@ export async function main(argv: string[]): Promise<void> {
 
   const tps = (r: ChildResult): number => r.tokensPerStep / (median(r.stepMs) / 1000);
   type Phase = ReturnType<typeof measured<ChildResult>>;
-  const rounds: { stock: Phase; prev: Phase; dflt: Phase }[] = [];
+  const rounds: { stock: Phase; prev: Phase; unfused: Phase; dflt: Phase }[] = [];
   const gemmRounds: ReturnType<typeof measured<GemmPoint[]>>[] = [];
   const numpyRounds: ReturnType<typeof measured<NumpyResult | null>>[] = [];
   for (let i = 0; i < o.rounds; i++) {
@@ -429,11 +464,12 @@ export async function main(argv: string[]): Promise<void> {
     numpyRounds.push(measured(`round ${i + 1}: numpy GEMM`, o, numpyGemm));
     const stockRound = measured(`round ${i + 1}: stock wasm`, o, () => runChild('stock', o.stockSteps, 1));
     const prevRound = measured(`round ${i + 1}: previous default (wasm + native kernels)`, o, () => runChild('previous', o.steps, o.warmup));
+    const unfusedRound = measured(`round ${i + 1}: default backend without the fused ops`, o, () => runChild('unfused', o.steps, o.warmup));
     const dfltRound = measured(`round ${i + 1}: default backend`, o, () => runChild('default', o.steps, o.warmup));
     console.error(
-      `round ${i + 1}: default ${tps(dfltRound.best.result).toFixed(0)} tokens/s, previous ${tps(prevRound.best.result).toFixed(0)}, stock wasm ${tps(stockRound.best.result).toFixed(0)} tokens/s`,
+      `round ${i + 1}: default ${tps(dfltRound.best.result).toFixed(0)} tokens/s, unfused ${tps(unfusedRound.best.result).toFixed(0)}, previous ${tps(prevRound.best.result).toFixed(0)}, stock wasm ${tps(stockRound.best.result).toFixed(0)} tokens/s`,
     );
-    rounds.push({ stock: stockRound, prev: prevRound, dflt: dfltRound });
+    rounds.push({ stock: stockRound, prev: prevRound, unfused: unfusedRound, dflt: dfltRound });
   }
   // The median round by the default backend's speed (its profile and RSS come with it).
   const byDefault = [...rounds].sort((x, y) => tps(x.dflt.best.result) - tps(y.dflt.best.result));
@@ -442,6 +478,7 @@ export async function main(argv: string[]): Promise<void> {
   const prev = mid.prev;
   const dflt = mid.dflt;
   const pv = prev.best.result;
+  const uf = mid.unfused.best.result;
   const s = stock.best.result;
   const d = dflt.best.result;
   // GEMM ceilings: the best of the rounds for each shape (a ceiling is what the machine can do; a slow moment
@@ -458,8 +495,26 @@ export async function main(argv: string[]): Promise<void> {
   };
   const projectGflops = gflopsAt(gemm.best.result, 1024, 2);
   const numpyGflops = gflopsAt(numpy.best.result?.points, 1024, 2);
-  const ceiling = numpyGflops ?? projectGflops;
-  const flopsPerToken = 6 * d.parameters;
+  // The MFU basis: the best 2-thread fp32 GEMM measured in this run, the project's or numpy's, 1024^3 or 2048^3.
+  const candidates: { who: string; size: number; gflops: number }[] = [];
+  for (const size of [1024, 2048]) {
+    const pg = gflopsAt(gemm.best.result, size, 2);
+    const ng = gflopsAt(numpy.best.result?.points, size, 2);
+    if (pg !== null) candidates.push({ who: 'project GEMM', size, gflops: pg });
+    if (ng !== null) candidates.push({ who: `numpy (OpenBLAS ${numpy.best.result?.openblasCore ?? '?'}, OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset)`, size, gflops: ng });
+  }
+  const basis = candidates.reduce<(typeof candidates)[number] | null>((a, b) => (a === null || b.gflops > a.gflops ? b : a), null);
+  const ceiling = basis?.gflops ?? null;
+  // FLOPs per token: 6 x the parameters that take part in a GEMM (the untied embedding is a gather, not counted;
+  // lm_head is), plus attention's QK^T and AV over all T x T positions (as computed): 12 x layers x T x d_model.
+  const embeddingParams = CONFIG.tie_word_embeddings ? 0 : CONFIG.vocab_size * CONFIG.hidden_size;
+  const attentionFlopsPerToken = 12 * CONFIG.num_hidden_layers * SEQ * CONFIG.hidden_size;
+  const flopsPerToken = 6 * (d.parameters - embeddingParams) + attentionFlopsPerToken;
+  // Teacher-SFT and distillation steps of this config (train-shape.ts's children, shape 'reference').
+  const shapeSteps = (kind: 'sft' | 'distill') => runShapeChild(kind, { shape: REFERENCE_SHAPE, steps: o.steps, warmup: o.warmup, recompute: false });
+  const teacherStep = shapeSteps('sft');
+  const distillStep = shapeSteps('distill');
+  const tiny = o.tiny ? tinyRun() : null;
   const date = new Date();
   const day = date.toISOString().slice(0, 10);
   const command = `npm run bench -- train${argv.length > 0 ? ` ${argv.join(' ')}` : ''}`;
@@ -491,7 +546,8 @@ export async function main(argv: string[]): Promise<void> {
       `${o.rounds} alternating round(s), the median round (by the default backend) reported; ` +
       'a step = forward + backward + AdamW in tf.tidy, loss read back; GEMM: median of 7 runs of >= 50 ms, measured in every round, best round per shape; ' +
       `a phase with other processes above ${(100 * o.maxLoad).toFixed(0)}% of the CPUs is rerun (up to ${o.retries} times) and the least disturbed attempt kept`,
-    tokensPerSecond: { default: tps(d), previous: tps(pv), stockWasm: tps(s) },
+    tokensPerSecond: { default: tps(d), previous: tps(pv), stockWasm: tps(s), unfused: tps(uf) },
+    speedupVsUnfused: tps(d) / tps(uf),
     speedupVsStockWasm: tps(d) / tps(s),
     speedupVsPrevious: tps(d) / tps(pv),
     rounds: rounds.map((r) => ({
@@ -500,18 +556,36 @@ export async function main(argv: string[]): Promise<void> {
       speedupVsPrevious: tps(r.dflt.best.result) / tps(r.prev.best.result),
       otherProcessesCpuFraction: { default: r.dflt.best.otherProcessesCpuFraction, previous: r.prev.best.otherProcessesCpuFraction, stockWasm: r.stock.best.otherProcessesCpuFraction },
     })),
-    stepMs: { default: median(d.stepMs), previous: median(pv.stepMs), stockWasm: median(s.stepMs), defaultAll: d.stepMs, previousAll: pv.stepMs, stockWasmAll: s.stepMs },
+    stepMs: {
+      default: median(d.stepMs),
+      previous: median(pv.stepMs),
+      stockWasm: median(s.stepMs),
+      unfused: median(uf.stepMs),
+      defaultAll: d.stepMs,
+      previousAll: pv.stepMs,
+      stockWasmAll: s.stepMs,
+      // A teacher-SFT step (full-precision model, answer-token CE) and a distillation step (teacher forward + ternary
+      // student forward/backward, CE + logit KD + attention-relation KD), default engine, batch 8 x 128.
+      teacher: median(teacherStep.stepMs),
+      distill: median(distillStep.stepMs),
+      distillOverTeacher: median(distillStep.stepMs) / median(teacherStep.stepMs),
+    },
     gemmGflops: {
       project: projectGflops,
       projectOneThread: gflopsAt(gemm.best.result, 1024, 1),
       numpy: numpyGflops,
       numpyOneThread: gflopsAt(numpy.best.result?.points, 1024, 1),
       projectVsNumpy: projectGflops !== null && numpyGflops !== null ? projectGflops / numpyGflops : null,
+      best: ceiling,
       shapes: { project: gemm.best.result, numpy: numpy.best.result?.points ?? null },
       numpyInfo: numpy.best.result === null ? null : { version: numpy.best.result.numpy, openblasCore: numpy.best.result.openblasCore, env: numpy.best.result.env },
     },
     cpuMfu: ceiling === null ? null : (flopsPerToken * tps(d)) / (ceiling * 1e9),
-    cpuMfuBasis: numpyGflops !== null ? 'numpy 1024^3, 2 threads' : 'project GEMM 1024^3, 2 threads (numpy absent)',
+    cpuMfuBasis: basis === null ? 'n/a' : `${basis.who} ${basis.size}^3, 2 threads: ${basis.gflops.toFixed(1)} GFLOP/s (the best 2-thread fp32 GEMM of this run)`,
+    flopsPerToken,
+    flopsCounted: `6 x ${(d.parameters - embeddingParams).toLocaleString('en-US')} parameters (all but the untied embedding, a gather) + attention 12 x layers x T x d_model = ${flopsPerToken.toLocaleString('en-US')} per token`,
+    tinyRunSeconds: tiny?.seconds ?? null,
+    tinyRun: tiny,
     peakRssBytes: d.peakRssBytes,
     peakRssBytesPrevious: pv.peakRssBytes,
     peakRssBytesStockWasm: s.peakRssBytes,
@@ -542,11 +616,14 @@ type Result = {
   config: { parameters: number; tokensPerStep: number };
   machine: { cpuModel: string; cpuFlags: string[]; cpus: number; kernelsIsa: string; kernelsThreads: number; loadAverage1mAtStart: number; otherProcessesCpuFraction: Record<string, number> };
   method: string;
-  tokensPerSecond: { default: number; previous: number; stockWasm: number };
+  tokensPerSecond: { default: number; previous: number; stockWasm: number; unfused: number };
   speedupVsStockWasm: number;
   speedupVsPrevious: number;
+  speedupVsUnfused: number;
+  flopsCounted: string;
+  tinyRunSeconds: number | null;
   rounds: { tokensPerSecond: { default: number; previous: number; stockWasm: number }; speedupVsStockWasm: number }[];
-  stepMs: { default: number; previous: number; stockWasm: number };
+  stepMs: { default: number; previous: number; stockWasm: number; unfused: number; teacher: number; distill: number; distillOverTeacher: number };
   gemmGflops: { project: number | null; projectOneThread: number | null; numpy: number | null; numpyOneThread: number | null; shapes: { project: GemmPoint[]; numpy: GemmPoint[] | null }; numpyInfo: { openblasCore: string | null; env: Record<string, string> } | null };
   cpuMfu: number | null;
   cpuMfuBasis: string;
@@ -580,7 +657,7 @@ function markdown(r: Result): string {
     '',
     '## Result',
     '',
-    '| | default backend (native engine) | previous default (wasm + native kernels) | stock wasm |',
+    '| | default backend (native engine, fused ops) | previous default (wasm + native kernels) | stock wasm |',
     '|---|---:|---:|---:|',
     `| provider | ${r.backend.default.provider} | ${r.backend.previous.provider} | ${r.backend.stockWasm.provider} |`,
     `| tokens/s | **${f(r.tokensPerSecond.default, 0)}** | ${f(r.tokensPerSecond.previous, 0)} | ${f(r.tokensPerSecond.stockWasm, 0)} |`,
@@ -589,7 +666,11 @@ function markdown(r: Result): string {
     '',
     `Speed-up over the previous default in this run: **x${f(r.speedupVsPrevious, 2)}**; over stock wasm: x${f(r.speedupVsStockWasm)}. Tensor count flat across steps: ${r.tensorsAfterStep.flat ? 'yes' : '**no**'}.  `,
     `Rounds (default / previous / stock tokens/s): ${r.rounds.map((x) => `${f(x.tokensPerSecond.default, 0)} / ${f(x.tokensPerSecond.previous, 0)} / ${f(x.tokensPerSecond.stockWasm, 0)}`).join(', ')}.  `,
-    `CPU MFU = 6 x parameters x tokens/s / GEMM ceiling (${r.cpuMfuBasis}) = **${f(r.cpuMfu, 3)}**.`,
+    `Without the fused training ops (BITDISTILL_FUSED=0, same engine): ${f(r.tokensPerSecond.unfused, 0)} tokens/s (${f(r.stepMs.unfused)} ms); the fused ops: x${f(r.speedupVsUnfused, 2)}.  `,
+    `CPU MFU = FLOPs per token x tokens/s / the best GEMM (${r.cpuMfuBasis}) = **${f(r.cpuMfu, 3)}**; FLOPs counted: ${r.flopsCounted}.`,
+    '',
+    `Teacher-SFT step ${f(r.stepMs.teacher)} ms, distillation step ${f(r.stepMs.distill)} ms (**x${f(r.stepMs.distillOverTeacher, 2)}**), default engine, batch 8 x 128.  `,
+    `Bundled tiny run (\`npx bitdistill train --config configs/sst2-tiny.yaml\`, four stages): ${r.tinyRunSeconds === null ? 'not run (--no-tiny)' : `**${f(r.tinyRunSeconds)} s**`}.`,
     '',
     '## fp32 GEMM (GFLOP/s)',
     '',

@@ -306,7 +306,12 @@ const transpose: KernelFn = (args) => {
   const { x } = args.inputs as { x: tf.TensorInfo };
   const { perm } = args.attrs as { perm: number[] };
   if (!is4Byte(x)) return stockKernel('Transpose', args);
-  const out = st.out(perm.map((p) => x.shape[p] as number), x.dtype);
+  const outShape = perm.map((p) => x.shape[p] as number);
+  // A permutation that keeps the order of the axes longer than 1 moves no element (tf.gather's gradient
+  // transposes the [V, C] embedding gradient by the identity: a 622 MB copy per step at Qwen3-0.6B): share.
+  const moved = perm.filter((p) => (x.shape[p] as number) > 1);
+  if (moved.every((p, i) => i === 0 || p > (moved[i - 1] as number))) return { ...share(st, x), shape: outShape };
+  const out = st.out(outShape, x.dtype);
   transpose32(bits32(st, x), x.shape, perm, bits32(st, out));
   return out;
 };

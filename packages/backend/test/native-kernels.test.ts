@@ -140,7 +140,10 @@ for (const host of NATIVE_HOSTS) describe(`native kernels vs stock kernels on ${
         for (const op of [tf.sum, tf.mean, tf.max, tf.min]) expectSame(`${op.name} axes ${axes} keepDims ${keep}`, () => op(x, axes, keep), 1e-5);
       }
     }
-    for (const perm of [[0, 2, 1, 3], [3, 2, 1, 0], [1, 0, 2, 3], [0, 1, 3, 2], [2, 0, 3, 1]]) expectSame(`transpose ${perm}`, () => tf.transpose(x, perm));
+    for (const perm of [[0, 2, 1, 3], [3, 2, 1, 0], [1, 0, 2, 3], [0, 1, 3, 2], [2, 0, 3, 1], [0, 1, 2, 3]]) expectSame(`transpose ${perm}`, () => tf.transpose(x, perm));
+    // Permutations that move only size-1 axes share the data (no copy): values and shapes as stock.
+    const x1 = rand([5, 1, 4, 1]);
+    for (const perm of [[1, 0, 2, 3], [0, 2, 1, 3], [3, 0, 1, 2], [0, 1, 2, 3]]) expectSame(`transpose (size-1 axes) ${perm}`, () => tf.transpose(x1, perm));
     const [ti, tb] = [randInt([30, 20], 100), rand([3, 5])];
     expectSame('transpose int32', () => tf.transpose(ti));
     expectSame('transpose bool (stock path)', () => tf.transpose(tf.greater(tb, 0)));
