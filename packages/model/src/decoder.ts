@@ -11,7 +11,7 @@ import type { DecoderConfig } from './config.ts';
 import { PROJECTIONS, SUBLN_EPS, projectionName, sublnName, type Projection } from './names.ts';
 
 export { PROJECTIONS, SUBLN_EPS, projectionName, sublnName, type Projection };
-import { bmm, denseLinear, matMulT, rmsNorm, swiglu, type LinearFn } from './ops.ts';
+import { bmm, denseLinear, matMulT, replayedLinear, rmsNorm, swiglu, type LinearFn } from './ops.ts';
 
 
 /** Q, K, V of one layer for attention-relation distillation, each [B, heads, T, d], GQA heads not expanded. */
@@ -71,6 +71,13 @@ export class Decoder {
   readonly linears = new Map<string, LinearFn>();
   /** Activation recomputation per decoder block while training (optim.recompute); see recomputedBlock. */
   recompute = false;
+  /**
+   * While a recomputed block runs: 'record' keeps each projection output of its forward, 'replay' (its backward
+   * pass running the block again) uses them instead of running the projection's matmul a second time.
+   */
+  private projections: { mode: 'record' | 'replay'; outputs: Map<string, tf.Tensor2D> } | null = null;
+  /** Projection outputs kept by recomputed blocks whose backward has not run yet (freed by the next forward). */
+  private pendingOutputs = new Set<Map<string, tf.Tensor2D>>();
   private ropeCache = new Map<number, { cos: tf.Tensor2D; sin: tf.Tensor2D }>();
   private maskCache = new Map<number, tf.Tensor2D>();
 
@@ -232,7 +239,16 @@ export class Decoder {
     const sub = sublnName(layer, proj, this.config.subln);
     const xin = sub === null ? x : (rmsNorm(x, this.param(sub), SUBLN_EPS) as tf.Tensor2D); // SubLN (PAPER.md section 3)
     const linear = this.linears.get(base) ?? denseLinear;
-    const y = linear(xin, this.param(`${base}.weight`) as tf.Tensor as tf.Tensor2D);
+    const w = this.param(`${base}.weight`) as tf.Tensor as tf.Tensor2D;
+    const rec = this.projections;
+    const kept = rec?.mode === 'replay' ? rec.outputs.get(base) : undefined;
+    let y: tf.Tensor2D;
+    if (kept !== undefined) {
+      y = replayedLinear(linear, kept, xin, w);
+    } else {
+      y = linear(xin, w);
+      if (rec?.mode === 'record' && linear.backward !== undefined && (linear.replayable?.() ?? true)) rec.outputs.set(base, tf.keep(y));
+    }
     const bias = this.params.get(`${base}.bias`);
     return bias === undefined ? y : tf.add(y, bias);
   }
@@ -300,26 +316,54 @@ export class Decoder {
    */
   private recomputedBlock(x: tf.Tensor2D, l: number, B: number, T: number): tf.Tensor2D {
     const vars = this.layerParams(l);
+    // Selective recomputation: with a gradient tape recording, the forward keeps the block's projection outputs
+    // (~40 MB per layer at Qwen3-0.6B, batch 8 x 128), so the backward replays only the cheap ops around them
+    // (norms, RoPE, attention, SwiGLU) and no projection matmul runs twice.
+    const state = (tf.engine() as unknown as { state: { gradientDepth: number; kernelDepth: number } }).state;
+    const outputs = state.gradientDepth > 0 && state.kernelDepth === 0 ? new Map<string, tf.Tensor2D>() : null;
+    if (outputs !== null) this.pendingOutputs.add(outputs);
+    const release = (): void => {
+      if (outputs === null) return;
+      for (const t of outputs.values()) t.dispose();
+      outputs.clear();
+      this.pendingOutputs.delete(outputs);
+    };
     const run = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
       const save = args[args.length - 1] as tf.GradSaveFunc;
       const xin = args[0] as tf.Tensor2D;
       save([xin]);
+      this.projections = outputs === null ? null : { mode: 'record', outputs };
+      let value: tf.Tensor2D;
+      try {
+        value = this.block(xin, l, B, T, null);
+      } finally {
+        this.projections = null;
+      }
       return {
-        value: this.block(xin, l, B, T, null),
+        value,
         gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => withInnerTape(() => {
           const xv = tf.variable(saved[0] as tf.Tensor, true);
+          this.projections = outputs === null ? null : { mode: 'replay', outputs };
           try {
             const trainable = vars.filter((v) => v.trainable);
             const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(this.block(xv as tf.Tensor as tf.Tensor2D, l, B, T, null), dy)) as tf.Scalar, [xv, ...trainable]);
             value.dispose();
             return [grads[xv.name] as tf.Tensor, ...vars.map((v) => grads[v.name] ?? tf.zerosLike(v))];
           } finally {
+            this.projections = null;
             xv.dispose();
+            release();
           }
         }),
       };
     });
     return run(x, ...vars) as tf.Tensor2D;
+  }
+
+  /** Frees projection outputs kept by recomputed blocks whose backward never ran (a forward without backward). */
+  private releasePendingOutputs(): void {
+    for (const m of this.pendingOutputs) for (const t of m.values()) t.dispose();
+    this.pendingOutputs.clear();
   }
 
   /** ids: int32 [B, T]. Right padding needs no mask: the causal mask keeps real tokens from seeing it. */
@@ -339,6 +383,7 @@ export class Decoder {
       }
     }
     const captured = new Map<number, CapturedQkv>();
+    this.releasePendingOutputs();
 
     let x = tf.reshape(tf.gather(this.param('model.embed_tokens.weight'), tf.reshape(ids, [N])), [N, C]) as tf.Tensor2D; // [N, C]
     for (let l = 0; l < c.numLayers; l++) {
@@ -364,6 +409,7 @@ export class Decoder {
   }
 
   dispose(): void {
+    this.releasePendingOutputs();
     for (const p of this.params.values()) p.dispose();
     this.params.clear();
     for (const r of this.ropeCache.values()) {

@@ -61,11 +61,37 @@ const linearT = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
 
 /**
  * The linear op the model calls for every projection: x [N, in], weight [out, in] (HF layout) -> [N, out].
- * Quantization swaps this per projection from outside the model (packages/quant).
+ * Quantization swaps this per projection from outside the model (packages/quant). `backward`, when present,
+ * computes [dx, dweight] for an upstream dy without running the forward again: activation recomputation then
+ * keeps the projection outputs of the first forward and replays only the cheap ops around them (decoder.ts).
  */
-export type LinearFn = (x: tf.Tensor2D, weight: tf.Tensor2D) => tf.Tensor2D;
+export type LinearFn = ((x: tf.Tensor2D, weight: tf.Tensor2D) => tf.Tensor2D) & {
+  backward?: ((x: tf.Tensor2D, weight: tf.Tensor2D, dy: tf.Tensor2D) => [tf.Tensor2D, tf.Tensor2D]) | undefined;
+  /** Whether `backward` can run now (e.g. only where a fused kernel is registered); absent: whenever it exists. */
+  replayable?: (() => boolean) | undefined;
+};
 
-export const denseLinear: LinearFn = (x, weight) => linearT(x, weight);
+export const denseLinear: LinearFn = Object.assign((x: tf.Tensor2D, weight: tf.Tensor2D) => linearT(x, weight), {
+  backward: (x: tf.Tensor2D, weight: tf.Tensor2D, dy: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] => [tf.matMul(dy, weight), matMulT(dy, x, true, false)],
+});
+
+/**
+ * A projection whose output y was computed already (kept from the forward pass): value y, gradients those of
+ * `linear` at (x, weight) through its `backward`. Used when a recomputed block replays its forward.
+ */
+export function replayedLinear(linear: LinearFn, y: tf.Tensor2D, x: tf.Tensor2D, weight: tf.Tensor2D): tf.Tensor2D {
+  const backward = linear.backward;
+  if (backward === undefined) throw new Error('replayedLinear: the linear op has no backward');
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xi, wi, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
+    save([xi, wi]);
+    return {
+      value: tf.clone(y),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => backward(saved[0] as tf.Tensor2D, saved[1] as tf.Tensor2D, dy as tf.Tensor2D),
+    };
+  }) as unknown as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
+  return op(x, weight);
+}
 
 /**
  * Optional fused RMSNorm kernels: a backend may register them (packages/backend does on wasm with the native

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
 import { initBackend } from '@bitdistill/backend';
-import { loadModel, type Decoder } from '@bitdistill/model';
+import { PROJECTIONS, denseLinear, loadModel, projectionName, setFusedOps, type Decoder, type LinearFn } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
 
 function lossAndGrads(model: Decoder, ids: tf.Tensor2D, capture: number[]): { loss: number; grads: Map<string, Float32Array>; q: Float32Array | null } {
@@ -48,9 +48,15 @@ describe('activation recomputation', () => {
     await initBackend('auto');
   });
 
-  for (const [name, student] of [['test/fixtures/tiny-qwen3', false], ['models/stories260K', true]] as const) {
-    it(`${name}${student ? ' (ternary student, SubLN)' : ''}: loss and gradients equal the plain forward's; captured Q unchanged`, () => {
+  const cases = [
+    ['test/fixtures/tiny-qwen3', false, true],
+    ['models/stories260K', true, true],
+    ['models/stories260K', true, false], // the student's backward through the op-by-op twins (no fused kernels)
+  ] as const;
+  for (const [name, student, fused] of cases) {
+    it(`${name}${student ? ' (ternary student, SubLN)' : ''}${fused ? '' : ', fused ops off'}: loss and gradients equal the plain forward's; captured Q unchanged`, () => {
       const { model } = loadModel(name);
+      const prevFused = setFusedOps(fused);
       try {
         if (student) prepareStudent(model, { subln: 'allnorm', weightQuant: 'absmean' });
         const r = new Rng(4);
@@ -66,8 +72,46 @@ describe('activation recomputation', () => {
         expect(Array.from(again.q as Float32Array)).to.deep.equal(Array.from(plain.q as Float32Array));
         ids.dispose();
       } finally {
+        setFusedOps(prevFused);
         model.dispose();
       }
     });
   }
+
+  it('the backward replays the kept projection outputs: each projection runs its forward once per step, and a forward without a tape keeps nothing', () => {
+    const { model } = loadModel('models/stories260K');
+    try {
+      prepareStudent(model, { subln: 'allnorm', weightQuant: 'absmean' });
+      let calls = 0;
+      for (let l = 0; l < model.config.numLayers; l++) {
+        for (const proj of PROJECTIONS) {
+          const base = projectionName(l, proj);
+          const inner = model.linears.get(base) ?? denseLinear;
+          const counted: LinearFn = Object.assign((x: tf.Tensor2D, w: tf.Tensor2D) => {
+            calls++;
+            return inner(x, w);
+          }, { backward: inner.backward, replayable: inner.replayable });
+          model.linears.set(base, counted);
+        }
+      }
+      model.recompute = true;
+      const r = new Rng(5);
+      const ids = tf.tensor2d(Int32Array.from({ length: 2 * 12 }, () => r.int(model.config.vocabSize)), [2, 12], 'int32');
+      lossAndGrads(model, ids, []); // builds the RoPE and mask caches for this length
+      const before = tf.memory().numTensors;
+      calls = 0;
+      lossAndGrads(model, ids, []);
+      expect(tf.memory().numTensors, 'tensors left by a recomputed step').to.equal(before);
+      expect(calls, 'projection forwards in one recomputed training step').to.equal(model.config.numLayers * PROJECTIONS.length);
+      calls = 0;
+      tf.tidy(() => {
+        model.forward(ids);
+      });
+      expect(calls).to.equal(model.config.numLayers * PROJECTIONS.length);
+      expect(tf.memory().numTensors, 'tensors left by a forward without gradients').to.equal(before);
+      ids.dispose();
+    } finally {
+      model.dispose();
+    }
+  });
 });

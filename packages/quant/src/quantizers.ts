@@ -120,6 +120,12 @@ tf.registerGradient({
   },
 });
 
+/** The fused straight-through backward [dx, dW] of bitMatmulInt for dy, or null where the kernel is not registered. */
+export function bitLinearBackward(x: tf.Tensor2D, w: tf.Tensor2D, dy: tf.Tensor2D, mode: 'absmean' | 'perRow'): [tf.Tensor2D, tf.Tensor2D] | null {
+  if (!fusedKernel(BITLINEAR_GRAD_KERNEL) || x.dtype !== 'float32' || w.dtype !== 'float32') return null;
+  return tf.engine().runKernel(BITLINEAR_GRAD_KERNEL, { dy, x, w }, { perRow: mode === 'perRow' }) as unknown as [tf.Tensor2D, tf.Tensor2D];
+}
+
 /** The op-by-op twin of bitMatmulInt (tf ops under a custom gradient), on every backend. */
 export function bitMatmulIntTwin(x: tf.Tensor2D, w: tf.Tensor2D, mode: 'absmean' | 'perRow'): tf.Tensor2D {
   return mode === 'perRow' ? bitMatmulPerRow(x, w) : bitMatmulAbsmean(x, w);

@@ -5,10 +5,10 @@
  * and the model's own norms stay full precision.
  */
 import { ArgumentError } from '@bitdistill/core';
-import { PROJECTIONS, denseLinear, projectionName, sublnName, type Decoder, type LinearFn, type SublnMode } from '@bitdistill/model';
-import { bitMatmulInt, int8Quant, ternaryQuant } from './quantizers.ts';
+import { PROJECTIONS, denseLinear, fusedKernel, projectionName, sublnName, type Decoder, type LinearFn, type SublnMode } from '@bitdistill/model';
+import { BITLINEAR_GRAD_KERNEL, bitLinearBackward, bitMatmulInt, int8Quant, ternaryQuant } from './quantizers.ts';
 import { checkWeightQuantMode, scaleGroups, ternaryQuantRef, type WeightQuantMode } from './reference.ts';
-import type * as tf from '@tensorflow/tfjs';
+import type { Tensor2D } from '@tensorflow/tfjs';
 
 export interface BitLinearOptions {
   weightQuant: WeightQuantMode;
@@ -17,18 +17,28 @@ export interface BitLinearOptions {
 }
 
 /** The student's linear op: y = int8Quant(x) @ ternaryQuant(W)^T, x [N, in], W [out, in]. */
-export function bitLinear(x: tf.Tensor2D, weight: tf.Tensor2D, options: BitLinearOptions = { weightQuant: 'absmean' }): tf.Tensor2D {
+export function bitLinear(x: Tensor2D, weight: Tensor2D, options: BitLinearOptions = { weightQuant: 'absmean' }): Tensor2D {
   if (options.quantizeActivations !== false && options.weightQuant !== 'block256') {
     // Integer form (same value, computed like the packed-ternary kernels): see bitMatmulInt.
     return bitMatmulInt(x, weight, options.weightQuant);
   }
-  const xq = options.quantizeActivations === false ? x : (int8Quant(x) as tf.Tensor2D);
-  return denseLinear(xq, ternaryQuant(weight, options.weightQuant) as tf.Tensor2D);
+  const xq = options.quantizeActivations === false ? x : (int8Quant(x) as Tensor2D);
+  return denseLinear(xq, ternaryQuant(weight, options.weightQuant) as Tensor2D);
 }
 
 export function makeBitLinear(options: BitLinearOptions): LinearFn {
   checkWeightQuantMode(options.weightQuant);
-  return (x, w) => bitLinear(x, w, options);
+  const fn = (x: Tensor2D, w: Tensor2D): Tensor2D => bitLinear(x, w, options);
+  // [dx, dW] for an upstream dy without the forward product, where the fused straight-through backward runs:
+  // activation recomputation then replays the projection from its kept output (model/decoder.ts).
+  const integer = options.quantizeActivations !== false && options.weightQuant !== 'block256';
+  const mode = options.weightQuant === 'perRow' ? 'perRow' : 'absmean';
+  const backward = (x: Tensor2D, w: Tensor2D, dy: Tensor2D): [Tensor2D, Tensor2D] => {
+    const g = integer ? bitLinearBackward(x, w, dy, mode) : null;
+    if (g === null) throw new Error('bitLinear backward: the fused kernel is not registered on this backend (replayable() was false)');
+    return g;
+  };
+  return Object.assign(fn, { backward, replayable: () => integer && fusedKernel(BITLINEAR_GRAD_KERNEL) });
 }
 
 export interface PrepareStudentOptions {
