@@ -9,7 +9,9 @@
 // on this student: 2-5% of single tokens hit such a flip somewhere in the 5 layers (a flip at the shared BOS
 // position shifts every later logit by ~1e-3). Hence the bounds: the median logit difference < 5e-3, the
 // 99.9th percentile < 0.5 (logits span ~20 units), argmax agreement >= 98.5% at every position (measured
-// 98.6-99.0%), and >= 99.5% on the label-scoring predictions that `bitdistill eval` makes.
+// 98.6-99.0%), and >= 99.5% on the label-scoring predictions that `bitdistill eval` makes, over all 872 SST-2
+// dev examples (on 300 the bound allowed one disagreement, and which examples sit on a flip is luck: measured
+// 869/872 with the fused BitLinear, whose projections equal the runtime's bit for bit, 871/872 op by op).
 import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -84,14 +86,15 @@ describe('kernels runtime agrees with the tfjs student', function () {
     });
   }
 
-  it('label-scoring predictions on SST-2 dev agree on >= 99.5% of examples', async () => {
+  it('label-scoring predictions on all of SST-2 dev agree on >= 99.5% of examples', async () => {
     const { kernelsPredictor } = await import('@bitdistill/eval');
     const { predictLabels } = await import('@bitdistill/trainer');
     const rt = TernaryRuntime.load(join(root, 'export-allnorm'));
     const student = loadModel(join(root, 'ckpt-allnorm'), { trainable: false }).model;
     restoreStudent(student);
     const task = getTask('sst2');
-    const examples = await readExamples('datasets/glue/SST-2/dev.tsv', task, { limit: 300 });
+    const examples = await readExamples('datasets/glue/SST-2/dev.tsv', task);
+    expect(examples.length).to.equal(872);
     const k = await kernelsPredictor(rt).predict(task, examples, 'label', 128);
     const t = await predictLabels(student, rt.tokenizer, task, examples, { batchSize: 16, maxLen: 128 });
     const same = k.words.filter((w, i) => w === t[i]).length;

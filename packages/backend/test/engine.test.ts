@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
-import { initBackend, enginePoolStats, type BackendChoice } from '@bitdistill/backend';
+import { defaultPoolCapBytes, initBackend, enginePoolStats, type BackendChoice } from '@bitdistill/backend';
 import { nativeStatus } from '@bitdistill/kernels-cpu';
 import { loadModel } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
@@ -50,6 +50,14 @@ async function trainLosses(backend: BackendChoice, steps: number, quantize: bool
 describe('native CPU engine', function () {
   before(function () {
     if (!nativeStatus().native) this.skip();
+  });
+
+  it('pool cap defaults to an eighth of the memory, between 1 and 4 GiB', () => {
+    const G = 2 ** 30;
+    expect(defaultPoolCapBytes(4 * G)).to.equal(G);
+    expect(defaultPoolCapBytes(24 * G)).to.equal(3 * G);
+    expect(defaultPoolCapBytes(25_276_203_008)).to.equal(Math.floor(25_276_203_008 / 8 / 2 ** 20) * 2 ** 20);
+    expect(defaultPoolCapBytes(256 * G)).to.equal(4 * G);
   });
 
   it('is what auto picks when libtensorflow is absent', () => {

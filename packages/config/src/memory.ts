@@ -42,7 +42,8 @@
  *                [b*T, V] logits, while W, the moments and the teacher are alive.
  *   checkpoint   the files stream from the tensors' own storage (no copy on native / cpu); on wasm every read
  *                (`data()`) of the weights and both moments is a copy out of the heap, held while writing: 3G.
- *   slack        native engine: its buffer pool keeps freed kernel outputs up to BITDISTILL_POOL_MB (1 GiB), and
+ *   slack        native engine: its buffer pool keeps freed kernel outputs up to BITDISTILL_POOL_MB (default an eighth
+ *                of the memory, 1-4 GiB), and
  *                buffers it does not pool wait for the forced GC it runs every BITDISTILL_GC_MB (1 GiB) of them:
  *                min(GC step, G) in every phase (each update replaces every parameter's array) and min(pool
  *                cap, A) outside the step (the pool still holds the step's activations). wasm: the heap's
@@ -105,8 +106,15 @@ export const FORWARD_DENSE: LayerCoefficients = { NC: 6.9, NQ: 10.8, NK: 9.6, NI
 export const TRAIN_DENSE_WASM: LayerCoefficients = { NC: 18.2, NQ: 19.9, NK: 14.8, NI: 10.9, S: 7.8, Wlin: 0 };
 export const TRAIN_STUDENT_WASM: LayerCoefficients = { NC: 33.2, NQ: 23.0, NK: 14.8, NI: 13.9, S: 7.8, Wlin: 2.0 };
 export const FORWARD_DENSE_WASM: LayerCoefficients = { NC: 7.4, NQ: 11.1, NK: 8.0, NI: 4.9, S: 4.4, Wlin: 0 };
-/** optim.recompute: values kept per layer for backward (the block input and its gradient), in NC units. */
-export const RECOMPUTE_KEPT_NC = 2;
+/**
+ * optim.recompute: values kept per layer for backward: the block input and its gradient (2 NC), and the
+ * projection outputs the backward replays instead of recomputing (decoder.ts): q (NQ), k and v (2 NK),
+ * o_proj and down_proj (2 NC), gate and up (2 NI).
+ */
+export const RECOMPUTE_KEPT_NC = 4;
+export const RECOMPUTE_KEPT_NQ = 1;
+export const RECOMPUTE_KEPT_NK = 2;
+export const RECOMPUTE_KEPT_NI = 2;
 /**
  * The fused row-chunked head + loss (losses' fusedHeadLoss): [r, V] blocks alive at once (CE alone / CE + logit
  * KD; measured 4 / 6), and [V, C] blocks beyond the gradients (its dW accumulation; the tied embedding's
@@ -142,7 +150,7 @@ export const PROCESS_OVERHEAD_LM_BYTES = 300 * MiB;
 export const TOKENIZER_BYTES_PER_TOKEN = 320;
 /**
  * The native engine (backend/src/engine.ts) keeps freed kernel outputs in a pool up to BITDISTILL_POOL_MB
- * (default 1024 MiB): during the update it still holds the step's activations, min(cap, A). Buffers it does not
+ * (default an eighth of the machine's memory, at least NATIVE_POOL_DEFAULT_MIB, at most 4 GiB): during the update it still holds the step's activations, min(cap, A). Buffers it does not
  * pool are left to V8 until BITDISTILL_GC_MB (default 1024 MiB) of them have died, then it forces a GC; each
  * update replaces every parameter's array, so up to min(that, G) of dead arrays can be resident.
  */
@@ -384,7 +392,8 @@ export function estimateStage(config: TrainConfig, stage: StageName, shape: Mode
   // Recompute keeps each block's input; the block being recomputed holds its activations (the distilled layer,
   // whose Q/K/V are captured, is not recomputed: one more block).
   const capturedLayers = stage === 'distill' && config.distill.attention ? 1 : 0;
-  const layers = recompute ? shape.numLayers * RECOMPUTE_KEPT_NC * N * C + (1 + capturedLayers) * perLayer : shape.numLayers * perLayer;
+  const kept = layerValues({ NC: RECOMPUTE_KEPT_NC, NQ: RECOMPUTE_KEPT_NQ, NK: RECOMPUTE_KEPT_NK, NI: RECOMPUTE_KEPT_NI, S: 0, Wlin: 0 }, shape, B, T);
+  const layers = recompute ? shape.numLayers * kept + (1 + capturedLayers) * perLayer : shape.numLayers * perLayer;
   const logitAll = lm || (stage === 'distill' && d.logit && d.logitPositions === 'all');
   const lossRows = logitAll ? N : Math.min(N, B * ANSWER_ROWS_PER_EXAMPLE);
   const kd = stage === 'distill' && d.logit;
@@ -453,9 +462,12 @@ export function estimateStage(config: TrainConfig, stage: StageName, shape: Mode
 }
 
 /** The native engine's pool cap: BITDISTILL_POOL_MB, as backend/src/engine.ts reads it. */
-export function nativePoolCapBytes(): number {
-  const mb = Number(process.env['BITDISTILL_POOL_MB'] ?? String(NATIVE_POOL_DEFAULT_MIB));
-  return Number.isFinite(mb) && mb >= 0 ? mb * MiB : NATIVE_POOL_DEFAULT_MIB * MiB;
+export function nativePoolCapBytes(total = totalmem()): number {
+  // The engine's default (backend/src/engine.ts defaultPoolCapBytes): an eighth of the memory, 1-4 GiB.
+  const dflt = Math.min(4 * GiB, Math.max(NATIVE_POOL_DEFAULT_MIB * MiB, Math.floor(total / 8 / MiB) * MiB));
+  const env = process.env['BITDISTILL_POOL_MB'];
+  const mb = Number(env);
+  return env !== undefined && Number.isFinite(mb) && mb >= 0 ? mb * MiB : dflt;
 }
 
 /** Bytes of unpooled buffers the native engine lets die before it forces a GC: BITDISTILL_GC_MB (default 1024). */
