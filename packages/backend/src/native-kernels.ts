@@ -34,6 +34,8 @@ import {
   bitLinearGradF32,
   swigluF32,
   swigluGradF32,
+  attentionTrainF32,
+  attentionTrainGradF32,
   tile32,
   transpose32,
   unaryF32,
@@ -491,6 +493,40 @@ const swigluGrad: KernelFn = (args) => {
 };
 
 /**
+ * BitDistillAttention: {q [B, T, H, d], k, v [B, T, Hkv, d], cos, sin [T, d]}, attrs {scale} -> y [B, T, H, d]:
+ * causal softmax(scale * rope(q) rope(k)^T) v per head (GQA), in the projections' layout.
+ */
+function attentionShape(q: tf.TensorInfo, k: tf.TensorInfo, scale: number): { B: number; T: number; H: number; Hkv: number; d: number; scale: number } {
+  const [B, T, H, d] = q.shape as [number, number, number, number];
+  return { B, T, H, Hkv: k.shape[2] as number, d, scale };
+}
+
+const attention: KernelFn = (args) => {
+  const st = storageOf(args.backend);
+  const { q, k, v, cos, sin } = args.inputs as Record<'q' | 'k' | 'v' | 'cos' | 'sin', tf.TensorInfo>;
+  const y = st.out([...q.shape], 'float32');
+  const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;
+  attentionTrainF32(view(q), view(k), view(v), view(cos), view(sin), attentionShape(q, k, (args.attrs as { scale: number }).scale), view(y));
+  return y;
+};
+
+/** BitDistillAttentionGrad: {dy, q, k, v, cos, sin}, attrs {scale} -> [dq, dk, dv]. */
+const attentionGrad: KernelFn = (args) => {
+  const st = storageOf(args.backend);
+  const { dy, q, k, v, cos, sin } = args.inputs as Record<'dy' | 'q' | 'k' | 'v' | 'cos' | 'sin', tf.TensorInfo>;
+  const dq = st.out([...q.shape], 'float32');
+  const dk = st.out([...k.shape], 'float32');
+  const dv = st.out([...v.shape], 'float32');
+  const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;
+  attentionTrainGradF32(view(q), view(k), view(v), view(cos), view(sin), attentionShape(q, k, (args.attrs as { scale: number }).scale), view(dy), {
+    dq: view(dq),
+    dk: view(dk),
+    dv: view(dv),
+  });
+  return [dq, dk, dv];
+};
+
+/**
  * UnsortedSegmentSum (the gradient of tf.gather, i.e. of the embedding lookup): out[ids[i], :] += x[i, :] for
  * float32 x [N, ...rest]; ids outside [0, numSegments) are dropped, as TensorFlow does. tfjs's cpu kernel builds
  * a one-hot mask per segment (70% of a training step on cpu, MACHINE.md); this is one pass over x.
@@ -555,6 +591,8 @@ const NATIVE: Record<string, KernelFn> = {
   BitDistillBitLinearGrad: bitLinearGrad,
   BitDistillSwiglu: swiglu,
   BitDistillSwigluGrad: swigluGrad,
+  BitDistillAttention: attention,
+  BitDistillAttentionGrad: attentionGrad,
   UnsortedSegmentSum: unsortedSegmentSum,
 };
 

@@ -1806,6 +1806,162 @@ napi_value SwigluF32(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Fused causal attention for training: q [B, T, H, d], k and v [B, T, Hkv, d] (the projections' layout, no
+// transposes), RoPE tables cos, sin [T, d], y [B, T, H, d]. Work unit: one (batch, KV head) group and its
+// H / Hkv query heads, so the backward accumulates dK and dV without races. Per head: RoPE, S = q k^T, causal
+// softmax, y = P v on the blocked GEMM (single-threaded inside a pool task); the backward recomputes P.
+
+struct AttnCtx {
+  const float *q, *k, *v, *cos, *sin, *dy;
+  float *y, *dq, *dk, *dv;
+  int64_t B, T, H, Hkv, d;
+  float scale;
+  std::atomic<bool> failed{false};
+};
+
+thread_local Scratch t_attn;
+
+// C[m, n] = A @ B for strided views, on the calling thread.
+inline void gemm_local(const float* a, int64_t sai, int64_t sap, const float* b, int64_t sbp, int64_t sbj, float* c, int64_t ldc, int64_t m, int64_t n,
+                       int64_t k) {
+  gemm_serial(*g_isa, GemmView{a, sai, sap, b, sbp, sbj, c, ldc, m, n, k});
+}
+
+void attn_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<AttnCtx*>(p);
+  const int64_t T = c->T, d = c->d, H = c->H, Hkv = c->Hkv, r = H / Hkv;
+  const int64_t sq = H * d, skv = Hkv * d;  // row strides of q / y and of k / v
+  const bool grad = c->dy != nullptr;
+  // qr, kr [T, d]; P, dP [T, T]; tmp [T, d]; dkr, dvg [T, d] accumulators (backward)
+  float* buf = static_cast<float*>(t_attn.get(sizeof(float) * static_cast<size_t>(5 * T * d + 2 * T * T)));
+  if (buf == nullptr) {
+    c->failed.store(true);
+    return;
+  }
+  float* qr = buf;
+  float* kr = qr + T * d;
+  float* tmp = kr + T * d;
+  float* dkr = tmp + T * d;
+  float* dvg = dkr + T * d;
+  float* P = dvg + T * d;
+  float* dP = P + T * T;
+  int64_t g0, g1;
+  split(c->B * Hkv, chunk, nchunks, &g0, &g1);
+  for (int64_t g = g0; g < g1; g++) {
+    const int64_t b = g / Hkv, hk = g % Hkv;
+    const float* kb = c->k + b * T * skv + hk * d;
+    const float* vb = c->v + b * T * skv + hk * d;
+    rope_rows_f32(kb, skv, c->cos, c->sin, kr, d, T, d, 0);
+    if (grad) {
+      memset(dkr, 0, sizeof(float) * static_cast<size_t>(T * d));
+      memset(dvg, 0, sizeof(float) * static_cast<size_t>(T * d));
+    }
+    for (int64_t h = hk * r; h < (hk + 1) * r; h++) {
+      const float* qb = c->q + b * T * sq + h * d;
+      rope_rows_f32(qb, sq, c->cos, c->sin, qr, d, T, d, 0);
+      gemm_local(qr, d, 1, kr, 1, d, P, T, T, T, d);  // S = qr kr^T
+      causal_softmax_f32(P, T, c->scale);
+      if (!grad) {
+        gemm_local(P, T, 1, vb, skv, 1, c->y + b * T * sq + h * d, sq, T, d, T);  // y = P v
+        continue;
+      }
+      const float* dyb = c->dy + b * T * sq + h * d;
+      gemm_local(P, 1, T, dyb, sq, 1, tmp, d, T, d, T);  // P^T dO
+      for (int64_t i = 0; i < T * d; i++) dvg[i] += tmp[i];
+      gemm_local(dyb, sq, 1, vb, 1, skv, dP, T, T, T, d);  // dP = dO v^T
+      causal_softmax_grad_f32(P, dP, T, c->scale);         // dS (with the score scale)
+      gemm_local(dP, T, 1, kr, d, 1, tmp, d, T, d, T);     // dqr = dS kr
+      rope_rows_f32(tmp, d, c->cos, c->sin, c->dq + b * T * sq + h * d, sq, T, d, 1);
+      gemm_local(dP, 1, T, qr, d, 1, tmp, d, T, d, T);  // dkr += dS^T qr
+      for (int64_t i = 0; i < T * d; i++) dkr[i] += tmp[i];
+    }
+    if (grad) {
+      rope_rows_f32(dkr, d, c->cos, c->sin, c->dk + b * T * skv + hk * d, skv, T, d, 1);
+      for (int64_t t = 0; t < T; t++) memcpy(c->dv + b * T * skv + t * skv + hk * d, dvg + t * d, sizeof(float) * static_cast<size_t>(d));
+    }
+  }
+}
+
+bool get_attn_common(napi_env env, napi_value* argv, AttnCtx* c, const char* what) {
+  float *q, *k, *v, *cs, *sn;
+  size_t ql, kl, vl, cl, sl;
+  double scale;
+  int64_t dims[5];
+  if (!get_typed(env, argv[0], napi_float32_array, &q, &ql, "q") || !get_typed(env, argv[1], napi_float32_array, &k, &kl, "k") ||
+      !get_typed(env, argv[2], napi_float32_array, &v, &vl, "v") || !get_typed(env, argv[3], napi_float32_array, &cs, &cl, "cos") ||
+      !get_typed(env, argv[4], napi_float32_array, &sn, &sl, "sin"))
+    return false;
+  const char* names[5] = {"B", "T", "H", "Hkv", "d"};
+  for (int i = 0; i < 5; i++) {
+    if (!get_i64(env, argv[5 + i], 1, kMaxDim, &dims[i], names[i])) return false;
+  }
+  if (!get_f64(env, argv[10], &scale)) return false;
+  const int64_t B = dims[0], T = dims[1], H = dims[2], Hkv = dims[3], d = dims[4];
+  if (throw_if(env, H % Hkv != 0 || d % 2 != 0, what) ||
+      throw_if(env, static_cast<int64_t>(ql) != B * T * H * d || static_cast<int64_t>(kl) != B * T * Hkv * d || static_cast<int64_t>(vl) != B * T * Hkv * d ||
+                        static_cast<int64_t>(cl) < T * d || static_cast<int64_t>(sl) < T * d,
+               what))
+    return false;
+  c->q = q;
+  c->k = k;
+  c->v = v;
+  c->cos = cs;
+  c->sin = sn;
+  c->B = B;
+  c->T = T;
+  c->H = H;
+  c->Hkv = Hkv;
+  c->d = d;
+  c->scale = static_cast<float>(scale);
+  return true;
+}
+
+// Runs the groups on the pool; false (with a JavaScript error thrown) when a thread's scratch could not be had.
+bool run_attention(napi_env env, AttnCtx* c) {
+  const int64_t groups = c->B * c->Hkv;
+  parallel(std::min<int64_t>(groups, g_pool->size() * 4), attn_task, c);
+  if (c->failed.load()) {
+    napi_throw_error(env, "E_MEMORY", "attention: out of memory for the per-thread scratch");
+    return false;
+  }
+  return true;
+}
+
+// attentionTrainF32(q, k, v, cos, sin, B, T, H, Hkv, d, scale, y): y = softmax(causal(scale * rope(q) rope(k)^T)) v
+napi_value AttentionTrainF32(napi_env env, napi_callback_info info) {
+  napi_value argv[12];
+  if (!get_args(env, info, 12, argv)) return nullptr;
+  AttnCtx c{};
+  size_t yl;
+  if (!get_attn_common(env, argv, &c, "attentionTrainF32: shapes do not match (H % Hkv == 0, even d, q [B,T,H,d], k, v [B,T,Hkv,d], cos, sin [T,d])") ||
+      !get_typed(env, argv[11], napi_float32_array, &c.y, &yl, "y"))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(yl) < c.B * c.T * c.H * c.d, "attentionTrainF32: y too small")) return nullptr;
+  run_attention(env, &c);
+  return nullptr;
+}
+
+// attentionTrainGradF32(q, k, v, cos, sin, B, T, H, Hkv, d, scale, dy, dq, dk, dv)
+napi_value AttentionTrainGradF32(napi_env env, napi_callback_info info) {
+  napi_value argv[15];
+  if (!get_args(env, info, 15, argv)) return nullptr;
+  AttnCtx c{};
+  float* dy;
+  size_t dyl, dql, dkl, dvl;
+  if (!get_attn_common(env, argv, &c, "attentionTrainGradF32: shapes do not match (H % Hkv == 0, even d, q [B,T,H,d], k, v [B,T,Hkv,d], cos, sin [T,d])") ||
+      !get_typed(env, argv[11], napi_float32_array, &dy, &dyl, "dy") || !get_typed(env, argv[12], napi_float32_array, &c.dq, &dql, "dq") ||
+      !get_typed(env, argv[13], napi_float32_array, &c.dk, &dkl, "dk") || !get_typed(env, argv[14], napi_float32_array, &c.dv, &dvl, "dv"))
+    return nullptr;
+  const int64_t nq = c.B * c.T * c.H * c.d, nkv = c.B * c.T * c.Hkv * c.d;
+  if (throw_if(env, static_cast<int64_t>(dyl) < nq || static_cast<int64_t>(dql) < nq || static_cast<int64_t>(dkl) < nkv || static_cast<int64_t>(dvl) < nkv,
+               "attentionTrainGradF32: dy, dq, dk or dv too small"))
+    return nullptr;
+  c.dy = dy;
+  run_attention(env, &c);
+  return nullptr;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -1838,6 +1994,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"rmsNormGradF32", nullptr, RmsNormGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"bitLinearF32", nullptr, BitLinearF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"bitLinearGradF32", nullptr, BitLinearGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attentionTrainF32", nullptr, AttentionTrainF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attentionTrainGradF32", nullptr, AttentionTrainGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"swigluF32", nullptr, SwigluF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"streamRead", nullptr, StreamRead, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

@@ -483,4 +483,51 @@ BD_CLONES void swiglu_grad_f32(const float* __restrict dy, const float* __restri
   }
 }
 
+BD_CLONES void rope_rows_f32(const float* __restrict x, int64_t sx, const float* __restrict cos, const float* __restrict sin, float* __restrict y,
+                             int64_t sy, int64_t T, int64_t d, int inverse) {
+  const int64_t h = d / 2;
+  for (int64_t t = 0; t < T; t++) {
+    const float* xr = x + t * sx;
+    const float* c = cos + t * d;
+    const float* sn = sin + t * d;
+    float* yr = y + t * sy;
+    if (!inverse) {
+      for (int64_t i = 0; i < h; i++) yr[i] = xr[i] * c[i] + (-xr[i + h]) * sn[i];
+      for (int64_t i = h; i < d; i++) yr[i] = xr[i] * c[i] + xr[i - h] * sn[i];
+    } else {
+      for (int64_t i = 0; i < h; i++) yr[i] = xr[i] * c[i] + xr[i + h] * sn[i + h];
+      for (int64_t i = h; i < d; i++) yr[i] = xr[i] * c[i] - xr[i - h] * sn[i - h];
+    }
+  }
+}
+
+BD_CLONES void causal_softmax_f32(float* __restrict s, int64_t T, float scale) {
+  for (int64_t i = 0; i < T; i++) {
+    float* r = s + i * T;
+    float m = -INFINITY;
+    for (int64_t j = 0; j <= i; j++) {
+      r[j] = r[j] * scale;
+      m = r[j] > m ? r[j] : m;
+    }
+    float z = 0.0f;
+    for (int64_t j = 0; j <= i; j++) {
+      r[j] = exp_f32(r[j] - m);
+      z += r[j];
+    }
+    for (int64_t j = 0; j <= i; j++) r[j] = r[j] / z;
+    for (int64_t j = i + 1; j < T; j++) r[j] = 0.0f;
+  }
+}
+
+BD_CLONES void causal_softmax_grad_f32(const float* __restrict p, float* __restrict dp, int64_t T, float scale) {
+  for (int64_t i = 0; i < T; i++) {
+    const float* pr = p + i * T;
+    float* g = dp + i * T;
+    float dot = 0.0f;
+    for (int64_t j = 0; j <= i; j++) dot += pr[j] * g[j];
+    for (int64_t j = 0; j <= i; j++) g[j] = scale * (pr[j] * (g[j] - dot));
+    for (int64_t j = i + 1; j < T; j++) g[j] = 0.0f;
+  }
+}
+
 }  // namespace bd

@@ -106,4 +106,18 @@ void ternary_f32(const float* w, float d, float mul, float* out, int64_t n);
 void swiglu_f32(const float* g, const float* u, float* y, int64_t n);
 void swiglu_grad_f32(const float* dy, const float* g, const float* u, float* dg, float* du, int64_t n);
 
+// --- Fused causal attention (addon.cc AttentionTrainF32 and its gradient) ---
+
+// RoPE (rotate_half, as HF Llama) of T rows of width d: y[t] = x[t] * cos[t] + rot(x[t]) * sin[t], rot(x) =
+// [-x2, x1]; inverse != 0 applies its transpose (the backward): y = x * cos + [x2 * sin2, -x1 * sin1].
+// x and y have row strides sx and sy; cos and sin are [T, d].
+void rope_rows_f32(const float* x, int64_t sx, const float* cos, const float* sin, float* y, int64_t sy, int64_t T, int64_t d, int inverse);
+
+// Causal softmax of a [T, T] score block in place: row i keeps j <= i, scaled by `scale`, max-subtracted exp,
+// normalised (as tf.softmax of scale * s + mask with -1e9 above the diagonal); entries j > i become 0.
+void causal_softmax_f32(float* s, int64_t T, float scale);
+
+// Softmax backward in place, causal: dp[i, j] = scale * p[i, j] * (dp[i, j] - sum_k p[i, k] dp[i, k]).
+void causal_softmax_grad_f32(const float* p, float* dp, int64_t T, float scale);
+
 }  // namespace bd

@@ -5,7 +5,7 @@
  * Each op has a TypeScript twin (plain loops, float64 sums): the fallback without the addon and the tests'
  * independent reference.
  */
-import { ShapeError } from '@bitdistill/core';
+import { ShapeError, UnsupportedError } from '@bitdistill/core';
 import { nativeAddon } from './native.ts';
 import { roundHalfEven } from './ops.ts';
 
@@ -179,4 +179,70 @@ export function swigluGradF32Ts(g: Float32Array, u: Float32Array, dy: Float32Arr
     dg[i] = (dy[i] as number) * (u[i] as number) * sg * (1 + gi * (1 - sg));
   }
   return { dg, du };
+}
+
+/** Shape of a fused causal attention: q [B, T, H, d], k and v [B, T, Hkv, d], cos and sin [T, d]. */
+export interface AttentionTrainShape {
+  B: number;
+  T: number;
+  H: number;
+  Hkv: number;
+  d: number;
+  /** Score scale, 1 / sqrt(d) as float32. */
+  scale: number;
+}
+
+function checkAttention(what: string, s: AttentionTrainShape, arrays: [string, Float32Array, number][]): void {
+  const { B, T, H, Hkv, d } = s;
+  if (![B, T, H, Hkv, d].every((v) => Number.isSafeInteger(v) && v >= 1) || H % Hkv !== 0 || d % 2 !== 0) {
+    throw new ShapeError(`${what}: bad shape ${JSON.stringify(s)} (H a multiple of Hkv, d even)`);
+  }
+  for (const [name, a, want] of arrays) if (a.length !== want) throw new ShapeError(`${what}: ${name} has ${a.length} values, expected ${want}`);
+}
+
+function attentionAddon(what: string) {
+  const addon = nativeAddon();
+  if (addon === null) throw new UnsupportedError(`${what} needs the native addon (its op-by-op form is model's Decoder attention)`);
+  return addon;
+}
+
+/**
+ * Causal self-attention of a training step in one call: y = softmax(causal(scale * rope(q) rope(k)^T)) v per
+ * head, query head h reading KV head floor(h / (H / Hkv)); RoPE as HF Llama (rotate_half) from tables cos, sin.
+ * Layouts are the projections' own ([B, T, heads, d]): no transposes around it. Native only.
+ */
+export function attentionTrainF32(q: Float32Array, k: Float32Array, v: Float32Array, cos: Float32Array, sin: Float32Array, s: AttentionTrainShape, out?: Float32Array): Float32Array {
+  const { B, T, H, Hkv, d } = s;
+  const y = out ?? new Float32Array(B * T * H * d);
+  checkAttention('attentionTrainF32', s, [['q', q, B * T * H * d], ['k', k, B * T * Hkv * d], ['v', v, B * T * Hkv * d], ['cos', cos, T * d], ['sin', sin, T * d], ['y', y, B * T * H * d]]);
+  attentionAddon('attentionTrainF32').attentionTrainF32(q, k, v, cos, sin, B, T, H, Hkv, d, s.scale, y);
+  return y;
+}
+
+/** Gradients of attentionTrainF32 for dy (the probabilities recomputed, nothing saved but q, k, v). */
+export function attentionTrainGradF32(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  cos: Float32Array,
+  sin: Float32Array,
+  s: AttentionTrainShape,
+  dy: Float32Array,
+  out?: { dq: Float32Array; dk: Float32Array; dv: Float32Array },
+): { dq: Float32Array; dk: Float32Array; dv: Float32Array } {
+  const { B, T, H, Hkv, d } = s;
+  const r = out ?? { dq: new Float32Array(B * T * H * d), dk: new Float32Array(B * T * Hkv * d), dv: new Float32Array(B * T * Hkv * d) };
+  checkAttention('attentionTrainGradF32', s, [
+    ['q', q, B * T * H * d],
+    ['k', k, B * T * Hkv * d],
+    ['v', v, B * T * Hkv * d],
+    ['cos', cos, T * d],
+    ['sin', sin, T * d],
+    ['dy', dy, B * T * H * d],
+    ['dq', r.dq, B * T * H * d],
+    ['dk', r.dk, B * T * Hkv * d],
+    ['dv', r.dv, B * T * Hkv * d],
+  ]);
+  attentionAddon('attentionTrainGradF32').attentionTrainGradF32(q, k, v, cos, sin, B, T, H, Hkv, d, s.scale, dy, r.dq, r.dk, r.dv);
+  return r;
 }

@@ -96,6 +96,24 @@ export interface NativeAddon {
   rmsNormGradF32(x: Float32Array, gain: Float32Array, dim: number, eps: number, dy: Float32Array, dx: Float32Array, dgain: Float32Array): void;
   bitLinearF32(x: Float32Array, w: Float32Array, m: number, k: number, n: number, perRow: boolean, y: Float32Array): void;
   bitLinearGradF32(x: Float32Array, w: Float32Array, m: number, k: number, n: number, perRow: boolean, dy: Float32Array, dx: Float32Array, dw: Float32Array): void;
+  attentionTrainF32(q: Float32Array, k: Float32Array, v: Float32Array, cos: Float32Array, sin: Float32Array, B: number, T: number, H: number, Hkv: number, d: number, scale: number, y: Float32Array): void;
+  attentionTrainGradF32(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    cos: Float32Array,
+    sin: Float32Array,
+    B: number,
+    T: number,
+    H: number,
+    Hkv: number,
+    d: number,
+    scale: number,
+    dy: Float32Array,
+    dq: Float32Array,
+    dk: Float32Array,
+    dv: Float32Array,
+  ): void;
   /** (g, u, y): forward; (g, u, dy, dg, du): gradient. */
   swigluF32(g: Float32Array, u: Float32Array, y: Float32Array, dg?: Float32Array, du?: Float32Array): void;
 }
@@ -129,6 +147,8 @@ const ADDON_FUNCTIONS = [
   'bitLinearF32',
   'bitLinearGradF32',
   'swigluF32',
+  'attentionTrainF32',
+  'attentionTrainGradF32',
 ] as const;
 
 interface State {

@@ -11,7 +11,7 @@ import type { DecoderConfig } from './config.ts';
 import { PROJECTIONS, SUBLN_EPS, projectionName, sublnName, type Projection } from './names.ts';
 
 export { PROJECTIONS, SUBLN_EPS, projectionName, sublnName, type Projection };
-import { bmm, denseLinear, matMulT, replayedLinear, rmsNorm, swiglu, type LinearFn } from './ops.ts';
+import { ATTENTION_KERNEL, bmm, denseLinear, fusedAttention, fusedKernel, matMulT, replayedLinear, rmsNorm, swiglu, type LinearFn } from './ops.ts';
 
 
 /** Q, K, V of one layer for attention-relation distillation, each [B, heads, T, d], GQA heads not expanded. */
@@ -269,6 +269,22 @@ export class Decoder {
     const p = `model.layers.${l}`;
     // --- attention ---
     const h = rmsNorm(x, this.param(`${p}.input_layernorm.weight`), c.rmsNormEps) as tf.Tensor2D;
+    if (captured === null && d % 2 === 0 && fusedKernel(ATTENTION_KERNEL)) {
+      // Fused: RoPE, scores, causal softmax and the weighted sum in one kernel each way, in the projections'
+      // [B, T, heads, d] layout (no transposes); q/k-norm is over d, so it applies in this layout too.
+      const split = (t: tf.Tensor2D, n: number) => tf.reshape(t, [B, T, n, d]) as tf.Tensor4D;
+      let q4 = split(this.project(h, l, 'q_proj'), H);
+      let k4 = split(this.project(h, l, 'k_proj'), Hkv);
+      const v4 = split(this.project(h, l, 'v_proj'), Hkv);
+      if (c.qkNorm) {
+        q4 = rmsNorm(q4, this.param(`${p}.self_attn.q_norm.weight`), c.rmsNormEps) as tf.Tensor4D;
+        k4 = rmsNorm(k4, this.param(`${p}.self_attn.k_norm.weight`), c.rmsNormEps) as tf.Tensor4D;
+      }
+      const { cos, sin } = this.rope(T);
+      const y4 = fusedAttention(q4, k4, v4, cos, sin, Math.fround(1 / Math.sqrt(d)));
+      x = tf.add(x, this.project(tf.reshape(y4, [N, H * d]) as tf.Tensor2D, l, 'o_proj'));
+      return this.mlp(x, l);
+    }
     const heads = (t: tf.Tensor2D, n: number) => tf.transpose(tf.reshape(t, [B, T, n, d]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, n, T, d]
     let q = heads(this.project(h, l, 'q_proj'), H);
     let k = heads(this.project(h, l, 'k_proj'), Hkv);
@@ -293,12 +309,15 @@ export class Decoder {
     const y = bmm(att, v3); // [B * Hkv, r * T, d] = [B, H, T, d]
     const yc = tf.reshape(tf.transpose(tf.reshape(y, [B, H, T, d]), [0, 2, 1, 3]), [N, H * d]) as tf.Tensor2D;
     x = tf.add(x, this.project(yc, l, 'o_proj'));
-    // --- SwiGLU MLP ---
-    const h2 = rmsNorm(x, this.param(`${p}.post_attention_layernorm.weight`), c.rmsNormEps) as tf.Tensor2D;
+    return this.mlp(x, l);
+  }
+
+  /** The SwiGLU MLP of layer l with its residual. */
+  private mlp(x: tf.Tensor2D, l: number): tf.Tensor2D {
+    const h2 = rmsNorm(x, this.param(`model.layers.${l}.post_attention_layernorm.weight`), this.config.rmsNormEps) as tf.Tensor2D;
     const gate = this.project(h2, l, 'gate_proj');
     const gated = swiglu(gate, this.project(h2, l, 'up_proj')) as tf.Tensor2D; // silu(gate) * up
-    x = tf.add(x, this.project(gated, l, 'down_proj'));
-    return x;
+    return tf.add(x, this.project(gated, l, 'down_proj'));
   }
 
   /** Parameters of layer l (names `model.layers.{l}.*`), in a fixed order. */

@@ -156,6 +156,28 @@ export function swiglu(gate: tf.Tensor, up: tf.Tensor): tf.Tensor {
   return tf.mul(tf.mul(gate, tf.sigmoid(gate)), up);
 }
 
+export const ATTENTION_KERNEL = 'BitDistillAttention';
+export const ATTENTION_GRAD_KERNEL = 'BitDistillAttentionGrad';
+
+tf.registerGradient({
+  kernelName: ATTENTION_KERNEL,
+  inputsToSave: ['q', 'k', 'v', 'cos', 'sin'],
+  gradFunc: (dy, saved, attrs) => {
+    const [q, k, v, cos, sin] = saved as tf.Tensor[];
+    const [dq, dk, dv] = tf.engine().runKernel(ATTENTION_GRAD_KERNEL, { dy: dy as tf.Tensor, q, k, v, cos, sin } as unknown as tf.NamedTensorMap, attrs) as tf.Tensor[];
+    return { q: () => dq as tf.Tensor, k: () => dk as tf.Tensor, v: () => dv as tf.Tensor, cos: () => tf.zerosLike(cos as tf.Tensor), sin: () => tf.zerosLike(sin as tf.Tensor) };
+  },
+});
+
+/**
+ * Fused causal self-attention (where the backend has the kernel; decoder.ts keeps the op-by-op form as its
+ * twin): q [B, T, H, d] and k, v [B, T, Hkv, d] before RoPE, cos / sin [T, d] -> [B, T, H, d] =
+ * softmax(causal(scale * rope(q) rope(k)^T)) v, query head h reading KV head floor(h H_kv / H).
+ */
+export function fusedAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D, scale: number): tf.Tensor4D {
+  return tf.engine().runKernel(ATTENTION_KERNEL, { q, k, v, cos, sin } as unknown as tf.NamedTensorMap, { scale }) as tf.Tensor4D;
+}
+
 /** RMSNorm over the last axis: x * rsqrt(mean(x^2) + eps) * gain. */
 export function rmsNorm(x: tf.Tensor, gain: tf.Tensor, eps: number): tf.Tensor {
   const fused =
