@@ -36,6 +36,7 @@ import {
   swigluGradF32,
   attentionTrainF32,
   attentionTrainGradF32,
+  relationKdF32,
   tile32,
   transpose32,
   unaryF32,
@@ -527,6 +528,33 @@ const attentionGrad: KernelFn = (args) => {
 };
 
 /**
+ * BitDistillRelationKd: {tq, tk, tv, sq, sk, sv} ([B, H, T, d] each), attrs {relationHeads, cosine, grad} ->
+ * [loss (scalar)] or, with grad, [loss, dsq, dsk, dsv]: packages/losses attentionRelationKd in one native pass
+ * per part (no [B, R, T, T] tensor is formed).
+ */
+const relationKd: KernelFn = (args) => {
+  const st = storageOf(args.backend);
+  const ins = args.inputs as Record<'tq' | 'tk' | 'tv' | 'sq' | 'sk' | 'sv', tf.TensorInfo>;
+  const { relationHeads, cosine, grad } = args.attrs as { relationHeads: number; cosine: boolean; grad: boolean };
+  const parts = [
+    [ins.tq, ins.sq],
+    [ins.tk, ins.sk],
+    [ins.tv, ins.sv],
+  ] as const;
+  const loss = st.out([], 'float32');
+  const grads = grad ? parts.map(([, s]) => st.out([...s.shape], 'float32')) : [];
+  const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;
+  const shape4 = (t: tf.TensorInfo) => t.shape as [number, number, number, number];
+  let total = 0;
+  parts.forEach(([t, s], i) => {
+    const g = grads[i];
+    total += relationKdF32(view(t), shape4(t), view(s), shape4(s), relationHeads, cosine, g === undefined ? undefined : view(g));
+  });
+  view(loss)[0] = total;
+  return [loss, ...grads];
+};
+
+/**
  * UnsortedSegmentSum (the gradient of tf.gather, i.e. of the embedding lookup): out[ids[i], :] += x[i, :] for
  * float32 x [N, ...rest]; ids outside [0, numSegments) are dropped, as TensorFlow does. tfjs's cpu kernel builds
  * a one-hot mask per segment (70% of a training step on cpu, MACHINE.md); this is one pass over x.
@@ -593,6 +621,7 @@ const NATIVE: Record<string, KernelFn> = {
   BitDistillSwigluGrad: swigluGrad,
   BitDistillAttention: attention,
   BitDistillAttentionGrad: attentionGrad,
+  BitDistillRelationKd: relationKd,
   UnsortedSegmentSum: unsortedSegmentSum,
 };
 

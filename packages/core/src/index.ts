@@ -16,3 +16,4 @@ export { Rng } from './rng.ts';
 export type { RngState } from './rng.ts';
 export { assertShape, assertSameShape, shapeSize, shapeToString } from './shape.ts';
 export type { Shape } from './shape.ts';
+export { setFusedOps, fusedOpsEnabled } from './fused.ts';

@@ -11,6 +11,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
 #endif
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1962,6 +1963,167 @@ napi_value AttentionTrainGradF32(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Attention-relation KD (MiniLMv2, packages/losses attentionRelationKd) in one call: for q, k and v of teacher and
+// student ([B, H, T, d] each, heads regrouped into R relation heads of D = H d / R features), per (batch,
+// relation head) the relation rows (cosine: L2-normalised A A^T; scaled: A A^T / sqrt(D)), row softmax clamped
+// at 1e-8, KL(teacher || student) averaged over the B R T rows and divided by R, and the gradient with respect
+// to the student's q, k, v. One (batch, relation head) per task; the loss sums per task in a fixed order.
+
+struct RelPart {
+  const float* x;  // [B, H, T, d]
+  int64_t H, d;
+};
+
+struct RelCtx {
+  RelPart t, s;
+  float* dx;  // student gradient [B, Hs, T, ds], or null
+  int64_t B, T, R;
+  bool cosine;
+  float inv;
+  double* kl;  // [B * R]
+  std::atomic<bool> failed{false};
+};
+
+thread_local Scratch t_rel;
+
+// Relation head r of batch b of part x gathered into a [T, D] (row t = features r D .. r D + D - 1 of token t).
+void rel_gather(const RelPart& x, int64_t b, int64_t r, int64_t T, int64_t D, float* a) {
+  for (int64_t t = 0; t < T; t++) {
+    for (int64_t j = 0; j < D; j++) {
+      const int64_t f = r * D + j, h = f / x.d, i = f % x.d;
+      a[t * D + j] = x.x[((b * x.H + h) * T + t) * x.d + i];
+    }
+  }
+}
+
+// Scores [T, T] of a [T, D]: cosine normalises a's rows in place first (norms into n, the eps test into big).
+void rel_scores(float* a, int64_t T, int64_t D, bool cosine, float* n, float* big, float* s) {
+  if (cosine) {
+    for (int64_t t = 0; t < T; t++) {
+      float ss = 0.0f;
+      for (int64_t j = 0; j < D; j++) ss += a[t * D + j] * a[t * D + j];
+      const float e2 = 1e-12f * 1e-12f;
+      n[t] = sqrtf(ss > e2 ? ss : e2);
+      big[t] = ss >= e2 ? 1.0f : 0.0f;
+      for (int64_t j = 0; j < D; j++) a[t * D + j] = a[t * D + j] / n[t];
+    }
+  }
+  gemm_local(a, D, 1, a, 1, D, s, T, T, T, D);
+  if (!cosine) {
+    const float sd = sqrtf(static_cast<float>(D));
+    for (int64_t i = 0; i < T * T; i++) s[i] = s[i] / sd;
+  }
+}
+
+void rel_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<RelCtx*>(p);
+  const int64_t T = c->T, R = c->R;
+  const int64_t Dt = c->t.H * c->t.d / R, Ds = c->s.H * c->s.d / R;
+  float* buf = static_cast<float*>(t_rel.get(sizeof(float) * static_cast<size_t>(5 * T * T + T * (Dt + 2 * Ds) + 4 * T)));
+  if (buf == nullptr) {
+    c->failed.store(true);
+    return;
+  }
+  float* at = buf;
+  float* as = at + T * Dt;
+  float* dan = as + T * Ds;
+  float* nt = dan + T * Ds;
+  float* bt = nt + T;
+  float* ns = bt + T;
+  float* bs = ns + T;
+  float* st = bs + T;
+  float* ss = st + T * T;
+  float* lt = ss + T * T;
+  float* ls = lt + T * T;
+  float* g = ls + T * T;
+  int64_t u0, u1;
+  split(c->B * R, chunk, nchunks, &u0, &u1);
+  for (int64_t u = u0; u < u1; u++) {
+    const int64_t b = u / R, r = u % R;
+    rel_gather(c->t, b, r, T, Dt, at);
+    rel_scores(at, T, Dt, c->cosine, nt, bt, st);
+    relation_softmax_f32(st, st, lt, T);  // teacher: only its clamped log-probabilities are used
+    rel_gather(c->s, b, r, T, Ds, as);
+    rel_scores(as, T, Ds, c->cosine, ns, bs, ss);
+    relation_softmax_f32(ss, ss, ls, T);  // ss: the student's probabilities
+    double kl = 0.0;
+    relation_kl_grad_f32(ss, ls, lt, g, T, c->inv, &kl);
+    c->kl[u] = kl;
+    if (c->dx == nullptr) continue;
+    // dS symmetric part: the scores are an an^T, so d an = (dS + dS^T) an.
+    for (int64_t i = 0; i < T; i++) {
+      for (int64_t j = i; j < T; j++) {
+        const float v = g[i * T + j] + g[j * T + i];
+        g[i * T + j] = v;
+        g[j * T + i] = v;
+      }
+    }
+    gemm_local(g, T, 1, as, Ds, 1, dan, Ds, T, Ds, T);
+    for (int64_t t = 0; t < T; t++) {
+      float* d = dan + t * Ds;
+      const float* an = as + t * Ds;
+      if (c->cosine) {
+        float dot = 0.0f;
+        for (int64_t j = 0; j < Ds; j++) dot += an[j] * d[j];
+        const float k = dot * bs[t];
+        for (int64_t j = 0; j < Ds; j++) d[j] = (d[j] - an[j] * k) / ns[t];
+      } else {
+        const float sd = sqrtf(static_cast<float>(Ds));
+        for (int64_t j = 0; j < Ds; j++) d[j] = d[j] / sd;
+      }
+      for (int64_t j = 0; j < Ds; j++) {
+        const int64_t f = r * Ds + j, h = f / c->s.d, i = f % c->s.d;
+        c->dx[((b * c->s.H + h) * T + t) * c->s.d + i] = d[j];
+      }
+    }
+  }
+}
+
+// relationKdF32(tx, tH, td, sx, sH, sd, B, T, R, cosine, dx | null): one part (q, k or v) of the loss, returned;
+// the student's gradient of that part into dx when given.
+napi_value RelationKdF32(napi_env env, napi_callback_info info) {
+  napi_value argv[11];
+  if (!get_args(env, info, 11, argv)) return nullptr;
+  float *tx, *sx;
+  size_t tl, sl;
+  int64_t tH, td, sH, sd, B, T, R;
+  bool cosine;
+  if (!get_typed(env, argv[0], napi_float32_array, &tx, &tl, "teacher") || !get_i64(env, argv[1], 1, kMaxDim, &tH, "tH") ||
+      !get_i64(env, argv[2], 1, kMaxDim, &td, "td") || !get_typed(env, argv[3], napi_float32_array, &sx, &sl, "student") ||
+      !get_i64(env, argv[4], 1, kMaxDim, &sH, "sH") || !get_i64(env, argv[5], 1, kMaxDim, &sd, "sd") || !get_i64(env, argv[6], 1, kMaxDim, &B, "B") ||
+      !get_i64(env, argv[7], 1, kMaxDim, &T, "T") || !get_i64(env, argv[8], 1, kMaxDim, &R, "R") || !get_bool(env, argv[9], &cosine))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(tl) != B * tH * T * td || static_cast<int64_t>(sl) != B * sH * T * sd || (tH * td) % R != 0 || (sH * sd) % R != 0,
+               "relationKdF32: shapes do not match (teacher [B, tH, T, td], student [B, sH, T, sd], H d divisible by R)"))
+    return nullptr;
+  RelCtx c{};
+  c.t = RelPart{tx, tH, td};
+  c.s = RelPart{sx, sH, sd};
+  c.B = B;
+  c.T = T;
+  c.R = R;
+  c.cosine = cosine;
+  c.inv = static_cast<float>(1.0 / (static_cast<double>(B) * R * T * R));
+  napi_valuetype vt;
+  if (napi_typeof(env, argv[10], &vt) != napi_ok) return nullptr;
+  if (vt != napi_null && vt != napi_undefined) {
+    size_t dl;
+    if (!get_typed(env, argv[10], napi_float32_array, &c.dx, &dl, "dx")) return nullptr;
+    if (throw_if(env, dl != sl, "relationKdF32: dx must have the student's size")) return nullptr;
+  }
+  std::vector<double> kl(static_cast<size_t>(B * R), 0.0);
+  c.kl = kl.data();
+  parallel(std::min<int64_t>(B * R, g_pool->size() * 4), rel_task, &c);
+  if (c.failed.load()) {
+    napi_throw_error(env, "E_MEMORY", "relationKdF32: out of memory for the per-thread scratch");
+    return nullptr;
+  }
+  double total = 0.0;
+  for (double v : kl) total += v;
+  return make_number(env, total);
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -1996,6 +2158,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"bitLinearGradF32", nullptr, BitLinearGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionTrainF32", nullptr, AttentionTrainF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionTrainGradF32", nullptr, AttentionTrainGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"relationKdF32", nullptr, RelationKdF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"swigluF32", nullptr, SwigluF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"streamRead", nullptr, StreamRead, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

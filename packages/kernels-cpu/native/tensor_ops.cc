@@ -530,4 +530,52 @@ BD_CLONES void causal_softmax_grad_f32(const float* __restrict p, float* __restr
   }
 }
 
+BD_CLONES void relation_softmax_f32(const float* s, float* p, float* __restrict logp, int64_t T) {
+  // p may be s (in place): the shifted scores go to logp first, then p and logp are finished from there.
+  const float log_floor = -18.420680743952367f;  // log(1e-8)
+  for (int64_t i = 0; i < T; i++) {
+    const float* sr = s + i * T;
+    float* pr = p + i * T;
+    float* lr = logp + i * T;
+    float m = -INFINITY;
+    for (int64_t j = 0; j < T; j++) m = sr[j] > m ? sr[j] : m;
+    float z = 0.0f;
+    for (int64_t j = 0; j < T; j++) {
+      lr[j] = sr[j] - m;
+      pr[j] = exp_f32(lr[j]);
+      z += pr[j];
+    }
+    const float inv = 1.0f / z;
+    const float lz = logf(z);
+    for (int64_t j = 0; j < T; j++) {
+      pr[j] = pr[j] * inv;
+      const float l = lr[j] - lz;
+      lr[j] = l > log_floor ? l : log_floor;
+    }
+  }
+}
+
+BD_CLONES void relation_kl_grad_f32(const float* __restrict p_s, const float* __restrict logp_s, const float* __restrict logp_t, float* __restrict g, int64_t T,
+                                    float inv, double* kl) {
+  double total = 0.0;
+  for (int64_t i = 0; i < T; i++) {
+    const float* ps = p_s + i * T;
+    const float* ls = logp_s + i * T;
+    const float* lt = logp_t + i * T;
+    float* gr = g + i * T;
+    float row = 0.0f;
+    float dot = 0.0f;  // sum_k gP p_s
+    for (int64_t j = 0; j < T; j++) {
+      const float pt = exp_f32(lt[j]);
+      row += pt * (lt[j] - ls[j]);
+      const float gp = ps[j] >= 1e-8f ? -pt * inv / ps[j] : 0.0f;
+      gr[j] = gp;
+      dot += gp * ps[j];
+    }
+    for (int64_t j = 0; j < T; j++) gr[j] = ps[j] * (gr[j] - dot);
+    total += static_cast<double>(row) * inv;
+  }
+  *kl += total;
+}
+
 }  // namespace bd

@@ -120,4 +120,15 @@ void causal_softmax_f32(float* s, int64_t T, float scale);
 // Softmax backward in place, causal: dp[i, j] = scale * p[i, j] * (dp[i, j] - sum_k p[i, k] dp[i, k]).
 void causal_softmax_grad_f32(const float* p, float* dp, int64_t T, float scale);
 
+// --- Attention-relation KD (addon.cc RelationKdF32) ---
+
+// Row softmax of s [T, T] into p (p may be s), and logp = max(log p, log 1e-8) computed as s - max - log(sum)
+// (one log per row).
+void relation_softmax_f32(const float* s, float* p, float* logp, int64_t T);
+
+// One relation head of KL(teacher || student) and its gradient: with pT = exp(logp_t) (the teacher's clamped
+// probabilities), adds sum pT (logp_t - logp_s) * inv to *kl, and writes into g the gradient with respect to the
+// student's scores: gP = -pT * inv / p_s where p_s >= 1e-8 (else 0), g = p_s (gP - sum_k gP p_s).
+void relation_kl_grad_f32(const float* p_s, const float* logp_s, const float* logp_t, float* g, int64_t T, float inv, double* kl);
+
 }  // namespace bd

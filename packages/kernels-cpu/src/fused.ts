@@ -246,3 +246,27 @@ export function attentionTrainGradF32(
   attentionAddon('attentionTrainGradF32').attentionTrainGradF32(q, k, v, cos, sin, B, T, H, Hkv, d, s.scale, dy, r.dq, r.dk, r.dv);
   return r;
 }
+
+/**
+ * One part (q, k or v) of the attention-relation KD of packages/losses (attentionRelationKd, whose op-by-op form
+ * is its twin): teacher [B, tH, T, td] and student [B, sH, T, sd] regrouped into R relation heads; relations
+ * L2-normalised A A^T (cosine) or A A^T / sqrt(D); row softmax clamped at 1e-8; KL(teacher || student) summed over
+ * the B R T rows and divided by B R T R. Returns the loss; with dx, writes the student's gradient. Native only.
+ */
+export function relationKdF32(
+  teacher: Float32Array,
+  tShape: readonly [number, number, number, number],
+  student: Float32Array,
+  sShape: readonly [number, number, number, number],
+  relationHeads: number,
+  cosine: boolean,
+  dx?: Float32Array,
+): number {
+  const [B, tH, T, td] = tShape;
+  const [sB, sH, sT, sd] = sShape;
+  if (sB !== B || sT !== T) throw new ShapeError(`relationKdF32: teacher [${tShape}] and student [${sShape}] differ in batch or length`);
+  if (teacher.length !== B * tH * T * td || student.length !== B * sH * T * sd) throw new ShapeError('relationKdF32: array sizes do not match the shapes');
+  if ((tH * td) % relationHeads !== 0 || (sH * sd) % relationHeads !== 0) throw new ShapeError(`relationKdF32: H d is not divisible by ${relationHeads} relation heads`);
+  if (dx !== undefined && dx.length !== student.length) throw new ShapeError(`relationKdF32: dx has ${dx.length} values, expected ${student.length}`);
+  return attentionAddon('relationKdF32').relationKdF32(teacher, tH, td, student, sH, sd, B, T, relationHeads, cosine, dx ?? null);
+}

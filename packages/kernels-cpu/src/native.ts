@@ -114,6 +114,7 @@ export interface NativeAddon {
     dk: Float32Array,
     dv: Float32Array,
   ): void;
+  relationKdF32(t: Float32Array, tH: number, td: number, s: Float32Array, sH: number, sd: number, B: number, T: number, R: number, cosine: boolean, dx: Float32Array | null): number;
   /** (g, u, y): forward; (g, u, dy, dg, du): gradient. */
   swigluF32(g: Float32Array, u: Float32Array, y: Float32Array, dg?: Float32Array, du?: Float32Array): void;
 }
@@ -149,6 +150,7 @@ const ADDON_FUNCTIONS = [
   'swigluF32',
   'attentionTrainF32',
   'attentionTrainGradF32',
+  'relationKdF32',
 ] as const;
 
 interface State {

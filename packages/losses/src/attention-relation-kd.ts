@@ -4,7 +4,7 @@
  * and the student's row-wise relation distributions are pulled towards the teacher's.
  */
 import * as tf from '@tensorflow/tfjs';
-import { ArgumentError, ShapeError, shapeToString } from '@bitdistill/core';
+import { ArgumentError, ShapeError, fusedOpsEnabled, shapeToString } from '@bitdistill/core';
 import { checkRank } from './checks.ts';
 
 
@@ -70,7 +70,8 @@ export function attentionRelationKd(teacher: QKV, student: QKV, options: Attenti
   }
   const R = relationHeads;
   const inputs = [teacher.q, teacher.k, teacher.v, student.q, student.k, student.v];
-  const run = (grad: boolean, xs: tf.Tensor[]) => relationKdChunks(xs.slice(0, 3), xs.slice(3, 6), R, relation, Math.min(chunk, B), grad);
+  const fused = fusedOpsEnabled() && inputs.every((t) => t.dtype === 'float32') && tf.getKernel(RELATION_KD_KERNEL, tf.getBackend()) !== undefined;
+  const run = (grad: boolean, xs: tf.Tensor[]) => (fused ? relationKdFused(xs, R, relation, grad) : relationKdChunks(xs.slice(0, 3), xs.slice(3, 6), R, relation, Math.min(chunk, B), grad));
   if (!tf.engine().isTapeOn()) return tf.tidy(() => run(false, inputs).loss);
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const xs = args.slice(0, 6) as tf.Tensor[];
@@ -88,6 +89,18 @@ export function attentionRelationKd(teacher: QKV, student: QKV, options: Attenti
     };
   });
   return op(...inputs) as tf.Scalar;
+}
+
+/**
+ * The fused form (packages/backend registers it on the native engine): one native pass per part, per (batch,
+ * relation head) in scratch, so no [B, R, T, T] tensor exists at all; the op-by-op chunks below are its twin.
+ */
+export const RELATION_KD_KERNEL = 'BitDistillRelationKd';
+
+function relationKdFused(xs: tf.Tensor[], R: number, relation: Relation, grad: boolean): { loss: tf.Scalar; grads: tf.Tensor[] } {
+  const [tq, tk, tv, sq, sk, sv] = xs as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+  const outs = tf.engine().runKernel(RELATION_KD_KERNEL, { tq, tk, tv, sq, sk, sv }, { relationHeads: R, cosine: relation === 'cosine', grad }) as tf.Tensor[];
+  return { loss: outs[0] as tf.Scalar, grads: outs.slice(1) };
 }
 
 /**

@@ -7,6 +7,7 @@
  * explicitly first.
  */
 import * as tf from '@tensorflow/tfjs';
+import { fusedOpsEnabled } from '@bitdistill/core';
 
 /**
  * Whether tf.matMul with transpose flags is fast on the active backend: everywhere but stock wasm. The native
@@ -119,20 +120,11 @@ tf.registerGradient({
  *   BitDistillSwiglu     {gate, up} -> silu(gate) * up         BitDistillSwigluGrad     {dy, gate, up} -> [dgate, dup]
  *   BitDistillBitLinear  {x [M, K], w [N, K]}, attrs {perRow} -> y [M, N]   (see packages/quant bitMatmulInt)
  *   BitDistillBitLinearGrad {dy, x, w}, attrs {perRow} -> [dx, dw]
- * BITDISTILL_FUSED=0 in the environment starts with them off.
+ * The switch is @bitdistill/core's setFusedOps (BITDISTILL_FUSED=0 in the environment starts with them off).
  */
-let fusedOn = process.env['BITDISTILL_FUSED'] !== '0';
-
-/** Switch the fused training ops on or off (the op-by-op twins run when off); returns the previous setting. */
-export function setFusedOps(on: boolean): boolean {
-  const prev = fusedOn;
-  fusedOn = on;
-  return prev;
-}
-
 /** Whether the fused kernel `name` runs on the active backend now. */
 export function fusedKernel(name: string): boolean {
-  return fusedOn && tf.getKernel(name, tf.getBackend()) !== undefined;
+  return fusedOpsEnabled() && tf.getKernel(name, tf.getBackend()) !== undefined;
 }
 
 export const SWIGLU_KERNEL = 'BitDistillSwiglu';
