@@ -2043,12 +2043,12 @@ void rel_task(void* p, int64_t chunk, int64_t nchunks) {
     const int64_t b = u / R, r = u % R;
     rel_gather(c->t, b, r, T, Dt, at);
     rel_scores(at, T, Dt, c->cosine, nt, bt, st);
-    relation_softmax_f32(st, st, lt, T);  // teacher: only its clamped log-probabilities are used
+    relation_softmax_f32(st, st, lt, T);  // teacher: probabilities (in place) and clamped log-probabilities
     rel_gather(c->s, b, r, T, Ds, as);
     rel_scores(as, T, Ds, c->cosine, ns, bs, ss);
     relation_softmax_f32(ss, ss, ls, T);  // ss: the student's probabilities
     double kl = 0.0;
-    relation_kl_grad_f32(ss, ls, lt, g, T, c->inv, &kl);
+    relation_kl_grad_f32(st, ss, ls, lt, g, T, c->inv, &kl);
     c->kl[u] = kl;
     if (c->dx == nullptr) continue;
     // dS symmetric part: the scores are an an^T, so d an = (dS + dS^T) an.

@@ -276,6 +276,33 @@ BD_CLONES void copy_block_u32(const uint32_t* src, int64_t sr, int64_t sc, uint3
 namespace {
 
 // sum(x[i] * y[i]) over n floats with 16 partial sums (vectorisable, one fixed order per n).
+// Sum and max of n floats in 16 lanes (vectorises without reassociation flags).
+BD_INLINE float sum16(const float* __restrict x, int64_t n) {
+  float acc[16];
+  for (int u = 0; u < 16; u++) acc[u] = 0.0f;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int u = 0; u < 16; u++) acc[u] += x[j + u];
+  for (int w = 8; w >= 1; w /= 2)
+    for (int u = 0; u < w; u++) acc[u] += acc[u + w];
+  float s = acc[0];
+  for (; j < n; j++) s += x[j];
+  return s;
+}
+
+BD_INLINE float max16(const float* __restrict x, int64_t n) {
+  float acc[16];
+  for (int u = 0; u < 16; u++) acc[u] = -INFINITY;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int u = 0; u < 16; u++) acc[u] = x[j + u] > acc[u] ? x[j + u] : acc[u];
+  for (int w = 8; w >= 1; w /= 2)
+    for (int u = 0; u < w; u++) acc[u] = acc[u + w] > acc[u] ? acc[u + w] : acc[u];
+  float m = acc[0];
+  for (; j < n; j++) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
 BD_INLINE float dot16(const float* __restrict x, const float* __restrict y, int64_t n) {
   float acc[16];
   for (int u = 0; u < 16; u++) acc[u] = 0.0f;
@@ -504,18 +531,13 @@ BD_CLONES void rope_rows_f32(const float* __restrict x, int64_t sx, const float*
 BD_CLONES void causal_softmax_f32(float* __restrict s, int64_t T, float scale) {
   for (int64_t i = 0; i < T; i++) {
     float* r = s + i * T;
-    float m = -INFINITY;
-    for (int64_t j = 0; j <= i; j++) {
-      r[j] = r[j] * scale;
-      m = r[j] > m ? r[j] : m;
-    }
-    float z = 0.0f;
-    for (int64_t j = 0; j <= i; j++) {
-      r[j] = exp_f32(r[j] - m);
-      z += r[j];
-    }
-    for (int64_t j = 0; j <= i; j++) r[j] = r[j] / z;
-    for (int64_t j = i + 1; j < T; j++) r[j] = 0.0f;
+    const int64_t n = i + 1;
+    for (int64_t j = 0; j < n; j++) r[j] = r[j] * scale;
+    const float m = max16(r, n);
+    for (int64_t j = 0; j < n; j++) r[j] = exp_f32(r[j] - m);
+    const float z = sum16(r, n);
+    for (int64_t j = 0; j < n; j++) r[j] = r[j] / z;
+    for (int64_t j = n; j < T; j++) r[j] = 0.0f;
   }
 }
 
@@ -523,8 +545,7 @@ BD_CLONES void causal_softmax_grad_f32(const float* __restrict p, float* __restr
   for (int64_t i = 0; i < T; i++) {
     const float* pr = p + i * T;
     float* g = dp + i * T;
-    float dot = 0.0f;
-    for (int64_t j = 0; j <= i; j++) dot += pr[j] * g[j];
+    const float dot = dot16(pr, g, i + 1);
     for (int64_t j = 0; j <= i; j++) g[j] = scale * (pr[j] * (g[j] - dot));
     for (int64_t j = i + 1; j < T; j++) g[j] = 0.0f;
   }
@@ -537,14 +558,10 @@ BD_CLONES void relation_softmax_f32(const float* s, float* p, float* __restrict 
     const float* sr = s + i * T;
     float* pr = p + i * T;
     float* lr = logp + i * T;
-    float m = -INFINITY;
-    for (int64_t j = 0; j < T; j++) m = sr[j] > m ? sr[j] : m;
-    float z = 0.0f;
-    for (int64_t j = 0; j < T; j++) {
-      lr[j] = sr[j] - m;
-      pr[j] = exp_f32(lr[j]);
-      z += pr[j];
-    }
+    const float m = max16(sr, T);
+    for (int64_t j = 0; j < T; j++) lr[j] = sr[j] - m;
+    for (int64_t j = 0; j < T; j++) pr[j] = exp_f32(lr[j]);
+    const float z = sum16(pr, T);
     const float inv = 1.0f / z;
     const float lz = logf(z);
     for (int64_t j = 0; j < T; j++) {
@@ -555,23 +572,20 @@ BD_CLONES void relation_softmax_f32(const float* s, float* p, float* __restrict 
   }
 }
 
-BD_CLONES void relation_kl_grad_f32(const float* __restrict p_s, const float* __restrict logp_s, const float* __restrict logp_t, float* __restrict g, int64_t T,
-                                    float inv, double* kl) {
+BD_CLONES void relation_kl_grad_f32(const float* __restrict p_t, const float* __restrict p_s, const float* __restrict logp_s, const float* __restrict logp_t,
+                                    float* __restrict g, int64_t T, float inv, double* kl) {
   double total = 0.0;
   for (int64_t i = 0; i < T; i++) {
+    const float* pt = p_t + i * T;
     const float* ps = p_s + i * T;
     const float* ls = logp_s + i * T;
     const float* lt = logp_t + i * T;
     float* gr = g + i * T;
-    float row = 0.0f;
-    float dot = 0.0f;  // sum_k gP p_s
-    for (int64_t j = 0; j < T; j++) {
-      const float pt = exp_f32(lt[j]);
-      row += pt * (lt[j] - ls[j]);
-      const float gp = ps[j] >= 1e-8f ? -pt * inv / ps[j] : 0.0f;
-      gr[j] = gp;
-      dot += gp * ps[j];
-    }
+    // g first holds pT (lt - ls), summed for the row's KL, then gP, then the score gradient.
+    for (int64_t j = 0; j < T; j++) gr[j] = (pt[j] > 1e-8f ? pt[j] : 1e-8f) * (lt[j] - ls[j]);
+    const float row = sum16(gr, T);
+    for (int64_t j = 0; j < T; j++) gr[j] = ps[j] >= 1e-8f ? -(pt[j] > 1e-8f ? pt[j] : 1e-8f) * inv / ps[j] : 0.0f;
+    const float dot = dot16(gr, ps, T);  // sum_k gP p_s
     for (int64_t j = 0; j < T; j++) gr[j] = ps[j] * (gr[j] - dot);
     total += static_cast<double>(row) * inv;
   }

@@ -126,9 +126,9 @@ void causal_softmax_grad_f32(const float* p, float* dp, int64_t T, float scale);
 // (one log per row).
 void relation_softmax_f32(const float* s, float* p, float* logp, int64_t T);
 
-// One relation head of KL(teacher || student) and its gradient: with pT = exp(logp_t) (the teacher's clamped
-// probabilities), adds sum pT (logp_t - logp_s) * inv to *kl, and writes into g the gradient with respect to the
-// student's scores: gP = -pT * inv / p_s where p_s >= 1e-8 (else 0), g = p_s (gP - sum_k gP p_s).
-void relation_kl_grad_f32(const float* p_s, const float* logp_s, const float* logp_t, float* g, int64_t T, float inv, double* kl);
+// One relation head of KL(teacher || student) and its gradient: with pT = max(p_t, 1e-8) (the teacher's clamped
+// probabilities, exp(logp_t)), adds sum pT (logp_t - logp_s) * inv to *kl, and writes into g the gradient with
+// respect to the student's scores: gP = -pT * inv / p_s where p_s >= 1e-8 (else 0), g = p_s (gP - sum_k gP p_s).
+void relation_kl_grad_f32(const float* p_t, const float* p_s, const float* logp_s, const float* logp_t, float* g, int64_t T, float inv, double* kl);
 
 }  // namespace bd
