@@ -87,7 +87,9 @@ describe('memory estimate', () => {
     expect(big).to.be.greaterThan(1.6 * base); // the loss chunk and the [V, C] blocks do not grow with the batch
     expect(long).to.be.greaterThan(big); // twice the rows as twice the batch, and attention scores grow as T^2
     expect(rec.recompute).to.equal(true);
-    expect(rec.bytes.activations).to.be.lessThan(base / 4);
+    // Selective recompute keeps each block's input and its projection outputs (no projection matmul runs twice):
+    // at Qwen3-0.6B, batch 8 x 128, well under half of what a plain step keeps.
+    expect(rec.bytes.activations).to.be.lessThan(base / 2);
     // stageOptim reaches the estimate too.
     const staged = estimateStage(validateConfig(doc({ stageOptim: { 'continual-pretrain': { batchSize: 2 } } })), 'continual-pretrain', q06, { backend: 'native' });
     expect(staged.batchSize).to.equal(2);
