@@ -15,8 +15,8 @@
  * provably safe: the buffer was allocated by the pool, no other tensor was ever written with a view of it
  * (stock cpu kernels return subarray views, e.g. a contiguous slice), and it was never handed out by
  * readSync / read (the cpu backend returns its storage itself, and `dataSync()` results outlive tensors).
- * Pooled bytes are capped (BITDISTILL_POOL_MB; default an eighth of the machine's memory, 1-4 GiB); beyond the
- * cap buffers are left to the GC.
+ * Pooled bytes are capped (BITDISTILL_POOL_MB; default four times the largest buffer so far, between 1 GiB and an
+ * eighth of the machine's memory, at most 4 GiB); beyond the cap buffers are left to the GC.
  *
  * Garbage collection. A freed ArrayBuffer returns its memory only when V8 collects its JS object, and V8's
  * heuristics do not count external memory urgently enough for multi-GB training steps: a 4-layer model of the
@@ -80,20 +80,29 @@ function gcEveryBytes(): number {
 }
 
 /**
- * Default cap: an eighth of the machine's memory, between 1 and 4 GiB. At Qwen3-0.6B the tied embedding's
- * gradient and its partial sums are 622 MB buffers each step; with a 1 GiB cap they were dropped and
- * re-allocated every step (page faults plus a forced GC per GiB: 4-5 s of a 24 s SFT step, measured on AMD EPYC
- * with 24 GiB, where the 3 GiB default keeps them).
+ * The most the pool may hold by default: an eighth of the machine's memory, between 1 and 4 GiB.
  */
 export function defaultPoolCapBytes(total = totalmem()): number {
   return Math.min(4 * 2 ** 30, Math.max(2 ** 30, Math.floor(total / 8 / 2 ** 20) * 2 ** 20));
 }
 
-function poolCapBytes(): number {
+/**
+ * The pool's cap when BITDISTILL_POOL_MB is not set: four times the largest buffer allocated so far, between
+ * 1 GiB and defaultPoolCapBytes. At Qwen3-0.6B the tied embedding's gradient and its partial sums are 622 MB
+ * buffers every step; under a fixed 1 GiB cap they were dropped and re-allocated each step (page faults plus a
+ * forced GC per GiB: 4-5 s of a 24 s SFT step on AMD EPYC), while a small model keeps the 1 GiB cap, so that
+ * variable-length evaluation batches do not fill gigabytes of pool.
+ */
+export function poolCapFor(largestBytes: number, total = totalmem()): number {
+  return Math.min(defaultPoolCapBytes(total), Math.max(2 ** 30, 4 * largestBytes));
+}
+
+/** BITDISTILL_POOL_MB in bytes, or null (the cap then follows poolCapFor). */
+function fixedPoolCapBytes(): number | null {
   const env = process.env['BITDISTILL_POOL_MB'];
-  if (env === undefined) return defaultPoolCapBytes();
+  if (env === undefined) return null;
   const mb = Number(env);
-  return Number.isFinite(mb) && mb >= 0 ? mb * 2 ** 20 : defaultPoolCapBytes();
+  return Number.isFinite(mb) && mb >= 0 ? mb * 2 ** 20 : null;
 }
 
 /** Adds the pool to a fresh cpu backend instance (methods wrapped on the instance, the class untouched). */
@@ -104,7 +113,9 @@ function withPool(b: tf.KernelBackend): tf.KernelBackend & EngineBackend {
   const owner = new WeakMap<ArrayBuffer, Typed>();
   /** Pool buffers that may be seen through something else than their owner array: never recycled. */
   const pinned = new WeakSet<ArrayBuffer>();
-  const stats: PoolStats = { pooledBytes: 0, capBytes: poolCapBytes(), hits: 0, misses: 0, recycled: 0, collections: 0 };
+  const fixedCap = fixedPoolCapBytes();
+  let largest = 0;
+  const stats: PoolStats = { pooledBytes: 0, capBytes: fixedCap ?? poolCapFor(0), hits: 0, misses: 0, recycled: 0, collections: 0 };
   let allocating = false;
   const gc = exposeGc();
   const gcEvery = gcEveryBytes();
@@ -176,6 +187,10 @@ function withPool(b: tf.KernelBackend): tf.KernelBackend & EngineBackend {
     } else {
       stats.misses++;
       arr = new ctor(n);
+      if (bytes > largest) {
+        largest = bytes;
+        if (fixedCap === null) stats.capBytes = poolCapFor(largest);
+      }
     }
     if (bytes > 0) owner.set(arr.buffer as ArrayBuffer, arr);
     return arr;

@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
-import { defaultPoolCapBytes, initBackend, enginePoolStats, type BackendChoice } from '@bitdistill/backend';
+import { defaultPoolCapBytes, poolCapFor, initBackend, enginePoolStats, type BackendChoice } from '@bitdistill/backend';
 import { nativeStatus } from '@bitdistill/kernels-cpu';
 import { loadModel } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
@@ -52,12 +52,18 @@ describe('native CPU engine', function () {
     if (!nativeStatus().native) this.skip();
   });
 
-  it('pool cap defaults to an eighth of the memory, between 1 and 4 GiB', () => {
+  it('pool cap: at most an eighth of the memory (1-4 GiB), in use four times the largest buffer', () => {
     const G = 2 ** 30;
     expect(defaultPoolCapBytes(4 * G)).to.equal(G);
     expect(defaultPoolCapBytes(24 * G)).to.equal(3 * G);
     expect(defaultPoolCapBytes(25_276_203_008)).to.equal(Math.floor(25_276_203_008 / 8 / 2 ** 20) * 2 ** 20);
     expect(defaultPoolCapBytes(256 * G)).to.equal(4 * G);
+    // The cap in use: four times the largest buffer so far, within [1 GiB, that default].
+    expect(poolCapFor(0, 24 * G)).to.equal(G);
+    expect(poolCapFor(100 * 2 ** 20, 24 * G)).to.equal(G);
+    expect(poolCapFor(622_329_856, 24 * G)).to.equal(4 * 622_329_856);
+    expect(poolCapFor(G, 24 * G)).to.equal(3 * G);
+    expect(poolCapFor(G, 4 * G)).to.equal(G);
   });
 
   it('is what auto picks when libtensorflow is absent', () => {

@@ -472,7 +472,8 @@ export function estimateStage(config: TrainConfig, stage: StageName, shape: Mode
 
 /** The native engine's pool cap: BITDISTILL_POOL_MB, as backend/src/engine.ts reads it. */
 export function nativePoolCapBytes(total = totalmem()): number {
-  // The engine's default (backend/src/engine.ts defaultPoolCapBytes): an eighth of the memory, 1-4 GiB.
+  // The most the engine's default allows (backend/src/engine.ts defaultPoolCapBytes): an eighth of the memory,
+  // 1-4 GiB; in use it is four times the largest buffer, so this bounds it from above.
   const dflt = Math.min(4 * GiB, Math.max(NATIVE_POOL_DEFAULT_MIB * MiB, Math.floor(total / 8 / MiB) * MiB));
   const env = process.env['BITDISTILL_POOL_MB'];
   const mb = Number(env);
