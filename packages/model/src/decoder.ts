@@ -269,29 +269,23 @@ export class Decoder {
     const p = `model.layers.${l}`;
     // --- attention ---
     const h = rmsNorm(x, this.param(`${p}.input_layernorm.weight`), c.rmsNormEps) as tf.Tensor2D;
-    if (captured === null && d % 2 === 0 && fusedKernel(ATTENTION_KERNEL)) {
-      // Fused: RoPE, scores, causal softmax and the weighted sum in one kernel each way, in the projections'
-      // [B, T, heads, d] layout (no transposes); q/k-norm is over d, so it applies in this layout too.
-      const split = (t: tf.Tensor2D, n: number) => tf.reshape(t, [B, T, n, d]) as tf.Tensor4D;
-      let q4 = split(this.project(h, l, 'q_proj'), H);
-      let k4 = split(this.project(h, l, 'k_proj'), Hkv);
-      const v4 = split(this.project(h, l, 'v_proj'), Hkv);
-      if (c.qkNorm) {
-        q4 = rmsNorm(q4, this.param(`${p}.self_attn.q_norm.weight`), c.rmsNormEps) as tf.Tensor4D;
-        k4 = rmsNorm(k4, this.param(`${p}.self_attn.k_norm.weight`), c.rmsNormEps) as tf.Tensor4D;
-      }
-      const { cos, sin } = this.rope(T);
-      const y4 = fusedAttention(q4, k4, v4, cos, sin, Math.fround(1 / Math.sqrt(d)));
-      x = tf.add(x, this.project(tf.reshape(y4, [N, H * d]) as tf.Tensor2D, l, 'o_proj'));
-      return this.mlp(x, l);
-    }
-    const heads = (t: tf.Tensor2D, n: number) => tf.transpose(tf.reshape(t, [B, T, n, d]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, n, T, d]
+    // Fused attention (RoPE, scores, causal softmax and the weighted sum in one kernel each way) reads the
+    // projections in their [B, T, heads, d] layout; the op-by-op path, its twin, wants [B, heads, T, d]. q/k-norm
+    // is over d, so it applies in either layout.
+    const fused = captured === null && d % 2 === 0 && fusedKernel(ATTENTION_KERNEL);
+    const heads = (t: tf.Tensor2D, n: number) => (fused ? tf.reshape(t, [B, T, n, d]) : tf.transpose(tf.reshape(t, [B, T, n, d]), [0, 2, 1, 3])) as tf.Tensor4D;
     let q = heads(this.project(h, l, 'q_proj'), H);
     let k = heads(this.project(h, l, 'k_proj'), Hkv);
     const v = heads(this.project(h, l, 'v_proj'), Hkv);
     if (c.qkNorm) {
       q = rmsNorm(q, this.param(`${p}.self_attn.q_norm.weight`), c.rmsNormEps) as tf.Tensor4D;
       k = rmsNorm(k, this.param(`${p}.self_attn.k_norm.weight`), c.rmsNormEps) as tf.Tensor4D;
+    }
+    if (fused) {
+      const { cos, sin } = this.rope(T);
+      const y4 = fusedAttention(q, k, v, cos, sin, Math.fround(1 / Math.sqrt(d)));
+      x = tf.add(x, this.project(tf.reshape(y4, [N, H * d]) as tf.Tensor2D, l, 'o_proj'));
+      return this.mlp(x, l);
     }
     q = this.applyRope(q, T);
     k = this.applyRope(k, T);

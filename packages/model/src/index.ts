@@ -2,7 +2,7 @@ export { Decoder, PROJECTIONS, SUBLN_EPS, projectionName, sublnName } from './de
 export type { Projection, CapturedQkv, ForwardOptions, ForwardOutput, HiddenOutput } from './decoder.ts';
 export { parseDecoderConfig, SUBLN_MODES, SUPPORTED_MODEL_TYPES } from './config.ts';
 export type { DecoderConfig, SublnMode, ModelType } from './config.ts';
-export { denseLinear, matmul2d, matMulT, transposeFlagsFast, rmsNorm, bmm, swiglu, fusedKernel, fusedAttention, ATTENTION_KERNEL } from './ops.ts';
+export { denseLinear, matmul2d, matMulT, transposeFlagsFast, rmsNorm, bmm, swiglu, fusedKernel, fusedAttention, registerFusedGradient, ATTENTION_KERNEL } from './ops.ts';
 export type { LinearFn } from './ops.ts';
 export { loadModel, saveModel, configJson, copyTokenizerFiles } from './io.ts';
 export type { LoadedModel, LoadOptions, SaveOptions } from './io.ts';

@@ -103,15 +103,29 @@ export function replayedLinear(linear: LinearFn, y: tf.Tensor2D, x: tf.Tensor2D,
 export const RMS_NORM_KERNEL = 'BitDistillRmsNorm';
 export const RMS_NORM_GRAD_KERNEL = 'BitDistillRmsNormGrad';
 
-tf.registerGradient({
-  kernelName: RMS_NORM_KERNEL,
-  inputsToSave: ['x', 'gain'],
-  gradFunc: (dy, saved, attrs) => {
-    const [x, gain] = saved as [tf.Tensor, tf.Tensor];
-    const [dx, dgain] = tf.engine().runKernel(RMS_NORM_GRAD_KERNEL, { dy: dy as tf.Tensor, x, gain }, attrs) as tf.Tensor[];
-    return { x: () => dx as tf.Tensor, gain: () => dgain as tf.Tensor };
-  },
-});
+/**
+ * The gradient of a fused kernel pair: saves `inputs` (and `constants`), runs `gradKernel` on {dy, ...saved} with
+ * the forward's attrs, and hands its outputs to `inputs` in order; `constants` get no gradient (zeros, never
+ * formed unless asked for).
+ */
+export function registerFusedGradient(kernelName: string, gradKernel: string, inputs: readonly string[], constants: readonly string[] = []): void {
+  const names = [...inputs, ...constants];
+  tf.registerGradient({
+    kernelName,
+    inputsToSave: names,
+    gradFunc: (dy, saved, attrs) => {
+      const named: Record<string, tf.Tensor> = { dy: dy as tf.Tensor };
+      names.forEach((n, i) => (named[n] = saved[i] as tf.Tensor));
+      const outs = tf.engine().runKernel(gradKernel, named as tf.NamedTensorMap, attrs) as tf.Tensor[];
+      const grads: Record<string, () => tf.Tensor> = {};
+      inputs.forEach((n, i) => (grads[n] = () => outs[i] as tf.Tensor));
+      constants.forEach((n) => (grads[n] = () => tf.zerosLike(named[n] as tf.Tensor)));
+      return grads;
+    },
+  });
+}
+
+registerFusedGradient(RMS_NORM_KERNEL, RMS_NORM_GRAD_KERNEL, ['x', 'gain']);
 
 /**
  * Fused training ops (issue 15): a backend may register kernels for the student's BitLinear and for SwiGLU (the
@@ -130,15 +144,7 @@ export function fusedKernel(name: string): boolean {
 export const SWIGLU_KERNEL = 'BitDistillSwiglu';
 export const SWIGLU_GRAD_KERNEL = 'BitDistillSwigluGrad';
 
-tf.registerGradient({
-  kernelName: SWIGLU_KERNEL,
-  inputsToSave: ['gate', 'up'],
-  gradFunc: (dy, saved) => {
-    const [gate, up] = saved as [tf.Tensor, tf.Tensor];
-    const [dg, du] = tf.engine().runKernel(SWIGLU_GRAD_KERNEL, { dy: dy as tf.Tensor, gate, up }) as tf.Tensor[];
-    return { gate: () => dg as tf.Tensor, up: () => du as tf.Tensor };
-  },
-});
+registerFusedGradient(SWIGLU_KERNEL, SWIGLU_GRAD_KERNEL, ['gate', 'up']);
 
 /** SwiGLU: silu(gate) * up = gate * sigmoid(gate) * up (fused where the backend has the kernel). */
 export function swiglu(gate: tf.Tensor, up: tf.Tensor): tf.Tensor {
@@ -151,15 +157,7 @@ export function swiglu(gate: tf.Tensor, up: tf.Tensor): tf.Tensor {
 export const ATTENTION_KERNEL = 'BitDistillAttention';
 export const ATTENTION_GRAD_KERNEL = 'BitDistillAttentionGrad';
 
-tf.registerGradient({
-  kernelName: ATTENTION_KERNEL,
-  inputsToSave: ['q', 'k', 'v', 'cos', 'sin'],
-  gradFunc: (dy, saved, attrs) => {
-    const [q, k, v, cos, sin] = saved as tf.Tensor[];
-    const [dq, dk, dv] = tf.engine().runKernel(ATTENTION_GRAD_KERNEL, { dy: dy as tf.Tensor, q, k, v, cos, sin } as unknown as tf.NamedTensorMap, attrs) as tf.Tensor[];
-    return { q: () => dq as tf.Tensor, k: () => dk as tf.Tensor, v: () => dv as tf.Tensor, cos: () => tf.zerosLike(cos as tf.Tensor), sin: () => tf.zerosLike(sin as tf.Tensor) };
-  },
-});
+registerFusedGradient(ATTENTION_KERNEL, ATTENTION_GRAD_KERNEL, ['q', 'k', 'v'], ['cos', 'sin']);
 
 /**
  * Fused causal self-attention (where the backend has the kernel; decoder.ts keeps the op-by-op form as its

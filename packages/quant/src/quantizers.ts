@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ArgumentError } from '@bitdistill/core';
-import { fusedKernel, matMulT } from '@bitdistill/model';
+import { fusedKernel, matMulT, registerFusedGradient } from '@bitdistill/model';
 import { checkWeightQuantMode, type WeightQuantMode } from './reference.ts';
 
 /** The straight-through estimator: forward = quantize(x), backward = identity. The only place it lives. */
@@ -110,15 +110,7 @@ const bitMatmulPerRow = makeBitMatmulInt(true);
 export const BITLINEAR_KERNEL = 'BitDistillBitLinear';
 export const BITLINEAR_GRAD_KERNEL = 'BitDistillBitLinearGrad';
 
-tf.registerGradient({
-  kernelName: BITLINEAR_KERNEL,
-  inputsToSave: ['x', 'w'],
-  gradFunc: (dy, saved, attrs) => {
-    const [x, w] = saved as [tf.Tensor, tf.Tensor];
-    const [dx, dw] = tf.engine().runKernel(BITLINEAR_GRAD_KERNEL, { dy: dy as tf.Tensor, x, w }, attrs) as tf.Tensor[];
-    return { x: () => dx as tf.Tensor, w: () => dw as tf.Tensor };
-  },
-});
+registerFusedGradient(BITLINEAR_KERNEL, BITLINEAR_GRAD_KERNEL, ['x', 'w']);
 
 /** The fused straight-through backward [dx, dW] of bitMatmulInt for dy, or null where the kernel is not registered. */
 export function bitLinearBackward(x: tf.Tensor2D, w: tf.Tensor2D, dy: tf.Tensor2D, mode: 'absmean' | 'perRow'): [tf.Tensor2D, tf.Tensor2D] | null {
