@@ -50,6 +50,8 @@ export interface PoolStats {
   hits: number;
   misses: number;
   recycled: number;
+  /** Pooled buffers dropped to make room for a newer one (the longest unused first). */
+  evicted: number;
   /** Full GCs the engine ran (see the header). */
   collections: number;
 }
@@ -109,13 +111,15 @@ function fixedPoolCapBytes(): number | null {
 function withPool(b: tf.KernelBackend): tf.KernelBackend & EngineBackend {
   const cpu = b as unknown as CpuBackendInternals;
   const free = new Map<number, ArrayBuffer[]>();
+  /** Every pooled buffer, longest unused first (a Set keeps insertion order). */
+  const lru = new Set<ArrayBuffer>();
   /** Buffers the pool made, by the one typed array that spans each. */
   const owner = new WeakMap<ArrayBuffer, Typed>();
   /** Pool buffers that may be seen through something else than their owner array: never recycled. */
   const pinned = new WeakSet<ArrayBuffer>();
   const fixedCap = fixedPoolCapBytes();
   let largest = 0;
-  const stats: PoolStats = { pooledBytes: 0, capBytes: fixedCap ?? poolCapFor(0), hits: 0, misses: 0, recycled: 0, collections: 0 };
+  const stats: PoolStats = { pooledBytes: 0, capBytes: fixedCap ?? poolCapFor(0), hits: 0, misses: 0, recycled: 0, evicted: 0, collections: 0 };
   let allocating = false;
   const gc = exposeGc();
   const gcEvery = gcEveryBytes();
@@ -151,15 +155,13 @@ function withPool(b: tf.KernelBackend): tf.KernelBackend & EngineBackend {
     const done = disposeData(dataId, force);
     if (done && ArrayBuffer.isView(values) && !cpu.data.has(dataId)) {
       const buf = values.buffer as ArrayBuffer;
-      const recycle = owner.get(buf) === values && !pinned.has(buf) && stats.pooledBytes + buf.byteLength <= stats.capBytes;
-      if (!recycle && gc !== null) {
-        dropped += values.byteLength;
-        if (dropped >= gcEvery) {
-          dropped = 0;
-          stats.collections++;
-          gc();
-        }
-      }
+      const poolable = owner.get(buf) === values && !pinned.has(buf) && buf.byteLength <= stats.capBytes;
+      // A full pool makes room by dropping its longest-unused buffers: with variable shapes (evaluation
+      // batches, prompts padded per batch) stale sizes would otherwise fill it, and every new size would be
+      // allocated afresh and dropped again (a tiny distill stage dropped 28 GB that way, 609 full GCs).
+      if (poolable) while (stats.pooledBytes + buf.byteLength > stats.capBytes && evictOldest()) {}
+      const recycle = poolable && stats.pooledBytes + buf.byteLength <= stats.capBytes;
+      if (!recycle) drop(values.byteLength);
       if (recycle) {
         owner.delete(buf);
         let list = free.get(buf.byteLength);
@@ -168,6 +170,7 @@ function withPool(b: tf.KernelBackend): tf.KernelBackend & EngineBackend {
           free.set(buf.byteLength, list);
         }
         list.push(buf);
+        lru.add(buf);
         stats.pooledBytes += buf.byteLength;
         stats.recycled++;
       }
@@ -175,12 +178,39 @@ function withPool(b: tf.KernelBackend): tf.KernelBackend & EngineBackend {
     return done;
   };
 
+  /** Counts bytes left to the GC and forces a collection after every BITDISTILL_GC_MB of them. */
+  function drop(bytes: number): void {
+    if (gc === null) return;
+    dropped += bytes;
+    if (dropped >= gcEvery) {
+      dropped = 0;
+      stats.collections++;
+      gc();
+    }
+  }
+
+  /** Drops the pool's longest-unused buffer; false when the pool is empty. */
+  function evictOldest(): boolean {
+    const first = lru.values().next();
+    if (first.done === true) return false;
+    const old = first.value;
+    lru.delete(old);
+    const list = free.get(old.byteLength);
+    const i = list?.indexOf(old) ?? -1;
+    if (list !== undefined && i >= 0) list.splice(i, 1);
+    stats.pooledBytes -= old.byteLength;
+    stats.evicted++;
+    drop(old.byteLength);
+    return true;
+  }
+
   const engine = b as tf.KernelBackend & EngineBackend;
   engine.allocOutput = (ctor, n) => {
     const bytes = n * ctor.BYTES_PER_ELEMENT;
     const buf = free.get(bytes)?.pop();
     let arr: Typed;
     if (buf !== undefined) {
+      lru.delete(buf);
       stats.pooledBytes -= bytes;
       stats.hits++;
       arr = new ctor(buf, 0, n);

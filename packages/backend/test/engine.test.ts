@@ -142,4 +142,27 @@ describe('native CPU engine', function () {
     expect((after?.recycled ?? 0) - (before?.recycled ?? 0)).to.be.greaterThan(0);
     x.dispose();
   });
+
+  it('a full pool drops its longest-unused buffers for new sizes instead of refusing them (variable shapes)', () => {
+    // In a child with a 1 MiB cap: 40 outputs of distinct sizes (~100 KB each) fill the pool with stale sizes;
+    // then a new size used repeatedly must still be recycled (hits), the stale ones evicted.
+    const code = `
+      import * as tf from '@tensorflow/tfjs';
+      import { initBackend, enginePoolStats } from '@bitdistill/backend';
+      await initBackend('native');
+      for (let i = 0; i < 40; i++) tf.tidy(() => { tf.add(tf.ones([25000 + i]), 1); });
+      const mid = enginePoolStats();
+      for (let i = 0; i < 20; i++) tf.tidy(() => { tf.mul(tf.add(tf.ones([60000]), 1), 2); });
+      const end = enginePoolStats();
+      console.log(JSON.stringify({ mid, end }));
+    `;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8', env: { ...process.env, BITDISTILL_POOL_MB: '1' } });
+    expect(r.status, r.stderr).to.equal(0);
+    const { mid, end } = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { mid: { pooledBytes: number; capBytes: number; evicted: number; hits: number }; end: { pooledBytes: number; capBytes: number; evicted: number; hits: number } };
+    expect(mid.capBytes).to.equal(2 ** 20);
+    expect(end.pooledBytes).to.be.at.most(2 ** 20);
+    expect(end.evicted, 'stale sizes evicted').to.be.greaterThan(mid.evicted);
+    // 20 rounds of add then mul on 240 KB outputs: after the first round each reuses the other's freed buffer.
+    expect(end.hits - mid.hits, 'hits on the new size').to.be.at.least(30);
+  });
 });
