@@ -13,7 +13,7 @@
  * file next to the target, fsyncs it, optionally lets the caller verify it, then renames it into place, so a
  * failed write never leaves a partial GGUF behind.
  */
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { ArgumentError, FormatError, NotFoundError, ShapeError, UnsupportedError } from '@bitdistill/core';
 
 export const GGUF_MAGIC = 0x46554747; // the bytes "GGUF" read as a little-endian u32
@@ -292,12 +292,24 @@ function writeAll(fd: number, b: Uint8Array): void {
 const MIN_BYTES: Record<GgufValueType, number> = { uint8: 1, int8: 1, uint16: 2, int16: 2, uint32: 4, int32: 4, float32: 4, bool: 1, string: 8, array: 12, uint64: 8, int64: 8, float64: 8 };
 const MAX_ARRAY_DEPTH = 8;
 
+/** Thrown by ByteReader when the header runs past the bytes read so far but not past the file: read more. */
+class NeedMoreBytes extends Error {
+  constructor(readonly want: number) {
+    super(`GGUF header needs ${want} bytes`);
+  }
+}
+
 class ByteReader {
   private readonly view: DataView;
   pos = 0;
+  /**
+   * @param bytes the file, or its first bytes (readGguf reads the header in growing pieces)
+   * @param fileLength the whole file's length (checks against the file use it)
+   */
   constructor(
     readonly bytes: Uint8Array,
     readonly file: string,
+    readonly fileLength = bytes.length,
   ) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
@@ -305,7 +317,9 @@ class ByteReader {
     throw new FormatError(this.file, message, { hint: 'the file is truncated, corrupted, or not a GGUF v3 file' });
   }
   need(n: number, what: string): void {
-    if (this.pos + n > this.bytes.length) this.fail(`${what}: needs ${n} bytes at offset ${this.pos}, the file has ${this.bytes.length}`);
+    if (this.pos + n <= this.bytes.length) return;
+    if (this.pos + n <= this.fileLength) throw new NeedMoreBytes(this.pos + n);
+    this.fail(`${what}: needs ${n} bytes at offset ${this.pos}, the file has ${this.fileLength}`);
   }
   u8(what: string): number {
     this.need(1, what);
@@ -359,7 +373,7 @@ class ByteReader {
         if (depth >= MAX_ARRAY_DEPTH) this.fail(`${where}: arrays nested deeper than ${MAX_ARRAY_DEPTH}`);
         const itemType = this.valueType(`${where} item type`);
         const n = this.u64(`${where} length`);
-        if (n * MIN_BYTES[itemType] > this.bytes.length - this.pos) this.fail(`${where}: ${n} items of ${itemType} cannot fit in the ${this.bytes.length - this.pos} bytes left`);
+        if (n * MIN_BYTES[itemType] > this.fileLength - this.pos) this.fail(`${where}: ${n} items of ${itemType} cannot fit in the ${this.fileLength - this.pos} bytes left`);
         const items: GgufValue[] = new Array(n);
         for (let i = 0; i < n; i++) items[i] = this.value(itemType, `${where}[${i}]`, depth + 1);
         return { type, itemType, items };
@@ -375,9 +389,28 @@ class ByteReader {
 }
 
 /** Parse a whole GGUF file held in memory; tensor data are copied out (aligned, independent of `bytes`). */
+interface GgufHeader {
+  version: number;
+  alignment: number;
+  metadata: Map<string, GgufValue>;
+  infos: { name: string; type: GgmlType; dims: number[]; offset: number; size: number }[];
+  dataStart: number;
+}
+
 export function parseGguf(bytes: Uint8Array, file: string): GgufFile {
-  const r: ByteReader = new ByteReader(bytes, file);
-  if (bytes.length < 24) r.fail(`${bytes.length} bytes is too short for a GGUF header (24 bytes)`);
+  const h = parseHeader(new ByteReader(bytes, file));
+  const tensors = h.infos.map((t) => ({ name: t.name, type: t.type, dims: t.dims, offset: t.offset, data: bytes.slice(h.dataStart + t.offset, h.dataStart + t.offset + t.size) }));
+  return { version: h.version, alignment: h.alignment, metadata: h.metadata, tensors, dataStart: h.dataStart };
+}
+
+/**
+ * The header, tensor infos and every check against the file's length; r.bytes may hold only the file's first
+ * bytes (NeedMoreBytes says how many it needs).
+ */
+function parseHeader(r: ByteReader): GgufHeader {
+  const { bytes, file } = r;
+  const fileLength = r.fileLength;
+  if (fileLength < 24) r.fail(`${fileLength} bytes is too short for a GGUF header (24 bytes)`);
   const magic = r.u32('magic');
   if (magic !== GGUF_MAGIC) r.fail(`magic is 0x${magic.toString(16).padStart(8, '0')}, expected "GGUF" (0x${GGUF_MAGIC.toString(16)})`);
   const version = r.u32('version');
@@ -386,7 +419,7 @@ export function parseGguf(bytes: Uint8Array, file: string): GgufFile {
   const nTensors = r.u64('tensor_count');
   const nKv = r.u64('metadata_kv_count');
   // Each KV takes at least 8 (key length) + 4 (type) + 1 bytes, each tensor info at least 8 + 4 + 8 + 4 + 8.
-  if (nKv * 13 + nTensors * 32 > bytes.length - r.pos) r.fail(`${nKv} metadata entries and ${nTensors} tensors cannot fit in ${bytes.length} bytes`);
+  if (nKv * 13 + nTensors * 32 > fileLength - r.pos) r.fail(`${nKv} metadata entries and ${nTensors} tensors cannot fit in ${fileLength} bytes`);
   const metadata = new Map<string, GgufValue>();
   for (let i = 0; i < nKv; i++) {
     const key = r.string(`metadata key ${i}`);
@@ -433,25 +466,65 @@ export function parseGguf(bytes: Uint8Array, file: string): GgufFile {
     infos.push({ name, type, dims, offset, size: ggmlTensorBytes(type, dims) });
   }
   const dataStart = alignUp(r.pos, alignment);
-  if (dataStart > bytes.length && nTensors > 0) r.fail(`the data section would start at ${dataStart}, past the end of the file (${bytes.length} bytes)`);
-  for (let i = r.pos; i < Math.min(dataStart, bytes.length); i++) if (bytes[i] !== 0) r.fail(`padding byte at ${i} before the data section is ${bytes[i]}, expected 0`);
+  if (dataStart > fileLength && nTensors > 0) r.fail(`the data section would start at ${dataStart}, past the end of the file (${fileLength} bytes)`);
+  if (Math.min(dataStart, fileLength) > bytes.length) throw new NeedMoreBytes(Math.min(dataStart, fileLength));
+  for (let i = r.pos; i < Math.min(dataStart, fileLength); i++) if (bytes[i] !== 0) r.fail(`padding byte at ${i} before the data section is ${bytes[i]}, expected 0`);
   const sorted = [...infos].sort((x, y) => x.offset - y.offset);
   let end = 0;
   for (const t of sorted) {
     if (t.offset < end) r.fail(`tensor '${t.name}' [${t.offset}, ${t.offset + t.size}) overlaps the previous tensor, which ends at ${end}`);
     end = t.offset + t.size;
-    if (dataStart + end > bytes.length) r.fail(`tensor '${t.name}' (${t.type} [${t.dims.join(', ')}], ${t.size} bytes at data offset ${t.offset}) runs past the end of the file`);
+    if (dataStart + end > fileLength) r.fail(`tensor '${t.name}' (${t.type} [${t.dims.join(', ')}], ${t.size} bytes at data offset ${t.offset}) runs past the end of the file`);
   }
   // ggml's own reader loads the data section as the sum of the padded tensor sizes: the padding after the last
   // tensor must be there too.
-  if (sorted.length > 0 && dataStart + alignUp(end, alignment) > bytes.length) r.fail(`the file ends inside the padding after the last tensor (${bytes.length} bytes, expected ${dataStart + alignUp(end, alignment)})`);
-  const tensors = infos.map((t) => ({ name: t.name, type: t.type, dims: t.dims, offset: t.offset, data: bytes.slice(dataStart + t.offset, dataStart + t.offset + t.size) }));
-  return { version, alignment, metadata, tensors, dataStart };
+  if (sorted.length > 0 && dataStart + alignUp(end, alignment) > fileLength) r.fail(`the file ends inside the padding after the last tensor (${fileLength} bytes, expected ${dataStart + alignUp(end, alignment)})`);
+  return { version, alignment, metadata, infos, dataStart };
 }
 
-export function readGguf(path: string): GgufFile {
+/** Bytes read per readSync call (Node reads at most 2 GiB at a time). */
+const READ_PIECE = 1 << 30;
+
+function readAt(fd: number, dst: Uint8Array, position: number): void {
+  for (let done = 0; done < dst.length; ) {
+    const n = readSync(fd, dst, done, Math.min(READ_PIECE, dst.length - done), position + done);
+    if (n <= 0) throw new Error(`short read at ${position + done}`);
+    done += n;
+  }
+}
+
+/**
+ * Reads a GGUF file of any size: the header in growing pieces (16 MiB first; Qwen3's tokenizer metadata alone is
+ * tens of MB), then each tensor's data on its own, so no buffer holds the whole file (readFileSync stops at 2 GiB).
+ * `firstPiece` is for tests.
+ */
+export function readGguf(path: string, firstPiece = 16 << 20): GgufFile {
   if (!existsSync(path)) throw new NotFoundError(path, `GGUF file '${path}' does not exist`, { hint: 'run `bitdistill export --ternary --format gguf` first' });
-  return parseGguf(readFileSync(path), path);
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    let piece = Math.min(size, Math.max(24, firstPiece));
+    for (;;) {
+      const head = new Uint8Array(piece);
+      readAt(fd, head, 0);
+      let h: GgufHeader;
+      try {
+        h = parseHeader(new ByteReader(head, path, size));
+      } catch (e) {
+        if (!(e instanceof NeedMoreBytes)) throw e;
+        piece = Math.min(size, Math.max(2 * piece, e.want));
+        continue;
+      }
+      const tensors = h.infos.map((t) => {
+        const data = new Uint8Array(t.size);
+        readAt(fd, data, h.dataStart + t.offset);
+        return { name: t.name, type: t.type, dims: t.dims, offset: t.offset, data };
+      });
+      return { version: h.version, alignment: h.alignment, metadata: h.metadata, tensors, dataStart: h.dataStart };
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** True when the file starts with the GGUF magic. */

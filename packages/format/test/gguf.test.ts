@@ -75,6 +75,27 @@ describe('GGUF v3 reader/writer', () => {
     expect(f.tensors.map((t) => t.offset)).to.deep.equal([0, 32, 64, 224]); // 24 B, 8 B, 2 x 66 B, 2 x 54 B
   });
 
+  it('readGguf reads the header in growing pieces and each tensor on its own: equal to parsing the whole file', () => {
+    const path = join(dir, 'pieces.gguf');
+    writeGguf(path, sampleMeta, sampleTensors());
+    const whole = parseGguf(readFileSync(path), path);
+    for (const piece of [24, 25, 37, 64, 100, 257, 1 << 20]) {
+      const f = readGguf(path, piece);
+      expect(f.metadata, `piece ${piece}`).to.deep.equal(whole.metadata);
+      expect(f.dataStart).to.equal(whole.dataStart);
+      expect(f.tensors.map((t) => [t.name, t.type, t.dims, t.offset, Buffer.from(t.data).toString('hex')])).to.deep.equal(
+        whole.tensors.map((t) => [t.name, t.type, t.dims, t.offset, Buffer.from(t.data).toString('hex')]),
+      );
+    }
+    // A truncated file is still a FormatError naming the file, from every piece size.
+    const bytes = readFileSync(path);
+    for (const cut of [20, 60, bytes.length - 10]) {
+      const t = join(dir, `cut-${cut}.gguf`);
+      writeFileSync(t, bytes.subarray(0, cut));
+      for (const piece of [24, 64, 1 << 20]) expect(() => readGguf(t, piece), `cut ${cut} piece ${piece}`).to.throw(FormatError, /cut-/);
+    }
+  });
+
   it('writes the exact header bytes of the spec for a tiny file', () => {
     const { header } = serializeGgufHeader([['a', gv.u32(7)]], [{ name: 't', type: 'F32', dims: [1], data: new Uint8Array(4) }]);
     const expected = Buffer.concat([
