@@ -193,13 +193,26 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
     return out;
   };
   const checkpoint = async (): Promise<string> => {
+    // Never write (and never move `latest` to) a checkpoint that holds a non-finite number: an update can
+    // overflow the weights or the moments while the loss that produced it was still finite.
+    const optTensors = await optimizerTensors();
+    const bad: string[] = [];
+    for (const [name, p] of model.params) if (firstNonFinite((await p.data()) as Float32Array) >= 0) bad.push(name);
+    const badOpt = [...optTensors].filter(([, t]) => t.data instanceof Float32Array && firstNonFinite(t.data) >= 0).map(([k]) => k);
+    if (bad.length + badOpt.length > 0) {
+      throw new BitDistillError(
+        'E_NUMERIC',
+        `${spec.stage}: after step ${state.step}, ${bad.length} parameter(s) and ${badOpt.length} optimizer tensor(s) hold NaN or infinity (e.g. ${[...bad, ...badOpt].slice(0, 3).join(', ')}); no checkpoint written`,
+        { hint: `the last good checkpoint is kept (${latestCheckpoint(stageDir) ?? 'none yet'}); lower optim.lr, set optim.gradClip > 0, then resume` },
+      );
+    }
     state.dataCursor = spec.getCursor();
     state.rng = rng.getState();
     const keep = state.bestStep !== null ? [`step-${String(state.bestStep).padStart(6, '0')}`] : [];
     const keepLast = settings.averaging.kind === 'lawa' ? Math.max(settings.keepLast, settings.averaging.lawaK) : settings.keepLast;
     return saveCheckpoint(
       stageDir,
-      { model, optimizer: await optimizerTensors(), state, resolvedYaml: spec.resolvedYaml, tokenizerFrom: spec.tokenizerFrom, bitdistill: spec.bitdistill },
+      { model, optimizer: optTensors, state, resolvedYaml: spec.resolvedYaml, tokenizerFrom: spec.tokenizerFrom, bitdistill: spec.bitdistill },
       keepLast,
       keep,
       hooks.writeHook,
@@ -286,6 +299,13 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
     // Averaging over micro-batches and clipping become one scale the optimizer applies as it reads each
     // gradient: no averaged or clipped copy of every gradient.
     const { norm, scale } = clipScale(summed, o.gradClip, o.gradAccum);
+    if (!Number.isFinite(norm)) {
+      // A finite loss with a non-finite gradient (an overflow in the backward pass): stop before the update.
+      tf.dispose(Object.values(summed));
+      throw new BitDistillError('E_NUMERIC', `${spec.stage}: the gradient norm became ${norm} at step ${state.step + 1} (loss ${lossSum / o.gradAccum})`, {
+        hint: `the last good checkpoint is kept (${latestCheckpoint(stageDir) ?? 'none yet'}); lower optim.lr or the loss weights, then resume`,
+      });
+    }
     const lr = learningRate({ kind: o.schedule, peakLr: o.lr, totalSteps: settings.totalSteps, warmupSteps, decayRatio: o.decayRatio }, state.step);
     optimizer.apply(trainable, summed, lr, scale);
     tf.dispose(Object.values(summed));
@@ -397,4 +417,10 @@ export async function averageCheckpointsInto(model: Decoder, dirs: readonly stri
     tf.tidy(() => model.param(name).assign(tf.div(s, dirs.length)));
     s.dispose();
   }
+}
+
+/** Index of the first NaN or infinity in a, or -1. */
+function firstNonFinite(a: Float32Array): number {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i] as number)) return i;
+  return -1;
 }

@@ -75,6 +75,44 @@ describe('training loop', () => {
     model.dispose();
   });
 
+  it('an update that overflows the weights (finite loss) writes no checkpoint: E_NUMERIC naming the step, latest unchanged', async () => {
+    const dir = join(root, 'overflow');
+    const { model } = loadModel('test/fixtures/tiny-qwen3');
+    const s = spec(model, dir, lmLoss(model));
+    // lr 1e39 with AdamW's normalised step: every updated weight leaves float32's range at the first update.
+    const o = settings().optim;
+    try {
+      await runStage(s, settings({ optim: { ...o, lr: 1e39, gradClip: 0 }, checkpointEvery: 1 }));
+      expect.fail('should throw');
+    } catch (e) {
+      expect((e as { code?: string }).code).to.equal('E_NUMERIC');
+      expect((e as Error).message).to.match(/^test: after step 1, \d+ parameter\(s\) and \d+ optimizer tensor\(s\) hold NaN or infinity/);
+    }
+    expect(latestCheckpoint(dir)).to.equal(null);
+    model.dispose();
+  });
+
+  it('a non-finite gradient with a finite loss stops before the update, naming the step; the last checkpoint stays', async () => {
+    const dir = join(root, 'nangrad');
+    const { model } = loadModel('test/fixtures/tiny-qwen3');
+    const good = lmLoss(model);
+    const p0 = [...model.params.values()][0] as tf.Variable;
+    const s = spec(model, dir, (i) => {
+      const { total, terms } = good();
+      // d/dp sqrt(0 * p) = 0.5 / sqrt(0) * 0 = NaN, while the value is 0.
+      return i < 4 ? { total, terms } : { total: tf.add(total, tf.sum(tf.sqrt(tf.mul(p0, 0)))) as tf.Scalar, terms };
+    });
+    try {
+      await runStage(s, settings());
+      expect.fail('should throw');
+    } catch (e) {
+      expect((e as { code?: string }).code).to.equal('E_NUMERIC');
+      expect((e as Error).message).to.match(/the gradient norm became NaN at step 5/);
+    }
+    expect(readTrainerState(latestCheckpoint(dir) as string).step).to.equal(4);
+    model.dispose();
+  });
+
   it('an allocation failure mid-stage is a typed E_MEMORY error naming the stage, step and knobs; the last checkpoint stays', async () => {
     const dir = join(root, 'oom');
     const { model } = loadModel('test/fixtures/tiny-qwen3');
