@@ -130,12 +130,25 @@ export interface StageResult {
   memory: StagePeak;
 }
 
-function readMetrics(file: string): Record<string, unknown>[] {
-  if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
+/**
+ * The records of a metrics.jsonl, and how many lines were not whole JSON objects (a kill -9 mid-append leaves a
+ * torn last line): those are dropped, not a reason to refuse the resume.
+ */
+function readMetrics(file: string): { records: Record<string, unknown>[]; dropped: number } {
+  if (!existsSync(file)) return { records: [], dropped: 0 };
+  const records: Record<string, unknown>[] = [];
+  let dropped = 0;
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (line.trim() === '') continue;
+    try {
+      const r: unknown = JSON.parse(line);
+      if (r !== null && typeof r === 'object' && !Array.isArray(r)) records.push(r as Record<string, unknown>);
+      else dropped++;
+    } catch {
+      dropped++;
+    }
+  }
+  return { records, dropped };
 }
 
 export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, settings: LoopSettings, hooks: LoopHooks = {}): Promise<StageResult> {
@@ -178,7 +191,9 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
     spec.setCursor(state.dataCursor);
     rng.setState(state.rng);
     // Metrics logged after the checkpoint are about to be redone: drop them.
-    const kept = readMetrics(metricsFile).filter((r) => typeof r['step'] === 'number' && (r['step'] as number) <= state.step);
+    const { records, dropped } = readMetrics(metricsFile);
+    if (dropped > 0) log.warn({ stage: spec.stage, file: metricsFile, dropped }, `${metricsFile}: dropped ${dropped} line(s) that were not whole JSON records (a write cut short)`);
+    const kept = records.filter((r) => typeof r['step'] === 'number' && (r['step'] as number) <= state.step);
     writeFileSync(metricsFile, kept.map((r) => `${JSON.stringify(r)}\n`).join(''));
     log.info({ stage: spec.stage, checkpoint: latest, step: state.step }, 'resuming from checkpoint');
   } else if (existsSync(metricsFile)) {

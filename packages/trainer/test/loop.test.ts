@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -198,6 +198,27 @@ describe('training loop', () => {
     const lines = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
     expect(lines.filter((l) => l['step'] !== undefined).map((l) => l['step'])).to.deep.equal([1, 2, 3, 4, 5, 6]);
     for (const k of ['loss', 'ce', 'lr', 'gradNorm', 'tokensPerSecond', 'elapsed', 'epoch']) expect(lines[0]).to.have.property(k);
+  });
+
+  it('resumes over a metrics.jsonl whose last line was torn by a kill, dropping it and the records past the checkpoint', async () => {
+    const dir = join(root, 'torn');
+    const { model } = loadModel('test/fixtures/tiny-qwen3');
+    await runStage(spec(model, dir, lmLoss(model)), settings({ totalSteps: 4 }));
+    rmSync(join(dir, 'final'), { recursive: true });
+    rmSync(join(dir, 'checkpoints', 'step-000004'), { recursive: true, force: true });
+    expect(existsSync(join(dir, 'checkpoints', 'step-000002'))).to.equal(true);
+    writeFileSync(join(dir, 'latest'), 'checkpoints/step-000002\n');
+    // A record of step 3 and 4, then half a line, as a kill -9 during an append leaves it.
+    appendFileSync(join(dir, 'metrics.jsonl'), '{"type":"train","step":5,"lo');
+    const warned: string[] = [];
+    const noop = () => {};
+    const logger = { trace: noop, debug: noop, info: noop, error: noop, warn: (_o: unknown, msg?: string) => void warned.push(String(msg)) };
+    const res = await runStage(spec(model, dir, lmLoss(model)), settings({ totalSteps: 4 }), { logger });
+    expect(res.state.step).to.equal(4);
+    expect(warned.some((w) => /dropped 1 line\(s\) that were not whole JSON records/.test(w))).to.equal(true);
+    const steps = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step?: number }).step).filter((x) => x !== undefined);
+    expect(steps).to.deep.equal([1, 2, 3, 4]);
+    model.dispose();
   });
 
   it('gradient accumulation over 2 micro-batches equals one step on their mean loss', async () => {
