@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
 import { initBackend } from '@bitdistill/backend';
-import { nativeStatus } from '@bitdistill/kernels-cpu';
+import { matmulF32Ref, nativeStatus } from '@bitdistill/kernels-cpu';
 import { fusedKernel, loadModel, setFusedOps, swiglu } from '@bitdistill/model';
 import { bitMatmulInt, bitMatmulIntTwin, int8QuantRef, prepareStudent, ternaryQuantRef } from '@bitdistill/quant';
 
@@ -76,14 +76,7 @@ describe('fused training ops on the native engine', () => {
         // Independent reference: the fake-quantized operands of packages/quant's loop quantizers, float64 products.
         const xq = int8QuantRef(x.dataSync() as Float32Array, k);
         const wq = ternaryQuantRef(w.dataSync() as Float32Array, k, mode).values;
-        const ref = new Float32Array(m * n);
-        for (let i = 0; i < m; i++) {
-          for (let j = 0; j < n; j++) {
-            let s = 0;
-            for (let p = 0; p < k; p++) s += (xq[i * k + p] as number) * (wq[j * k + p] as number);
-            ref[i * n + j] = s;
-          }
-        }
+        const ref = Float32Array.from(matmulF32Ref(xq, wq, m, k, n, false, true));
         const tr = 1e-6 * maxAbs(ref) + 1e-30;
         expectClose(y, ref, () => tr, `y vs reference ${what}`);
         tf.dispose([x, w, dy]);
