@@ -11,8 +11,14 @@ export {
   readTrainerState,
   loadWeightsInto,
   checkpointName,
+  verifyCheckpoint,
+  findResumePoint,
+  validateTrainerState,
+  removeStaleTemporaries,
+  fileDigest,
+  MANIFEST_FILE,
 } from './checkpoint.ts';
-export type { TrainerState, CheckpointContent, WriteHook } from './checkpoint.ts';
+export type { TrainerState, CheckpointContent, WriteHook, CheckpointManifest, CheckpointExpectation, VerifiedCheckpoint, ResumePoint } from './checkpoint.ts';
 export { runStage, averageCheckpointsInto, Interrupted } from './loop.ts';
 export type { LoopSettings, LoopHooks, StageSpec, StageResult, EvalResult, MicroBatch, LossTerms, OptimSettings } from './loop.ts';
 export { predictLabels, generateLabels, evaluateLabelScoring } from './evaluate.ts';

@@ -6,7 +6,7 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { BitDistillError, Rng, silentLogger, type Logger } from '@bitdistill/core';
+import { BitDistillError, FormatError, Rng, isBitDistillError, silentLogger, type Logger } from '@bitdistill/core';
 import type { TensorEntry } from '@bitdistill/format';
 import type { Decoder } from '@bitdistill/model';
 import { AdamW } from './adamw.ts';
@@ -18,7 +18,12 @@ import {
   listCheckpoints,
   loadWeightsInto,
   readOptimizerTensors,
-  readTrainerState,
+  findResumePoint,
+  verifyCheckpoint,
+  removeStaleTemporaries,
+  MANIFEST_FILE,
+  type CheckpointExpectation,
+  type VerifiedCheckpoint,
   saveCheckpoint,
   writeCheckpointDir,
   type TrainerState,
@@ -177,9 +182,24 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
     elapsedSeconds: 0,
   };
 
-  const latest = hooks.resumeFrom ?? (hooks.resume === false ? null : latestCheckpoint(stageDir));
-  if (latest !== null) {
-    state = readTrainerState(latest);
+  for (const f of removeStaleTemporaries(stageDir)) log.warn({ stage: spec.stage, removed: f }, `removed ${f}, left by a process that was killed while writing`);
+  const expect: CheckpointExpectation = {
+    stage: spec.stage,
+    params: new Map([...model.params].map(([k, v]) => [k, v.shape])),
+    trainable: new Set(trainable.keys()),
+  };
+  let resumePoint: VerifiedCheckpoint | null = null;
+  if (hooks.resumeFrom !== undefined) {
+    resumePoint = verifyCheckpoint(hooks.resumeFrom, expect);
+  } else if (hooks.resume !== false) {
+    const rp = findResumePoint(stageDir, expect);
+    for (const s of rp?.skipped ?? []) log.warn({ stage: spec.stage, checkpoint: s.dir, reason: s.reason }, `skipping checkpoint ${s.dir}: ${s.reason}`);
+    resumePoint = rp;
+  }
+  if (resumePoint !== null && !resumePoint.checksums) log.warn({ stage: spec.stage, checkpoint: resumePoint.dir }, `${resumePoint.dir} has no ${MANIFEST_FILE} (written by an older version): its structure is checked, its bytes are not`);
+  const latest = resumePoint?.dir ?? null;
+  if (resumePoint !== null && latest !== null) {
+    state = resumePoint.state;
     loadWeightsInto(model, latest);
     const opt = readOptimizerTensors(latest);
     const moments = new Map<string, { shape: readonly number[]; data: Float32Array }>();
@@ -188,7 +208,13 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
       else moments.set(k, { shape: t.shape, data: t.data as Float32Array });
     }
     optimizer.load(state.step, moments);
-    spec.setCursor(state.dataCursor);
+    try {
+      spec.setCursor(state.dataCursor);
+    } catch (e) {
+      const file = join(latest, 'trainer_state.json');
+      if (isBitDistillError(e) && e.message.startsWith(file)) throw e;
+      throw new FormatError(file, `'dataCursor' does not fit this stage's data: ${(e as Error).message}`, { cause: e, hint: 'resume with the config the checkpoint was written with, or start the stage over (--resume none)' });
+    }
     rng.setState(state.rng);
     // Metrics logged after the checkpoint are about to be redone: drop them.
     const { records, dropped } = readMetrics(metricsFile);

@@ -5,7 +5,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ArgumentError, type Logger } from '@bitdistill/core';
+import { ArgumentError, FormatError, type Logger } from '@bitdistill/core';
 import type { StageName, TrainConfig } from '@bitdistill/config';
 import type { EvalResult, LoopHooks } from './loop.ts';
 import { readTrainerState } from './checkpoint.ts';
@@ -41,20 +41,36 @@ const LABELS: Record<StageName, string> = {
   distill: 'BitDistill',
 };
 
+/** A JSON object from a finished stage's final/ folder; a damaged file is a FormatError that says how to redo the stage. */
+function readFinalJson(file: string, stageDir: string): Record<string, unknown> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    raw = e;
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || raw instanceof Error) {
+    throw new FormatError(file, `is not a JSON object${raw instanceof Error ? ` (${raw.message})` : ''}`, {
+      hint: `the stage looks finished but its output is damaged: delete ${join(stageDir, 'final')} and run again to redo the stage from its last checkpoint`,
+    });
+  }
+  return raw as Record<string, unknown>;
+}
+
 function finalSummary(dir: string): { eval: EvalResult | null; steps: number | null; seconds: number | null } {
   const cfgPath = join(dir, 'final', 'config.json');
   const statePath = join(dir, 'final', 'trainer_state.json');
   let ev: EvalResult | null = null;
   if (existsSync(cfgPath)) {
-    const bd = (JSON.parse(readFileSync(cfgPath, 'utf8')) as { bitdistill?: { finalEval?: EvalResult | null } }).bitdistill;
-    ev = bd?.finalEval ?? null;
+    const bd = readFinalJson(cfgPath, dir)['bitdistill'] as { finalEval?: EvalResult | null } | undefined;
+    ev = bd !== null && typeof bd === 'object' ? (bd.finalEval ?? null) : null;
   }
   let steps: number | null = null;
   let seconds: number | null = null;
   if (existsSync(statePath)) {
-    const st = JSON.parse(readFileSync(statePath, 'utf8')) as { step: number; elapsedSeconds: number };
-    steps = st.step;
-    seconds = st.elapsedSeconds;
+    const st = readFinalJson(statePath, dir);
+    steps = typeof st['step'] === 'number' ? st['step'] : null;
+    seconds = typeof st['elapsedSeconds'] === 'number' ? st['elapsedSeconds'] : null;
   }
   return { eval: ev, steps, seconds };
 }

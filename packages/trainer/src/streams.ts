@@ -1,5 +1,5 @@
 /** Deterministic, resumable batch streams for the SFT stages (task examples) and continual pre-training (corpus). */
-import { Rng } from '@bitdistill/core';
+import { ArgumentError, Rng } from '@bitdistill/core';
 import { CorpusStream, makeSftBatch, type CorpusCursor, type EncodedExample, type Tokenizer } from '@bitdistill/data';
 import type { MicroBatch } from './loop.ts';
 
@@ -66,7 +66,11 @@ export class SftStream {
   }
 
   setCursor(c: unknown): void {
-    const cc = c as SftCursor;
+    const cc = (c !== null && typeof c === 'object' ? c : {}) as Partial<SftCursor>;
+    const ok = (v: unknown, max: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= max;
+    if (!ok(cc.epoch, Number.MAX_SAFE_INTEGER) || !ok(cc.index, this.data.length)) {
+      throw new ArgumentError(`an SFT data cursor is {"epoch": n, "index": 0..${this.data.length}}, got ${JSON.stringify(c)?.slice(0, 80)}`);
+    }
     this.cursor = { epoch: cc.epoch, index: cc.index };
   }
 }
