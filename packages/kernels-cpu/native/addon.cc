@@ -1,7 +1,9 @@
 // Node-API glue, run-time ISA dispatch, the thread-pool drivers of every kernel, the ternary repack and the
 // fp32 GEMM blocking. Compiled for the baseline ISA; the SIMD code is in kernels_<isa>.cc behind the
 // IsaKernels tables. Arguments are checked here again (the TypeScript side checks first): a length that
-// does not fit throws a RangeError instead of reading out of bounds.
+// does not fit throws an error with code E_ARGUMENT (E_MEMORY when scratch cannot be had) instead of reading out
+// of bounds; src/native.ts turns those into the project's typed errors. Every size a check compares is computed
+// with saturating arithmetic (prod, sat_add), so no extreme dimension can overflow int64 into a passing check.
 #include <node_api.h>
 #if defined(__linux__)
 #include <sched.h>
@@ -137,12 +139,36 @@ int64_t chunk_count(int64_t units, int64_t weights) {
   return std::max<int64_t>(1, std::min<int64_t>(units, g_pool->size() * kChunksPerThread));
 }
 
-// A growing 64-byte aligned scratch buffer per thread (activations, GEMM packing).
+// Saturating size arithmetic: a product or sum that would overflow int64 (or has a negative operand) is INT64_MAX,
+// which no buffer length reaches, so a `len < prod(...)` or `len != prod(...)` check fails closed.
+constexpr int64_t kSat = INT64_MAX;
+inline int64_t sat_mul(int64_t a, int64_t b) {
+  int64_t r;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r)) return kSat;
+  return r;
+}
+inline int64_t sat_add(int64_t a, int64_t b) {
+  int64_t r;
+  if (a < 0 || b < 0 || __builtin_add_overflow(a, b, &r)) return kSat;
+  return r;
+}
+inline int64_t prod(int64_t a) { return a < 0 ? kSat : a; }
+template <typename... Rest>
+inline int64_t prod(int64_t a, int64_t b, Rest... rest) {
+  return prod(sat_mul(a, b), rest...);
+}
+
+// Scratch larger than this is refused (E_MEMORY) rather than attempted: 1 TiB, far above any real request.
+constexpr int64_t kMaxScratchBytes = int64_t{1} << 40;
+
+// A growing 64-byte aligned scratch buffer per thread (activations, GEMM packing). `get` returns nullptr when
+// the size is absurd (saturated) or the allocation fails.
 struct Scratch {
   void* p = nullptr;
   size_t cap = 0;
   ~Scratch() { free(p); }
   void* get(size_t bytes) {
+    if (bytes > static_cast<size_t>(kMaxScratchBytes)) return nullptr;
     if (bytes > cap) {
       free(p);
       cap = (bytes + 63) & ~size_t{63};
@@ -613,8 +639,8 @@ napi_value RepackTernary(napi_env env, napi_callback_info info) {
       !get_i64(env, argv[1], 1, kMaxDim, &out, "out") || !get_i64(env, argv[2], 1, kMaxDim, &in, "in") ||
       !get_typed(env, argv[3], napi_uint8_array, &dst, &dst_len, "dst"))
     return nullptr;
-  const int64_t need = (out + 3) / 4 * ((in + kBlockCols - 1) / kBlockCols) * kTileBlockBytes;
-  if (throw_if(env, static_cast<int64_t>(hf_len) != (out + 3) / 4 * in, "repackTernary: hf is not [ceil(out/4), in]") ||
+  const int64_t need = prod((out + 3) / 4, (in + kBlockCols - 1) / kBlockCols, kTileBlockBytes);
+  if (throw_if(env, static_cast<int64_t>(hf_len) != prod((out + 3) / 4, in), "repackTernary: hf is not [ceil(out/4), in]") ||
       throw_if(env, static_cast<int64_t>(dst_len) < need, "repackTernary: dst too small"))
     return nullptr;
   return make_number(env, static_cast<double>(repack_ternary(hf, out, in, dst)));
@@ -666,8 +692,8 @@ napi_value TernaryMatMul(napi_env env, napi_callback_info info) {
   ctx.isa = g_isa;
   ctx.job.nblk = (cols + kBlockCols - 1) / kBlockCols;
   ctx.tiles = (rows + kTileRows - 1) / kTileRows;
-  if (throw_if(env, static_cast<int64_t>(w_len) < ctx.tiles * ctx.job.nblk * kTileBlockBytes, "ternaryMatMul: w too small") ||
-      throw_if(env, static_cast<int64_t>(x_len) < batch * cols, "ternaryMatMul: x too small"))
+  if (throw_if(env, static_cast<int64_t>(w_len) < prod(ctx.tiles, ctx.job.nblk, kTileBlockBytes), "ternaryMatMul: w too small") ||
+      throw_if(env, static_cast<int64_t>(x_len) < prod(batch, cols), "ternaryMatMul: x too small"))
     return nullptr;
   std::vector<double> factor;
   if (argc >= 8) {
@@ -693,12 +719,12 @@ napi_value TernaryMatMul(napi_env env, napi_callback_info info) {
   } else if (!get_typed(env, argv[5], napi_int32_array, &ctx.job.y, &y_len, "y")) {
     return nullptr;
   }
-  if (throw_if(env, static_cast<int64_t>(y_len) < batch * rows, "ternaryMatMul: y too small")) return nullptr;
+  if (throw_if(env, static_cast<int64_t>(y_len) < prod(batch, rows), "ternaryMatMul: y too small")) return nullptr;
 
   ctx.job.w = w;
   ctx.job.rows = rows;
   if (!ternary_product(&ctx, x, cols, batch)) {
-    napi_throw_error(env, "E_IO", "ternaryMatMul: out of memory");
+    napi_throw_error(env, "E_MEMORY", "ternaryMatMul: out of memory");
     return nullptr;
   }
   return nullptr;
@@ -716,7 +742,7 @@ napi_value QuantizeActivations(napi_env env, napi_callback_info info) {
       !get_i64(env, argv[2], 1, kMaxDim, &dim, "dim") || !get_typed(env, argv[3], napi_int8_array, &q, &ql, "q") ||
       !get_typed(env, argv[4], napi_float32_array, &scale, &sl, "scale"))
     return nullptr;
-  if (throw_if(env, static_cast<int64_t>(xl) < rows * dim || static_cast<int64_t>(ql) < rows * dim || static_cast<int64_t>(sl) < rows,
+  if (throw_if(env, static_cast<int64_t>(xl) < prod(rows, dim) || static_cast<int64_t>(ql) < prod(rows, dim) || static_cast<int64_t>(sl) < rows,
                "quantizeActivations: array too small"))
     return nullptr;
   for (int64_t r = 0; r < rows; r++) scale[r] = g_isa->quantize(x + r * dim, dim, q + r * dim);
@@ -738,8 +764,8 @@ napi_value MatvecF32(napi_env env, napi_callback_info info) {
       !get_i64(env, argv[5], 1, 1 << 20, &ctx.job.batch, "batch"))
     return nullptr;
   const MatvecJob& j = ctx.job;
-  if (throw_if(env, static_cast<int64_t>(wl) < j.rows * j.cols || static_cast<int64_t>(xl) < j.batch * j.cols ||
-                        static_cast<int64_t>(yl) < j.batch * j.rows,
+  if (throw_if(env, static_cast<int64_t>(wl) < prod(j.rows, j.cols) || static_cast<int64_t>(xl) < prod(j.batch, j.cols) ||
+                        static_cast<int64_t>(yl) < prod(j.batch, j.rows),
                "matvecF32: array too small"))
     return nullptr;
   ctx.job.w = w;
@@ -764,7 +790,7 @@ napi_value GemmF32(napi_env env, napi_callback_info info) {
       !get_i64(env, argv[4], 0, kMaxDim, &k, "k") || !get_i64(env, argv[5], 0, kMaxDim, &n, "n") ||
       !get_bool(env, argv[6], &ta) || !get_bool(env, argv[7], &tb))
     return nullptr;
-  if (throw_if(env, static_cast<int64_t>(al) < m * k || static_cast<int64_t>(bl) < k * n || static_cast<int64_t>(cl) < m * n,
+  if (throw_if(env, static_cast<int64_t>(al) < prod(m, k) || static_cast<int64_t>(bl) < prod(k, n) || static_cast<int64_t>(cl) < prod(m, n),
                "gemmF32: array too small"))
     return nullptr;
   if (m == 0 || n == 0) return nullptr;
@@ -793,11 +819,11 @@ napi_value GemmBatchF32(napi_env env, napi_callback_info info) {
     return nullptr;
   const int64_t batch = static_cast<int64_t>(ail);
   if (throw_if(env, bil != ail, "gemmBatchF32: aidx and bidx differ in length") ||
-      throw_if(env, static_cast<int64_t>(cl) < batch * m * n, "gemmBatchF32: c too small"))
+      throw_if(env, static_cast<int64_t>(cl) < prod(batch, m, n), "gemmBatchF32: c too small"))
     return nullptr;
   for (int64_t i = 0; i < batch; i++) {
-    if (throw_if(env, ai[i] < 0 || (ai[i] + int64_t{1}) * m * k > static_cast<int64_t>(al), "gemmBatchF32: aidx out of range") ||
-        throw_if(env, bi[i] < 0 || (bi[i] + int64_t{1}) * k * n > static_cast<int64_t>(bl), "gemmBatchF32: bidx out of range"))
+    if (throw_if(env, ai[i] < 0 || prod(ai[i] + int64_t{1}, m, k) > static_cast<int64_t>(al), "gemmBatchF32: aidx out of range") ||
+        throw_if(env, bi[i] < 0 || prod(bi[i] + int64_t{1}, k, n) > static_cast<int64_t>(bl), "gemmBatchF32: bidx out of range"))
       return nullptr;
   }
   if (batch == 0 || m == 0 || n == 0) return nullptr;
@@ -853,7 +879,7 @@ int64_t max_index(const int64_t* shape, const int64_t* strides, size_t rank) {
   int64_t m = 0;
   for (size_t d = 0; d < rank; d++) {
     if (shape[d] == 0) return -1;
-    m += (shape[d] - 1) * strides[d];
+    m = sat_add(m, sat_mul(shape[d] - 1, strides[d]));
   }
   return m;
 }
@@ -935,7 +961,7 @@ template <typename T, typename Out>
 void run_binary(int op, const T* a, size_t al, const T* b, size_t bl, Out* y, size_t yl, const Strided& v0,
                 void (*row)(int, const T*, int64_t, const T*, int64_t, Out*, int64_t), napi_env env, const char* what) {
   BinaryCtx<T, Out> ctx{op, a, b, y, v0, 0, row};
-  const int64_t total = ctx.v.rows * ctx.v.n;
+  const int64_t total = prod(ctx.v.rows, ctx.v.n);
   if (throw_if(env, static_cast<int64_t>(yl) < total, what) ||
       throw_if(env, max_index(ctx.v.shape, ctx.v.sa, ctx.v.rank) >= static_cast<int64_t>(al), what) ||
       throw_if(env, max_index(ctx.v.shape, ctx.v.sb, ctx.v.rank) >= static_cast<int64_t>(bl), what))
@@ -1133,7 +1159,7 @@ napi_value ReduceF32(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[2], napi_float32_array, &ctx.y, &yl, "y") || !get_i64(env, argv[3], 0, kMaxDim, &ctx.outer, "outer") ||
       !get_i64(env, argv[4], 0, kMaxDim, &ctx.r, "r") || !get_i64(env, argv[5], 0, kMaxDim, &ctx.inner, "inner"))
     return nullptr;
-  if (throw_if(env, static_cast<int64_t>(xl) < ctx.outer * ctx.r * ctx.inner || static_cast<int64_t>(yl) < ctx.outer * ctx.inner,
+  if (throw_if(env, static_cast<int64_t>(xl) < prod(ctx.outer, ctx.r, ctx.inner) || static_cast<int64_t>(yl) < prod(ctx.outer, ctx.inner),
                "reduceF32: array too small"))
     return nullptr;
   ctx.op = static_cast<int>(op);
@@ -1207,7 +1233,7 @@ napi_value CopyStrided32(napi_env env, napi_callback_info info) {
   ctx.rank = r3;
   const int64_t ms = max_index(ctx.shape, ctx.ss, r3), md = max_index(ctx.shape, ctx.ds, r3);
   if (ms < 0) return nullptr;
-  if (throw_if(env, so + ms >= static_cast<int64_t>(sl) || dof + md >= static_cast<int64_t>(dl), "copyStrided32: view out of range")) return nullptr;
+  if (throw_if(env, sat_add(so, ms) >= static_cast<int64_t>(sl) || sat_add(dof, md) >= static_cast<int64_t>(dl), "copyStrided32: view out of range")) return nullptr;
   ctx.isa = g_isa;
   ctx.src = reinterpret_cast<const uint32_t*>(src) + so;
   ctx.dst = reinterpret_cast<uint32_t*>(dst) + dof;
@@ -1248,7 +1274,7 @@ napi_value GatherRows32(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[2], napi_int32_array, &idx, &il, "idx") || !get_typed(env, argv[3], napi_float32_array, &y, &yl, "y"))
     return nullptr;
   const int64_t rows = static_cast<int64_t>(xl) / row;
-  if (throw_if(env, static_cast<int64_t>(yl) < static_cast<int64_t>(il) * row, "gatherRows32: y too small")) return nullptr;
+  if (throw_if(env, static_cast<int64_t>(yl) < prod(static_cast<int64_t>(il), row), "gatherRows32: y too small")) return nullptr;
   for (size_t i = 0; i < il; i++)
     if (idx[i] < 0 || idx[i] >= rows) return make_number(env, static_cast<double>(i));
   GatherCtx ctx{reinterpret_cast<const uint32_t*>(x), idx, reinterpret_cast<uint32_t*>(y), static_cast<int64_t>(il), row};
@@ -1365,8 +1391,8 @@ napi_value MatvecI8F32(napi_env env, napi_callback_info info) {
       !get_i64(env, argv[4], 1, kMaxDim, &j.rows, "rows") || !get_i64(env, argv[5], 1, kMaxDim, &j.cols, "cols") ||
       !get_i64(env, argv[6], 1, 1 << 20, &j.batch, "batch"))
     return nullptr;
-  if (throw_if(env, static_cast<int64_t>(wl) < j.rows * j.cols || static_cast<int64_t>(wsl) < j.rows ||
-                        static_cast<int64_t>(xl) < j.batch * j.cols || static_cast<int64_t>(yl) < j.batch * j.rows,
+  if (throw_if(env, static_cast<int64_t>(wl) < prod(j.rows, j.cols) || static_cast<int64_t>(wsl) < j.rows ||
+                        static_cast<int64_t>(xl) < prod(j.batch, j.cols) || static_cast<int64_t>(yl) < prod(j.batch, j.rows),
                "matvecI8F32: array too small"))
     return nullptr;
   j.w = w;
@@ -1405,7 +1431,7 @@ napi_value QuantizeRowsI8(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[2], napi_float32_array, &scale, &sl, "scale") || !get_i64(env, argv[3], 1, kMaxDim, &ctx.rows, "rows") ||
       !get_i64(env, argv[4], 1, kMaxDim, &ctx.cols, "cols"))
     return nullptr;
-  if (throw_if(env, static_cast<int64_t>(wl) < ctx.rows * ctx.cols || static_cast<int64_t>(ql) < ctx.rows * ctx.cols || static_cast<int64_t>(sl) < ctx.rows,
+  if (throw_if(env, static_cast<int64_t>(wl) < prod(ctx.rows, ctx.cols) || static_cast<int64_t>(ql) < prod(ctx.rows, ctx.cols) || static_cast<int64_t>(sl) < ctx.rows,
                "quantizeRowsI8: array too small"))
     return nullptr;
   ctx.w = w;
@@ -1452,8 +1478,8 @@ napi_value AttentionF32(napi_env env, napi_callback_info info) {
     return nullptr;
   if (throw_if(env, ctx.H % ctx.Hkv != 0, "attentionF32: H must be a multiple of Hkv") ||
       throw_if(env, ctx.start + ctx.T > ctx.cap, "attentionF32: start + T exceeds the cache") ||
-      throw_if(env, static_cast<int64_t>(ql) < ctx.T * ctx.H * ctx.d || static_cast<int64_t>(ol) < ctx.T * ctx.H * ctx.d ||
-                        static_cast<int64_t>(kl) < ctx.Hkv * ctx.cap * ctx.d || static_cast<int64_t>(vl) < ctx.Hkv * ctx.cap * ctx.d,
+      throw_if(env, static_cast<int64_t>(ql) < prod(ctx.T, ctx.H, ctx.d) || static_cast<int64_t>(ol) < prod(ctx.T, ctx.H, ctx.d) ||
+                        static_cast<int64_t>(kl) < prod(ctx.Hkv, ctx.cap, ctx.d) || static_cast<int64_t>(vl) < prod(ctx.Hkv, ctx.cap, ctx.d),
                "attentionF32: array too small"))
     return nullptr;
   ctx.q = q;
@@ -1462,7 +1488,7 @@ napi_value AttentionF32(napi_env env, napi_callback_info info) {
   ctx.out = out;
   ctx.scale = static_cast<float>(scale);
   ctx.pairs = ctx.T * ctx.H;
-  const int64_t work = ctx.pairs * (ctx.start + ctx.T) * ctx.d * 2;
+  const int64_t work = prod(ctx.pairs, ctx.start + ctx.T, ctx.d, 2);
   const int64_t nchunks = work < kMinParallelWeights || g_pool->size() == 1 ? 1 : std::min<int64_t>(ctx.pairs, g_pool->size() * kChunksPerThread);
   std::vector<float> scores(static_cast<size_t>(nchunks * (ctx.start + ctx.T)));
   ctx.scores = scores.data();
@@ -1633,7 +1659,7 @@ bool get_bitlinear_common(napi_env env, napi_value* argv, int first, const float
       !get_i64(env, argv[first + 2], 1, kMaxDim, m, "m") || !get_i64(env, argv[first + 3], 1, kMaxDim, k, "k") ||
       !get_i64(env, argv[first + 4], 1, kMaxDim, n, "n") || !get_bool(env, argv[first + 5], per_row))
     return false;
-  if (throw_if(env, static_cast<int64_t>(xl) < *m * *k || static_cast<int64_t>(wl) < *n * *k, what)) return false;
+  if (throw_if(env, static_cast<int64_t>(xl) < prod(*m, *k) || static_cast<int64_t>(wl) < prod(*n, *k), what)) return false;
   *x = xp;
   *w = wp;
   return true;
@@ -1695,7 +1721,7 @@ napi_value BitLinearF32(napi_env env, napi_callback_info info) {
   if (!get_bitlinear_common(env, argv, 0, &x, &w, &m, &k, &n, &per_row, "bitLinearF32: x or w too small") ||
       !get_typed(env, argv[6], napi_float32_array, &y, &yl, "y"))
     return nullptr;
-  if (throw_if(env, static_cast<int64_t>(yl) < m * n, "bitLinearF32: y too small")) return nullptr;
+  if (throw_if(env, static_cast<int64_t>(yl) < prod(m, n), "bitLinearF32: y too small")) return nullptr;
   const bool i8 = int8_path(k, per_row);
   int8_t* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
   float* s = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m + (i8 ? 0 : m * k))));
@@ -1749,7 +1775,7 @@ napi_value BitLinearGradF32(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[6], napi_float32_array, &dy, &dyl, "dy") || !get_typed(env, argv[7], napi_float32_array, &dx, &dxl, "dx") ||
       !get_typed(env, argv[8], napi_float32_array, &dw, &dwl, "dw"))
     return nullptr;
-  if (throw_if(env, static_cast<int64_t>(dyl) < m * n || static_cast<int64_t>(dxl) < m * k || static_cast<int64_t>(dwl) < n * k,
+  if (throw_if(env, static_cast<int64_t>(dyl) < prod(m, n) || static_cast<int64_t>(dxl) < prod(m, k) || static_cast<int64_t>(dwl) < prod(n, k),
                "bitLinearGradF32: dy, dx or dw too small"))
     return nullptr;
   int8_t* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
@@ -1835,7 +1861,7 @@ void attn_task(void* p, int64_t chunk, int64_t nchunks) {
   const int64_t sq = H * d, skv = Hkv * d;  // row strides of q / y and of k / v
   const bool grad = c->dy != nullptr;
   // qr, kr [T, d]; P, dP [T, T]; tmp [T, d]; dkr, dvg [T, d] accumulators (backward)
-  float* buf = static_cast<float*>(t_attn.get(sizeof(float) * static_cast<size_t>(5 * T * d + 2 * T * T)));
+  float* buf = static_cast<float*>(t_attn.get(static_cast<size_t>(prod(4, sat_add(prod(5, T, d), prod(2, T, T))))));
   if (buf == nullptr) {
     c->failed.store(true);
     return;
@@ -1900,8 +1926,8 @@ bool get_attn_common(napi_env env, napi_value* argv, AttnCtx* c, const char* wha
   if (!get_f64(env, argv[10], &scale)) return false;
   const int64_t B = dims[0], T = dims[1], H = dims[2], Hkv = dims[3], d = dims[4];
   if (throw_if(env, H % Hkv != 0 || d % 2 != 0, what) ||
-      throw_if(env, static_cast<int64_t>(ql) != B * T * H * d || static_cast<int64_t>(kl) != B * T * Hkv * d || static_cast<int64_t>(vl) != B * T * Hkv * d ||
-                        static_cast<int64_t>(cl) < T * d || static_cast<int64_t>(sl) < T * d,
+      throw_if(env, static_cast<int64_t>(ql) != prod(B, T, H, d) || static_cast<int64_t>(kl) != prod(B, T, Hkv, d) || static_cast<int64_t>(vl) != prod(B, T, Hkv, d) ||
+                        static_cast<int64_t>(cl) < prod(T, d) || static_cast<int64_t>(sl) < prod(T, d),
                what))
     return false;
   c->q = q;
@@ -1938,7 +1964,7 @@ napi_value AttentionTrainF32(napi_env env, napi_callback_info info) {
   if (!get_attn_common(env, argv, &c, "attentionTrainF32: shapes do not match (H % Hkv == 0, even d, q [B,T,H,d], k, v [B,T,Hkv,d], cos, sin [T,d])") ||
       !get_typed(env, argv[11], napi_float32_array, &c.y, &yl, "y"))
     return nullptr;
-  if (throw_if(env, static_cast<int64_t>(yl) < c.B * c.T * c.H * c.d, "attentionTrainF32: y too small")) return nullptr;
+  if (throw_if(env, static_cast<int64_t>(yl) < prod(c.B, c.T, c.H, c.d), "attentionTrainF32: y too small")) return nullptr;
   run_attention(env, &c);
   return nullptr;
 }
@@ -1954,7 +1980,7 @@ napi_value AttentionTrainGradF32(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[11], napi_float32_array, &dy, &dyl, "dy") || !get_typed(env, argv[12], napi_float32_array, &c.dq, &dql, "dq") ||
       !get_typed(env, argv[13], napi_float32_array, &c.dk, &dkl, "dk") || !get_typed(env, argv[14], napi_float32_array, &c.dv, &dvl, "dv"))
     return nullptr;
-  const int64_t nq = c.B * c.T * c.H * c.d, nkv = c.B * c.T * c.Hkv * c.d;
+  const int64_t nq = prod(c.B, c.T, c.H, c.d), nkv = prod(c.B, c.T, c.Hkv, c.d);
   if (throw_if(env, static_cast<int64_t>(dyl) < nq || static_cast<int64_t>(dql) < nq || static_cast<int64_t>(dkl) < nkv || static_cast<int64_t>(dvl) < nkv,
                "attentionTrainGradF32: dy, dq, dk or dv too small"))
     return nullptr;
@@ -2020,7 +2046,7 @@ void rel_task(void* p, int64_t chunk, int64_t nchunks) {
   auto* c = static_cast<RelCtx*>(p);
   const int64_t T = c->T, R = c->R;
   const int64_t Dt = c->t.H * c->t.d / R, Ds = c->s.H * c->s.d / R;
-  float* buf = static_cast<float*>(t_rel.get(sizeof(float) * static_cast<size_t>(5 * T * T + T * (Dt + 2 * Ds) + 4 * T)));
+  float* buf = static_cast<float*>(t_rel.get(static_cast<size_t>(prod(4, sat_add(sat_add(prod(5, T, T), prod(T, sat_add(Dt, prod(2, Ds)))), prod(4, T))))));
   if (buf == nullptr) {
     c->failed.store(true);
     return;
@@ -2094,7 +2120,7 @@ napi_value RelationKdF32(napi_env env, napi_callback_info info) {
       !get_i64(env, argv[4], 1, kMaxDim, &sH, "sH") || !get_i64(env, argv[5], 1, kMaxDim, &sd, "sd") || !get_i64(env, argv[6], 1, kMaxDim, &B, "B") ||
       !get_i64(env, argv[7], 1, kMaxDim, &T, "T") || !get_i64(env, argv[8], 1, kMaxDim, &R, "R") || !get_bool(env, argv[9], &cosine))
     return nullptr;
-  if (throw_if(env, static_cast<int64_t>(tl) != B * tH * T * td || static_cast<int64_t>(sl) != B * sH * T * sd || (tH * td) % R != 0 || (sH * sd) % R != 0,
+  if (throw_if(env, static_cast<int64_t>(tl) != prod(B, tH, T, td) || static_cast<int64_t>(sl) != prod(B, sH, T, sd) || (tH * td) % R != 0 || (sH * sd) % R != 0,
                "relationKdF32: shapes do not match (teacher [B, tH, T, td], student [B, sH, T, sd], H d divisible by R)"))
     return nullptr;
   RelCtx c{};

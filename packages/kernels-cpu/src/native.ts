@@ -7,7 +7,7 @@
  * path (at most the best one this CPU has); BITDISTILL_THREADS=N sets the pool size.
  */
 import { createRequire } from 'node:module';
-import { ArgumentError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
+import { ArgumentError, BitDistillError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
 
 /** The native code paths, lowest first. `scalar` is portable C++, the others need the named x86 features. */
 export const ISAS = ['scalar', 'avx2', 'avx512vnni', 'amx'] as const;
@@ -178,7 +178,37 @@ function loadAddon(): { addon: NativeAddon | null; reason?: string } {
   }
   const missing = ADDON_FUNCTIONS.filter((f) => typeof (mod as Record<string, unknown> | null)?.[f] !== 'function');
   if (missing.length > 0) return { addon: null, reason: `native addon is stale (missing ${missing.join(', ')}); rebuild it` };
-  return { addon: mod as NativeAddon };
+  return { addon: withTypedErrors(mod as NativeAddon) };
+}
+
+/**
+ * The addon's checks throw plain errors carrying a `code` (E_ARGUMENT: sizes that do not fit the arrays; E_MEMORY:
+ * scratch that cannot be had; E_IO). Each exported function is wrapped so those reach callers as the project's
+ * typed errors, naming the kernel.
+ */
+function withTypedErrors(addon: NativeAddon): NativeAddon {
+  const wrapped: Record<string, unknown> = {};
+  for (const name of ADDON_FUNCTIONS) {
+    const fn = addon[name] as (...args: unknown[]) => unknown;
+    wrapped[name] = (...args: unknown[]): unknown => {
+      try {
+        return fn(...args);
+      } catch (e) {
+        throw nativeError(name, e);
+      }
+    };
+  }
+  return wrapped as unknown as NativeAddon;
+}
+
+function nativeError(fn: string, e: unknown): unknown {
+  if (!(e instanceof Error)) return e;
+  const code = (e as NodeJS.ErrnoException).code;
+  const message = `kernels-cpu native ${fn}: ${e.message}`;
+  if (code === 'E_ARGUMENT') return new ArgumentError(message, { cause: e, hint: 'the sizes passed do not fit the arrays (or overflow); this is a bug in the caller, please report it' });
+  if (code === 'E_MEMORY') return new BitDistillError('E_MEMORY', message, { cause: e, hint: 'the kernel could not get its scratch memory; use smaller shapes (batch, sequence length) or free memory' });
+  if (code === 'E_IO') return new BitDistillError('E_IO', message, { cause: e });
+  return e;
 }
 
 function getState(): State {

@@ -52,6 +52,35 @@ describe('native addon loading and dispatch', () => {
     expect(addon.misalignment(repackTernary(new Uint8Array(3 * 5).fill(0x55), 9, 5).data)).to.equal(0);
   });
 
+  it('checks sizes with overflow-safe arithmetic: extreme dimensions are typed E_ARGUMENT errors naming the kernel, not crashes', function () {
+    const addon = nativeAddon();
+    if (addon === null) this.skip();
+    const big = 2 ** 31;
+    const f = (n: number) => new Float32Array(n);
+    const cases: [string, () => unknown, RegExp][] = [
+      ['gemmBatchF32', () => addon.gemmBatchF32(f(4), f(4), f(16), big, 1, big, false, false, new Int32Array(4), new Int32Array(4)), /c too small/],
+      ['gemmBatchF32', () => addon.gemmBatchF32(f(4), f(4), f(4), 1, big, 1, false, false, Int32Array.of(big - 1), Int32Array.of(0)), /aidx out of range/],
+      ['gemmF32', () => addon.gemmF32(f(4), f(4), f(4), big, big, big, false, false), /array too small/],
+      ['attentionF32', () => addon.attentionF32(f(8), f(8), f(8), f(8), big, 2 ** 16, 1, 2 ** 16, big, 0, 1), /array too small/],
+      ['attentionTrainF32', () => addon.attentionTrainF32(f(8), f(8), f(8), f(8), f(8), big, big, big, 1, 2, 1, f(8)), /shapes do not match/],
+      ['relationKdF32', () => addon.relationKdF32(f(8), big, big, f(8), big, big, big, big, 1, false, null), /shapes do not match/],
+      ['repackTernary', () => addon.repackTernary(new Uint8Array(4), big, big, new Uint8Array(4)), /hf is not/],
+      ['reduceF32', () => addon.reduceF32(0, f(4), f(4), big, big, big), /array too small/],
+      ['bitLinearF32', () => addon.bitLinearF32(f(4), f(4), big, big, big, false, f(4)), /x or w too small/],
+      ['matvecF32', () => addon.matvecF32(f(4), f(4), f(4), big, big, 1), /array too small/],
+    ];
+    for (const [fn, call, re] of cases) {
+      try {
+        call();
+        expect.fail(`${fn} accepted extreme sizes`);
+      } catch (e) {
+        expect(e, `${fn}: ${String(e)}`).to.be.instanceOf(ArgumentError);
+        expect((e as ArgumentError).code).to.equal('E_ARGUMENT');
+        expect((e as Error).message).to.match(new RegExp(`^kernels-cpu native ${fn}: `)).and.to.match(re);
+      }
+    }
+  });
+
   it('initKernels applies options and returns the status', function () {
     if (!status.native) this.skip();
     try {
