@@ -37,19 +37,46 @@ export interface DecoderConfig {
   raw: Record<string, unknown>;
 }
 
+const CORRUPT_HINT = 'the config.json is corrupt, or not the config of a decoder this project runs';
+
 function num(raw: Record<string, unknown>, key: string, file: string, fallback?: number): number {
   const v = raw[key];
   if (v === undefined || v === null) {
     if (fallback !== undefined) return fallback;
     throw new FormatError(file, `missing required key '${key}'`, { hint: 'config.json must hold the Hugging Face model keys' });
   }
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new FormatError(file, `key '${key}' must be a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new FormatError(file, `key '${key}' must be a finite number, got ${typeof v === 'number' ? v : JSON.stringify(v)}`, { hint: CORRUPT_HINT });
   return v;
 }
 
+/**
+ * Upper bounds on the sizes a config.json may state: far above every released decoder (vocabularies of 256k,
+ * hidden 16k, 126 layers, 10M-token contexts), low enough that a corrupt value fails here instead of sizing
+ * loops and buffers downstream (an exporter padding a vocabulary of 2^40 tokens never finishes).
+ */
+const MAX_SIZE: Record<string, number> = {
+  vocab_size: 1 << 22,
+  hidden_size: 1 << 16,
+  intermediate_size: 1 << 18,
+  num_hidden_layers: 1024,
+  num_attention_heads: 1024,
+  num_key_value_heads: 1024,
+  head_dim: 1 << 12,
+  max_position_embeddings: 1 << 26,
+};
+
 function posInt(raw: Record<string, unknown>, key: string, file: string, fallback?: number): number {
   const v = num(raw, key, file, fallback);
-  if (!Number.isInteger(v) || v <= 0) throw new FormatError(file, `key '${key}' must be a positive integer, got ${v}`);
+  if (!Number.isInteger(v) || v <= 0) throw new FormatError(file, `key '${key}' must be a positive integer, got ${v}`, { hint: CORRUPT_HINT });
+  const max = MAX_SIZE[key];
+  if (max !== undefined && v > max) throw new FormatError(file, `key '${key}' is ${v}, beyond the ${max} this project accepts`, { hint: CORRUPT_HINT });
+  return v;
+}
+
+/** A number that must be finite and > 0 (an epsilon, a RoPE base). */
+function positive(raw: Record<string, unknown>, key: string, file: string, fallback: number): number {
+  const v = num(raw, key, file, fallback);
+  if (!(v > 0)) throw new FormatError(file, `key '${key}' must be a number > 0, got ${v}`, { hint: CORRUPT_HINT });
   return v;
 }
 
@@ -73,6 +100,7 @@ export function parseDecoderConfig(raw: Record<string, unknown>, file: string): 
   const numHeads = posInt(raw, 'num_attention_heads', file);
   const numKvHeads = posInt(raw, 'num_key_value_heads', file, numHeads);
   const headDim = posInt(raw, 'head_dim', file, hiddenSize / numHeads);
+  if (headDim % 2 !== 0) throw new FormatError(file, `head_dim ${headDim} is odd; RoPE rotates pairs of dimensions`, { hint: CORRUPT_HINT });
   if (numHeads % numKvHeads !== 0) {
     throw new FormatError(file, `num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
   }
@@ -101,8 +129,8 @@ export function parseDecoderConfig(raw: Record<string, unknown>, file: string): 
     numHeads,
     numKvHeads,
     headDim,
-    ropeTheta: num(raw, 'rope_theta', file, 10000),
-    rmsNormEps: num(raw, 'rms_norm_eps', file, 1e-6),
+    ropeTheta: positive(raw, 'rope_theta', file, 10000),
+    rmsNormEps: positive(raw, 'rms_norm_eps', file, 1e-6),
     tieWordEmbeddings: raw['tie_word_embeddings'] === true,
     qkvBias: mt === 'qwen2' || attentionBias,
     oBias: mt !== 'qwen2' && attentionBias,

@@ -34,6 +34,8 @@ import { parseDecoderConfig } from '@bitdistill/model/arch';
 export interface GgufModel {
   raw: Record<string, unknown>;
   tensors: Map<string, TensorEntry>;
+  /** Hugging Face name -> the GGUF tensor it came from (a weight_scale maps to its projection's tensor). */
+  fileNames: Map<string, string>;
   tokenizer: Tokenizer;
 }
 
@@ -44,11 +46,13 @@ export function loadGgufModel(path: string): GgufModel {
     throw new UnsupportedError(`${path}: GGUF architecture '${arch}'; BitDistill's runtime reads llama.cpp 'bitnet' files`, { hint: 'export with `bitdistill export --ternary --format gguf`, or run this file with llama.cpp' });
   }
   const tensors = new Map<string, TensorEntry>();
+  const fileNames = new Map<string, string>();
   for (const t of f.tensors) {
     const name = bitnetHfName(t.name);
     if (name === null) throw new UnsupportedError(`${path}: tensor '${t.name}' is not part of the bitnet architecture this runtime implements`);
     const shape = [...t.dims].reverse();
     const label = `${path}: ${t.name}`;
+    fileNames.set(name, t.name);
     switch (t.type) {
       case 'F32':
         tensors.set(name, { dtype: 'F32', shape, data: new Float32Array(t.data.buffer, t.data.byteOffset, t.data.byteLength / 4) });
@@ -65,29 +69,36 @@ export function loadGgufModel(path: string): GgufModel {
         const [rows, cols] = shape as [number, number];
         const { codes, d } = unpackTernaryGgml(t.type, t.data, rows, cols, label);
         tensors.set(name, { dtype: 'U8', shape: [Math.ceil(rows / 4), cols], data: packTernaryHF(codes, rows, cols) });
-        tensors.set(name.replace(/\.weight$/, '.weight_scale'), { dtype: 'F32', shape: [1], data: Float32Array.of(tensorScale(d, label)) });
+        const scaleName = name.replace(/\.weight$/, '.weight_scale');
+        tensors.set(scaleName, { dtype: 'F32', shape: [1], data: Float32Array.of(tensorScale(d, path, t.name)) });
+        fileNames.set(scaleName, `${t.name} (block scales)`);
         break;
       }
     }
   }
   const raw = configOf(f, path, tensors);
-  return { raw, tensors, tokenizer: tokenizerFromGguf(f, path) };
+  return { raw, tensors, fileNames, tokenizer: tokenizerFromGguf(f, path) };
 }
 
-/** The one d shared by every non-zero block (blocks of zeros carry d = 0). */
-function tensorScale(d: Float32Array, label: string): number {
+/**
+ * The one d shared by every non-zero block (blocks of zeros carry d = 0). quantize_row_tq*_ref writes d = the
+ * block's max |w|, so a negative d is corruption. An all-zero tensor has no d at all: its products are 0 under
+ * any scale, and 1 is used.
+ */
+function tensorScale(d: Float32Array, path: string, name: string): number {
   let s = 0;
   for (let b = 0; b < d.length; b++) {
     const v = d[b] as number;
     if (v === 0) continue;
+    if (!(v > 0)) throw new FormatError(path, `tensor '${name}' block ${b} has scale d = ${v}; ternary block scales are > 0`, { hint: 'the file is corrupted' });
     if (s === 0) s = v;
     else if (v !== s) {
-      throw new UnsupportedError(`${label}: block scales differ (${s} and ${v} at block ${b}); the kernels runtime takes one scale per tensor`, {
+      throw new UnsupportedError(`${path}: ${name}: block scales differ (${s} and ${v} at block ${b}); the kernels runtime takes one scale per tensor`, {
         hint: 'per-row / per-block scales (weightQuant perRow or block256) run on llama.cpp, or through the tfjs student',
       });
     }
   }
-  return s;
+  return s === 0 ? 1 : s;
 }
 
 function configOf(f: GgufFile, path: string, tensors: Map<string, TensorEntry>): Record<string, unknown> {
@@ -115,7 +126,14 @@ function configOf(f: GgufFile, path: string, tensors: Map<string, TensorEntry>):
   const ours = f.metadata.get('bitdistill.hf_config_json');
   if (ours !== undefined) {
     if (ours.type !== 'string') throw new FormatError(path, 'bitdistill.hf_config_json must be a string');
-    const raw = JSON.parse(ours.value) as Record<string, unknown>;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(ours.value);
+    } catch (e) {
+      throw new FormatError(path, `bitdistill.hf_config_json is not valid JSON: ${(e as Error).message}`, { hint: 'the file is corrupted: export it again', cause: e });
+    }
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new FormatError(path, 'bitdistill.hf_config_json is not a JSON object', { hint: 'the file is corrupted: export it again' });
+    const raw = parsed as Record<string, unknown>;
     const c = parseDecoderConfig(raw, `${path} (bitdistill.hf_config_json)`);
     const said: Record<string, unknown> = {
       hidden_size: c.hiddenSize,
@@ -146,8 +164,13 @@ export function tokenizerFromGguf(f: GgufFile, path: string): Tokenizer {
     if (scores.length !== tokens.length) throw new FormatError(path, `${scores.length} scores for ${tokens.length} tokens`);
     const enc = new TextEncoder();
     const pieces = tokens.map((t, id) => enc.encode(id === 1 && t === '<s>' ? '\n<s>\n' : id === 2 && t === '</s>' ? '\n</s>\n' : t.replaceAll('\u2581', ' ')));
-    const maxLen = Math.max(1, ...pieces.map((p) => p.length));
-    const size = 4 + pieces.reduce((n, p) => n + 8 + p.length, 0);
+    // A loop, not Math.max(...pieces): a spread of a 256k-token vocabulary overflows the call stack.
+    let maxLen = 1;
+    let size = 4;
+    for (const p of pieces) {
+      if (p.length > maxLen) maxLen = p.length;
+      size += 8 + p.length;
+    }
     const buf = new Uint8Array(size);
     const view = new DataView(buf.buffer);
     view.setInt32(0, maxLen, true);

@@ -73,10 +73,117 @@ export interface RuntimeInfo {
   denseProjections: number;
 }
 
-function f32(tensors: Map<string, TensorEntry>, name: string, file: string): Float32Array {
-  const t = tensors.get(name);
-  if (t === undefined) throw new FormatError(file, `missing tensor '${name}'`, { hint: 'the export does not match its config.json' });
-  return tensorToFloat32(t, `${file}: ${name}`);
+const MISMATCH_HINT = 'the weights do not match the config: re-export the checkpoint with `bitdistill export --ternary`';
+
+/** [rows, cols] = [out, in] of a projection, as the config implies it. */
+function projectionShape(c: DecoderConfig, pr: Projection): [number, number] {
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  switch (pr) {
+    case 'q_proj':
+      return [q, c.hiddenSize];
+    case 'k_proj':
+    case 'v_proj':
+      return [kv, c.hiddenSize];
+    case 'o_proj':
+      return [c.hiddenSize, q];
+    case 'gate_proj':
+    case 'up_proj':
+      return [c.intermediateSize, c.hiddenSize];
+    case 'down_proj':
+      return [c.hiddenSize, c.intermediateSize];
+  }
+}
+
+function hasBias(c: DecoderConfig, pr: Projection): boolean {
+  return pr === 'o_proj' ? c.oBias : pr === 'q_proj' || pr === 'k_proj' || pr === 'v_proj' ? c.qkvBias : false;
+}
+
+const FLOAT_DTYPES: readonly string[] = ['F32', 'F16', 'BF16'];
+
+/**
+ * The largest weight (and weight_scale) accepted: fp16's maximum. No trained decoder has a weight beyond it
+ * (checkpoints are routinely stored in fp16); in a file it means corruption, e.g. a flipped exponent bit, which
+ * would overflow float32 a few products later and turn every logit into NaN.
+ */
+const MAX_WEIGHT = 65504;
+
+/**
+ * The tensors of an export, taken one by one with the shape and dtype the config implies; every name taken is
+ * remembered, so that whatever the file holds beyond the model can be named (`unexpected`). `file` is where the
+ * tensors are (model.safetensors or the GGUF), `source` maps a name to the file's own name for the tensor.
+ */
+class ExportTensors {
+  private readonly taken = new Set<string>();
+  constructor(
+    private readonly tensors: Map<string, TensorEntry>,
+    readonly file: string,
+    private readonly source: (name: string) => string,
+  ) {}
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  fail(name: string, message: string): never {
+    const own = this.source(name);
+    throw new FormatError(this.file, `tensor '${name}'${own === name ? '' : ` ('${own}' in the file)`} ${message}`, { hint: MISMATCH_HINT });
+  }
+
+  get(name: string): TensorEntry {
+    const t = this.tensors.get(name);
+    if (t === undefined) this.fail(name, 'is missing');
+    this.taken.add(name);
+    return t;
+  }
+
+  /**
+   * A float tensor of exactly `shape` (`what` says where the shape comes from), every value finite and within
+   * ±MAX_WEIGHT (unless `checkValues` is false: the caller checks them another way).
+   */
+  float(name: string, shape: readonly number[], what: string, checkValues = true): Float32Array {
+    const t = this.get(name);
+    if (!FLOAT_DTYPES.includes(t.dtype) || !sameShape(t.shape, shape)) this.fail(name, `is ${t.dtype} [${t.shape.join(', ')}]; expected F32, F16 or BF16 [${shape.join(', ')}] (${what})`);
+    const a = tensorToFloat32(t, `${this.file}: ${name}`);
+    if (checkValues) {
+      const bad = firstOutOfRange(a);
+      if (bad >= 0) this.badValue(name, a[bad] as number, `index ${bad}`);
+    }
+    return a;
+  }
+
+  badValue(name: string, v: number, where: string): never {
+    return this.fail(name, `holds ${v} at ${where}; the weights of a decoder are finite and within ±${MAX_WEIGHT} (fp16's range)`);
+  }
+
+  /** Tensors the model has no place for: a layer beyond num_hidden_layers, a bias the config has not... */
+  unexpected(c: DecoderConfig): void {
+    for (const name of this.tensors.keys()) if (!this.taken.has(name)) this.fail(name, `is not part of the model the config describes: ${whyUnexpected(name, c)}`);
+  }
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/** Index of the first value that is NaN or beyond ±MAX_WEIGHT, or -1 (one pass, ~1.5 ns per value). */
+function firstOutOfRange(a: Float32Array): number {
+  for (let i = 0; i < a.length; i++) {
+    const v = a[i] as number;
+    if (!(v <= MAX_WEIGHT && v >= -MAX_WEIGHT)) return i;
+  }
+  return -1;
+}
+
+function whyUnexpected(name: string, c: DecoderConfig): string {
+  const layer = /^model\.layers\.(\d+)\./.exec(name);
+  if (layer !== null && Number(layer[1]) >= c.numLayers) return `it belongs to layer ${layer[1]}, and num_hidden_layers is ${c.numLayers}`;
+  if (name === 'lm_head.weight') return 'tie_word_embeddings is true, so the logits use model.embed_tokens.weight';
+  if (name.endsWith('.bias')) return `model_type ${c.modelType} with attention_bias ${String(c.raw['attention_bias'] ?? false)} has no bias there`;
+  if (name.endsWith('.weight_scale')) return 'only a packed (U8) ternary projection has a weight_scale';
+  if (/\.(q|k)_norm\.weight$/.test(name)) return 'only model_type qwen3 has q_norm / k_norm';
+  if (/_sub_norm\.weight$/.test(name)) return `bitdistill.subln is '${c.subln}', which puts no SubLN gain there`;
+  return 'no tensor of this name belongs to the decoder';
 }
 
 /**
@@ -128,76 +235,75 @@ export class TernaryRuntime {
   private readonly layers: Layer[];
   private readonly buf = new Buffers();
 
-  private constructor(dir: string, config: DecoderConfig, tokenizer: Tokenizer, tensors: Map<string, TensorEntry>, file: string, options: RuntimeOptions) {
+  private constructor(dir: string, config: DecoderConfig, tokenizer: Tokenizer, tensors: ExportTensors, options: RuntimeOptions) {
     this.config = config;
     this.tokenizer = tokenizer;
     const bd = config.raw['bitdistill'];
-    this.bitdistill = bd !== null && typeof bd === 'object' ? (bd as Record<string, unknown>) : {};
+    this.bitdistill = bd !== null && typeof bd === 'object' && !Array.isArray(bd) ? (bd as Record<string, unknown>) : {};
     const c = config;
+    const C = c.hiddenSize;
     let weightBytes = 0;
     let ternary = 0;
     let dense = 0;
-    const take = (name: string) => {
-      const a = f32(tensors, name, file);
+    const embeddings = options.embeddings ?? 'fp32';
+    if (!EMBEDDING_MODES.includes(embeddings)) throw new ArgumentError(`embeddings must be one of ${EMBEDDING_MODES.join(', ')}, got '${String(embeddings)}'`);
+    const take = (name: string, shape: readonly number[], what: string) => {
+      const a = tensors.float(name, shape, what);
       weightBytes += a.byteLength;
       return a;
     };
-    const opt = (name: string) => (tensors.has(name) ? take(name) : null);
-    const embeddings = options.embeddings ?? 'fp32';
-    if (!EMBEDDING_MODES.includes(embeddings)) throw new ArgumentError(`embeddings must be one of ${EMBEDDING_MODES.join(', ')}, got '${String(embeddings)}'`);
     const vocabMatrix = (name: string): VocabMatrix => {
-      if (embeddings === 'fp32') return { kind: 'fp32', w: take(name) };
-      const m = quantizeRowsInt8(f32(tensors, name, file), c.vocabSize, c.hiddenSize);
+      const what = '[vocab_size, hidden_size]';
+      if (embeddings === 'fp32') return { kind: 'fp32', w: take(name, [c.vocabSize, C], what) };
+      // quantizeRowsInt8 finds a non-finite row in its own (native) pass, and each row's scale is its max |w| / 127.
+      const w = tensors.float(name, [c.vocabSize, C], what, false);
+      let m: Int8RowMatrix;
+      try {
+        m = quantizeRowsInt8(w, c.vocabSize, C);
+      } catch (e) {
+        return tensors.fail(name, `cannot be held as int8 rows: ${(e as Error).message}`);
+      }
+      for (let r = 0; r < c.vocabSize; r++) if ((m.scale[r] as number) * 127 > MAX_WEIGHT * (1 + 1e-6)) tensors.badValue(name, (m.scale[r] as number) * 127, `row ${r} (its max |w|)`);
       weightBytes += m.q.byteLength + m.scale.byteLength;
       return { kind: 'int8', m };
     };
     this.embed = vocabMatrix('model.embed_tokens.weight');
-    this.finalNorm = take('model.norm.weight');
+    this.finalNorm = take('model.norm.weight', [C], '[hidden_size]');
     this.lmHead = c.tieWordEmbeddings ? this.embed : vocabMatrix('lm_head.weight');
     this.layers = [];
     for (let l = 0; l < c.numLayers; l++) {
       const p = `model.layers.${l}`;
       const proj = {} as Record<Projection, Linear>;
       const subln: Layer['subln'] = {};
+      const inputNorm = take(`${p}.input_layernorm.weight`, [C], '[hidden_size]');
+      const postNorm = take(`${p}.post_attention_layernorm.weight`, [C], '[hidden_size]');
+      const qNorm = c.qkNorm ? take(`${p}.self_attn.q_norm.weight`, [c.headDim], '[head_dim]') : null;
+      const kNorm = c.qkNorm ? take(`${p}.self_attn.k_norm.weight`, [c.headDim], '[head_dim]') : null;
       for (const pr of PROJECTIONS) {
         const base = projectionName(l, pr);
+        const [rows, cols] = projectionShape(c, pr);
+        const bias = hasBias(c, pr) ? take(`${base}.bias`, [rows], `[${rows}], the projection's output size`) : null;
         const t = tensors.get(`${base}.weight`);
-        if (t === undefined) throw new FormatError(file, `missing tensor '${base}.weight'`);
-        const bias = opt(`${base}.bias`);
         if (t.dtype === 'U8') {
-          const rows = pr === 'q_proj' ? c.numHeads * c.headDim : pr === 'k_proj' || pr === 'v_proj' ? c.numKvHeads * c.headDim : pr === 'o_proj' || pr === 'down_proj' ? c.hiddenSize : c.intermediateSize;
-          const cols = pr === 'o_proj' ? c.numHeads * c.headDim : pr === 'down_proj' ? c.intermediateSize : c.hiddenSize;
-          if (t.shape[0] !== Math.ceil(rows / 4) || t.shape[1] !== cols) {
-            throw new FormatError(file, `'${base}.weight' is U8 [${t.shape.join(', ')}], expected [${Math.ceil(rows / 4)}, ${cols}] for a packed [${rows}, ${cols}] ternary matrix`);
+          if (!sameShape(t.shape, [Math.ceil(rows / 4), cols])) {
+            tensors.fail(`${base}.weight`, `is U8 [${t.shape.join(', ')}]; expected [${Math.ceil(rows / 4)}, ${cols}], a packed [${rows}, ${cols}] ternary matrix (from the config's sizes)`);
           }
-          const scale = f32(tensors, `${base}.weight_scale`, file);
-          if (scale.length !== 1) {
-            throw new UnsupportedError(`${file}: '${base}.weight_scale' has ${scale.length} values; the kernels runtime supports one scale per tensor (weightQuant absmean)`, {
-              hint: 'evaluate perRow / block256 students with --runtime tfjs, or train with student.weightQuant=absmean',
-            });
-          }
-          const w = repackTernary(t.data, rows, cols, `${file}: ${base}.weight`);
+          const scale = ternaryScale(tensors, `${base}.weight_scale`, rows, cols);
+          const w = repackTernary(t.data, rows, cols, `${tensors.file}: ${base}.weight`);
           weightBytes += w.data.byteLength;
-          proj[pr] = { kind: 'ternary', w, scale: scale[0] as number, rows, cols, bias };
+          proj[pr] = { kind: 'ternary', w, scale, rows, cols, bias };
           ternary++;
         } else {
-          const w = take(`${base}.weight`);
-          const [rows, cols] = t.shape as [number, number];
+          const w = take(`${base}.weight`, [rows, cols], `[${rows}, ${cols}], [out, in] from the config's sizes`);
           proj[pr] = { kind: 'dense', w, rows, cols, bias };
           dense++;
         }
         const s = sublnName(l, pr, c.subln);
-        if (s !== null) subln[pr] = take(s);
+        if (s !== null) subln[pr] = take(s, [cols], `[${cols}], the input size of ${pr}`);
       }
-      this.layers.push({
-        inputNorm: take(`${p}.input_layernorm.weight`),
-        postNorm: take(`${p}.post_attention_layernorm.weight`),
-        qNorm: c.qkNorm ? take(`${p}.self_attn.q_norm.weight`) : null,
-        kNorm: c.qkNorm ? take(`${p}.self_attn.k_norm.weight`) : null,
-        proj,
-        subln,
-      });
+      this.layers.push({ inputNorm, postNorm, qNorm, kNorm, proj, subln });
     }
+    tensors.unexpected(c);
     this.info = { dir, config, embeddings, weightBytes, ternaryProjections: ternary, denseProjections: dense };
   }
 
@@ -213,15 +319,10 @@ export class TernaryRuntime {
       const g = loadGgufModel(dir);
       const config = parseDecoderConfig(g.raw, dir);
       if (g.tokenizer.vocabSize > config.vocabSize) throw new FormatError(dir, `tokenizer has ${g.tokenizer.vocabSize} tokens, the model ${config.vocabSize}`);
-      return new TernaryRuntime(dir, config, g.tokenizer, g.tensors, dir, options);
+      return new TernaryRuntime(dir, config, g.tokenizer, new ExportTensors(g.tensors, dir, (name) => g.fileNames.get(name) ?? name), options);
     }
     if (!existsSync(cfgPath)) throw new NotFoundError(cfgPath, `expected config.json in '${dir}'`, { hint: 'pass the folder written by `bitdistill export --ternary`' });
-    let raw: Record<string, unknown>;
-    try {
-      raw = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
-    } catch (e) {
-      throw new FormatError(cfgPath, `not valid JSON: ${(e as Error).message}`);
-    }
+    const raw = readConfigJson(cfgPath);
     const config = parseDecoderConfig(fromHfCompat(raw, cfgPath), cfgPath);
     const { tensors } = loadSafetensorsDir(dir);
     const q = raw['quantization_config'];
@@ -231,7 +332,8 @@ export class TernaryRuntime {
     }
     const tokenizer = loadTokenizer(dir);
     if (tokenizer.vocabSize > config.vocabSize) throw new FormatError(dir, `tokenizer has ${tokenizer.vocabSize} tokens, the model ${config.vocabSize}`);
-    return new TernaryRuntime(dir, config, tokenizer, tensors, join(dir, 'model.safetensors'), options);
+    const weights = existsSync(join(dir, 'model.safetensors')) ? join(dir, 'model.safetensors') : join(dir, 'model.safetensors.index.json');
+    return new TernaryRuntime(dir, config, tokenizer, new ExportTensors(tensors, weights, (name) => name), options);
   }
 
   /** y [T, rows] = proj(x [T, cols]) with the projection's SubLN, int8 activation quantization and bias. */
@@ -377,6 +479,39 @@ function fromHfCompat(raw: Record<string, unknown>, file: string): Record<string
   const bd = raw['bitdistill'] !== null && typeof raw['bitdistill'] === 'object' ? (raw['bitdistill'] as Record<string, unknown>) : {};
   if (bd['subln'] !== undefined && bd['subln'] !== 'standard') throw new FormatError(file, `model_type bitnet with bitdistill.subln ${JSON.stringify(bd['subln'])}; BitNet models have standard SubLN`);
   return { ...raw, model_type: 'llama', bitdistill: { ...bd, subln: 'standard' } };
+}
+
+/** config.json as an object; invalid JSON, or JSON that is not an object, is a FormatError naming the file. */
+function readConfigJson(path: string): Record<string, unknown> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new FormatError(path, `not valid JSON: ${(e as Error).message}`, { hint: 'config.json is corrupt: re-export the checkpoint with `bitdistill export --ternary`', cause: e });
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new FormatError(path, `expected a JSON object, found ${raw === null ? 'null' : Array.isArray(raw) ? 'an array' : typeof raw}`, { hint: 'config.json holds the Hugging Face model keys as one object' });
+  }
+  return raw as Record<string, unknown>;
+}
+
+/**
+ * The per-tensor scale of a packed ternary projection: F32 with one value, finite and > 0. One value per row
+ * (perRow) or per block of 256 (block256) is a valid export this runtime cannot run.
+ */
+function ternaryScale(tensors: ExportTensors, name: string, rows: number, cols: number): number {
+  const s = tensors.get(name);
+  const n = s.shape.reduce((a, b) => a * b, 1);
+  if (s.dtype !== 'F32' || s.shape.length > 1) tensors.fail(name, `is ${s.dtype} [${s.shape.join(', ')}]; expected F32 [1]`);
+  if (n > 1 && (n === rows || n === Math.ceil((rows * cols) / 256))) {
+    throw new UnsupportedError(`${tensors.file}: '${name}' has ${n} values; the kernels runtime supports one scale per tensor (weightQuant absmean)`, {
+      hint: 'evaluate perRow / block256 students with --runtime tfjs, or train with student.weightQuant=absmean',
+    });
+  }
+  if (n !== 1) tensors.fail(name, `has ${n} values; expected one scale per tensor`);
+  const v = s.data[0] as number;
+  if (!(v > 0 && v <= MAX_WEIGHT)) tensors.fail(name, `is ${v}; a ternary weight scale is > 0 and at most ${MAX_WEIGHT} (a mean |weight|)`);
+  return v;
 }
 
 export interface KvCache {
