@@ -14,12 +14,12 @@
  * same files, tokenizer and chunk options). After the last file the stream starts again from the first and the
  * epoch counter goes up.
  */
-import { closeSync, createReadStream, fstatSync, openSync, readSync, readdirSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, readdirSync, statSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
-import { RecordBatchReader } from 'apache-arrow';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
 import { ArgumentError, BitDistillError, FormatError, NotFoundError } from '@bitdistill/core';
+import { openArrow } from './arrow-ipc.ts';
 import type { TokenizerLike } from './prompt.ts';
 
 export const CORPUS_EXTENSIONS = ['.txt', '.jsonl', '.ndjson', '.parquet', '.arrow'] as const;
@@ -243,23 +243,16 @@ async function* parquetChunks(file: string, start: number, chunkRows: number, co
 }
 
 async function* arrowChunks(file: string, start: number, column: string): AsyncGenerator<Chunk> {
-  const stream = createReadStream(file);
+  const arrow = openArrow(file);
   try {
-    let reader;
-    try {
-      reader = await RecordBatchReader.from(stream);
-      await reader.open();
-    } catch (e) {
-      throw new FormatError(file, `not a readable Arrow IPC stream (${(e as Error).message})`, { cause: e });
-    }
-    const names = reader.schema.fields.map((f) => f.name);
+    const names = arrow.schema.fields.map((f) => f.name);
     if (!names.includes(column)) {
       throw new BitDistillError('E_DATA', `${file}: no '${column}' column (found ${names.join(', ')})`, {
         hint: 'set the corpus text column in the config (textColumn)',
       });
     }
     let base = 0;
-    for await (const batch of reader) {
+    for (const batch of arrow.batches()) {
       const n = batch.numRows;
       if (base + n > start) {
         const from = Math.max(start, base);
@@ -277,7 +270,7 @@ async function* arrowChunks(file: string, start: number, column: string): AsyncG
       base += n;
     }
   } finally {
-    stream.destroy();
+    arrow.close();
   }
 }
 

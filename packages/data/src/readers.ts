@@ -5,17 +5,18 @@
  *                      quotes). Header names per task (TsvLayout), or HF names; CoLA train/dev have no header.
  *   .jsonl / .ndjson   one JSON object per line with HF column names (`datasets` `to_json`).
  *   .parquet           HF hub shards, read with hyparquet (+ hyparquet-compressors for snappy/zstd/...).
- *   .arrow             Arrow IPC stream files as the `datasets` cache writes them (apache-arrow).
+ *   .arrow             Arrow IPC streams as the `datasets` cache writes them (or IPC files), checked by
+ *                      arrow-ipc.ts before apache-arrow decodes them.
  * Labels may be class indices (HF: int64, so BigInt from parquet/arrow) or names (GLUE TSV: `entailment`);
  * both become the class index. STS-B labels are the float score.
  */
-import { createReadStream, readFileSync, readdirSync, statSync } from 'node:fs';
+import { createReadStream, readdirSync, statSync } from 'node:fs';
 import { dirname, extname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
-import { tableFromIPC } from 'apache-arrow';
 import { BitDistillError, FormatError, NotFoundError, UnsupportedError } from '@bitdistill/core';
+import { openArrow } from './arrow-ipc.ts';
 import type { TaskSpec } from './tasks.ts';
 
 /** One labelled example: text fields by HF column name; class index (or STS-B score). */
@@ -262,28 +263,26 @@ async function readParquet(file: string, task: TaskSpec, limit: number): Promise
 
 async function readArrow(file: string, task: TaskSpec, limit: number): Promise<Example[]> {
   const wanted = hfColumns(task);
-  let table;
+  const arrow = openArrow(file);
   try {
-    table = tableFromIPC(readFileSync(file));
-  } catch (e) {
-    throw new FormatError(file, `not a readable Arrow IPC file (${(e as Error).message})`, {
-      hint: 'expected an Arrow IPC stream as written by the `datasets` library (data-*.arrow in its cache)',
-      cause: e,
-    });
+    const found = arrow.schema.fields.map((f) => f.name);
+    if (!wanted.every((c) => found.includes(c))) throw missingColumns(file, task, found, wanted);
+    const out: Example[] = [];
+    for (const batch of arrow.batches()) {
+      const fieldColumns = task.fields.map((f) => batch.getChild(f));
+      const labelColumn = batch.getChild(task.labelColumn);
+      for (let i = 0; i < batch.numRows && out.length < limit; i++) {
+        const where = `row ${out.length + 1}`;
+        const fields: Record<string, string> = {};
+        task.fields.forEach((f, k) => {
+          fields[f] = textField(fieldColumns[k]?.get(i), f, file, where);
+        });
+        out.push({ fields, label: normaliseLabel(task, labelColumn?.get(i), file, where) });
+      }
+      if (out.length >= limit) break;
+    }
+    return out;
+  } finally {
+    arrow.close();
   }
-  const found = table.schema.fields.map((f) => f.name);
-  if (!wanted.every((c) => found.includes(c))) throw missingColumns(file, task, found, wanted);
-  const fieldColumns = task.fields.map((f) => table.getChild(f));
-  const labelColumn = table.getChild(task.labelColumn);
-  const n = Math.min(table.numRows, limit);
-  const out: Example[] = [];
-  for (let i = 0; i < n; i++) {
-    const where = `row ${i + 1}`;
-    const fields: Record<string, string> = {};
-    task.fields.forEach((f, k) => {
-      fields[f] = textField(fieldColumns[k]?.get(i), f, file, where);
-    });
-    out.push({ fields, label: normaliseLabel(task, labelColumn?.get(i), file, where) });
-  }
-  return out;
 }
