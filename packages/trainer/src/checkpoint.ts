@@ -313,7 +313,7 @@ function readManifest(dir: string): CheckpointManifest | null {
     throw new FormatError(p, 'is not a bitdistill checkpoint manifest (format "bitdistill-checkpoint", version 1, files {...})');
   }
   for (const [name, f] of Object.entries(raw['files'])) {
-    if (!isObject(f) || !isCount(f['bytes']) || typeof f['sha256'] !== 'string' || !/^[0-9a-f]{64}$/.test(f['sha256']) || name.includes('/') || name.startsWith('..')) {
+    if (!isObject(f) || !isCount(f['bytes']) || typeof f['sha256'] !== 'string' || !/^[0-9a-f]{64}$/.test(f['sha256']) || !/^[^/\\\0]+$/.test(name) || name === '.' || name === '..' || name === MANIFEST_FILE) {
       throw new FormatError(p, `entry '${name.slice(0, 80)}' must be {"bytes": n, "sha256": 64 hex digits} for a file of the folder`);
     }
   }
@@ -348,6 +348,7 @@ export function verifyCheckpoint(dir: string, expect: CheckpointExpectation): Ve
     for (const [name, want] of Object.entries(manifest.files)) {
       const f = join(dir, name);
       if (!existsSync(f)) throw new NotFoundError(f, `checkpoint file '${name}' listed in ${MANIFEST_FILE} is missing`);
+      if (!statSync(f).isFile()) throw new FormatError(f, `is listed in ${MANIFEST_FILE} as a file but is not one`);
       const got = fileDigest(f);
       if (got.bytes !== want.bytes) throw new FormatError(f, `is ${got.bytes} bytes, ${MANIFEST_FILE} says ${want.bytes}: the file was cut short or replaced`);
       if (got.sha256 !== want.sha256) throw new FormatError(f, `SHA-256 ${got.sha256.slice(0, 16)}... differs from ${MANIFEST_FILE}'s ${want.sha256.slice(0, 16)}...: the file is corrupt`);
@@ -382,7 +383,21 @@ export function verifyCheckpoint(dir: string, expect: CheckpointExpectation): Ve
     if (t.dtype !== 'F32' || !sameShape(t.shape, shape)) throw new FormatError(optFile, `tensor '${key}' is ${t.dtype} [${t.shape.join(', ')}], expected F32 [${shape.join(', ')}]`);
     if (m[1] !== 'ema' && !opt.has(`${m[1] === 'm' ? 'v' : 'm'}.${name}`)) throw new FormatError(optFile, `'${key}' has no matching ${m[1] === 'm' ? 'v' : 'm'}.${name}: AdamW keeps both moments`);
   }
+  if (manifest === null) {
+    // No checksums to trust: at least no NaN or infinity may come back from a checkpoint (the trainer never writes one).
+    for (const f of [modelFile, optFile]) {
+      for (const [name, t] of readSafetensors(f).tensors) {
+        const i = t.data instanceof Float32Array ? firstNonFinite(t.data) : -1;
+        if (i >= 0) throw new FormatError(f, `tensor '${name}' holds ${t.data[i]} at index ${i}; a checkpoint never does: the file is corrupt`);
+      }
+    }
+  }
   return { dir, state, checksums: manifest !== null };
+}
+
+function firstNonFinite(a: Float32Array): number {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i] as number)) return i;
+  return -1;
 }
 
 export interface ResumePoint extends VerifiedCheckpoint {

@@ -9,6 +9,7 @@ export {
   latestCheckpoint,
   listCheckpoints,
   readTrainerState,
+  readOptimizerTensors,
   loadWeightsInto,
   checkpointName,
   verifyCheckpoint,

@@ -1,0 +1,47 @@
+// The reader fuzz campaign in CI (issue 21): every reader gets a few hundred seeded mutations of real files, each
+// run in a watched worker process; every outcome must be a typed project error or a plausible load. Longer runs:
+// `npm run fuzz -- --cases 10000`. A self-test first shows that the campaign does see each kind of defect.
+import { expect } from 'chai';
+import { formatTable, runFuzz, type Result } from '../scripts/fuzz/index.ts';
+
+const CASES = 200;
+
+describe('reader fuzz campaign', function () {
+  this.timeout(600_000);
+
+  it('sees each kind of defect: a generic exception, garbage accepted, a hang, runaway memory and a crash', async () => {
+    const prev = process.env['BITDISTILL_FUZZ_SELFTEST'];
+    process.env['BITDISTILL_FUZZ_SELFTEST'] = '1';
+    try {
+      const kinds: [string, Result][] = [
+        ['selftest-generic', 'generic'],
+        ['selftest-garbage', 'garbage'],
+        ['selftest-hang', 'hang'],
+        ['selftest-oom', 'oom'],
+        ['selftest-crash', 'crash'],
+      ];
+      const rows = await runFuzz({ cases: 2, targets: kinds.map(([t]) => t), timeoutMs: 1500, rssMb: 768 });
+      for (const [t, want] of kinds) {
+        const row = rows.find((r) => r.target === t);
+        expect(row?.counts[want], `${t}: ${JSON.stringify(row?.counts)}`).to.equal(2);
+      }
+    } finally {
+      if (prev === undefined) delete process.env['BITDISTILL_FUZZ_SELFTEST'];
+      else process.env['BITDISTILL_FUZZ_SELFTEST'] = prev;
+    }
+  });
+
+  it(`${CASES} mutations per reader: only typed errors and plausible loads, none slower than 5 s`, async () => {
+    const rows = await runFuzz({ cases: CASES, seed: 20261204 });
+    const table = formatTable(rows);
+    console.log(`${table}\n`);
+    expect(rows.map((r) => r.target)).to.include.members(['safetensors', 'export', 'gguf', 'tokenizer.json', 'llama2c-model', 'llama2c-tokenizer', 'tsv', 'jsonl', 'parquet', 'arrow', 'yaml-config', 'model-folder', 'checkpoint']);
+    for (const r of rows) {
+      expect(r.cases).to.equal(CASES);
+      const defects = r.examples.map((e) => `${e.result} #${e.index}: ${e.what} -> ${e.detail}`);
+      expect(defects, `${r.target}\n${table}`).to.deep.equal([]);
+      // Both kinds of good outcome occur: the mutations reach past the first check, and they do break things.
+      expect(r.counts.typed, r.target).to.be.greaterThan(0);
+    }
+  });
+});
