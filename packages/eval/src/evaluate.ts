@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ArgumentError, NotFoundError } from '@bitdistill/core';
+import { ArgumentError, FormatError, NotFoundError } from '@bitdistill/core';
 import {
   answerTokenIds,
   computeMetrics,
@@ -154,9 +154,17 @@ export function reportMarkdown(r: EvalReport): string {
   ].join('\n');
 }
 
+/** The `bitdistill` block of DIR/config.json (null when there is none); a config.json that is not a JSON object is a FormatError. */
 export function readModelBlock(dir: string): Record<string, unknown> | null {
   const p = join(dir, 'config.json');
   if (!existsSync(p)) return null;
-  const b = (JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>)['bitdistill'];
-  return b !== null && typeof b === 'object' ? (b as Record<string, unknown>) : null;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(p, 'utf8'));
+  } catch (e) {
+    throw new FormatError(p, `not valid JSON: ${(e as Error).message}`, { hint: 'the model\'s config.json is corrupt; evaluate an intact checkpoint (checkpoints/step-N)', cause: e });
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new FormatError(p, 'expected a JSON object', { hint: 'config.json holds the Hugging Face model keys as one object' });
+  const b = (raw as Record<string, unknown>)['bitdistill'];
+  return b !== null && typeof b === 'object' && !Array.isArray(b) ? (b as Record<string, unknown>) : null;
 }

@@ -13,7 +13,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameS
 import { join } from 'node:path';
 import { FormatError, NotFoundError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
 import { loadSafetensorsDir, packTernaryHF, readSafetensors, tensorToFloat32, unpackTernaryHF, writeSafetensors, f32ArrayToBf16, type TensorEntry } from '@bitdistill/format';
-import { parseDecoderConfig } from '@bitdistill/model/arch';
+import { parseDecoderConfig, PROJECTIONS, projectionName, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
 import { ternaryQuantRef, type WeightQuantMode } from '@bitdistill/quant/reference';
 
 const PROJ = /^model\.layers\.(\d+)\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$/;
@@ -53,6 +53,61 @@ export function resolveCheckpoint(from: string): string {
   throw new NotFoundError(join(from, 'config.json'), `no config.json in '${from}' (nor in ${join(from, 'final')})`, {
     hint: 'the stage has not finished: run `bitdistill train` to the end, or pass a folder under checkpoints/',
   });
+}
+
+/** config.json as an object; invalid JSON, or JSON that is not an object, is a FormatError naming the file. */
+export function readConfigJson(path: string): Record<string, unknown> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new FormatError(path, `not valid JSON: ${(e as Error).message}`, { hint: 'the checkpoint\'s config.json is corrupt; export an intact checkpoint (checkpoints/step-N) instead', cause: e });
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new FormatError(path, `expected a JSON object, found ${raw === null ? 'null' : Array.isArray(raw) ? 'an array' : typeof raw}`, { hint: 'config.json holds the Hugging Face model keys as one object' });
+  }
+  return raw as Record<string, unknown>;
+}
+
+/** [rows, cols] = [out, in] of a projection, as the config implies it. */
+function projectionShape(c: DecoderConfig, pr: Projection): [number, number] {
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  if (pr === 'q_proj') return [q, c.hiddenSize];
+  if (pr === 'k_proj' || pr === 'v_proj') return [kv, c.hiddenSize];
+  if (pr === 'o_proj') return [c.hiddenSize, q];
+  if (pr === 'down_proj') return [c.hiddenSize, c.intermediateSize];
+  return [c.intermediateSize, c.hiddenSize];
+}
+
+/**
+ * The checkpoint's tensors against its config.json, before anything loops over the config's sizes (the GGUF
+ * tokenizer pads to vocab_size, the planner walks num_hidden_layers): the embedding (and an untied lm_head) is
+ * [vocab_size, hidden_size], every layer 0..num_hidden_layers-1 has its seven projections and no tensor belongs
+ * to a layer beyond. With `projections`, every projection also has the [out, in] shape the config implies.
+ */
+export function checkCheckpoint(c: DecoderConfig, tensors: ReadonlyMap<string, TensorEntry>, dir: string, o: { projections: boolean }): void {
+  const fail = (message: string): never => {
+    throw new FormatError(join(dir, 'model.safetensors'), message, { hint: 'the weights and config.json of this checkpoint disagree; export an intact checkpoint (checkpoints/step-N) instead' });
+  };
+  const shaped = (name: string, want: readonly number[], what: string): void => {
+    const t = tensors.get(name);
+    if (t === undefined) fail(`tensor '${name}' is missing`);
+    else if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) fail(`tensor '${name}' is [${t.shape.join(', ')}]; config.json implies [${want.join(', ')}] (${what})`);
+  };
+  shaped('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize], '[vocab_size, hidden_size]');
+  if (!c.tieWordEmbeddings) shaped('lm_head.weight', [c.vocabSize, c.hiddenSize], '[vocab_size, hidden_size]');
+  for (const name of tensors.keys()) {
+    const m = /^model\.layers\.(\d+)\./.exec(name);
+    if (m !== null && Number(m[1]) >= c.numLayers) fail(`tensor '${name}' belongs to layer ${m[1]}, and config.json's num_hidden_layers is ${c.numLayers}`);
+  }
+  for (let l = 0; l < c.numLayers; l++) {
+    for (const pr of PROJECTIONS) {
+      const name = `${projectionName(l, pr)}.weight`;
+      if (o.projections) shaped(name, projectionShape(c, pr), '[out, in] from the config\'s sizes');
+      else if (!tensors.has(name)) fail(`tensor '${name}' is missing (num_hidden_layers is ${c.numLayers})`);
+    }
+  }
 }
 
 export interface StudentBlock {
@@ -121,11 +176,12 @@ export function exportTernary(o: ExportOptions): ExportReport {
   const log = o.logger ?? silentLogger;
   const ckpt = resolveCheckpoint(o.from);
   const cfgPath = join(ckpt, 'config.json');
-  const config = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
+  const config = readConfigJson(cfgPath);
   const student = studentBlock(config, cfgPath);
   const linearClass = o.hfCompat === undefined || o.hfCompat === false ? null : o.hfCompat === true ? 'autobitlinear' : o.hfCompat.linearClass;
   const hf = linearClass === null ? null : hfCompatConfig(config, cfgPath, student, linearClass);
   const { tensors } = loadSafetensorsDir(ckpt);
+  checkCheckpoint(parseDecoderConfig(config, cfgPath), tensors, ckpt, { projections: true });
   const out = new Map<string, TensorEntry>();
   const expected = new Map<string, { codes: Int8Array; scales: Float32Array }>();
   let parameters = 0;

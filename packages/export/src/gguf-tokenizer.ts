@@ -12,6 +12,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { ArgumentError, FormatError } from '@bitdistill/core';
 import { gv, type GgufValue } from '@bitdistill/format';
 import { loadLlama2cTokenizer, loadTokenizer } from '@bitdistill/data';
 
@@ -34,8 +35,22 @@ function isObject(v: unknown): v is Json {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** A JSON file that must hold one object; anything else is a FormatError naming the file. */
+function readJsonObject(file: string, text: string): Json {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new FormatError(file, `not valid JSON: ${(e as Error).message}`, { hint: 'the tokenizer files of the checkpoint are corrupt; copy them again from the base model', cause: e });
+  }
+  if (!isObject(v)) throw new FormatError(file, 'expected a JSON object', { hint: 'the tokenizer files of the checkpoint are corrupt; copy them again from the base model' });
+  return v;
+}
+
 /** The tokenizer of checkpoint folder `dir` as GGUF metadata for a model with `vocabSize` embedding rows. */
 export function ggufTokenizerMetadata(dir: string, vocabSize: number, config: Json): GgufTokenizer {
+  // Ids up to vocabSize are padded one by one: the caller checks it against the embedding first.
+  if (!Number.isSafeInteger(vocabSize) || vocabSize < 1 || vocabSize > 1 << 22) throw new ArgumentError(`ggufTokenizerMetadata: vocabSize must be an integer in [1, 2^22], got ${vocabSize}`);
   if (existsSync(join(dir, 'tokenizer.json'))) return hfBpe(dir, vocabSize, config);
   const bin = existsSync(join(dir, 'tokenizer.bin')) ? join(dir, 'tokenizer.bin') : null;
   if (bin !== null) return llama2c(bin, vocabSize);
@@ -100,7 +115,7 @@ function hfBpe(dir: string, vocabSize: number, config: Json): GgufTokenizer {
   const file = join(dir, 'tokenizer.json');
   const tok = loadTokenizer(dir); // validates the file (vocab, merges, added tokens) and finds the special ids
   const text = readFileSync(file, 'utf8');
-  const json = JSON.parse(text) as Json;
+  const json = readJsonObject(file, text);
   const model = isObject(json['model']) ? json['model'] : {};
   const problems: string[] = [];
   if (tok.kind !== 'bpe') problems.push(`${file} is a ${tok.kind} tokenizer; llama.cpp's decoder GGUFs take SentencePiece ("llama") or byte-level BPE ("gpt2") vocabularies`);
@@ -114,7 +129,7 @@ function hfBpe(dir: string, vocabSize: number, config: Json): GgufTokenizer {
   if (problems.length > 0) return { entries: [], problems, kind: 'gpt2' };
 
   const added = new Map<number, boolean>();
-  for (const a of (Array.isArray(json['added_tokens']) ? json['added_tokens'] : []) as Json[]) added.set(a['id'] as number, a['special'] === true);
+  for (const a of Array.isArray(json['added_tokens']) ? (json['added_tokens'] as unknown[]) : []) if (isObject(a) && typeof a['id'] === 'number') added.set(a['id'], a['special'] === true);
   const tokens: string[] = [];
   const types: number[] = [];
   for (let id = 0; id < tok.vocabSize; id++) {
@@ -135,7 +150,7 @@ function hfBpe(dir: string, vocabSize: number, config: Json): GgufTokenizer {
     merges.push(pair.join(' '));
   }
   const configFile = join(dir, 'tokenizer_config.json');
-  const tcfg = existsSync(configFile) ? (JSON.parse(readFileSync(configFile, 'utf8')) as Json) : {};
+  const tcfg = existsSync(configFile) ? readJsonObject(configFile, readFileSync(configFile, 'utf8')) : {};
   const bos = tok.bosId ?? (typeof config['bos_token_id'] === 'number' ? config['bos_token_id'] : null);
   const entries: [string, GgufValue][] = [
     ['tokenizer.ggml.model', gv.str('gpt2')],

@@ -19,7 +19,7 @@
  * The file is written to a temporary name, re-read and checked (tensor table, every code and block scale), then
  * renamed: a failed export never leaves a GGUF behind.
  */
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FormatError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
 import {
@@ -45,7 +45,7 @@ import {
 } from '@bitdistill/format';
 import { parseDecoderConfig } from '@bitdistill/model/arch';
 import { ternaryQuantRef } from '@bitdistill/quant/reference';
-import { isQuantized, resolveCheckpoint, studentBlock } from './export.ts';
+import { checkCheckpoint, isQuantized, readConfigJson, resolveCheckpoint, studentBlock } from './export.ts';
 import { ggufTokenizerMetadata } from './gguf-tokenizer.ts';
 
 export interface GgufExportOptions {
@@ -100,12 +100,16 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
   const type = o.type ?? 'TQ2_0';
   const ckpt = resolveCheckpoint(o.from);
   const cfgPath = join(ckpt, 'config.json');
-  const config = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
+  const config = readConfigJson(cfgPath);
   const student = studentBlock(config, cfgPath);
   if (existsSync(o.out) && statSync(o.out).isDirectory()) throw new UnsupportedError(`--out ${o.out} is a folder; a GGUF export is one file`, { hint: `pass e.g. --out ${join(o.out, 'model.gguf')}` });
 
-  // 1. Everything that can be decided from config.json and the tokenizer, collected and reported at once.
+  // 1. Everything that can be decided from config.json and the tokenizer, collected and reported at once; first
+  //    the sizes the loops below take from config.json (vocab_size, num_hidden_layers) are checked against the
+  //    tensors, so a corrupt config fails here instead of padding a vocabulary of 2^40 tokens.
   const c = parseDecoderConfig(config, cfgPath);
+  const { tensors } = loadSafetensorsDir(ckpt);
+  checkCheckpoint(c, tensors, ckpt, { projections: false });
   const problems = bitnetArchitectureProblems(config, cfgPath);
   const tokenizer = ggufTokenizerMetadata(ckpt, c.vocabSize, config);
   problems.push(...tokenizer.problems);
@@ -130,8 +134,8 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
     });
   }
 
-  // 2. Tensors.
-  const { tensors } = loadSafetensorsDir(ckpt);
+  // 2. Tensors (each projection of the shape the metadata will state).
+  checkCheckpoint(c, tensors, ckpt, { projections: true });
   const planned: Planned[] = [];
   const fallbackNames = new Set(fallback.map((f) => f.name));
   const smallScales: string[] = [];

@@ -72,9 +72,11 @@ export function loadModel(path: string, options: LoadOptions = {}): LoadedModel 
   try {
     raw = JSON.parse(readFileSync(cfgPath, 'utf8'));
   } catch (e) {
-    throw new FormatError(cfgPath, `not valid JSON: ${(e as Error).message}`, { cause: e });
+    throw new FormatError(cfgPath, `not valid JSON: ${(e as Error).message}`, { cause: e, hint: 'config.json is corrupt: restore it from the base model, or pass an intact checkpoint' });
   }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new FormatError(cfgPath, 'expected a JSON object');
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new FormatError(cfgPath, `expected a JSON object, found ${raw === null ? 'null' : Array.isArray(raw) ? 'an array' : typeof raw}`, { hint: 'config.json holds the Hugging Face model keys as one object' });
+  }
   const config = parseDecoderConfig(raw as Record<string, unknown>, cfgPath);
   const st = loadSafetensorsDir(path);
   const tokenizer = loadTokenizer(path);

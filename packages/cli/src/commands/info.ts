@@ -71,7 +71,8 @@ export const infoCommand: CommandModule<GlobalArgs, Args> = {
       for (const [k, v] of Object.entries(arch)) lines.push(`  ${k}: ${String(v)}`);
       lines.push(`tokenizer: ${tokenizer.kind}, ${tokenizer.vocabSize} tokens`);
       lines.push(`parameters: ${total.toLocaleString('en-US')}`, 'tensors:');
-      const w = Math.max(...tensors.map((t) => t.name.length));
+      let w = 0;
+      for (const t of tensors) w = Math.max(w, t.name.length);
       const mark = { quantized: '  ternary (int8 activations)', subln: '  SubLN gain (added)', 'full-precision': '' } as const;
       for (const t of tensors) lines.push(`  ${t.name.padEnd(w)}  ${`[${t.shape.join(', ')}]`.padEnd(12)}${mark[t.role]}`);
       const q = tensors.filter((t) => t.role === 'quantized');
