@@ -291,6 +291,8 @@ function writeAll(fd: number, b: Uint8Array): void {
 
 const MIN_BYTES: Record<GgufValueType, number> = { uint8: 1, int8: 1, uint16: 2, int16: 2, uint32: 4, int32: 4, float32: 4, bool: 1, string: 8, array: 12, uint64: 8, int64: 8, float64: 8 };
 const MAX_ARRAY_DEPTH = 8;
+/** One decoder for every string of the header (a vocabulary holds ~150k); decode() without `stream` keeps no state. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Thrown by ByteReader when the header runs past the bytes read so far but not past the file: read more. */
 class NeedMoreBytes extends Error {
@@ -345,7 +347,7 @@ class ByteReader {
     const b = this.bytes.subarray(this.pos, this.pos + len);
     this.pos += len;
     try {
-      return new TextDecoder('utf-8', { fatal: true }).decode(b);
+      return UTF8.decode(b);
     } catch {
       return this.fail(`${what} is not valid UTF-8`);
     }
