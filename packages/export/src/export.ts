@@ -82,11 +82,12 @@ function projectionShape(c: DecoderConfig, pr: Projection): [number, number] {
 
 /**
  * The checkpoint's tensors against its config.json, before anything loops over the config's sizes (the GGUF
- * tokenizer pads to vocab_size, the planner walks num_hidden_layers): the embedding (and an untied lm_head) is
- * [vocab_size, hidden_size], every layer 0..num_hidden_layers-1 has its seven projections and no tensor belongs
- * to a layer beyond. With `projections`, every projection also has the [out, in] shape the config implies.
+ * tokenizer pads to vocab_size, the planner walks num_hidden_layers): the embedding is [vocab_size, hidden_size],
+ * every layer 0..num_hidden_layers-1 has its seven projections and no tensor belongs to a layer beyond. With
+ * `shapes`, every projection also has the [out, in] shape the config implies, and an untied lm_head is
+ * [vocab_size, hidden_size] (the GGUF export asks for that only once the architecture is known to fit).
  */
-export function checkCheckpoint(c: DecoderConfig, tensors: ReadonlyMap<string, TensorEntry>, dir: string, o: { projections: boolean }): void {
+export function checkCheckpoint(c: DecoderConfig, tensors: ReadonlyMap<string, TensorEntry>, dir: string, o: { shapes: boolean }): void {
   const fail = (message: string): never => {
     throw new FormatError(join(dir, 'model.safetensors'), message, { hint: 'the weights and config.json of this checkpoint disagree; export an intact checkpoint (checkpoints/step-N) instead' });
   };
@@ -96,7 +97,7 @@ export function checkCheckpoint(c: DecoderConfig, tensors: ReadonlyMap<string, T
     else if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) fail(`tensor '${name}' is [${t.shape.join(', ')}]; config.json implies [${want.join(', ')}] (${what})`);
   };
   shaped('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize], '[vocab_size, hidden_size]');
-  if (!c.tieWordEmbeddings) shaped('lm_head.weight', [c.vocabSize, c.hiddenSize], '[vocab_size, hidden_size]');
+  if (o.shapes && !c.tieWordEmbeddings) shaped('lm_head.weight', [c.vocabSize, c.hiddenSize], '[vocab_size, hidden_size]');
   for (const name of tensors.keys()) {
     const m = /^model\.layers\.(\d+)\./.exec(name);
     if (m !== null && Number(m[1]) >= c.numLayers) fail(`tensor '${name}' belongs to layer ${m[1]}, and config.json's num_hidden_layers is ${c.numLayers}`);
@@ -104,7 +105,7 @@ export function checkCheckpoint(c: DecoderConfig, tensors: ReadonlyMap<string, T
   for (let l = 0; l < c.numLayers; l++) {
     for (const pr of PROJECTIONS) {
       const name = `${projectionName(l, pr)}.weight`;
-      if (o.projections) shaped(name, projectionShape(c, pr), '[out, in] from the config\'s sizes');
+      if (o.shapes) shaped(name, projectionShape(c, pr), '[out, in] from the config\'s sizes');
       else if (!tensors.has(name)) fail(`tensor '${name}' is missing (num_hidden_layers is ${c.numLayers})`);
     }
   }
@@ -181,7 +182,7 @@ export function exportTernary(o: ExportOptions): ExportReport {
   const linearClass = o.hfCompat === undefined || o.hfCompat === false ? null : o.hfCompat === true ? 'autobitlinear' : o.hfCompat.linearClass;
   const hf = linearClass === null ? null : hfCompatConfig(config, cfgPath, student, linearClass);
   const { tensors } = loadSafetensorsDir(ckpt);
-  checkCheckpoint(parseDecoderConfig(config, cfgPath), tensors, ckpt, { projections: true });
+  checkCheckpoint(parseDecoderConfig(config, cfgPath), tensors, ckpt, { shapes: true });
   const out = new Map<string, TensorEntry>();
   const expected = new Map<string, { codes: Int8Array; scales: Float32Array }>();
   let parameters = 0;

@@ -109,7 +109,7 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
   //    tensors, so a corrupt config fails here instead of padding a vocabulary of 2^40 tokens.
   const c = parseDecoderConfig(config, cfgPath);
   const { tensors } = loadSafetensorsDir(ckpt);
-  checkCheckpoint(c, tensors, ckpt, { projections: false });
+  checkCheckpoint(c, tensors, ckpt, { shapes: false });
   const problems = bitnetArchitectureProblems(config, cfgPath);
   const tokenizer = ggufTokenizerMetadata(ckpt, c.vocabSize, config);
   problems.push(...tokenizer.problems);
@@ -135,7 +135,7 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
   }
 
   // 2. Tensors (each projection of the shape the metadata will state).
-  checkCheckpoint(c, tensors, ckpt, { projections: true });
+  checkCheckpoint(c, tensors, ckpt, { shapes: true });
   const planned: Planned[] = [];
   const fallbackNames = new Set(fallback.map((f) => f.name));
   const smallScales: string[] = [];

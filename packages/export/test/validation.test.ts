@@ -119,6 +119,15 @@ describe('exporters on corrupt checkpoints', function () {
     refused(checkpoint({ ...CONFIG, intermediate_size: 48 }), /gate_proj\.weight' is \[32, 16\]; config\.json implies \[48, 16\]/);
   });
 
+  it('untied embeddings without an lm_head of [vocab_size, hidden_size] (the safetensors export; GGUF refuses untied models)', () => {
+    const from = checkpoint({ ...CONFIG, tie_word_embeddings: false });
+    expect(() => exportTernary({ from, out: join(root, `out-${n++}`) })).to.throw(FormatError, /tensor 'lm_head\.weight' is missing/);
+    const t = checkpointTensors();
+    t.set('lm_head.weight', { dtype: 'F32', shape: [16, 512], data: new Float32Array(8192) });
+    const transposed = checkpoint({ ...CONFIG, tie_word_embeddings: false }, t);
+    expect(() => exportTernary({ from: transposed, out: join(root, `out-${n++}`) })).to.throw(FormatError, /'lm_head\.weight' is \[16, 512\]; config\.json implies \[512, 16\]/);
+  });
+
   it('rms_norm_eps or rope_theta <= 0', () => {
     refused(checkpoint({ ...CONFIG, rms_norm_eps: 0 }), /key 'rms_norm_eps' must be a number > 0, got 0/);
     refused(checkpoint({ ...CONFIG, rope_theta: -1 }), /key 'rope_theta' must be a number > 0, got -1/);
