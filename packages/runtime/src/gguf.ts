@@ -198,6 +198,11 @@ export function tokenizerFromGguf(f: GgufFile, path: string): Tokenizer {
       const cfg = f.metadata.get('bitdistill.tokenizer_config_json');
       if (cfg !== undefined && cfg.type === 'string') writeFileSync(join(dir, 'tokenizer_config.json'), cfg.value);
       return loadHfTokenizer(join(dir, 'tokenizer.json'));
+    } catch (e) {
+      // The loader names the private copies; name the GGUF and its keys instead.
+      if (!(e instanceof FormatError)) throw e;
+      const keys = e.message.replaceAll(join(dir, 'tokenizer.json'), 'tokenizer.huggingface.json').replaceAll(join(dir, 'tokenizer_config.json'), 'bitdistill.tokenizer_config_json');
+      throw new FormatError(path, keys, { hint: 'the tokenizer embedded in the file is corrupt: export it again', cause: e });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -267,6 +267,20 @@ describe('tokenizerFromGguf', () => {
     expect(tok.idToToken(149_999)).to.equal('t149999');
   });
 
+  it('a corrupt embedded tokenizer.json ("gpt2") is a FormatError naming the GGUF and the key, not a temporary copy', () => {
+    for (const text of ['{"model": ', 'null', '[]']) {
+      const f: GgufFile = { version: 3, alignment: 32, metadata: new Map([['tokenizer.ggml.model', gv.str('gpt2')], ['tokenizer.huggingface.json', gv.str(text)]]), tensors: [], dataStart: 0 };
+      try {
+        tokenizerFromGguf(f, 'x.gguf');
+        expect.fail(`accepted ${text}`);
+      } catch (e) {
+        expect(e).to.be.instanceOf(FormatError);
+        expect((e as Error).message).to.match(/^x\.gguf: tokenizer\.huggingface\.json: /);
+        expect((e as Error).message).to.not.contain('bitdistill-gguf-tok-');
+      }
+    }
+  });
+
   it('a malformed vocabulary is a typed error', () => {
     const f: GgufFile = { version: 3, alignment: 32, metadata: new Map([['tokenizer.ggml.model', gv.str('llama')], ['tokenizer.ggml.tokens', gv.strings(['a', 'b'])], ['tokenizer.ggml.scores', gv.f32s([0])]]), tensors: [], dataStart: 0 };
     expect(() => tokenizerFromGguf(f, 'x.gguf')).to.throw(FormatError, /1 scores for 2 tokens/);
