@@ -7,6 +7,10 @@
  * a quarter of their memory and of the lm_head's reads per token, at a measured cost of 0-3 changed answers in
  * 872 on SST-2 dev (docs/results/inference.md).
  *
+ * Loading trusts nothing in the file: every tensor the config implies must be there with exactly the shape and
+ * dtype it implies, nothing else may be, and weights and scales must be finite and in range (a malformed export
+ * is a FormatError naming the tensor, never a model that computes NaN).
+ *
  * Layout of activations: x [T, C] row-major for one sequence; K/V caches [layer][Hkv, maxT, d].
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
@@ -120,10 +124,6 @@ class ExportTensors {
     readonly file: string,
     private readonly source: (name: string) => string,
   ) {}
-
-  has(name: string): boolean {
-    return this.tensors.has(name);
-  }
 
   fail(name: string, message: string): never {
     const own = this.source(name);
