@@ -16,10 +16,9 @@
  */
 import { closeSync, fstatSync, openSync, readSync, readdirSync, statSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
-import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
-import { compressors } from 'hyparquet-compressors';
 import { ArgumentError, BitDistillError, FormatError, NotFoundError } from '@bitdistill/core';
 import { openArrow } from './arrow-ipc.ts';
+import { openParquet } from './parquet.ts';
 import type { TokenizerLike } from './prompt.ts';
 
 export const CORPUS_EXTENSIONS = ['.txt', '.jsonl', '.ndjson', '.parquet', '.arrow'] as const;
@@ -210,29 +209,14 @@ async function* jsonlChunks(file: string, start: number, chunkBytes: number, col
 }
 
 async function* parquetChunks(file: string, start: number, chunkRows: number, column: string): AsyncGenerator<Chunk> {
-  const buffer = await asyncBufferFromFile(file);
-  let numRows: number;
-  let columns: string[];
-  try {
-    const metadata = await parquetMetadataAsync(buffer);
-    numRows = Number(metadata.num_rows);
-    columns = parquetSchema(metadata).children.map((c) => c.element.name);
-  } catch (e) {
-    throw new FormatError(file, `not a readable parquet file (${(e as Error).message})`, { cause: e });
-  }
-  if (!columns.includes(column)) {
-    throw new BitDistillError('E_DATA', `${file}: no '${column}' column (found ${columns.join(', ')})`, {
+  const parquet = await openParquet(file);
+  if (!parquet.columns.includes(column)) {
+    throw new BitDistillError('E_DATA', `${file}: no '${column}' column (found ${parquet.columns.join(', ')})`, {
       hint: 'set the corpus text column in the config (textColumn)',
     });
   }
-  for (let offset = start; offset < numRows; offset += chunkRows) {
-    const rows = await parquetReadObjects({
-      file: buffer,
-      columns: [column],
-      compressors,
-      rowStart: offset,
-      rowEnd: Math.min(numRows, offset + chunkRows),
-    });
+  for (let offset = start; offset < parquet.numRows; offset += chunkRows) {
+    const rows = await parquet.read([column], offset, Math.min(parquet.numRows, offset + chunkRows));
     const pieces: Piece[] = [];
     rows.forEach((row, i) => {
       const text = textOf(row, column, file, `row ${offset + i + 1}`);

@@ -4,7 +4,8 @@
  *   .tsv               GLUE TSV. Split on tabs only: GLUE does not quote like CSV (MRPC and QQP text holds bare
  *                      quotes). Header names per task (TsvLayout), or HF names; CoLA train/dev have no header.
  *   .jsonl / .ndjson   one JSON object per line with HF column names (`datasets` `to_json`).
- *   .parquet           HF hub shards, read with hyparquet (+ hyparquet-compressors for snappy/zstd/...).
+ *   .parquet           HF hub shards, read with hyparquet (+ hyparquet-compressors for snappy/zstd/...) after the
+ *                      checks of parquet.ts.
  *   .arrow             Arrow IPC streams as the `datasets` cache writes them (or IPC files), checked by
  *                      arrow-ipc.ts before apache-arrow decodes them.
  * Labels may be class indices (HF: int64, so BigInt from parquet/arrow) or names (GLUE TSV: `entailment`);
@@ -13,10 +14,9 @@
 import { createReadStream, readdirSync, statSync } from 'node:fs';
 import { dirname, extname } from 'node:path';
 import { createInterface } from 'node:readline';
-import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
-import { compressors } from 'hyparquet-compressors';
 import { BitDistillError, FormatError, NotFoundError, UnsupportedError } from '@bitdistill/core';
 import { openArrow } from './arrow-ipc.ts';
+import { openParquet } from './parquet.ts';
 import type { TaskSpec } from './tasks.ts';
 
 /** One labelled example: text fields by HF column name; class index (or STS-B score). */
@@ -235,24 +235,9 @@ async function readJsonl(file: string, task: TaskSpec, limit: number): Promise<E
 
 async function readParquet(file: string, task: TaskSpec, limit: number): Promise<Example[]> {
   const wanted = hfColumns(task);
-  const buffer = await asyncBufferFromFile(file);
-  let found: string[];
-  let numRows: number;
-  try {
-    const metadata = await parquetMetadataAsync(buffer);
-    found = parquetSchema(metadata).children.map((c) => c.element.name);
-    numRows = Number(metadata.num_rows);
-  } catch (e) {
-    throw new FormatError(file, `not a readable parquet file (${(e as Error).message})`, { cause: e });
-  }
-  if (!wanted.every((c) => found.includes(c))) throw missingColumns(file, task, found, wanted);
-  const rows = await parquetReadObjects({
-    file: buffer,
-    columns: wanted,
-    compressors,
-    rowStart: 0,
-    rowEnd: Math.min(numRows, limit),
-  });
+  const parquet = await openParquet(file);
+  if (!wanted.every((c) => parquet.columns.includes(c))) throw missingColumns(file, task, parquet.columns, wanted);
+  const rows = await parquet.read(wanted, 0, Math.min(parquet.numRows, limit));
   return rows.map((row, i) => {
     const where = `row ${i + 1}`;
     const fields: Record<string, string> = {};
