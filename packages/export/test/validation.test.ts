@@ -128,9 +128,9 @@ describe('exporters on corrupt checkpoints', function () {
     expect(() => exportTernary({ from: transposed, out: join(root, `out-${n++}`) })).to.throw(FormatError, /'lm_head\.weight' is \[16, 512\]; config\.json implies \[512, 16\]/);
   });
 
-  it('rms_norm_eps or rope_theta <= 0', () => {
+  it('rms_norm_eps <= 0, rope_theta < 1', () => {
     refused(checkpoint({ ...CONFIG, rms_norm_eps: 0 }), /key 'rms_norm_eps' must be a number > 0, got 0/);
-    refused(checkpoint({ ...CONFIG, rope_theta: -1 }), /key 'rope_theta' must be a number > 0, got -1/);
+    refused(checkpoint({ ...CONFIG, rope_theta: -1 }), /key 'rope_theta' must be a number >= 1 \(a RoPE base, e\.g\. 10000\), got -1/);
   });
 
   it('a tokenizer_config.json that is not a JSON object (byte-level BPE vocabulary); a vocabSize beyond bounds', () => {

@@ -73,10 +73,21 @@ function posInt(raw: Record<string, unknown>, key: string, file: string, fallbac
   return v;
 }
 
-/** A number that must be finite and > 0 (an epsilon, a RoPE base). */
+/** A number that must be finite and > 0 (an epsilon). */
 function positive(raw: Record<string, unknown>, key: string, file: string, fallback: number): number {
   const v = num(raw, key, file, fallback);
   if (!(v > 0)) throw new FormatError(file, `key '${key}' must be a number > 0, got ${v}`, { hint: CORRUPT_HINT });
+  return v;
+}
+
+/**
+ * rope_theta: position p turns pair i by p * theta^(-2i/d), so a base below 1 gives frequencies above 1 that grow
+ * without bound as theta shrinks (a denormal base overflows float32 to NaN). Released models use 10000 (Llama 2),
+ * 500000 (Llama 3), 1e6 (Qwen).
+ */
+function ropeBase(raw: Record<string, unknown>, file: string): number {
+  const v = num(raw, 'rope_theta', file, 10000);
+  if (!(v >= 1)) throw new FormatError(file, `key 'rope_theta' must be a number >= 1 (a RoPE base, e.g. 10000), got ${v}`, { hint: CORRUPT_HINT });
   return v;
 }
 
@@ -129,7 +140,7 @@ export function parseDecoderConfig(raw: Record<string, unknown>, file: string): 
     numHeads,
     numKvHeads,
     headDim,
-    ropeTheta: positive(raw, 'rope_theta', file, 10000),
+    ropeTheta: ropeBase(raw, file),
     rmsNormEps: positive(raw, 'rms_norm_eps', file, 1e-6),
     tieWordEmbeddings: raw['tie_word_embeddings'] === true,
     qkvBias: mt === 'qwen2' || attentionBias,

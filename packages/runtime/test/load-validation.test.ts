@@ -119,15 +119,16 @@ describe('TernaryRuntime.load: malformed exports are refused with a FormatError 
     expect(() => TernaryRuntime.load(perRow)).to.throw(UnsupportedError, /has 16 values; the kernels runtime supports one scale per tensor/);
   });
 
-  it('rms_norm_eps <= 0 or not finite; rope_theta <= 0', () => {
+  it('rms_norm_eps <= 0 or not finite; rope_theta < 1', () => {
     const t = exportTensors(BASE_CONFIG);
     const with_ = (edit: Record<string, unknown>) => writeExportDir(join(root, `e${n++}`), { ...BASE_CONFIG, ...edit }, t);
     for (const eps of [0, -1e-5]) refused(with_({ rms_norm_eps: eps }), /config\.json/, new RegExp(`key 'rms_norm_eps' must be a number > 0, got ${eps}`));
     const d = with_({});
     writeFileSync(join(d, 'config.json'), JSON.stringify(BASE_CONFIG).replace('"rms_norm_eps":0.00001', '"rms_norm_eps":1e999'));
     refused(d, /key 'rms_norm_eps' must be a finite number, got Infinity/); // JSON.parse reads 1e999 as Infinity
-    refused(with_({ rope_theta: 0 }), /key 'rope_theta' must be a number > 0, got 0/);
-    refused(with_({ rope_theta: -10000 }), /key 'rope_theta' must be a number > 0/);
+    refused(with_({ rope_theta: 0 }), /key 'rope_theta' must be a number >= 1 \(a RoPE base, e\.g\. 10000\), got 0/);
+    refused(with_({ rope_theta: -10000 }), /key 'rope_theta' must be a number >= 1/);
+    refused(with_({ rope_theta: 1e-320 }), /key 'rope_theta' must be a number >= 1 .*got 1e-320/); // was: every logit NaN
   });
 
   it('dimensions beyond sane bounds, fractional, or an odd head_dim', () => {
@@ -230,7 +231,7 @@ describe('TernaryRuntime.load: malformed GGUF files', () => {
   it('epsilon 0 or negative, rope base 0', () => {
     refused(gguf((m) => m.set('bitnet.attention.layer_norm_rms_epsilon', gv.f32(0))), /rms_norm_eps' must be a number > 0, got 0/);
     refused(gguf((m) => m.set('bitnet.attention.layer_norm_rms_epsilon', gv.f32(-1e-5))), /rms_norm_eps' must be a number > 0/);
-    refused(gguf((m) => m.set('bitnet.rope.freq_base', gv.f32(0))), /rope_theta' must be a number > 0, got 0/);
+    refused(gguf((m) => m.set('bitnet.rope.freq_base', gv.f32(0))), /rope_theta' must be a number >= 1 .*got 0/);
   });
 
   it('a TQ2_0 block scale that is negative', () => {
