@@ -38,6 +38,13 @@ function toVariables(tensors: Map<string, TensorEntry>, file: string, trainable:
   const params = new Map<string, tf.Variable>();
   for (const [name, t] of tensors) {
     const data = tensorToFloat32(t, `${file}: ${name}`);
+    // A weight that is NaN or infinite is damage (no trained model holds one); it would only surface as a NaN loss
+    // steps later, or as NaN logits in evaluation.
+    for (let i = 0; i < data.length; i++) {
+      if (!Number.isFinite(data[i] as number)) {
+        throw new FormatError(file, `tensor '${name}' holds ${data[i]} at index ${i}`, { hint: 'the weights are corrupt: restore the file from its source, or pass an intact checkpoint' });
+      }
+    }
     params.set(name, tf.variable(tf.tensor(data, [...t.shape], "float32"), trainable));
   }
   return params;
