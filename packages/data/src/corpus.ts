@@ -19,6 +19,7 @@ import { basename, extname, join } from 'node:path';
 import { ArgumentError, BitDistillError, FormatError, NotFoundError } from '@bitdistill/core';
 import { openArrow } from './arrow-ipc.ts';
 import { openParquet } from './parquet.ts';
+import { MAX_LINE_BYTES, nameList, parseJsonObject, preview } from './readers.ts';
 import type { TokenizerLike } from './prompt.ts';
 
 export const CORPUS_EXTENSIONS = ['.txt', '.jsonl', '.ndjson', '.parquet', '.arrow'] as const;
@@ -107,8 +108,11 @@ export function expandCorpusPaths(paths: string | readonly string[]): string[] {
   return out;
 }
 
-/** Bytes [offset, offset + about chunkBytes), cut after the last newline (or at a UTF-8 character boundary). */
-function readTextChunk(fd: number, size: number, offset: number, chunkBytes: number, wholeLines: boolean): Buffer | null {
+/**
+ * Bytes [offset, offset + about chunkBytes), cut after the last newline (or at a UTF-8 character boundary).
+ * With `wholeLines` (JSON Lines) a line longer than the chunk is read on to its end, up to MAX_LINE_BYTES.
+ */
+function readTextChunk(file: string, fd: number, size: number, offset: number, chunkBytes: number, wholeLines: boolean): Buffer | null {
   if (offset >= size) return null;
   let len = Math.min(chunkBytes, size - offset);
   let buf = Buffer.alloc(len);
@@ -116,16 +120,21 @@ function readTextChunk(fd: number, size: number, offset: number, chunkBytes: num
   if (offset + len >= size) return buf;
   let cut = buf.lastIndexOf(0x0a) + 1;
   while (cut === 0 && wholeLines) {
-    // one JSON line longer than the chunk: read on to its end
-    const more = Math.min(chunkBytes, size - offset - len);
+    // one JSON line longer than the chunk: read on to its end, doubling the read, up to MAX_LINE_BYTES + 1
+    const more = Math.min(Math.max(chunkBytes, len), size - offset - len, MAX_LINE_BYTES + 1 - len);
+    if (more <= 0) {
+      throw new FormatError(file, `line at byte ${offset} is longer than ${MAX_LINE_BYTES / 2 ** 20} MiB`, {
+        hint: 'a corrupt file, or not JSON Lines (each line holds one JSON object)',
+      });
+    }
     const next = Buffer.alloc(len + more);
     buf.copy(next);
     readSync(fd, next, len, more, offset + len);
     const nl = next.indexOf(0x0a, len);
     buf = next;
     len += more;
-    if (nl >= 0) cut = nl + 1;
-    else if (offset + len >= size) return buf;
+    if (nl >= 0 && nl <= MAX_LINE_BYTES) cut = nl + 1;
+    else if (offset + len >= size && nl < 0) return buf;
   }
   if (cut === 0) {
     // no newline in a whole chunk of text: cut before the last, possibly incomplete, character
@@ -147,7 +156,7 @@ async function* textChunks(file: string, start: number, chunkBytes: number): Asy
     const size = fstatSync(fd).size;
     let offset = start;
     for (;;) {
-      const buf = readTextChunk(fd, size, offset, chunkBytes, false);
+      const buf = readTextChunk(file, fd, size, offset, chunkBytes, false);
       if (buf === null) return;
       const end = offset + buf.length >= size;
       yield { offset, pieces: [{ text: utf8.decode(buf), start: offset === 0, end }] };
@@ -162,15 +171,15 @@ function textOf(row: unknown, column: string, file: string, where: string): stri
   if (typeof row !== 'object' || row === null || Array.isArray(row)) {
     throw new FormatError(file, `${where}: expected a JSON object`);
   }
-  const v = (row as Record<string, unknown>)[column];
+  const v = Object.hasOwn(row, column) ? (row as Record<string, unknown>)[column] : undefined;
   if (typeof v === 'string') return v;
   if (v === null) return ''; // a missing text is skipped like an empty one
-  if (v === undefined) {
-    throw new BitDistillError('E_DATA', `${file}: ${where}: no '${column}' column (found ${Object.keys(row).join(', ') || 'none'})`, {
+  if (v === undefined || !Object.hasOwn(row, column)) {
+    throw new BitDistillError('E_DATA', `${file}: ${where}: no '${column}' column (found ${nameList(Object.keys(row)) || 'none'})`, {
       hint: 'set the corpus text column in the config (textColumn)',
     });
   }
-  throw new BitDistillError('E_DATA', `${file}: ${where}: column '${column}' holds ${v === null ? 'null' : typeof v}, expected text`);
+  throw new BitDistillError('E_DATA', `${file}: ${where}: column '${column}' holds ${preview(v)}, expected text`);
 }
 
 async function* jsonlChunks(file: string, start: number, chunkBytes: number, column: string): AsyncGenerator<Chunk> {
@@ -179,7 +188,7 @@ async function* jsonlChunks(file: string, start: number, chunkBytes: number, col
     const size = fstatSync(fd).size;
     let offset = start;
     for (;;) {
-      const buf = readTextChunk(fd, size, offset, chunkBytes, true);
+      const buf = readTextChunk(file, fd, size, offset, chunkBytes, true);
       if (buf === null) return;
       const pieces: Piece[] = [];
       let lineStart = 0;
@@ -189,13 +198,7 @@ async function* jsonlChunks(file: string, start: number, chunkBytes: number, col
         const line = utf8.decode(buf.subarray(lineStart, lineEnd));
         if (line.trim() !== '') {
           const where = `line at byte ${offset + lineStart}`;
-          let row: unknown;
-          try {
-            row = JSON.parse(line);
-          } catch (e) {
-            throw new FormatError(file, `${where}: not valid JSON (${(e as Error).message})`);
-          }
-          const text = textOf(row, column, file, where);
+          const text = textOf(parseJsonObject(line, file, where), column, file, where);
           if (text.length > 0) pieces.push({ text, start: true, end: true });
         }
         lineStart = lineEnd + 1;

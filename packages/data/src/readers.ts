@@ -10,10 +10,11 @@
  *                      arrow-ipc.ts before apache-arrow decodes them.
  * Labels may be class indices (HF: int64, so BigInt from parquet/arrow) or names (GLUE TSV: `entailment`);
  * both become the class index. STS-B labels are the float score.
+ * Text files are read line by line (LF or CRLF), UTF-8 with bad bytes as U+FFFD, a line at most MAX_LINE_BYTES;
+ * every problem is a typed error naming the file and the line or row, with values cut short in messages.
  */
-import { createReadStream, readdirSync, statSync } from 'node:fs';
+import { closeSync, openSync, readSync, readdirSync, statSync } from 'node:fs';
 import { dirname, extname } from 'node:path';
-import { createInterface } from 'node:readline';
 import { BitDistillError, FormatError, NotFoundError, UnsupportedError } from '@bitdistill/core';
 import { openArrow } from './arrow-ipc.ts';
 import { openParquet } from './parquet.ts';
@@ -86,6 +87,21 @@ function hfColumns(task: TaskSpec): string[] {
   return [...task.fields, task.labelColumn];
 }
 
+/** A value for a message: short, and never a walk over a deep or huge structure. */
+export function preview(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v);
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean' || v === null || v === undefined) return String(v);
+  if (Array.isArray(v)) return `a list of ${v.length}`;
+  if (v instanceof Uint8Array) return `${v.length} bytes`;
+  return `a ${typeof v === 'object' ? 'mapping' : typeof v}`;
+}
+
+/** Names for a message: at most 20, each cut short. */
+export function nameList(names: readonly string[]): string {
+  const shown = names.slice(0, 20).map((n) => (n.length > 40 ? `${n.slice(0, 40)}...` : n));
+  return names.length > 20 ? `${shown.join(', ')} and ${names.length - 20} more` : shown.join(', ');
+}
+
 function missingColumns(
   file: string,
   task: TaskSpec,
@@ -98,7 +114,7 @@ function missingColumns(
     'E_DATA',
     `${file}${where === undefined ? '' : `:${where}`}: ` +
       `missing column${missing.length === 1 ? '' : 's'} ${missing.join(', ')} for task ${task.name} ` +
-      `(expected ${expected.join(', ')}; found ${found.join(', ') || 'none'})`,
+      `(expected ${expected.join(', ')}; found ${nameList(found) || 'none'})`,
     { hint: `is this a ${task.name} file? test splits have no labels; a custom task names its columns in fields/labelColumn` },
   );
 }
@@ -111,7 +127,7 @@ export function normaliseLabel(task: TaskSpec, raw: unknown, file: string, where
   if (task.kind === 'regression') {
     const v = typeof raw === 'bigint' ? Number(raw) : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw;
     if (typeof v === 'number' && Number.isFinite(v)) return v;
-    throw dataError(file, where, `label ${JSON.stringify(String(raw))} is not a number (task ${task.name} is a regression)`);
+    throw dataError(file, where, `label ${preview(raw)} is not a number (task ${task.name} is a regression)`);
   }
   const n = task.labelNames.length;
   let index: number | undefined;
@@ -127,72 +143,113 @@ export function normaliseLabel(task: TaskSpec, raw: unknown, file: string, where
   throw dataError(
     file,
     where,
-    `label ${raw === null || raw === undefined ? String(raw) : JSON.stringify(typeof raw === 'bigint' ? Number(raw) : raw)} ` +
-      `is not one of the ${task.name} labels: ${allowed}`,
+    `label ${preview(raw)} is not one of the ${task.name} labels: ${allowed}`,
     index === -1 ? 'label -1 marks an unlabelled test split; train and evaluate on train/validation files' : undefined,
   );
 }
 
 function textField(raw: unknown, column: string, file: string, where: string): string {
   if (typeof raw === 'string') return raw;
-  throw dataError(file, where, `column ${column} holds ${raw === null ? 'null' : typeof raw}, expected text`);
+  throw dataError(file, where, `column ${column} holds ${preview(raw)}, expected text`);
+}
+
+/** Longest line of a TSV or JSON Lines file: a corrupt file without newlines must not be read whole. */
+export const MAX_LINE_BYTES = 64 * 2 ** 20;
+
+const utf8 = new TextDecoder('utf-8');
+
+/**
+ * The lines of a text file (LF or CRLF; a last line may lack its newline), read a chunk at a time.
+ * A line longer than MAX_LINE_BYTES is a FormatError naming it.
+ */
+function* textLines(file: string): Generator<string, void, undefined> {
+  const fd = openSync(file, 'r');
+  try {
+    const chunk = Buffer.alloc(1 << 20);
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    let lineNo = 0;
+    const line = (last: Buffer): string => {
+      const bytes = pending.length === 0 ? last : Buffer.concat([...pending, last]);
+      pending = [];
+      pendingBytes = 0;
+      lineNo++;
+      const end = bytes.length > 0 && bytes[bytes.length - 1] === 0x0d ? bytes.length - 1 : bytes.length;
+      return utf8.decode(bytes.subarray(0, end));
+    };
+    for (;;) {
+      const n = readSync(fd, chunk, 0, chunk.length, null);
+      if (n === 0) break;
+      let from = 0;
+      for (let nl = chunk.indexOf(0x0a, from); nl >= 0 && nl < n; nl = chunk.indexOf(0x0a, from)) {
+        if (pendingBytes + nl - from > MAX_LINE_BYTES) break;
+        yield line(chunk.subarray(from, nl));
+        from = nl + 1;
+      }
+      pendingBytes += n - from;
+      if (pendingBytes > MAX_LINE_BYTES) {
+        throw new FormatError(file, `line ${lineNo + 1} is longer than ${MAX_LINE_BYTES / 2 ** 20} MiB`, {
+          hint: 'a corrupt file, or not a text file (each line holds one row)',
+        });
+      }
+      pending.push(Buffer.from(chunk.subarray(from, n)));
+    }
+    if (pendingBytes > 0) yield line(Buffer.alloc(0));
+  } finally {
+    closeSync(fd);
+  }
 }
 
 async function readTsv(file: string, task: TaskSpec, limit: number): Promise<Example[]> {
   const out: Example[] = [];
-  const lines = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
   const wanted = hfColumns(task);
   const tsvName = (c: string): string => task.tsv?.rename?.[c] ?? c;
   let columnCount = 0;
   let index: number[] = []; // position of each wanted column
   let lineNo = 0;
   let pendingBlank = 0; // a blank line is an error unless only blank lines follow it
-  try {
-    for await (let line of lines) {
-      lineNo++;
-      if (out.length >= limit) break;
-      if (lineNo === 1) {
-        line = line.replace(/^\uFEFF/, '');
-        const header = line.split('\t');
-        const byHeader = wanted.map((c) => {
-          const i = header.indexOf(tsvName(c));
-          return i >= 0 ? i : header.indexOf(c);
-        });
-        if (byHeader.every((i) => i >= 0)) {
-          index = byHeader;
-          columnCount = header.length;
-          continue;
-        }
-        const headerless = task.tsv?.headerless;
-        if (headerless !== undefined && header.length === headerless.length) {
-          index = wanted.map((c) => headerless.indexOf(tsvName(c)));
-          columnCount = headerless.length;
-          // fall through: line 1 is a data row
-        } else {
-          throw missingColumns(file, task, header, wanted.map(tsvName));
-        }
-      }
-      if (line.length === 0) {
-        pendingBlank = pendingBlank || lineNo;
+  for (let line of textLines(file)) {
+    lineNo++;
+    if (out.length >= limit) break;
+    if (lineNo === 1) {
+      line = line.replace(/^\uFEFF/, '');
+      const header = line.split('\t');
+      const byHeader = wanted.map((c) => {
+        const i = header.indexOf(tsvName(c));
+        return i >= 0 ? i : header.indexOf(c);
+      });
+      if (byHeader.every((i) => i >= 0)) {
+        index = byHeader;
+        columnCount = header.length;
         continue;
       }
-      if (pendingBlank) throw new FormatError(file, `line ${pendingBlank}: empty line inside the data`);
-      const cols = line.split('\t');
-      if (cols.length !== columnCount) {
-        throw new FormatError(file, `line ${lineNo}: expected ${columnCount} tab-separated columns, found ${cols.length}`, {
-          hint: 'GLUE TSV fields are separated by tabs and never quoted; a tab or newline inside a text field breaks the row',
-        });
+      const headerless = task.tsv?.headerless;
+      if (headerless !== undefined && header.length === headerless.length) {
+        index = wanted.map((c) => headerless.indexOf(tsvName(c)));
+        columnCount = headerless.length;
+        // fall through: line 1 is a data row
+      } else {
+        throw missingColumns(file, task, header, wanted.map(tsvName));
       }
-      const where = `line ${lineNo}`;
-      const fields: Record<string, string> = {};
-      task.fields.forEach((f, k) => {
-        fields[f] = cols[index[k] as number] as string;
-      });
-      const label = normaliseLabel(task, cols[index[task.fields.length] as number], file, where);
-      out.push({ fields, label });
     }
-  } finally {
-    lines.close();
+    if (line.length === 0) {
+      pendingBlank = pendingBlank || lineNo;
+      continue;
+    }
+    if (pendingBlank) throw new FormatError(file, `line ${pendingBlank}: empty line inside the data`);
+    const cols = line.split('\t');
+    if (cols.length !== columnCount) {
+      throw new FormatError(file, `line ${lineNo}: expected ${columnCount} tab-separated columns, found ${cols.length}`, {
+        hint: 'GLUE TSV fields are separated by tabs and never quoted; a tab or newline inside a text field breaks the row',
+      });
+    }
+    const where = `line ${lineNo}`;
+    const fields: Record<string, string> = {};
+    task.fields.forEach((f, k) => {
+      fields[f] = cols[index[k] as number] as string;
+    });
+    const label = normaliseLabel(task, cols[index[task.fields.length] as number], file, where);
+    out.push({ fields, label });
   }
   if (lineNo === 0) throw dataError(file, 'line 1', 'the file is empty');
   return out;
@@ -200,37 +257,42 @@ async function readTsv(file: string, task: TaskSpec, limit: number): Promise<Exa
 
 async function readJsonl(file: string, task: TaskSpec, limit: number): Promise<Example[]> {
   const out: Example[] = [];
-  const lines = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
   const wanted = hfColumns(task);
   let lineNo = 0;
-  try {
-    for await (const line of lines) {
-      lineNo++;
-      if (out.length >= limit) break;
-      if (line.trim() === '') continue;
-      let row: unknown;
-      try {
-        row = JSON.parse(line);
-      } catch (e) {
-        throw new FormatError(file, `line ${lineNo}: not valid JSON (${(e as Error).message})`, {
-          hint: 'JSON Lines holds one complete JSON object per line',
-        });
-      }
-      if (typeof row !== 'object' || row === null || Array.isArray(row)) {
-        throw new FormatError(file, `line ${lineNo}: expected a JSON object, found ${Array.isArray(row) ? 'an array' : typeof row}`);
-      }
-      const obj = row as Record<string, unknown>;
-      const keys = Object.keys(obj);
-      const where = `line ${lineNo}`;
-      if (!wanted.every((c) => c in obj)) throw missingColumns(file, task, keys, wanted, where);
-      const fields: Record<string, string> = {};
-      for (const f of task.fields) fields[f] = textField(obj[f], f, file, where);
-      out.push({ fields, label: normaliseLabel(task, obj[task.labelColumn], file, where) });
-    }
-  } finally {
-    lines.close();
+  for (let line of textLines(file)) {
+    lineNo++;
+    if (out.length >= limit) break;
+    if (lineNo === 1) line = line.replace(/^\uFEFF/, '');
+    if (line.trim() === '') continue;
+    const where = `line ${lineNo}`;
+    const obj = parseJsonObject(line, file, where);
+    const keys = Object.keys(obj);
+    if (!wanted.every((c) => Object.hasOwn(obj, c))) throw missingColumns(file, task, keys, wanted, where);
+    const fields: Record<string, string> = {};
+    for (const f of task.fields) fields[f] = textField(obj[f], f, file, where);
+    out.push({ fields, label: normaliseLabel(task, obj[task.labelColumn], file, where) });
   }
   return out;
+}
+
+/** One JSON Lines row: a JSON object, else a FormatError naming `where`. */
+export function parseJsonObject(line: string, file: string, where: string): Record<string, unknown> {
+  let row: unknown;
+  try {
+    row = JSON.parse(line);
+  } catch (e) {
+    // SyntaxError, or RangeError from an engine that parses deep nesting recursively.
+    const message = e instanceof Error ? e.message : String(e);
+    throw new FormatError(file, `${where}: not valid JSON (${message.length > 200 ? `${message.slice(0, 200)}...` : message})`, {
+      hint: 'JSON Lines holds one complete JSON object per line',
+    });
+  }
+  if (typeof row !== 'object' || row === null || Array.isArray(row)) {
+    throw new FormatError(file, `${where}: expected a JSON object, found ${Array.isArray(row) ? 'an array' : row === null ? 'null' : typeof row}`, {
+      hint: 'JSON Lines holds one complete JSON object per line',
+    });
+  }
+  return row as Record<string, unknown>;
 }
 
 async function readParquet(file: string, task: TaskSpec, limit: number): Promise<Example[]> {
