@@ -19,7 +19,8 @@ import { basename, extname, join } from 'node:path';
 import { ArgumentError, BitDistillError, FormatError, NotFoundError } from '@bitdistill/core';
 import { openArrow } from './arrow-ipc.ts';
 import { openParquet } from './parquet.ts';
-import { MAX_LINE_BYTES, nameList, parseJsonObject, preview } from './readers.ts';
+import { nameList, preview } from './preview.ts';
+import { MAX_LINE_BYTES, parseJsonObject } from './readers.ts';
 import type { TokenizerLike } from './prompt.ts';
 
 export const CORPUS_EXTENSIONS = ['.txt', '.jsonl', '.ndjson', '.parquet', '.arrow'] as const;

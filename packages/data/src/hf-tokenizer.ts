@@ -5,14 +5,20 @@
  *   - model.type is BPE or WordPiece; vocab ids are unique non-negative integers;
  *   - BPE merges are `["a", "b"]` pairs (newer files, Qwen) or `"a b"` strings (older files), normalised to
  *     pairs; for every merge, a, b and a+b are in model.vocab;
- *   - added_tokens have unique ids and contents, and agree with model.vocab where they overlap.
+ *   - added_tokens have unique ids and contents, and agree with model.vocab where they overlap;
+ *   - ids are nearly dense (the largest below 2 x the token count + 1024): the vocabulary size is the largest
+ *     id + 1, and the model's embedding is sized from it;
+ *   - normalizer, pre_tokenizer, post_processor and decoder are null or objects with a string "type".
+ * Files over MAX_TOKENIZER_JSON_BYTES are refused before they are read. Values from the file appear in messages
+ * only through preview() (a corrupt file can hold a megabyte token or a list nested 100,000 deep).
  * Special ids come from tokenizer_config.json next to the file when it names them (Qwen3: eos <|im_end|>,
  * pad <|endoftext|>, bos null), else from added_tokens by common names (`<s>`, `</s>`, `<pad>`, `[PAD]`...).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Tokenizer as LibTokenizer } from '@huggingface/tokenizers';
-import { ArgumentError, FormatError, NotFoundError, UnsupportedError } from '@bitdistill/core';
+import { ArgumentError, BitDistillError, FormatError, NotFoundError, UnsupportedError } from '@bitdistill/core';
+import { preview } from './preview.ts';
 import { checkTokenId } from './tokenizer.ts';
 import type { DecodeOptions, EncodeOptions, Tokenizer } from './tokenizer.ts';
 
@@ -61,12 +67,27 @@ function isObject(v: unknown): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** The largest tokenizer.json / tokenizer_config.json read (Gemma 3's tokenizer.json is 33 MB). */
+export const MAX_TOKENIZER_JSON_BYTES = 256 * 2 ** 20;
+
 function readJsonObject(file: string): JsonObject {
+  let text: string;
+  try {
+    const size = statSync(file).size;
+    if (size > MAX_TOKENIZER_JSON_BYTES) {
+      throw new FormatError(file, `${size} bytes; a tokenizer file is at most ${MAX_TOKENIZER_JSON_BYTES / 2 ** 20} MiB`, { hint: CORRUPT_HINT });
+    }
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    if (e instanceof BitDistillError) throw e;
+    throw new BitDistillError('E_IO', `cannot read ${file}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+  }
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(file, 'utf8'));
+    parsed = JSON.parse(text);
   } catch (e) {
-    throw new FormatError(file, `not valid JSON (${(e as Error).message})`, { hint: CORRUPT_HINT, cause: e });
+    const message = e instanceof Error ? e.message : String(e);
+    throw new FormatError(file, `not valid JSON (${message.length > 200 ? `${message.slice(0, 200)}...` : message})`, { hint: CORRUPT_HINT, cause: e });
   }
   if (!isObject(parsed)) throw new FormatError(file, 'expected a JSON object at the top level', { hint: CORRUPT_HINT });
   return parsed;
@@ -81,7 +102,7 @@ export function validateTokenizerJson(raw: unknown, file: string): CheckedTokeni
   const model = raw.model;
   if (!isObject(model)) return fail('no "model" object');
   if (model.type !== 'BPE' && model.type !== 'WordPiece') {
-    throw new UnsupportedError(`${file}: tokenizer model type ${JSON.stringify(model.type)} is not supported`, {
+    throw new UnsupportedError(`${file}: tokenizer model type ${preview(model.type)} is not supported`, {
       hint: 'supported tokenizer.json models are BPE (GPT-2/Llama-3/Qwen style) and WordPiece (BERT)',
     });
   }
@@ -91,10 +112,10 @@ export function validateTokenizerJson(raw: unknown, file: string): CheckedTokeni
   const byId = new Map<number, string>();
   for (const [token, id] of Object.entries(model.vocab)) {
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
-      return fail(`model.vocab: token ${JSON.stringify(token)} has id ${JSON.stringify(id)}, not an integer >= 0`);
+      return fail(`model.vocab: token ${preview(token)} has id ${preview(id)}, not an integer >= 0`);
     }
     const other = byId.get(id);
-    if (other !== undefined) return fail(`model.vocab: tokens ${JSON.stringify(other)} and ${JSON.stringify(token)} both have id ${id}`);
+    if (other !== undefined) return fail(`model.vocab: tokens ${preview(other)} and ${preview(token)} both have id ${id}`);
     vocab.set(token, id);
     byId.set(id, token);
   }
@@ -104,17 +125,33 @@ export function validateTokenizerJson(raw: unknown, file: string): CheckedTokeni
   let subwordPrefix = '';
   if (model.type === 'BPE') {
     if (model.unk_token != null && (typeof model.unk_token !== 'string' || !vocab.has(model.unk_token))) {
-      return fail(`model.unk_token ${JSON.stringify(model.unk_token)} is not in model.vocab`);
+      return fail(`model.unk_token ${preview(model.unk_token)} is not in model.vocab`);
     }
     json = { ...raw, model: { ...model, merges: checkMerges(model.merges, vocab, file) } };
   } else {
     if (typeof model.unk_token !== 'string' || !vocab.has(model.unk_token)) {
-      return fail(`model.unk_token ${JSON.stringify(model.unk_token)} is not in model.vocab (WordPiece needs one)`);
+      return fail(`model.unk_token ${preview(model.unk_token)} is not in model.vocab (WordPiece needs one)`);
     }
-    subwordPrefix = model.continuing_subword_prefix === undefined ? '##' : String(model.continuing_subword_prefix);
+    const prefix = model.continuing_subword_prefix;
+    if (prefix !== undefined && prefix !== null && typeof prefix !== 'string') {
+      return fail(`model.continuing_subword_prefix is ${preview(prefix)}, expected a string`);
+    }
+    subwordPrefix = typeof prefix === 'string' ? prefix : '##';
+  }
+  for (const key of ['normalizer', 'pre_tokenizer', 'post_processor', 'decoder']) {
+    const v = raw[key];
+    if (v !== undefined && v !== null && !(isObject(v) && typeof v.type === 'string')) {
+      return fail(`${key} is ${preview(v)}, expected null or an object with a "type"`);
+    }
   }
 
   const added = checkAddedTokens(raw.added_tokens ?? [], vocab, byId, file);
+  // The vocabulary size is the largest id + 1: a stray huge id would size the model's embedding from it.
+  let maxId = -1;
+  for (const id of byId.keys()) if (id > maxId) maxId = id;
+  for (const t of added) if (t.id > maxId) maxId = t.id;
+  const tokens = vocab.size + added.filter((t) => !vocab.has(t.content)).length;
+  if (maxId >= 2 * tokens + 1024) fail(`ids go up to ${maxId} for ${tokens} tokens; token ids are numbered from 0 without large gaps`);
   return { kind: model.type === 'BPE' ? 'bpe' : 'wordpiece', json, vocab, added, subwordPrefix };
 }
 
@@ -135,7 +172,7 @@ function checkMerges(merges: unknown, vocab: Map<string, number>, file: string):
       if (parts.length === 2 && parts[0] && parts[1]) pair = [parts[0], parts[1]];
     }
     if (pair === null) {
-      throw new FormatError(file, `model.merges[${i}] is ${JSON.stringify(m)}; expected ["a", "b"] or "a b"`, {
+      throw new FormatError(file, `model.merges[${i}] is ${preview(m)}; expected ["a", "b"] or "a b"`, {
         hint: CORRUPT_HINT,
       });
     }
@@ -143,7 +180,7 @@ function checkMerges(merges: unknown, vocab: Map<string, number>, file: string):
       if (!vocab.has(token)) {
         throw new FormatError(
           file,
-          `model.merges[${i}] (${JSON.stringify(pair[0])} + ${JSON.stringify(pair[1])}): token ${JSON.stringify(token)} is not in model.vocab`,
+          `model.merges[${i}] (${preview(pair[0])} + ${preview(pair[1])}): token ${preview(token)} is not in model.vocab`,
           { hint: 'the merges list does not belong to this vocabulary (corrupted or mixed-up file); ' + CORRUPT_HINT },
         );
       }
@@ -171,13 +208,14 @@ function checkAddedTokens(
       return fail(`added_tokens[${i}] must be {"id": integer >= 0, "content": string, ...}`);
     }
     const { id, content } = t;
-    const where = `added_tokens[${i}] (${JSON.stringify(content)}, id ${id})`;
-    if (seenIds.has(id)) fail(`${where}: id ${id} is also used by ${JSON.stringify(seenIds.get(id))}`);
+    const where = `added_tokens[${i}] (${preview(content)}, id ${id})`;
+    if (t.special !== undefined && typeof t.special !== 'boolean') fail(`${where}: "special" is ${preview(t.special)}, expected true or false`);
+    if (seenIds.has(id)) fail(`${where}: id ${id} is also used by ${preview(seenIds.get(id))}`);
     if (seenContents.has(content)) fail(`${where}: the same content is added twice`);
     const vocabId = vocab.get(content);
     if (vocabId !== undefined && vocabId !== id) fail(`${where}: model.vocab gives this token id ${vocabId}`);
     const vocabToken = byId.get(id);
-    if (vocabToken !== undefined && vocabToken !== content) fail(`${where}: model.vocab uses id ${id} for ${JSON.stringify(vocabToken)}`);
+    if (vocabToken !== undefined && vocabToken !== content) fail(`${where}: model.vocab uses id ${id} for ${preview(vocabToken)}`);
     seenIds.set(id, content);
     seenContents.add(content);
     out.push({ id, content, special: t.special === true });
@@ -281,7 +319,8 @@ export function loadHfTokenizer(file: string): HfTokenizer {
   try {
     lib = new HfLib(checked.json, config ?? {});
   } catch (e) {
-    throw new UnsupportedError(`${file}: @huggingface/tokenizers cannot build this tokenizer (${(e as Error).message})`, {
+    const message = e instanceof Error ? e.message : String(e);
+    throw new UnsupportedError(`${file}: @huggingface/tokenizers cannot build this tokenizer (${message.length > 200 ? `${message.slice(0, 200)}...` : message})`, {
       hint: 'a normalizer, pre-tokenizer or decoder type it does not implement; see its README for the list',
       cause: e,
     });
@@ -299,7 +338,7 @@ export function loadHfTokenizer(file: string): HfTokenizer {
       }
       const id = lookup(content);
       if (id === null) {
-        throw new FormatError(configFile, `${key} ${JSON.stringify(content)} is not a token of ${file}`, {
+        throw new FormatError(configFile, `${key} ${preview(content)} is not a token of ${file}`, {
           hint: 'tokenizer_config.json belongs to another tokenizer; copy the pair from the same model',
         });
       }
@@ -328,7 +367,7 @@ function checkConfigAddedTokens(config: JsonObject, configFile: string, lookup: 
     if (typeof content !== 'string' || lookup(content) !== Number(key)) {
       throw new FormatError(
         configFile,
-        `added_tokens_decoder["${key}"] (${JSON.stringify(content)}) does not match tokenizer.json, which gives it id ${typeof content === 'string' ? lookup(content) : 'none'}`,
+        `added_tokens_decoder[${preview(key)}] (${preview(content)}) does not match tokenizer.json, which gives it id ${typeof content === 'string' ? lookup(content) : 'none'}`,
         { hint: 'tokenizer_config.json belongs to another tokenizer; copy the pair from the same model' },
       );
     }

@@ -15,8 +15,9 @@
  * decode() is run.c's decode(): the leading space of the first piece (after BOS) is dropped as SentencePiece
  * does, byte tokens become raw bytes, and the bytes are UTF-8 decoded at the end.
  */
-import { readFileSync, existsSync } from 'node:fs';
-import { ArgumentError, FormatError, NotFoundError } from '@bitdistill/core';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { ArgumentError, BitDistillError, FormatError, NotFoundError } from '@bitdistill/core';
+import { preview } from './preview.ts';
 import { checkTokenId } from './tokenizer.ts';
 import type { DecodeOptions, EncodeOptions, Tokenizer } from './tokenizer.ts';
 
@@ -33,9 +34,13 @@ export interface Llama2cTokenizerOptions {
 const utf8 = new TextDecoder('utf-8', { fatal: false });
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** Bytes as a string of char codes 0..255: a Map key that compares and concatenates like C strings. */
+/**
+ * Bytes as a string of char codes 0..255: a Map key that compares and concatenates like C strings. Node's
+ * latin1 is that mapping (String.fromCharCode(...bytes) is too, but a spread of a long token overflows the
+ * call stack).
+ */
 function byteKey(bytes: Uint8Array): string {
-  return String.fromCharCode(...bytes);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
 }
 
 export class Llama2cTokenizer implements Tokenizer {
@@ -216,6 +221,11 @@ export function parseLlama2cTokenizer(bytes: Uint8Array, file: string, options: 
   if (bytes.length < 4) fail(`${bytes.length} bytes is too short for the 4-byte header`);
   const maxTokenLength = view.getInt32(0, true);
   if (maxTokenLength <= 0) fail(`max_token_length is ${maxTokenLength}; expected a positive number`);
+  // run.c allocates buffers from it: no token can be longer than the file.
+  if (maxTokenLength > bytes.length) fail(`max_token_length is ${maxTokenLength}, more than the ${bytes.length}-byte file`);
+  if (vocabSize !== undefined && vocabSize > (bytes.length - 4) / 9) {
+    fail(`vocab size ${vocabSize} needs at least ${vocabSize * 9 + 4} bytes (score, length, one byte a token); the file has ${bytes.length}`);
+  }
 
   const pieces: Uint8Array[] = [];
   const scores: number[] = [];
@@ -251,13 +261,13 @@ export function parseLlama2cTokenizer(bytes: Uint8Array, file: string, options: 
   for (let b = 0; b < 256; b++) {
     const want = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
     const got = utf8.decode(pieces[b + BYTE_OFFSET]);
-    if (got !== want) fail(`token ${b + BYTE_OFFSET} is ${JSON.stringify(got)}; expected the byte token ${want}`);
+    if (got !== want) fail(`token ${b + BYTE_OFFSET} is ${preview(got)}; expected the byte token ${want}`);
   }
   const seen = new Map<string, number>();
   pieces.forEach((p, id) => {
     const key = byteKey(p);
     const first = seen.get(key);
-    if (first !== undefined) fail(`tokens ${first} and ${id} are both ${JSON.stringify(utf8.decode(p))}; lookups would be ambiguous`);
+    if (first !== undefined) fail(`tokens ${first} and ${id} are both ${preview(utf8.decode(p))}; lookups would be ambiguous`);
     seen.set(key, id);
   });
   if (!seen.has(' ')) fail('no " " token (the dummy prefix that encode puts before the text)');
@@ -271,5 +281,21 @@ export function loadLlama2cTokenizer(file: string, options: Llama2cTokenizerOpti
       hint: 'llama2.c models ship their tokenizer separately (tokenizer.bin, or tok512.bin for stories260K)',
     });
   }
-  return parseLlama2cTokenizer(readFileSync(file), file, options);
+  let bytes: Uint8Array;
+  try {
+    const size = statSync(file).size;
+    if (size > MAX_TOKENIZER_BIN_BYTES) {
+      throw new FormatError(file, `${size} bytes; a llama2.c tokenizer is at most ${MAX_TOKENIZER_BIN_BYTES / 2 ** 20} MiB`, {
+        hint: 'is this a model checkpoint rather than its tokenizer.bin?',
+      });
+    }
+    bytes = readFileSync(file);
+  } catch (e) {
+    if (e instanceof BitDistillError) throw e;
+    throw new BitDistillError('E_IO', `cannot read ${file}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+  }
+  return parseLlama2cTokenizer(bytes, file, options);
 }
+
+/** The largest tokenizer.bin read (a 256k vocabulary takes a few MB). */
+export const MAX_TOKENIZER_BIN_BYTES = 256 * 2 ** 20;

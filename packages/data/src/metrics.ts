@@ -141,8 +141,13 @@ export function computeMetrics(task: TaskSpec, preds: Values, golds: Values): Pa
   checkPair(`metrics for ${task.name}`, preds, golds);
   let p: Values = preds;
   if (task.kind === 'regression') {
-    const scores = task.labelWords.map(Number);
-    const middle = (Math.min(...scores) + Math.max(...scores)) / 2;
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const w of task.labelWords) {
+      lo = Math.min(lo, Number(w));
+      hi = Math.max(hi, Number(w));
+    }
+    const middle = (lo + hi) / 2;
     p = Float64Array.from({ length: preds.length }, (_, i) => {
       const v = preds[i] as number;
       return Number.isFinite(v) ? v : middle;

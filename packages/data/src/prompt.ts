@@ -160,7 +160,9 @@ export function makeSftBatch(
     return { seq: [...prompt, ...ex.answerIds], promptLen: prompt.length };
   });
   const B = rows.length;
-  const T = options.padTo === 'max' ? maxLen : Math.max(...rows.map((r) => r.seq.length - 1));
+  let longest = 0;
+  for (const r of rows) longest = Math.max(longest, r.seq.length - 1);
+  const T = options.padTo === 'max' ? maxLen : longest;
   const inputIds = new Int32Array(B * T).fill(padId);
   const labels = new Int32Array(B * T).fill(padId);
   const answerMask = new Float32Array(B * T);

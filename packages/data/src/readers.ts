@@ -18,6 +18,7 @@ import { dirname, extname } from 'node:path';
 import { BitDistillError, FormatError, NotFoundError, UnsupportedError } from '@bitdistill/core';
 import { openArrow } from './arrow-ipc.ts';
 import { openParquet } from './parquet.ts';
+import { nameList, preview } from './preview.ts';
 import type { TaskSpec } from './tasks.ts';
 
 /** One labelled example: text fields by HF column name; class index (or STS-B score). */
@@ -85,21 +86,6 @@ function dataError(file: string, where: string, message: string, hint?: string):
 /** The task's columns as HF names: text fields, then the label. */
 function hfColumns(task: TaskSpec): string[] {
   return [...task.fields, task.labelColumn];
-}
-
-/** A value for a message: short, and never a walk over a deep or huge structure. */
-export function preview(v: unknown): string {
-  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v);
-  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean' || v === null || v === undefined) return String(v);
-  if (Array.isArray(v)) return `a list of ${v.length}`;
-  if (v instanceof Uint8Array) return `${v.length} bytes`;
-  return `a ${typeof v === 'object' ? 'mapping' : typeof v}`;
-}
-
-/** Names for a message: at most 20, each cut short. */
-export function nameList(names: readonly string[]): string {
-  const shown = names.slice(0, 20).map((n) => (n.length > 40 ? `${n.slice(0, 40)}...` : n));
-  return names.length > 20 ? `${shown.join(', ')} and ${names.length - 20} more` : shown.join(', ');
 }
 
 function missingColumns(
