@@ -3,8 +3,14 @@
  * YAML scalar or flow collection: `optim.lr=5e-6` is a number, `task.trainLimit=null` null,
  * `stages=[teacher,distill]` a list; `stages.0=teacher` or `stages[0]=teacher` sets one item), then validate.
  * Problems in the file, in the overrides and in the values they set all come back together in one ConfigError.
+ *
+ * Budget (issue 21: a 101 KB file with an unclosed `[` gave a 99,001-line error): the file is at most
+ * MAX_CONFIG_BYTES; before the parse, yaml's lexer (linear and cheap) counts tokens and nesting, because on broken
+ * input the parser spends ~10 us per token, and `[` or `? ` repeated 500,000 times crash it (a RegExp compile
+ * out of memory); the parsed value is at most MAX_DEPTH deep; aliases expand at most MAX_ALIASES times; a
+ * ConfigError lists at most MAX_PROBLEMS problems, each cut to MAX_MESSAGE characters. Overrides get the same.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import YAML from 'yaml';
 import { BitDistillError, ConfigError, NotFoundError, type ConfigIssue } from '@bitdistill/core';
 import { validate } from './schema.ts';
@@ -24,30 +30,141 @@ function errnoCode(e: unknown): string | undefined {
   return typeof e === 'object' && e !== null && 'code' in e && typeof e.code === 'string' ? e.code : undefined;
 }
 
+/** A config file larger than this is refused before it is read (the shipped configs are about 2 KB). */
+export const MAX_CONFIG_BYTES = 2 ** 20;
+/** YAML tokens in a config or an override (a config has about a thousand, spaces and newlines included). */
+export const MAX_YAML_TOKENS = 50_000;
+/** Nesting of collections, and of `-` `?` `:` indicators on one line. */
+export const MAX_DEPTH = 64;
+/** Problems listed in a ConfigError; the rest are counted in a last line. */
+export const MAX_PROBLEMS = 20;
+const MAX_MESSAGE = 300;
+const MAX_ALIASES = 100;
+const MAX_OVERRIDE_BYTES = 64 * 2 ** 10;
+const MAX_OVERRIDES = 1000;
+/** Lines a [ or { may stay open: yaml's parser recurses once per line of a flow collection. */
+const MAX_FLOW_LINES = 1000;
+
+/**
+ * The lexer pass (see the file comment): a problem if the text has too many tokens, flow collections nested
+ * deeper than MAX_DEPTH, or more than MAX_DEPTH block indicators on one line; else null.
+ */
+function yamlBudget(text: string): ConfigIssue | null {
+  let tokens = 0;
+  let flow = 0;
+  let line = 1;
+  let indicators = 0;
+  let opened = { token: '', line: 0 }; // the outermost open [ or {
+  const at = (message: string): ConfigIssue => ({ path: `line ${line}`, message });
+  const unclosed = (): ConfigIssue => ({
+    path: `line ${opened.line}`,
+    message: `the '${opened.token}' here is still open ${line - opened.line} lines later, where reading stopped; close it with '${opened.token === '[' ? ']' : '}'}'`,
+  });
+  for (const token of new YAML.Lexer().lex(text)) {
+    if (++tokens > MAX_YAML_TOKENS) return flow > 0 ? unclosed() : at(`more than ${MAX_YAML_TOKENS} YAML tokens; a config has a few hundred lines`);
+    switch (YAML.CST.tokenType(token)) {
+      case 'flow-seq-start':
+      case 'flow-map-start':
+        if (flow === 0) opened = { token, line };
+        if (++flow > MAX_DEPTH) return at(`[ and { nested more than ${MAX_DEPTH} deep`);
+        break;
+      case 'flow-seq-end':
+      case 'flow-map-end':
+        if (flow > 0) flow--;
+        break;
+      case 'seq-item-ind':
+      case 'explicit-key-ind':
+      case 'map-value-ind':
+        if (flow === 0 && ++indicators > MAX_DEPTH) return at(`more than ${MAX_DEPTH} '-', '?' or ':' indicators on one line`);
+        break;
+      case 'doc-mode':
+      case 'scalar':
+      case 'flow-error-end':
+        break; // markers the lexer adds; not text
+      default:
+        for (let i = token.indexOf('\n'); i >= 0; i = token.indexOf('\n', i + 1)) {
+          line++;
+          indicators = 0;
+        }
+        if (flow > 0 && line - opened.line > MAX_FLOW_LINES) return unclosed();
+    }
+  }
+  return null;
+}
+
+/** Depth of nested lists and mappings in a plain value, counted without recursion. */
+function depthOf(value: unknown): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[value, 0]];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const [v, d] = top;
+    if (typeof v !== 'object' || v === null) continue;
+    deepest = Math.max(deepest, d + 1);
+    if (deepest > MAX_DEPTH) return deepest;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, d + 1]);
+  }
+  return deepest;
+}
+
+const cut = (s: string): string => (s.length > MAX_MESSAGE ? `${s.slice(0, MAX_MESSAGE)}...` : s);
+
+/**
+ * YAML text -> plain JS within the budget, or the problems found: syntax errors with `line L, column C` (from
+ * `where`'s line counter), too many tokens, too deep, too many aliases.
+ */
+function parseYaml(text: string): { value: unknown } | { issues: ConfigIssue[] } {
+  const budget = yamlBudget(text);
+  if (budget !== null) return { issues: [budget] };
+  const lineCounter = new YAML.LineCounter();
+  // logLevel 'error': the library would print its warnings (libraries never print); errors are collected anyway.
+  const doc = YAML.parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, logLevel: 'error' });
+  if (doc.errors.length > 0) {
+    return {
+      issues: doc.errors.map((e): ConfigIssue => {
+        const pos = lineCounter.linePos(e.pos[0]);
+        return { path: `line ${pos.line}, column ${pos.col}`, message: `YAML syntax error: ${cut(e.message.split('\n')[0] ?? '')}` };
+      }),
+    };
+  }
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: MAX_ALIASES });
+  } catch (e) {
+    return { issues: [{ path: '', message: `YAML error: ${cut(e instanceof Error ? e.message : String(e))}` }] };
+  }
+  if (depthOf(value) > MAX_DEPTH) return { issues: [{ path: '', message: `lists and mappings nested more than ${MAX_DEPTH} deep` }] };
+  return { value };
+}
+
+/** The first MAX_PROBLEMS issues, messages cut short, and a line that counts the rest. */
+function listed(issues: readonly ConfigIssue[]): ConfigIssue[] {
+  const out = issues.slice(0, MAX_PROBLEMS).map((i) => ({ path: cut(i.path), message: cut(i.message) }));
+  if (issues.length > MAX_PROBLEMS) {
+    out.push({ path: `+${issues.length - MAX_PROBLEMS} more`, message: `problems not listed (the first ${MAX_PROBLEMS} are above)` });
+  }
+  return out;
+}
+
 /** Parses a YAML file to plain JS; a syntax error is a ConfigError whose issues carry line and column. */
 function readYaml(file: string): unknown {
   let text: string;
   try {
+    const size = statSync(file).size;
+    if (size > MAX_CONFIG_BYTES) {
+      throw new ConfigError(file, [{ path: '', message: `the file is ${size} bytes; a config is at most ${MAX_CONFIG_BYTES / 2 ** 20} MiB` }]);
+    }
     text = readFileSync(file, 'utf8');
   } catch (e) {
+    if (e instanceof ConfigError) throw e;
     const code = errnoCode(e);
     const hint = `paths are relative to the working directory (${process.cwd()}); shipped configs are in configs/`;
     if (code === 'ENOENT') throw new NotFoundError(file, `config file not found: ${file}`, { hint, cause: e });
     if (code === 'EISDIR') throw new NotFoundError(file, `${file} is a folder, not a YAML config file`, { hint, cause: e });
     throw new BitDistillError('E_IO', `cannot read config ${file}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
   }
-  const doc = YAML.parseDocument(text);
-  const issues = doc.errors.map((e): ConfigIssue => {
-    const pos = e.linePos?.[0];
-    const first = (e.message.split('\n')[0] ?? '').replace(/\s*at line \d+, column \d+:?$/, '');
-    return { path: pos ? `line ${pos.line}, column ${pos.col}` : '', message: `YAML syntax error: ${first}` };
-  });
-  if (issues.length > 0) throw new ConfigError(file, issues);
-  try {
-    return doc.toJS();
-  } catch (e) {
-    throw new ConfigError(file, [{ path: '', message: `YAML error: ${e instanceof Error ? e.message : String(e)}` }]);
-  }
+  const parsed = parseYaml(text);
+  if ('issues' in parsed) throw new ConfigError(file, listed(parsed.issues));
+  return parsed.value;
 }
 
 /** `optim.lr`, `stages.0`, `stages[0]` -> segments; undefined if malformed (empty segment, stray bracket). */
@@ -93,21 +210,29 @@ function applyOverrides(
 ): { doc: Record<string, unknown>; applied: Applied[] } {
   const doc = { ...root };
   const applied: Applied[] = [];
+  if (overrides.length > MAX_OVERRIDES) {
+    issues.push({ path: 'overrides', message: `${overrides.length} overrides; at most ${MAX_OVERRIDES} (put the settings in the config file)` });
+    return { doc, applied };
+  }
   overrides.forEach((text, i) => {
     const at = `overrides[${i}]`;
+    if (text.length > MAX_OVERRIDE_BYTES) {
+      issues.push({ path: at, message: `override '${cut(text)}' is ${text.length} characters; at most ${MAX_OVERRIDE_BYTES}` });
+      return;
+    }
     const eq = text.indexOf('=');
     const segs = eq > 0 ? parseKey(text.slice(0, eq).trim()) : undefined;
-    if (segs === undefined || segs.length === 0) {
+    if (segs === undefined || segs.length === 0 || segs.length > MAX_DEPTH) {
       issues.push({ path: at, message: `malformed override '${text}': expected dotted.key=value, e.g. optim.lr=5e-6` });
       return;
     }
-    let value: unknown;
-    try {
-      value = YAML.parse(text.slice(eq + 1));
-    } catch (e) {
-      issues.push({ path: at, message: `override '${text}': the value is not valid YAML (${(e instanceof Error ? e.message : String(e)).split('\n')[0]})` });
+    const parsed = parseYaml(text.slice(eq + 1));
+    if ('issues' in parsed) {
+      const first = parsed.issues[0] as ConfigIssue;
+      issues.push({ path: at, message: `override '${text}': the value is not valid YAML (${first.message.replace(/^YAML (syntax )?error: /, '')})` });
       return;
     }
+    const value = parsed.value;
     let node: Record<string, unknown> | unknown[] = doc;
     let path = '';
     for (let s = 0; s < segs.length; s++) {
@@ -173,8 +298,8 @@ export function loadConfig(file: string, overrides: readonly string[] = []): Loa
     ({ doc, applied } = applyOverrides(root, filled.ok ? filled.value : filled.partial, overrides, issues));
   }
   const r = validate(trainConfigSchema, doc);
-  if (!r.ok) issues.push(...blameOverrides(r.issues, applied));
-  if (!r.ok || issues.length > 0) throw new ConfigError(file, issues);
+  if (!r.ok) for (const issue of blameOverrides(r.issues, applied)) issues.push(issue);
+  if (!r.ok || issues.length > 0) throw new ConfigError(file, listed(issues));
   const header = [
     `# bitdistill config resolved from ${file}${overrides.length > 0 ? ` with ${overrides.join(' ')}` : ''}`.replace(/[\r\n]+/g, ' '),
     '# relative paths resolve against the working directory',

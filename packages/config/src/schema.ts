@@ -146,8 +146,11 @@ export function nearestName(name: string, candidates: readonly string[], aliases
   const pairs: [string, string][] = [...candidates.map((c): [string, string] => [c, c]), ...Object.entries(aliases)];
   for (const [cand, target] of pairs) {
     const m = norm(cand);
-    const d = levenshtein(n, m);
     const prefix = Math.min(n.length, m.length) >= 2 && (m.startsWith(n) || n.startsWith(m));
+    // The edit distance is at least the length difference (exactly that for a prefix): skip the O(|n| |m|)
+    // table when it cannot qualify, so a megabyte-long key costs no more than a short one.
+    if (!prefix && Math.abs(n.length - m.length) > 3) continue;
+    const d = prefix ? Math.abs(n.length - m.length) : levenshtein(n, m);
     if (!((d <= 3 && d < Math.max(n.length, m.length)) || prefix)) continue;
     if (best === undefined || d < best.d) best = { target, d };
   }
