@@ -136,13 +136,9 @@ function parseYaml(text: string): { value: unknown } | { issues: ConfigIssue[] }
   return { value };
 }
 
-/** The first MAX_PROBLEMS issues, messages cut short, and a line that counts the rest. */
-function listed(issues: readonly ConfigIssue[]): ConfigIssue[] {
-  const out = issues.slice(0, MAX_PROBLEMS).map((i) => ({ path: cut(i.path), message: cut(i.message) }));
-  if (issues.length > MAX_PROBLEMS) {
-    out.push({ path: `+${issues.length - MAX_PROBLEMS} more`, message: `problems not listed (the first ${MAX_PROBLEMS} are above)` });
-  }
-  return out;
+/** A ConfigError listing the first MAX_PROBLEMS issues, messages cut short; its header counts them all. */
+function configError(file: string, issues: readonly ConfigIssue[]): ConfigError {
+  return new ConfigError(file, issues.slice(0, MAX_PROBLEMS).map((i) => ({ path: cut(i.path), message: cut(i.message) })), issues.length);
 }
 
 /** Parses a YAML file to plain JS; a syntax error is a ConfigError whose issues carry line and column. */
@@ -163,7 +159,7 @@ function readYaml(file: string): unknown {
     throw new BitDistillError('E_IO', `cannot read config ${file}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
   }
   const parsed = parseYaml(text);
-  if ('issues' in parsed) throw new ConfigError(file, listed(parsed.issues));
+  if ('issues' in parsed) throw configError(file, parsed.issues);
   return parsed.value;
 }
 
@@ -299,7 +295,7 @@ export function loadConfig(file: string, overrides: readonly string[] = []): Loa
   }
   const r = validate(trainConfigSchema, doc);
   if (!r.ok) for (const issue of blameOverrides(r.issues, applied)) issues.push(issue);
-  if (!r.ok || issues.length > 0) throw new ConfigError(file, listed(issues));
+  if (!r.ok || issues.length > 0) throw configError(file, issues);
   const header = [
     `# bitdistill config resolved from ${file}${overrides.length > 0 ? ` with ${overrides.join(' ')}` : ''}`.replace(/[\r\n]+/g, ' '),
     '# relative paths resolve against the working directory',

@@ -92,18 +92,24 @@ export interface ConfigIssue {
   message: string;
 }
 
-/** All problems of one config at once: validation never stops at the first. */
+/**
+ * All problems of one config at once: validation never stops at the first. `total` counts every problem found
+ * when `issues` lists only the first ones (a hostile file can yield thousands).
+ */
 export class ConfigError extends BitDistillError {
   readonly file: string;
   readonly issues: readonly ConfigIssue[];
-  constructor(file: string, issues: readonly ConfigIssue[]) {
-    const lines = issues.map((i) => `  ${i.path || '(root)'}: ${i.message}`).join('\n');
-    super('E_CONFIG', `${file}: ${issues.length} problem${issues.length === 1 ? '' : 's'} in the config\n${lines}`, {
+  readonly total: number;
+  constructor(file: string, issues: readonly ConfigIssue[], total = issues.length) {
+    const more = total > issues.length ? `\n  ... and ${total - issues.length} more not listed` : '';
+    const lines = issues.map((i) => `  ${i.path || '(root)'}: ${i.message}`).join('\n') + more;
+    super('E_CONFIG', `${file}: ${total} problem${total === 1 ? '' : 's'} in the config\n${lines}`, {
       hint: 'fix the keys listed above; `bitdistill validate --config FILE` re-checks without running',
     });
     this.name = 'ConfigError';
     this.file = file;
     this.issues = issues;
+    this.total = total;
   }
 }
 
