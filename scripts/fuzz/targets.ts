@@ -90,25 +90,6 @@ async function checkExamples(path: string, task: string): Promise<void> {
   }
 }
 
-/** A small but real byte-level BPE tokenizer.json: Qwen3's, cut to its first `n` ids and the merges among them. */
-function smallQwenTokenizer(n: number): Uint8Array {
-  const j = JSON.parse(readFileSync(join(ROOT, 'models/qwen3-tokenizer/tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number>; merges: (string | string[])[] }; added_tokens: { id: number }[] };
-  const vocab = Object.fromEntries(Object.entries(j.model.vocab).filter(([, id]) => id < n));
-  const merges = j.model.merges.filter((m) => {
-    const [a, b] = typeof m === 'string' ? m.split(' ') : m;
-    return a !== undefined && b !== undefined && a + b in vocab && a in vocab && b in vocab;
-  });
-  const added = j.added_tokens.slice(0, 8).map((t, i) => ({ ...t, id: n + i }));
-  return new Uint8Array(Buffer.from(JSON.stringify({ ...j, added_tokens: added, model: { ...j.model, vocab, merges } }, null, 1)));
-}
-
-/** BERT's WordPiece tokenizer.json cut to its first `n` ids. */
-function smallBertTokenizer(n: number): Uint8Array {
-  const j = JSON.parse(readFileSync(join(ROOT, 'models/bert-base-uncased/tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> }; added_tokens: { id: number }[] };
-  const vocab = Object.fromEntries(Object.entries(j.model.vocab).filter(([, id]) => id < n));
-  return new Uint8Array(Buffer.from(JSON.stringify({ ...j, added_tokens: j.added_tokens.filter((t) => t.id < n), model: { ...j.model, vocab } }, null, 1)));
-}
-
 const LLAMA = {
   architectures: ['LlamaForCausalLM'],
   model_type: 'llama',
@@ -252,7 +233,8 @@ export async function makeTargets(work: string): Promise<Target[]> {
     {
       name: 'tokenizer.json',
       reader: 'data loadTokenizer(tokenizer.json) + encode/decode',
-      seeds: [one('Qwen3 BPE (first 1,000 ids)', 'tokenizer.json', smallQwenTokenizer(1000), 'text'), one('BERT WordPiece (first 2,000 ids)', 'tokenizer.json', smallBertTokenizer(2000), 'text')],
+      // Cut from the real Qwen3 (byte-level BPE) and BERT (WordPiece) files by packages/data/test/fixtures/make-small-tokenizers.ts.
+      seeds: [one('small BPE (Qwen3)', 'tokenizer.json', read(`${fx}/small-bpe/tokenizer.json`), 'text'), one('small WordPiece (BERT)', 'tokenizer.json', read(`${fx}/small-wordpiece/tokenizer.json`), 'text')],
       run: async (p) => checkTokenizer(loadTokenizer(p), 'tokenizer.json'),
     },
     {
