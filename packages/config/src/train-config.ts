@@ -25,7 +25,7 @@
  *   corpus: {paths: [], seqLen: 512, maxTokens: null}     # continual-pretrain text; [open] budget
  *   stages: [teacher, bitnet-sft, continual-pretrain, distill]   # run in this order; no repeats; `pretrain`
  *                                   # (full-precision LM on the corpus, to build a base model) may come first
- *   student: {subln: allnorm, weightQuant: absmean, quantizeActivations: true}   # [code] allnorm
+ *   student: {subln: allnorm, sublnEps: 1.0e-8, weightQuant: absmean, quantizeActivations: true}   # [code] allnorm, 1e-8
  *   optim: {lr: 5.0e-5, weightDecay: 0.1, beta1: 0.9, beta2: 0.999, eps: 1.0e-8, warmupRatio: 0.05,
  *           schedule: linear, decayRatio: 0.2, gradClip: 1, batchSize: 32, gradAccum: 1, epochs: 3, maxSteps: null,
  *           lossChunkRows: null,
@@ -161,6 +161,8 @@ const trainShape = {
   stages: listOfEnum(STAGE_NAMES).default([...PIPELINE_STAGES]),
   student: obj({
     subln: enumOf(SUBLN_MODES).default('allnorm'),
+    /** SubLN RMSNorm epsilon: 1e-8 as the official code; llama.cpp and transformers apply rms_norm_eps there. */
+    sublnEps: num({ exclusiveMin: 0, max: 1 }).default(1e-8),
     weightQuant: enumOf(WEIGHT_QUANT_MODES).default('absmean'),
     quantizeActivations: bool().default(true),
   }),

@@ -41,7 +41,7 @@ describe('config/train-config', () => {
       task: { name: 'sst2', train: 'datasets/glue/SST-2/train.tsv', dev: 'datasets/glue/SST-2/dev.tsv', trainLimit: 256, devLimit: null },
       corpus: { paths: ['datasets/corpus/tiny.txt'], seqLen: 128, maxTokens: 200000 },
       stages: ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill'],
-      student: { subln: 'allnorm', weightQuant: 'absmean', quantizeActivations: true },
+      student: { subln: 'allnorm', sublnEps: 1e-8, weightQuant: 'absmean', quantizeActivations: true },
       optim: {
         lr: 5e-5,
         weightDecay: 0.1,

@@ -3,6 +3,7 @@
  * The raw JSON is kept so that saving writes back every key we did not interpret.
  */
 import { FormatError, UnsupportedError } from '@bitdistill/core';
+import { SUBLN_EPS } from './names.ts';
 
 export const SUBLN_MODES = ['none', 'standard', 'allnorm'] as const;
 export type SublnMode = (typeof SUBLN_MODES)[number];
@@ -33,6 +34,11 @@ export interface DecoderConfig {
   eosTokenId: number | null;
   /** BitDistill student state (config.json `bitdistill` block); 'none' for a plain model. */
   subln: SublnMode;
+  /**
+   * RMSNorm epsilon of the SubLN gains (`bitdistill.sublnEps`, default SUBLN_EPS = 1e-8, the official code's).
+   * llama.cpp and transformers apply rms_norm_eps there instead (docs/interop.md).
+   */
+  sublnEps: number;
   /** Every key of the original config.json, written back on save. */
   raw: Record<string, unknown>;
 }
@@ -116,8 +122,10 @@ export function parseDecoderConfig(raw: Record<string, unknown>, file: string): 
     throw new FormatError(file, `num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
   }
   const attentionBias = raw['attention_bias'] === true;
+  const rmsNormEps = positive(raw, 'rms_norm_eps', file, 1e-6);
   const bd = raw['bitdistill'];
   let subln: SublnMode = 'none';
+  let sublnEps = SUBLN_EPS;
   if (bd !== undefined && bd !== null && typeof bd === 'object') {
     const s = (bd as Record<string, unknown>)['subln'];
     if (s !== undefined) {
@@ -126,6 +134,7 @@ export function parseDecoderConfig(raw: Record<string, unknown>, file: string): 
       }
       subln = s as SublnMode;
     }
+    sublnEps = positive(bd as Record<string, unknown>, 'sublnEps', `${file} (bitdistill block)`, SUBLN_EPS);
   }
   const ropeScaling = raw['rope_scaling'];
   if (ropeScaling !== undefined && ropeScaling !== null) {
@@ -141,7 +150,7 @@ export function parseDecoderConfig(raw: Record<string, unknown>, file: string): 
     numKvHeads,
     headDim,
     ropeTheta: ropeBase(raw, file),
-    rmsNormEps: positive(raw, 'rms_norm_eps', file, 1e-6),
+    rmsNormEps,
     tieWordEmbeddings: raw['tie_word_embeddings'] === true,
     qkvBias: mt === 'qwen2' || attentionBias,
     oBias: mt !== 'qwen2' && attentionBias,
@@ -150,6 +159,7 @@ export function parseDecoderConfig(raw: Record<string, unknown>, file: string): 
     bosTokenId: firstId(raw['bos_token_id']),
     eosTokenId: firstId(raw['eos_token_id']),
     subln,
+    sublnEps,
     raw,
   };
 }

@@ -161,10 +161,11 @@ export class Decoder {
 
   /**
    * Switch the SubLN mode: gains the new mode needs and the model lacks are added, initialised to 1; gains it
-   * does not use are dropped; gains it keeps (e.g. loaded from a checkpoint) are left as they are.
-   * Returns the names of the added gains.
+   * does not use are dropped; gains it keeps (e.g. loaded from a checkpoint) are left as they are. `eps` is the
+   * SubLN RMSNorm epsilon (default: the one the config has). Returns the names of the added gains.
    */
-  setSubln(mode: DecoderConfig['subln']): string[] {
+  setSubln(mode: DecoderConfig['subln'], eps: number = this.config.sublnEps): string[] {
+    if (!(eps > 0 && Number.isFinite(eps))) throw new ArgumentError(`setSubln: the SubLN epsilon must be a finite number > 0, got ${eps}`, { hint: 'student.sublnEps is e.g. 1e-8 (the official code) or the model\'s rms_norm_eps' });
     const oldNames = new Set<string>();
     for (let l = 0; l < this.config.numLayers; l++) {
       for (const proj of PROJECTIONS) {
@@ -173,6 +174,7 @@ export class Decoder {
       }
     }
     (this.config as { subln: DecoderConfig['subln'] }).subln = mode;
+    (this.config as { sublnEps: number }).sublnEps = eps;
     const expected = Decoder.expectedShapes(this.config);
     for (const name of oldNames) {
       if (!expected.has(name)) {
@@ -237,7 +239,7 @@ export class Decoder {
   private project(x: tf.Tensor2D, layer: number, proj: Projection): tf.Tensor2D {
     const base = projectionName(layer, proj);
     const sub = sublnName(layer, proj, this.config.subln);
-    const xin = sub === null ? x : (rmsNorm(x, this.param(sub), SUBLN_EPS) as tf.Tensor2D); // SubLN (PAPER.md section 3)
+    const xin = sub === null ? x : (rmsNorm(x, this.param(sub), this.config.sublnEps) as tf.Tensor2D); // SubLN (PAPER.md section 3)
     const linear = this.linears.get(base) ?? denseLinear;
     const w = this.param(`${base}.weight`) as tf.Tensor as tf.Tensor2D;
     const rec = this.projections;

@@ -107,7 +107,12 @@ export function configJson(model: Decoder, extra: Record<string, unknown> = {}):
   const c = model.config;
   const out: Record<string, unknown> = { ...c.raw };
   const prev = c.raw['bitdistill'];
-  const block: Record<string, unknown> = { ...(prev !== null && typeof prev === 'object' ? (prev as Record<string, unknown>) : {}), ...extra, subln: c.subln };
+  const block: Record<string, unknown> = {
+    ...(prev !== null && typeof prev === 'object' ? (prev as Record<string, unknown>) : {}),
+    ...extra,
+    subln: c.subln,
+    ...(c.subln !== 'none' ? { sublnEps: c.sublnEps } : {}),
+  };
   if (c.subln === 'none' && Object.keys(extra).length === 0 && prev === undefined) delete out['bitdistill'];
   else out['bitdistill'] = block;
   return out;

@@ -4,7 +4,7 @@
  */
 import type { DecoderConfig } from './config.ts';
 
-/** SubLN RMSNorm epsilon (PAPER.md section 3, [code]). */
+/** Default SubLN RMSNorm epsilon (PAPER.md section 3, [code]); a student's own is DecoderConfig.sublnEps. */
 export const SUBLN_EPS = 1e-8;
 
 /** The seven projections of a decoder block that BitNet quantizes. */

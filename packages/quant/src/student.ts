@@ -43,6 +43,8 @@ export function makeBitLinear(options: BitLinearOptions): LinearFn {
 
 export interface PrepareStudentOptions {
   subln: SublnMode;
+  /** RMSNorm epsilon of the SubLN gains (default: the model's, SUBLN_EPS = 1e-8 unless its config says otherwise). */
+  sublnEps?: number;
   weightQuant: WeightQuantMode;
   /** Projections to keep full precision: substrings or RegExps matched against names like `model.layers.3.mlp.down_proj`. */
   exclude?: readonly (string | RegExp)[];
@@ -60,6 +62,7 @@ export interface StudentReport {
 /** What a checkpoint's config.json records about the student (the `bitdistill` block). */
 export interface StudentRecord {
   subln: SublnMode;
+  sublnEps: number;
   weightQuant: WeightQuantMode | 'none';
   activationQuant: 'int8-per-token' | 'none';
   exclude: string[];
@@ -89,9 +92,10 @@ export function prepareStudent(model: Decoder, options: PrepareStudentOptions): 
       hint: 'narrow the exclude patterns',
     });
   }
-  report.sublnAdded = model.setSubln(options.subln);
+  report.sublnAdded = model.setSubln(options.subln, options.sublnEps);
   const record: StudentRecord = {
     subln: options.subln,
+    sublnEps: model.config.sublnEps,
     weightQuant: quantize ? options.weightQuant : 'none',
     activationQuant: quantize && options.quantizeActivations !== false ? 'int8-per-token' : 'none',
     exclude: report.excluded,
@@ -109,6 +113,7 @@ export function studentRecord(model: Decoder): StudentRecord | null {
   if (r.weightQuant === undefined) return null;
   return {
     subln: model.config.subln,
+    sublnEps: model.config.sublnEps,
     weightQuant: r.weightQuant,
     activationQuant: r.activationQuant ?? 'int8-per-token',
     exclude: Array.isArray(r.exclude) ? r.exclude : [],
@@ -122,6 +127,7 @@ export function restoreStudent(model: Decoder): boolean {
   const exclude = r.exclude.map((n) => new RegExp(`^${n.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`));
   prepareStudent(model, {
     subln: r.subln,
+    sublnEps: r.sublnEps,
     weightQuant: r.weightQuant === 'none' ? 'absmean' : r.weightQuant,
     quantize: r.weightQuant !== 'none',
     quantizeActivations: r.activationQuant !== 'none',

@@ -149,8 +149,9 @@ function configOf(f: GgufFile, path: string, tensors: Map<string, TensorEntry>):
     if (Math.fround(c.rmsNormEps) !== eps || Math.fround(c.ropeTheta) !== theta) throw new FormatError(path, 'bitdistill.hf_config_json disagrees with the GGUF rms_norm_eps / rope_theta');
     return raw;
   }
-  // A bitnet GGUF from elsewhere (e.g. llama.cpp's converter): Llama with standard SubLN and tied embeddings.
-  return { ...keys, model_type: 'llama', architectures: ['LlamaForCausalLM'], rms_norm_eps: eps, rope_theta: theta, tie_word_embeddings: true, hidden_act: 'silu', attention_bias: false, bitdistill: { subln: 'standard' } };
+  // A bitnet GGUF from elsewhere (e.g. llama.cpp's converter): Llama with standard SubLN and tied embeddings, whose
+  // SubLN takes the file's one epsilon, as llama.cpp applies it.
+  return { ...keys, model_type: 'llama', architectures: ['LlamaForCausalLM'], rms_norm_eps: eps, rope_theta: theta, tie_word_embeddings: true, hidden_act: 'silu', attention_bias: false, bitdistill: { subln: 'standard', sublnEps: eps } };
 }
 
 /** The tokenizer a bitnet GGUF carries in its tokenizer.ggml.* (and tokenizer.huggingface.json) metadata. */

@@ -17,7 +17,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FormatError, NotFoundError, UnsupportedError, ArgumentError } from '@bitdistill/core';
 import { isGgufFile, loadSafetensorsDir, tensorToFloat32, type TensorEntry } from '@bitdistill/format';
-import { parseDecoderConfig, PROJECTIONS, projectionName, sublnName, SUBLN_EPS, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
+import { parseDecoderConfig, PROJECTIONS, projectionName, sublnName, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
 import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
 import { loadGgufModel } from './gguf.ts';
 import {
@@ -62,6 +62,11 @@ export const EMBEDDING_MODES: readonly EmbeddingMode[] = ['fp32', 'int8'];
 export interface RuntimeOptions {
   /** default 'fp32' */
   embeddings?: EmbeddingMode;
+  /**
+   * The SubLN RMSNorm epsilon to apply instead of the model's own (config `bitdistill.sublnEps`): what the model
+   * computes on a target that uses another, e.g. llama.cpp and transformers, which apply rms_norm_eps there.
+   */
+  sublnEps?: number;
 }
 
 /** A vocabulary-sized matrix [V, C] in either form. */
@@ -233,6 +238,7 @@ export class TernaryRuntime {
   private readonly finalNorm: Float32Array;
   private readonly lmHead: VocabMatrix;
   private readonly layers: Layer[];
+  private readonly sublnEps: number;
   private readonly buf = new Buffers();
 
   private constructor(dir: string, config: DecoderConfig, tokenizer: Tokenizer, tensors: ExportTensors, options: RuntimeOptions) {
@@ -247,6 +253,8 @@ export class TernaryRuntime {
     let dense = 0;
     const embeddings = options.embeddings ?? 'fp32';
     if (!EMBEDDING_MODES.includes(embeddings)) throw new ArgumentError(`embeddings must be one of ${EMBEDDING_MODES.join(', ')}, got '${String(embeddings)}'`);
+    this.sublnEps = options.sublnEps ?? c.sublnEps;
+    if (!(this.sublnEps > 0 && Number.isFinite(this.sublnEps))) throw new ArgumentError(`sublnEps must be a finite number > 0, got ${this.sublnEps}`);
     const take = (name: string, shape: readonly number[], what: string) => {
       const a = tensors.float(name, shape, what);
       weightBytes += a.byteLength;
@@ -342,7 +350,7 @@ export class TernaryRuntime {
     const sub = layer.subln[pr];
     const b = this.buf;
     const y = b.f32(pr, T * lin.rows);
-    const xin = sub !== undefined ? rmsNorm(x, sub, T, lin.cols, SUBLN_EPS, b.f32(`subln:${lin.cols}`, T * lin.cols)) : x;
+    const xin = sub !== undefined ? rmsNorm(x, sub, T, lin.cols, this.sublnEps, b.f32(`subln:${lin.cols}`, T * lin.cols)) : x;
     if (lin.kind === 'ternary') {
       const q = sub === undefined && xq !== undefined ? xq : quantizeActivations(xin, T, lin.cols, b.quant(`xq:${lin.cols}`, T, lin.cols));
       // Exact int32 products, then y = acc * f32(d / s) in float32: the same two roundings as the tfjs

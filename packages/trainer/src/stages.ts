@@ -292,7 +292,7 @@ async function lmStage(ctx: StageContext, stage: 'pretrain' | 'continual-pretrai
   const c = ctx.config;
   const { model, tokenizer, source } = loadModel(c.model.path, { logger: ctx.logger });
   if (stage === 'continual-pretrain') {
-    prepareStudent(model, { subln: c.student.subln, weightQuant: c.student.weightQuant, quantizeActivations: c.student.quantizeActivations });
+    prepareStudent(model, { subln: c.student.subln, sublnEps: c.student.sublnEps, weightQuant: c.student.weightQuant, quantizeActivations: c.student.quantizeActivations });
   }
   const o = { ...c.optim, ...(c.stageOptim[stage] ?? {}) };
   model.recompute = o.recompute; // activation recomputation per decoder block (Decoder.recompute)
@@ -379,7 +379,7 @@ export async function distillStage(ctx: StageContext): Promise<StageResult> {
   }
   if (!existsSync(from)) throw new NotFoundError(from, `distill.studentPath: no model at ${from}`, { hint: 'point it at a continual-pretrain final/ folder' });
   const { model, tokenizer, source } = loadModel(from, { logger: ctx.logger });
-  if (!restoreStudent(model)) prepareStudent(model, { subln: c.student.subln, weightQuant: c.student.weightQuant, quantizeActivations: c.student.quantizeActivations });
+  if (!restoreStudent(model)) prepareStudent(model, { subln: c.student.subln, sublnEps: c.student.sublnEps, weightQuant: c.student.weightQuant, quantizeActivations: c.student.quantizeActivations });
   if (!d.logit && !d.attention) {
     // Both distillation terms ablated: CE on the answer tokens only, no teacher (Table 5's SubLN(+CPT) rows).
     ctx.logger.info({ studentFrom: from }, 'distill with logit and attention terms off: CE only, no teacher');
