@@ -17,11 +17,12 @@
  *   task:
  *     name: REQUIRED                # registry name (sst2, mnli, ...) or a custom task's name
  *     train: REQUIRED               # TSV / JSONL file
- *     dev: REQUIRED
+ *     dev: REQUIRED                 # a file, or a list (MNLI: matched, mismatched; metrics accuracy_m, accuracy_mm)
+ *     format: (from the extension)  # tsv | jsonl | parquet | arrow, for files under another extension (.txt is tsv)
  *     trainLimit: null              # first N training examples; null = all
  *     devLimit: null
  *     # optional custom definition, checked in full by @bitdistill/data (defineTask): kind, fields,
- *     # labelColumn, labels, labelWords, template, templateVersion, metrics
+ *     # labelColumn, labels, labelWords, template, templateVersion, metrics, range (regression)
  *   corpus: {paths: [], seqLen: 512, maxTokens: null}     # continual-pretrain text; [open] budget
  *   stages: [teacher, bitnet-sft, continual-pretrain, distill]   # run in this order; no repeats; `pretrain`
  *                                   # (full-precision LM on the corpus, to build a base model) may come first
@@ -52,6 +53,7 @@ import {
   record,
   str,
   validate,
+  Schema,
   type DeepPartial,
   type Infer,
   type ObjectOf,
@@ -69,6 +71,7 @@ const SUBLN_MODES = ['allnorm', 'standard', 'none'] as const; // @bitdistill/mod
 const WEIGHT_QUANT_MODES = ['absmean', 'block256', 'perRow'] as const; // @bitdistill/quant WEIGHT_QUANT_MODES
 const SCHEDULES = ['linear', 'cosine', 'wsd', 'constant'] as const; // @bitdistill/trainer SCHEDULES
 const METRICS = ['accuracy', 'f1', 'matthews', 'pearson', 'spearman'] as const; // @bitdistill/data METRIC_NAMES
+const DATASET_FORMATS = ['tsv', 'jsonl', 'parquet', 'arrow'] as const; // @bitdistill/data DATASET_FORMATS
 
 /** [code] AdamW (0.9, 0.999, 1e-8), clip 1.0, warmup 0.05, linear decay, wd 0.1, LR 5e-5 (YAML), 2-3 epochs; [paper] batch 32. */
 const optimShape = {
@@ -114,6 +117,16 @@ const OPTIM_ALIASES = {
   num_train_epochs: 'epochs',
 };
 
+/** A string, or a non-empty list of distinct strings. */
+function strOrList(): Schema<string | string[]> {
+  const one = str();
+  const many = list(str(), { minLength: 1, unique: true });
+  return Schema.of<string | string[]>({
+    expected: 'a non-empty string or a list of them',
+    check: (v, path, issues) => (Array.isArray(v) ? many.check(v, path, issues) : one.check(v, path, issues)),
+  });
+}
+
 /** A non-empty list of distinct strings / enum values. */
 function listOfStrings() {
   return list(str(), { minLength: 1, unique: true });
@@ -136,12 +149,17 @@ const trainShape = {
     {
       name: str(),
       train: str(),
-      dev: str(),
+      /** One file, or several evaluated apart (MNLI: [dev_matched.tsv, dev_mismatched.tsv] -> accuracy_m, accuracy_mm). */
+      dev: strOrList(),
+      /** The data files' format when their extension does not say it (tsv, jsonl, parquet, arrow). */
+      format: enumOf(DATASET_FORMATS).optional(),
       trainLimit: int({ min: 1 }).nullable().default(null),
       devLimit: int({ min: 1 }).nullable().default(null),
       // A custom task (or a change to a registry task): only types are checked here; @bitdistill/data's
       // defineTask checks how the pieces fit (placeholders vs fields, metric vs kind) when the task is built.
       kind: enumOf(['classification', 'regression']).optional(),
+      /** Regression: the score range [lo, hi] (unanswered items score its middle; buckets default to lo..hi). */
+      range: list(num(), { minLength: 2 }).optional(),
       fields: listOfStrings().optional(),
       labelColumn: str().optional(),
       labels: listOfStrings().optional(),
