@@ -232,7 +232,7 @@ describe('config/train-config', () => {
       'model.path': "missing required key 'model.path' (expected a non-empty string)",
       'task.name': "missing required key 'task.name' (expected a non-empty string)",
       'task.train': "missing required key 'task.train' (expected a non-empty string)",
-      'task.dev': "missing required key 'task.dev' (expected a non-empty string)",
+      'task.dev': "missing required key 'task.dev' (expected a non-empty string or a list of them)",
       'corpus.paths': "'continual-pretrain' is in stages but corpus.paths is empty: list the text files to pre-train on",
       'corpus.maxTokens': 'continual-pretrain needs a budget: set corpus.maxTokens, or optim.maxSteps / stageOptim.continual-pretrain.maxSteps',
     });
