@@ -38,11 +38,11 @@ for (const dir of args) {
       ...inner,
       predict: async (...a) => {
         const r = await inner.predict(...a);
-        words[mode] = r.words;
+        words[mode] = r.preds;
         return r;
       },
     };
-    value[mode] = (await runEval(keeping, task, examples, { mode: 'label', maxLen, split, model: dir })).value;
+    value[mode] = (await runEval(keeping, task, [examples], { mode: 'label', maxLen, split, model: dir })).value;
   }
   const fp = words.fp32 ?? [];
   const q = words.int8 ?? [];

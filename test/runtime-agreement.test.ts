@@ -97,7 +97,7 @@ describe('kernels runtime agrees with the tfjs student', function () {
     expect(examples.length).to.equal(872);
     const k = await kernelsPredictor(rt).predict(task, examples, 'label', 128);
     const t = await predictLabels(student, rt.tokenizer, task, examples, { batchSize: 16, maxLen: 128 });
-    const same = k.words.filter((w, i) => w === t[i]).length;
+    const same = k.preds.filter((w, i) => w === t[i]).length;
     expect(same / examples.length, `${same}/${examples.length}`).to.be.at.least(0.995);
     student.dispose();
   });

@@ -5,6 +5,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { BACKEND_CHOICES } from '@bitdistill/backend';
+import { BitDistillError } from '@bitdistill/core';
 import { LOG_LEVELS } from './log.ts';
 import { EXIT_USAGE, exitCodeFor, reportError } from './errors.ts';
 import { generateCommand } from './commands/generate.ts';
@@ -17,6 +18,16 @@ import { exportCommand } from './commands/export.ts';
 import { evalCommand } from './commands/eval.ts';
 
 const argv = hideBin(process.argv);
+
+/** Options that take several values; any other option given twice (`--model a --model b`) is a usage error. */
+const LIST_OPTIONS = new Set(['_', '$0', 'overrides', 'data']);
+
+function refuseRepeatedOptions(parsed: Record<string, unknown>): void {
+  for (const [key, value] of Object.entries(parsed)) {
+    if (!Array.isArray(value) || LIST_OPTIONS.has(key) || /[A-Z]/.test(key)) continue;
+    throw new BitDistillError('E_USAGE', `--${key} was given ${value.length} times; it takes one value`, { hint: `keep one --${key}` });
+  }
+}
 const verbose = argv.includes('--verbose');
 
 try {
@@ -34,6 +45,7 @@ try {
     .command(initCommand)
     .command(exportCommand)
     .command(evalCommand)
+    .middleware(refuseRepeatedOptions, true)
     .demandCommand(1, 'name a command; see bitdistill --help')
     .strict()
     .fail((msg, err) => {

@@ -10,6 +10,7 @@
  * that checkpoints stay comparable.
  */
 import { ArgumentError } from '@bitdistill/core';
+import { scoreRange } from './tasks.ts';
 import type { MetricName, TaskSpec } from './tasks.ts';
 
 type Values = ArrayLike<number>;
@@ -133,7 +134,7 @@ const METRIC_FNS: Record<MetricName, (preds: Values, golds: Values) => number> =
 
 /**
  * Every metric of the task, in the task's order (the first is the headline used to pick checkpoints).
- * `preds`: class indices (-1 for no valid answer) or, for regression, the emitted numbers (NaN for none:
+ * `preds`: class indices (-1 for no valid answer) or, for regression, the predicted scores (NaN for no answer:
  * replaced by the middle of the score range, 2.5 for STS-B, so that one bad answer does not make the
  * correlation NaN).
  */
@@ -141,12 +142,7 @@ export function computeMetrics(task: TaskSpec, preds: Values, golds: Values): Pa
   checkPair(`metrics for ${task.name}`, preds, golds);
   let p: Values = preds;
   if (task.kind === 'regression') {
-    let lo = Infinity;
-    let hi = -Infinity;
-    for (const w of task.labelWords) {
-      lo = Math.min(lo, Number(w));
-      hi = Math.max(hi, Number(w));
-    }
+    const [lo, hi] = scoreRange(task);
     const middle = (lo + hi) / 2;
     p = Float64Array.from({ length: preds.length }, (_, i) => {
       const v = preds[i] as number;

@@ -8,7 +8,7 @@
  * same answer ids, whatever the tokenizer does at the prompt/answer boundary.
  */
 import { ArgumentError, BitDistillError } from '@bitdistill/core';
-import { answerIndex, renderPrompt } from './tasks.ts';
+import { answerIndex, predictionValue, readAnswer, renderPrompt } from './tasks.ts';
 import type { TaskSpec } from './tasks.ts';
 import type { Example } from './readers.ts';
 
@@ -89,6 +89,93 @@ export function labelWordIds(tokenizer: TokenizerLike, task: TaskSpec): number[]
     }
   }
   return first;
+}
+
+/**
+ * How label scoring reads a model's output for a task (TASKS.md "Label scoring"):
+ *   first-token  every label word's first answer token differs: the logits at the prompt's last position
+ *                decide (one forward of the prompt). Exactly the argmax of each word's first-token probability.
+ *   sequence     some label words share a first token (SentencePiece splits " 3" into "▁" + "3"): each word is
+ *                scored by the log-probability of its whole answer (its tokens + EOS) after the prompt, one
+ *                forward of prompt + answer per word. Works with any tokenizer whose answers differ at all.
+ */
+export interface LabelScoring {
+  readonly mode: 'first-token' | 'sequence';
+  /** Per label word: its answer ids (EOS included when the tokenizer has one). */
+  readonly answers: readonly (readonly number[])[];
+  /** Per label word: its first answer id (first-token mode). */
+  readonly firstIds: readonly number[];
+}
+
+export function labelScoring(tokenizer: TokenizerLike, task: TaskSpec): LabelScoring {
+  const answers = answerTokenIds(tokenizer, task);
+  const firstIds = answers.map((a) => a[0] as number);
+  const keys = answers.map((a) => a.join(','));
+  for (let i = 0; i < keys.length; i++) {
+    const j = keys.indexOf(keys[i] as string);
+    if (j !== i) {
+      throw new BitDistillError('E_DATA', `task ${task.name}: label words '${task.labelWords[j]}' and '${task.labelWords[i]}' have the same tokens after the template`, {
+        hint: 'no evaluation can tell them apart: pick other label words and bump templateVersion',
+      });
+    }
+  }
+  const distinct = new Set(firstIds).size === firstIds.length;
+  return { mode: distinct ? 'first-token' : 'sequence', answers, firstIds };
+}
+
+/** log softmax(row)[id] of one logits row. */
+export function logProbOf(row: ArrayLike<number>, id: number): number {
+  let max = -Infinity;
+  for (let v = 0; v < row.length; v++) if ((row[v] as number) > max) max = row[v] as number;
+  let sum = 0;
+  for (let v = 0; v < row.length; v++) sum += Math.exp((row[v] as number) - max);
+  return (row[id] as number) - max - Math.log(sum);
+}
+
+/**
+ * The metric value from one score per label word (logits in first-token mode, answer log-probabilities in
+ * sequence mode): the argmax class, or for regression the expected bucket value under softmax(scores), a finer
+ * number than the argmax bucket.
+ */
+export function predictionFromScores(task: TaskSpec, scores: readonly number[]): number {
+  let best = 0;
+  for (let k = 1; k < scores.length; k++) if ((scores[k] as number) > (scores[best] as number)) best = k;
+  if (task.kind !== 'regression') return best;
+  const top = scores[best] as number;
+  let z = 0;
+  let mean = 0;
+  scores.forEach((s, k) => {
+    const w = Math.exp(s - top);
+    z += w;
+    mean += w * predictionValue(task, k);
+  });
+  return mean / z;
+}
+
+/**
+ * Can this tokenizer train and evaluate this task? The problems, each a sentence (empty when it can): the
+ * template's end merges into a label word, two label words tokenize alike, or (generate mode) an answer does not
+ * decode back to its own word or number, so greedy decoding could never be read as right.
+ */
+export function taskTokenizerProblems(tokenizer: TokenizerLike, task: TaskSpec, mode: 'label' | 'generate'): string[] {
+  let scoring: LabelScoring;
+  try {
+    scoring = labelScoring(tokenizer, task);
+  } catch (e) {
+    return [e instanceof BitDistillError && e.hint !== undefined ? `${e.message} (${e.hint})` : (e as Error).message];
+  }
+  const problems: string[] = [];
+  if (mode === 'generate') {
+    scoring.answers.forEach((ids, k) => {
+      const word = tokenizer.eosId !== null && ids[ids.length - 1] === tokenizer.eosId ? ids.slice(0, -1) : ids;
+      const text = tokenizer.decode([...word]);
+      const want = predictionValue(task, k);
+      if (readAnswer(task, text) !== want) {
+        problems.push(`label word '${task.labelWords[k]}' decodes as ${JSON.stringify(text)}, which generate mode does not read back as '${task.labelWords[k]}' (a lowercasing or lossy tokenizer?)`);
+      }
+    });
+  }
+  return problems;
 }
 
 export function encodePrompt(tokenizer: TokenizerLike, task: TaskSpec, fields: Readonly<Record<string, string>>): number[] {

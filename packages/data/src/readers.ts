@@ -1,8 +1,9 @@
 /**
- * Dataset readers, selected by file extension, all returning `{ fields, label }` rows keyed by the HF column
- * names of the task:
- *   .tsv               GLUE TSV. Split on tabs only: GLUE does not quote like CSV (MRPC and QQP text holds bare
+ * Dataset readers, selected by file extension (or an explicit `format`, for a file under another extension),
+ * all returning `{ fields, label }` rows keyed by the HF column names of the task:
+ *   .tsv / .txt        GLUE TSV. Split on tabs only: GLUE does not quote like CSV (MRPC and QQP text holds bare
  *                      quotes). Header names per task (TsvLayout), or HF names; CoLA train/dev have no header.
+ *                      `.txt` is the original MSRP release (msr_paraphrase_train.txt): the same TSV, BOM included.
  *   .jsonl / .ndjson   one JSON object per line with HF column names (`datasets` `to_json`).
  *   .parquet           HF hub shards, read with hyparquet (+ hyparquet-compressors for snappy/zstd/...) after the
  *                      checks of parquet.ts.
@@ -27,30 +28,49 @@ export interface Example {
   label: number;
 }
 
+export type DatasetFormat = 'tsv' | 'jsonl' | 'parquet' | 'arrow';
+export const DATASET_FORMATS: readonly DatasetFormat[] = ['tsv', 'jsonl', 'parquet', 'arrow'];
+
 export interface ReadOptions {
   /** Read at most this many examples (from the start of the file). */
   limit?: number;
+  /** The file's format whatever its extension (default: from the extension). */
+  format?: DatasetFormat;
 }
 
-export const DATASET_EXTENSIONS = ['.tsv', '.jsonl', '.ndjson', '.parquet', '.arrow'] as const;
+export const DATASET_EXTENSIONS = ['.tsv', '.txt', '.jsonl', '.ndjson', '.parquet', '.arrow'] as const;
+
+const FORMAT_OF_EXTENSION: Readonly<Record<string, DatasetFormat>> = {
+  '.tsv': 'tsv',
+  '.txt': 'tsv',
+  '.jsonl': 'jsonl',
+  '.ndjson': 'jsonl',
+  '.parquet': 'parquet',
+  '.arrow': 'arrow',
+};
+
+/** The format a file is read as: `format`, else its extension's; an unknown extension is an UnsupportedError. */
+export function datasetFormat(file: string, format?: DatasetFormat): DatasetFormat {
+  if (format !== undefined) return format;
+  const f = FORMAT_OF_EXTENSION[extname(file).toLowerCase()];
+  if (f !== undefined) return f;
+  throw new UnsupportedError(`${file}: cannot read '${extname(file) || '(no extension)'}' files`, {
+    hint: `dataset files end in ${DATASET_EXTENSIONS.join(', ')}; for another extension name the format (task.format / --format: ${DATASET_FORMATS.join(', ')})`,
+  });
+}
 
 export async function readExamples(file: string, task: TaskSpec, options: ReadOptions = {}): Promise<Example[]> {
   checkFile(file, DATASET_EXTENSIONS, 'dataset');
   const limit = options.limit ?? Infinity;
-  switch (extname(file).toLowerCase()) {
-    case '.tsv':
+  switch (datasetFormat(file, options.format)) {
+    case 'tsv':
       return readTsv(file, task, limit);
-    case '.jsonl':
-    case '.ndjson':
+    case 'jsonl':
       return readJsonl(file, task, limit);
-    case '.parquet':
+    case 'parquet':
       return readParquet(file, task, limit);
-    case '.arrow':
+    case 'arrow':
       return readArrow(file, task, limit);
-    default:
-      throw new UnsupportedError(`${file}: cannot read '${extname(file) || '(no extension)'}' files`, {
-        hint: `dataset files must end in ${DATASET_EXTENSIONS.join(', ')}`,
-      });
   }
 }
 

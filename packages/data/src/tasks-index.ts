@@ -10,19 +10,29 @@ export {
   answerIndex,
   predictionValue,
   matchLabelWord,
+  readAnswer,
+  scoreRange,
+  taskRecord,
+  taskFromConfig,
 } from './tasks.ts';
-export type { TaskSpec, TaskKind, MetricName, TsvLayout, DevSplit, GlueTaskName } from './tasks.ts';
-export { readExamples, normaliseLabel, DATASET_EXTENSIONS } from './readers.ts';
-export type { Example, ReadOptions } from './readers.ts';
+export type { TaskSpec, TaskKind, MetricName, TsvLayout, DevSplit, GlueTaskName, TaskRecord } from './tasks.ts';
+export { readExamples, normaliseLabel, datasetFormat, DATASET_EXTENSIONS, DATASET_FORMATS } from './readers.ts';
+export type { Example, ReadOptions, DatasetFormat } from './readers.ts';
 export {
   encodeExample,
   encodePrompt,
   answerTokenIds,
   labelWordIds,
+  labelScoring,
+  logProbOf,
+  predictionFromScores,
+  taskTokenizerProblems,
   truncatePrompt,
   makeSftBatch,
 } from './prompt.ts';
-export type { TokenizerLike, EncodedExample, SftBatch, SftBatchOptions } from './prompt.ts';
+export type { TokenizerLike, EncodedExample, SftBatch, SftBatchOptions, LabelScoring } from './prompt.ts';
 export { CorpusStream, expandCorpusPaths, CORPUS_EXTENSIONS } from './corpus.ts';
 export type { CorpusCursor, CorpusOptions } from './corpus.ts';
 export { accuracy, f1, matthews, pearson, spearman, averageRanks, computeMetrics } from './metrics.ts';
+export { checkTaskConfig, devFiles, devSuffix } from './task-check.ts';
+export type { TaskDataConfig } from './task-check.ts';

@@ -6,8 +6,10 @@
  * template and label word; a test keeps it in step with this file.
  *
  * STS-B is regression (a similarity score in [0, 5]). A generative model emits one of the words "0".."5": the
- * training answer is the gold score rounded to the nearest integer (halves round up, 2.5 -> "3"); at evaluation
- * the emitted word is read back as a number and Pearson/Spearman are computed against the unrounded gold scores.
+ * training answer is the gold score rounded to the nearest bucket (halves round up, 2.5 -> "3"). At evaluation,
+ * label scoring takes the expectation of the bucket values under the model's probabilities of each bucket word's
+ * whole answer (prompt.ts), and generation reads the first number in the generated text; an answer with no
+ * number counts as the middle of the range. Pearson/Spearman are computed against the unrounded gold scores.
  */
 import { ArgumentError, ConfigError } from '@bitdistill/core';
 import type { ConfigIssue } from '@bitdistill/core';
@@ -29,6 +31,8 @@ export interface TsvLayout {
 export interface DevSplit {
   readonly hf: string;
   readonly tsv: string;
+  /** Suffix of this split's metrics when a task has several dev splits (MNLI: `accuracy_m`, `accuracy_mm`). */
+  readonly short?: string;
 }
 
 export interface TaskSpec {
@@ -43,6 +47,8 @@ export interface TaskSpec {
   readonly labelNames: readonly string[];
   /** The word the model generates for each class (same order as labelNames); regression: the score buckets. */
   readonly labelWords: readonly string[];
+  /** Regression: the score range [lo, hi]; an answer without a number counts as its middle. */
+  readonly range?: readonly [number, number];
   /** Prompt text with `{field}` placeholders; the answer follows it after one space. */
   readonly template: string;
   /** Bumped whenever template or labelWords change. */
@@ -112,6 +118,7 @@ export const GLUE_TASKS = {
     labelColumn: 'label',
     labelNames: [],
     labelWords: ['0', '1', '2', '3', '4', '5'],
+    range: [0, 5],
     template:
       'Sentence 1: {sentence1}\nSentence 2: {sentence2}\n' +
       'How similar are the two sentences, from 0 (unrelated) to 5 (same meaning)?\nAnswer:',
@@ -150,8 +157,8 @@ export const GLUE_TASKS = {
     tsv: { rename: { premise: 'sentence1', hypothesis: 'sentence2', label: 'gold_label' } },
     glueDir: 'MNLI',
     devSplits: [
-      { hf: 'validation_matched', tsv: 'dev_matched.tsv' },
-      { hf: 'validation_mismatched', tsv: 'dev_mismatched.tsv' },
+      { hf: 'validation_matched', tsv: 'dev_matched.tsv', short: 'm' },
+      { hf: 'validation_mismatched', tsv: 'dev_mismatched.tsv', short: 'mm' },
     ],
   },
   qnli: {
@@ -253,10 +260,22 @@ export function answerIndex(task: TaskSpec, label: number): number {
   return label;
 }
 
-/** The number a label word stands for in the metrics: the class index, or the STS-B score. */
+/** The number a label word stands for in the metrics: the class index, or the regression bucket's value. */
 export function predictionValue(task: TaskSpec, wordIndex: number): number {
   if (task.kind === 'regression') return Number(task.labelWords[wordIndex]);
   return wordIndex;
+}
+
+/** A regression task's score range: `range`, else the span of its buckets. */
+export function scoreRange(task: TaskSpec): readonly [number, number] {
+  if (task.range !== undefined) return task.range;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const w of task.labelWords) {
+    lo = Math.min(lo, Number(w));
+    hi = Math.max(hi, Number(w));
+  }
+  return [lo, hi];
 }
 
 /**
@@ -272,11 +291,27 @@ export function matchLabelWord(task: TaskSpec, generated: string): number {
   return task.labelWords.indexOf(first);
 }
 
+const NUMBER = /[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?/;
+
+/**
+ * The metric value of a generated answer: a class index (-1 for no label word) or, for regression, the first
+ * number in the text clamped to the score range (NaN for no number: computeMetrics counts it as the middle).
+ */
+export function readAnswer(task: TaskSpec, generated: string): number {
+  if (task.kind !== 'regression') return matchLabelWord(task, generated);
+  const m = NUMBER.exec(generated);
+  if (m === null) return NaN;
+  const [lo, hi] = scoreRange(task);
+  const v = Number(m[0]);
+  return Number.isFinite(v) ? Math.min(hi, Math.max(lo, v)) : NaN;
+}
+
 /**
  * A task defined in a config, validated with every problem reported at once (ConfigError). Accepted keys:
  * `name`, `fields` (HF-style column names), `template`, `labelWords`, `labels` (label names as they appear in
  * the data; default = labelWords), `metric` or `metrics`, `kind` (`classification` | `regression`, default
- * classification), `labelColumn` (default `label`), `templateVersion` (default `v1`).
+ * classification), `labelColumn` (default `label`), `templateVersion` (default `v1`), and for regression
+ * `range: [lo, hi]` (labelWords, the score buckets, default to the integers lo..hi).
  */
 export function defineTask(spec: unknown, where: { file?: string; path?: string } = {}): TaskSpec {
   const file = where.file ?? '<task>';
@@ -300,6 +335,7 @@ export function defineTask(spec: unknown, where: { file?: string; path?: string 
     'templateVersion',
     'metric',
     'metrics',
+    'range',
   ];
   for (const k of Object.keys(o)) if (!known.includes(k)) bad(k, `unknown key (known: ${known.join(', ')})`);
 
@@ -336,7 +372,20 @@ export function defineTask(spec: unknown, where: { file?: string; path?: string 
   const labelColumn = str('labelColumn', 'label');
   const template = str('template');
   const templateVersion = str('templateVersion', 'v1');
-  const labelWords = strList('labelWords', true) ?? [];
+  let range: [number, number] | undefined;
+  if (o['range'] !== undefined) {
+    const r = o['range'];
+    if (!Array.isArray(r) || r.length !== 2 || !r.every((x) => typeof x === 'number' && Number.isFinite(x)) || (r[0] as number) >= (r[1] as number)) {
+      bad('range', 'must be [lo, hi], two numbers with lo < hi');
+    } else range = [r[0] as number, r[1] as number];
+    if (kind !== 'regression') bad('range', 'only a regression task has a score range');
+  }
+  // A regression task with an integer range may leave its buckets to the range: the integers lo..hi.
+  const defaultBuckets =
+    kind === 'regression' && o['labelWords'] === undefined && range !== undefined && Number.isInteger(range[0]) && Number.isInteger(range[1]) && range[1] - range[0] <= 100
+      ? Array.from({ length: range[1] - range[0] + 1 }, (_, i) => String(range[0] + i))
+      : undefined;
+  const labelWords = defaultBuckets ?? strList('labelWords', true) ?? [];
   const labels = strList('labels', false);
 
   if (template) {
@@ -352,8 +401,11 @@ export function defineTask(spec: unknown, where: { file?: string; path?: string 
   if (kind === 'regression') {
     if (labels !== undefined) bad('labels', 'a regression task has no label names; labelWords are the score buckets');
     for (const [i, w] of labelWords.entries()) {
-      if (!Number.isFinite(Number(w))) bad(`labelWords[${i}]`, `'${w}' must be a number for a regression task`);
+      const v = Number(w);
+      if (!Number.isFinite(v)) bad(`labelWords[${i}]`, `'${w}' must be a number for a regression task`);
+      else if (range !== undefined && (v < range[0] || v > range[1])) bad(`labelWords[${i}]`, `${w} is outside range [${range[0]}, ${range[1]}]`);
     }
+    if (labelWords.length < 2) bad('labelWords', 'a regression task needs at least two score buckets (or an integer range)');
   } else {
     if (labelWords.length < 2) bad('labelWords', 'a classification task needs at least two label words');
     if (labels !== undefined && labels.length !== labelWords.length) {
@@ -391,6 +443,74 @@ export function defineTask(spec: unknown, where: { file?: string; path?: string 
     template,
     templateVersion,
     metrics,
+    ...(kind === 'regression' ? { range: range ?? bucketSpan(labelWords) } : {}),
     devSplits: DEV,
   };
+}
+
+function bucketSpan(words: readonly string[]): [number, number] {
+  const values = words.map(Number);
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    lo = Math.min(lo, v);
+    hi = Math.max(hi, v);
+  }
+  return [lo, hi];
+}
+
+/** The keys of a task that defineTask reads: what a config or a model's `bitdistill.taskSpec` records. */
+export type TaskRecord = Record<string, unknown>;
+
+/** A task as plain JSON (written into checkpoints and exports as `bitdistill.taskSpec`); defineTask reads it back. */
+export function taskRecord(task: TaskSpec): TaskRecord {
+  return {
+    name: task.name,
+    kind: task.kind,
+    fields: [...task.fields],
+    labelColumn: task.labelColumn,
+    ...(task.kind === 'classification' ? { labels: [...task.labelNames] } : { range: [...scoreRange(task)] }),
+    labelWords: [...task.labelWords],
+    template: task.template,
+    templateVersion: task.templateVersion,
+    metrics: [...task.metrics],
+  };
+}
+
+/**
+ * A task from a config's task block or a model's recorded taskSpec: a registry task (sst2, mnli, ...), optionally
+ * with some keys changed (template, labelWords, ...), or a wholly custom task defined by those keys (defineTask
+ * checks it, every problem at once, with `path` in front of each key). A registry task keeps its GLUE TSV layout,
+ * folder and dev splits whatever keys change.
+ */
+export function taskFromConfig(t: Readonly<Record<string, unknown>>, where: { file?: string; path?: string } = {}): TaskSpec {
+  const custom: Record<string, unknown> = {};
+  for (const k of ['kind', 'fields', 'labelColumn', 'labels', 'labelWords', 'template', 'templateVersion', 'metric', 'metrics', 'range']) {
+    if (t[k] !== undefined) custom[k] = t[k];
+  }
+  const name = t['name'];
+  let registry: TaskSpec | null = null;
+  if (typeof name === 'string') {
+    try {
+      registry = getTask(name);
+    } catch {
+      registry = null;
+    }
+  }
+  if (registry === null) return defineTask({ name, ...custom }, where);
+  if (Object.keys(custom).length === 0) return registry;
+  // The registry's keys, then the changes; a kind change drops what does not apply to the new kind.
+  const kind = custom['kind'] ?? registry.kind;
+  const base: Record<string, unknown> = { ...taskRecord(registry), name: registry.name };
+  if (kind !== registry.kind) {
+    delete base['labels'];
+    delete base['range'];
+    delete base['metrics'];
+    if (custom['labelWords'] === undefined) delete base['labelWords'];
+  }
+  if (custom['metric'] !== undefined) delete base['metrics'];
+  // New label words for a regression registry task change the buckets, not the range.
+  const merged = defineTask({ ...base, ...custom }, where);
+  const layout = { devSplits: registry.devSplits, ...(registry.tsv !== undefined ? { tsv: registry.tsv } : {}), ...(registry.glueDir !== undefined ? { glueDir: registry.glueDir } : {}) };
+  return { ...merged, ...layout };
 }

@@ -1,9 +1,23 @@
 /**
  * Dev-set evaluation with the tfjs model (the training-time view; the packed-ternary runtime has its own
- * evaluator in packages/eval). `label` mode scores only the task's label words at the first answer token.
+ * evaluator in packages/eval). `label` mode scores the task's label words after the prompt (data's
+ * labelScoring: the first answer token when the words differ there, else each word's whole answer);
+ * `generate` decodes greedily and reads the text back. Every metric of the task is reported, per dev file.
  */
 import * as tf from '@tensorflow/tfjs';
-import { answerTokenIds, computeMetrics, encodeExample, labelWordIds, matchLabelWord, predictionValue, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
+import {
+  answerTokenIds,
+  computeMetrics,
+  devSuffix,
+  encodeExample,
+  labelScoring,
+  logProbOf,
+  predictionFromScores,
+  readAnswer,
+  type Example,
+  type TaskSpec,
+  type Tokenizer,
+} from '@bitdistill/data';
 import { generateGreedy } from '@bitdistill/model';
 import type { Decoder } from '@bitdistill/model';
 import type { EvalResult } from './loop.ts';
@@ -13,68 +27,102 @@ export interface LabelScoringOptions {
   maxLen: number;
 }
 
-/** Predicted label index per example: argmax over the label words' first tokens after the prompt. */
+function promptOf(tokenizer: Tokenizer, task: TaskSpec, ex: Example, maxLen: number): number[] {
+  const p = encodeExample(tokenizer, task, ex).promptIds;
+  return p.length > maxLen ? p.slice(p.length - maxLen) : p;
+}
+
+/**
+ * Rows of [B, T, V] logits for right-padded sequences: for each (sequence b, position t) in `at`, the logits
+ * row at b * T + t, as one Float32Array [at.length, V].
+ */
+async function logitRows(model: Decoder, seqs: readonly number[][], at: readonly [number, number][], pad: number): Promise<Float32Array> {
+  let T = 0;
+  for (const s of seqs) T = Math.max(T, s.length);
+  const ids = new Int32Array(seqs.length * T).fill(pad);
+  seqs.forEach((s, b) => ids.set(s, b * T));
+  const rows = tf.tidy(() => {
+    const { logits } = model.forward(tf.tensor2d(ids, [seqs.length, T], 'int32'));
+    const flat = tf.reshape(logits, [seqs.length * T, model.config.vocabSize]);
+    return tf.gather(flat, tf.tensor1d(at.map(([b, t]) => b * T + t), 'int32'));
+  });
+  const out = (await rows.data()) as Float32Array;
+  rows.dispose();
+  return out;
+}
+
+/**
+ * The metric value per example by label scoring: a class index, or for regression the expected bucket value.
+ * First-token mode: one forward of the prompt. Sequence mode: one forward of prompt + answer per label word,
+ * scored by the answer's summed log-probabilities.
+ */
 export async function predictLabels(model: Decoder, tokenizer: Tokenizer, task: TaskSpec, examples: readonly Example[], o: LabelScoringOptions): Promise<number[]> {
-  const wordIds = labelWordIds(tokenizer, task);
+  const scoring = labelScoring(tokenizer, task);
+  const V = model.config.vocabSize;
+  const pad = tokenizer.padId ?? tokenizer.eosId ?? 0;
   const preds: number[] = [];
   for (let s = 0; s < examples.length; s += o.batchSize) {
-    const chunk = examples.slice(s, s + o.batchSize);
-    const prompts = chunk.map((ex) => {
-      const p = encodeExample(tokenizer, task, ex).promptIds;
-      return p.length > o.maxLen ? p.slice(p.length - o.maxLen) : p;
-    });
-    const T = Math.max(...prompts.map((p) => p.length));
-    const pad = tokenizer.padId ?? tokenizer.eosId ?? 0;
-    const ids = new Int32Array(chunk.length * T).fill(pad);
-    prompts.forEach((p, b) => ids.set(p, b * T));
-    const scores = tf.tidy(() => {
-      const { logits } = model.forward(tf.tensor2d(ids, [chunk.length, T], 'int32'));
-      const V = model.config.vocabSize;
-      const flat = tf.reshape(logits, [chunk.length * T, V]);
-      const rows = tf.tensor1d(prompts.map((p, b) => b * T + p.length - 1), 'int32');
-      const last = tf.gather(flat, rows); // [b, V]
-      return tf.gather(last, tf.tensor1d(wordIds, 'int32'), 1); // [b, labels]
-    });
-    const sc = (await scores.data()) as Float32Array;
-    scores.dispose();
-    for (let b = 0; b < chunk.length; b++) {
-      let best = 0;
-      for (let k = 1; k < wordIds.length; k++) if ((sc[b * wordIds.length + k] as number) > (sc[b * wordIds.length + best] as number)) best = k;
-      preds.push(best);
+    const prompts = examples.slice(s, s + o.batchSize).map((ex) => promptOf(tokenizer, task, ex, o.maxLen));
+    const scores = prompts.map(() => new Array<number>(scoring.answers.length).fill(0));
+    if (scoring.mode === 'first-token') {
+      const rows = await logitRows(model, prompts, prompts.map((p, b) => [b, p.length - 1]), pad);
+      prompts.forEach((_, b) => scoring.firstIds.forEach((id, k) => ((scores[b] as number[])[k] = rows[b * V + id] as number)));
+    } else {
+      for (const [k, answer] of scoring.answers.entries()) {
+        // prompt + answer minus its last token: position P-1+t predicts answer token t.
+        const seqs = prompts.map((p) => [...p, ...answer.slice(0, -1)]);
+        const at: [number, number][] = [];
+        prompts.forEach((p, b) => answer.forEach((_, t) => at.push([b, p.length - 1 + t])));
+        const rows = await logitRows(model, seqs, at, pad);
+        prompts.forEach((_, b) => {
+          let lp = 0;
+          answer.forEach((id, t) => (lp += logProbOf(rows.subarray((b * answer.length + t) * V, (b * answer.length + t + 1) * V), id)));
+          (scores[b] as number[])[k] = lp;
+        });
+      }
     }
+    for (const sc of scores) preds.push(predictionFromScores(task, sc));
   }
   return preds;
 }
 
 /**
- * The paper's protocol (PAPER.md section 6): greedy decoding after the prompt, the text read back as a label
- * word by exact match; anything else counts as wrong (-1). Slower than label scoring: one forward per token.
+ * The paper's protocol (PAPER.md section 6): greedy decoding after the prompt, the text read back (data's
+ * readAnswer: a label word by exact match, -1 for none; regression: the first number, NaN for none).
+ * Slower than label scoring: one forward per token.
  */
 export async function generateLabels(model: Decoder, tokenizer: Tokenizer, task: TaskSpec, examples: readonly Example[], o: LabelScoringOptions): Promise<number[]> {
-  const maxNew = Math.max(...answerTokenIds(tokenizer, task).map((a) => a.length)) + 1;
+  let maxNew = 0;
+  for (const a of answerTokenIds(tokenizer, task)) maxNew = Math.max(maxNew, a.length + 1);
   const preds: number[] = [];
   for (const ex of examples) {
-    const p = encodeExample(tokenizer, task, ex).promptIds;
-    const prompt = p.length > o.maxLen ? p.slice(p.length - o.maxLen) : p;
-    const ids = await generateGreedy(model, prompt, { maxNewTokens: maxNew, eosId: tokenizer.eosId });
-    preds.push(matchLabelWord(task, tokenizer.decode(ids)));
+    const ids = await generateGreedy(model, promptOf(tokenizer, task, ex, o.maxLen), { maxNewTokens: maxNew, eosId: tokenizer.eosId });
+    preds.push(readAnswer(task, tokenizer.decode(ids)));
   }
   return preds;
 }
 
 export type EvalMode = 'label' | 'generate';
 
+/**
+ * Every metric of the task on each dev set (several: MNLI matched / mismatched, keys `accuracy_m`,
+ * `accuracy_mm`); the headline is the first metric of the first set.
+ */
 export async function evaluateLabelScoring(
   model: Decoder,
   tokenizer: Tokenizer,
   task: TaskSpec,
-  examples: readonly Example[],
+  devSets: readonly (readonly Example[])[],
   o: LabelScoringOptions & { mode?: EvalMode },
 ): Promise<EvalResult> {
-  const words = o.mode === 'generate' ? await generateLabels(model, tokenizer, task, examples, o) : await predictLabels(model, tokenizer, task, examples, o);
-  const preds = words.map((w) => (w < 0 ? -1 : predictionValue(task, w)));
-  const golds = examples.map((e) => e.label);
-  const metrics = computeMetrics(task, preds, golds);
-  const name = task.metrics[0] ?? 'accuracy';
-  return { metric: name, value: metrics[name] ?? 0, examples: examples.length };
+  const metrics: Record<string, number> = {};
+  let examples = 0;
+  for (const [i, set] of devSets.entries()) {
+    const preds = o.mode === 'generate' ? await generateLabels(model, tokenizer, task, set, o) : await predictLabels(model, tokenizer, task, set, o);
+    const m = computeMetrics(task, preds, set.map((e) => e.label));
+    for (const [k, v] of Object.entries(m)) metrics[`${k}${devSuffix(task, i, devSets.length)}`] = v;
+    examples += set.length;
+  }
+  const metric = Object.keys(metrics)[0] ?? 'accuracy';
+  return { metric, value: metrics[metric] ?? 0, examples, metrics };
 }

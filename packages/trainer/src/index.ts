@@ -27,7 +27,7 @@ export type { EvalMode, LabelScoringOptions } from './evaluate.ts';
 export { SftStream, LmStream } from './streams.ts';
 export { resolveTask, teacherStage, bitnetSftStage, continualPretrainStage, distillStage, resolveDistillLayer, resolveRelationHeads, STAGE_FUNCTIONS } from './stages.ts';
 export type { StageContext } from './stages.ts';
-export { runTraining, summaryMarkdown } from './run.ts';
+export { runTraining, summaryMarkdown, preflightTask } from './run.ts';
 export type { TrainOptions, StageSummary } from './run.ts';
 export { readRss, startStagePeak, readStagePeak } from './peak-rss.ts';
 export type { RssReading, StagePeak } from './peak-rss.ts';

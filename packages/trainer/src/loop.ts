@@ -78,9 +78,12 @@ export interface LossTerms {
 }
 
 export interface EvalResult {
+  /** The headline metric (the task's first, on the first dev set): it picks the best checkpoint. */
   metric: string;
   value: number;
   examples: number;
+  /** Every metric of the task by name (headline included; `_m` / `_mm` suffixes with several dev sets). */
+  metrics?: Record<string, number>;
 }
 
 export interface StageSpec<B extends MicroBatch> {
@@ -266,8 +269,9 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
   const evaluate = async (): Promise<EvalResult | null> => {
     if (spec.evaluate === undefined) return null;
     const res = await spec.evaluate();
-    record({ type: 'eval', step: state.step, epoch: spec.epoch(), metric: res.metric, value: res.value, examples: res.examples });
-    log.info({ stage: spec.stage, step: state.step, [res.metric]: Number(res.value.toFixed(4)) }, 'eval');
+    const all = res.metrics ?? { [res.metric]: res.value };
+    record({ type: 'eval', step: state.step, epoch: spec.epoch(), metric: res.metric, value: res.value, examples: res.examples, metrics: all });
+    log.info({ stage: spec.stage, step: state.step, ...Object.fromEntries(Object.entries(all).map(([k, v]) => [k, Number(v.toFixed(4))])) }, 'eval');
     return res;
   };
 

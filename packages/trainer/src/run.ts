@@ -1,11 +1,12 @@
 /**
  * `bitdistill train`: run the stages a config lists, in order, into runs/<name>/<stage>/; a stage whose
  * final/ exists is skipped, a stage with checkpoints resumes from the latest; at the end a summary table of
- * each stage's dev metric goes to runs/<name>/summary.md and summary.json.
+ * each stage's dev metrics go to runs/<name>/summary.md and summary.json.
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ArgumentError, FormatError, type Logger } from '@bitdistill/core';
+import { ArgumentError, ConfigError, FormatError, type Logger } from '@bitdistill/core';
+import { checkTaskConfig, loadTokenizer } from '@bitdistill/data';
 import type { StageName, TrainConfig } from '@bitdistill/config';
 import type { EvalResult, LoopHooks } from './loop.ts';
 import { readTrainerState } from './checkpoint.ts';
@@ -19,6 +20,8 @@ export interface TrainOptions {
   resume: 'auto' | 'none' | (string & {});
   logger: Logger;
   hooks?: LoopHooks;
+  /** The config's file name, for messages. */
+  configFile?: string;
 }
 
 export interface StageSummary {
@@ -26,6 +29,8 @@ export interface StageSummary {
   status: 'trained' | 'skipped (final exists)';
   metric: string | null;
   value: number | null;
+  /** Every dev metric of the task (headline included); null when the stage has no evaluation. */
+  metrics: Record<string, number> | null;
   examples: number | null;
   steps: number | null;
   seconds: number | null;
@@ -75,14 +80,42 @@ function finalSummary(dir: string): { eval: EvalResult | null; steps: number | n
   return { eval: ev, steps, seconds };
 }
 
+function metricsOf(ev: EvalResult | null): Record<string, number> | null {
+  if (ev === null) return null;
+  return ev.metrics ?? { [ev.metric]: ev.value };
+}
+
+const TASK_STAGES: readonly StageName[] = ['teacher', 'bitnet-sft', 'distill'];
+
+/**
+ * Before any stage: the task, its data files (columns, at least one row each) and the tokenizer's fit with the
+ * label words, every problem at once (a ConfigError naming the config keys), so nothing trains for a stage
+ * whose end (its evaluation) could not run.
+ */
+export async function preflightTask(config: TrainConfig, file = 'config'): Promise<void> {
+  const tokenizer = loadTokenizer(config.model.path);
+  const { issues } = await checkTaskConfig(config.task, tokenizer, config.eval.mode, file);
+  if (issues.length > 0) throw new ConfigError(file, issues);
+}
+
 export function summaryMarkdown(name: string, rows: readonly StageSummary[]): string {
   const lines = [
     `# ${name}: summary`,
     '',
-    '| stage | method | dev metric | value | examples | steps | seconds | peak RSS MiB |',
-    '|---|---|---|---:|---:|---:|---:|---:|',
+    '| stage | method | dev metric | value | all dev metrics | examples | steps | seconds | peak RSS MiB |',
+    '|---|---|---|---:|---|---:|---:|---:|---:|',
     ...rows.map((r) =>
-      [r.stage, LABELS[r.stage], r.metric ?? '-', r.value === null ? '-' : (r.value * 100).toFixed(2), r.examples ?? '-', r.steps ?? '-', r.seconds === null ? '-' : r.seconds.toFixed(1), r.peakRssMiB ?? '-'].join(' | '),
+      [
+        r.stage,
+        LABELS[r.stage],
+        r.metric ?? '-',
+        r.value === null ? '-' : (r.value * 100).toFixed(2),
+        r.metrics === null ? '-' : Object.entries(r.metrics).map(([k, v]) => `${k} ${(v * 100).toFixed(2)}`).join(', '),
+        r.examples ?? '-',
+        r.steps ?? '-',
+        r.seconds === null ? '-' : r.seconds.toFixed(1),
+        r.peakRssMiB ?? '-',
+      ].join(' | '),
     ).map((l) => `| ${l} |`),
     '',
   ];
@@ -107,6 +140,7 @@ export async function runTraining(config: TrainConfig, resolvedYaml: string, o: 
     resumeFrom = { stage, dir: o.resume };
     stages = o.stage !== undefined ? [stage] : config.stages.slice(config.stages.indexOf(stage));
   }
+  if (stages.some((s) => TASK_STAGES.includes(s))) await preflightTask(config, o.configFile);
   const ctx: StageContext = { config, resolvedYaml, runDir, logger: o.logger, hooks: { ...o.hooks, logger: o.logger, resume: o.resume !== 'none' } };
   const rows: StageSummary[] = [];
   for (const stage of config.stages) {
@@ -116,7 +150,7 @@ export async function runTraining(config: TrainConfig, resolvedYaml: string, o: 
     if (existsSync(join(dir, 'final', 'config.json')) && resumeFrom?.stage !== stage) {
       o.logger.info({ stage, final: join(dir, 'final') }, 'stage already finished: skipping');
       const f = finalSummary(dir);
-      rows.push({ stage, status: 'skipped (final exists)', metric: f.eval?.metric ?? null, value: f.eval?.value ?? null, examples: f.eval?.examples ?? null, steps: f.steps, seconds: f.seconds, peakRssMiB: null });
+      rows.push({ stage, status: 'skipped (final exists)', metric: f.eval?.metric ?? null, value: f.eval?.value ?? null, metrics: metricsOf(f.eval), examples: f.eval?.examples ?? null, steps: f.steps, seconds: f.seconds, peakRssMiB: null });
       continue;
     }
     o.logger.info({ stage, dir }, `stage ${stage}: start`);
@@ -124,7 +158,7 @@ export async function runTraining(config: TrainConfig, resolvedYaml: string, o: 
     startStagePeak();
     const stageCtx = resumeFrom?.stage === stage ? { ...ctx, hooks: { ...ctx.hooks, resumeFrom: resumeFrom.dir } } : ctx;
     const res = await STAGE_FUNCTIONS[stage](stageCtx);
-    rows.push({ stage, status: 'trained', metric: res.eval?.metric ?? null, value: res.eval?.value ?? null, examples: res.eval?.examples ?? null, steps: res.state.step, seconds: res.state.elapsedSeconds, peakRssMiB: res.memory.peakRssMiB });
+    rows.push({ stage, status: 'trained', metric: res.eval?.metric ?? null, value: res.eval?.value ?? null, metrics: metricsOf(res.eval), examples: res.eval?.examples ?? null, steps: res.state.step, seconds: res.state.elapsedSeconds, peakRssMiB: res.memory.peakRssMiB });
     o.logger.info({ stage, final: res.finalDir, [res.eval?.metric ?? 'metric']: res.eval?.value ?? null, peakRssMiB: res.memory.peakRssMiB }, `stage ${stage}: done`);
   }
   if (o.stage === undefined) {

@@ -17,9 +17,9 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { ArgumentError, BitDistillError, FormatError, NotFoundError, type Logger } from '@bitdistill/core';
+import { ArgumentError, BitDistillError, ConfigError, FormatError, NotFoundError, type Logger } from '@bitdistill/core';
 import type { TrainConfig, StageName } from '@bitdistill/config';
-import { defineTask, encodeExample, getTask, readExamples, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
+import { devFiles, encodeExample, readExamples, taskFromConfig, taskRecord, taskTokenizerProblems, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
 import { loadModel, type Decoder } from '@bitdistill/model';
 import { latentWeightStats, prepareStudent, restoreStudent } from '@bitdistill/quant';
 import { attentionRelationKd, fusedHeadLoss, untaped, type QKV, type Relation } from '@bitdistill/losses';
@@ -68,50 +68,30 @@ function lossChunkRows(ctx: StageContext, stage: StageName): number | null {
 interface TaskData {
   task: TaskSpec;
   train: Example[];
-  dev: Example[];
+  /** One example list per dev file (MNLI: matched, mismatched). */
+  dev: Example[][];
 }
 
 /**
  * The task a config names: a registry task (sst2, mnli, ...), optionally with some keys changed (template,
- * labelWords, ...), or a wholly custom task defined by those keys (checked by the data package's defineTask).
+ * labelWords, ...), or a wholly custom task defined by those keys (data's taskFromConfig / defineTask).
  */
 export function resolveTask(t: TrainConfig['task']): TaskSpec {
-  const custom: Record<string, unknown> = {};
-  for (const k of ['kind', 'fields', 'labelColumn', 'labels', 'labelWords', 'template', 'templateVersion', 'metrics'] as const) {
-    if (t[k] !== undefined) custom[k] = t[k];
-  }
-  let registry: TaskSpec | null = null;
-  try {
-    registry = getTask(t.name);
-  } catch {
-    registry = null;
-  }
-  if (registry === null) return defineTask({ name: t.name, ...custom }, { file: 'config', path: 'task' });
-  if (Object.keys(custom).length === 0) return registry;
-  const merged = defineTask(
-    {
-      name: registry.name,
-      kind: registry.kind,
-      fields: registry.fields,
-      labelColumn: registry.labelColumn,
-      labels: registry.labelNames,
-      labelWords: registry.labelWords,
-      template: registry.template,
-      templateVersion: registry.templateVersion,
-      metrics: registry.metrics,
-      ...custom,
-    },
-    { file: 'config', path: 'task' },
-  );
-  return { ...registry, ...merged, ...(registry.tsv !== undefined ? { tsv: registry.tsv } : {}) };
+  return taskFromConfig(t, { file: 'config', path: 'task' });
 }
 
 async function loadTaskData(ctx: StageContext): Promise<TaskData> {
   const t = ctx.config.task;
   const task = resolveTask(t);
-  const train = await readExamples(t.train, task, t.trainLimit === null ? {} : { limit: t.trainLimit });
-  const dev = await readExamples(t.dev, task, t.devLimit === null ? {} : { limit: t.devLimit });
+  const fmt = t.format !== undefined ? { format: t.format } : {};
+  const train = await readExamples(t.train, task, { ...fmt, ...(t.trainLimit === null ? {} : { limit: t.trainLimit }) });
   if (train.length === 0) throw new BitDistillError('E_DATA', `${t.train}: no training examples`, { hint: 'check task.train and task.trainLimit' });
+  const dev: Example[][] = [];
+  for (const f of devFiles(t)) {
+    const rows = await readExamples(f, task, { ...fmt, ...(t.devLimit === null ? {} : { limit: t.devLimit }) });
+    if (rows.length === 0) throw new BitDistillError('E_DATA', `${f}: no dev examples (a header alone?)`, { hint: 'task.dev must name a file with labelled rows: each stage ends with its evaluation' });
+    dev.push(rows);
+  }
   return { task, train, dev };
 }
 
@@ -233,10 +213,14 @@ async function runTaskStage(
   const c = ctx.config;
   const o = { ...c.optim, ...(c.stageOptim[stage] ?? {}) };
   model.recompute = o.recompute; // activation recomputation per decoder block (Decoder.recompute)
+  // The tokenizer must tell the label words apart (and read them back in generate mode) before a step is taken,
+  // not at the stage's closing evaluation.
+  const problems = taskTokenizerProblems(tokenizer, data.task, c.eval.mode);
+  if (problems.length > 0) throw new ConfigError('config', problems.map((message) => ({ path: 'task.labelWords', message })));
   const encoded = data.train.map((ex) => encodeExample(tokenizer, data.task, ex));
   const pad = tokenizer.padId ?? tokenizer.eosId ?? 0;
   const stream = new SftStream(encoded, o.batchSize, c.model.maxSeqLen, pad, c.seed);
-  const dev = c.eval.limit === null ? data.dev : data.dev.slice(0, c.eval.limit);
+  const dev = c.eval.limit === null ? data.dev : data.dev.map((d) => d.slice(0, c.eval.limit ?? d.length));
   return runStage(
     {
       stage,
@@ -252,7 +236,8 @@ async function runTaskStage(
       ...(termWeights !== undefined ? { termWeights } : {}),
       resolvedYaml: ctx.resolvedYaml,
       tokenizerFrom,
-      bitdistill: { task: data.task.name, templateVersion: data.task.templateVersion, template: data.task.template, labelWords: data.task.labelWords, maxSeqLen: c.model.maxSeqLen },
+      // taskSpec: the whole task as trained, so `eval` rebuilds it from the model alone (custom tasks included).
+      bitdistill: { task: data.task.name, templateVersion: data.task.templateVersion, template: data.task.template, labelWords: data.task.labelWords, taskSpec: taskRecord(data.task), maxSeqLen: c.model.maxSeqLen },
     },
     loopSettings(ctx, stage, sftTotalSteps(ctx, stage, stream)),
     ctx.hooks,

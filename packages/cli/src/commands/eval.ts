@@ -1,7 +1,8 @@
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import type { CommandModule } from 'yargs';
-import { encodeExample, readExamples } from '@bitdistill/data';
-import { defaultDataFile, kernelsPredictor, readModelBlock, reportMarkdown, runEval, taskForModel, type EvalMode, type Predictor } from '@bitdistill/eval';
+import { DATASET_FORMATS, devFiles, encodeExample, readExamples, type DatasetFormat, type Example } from '@bitdistill/data';
+import { loadConfig } from '@bitdistill/config';
+import { defaultDataFiles, kernelsPredictor, modelTask, readModelBlock, reportMarkdown, runEval, taskForModel, type EvalMode, type Predictor, type TemplateSource } from '@bitdistill/eval';
 import { EMBEDDING_MODES, TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';
 import { initKernels } from '@bitdistill/kernels-cpu';
 import { BitDistillError } from '@bitdistill/core';
@@ -10,8 +11,11 @@ import { isExport } from '../exports.ts';
 
 interface Args extends GlobalArgs {
   model: string;
-  task: string;
-  data?: string;
+  task?: string;
+  config?: string;
+  'template-from'?: TemplateSource;
+  data?: string[];
+  format?: DatasetFormat;
   split: string;
   runtime?: 'kernels' | 'tfjs';
   mode: EvalMode;
@@ -36,9 +40,9 @@ async function tfjsPredictor(ctx: Context, dir: string): Promise<Predictor> {
     tokenizer,
     predict: async (task, examples, mode, maxLen) => {
       const o = { batchSize: 16, maxLen };
-      const words = mode === 'label' ? await predictLabels(model, tokenizer, task, examples, o) : await generateLabels(model, tokenizer, task, examples, o);
+      const preds = mode === 'label' ? await predictLabels(model, tokenizer, task, examples, o) : await generateLabels(model, tokenizer, task, examples, o);
       const tokens = examples.reduce((n, ex) => n + Math.min(maxLen, encodeExample(tokenizer, task, ex).promptIds.length), 0);
-      return { words, tokens };
+      return { preds, tokens };
     },
   };
 }
@@ -49,8 +53,14 @@ export const evalCommand: CommandModule<GlobalArgs, Args> = {
   builder: (y) =>
     y
       .option('model', { type: 'string', demandOption: true, describe: 'export folder, .gguf file (export --format gguf), or checkpoint folder' })
-      .option('task', { type: 'string', demandOption: true, describe: 'GLUE task (sst2, qnli, mnli, ...)' })
-      .option('data', { type: 'string', describe: 'data file (default: the shipped datasets/glue/<TASK>/<split>.tsv)' })
+      .option('task', { type: 'string', describe: "the task (default: the one the model was trained for); another task is an error unless --template-from builtin" })
+      .option('config', { type: 'string', describe: "a training config: its task block (custom tasks) and its task.dev files" })
+      .option('template-from', {
+        choices: ['model', 'config', 'builtin'] as const,
+        describe: "template and label words from the model's record (default), the --config, or the built-in GLUE task --task",
+      })
+      .option('data', { type: 'string', array: true, describe: 'data file(s), one per dev split (default: --config task.dev, else the shipped datasets/glue/<TASK>/<split>.tsv)' })
+      .option('format', { choices: DATASET_FORMATS, describe: 'data file format when the extension does not say it' })
       .option('split', { type: 'string', default: 'dev' })
       .option('runtime', { choices: ['kernels', 'tfjs'] as const, describe: 'default: kernels for an export, tfjs for a checkpoint' })
       .option('mode', { choices: ['label', 'generate'] as const, default: 'label' as const, describe: 'label: score the label words; generate: greedy decoding + exact match' })
@@ -75,14 +85,23 @@ export const evalCommand: CommandModule<GlobalArgs, Args> = {
     }
     // A GGUF carries its config (with the task block) inside: load it first to read the template and label words.
     const rt = runtime === 'kernels' ? (initKernels({ logger: ctx.logger }), TernaryRuntime.load(args.model, { embeddings: args.embeddings ?? 'fp32' })) : null;
-    const block = rt !== null ? rt.bitdistill : readModelBlock(args.model);
-    const task = taskForModel(args.task, Object.keys(block ?? {}).length > 0 ? block : null);
+    const raw = rt !== null ? rt.bitdistill : readModelBlock(args.model);
+    const block = Object.keys(raw ?? {}).length > 0 ? raw : null;
+    const taskConfig = args.config !== undefined ? loadConfig(args.config, []).config.task : undefined;
+    const templateFrom: TemplateSource = args['template-from'] ?? (modelTask(block) !== null ? 'model' : taskConfig !== undefined ? 'config' : 'builtin');
+    const task = taskForModel(args.task, block, { templateFrom: args['template-from'], config: taskConfig });
     const trainedLen = block?.['maxSeqLen'];
     const maxLen = args['max-len'] ?? (typeof trainedLen === 'number' ? trainedLen : 512);
-    const file = args.data ?? defaultDataFile(task, args.split);
-    const examples = await readExamples(file, task, args.limit !== undefined ? { limit: args.limit } : {});
+    const files = args.data ?? (taskConfig !== undefined ? devFiles(taskConfig) : defaultDataFiles(task, args.split));
+    const format = args.format ?? taskConfig?.format;
+    const sets: Example[][] = [];
+    for (const file of files) {
+      const rows = await readExamples(file, task, { ...(args.limit !== undefined ? { limit: args.limit } : {}), ...(format !== undefined ? { format } : {}) });
+      if (rows.length === 0) throw new BitDistillError('E_DATA', `${file}: no examples to evaluate (a header alone?)`, { hint: 'pass a data file with labelled rows' });
+      sets.push(rows);
+    }
     const predictor: Predictor = rt !== null ? kernelsPredictor(rt) : await tfjsPredictor(ctx, args.model);
-    const report = await runEval(predictor, task, examples, { mode: args.mode, maxLen, split: args.split, model: args.model });
+    const report = await runEval(predictor, task, sets, { mode: args.mode, maxLen, split: args.split, model: args.model, templateFrom });
     if (args.report !== undefined) writeFileSync(args.report, reportMarkdown(report));
     if (args.json) process.stdout.write(`${JSON.stringify(report)}\n`);
     else process.stdout.write(reportMarkdown(report));

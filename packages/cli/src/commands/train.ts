@@ -75,6 +75,7 @@ export const trainCommand: CommandModule<GlobalArgs, Args> = {
     const bar = new ProgressBar();
     let barStage = '';
     const rows = await runTraining(config, resolvedYaml, {
+      configFile: args.config,
       ...(args.stage !== undefined ? { stage: args.stage } : {}),
       resume: args.resume,
       logger,
