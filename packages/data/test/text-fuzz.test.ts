@@ -11,7 +11,7 @@ import { CorpusStream } from '../src/corpus.ts';
 import { MAX_LINE_BYTES, readExamples } from '../src/readers.ts';
 import { GLUE_TASKS, type TaskSpec } from '../src/tasks.ts';
 import { ByteTokenizer } from './fixtures/fake-tokenizers.ts';
-import { BINARY_MUTATORS, TEXT_MUTATORS, enc, insert, latin1, pick, runFuzz, type Mutator } from './fixtures/fuzz.ts';
+import { BINARY_MUTATORS, TEXT_MUTATORS, enc, latin1, pick, runFuzz, splice, type Mutator } from './fixtures/fuzz.ts';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 const repo = (path: string): string => fileURLToPath(new URL(`../../../${path}`, import.meta.url));
@@ -22,13 +22,12 @@ const LABEL_MUTATOR: Mutator = (rng, base) => {
     // A label value replaced: after "label": in JSON, or the last column of a TSV line.
     const text = latin1.decode(base);
     const spots = [...text.matchAll(/"label": ?(-?\d+)|\t([^\t\n]*)\n/g)];
-    if (spots.length === 0) return ['no label', base.slice()];
+    if (spots.length === 0) return { what: 'no label', bytes: base.slice() };
     const m = pick(rng, spots);
     const value = m[1] ?? m[2] ?? '';
     const start = (m.index as number) + m[0].lastIndexOf(value);
     const v = pick(rng, LABELS);
-    const out = insert(base.subarray(0, start), start, enc.encode(v));
-    return [`label ${JSON.stringify(v.slice(0, 20))}`, insert(out, out.length, base.subarray(start + value.length))];
+    return { what: `label ${JSON.stringify(v.slice(0, 20))}`, bytes: splice(base, start, value.length, enc.encode(v)) };
   };
 
 const MUTATORS = [...TEXT_MUTATORS, LABEL_MUTATOR, ...TEXT_MUTATORS, LABEL_MUTATOR, ...BINARY_MUTATORS];

@@ -9,7 +9,7 @@ import { FormatError, type Rng } from '@bitdistill/core';
 import { loadHfTokenizer } from '../src/hf-tokenizer.ts';
 import { parseLlama2cTokenizer } from '../src/llama2c-tokenizer.ts';
 import type { Tokenizer } from '../src/tokenizer.ts';
-import { BINARY_MUTATORS, TEXT_MUTATORS, enc, insert, latin1, pick, runFuzz, type Mutator } from './fixtures/fuzz.ts';
+import { BINARY_MUTATORS, TEXT_MUTATORS, enc, latin1, pick, runFuzz, splice, type Mutation, type Mutator } from './fixtures/fuzz.ts';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 const repo = (path: string): string => fileURLToPath(new URL(`../../../${path}`, import.meta.url));
@@ -17,13 +17,12 @@ const SEED = 20250124;
 const SAMPLE = 'Hello world, the quick brown fox! naïve café 🙂 \t\n 12345';
 
 /** Replaces the `i`-th match of `re` in the text of `base` with `value`. */
-function replaceMatch(rng: Rng, base: Uint8Array, re: RegExp, values: readonly string[]): [string, Uint8Array] {
+function replaceMatch(rng: Rng, base: Uint8Array, re: RegExp, values: readonly string[]): Mutation {
   const matches = [...latin1.decode(base).matchAll(re)];
-  if (matches.length === 0) return ['no match', base.slice()];
+  if (matches.length === 0) return { what: 'no match', bytes: base.slice() };
   const m = pick(rng, matches);
   const v = pick(rng, values);
-  const at = m.index as number;
-  return [`${JSON.stringify(m[0].slice(0, 20))} -> ${JSON.stringify(v.slice(0, 20))}`, insert(base.subarray(0, at), at, insert(enc.encode(v), v.length, base.subarray(at + m[0].length)))];
+  return { what: `${JSON.stringify(m[0].slice(0, 20))} -> ${JSON.stringify(v.slice(0, 20))}`, bytes: splice(base, m.index as number, m[0].length, enc.encode(v)) };
 }
 
 const NUMBERS = ['-1', '1e300', '1.5', '99999999999', '0', '4294967296', '"7"', 'null', '[]', '3', '100'];

@@ -4,11 +4,12 @@
 // does not know. A RangeError, a TypeError or a huge allocation from a corrupt count is a reader bug.
 // readGguf (which reads the header in growing pieces) must reach the same outcome as parseGguf on the bytes.
 import { expect } from 'chai';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FormatError, Rng, UnsupportedError } from '@bitdistill/core';
+import { addToInt, append, pick, randomBytes, randomizeBytes, runCases, setInt, splice, truncate, type Mutator } from '../../../scripts/fuzz/mutate.ts';
 import { ggmlTensorBytes, gv, packTernaryGgml, parseGguf, readGguf, serializeGgufHeader, type GgufFile, type GgufTensor, type GgufValue } from '../src/index.ts';
+import { SCALAR_META, bothReaders, ggufSampleTensors } from './fixtures.ts';
 
 const SEED = 20250121;
 
@@ -21,26 +22,14 @@ function file(meta: [string, GgufValue][], tensors: GgufTensor[], alignment = 32
 }
 
 function seeds(): Uint8Array[] {
-  const f32 = new Float32Array([1, -2, 3.5, 0.25, 5, 6]);
   const tensors: GgufTensor[] = [
-    { name: 'token_embd.weight', type: 'F32', dims: [3, 2], data: new Uint8Array(f32.buffer) },
-    { name: 'half', type: 'F16', dims: [4], data: new Uint8Array([0, 0x3c, 0, 0xc0, 0, 0, 0, 0x7c]) },
-    { name: 'blk.0.attn_q.weight', type: 'TQ2_0', dims: [256, 2], data: packTernaryGgml('TQ2_0', new Int8Array(512).fill(1), 2, 256, Float32Array.of(0.5)) },
+    ...ggufSampleTensors(),
     { name: 'blk.0.attn_k.weight', type: 'TQ1_0', dims: [256, 1, 1], data: packTernaryGgml('TQ1_0', new Int8Array(256).fill(-1), 1, 256, Float32Array.of(2)) },
     { name: 'brain', type: 'BF16', dims: [1, 2, 1, 1], data: new Uint8Array([0x80, 0x3f, 0x80, 0xbf]) },
   ];
   const meta: [string, GgufValue][] = [
     ['general.architecture', gv.str('bitnet')],
-    ['u8', { type: 'uint8', value: 255 }],
-    ['i8', { type: 'int8', value: -128 }],
-    ['u16', { type: 'uint16', value: 65535 }],
-    ['i16', { type: 'int16', value: -32768 }],
-    ['i32', gv.i32(-5)],
-    ['f32', gv.f32(1e-5)],
-    ['f64', { type: 'float64', value: 1e-300 }],
-    ['u64', { type: 'uint64', value: 2n ** 64n - 1n }],
-    ['i64', { type: 'int64', value: -(2n ** 63n) }],
-    ['flag', gv.bool(true)],
+    ...SCALAR_META,
     ['tokens', gv.strings(['<unk>', '▁the', 'é', '', '東京'])],
     ['scores', gv.f32s([0, -1.5, 2])],
     ['nested', { type: 'array', itemType: 'array', items: [gv.i32s([1, 2]), gv.i32s([]), gv.strings(['a'])] }],
@@ -102,62 +91,27 @@ function fields(b: Uint8Array): { u64: number[]; u32: number[] } {
 const HUGE = [2n ** 64n - 1n, 2n ** 63n, 2n ** 53n + 1n, 2n ** 53n - 1n, 2n ** 32n, 2n ** 31n, 100_000_000n, 65536n, 1000n, 0n, 1n];
 const U32S = [0, 1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 30, 31, 34, 35, 36, 0xffff, 0x7fffffff, 0xffffffff];
 
-type Mutator = (rng: Rng, base: Uint8Array, f: { u64: number[]; u32: number[] }) => [string, Uint8Array];
-const pick = <T>(rng: Rng, a: readonly T[]): T => a[rng.int(a.length)] as T;
+type Fields = { u64: number[]; u32: number[] };
 
-const MUTATORS: Mutator[] = [
-  (rng, base) => {
-    const n = rng.int(base.length);
-    return [`truncate to ${n}`, base.slice(0, n)];
-  },
-  (rng, base) => {
-    const out = base.slice();
-    const k = 1 + rng.int(4);
-    for (let j = 0; j < k; j++) out[rng.int(out.length)] = rng.int(256);
-    return [`${k} random bytes`, out];
-  },
-  (rng, base, f) => {
-    const out = base.slice();
-    const at = pick(rng, f.u64);
-    const v = pick(rng, HUGE);
-    new DataView(out.buffer).setBigUint64(at, v, true);
-    return [`u64 at ${at} = ${v}`, out];
-  },
-  (rng, base, f) => {
-    const out = base.slice();
-    const at = pick(rng, f.u64);
-    const dv = new DataView(out.buffer);
-    const d = rng.int(17) - 8;
-    const v = dv.getBigUint64(at, true) + BigInt(d);
-    dv.setBigUint64(at, v < 0n ? 0n : v, true);
-    return [`u64 at ${at} ${d >= 0 ? '+' : ''}${d}`, out];
-  },
-  (rng, base, f) => {
-    const out = base.slice();
-    const at = pick(rng, f.u32);
-    const v = pick(rng, U32S);
-    new DataView(out.buffer).setUint32(at, v, true);
-    return [`u32 at ${at} = ${v}`, out];
-  },
+const MUTATORS: Mutator<Fields>[] = [
+  truncate(),
+  randomizeBytes(),
+  setInt({ kind: 'u64', at: (rng, _b, f: Fields) => pick(rng, f.u64), values: HUGE }),
+  addToInt({ kind: 'u64', at: (rng, _b, f: Fields) => pick(rng, f.u64), max: 8 }),
+  setInt({ kind: 'u32', at: (rng, _b, f: Fields) => pick(rng, f.u32), values: U32S }),
   (rng, base, f) => {
     // Cut just before or after a field.
     const at = pick(rng, [...f.u64, ...f.u32]) + rng.int(12) - 2;
     const n = Math.max(0, Math.min(base.length, at));
-    return [`truncate at field ${n}`, base.slice(0, n)];
+    return { what: `truncate at field ${n}`, bytes: base.slice(0, n) };
   },
-  (rng, base) => {
-    const extra = 1 + rng.int(64);
-    const out = new Uint8Array(base.length + extra);
-    out.set(base);
-    if (rng.int(2) === 0) for (let i = base.length; i < out.length; i++) out[i] = rng.int(256);
-    return [`append ${extra} bytes`, out];
-  },
+  append({ max: 64, fill: 'either' }),
   (rng, base) => {
     // Insert or delete bytes inside the header: every later field shifts.
     const at = 24 + rng.int(Math.min(base.length, 400) - 24);
     const k = 1 + rng.int(8);
-    if (rng.int(2) === 0) return [`delete ${k} bytes at ${at}`, Uint8Array.from([...base.subarray(0, at), ...base.subarray(at + k)])];
-    return [`insert ${k} bytes at ${at}`, Uint8Array.from([...base.subarray(0, at), ...Array.from({ length: k }, () => rng.int(256)), ...base.subarray(at)])];
+    if (rng.int(2) === 0) return { what: `delete ${k} bytes at ${at}`, bytes: splice(base, at, k) };
+    return { what: `insert ${k} bytes at ${at}`, bytes: splice(base, at, 0, randomBytes(rng, k)) };
   },
 ];
 
@@ -179,47 +133,24 @@ function consistent(f: GgufFile): void {
 
 /** 'parsed' or the error class; both readers must agree. */
 function check(buf: Uint8Array, path: string): string {
-  const outcome = (read: () => GgufFile): [string, string | GgufFile] => {
-    try {
-      return ['parsed', read()];
-    } catch (e) {
-      if (e instanceof FormatError || e instanceof UnsupportedError) return [e.name, e.message.replace(path, 'FILE').replace('fuzz.gguf', 'FILE')];
-      throw e;
-    }
-  };
-  const [a, pa] = outcome(() => parseGguf(buf, 'fuzz.gguf'));
-  writeFileSync(path, buf);
-  const [b, pb] = outcome(() => readGguf(path, 24 + (buf.length % 97)));
-  if (a !== b || (typeof pa === 'string' && pa !== pb)) throw new Error(`parseGguf: ${a} ${typeof pa === 'string' ? pa : ''}; readGguf: ${b} ${typeof pb === 'string' ? pb : ''}`);
-  if (typeof pa !== 'string' && typeof pb !== 'string') {
+  const r = bothReaders(buf, path, 'fuzz.gguf', parseGguf, (p) => readGguf(p, 24 + (buf.length % 97)));
+  if (r.parsed !== undefined) {
+    const [pa, pb] = r.parsed;
     consistent(pa);
     if (pa.tensors.length !== pb.tensors.length || pa.tensors.some((t, i) => !Buffer.from(t.data).equals(Buffer.from(pb.tensors[i]?.data ?? [])))) throw new Error('readGguf read other tensors than parseGguf');
   }
-  return a;
+  return r.outcome;
 }
 
 describe('GGUF reader fuzz', () => {
   const dir = mkdtempSync(join(tmpdir(), 'bitdistill-gguf-fuzz-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('every mutated file parses consistently or throws FormatError / UnsupportedError, in both readers (seeded, 3000 cases)', () => {
-    const rng = new Rng(SEED);
+  it('every mutated file parses consistently or throws FormatError / UnsupportedError, in both readers (seeded, 3000 cases)', async () => {
     const bases = seeds();
-    const fieldsOf = bases.map(fields);
     const path = join(dir, 'case.gguf');
     for (const b of bases) expect(check(b, path)).to.equal('parsed');
-    const tally: Record<string, number> = {};
-    for (let k = 0; k < 3000; k++) {
-      const i = rng.int(bases.length);
-      const m = rng.int(MUTATORS.length);
-      const [what, buf] = (MUTATORS[m] as Mutator)(rng, bases[i] as Uint8Array, fieldsOf[i] as { u64: number[]; u32: number[] });
-      try {
-        const o = check(buf, path);
-        tally[o] = (tally[o] ?? 0) + 1;
-      } catch (e) {
-        throw new Error(`case ${k} (seed ${SEED}, base ${i}, mutator ${m}: ${what}) threw ${(e as Error).name}: ${(e as Error).message}`, { cause: e });
-      }
-    }
+    const { outcomes: tally } = await runCases({ seed: SEED, count: 3000, bases, ctx: bases.map(fields), mutators: MUTATORS, check: (buf) => check(buf, path) });
     console.log(`      outcomes: ${JSON.stringify(tally)}`);
     expect(tally['FormatError'] ?? 0).to.be.greaterThan(1500);
     expect(tally['parsed'] ?? 0).to.be.greaterThan(50);

@@ -18,33 +18,19 @@ import {
   type GgufTensor,
   type GgufValue,
 } from '../src/index.ts';
+import { SCALAR_META, ggufSampleTensors } from './fixtures.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'bitdistill-gguf-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 function sampleTensors(): GgufTensor[] {
-  const f32 = new Float32Array([1, -2, 3.5, 0.25, 5, 6]);
-  return [
-    { name: 'token_embd.weight', type: 'F32', dims: [3, 2], data: new Uint8Array(f32.buffer) },
-    { name: 'half', type: 'F16', dims: [4], data: new Uint8Array([0, 0x3c, 0, 0xc0, 0, 0, 0, 0x7c]) },
-    { name: 'blk.0.attn_q.weight', type: 'TQ2_0', dims: [256, 2], data: packTernaryGgml('TQ2_0', new Int8Array(512).fill(1), 2, 256, Float32Array.of(0.5)) },
-    { name: 'blk.0.attn_k.weight', type: 'TQ1_0', dims: [512, 1], data: packTernaryGgml('TQ1_0', new Int8Array(512).fill(-1), 1, 512, Float32Array.of(2)) },
-  ];
+  return [...ggufSampleTensors(), { name: 'blk.0.attn_k.weight', type: 'TQ1_0', dims: [512, 1], data: packTernaryGgml('TQ1_0', new Int8Array(512).fill(-1), 1, 512, Float32Array.of(2)) }];
 }
 
 const sampleMeta: [string, GgufValue][] = [
   ['general.architecture', gv.str('bitnet')],
   ['general.alignment', gv.u32(32)],
-  ['u8', { type: 'uint8', value: 255 }],
-  ['i8', { type: 'int8', value: -128 }],
-  ['u16', { type: 'uint16', value: 65535 }],
-  ['i16', { type: 'int16', value: -32768 }],
-  ['i32', gv.i32(-5)],
-  ['f32', gv.f32(1e-5)],
-  ['f64', { type: 'float64', value: 1e-300 }],
-  ['u64', { type: 'uint64', value: 2n ** 64n - 1n }],
-  ['i64', { type: 'int64', value: -(2n ** 63n) }],
-  ['flag', gv.bool(true)],
+  ...SCALAR_META,
   ['tokens', gv.strings(['<unk>', '▁the', 'é', ''])],
   ['nested', { type: 'array', itemType: 'array', items: [gv.i32s([1, 2]), gv.i32s([])] }],
 ];

@@ -3,11 +3,13 @@
 // "ak42" layouts). A RangeError, a TypeError or an allocation sized by a corrupt header is a reader bug.
 // readLlama2c (header first, then the file) must reach the same outcome as parseLlama2c on the bytes.
 import { expect } from 'chai';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FormatError, Rng, UnsupportedError } from '@bitdistill/core';
+import { Rng } from '@bitdistill/core';
+import { addToInt, append, randomizeBytes, runCases, setInt, truncate, writeInt, type Mutator } from '../../../scripts/fuzz/mutate.ts';
 import { parseLlama2c, readLlama2c, type Llama2cCheckpoint } from '../src/index.ts';
+import { bothReaders } from './fixtures.ts';
 
 const SEED = 20250121;
 
@@ -26,51 +28,18 @@ function synth(rng: Rng, h: [dim: number, hidden: number, layers: number, heads:
 
 const INTS = [0, 1, -1, 2, 3, 7, 8, 16, 1023, 1024, 1025, 65536, 65537, 1 << 22, (1 << 22) + 1, 2 ** 31 - 1, -(2 ** 31), -8, -32];
 
-type Mutator = (rng: Rng, base: Uint8Array) => [string, Uint8Array];
-const pick = <T>(rng: Rng, a: readonly T[]): T => a[rng.int(a.length)] as T;
-
 const MUTATORS: Mutator[] = [
-  (rng, base) => {
-    const n = rng.int(base.length);
-    return [`truncate to ${n}`, base.slice(0, n)];
-  },
-  (rng, base) => {
-    const n = rng.int(29);
-    return [`truncate to ${n} (header)`, base.slice(0, n)];
-  },
+  truncate(),
+  truncate(() => 29), // inside the header
+  setInt({ kind: 'i32', at: (rng) => 4 * rng.int(7), values: INTS }),
+  addToInt({ kind: 'i32', at: (rng) => 4 * rng.int(7), max: 4 }),
+  randomizeBytes({ at: (rng, n) => rng.int(rng.int(2) === 0 ? 28 : n) }), // half of them in the header
+  append({ max: 64, fill: 'zero' }),
   (rng, base) => {
     const out = base.slice();
-    const i = rng.int(7);
-    const v = pick(rng, INTS);
-    new DataView(out.buffer).setInt32(4 * i, v, true);
-    return [`header int ${i} = ${v}`, out];
-  },
-  (rng, base) => {
-    const out = base.slice();
-    const i = rng.int(7);
-    const dv = new DataView(out.buffer);
-    const d = rng.int(9) - 4;
-    dv.setInt32(4 * i, dv.getInt32(4 * i, true) + d, true);
-    return [`header int ${i} ${d >= 0 ? '+' : ''}${d}`, out];
-  },
-  (rng, base) => {
-    const out = base.slice();
-    const k = 1 + rng.int(4);
-    for (let j = 0; j < k; j++) out[rng.int(rng.int(2) === 0 ? 28 : out.length)] = rng.int(256);
-    return [`${k} random bytes`, out];
-  },
-  (rng, base) => {
-    const extra = 1 + rng.int(64);
-    const out = new Uint8Array(base.length + extra);
-    out.set(base);
-    return [`append ${extra} bytes`, out];
-  },
-  (rng, base) => {
-    const out = base.slice();
-    const dv = new DataView(out.buffer);
-    dv.setUint32(0, 0x616b3432, true); // "ak42": a v1/v2 export
-    dv.setInt32(4, rng.int(4), true);
-    return ['v1 magic', out];
+    writeInt(out, 0, 'u32', 0x616b3432); // "ak42": a v1/v2 export
+    writeInt(out, 4, 'i32', rng.int(4));
+    return { what: 'v1 magic', bytes: out };
   },
 ];
 
@@ -105,43 +74,21 @@ function consistent(ck: Llama2cCheckpoint, bytes: number): void {
 }
 
 function check(buf: Uint8Array, path: string): string {
-  const outcome = (read: () => Llama2cCheckpoint): [string, string | Llama2cCheckpoint] => {
-    try {
-      return ['parsed', read()];
-    } catch (e) {
-      if (e instanceof FormatError || e instanceof UnsupportedError) return [e.name, e.message.replace(path, 'FILE').replace('fuzz.bin', 'FILE')];
-      throw e;
-    }
-  };
-  const [a, pa] = outcome(() => parseLlama2c(buf, 'fuzz.bin'));
-  writeFileSync(path, buf);
-  const [b, pb] = outcome(() => readLlama2c(path));
-  if (a !== b || (typeof pa === 'string' && pa !== pb)) throw new Error(`parseLlama2c: ${a} ${typeof pa === 'string' ? pa : ''}; readLlama2c: ${b} ${typeof pb === 'string' ? pb : ''}`);
-  if (typeof pa !== 'string') consistent(pa, buf.length);
-  return a;
+  const r = bothReaders(buf, path, 'fuzz.bin', parseLlama2c, (p) => readLlama2c(p));
+  if (r.parsed !== undefined) consistent(r.parsed[0], buf.length);
+  return r.outcome;
 }
 
 describe('llama2.c reader fuzz', () => {
   const dir = mkdtempSync(join(tmpdir(), 'bitdistill-llama2c-fuzz-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('every mutated file parses consistently or throws FormatError / UnsupportedError, in both readers (seeded, 2000 cases)', () => {
+  it('every mutated file parses consistently or throws FormatError / UnsupportedError, in both readers (seeded, 2000 cases)', async () => {
     const rng = new Rng(SEED);
     const bases = [synth(rng, [8, 12, 2, 2, 1, 32, 4]), synth(rng, [8, 8, 1, 1, 1, -16, 2]), synth(rng, [16, 24, 1, 4, 4, 8, 1])];
     const path = join(dir, 'case.bin');
     for (const b of bases) expect(check(b, path)).to.equal('parsed');
-    const tally: Record<string, number> = {};
-    for (let k = 0; k < 2000; k++) {
-      const i = rng.int(bases.length);
-      const m = rng.int(MUTATORS.length);
-      const [what, buf] = (MUTATORS[m] as Mutator)(rng, bases[i] as Uint8Array);
-      try {
-        const o = check(buf, path);
-        tally[o] = (tally[o] ?? 0) + 1;
-      } catch (e) {
-        throw new Error(`case ${k} (seed ${SEED}, base ${i}, mutator ${m}: ${what}) threw ${(e as Error).name}: ${(e as Error).message}`, { cause: e });
-      }
-    }
+    const { outcomes: tally } = await runCases({ seed: SEED, rng, count: 2000, bases, mutators: MUTATORS, check: (buf) => check(buf, path) });
     console.log(`      outcomes: ${JSON.stringify(tally)}`);
     expect(tally['FormatError'] ?? 0).to.be.greaterThan(1000);
     expect(tally['parsed'] ?? 0).to.be.greaterThan(100);

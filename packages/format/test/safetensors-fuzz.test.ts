@@ -1,7 +1,8 @@
 // Seeded fuzzing of the safetensors reader: every mutated file must either parse into consistent tensors or
 // raise a FormatError. Any other exception (RangeError, TypeError, a JSON.parse SyntaxError...) is a reader bug.
 import { expect } from 'chai';
-import { FormatError, Rng } from '@bitdistill/core';
+import { FormatError } from '@bitdistill/core';
+import { addToInt, append, pick, randomizeBytes, runCases, setInt, splice, truncate, writeInt, type Mutator } from '../../../scripts/fuzz/mutate.ts';
 import { parseSafetensors, serializeSafetensors, type TensorEntry } from '../src/index.ts';
 
 const SEED = 20240611;
@@ -54,66 +55,41 @@ const DTYPE_SWAPS: [string, string][] = [
 ];
 const HUGE = [2n ** 64n - 1n, 2n ** 63n, 2n ** 53n + 1n, 2n ** 32n, 100_000_001n, 100_000_000n];
 
-type Mutator = (rng: Rng, base: Uint8Array) => [string, Uint8Array];
-
-const pick = <T>(rng: Rng, a: readonly T[]): T => a[rng.int(a.length)] as T;
-
 const MUTATORS: Mutator[] = [
-  (rng, base) => {
-    const n = rng.int(base.length);
-    return [`truncate to ${n}`, base.slice(0, n)];
-  },
-  (rng, base) => {
-    const out = base.slice();
-    const k = 1 + rng.int(4);
-    for (let j = 0; j < k; j++) out[rng.int(out.length)] = rng.int(256);
-    return [`${k} random bytes`, out];
-  },
+  truncate(),
+  randomizeBytes(),
   (rng, base) => {
     const out = base.slice();
     const i = rng.int(8);
     out[i] = rng.int(256);
-    return [`length byte ${i}`, out];
+    return { what: `length byte ${i}`, bytes: out };
   },
-  (rng, base) => {
-    const out = base.slice();
-    const v = pick(rng, HUGE);
-    new DataView(out.buffer).setBigUint64(0, v, true);
-    return [`length ${v}`, out];
-  },
-  (rng, base) => {
-    const out = base.slice();
-    const d = rng.int(17) - 8;
-    new DataView(out.buffer).setBigUint64(0, BigInt(Math.max(0, headerLength(base) + d)), true);
-    return [`length ${d >= 0 ? '+' : ''}${d}`, out];
-  },
+  setInt({ kind: 'u64', at: () => 0, values: HUGE }),
+  addToInt({ kind: 'u64', at: () => 0, max: 8 }),
   (rng, base) => {
     const out = base.slice();
     const ps = positions(out, isDigit);
-    if (ps.length === 0) return ['no digits', out];
+    if (ps.length === 0) return { what: 'no digits', bytes: out };
     const k = 1 + rng.int(3);
     for (let j = 0; j < k; j++) out[pick(rng, ps)] = 0x30 + rng.int(10);
-    return [`${k} header digits`, out];
+    return { what: `${k} header digits`, bytes: out };
   },
   (rng, base) => {
     // Insert digits into a number: grows an offset or dimension by orders of magnitude.
     const ps = positions(base, isDigit);
-    if (ps.length === 0) return ['no digits', base.slice()];
+    if (ps.length === 0) return { what: 'no digits', bytes: base.slice() };
     const at = pick(rng, ps);
-    const extra = Array.from({ length: 1 + rng.int(20) }, () => 0x30 + rng.int(10));
-    const out = new Uint8Array(base.length + extra.length);
-    out.set(base.subarray(0, at));
-    out.set(extra, at);
-    out.set(base.subarray(at), at + extra.length);
+    const extra = Uint8Array.from({ length: 1 + rng.int(20) }, () => 0x30 + rng.int(10));
+    const out = splice(base, at, 0, extra);
     const fix = rng.int(2) === 0;
-    if (fix) new DataView(out.buffer).setBigUint64(0, BigInt(headerLength(base) + extra.length), true);
-    return [`insert ${extra.length} digits${fix ? ', length fixed' : ''}`, out];
+    if (fix) writeInt(out, 0, 'u64', headerLength(base) + extra.length);
+    return { what: `insert ${extra.length} digits${fix ? ', length fixed' : ''}`, bytes: out };
   },
   (rng, base) => {
     const out = base.slice();
     const ps = positions(out, (b) => STRUCTURAL.has(b));
     if (ps.length > 0) out[pick(rng, ps)] = pick(rng, [...STRUCTURAL, 0x2d /* - */, 0x2e /* . */, 0x65 /* e */, 0x00, 0xff]);
-    return ['structural byte', out];
+    return { what: 'structural byte', bytes: out };
   },
   (rng, base) => {
     const out = base.slice();
@@ -121,25 +97,20 @@ const MUTATORS: Mutator[] = [
     const [from, to] = pick(rng, DTYPE_SWAPS);
     const i = text.indexOf(from);
     if (i >= 0) out.set(new TextEncoder().encode(to), 8 + i);
-    return [`dtype ${from} -> ${to}`, out];
+    return { what: `dtype ${from} -> ${to}`, bytes: out };
   },
   (rng, base) => {
     // Swap the two offsets of a data_offsets pair, or shift a whole tensor's range.
     const out = base.slice();
     const text = new TextDecoder('latin1').decode(out.subarray(8, 8 + headerLength(out)));
     const matches = [...text.matchAll(/"data_offsets":\[(\d+),(\d+)\]/g)];
-    if (matches.length === 0) return ['no offsets', out];
+    if (matches.length === 0) return { what: 'no offsets', bytes: out };
     const m = pick(rng, matches);
     const swapped = `"data_offsets":[${m[2]},${m[1]}]`.padEnd((m[0] as string).length, ' ');
     out.set(new TextEncoder().encode(swapped.slice(0, (m[0] as string).length)), 8 + (m.index as number));
-    return ['swap offsets', out];
+    return { what: 'swap offsets', bytes: out };
   },
-  (rng, base) => {
-    const extra = 1 + rng.int(16);
-    const out = new Uint8Array(base.length + extra);
-    out.set(base);
-    return [`append ${extra} bytes`, out];
-  },
+  append({ max: 16, fill: 'zero' }),
 ];
 
 function check(buf: Uint8Array): 'parsed' | 'rejected' {
@@ -162,23 +133,12 @@ function check(buf: Uint8Array): 'parsed' | 'rejected' {
 }
 
 describe('safetensors fuzz', () => {
-  it('every mutated file parses consistently or throws FormatError (seeded, 3000 cases)', () => {
-    const rng = new Rng(SEED);
+  it('every mutated file parses consistently or throws FormatError (seeded, 3000 cases)', async () => {
     const bases = seeds();
     for (const b of bases) expect(check(b)).to.equal('parsed');
-    const tally = { parsed: 0, rejected: 0 };
-    for (let k = 0; k < 3000; k++) {
-      const base = pick(rng, bases);
-      const m = rng.int(MUTATORS.length);
-      const [what, buf] = (MUTATORS[m] as Mutator)(rng, base);
-      try {
-        tally[check(buf)]++;
-      } catch (e) {
-        throw new Error(`case ${k} (seed ${SEED}, mutator ${m}: ${what}) threw ${(e as Error).name}: ${(e as Error).message}`, { cause: e });
-      }
-    }
+    const { outcomes } = await runCases({ seed: SEED, count: 3000, bases, mutators: MUTATORS, check });
     // Both outcomes must occur, or the mutators are not exercising the reader.
-    expect(tally.rejected).to.be.greaterThan(1000);
-    expect(tally.parsed).to.be.greaterThan(50);
+    expect(outcomes['rejected'] ?? 0).to.be.greaterThan(1000);
+    expect(outcomes['parsed'] ?? 0).to.be.greaterThan(50);
   });
 });
