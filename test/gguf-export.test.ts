@@ -20,26 +20,7 @@ import { initDecoder, saveModel } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
 import { exportGguf, exportTernary } from '@bitdistill/export';
 import { TernaryRuntime } from '@bitdistill/runtime';
-
-const CONFIG = {
-  architectures: ['LlamaForCausalLM'],
-  model_type: 'llama',
-  hidden_size: 256,
-  intermediate_size: 512,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  head_dim: 64,
-  max_position_embeddings: 256,
-  rms_norm_eps: 1e-5,
-  rope_theta: 10000,
-  tie_word_embeddings: true,
-  vocab_size: 512,
-  attention_bias: false,
-  hidden_act: 'silu',
-  bos_token_id: 1,
-  eos_token_id: 2,
-};
+import { TQ_LLAMA } from '../packages/format/test/fixtures.ts';
 
 describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', function () {
   this.timeout(600_000);
@@ -52,7 +33,7 @@ describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', 
 
   before(async () => {
     await initBackend('wasm');
-    const model = initDecoder(CONFIG, 11, 0.05);
+    const model = initDecoder(TQ_LLAMA, 11, 0.05);
     prepareStudent(model, { subln: 'standard', weightQuant: 'absmean' });
     // SubLN gains off 1, so that a file that lost or misplaced them would be caught.
     const rng = new Rng(5);

@@ -17,6 +17,7 @@ import { prepareStudent } from '@bitdistill/quant';
 import { exportGguf, exportTernary } from '@bitdistill/export';
 import { TernaryRuntime } from '@bitdistill/runtime';
 import { readOptimizerTensors, saveCheckpoint, verifyCheckpoint, type CheckpointExpectation, type TrainerState } from '@bitdistill/trainer';
+import { TQ_LLAMA } from '../../packages/format/test/fixtures.ts';
 
 /** A read that succeeded but returned something no valid file could give. */
 export class Garbage extends Error {
@@ -90,25 +91,7 @@ async function checkExamples(path: string, task: string): Promise<void> {
   }
 }
 
-const LLAMA = {
-  architectures: ['LlamaForCausalLM'],
-  model_type: 'llama',
-  hidden_size: 256,
-  intermediate_size: 512,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  head_dim: 64,
-  max_position_embeddings: 128,
-  rms_norm_eps: 1e-5,
-  rope_theta: 10000,
-  tie_word_embeddings: true,
-  vocab_size: 512,
-  attention_bias: false,
-  hidden_act: 'silu',
-  bos_token_id: 1,
-  eos_token_id: 2,
-};
+const LLAMA = { ...TQ_LLAMA, max_position_embeddings: 128 };
 /** Qwen3-shaped: per-head q/k norms and an untied lm_head (the safetensors export's other branches). */
 const QWEN3 = { ...LLAMA, architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', rms_norm_eps: 1e-6, tie_word_embeddings: false };
 

@@ -8,27 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FormatError, Rng } from '@bitdistill/core';
 import { writeSafetensors, type TensorEntry } from '@bitdistill/format';
+import { TINY_LLAMA } from '../../format/test/fixtures.ts';
 import { exportGguf, exportTernary, ggufTokenizerMetadata } from '../src/index.ts';
 
-const CONFIG: Record<string, unknown> = {
-  architectures: ['LlamaForCausalLM'],
-  model_type: 'llama',
-  vocab_size: 512,
-  hidden_size: 16,
-  intermediate_size: 32,
-  num_hidden_layers: 2,
-  num_attention_heads: 2,
-  num_key_value_heads: 1,
-  head_dim: 8,
-  max_position_embeddings: 64,
-  rms_norm_eps: 1e-5,
-  rope_theta: 10000,
-  tie_word_embeddings: true,
-  hidden_act: 'silu',
-  bos_token_id: 1,
-  eos_token_id: 2,
-  bitdistill: { subln: 'standard', weightQuant: 'absmean' },
-};
+/** A student checkpoint's config.json: TINY_LLAMA (tied embeddings) with SubLN standard. */
+const CONFIG: Record<string, unknown> = { ...TINY_LLAMA, bitdistill: { subln: 'standard', weightQuant: 'absmean' } };
 
 /** The F32 tensors of a student checkpoint of CONFIG (latent weights, SubLN gains). */
 function checkpointTensors(): Map<string, TensorEntry> {

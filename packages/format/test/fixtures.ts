@@ -1,6 +1,6 @@
 // Fixtures shared by the format tests and the tests of the packages above (runtime, export, the end-to-end tests,
-// the fuzz campaign): the small Llama config.json they write, GGUF sample metadata and tensors, and the check that
-// a reader gives the same outcome on bytes in memory and on the file.
+// the fuzz campaign): the small Llama config.json files they write, GGUF sample metadata and tensors, and the
+// check that a reader gives the same outcome on bytes in memory and on the file.
 import { writeFileSync } from 'node:fs';
 import { FormatError, UnsupportedError } from '@bitdistill/core';
 import { gv, packTernaryGgml, type GgufTensor, type GgufValue } from '../src/index.ts';
@@ -35,6 +35,15 @@ export function llamaConfig(sizes: LlamaSizes): Record<string, unknown> {
     eos_token_id: 2,
   };
 }
+
+/** Llama, 2 layers, hidden 16, 2 heads of 8 (1 KV head): the runtime's and the exporters' validation tests. */
+export const TINY_LLAMA = llamaConfig({ hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 8, max_position_embeddings: 64 });
+
+/**
+ * Llama, 2 layers, hidden 256 (4 heads of 64, 2 KV heads), intermediate 512: the smallest student whose
+ * projections fill TQ2_0 / TQ1_0 blocks of 256 (the GGUF export tests, the fuzz campaign's exports).
+ */
+export const TQ_LLAMA = llamaConfig({ hidden_size: 256, intermediate_size: 512, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 64, max_position_embeddings: 256 });
 
 /** GGUF metadata of every scalar value type, at the edges of its range. */
 export const SCALAR_META: readonly [string, GgufValue][] = [

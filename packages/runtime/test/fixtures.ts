@@ -5,31 +5,17 @@
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Rng } from '@bitdistill/core';
-import { gv, packTernaryHF, writeGguf, writeSafetensors, type GgufTensor, type GgufValue, type TensorEntry } from '@bitdistill/format';
+import { bitnetGgufName, gv, packTernaryHF, writeGguf, writeSafetensors, type GgufTensor, type GgufValue, type TensorEntry } from '@bitdistill/format';
 import { loadLlama2cTokenizer } from '@bitdistill/data';
 import { parseDecoderConfig, PROJECTIONS, projectionName, sublnName, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
+import { TINY_LLAMA } from '../../format/test/fixtures.ts';
 
 export const TOKENIZER = 'models/stories260K/tokenizer.bin'; // 512 tokens
 
-/** Llama, 2 layers, hidden 16, 2 heads of 8 (1 KV head), SubLN standard, untied. */
+/** TINY_LLAMA (2 layers, hidden 16, 2 heads of 8, 1 KV head) as a ternary export: SubLN standard, untied. */
 export const BASE_CONFIG: Record<string, unknown> = {
-  architectures: ['LlamaForCausalLM'],
-  model_type: 'llama',
-  vocab_size: 512,
-  hidden_size: 16,
-  intermediate_size: 32,
-  num_hidden_layers: 2,
-  num_attention_heads: 2,
-  num_key_value_heads: 1,
-  head_dim: 8,
-  max_position_embeddings: 64,
-  rms_norm_eps: 1e-5,
-  rope_theta: 10000,
+  ...TINY_LLAMA,
   tie_word_embeddings: false,
-  attention_bias: false,
-  hidden_act: 'silu',
-  bos_token_id: 1,
-  eos_token_id: 2,
   quantization_config: { quant_method: 'bitnet', linear_class: 'autobitlinear', quantization_mode: 'offline' },
   bitdistill: { subln: 'standard', weightQuant: 'absmean', packing: 'hf-bitnet-u8' },
 };
@@ -114,19 +100,17 @@ export function ggufTokenizerEntries(): [string, GgufValue][] {
   ];
 }
 
-const GGUF_NAMES: [string, string][] = [
-  ['input_layernorm.weight', 'attn_norm.weight'],
-  ['self_attn.q_proj.weight', 'attn_q.weight'],
-  ['self_attn.k_proj.weight', 'attn_k.weight'],
-  ['self_attn.v_proj.weight', 'attn_v.weight'],
-  ['self_attn.attn_sub_norm.weight', 'attn_sub_norm.weight'],
-  ['self_attn.o_proj.weight', 'attn_output.weight'],
-  ['post_attention_layernorm.weight', 'ffn_norm.weight'],
-  ['mlp.gate_proj.weight', 'ffn_gate.weight'],
-  ['mlp.up_proj.weight', 'ffn_up.weight'],
-  ['mlp.ffn_sub_norm.weight', 'ffn_sub_norm.weight'],
-  ['mlp.down_proj.weight', 'ffn_down.weight'],
-];
+/** A layer's tensors with SubLN standard, by Hugging Face name and in llama.cpp's order, with their projection. */
+function ggufLayer(l: number): [hf: string, pr: Projection | null][] {
+  const names: [string, Projection | null][] = [[`model.layers.${l}.input_layernorm.weight`, null]];
+  for (const pr of PROJECTIONS) {
+    if (pr === 'gate_proj') names.push([`model.layers.${l}.post_attention_layernorm.weight`, null]);
+    const s = sublnName(l, pr, 'standard');
+    if (s !== null) names.push([s, null]);
+    names.push([`${projectionName(l, pr)}.weight`, pr]);
+  }
+  return names;
+}
 
 /**
  * A bitnet GGUF (llama, SubLN standard, tied embeddings) with every projection dense F32 (any size) or, with
@@ -143,10 +127,9 @@ export function ggufFile(path: string, config: Record<string, unknown>, o: { see
   };
   f32('token_embd.weight', [c.vocabSize, c.hiddenSize], 0, 0.5);
   for (let l = 0; l < c.numLayers; l++) {
-    for (const [hf, g] of GGUF_NAMES) {
-      const name = `blk.${l}.${g}`;
-      const pr = PROJECTIONS.find((p) => hf.includes(p));
-      if (pr === undefined) {
+    for (const [hf, pr] of ggufLayer(l)) {
+      const name = bitnetGgufName(hf) as string;
+      if (pr === null) {
         const size = hf.includes('ffn_sub_norm') ? c.intermediateSize : c.hiddenSize;
         f32(name, [size], 1, 0.1);
         continue;
