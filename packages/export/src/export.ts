@@ -15,6 +15,7 @@ import { FormatError, NotFoundError, UnsupportedError, silentLogger, type Logger
 import { loadSafetensorsDir, packTernaryHF, readSafetensors, tensorToFloat32, unpackTernaryHF, writeSafetensors, f32ArrayToBf16, type TensorEntry } from '@bitdistill/format';
 import { parseDecoderConfig, PROJECTIONS, projectionName, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
 import { ternaryQuantRef, type WeightQuantMode } from '@bitdistill/quant/reference';
+import { describeSublnEpsMismatch, sublnEpsMismatch, type SublnEpsMismatch } from './subln-eps.ts';
 
 const PROJ = /^model\.layers\.(\d+)\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$/;
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.bin', 'vocab.txt'];
@@ -27,9 +28,11 @@ export interface ExportOptions {
   /**
    * Write config.json for Hugging Face transformers' BitNet integration (docs/interop.md): a Llama student with
    * standard SubLN becomes model_type `bitnet` / BitNetForCausalLM, every model-shape key transformers defaults
-   * differently is written out, and architectures it cannot express are refused. `linearClass` 'autobitlinear'
-   * (default) keeps the multiplicative weight_scale; 'bitlinear' (the class of every transformers release with
-   * BitNet support, which divides by weight_scale) stores 1 / scale.
+   * differently is written out, and architectures it cannot express are refused. `linearClass` 'bitlinear'
+   * (default; `true` means it) stores 1 / scale for BitLinear, which divides by weight_scale and is the class every
+   * transformers release with BitNet support builds: releases whose integrations/bitnet.py has only BitLinear
+   * ignore linear_class, later ones build BitLinear unless linear_class says 'autobitlinear'. 'autobitlinear'
+   * keeps the multiplicative scale, which only releases with AutoBitLinear read right: older ones divide by it.
    */
   hfCompat?: boolean | { linearClass: 'autobitlinear' | 'bitlinear' };
   logger?: Logger;
@@ -43,6 +46,8 @@ export interface ExportReport {
   /** Size of a bf16 copy of the same model (every parameter in 2 bytes). */
   bf16Bytes: number;
   parameters: number;
+  /** With hfCompat: the SubLN epsilon transformers applies differs from the student's, and what that changes. */
+  sublnEps: SublnEpsMismatch | null;
 }
 
 /** A run's stage folder resolves to its final checkpoint; a checkpoint folder is taken as it is. */
@@ -179,7 +184,7 @@ export function exportTernary(o: ExportOptions): ExportReport {
   const cfgPath = join(ckpt, 'config.json');
   const config = readConfigJson(cfgPath);
   const student = studentBlock(config, cfgPath);
-  const linearClass = o.hfCompat === undefined || o.hfCompat === false ? null : o.hfCompat === true ? 'autobitlinear' : o.hfCompat.linearClass;
+  const linearClass = o.hfCompat === undefined || o.hfCompat === false ? null : o.hfCompat === true ? 'bitlinear' : o.hfCompat.linearClass;
   const hf = linearClass === null ? null : hfCompatConfig(config, cfgPath, student, linearClass);
   const { tensors } = loadSafetensorsDir(ckpt);
   checkCheckpoint(parseDecoderConfig(config, cfgPath), tensors, ckpt, { shapes: true });
@@ -237,8 +242,10 @@ export function exportTernary(o: ExportOptions): ExportReport {
   }
   let bytes = 0;
   for (const f of readdirSync(o.out)) bytes += statSync(join(o.out, f)).size;
-  const report = { checkpoint: ckpt, out: o.out, quantizedTensors: expected.size, bytes, bf16Bytes: parameters * 2, parameters };
-  log.info(report, 'ternary export written and verified');
+  const eps = linearClass === null ? null : sublnEpsMismatch(o.out, parseDecoderConfig(config, cfgPath));
+  if (eps !== null) log.warn(eps, describeSublnEpsMismatch(eps, 'transformers (BitNetForCausalLM)'));
+  const report: ExportReport = { checkpoint: ckpt, out: o.out, quantizedTensors: expected.size, bytes, bf16Bytes: parameters * 2, parameters, sublnEps: eps };
+  log.info({ ...report, sublnEps: eps?.maxLogitDiff ?? null }, 'ternary export written and verified');
   return report;
 }
 

@@ -4,8 +4,11 @@
  *     tokens with ' ' written back as '▁' and BOS/EOS as <s>/</s>, scores, token_type (UNKNOWN <unk>, CONTROL
  *     <s> </s>, BYTE <0xXX>, NORMAL otherwise), bos 1 / eos 2 / unk 0, add_bos_token true;
  *   - Hugging Face byte-level BPE with Qwen2's pre-tokenizer regex -> model "gpt2", pre "qwen2" (_set_vocab_gpt2):
- *     tokens as in tokenizer.json, token_type (CONTROL special added tokens, USER_DEFINED other added tokens,
- *     NORMAL), merges "a b", special ids from tokenizer_config.json; the whole tokenizer.json is also embedded as
+ *     tokens as in tokenizer.json, token_type (CONTROL for added tokens that are special or look like control
+ *     tokens, e.g. Qwen's non-special <|fim_prefix|>, as the converter's does_token_look_special decides;
+ *     USER_DEFINED for the other added tokens; NORMAL), merges "a b", special ids from tokenizer_config.json
+ *     (llama.cpp overrides a control-looking token typed otherwise and warns "probably a bug in the model" at
+ *     every load); the whole tokenizer.json is also embedded as
  *     tokenizer.huggingface.json (a standard GGUF key) so that BitDistill's runtime can rebuild the exact tokenizer.
  * Ids between the tokenizer's size and the model's vocab_size become "[PAD<i>]" UNUSED tokens, as the converter
  * pads them. Anything else (WordPiece, other pre-tokenizers) is reported as a problem, not guessed.
@@ -30,6 +33,17 @@ export interface GgufTokenizer {
 }
 
 type Json = Record<string, unknown>;
+
+/**
+ * Whether an added token that tokenizer.json does not mark special still reads as a control token, by the rule of
+ * llama.cpp's convert_hf_to_gguf.py (does_token_look_special): a few fixed names, <|...|>, <｜...｜>, <unused...>.
+ */
+export function looksLikeControlToken(text: string): boolean {
+  if (['<pad>', '<mask>', '<2mass>', '[@BOS@]'].includes(text)) return true;
+  if (text.startsWith('<|') && text.endsWith('|>')) return true;
+  if (text.startsWith('<\uff5c') && text.endsWith('\uff5c>')) return true;
+  return text.startsWith('<unused') && text.endsWith('>');
+}
 
 function isObject(v: unknown): v is Json {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -139,7 +153,7 @@ function hfBpe(dir: string, vocabSize: number, config: Json): GgufTokenizer {
       types.push(TOKEN_TYPE.UNUSED);
     } else {
       tokens.push(t);
-      types.push(added.has(id) ? (added.get(id) === true ? TOKEN_TYPE.CONTROL : TOKEN_TYPE.USER_DEFINED) : TOKEN_TYPE.NORMAL);
+      types.push(added.has(id) ? (added.get(id) === true || looksLikeControlToken(t) ? TOKEN_TYPE.CONTROL : TOKEN_TYPE.USER_DEFINED) : TOKEN_TYPE.NORMAL);
     }
   }
   pad(tokens, types, null, vocabSize);

@@ -47,6 +47,7 @@ import { parseDecoderConfig } from '@bitdistill/model/arch';
 import { ternaryQuantRef } from '@bitdistill/quant/reference';
 import { checkCheckpoint, isQuantized, readConfigJson, resolveCheckpoint, studentBlock } from './export.ts';
 import { ggufTokenizerMetadata } from './gguf-tokenizer.ts';
+import { describeSublnEpsMismatch, sublnEpsMismatch, type SublnEpsMismatch } from './subln-eps.ts';
 
 export interface GgufExportOptions {
   from: string;
@@ -65,6 +66,8 @@ export interface GgufExportReport {
   checkpoint: string;
   out: string;
   type: TernaryGgmlType;
+  /** general.file_type written: the type that holds most projection weights (F16 when fallbacks outweigh). */
+  fileType: 'TQ2_0' | 'TQ1_0' | 'F16';
   quantizedTensors: number;
   /** Projections written as F16 because of `allowFallback`, with the reason. */
   fallbackTensors: { name: string; reason: string }[];
@@ -73,6 +76,8 @@ export interface GgufExportReport {
   /** Size of a bf16 copy of the same model (every parameter in 2 bytes). */
   bf16Bytes: number;
   parameters: number;
+  /** The SubLN epsilon llama.cpp applies differs from the student's: what that changes (null when equal). */
+  sublnEps: SublnEpsMismatch | null;
 }
 
 /** Why a checkpoint's architecture has no place in llama.cpp's bitnet graph; empty when it fits. */
@@ -141,6 +146,8 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
   const smallScales: string[] = [];
   let parameters = 0;
   let quantized = 0;
+  let ternaryWeights = 0;
+  let f16Weights = 0;
   for (const [name, t] of tensors) {
     const data = tensorToFloat32(t, `${ckpt}: ${name}`);
     parameters += data.length;
@@ -155,6 +162,7 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
       if (fallbackNames.has(name)) {
         // The dequantized ternary weight, so llama.cpp computes with the student's weights (in fp16).
         planned.push({ tensor: { name: gname, type: 'F16', dims, data: bytesOf(f32ArrayToF16(q.values)) }, expect: { kind: 'raw' } });
+        f16Weights += data.length;
         continue;
       }
       const packed = packTernaryGgml(type, q.codes, rows, cols, q.scales);
@@ -162,6 +170,7 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
       if (q.scales.some((s) => s < 6.103515625e-5)) smallScales.push(name);
       planned.push({ tensor: { name: gname, type, dims, data: packed }, expect: { kind: 'ternary', codes: q.codes, d } });
       quantized++;
+      ternaryWeights += data.length;
     } else {
       const dtype: GgmlType = t.shape.length === 1 ? 'F32' : (o.dtype ?? 'F32');
       const raw = dtype === 'F32' ? bytesOf(data) : dtype === 'F16' ? bytesOf(f32ArrayToF16(data)) : bytesOf(f32ArrayToBf16(data));
@@ -173,7 +182,9 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
   for (const f of fallback) log.warn(f, 'projection written as F16 (--allow-fallback)');
 
   // 3. Metadata: the keys llama.cpp's converter writes for BitnetModel (TextModel.set_gguf_parameters + linear
-  //    RoPE scaling of factor 1), the tokenizer, and our own namespaced keys.
+  //    RoPE scaling of factor 1), the tokenizer, and our own namespaced keys. general.file_type names the type of
+  //    most projection weights, so that llama.cpp's "TQ2_0 - 2.06 bpw" is not said of a file of F16 fallbacks.
+  const fileType = f16Weights > ternaryWeights ? 'F16' : type;
   const bd = (config['bitdistill'] ?? {}) as Record<string, unknown>;
   const task = typeof bd['task'] === 'string' ? ` (${bd['task']})` : '';
   const exportConfig = { ...config, bitdistill: { ...bd, packing: `gguf-${type.toLowerCase()}`, weightScale: 'folded-into-block-d', exportedFrom: ckpt } };
@@ -192,7 +203,7 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
     [`${a}.attention.layer_norm_rms_epsilon`, gv.f32(c.rmsNormEps)],
     [`${a}.attention.key_length`, gv.u32(c.headDim)],
     [`${a}.attention.value_length`, gv.u32(c.headDim)],
-    ['general.file_type', gv.u32(LLAMA_FILE_TYPES[type])],
+    ['general.file_type', gv.u32(LLAMA_FILE_TYPES[fileType])],
     [`${a}.rope.scaling.type`, gv.str('linear')],
     [`${a}.rope.scaling.factor`, gv.f32(1)],
     ['general.quantization_version', gv.u32(GGML_QUANT_VERSION)],
@@ -209,8 +220,11 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
     planned.map((p) => p.tensor),
     { beforeRename: (tmp) => verifyGguf(tmp, planned, type) },
   );
-  const report: GgufExportReport = { checkpoint: ckpt, out: o.out, type, quantizedTensors: quantized, fallbackTensors: fallback, tensors: planned.length, bytes, bf16Bytes: parameters * 2, parameters };
-  log.info({ ...report, fallbackTensors: fallback.length }, 'GGUF export written and verified');
+  if (fileType !== type) log.warn({ fileType, ternaryWeights, f16Weights }, `general.file_type is ${fileType}: most projection weights are F16 fallbacks`);
+  const eps = sublnEpsMismatch(o.out, c);
+  if (eps !== null) log.warn(eps, describeSublnEpsMismatch(eps, 'llama.cpp'));
+  const report: GgufExportReport = { checkpoint: ckpt, out: o.out, type, fileType, quantizedTensors: quantized, fallbackTensors: fallback, tensors: planned.length, bytes, bf16Bytes: parameters * 2, parameters, sublnEps: eps };
+  log.info({ ...report, fallbackTensors: fallback.length, sublnEps: eps?.maxLogitDiff ?? null }, 'GGUF export written and verified');
   return report;
 }
 

@@ -32,7 +32,11 @@ export const exportCommand: CommandModule<GlobalArgs, Args> = {
       .option('gguf-type', { choices: ['tq2_0', 'tq1_0'] as const, default: 'tq2_0' as const, describe: 'ternary block type of the GGUF projections (TQ2_0 2.06 bits/weight, TQ1_0 1.69)' })
       .option('allow-fallback', { type: 'boolean', default: false, describe: 'gguf: write projections whose input dimension is not a multiple of 256 as F16 instead of refusing' })
       .option('hf-compat', { type: 'boolean', default: false, describe: 'safetensors: config.json for transformers (BitNetForCausalLM for standard SubLN); refuses what transformers cannot express' })
-      .option('hf-linear-class', { choices: ['autobitlinear', 'bitlinear'] as const, default: 'autobitlinear' as const, describe: 'with --hf-compat: autobitlinear (multiplicative weight_scale) or bitlinear (stores 1/scale; older transformers)' }) as never,
+      .option('hf-linear-class', {
+        choices: ['bitlinear', 'autobitlinear'] as const,
+        default: 'bitlinear' as const,
+        describe: 'with --hf-compat: bitlinear (stores 1/scale; read right by every transformers release with BitNet) or autobitlinear (multiplicative weight_scale; releases without AutoBitLinear divide by it and compute wrong logits)',
+      }) as never,
   handler: (args) => {
     const ctx = makeContext(args);
     if (!args.ternary) throw new UnsupportedError('only --ternary exports exist', { hint: 'a full-precision checkpoint folder is already a Hugging Face model folder' });
@@ -47,7 +51,7 @@ export const exportCommand: CommandModule<GlobalArgs, Args> = {
         logger: ctx.logger,
       });
       const lines = [
-        `exported ${r.checkpoint} -> ${r.out} (GGUF v3, llama.cpp architecture bitnet)`,
+        `exported ${r.checkpoint} -> ${r.out} (GGUF v3, llama.cpp architecture bitnet, file type ${r.fileType})`,
         `  ${r.quantizedTensors} ${r.type} projections, ${r.tensors} tensors, ${r.parameters.toLocaleString('en-US')} parameters`,
         `  file: ${mib(r.bytes)}; a bf16 copy of the same model: ${mib(r.bf16Bytes)} (${(r.bf16Bytes / r.bytes).toFixed(2)}x larger)`,
       ];
@@ -55,7 +59,9 @@ export const exportCommand: CommandModule<GlobalArgs, Args> = {
         lines.push(`  --allow-fallback: ${r.fallbackTensors.length} projections written as F16 (not ternary in llama.cpp):`);
         for (const f of r.fallbackTensors) lines.push(`    ${f.name}: ${f.reason}`);
       }
-      lines.push(`  run it: llama-cli -m ${r.out} -p "..." (see docs/interop.md)`);
+      if (r.sublnEps !== null) lines.push(`  SubLN epsilon: trained ${r.sublnEps.trained}, llama.cpp applies ${r.sublnEps.target}; max logit difference ${r.sublnEps.maxLogitDiff?.toPrecision(3) ?? 'not measured'} (see the warning)`);
+      // llama-cli is a chat client in current llama.cpp; raw completion is llama-completion without conversation mode.
+      lines.push(`  run it: llama-completion -m ${r.out} -p "..." -no-cnv --temp 0 (see docs/interop.md)`);
       process.stdout.write(`${lines.join('\n')}\n`);
       return;
     }
@@ -69,9 +75,10 @@ export const exportCommand: CommandModule<GlobalArgs, Args> = {
       logger: ctx.logger,
     });
     process.stdout.write(
-      `exported ${r.checkpoint} -> ${r.out}${args['hf-compat'] ? ' (config.json for transformers\' BitNet integration)' : ''}\n` +
+      `exported ${r.checkpoint} -> ${r.out}${args['hf-compat'] ? ` (config.json for transformers' BitNet integration, linear_class ${args['hf-linear-class']})` : ''}\n` +
         `  ${r.quantizedTensors} ternary projections, ${r.parameters.toLocaleString('en-US')} parameters\n` +
-        `  export: ${mib(r.bytes)} on disk; a bf16 copy of the same model: ${mib(r.bf16Bytes)} (${(r.bf16Bytes / r.bytes).toFixed(2)}x larger)\n`,
+        `  export: ${mib(r.bytes)} on disk; a bf16 copy of the same model: ${mib(r.bf16Bytes)} (${(r.bf16Bytes / r.bytes).toFixed(2)}x larger)\n` +
+        (r.sublnEps !== null ? `  SubLN epsilon: trained ${r.sublnEps.trained}, transformers applies ${r.sublnEps.target}; max logit difference ${r.sublnEps.maxLogitDiff?.toPrecision(3) ?? 'not measured'} (see the warning)\n` : ''),
     );
   },
 };
