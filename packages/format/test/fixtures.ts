@@ -3,47 +3,19 @@
 // check that a reader gives the same outcome on bytes in memory and on the file.
 import { writeFileSync } from 'node:fs';
 import { FormatError, UnsupportedError } from '@bitdistill/core';
-import { gv, packTernaryGgml, type GgufTensor, type GgufValue } from '../src/index.ts';
-
-/** The dimensions of a Llama config.json. */
-export interface LlamaSizes {
-  hidden_size: number;
-  intermediate_size: number;
-  num_hidden_layers: number;
-  num_attention_heads: number;
-  num_key_value_heads: number;
-  head_dim: number;
-  max_position_embeddings: number;
-}
+import { gv, llama2cConfig, packTernaryGgml, type GgufTensor, type GgufValue } from '../src/index.ts';
 
 /**
- * A Llama config.json with the llama2.c defaults (what parseLlama2c gives for a checkpoint): a vocabulary of 512
- * (the stories260K tokenizer), tied embeddings, no biases, RoPE base 10000, RMSNorm eps 1e-5, BOS 1 and EOS 2.
+ * Llama, 2 layers, hidden 16, 2 heads of 8 (1 KV head), tied embeddings, vocabulary 512 (the stories260K
+ * tokenizer), as llama2cConfig writes it: the runtime's and the exporters' validation tests.
  */
-export function llamaConfig(sizes: LlamaSizes): Record<string, unknown> {
-  return {
-    architectures: ['LlamaForCausalLM'],
-    model_type: 'llama',
-    vocab_size: 512,
-    ...sizes,
-    rms_norm_eps: 1e-5,
-    rope_theta: 10000,
-    tie_word_embeddings: true,
-    attention_bias: false,
-    hidden_act: 'silu',
-    bos_token_id: 1,
-    eos_token_id: 2,
-  };
-}
-
-/** Llama, 2 layers, hidden 16, 2 heads of 8 (1 KV head): the runtime's and the exporters' validation tests. */
-export const TINY_LLAMA = llamaConfig({ hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 8, max_position_embeddings: 64 });
+export const TINY_LLAMA = llama2cConfig({ dim: 16, hiddenDim: 32, nLayers: 2, nHeads: 2, nKvHeads: 1, vocabSize: 512, seqLen: 64, sharedClassifier: true });
 
 /**
- * Llama, 2 layers, hidden 256 (4 heads of 64, 2 KV heads), intermediate 512: the smallest student whose
- * projections fill TQ2_0 / TQ1_0 blocks of 256 (the GGUF export tests, the fuzz campaign's exports).
+ * Llama, 2 layers, hidden 256 (4 heads of 64, 2 KV heads), intermediate 512, tied, vocabulary 512: the smallest
+ * student whose projections fill TQ2_0 / TQ1_0 blocks of 256 (the GGUF export tests, the fuzz campaign's exports).
  */
-export const TQ_LLAMA = llamaConfig({ hidden_size: 256, intermediate_size: 512, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 64, max_position_embeddings: 256 });
+export const TQ_LLAMA = llama2cConfig({ dim: 256, hiddenDim: 512, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 512, seqLen: 256, sharedClassifier: true });
 
 /** GGUF metadata of every scalar value type, at the edges of its range. */
 export const SCALAR_META: readonly [string, GgufValue][] = [

@@ -3,7 +3,6 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { FormatError, NotFoundError, Rng, ShapeError, UnsupportedError } from '@bitdistill/core';
 import { halfToInterleavedRope, interleavedToHalfRope, parseLlama2c, readLlama2c, type F32Tensor } from '../src/index.ts';
-import { llamaConfig } from './fixtures.ts';
 
 const STORIES = fileURLToPath(new URL('../../../models/stories260K/source/stories260K.bin', import.meta.url));
 
@@ -178,7 +177,25 @@ describe('llama2.c v0 reader', () => {
 
     it('reads the header and the HF config', () => {
       expect(ck.header).to.deep.equal({ dim: 64, hiddenDim: 172, nLayers: 5, nHeads: 8, nKvHeads: 4, vocabSize: 512, seqLen: 512, sharedClassifier: true });
-      expect(ck.config).to.deep.equal(llamaConfig({ hidden_size: 64, intermediate_size: 172, num_hidden_layers: 5, num_attention_heads: 8, num_key_value_heads: 4, head_dim: 8, max_position_embeddings: 512 }));
+      expect(ck.config).to.deep.equal({
+        architectures: ['LlamaForCausalLM'],
+        model_type: 'llama',
+        hidden_size: 64,
+        intermediate_size: 172,
+        num_hidden_layers: 5,
+        num_attention_heads: 8,
+        num_key_value_heads: 4,
+        head_dim: 8,
+        max_position_embeddings: 512,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000,
+        tie_word_embeddings: true,
+        vocab_size: 512,
+        attention_bias: false,
+        hidden_act: 'silu',
+        bos_token_id: 1,
+        eos_token_id: 2,
+      });
     });
 
     it('has the 47 HF tensors with HF shapes and no lm_head', () => {
