@@ -163,7 +163,7 @@ describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', 
     const examples = await readExamples('datasets/glue/SST-2/dev.tsv', task, { limit: 200 });
     const a = await kernelsPredictor(TernaryRuntime.load(st)).predict(task, examples, 'label', 128);
     const b = await kernelsPredictor(TernaryRuntime.load(tq2)).predict(task, examples, 'label', 128);
-    const same = a.words.filter((w, i) => w === b.words[i]).length;
+    const same = a.preds.filter((p, i) => p === b.preds[i]).length;
     console.log(`      label predictions: ${same}/${examples.length} identical`);
     expect(same).to.equal(examples.length);
     // And the logits themselves. The fp16 rounding of a scale changes a projection's output by up to 2^-11
@@ -276,9 +276,9 @@ describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', 
   });
 
   describe('safetensors export for Hugging Face transformers (--hf-compat)', () => {
-    it('writes BitNetForCausalLM config keys; our runtime reads it with the same logits', () => {
+    it('writes BitNetForCausalLM config keys; our runtime reads it with the same logits (autobitlinear)', () => {
       const out = join(root, 'hf-compat');
-      exportTernary({ from: ckpt, out, hfCompat: true });
+      exportTernary({ from: ckpt, out, hfCompat: { linearClass: 'autobitlinear' } });
       const c = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
       expect(c['model_type']).to.equal('bitnet');
       expect(c['architectures']).to.deep.equal(['BitNetForCausalLM']);
@@ -291,9 +291,11 @@ describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', 
       expect(TernaryRuntime.load(out).forward(ids, { allPositions: true })).to.deep.equal(TernaryRuntime.load(st).forward(ids, { allPositions: true }));
     });
 
-    it('bitlinear stores 1 / scale (transformers BitLinear divides by it); our runtime inverts it back', () => {
+    it('bitlinear, the default, stores 1 / scale (transformers BitLinear divides by it); our runtime inverts it back', () => {
       const out = join(root, 'hf-bitlinear');
-      exportTernary({ from: ckpt, out, hfCompat: { linearClass: 'bitlinear' } });
+      exportTernary({ from: ckpt, out, hfCompat: true });
+      const q = (JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, Record<string, unknown>>)['quantization_config'];
+      expect(q?.['linear_class']).to.equal('bitlinear');
       const a = readSafetensors(join(out, 'model.safetensors')).tensors.get('model.layers.0.self_attn.q_proj.weight_scale');
       const b = readSafetensors(join(st, 'model.safetensors')).tensors.get('model.layers.0.self_attn.q_proj.weight_scale');
       expect(a?.data[0]).to.equal(Math.fround(1 / (b?.data[0] as number)));
