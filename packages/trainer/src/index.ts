@@ -25,8 +25,9 @@ export type { LoopSettings, LoopHooks, StageSpec, StageResult, EvalResult, Micro
 export { predictLabels, generateLabels, evaluateLabelScoring } from './evaluate.ts';
 export type { EvalMode, LabelScoringOptions } from './evaluate.ts';
 export { SftStream, LmStream } from './streams.ts';
-export { resolveTask, teacherStage, bitnetSftStage, continualPretrainStage, distillStage, resolveDistillLayer, resolveRelationHeads, STAGE_FUNCTIONS } from './stages.ts';
-export type { StageContext } from './stages.ts';
+export { resolveTask, teacherStage, bitnetSftStage, continualPretrainStage, distillStage, resolveDistillLayer, resolveRelationHeads, answerCe, distillLoss, STAGE_FUNCTIONS } from './stages.ts';
+export type { StageContext, DistillLossSettings } from './stages.ts';
+export type { SftMicroBatch } from './streams.ts';
 export { runTraining, summaryMarkdown, preflightTask } from './run.ts';
 export type { TrainOptions, StageSummary } from './run.ts';
 export { readRss, startStagePeak, readStagePeak } from './peak-rss.ts';
