@@ -13,6 +13,7 @@
  *   seed: 0
  *   backend: auto                   # auto | tensorflow | wasm | cpu  (--backend on the command line wins)
  *   outputDir: runs
+ *   note: null                      # small print under the run's summary.md (what to expect, where the reports are)
  *   model: {path: REQUIRED, maxSeqLen: 512}               # HF folder (or llama2.c); [paper] max length 512
  *   task:
  *     name: REQUIRED                # registry name (sst2, mnli, ...) or a custom task's name
@@ -141,6 +142,8 @@ const trainShape = {
   seed: int({ min: 0, max: 2 ** 32 - 1 }).default(0),
   backend: enumOf(BACKENDS).default('auto'),
   outputDir: str().default('runs'),
+  /** Printed as small print under the run's summary.md and the CLI's summary: what to expect from this run, where to read more. */
+  note: str().nullable().default(null),
   model: obj({
     path: str(),
     maxSeqLen: int({ min: 2 }).default(512),

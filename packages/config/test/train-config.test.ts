@@ -37,6 +37,7 @@ describe('config/train-config', () => {
       seed: 0,
       backend: 'auto',
       outputDir: 'runs',
+      note: null,
       model: { path: 'models/stories260K', maxSeqLen: 128 },
       task: { name: 'sst2', train: 'datasets/glue/SST-2/train.tsv', dev: 'datasets/glue/SST-2/dev.tsv', trainLimit: 256, devLimit: null },
       corpus: { paths: ['datasets/corpus/tiny.txt'], seqLen: 128, maxTokens: 200000 },
@@ -261,5 +262,13 @@ describe('config/shipped configs', () => {
     expect(files.some((f) => f.startsWith('experiments'))).to.equal(true);
     if (files.length === 0) this.skip();
     for (const f of files) expect(loadConfig(join(dir, f)).config.name, f).to.be.a('string');
+  });
+
+  it("the bundled default (sst2-tiny.yaml) carries a note that points at the reports (issue 19)", function () {
+    if (!existsSync(join(dir, 'sst2-tiny.yaml'))) this.skip();
+    const { note } = loadConfig(join(dir, 'sst2-tiny.yaml')).config;
+    expect(note).to.be.a('string');
+    expect(note).to.contain('docs/results/lm-stories260k.md');
+    expect(note).to.contain('docs/results/small-scale.md');
   });
 });

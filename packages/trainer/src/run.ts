@@ -98,7 +98,7 @@ export async function preflightTask(config: TrainConfig, file = 'config'): Promi
   if (issues.length > 0) throw new ConfigError(file, issues);
 }
 
-export function summaryMarkdown(name: string, rows: readonly StageSummary[]): string {
+export function summaryMarkdown(name: string, rows: readonly StageSummary[], note: string | null = null): string {
   const lines = [
     `# ${name}: summary`,
     '',
@@ -118,6 +118,8 @@ export function summaryMarkdown(name: string, rows: readonly StageSummary[]): st
       ].join(' | '),
     ).map((l) => `| ${l} |`),
     '',
+    // The config's note (what to expect at this scale, where the reports are), as small print.
+    ...(note === null ? [] : [`<sub>${note.trim().replace(/\s*\n\s*/g, ' ')}</sub>`, '']),
   ];
   return lines.join('\n');
 }
@@ -162,7 +164,7 @@ export async function runTraining(config: TrainConfig, resolvedYaml: string, o: 
     o.logger.info({ stage, final: res.finalDir, [res.eval?.metric ?? 'metric']: res.eval?.value ?? null, peakRssMiB: res.memory.peakRssMiB }, `stage ${stage}: done`);
   }
   if (o.stage === undefined) {
-    writeFileSync(join(runDir, 'summary.md'), summaryMarkdown(config.name, rows));
+    writeFileSync(join(runDir, 'summary.md'), summaryMarkdown(config.name, rows, config.note));
     writeFileSync(join(runDir, 'summary.json'), `${JSON.stringify({ name: config.name, task: config.task.name, stages: rows }, null, 2)}\n`);
   }
   return rows;

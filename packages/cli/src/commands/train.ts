@@ -99,6 +99,6 @@ export const trainCommand: CommandModule<GlobalArgs, Args> = {
         },
       },
     }).finally(() => bar.stop());
-    process.stdout.write(summaryMarkdown(config.name, rows));
+    process.stdout.write(summaryMarkdown(config.name, rows, config.note));
   },
 };
