@@ -6,7 +6,12 @@ import { expect } from 'chai';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { initBackend } from '@bitdistill/backend';
+import { silentLogger, type Logger } from '@bitdistill/core';
+import { exportTernary } from '@bitdistill/export';
 import { readSafetensors, unpackTernaryHF } from '@bitdistill/format';
+import { loadModel, saveModel } from '@bitdistill/model';
+import { prepareStudent } from '@bitdistill/quant';
 import { TernaryRuntime } from '@bitdistill/runtime';
 
 interface Golden {
@@ -77,6 +82,28 @@ describe('--hf-compat export vs transformers BitNet semantics (numpy reference, 
     console.log(`      student's eps 1e-8 vs transformers' 1e-5: max |logit diff| ${d.toExponential(2)} (logits within +-${span.toFixed(2)}), next token differs at ${changed}/${ids.length} positions`);
     // Measured: 7.1e-2 on logits within +-0.54, 2 of 10 next tokens: not negligible on a fresh 64-wide student.
     expect(d).to.be.greaterThan(1e-2);
+  });
+
+  it('the exporter measures and reports the mismatch, and reports none when the student uses rms_norm_eps', async () => {
+    await initBackend('wasm');
+    const warnings: string[] = [];
+    const logger: Logger = { ...silentLogger, warn: (_o: unknown, msg?: string) => void warnings.push(msg ?? '') };
+    for (const sublnEps of [1e-8, 1e-5]) {
+      const { model } = loadModel('models/stories260K');
+      prepareStudent(model, { subln: 'standard', weightQuant: 'absmean', sublnEps });
+      const ckpt = join(tmp, `stories-${sublnEps}`);
+      await saveModel(model, ckpt, { tokenizerFrom: 'models/stories260K' });
+      model.dispose();
+      const r = exportTernary({ from: ckpt, out: join(tmp, `stories-${sublnEps}-hf`), hfCompat: true, logger });
+      if (sublnEps === 1e-5) {
+        expect(r.sublnEps).to.equal(null);
+        continue;
+      }
+      expect(r.sublnEps).to.deep.include({ trained: 1e-8, target: 1e-5, positions: 36 });
+      expect(r.sublnEps?.maxLogitDiff).to.be.greaterThan(0);
+      expect(warnings.join('\n')).to.match(/transformers \(BitNetForCausalLM\) applies rms_norm_eps = 0\.00001 .* logits differ by up to .*Train with student\.sublnEps=0\.00001/);
+    }
+    expect(warnings).to.have.length(1);
   });
 
   it('an autobitlinear export read by a transformers release without AutoBitLinear is wrong; bitlinear is not', () => {

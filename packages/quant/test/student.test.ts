@@ -134,6 +134,32 @@ for (const backend of ['wasm', 'cpu'] as const) {
       plain.dispose();
     });
 
+    it('the SubLN epsilon (student.sublnEps) is applied, recorded in config.json and restored from it', async () => {
+      const { mkdtempSync, readFileSync, rmSync } = await import('node:fs');
+      const { tmpdir } = await import('node:os');
+      const { join } = await import('node:path');
+      const { saveModel } = await import('@bitdistill/model');
+      const a = loadModel('models/stories260K').model;
+      const b = loadModel('models/stories260K').model;
+      prepareStudent(a, { subln: 'standard', weightQuant: 'absmean' });
+      prepareStudent(b, { subln: 'standard', weightQuant: 'absmean', sublnEps: 1e-5 });
+      expect([a.config.sublnEps, b.config.sublnEps]).to.deep.equal([1e-8, 1e-5]);
+      expect(studentRecord(b)?.sublnEps).to.equal(1e-5);
+      const la = logitsOf(a);
+      const lb = logitsOf(b);
+      expect(la.some((v, i) => v !== lb[i]), 'the epsilon changes the SubLN output').to.equal(true);
+      const dir = mkdtempSync(join(tmpdir(), 'bitdistill-subln-eps-'));
+      await saveModel(b, dir, { tokenizerFrom: 'models/stories260K' });
+      expect((JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { bitdistill: Record<string, unknown> }).bitdistill['sublnEps']).to.equal(1e-5);
+      const r = loadModel(dir).model;
+      expect(restoreStudent(r)).to.equal(true);
+      expect(r.config.sublnEps).to.equal(1e-5);
+      expect(Buffer.from(logitsOf(r).buffer).equals(Buffer.from(lb.buffer))).to.equal(true);
+      expect(() => prepareStudent(r, { subln: 'standard', weightQuant: 'absmean', sublnEps: 0 })).to.throw(/SubLN epsilon must be a finite number > 0/);
+      for (const m of [a, b, r]) m.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
     it('is an error when the exclude patterns leave nothing to quantize', () => {
       const m = loadModel('models/stories260K').model;
       expect(() => prepareStudent(m, { subln: 'none', weightQuant: 'absmean', exclude: ['model.layers'] })).to.throw(/no projection left to quantize/);
