@@ -8,7 +8,7 @@
 //     codes and block scales, so llama.cpp's logits for the two are identical;
 //   - the logits: llama.cpp quantizes activations per block of 256 (Q8_K) where we quantize per token, keeps K/V in
 //     fp16 and runs F16 weights on fp16-rounded activations; each moves some int8 activations to the neighbouring
-//     value, and random-weight students amplify such flips. The tolerances below are about 3x what was measured
+//     value, and random-weight students amplify such flips. The tolerances below are 2.5-5x what was measured
 //     (printed when the tests run); the two may pick different tokens only where our own top two logits are that
 //     close (a near-tie), and greedy continuations may part only there.
 import { expect } from 'chai';
@@ -202,7 +202,7 @@ describe('llama.cpp (prebuilt libllama of @node-llama-cpp/linux-x64) runs our GG
     expect(run.log).to.deep.equal([]);
     expect(run.model.desc).to.equal('bitnet ?B F16');
     // Compared as llama.cpp computes (SubLN with rms_norm_eps): dense F16 products on fp16-rounded activations and
-    // an fp16 KV cache are the difference left. Measured: max 4.6e-2 on logits of rms 4.9, argmax 50/50.
+    // an fp16 KV cache are the difference left. Measured: max 4.4e-2 on logits of rms 4.9, argmax 50/50.
     const a = agreement(TernaryRuntime.load(out, { sublnEps: 1e-5 }), prompts, run.answers as Greedy[]);
     report('F16 fallback vs our runtime', a);
     expectAgreement(a, 0.15);
