@@ -57,7 +57,7 @@ const DEFAULT_GAMMA = 1e3;
 
 interface Run {
   name: string;
-  group: 'main' | 'table5' | 'table6' | 'layer' | 'gamma';
+  group: 'main' | 'table5' | 'table6' | 'layer' | 'gamma' | 'lambda' | 'tau';
   /** Where the student starts: the teacher with fresh SubLN (or none), or the continual-pretrain output. */
   from: 'base' | 'base-nosubln' | 'cpt';
   logit: boolean;
@@ -65,11 +65,13 @@ interface Run {
   seed: number;
   layer: number | null;
   gamma: number;
+  lambda: number;
+  temperature: number;
 }
 
 function runMatrix(full: boolean): Run[] {
   const r: Run[] = [];
-  const base = { layer: null, gamma: DEFAULT_GAMMA };
+  const base = { layer: null, gamma: DEFAULT_GAMMA, lambda: LAMBDA, temperature: TAU };
   const seedsFor = (mainRow: boolean) => (mainRow || full ? MAIN_SEEDS : [0]);
   const rows: [string, Run['group'], Run['from'], boolean, boolean, boolean][] = [
     ['bitnet-sft', 'main', 'base-nosubln', false, false, true],
@@ -84,9 +86,14 @@ function runMatrix(full: boolean): Run[] {
     for (const seed of seedsFor(mainRow)) r.push({ name: `${name}-s${seed}`, group, from, logit, attention, seed, ...base });
   }
   const layers = full ? [0, 1, 2, 3, 4] : [0, 2, 4];
-  for (const l of layers) if (l !== 3) r.push({ name: `layer-${l}-s0`, group: 'layer', from: 'cpt', logit: true, attention: true, seed: 0, layer: l, gamma: DEFAULT_GAMMA });
+  for (const l of layers) if (l !== 3) r.push({ name: `layer-${l}-s0`, group: 'layer', from: 'cpt', logit: true, attention: true, seed: 0, layer: l, gamma: DEFAULT_GAMMA, lambda: LAMBDA, temperature: TAU });
   const gammas = full ? [1e1, 1e2, 1e4, 1e5] : [1e2, 1e5];
-  for (const g of gammas) r.push({ name: `gamma-${g.toExponential(0)}-s0`, group: 'gamma', from: 'cpt', logit: true, attention: true, seed: 0, layer: null, gamma: g });
+  for (const g of gammas) r.push({ name: `gamma-${g.toExponential(0)}-s0`, group: 'gamma', from: 'cpt', logit: true, attention: true, seed: 0, layer: null, gamma: g, lambda: LAMBDA, temperature: TAU });
+  // The paper's summarisation value (lambdaLogit 1) next to its classification value (10, the default here).
+  r.push({ name: 'lambda-1-s0', group: 'lambda', from: 'cpt', logit: true, attention: true, seed: 0, layer: null, gamma: DEFAULT_GAMMA, lambda: 1, temperature: TAU });
+  // Logit KD at temperature 1 with lambdaLogit 1: the term is then the metric itself, KL(teacher || student).
+  r.push({ name: 'logit-tau1-s0', group: 'tau', from: 'cpt', logit: true, attention: false, seed: 0, layer: null, gamma: DEFAULT_GAMMA, lambda: 1, temperature: 1 });
+  r.push({ name: 'bitdistill-tau1-s0', group: 'tau', from: 'cpt', logit: true, attention: true, seed: 0, layer: null, gamma: DEFAULT_GAMMA, lambda: 1, temperature: 1 });
   return r;
 }
 
@@ -286,10 +293,10 @@ async function fineTune(run: Run, trainSet: Story[], teacher: Decoder): Promise<
   } else {
     const layer = resolveDistillLayer(run.layer, s.config.numLayers);
     loss = (b) => distillLoss(s, teacher, b, {
-      logit: run.logit, attention: run.attention, logitPositions: 'all', lambdaLogit: LAMBDA, gammaAttn: run.gamma, temperature: TAU,
+      logit: run.logit, attention: run.attention, logitPositions: 'all', lambdaLogit: run.lambda, gammaAttn: run.gamma, temperature: run.temperature,
       relation: 'cosine', relationHeads: RELATION_HEADS, studentLayer: layer, teacherLayer: layer, chunkRows: null,
     });
-    weights = { ...(run.logit ? { logitKd: LAMBDA } : {}), ...(run.attention ? { attnKd: run.gamma } : {}) };
+    weights = { ...(run.logit ? { logitKd: run.lambda } : {}), ...(run.attention ? { attnKd: run.gamma } : {}) };
   }
   const secs = await train(dir, s, () => stream.next(), { getCursor: () => stream.getCursor(), setCursor: (c) => stream.setCursor(c), get epoch() { return stream.epoch; } }, loss, STEPS, run.seed, weights);
   writeFileSync(join(dir, 'wall.json'), JSON.stringify({ seconds: secs }));
@@ -384,6 +391,12 @@ async function report(runs: Run[], data: { train: Story[]; heldout: Story[] }, s
   for (const l of [0, 1, 2, 3, 4]) md.push(row(`${l}${l === 3 ? ' (default: the code\'s late layer, scaled)' : ''}`, l === 3 ? ['bitdistill-s0'] : [`layer-${l}-s0`]));
   md.push('', '## gammaAttn (layer 3, seed 0)', '', '| gammaAttn | held-out perplexity | KL | seeds |', '|---|---:|---:|---:|');
   for (const g of [1e1, 1e2, 1e3, 1e4, 1e5]) md.push(row(g.toExponential(0), g === DEFAULT_GAMMA ? ['bitdistill-s0'] : [`gamma-${g.toExponential(0)}-s0`]));
+  md.push('', '## lambdaLogit (layer 3, gammaAttn 1e3, seed 0)', '', '| lambdaLogit | held-out perplexity | KL | seeds |', '|---|---:|---:|---:|');
+  md.push(row('1 (the paper\'s summarisation value)', ['lambda-1-s0']));
+  md.push(row(`${LAMBDA} (the paper's classification value; the default here)`, ['bitdistill-s0']));
+  md.push('', '## Logit KD at temperature 1, lambdaLogit 1 (its term is then the metric, KL(teacher ‖ student); seed 0)', '', '| row | held-out perplexity | KL | seeds |', '|---|---:|---:|---:|');
+  md.push(row('SubLN + CPT + logit KD (tau 1, lambda 1)', ['logit-tau1-s0']));
+  md.push(row('SubLN + CPT + logit KD + attention KD (tau 1, lambda 1, gammaAttn 1e3)', ['bitdistill-tau1-s0']));
   md.push('', '## Wall time', '', '| run | seconds |', '|---|---:|');
   const wall: Record<string, number> = {};
   for (const n of ['cpt', ...runs.map((r) => r.name)]) {
@@ -418,7 +431,7 @@ async function main(): Promise<void> {
   const full = argv.includes('--full');
   const runs = runMatrix(full);
   if (argv.includes('--list')) {
-    for (const r of runs) console.log(`${r.group.padEnd(6)} ${r.name.padEnd(22)} from=${r.from} logit=${r.logit} attention=${r.attention} layer=${r.layer ?? 'default(3)'} gammaAttn=${r.gamma}`);
+    for (const r of runs) console.log(`${r.group.padEnd(6)} ${r.name.padEnd(22)} from=${r.from} logit=${r.logit} attention=${r.attention} layer=${r.layer ?? 'default(3)'} gammaAttn=${r.gamma} lambdaLogit=${r.lambda} temperature=${r.temperature}`);
     return;
   }
   const t0 = Date.now();
