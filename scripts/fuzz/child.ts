@@ -58,7 +58,8 @@ async function runCase(t: Target, req: CaseRequest, work: string): Promise<CaseR
 
 async function main(): Promise<void> {
   const work = process.argv[2] as string;
-  const targets = new Map((await makeTargets(join(work, 'seeds'))).map((t) => [t.name, t]));
+  const only = process.argv[3] === undefined || process.argv[3] === '' ? undefined : process.argv[3].split(',');
+  const targets = new Map((await makeTargets(join(work, 'seeds'), only)).map((t) => [t.name, t]));
   process.on('message', (req: CaseRequest | 'exit') => {
     if (req === 'exit') process.exit(0);
     const t = targets.get(req.target);

@@ -55,11 +55,15 @@ class Worker {
   private pending: ((r: CaseReply | { died: string }) => void) | null = null;
   private stderr = '';
 
-  constructor(private readonly work: string) {}
+  constructor(
+    private readonly work: string,
+    /** Targets the worker needs (all when empty). */
+    private readonly wanted: readonly string[] = [],
+  ) {}
 
   async start(): Promise<string[]> {
     this.stderr = '';
-    const proc = fork(CHILD, [this.work], { execArgv: ['--import', 'tsx', '--max-old-space-size=2048'], stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    const proc = fork(CHILD, [this.work, this.wanted.join(',')], { execArgv: ['--import', 'tsx', '--max-old-space-size=2048'], stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
     proc.stderr?.on('data', (d: Buffer) => (this.stderr = (this.stderr + d.toString()).slice(-2000)));
     this.proc = proc;
     const ready = await new Promise<string[]>((resolve, reject) => {
@@ -129,7 +133,7 @@ function rssOf(pid: number | undefined): number {
 
 export async function runFuzz(o: FuzzOptions): Promise<TargetSummary[]> {
   const work = mkdtempSync(join(tmpdir(), 'bitdistill-fuzz-'));
-  const worker = new Worker(work);
+  const worker = new Worker(work, o.targets ?? []);
   try {
     const all = await worker.start();
     const names = o.targets ?? all;

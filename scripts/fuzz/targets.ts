@@ -139,7 +139,21 @@ async function makeCheckpoint(work: string): Promise<{ dir: string; expect: Chec
 }
 
 /** Every target, seeds built under `work` (exports and a checkpoint are made once per process). */
-export async function makeTargets(work: string): Promise<Target[]> {
+export async function makeTargets(work: string, only?: readonly string[]): Promise<Target[]> {
+  const one = (label: string, rel: string, bytes: Uint8Array, kind: SeedFile['kind']): Seed => ({ label, files: [file(rel, bytes, kind)], entry: rel });
+  // Readers that misbehave on purpose, to show that the campaign sees each kind of defect (test/fuzz.test.ts).
+  const selfTest: Target[] =
+    process.env['BITDISTILL_FUZZ_SELFTEST'] === '1'
+      ? [
+          { name: 'selftest-generic', reader: 'throws a TypeError', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => void (null as unknown as { a: number }).a },
+          { name: 'selftest-garbage', reader: 'returns garbage', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => checkFinite([Number.NaN], 'selftest') },
+          { name: 'selftest-hang', reader: 'spins', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => { for (;;); } },
+          { name: 'selftest-oom', reader: 'allocates without end', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => { const keep: Buffer[] = []; for (;;) keep.push(Buffer.alloc(64 << 20, 1)); } },
+          { name: 'selftest-crash', reader: 'dies', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => void process.kill(process.pid, 'SIGSEGV') },
+        ]
+      : [];
+  // Only self-test targets asked for: skip building the real seeds (a worker restarts after every hang or crash).
+  if (only !== undefined && only.length > 0 && only.every((n) => selfTest.some((t) => t.name === n))) return selfTest;
   await initBackend('cpu');
   tf.enableProdMode();
   mkdirSync(work, { recursive: true });
@@ -157,7 +171,6 @@ export async function makeTargets(work: string): Promise<Target[]> {
       return JSON.stringify({ sentence, label: Number(label), idx: 0 });
     })
     .join('\n');
-  const one = (label: string, rel: string, bytes: Uint8Array, kind: SeedFile['kind']): Seed => ({ label, files: [file(rel, bytes, kind)], entry: rel });
   const exportWeights = { 'config.json': ['text', 3], 'model.safetensors': ['binary', 5], 'tokenizer.bin': ['binary', 1] } as const;
   const tinyModel = folder(join(ROOT, 'test/fixtures/tiny-qwen3'), { 'config.json': ['text', 1], 'model.safetensors': ['binary', 3] });
   const ckFiles = folder(ck.dir, {
@@ -167,18 +180,6 @@ export async function makeTargets(work: string): Promise<Target[]> {
     'optimizer.safetensors': ['binary', 2],
     'config.json': ['text', 1],
   });
-
-  // Readers that misbehave on purpose, to show that the campaign sees each kind of defect (test/fuzz.test.ts).
-  const selfTest: Target[] =
-    process.env['BITDISTILL_FUZZ_SELFTEST'] === '1'
-      ? [
-          { name: 'selftest-generic', reader: 'throws a TypeError', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => void (null as unknown as { a: number }).a },
-          { name: 'selftest-garbage', reader: 'returns garbage', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => checkFinite([Number.NaN], 'selftest') },
-          { name: 'selftest-hang', reader: 'spins', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => { for (;;); } },
-          { name: 'selftest-oom', reader: 'allocates without end', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => { const keep: Buffer[] = []; for (;;) keep.push(Buffer.alloc(64 << 20, 1)); } },
-          { name: 'selftest-crash', reader: 'dies', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => void process.kill(process.pid, 'SIGSEGV') },
-        ]
-      : [];
 
   return [
     ...selfTest,
