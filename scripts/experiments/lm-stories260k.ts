@@ -85,15 +85,18 @@ function runMatrix(full: boolean): Run[] {
   for (const [name, group, from, logit, attention, mainRow] of rows) {
     for (const seed of seedsFor(mainRow)) r.push({ name: `${name}-s${seed}`, group, from, logit, attention, seed, ...base });
   }
+  // Logit KD at temperature 1 with lambdaLogit 1: the term is then the metric itself, KL(teacher || student).
+  const tau1 = { group: 'tau' as const, logit: true, layer: null, gamma: DEFAULT_GAMMA, lambda: 1, temperature: 1 };
+  for (const seed of MAIN_SEEDS) r.push({ ...tau1, name: `logit-tau1-s${seed}`, from: 'cpt', attention: false, seed });
+  r.push({ ...tau1, name: 'bitdistill-tau1-s0', from: 'cpt', attention: true, seed: 0 });
+  r.push({ ...tau1, name: 'bitnet-sft-logit-tau1-s0', from: 'base-nosubln', attention: false, seed: 0 });
   const layers = full ? [0, 1, 2, 3, 4] : [0, 2, 4];
   for (const l of layers) if (l !== 3) r.push({ name: `layer-${l}-s0`, group: 'layer', from: 'cpt', logit: true, attention: true, seed: 0, layer: l, gamma: DEFAULT_GAMMA, lambda: LAMBDA, temperature: TAU });
   const gammas = full ? [1e1, 1e2, 1e4, 1e5] : [1e2, 1e5];
   for (const g of gammas) r.push({ name: `gamma-${g.toExponential(0)}-s0`, group: 'gamma', from: 'cpt', logit: true, attention: true, seed: 0, layer: null, gamma: g, lambda: LAMBDA, temperature: TAU });
   // The paper's summarisation value (lambdaLogit 1) next to its classification value (10, the default here).
   r.push({ name: 'lambda-1-s0', group: 'lambda', from: 'cpt', logit: true, attention: true, seed: 0, layer: null, gamma: DEFAULT_GAMMA, lambda: 1, temperature: TAU });
-  // Logit KD at temperature 1 with lambdaLogit 1: the term is then the metric itself, KL(teacher || student).
-  r.push({ name: 'logit-tau1-s0', group: 'tau', from: 'cpt', logit: true, attention: false, seed: 0, layer: null, gamma: DEFAULT_GAMMA, lambda: 1, temperature: 1 });
-  r.push({ name: 'bitdistill-tau1-s0', group: 'tau', from: 'cpt', logit: true, attention: true, seed: 0, layer: null, gamma: DEFAULT_GAMMA, lambda: 1, temperature: 1 });
+
   return r;
 }
 
@@ -395,7 +398,8 @@ async function report(runs: Run[], data: { train: Story[]; heldout: Story[] }, s
   md.push(row('1 (the paper\'s summarisation value)', ['lambda-1-s0']));
   md.push(row(`${LAMBDA} (the paper's classification value; the default here)`, ['bitdistill-s0']));
   md.push('', '## Logit KD at temperature 1, lambdaLogit 1 (its term is then the metric, KL(teacher ‖ student); seed 0)', '', '| row | held-out perplexity | KL | seeds |', '|---|---:|---:|---:|');
-  md.push(row('SubLN + CPT + logit KD (tau 1, lambda 1)', ['logit-tau1-s0']));
+  md.push(row('BitNet-SFT + logit KD (tau 1, lambda 1; no SubLN, no CPT)', ['bitnet-sft-logit-tau1-s0']));
+  md.push(row('SubLN + CPT + logit KD (tau 1, lambda 1)', seeds('logit-tau1')));
   md.push(row('SubLN + CPT + logit KD + attention KD (tau 1, lambda 1, gammaAttn 1e3)', ['bitdistill-tau1-s0']));
   md.push('', '## Wall time', '', '| run | seconds |', '|---|---:|');
   const wall: Record<string, number> = {};
