@@ -89,7 +89,7 @@ function runMatrix(full: boolean): Run[] {
   const tau1 = { group: 'tau' as const, logit: true, layer: null, gamma: DEFAULT_GAMMA, lambda: 1, temperature: 1 };
   for (const seed of MAIN_SEEDS) r.push({ ...tau1, name: `logit-tau1-s${seed}`, from: 'cpt', attention: false, seed });
   r.push({ ...tau1, name: 'bitdistill-tau1-s0', from: 'cpt', attention: true, seed: 0 });
-  r.push({ ...tau1, name: 'bitnet-sft-logit-tau1-s0', from: 'base-nosubln', attention: false, seed: 0 });
+  for (const seed of MAIN_SEEDS) r.push({ ...tau1, name: `bitnet-sft-logit-tau1-s${seed}`, from: 'base-nosubln', attention: false, seed });
   const layers = full ? [0, 1, 2, 3, 4] : [0, 2, 4];
   for (const l of layers) if (l !== 3) r.push({ name: `layer-${l}-s0`, group: 'layer', from: 'cpt', logit: true, attention: true, seed: 0, layer: l, gamma: DEFAULT_GAMMA, lambda: LAMBDA, temperature: TAU });
   const gammas = full ? [1e1, 1e2, 1e4, 1e5] : [1e2, 1e5];
@@ -397,8 +397,8 @@ async function report(runs: Run[], data: { train: Story[]; heldout: Story[] }, s
   md.push('', '## lambdaLogit (layer 3, gammaAttn 1e3, seed 0)', '', '| lambdaLogit | held-out perplexity | KL | seeds |', '|---|---:|---:|---:|');
   md.push(row('1 (the paper\'s summarisation value)', ['lambda-1-s0']));
   md.push(row(`${LAMBDA} (the paper's classification value; the default here)`, ['bitdistill-s0']));
-  md.push('', '## Logit KD at temperature 1, lambdaLogit 1 (its term is then the metric, KL(teacher ‖ student); seed 0)', '', '| row | held-out perplexity | KL | seeds |', '|---|---:|---:|---:|');
-  md.push(row('BitNet-SFT + logit KD (tau 1, lambda 1; no SubLN, no CPT)', ['bitnet-sft-logit-tau1-s0']));
+  md.push('', '## Logit KD at temperature 1, lambdaLogit 1 (its term is then the metric, KL(teacher ‖ student))', '', '| row | held-out perplexity | KL | seeds |', '|---|---:|---:|---:|');
+  md.push(row('BitNet-SFT + logit KD (tau 1, lambda 1; no SubLN, no CPT)', seeds('bitnet-sft-logit-tau1')));
   md.push(row('SubLN + CPT + logit KD (tau 1, lambda 1)', seeds('logit-tau1')));
   md.push(row('SubLN + CPT + logit KD + attention KD (tau 1, lambda 1, gammaAttn 1e3)', ['bitdistill-tau1-s0']));
   md.push('', '## Wall time', '', '| run | seconds |', '|---|---:|');
