@@ -31,6 +31,19 @@ describe('reader fuzz campaign', function () {
     }
   });
 
+  it('replays the defects an earlier 10,000-case run found: each is now a typed error', async () => {
+    // npm run fuzz -- --cases 10000 --seed 20261204 (2026-12-04): a parquet schema column without a name (the
+    // missing-columns message read its length), a tokenizer.json post-processor without its template and a
+    // pre-tokenizer regex the library could not compile (both only run at the first encode).
+    const found: Record<string, number[]> = { parquet: [3216, 3706, 4683, 5338, 5586], 'tokenizer.json': [4604, 9810] };
+    const rows = await runFuzz({ cases: 0, seed: 20261204, targets: Object.keys(found), indices: Object.values(found).flat() });
+    for (const r of rows) {
+      // Each target replays every index; the indices of the other target are ordinary cases and must be good too.
+      expect(r.examples.map((e) => `${e.result} #${e.index}: ${e.what} -> ${e.detail}`), r.target).to.deep.equal([]);
+      expect(r.counts.typed, r.target).to.be.at.least((found[r.target] as number[]).length);
+    }
+  });
+
   it(`${CASES} mutations per reader: only typed errors and plausible loads, none slower than 5 s`, async () => {
     const rows = await runFuzz({ cases: CASES, seed: 20261204 });
     const table = formatTable(rows);

@@ -52,6 +52,8 @@ async function runCase(t: Target, req: CaseRequest, work: string): Promise<CaseR
   } catch (e) {
     outcome = e instanceof Garbage ? 'garbage' : isBitDistillError(e) ? 'typed' : 'generic';
     detail = `${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`.split('\n')[0]?.slice(0, 300) ?? '';
+    // BITDISTILL_FUZZ_STACK=1 (with --case) shows where a defect comes from.
+    if (process.env['BITDISTILL_FUZZ_STACK'] === '1' && e instanceof Error) detail += `\n${e.stack ?? ''}`;
   }
   return { target: req.target, index: req.index, outcome, what, detail, ms: performance.now() - t0 };
 }

@@ -3,7 +3,7 @@
  * watched worker process.
  *
  *   npm run fuzz -- [--cases N] [--targets a,b] [--seed S] [--timeout-ms MS] [--rss-mb MB] [--out FILE]
- *   npm run fuzz -- --targets gguf --case 1234      # replay one case
+ *   npm run fuzz -- --targets gguf --case 1234[,5678]   # replay cases (BITDISTILL_FUZZ_STACK=1 adds the stack)
  *
  * Outcomes per case: a typed project error or a plausible load are good; a generic exception, an implausible load
  * ("garbage accepted"), a case slower than --timeout-ms (hang), a worker above --rss-mb resident memory (OOM) or a
@@ -22,8 +22,8 @@ export interface FuzzOptions {
   cases: number;
   targets?: readonly string[];
   seed?: number;
-  /** Replay only this case index. */
-  only?: number;
+  /** Run only these case indices (replays), instead of 0 .. cases - 1. */
+  indices?: readonly number[];
   timeoutMs?: number;
   rssMb?: number;
   onCase?: (r: CaseResult) => void;
@@ -142,7 +142,7 @@ export async function runFuzz(o: FuzzOptions): Promise<TargetSummary[]> {
     for (const target of names) {
       const counts = Object.fromEntries(['typed', 'plausible', ...DEFECTS].map((k) => [k, 0])) as Record<Result, number>;
       const s: TargetSummary = { target, cases: 0, counts, maxMs: 0, examples: [] };
-      const indices = o.only !== undefined ? [o.only] : Array.from({ length: o.cases }, (_, i) => i);
+      const indices = o.indices ?? Array.from({ length: o.cases }, (_, i) => i);
       for (const index of indices) {
         const r = await worker.run({ target, index, seed: o.seed ?? 1 }, o.timeoutMs ?? 5000, o.rssMb ?? 3072);
         s.cases++;
@@ -190,7 +190,11 @@ async function cli(): Promise<void> {
     cases: num('--cases', 200),
     targets: get('--targets')?.split(','),
     seed: num('--seed', 1),
-    only: only === undefined ? undefined : num('--case', 0),
+    indices: only === undefined ? undefined : only.split(',').map((v) => {
+      const n = Number(v);
+      if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--case takes case numbers (0, 1, ...; several with commas), got '${v}'`);
+      return n;
+    }),
     timeoutMs: num('--timeout-ms', 5000),
     rssMb: num('--rss-mb', 3072),
     onCase: (r) => {

@@ -17,7 +17,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Tokenizer as LibTokenizer } from '@huggingface/tokenizers';
-import { ArgumentError, BitDistillError, FormatError, NotFoundError, UnsupportedError } from '@bitdistill/core';
+import { ArgumentError, BitDistillError, FormatError, NotFoundError, UnsupportedError, isBitDistillError } from '@bitdistill/core';
 import { preview } from './preview.ts';
 import { checkTokenId } from './tokenizer.ts';
 import type { DecodeOptions, EncodeOptions, Tokenizer } from './tokenizer.ts';
@@ -253,8 +253,26 @@ export class HfTokenizer implements Tokenizer {
     this.padId = special.padId;
   }
 
+  /**
+   * Calls into @huggingface/tokenizers, whose pipeline parts (normalizer, pre-tokenizer with its regexes,
+   * post-processor templates, decoder) are only exercised here: a malformed part of the file surfaces as a
+   * FormatError naming it, not as the library's TypeError.
+   */
+  private run<T>(what: string, f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      if (isBitDistillError(e)) throw e;
+      const message = e instanceof Error ? e.message : String(e);
+      throw new FormatError(this.file, `@huggingface/tokenizers cannot ${what} with this tokenizer (${message.length > 200 ? `${message.slice(0, 200)}...` : message})`, {
+        hint: 'its normalizer, pre_tokenizer, post_processor or decoder block is malformed; restore tokenizer.json from the model',
+        cause: e,
+      });
+    }
+  }
+
   encode(text: string, options: EncodeOptions = {}): number[] {
-    const encoded = this.lib.encode(text).ids;
+    const encoded = this.run('encode', () => this.lib.encode(text).ids);
     const ids = encoded.filter((id): id is number => id !== undefined);
     if (ids.length !== encoded.length) {
       throw new ArgumentError(`${this.file}: text ${JSON.stringify(text.slice(0, 40))} has characters this tokenizer cannot encode`, {
@@ -280,7 +298,7 @@ export class HfTokenizer implements Tokenizer {
       if (!(skip && this.specialIds.has(id))) kept.push(id);
     }
     // The library throws on an empty list.
-    return kept.length === 0 ? '' : this.lib.decode(kept);
+    return kept.length === 0 ? '' : this.run('decode', () => this.lib.decode(kept));
   }
 
   decodeToken(id: number): string {
@@ -292,7 +310,7 @@ export class HfTokenizer implements Tokenizer {
       return this.subwordPrefix && token.startsWith(this.subwordPrefix) ? token.slice(this.subwordPrefix.length) : ' ' + token;
     }
     // Byte-level BPE pieces decode on their own; cleanup (" ." -> ".") only makes sense on whole texts.
-    return this.lib.decode([id], { clean_up_tokenization_spaces: false });
+    return this.run('decode', () => this.lib.decode([id], { clean_up_tokenization_spaces: false }));
   }
 
   idToToken(id: number): string | null {
@@ -350,11 +368,14 @@ export function loadHfTokenizer(file: string): HfTokenizer {
     }
     return null;
   };
-  return new HfTokenizer(file, checked, lib, {
+  const tok = new HfTokenizer(file, checked, lib, {
     bosId: special('bos_token'),
     eosId: special('eos_token'),
     padId: special('pad_token'),
   });
+  // The library builds its pipeline parts lazily: run each once now, so a broken one fails at load.
+  tok.decode(tok.encode('Probe: héllo, world 123!'), { skipSpecialTokens: false });
+  return tok;
 }
 
 /** tokenizer_config.json's added_tokens_decoder (id -> {content}) must agree with tokenizer.json. */

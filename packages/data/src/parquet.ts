@@ -225,14 +225,16 @@ export async function openParquet(file: string): Promise<ParquetFile> {
     throw libraryError(file, e);
   }
   const numRows = Number(metadata.num_rows);
-  const columns = tree.children.map((c) => c.element.name);
+  const columns = tree.children.map((c) => c.element.name as unknown);
+  const unnamed = columns.findIndex((n) => typeof n !== 'string' || n === '');
+  if (unnamed >= 0) fail(`schema column ${unnamed} has no name`);
   const groupRows = metadata.row_groups.map((g) => Number(g.num_rows));
   const checked = new Set<string>();
 
   return {
     file,
     numRows,
-    columns,
+    columns: columns as string[],
     async read(wanted, rowStart, rowEnd) {
       for (const name of wanted) {
         const leaf = tree.children.find((c) => c.element.name === name);

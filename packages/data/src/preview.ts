@@ -14,7 +14,7 @@ export function preview(v: unknown): string {
 }
 
 /** Names for a message: at most 20, each cut short. */
-export function nameList(names: readonly string[]): string {
-  const shown = names.slice(0, 20).map((n) => (n.length > 40 ? `${n.slice(0, 40)}...` : n));
+export function nameList(names: readonly unknown[]): string {
+  const shown = names.slice(0, 20).map((n) => (typeof n !== 'string' ? preview(n) : n.length > 40 ? `${n.slice(0, 40)}...` : n));
   return names.length > 20 ? `${shown.join(', ')} and ${names.length - 20} more` : shown.join(', ');
 }
