@@ -31,6 +31,20 @@ describe('reader fuzz campaign', function () {
     }
   });
 
+  it('refuses to run a target whose reader does not load its own unmutated seed', async () => {
+    const prev = process.env['BITDISTILL_FUZZ_SELFTEST'];
+    process.env['BITDISTILL_FUZZ_SELFTEST'] = 'badseed';
+    try {
+      await runFuzz({ cases: 1, targets: ['selftest-badseed'] });
+      expect.fail('a target with a bad seed ran');
+    } catch (e) {
+      expect((e as Error).message).to.match(/fuzz seeds that do not load unmutated:\n {2}selftest-badseed seed 'x' does not load: seed: non-finite value at 0/);
+    } finally {
+      if (prev === undefined) delete process.env['BITDISTILL_FUZZ_SELFTEST'];
+      else process.env['BITDISTILL_FUZZ_SELFTEST'] = prev;
+    }
+  });
+
   it('replays the defects an earlier 10,000-case run found: each is now a typed error', async () => {
     // npm run fuzz -- --cases 10000 --seed 20261204 (2026-12-04): a parquet schema column without a name (the
     // missing-columns message read its length), a tokenizer.json post-processor without its template and a

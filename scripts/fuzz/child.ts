@@ -58,10 +58,38 @@ async function runCase(t: Target, req: CaseRequest, work: string): Promise<CaseR
   return { target: req.target, index: req.index, outcome, what, detail, ms: performance.now() - t0 };
 }
 
+/**
+ * Every seed, unmutated, must load plausibly: a target whose reader refuses its own seeds would report nothing
+ * but typed errors and prove nothing. Returns the failures.
+ */
+async function checkSeeds(targets: Iterable<Target>, work: string): Promise<string[]> {
+  const bad: string[] = [];
+  for (const t of targets) {
+    if (t.name.startsWith('selftest-') && t.name !== 'selftest-badseed') continue;
+    for (const seed of t.seeds) {
+      const dir = join(work, 'seed-check');
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { recursive: true });
+      for (const f of seed.files) writeFileSync(join(dir, f.rel), f.bytes);
+      try {
+        await t.run(join(dir, seed.entry));
+      } catch (e) {
+        bad.push(`${t.name} seed '${seed.label}' does not load: ${e instanceof Error ? e.message : String(e)}`.slice(0, 400));
+      }
+    }
+  }
+  return bad;
+}
+
 async function main(): Promise<void> {
   const work = process.argv[2] as string;
   const only = process.argv[3] === undefined || process.argv[3] === '' ? undefined : process.argv[3].split(',');
   const targets = new Map((await makeTargets(join(work, 'seeds'), only)).map((t) => [t.name, t]));
+  const bad = await checkSeeds(targets.values(), work);
+  if (bad.length > 0) {
+    process.send?.({ badSeeds: bad }, () => process.exit(1));
+    return;
+  }
   process.on('message', (req: CaseRequest | 'exit') => {
     if (req === 'exit') process.exit(0);
     const t = targets.get(req.target);

@@ -67,7 +67,11 @@ class Worker {
     proc.stderr?.on('data', (d: Buffer) => (this.stderr = (this.stderr + d.toString()).slice(-2000)));
     this.proc = proc;
     const ready = await new Promise<string[]>((resolve, reject) => {
-      proc.once('message', (m) => resolve((m as { ready: string[] }).ready));
+      proc.once('message', (m) => {
+        const msg = m as { ready?: string[]; badSeeds?: string[] };
+        if (msg.badSeeds !== undefined) reject(new Error(`fuzz seeds that do not load unmutated:\n  ${msg.badSeeds.join('\n  ')}`));
+        else resolve(msg.ready ?? []);
+      });
       proc.once('exit', (code, sig) => reject(new Error(`fuzz worker did not start (exit ${code ?? sig}): ${this.stderr}`)));
     });
     proc.removeAllListeners('exit');

@@ -151,7 +151,9 @@ export async function makeTargets(work: string, only?: readonly string[]): Promi
           { name: 'selftest-oom', reader: 'allocates without end', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => { const keep: Buffer[] = []; for (;;) keep.push(Buffer.alloc(64 << 20, 1)); } },
           { name: 'selftest-crash', reader: 'dies', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => void process.kill(process.pid, 'SIGSEGV') },
         ]
-      : [];
+      : process.env['BITDISTILL_FUZZ_SELFTEST'] === 'badseed'
+        ? [{ name: 'selftest-badseed', reader: 'refuses its own seed', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => checkFinite([Number.NaN], 'seed') }]
+        : [];
   // Only self-test targets asked for: skip building the real seeds (a worker restarts after every hang or crash).
   if (only !== undefined && only.length > 0 && only.every((n) => selfTest.some((t) => t.name === n))) return selfTest;
   await initBackend('cpu');
