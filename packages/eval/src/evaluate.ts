@@ -6,9 +6,10 @@
  * come from the model evaluated (its config.json `bitdistill.taskSpec`), so a model is scored on what it was
  * trained to answer. This package never loads tfjs: the tfjs predictor is supplied by the caller.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ArgumentError, BitDistillError, FormatError, NotFoundError } from '@bitdistill/core';
+import { readJsonObjectFile } from '@bitdistill/format';
 import {
   answerTokenIds,
   computeMetrics,
@@ -244,13 +245,7 @@ export function reportMarkdown(r: EvalReport): string {
 export function readModelBlock(dir: string): Record<string, unknown> | null {
   const p = join(dir, 'config.json');
   if (!existsSync(p)) return null;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(p, 'utf8'));
-  } catch (e) {
-    throw new FormatError(p, `not valid JSON: ${(e as Error).message}`, { hint: 'the model\'s config.json is corrupt; evaluate an intact checkpoint (checkpoints/step-N)', cause: e });
-  }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new FormatError(p, 'expected a JSON object', { hint: 'config.json holds the Hugging Face model keys as one object' });
+  const raw = readJsonObjectFile(p, 'the model\'s config.json is corrupt; evaluate an intact checkpoint (checkpoints/step-N)');
   const b = (raw as Record<string, unknown>)['bitdistill'];
   return b !== null && typeof b === 'object' && !Array.isArray(b) ? (b as Record<string, unknown>) : null;
 }

@@ -9,10 +9,10 @@
  * This package never loads tfjs: the quantizer used is the reference twin of the training one, so the export
  * holds exactly the ternary values the fake-quantized student computed with.
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FormatError, NotFoundError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
-import { loadSafetensorsDir, packTernaryHF, readSafetensors, tensorToFloat32, unpackTernaryHF, writeSafetensors, f32ArrayToBf16, type TensorEntry } from '@bitdistill/format';
+import { loadSafetensorsDir, packTernaryHF, readJsonObjectFile, readSafetensors, tensorToFloat32, unpackTernaryHF, writeSafetensors, f32ArrayToBf16, type TensorEntry } from '@bitdistill/format';
 import { parseDecoderConfig, PROJECTIONS, projectionName, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
 import { ternaryQuantRef, type WeightQuantMode } from '@bitdistill/quant/reference';
 import { describeSublnEpsMismatch, sublnEpsMismatch, type SublnEpsMismatch } from './subln-eps.ts';
@@ -60,18 +60,9 @@ export function resolveCheckpoint(from: string): string {
   });
 }
 
-/** config.json as an object; invalid JSON, or JSON that is not an object, is a FormatError naming the file. */
+/** A checkpoint's config.json as an object (a FormatError naming the file otherwise). */
 export function readConfigJson(path: string): Record<string, unknown> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new FormatError(path, `not valid JSON: ${(e as Error).message}`, { hint: 'the checkpoint\'s config.json is corrupt; export an intact checkpoint (checkpoints/step-N) instead', cause: e });
-  }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new FormatError(path, `expected a JSON object, found ${raw === null ? 'null' : Array.isArray(raw) ? 'an array' : typeof raw}`, { hint: 'config.json holds the Hugging Face model keys as one object' });
-  }
-  return raw as Record<string, unknown>;
+  return readJsonObjectFile(path, 'the checkpoint\'s config.json is corrupt; export an intact checkpoint (checkpoints/step-N) instead');
 }
 
 /** [rows, cols] = [out, in] of a projection, as the config implies it. */

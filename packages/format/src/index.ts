@@ -64,3 +64,4 @@ export {
   bitnetHfName,
 } from './gguf.ts';
 export type { GgmlType, GgufValue, GgufValueType, GgufTensor, GgufFile, WriteGgufOptions } from './gguf.ts';
+export { readJsonObjectFile } from './json.ts';

@@ -4,6 +4,9 @@
  * rounded into a plausible number), returns objects as Maps (no `__proto__` surprises) and caps nesting depth
  * (no stack overflow on `[[[[...`). Grammar: RFC 8259.
  */
+import { readFileSync } from 'node:fs';
+import { FormatError } from '@bitdistill/core';
+
 export type JsonValue = null | boolean | string | number | bigint | JsonValue[] | JsonObject;
 export type JsonObject = Map<string, JsonValue>;
 
@@ -168,4 +171,22 @@ class Parser {
     this.i += word.length;
     return v;
   }
+}
+
+/**
+ * A JSON file that must hold one object (config.json, tokenizer_config.json, a trainer state): text that is not
+ * JSON, or JSON that is not an object, is a FormatError naming the file, with `hint` saying what to do.
+ */
+export function readJsonObjectFile(path: string, hint: string): Record<string, unknown> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== undefined) throw e;
+    throw new FormatError(path, `not valid JSON: ${(e as Error).message}`, { hint, cause: e });
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new FormatError(path, `expected a JSON object, found ${raw === null ? 'null' : Array.isArray(raw) ? 'an array' : typeof raw}`, { hint });
+  }
+  return raw as Record<string, unknown>;
 }

@@ -2,11 +2,11 @@
  * Loading and saving decoders: a Hugging Face folder (config.json + model.safetensors or a sharded index +
  * tokenizer), or a llama2.c checkpoint (`.bin`, legacy v0 layout). Saving writes an HF folder.
  */
-import { existsSync, statSync, readFileSync, readdirSync, copyFileSync, mkdirSync, writeFileSync, renameSync } from 'node:fs';
+import { existsSync, statSync, readdirSync, copyFileSync, mkdirSync, writeFileSync, renameSync } from 'node:fs';
 import { join, dirname, basename } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { FormatError, NotFoundError, silentLogger, type Logger } from '@bitdistill/core';
-import { loadSafetensorsDir, readLlama2c, writeSafetensors, tensorToFloat32, type TensorEntry } from '@bitdistill/format';
+import { loadSafetensorsDir, readJsonObjectFile, readLlama2c, writeSafetensors, tensorToFloat32, type TensorEntry } from '@bitdistill/format';
 import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
 import { parseDecoderConfig, type DecoderConfig } from './config.ts';
 import { Decoder } from './decoder.ts';
@@ -75,16 +75,8 @@ export function loadModel(path: string, options: LoadOptions = {}): LoadedModel 
 
   const cfgPath = join(path, 'config.json');
   if (!existsSync(cfgPath)) throw new NotFoundError(cfgPath, `expected config.json in '${path}'`, { hint: hintForFolder(path) });
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(cfgPath, 'utf8'));
-  } catch (e) {
-    throw new FormatError(cfgPath, `not valid JSON: ${(e as Error).message}`, { cause: e, hint: 'config.json is corrupt: restore it from the base model, or pass an intact checkpoint' });
-  }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new FormatError(cfgPath, `expected a JSON object, found ${raw === null ? 'null' : Array.isArray(raw) ? 'an array' : typeof raw}`, { hint: 'config.json holds the Hugging Face model keys as one object' });
-  }
-  const config = parseDecoderConfig(raw as Record<string, unknown>, cfgPath);
+  const raw = readJsonObjectFile(cfgPath, 'config.json is corrupt: restore it from the base model, or pass an intact checkpoint');
+  const config = parseDecoderConfig(raw, cfgPath);
   const st = loadSafetensorsDir(path);
   const tokenizer = loadTokenizer(path);
   checkTokenizer(tokenizer, config, path);

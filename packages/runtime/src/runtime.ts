@@ -13,10 +13,10 @@
  *
  * Layout of activations: x [T, C] row-major for one sequence; K/V caches [layer][Hkv, maxT, d].
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FormatError, NotFoundError, UnsupportedError, ArgumentError } from '@bitdistill/core';
-import { isGgufFile, loadSafetensorsDir, tensorToFloat32, type TensorEntry } from '@bitdistill/format';
+import { isGgufFile, loadSafetensorsDir, readJsonObjectFile, tensorToFloat32, type TensorEntry } from '@bitdistill/format';
 import { parseDecoderConfig, PROJECTIONS, projectionName, sublnName, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
 import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
 import { loadGgufModel } from './gguf.ts';
@@ -489,18 +489,9 @@ function fromHfCompat(raw: Record<string, unknown>, file: string): Record<string
   return { ...raw, model_type: 'llama', bitdistill: { ...bd, subln: 'standard' } };
 }
 
-/** config.json as an object; invalid JSON, or JSON that is not an object, is a FormatError naming the file. */
+/** An export's config.json as an object (a FormatError naming the file otherwise). */
 function readConfigJson(path: string): Record<string, unknown> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new FormatError(path, `not valid JSON: ${(e as Error).message}`, { hint: 'config.json is corrupt: re-export the checkpoint with `bitdistill export --ternary`', cause: e });
-  }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new FormatError(path, `expected a JSON object, found ${raw === null ? 'null' : Array.isArray(raw) ? 'an array' : typeof raw}`, { hint: 'config.json holds the Hugging Face model keys as one object' });
-  }
-  return raw as Record<string, unknown>;
+  return readJsonObjectFile(path, 'config.json is corrupt: re-export the checkpoint with `bitdistill export --ternary`');
 }
 
 /**

@@ -3,9 +3,10 @@
  * final/ exists is skipped, a stage with checkpoints resumes from the latest; at the end a summary table of
  * each stage's dev metrics go to runs/<name>/summary.md and summary.json.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ArgumentError, ConfigError, FormatError, type Logger } from '@bitdistill/core';
+import { ArgumentError, ConfigError, type Logger } from '@bitdistill/core';
+import { readJsonObjectFile } from '@bitdistill/format';
 import { checkTaskConfig, loadTokenizer } from '@bitdistill/data';
 import type { StageName, TrainConfig } from '@bitdistill/config';
 import type { EvalResult, LoopHooks } from './loop.ts';
@@ -48,18 +49,7 @@ const LABELS: Record<StageName, string> = {
 
 /** A JSON object from a finished stage's final/ folder; a damaged file is a FormatError that says how to redo the stage. */
 function readFinalJson(file: string, stageDir: string): Record<string, unknown> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    raw = e;
-  }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || raw instanceof Error) {
-    throw new FormatError(file, `is not a JSON object${raw instanceof Error ? ` (${raw.message})` : ''}`, {
-      hint: `the stage looks finished but its output is damaged: delete ${join(stageDir, 'final')} and run again to redo the stage from its last checkpoint`,
-    });
-  }
-  return raw as Record<string, unknown>;
+  return readJsonObjectFile(file, `the stage looks finished but its output is damaged: delete ${join(stageDir, 'final')} and run again to redo the stage from its last checkpoint`);
 }
 
 function finalSummary(dir: string): { eval: EvalResult | null; steps: number | null; seconds: number | null } {
