@@ -20,7 +20,7 @@ describe('reader fuzz campaign', function () {
         ['selftest-oom', 'oom'],
         ['selftest-crash', 'crash'],
       ];
-      const rows = await runFuzz({ cases: 2, targets: kinds.map(([t]) => t), timeoutMs: 1500, rssMb: 768 });
+      const rows = await runFuzz({ cases: 2, targets: kinds.map(([t]) => t), timeoutMs: 3000, rssMb: 768 });
       for (const [t, want] of kinds) {
         const row = rows.find((r) => r.target === t);
         expect(row?.counts[want], `${t}: ${JSON.stringify(row?.counts)}`).to.equal(2);

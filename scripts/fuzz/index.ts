@@ -98,8 +98,9 @@ class Worker {
     const t0 = performance.now();
     let verdict: Result | null = null;
     const watch = setInterval(() => {
-      if (performance.now() - t0 > timeoutMs) verdict = 'hang';
-      else if (rssOf(proc.pid) > rssMb * 1024 * 1024) verdict = 'oom';
+      // Memory first: a case that is still allocating when its time runs out is an OOM, not a hang.
+      if (rssOf(proc.pid) > rssMb * 1024 * 1024) verdict = 'oom';
+      else if (performance.now() - t0 > timeoutMs) verdict = 'hang';
       if (verdict !== null) proc.kill('SIGKILL');
     }, 50);
     const reply = await new Promise<CaseReply | { died: string }>((resolve) => {

@@ -148,7 +148,7 @@ export async function makeTargets(work: string, only?: readonly string[]): Promi
           { name: 'selftest-generic', reader: 'throws a TypeError', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => void (null as unknown as { a: number }).a },
           { name: 'selftest-garbage', reader: 'returns garbage', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => checkFinite([Number.NaN], 'selftest') },
           { name: 'selftest-hang', reader: 'spins', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => { for (;;); } },
-          { name: 'selftest-oom', reader: 'allocates without end', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => { const keep: Buffer[] = []; for (;;) keep.push(Buffer.alloc(64 << 20, 1)); } },
+          { name: 'selftest-oom', reader: 'allocates without end', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => { const keep: Buffer[] = []; for (;;) keep.push(Buffer.alloc(256 << 20, 1)); } },
           { name: 'selftest-crash', reader: 'dies', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => void process.kill(process.pid, 'SIGSEGV') },
         ]
       : process.env['BITDISTILL_FUZZ_SELFTEST'] === 'badseed'
