@@ -13,7 +13,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, s
 import { join } from 'node:path';
 import { FormatError, NotFoundError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
 import { loadSafetensorsDir, packTernaryHF, readJsonObjectFile, readSafetensors, tensorToFloat32, unpackTernaryHF, writeSafetensors, f32ArrayToBf16, type TensorEntry } from '@bitdistill/format';
-import { parseDecoderConfig, PROJECTIONS, projectionName, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
+import { parseDecoderConfig, PROJECTIONS, projectionName, projectionShape, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
 import { ternaryQuantRef, type WeightQuantMode } from '@bitdistill/quant/reference';
 import { describeSublnEpsMismatch, sublnEpsMismatch, type SublnEpsMismatch } from './subln-eps.ts';
 
@@ -65,16 +65,6 @@ export function readConfigJson(path: string): Record<string, unknown> {
   return readJsonObjectFile(path, 'the checkpoint\'s config.json is corrupt; export an intact checkpoint (checkpoints/step-N) instead');
 }
 
-/** [rows, cols] = [out, in] of a projection, as the config implies it. */
-function projectionShape(c: DecoderConfig, pr: Projection): [number, number] {
-  const q = c.numHeads * c.headDim;
-  const kv = c.numKvHeads * c.headDim;
-  if (pr === 'q_proj') return [q, c.hiddenSize];
-  if (pr === 'k_proj' || pr === 'v_proj') return [kv, c.hiddenSize];
-  if (pr === 'o_proj') return [c.hiddenSize, q];
-  if (pr === 'down_proj') return [c.hiddenSize, c.intermediateSize];
-  return [c.intermediateSize, c.hiddenSize];
-}
 
 /**
  * The checkpoint's tensors against its config.json, before anything loops over the config's sizes (the GGUF

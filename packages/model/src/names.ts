@@ -30,3 +30,14 @@ export function sublnName(layer: number, proj: Projection, subln: DecoderConfig[
   return `model.layers.${layer}.${block}.${proj.replace('_proj', '')}_sub_norm.weight`;
 }
 
+
+/** [rows, cols] = [out, in] of a projection's weight, as the config's sizes imply it. */
+export function projectionShape(c: DecoderConfig, pr: Projection): [number, number] {
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  if (pr === 'q_proj') return [q, c.hiddenSize];
+  if (pr === 'k_proj' || pr === 'v_proj') return [kv, c.hiddenSize];
+  if (pr === 'o_proj') return [c.hiddenSize, q];
+  if (pr === 'down_proj') return [c.hiddenSize, c.intermediateSize];
+  return [c.intermediateSize, c.hiddenSize];
+}

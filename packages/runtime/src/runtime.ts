@@ -17,7 +17,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FormatError, NotFoundError, UnsupportedError, ArgumentError } from '@bitdistill/core';
 import { isGgufFile, loadSafetensorsDir, readJsonObjectFile, tensorToFloat32, type TensorEntry } from '@bitdistill/format';
-import { parseDecoderConfig, PROJECTIONS, projectionName, sublnName, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
+import { parseDecoderConfig, PROJECTIONS, projectionName, projectionShape, sublnName, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
 import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
 import { loadGgufModel } from './gguf.ts';
 import {
@@ -84,25 +84,6 @@ export interface RuntimeInfo {
 
 const MISMATCH_HINT = 'the weights do not match the config: re-export the checkpoint with `bitdistill export --ternary`';
 
-/** [rows, cols] = [out, in] of a projection, as the config implies it. */
-function projectionShape(c: DecoderConfig, pr: Projection): [number, number] {
-  const q = c.numHeads * c.headDim;
-  const kv = c.numKvHeads * c.headDim;
-  switch (pr) {
-    case 'q_proj':
-      return [q, c.hiddenSize];
-    case 'k_proj':
-    case 'v_proj':
-      return [kv, c.hiddenSize];
-    case 'o_proj':
-      return [c.hiddenSize, q];
-    case 'gate_proj':
-    case 'up_proj':
-      return [c.intermediateSize, c.hiddenSize];
-    case 'down_proj':
-      return [c.hiddenSize, c.intermediateSize];
-  }
-}
 
 function hasBias(c: DecoderConfig, pr: Projection): boolean {
   return pr === 'o_proj' ? c.oBias : pr === 'q_proj' || pr === 'k_proj' || pr === 'v_proj' ? c.qkvBias : false;
