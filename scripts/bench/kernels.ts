@@ -1,15 +1,18 @@
 /**
  * `npm run bench -- kernels [--runs N] [--quick] [--out DIR]`
  *
- * The int8 x ternary matrix-vector product (batch 1) and small-batch products (batch 8 and 32) of @bitdistill/kernels-cpu
- * for the shapes (out x in) 2048x2048, 2048x8192, 8192x2048, 4096x4096 on 1 and 2 threads, measured in one run
- * next to (a) the fp32 matrix-vector product of the same shape in the same addon and (b) a streaming read of
- * the same packed weight bytes, the memory-bandwidth bound; plus a streaming read of one large buffer.
+ * The ternary BitLinear product of @bitdistill/kernels-cpu, batch 1 (matrix-vector) and 8 / 32, for the shapes
+ * (out x in) 2048x2048, 2048x8192, 8192x2048, 4096x4096 on 1 and 2 threads, timed as llama.cpp's is: fp32
+ * activations in (the per-token int8 quantization included), fp32 out (the scale epilogue included). Measured in
+ * one run next to (a) the fp32 product of the same shape in the same addon, (b) a streaming read of the same
+ * packed weight bytes, (c) llama.cpp's TQ2_0 product (scripts/bench/llamacpp.ts), and the memory bandwidth: the
+ * best of 1, 2 and 4 concurrent sequential streams per thread over one large buffer.
  *
- * Weights come from DRAM, not cache: every product rotates over enough copies of its weights that the set
- * is at least 4x the L3 size (ternary and fp32 alike), so each product finds its weights evicted. Each
- * configuration: one warm-up pass over the copies, then --runs timed runs (default 7) of >= 20 ms each;
- * the median time per product is reported.
+ * Weights come from DRAM, not cache: every product rotates over copies of its weights totalling at least 4x the
+ * last-level cache (the largest L3 that CPUID's leaves or sysfs report: a VM's sysfs may list only one CCX's, or
+ * none) and at least 1 GiB, ternary and fp32 alike. Each configuration: one warm-up pass over the copies, then
+ * --runs timed runs (default 7) of >= 20 ms each; the median time per product is reported with the fastest and
+ * slowest run (a bimodal product shows as a wide spread).
  */
 import { cpus, loadavg, totalmem } from 'node:os';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -17,7 +20,10 @@ import { join } from 'node:path';
 import {
   allocAligned,
   availableIsas,
+  cpuCaches,
   initKernels,
+  quantizeActivations,
+  ternaryLinear,
   matvecF32,
   nativeStatus,
   repackTernary,
@@ -38,8 +44,9 @@ const SHAPES: [number, number][] = [
 ];
 const BATCHES = [1, 8, 32];
 const THREADS = [1, 2];
+const STREAMS = [1, 2, 4];
 const MIN_RUN_MS = 20;
-const STREAM_BUFFER_BYTES = 1 << 30;
+const MIN_ROTATION_BYTES = 1 << 30;
 
 // llama.cpp TQ2_0, batch 1, 2 threads, weights from DRAM, as quoted by issue 7 / MACHINE.md (measured on
 // another machine of this kind); kept in the JSON for orientation. The comparison that counts is the
@@ -51,7 +58,13 @@ interface Product {
   cols: number;
   batch: number;
   threads: number;
+  /** Timed from fp32 activations to fp32 outputs (quantization and scale epilogue included), like llama.cpp. */
+  fp32InOut: true;
   usPerProduct: number;
+  /** Fastest and slowest of the timed runs. */
+  usRange: [number, number];
+  /** The int8 x ternary core alone (int8 activations in, int32 out): what the product costs without the ends. */
+  int8CoreUsPerProduct: number;
   weightGBs: number;
   fp32UsPerProduct: number;
   fp32WeightGBs: number;
@@ -79,15 +92,31 @@ function parseArgs(args: string[]): { runs: number; quick: boolean; out: string 
   return { runs: quick ? 5 : runs, quick, out };
 }
 
-function l3Bytes(): number {
-  try {
-    const s = readFileSync('/sys/devices/system/cpu/cpu0/cache/index3/size', 'utf8').trim();
-    const m = /^(\d+)([KMG]?)/.exec(s);
-    if (m !== null) return Number(m[1]) * ({ K: 1024, M: 1 << 20, G: 1 << 30 }[m[2] as 'K' | 'M' | 'G'] ?? 1);
-  } catch {
-    // not Linux or no sysfs
+/** sysfs's L3 size (the largest index with level 3), or 0. */
+function sysfsL3Bytes(): number {
+  let best = 0;
+  for (let i = 0; i < 8; i++) {
+    try {
+      const dir = `/sys/devices/system/cpu/cpu0/cache/index${i}`;
+      if (readFileSync(`${dir}/level`, 'utf8').trim() !== '3') continue;
+      const m = /^(\d+)([KMG]?)/.exec(readFileSync(`${dir}/size`, 'utf8').trim());
+      if (m !== null) best = Math.max(best, Number(m[1]) * ({ K: 1024, M: 1 << 20, G: 1 << 30 }[m[2] as 'K' | 'M' | 'G'] ?? 1));
+    } catch {
+      // no such index, or not Linux
+    }
   }
-  return 32 << 20;
+  return best;
+}
+
+/** The last-level cache to defeat: the largest L3 any source reports (CPUID leaves, sysfs), 32 MiB if none. */
+function lastLevelCache(): { bytes: number; sources: { source: string; bytes: number }[] } {
+  const sources = cpuCaches()
+    .filter((c) => c.level >= 3)
+    .map((c) => ({ source: `cpuid ${c.leaf === 'deterministic' ? 'deterministic cache parameters' : 'leaf 0x80000006'} L${c.level}`, bytes: c.bytes }));
+  const sys = sysfsL3Bytes();
+  if (sys > 0) sources.push({ source: 'sysfs cpu0 L3', bytes: sys });
+  const bytes = Math.max(0, ...sources.map((s) => s.bytes));
+  return bytes > 0 ? { bytes, sources } : { bytes: 32 << 20, sources: [{ source: 'none reported; assumed', bytes: 32 << 20 }] };
 }
 
 function cpuInfo(): { model: string; family: string; modelNumber: string; flags: string[] } {
@@ -135,10 +164,10 @@ function median(v: number[]): number {
 }
 
 /**
- * Median microseconds per call of op(i), i cycling over `copies`: one warm-up pass, then `runs` runs of
- * whole passes lasting >= MIN_RUN_MS each.
+ * Microseconds per call of op(i), i cycling over `copies`: one warm-up pass, then `runs` runs of whole passes
+ * lasting >= MIN_RUN_MS each; the median run, and the fastest and slowest.
  */
-function measure(copies: number, runs: number, op: (i: number) => void): number {
+function measureRuns(copies: number, runs: number, op: (i: number) => void): { median: number; min: number; max: number } {
   let t = now();
   for (let i = 0; i < copies; i++) op(i);
   const passUs = Math.max(now() - t, 1);
@@ -149,7 +178,11 @@ function measure(copies: number, runs: number, op: (i: number) => void): number 
     for (let p = 0; p < passes; p++) for (let i = 0; i < copies; i++) op(i);
     per.push((now() - t) / (passes * copies));
   }
-  return median(per);
+  return { median: median(per), min: Math.min(...per), max: Math.max(...per) };
+}
+
+function measure(copies: number, runs: number, op: (i: number) => void): number {
+  return measureRuns(copies, runs, op).median;
 }
 
 /** HF-packed ternary bytes with random codes in {0, 1, 2} (no code 3): one of the 81 valid bytes each. */
@@ -190,8 +223,8 @@ export async function main(argv: string[]): Promise<void> {
   const status = initKernels({});
   if (!status.native) throw new Error(`kernels bench: the native addon is not loaded (${status.reason}); run npm install`);
   const cpu = cpuInfo();
-  const l3 = l3Bytes();
-  const rotateBytes = 4 * l3;
+  const llc = lastLevelCache();
+  const rotateBytes = Math.max(4 * llc.bytes, MIN_ROTATION_BYTES);
   const load0 = loadavg()[0] ?? 0;
   const nCpu = cpus().length;
   if (load0 > 0.5) console.error(`warning: load average ${load0.toFixed(2)} on ${nCpu} CPUs; other work skews the numbers`);
@@ -202,17 +235,23 @@ export async function main(argv: string[]): Promise<void> {
   const wall0 = now();
   log(`kernels bench: ${cpu.model} (family ${cpu.family} model ${cpu.modelNumber}), ISA ${status.isa}, runs ${opts.runs}`);
 
-  // Streaming read of one large buffer (4 KiB pages touched first).
-  const big = allocAligned(STREAM_BUFFER_BYTES);
+  log(`last-level cache ${llc.bytes >> 20} MiB (${llc.sources.map((x) => `${x.source} ${x.bytes >> 20} MiB`).join(', ')}); weights rotate over ${rotateBytes >> 20} MiB`);
+
+  // Streaming read of one buffer as large as the rotation (4 KiB pages touched first), with 1, 2 and 4 concurrent
+  // sequential streams per thread: the bandwidth bound is the best of them.
+  const big = allocAligned(rotateBytes);
   for (let i = 0; i < big.length; i += 4096) big[i] = i & 255;
-  const streamRead1: { threads: number; GBs: number }[] = [];
+  const streamReadByStreams: { threads: number; streamsPerThread: number; GBs: number }[] = [];
   for (const th of THREADS) {
     setThreads(th);
-    const us = measure(1, opts.runs, () => streamRead(big));
-    streamRead1.push({ threads: th, GBs: STREAM_BUFFER_BYTES / us / 1e3 });
-    log(`stream read ${STREAM_BUFFER_BYTES >> 20} MiB, ${th} thread(s): ${fmt(STREAM_BUFFER_BYTES / us / 1e3)} GB/s`);
+    for (const streams of STREAMS) {
+      const us = measure(1, opts.runs, () => streamRead(big, streams));
+      streamReadByStreams.push({ threads: th, streamsPerThread: streams, GBs: big.length / us / 1e3 });
+      log(`stream read ${big.length >> 20} MiB, ${th} thread(s), ${streams} stream(s) each: ${fmt(big.length / us / 1e3)} GB/s`);
+    }
   }
-  const streamGBs = (th: number): number => streamRead1.find((s) => s.threads === th)?.GBs ?? Number.NaN;
+  const streamGBs = (th: number): number => Math.max(...streamReadByStreams.filter((s) => s.threads === th).map((s) => s.GBs));
+  const streamRead1 = THREADS.map((th) => ({ threads: th, GBs: streamGBs(th), streamsPerThread: streamReadByStreams.find((s) => s.threads === th && s.GBs === streamGBs(th))?.streamsPerThread ?? 1 }));
 
   const products: Product[] = [];
   for (const [rows, cols] of SHAPES) {
@@ -234,17 +273,28 @@ export async function main(argv: string[]): Promise<void> {
       const xf = randomF32(batch * cols, batch + 1);
       const yq = new Int32Array(batch * rows);
       const yf = new Float32Array(batch * rows);
+      const q = { q: new Int8Array(batch * cols), scale: new Float32Array(batch) };
+      const yt = new Float32Array(batch * rows);
       for (const th of THREADS) {
         setThreads(th);
-        const us = measure(copies, opts.runs, (i) => ternaryMatMul(ws[i] as TernaryMatrix, xq, batch, yq));
+        // What the runtime does per projection (packages/runtime linear()): quantize the fp32 rows, product + scales.
+        const t = measureRuns(copies, opts.runs, (i) => {
+          quantizeActivations(xf, batch, cols, q);
+          ternaryLinear(ws[i] as TernaryMatrix, q.q, q.scale, 0.02, batch, yt, true);
+        });
+        const us = t.median;
+        const coreUs = measure(copies, opts.runs, (i) => ternaryMatMul(ws[i] as TernaryMatrix, xq, batch, yq));
         const fp32Us = measure(f32Copies, opts.runs, (i) => matvecF32(wf[i] as Float32Array, xf, rows, cols, batch, yf));
-        const streamUs = measure(copies, opts.runs, (i) => streamRead((ws[i] as TernaryMatrix).data));
+        const streamUs = measure(copies, opts.runs, (i) => streamRead((ws[i] as TernaryMatrix).data, streamRead1.find((s) => s.threads === th)?.streamsPerThread ?? 1));
         const p: Product = {
           rows,
           cols,
           batch,
           threads: th,
+          fp32InOut: true,
           usPerProduct: us,
+          usRange: [t.min, t.max],
+          int8CoreUsPerProduct: coreUs,
           weightGBs: bytes / us / 1e3,
           fp32UsPerProduct: fp32Us,
           fp32WeightGBs: (4 * rows * cols) / fp32Us / 1e3,
@@ -257,7 +307,7 @@ export async function main(argv: string[]): Promise<void> {
         };
         products.push(p);
         log(
-          `${rows}x${cols} batch ${batch} ${th}t: ternary ${fmt(us)} us (${fmt(p.weightGBs)} GB/s), fp32 ${fmt(fp32Us)} us (x${fmt(p.speedupVsFp32)}), stream same bytes ${fmt(streamUs)} us`,
+          `${rows}x${cols} batch ${batch} ${th}t: ternary fp32 in/out ${fmt(us)} us [${fmt(t.min)}-${fmt(t.max)}] (${fmt(p.weightGBs)} GB/s, ${fmt(100 * p.fractionOfStreamRead, 0)}% of stream), int8 core ${fmt(coreUs)} us, fp32 ${fmt(fp32Us)} us (x${fmt(p.speedupVsFp32)}), stream same bytes ${fmt(streamUs)} us`,
         );
       }
     }
@@ -275,11 +325,15 @@ export async function main(argv: string[]): Promise<void> {
     for (const isa of availableIsas()) {
       setIsa(isa);
       for (const batch of isa === 'avx512vnni' || isa === 'amx' ? [1, 8, 32] : [1]) {
-        const xq = Int8Array.from(randomF32(batch * cols, 3), (v) => Math.round(v * 254));
-        const yq = new Int32Array(batch * rows);
+        const xf = randomF32(batch * cols, 3);
+        const q = { q: new Int8Array(batch * cols), scale: new Float32Array(batch) };
+        const yt = new Float32Array(batch * rows);
         for (const th of THREADS) {
           setThreads(th);
-          const us = measure(copies, opts.runs, (i) => ternaryMatMul(ws[i] as TernaryMatrix, xq, batch, yq));
+          const us = measure(copies, opts.runs, (i) => {
+            quantizeActivations(xf, batch, cols, q);
+            ternaryLinear(ws[i] as TernaryMatrix, q.q, q.scale, 0.02, batch, yt, true);
+          });
           isaComparison.push({ isa, rows, cols, batch, threads: th, usPerProduct: us, weightGBs: bytes / us / 1e3 });
           log(`ISA ${isa} ${rows}x${cols} batch ${batch} ${th}t: ${fmt(us)} us (${fmt(bytes / us / 1e3)} GB/s)`);
         }
@@ -330,7 +384,8 @@ export async function main(argv: string[]): Promise<void> {
       cpuModelNumber: cpu.modelNumber,
       cpuFlags: cpu.flags,
       cpus: nCpu,
-      l3Bytes: l3,
+      llcBytes: llc.bytes,
+      llcSources: llc.sources,
       memTotalBytes: totalmem(),
       node: process.version,
       loadAverage1mAtStart: load0,
@@ -339,11 +394,15 @@ export async function main(argv: string[]): Promise<void> {
     isa: status.isa,
     runs: opts.runs,
     method:
-      `median of ${opts.runs} runs (each >= ${MIN_RUN_MS} ms) after one warm-up pass; weights rotate over copies totalling >= 4x L3 ` +
-      `(${rotateBytes >> 20} MiB) so they come from DRAM; streamReadGBs reads one ${STREAM_BUFFER_BYTES >> 20} MiB buffer; ` +
+      `median of ${opts.runs} runs (each >= ${MIN_RUN_MS} ms) after one warm-up pass; weights rotate over copies totalling max(4x the last-level cache, 1 GiB) ` +
+      `(${rotateBytes >> 20} MiB) so they come from DRAM; ours is timed fp32 activations in, fp32 out (quantizeActivations + ternaryLinear, as the runtime runs a projection); ` +
+      `streamReadGBs: the best of 1, 2 and 4 concurrent streams per thread reading one ${rotateBytes >> 20} MiB buffer; ` +
       'streamUsSameBytes reads the same rotating ternary copies the product reads; weightGBs counts 2 bits per weight',
+    llcBytes: llc.bytes,
+    rotationBytes: rotateBytes,
     streamReadGBs: streamGBs(Math.max(...THREADS)),
     streamRead: streamRead1,
+    streamReadByStreams,
     products,
     isaComparison,
     llamaCpp:
@@ -363,7 +422,7 @@ export async function main(argv: string[]): Promise<void> {
   writeFileSync(join(opts.out, 'kernels-latest.json'), json);
   writeFileSync(
     join(opts.out, `kernels-${day}.md`),
-    markdown(result.date, command, cpu, status.isa, load0, otherCpuFraction, rotateBytes, opts.runs, streamRead1, products, isaComparison, typeof llama === 'string' ? `not run: ${llama}` : `${llama.packageVersion}, libggml-cpu-${llama.variant}.so`),
+    markdown(result.date, command, cpu, status.isa, load0, otherCpuFraction, llc, rotateBytes, opts.runs, streamReadByStreams, products, isaComparison, typeof llama === 'string' ? `not run: ${llama}` : `${llama.packageVersion}, libggml-cpu-${llama.variant}.so`),
   );
   log(`wrote ${join(opts.out, `kernels-${day}.json`)}, .md and kernels-latest.json`);
 }
@@ -375,9 +434,10 @@ function markdown(
   isa: string,
   load: number,
   otherCpu: number,
+  llc: { bytes: number; sources: { source: string; bytes: number }[] },
   rotateBytes: number,
   runs: number,
-  stream: { threads: number; GBs: number }[],
+  stream: { threads: number; streamsPerThread: number; GBs: number }[],
   products: Product[],
   isaComparison: { isa: string; rows: number; cols: number; batch: number; threads: number; usPerProduct: number; weightGBs: number }[],
   llamaBuild: string,
@@ -388,30 +448,33 @@ function markdown(
     `Command: \`${command}\`  `,
     `CPU: ${cpu.model} (family ${cpu.family}, model ${cpu.modelNumber}; ${cpu.flags.join(' ')}), ${cpus().length} CPUs, Node ${process.version}  `,
     `ISA path: **${isa}**; load average at start ${load.toFixed(2)}; other processes used ${fmt(100 * otherCpu)}% of the CPUs during the run  `,
-    `Method: median of ${runs} runs (>= ${MIN_RUN_MS} ms each) after a warm-up pass. Every product rotates over copies of its weights totalling ${rotateBytes >> 20} MiB (4x L3), so weights come from DRAM. GB/s counts the packed weight bytes (2 bits per weight).`,
+    `Last-level cache: ${llc.bytes >> 20} MiB, the largest of ${llc.sources.map((x) => `${x.source} ${x.bytes >> 20} MiB`).join(', ')}  `,
+    `Method: median of ${runs} runs (>= ${MIN_RUN_MS} ms each) after a warm-up pass. Every product rotates over copies of its weights totalling ${rotateBytes >> 20} MiB (max(4x the last-level cache, 1 GiB)), so weights come from DRAM. GB/s counts the packed weight bytes (2 bits per weight).`,
     '',
     '## Streaming read (the bandwidth bound)',
     '',
-    '| threads | GB/s |',
-    '|---:|---:|',
-    ...stream.map((s) => `| ${s.threads} | ${fmt(s.GBs)} |`),
+    `One ${rotateBytes >> 20} MiB buffer, each thread's share read as 1, 2 or 4 concurrent sequential streams (4 KiB of each in turn); the bound is the best.`,
     '',
-    '## int8 x ternary products vs fp32 and the bandwidth bound',
+    '| threads | streams per thread | GB/s |',
+    '|---:|---:|---:|',
+    ...stream.map((s) => `| ${s.threads} | ${s.streamsPerThread} | ${fmt(s.GBs)} |`),
     '',
-    '"stream same bytes": a streaming read of exactly the weight copies the product reads. "% of stream": weight GB/s over the large-buffer streaming read at the same thread count.',
+    '## Ternary products (fp32 in, fp32 out) vs fp32, llama.cpp and the bandwidth bound',
     '',
-    '| out x in | batch | threads | ternary us | weight GB/s | % of stream | fp32 us | ternary vs fp32 | stream same bytes us | llama.cpp TQ2_0 us | ours vs llama.cpp |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '"ternary us": fp32 activations in, fp32 out - the per-token int8 quantization and the scale epilogue included, as the runtime runs a projection and as llama.cpp\'s TQ2_0 op is timed (its F32 activations are quantized to q8_K inside the op); the range is the fastest and slowest run. "int8 core": the int8 x ternary product alone (int8 in, int32 out). "stream same bytes": a streaming read of exactly the weight copies the product reads. "% of stream": weight GB/s over the best streaming read at the same thread count.',
+    '',
+    '| out x in | batch | threads | ternary us | range | int8 core us | weight GB/s | % of stream | fp32 us | ternary vs fp32 | stream same bytes us | llama.cpp TQ2_0 us | ours vs llama.cpp |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...products.map((p) => {
       const key = `${p.rows}x${p.cols}`;
       const ll = p.llamaCppUsPerProduct === null ? '' : fmt(p.llamaCppUsPerProduct);
       const sp = p.speedupVsLlamaCpp === null ? '' : `${fmt(p.speedupVsLlamaCpp, 2)}x`;
-      return `| ${key} | ${p.batch} | ${p.threads} | ${fmt(p.usPerProduct)} | ${fmt(p.weightGBs)} | ${fmt(100 * p.fractionOfStreamRead, 0)}% | ${fmt(p.fp32UsPerProduct)} | ${fmt(p.speedupVsFp32)}x | ${fmt(p.streamUsSameBytes)} | ${ll} | ${sp} |`;
+      return `| ${key} | ${p.batch} | ${p.threads} | ${fmt(p.usPerProduct)} | ${fmt(p.usRange[0])}-${fmt(p.usRange[1])} | ${fmt(p.int8CoreUsPerProduct)} | ${fmt(p.weightGBs)} | ${fmt(100 * p.fractionOfStreamRead, 0)}% | ${fmt(p.fp32UsPerProduct)} | ${fmt(p.speedupVsFp32)}x | ${fmt(p.streamUsSameBytes)} | ${ll} | ${sp} |`;
     }),
     '',
     `llama.cpp TQ2_0: measured in this run on this machine (${llamaBuild}; scripts/bench/llamacpp.ts), same shapes, batches, threads and weight rotation; its F32 activations are quantized to q8_K inside the op. Issue 7 quoted ${Object.entries(LLAMA_CPP_TQ2_0_US).map(([k, v]) => `${k} ${v} us`).join(', ')} (batch 1, 2 threads) from another machine.`,
     '',
-    '## ISA paths (same rotation)',
+    '## ISA paths (same rotation, fp32 in / out)',
     '',
     'The amx path runs batch 1 on the AVX-512 VNNI kernels.',
     '',

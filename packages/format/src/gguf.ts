@@ -31,12 +31,13 @@ export const GGML_TYPES = {
   BF16: { id: 30, blockSize: 1, typeSize: 2 },
   TQ1_0: { id: 34, blockSize: 256, typeSize: 54 },
   TQ2_0: { id: 35, blockSize: 256, typeSize: 66 },
+  Q8_0: { id: 8, blockSize: 32, typeSize: 34 },
 } as const;
 export type GgmlType = keyof typeof GGML_TYPES;
 const TYPE_BY_ID = new Map<number, GgmlType>(Object.entries(GGML_TYPES).map(([k, v]) => [v.id, k as GgmlType]));
 
 /** llama.cpp's llama_ftype for general.file_type ("mostly" this type; 1-D tensors stay F32). */
-export const LLAMA_FILE_TYPES: Record<GgmlType, number> = { F32: 0, F16: 1, BF16: 32, TQ1_0: 36, TQ2_0: 37 };
+export const LLAMA_FILE_TYPES: Record<GgmlType, number> = { F32: 0, F16: 1, BF16: 32, TQ1_0: 36, TQ2_0: 37, Q8_0: 7 };
 
 const VALUE_TYPES = ['uint8', 'int8', 'uint16', 'int16', 'uint32', 'int32', 'float32', 'bool', 'string', 'array', 'uint64', 'int64', 'float64'] as const;
 export type GgufValueType = (typeof VALUE_TYPES)[number];

@@ -43,6 +43,7 @@ export {
   unpackTernaryGgml,
 } from './tq.ts';
 export type { TernaryGgmlType } from './tq.ts';
+export { QK8_0, Q8_0_BLOCK_BYTES, quantizeQ8_0, dequantizeQ8_0 } from './q8.ts';
 export {
   GGUF_MAGIC,
   GGUF_VERSION,

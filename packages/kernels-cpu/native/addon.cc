@@ -480,15 +480,31 @@ struct StreamCtx {
   StreamFn fn;
   const uint8_t* p;
   size_t n;
+  int streams;  // concurrent sequential streams per chunk
   std::atomic<uint64_t> sum{0};
 };
 
+// One chunk read as `streams` equal sequential parts in lockstep, 4 KiB of each in turn: that many concurrent
+// streams per thread for the hardware prefetchers (one stream per thread does not saturate some memory systems).
 void stream_task(void* p, int64_t chunk, int64_t n) {
   auto* c = static_cast<StreamCtx*>(p);
   const size_t lines = c->n / 64;  // chunk borders on 64-byte boundaries keep the checksum split-invariant
   const size_t b = lines * chunk / n * 64;
   const size_t e = chunk == n - 1 ? c->n : lines * (chunk + 1) / n * 64;
-  c->sum.fetch_add(c->fn(c->p + b, e - b), std::memory_order_relaxed);
+  if (c->streams <= 1) {
+    c->sum.fetch_add(c->fn(c->p + b, e - b), std::memory_order_relaxed);
+    return;
+  }
+  constexpr size_t kStep = 4096;
+  const size_t S = static_cast<size_t>(c->streams);
+  const size_t part = (e - b) / S / 64 * 64;
+  uint64_t sum = 0;
+  for (size_t off = 0; off < part; off += kStep) {
+    const size_t len = std::min(kStep, part - off);
+    for (size_t s = 0; s < S; s++) sum += c->fn(c->p + b + s * part + off, len);
+  }
+  sum += c->fn(c->p + b + S * part, e - b - S * part);  // the remainder
+  c->sum.fetch_add(sum, std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -573,6 +589,45 @@ constexpr int64_t kMaxDim = int64_t{1} << 31;
 // Exported functions
 
 // info() -> {isa, available: string[], threads, cpus}
+// The data/unified caches CPUID describes (deterministic cache parameters: leaf 4 on Intel, 0x8000001D on AMD
+// with TopologyExtensions), as {level, type, bytes, sharedBy}. A VM's sysfs often has no L3 entry while CPUID
+// passes the host's through; the benchmarks size their cold-weight rotation from this.
+struct CacheLevel {
+  int level;
+  int type;  // 1 data, 3 unified
+  int64_t bytes;
+  int shared_by;
+  bool legacy;  // AMD's older leaf 0x80000006 (L3 of the whole package on some parts)
+};
+
+std::vector<CacheLevel> cpuid_caches() {
+  std::vector<CacheLevel> out;
+#if defined(__x86_64__) && defined(__GNUC__)
+  unsigned a, b, c, d;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return out;
+  const bool amd = b == 0x68747541u || b == 0x6f677948u;  // "Auth"enticAMD, "Hygo"nGenuine
+  unsigned leaf = 4;
+  if (amd) {
+    // Leaf 0x80000006 EDX[31:18]: L3 size in 512 KiB units. Under a VM it can describe the host package (tens of
+    // CCXs) where 0x8000001D describes one CCX; both are reported and a benchmark takes the larger.
+    if (__get_cpuid(0x80000006u, &a, &b, &c, &d) && (d >> 18) != 0) out.push_back({3, 3, static_cast<int64_t>(d >> 18) * 512 * 1024, 0, true});
+    if (!__get_cpuid(0x80000001u, &a, &b, &c, &d) || (c & (1u << 22)) == 0) return out;
+    leaf = 0x8000001Du;
+  } else if (a < 4) {
+    return out;
+  }
+  for (unsigned i = 0; i < 16; i++) {
+    __cpuid_count(leaf, i, a, b, c, d);
+    const int type = static_cast<int>(a & 31);
+    if (type == 0) break;
+    if (type == 2) continue;  // instruction cache
+    const int64_t ways = ((b >> 22) & 1023) + 1, parts = ((b >> 12) & 1023) + 1, line = (b & 4095) + 1, sets = static_cast<int64_t>(c) + 1;
+    out.push_back({static_cast<int>((a >> 5) & 7), type, ways * parts * line * sets, static_cast<int>(((a >> 14) & 4095) + 1), false});
+  }
+#endif
+  return out;
+}
+
 napi_value Info(napi_env env, napi_callback_info) {
   napi_value obj, arr;
   napi_create_object(env, &obj);
@@ -583,6 +638,20 @@ napi_value Info(napi_env env, napi_callback_info) {
   napi_set_named_property(env, obj, "available", arr);
   napi_set_named_property(env, obj, "threads", make_number(env, g_pool->size()));
   napi_set_named_property(env, obj, "cpus", make_number(env, cpu_count()));
+  const auto caches = cpuid_caches();
+  napi_value carr;
+  napi_create_array_with_length(env, caches.size(), &carr);
+  for (size_t i = 0; i < caches.size(); i++) {
+    napi_value o;
+    napi_create_object(env, &o);
+    napi_set_named_property(env, o, "level", make_number(env, caches[i].level));
+    napi_set_named_property(env, o, "type", make_string(env, caches[i].type == 1 ? "data" : "unified"));
+    napi_set_named_property(env, o, "bytes", make_number(env, static_cast<double>(caches[i].bytes)));
+    napi_set_named_property(env, o, "sharedBy", make_number(env, caches[i].shared_by));
+    napi_set_named_property(env, o, "leaf", make_string(env, caches[i].legacy ? "0x80000006" : "deterministic"));
+    napi_set_element(env, carr, static_cast<uint32_t>(i), o);
+  }
+  napi_set_named_property(env, obj, "caches", carr);
   return obj;
 }
 
@@ -1496,17 +1565,27 @@ napi_value AttentionF32(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// streamRead(bytes: Uint8Array) -> checksum (reads every byte once, on the pool)
+// streamRead(bytes: Uint8Array, streams = 1) -> checksum (reads every byte once, on the pool, each thread's
+// share as `streams` concurrent sequential streams)
 napi_value StreamRead(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return nullptr;
+  napi_value argv[2];
+  size_t argc = 2;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return nullptr;
+  if (argc < 1) {
+    napi_throw_type_error(env, "E_ARGUMENT", "too few arguments");
+    return nullptr;
+  }
   uint8_t* p;
   size_t n;
   if (!get_typed(env, argv[0], napi_uint8_array, &p, &n, "bytes")) return nullptr;
+  int64_t streams = 1;
+  napi_valuetype t;
+  if (argc >= 2 && napi_typeof(env, argv[1], &t) == napi_ok && t != napi_undefined && !get_i64(env, argv[1], 1, 64, &streams, "streams")) return nullptr;
   StreamCtx ctx;
   ctx.fn = g_isa->stream;
   ctx.p = p;
   ctx.n = n;
+  ctx.streams = static_cast<int>(streams);
   parallel(chunk_count(static_cast<int64_t>(n >> 12), static_cast<int64_t>(n) * 4), stream_task, &ctx);
   return make_number(env, static_cast<double>(ctx.sum.load() & ((uint64_t{1} << 52) - 1)));
 }

@@ -220,9 +220,10 @@ export function matvecF32Ts(w: Float32Array, x: Float32Array, rows: number, cols
  * and returns a checksum so the reads cannot be optimised away (its value depends on the path: do not
  * compare it across ISAs).
  */
-export function streamRead(bytes: Uint8Array): number {
+export function streamRead(bytes: Uint8Array, streams = 1): number {
+  checkDim('streamRead', 'streams', streams, 1);
   const addon = nativeAddon();
-  if (addon !== null) return addon.streamRead(bytes);
+  if (addon !== null) return addon.streamRead(bytes, streams);
   let s = 0;
   for (let i = 0; i < bytes.length; i++) s = (s + (bytes[i] as number)) % 2 ** 52;
   return s;

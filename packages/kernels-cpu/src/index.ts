@@ -1,5 +1,5 @@
-export { ISAS, initKernels, nativeStatus, availableIsas, setIsa, setThreads } from './native.ts';
-export type { Isa, NativeStatus, InitKernelsOptions } from './native.ts';
+export { ISAS, initKernels, nativeStatus, availableIsas, setIsa, setThreads, cpuCaches } from './native.ts';
+export type { Isa, NativeStatus, InitKernelsOptions, CpuCache } from './native.ts';
 export {
   TERNARY_LAYOUT,
   ternaryLayoutBytes,

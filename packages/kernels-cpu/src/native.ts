@@ -24,9 +24,21 @@ export interface NativeStatus {
   reason?: string;
 }
 
+/** One data or unified cache level as CPUID describes it (leaf 4 on Intel, 0x8000001D on AMD). */
+export interface CpuCache {
+  level: number;
+  type: 'data' | 'unified';
+  bytes: number;
+  /** Logical processors sharing one instance of this cache (CPUID's maximum, not the count online; 0 unknown). */
+  sharedBy: number;
+  /** 'deterministic' (leaf 4 / 0x8000001D, per cache instance) or '0x80000006' (AMD's legacy L3 size, which under
+   * a VM can be the whole host package's). */
+  leaf: 'deterministic' | '0x80000006';
+}
+
 /** What the addon exports (native/addon.cc); the wrappers in this package check arguments first. */
 export interface NativeAddon {
-  info(): { isa: string; available: string[]; threads: number; cpus: number };
+  info(): { isa: string; available: string[]; threads: number; cpus: number; caches: CpuCache[] };
   setIsa(name: string): boolean;
   setThreads(n: number): number;
   misalignment(bytes: Uint8Array): number;
@@ -74,7 +86,7 @@ export interface NativeAddon {
     aIndex: Int32Array,
     bIndex: Int32Array,
   ): void;
-  streamRead(bytes: Uint8Array): number;
+  streamRead(bytes: Uint8Array, streams?: number): number;
   binaryF32(op: number, a: Float32Array, b: Float32Array, y: Float32Array, shape: Int32Array, aStrides: Int32Array, bStrides: Int32Array): void;
   compare(
     op: number,
@@ -242,6 +254,15 @@ export function nativeStatus(): NativeStatus {
   if (s.addon === null) return { native: false, isa: 'typescript', threads: 1, reason: s.reason ?? 'unknown' };
   const info = s.addon.info();
   return { native: true, isa: info.isa as Isa, threads: info.threads };
+}
+
+/**
+ * The CPU's data/unified caches from CPUID (empty without the addon or off x86): what the benchmarks size their
+ * cold-weight rotation from, since a VM's sysfs often lists no L3 while CPUID passes the host's through.
+ */
+export function cpuCaches(): CpuCache[] {
+  const s = getState();
+  return s.addon === null ? [] : s.addon.info().caches;
 }
 
 export interface InitKernelsOptions {

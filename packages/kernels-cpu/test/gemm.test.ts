@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { Rng, ShapeError } from '@bitdistill/core';
+import { ArgumentError, Rng, ShapeError } from '@bitdistill/core';
 import {
   allocAligned,
   availableIsas,
@@ -11,6 +11,7 @@ import {
   setIsa,
   setThreads,
   streamRead,
+  cpuCaches,
   type Isa,
 } from '../src/index.ts';
 import { matmulF32Ts, matvecF32Ts } from '../src/gemm.ts';
@@ -145,10 +146,27 @@ describe('fp32 GEMM and matrix-vector product', () => {
       setIsa(isa);
       for (const threads of [1, 2, 3]) {
         setThreads(threads);
-        expect(streamRead(bytes), `${isa} ${threads} threads`).to.equal(one);
+        for (const streams of [1, 2, 3, 4, 7]) expect(streamRead(bytes, streams), `${isa} ${threads} threads ${streams} streams`).to.equal(one);
       }
     }
     bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 1;
     expect(streamRead(bytes)).to.not.equal(one);
+    const two = streamRead(bytes);
+    bytes[123_457] = (bytes[123_457] as number) ^ 4; // inside a stream's part, not the remainder
+    expect(streamRead(bytes, 4)).to.not.equal(two);
+    expect(() => streamRead(bytes, 0)).to.throw(ArgumentError);
+  });
+
+  it('cpuCaches reports the data/unified caches CPUID describes', function () {
+    if (!initial.native || process.arch !== 'x64') this.skip();
+    const caches = cpuCaches();
+    expect(caches.length).to.be.greaterThan(0);
+    for (const c of caches) {
+      expect(c.level).to.be.within(1, 4);
+      expect(['data', 'unified']).to.include(c.type);
+      expect(c.bytes % 1024, `level ${c.level} size ${c.bytes}`).to.equal(0);
+      expect(c.bytes).to.be.within(4096, 2 ** 34);
+    }
+    expect(caches.some((c) => c.level === 1 && c.type === 'data')).to.equal(true);
   });
 });

@@ -19,6 +19,7 @@ import { FormatError, UnsupportedError } from '@bitdistill/core';
 import {
   bf16ArrayToF32,
   bitnetHfName,
+  dequantizeQ8_0,
   f16ArrayToF32,
   ggufArray,
   ggufMeta,
@@ -61,6 +62,13 @@ export function loadGgufModel(path: string): GgufModel {
       case 'BF16': {
         const bits = new Uint16Array(t.data.buffer, t.data.byteOffset, t.data.byteLength / 2);
         tensors.set(name, { dtype: 'F32', shape, data: t.type === 'F16' ? f16ArrayToF32(bits) : bf16ArrayToF32(bits) });
+        break;
+      }
+      case 'Q8_0': {
+        // llama.cpp's 8-bit embeddings: decoded to F32 (the runtime's --embeddings int8 re-quantizes per row).
+        let n = 1;
+        for (const d of shape) n *= d;
+        tensors.set(name, { dtype: 'F32', shape, data: dequantizeQ8_0(t.data, n, label) });
         break;
       }
       case 'TQ1_0':
