@@ -1,20 +1,27 @@
 /**
- * `npm run bench -- e2e [--layers N] [--prompt N] [--gen N] [--out DIR]`
+ * `npm run bench -- e2e [--layers N] [--prompt N] [--gen N] [--runs N] [--rounds N] [--out DIR]`
  *
  * End-to-end inference through the packed-ternary runtime (@bitdistill/runtime on @bitdistill/kernels-cpu) for a
  * randomly initialised Qwen3-0.6B-shaped student (hidden 1024, 28 layers, 16/8 heads, head_dim 128, ffn 3072,
- * vocab 151,936, tied embeddings), next to the same weights in fp32 through the same runtime, in one run:
- * prefill and generation tokens/s and resident memory. The ternary model runs twice: with the embeddings /
- * lm_head as exported (fp32) and as int8 rows (`--embeddings int8` of `bitdistill eval`). Each variant runs in its own child process (so the
- * resident-set numbers do not mix); the model folders are written once under .tmp/bench-e2e/ (the fp32 one as
- * BF16 on disk to save space; the runtime holds fp32 in memory either way).
+ * vocab 151,936, tied embeddings), in one run next to (a) the same weights in fp32 through the same runtime and
+ * (b) llama.cpp (the prebuilt libllama of the optional @node-llama-cpp/linux-x64, through
+ * scripts/llamacpp/run_gguf.c) on a GGUF of the same weights: qwen3 architecture, TQ2_0 projections, Q8_0
+ * embeddings (scripts/bench/e2e-gguf.ts), at the embedding precision of our `--embeddings int8`. Our ternary
+ * model runs with fp32 and with int8 embeddings / LM head.
+ *
+ * Every variant runs in fresh processes (rounds of all variants in turn), each doing --runs generations: the
+ * first is reported as cold, the rest as warm. Peak RSS is VmHWM read by each process at its end, the same way on
+ * both sides. The model folders are written once under .tmp/bench-e2e/ (the fp32 one as BF16 on disk to save
+ * space; the runtime holds fp32 in memory either way).
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '@bitdistill/core';
 import { f32ArrayToBf16, packTernaryHF, writeSafetensors, type TensorEntry } from '@bitdistill/format';
+import { llamaCppGgufRunner, type LlamaCppBench, type LlamaCppGgufRunner } from '../llamacpp/gguf-runner.ts';
+import { qwen3GgufName, writeQwen3Gguf } from './e2e-gguf.ts';
 
 const SHAPE = {
   architectures: ['Qwen3ForCausalLM'],
@@ -100,24 +107,26 @@ function writeModels(root: string, layers: number): { ternary: string; fp32: str
   return { ternary, fp32, params };
 }
 
-interface ChildResult {
-  /** every run's tokens/s (medians are taken over all rounds) */
+/** One process's runs of one variant (ours or llama.cpp), in run order: the first run of a process is cold. */
+interface ProcessRuns {
   prefill: number[];
   generation: number[];
-  residentBytes: number;
-  weightBytes: number;
-  prefillTokensPerSecond: number;
-  generationTokensPerSecond: number;
-  loadSeconds: number;
+  peakRssBytes: number;
+  /** Ours: RSS after loading and three collections; weight arrays; load time. */
+  residentBytes?: number;
+  weightBytes?: number;
+  loadSeconds?: number;
+  isa?: string;
 }
 
-/** One variant in a fresh process: load, settle, measure RSS, prefill `prompt` tokens, generate `gen`. */
+/** One variant in a fresh process: load, settle, measure RSS, then `runs` generations (prefill `prompt` tokens,
+ * generate `gen`); the peak resident set (VmHWM) at the end, read as the llama.cpp harness reads its own. */
 const CHILD = `
+import { readFileSync } from 'node:fs';
 import { TernaryRuntime } from '@bitdistill/runtime';
 import { initKernels, nativeStatus } from '@bitdistill/kernels-cpu';
 const [dir, embeddings, prompt, gen, runs] = process.argv.slice(-5);
 initKernels();
-const base = process.memoryUsage().rss;
 const t0 = performance.now();
 const rt = TernaryRuntime.load(dir, { embeddings });
 const loadSeconds = (performance.now() - t0) / 1000;
@@ -131,83 +140,134 @@ for (let r = 0; r < Number(runs); r++) {
   pre.push(Number(prompt) / g.prefillSeconds);
   dec.push((g.ids.length - 1) / g.decodeSeconds);
 }
-const med = (a) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)];
-console.log(JSON.stringify({ kernels: nativeStatus(), residentBytes, baseRss: base, weightBytes: rt.info.weightBytes, prefillTokensPerSecond: med(pre), generationTokensPerSecond: med(dec), prefill: pre, generation: dec, loadSeconds }));
+const hwm = /^VmHWM:\\s*(\\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'));
+console.log(JSON.stringify({ isa: nativeStatus().isa, residentBytes, peakRssBytes: hwm ? Number(hwm[1]) * 1024 : -1, weightBytes: rt.info.weightBytes, prefill: pre, generation: dec, loadSeconds }));
 `;
 
-function runChild(dir: string, embeddings: 'fp32' | 'int8', prompt: number, gen: number, runs: number): ChildResult {
+function runChild(dir: string, embeddings: 'fp32' | 'int8', prompt: number, gen: number, runs: number): ProcessRuns {
   const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', '--input-type=module', '-e', CHILD, dir, embeddings, String(prompt), String(gen), String(runs)], {
     encoding: 'utf8',
     maxBuffer: 1 << 24,
   });
   if (r.status !== 0) throw new Error(`bench child failed for ${dir}: ${r.stderr}`);
-  return JSON.parse(r.stdout.trim().split('\n').pop() as string) as ChildResult;
+  return JSON.parse(r.stdout.trim().split('\n').pop() as string) as ProcessRuns;
+}
+
+function runLlamaCpp(runner: LlamaCppGgufRunner, gguf: string, prompt: number, gen: number, runs: number): ProcessRuns {
+  const res = runner.run(gguf, [{ kind: 'bench', prompt, generate: gen, runs }], { threads: 2, nctx: prompt + gen });
+  const b = res.answers[0] as LlamaCppBench;
+  return { prefill: b.prefillSeconds.map((s) => prompt / s), generation: b.decodeSeconds.map((s) => (gen - 1) / s), peakRssBytes: b.peakRssBytes };
+}
+
+function cpuModel(): { model: string; flags: string[] } {
+  try {
+    const text = readFileSync('/proc/cpuinfo', 'utf8');
+    const flags = (/^flags\s*:\s*(.*)$/m.exec(text)?.[1] ?? '').split(/\s+/).filter((f) => ['avx2', 'avx512f', 'avx512_vnni', 'amx_int8'].includes(f));
+    return { model: /^model name\s*:\s*(.*)$/m.exec(text)?.[1]?.trim() ?? cpus()[0]?.model ?? 'unknown', flags };
+  } catch {
+    return { model: cpus()[0]?.model ?? 'unknown', flags: [] };
+  }
+}
+
+const median = (v: number[]): number => {
+  const s = [...v].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length === 0 ? Number.NaN : s.length % 2 === 1 ? (s[h] as number) : ((s[h - 1] as number) + (s[h] as number)) / 2;
+};
+
+/** Cold = the first run of each process, warm = the others; medians over every process of the variant. */
+function summarize(ps: ProcessRuns[]) {
+  return {
+    generationWarm: median(ps.flatMap((p) => p.generation.slice(1))),
+    generationCold: median(ps.map((p) => p.generation[0] as number)),
+    prefillWarm: median(ps.flatMap((p) => p.prefill.slice(1))),
+    prefillCold: median(ps.map((p) => p.prefill[0] as number)),
+    peakRssBytes: median(ps.map((p) => p.peakRssBytes)),
+    processes: ps.length,
+    allRuns: { prefill: ps.map((p) => p.prefill), generation: ps.map((p) => p.generation), peakRssBytes: ps.map((p) => p.peakRssBytes) },
+  };
 }
 
 export async function main(args: string[]): Promise<void> {
   const layers = arg(args, 'layers', 28);
   const prompt = arg(args, 'prompt', 64);
   const gen = arg(args, 'gen', 32);
-  const runs = arg(args, 'runs', 2);
+  const runs = arg(args, 'runs', 3);
   const rounds = arg(args, 'rounds', 3);
+  if (!(runs >= 2)) throw new Error('e2e bench: --runs must be >= 2 (the first run of each process is the cold one)');
   const outDir = args.includes('--out') ? (args[args.indexOf('--out') + 1] as string) : 'bench/results';
   const root = '.tmp/bench-e2e';
   mkdirSync(root, { recursive: true });
-  const load0 = loadavg()[0];
+  const load0 = loadavg()[0] as number;
+  const cpu = cpuModel();
   const m = writeModels(root, layers);
-  // Rounds of the three variants in turn, so that a slow spell of the machine (other tenants' memory traffic
-  // moves these numbers by tens of percent here) hits every variant alike; medians over every run of every round.
-  const all: Record<'ternary' | 'int8' | 'fp32', ChildResult[]> = { ternary: [], int8: [], fp32: [] };
+  const runner = llamaCppGgufRunner();
+  let gguf: { path: string; bytes: number } | null = null;
+  if (typeof runner === 'string') console.error(`llama.cpp e2e skipped: ${runner}`);
+  else {
+    const path = join(root, qwen3GgufName(layers));
+    const bytes = existsSync(path) ? statSync(path).size : writeQwen3Gguf(m.ternary, { ...SHAPE, num_hidden_layers: layers }, path);
+    gguf = { path, bytes };
+  }
+  // Rounds of the variants in turn, each in a fresh process, so that a slow spell of the machine (other tenants'
+  // memory traffic moves these numbers by tens of percent here) hits every variant alike.
+  const all: Record<'ternary' | 'int8' | 'fp32' | 'llamaCpp', ProcessRuns[]> = { ternary: [], int8: [], fp32: [], llamaCpp: [] };
   for (let r = 0; r < rounds; r++) {
     all.ternary.push(runChild(m.ternary, 'fp32', prompt, gen, runs));
     all.int8.push(runChild(m.ternary, 'int8', prompt, gen, runs));
     all.fp32.push(runChild(m.fp32, 'fp32', prompt, gen, runs));
+    if (typeof runner !== 'string' && gguf !== null) all.llamaCpp.push(runLlamaCpp(runner, gguf.path, prompt, gen, runs));
+    console.error(`round ${r + 1}/${rounds}: int8 ${all.int8.at(-1)?.generation.map((v) => v.toFixed(1)).join('/')} tok/s${all.llamaCpp.length > r ? `, llama.cpp ${all.llamaCpp.at(-1)?.generation.map((v) => v.toFixed(1)).join('/')}` : ''}`);
   }
-  const med = (v: number[]): number => {
-    const s = [...v].sort((a, b) => a - b);
-    const h = s.length >> 1;
-    return s.length % 2 === 1 ? (s[h] as number) : ((s[h - 1] as number) + (s[h] as number)) / 2;
-  };
-  const combine = (rs: ChildResult[]): ChildResult => ({
-    ...(rs[0] as ChildResult),
-    prefill: rs.flatMap((c) => c.prefill),
-    generation: rs.flatMap((c) => c.generation),
-    prefillTokensPerSecond: med(rs.flatMap((c) => c.prefill)),
-    generationTokensPerSecond: med(rs.flatMap((c) => c.generation)),
-    residentBytes: med(rs.map((c) => c.residentBytes)),
-  });
-  const ternary = combine(all.ternary);
-  const ternaryInt8 = combine(all.int8);
-  const fp32 = combine(all.fp32);
+  const ours = (ps: ProcessRuns[]) => ({ ...summarize(ps), residentBytes: median(ps.map((p) => p.residentBytes ?? Number.NaN)), weightBytes: ps[0]?.weightBytes ?? Number.NaN, loadSeconds: median(ps.map((p) => p.loadSeconds ?? Number.NaN)) });
+  const ternary = ours(all.ternary);
+  const ternaryInt8 = ours(all.int8);
+  const fp32 = ours(all.fp32);
+  const llama = all.llamaCpp.length > 0 ? summarize(all.llamaCpp) : null;
   const bf16Bytes = m.params * 2;
+  const isa = all.int8[0]?.isa ?? 'unknown';
   const result = {
     bench: 'e2e',
     date: new Date().toISOString(),
     command: `npm run bench -- e2e ${args.join(' ')}`.trim(),
-    machine: { cpuModel: cpus()[0]?.model ?? 'unknown', cpus: cpus().length, node: process.version, loadAverage1mAtStart: load0 },
-    model: { shape: 'Qwen3-0.6B (random ternary student)', layers, parameters: m.params, bf16Bytes, prompt, generated: gen, runs, rounds },
-    allRuns: {
-      ternary: { prefill: ternary.prefill, generation: ternary.generation },
-      ternaryInt8Embeddings: { prefill: ternaryInt8.prefill, generation: ternaryInt8.generation },
-      fp32: { prefill: fp32.prefill, generation: fp32.generation },
-    },
+    machine: { cpuModel: cpu.model, cpuFlags: cpu.flags, isa, cpus: cpus().length, node: process.version, loadAverage1mAtStart: load0 },
+    model: { shape: 'Qwen3-0.6B (random ternary student)', layers, parameters: m.params, bf16Bytes, prompt, generated: gen, runsPerProcess: runs, processesPerVariant: rounds },
+    method:
+      `${rounds} rounds of the variants in turn, each a fresh process doing ${runs} generations (${prompt}-token prompt, ${gen} greedy tokens, 2 threads); ` +
+      'generationCold / prefillCold: the first run of each process (median over processes), generationWarm / prefillWarm: the later runs (median); ' +
+      'generation tokens/s = (generated - 1) / decode seconds on both sides; peakRssBytes: VmHWM of /proc/self/status at the end of the process, read the same way on both sides (median over processes)',
+    variants: { ternary, ternaryInt8Embeddings: ternaryInt8, fp32 },
+    llamaCpp:
+      typeof runner === 'string' || llama === null || gguf === null
+        ? { ran: false, reason: typeof runner === 'string' ? runner : 'no GGUF' }
+        : {
+            ran: true,
+            build: `${runner.source}, libggml-cpu-${runner.variant}.so`,
+            gguf: { file: gguf.path, bytes: gguf.bytes, architecture: 'qwen3', projections: 'TQ2_0', tokenEmbedding: 'Q8_0 (tied: also the LM head)', writer: 'scripts/bench/e2e-gguf.ts' },
+            harness: 'scripts/llamacpp/run_gguf.c bench request: llama_decode of the prompt, then greedy single-token decodes; context of prompt + generated tokens',
+            ...llama,
+          },
+    // Kept from earlier result files: the medians over every run (cold and warm mixed) and the ratios.
     tokensPerSecond: {
-      ternary: { prefill: ternary.prefillTokensPerSecond, generation: ternary.generationTokensPerSecond },
-      ternaryInt8Embeddings: { prefill: ternaryInt8.prefillTokensPerSecond, generation: ternaryInt8.generationTokensPerSecond },
-      fp32: { prefill: fp32.prefillTokensPerSecond, generation: fp32.generationTokensPerSecond },
+      ternary: { prefill: median(ternary.allRuns.prefill.flat()), generation: median(ternary.allRuns.generation.flat()) },
+      ternaryInt8Embeddings: { prefill: median(ternaryInt8.allRuns.prefill.flat()), generation: median(ternaryInt8.allRuns.generation.flat()) },
+      fp32: { prefill: median(fp32.allRuns.prefill.flat()), generation: median(fp32.allRuns.generation.flat()) },
     },
     residentBytes: { ternary: ternary.residentBytes, ternaryInt8Embeddings: ternaryInt8.residentBytes, fp32: fp32.residentBytes },
     weightBytes: { ternary: ternary.weightBytes, ternaryInt8Embeddings: ternaryInt8.weightBytes, fp32: fp32.weightBytes },
-    loadSeconds: { ternary: ternary.loadSeconds, ternaryInt8Embeddings: ternaryInt8.loadSeconds, fp32: fp32.loadSeconds },
     ratios: {
-      generationSpeedup: ternary.generationTokensPerSecond / fp32.generationTokensPerSecond,
-      prefillSpeedup: ternary.prefillTokensPerSecond / fp32.prefillTokensPerSecond,
-      ternaryResidentOverBf16: ternary.residentBytes / bf16Bytes,
-      int8Embeddings: {
-        generationSpeedup: ternaryInt8.generationTokensPerSecond / fp32.generationTokensPerSecond,
-        prefillSpeedup: ternaryInt8.prefillTokensPerSecond / fp32.prefillTokensPerSecond,
-        residentOverBf16: ternaryInt8.residentBytes / bf16Bytes,
-      },
+      warmGenerationTernaryOverFp32: ternary.generationWarm / fp32.generationWarm,
+      warmGenerationInt8OverFp32: ternaryInt8.generationWarm / fp32.generationWarm,
+      warmPrefillInt8OverFp32: ternaryInt8.prefillWarm / fp32.prefillWarm,
+      int8PeakRssOverBf16: ternaryInt8.peakRssBytes / bf16Bytes,
+      ...(llama === null
+        ? {}
+        : {
+            warmGenerationInt8OverLlamaCpp: ternaryInt8.generationWarm / llama.generationWarm,
+            coldGenerationInt8OverLlamaCpp: ternaryInt8.generationCold / llama.generationCold,
+            warmPrefillInt8OverLlamaCpp: ternaryInt8.prefillWarm / llama.prefillWarm,
+            peakRssInt8OverLlamaCpp: ternaryInt8.peakRssBytes / llama.peakRssBytes,
+          }),
     },
   };
   mkdirSync(outDir, { recursive: true });
@@ -215,22 +275,29 @@ export async function main(args: string[]): Promise<void> {
   writeFileSync(join(outDir, `e2e-${stamp}.json`), `${JSON.stringify(result, null, 2)}\n`);
   writeFileSync(join(outDir, 'e2e-latest.json'), `${JSON.stringify(result, null, 2)}\n`);
   const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+  const row = (name: string, v: ReturnType<typeof summarize>, extra: string) =>
+    `| ${name} | ${v.prefillCold.toFixed(1)} | ${v.prefillWarm.toFixed(1)} | ${v.generationCold.toFixed(2)} | ${v.generationWarm.toFixed(2)} | ${mb(v.peakRssBytes)} | ${extra} |`;
+  const r = result.ratios as Record<string, number>;
   const md = [
     `# e2e inference benchmark (${stamp})`,
     '',
-    `\`${result.command}\` on ${result.machine.cpuModel}, ${result.machine.cpus} cores, load ${load0.toFixed(2)} at start.`,
-    `Model: random Qwen3-0.6B-shaped student, ${layers} layers, ${m.params.toLocaleString('en-US')} parameters; prompt ${prompt} tokens, ${gen} generated; ${rounds} rounds of the three variants in turn (a fresh process each), ${runs} runs each: medians of ${rounds * runs} runs.`,
+    `\`${result.command}\` on **${cpu.model}** (${cpu.flags.join(' ')}; our ISA path ${isa}), ${cpus().length} CPUs, 2 threads, load ${load0.toFixed(2)} at start.`,
+    `Model: random Qwen3-0.6B-shaped ternary student, ${layers} layers, ${m.params.toLocaleString('en-US')} parameters; prompt ${prompt} tokens, ${gen} generated (greedy).`,
+    `Method: ${result.method}.`,
     '',
-    '| runtime weights | prefill tok/s | generation tok/s | resident | weights in memory |',
-    '|---|---:|---:|---:|---:|',
-    `| ternary (2-bit projections, fp32 embeddings/norms) | ${ternary.prefillTokensPerSecond.toFixed(1)} | ${ternary.generationTokensPerSecond.toFixed(2)} | ${mb(ternary.residentBytes)} | ${mb(ternary.weightBytes)} |`,
-    `| ternary + int8 embeddings/lm_head (\`--embeddings int8\`) | ${ternaryInt8.prefillTokensPerSecond.toFixed(1)} | ${ternaryInt8.generationTokensPerSecond.toFixed(2)} | ${mb(ternaryInt8.residentBytes)} | ${mb(ternaryInt8.weightBytes)} |`,
-    `| fp32 (same weights) | ${fp32.prefillTokensPerSecond.toFixed(1)} | ${fp32.generationTokensPerSecond.toFixed(2)} | ${mb(fp32.residentBytes)} | ${mb(fp32.weightBytes)} |`,
+    '| runtime | prefill tok/s cold | prefill warm | generation tok/s cold | generation warm | peak RSS | resident after load / weights |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+    row('ours: ternary (2-bit projections), fp32 embeddings / head', ternary, `${mb(ternary.residentBytes)} / ${mb(ternary.weightBytes)}`),
+    row('ours: ternary + int8 embeddings / head (`--embeddings int8`)', ternaryInt8, `${mb(ternaryInt8.residentBytes)} / ${mb(ternaryInt8.weightBytes)}`),
+    row('ours: fp32 (same weights)', fp32, `${mb(fp32.residentBytes)} / ${mb(fp32.weightBytes)}`),
+    ...(llama === null || gguf === null ? [] : [row(`llama.cpp ${typeof runner === 'string' ? '' : runner.source} (${typeof runner === 'string' ? '' : runner.variant}): same weights, qwen3 GGUF, TQ2_0 + Q8_0 embeddings / head`, llama, `GGUF ${mb(gguf.bytes)}`)]),
     '',
-    `Against fp32 through the same runtime: ternary generation ${result.ratios.generationSpeedup.toFixed(2)}x, prefill ${result.ratios.prefillSpeedup.toFixed(2)}x, resident memory ${(100 * result.ratios.ternaryResidentOverBf16).toFixed(1)}% of a bf16 copy (${mb(bf16Bytes)}); ` +
-      `with int8 embeddings generation ${result.ratios.int8Embeddings.generationSpeedup.toFixed(2)}x, prefill ${result.ratios.int8Embeddings.prefillSpeedup.toFixed(2)}x, resident ${(100 * result.ratios.int8Embeddings.residentOverBf16).toFixed(1)}% of the bf16 copy.`,
+    llama === null
+      ? `llama.cpp not run: ${(result.llamaCpp as { reason?: string }).reason}.`
+      : `Ours (int8 embeddings) against llama.cpp at the same embedding precision: generation **${r['warmGenerationInt8OverLlamaCpp']?.toFixed(2)}x** warm (${r['coldGenerationInt8OverLlamaCpp']?.toFixed(2)}x cold), prefill ${r['warmPrefillInt8OverLlamaCpp']?.toFixed(2)}x warm, peak RSS ${r['peakRssInt8OverLlamaCpp']?.toFixed(2)}x llama.cpp's.`,
+    `Against fp32 through the same runtime (warm): ternary generation ${r['warmGenerationTernaryOverFp32']?.toFixed(2)}x, with int8 embeddings ${r['warmGenerationInt8OverFp32']?.toFixed(2)}x; int8 peak RSS ${(100 * (r['int8PeakRssOverBf16'] ?? 0)).toFixed(1)}% of a bf16 copy (${mb(bf16Bytes)}).`,
     '',
-    'Resident memory is the process RSS after loading (and three collections), Node itself included (39 MiB for an empty process, 79 MiB once tsx and the kernels addon are loaded; plus the tokenizer); "weights in memory" counts only the arrays the runtime holds.',
+    'Peak RSS includes Node itself for ours (about 80 MiB once tsx and the kernels addon are loaded) and the tokenizer; llama.cpp maps the GGUF, so its weight pages count once touched.',
     '',
   ].join('\n');
   writeFileSync(join(outDir, `e2e-${stamp}.md`), md);

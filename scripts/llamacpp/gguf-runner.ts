@@ -13,7 +13,18 @@ export type LlamaCppRequest =
   | { kind: 'tokenize'; text: string }
   | { kind: 'attr'; ids: number[] }
   | { kind: 'piece'; ids: number[] }
-  | { kind: 'greedy'; ids: number[]; steps: number };
+  | { kind: 'greedy'; ids: number[]; steps: number }
+  | { kind: 'bench'; prompt: number; generate: number; runs: number };
+
+/** The timings of a `bench` request (seconds per run, in run order: the first run of the process is cold). */
+export interface LlamaCppBench {
+  prompt: number;
+  generated: number;
+  prefillSeconds: number[];
+  decodeSeconds: number[];
+  /** VmHWM of the llama.cpp process after the runs. */
+  peakRssBytes: number;
+}
 
 export interface LlamaCppModelInfo {
   /** llama_model_desc, e.g. "bitnet ?B TQ2_0 - 2.06 bpw ternary". */
@@ -27,8 +38,8 @@ export interface LlamaCppModelInfo {
 export interface LlamaCppRun {
   model: LlamaCppModelInfo;
   /** One answer per request, in order: meta -> string | null, tokenize -> ids, attr -> attribute bit sets,
-   * piece -> strings, greedy -> tokens and logits (steps + 1 rows). */
-  answers: (string | null | number[] | string[] | { tokens: number[]; logits: Float32Array[] })[];
+   * piece -> strings, greedy -> tokens and logits (steps + 1 rows), bench -> LlamaCppBench. */
+  answers: (string | null | number[] | string[] | { tokens: number[]; logits: Float32Array[] } | LlamaCppBench)[];
   /** Every warning and error llama.cpp logged while loading and running. */
   log: string[];
 }
@@ -37,7 +48,8 @@ export interface LlamaCppGgufRunner {
   /** Where the libraries come from and which CPU backend runs. */
   source: string;
   variant: string;
-  run(gguf: string, requests: LlamaCppRequest[], o?: { threads?: number }): LlamaCppRun;
+  /** `nctx` sizes the context (KV cache) in tokens; the model's training context by default. */
+  run(gguf: string, requests: LlamaCppRequest[], o?: { threads?: number; nctx?: number }): LlamaCppRun;
 }
 
 /** llama_token_attr bits (llama.h). */
@@ -55,6 +67,8 @@ function requestArg(r: LlamaCppRequest): string {
       return `piece:${r.ids.join(',')}`;
     case 'greedy':
       return `greedy:${r.steps}:${r.ids.join(',')}`;
+    case 'bench':
+      return `bench:${r.prompt}:${r.generate}:${r.runs}`;
   }
 }
 
@@ -70,7 +84,7 @@ export function llamaCppGgufRunner(): LlamaCppGgufRunner | string {
     source: p.source,
     variant: p.variant,
     run(gguf, requests, o = {}) {
-      const args = [gguf, p.cpuLib, String(o.threads ?? 1), ...requests.map(requestArg)];
+      const args = [gguf, p.cpuLib, String(o.threads ?? 1), ...(o.nctx !== undefined ? [`nctx:${o.nctx}`] : []), ...requests.map(requestArg)];
       let out: string;
       try {
         out = execFileSync(exe, args, { encoding: 'utf8', maxBuffer: 1 << 30, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -91,6 +105,7 @@ export function llamaCppGgufRunner(): LlamaCppGgufRunner | string {
         if (r.kind === 'tokenize') return l['ids'] as number[];
         if (r.kind === 'attr') return l['attrs'] as number[];
         if (r.kind === 'piece') return l['pieces'] as string[];
+        if (r.kind === 'bench') return l['bench'] as LlamaCppBench;
         return { tokens: l['tokens'] as number[], logits: (l['logits'] as number[][]).map((row) => Float32Array.from(row)) };
       });
       return { model: first['model'] as LlamaCppModelInfo, answers, log: last['log'] as string[] };

@@ -19,6 +19,13 @@
 //   greedy:N:ID,ID,...  -> {"tokens":[...],"logits":[[...],...]} greedy decoding of N tokens after the prompt
 //                          ids (the KV cache is cleared first); logits of the last prompt position and of
 //                          each decoded position (N+1 rows, the last one not decoded from)
+//   bench:P:G:R         -> {"bench":{...}} R timed greedy generations of G tokens after a P-token prompt (ids
+//                          1000 + (i * 7919) % 50000, as the e2e bench gives our runtime), the KV cache cleared
+//                          before each: prefillSeconds (one llama_decode of the prompt) and decodeSeconds (the
+//                          G - 1 single-token decodes and G argmaxes) per run, and the process's peak resident set
+//                          (VmHWM) at the end
+// An argument nctx:N before the requests sizes the context (KV cache) to N tokens instead of the model's
+// training context.
 // First line: {"model":{...}}; last line: {"log":[...]} with every warning and error llama.cpp logged.
 #include <stdbool.h>
 #include <stddef.h>
@@ -26,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef int32_t llama_token;
 struct llama_model;
@@ -191,6 +199,60 @@ static int greedy(struct llama_context *ctx, int n_vocab, int n_new, llama_token
   return 0;
 }
 
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+// VmHWM of /proc/self/status in bytes (-1 off Linux): the same figure the e2e bench reads for our runtime.
+static long long peak_rss_bytes(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (f == NULL) return -1;
+  char line[256];
+  long long kb = -1;
+  while (fgets(line, sizeof line, f) != NULL)
+    if (strncmp(line, "VmHWM:", 6) == 0) kb = atoll(line + 6);
+  fclose(f);
+  return kb < 0 ? -1 : kb * 1024;
+}
+
+static int bench(struct llama_context *ctx, int n_vocab, int n_prompt, int n_gen, int runs) {
+  llama_token *prompt = malloc(sizeof(llama_token) * (size_t)n_prompt);
+  double *pre = malloc(sizeof(double) * (size_t)runs), *dec = malloc(sizeof(double) * (size_t)runs);
+  for (int r = 0; r < runs; r++) {
+    for (int i = 0; i < n_prompt; i++) prompt[i] = 1000 + (llama_token)(((long)i * 7919) % 50000);
+    llama_memory_clear(llama_get_memory(ctx), true);
+    const double t0 = now_seconds();
+    int rc = llama_decode(ctx, llama_batch_get_one(prompt, n_prompt));
+    const double t1 = now_seconds();
+    if (rc != 0) {
+      fprintf(stderr, "bench: llama_decode of the %d prompt tokens returned %d\n", n_prompt, rc);
+      return 1;
+    }
+    for (int step = 0; step < n_gen; step++) {
+      llama_token next = argmax(llama_get_logits_ith(ctx, -1), n_vocab);
+      if (step == n_gen - 1) break;
+      rc = llama_decode(ctx, llama_batch_get_one(&next, 1));
+      if (rc != 0) {
+        fprintf(stderr, "bench: llama_decode at step %d returned %d\n", step, rc);
+        return 1;
+      }
+    }
+    pre[r] = t1 - t0;
+    dec[r] = now_seconds() - t1;
+  }
+  printf("{\"bench\":{\"prompt\":%d,\"generated\":%d,\"prefillSeconds\":[", n_prompt, n_gen);
+  for (int r = 0; r < runs; r++) printf(r == 0 ? "%.6f" : ",%.6f", pre[r]);
+  printf("],\"decodeSeconds\":[");
+  for (int r = 0; r < runs; r++) printf(r == 0 ? "%.6f" : ",%.6f", dec[r]);
+  printf("],\"peakRssBytes\":%lld}}\n", peak_rss_bytes());
+  free(prompt);
+  free(pre);
+  free(dec);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 4) {
     fprintf(stderr, "usage: %s MODEL.gguf CPU_BACKEND.so THREADS REQUEST...\n", argv[0]);
@@ -209,7 +271,12 @@ int main(int argc, char **argv) {
     return 3;
   }
   opaque_params cparams = llama_context_default_params();
-  const uint32_t n_ctx = (uint32_t)llama_model_n_ctx_train(model);
+  uint32_t n_ctx = (uint32_t)llama_model_n_ctx_train(model);
+  int first_request = 4;
+  if (argc > 4 && strncmp(argv[4], "nctx:", 5) == 0) {
+    n_ctx = (uint32_t)atoi(argv[4] + 5);
+    first_request = 5;
+  }
   memcpy(cparams.bytes, &n_ctx, sizeof n_ctx);  // llama_context_params.n_ctx
   struct llama_context *ctx = llama_init_from_model(model, cparams);
   if (ctx == NULL) {
@@ -235,7 +302,7 @@ int main(int argc, char **argv) {
   const int max_ids = 1 << 16;
   llama_token *ids = malloc(sizeof(llama_token) * max_ids);
   int status = 0;
-  for (int a = 4; a < argc && status == 0; a++) {
+  for (int a = first_request; a < argc && status == 0; a++) {
     const char *req = argv[a];
     if (strncmp(req, "meta:", 5) == 0) {
       char value[4096];
@@ -280,6 +347,14 @@ int main(int argc, char **argv) {
         break;
       }
       status = greedy(ctx, n_vocab, (int)n_new, ids, n);
+    } else if (strncmp(req, "bench:", 6) == 0) {
+      int p = 0, g = 0, r = 0;
+      if (sscanf(req + 6, "%d:%d:%d", &p, &g, &r) != 3 || p < 1 || g < 1 || r < 1) {
+        fprintf(stderr, "bench: expected bench:PROMPT:GEN:RUNS, got %s\n", req);
+        status = 2;
+        break;
+      }
+      status = bench(ctx, n_vocab, p, g, r);
     } else {
       fprintf(stderr, "unknown request %s\n", req);
       status = 2;
