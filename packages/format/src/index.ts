@@ -8,11 +8,15 @@ export {
   readSafetensorsHeader,
   readShardedSafetensors,
   loadSafetensorsDir,
+  openSafetensors,
+  openShardedSafetensors,
+  openSafetensorsDir,
+  inMemoryTensor,
   serializeSafetensors,
   writeSafetensors,
   tensorToFloat32,
 } from './safetensors.ts';
-export type { Dtype, DtypeArrays, TensorEntry, TensorInfo, SafetensorsFile, SafetensorsHeader } from './safetensors.ts';
+export type { Dtype, DtypeArrays, TensorEntry, TensorInfo, SafetensorsFile, SafetensorsHeader, LazyTensor, LazySafetensors } from './safetensors.ts';
 export {
   f32ToF16,
   f16ToF32,

@@ -274,17 +274,83 @@ function parseHeader(src: ByteSource, label: string): SafetensorsHeader {
   return { tensors, metadata, dataStart: 8 + n };
 }
 
-function readAll(src: ByteSource, label: string): SafetensorsFile {
+/**
+ * A tensor whose bytes stay in the file until asked for: `read()` the whole tensor, or `readRows(r0, r1)` a range
+ * of its first dimension (rows of a [rows, ...] matrix) as a tensor of shape [r1 - r0, ...]. Each call reads
+ * anew, so a loader that keeps only what it derives (a repacked or re-quantized copy) never holds the file.
+ */
+export interface LazyTensor {
+  readonly dtype: Dtype;
+  readonly shape: readonly number[];
+  read(): TensorEntry;
+  readRows(r0: number, r1: number): TensorEntry;
+}
+
+/** A safetensors file (or a sharded folder) opened for lazy reads; `close()` releases the file handles. */
+export interface LazySafetensors {
+  tensors: Map<string, LazyTensor>;
+  metadata: Record<string, string>;
+  close(): void;
+}
+
+/** A tensor already in memory behind the LazyTensor interface (readRows returns views, not copies). */
+export function inMemoryTensor(t: TensorEntry): LazyTensor {
+  const rowValues = t.shape.slice(1).reduce((a, b) => a * b, 1);
+  return {
+    dtype: t.dtype,
+    shape: t.shape,
+    read: () => t,
+    readRows(r0, r1) {
+      const rows = t.shape[0] ?? 1;
+      if (!(Number.isInteger(r0) && Number.isInteger(r1) && r0 >= 0 && r0 <= r1 && r1 <= rows)) throw new ArgumentError(`tensor has ${rows} rows; cannot read rows [${r0}, ${r1})`);
+      return { dtype: t.dtype, shape: [r1 - r0, ...t.shape.slice(1)], data: t.data.subarray(r0 * rowValues, r1 * rowValues) } as TensorEntry;
+    },
+  };
+}
+
+function lazyTensors(src: ByteSource, label: string): { tensors: Map<string, LazyTensor>; metadata: Record<string, string> } {
   assertLittleEndianHost();
   const header = parseHeader(src, label);
-  const tensors = new Map<string, TensorEntry>();
+  const tensors = new Map<string, LazyTensor>();
   for (const [name, info] of header.tensors) {
-    const [begin, end] = info.dataOffsets;
-    const t = allocate(info.dtype, info.shape, (end - begin) / BYTES[info.dtype]);
-    src.read(header.dataStart + begin, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
-    tensors.set(name, t);
+    const start = header.dataStart + info.dataOffsets[0];
+    const rowValues = info.shape.slice(1).reduce((a, b) => a * b, 1);
+    const readRows = (r0: number, r1: number): TensorEntry => {
+      const rows = info.shape[0] ?? 1;
+      if (!(Number.isInteger(r0) && Number.isInteger(r1) && r0 >= 0 && r0 <= r1 && r1 <= rows)) {
+        throw new ArgumentError(`${label}: tensor '${name}' has ${rows} rows; cannot read rows [${r0}, ${r1})`);
+      }
+      const shape = info.shape.length === 0 ? [] : [r1 - r0, ...info.shape.slice(1)];
+      const t = allocate(info.dtype, shape, (r1 - r0) * rowValues);
+      src.read(start + r0 * rowValues * BYTES[info.dtype], new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+      return t;
+    };
+    tensors.set(name, { dtype: info.dtype, shape: info.shape, read: () => readRows(0, info.shape[0] ?? 1), readRows });
   }
   return { tensors, metadata: header.metadata };
+}
+
+function readAll(src: ByteSource, label: string): SafetensorsFile {
+  return materialize(lazyTensors(src, label));
+}
+
+function materialize(f: { tensors: Map<string, LazyTensor>; metadata: Record<string, string> }): SafetensorsFile {
+  const tensors = new Map<string, TensorEntry>();
+  for (const [name, t] of f.tensors) tensors.set(name, t.read());
+  return { tensors, metadata: f.metadata };
+}
+
+/** Open one .safetensors file for lazy reads (the header is read and checked now, the tensors on demand). */
+export function openSafetensors(path: string): LazySafetensors {
+  if (!existsSync(path)) throw new NotFoundError(path, `safetensors file '${path}' does not exist`);
+  if (statSync(path).isDirectory()) throw new ArgumentError(`'${path}' is a folder, expected a .safetensors file`, { hint: 'use openSafetensorsDir(dir) for a model folder' });
+  const fd = openSync(path, 'r');
+  try {
+    return { ...lazyTensors(fileSource(fd, path), path), close: () => closeSync(fd) };
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
 }
 
 /** Parse a whole safetensors file held in memory. `label` names it in errors (usually its path). */
@@ -318,6 +384,16 @@ function isPlainFileName(f: string): boolean {
  * `metadata.total_size` is informational and ignored. Tensors come back in weight_map order.
  */
 export function readShardedSafetensors(indexPath: string): SafetensorsFile {
+  const lazy = openShardedSafetensors(indexPath);
+  try {
+    return materialize(lazy);
+  } finally {
+    lazy.close();
+  }
+}
+
+/** readShardedSafetensors for lazy reads: every shard's header is read and checked now, the tensors on demand. */
+export function openShardedSafetensors(indexPath: string): LazySafetensors {
   if (!existsSync(indexPath)) throw new NotFoundError(indexPath, `shard index '${indexPath}' does not exist`);
   const fe = (msg: string): FormatError =>
     new FormatError(indexPath, msg, { hint: `${INDEX_NAME} maps each tensor name to a shard file: {"weight_map": {"name": "model-00001-of-00002.safetensors"}}` });
@@ -339,41 +415,66 @@ export function readShardedSafetensors(indexPath: string): SafetensorsFile {
   }
 
   const dir = dirname(indexPath);
-  const found = new Map<string, TensorEntry>();
+  const found = new Map<string, LazyTensor>();
+  const opened: LazySafetensors[] = [];
+  const close = (): void => {
+    for (const f of opened) f.close();
+  };
   const metadata: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const shard of new Set(shardOf.values())) {
     const path = join(dir, shard);
     if (!existsSync(path)) {
       throw new NotFoundError(path, `shard '${shard}' named in ${indexPath} does not exist`, { hint: 'the download or copy is incomplete' });
     }
-    const file = readSafetensors(path);
+    let file: LazySafetensors;
+    try {
+      file = openSafetensors(path);
+    } catch (e) {
+      close();
+      throw e;
+    }
+    opened.push(file);
     for (const [name, t] of file.tensors) {
       const mapped = shardOf.get(name);
+      if (mapped === undefined || mapped !== shard) close();
       if (mapped === undefined) throw new FormatError(path, `tensor '${name}' is not listed in ${basename(indexPath)}`);
       if (mapped !== shard) throw new FormatError(path, `tensor '${name}' is mapped to '${mapped}' in ${basename(indexPath)} but found in '${shard}'`);
       found.set(name, t);
     }
     for (const [k, v] of Object.entries(file.metadata)) if (!(k in metadata)) metadata[k] = v;
   }
-  const tensors = new Map<string, TensorEntry>();
+  const tensors = new Map<string, LazyTensor>();
   for (const [name, shard] of shardOf) {
     const t = found.get(name);
-    if (t === undefined) throw new FormatError(join(dir, shard), `tensor '${name}' is listed in ${basename(indexPath)} but missing from this shard`);
+    if (t === undefined) {
+      close();
+      throw new FormatError(join(dir, shard), `tensor '${name}' is listed in ${basename(indexPath)} but missing from this shard`);
+    }
     tensors.set(name, t);
   }
-  return { tensors, metadata };
+  return { tensors, metadata, close };
+}
+
+/** loadSafetensorsDir for lazy reads (headers now, tensors on demand); close() it when done. */
+export function openSafetensorsDir(dir: string): LazySafetensors {
+  if (!existsSync(dir)) throw new NotFoundError(dir, `model folder '${dir}' does not exist`);
+  const single = join(dir, 'model.safetensors');
+  if (existsSync(single)) return openSafetensors(single);
+  const index = join(dir, INDEX_NAME);
+  if (existsSync(index)) return openShardedSafetensors(index);
+  throw new NotFoundError(dir, `no model.safetensors or ${INDEX_NAME} in '${dir}'`, {
+    hint: 'a Hugging Face model folder holds model.safetensors (or shards with an index); .bin / .pt weights must be converted first',
+  });
 }
 
 /** The weights of a Hugging Face model folder: `model.safetensors`, else `model.safetensors.index.json` + shards. */
 export function loadSafetensorsDir(dir: string): SafetensorsFile {
-  if (!existsSync(dir)) throw new NotFoundError(dir, `model folder '${dir}' does not exist`);
-  const single = join(dir, 'model.safetensors');
-  if (existsSync(single)) return readSafetensors(single);
-  const index = join(dir, INDEX_NAME);
-  if (existsSync(index)) return readShardedSafetensors(index);
-  throw new NotFoundError(dir, `no model.safetensors or ${INDEX_NAME} in '${dir}'`, {
-    hint: 'a Hugging Face model folder holds model.safetensors (or shards with an index); .bin / .pt weights must be converted first',
-  });
+  const lazy = openSafetensorsDir(dir);
+  try {
+    return materialize(lazy);
+  } finally {
+    lazy.close();
+  }
 }
 
 /**

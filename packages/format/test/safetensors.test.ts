@@ -4,7 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArgumentError, FormatError, NotFoundError, ShapeError } from '@bitdistill/core';
 import {
+  inMemoryTensor,
   loadSafetensorsDir,
+  openSafetensors,
+  openSafetensorsDir,
   parseSafetensors,
   readSafetensors,
   readSafetensorsHeader,
@@ -249,6 +252,35 @@ describe('safetensors', () => {
       const f = loadSafetensorsDir(d);
       expect([...f.tensors].map(([n, x]) => [n, x.data[0]])).to.deep.equal([['c', 3], ['a', 1], ['b', 2]]);
       expect(f.metadata).to.deep.equal({ format: 'pt', shard: 's2.safetensors' });
+    });
+
+    it('opens lazily: headers now, whole tensors or row ranges on demand, from one file or from shards', () => {
+      const single = join(dir, 'lazy.safetensors');
+      writeSafetensors(single, everyDtype());
+      const f = openSafetensors(single);
+      try {
+        for (const [name, t] of everyDtype()) {
+          const lazy = f.tensors.get(name);
+          expect(lazy?.dtype, name).to.equal(t.dtype);
+          expect(bytesOf(lazy?.read() as TensorEntry), name).to.deep.equal(bytesOf(t));
+        }
+        const f32 = f.tensors.get('f32');
+        const row1 = f32?.readRows(1, 2) as TensorEntry;
+        expect(row1.shape).to.deep.equal([1, 3]);
+        expect(bytesOf(row1)).to.deep.equal(bytesOf(everyDtype().get('f32') as TensorEntry).slice(12, 24));
+        expect((f32?.readRows(2, 2) as TensorEntry).data.length).to.equal(0);
+        expect(() => f32?.readRows(1, 3)).to.throw(ArgumentError, /'f32' has 2 rows; cannot read rows \[1, 3\)/);
+        expect(() => f32?.readRows(-1, 1)).to.throw(ArgumentError);
+      } finally {
+        f.close();
+      }
+      const d = shardedDir('lazy', { weight_map: { c: 's2.safetensors', a: 's1.safetensors', b: 's1.safetensors' } }, shards);
+      const g = openSafetensorsDir(d);
+      expect([...g.tensors].map(([n, x]) => [n, x.read().data[0]])).to.deep.equal([['c', 3], ['a', 1], ['b', 2]]);
+      g.close();
+      const m = inMemoryTensor({ dtype: 'F32', shape: [3, 2], data: Float32Array.of(1, 2, 3, 4, 5, 6) });
+      expect(Array.from(m.readRows(1, 3).data as Float32Array)).to.deep.equal([3, 4, 5, 6]);
+      expect(() => m.readRows(0, 4)).to.throw(ArgumentError);
     });
 
     it('prefers model.safetensors over the index', () => {

@@ -16,7 +16,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FormatError, NotFoundError, UnsupportedError, ArgumentError } from '@bitdistill/core';
-import { isGgufFile, loadSafetensorsDir, readJsonObjectFile, tensorToFloat32, type TensorEntry } from '@bitdistill/format';
+import { inMemoryTensor, isGgufFile, openSafetensorsDir, readJsonObjectFile, tensorToFloat32, type LazyTensor, type TensorEntry } from '@bitdistill/format';
 import { parseDecoderConfig, PROJECTIONS, projectionName, projectionShape, sublnName, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
 import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
 import { loadGgufModel } from './gguf.ts';
@@ -106,7 +106,7 @@ const MAX_WEIGHT = 65504;
 class ExportTensors {
   private readonly taken = new Set<string>();
   constructor(
-    private readonly tensors: Map<string, TensorEntry>,
+    private readonly tensors: Map<string, LazyTensor>,
     readonly file: string,
     private readonly source: (name: string) => string,
   ) {}
@@ -116,11 +116,43 @@ class ExportTensors {
     throw new FormatError(this.file, `tensor '${name}'${own === name ? '' : ` ('${own}' in the file)`} ${message}`, { hint: MISMATCH_HINT });
   }
 
-  get(name: string): TensorEntry {
+  /** The tensor's header (dtype, shape) and readers; nothing is read yet. */
+  lazy(name: string): LazyTensor {
     const t = this.tensors.get(name);
     if (t === undefined) this.fail(name, 'is missing');
     this.taken.add(name);
     return t;
+  }
+
+  /** The whole tensor, read now (the runtime keeps only what it derives from it). */
+  get(name: string): TensorEntry {
+    return this.lazy(name).read();
+  }
+
+  /**
+   * A float [rows, cols] matrix as int8 rows with one scale each (quantizeRowsInt8), read and quantized a block of
+   * rows at a time so that the float matrix (622 MB for a 151,936 x 1,024 fp32 embedding) is never held whole.
+   */
+  int8Rows(name: string, rows: number, cols: number, what: string): Int8RowMatrix {
+    const t = this.lazy(name);
+    if (!FLOAT_DTYPES.includes(t.dtype) || !sameShape(t.shape, [rows, cols])) this.fail(name, `is ${t.dtype} [${t.shape.join(', ')}]; expected F32, F16 or BF16 [${rows}, ${cols}] (${what})`);
+    const q = new Int8Array(rows * cols);
+    const scale = new Float32Array(rows);
+    const block = Math.max(1, Math.floor((4 << 20) / cols));
+    for (let r0 = 0; r0 < rows; r0 += block) {
+      const r1 = Math.min(rows, r0 + block);
+      const w = tensorToFloat32(t.readRows(r0, r1), `${this.file}: ${name}`);
+      let m: Int8RowMatrix;
+      try {
+        // quantizeRowsInt8 finds a non-finite row in its own (native) pass; each row's scale is its max |w| / 127.
+        m = quantizeRowsInt8(w, r1 - r0, cols);
+      } catch (e) {
+        return this.fail(name, `cannot be held as int8 rows: ${(e as Error).message.replace(/row (\d+)/, (_, r: string) => `row ${r0 + Number(r)}`)}`);
+      }
+      q.set(m.q, r0 * cols);
+      scale.set(m.scale, r0);
+    }
+    return { q, scale, rows, cols };
   }
 
   /**
@@ -244,14 +276,7 @@ export class TernaryRuntime {
     const vocabMatrix = (name: string): VocabMatrix => {
       const what = '[vocab_size, hidden_size]';
       if (embeddings === 'fp32') return { kind: 'fp32', w: take(name, [c.vocabSize, C], what) };
-      // quantizeRowsInt8 finds a non-finite row in its own (native) pass, and each row's scale is its max |w| / 127.
-      const w = tensors.float(name, [c.vocabSize, C], what, false);
-      let m: Int8RowMatrix;
-      try {
-        m = quantizeRowsInt8(w, c.vocabSize, C);
-      } catch (e) {
-        return tensors.fail(name, `cannot be held as int8 rows: ${(e as Error).message}`);
-      }
+      const m = tensors.int8Rows(name, c.vocabSize, C, what);
       for (let r = 0; r < c.vocabSize; r++) if ((m.scale[r] as number) * 127 > MAX_WEIGHT * (1 + 1e-6)) tensors.badValue(name, (m.scale[r] as number) * 127, `row ${r} (its max |w|)`);
       weightBytes += m.q.byteLength + m.scale.byteLength;
       return { kind: 'int8', m };
@@ -308,21 +333,34 @@ export class TernaryRuntime {
       const g = loadGgufModel(dir);
       const config = parseDecoderConfig(g.raw, dir);
       if (g.tokenizer.vocabSize > config.vocabSize) throw new FormatError(dir, `tokenizer has ${g.tokenizer.vocabSize} tokens, the model ${config.vocabSize}`);
-      return new TernaryRuntime(dir, config, g.tokenizer, new ExportTensors(g.tensors, dir, (name) => g.fileNames.get(name) ?? name), options);
+      const lazy = new Map([...g.tensors].map(([name, t]) => [name, inMemoryTensor(t)]));
+      return new TernaryRuntime(dir, config, g.tokenizer, new ExportTensors(lazy, dir, (name) => g.fileNames.get(name) ?? name), options);
     }
     if (!existsSync(cfgPath)) throw new NotFoundError(cfgPath, `expected config.json in '${dir}'`, { hint: 'pass the folder written by `bitdistill export --ternary`' });
     const raw = readConfigJson(cfgPath);
     const config = parseDecoderConfig(fromHfCompat(raw, cfgPath), cfgPath);
-    const { tensors } = loadSafetensorsDir(dir);
-    const q = raw['quantization_config'];
-    if (q !== null && typeof q === 'object' && (q as Record<string, unknown>)['linear_class'] === 'bitlinear') {
-      // `export --hf-compat bitlinear` stores 1 / scale, which transformers' BitLinear divides by.
-      for (const [name, t] of tensors) if (name.endsWith('.weight_scale') && t.dtype === 'F32') t.data.forEach((v, i, a) => (a[i] = Math.fround(1 / v)));
-    }
     const tokenizer = loadTokenizer(dir);
     if (tokenizer.vocabSize > config.vocabSize) throw new FormatError(dir, `tokenizer has ${tokenizer.vocabSize} tokens, the model ${config.vocabSize}`);
-    const weights = existsSync(join(dir, 'model.safetensors')) ? join(dir, 'model.safetensors') : join(dir, 'model.safetensors.index.json');
-    return new TernaryRuntime(dir, config, tokenizer, new ExportTensors(tensors, weights, (name) => name), options);
+    // Tensors are read one at a time as the model takes them (and the embeddings a block of rows at a time when
+    // they become int8), so a load never holds the whole file next to what it derives from it.
+    const file = openSafetensorsDir(dir);
+    try {
+      const tensors = file.tensors;
+      const q = raw['quantization_config'];
+      if (q !== null && typeof q === 'object' && (q as Record<string, unknown>)['linear_class'] === 'bitlinear') {
+        // `export --hf-compat bitlinear` stores 1 / scale, which transformers' BitLinear divides by.
+        for (const [name, t] of tensors) {
+          if (!name.endsWith('.weight_scale') || t.dtype !== 'F32') continue;
+          const e = t.read();
+          e.data.forEach((v, i, a) => (a[i] = Math.fround(1 / (v as number))));
+          tensors.set(name, inMemoryTensor(e));
+        }
+      }
+      const weights = existsSync(join(dir, 'model.safetensors')) ? join(dir, 'model.safetensors') : join(dir, 'model.safetensors.index.json');
+      return new TernaryRuntime(dir, config, tokenizer, new ExportTensors(tensors, weights, (name) => name), options);
+    } finally {
+      file.close();
+    }
   }
 
   /** y [T, rows] = proj(x [T, cols]) with the projection's SubLN, int8 activation quantization and bias. */
