@@ -13,7 +13,8 @@ export type ErrorCode =
   | 'E_DATA' // a dataset row or corpus problem
   | 'E_NUMERIC' // NaN / Inf during training
   | 'E_MEMORY' // a stage's estimated peak memory exceeds the machine or the backend
-  | 'E_IO'; // an OS-level read/write failure
+  | 'E_IO' // an OS-level read/write failure
+  | 'E_INTERRUPTED'; // SIGINT / SIGTERM stopped a stage after saving a checkpoint
 
 export interface BitDistillErrorOptions {
   hint?: string;

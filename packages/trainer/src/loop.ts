@@ -125,7 +125,7 @@ export interface LoopHooks {
 
 export class Interrupted extends BitDistillError {
   constructor(stage: string, step: number) {
-    super('E_IO', `${stage}: interrupted at step ${step}; a checkpoint was saved`, { hint: 'run the same command again to resume (--resume auto)' });
+    super('E_INTERRUPTED', `${stage}: interrupted at step ${step}; a checkpoint was saved`, { hint: 'run the same command again to resume (--resume auto)' });
     this.name = 'Interrupted';
   }
 }

@@ -1,5 +1,5 @@
 /**
- * The four BitDistill stages (PAPER.md sections 3-5), each a plain function that builds its model(s), writes
+ * The BitDistill stages (pretrain, then the paper's four: PAPER.md sections 3-5), each a plain function that builds its model(s), writes
  * its loss out term by term, and hands the steps to runStage:
  *
  *   pretrain            full-precision next-token LM on the corpus (a base model from scratch)   L = CE

@@ -4,7 +4,7 @@ import { exportGguf, exportTernary } from '@bitdistill/export';
 import { makeContext, type GlobalArgs } from '../context.ts';
 
 interface Args extends GlobalArgs {
-  ternary: boolean;
+  ternary?: boolean;
   from: string;
   out: string;
   format: 'safetensors' | 'gguf';
@@ -24,7 +24,7 @@ export const exportCommand: CommandModule<GlobalArgs, Args> = {
   describe: 'write a trained student as packed ternary weights (HF BitNet safetensors folder, or a GGUF file for llama.cpp), verified by re-reading',
   builder: (y) =>
     y
-      .option('ternary', { type: 'boolean', default: true, describe: 'pack the quantized projections as ternary (the only export today)' })
+      .option('ternary', { type: 'boolean', describe: 'pack the quantized projections as ternary: the only kind of export, so the flag may be left out (--no-ternary is refused)' })
       .option('from', { type: 'string', demandOption: true, describe: 'checkpoint folder, or a run stage folder (its final/ is used)' })
       .option('out', { type: 'string', demandOption: true, describe: 'output folder (safetensors) or file (gguf, e.g. out/model.gguf)' })
       .option('format', { choices: ['safetensors', 'gguf'] as const, default: 'safetensors' as const, describe: 'safetensors: our runtime + transformers; gguf: llama.cpp bitnet architecture (docs/interop.md)' })
@@ -39,7 +39,7 @@ export const exportCommand: CommandModule<GlobalArgs, Args> = {
       }) as never,
   handler: (args) => {
     const ctx = makeContext(args);
-    if (!args.ternary) throw new UnsupportedError('only --ternary exports exist', { hint: 'a full-precision checkpoint folder is already a Hugging Face model folder' });
+    if (args.ternary === false) throw new UnsupportedError('only --ternary exports exist', { hint: 'a full-precision checkpoint folder is already a Hugging Face model folder' });
     if (args.format === 'gguf') {
       if (args['hf-compat']) throw new BitDistillError('E_USAGE', '--hf-compat applies to the safetensors export', { hint: 'drop --hf-compat, or use --format safetensors' });
       const r = exportGguf({
