@@ -1441,11 +1441,13 @@ void matvec_i8_task(void* p, int64_t chunk, int64_t n) {
   e = std::min(e * 4, j.rows);
   if (b * 4 >= e) return;
   if (c->isa->matvec_i8 != nullptr) c->isa->matvec_i8(j, b * 4, e);
-  else matvec_i8_f32(j.w, j.wscale, j.x, j.y, j.rows, j.cols, j.batch, b * 4, e);
+  else matvec_i8q(j.w, j.wscale, j.xq, j.xs, j.y, j.rows, j.cols, j.xstride, j.batch, b * 4, e);
 }
 
 // matvecI8F32(w: Int8Array [rows, cols], wscale: Float32Array [rows], x: Float32Array [batch, cols],
-//             y: Float32Array [batch, rows], rows, cols, batch): y = (x @ w^T) * wscale
+//             y: Float32Array [batch, rows], rows, cols, batch): each row of x quantized to int8 as the BitLinear
+// activations are (g_isa->quantize: per-row absmax, round half to even), then the exact int8 x int8 product
+// scaled by wscale[r] / xs[b] (MatvecI8Job in kernels.h)
 napi_value MatvecI8F32(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   if (!get_args(env, info, 7, argv)) return nullptr;
@@ -1466,8 +1468,28 @@ napi_value MatvecI8F32(napi_env env, napi_callback_info info) {
     return nullptr;
   j.w = w;
   j.wscale = ws;
-  j.x = x;
   j.y = y;
+  j.xstride = (j.cols + 63) / 64 * 64;
+  const size_t qbytes = static_cast<size_t>(j.batch * j.xstride);
+  uint8_t* buf = static_cast<uint8_t*>(t_xbuf.get(qbytes + (sizeof(float) + sizeof(int32_t)) * static_cast<size_t>(j.batch)));
+  if (buf == nullptr) {
+    napi_throw_error(env, "E_MEMORY", "matvecI8F32: out of memory for the quantized activations");
+    return nullptr;
+  }
+  int8_t* xq = reinterpret_cast<int8_t*>(buf);
+  float* xs = reinterpret_cast<float*>(buf + qbytes);  // qbytes is a multiple of 64
+  int32_t* xsum = reinterpret_cast<int32_t*>(xs + j.batch);
+  for (int64_t b = 0; b < j.batch; b++) {
+    int8_t* row = xq + b * j.xstride;
+    xs[b] = g_isa->quantize(x + b * j.cols, j.cols, row);
+    int32_t sum = 0;
+    for (int64_t c = 0; c < j.cols; c++) sum += row[c];
+    for (int64_t c = j.cols; c < j.xstride; c++) row[c] = 0;
+    xsum[b] = sum;
+  }
+  j.xq = xq;
+  j.xs = xs;
+  j.xsum = xsum;
   parallel(chunk_count((j.rows + 3) / 4, j.rows * j.cols * j.batch), matvec_i8_task, &ctx);
   return nullptr;
 }

@@ -43,13 +43,17 @@ struct MatvecJob {
 };
 using MatvecFn = void (*)(const MatvecJob& job, int64_t row_begin, int64_t row_end);
 
-// y[b, r] = wscale[r] * sum_c x[b, c] * (float)w[r, c]: int8 weights (one scale per row), float32 activations.
+// int8 weights (one scale per row) x int8 activations (one absmax scale per row, BitNet's per-token quantizer),
+// as llama.cpp's Q8_0 x q8_0: acc[b, r] = sum_c xq[b, c] * w[r, c] exactly in int32, then
+// y[b, r] = (float)((double)acc * ((double)wscale[r] / (double)xs[b])).
 struct MatvecI8Job {
   const int8_t* w;       // [rows, cols]
   const float* wscale;   // [rows]
-  const float* x;        // [batch, cols]
+  const int8_t* xq;      // [batch, xstride], zero-padded from cols to xstride (a multiple of 64)
+  const float* xs;       // [batch] activation scales (127 / max|x|)
+  const int32_t* xsum;   // [batch] sum of each row of xq
   float* y;              // [batch, rows]
-  int64_t rows, cols, batch;
+  int64_t rows, cols, xstride, batch;
 };
 using MatvecI8Fn = void (*)(const MatvecI8Job& job, int64_t row_begin, int64_t row_end);
 

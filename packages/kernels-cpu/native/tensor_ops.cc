@@ -316,41 +316,17 @@ BD_INLINE float dot16(const float* __restrict x, const float* __restrict y, int6
   return s;
 }
 
-// R weight rows of int8 against one float row x: acc[r] = sum_c x[c] * (float)w[r][c], 16 lanes per row.
-template <int R>
-BD_INLINE void dot_i8_rows(const int8_t* __restrict w, int64_t cols, const float* __restrict x, float* out) {
-  float acc[R][16];
-  for (int r = 0; r < R; r++)
-    for (int u = 0; u < 16; u++) acc[r][u] = 0.0f;
-  int64_t c = 0;
-  for (; c + 16 <= cols; c += 16)
-    for (int r = 0; r < R; r++)
-      for (int u = 0; u < 16; u++) acc[r][u] += x[c + u] * static_cast<float>(w[r * cols + c + u]);
-  for (int r = 0; r < R; r++) {
-    for (int wdt = 8; wdt >= 1; wdt /= 2)
-      for (int u = 0; u < wdt; u++) acc[r][u] += acc[r][u + wdt];
-    float s = acc[r][0];
-    for (int64_t k = c; k < cols; k++) s += x[k] * static_cast<float>(w[r * cols + k]);
-    out[r] = s;
-  }
-}
-
 }  // namespace
 
-BD_CLONES void matvec_i8_f32(const int8_t* __restrict w, const float* __restrict wscale, const float* __restrict x, float* __restrict y,
-                             int64_t rows, int64_t cols, int64_t batch, int64_t r0, int64_t r1) {
-  float acc[4];
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
+BD_CLONES void matvec_i8q(const int8_t* __restrict w, const float* __restrict wscale, const int8_t* __restrict xq, const float* __restrict xs,
+                          float* __restrict y, int64_t rows, int64_t cols, int64_t xstride, int64_t batch, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; r++) {
+    const int8_t* wr = w + r * cols;
     for (int64_t b = 0; b < batch; b++) {
-      dot_i8_rows<4>(w + r * cols, cols, x + b * cols, acc);
-      for (int i = 0; i < 4; i++) y[b * rows + r + i] = acc[i] * wscale[r + i];
-    }
-  }
-  for (; r < r1; r++) {
-    for (int64_t b = 0; b < batch; b++) {
-      dot_i8_rows<1>(w + r * cols, cols, x + b * cols, acc);
-      y[b * rows + r] = acc[0] * wscale[r];
+      const int8_t* xb = xq + b * xstride;
+      int32_t acc = 0;
+      for (int64_t c = 0; c < cols; c++) acc += static_cast<int32_t>(wr[c]) * static_cast<int32_t>(xb[c]);
+      y[b * rows + r] = static_cast<float>(static_cast<double>(acc) * (static_cast<double>(wscale[r]) / static_cast<double>(xs[b])));
     }
   }
 }

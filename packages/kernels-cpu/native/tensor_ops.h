@@ -64,7 +64,8 @@ void rmsnorm_grad_f32(const float* dy, const float* x, const float* g, float* dx
 
 // y[b, r] = wscale[r] * sum_c x[b, c] * (float)w[r, c] for rows [r0, r1): int8 weights with one float scale per
 // row (the int8 embedding / lm_head), float32 activations; 16 float32 partial sums per row.
-void matvec_i8_f32(const int8_t* w, const float* wscale, const float* x, float* y, int64_t rows, int64_t cols, int64_t batch, int64_t r0, int64_t r1);
+// The generic (any ISA) int8 x int8 rows product of MatvecI8Job (kernels.h), rows [r0, r1).
+void matvec_i8q(const int8_t* w, const float* wscale, const int8_t* xq, const float* xs, float* y, int64_t rows, int64_t cols, int64_t xstride, int64_t batch, int64_t r0, int64_t r1);
 
 // Per-row absmax int8 quantization of rows [r0, r1) of w [rows, cols], float32 arithmetic: s = max|w| / 127,
 // q = clamp(round_half_even(w * (1 / s)), -127, 127); an all-zero row gets s = 0 and q = 0. Returns -1, or the

@@ -2,10 +2,12 @@
  * Int8 weights with one float32 scale per row: the runtime's optional form of the embedding table and the
  * lm_head (a vocabulary-sized matrix that dominates a small ternary model's memory and decode time). Symmetric
  * absmax per row: scale = max|w_row| / 127, q = round_half_even(w / scale) in float32, w ~ q * scale.
- * The product `matvecI8` keeps activations in float32, so the only error is the weights' rounding.
+ * The product `matvecI8` quantizes the activations to int8 as well (w8a8, like llama.cpp's Q8_0 x q8_0), so it
+ * is one vpdpbusd per 64 weights and bound by the weights' bandwidth instead of by int8 -> float32 widening.
  */
 import { ArgumentError, ShapeError } from '@bitdistill/core';
 import { nativeAddon } from './native.ts';
+import { quantizeActivationsTs } from './ops.ts';
 
 export interface Int8RowMatrix {
   readonly rows: number;
@@ -62,20 +64,32 @@ export function dequantizeRow(m: Int8RowMatrix, r: number, out: Float32Array, of
   for (let i = 0; i < m.cols; i++) out[offset + i] = Math.fround((m.q[o + i] as number) * s);
 }
 
-/** TypeScript twin of matvecI8 (the fallback): y[b, r] = scale[r] * sum_c x[b, c] * q[r, c], float64 sums. */
+/**
+ * TypeScript twin of matvecI8 (the fallback), bit for bit: each row of x quantized as quantizeActivations does,
+ * the int8 x int8 sums exact, y[b, r] = f32(acc * (scale[r] / xs[b])) with the quotient and product in float64.
+ */
 export function matvecI8Ts(m: Int8RowMatrix, x: Float32Array, batch: number, y: Float32Array): Float32Array {
+  const q = { q: new Int8Array(m.cols), scale: new Float32Array(1) };
   for (let b = 0; b < batch; b++) {
+    quantizeActivationsTs(x.subarray(b * m.cols, (b + 1) * m.cols), 1, m.cols, q);
+    const xs = q.scale[0] as number;
     for (let r = 0; r < m.rows; r++) {
-      let s = 0;
+      let acc = 0;
       const o = r * m.cols;
-      for (let c = 0; c < m.cols; c++) s += (x[b * m.cols + c] as number) * (m.q[o + c] as number);
-      y[b * m.rows + r] = s * (m.scale[r] as number);
+      for (let c = 0; c < m.cols; c++) acc += (q.q[c] as number) * (m.q[o + c] as number);
+      y[b * m.rows + r] = Math.fround(acc * ((m.scale[r] as number) / xs));
     }
   }
   return y;
 }
 
-/** y [batch, rows] = x [batch, cols] @ (q * scale)^T, float32 activations against int8 weights. */
+/**
+ * y [batch, rows] = x [batch, cols] @ (q * scale)^T with the activations quantized too (w8a8, as llama.cpp's Q8_0
+ * weights meet q8_0 activations): each row of x becomes int8 with one absmax scale xs (quantizeActivations, the
+ * BitLinear quantizer), the products are exact int8 x int8 sums, and y[b, r] = acc * scale[r] / xs[b]. Against the
+ * float32 product of x with the dequantized rows the error is at most sum_c |q[r, c] * scale[r]| * 0.5 / xs[b]
+ * (half a quantization step per activation). The int8 lm_head / embeddings of the runtime use it.
+ */
 export function matvecI8(m: Int8RowMatrix, x: Float32Array, batch: number, out?: Float32Array): Float32Array {
   if (!Number.isInteger(batch) || batch < 1) throw new ArgumentError(`matvecI8: batch must be a positive integer, got ${batch}`);
   if (x.length !== batch * m.cols) throw new ShapeError(`matvecI8: x has ${x.length} values, expected [${batch}, ${m.cols}]`);
