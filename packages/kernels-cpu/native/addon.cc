@@ -744,10 +744,10 @@ bool ternary_product(TernaryCtx* ctx, const int8_t* x, int64_t cols, int64_t bat
 }
 
 napi_value TernaryMatMul(napi_env env, napi_callback_info info) {
-  napi_value argv[9];
-  size_t argc = 9;
+  napi_value argv[10];
+  size_t argc = 10;
   if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return nullptr;
-  if (throw_if(env, argc != 6 && argc != 8 && argc != 9, "ternaryMatMul: expected 6, 8 or 9 arguments")) return nullptr;
+  if (throw_if(env, argc != 6 && argc != 8 && argc != 9 && argc != 10, "ternaryMatMul: expected 6, 8, 9 or 10 arguments")) return nullptr;
   uint8_t* w;
   int8_t* x;
   size_t w_len, x_len, y_len;
@@ -765,26 +765,48 @@ napi_value TernaryMatMul(napi_env env, napi_callback_info info) {
       throw_if(env, static_cast<int64_t>(x_len) < prod(batch, cols), "ternaryMatMul: x too small"))
     return nullptr;
   std::vector<double> factor;
+  std::vector<int64_t> seg_end;
   if (argc >= 8) {
     float* act;
     size_t act_len;
-    double ws;
     if (!get_typed(env, argv[5], napi_float32_array, &ctx.job.yf, &y_len, "y") ||
-        !get_typed(env, argv[6], napi_float32_array, &act, &act_len, "actScale") || !get_f64(env, argv[7], &ws))
+        !get_typed(env, argv[6], napi_float32_array, &act, &act_len, "actScale"))
       return nullptr;
+    // weightScale: one number, or (argc 10) a Float64Array of per-segment scales with argv[9] an Int32Array of
+    // each segment's end row (strictly increasing, the last = rows): matrices stacked by rows, each with its scale.
+    std::vector<double> ws;
+    if (argc == 10) {
+      double* wsp;
+      int32_t* ends;
+      size_t ns, ne;
+      if (!get_typed(env, argv[7], napi_float64_array, &wsp, &ns, "weightScale") || !get_typed(env, argv[9], napi_int32_array, &ends, &ne, "segmentEnds")) return nullptr;
+      bool ok = ns >= 1 && ns == ne && ends[ns - 1] == rows;
+      for (size_t s = 0; ok && s < ns; s++) ok = ends[s] > (s == 0 ? 0 : ends[s - 1]);
+      if (throw_if(env, !ok, "ternaryMatMul: segmentEnds must rise strictly to rows, one per weightScale")) return nullptr;
+      ws.assign(wsp, wsp + ns);
+      seg_end.assign(ends, ends + ne);
+    } else {
+      double w1;
+      if (!get_f64(env, argv[7], &w1)) return nullptr;
+      ws.push_back(w1);
+      seg_end.push_back(rows);
+    }
     if (throw_if(env, static_cast<int64_t>(act_len) < batch, "ternaryMatMul: actScale too small")) return nullptr;
     bool f32_factor = false;
-    if (argc == 9 && napi_get_value_bool(env, argv[8], &f32_factor) != napi_ok) {
+    if (argc >= 9 && napi_get_value_bool(env, argv[8], &f32_factor) != napi_ok) {
       napi_throw_type_error(env, "E_ARGUMENT", "ternaryMatMul: float32Factor must be a boolean");
       return nullptr;
     }
-    factor.resize(static_cast<size_t>(batch));
-    for (int64_t b = 0; b < batch; b++) {
-      const double f = ws / static_cast<double>(act[b]);
-      // float32Factor: the factor rounded to float32 first (the runtime's Math.fround(scale / s)).
-      factor[b] = f32_factor ? static_cast<double>(static_cast<float>(f)) : f;
+    factor.resize(ws.size() * static_cast<size_t>(batch));
+    for (size_t s = 0; s < ws.size(); s++) {
+      for (int64_t b = 0; b < batch; b++) {
+        const double f = ws[s] / static_cast<double>(act[b]);
+        // float32Factor: the factor rounded to float32 first (the runtime's Math.fround(scale / s)).
+        factor[s * static_cast<size_t>(batch) + static_cast<size_t>(b)] = f32_factor ? static_cast<double>(static_cast<float>(f)) : f;
+      }
     }
     ctx.job.factor = factor.data();
+    ctx.job.seg_end = seg_end.data();
   } else if (!get_typed(env, argv[5], napi_int32_array, &ctx.job.y, &y_len, "y")) {
     return nullptr;
   }

@@ -28,8 +28,10 @@ struct TernaryJob {
   int64_t rows;
   int64_t batch;
   int32_t* y;            // [batch, rows] int32, or null when yf is set
-  float* yf;             // [batch, rows] float: (float)((double)acc * factor[b])
-  const double* factor;  // [batch] weightScale / actScale[b]
+  float* yf;             // [batch, rows] float: (float)((double)acc * factor[s * batch + b]), s the row's segment
+  const double* factor;  // [segments, batch] weightScale[s] / actScale[b]
+  const int64_t* seg_end;  // [segments] end row of each segment (rows stacked from matrices with their own scale);
+                           // null: one segment
   const int8_t* xv;      // AMX only: x in VNNI order (AmxKernels::prep_xv), or null for the VNNI kernels
 };
 // Computes output rows of tiles [tile_begin, tile_end) for every batch row.
@@ -133,7 +135,10 @@ static inline void ternary_store(const TernaryJob& j, int64_t row, int64_t b, in
   if (row >= j.rows) return;
   const int32_t v = dot_c - j.xsum[b];
   if (j.yf != nullptr) {
-    j.yf[b * j.rows + row] = static_cast<float>(static_cast<double>(v) * j.factor[b]);
+    int64_t s = 0;
+    if (j.seg_end != nullptr)
+      while (row >= j.seg_end[s]) s++;
+    j.yf[b * j.rows + row] = static_cast<float>(static_cast<double>(v) * j.factor[s * j.batch + b]);
   } else {
     j.y[b * j.rows + row] = v;
   }

@@ -98,6 +98,13 @@ inline void store_column(const TernaryJob& j, const int32_t* c, int bl, int64_t 
     _mm512_mask_storeu_epi32(j.y + b * j.rows + row0, m, v);
     return;
   }
+  if (j.seg_end != nullptr && j.seg_end[0] < j.rows) {
+    // Rows stacked from several matrices, each with its own scale: ternary_store finds each row's segment.
+    int32_t lanes[16];
+    _mm512_storeu_si512(lanes, _mm512_add_epi32(v, _mm512_set1_epi32(j.xsum[b])));  // ternary_store subtracts xsum
+    for (int64_t i = 0; i < n; i++) ternary_store(j, row0 + i, b, lanes[i]);
+    return;
+  }
   // (float)((double)v * factor): the same two roundings as ternary_store.
   const __m512d f = _mm512_set1_pd(j.factor[b]);
   const __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(v)), f));

@@ -8,8 +8,11 @@ export {
   ternaryMatMul,
   ternaryMatVec,
   ternaryLinear,
+  stackTernary,
+  ternaryLinearStacked,
+  ternaryLinearStackedTs,
 } from './ternary.ts';
-export type { TernaryMatrix } from './ternary.ts';
+export type { TernaryMatrix, TernarySegments } from './ternary.ts';
 export { matmulF32, batchMatmulF32, broadcastBatch, matvecF32, streamRead, allocAligned } from './gemm.ts';
 export type { MatMulOptions, BatchMatMulShape, BatchBroadcast } from './gemm.ts';
 export { quantizeActivations, rmsNorm, ropeTables, applyRope, softmax, siluGate, roundHalfEven, attentionCausal, attentionCausalTs } from './ops.ts';

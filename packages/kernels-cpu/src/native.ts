@@ -55,6 +55,18 @@ export interface NativeAddon {
     weightScale: number,
     float32Factor?: boolean,
   ): void;
+  ternaryMatMul(
+    w: Uint8Array,
+    rows: number,
+    cols: number,
+    x: Int8Array,
+    batch: number,
+    y: Float32Array,
+    actScale: Float32Array,
+    weightScales: Float64Array,
+    float32Factor: boolean,
+    segmentEnds: Int32Array,
+  ): void;
   /** -1, or the first row holding NaN or infinity */
   quantizeRowsI8(w: Float32Array, q: Int8Array, scale: Float32Array, rows: number, cols: number): number;
   matvecI8F32(w: Int8Array, wscale: Float32Array, x: Float32Array, y: Float32Array, rows: number, cols: number, batch: number): void;

@@ -226,3 +226,77 @@ export function ternaryLinear(
   addon.ternaryMatMul(w.data, w.rows, w.cols, xq, batch, y, actScale, weightScale, float32Factor);
   return y;
 }
+
+/**
+ * Ternary matrices of the same input size stacked by rows into one [sum rows, cols] matrix (the t4x256 layout is
+ * tile-major, so this is their bytes one after another): one product then reads q, k and v (or gate and up) in one
+ * pass and one thread-pool dispatch. Every part must have a multiple of 4 rows (whole tiles); null otherwise.
+ */
+export function stackTernary(parts: readonly TernaryMatrix[]): TernaryMatrix | null {
+  const first = parts[0];
+  if (first === undefined || parts.some((p) => p.rows % TILE_ROWS !== 0 || p.cols !== first.cols || p.layout !== TERNARY_LAYOUT)) return null;
+  const rows = parts.reduce((a, p) => a + p.rows, 0);
+  const data = allocAligned(ternaryLayoutBytes(rows, first.cols));
+  let o = 0;
+  for (const p of parts) {
+    const n = ternaryLayoutBytes(p.rows, p.cols);
+    data.set(p.data.subarray(0, n), o);
+    o += n;
+  }
+  return { layout: TERNARY_LAYOUT, rows, cols: first.cols, data };
+}
+
+/** Row segments of a stacked matrix: each part's end row and its own weight scale. */
+export interface TernarySegments {
+  ends: Int32Array;
+  scales: Float64Array;
+}
+
+/**
+ * ternaryLinear over a stackTernary matrix: rows [ends[s-1], ends[s]) use weight scale scales[s]. Each output is
+ * exactly what ternaryLinear of that part alone gives (same two roundings with float32Factor).
+ */
+export function ternaryLinearStacked(
+  w: TernaryMatrix,
+  xq: Int8Array,
+  actScale: Float32Array,
+  seg: TernarySegments,
+  batch: number,
+  out?: Float32Array,
+  float32Factor = false,
+): Float32Array {
+  const y = out ?? new Float32Array(batch * w.rows);
+  const n = seg.ends.length;
+  let ok = n >= 1 && seg.scales.length === n && seg.ends[n - 1] === w.rows;
+  for (let s = 0; ok && s < n; s++) ok = (seg.ends[s] as number) > (s === 0 ? 0 : (seg.ends[s - 1] as number)) && Number.isFinite(seg.scales[s]);
+  if (!ok) throw new ArgumentError(`ternaryLinearStacked: segment ends must rise strictly to ${w.rows}, one finite scale each`);
+  const addon = nativeAddon();
+  if (addon === null) return ternaryLinearStackedTs(w, xq, actScale, seg, batch, y, float32Factor);
+  checkLinear('ternaryLinearStacked', w, xq, actScale, 1, batch, y);
+  addon.ternaryMatMul(w.data, w.rows, w.cols, xq, batch, y, actScale, seg.scales, float32Factor, seg.ends);
+  return y;
+}
+
+/** TypeScript twin of ternaryLinearStacked (the fallback). */
+export function ternaryLinearStackedTs(
+  w: TernaryMatrix,
+  xq: Int8Array,
+  actScale: Float32Array,
+  seg: TernarySegments,
+  batch: number,
+  y: Float32Array,
+  float32Factor = false,
+): Float32Array {
+  checkLinear('ternaryLinearStackedTs', w, xq, actScale, 1, batch, y);
+  const sums = rowSums(xq, batch, w.cols);
+  const factor = (s: number, b: number) => {
+    const f = (seg.scales[s] as number) / (actScale[b] as number);
+    return float32Factor ? Math.fround(f) : f;
+  };
+  ternaryDotCodesTs(w, xq, batch, (b, o, dotC) => {
+    let s = 0;
+    while (o >= (seg.ends[s] as number)) s++;
+    y[b * w.rows + o] = (dotC - (sums[b] as number)) * factor(s, b);
+  });
+  return y;
+}

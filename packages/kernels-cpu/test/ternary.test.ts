@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { FormatError, Rng, ShapeError } from '@bitdistill/core';
+import { ArgumentError, FormatError, Rng, ShapeError } from '@bitdistill/core';
 import {
   availableIsas,
   nativeStatus,
@@ -10,6 +10,9 @@ import {
   ternaryLayoutBytes,
   ternaryLinear,
   ternaryLinearRef,
+  ternaryLinearStacked,
+  ternaryLinearStackedTs,
+  stackTernary,
   ternaryMatMul,
   ternaryMatMulRef,
   ternaryMatVec,
@@ -127,6 +130,49 @@ describe('int8 x ternary products', () => {
         }
       }
     }
+  });
+
+  it('stacked matrices (q/k/v, gate/up): each segment equals its own ternaryLinear bit for bit, every path', () => {
+    for (const [parts, cols, batch] of [
+      [[8, 4, 4], 300, 1],
+      [[64, 32, 32], 1000, 3],
+      [[12, 12], 257, 9],
+      [[4], 64, 2],
+      [[256, 128, 128], 512, 33],
+    ] as [number[], number, number][]) {
+      const cs = parts.map((rows) => makeCase(rng, rows, cols, batch));
+      const x = cs[0]?.x as Int8Array;
+      const act = cs[0]?.actScale as Float32Array;
+      const stacked = stackTernary(cs.map((c) => c.w)) as TernaryMatrix;
+      expect(stacked.rows).to.equal(parts.reduce((a, b) => a + b, 0));
+      let end = 0;
+      const seg = { ends: Int32Array.from(parts, (r) => (end += r)), scales: Float64Array.from(cs, (c) => c.weightScale) };
+      for (const f32 of [false, true]) {
+        const want = new Float32Array(batch * stacked.rows);
+        let o = 0;
+        for (const c of cs) {
+          const y = ternaryLinearRef(c.t, c.rows, c.cols, x, act, c.weightScale, batch);
+          const yf = f32 ? ternaryLinearTs(c.w, x, act, c.weightScale, batch, new Float32Array(batch * c.rows), true) : y;
+          for (let b = 0; b < batch; b++) want.set(yf.subarray(b * c.rows, (b + 1) * c.rows), b * stacked.rows + o);
+          o += c.rows;
+        }
+        const what = `${parts.join('+')}x${cols} batch ${batch} float32Factor ${f32}`;
+        expectSame(ternaryLinearStackedTs(stacked, x, act, seg, batch, new Float32Array(batch * stacked.rows), f32), want, `typescript ${what}`);
+        for (const isa of isas) {
+          setIsa(isa);
+          for (const threads of [1, 2]) {
+            setThreads(threads);
+            expectSame(ternaryLinearStacked(stacked, x, act, seg, batch, undefined, f32), want, `${isa} ${threads}t ${what}`);
+          }
+        }
+      }
+    }
+    const a = makeCase(rng, 8, 64, 1);
+    expect(stackTernary([a.w, makeCase(rng, 6, 64, 1).w])).to.equal(null); // 6 rows: not whole tiles
+    expect(stackTernary([a.w, makeCase(rng, 8, 65, 1).w])).to.equal(null); // different input sizes
+    const s2 = stackTernary([a.w, a.w]) as TernaryMatrix;
+    expect(() => ternaryLinearStacked(s2, a.x, a.actScale, { ends: Int32Array.of(8, 8), scales: Float64Array.of(1, 1) }, 1)).to.throw(ArgumentError);
+    expect(() => ternaryLinearStacked(s2, a.x, a.actScale, { ends: Int32Array.of(8, 15), scales: Float64Array.of(1, 1) }, 1)).to.throw(ArgumentError);
   });
 
   it('stays exact at the int8 extremes over long rows', () => {

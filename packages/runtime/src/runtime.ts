@@ -32,10 +32,15 @@ import {
   repackTernary,
   rmsNorm,
   ropeTables,
+  stackTernary,
+  swigluF32,
+  ternaryLayoutBytes,
   ternaryLinear,
+  ternaryLinearStacked,
   type Int8RowMatrix,
   type QuantizedActivations,
   type TernaryMatrix,
+  type TernarySegments,
 } from '@bitdistill/kernels-cpu';
 
 /** A projection as the runtime holds it: ternary (per-tensor scale) or dense fp32 (excluded / other schemes). */
@@ -50,6 +55,37 @@ interface Layer {
   kNorm: Float32Array | null;
   proj: Record<Projection, Linear>;
   subln: Partial<Record<Projection, Float32Array>>;
+  /** q/k/v and gate/up stacked into one matrix each (same input, one product and one dispatch), when every part
+   * is ternary, bias-free, without its own SubLN and of whole 4-row tiles; the parts' weights are views into it. */
+  qkv: Stacked | null;
+  gateUp: Stacked | null;
+}
+
+interface Stacked {
+  w: TernaryMatrix;
+  seg: TernarySegments;
+}
+
+/** Stack the projections `prs` of a layer (stackTernary) and make each part's weights a view into the stack. */
+function stackProjections(proj: Record<Projection, Linear>, subln: Layer['subln'], prs: readonly Projection[]): Stacked | null {
+  const parts = prs.map((pr) => proj[pr]);
+  if (parts.some((p) => p.kind !== 'ternary' || p.bias !== null) || prs.some((pr) => subln[pr] !== undefined)) return null;
+  const ws = parts.map((p) => (p as Extract<Linear, { kind: 'ternary' }>).w);
+  const w = stackTernary(ws);
+  if (w === null) return null;
+  let end = 0;
+  let offset = 0;
+  const ends = new Int32Array(prs.length);
+  const scales = new Float64Array(prs.length);
+  prs.forEach((pr, i) => {
+    const p = proj[pr] as Extract<Linear, { kind: 'ternary' }>;
+    const n = ternaryLayoutBytes(p.rows, p.cols);
+    proj[pr] = { ...p, w: { ...p.w, data: w.data.subarray(offset, offset + n) } };
+    offset += n;
+    ends[i] = end += p.rows;
+    scales[i] = p.scale;
+  });
+  return { w, seg: { ends, scales } };
 }
 
 /**
@@ -315,7 +351,9 @@ export class TernaryRuntime {
         const s = sublnName(l, pr, c.subln);
         if (s !== null) subln[pr] = take(s, [cols], `[${cols}], the input size of ${pr}`);
       }
-      this.layers.push({ inputNorm, postNorm, qNorm, kNorm, proj, subln });
+      const qkv = stackProjections(proj, subln, ['q_proj', 'k_proj', 'v_proj']);
+      const gateUp = stackProjections(proj, subln, ['gate_proj', 'up_proj']);
+      this.layers.push({ inputNorm, postNorm, qNorm, kNorm, proj, subln, qkv, gateUp });
     }
     tensors.unexpected(c);
     this.info = { dir, config, embeddings, weightBytes, ternaryProjections: ternary, denseProjections: dense };
@@ -361,6 +399,29 @@ export class TernaryRuntime {
     } finally {
       file.close();
     }
+  }
+
+  /**
+   * The parts of a stacked product for quantized input xq [T, cols]: [T, rows_i] each, bit-identical to linear()
+   * of each part. For one token the parts are views into the product; for more they are copied out of it.
+   */
+  private stacked(s: Stacked, xq: QuantizedActivations, T: number, prs: readonly Projection[]): Float32Array[] {
+    const b = this.buf;
+    const R = s.w.rows;
+    const y = ternaryLinearStacked(s.w, xq.q, xq.scale, s.seg, T, b.f32(`stack:${R}`, T * R), true);
+    let start = 0;
+    return prs.map((pr, i) => {
+      const end = s.seg.ends[i] as number;
+      const n = end - start;
+      let out: Float32Array;
+      if (T === 1) out = y.subarray(start, end);
+      else {
+        out = b.f32(pr, T * n);
+        for (let t = 0; t < T; t++) out.set(y.subarray(t * R + start, t * R + end), t * n);
+      }
+      start = end;
+      return out;
+    });
   }
 
   /** y [T, rows] = proj(x [T, cols]) with the projection's SubLN, int8 activation quantization and bias. */
@@ -411,9 +472,16 @@ export class TernaryRuntime {
       const L = this.layers[l] as Layer;
       rmsNorm(x, L.inputNorm, T, C, c.rmsNormEps, h);
       const shared = L.subln.q_proj === undefined ? quantizeActivations(h, T, C, b.quant('shared', T, C)) : undefined; // q, k, v read the same input
-      const q = this.linear(L, 'q_proj', h, T, shared);
-      const k = this.linear(L, 'k_proj', h, T, shared);
-      const v = this.linear(L, 'v_proj', h, T, shared);
+      let q: Float32Array;
+      let k: Float32Array;
+      let v: Float32Array;
+      if (L.qkv !== null && shared !== undefined) {
+        [q, k, v] = this.stacked(L.qkv, shared, T, ['q_proj', 'k_proj', 'v_proj']) as [Float32Array, Float32Array, Float32Array];
+      } else {
+        q = this.linear(L, 'q_proj', h, T, shared);
+        k = this.linear(L, 'k_proj', h, T, shared);
+        v = this.linear(L, 'v_proj', h, T, shared);
+      }
       if (L.qNorm !== null && L.kNorm !== null) {
         rmsNorm(q, L.qNorm, T * H, d, c.rmsNormEps, q);
         rmsNorm(k, L.kNorm, T * Hkv, d, c.rmsNormEps, k);
@@ -434,13 +502,15 @@ export class TernaryRuntime {
       for (let i = 0; i < x.length; i++) x[i] = (x[i] as number) + (o[i] as number);
       const h2 = rmsNorm(x, L.postNorm, T, C, c.rmsNormEps, h);
       const shared2 = L.subln.gate_proj === undefined ? quantizeActivations(h2, T, C, b.quant('shared', T, C)) : undefined;
-      const gate = this.linear(L, 'gate_proj', h2, T, shared2);
-      const up = this.linear(L, 'up_proj', h2, T, shared2);
-      for (let i = 0; i < gate.length; i++) {
-        const gv = gate[i] as number;
-        gate[i] = (gv / (1 + Math.exp(-gv))) * (up[i] as number);
+      let gate: Float32Array;
+      let up: Float32Array;
+      if (L.gateUp !== null && shared2 !== undefined) [gate, up] = this.stacked(L.gateUp, shared2, T, ['gate_proj', 'up_proj']) as [Float32Array, Float32Array];
+      else {
+        gate = this.linear(L, 'gate_proj', h2, T, shared2);
+        up = this.linear(L, 'up_proj', h2, T, shared2);
       }
-      const down = this.linear(L, 'down_proj', gate, T);
+      const act = swigluF32(gate, up, b.f32('swiglu', gate.length)); // silu(gate) * up: the student's fused SwiGLU kernel
+      const down = this.linear(L, 'down_proj', act, T);
       for (let i = 0; i < x.length; i++) x[i] = (x[i] as number) + (down[i] as number);
     }
     cache.length += T;
