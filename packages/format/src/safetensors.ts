@@ -284,6 +284,8 @@ export interface LazyTensor {
   readonly shape: readonly number[];
   read(): TensorEntry;
   readRows(r0: number, r1: number): TensorEntry;
+  /** The raw little-endian bytes of rows [r0, r1) into `dst` (exactly that many bytes): no allocation. */
+  readRowsInto(r0: number, r1: number, dst: Uint8Array): void;
 }
 
 /** A safetensors file (or a sharded folder) opened for lazy reads; `close()` releases the file handles. */
@@ -296,14 +298,23 @@ export interface LazySafetensors {
 /** A tensor already in memory behind the LazyTensor interface (readRows returns views, not copies). */
 export function inMemoryTensor(t: TensorEntry): LazyTensor {
   const rowValues = t.shape.slice(1).reduce((a, b) => a * b, 1);
+  const rows = (r0: number, r1: number): void => {
+    const n = t.shape[0] ?? 1;
+    if (!(Number.isInteger(r0) && Number.isInteger(r1) && r0 >= 0 && r0 <= r1 && r1 <= n)) throw new ArgumentError(`tensor has ${n} rows; cannot read rows [${r0}, ${r1})`);
+  };
   return {
     dtype: t.dtype,
     shape: t.shape,
     read: () => t,
     readRows(r0, r1) {
-      const rows = t.shape[0] ?? 1;
-      if (!(Number.isInteger(r0) && Number.isInteger(r1) && r0 >= 0 && r0 <= r1 && r1 <= rows)) throw new ArgumentError(`tensor has ${rows} rows; cannot read rows [${r0}, ${r1})`);
+      rows(r0, r1);
       return { dtype: t.dtype, shape: [r1 - r0, ...t.shape.slice(1)], data: t.data.subarray(r0 * rowValues, r1 * rowValues) } as TensorEntry;
+    },
+    readRowsInto(r0, r1, dst) {
+      rows(r0, r1);
+      const b = BYTES[t.dtype];
+      if (dst.length !== (r1 - r0) * rowValues * b) throw new ArgumentError(`readRowsInto: dst has ${dst.length} bytes, rows [${r0}, ${r1}) take ${(r1 - r0) * rowValues * b}`);
+      dst.set(new Uint8Array(t.data.buffer, t.data.byteOffset + r0 * rowValues * b, dst.length));
     },
   };
 }
@@ -315,17 +326,26 @@ function lazyTensors(src: ByteSource, label: string): { tensors: Map<string, Laz
   for (const [name, info] of header.tensors) {
     const start = header.dataStart + info.dataOffsets[0];
     const rowValues = info.shape.slice(1).reduce((a, b) => a * b, 1);
-    const readRows = (r0: number, r1: number): TensorEntry => {
+    const check = (r0: number, r1: number): void => {
       const rows = info.shape[0] ?? 1;
       if (!(Number.isInteger(r0) && Number.isInteger(r1) && r0 >= 0 && r0 <= r1 && r1 <= rows)) {
         throw new ArgumentError(`${label}: tensor '${name}' has ${rows} rows; cannot read rows [${r0}, ${r1})`);
       }
+    };
+    const readRowsInto = (r0: number, r1: number, dst: Uint8Array): void => {
+      check(r0, r1);
+      const want = (r1 - r0) * rowValues * BYTES[info.dtype];
+      if (dst.length !== want) throw new ArgumentError(`${label}: tensor '${name}': dst has ${dst.length} bytes, rows [${r0}, ${r1}) take ${want}`);
+      src.read(start + r0 * rowValues * BYTES[info.dtype], dst);
+    };
+    const readRows = (r0: number, r1: number): TensorEntry => {
+      check(r0, r1);
       const shape = info.shape.length === 0 ? [] : [r1 - r0, ...info.shape.slice(1)];
       const t = allocate(info.dtype, shape, (r1 - r0) * rowValues);
-      src.read(start + r0 * rowValues * BYTES[info.dtype], new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+      readRowsInto(r0, r1, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
       return t;
     };
-    tensors.set(name, { dtype: info.dtype, shape: info.shape, read: () => readRows(0, info.shape[0] ?? 1), readRows });
+    tensors.set(name, { dtype: info.dtype, shape: info.shape, read: () => readRows(0, info.shape[0] ?? 1), readRows, readRowsInto });
   }
   return { tensors, metadata: header.metadata };
 }

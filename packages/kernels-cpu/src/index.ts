@@ -8,7 +8,7 @@ export {
   ternaryMatMul,
   ternaryMatVec,
   ternaryLinear,
-  stackTernary,
+  ternaryStack,
   ternaryLinearStacked,
   ternaryLinearStackedTs,
 } from './ternary.ts';

@@ -24,13 +24,20 @@ const RNE = 6755399441055744; // 1.5 * 2^52: adding and subtracting rounds a dou
  * Per-row absmax int8 quantization of w [rows, cols] (float32 arithmetic; an all-zero row gets scale 0).
  * Native on the pool when the addon is loaded (bit-exact with quantizeRowsInt8Ts, tested).
  */
-export function quantizeRowsInt8(w: Float32Array, rows: number, cols: number): Int8RowMatrix {
+export function quantizeRowsInt8(w: Float32Array, rows: number, cols: number, out?: { q: Int8Array; scale: Float32Array }): Int8RowMatrix {
   if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) throw new ArgumentError(`quantizeRowsInt8: bad shape ${rows} x ${cols}`);
   if (w.length !== rows * cols) throw new ShapeError(`quantizeRowsInt8: ${w.length} values do not form [${rows}, ${cols}]`);
+  if (out !== undefined && (out.q.length !== rows * cols || out.scale.length !== rows)) throw new ShapeError(`quantizeRowsInt8: out arrays do not hold [${rows}, ${cols}] and ${rows} scales`);
   const addon = nativeAddon();
-  if (addon === null) return quantizeRowsInt8Ts(w, rows, cols);
-  const q = new Int8Array(rows * cols);
-  const scale = new Float32Array(rows);
+  if (addon === null) {
+    const m = quantizeRowsInt8Ts(w, rows, cols);
+    if (out === undefined) return m;
+    out.q.set(m.q);
+    out.scale.set(m.scale);
+    return { rows, cols, q: out.q, scale: out.scale };
+  }
+  const q = out?.q ?? new Int8Array(rows * cols);
+  const scale = out?.scale ?? new Float32Array(rows);
   const bad = addon.quantizeRowsI8(w, q, scale, rows, cols);
   if (bad >= 0) throw nonFinite(bad);
   return { rows, cols, q, scale };

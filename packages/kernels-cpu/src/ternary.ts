@@ -90,14 +90,16 @@ export function repackTernaryTs(hf: Uint8Array, out: number, inF: number, dst: U
 /**
  * HF BitNet packed U8 [ceil(out/4), in] -> TernaryMatrix [out, in]. Throws FormatError on a code of 3 (named
  * by `label`, e.g. "model.safetensors: model.layers.0.mlp.up_proj.weight"). The native path puts the weights
- * on a 64-byte (cache-line) boundary.
+ * on a 64-byte (cache-line) boundary. `dst`: zero-filled memory of exactly ternaryLayoutBytes(out, inF) to write
+ * the layout into (a slice of a stack, see ternaryStack) instead of a new allocation.
  */
-export function repackTernary(hfPacked: Uint8Array, out: number, inF: number, label = '<packed ternary>'): TernaryMatrix {
+export function repackTernary(hfPacked: Uint8Array, out: number, inF: number, label = '<packed ternary>', dst?: Uint8Array): TernaryMatrix {
   checkDims('repackTernary', out, inF);
   if (hfPacked.length !== Math.ceil(out / 4) * inF) {
     throw new ShapeError(`repackTernary: ${hfPacked.length} bytes do not form [${Math.ceil(out / 4)}, ${inF}] (ceil(${out} / 4) rows)`);
   }
-  const data = allocAligned(ternaryLayoutBytes(out, inF));
+  if (dst !== undefined && dst.length !== ternaryLayoutBytes(out, inF)) throw new ShapeError(`repackTernary: dst has ${dst.length} bytes, the layout of [${out}, ${inF}] takes ${ternaryLayoutBytes(out, inF)}`);
+  const data = dst ?? allocAligned(ternaryLayoutBytes(out, inF));
   const addon = nativeAddon();
   const bad = addon === null ? repackTernaryTs(hfPacked, out, inF, data) : addon.repackTernary(hfPacked, out, inF, data);
   if (bad >= 0) throw badCodeError(label, bad, hfPacked, out, inF);
@@ -228,32 +230,32 @@ export function ternaryLinear(
 }
 
 /**
- * Ternary matrices of the same input size stacked by rows into one [sum rows, cols] matrix (the t4x256 layout is
- * tile-major, so this is their bytes one after another): one product then reads q, k and v (or gate and up) in one
- * pass and one thread-pool dispatch. Every part must have a multiple of 4 rows (whole tiles); null otherwise.
+ * Ternary matrices of the same input size stacked by rows into one [sum rows, cols] matrix: the t4x256 layout is
+ * tile-major, so a stack is its parts' layouts one after another, and one product then reads q, k and v (or gate
+ * and up) in one pass and one thread-pool dispatch. `ternaryStack` allocates the stack and says where each part
+ * goes (repackTernary with `dst` = that slice); every part needs a multiple of 4 rows (whole tiles): null otherwise.
  */
-export function stackTernary(parts: readonly TernaryMatrix[]): TernaryMatrix | null {
+export function ternaryStack(parts: readonly { rows: number; cols: number }[]): { matrix: TernaryMatrix; slices: Uint8Array[]; seg: Int32Array } | null {
   const first = parts[0];
-  if (first === undefined || parts.some((p) => p.rows % TILE_ROWS !== 0 || p.cols !== first.cols || p.layout !== TERNARY_LAYOUT)) return null;
-  const rows = parts.reduce((a, p) => a + p.rows, 0);
-  const data = allocAligned(ternaryLayoutBytes(rows, first.cols));
+  if (first === undefined || parts.some((p) => p.rows % TILE_ROWS !== 0 || p.rows < 1 || p.cols !== first.cols)) return null;
+  checkDims('ternaryStack', first.rows, first.cols);
+  const sizes = parts.map((p) => ternaryLayoutBytes(p.rows, p.cols));
+  const data = allocAligned(sizes.reduce((a, b) => a + b, 0));
   let o = 0;
-  for (const p of parts) {
-    const n = ternaryLayoutBytes(p.rows, p.cols);
-    data.set(p.data.subarray(0, n), o);
-    o += n;
-  }
-  return { layout: TERNARY_LAYOUT, rows, cols: first.cols, data };
+  let end = 0;
+  const slices = sizes.map((n) => data.subarray(o, (o += n)));
+  const seg = Int32Array.from(parts, (p) => (end += p.rows));
+  return { matrix: { layout: TERNARY_LAYOUT, rows: end, cols: first.cols, data }, slices, seg };
 }
 
-/** Row segments of a stacked matrix: each part's end row and its own weight scale. */
+/** Row segments of a ternaryStack matrix: each part's end row and its own weight scale. */
 export interface TernarySegments {
   ends: Int32Array;
   scales: Float64Array;
 }
 
 /**
- * ternaryLinear over a stackTernary matrix: rows [ends[s-1], ends[s]) use weight scale scales[s]. Each output is
+ * ternaryLinear over a ternaryStack matrix: rows [ends[s-1], ends[s]) use weight scale scales[s]. Each output is
  * exactly what ternaryLinear of that part alone gives (same two roundings with float32Factor).
  */
 export function ternaryLinearStacked(

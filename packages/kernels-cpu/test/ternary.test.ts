@@ -12,7 +12,7 @@ import {
   ternaryLinearRef,
   ternaryLinearStacked,
   ternaryLinearStackedTs,
-  stackTernary,
+  ternaryStack,
   ternaryMatMul,
   ternaryMatMulRef,
   ternaryMatVec,
@@ -143,10 +143,16 @@ describe('int8 x ternary products', () => {
       const cs = parts.map((rows) => makeCase(rng, rows, cols, batch));
       const x = cs[0]?.x as Int8Array;
       const act = cs[0]?.actScale as Float32Array;
-      const stacked = stackTernary(cs.map((c) => c.w)) as TernaryMatrix;
+      const plan = ternaryStack(cs.map((c) => ({ rows: c.rows, cols: c.cols })));
+      if (plan === null) throw new Error('expected a stack');
+      cs.forEach((c, i) => {
+        const part = repackTernary(packHF(c.t, c.rows, c.cols), c.rows, c.cols, 'part', plan.slices[i]);
+        expect(part.data.buffer).to.equal(plan.matrix.data.buffer); // written in place
+        expectSame(part.data, c.w.data, `part ${i} bytes`);
+      });
+      const stacked = plan.matrix;
       expect(stacked.rows).to.equal(parts.reduce((a, b) => a + b, 0));
-      let end = 0;
-      const seg = { ends: Int32Array.from(parts, (r) => (end += r)), scales: Float64Array.from(cs, (c) => c.weightScale) };
+      const seg = { ends: plan.seg, scales: Float64Array.from(cs, (c) => c.weightScale) };
       for (const f32 of [false, true]) {
         const want = new Float32Array(batch * stacked.rows);
         let o = 0;
@@ -168,9 +174,10 @@ describe('int8 x ternary products', () => {
       }
     }
     const a = makeCase(rng, 8, 64, 1);
-    expect(stackTernary([a.w, makeCase(rng, 6, 64, 1).w])).to.equal(null); // 6 rows: not whole tiles
-    expect(stackTernary([a.w, makeCase(rng, 8, 65, 1).w])).to.equal(null); // different input sizes
-    const s2 = stackTernary([a.w, a.w]) as TernaryMatrix;
+    expect(ternaryStack([{ rows: 8, cols: 64 }, { rows: 6, cols: 64 }])).to.equal(null); // 6 rows: not whole tiles
+    expect(ternaryStack([{ rows: 8, cols: 64 }, { rows: 8, cols: 65 }])).to.equal(null); // different input sizes
+    expect(() => repackTernary(packHF(a.t, 8, 64), 8, 64, 'x', new Uint8Array(3))).to.throw(ShapeError);
+    const s2 = (ternaryStack([{ rows: 8, cols: 64 }, { rows: 8, cols: 64 }]) as { matrix: TernaryMatrix }).matrix;
     expect(() => ternaryLinearStacked(s2, a.x, a.actScale, { ends: Int32Array.of(8, 8), scales: Float64Array.of(1, 1) }, 1)).to.throw(ArgumentError);
     expect(() => ternaryLinearStacked(s2, a.x, a.actScale, { ends: Int32Array.of(8, 15), scales: Float64Array.of(1, 1) }, 1)).to.throw(ArgumentError);
   });

@@ -32,7 +32,7 @@ import {
   repackTernary,
   rmsNorm,
   ropeTables,
-  stackTernary,
+  ternaryStack,
   swigluF32,
   ternaryLayoutBytes,
   ternaryLinear,
@@ -56,7 +56,7 @@ interface Layer {
   proj: Record<Projection, Linear>;
   subln: Partial<Record<Projection, Float32Array>>;
   /** q/k/v and gate/up stacked into one matrix each (same input, one product and one dispatch), when every part
-   * is ternary, bias-free, without its own SubLN and of whole 4-row tiles; the parts' weights are views into it. */
+   * is ternary, bias-free, without its own SubLN and of whole 4-row tiles (STACKS); the parts' weights are its slices. */
   qkv: Stacked | null;
   gateUp: Stacked | null;
 }
@@ -66,27 +66,11 @@ interface Stacked {
   seg: TernarySegments;
 }
 
-/** Stack the projections `prs` of a layer (stackTernary) and make each part's weights a view into the stack. */
-function stackProjections(proj: Record<Projection, Linear>, subln: Layer['subln'], prs: readonly Projection[]): Stacked | null {
-  const parts = prs.map((pr) => proj[pr]);
-  if (parts.some((p) => p.kind !== 'ternary' || p.bias !== null) || prs.some((pr) => subln[pr] !== undefined)) return null;
-  const ws = parts.map((p) => (p as Extract<Linear, { kind: 'ternary' }>).w);
-  const w = stackTernary(ws);
-  if (w === null) return null;
-  let end = 0;
-  let offset = 0;
-  const ends = new Int32Array(prs.length);
-  const scales = new Float64Array(prs.length);
-  prs.forEach((pr, i) => {
-    const p = proj[pr] as Extract<Linear, { kind: 'ternary' }>;
-    const n = ternaryLayoutBytes(p.rows, p.cols);
-    proj[pr] = { ...p, w: { ...p.w, data: w.data.subarray(offset, offset + n) } };
-    offset += n;
-    ends[i] = end += p.rows;
-    scales[i] = p.scale;
-  });
-  return { w, seg: { ends, scales } };
-}
+/** Projections that read the same input and are run as one stacked product when they can be. */
+const STACKS: readonly (readonly Projection[])[] = [
+  ['q_proj', 'k_proj', 'v_proj'],
+  ['gate_proj', 'up_proj'],
+];
 
 /**
  * How the runtime holds the token embeddings and the lm_head: `fp32` as exported (exact), or `int8` with one
@@ -174,19 +158,24 @@ class ExportTensors {
     if (!FLOAT_DTYPES.includes(t.dtype) || !sameShape(t.shape, [rows, cols])) this.fail(name, `is ${t.dtype} [${t.shape.join(', ')}]; expected F32, F16 or BF16 [${rows}, ${cols}] (${what})`);
     const q = new Int8Array(rows * cols);
     const scale = new Float32Array(rows);
-    const block = Math.max(1, Math.floor((4 << 20) / cols));
+    const block = Math.max(1, Math.floor((1 << 20) / cols));
+    // One chunk buffer for every block of rows, read into and quantized into the final arrays: the load allocates
+    // nothing per block (garbage that V8 would collect only later, raising the peak resident set).
+    const raw = new Uint8Array(block * cols * (t.dtype === 'F32' ? 4 : 2));
+    const f32 = t.dtype === 'F32' ? new Float32Array(raw.buffer) : new Float32Array(block * cols);
     for (let r0 = 0; r0 < rows; r0 += block) {
       const r1 = Math.min(rows, r0 + block);
-      const w = tensorToFloat32(t.readRows(r0, r1), `${this.file}: ${name}`);
-      let m: Int8RowMatrix;
+      const n = (r1 - r0) * cols;
+      const bytes = raw.subarray(0, n * (t.dtype === 'F32' ? 4 : 2));
+      t.readRowsInto(r0, r1, bytes);
+      const w = f32.subarray(0, n);
+      if (t.dtype !== 'F32') w.set(tensorToFloat32({ dtype: t.dtype, shape: [n], data: new Uint16Array(bytes.buffer, 0, n) } as TensorEntry, name));
       try {
         // quantizeRowsInt8 finds a non-finite row in its own (native) pass; each row's scale is its max |w| / 127.
-        m = quantizeRowsInt8(w, r1 - r0, cols);
+        quantizeRowsInt8(w, r1 - r0, cols, { q: q.subarray(r0 * cols, r1 * cols), scale: scale.subarray(r0, r1) });
       } catch (e) {
         return this.fail(name, `cannot be held as int8 rows: ${(e as Error).message.replace(/row (\d+)/, (_, r: string) => `row ${r0 + Number(r)}`)}`);
       }
-      q.set(m.q, r0 * cols);
-      scale.set(m.scale, r0);
     }
     return { q, scale, rows, cols };
   }
@@ -321,6 +310,7 @@ export class TernaryRuntime {
     this.finalNorm = take('model.norm.weight', [C], '[hidden_size]');
     this.lmHead = c.tieWordEmbeddings ? this.embed : vocabMatrix('lm_head.weight');
     this.layers = [];
+    let hfScratch = new Uint8Array(0);
     for (let l = 0; l < c.numLayers; l++) {
       const p = `model.layers.${l}`;
       const proj = {} as Record<Projection, Linear>;
@@ -329,17 +319,35 @@ export class TernaryRuntime {
       const postNorm = take(`${p}.post_attention_layernorm.weight`, [C], '[hidden_size]');
       const qNorm = c.qkNorm ? take(`${p}.self_attn.q_norm.weight`, [c.headDim], '[head_dim]') : null;
       const kNorm = c.qkNorm ? take(`${p}.self_attn.k_norm.weight`, [c.headDim], '[head_dim]') : null;
+      // Stacks of this layer, decided from the headers: every part packed ternary, bias-free, without its own
+      // SubLN and of whole 4-row tiles; each part is then repacked straight into its slice of the stack.
+      const stacks = STACKS.map((prs) => {
+        const ok = prs.every((pr) => tensors.lazy(`${projectionName(l, pr)}.weight`).dtype === 'U8' && !hasBias(c, pr) && sublnName(l, pr, c.subln) === null);
+        const plan = ok ? ternaryStack(prs.map((pr) => ({ rows: projectionShape(c, pr)[0], cols: projectionShape(c, pr)[1] }))) : null;
+        return plan === null ? null : { prs, plan, scales: new Float64Array(prs.length) };
+      });
+      const sliceFor = (pr: Projection) => {
+        for (const st of stacks) if (st !== null && st.prs.includes(pr)) return { st, i: st.prs.indexOf(pr) };
+        return null;
+      };
       for (const pr of PROJECTIONS) {
         const base = projectionName(l, pr);
         const [rows, cols] = projectionShape(c, pr);
         const bias = hasBias(c, pr) ? take(`${base}.bias`, [rows], `[${rows}], the projection's output size`) : null;
-        const t = tensors.get(`${base}.weight`);
-        if (t.dtype === 'U8') {
-          if (!sameShape(t.shape, [Math.ceil(rows / 4), cols])) {
-            tensors.fail(`${base}.weight`, `is U8 [${t.shape.join(', ')}]; expected [${Math.ceil(rows / 4)}, ${cols}], a packed [${rows}, ${cols}] ternary matrix (from the config's sizes)`);
+        const lt = tensors.lazy(`${base}.weight`);
+        if (lt.dtype === 'U8') {
+          if (!sameShape(lt.shape, [Math.ceil(rows / 4), cols])) {
+            tensors.fail(`${base}.weight`, `is U8 [${lt.shape.join(', ')}]; expected [${Math.ceil(rows / 4)}, ${cols}], a packed [${rows}, ${cols}] ternary matrix (from the config's sizes)`);
           }
           const scale = ternaryScale(tensors, `${base}.weight_scale`, rows, cols);
-          const w = repackTernary(t.data, rows, cols, `${tensors.file}: ${base}.weight`);
+          // The packed bytes go through one scratch buffer, and the layout straight into its stack slice when
+          // stacked: a load leaves no per-projection garbage behind (which would raise the peak resident set).
+          const n = Math.ceil(rows / 4) * cols;
+          if (hfScratch.length < n) hfScratch = new Uint8Array(n);
+          lt.readRowsInto(0, Math.ceil(rows / 4), hfScratch.subarray(0, n));
+          const at = sliceFor(pr);
+          const w = repackTernary(hfScratch.subarray(0, n), rows, cols, `${tensors.file}: ${base}.weight`, at === null ? undefined : at.st.plan.slices[at.i]);
+          if (at !== null) at.st.scales[at.i] = scale;
           weightBytes += w.data.byteLength;
           proj[pr] = { kind: 'ternary', w, scale, rows, cols, bias };
           ternary++;
@@ -351,9 +359,8 @@ export class TernaryRuntime {
         const s = sublnName(l, pr, c.subln);
         if (s !== null) subln[pr] = take(s, [cols], `[${cols}], the input size of ${pr}`);
       }
-      const qkv = stackProjections(proj, subln, ['q_proj', 'k_proj', 'v_proj']);
-      const gateUp = stackProjections(proj, subln, ['gate_proj', 'up_proj']);
-      this.layers.push({ inputNorm, postNorm, qNorm, kNorm, proj, subln, qkv, gateUp });
+      const [qkv, gateUp] = stacks.map((st) => (st === null ? null : { w: st.plan.matrix, seg: { ends: st.plan.seg, scales: st.scales } }));
+      this.layers.push({ inputNorm, postNorm, qNorm, kNorm, proj, subln, qkv: qkv ?? null, gateUp: gateUp ?? null });
     }
     tensors.unexpected(c);
     this.info = { dir, config, embeddings, weightBytes, ternaryProjections: ternary, denseProjections: dense };
