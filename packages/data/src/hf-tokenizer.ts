@@ -336,6 +336,10 @@ export function loadHfTokenizer(file: string): HfTokenizer {
   let lib: HfLibTokenizer;
   try {
     lib = new HfLib(checked.json, config ?? {});
+    // The library keeps the tokenizer.json object it was given, whose model.vocab (an object of ~150k keys for
+    // Qwen3) it has already copied into its own Map and array: drop that copy (6 MiB of retained heap for Qwen3, 46 -> 40 MiB).
+    const model = checked.json.model as JsonObject;
+    if (model.type === 'BPE') delete model.vocab;
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     throw new UnsupportedError(`${file}: @huggingface/tokenizers cannot build this tokenizer (${message.length > 200 ? `${message.slice(0, 200)}...` : message})`, {
