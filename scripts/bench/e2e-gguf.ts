@@ -12,7 +12,8 @@
  */
 import { join } from 'node:path';
 import { QK_K, gv, loadSafetensorsDir, packTernaryGgml, quantizeQ8_0, tensorToFloat32, unpackTernaryHF, writeGguf, LLAMA_FILE_TYPES, GGML_QUANT_VERSION, type GgufTensor, type GgufValue } from '@bitdistill/format';
-import { ggufTokenizerMetadata } from '@bitdistill/export';
+import { ggufDecoderMetadata, ggufTokenizerMetadata } from '@bitdistill/export';
+import { parseDecoderConfig } from '@bitdistill/model/arch';
 
 const LAYER_NAMES: [hf: string, gguf: string][] = [
   ['input_layernorm.weight', 'attn_norm.weight'],
@@ -28,17 +29,11 @@ const LAYER_NAMES: [hf: string, gguf: string][] = [
   ['mlp.down_proj.weight', 'ffn_down.weight'],
 ];
 
+/** The fields of config.json the writer reads (parseDecoderConfig checks them all). */
 export interface Qwen3Config {
   hidden_size: number;
-  intermediate_size: number;
   num_hidden_layers: number;
-  num_attention_heads: number;
-  num_key_value_heads: number;
-  head_dim: number;
   vocab_size: number;
-  max_position_embeddings: number;
-  rms_norm_eps: number;
-  rope_theta: number;
 }
 
 /** Write `out` from the ternary export folder `dir` (config `cfg`); returns the file's size in bytes. */
@@ -81,16 +76,7 @@ export function writeQwen3Gguf(dir: string, cfg: Qwen3Config & Record<string, un
     ['general.architecture', gv.str(a)],
     ['general.type', gv.str('model')],
     ['general.name', gv.str('BitDistill e2e bench (random ternary Qwen3-0.6B shape)')],
-    [`${a}.block_count`, gv.u32(cfg.num_hidden_layers)],
-    [`${a}.context_length`, gv.u32(cfg.max_position_embeddings)],
-    [`${a}.embedding_length`, gv.u32(cfg.hidden_size)],
-    [`${a}.feed_forward_length`, gv.u32(cfg.intermediate_size)],
-    [`${a}.attention.head_count`, gv.u32(cfg.num_attention_heads)],
-    [`${a}.attention.head_count_kv`, gv.u32(cfg.num_key_value_heads)],
-    [`${a}.rope.freq_base`, gv.f32(cfg.rope_theta)],
-    [`${a}.attention.layer_norm_rms_epsilon`, gv.f32(cfg.rms_norm_eps)],
-    [`${a}.attention.key_length`, gv.u32(cfg.head_dim)],
-    [`${a}.attention.value_length`, gv.u32(cfg.head_dim)],
+    ...ggufDecoderMetadata(a, parseDecoderConfig(cfg, join(dir, 'config.json'))),
     ['general.file_type', gv.u32(LLAMA_FILE_TYPES.TQ2_0)],
     ['general.quantization_version', gv.u32(GGML_QUANT_VERSION)],
     ['general.alignment', gv.u32(32)],

@@ -43,7 +43,7 @@ import {
   type GgufValue,
   type TernaryGgmlType,
 } from '@bitdistill/format';
-import { parseDecoderConfig } from '@bitdistill/model/arch';
+import { parseDecoderConfig, type DecoderConfig } from '@bitdistill/model/arch';
 import { ternaryQuantRef } from '@bitdistill/quant/reference';
 import { checkCheckpoint, isQuantized, readConfigJson, resolveCheckpoint, studentBlock } from './export.ts';
 import { ggufTokenizerMetadata } from './gguf-tokenizer.ts';
@@ -193,16 +193,7 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
     ['general.architecture', gv.str(a)],
     ['general.type', gv.str('model')],
     ['general.name', gv.str(`BitDistill student${task}`)],
-    [`${a}.block_count`, gv.u32(c.numLayers)],
-    [`${a}.context_length`, gv.u32(c.maxPositionEmbeddings)],
-    [`${a}.embedding_length`, gv.u32(c.hiddenSize)],
-    [`${a}.feed_forward_length`, gv.u32(c.intermediateSize)],
-    [`${a}.attention.head_count`, gv.u32(c.numHeads)],
-    [`${a}.attention.head_count_kv`, gv.u32(c.numKvHeads)],
-    [`${a}.rope.freq_base`, gv.f32(c.ropeTheta)],
-    [`${a}.attention.layer_norm_rms_epsilon`, gv.f32(c.rmsNormEps)],
-    [`${a}.attention.key_length`, gv.u32(c.headDim)],
-    [`${a}.attention.value_length`, gv.u32(c.headDim)],
+    ...ggufDecoderMetadata(a, c),
     ['general.file_type', gv.u32(LLAMA_FILE_TYPES[fileType])],
     [`${a}.rope.scaling.type`, gv.str('linear')],
     [`${a}.rope.scaling.factor`, gv.f32(1)],
@@ -226,6 +217,22 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
   const report: GgufExportReport = { checkpoint: ckpt, out: o.out, type, fileType, quantizedTensors: quantized, fallbackTensors: fallback, tensors: planned.length, bytes, bf16Bytes: parameters * 2, parameters, sublnEps: eps };
   log.info({ ...report, fallbackTensors: fallback.length, sublnEps: eps?.maxLogitDiff ?? null }, 'GGUF export written and verified');
   return report;
+}
+
+/** The hyperparameter keys llama.cpp reads for a Llama-family decoder under architecture `arch` (bitnet, qwen3, ...). */
+export function ggufDecoderMetadata(arch: string, c: DecoderConfig): [string, GgufValue][] {
+  return [
+    [`${arch}.block_count`, gv.u32(c.numLayers)],
+    [`${arch}.context_length`, gv.u32(c.maxPositionEmbeddings)],
+    [`${arch}.embedding_length`, gv.u32(c.hiddenSize)],
+    [`${arch}.feed_forward_length`, gv.u32(c.intermediateSize)],
+    [`${arch}.attention.head_count`, gv.u32(c.numHeads)],
+    [`${arch}.attention.head_count_kv`, gv.u32(c.numKvHeads)],
+    [`${arch}.rope.freq_base`, gv.f32(c.ropeTheta)],
+    [`${arch}.attention.layer_norm_rms_epsilon`, gv.f32(c.rmsNormEps)],
+    [`${arch}.attention.key_length`, gv.u32(c.headDim)],
+    [`${arch}.attention.value_length`, gv.u32(c.headDim)],
+  ];
 }
 
 function bytesOf(a: Float32Array | Uint16Array): Uint8Array {
