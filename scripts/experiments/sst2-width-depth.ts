@@ -125,7 +125,13 @@ function main(): void {
     const minutes = Object.entries(seconds).filter(([k]) => k.startsWith(`${b.name}:`)).reduce((a, [, s]) => a + s, 0) / 60;
     lines.push(`| ${b.note} | ${fmt(col('teacher'))} | ${fmt(col('bitnet-sft'))} | ${fmt(col('distill'))} | ${fmt(t1)} | ${fmt(diff)} | ${minutes.toFixed(1)} |`);
   }
-  lines.push('');
+  const total = Object.values(seconds).reduce((a, b) => a + b, 0) / 60;
+  lines.push(
+    '',
+    `50.92 is the majority class. Minutes: the sum of this grid's commands (${total.toFixed(1)} min in all), as runs/width-depth/seconds.json has them; ` +
+      'a command stopped and rerun resumes from its checkpoints and counts only its rerun. Findings: docs/results/lm-stories260k.md, "Bases built here".',
+    '',
+  );
   writeFileSync('docs/results/sst2-width-depth.md', `${lines.join('\n')}\n`);
   console.log(lines.join('\n'));
 }
