@@ -77,7 +77,7 @@ describe('bitdistill init + pretrain stage (real CLI)', function () {
     // both stages run from one config and the CE-only stage needs no teacher.
     const r = cli('train', '--config', cfg, '--log-level', 'warn');
     expect(r.status, r.stderr).to.equal(0);
-    const m = readFileSync(join(tmp, 'runs', 'pt', 'pretrain', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    const m = readFileSync(join(tmp, 'runs', 'pt', 'pretrain', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number | string>);
     const losses = m.filter((x) => x['type'] === 'train').map((x) => x['loss'] as number);
     expect(losses).to.have.length(12);
     expect(losses[0]).to.be.closeTo(Math.log(30522), 0.3); // a fresh model is near uniform

@@ -34,7 +34,7 @@ function stageValue(run: string, stage: string): StageRow | null {
   return summary(run)?.find((r) => r.stage === stage && r.value !== null) ?? null;
 }
 
-function metrics(run: string, stage: string): Record<string, number>[] {
+function metrics(run: string, stage: string): Record<string, number | string>[] {
   const f = join('runs', run, stage, 'metrics.jsonl');
   if (!existsSync(f)) return [];
   return readFileSync(f, 'utf8')
@@ -250,7 +250,8 @@ function main(): void {
       const tr = metrics(run, 'distill').filter((r) => r['type'] === 'train');
       for (const r of [tr[0], tr[tr.length - 1]]) {
         if (r === undefined) continue;
-        md.push(`| ${run} | ${dcfg.gammaAttn} | ${r['step']} | ${r['ce']?.toFixed(4)} | ${r['logitKd']?.toFixed(4)} | ${r['attnKd']?.toExponential(3)} | ${((r['logitKd'] ?? 0) * dcfg.lambdaLogit).toFixed(4)} | ${((r['attnKd'] ?? 0) * dcfg.gammaAttn).toFixed(4)} |`);
+        const num = (k: string): number | undefined => (typeof r[k] === 'number' ? (r[k] as number) : undefined);
+        md.push(`| ${run} | ${dcfg.gammaAttn} | ${r['step']} | ${num('ce')?.toFixed(4)} | ${num('logitKd')?.toFixed(4)} | ${num('attnKd')?.toExponential(3)} | ${((num('logitKd') ?? 0) * dcfg.lambdaLogit).toFixed(4)} | ${((num('attnKd') ?? 0) * dcfg.gammaAttn).toFixed(4)} |`);
       }
     }
   }

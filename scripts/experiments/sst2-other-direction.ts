@@ -37,7 +37,7 @@ const base = (seed: number) => join(OUT, seed === 0 ? 'sst2-tiny-tau1' : `sst2-t
 
 function args(setting: string, seed: number): string[] {
   const b = base(seed);
-  const own = SETTINGS[setting].flatMap((o) => o.split(' ')).map((o) => o.replace('{sft}', join(b, 'bitnet-sft', 'final')));
+  const own = (SETTINGS[setting] ?? []).flatMap((o) => o.split(' ')).map((o) => o.replace('{sft}', join(b, 'bitnet-sft', 'final')));
   return [
     'train', '--config', 'configs/sst2-tiny.yaml', `outputDir=${OUT}`, `name=sst2-tiny-${setting}-s${seed}`, `seed=${seed}`,
     'stages=[distill]', `distill.teacherPath=${join(b, 'teacher', 'final')}`,

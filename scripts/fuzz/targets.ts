@@ -55,7 +55,7 @@ export interface Target {
 const ROOT = process.cwd();
 const read = (p: string): Uint8Array => new Uint8Array(readFileSync(join(ROOT, p)));
 const file = (rel: string, bytes: Uint8Array, kind: SeedFile['kind'], weight = 1): SeedFile => ({ rel, bytes, kind, weight });
-const folder = (dir: string, kinds: Record<string, [SeedFile['kind'], number]>): SeedFile[] =>
+const folder = (dir: string, kinds: Record<string, readonly [SeedFile['kind'], number]>): SeedFile[] =>
   readdirSync(dir)
     .filter((n) => statSync(join(dir, n)).isFile())
     .sort()
