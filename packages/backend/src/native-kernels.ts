@@ -17,6 +17,7 @@
  * `setNativeKernels(false, backend)` restores stock kernels (the tests compare both).
  */
 import * as tf from '@tensorflow/tfjs';
+import { shapeSize } from '@bitdistill/core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import {
   batchMatmulF32,
@@ -96,9 +97,9 @@ function cpuStorage(b: CpuLikeBackend): Storage {
     host: 'native',
     out(shape, dtype) {
       if (pooled.allocOutput !== undefined && pooled.writeOwned !== undefined) {
-        return { dataId: pooled.writeOwned(pooled.allocOutput(typedCtor(dtype), sizeOf(shape)), shape, dtype), shape, dtype };
+        return { dataId: pooled.writeOwned(pooled.allocOutput(typedCtor(dtype), shapeSize(shape)), shape, dtype), shape, dtype };
       }
-      return { dataId: b.write(new (typedCtor(dtype))(sizeOf(shape)), shape, dtype), shape, dtype };
+      return { dataId: b.write(new (typedCtor(dtype))(shapeSize(shape)), shape, dtype), shape, dtype };
     },
     view(t) {
       const d = b.data.get(t.dataId);
@@ -139,14 +140,10 @@ function stockKernel(name: string, args: KernelArgs): tf.TensorInfo | tf.TensorI
   return k.kernelFunc(args as Parameters<tf.KernelFunc>[0]);
 }
 
-function sizeOf(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
-
 /** A Float32Array over a tensor's 4-byte data whatever its dtype (copies move bits, not values). */
 function bits32(st: Storage, t: tf.TensorInfo): Float32Array {
   const v = st.view(t);
-  return new Float32Array(v.buffer, v.byteOffset, sizeOf(t.shape));
+  return new Float32Array(v.buffer, v.byteOffset, shapeSize(t.shape));
 }
 
 const is4Byte = (t: tf.TensorInfo): boolean => t.dtype === 'float32' || t.dtype === 'int32';
@@ -266,9 +263,9 @@ function reduceKernel(name: string, op: ReduceOp, axisAttr: 'axis' | 'reductionI
     if (axes.some((v, i) => i > 0 && v !== (axes[i - 1] as number) + 1)) return stockKernel(name, args);
     const first = axes[0] ?? 0;
     const last = axes.length === 0 ? -1 : (axes[axes.length - 1] as number);
-    const outer = sizeOf(x.shape.slice(0, first));
-    const r = sizeOf(x.shape.slice(first, last + 1));
-    const inner = sizeOf(x.shape.slice(last + 1));
+    const outer = shapeSize(x.shape.slice(0, first));
+    const r = shapeSize(x.shape.slice(first, last + 1));
+    const inner = shapeSize(x.shape.slice(last + 1));
     const outShape = keepDims ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !axes.includes(i));
     const out = st.out(outShape, 'float32');
     reduceF32(op, st.view(x) as Float32Array, outer, r, inner, st.view(out) as Float32Array);
@@ -288,7 +285,7 @@ const softmaxKernel: KernelFn = (args) => {
   const rank = logits.shape.length;
   if (logits.dtype !== 'float32' || rank === 0 || (dim !== -1 && dim !== rank - 1)) return stockKernel('Softmax', args);
   const cols = logits.shape[rank - 1] as number;
-  const rows = cols === 0 ? 0 : sizeOf(logits.shape) / cols;
+  const rows = cols === 0 ? 0 : shapeSize(logits.shape) / cols;
   const out = st.out([...logits.shape], 'float32');
   if (rows === 0) return out;
   const x = st.view(logits) as Float32Array;
@@ -338,11 +335,11 @@ const concat: KernelFn = (args) => {
   const out = st.out(outShape, first.dtype);
   const ov = bits32(st, out);
   // out as [outer, total]: input i fills columns [offset, offset + its inner size) of every row.
-  const outer = sizeOf(outShape.slice(0, axis));
-  const total = sizeOf(outShape.slice(axis));
+  const outer = shapeSize(outShape.slice(0, axis));
+  const total = shapeSize(outShape.slice(axis));
   let offset = 0;
   for (const t of inputs) {
-    const w = sizeOf(t.shape.slice(axis));
+    const w = shapeSize(t.shape.slice(axis));
     if (w > 0 && outer > 0) copyStrided32(bits32(st, t), { offset: 0, strides: [w, 1] }, ov, { offset, strides: [total, 1] }, [outer, w]);
     offset += w;
   }
@@ -356,8 +353,8 @@ const splitV: KernelFn = (args) => {
   if (!is4Byte(x)) return stockKernel('SplitV', args);
   const ax = tf.util.parseAxisParam(axis, x.shape)[0] as number;
   const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, numOrSizeSplits, ax);
-  const outer = sizeOf(x.shape.slice(0, ax));
-  const inner = sizeOf(x.shape.slice(ax + 1));
+  const outer = shapeSize(x.shape.slice(0, ax));
+  const inner = shapeSize(x.shape.slice(ax + 1));
   const total = (x.shape[ax] as number) * inner;
   const outs = sizes.map((s) => st.out(x.shape.map((d, i) => (i === ax ? s : d)), x.dtype));
   // Views after every allocation (see the header).
@@ -380,7 +377,7 @@ const slice: KernelFn = (args) => {
   const [b, sz] = tf.slice_util.parseSliceParams(x, begin, size) as [number[], number[]];
   tf.slice_util.assertParamsValid(x, b, sz);
   const out = st.out(sz, x.dtype);
-  if (sizeOf(sz) === 0) return out;
+  if (shapeSize(sz) === 0) return out;
   const strides = stridesOf(x.shape);
   const offset = b.reduce((acc, v, i) => acc + v * (strides[i] as number), 0);
   copyStrided32(bits32(st, x), { offset, strides }, bits32(st, out), { offset: 0, strides: stridesOf(sz) }, sz);
@@ -407,7 +404,7 @@ const gatherV2: KernelFn = (args) => {
     return stockKernel('GatherV2', args);
   }
   const rows = x.shape[0] as number;
-  const rowLen = sizeOf(x.shape.slice(1));
+  const rowLen = shapeSize(x.shape.slice(1));
   if (rowLen === 0) return stockKernel('GatherV2', args);
   const out = st.out([...indices.shape, ...x.shape.slice(1)], x.dtype);
   const idx = st.view(indices) as Int32Array;
@@ -568,7 +565,7 @@ const unsortedSegmentSum: KernelFn = (args) => {
   const out = st.out([numSegments, ...rest], 'float32');
   const o = st.view(out) as Float32Array;
   o.fill(0);
-  segmentSumInto(o, st.view(x) as Float32Array, sizeOf(rest), st.view(segmentIds) as Int32Array, numSegments);
+  segmentSumInto(o, st.view(x) as Float32Array, shapeSize(rest), st.view(segmentIds) as Int32Array, numSegments);
   return out;
 };
 

@@ -7,6 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { shapeSize } from '@bitdistill/core';
 
 /** out[segmentIds[i], :] += x[i, :] over rows of `rowSize`; `out` must start zeroed. Plain loops. */
 export function segmentSumInto(out: Float32Array, x: Float32Array, rowSize: number, segmentIds: Int32Array, numSegments: number): Float32Array {
@@ -37,7 +38,7 @@ export function registerWasmSegmentSum(): void {
       if (x.dtype !== 'float32') throw new Error(`UnsortedSegmentSum (wasm): only float32 is supported, got ${x.dtype}`);
       const idsShape = segmentIds.shape;
       const rest = x.shape.slice(idsShape.length);
-      const rowSize = rest.reduce((a, b) => a * b, 1);
+      const rowSize = shapeSize(rest);
       const out = wasm.makeOutput([numSegments, ...rest], 'float32');
       // Views are taken after makeOutput: allocating can grow the heap and detach older views.
       const xs = wasm.typedArrayFromHeap(x) as Float32Array;

@@ -14,6 +14,6 @@ export type { Logger, LogFn } from './logger.ts';
 export { silentLogger } from './logger.ts';
 export { Rng } from './rng.ts';
 export type { RngState } from './rng.ts';
-export { assertShape, assertSameShape, shapeSize, shapeToString } from './shape.ts';
+export { assertShape, shapeSize, shapeToString } from './shape.ts';
 export type { Shape } from './shape.ts';
 export { setFusedOps, fusedOpsEnabled } from './fused.ts';

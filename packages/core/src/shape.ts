@@ -23,9 +23,3 @@ export function assertShape(what: string, actual: Shape, expected: readonly (num
     throw new ShapeError(`${what}: expected shape ${exp}, got ${shapeToString(actual)}`);
   }
 }
-
-export function assertSameShape(what: string, a: Shape, b: Shape): void {
-  if (a.length !== b.length || a.some((d, i) => d !== b[i])) {
-    throw new ShapeError(`${what}: shapes differ, ${shapeToString(a)} vs ${shapeToString(b)}`);
-  }
-}

@@ -10,7 +10,7 @@
  */
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { ArgumentError, FormatError, NotFoundError, ShapeError, UnsupportedError } from '@bitdistill/core';
+import { ArgumentError, FormatError, NotFoundError, ShapeError, UnsupportedError, shapeSize } from '@bitdistill/core';
 import { bf16ArrayToF32, f16ArrayToF32 } from './half.ts';
 import { JsonSyntaxError, isJsonObject, parseStrictJson, showJson, type JsonObject, type JsonValue } from './json.ts';
 
@@ -297,7 +297,7 @@ export interface LazySafetensors {
 
 /** A tensor already in memory behind the LazyTensor interface (readRows returns views, not copies). */
 export function inMemoryTensor(t: TensorEntry): LazyTensor {
-  const rowValues = t.shape.slice(1).reduce((a, b) => a * b, 1);
+  const rowValues = shapeSize(t.shape.slice(1));
   const rows = (r0: number, r1: number): void => {
     const n = t.shape[0] ?? 1;
     if (!(Number.isInteger(r0) && Number.isInteger(r1) && r0 >= 0 && r0 <= r1 && r1 <= n)) throw new ArgumentError(`tensor has ${n} rows; cannot read rows [${r0}, ${r1})`);
@@ -325,7 +325,7 @@ function lazyTensors(src: ByteSource, label: string): { tensors: Map<string, Laz
   const tensors = new Map<string, LazyTensor>();
   for (const [name, info] of header.tensors) {
     const start = header.dataStart + info.dataOffsets[0];
-    const rowValues = info.shape.slice(1).reduce((a, b) => a * b, 1);
+    const rowValues = shapeSize(info.shape.slice(1));
     const check = (r0: number, r1: number): void => {
       const rows = info.shape[0] ?? 1;
       if (!(Number.isInteger(r0) && Number.isInteger(r1) && r0 >= 0 && r0 <= r1 && r1 <= rows)) {

@@ -5,7 +5,7 @@
  * split) and row gathers. Native on the thread pool when the addon is loaded; each has a TypeScript twin
  * (`...Ts`), the fallback and the reference of the tests. No tfjs here: shapes are plain number arrays.
  */
-import { ArgumentError, ShapeError } from '@bitdistill/core';
+import { ArgumentError, ShapeError, shapeSize } from '@bitdistill/core';
 import { nativeAddon } from './native.ts';
 
 // Op codes: positions in these lists (native/tensor_ops.h uses the same numbers).
@@ -25,10 +25,6 @@ function code<T extends string>(list: readonly T[], op: T, what: string): number
   const i = list.indexOf(op); // lists of at most 11 names
   if (i < 0) throw new ArgumentError(`${what}: unknown op '${op}'`, { hint: `one of ${list.join(', ')}` });
   return i;
-}
-
-function sizeOf(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
 }
 
 function checkShape(what: string, shape: readonly number[]): void {
@@ -167,7 +163,7 @@ function makeBroadcastPlan(aShape: readonly number[], bShape: readonly number[])
 
 /** Calls fn(outIndex, aIndex, bIndex) over a plan's index space in row-major order. */
 function forEachIndex(p: BroadcastPlan, fn: (i: number, ia: number, ib: number) => void): void {
-  const total = sizeOf(p.shape);
+  const total = shapeSize(p.shape);
   const rank = p.shape.length;
   const idx = new Array<number>(rank).fill(0);
   let ia = 0;
@@ -187,16 +183,16 @@ function forEachIndex(p: BroadcastPlan, fn: (i: number, ia: number, ib: number) 
 }
 
 function checkOperands(what: string, a: ArrayLike<number>, aShape: readonly number[], b: ArrayLike<number>, bShape: readonly number[], outLen: number, plan: BroadcastPlan): void {
-  if (a.length !== sizeOf(aShape)) throw new ShapeError(`${what}: a has ${a.length} values, shape [${aShape.join(', ')}]`);
-  if (b.length !== sizeOf(bShape)) throw new ShapeError(`${what}: b has ${b.length} values, shape [${bShape.join(', ')}]`);
-  if (outLen !== sizeOf(plan.outShape)) throw new ShapeError(`${what}: y has ${outLen} values, expected ${sizeOf(plan.outShape)}`);
+  if (a.length !== shapeSize(aShape)) throw new ShapeError(`${what}: a has ${a.length} values, shape [${aShape.join(', ')}]`);
+  if (b.length !== shapeSize(bShape)) throw new ShapeError(`${what}: b has ${b.length} values, shape [${bShape.join(', ')}]`);
+  if (outLen !== shapeSize(plan.outShape)) throw new ShapeError(`${what}: y has ${outLen} values, expected ${shapeSize(plan.outShape)}`);
 }
 
 /** y = a op b in float32 with broadcasting; y has the broadcast shape (`broadcastPlan(...).outShape`). */
 export function binaryF32(op: BinaryOp, a: Float32Array, aShape: readonly number[], b: Float32Array, bShape: readonly number[], out?: Float32Array): Float32Array {
   const c = code(BINARY_OPS, op, 'binaryF32');
   const cp = compiledPlan(aShape, bShape);
-  const y = out ?? new Float32Array(sizeOf(cp.plan.outShape));
+  const y = out ?? new Float32Array(shapeSize(cp.plan.outShape));
   checkOperands('binaryF32', a, aShape, b, bShape, y.length, cp.plan);
   const addon = nativeAddon();
   if (addon === null) return binaryF32Ts(op, a, b, cp.plan, y);
@@ -232,7 +228,7 @@ export function compare(
 ): Uint8Array {
   const c = code(COMPARE_OPS, op, 'compare');
   const cp = compiledPlan(aShape, bShape);
-  const y = out ?? new Uint8Array(sizeOf(cp.plan.outShape));
+  const y = out ?? new Uint8Array(shapeSize(cp.plan.outShape));
   checkOperands('compare', a, aShape, b, bShape, y.length, cp.plan);
   const isInt = a instanceof Int32Array;
   if (isInt !== b instanceof Int32Array) throw new ArgumentError('compare: a and b must both be float32 or both int32');
@@ -324,7 +320,7 @@ export interface StridedView {
 export function copyStrided32(src: Float32Array, s: StridedView, dst: Float32Array, d: StridedView, shape: readonly number[]): void {
   checkShape('copyStrided32', shape);
   if (s.strides.length !== shape.length || d.strides.length !== shape.length) throw new ShapeError('copyStrided32: strides and shape differ in rank');
-  if (sizeOf(shape) === 0) return;
+  if (shapeSize(shape) === 0) return;
   const addon = nativeAddon();
   if (addon === null) {
     copyStrided32Ts(src, s, dst, d, shape);
@@ -389,7 +385,7 @@ function transposePlan(shape: readonly number[], perm: readonly number[]): Trans
   for (let d = rank - 2; d >= 0; d--) outStrides[d] = (outStrides[d + 1] as number) * (outShape[d + 1] as number);
   const plan = copyPlan(
     perm.map((p, i) => ({ n: shape[p] as number, s: inStrides[p] as number, d: outStrides[i] as number })),
-    sizeOf(shape),
+    shapeSize(shape),
   );
   if (transposeCache.size >= PLAN_CACHE_LIMIT) transposeCache.clear();
   transposeCache.set(key, plan);
@@ -437,10 +433,10 @@ export function tile32(x: Float32Array, shape: readonly number[], reps: readonly
   checkShape('tile32', shape);
   checkShape('tile32', reps);
   if (reps.length !== shape.length) throw new ArgumentError(`tile32: reps [${reps.join(', ')}] do not match the rank of [${shape.join(', ')}]`);
-  if (x.length !== sizeOf(shape)) throw new ShapeError(`tile32: ${x.length} values for shape [${shape.join(', ')}]`);
+  if (x.length !== shapeSize(shape)) throw new ShapeError(`tile32: ${x.length} values for shape [${shape.join(', ')}]`);
   const outShape = shape.map((d, i) => d * (reps[i] as number));
-  const y = out ?? new Float32Array(sizeOf(outShape));
-  if (y.length !== sizeOf(outShape)) throw new ShapeError(`tile32: y has ${y.length} values, expected ${sizeOf(outShape)}`);
+  const y = out ?? new Float32Array(shapeSize(outShape));
+  if (y.length !== shapeSize(outShape)) throw new ShapeError(`tile32: y has ${y.length} values, expected ${shapeSize(outShape)}`);
   if (y.length === 0) return y;
   const rank = shape.length;
   const inStrides = new Array<number>(rank).fill(1);

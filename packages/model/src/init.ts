@@ -1,6 +1,6 @@
 /** Random initialisation (std 0.02 normal weights, zero biases, unit norms), as HF's `_init_weights`. */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '@bitdistill/core';
+import { Rng, shapeSize } from '@bitdistill/core';
 import { parseDecoderConfig } from './config.ts';
 import { Decoder } from './decoder.ts';
 
@@ -9,7 +9,7 @@ export function initDecoder(configJson: Record<string, unknown>, seed: number, s
   const rng = new Rng(seed);
   const params = new Map<string, tf.Variable>();
   for (const [name, shape] of Decoder.expectedShapes(config)) {
-    const n = shape.reduce((a, b) => a * b, 1);
+    const n = shapeSize(shape);
     let data: Float32Array;
     if (name.endsWith('norm.weight')) data = new Float32Array(n).fill(1);
     else if (name.endsWith('.bias')) data = new Float32Array(n);

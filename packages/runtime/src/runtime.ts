@@ -15,7 +15,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { FormatError, NotFoundError, UnsupportedError, ArgumentError } from '@bitdistill/core';
+import { FormatError, NotFoundError, UnsupportedError, ArgumentError, shapeSize } from '@bitdistill/core';
 import { inMemoryTensor, isGgufFile, openSafetensorsDir, readJsonObjectFile, tensorToFloat32, type LazyTensor, type TensorEntry } from '@bitdistill/format';
 import { parseDecoderConfig, PROJECTIONS, projectionName, projectionShape, sublnName, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
 import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
@@ -596,7 +596,7 @@ function readConfigJson(path: string): Record<string, unknown> {
  */
 function ternaryScale(tensors: ExportTensors, name: string, rows: number, cols: number): number {
   const s = tensors.get(name);
-  const n = s.shape.reduce((a, b) => a * b, 1);
+  const n = shapeSize(s.shape);
   if (s.dtype !== 'F32' || s.shape.length > 1) tensors.fail(name, `is ${s.dtype} [${s.shape.join(', ')}]; expected F32 [1]`);
   if (n > 1 && (n === rows || n === Math.ceil((rows * cols) / 256))) {
     throw new UnsupportedError(`${tensors.file}: '${name}' has ${n} values; the kernels runtime supports one scale per tensor (weightQuant absmean)`, {

@@ -12,6 +12,7 @@
  * of Qwen3-0.6B's parameters held ~8 x 2.4 GB of temporaries at once.
  */
 import * as tf from '@tensorflow/tfjs';
+import { shapeSize } from '@bitdistill/core';
 import { adamwF32 } from '@bitdistill/kernels-cpu';
 
 export interface AdamWOptions {
@@ -103,7 +104,7 @@ export class AdamW {
 }
 
 function zeroVariable(shape: readonly number[]): tf.Variable {
-  const t = tf.tensor(new Float32Array(shape.reduce((a, b) => a * b, 1)), [...shape]);
+  const t = tf.tensor(new Float32Array(shapeSize(shape)), [...shape]);
   const v = tf.variable(t, false);
   t.dispose();
   return v;
