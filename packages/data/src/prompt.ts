@@ -199,6 +199,15 @@ export function truncatePrompt(promptIds: readonly number[], maxLen: number, bos
   return keepBos ? [bosId, ...promptIds.slice(promptIds.length - (maxLen - 1))] : promptIds.slice(promptIds.length - maxLen);
 }
 
+/**
+ * The prompt evaluation feeds the model for one example: encodeExample's prompt cut to `maxLen` tokens from the
+ * left as batching cuts it (truncatePrompt, a leading BOS kept), so a model is evaluated on prompts shaped as
+ * it was trained on. The one truncation of every evaluator (kernels runtime, tfjs label scoring, generation).
+ */
+export function evalPrompt(tokenizer: TokenizerLike, task: TaskSpec, example: Example, maxLen: number): number[] {
+  return truncatePrompt(encodeExample(tokenizer, task, example).promptIds, maxLen, tokenizer.bosId);
+}
+
 export interface SftBatch {
   /** [B, T] input token ids, right-padded with padId. */
   inputIds: Int32Array;

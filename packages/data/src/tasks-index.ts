@@ -28,6 +28,7 @@ export {
   predictionFromScores,
   taskTokenizerProblems,
   truncatePrompt,
+  evalPrompt,
   makeSftBatch,
 } from './prompt.ts';
 export type { TokenizerLike, EncodedExample, SftBatch, SftBatchOptions, LabelScoring } from './prompt.ts';

@@ -13,7 +13,7 @@ import {
   renderPrompt,
   templatePlaceholders,
 } from '../src/tasks.ts';
-import { answerTokenIds, encodeExample, labelWordIds, makeSftBatch, truncatePrompt } from '../src/prompt.ts';
+import { answerTokenIds, encodeExample, evalPrompt, labelWordIds, makeSftBatch, truncatePrompt } from '../src/prompt.ts';
 import { loadTokenizer } from '../src/load-tokenizer.ts';
 import { ByteTokenizer, ColonMergingTokenizer, WordTokenizer } from './fixtures/fake-tokenizers.ts';
 
@@ -230,6 +230,15 @@ describe('prompt encoding and SFT batches', () => {
     expect(Array.from(b.labels)).to.deep.equal([13, 14, 20, 2]);
     expect(Array.from(b.answerMask)).to.deep.equal([0, 0, 1, 1]);
     expect(truncatePrompt([1, 10, 11, 12], 3)).to.deep.equal([10, 11, 12]);
+    // evaluation cuts prompts as batching does: the leading BOS stays, the rest is cut from the left
+    const tok = new WordTokenizer();
+    const task = GLUE_TASKS.sst2;
+    const ex = { fields: { sentence: 'a b c d e f g h' }, label: 1 };
+    const full = encodeExample(tok, task, ex).promptIds;
+    expect(full[0]).to.equal(tok.bosId);
+    const cut = evalPrompt(tok, task, ex, 5);
+    expect(cut).to.deep.equal([tok.bosId, ...full.slice(full.length - 4)]);
+    expect(evalPrompt(tok, task, ex, 1000)).to.deep.equal(full);
     expect(() => makeSftBatch([{ promptIds: [1, 2], answerIds: [3, 4, 5] }], 2, 0)).to.throw(/no room for a prompt/);
   });
 

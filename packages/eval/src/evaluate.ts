@@ -14,7 +14,7 @@ import {
   answerTokenIds,
   computeMetrics,
   devSuffix,
-  encodeExample,
+  evalPrompt,
   getTask,
   labelScoring,
   logProbOf,
@@ -73,8 +73,7 @@ export function kernelsPredictor(rt: TernaryRuntime): Predictor {
       const preds: number[] = [];
       let tokens = 0;
       for (const ex of examples) {
-        const p = encodeExample(tok, task, ex).promptIds;
-        const prompt = p.length > maxLen ? p.slice(p.length - maxLen) : p;
+        const prompt = evalPrompt(tok, task, ex, maxLen);
         tokens += prompt.length;
         if (scoring === null) {
           const g = rt.generate(prompt, maxNew, tok.eosId);

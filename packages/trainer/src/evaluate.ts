@@ -9,7 +9,7 @@ import {
   answerTokenIds,
   computeMetrics,
   devSuffix,
-  encodeExample,
+  evalPrompt,
   labelScoring,
   logProbOf,
   predictionFromScores,
@@ -27,10 +27,6 @@ export interface LabelScoringOptions {
   maxLen: number;
 }
 
-function promptOf(tokenizer: Tokenizer, task: TaskSpec, ex: Example, maxLen: number): number[] {
-  const p = encodeExample(tokenizer, task, ex).promptIds;
-  return p.length > maxLen ? p.slice(p.length - maxLen) : p;
-}
 
 /**
  * Rows of [B, T, V] logits for right-padded sequences: for each (sequence b, position t) in `at`, the logits
@@ -62,7 +58,7 @@ export async function predictLabels(model: Decoder, tokenizer: Tokenizer, task: 
   const pad = tokenizer.padId ?? tokenizer.eosId ?? 0;
   const preds: number[] = [];
   for (let s = 0; s < examples.length; s += o.batchSize) {
-    const prompts = examples.slice(s, s + o.batchSize).map((ex) => promptOf(tokenizer, task, ex, o.maxLen));
+    const prompts = examples.slice(s, s + o.batchSize).map((ex) => evalPrompt(tokenizer, task, ex, o.maxLen));
     const scores = prompts.map(() => new Array<number>(scoring.answers.length).fill(0));
     if (scoring.mode === 'first-token') {
       const rows = await logitRows(model, prompts, prompts.map((p, b) => [b, p.length - 1]), pad);
@@ -96,7 +92,7 @@ export async function generateLabels(model: Decoder, tokenizer: Tokenizer, task:
   for (const a of answerTokenIds(tokenizer, task)) maxNew = Math.max(maxNew, a.length + 1);
   const preds: number[] = [];
   for (const ex of examples) {
-    const ids = await generateGreedy(model, promptOf(tokenizer, task, ex, o.maxLen), { maxNewTokens: maxNew, eosId: tokenizer.eosId });
+    const ids = await generateGreedy(model, evalPrompt(tokenizer, task, ex, o.maxLen), { maxNewTokens: maxNew, eosId: tokenizer.eosId });
     preds.push(readAnswer(task, tokenizer.decode(ids)));
   }
   return preds;

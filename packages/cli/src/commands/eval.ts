@@ -1,6 +1,6 @@
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import type { CommandModule } from 'yargs';
-import { DATASET_FORMATS, devFiles, encodeExample, readExamples, type DatasetFormat, type Example } from '@bitdistill/data';
+import { DATASET_FORMATS, devFiles, evalPrompt, readExamples, type DatasetFormat, type Example } from '@bitdistill/data';
 import { loadConfig } from '@bitdistill/config';
 import { defaultDataFiles, kernelsPredictor, modelTask, readModelBlock, reportMarkdown, runEval, taskForModel, type EvalMode, type Predictor, type TemplateSource } from '@bitdistill/eval';
 import { EMBEDDING_MODES, TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';
@@ -41,7 +41,7 @@ async function tfjsPredictor(ctx: Context, dir: string): Promise<Predictor> {
     predict: async (task, examples, mode, maxLen) => {
       const o = { batchSize: 16, maxLen };
       const preds = mode === 'label' ? await predictLabels(model, tokenizer, task, examples, o) : await generateLabels(model, tokenizer, task, examples, o);
-      const tokens = examples.reduce((n, ex) => n + Math.min(maxLen, encodeExample(tokenizer, task, ex).promptIds.length), 0);
+      const tokens = examples.reduce((n, ex) => n + evalPrompt(tokenizer, task, ex, maxLen).length, 0);
       return { preds, tokens };
     },
   };
