@@ -25,7 +25,6 @@ import {
   quantizeActivations,
   ternaryLinear,
   matvecF32,
-  nativeStatus,
   repackTernary,
   setIsa,
   setThreads,

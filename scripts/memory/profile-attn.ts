@@ -18,5 +18,5 @@ const s = { q: mk(H), k: mk(Hkv), v: mk(Hkv) };
 const t = { q: tf.randomNormal([+B, +H, +T, +d]), k: tf.randomNormal([+B, +Hkv, +T, +d]), v: tf.randomNormal([+B, +Hkv, +T, +d]) };
 const live0 = liveBytes;
 peak = live0;
-const r1 = tf.variableGrads(() => attentionRelationKd(t, s, { relationHeads: +R, relation: 'cosine' }), [s.q, s.k, s.v]);
+tf.variableGrads(() => attentionRelationKd(t, s, { relationHeads: +R, relation: 'cosine' }), [s.q, s.k, s.v]);
 console.log(JSON.stringify({ B: +B, H: +H, Hkv: +Hkv, T: +T, d: +d, R: +R, peakAboveMiB: (peak - live0) / 2 ** 20, relMiB: (+B * +R * +T * +T * 4) / 2 ** 20, qkvMiB: (+B * +T * (+H + 2 * +Hkv) * +d * 4) / 2 ** 20 }));

@@ -8,7 +8,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ArgumentError, BitDistillError, FormatError, NotFoundError } from '@bitdistill/core';
+import { ArgumentError, BitDistillError, NotFoundError } from '@bitdistill/core';
 import { readJsonObjectFile } from '@bitdistill/format';
 import {
   answerTokenIds,

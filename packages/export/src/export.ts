@@ -13,7 +13,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, s
 import { join } from 'node:path';
 import { FormatError, NotFoundError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
 import { loadSafetensorsDir, packTernaryHF, readJsonObjectFile, readSafetensors, tensorToFloat32, unpackTernaryHF, writeSafetensors, f32ArrayToBf16, type TensorEntry } from '@bitdistill/format';
-import { parseDecoderConfig, PROJECTIONS, projectionName, projectionShape, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
+import { parseDecoderConfig, PROJECTIONS, projectionName, projectionShape, type DecoderConfig } from '@bitdistill/model/arch';
 import { ternaryQuantRef, type WeightQuantMode } from '@bitdistill/quant/reference';
 import { describeSublnEpsMismatch, sublnEpsMismatch, type SublnEpsMismatch } from './subln-eps.ts';
 

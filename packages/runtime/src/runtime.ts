@@ -34,7 +34,6 @@ import {
   ropeTables,
   ternaryStack,
   swigluF32,
-  ternaryLayoutBytes,
   ternaryLinear,
   ternaryLinearStacked,
   type Int8RowMatrix,
