@@ -277,6 +277,7 @@ export class TernaryRuntime {
   private readonly layers: Layer[];
   private readonly sublnEps: number;
   private readonly buf = new Buffers();
+  private kv: KvCache | null = null;
 
   private constructor(dir: string, config: DecoderConfig, tokenizer: Tokenizer, tensors: ExportTensors, options: RuntimeOptions) {
     this.config = config;
@@ -523,15 +524,30 @@ export class TernaryRuntime {
     return rmsNorm(x, this.finalNorm, T, C, c.rmsNormEps);
   }
 
+  /** A fresh KV cache for `capacity` positions: one allocation, each layer's K and V a view into it. */
   newCache(capacity: number): KvCache {
     const c = this.config;
     const cap = Math.min(capacity, c.maxPositionEmbeddings);
+    const per = c.numKvHeads * cap * c.headDim;
+    const all = new Float32Array(2 * c.numLayers * per);
     return {
       capacity: cap,
       length: 0,
-      k: Array.from({ length: c.numLayers }, () => new Float32Array(c.numKvHeads * cap * c.headDim)),
-      v: Array.from({ length: c.numLayers }, () => new Float32Array(c.numKvHeads * cap * c.headDim)),
+      k: Array.from({ length: c.numLayers }, (_, l) => all.subarray(2 * l * per, (2 * l + 1) * per)),
+      v: Array.from({ length: c.numLayers }, (_, l) => all.subarray((2 * l + 1) * per, (2 * l + 2) * per)),
     };
+  }
+
+  /**
+   * The cache forward() and generate() run on: the previous one emptied when it holds `capacity` positions, else
+   * a new one kept for the next call. Reusing it keeps a generation loop from allocating (and the allocator from
+   * keeping) a new cache per call: 22 MiB per 96-token generation of the Qwen3-0.6B shape, resident for good.
+   */
+  private reusableCache(capacity: number): KvCache {
+    const cap = Math.min(capacity, this.config.maxPositionEmbeddings);
+    if (this.kv === null || this.kv.capacity < cap) this.kv = this.newCache(cap);
+    this.kv.length = 0;
+    return this.kv;
   }
 
   /** Logits [rows, V] of the given hidden rows (fp32 or int8 lm_head), into `out` when given. */
@@ -544,7 +560,7 @@ export class TernaryRuntime {
   /** Logits of every position [T, V] (allPositions) or of the last one [V], for one sequence. */
   forward(ids: readonly number[], options: { allPositions?: boolean } = {}): Float32Array {
     if (ids.length === 0) throw new ArgumentError('forward: empty sequence');
-    const hidden = this.run(ids, this.newCache(ids.length));
+    const hidden = this.run(ids, this.reusableCache(ids.length));
     const C = this.config.hiddenSize;
     if (options.allPositions === true) return this.logitsOf(hidden, ids.length);
     return this.logitsOf(hidden.subarray((ids.length - 1) * C), 1);
@@ -552,7 +568,7 @@ export class TernaryRuntime {
 
   /** Greedy decoding with a KV cache; returns the new ids (prompt excluded). */
   generate(promptIds: readonly number[], maxNewTokens: number, eosId: number | null = this.tokenizer.eosId): { ids: number[]; prefillSeconds: number; decodeSeconds: number } {
-    const cache = this.newCache(promptIds.length + maxNewTokens);
+    const cache = this.reusableCache(promptIds.length + maxNewTokens);
     const C = this.config.hiddenSize;
     const t0 = performance.now();
     let hidden = this.run(promptIds, cache);
