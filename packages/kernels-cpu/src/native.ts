@@ -52,20 +52,10 @@ export interface NativeAddon {
     batch: number,
     y: Float32Array,
     actScale: Float32Array,
-    weightScale: number,
+    /** one scale, or one per row segment with segmentEnds (ternaryLinearStacked) */
+    weightScale: number | Float64Array,
     float32Factor?: boolean,
-  ): void;
-  ternaryMatMul(
-    w: Uint8Array,
-    rows: number,
-    cols: number,
-    x: Int8Array,
-    batch: number,
-    y: Float32Array,
-    actScale: Float32Array,
-    weightScales: Float64Array,
-    float32Factor: boolean,
-    segmentEnds: Int32Array,
+    segmentEnds?: Int32Array,
   ): void;
   /** -1, or the first row holding NaN or infinity */
   quantizeRowsI8(w: Float32Array, q: Int8Array, scale: Float32Array, rows: number, cols: number): number;
