@@ -64,3 +64,6 @@ export function int8QuantRef(x: Float32Array, cols: number): Float32Array {
   }
   return out;
 }
+
+export { LOWBIT_FORMATS, roundToLowBit, fakeQuantLowBit, lowBitTensorScale, fakeQuantNvfp4 } from './lowbit.ts';
+export type { LowBitFormat } from './lowbit.ts';

@@ -1,0 +1,85 @@
+/**
+ * Low-bit float formats for fake-quantized training GEMMs (issue 22, step 1): FP8 E4M3 and E5M2, FP4 E2M1, and
+ * NVFP4 (E2M1 values in blocks of 16 with an E4M3 scale per block under a float32 tensor scale). tfjs-free
+ * reference numerics, checked against an independent numpy script (scripts/reference/golden_lowbit.py, every
+ * representable value, ties, saturation, subnormals: test/golden/lowbit.json).
+ *
+ * Rounding is to nearest, ties to the even code (the IEEE default, as torch's float8 casts); anything beyond the
+ * largest finite value saturates to it (the training-recipe convention; E4M3 has no infinity, its S.1111.111 is
+ * NaN, so its largest finite value is 448). NaN stays NaN. Stochastic rounding is not here yet.
+ */
+import { ArgumentError } from '@bitdistill/core';
+
+export interface LowBitFormat {
+  readonly name: 'e4m3' | 'e5m2' | 'e2m1';
+  readonly mantissaBits: number;
+  readonly bias: number;
+  /** The largest finite value. */
+  readonly max: number;
+}
+
+export const LOWBIT_FORMATS: Readonly<Record<LowBitFormat['name'], LowBitFormat>> = {
+  e4m3: { name: 'e4m3', mantissaBits: 3, bias: 7, max: 448 },
+  e5m2: { name: 'e5m2', mantissaBits: 2, bias: 15, max: 57344 },
+  e2m1: { name: 'e2m1', mantissaBits: 1, bias: 1, max: 6 },
+};
+
+/** x rounded to the nearest value of `fmt` (ties to the even code, saturating at ±max), as a double. */
+export function roundToLowBit(x: number, fmt: LowBitFormat): number {
+  if (Number.isNaN(x)) return x;
+  const a = Math.abs(x);
+  if (a === 0) return x;
+  // The binade of a (subnormals share the smallest normal exponent), and the spacing of the format's values in it.
+  let e = Math.max(Math.floor(Math.log2(a)), 1 - fmt.bias);
+  if (e > 1 - fmt.bias && 2 ** e > a) e--; // log2 can land one off near a power of two
+  if (2 ** (e + 1) <= a) e++;
+  const quantum = 2 ** (e - fmt.mantissaBits);
+  const r = a / quantum; // exact: a power-of-two division
+  const fl = Math.floor(r);
+  const frac = r - fl;
+  // The code's last bit is the last mantissa bit, i.e. the parity of fl (binade boundaries land on even counts).
+  const n = frac > 0.5 || (frac === 0.5 && fl % 2 === 1) ? fl + 1 : fl;
+  const v = Math.min(n * quantum, fmt.max);
+  return x < 0 ? -v : v;
+}
+
+/** Every value of `x` rounded to `fmt` after dividing by `scale` (and multiplied back): per-tensor fake quantization. */
+export function fakeQuantLowBit(x: Float32Array, fmt: LowBitFormat, scale = 1, out = new Float32Array(x.length)): Float32Array {
+  if (!(scale > 0 && Number.isFinite(scale))) throw new ArgumentError(`fakeQuantLowBit: scale must be finite and > 0, got ${scale}`);
+  if (out.length !== x.length) throw new ArgumentError(`fakeQuantLowBit: out has ${out.length} values, x ${x.length}`);
+  for (let i = 0; i < x.length; i++) out[i] = roundToLowBit(Math.fround((x[i] as number) / scale), fmt) * scale;
+  return out;
+}
+
+/** The per-tensor scale that maps the largest |x| onto the format's largest value (1 for an all-zero tensor). */
+export function lowBitTensorScale(x: Float32Array, fmt: LowBitFormat): number {
+  let amax = 0;
+  for (let i = 0; i < x.length; i++) amax = Math.max(amax, Math.abs(x[i] as number));
+  return amax > 0 ? Math.fround(amax / fmt.max) : 1;
+}
+
+/**
+ * NVFP4 fake quantization: a float32 tensor scale S = amax / (6 x 448); per block of 16 values an E4M3 block scale
+ * s_b = e4m3(amax_b / 6 / S); each value e2m1(x / (s_b S)) x s_b S (a block whose scale rounds to 0 becomes 0).
+ * x.length must be a multiple of 16.
+ */
+export function fakeQuantNvfp4(x: Float32Array, out = new Float32Array(x.length)): Float32Array {
+  if (x.length % 16 !== 0) throw new ArgumentError(`fakeQuantNvfp4: ${x.length} values is not a whole number of 16-value blocks`);
+  if (out.length !== x.length) throw new ArgumentError(`fakeQuantNvfp4: out has ${out.length} values, x ${x.length}`);
+  const { e4m3, e2m1 } = LOWBIT_FORMATS;
+  let amax = 0;
+  for (let i = 0; i < x.length; i++) amax = Math.max(amax, Math.abs(x[i] as number));
+  const S = amax > 0 ? Math.fround(amax / (e2m1.max * e4m3.max)) : 1;
+  for (let b = 0; b < x.length; b += 16) {
+    let bmax = 0;
+    for (let i = b; i < b + 16; i++) bmax = Math.max(bmax, Math.abs(x[i] as number));
+    const sb = roundToLowBit(Math.fround(bmax / e2m1.max / S), e4m3);
+    if (sb === 0) {
+      out.fill(0, b, b + 16);
+      continue;
+    }
+    const scale = Math.fround(sb * S);
+    for (let i = b; i < b + 16; i++) out[i] = roundToLowBit(Math.fround((x[i] as number) / scale), e2m1) * scale;
+  }
+  return out;
+}
