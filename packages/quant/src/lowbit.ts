@@ -6,9 +6,11 @@
  *
  * Rounding is to nearest, ties to the even code (the IEEE default, as torch's float8 casts); anything beyond the
  * largest finite value saturates to it (the training-recipe convention; E4M3 has no infinity, its S.1111.111 is
- * NaN, so its largest finite value is 448). NaN stays NaN. Stochastic rounding is not here yet.
+ * NaN, so its largest finite value is 448). NaN stays NaN. Stochastic rounding (`u` given) goes up to the next
+ * value with probability equal to the distance from the lower one over the spacing: unbiased, E[q(x)] = x below
+ * the saturation point.
  */
-import { ArgumentError } from '@bitdistill/core';
+import { ArgumentError, type Rng } from '@bitdistill/core';
 
 export interface LowBitFormat {
   readonly name: 'e4m3' | 'e5m2' | 'e2m1';
@@ -24,8 +26,11 @@ export const LOWBIT_FORMATS: Readonly<Record<LowBitFormat['name'], LowBitFormat>
   e2m1: { name: 'e2m1', mantissaBits: 1, bias: 1, max: 6 },
 };
 
-/** x rounded to the nearest value of `fmt` (ties to the even code, saturating at ±max), as a double. */
-export function roundToLowBit(x: number, fmt: LowBitFormat): number {
+/**
+ * x rounded to a value of `fmt`, as a double: to the nearest (ties to the even code) or, with `u` (uniform in
+ * [0, 1)), stochastically: up when u < (|x| - lower) / spacing. Both saturate at ±max.
+ */
+export function roundToLowBit(x: number, fmt: LowBitFormat, u?: number): number {
   if (Number.isNaN(x)) return x;
   const a = Math.abs(x);
   if (a === 0) return x;
@@ -38,16 +43,19 @@ export function roundToLowBit(x: number, fmt: LowBitFormat): number {
   const fl = Math.floor(r);
   const frac = r - fl;
   // The code's last bit is the last mantissa bit, i.e. the parity of fl (binade boundaries land on even counts).
-  const n = frac > 0.5 || (frac === 0.5 && fl % 2 === 1) ? fl + 1 : fl;
+  const n = u !== undefined ? (u < frac ? fl + 1 : fl) : frac > 0.5 || (frac === 0.5 && fl % 2 === 1) ? fl + 1 : fl;
   const v = Math.min(n * quantum, fmt.max);
   return x < 0 ? -v : v;
 }
 
-/** Every value of `x` rounded to `fmt` after dividing by `scale` (and multiplied back): per-tensor fake quantization. */
-export function fakeQuantLowBit(x: Float32Array, fmt: LowBitFormat, scale = 1, out = new Float32Array(x.length)): Float32Array {
+/**
+ * Every value of `x` rounded to `fmt` after dividing by `scale` (and multiplied back): per-tensor fake quantization;
+ * stochastic rounding when an `rng` is given (one draw per value, in order: reproducible from the seed).
+ */
+export function fakeQuantLowBit(x: Float32Array, fmt: LowBitFormat, scale = 1, out = new Float32Array(x.length), rng?: Rng): Float32Array {
   if (!(scale > 0 && Number.isFinite(scale))) throw new ArgumentError(`fakeQuantLowBit: scale must be finite and > 0, got ${scale}`);
   if (out.length !== x.length) throw new ArgumentError(`fakeQuantLowBit: out has ${out.length} values, x ${x.length}`);
-  for (let i = 0; i < x.length; i++) out[i] = roundToLowBit(Math.fround((x[i] as number) / scale), fmt) * scale;
+  for (let i = 0; i < x.length; i++) out[i] = roundToLowBit(Math.fround((x[i] as number) / scale), fmt, rng?.next()) * scale;
   return out;
 }
 

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ArgumentError } from '@bitdistill/core';
+import { ArgumentError, Rng } from '@bitdistill/core';
 import { LOWBIT_FORMATS, fakeQuantLowBit, fakeQuantNvfp4, lowBitTensorScale, roundToLowBit } from '../src/reference.ts';
 
 interface Golden {
@@ -37,6 +37,35 @@ describe('low-bit float formats (FP8 E4M3 / E5M2, FP4 E2M1, NVFP4) against the n
     expect(roundToLowBit(2 ** -11, e4m3)).to.equal(0); // a quarter of it
     expect(roundToLowBit(60000, e5m2)).to.equal(57344);
     expect(Number.isNaN(roundToLowBit(Number.NaN, e4m3))).to.equal(true);
+  });
+
+  it('stochastic rounding: one of the two neighbours, chosen by u against the position between them; unbiased', () => {
+    const { e2m1, e4m3 } = LOWBIT_FORMATS;
+    // 2.25 sits a quarter of the way from 2 to 3: up when u < 0.25
+    expect(roundToLowBit(2.25, e2m1, 0.2499)).to.equal(3);
+    expect(roundToLowBit(2.25, e2m1, 0.25)).to.equal(2);
+    expect(roundToLowBit(-2.25, e2m1, 0.1)).to.equal(-3);
+    expect(roundToLowBit(3, e2m1, 0)).to.equal(3); // representable values stay put for every u
+    expect(roundToLowBit(3, e2m1, 0.999)).to.equal(3);
+    expect(roundToLowBit(7, e2m1, 0)).to.equal(6); // saturates
+    const rng = new Rng(22);
+    for (const x of [0.3, 1.1, 2.7, 5.2, 0.0123]) {
+      const fmt = x < 0.1 ? e4m3 : e2m1;
+      const n = 20000;
+      const q = fakeQuantLowBit(new Float32Array(n).fill(x), fmt, 1, undefined, rng);
+      let sum = 0;
+      const seen = new Set<number>();
+      for (const v of q) {
+        sum += v;
+        seen.add(v);
+      }
+      expect(seen.size, `${x}: two neighbours`).to.equal(2);
+      const lo = Math.min(...seen);
+      const hi = Math.max(...seen);
+      // mean within 4 standard errors of x (each draw is lo or hi)
+      const se = (hi - lo) / 2 / Math.sqrt(n);
+      expect(Math.abs(sum / n - Math.fround(x)), `mean of ${x}`).to.be.below(4 * se);
+    }
   });
 
   it('per-tensor scaling maps the largest |x| to the format maximum', () => {
