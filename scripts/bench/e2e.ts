@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- e2e [--layers N] [--prompt N] [--gen N] [--runs N] [--rounds N] [--out DIR]`
+ * `npm run bench -- e2e [--layers N] [--prompt N] [--gen N] [--runs N] [--rounds N] [--threads N] [--out DIR]`
  *
  * End-to-end inference through the packed-ternary runtime (@bitdistill/runtime on @bitdistill/kernels-cpu) for a
  * randomly initialised Qwen3-0.6B-shaped student (hidden 1024, 28 layers, 16/8 heads, head_dim 128, ffn 3072,
@@ -125,8 +125,8 @@ const CHILD = `
 import { readFileSync } from 'node:fs';
 import { TernaryRuntime } from '@bitdistill/runtime';
 import { initKernels, nativeStatus } from '@bitdistill/kernels-cpu';
-const [dir, embeddings, prompt, gen, runs] = process.argv.slice(-5);
-initKernels();
+const [dir, embeddings, prompt, gen, runs, threads] = process.argv.slice(-6);
+initKernels({ threads: Number(threads) });
 const t0 = performance.now();
 const rt = TernaryRuntime.load(dir, { embeddings });
 const loadSeconds = (performance.now() - t0) / 1000;
@@ -144,8 +144,8 @@ const hwm = /^VmHWM:\\s*(\\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))
 console.log(JSON.stringify({ isa: nativeStatus().isa, residentBytes, peakRssBytes: hwm ? Number(hwm[1]) * 1024 : -1, weightBytes: rt.info.weightBytes, prefill: pre, generation: dec, loadSeconds }));
 `;
 
-function runChild(dir: string, embeddings: 'fp32' | 'int8', prompt: number, gen: number, runs: number): ProcessRuns {
-  const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', '--input-type=module', '-e', CHILD, dir, embeddings, String(prompt), String(gen), String(runs)], {
+function runChild(dir: string, embeddings: 'fp32' | 'int8', prompt: number, gen: number, runs: number, threads: number): ProcessRuns {
+  const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', '--input-type=module', '-e', CHILD, dir, embeddings, String(prompt), String(gen), String(runs), String(threads)], {
     encoding: 'utf8',
     maxBuffer: 1 << 24,
   });
@@ -153,8 +153,8 @@ function runChild(dir: string, embeddings: 'fp32' | 'int8', prompt: number, gen:
   return JSON.parse(r.stdout.trim().split('\n').pop() as string) as ProcessRuns;
 }
 
-function runLlamaCpp(runner: LlamaCppGgufRunner, gguf: string, prompt: number, gen: number, runs: number): ProcessRuns {
-  const res = runner.run(gguf, [{ kind: 'bench', prompt, generate: gen, runs }], { threads: 2, nctx: prompt + gen });
+function runLlamaCpp(runner: LlamaCppGgufRunner, gguf: string, prompt: number, gen: number, runs: number, threads: number): ProcessRuns {
+  const res = runner.run(gguf, [{ kind: 'bench', prompt, generate: gen, runs }], { threads, nctx: prompt + gen });
   const b = res.answers[0] as LlamaCppBench;
   return { prefill: b.prefillSeconds.map((s) => prompt / s), generation: b.decodeSeconds.map((s) => (gen - 1) / s), peakRssBytes: b.peakRssBytes };
 }
@@ -193,6 +193,8 @@ export async function main(args: string[]): Promise<void> {
   const prompt = arg(args, 'prompt', 64);
   const gen = arg(args, 'gen', 32);
   const runs = arg(args, 'runs', 3);
+  // The same thread count on both sides (ours would otherwise take every core the machine has).
+  const threads = arg(args, 'threads', 2);
   const rounds = arg(args, 'rounds', 3);
   if (!(runs >= 2)) throw new Error('e2e bench: --runs must be >= 2 (the first run of each process is the cold one)');
   const outDir = args.includes('--out') ? (args[args.indexOf('--out') + 1] as string) : 'bench/results';
@@ -213,10 +215,10 @@ export async function main(args: string[]): Promise<void> {
   // memory traffic moves these numbers by tens of percent here) hits every variant alike.
   const all: Record<'ternary' | 'int8' | 'fp32' | 'llamaCpp', ProcessRuns[]> = { ternary: [], int8: [], fp32: [], llamaCpp: [] };
   for (let r = 0; r < rounds; r++) {
-    all.ternary.push(runChild(m.ternary, 'fp32', prompt, gen, runs));
-    all.int8.push(runChild(m.ternary, 'int8', prompt, gen, runs));
-    all.fp32.push(runChild(m.fp32, 'fp32', prompt, gen, runs));
-    if (typeof runner !== 'string' && gguf !== null) all.llamaCpp.push(runLlamaCpp(runner, gguf.path, prompt, gen, runs));
+    all.ternary.push(runChild(m.ternary, 'fp32', prompt, gen, runs, threads));
+    all.int8.push(runChild(m.ternary, 'int8', prompt, gen, runs, threads));
+    all.fp32.push(runChild(m.fp32, 'fp32', prompt, gen, runs, threads));
+    if (typeof runner !== 'string' && gguf !== null) all.llamaCpp.push(runLlamaCpp(runner, gguf.path, prompt, gen, runs, threads));
     console.error(`round ${r + 1}/${rounds}: int8 ${all.int8.at(-1)?.generation.map((v) => v.toFixed(1)).join('/')} tok/s${all.llamaCpp.length > r ? `, llama.cpp ${all.llamaCpp.at(-1)?.generation.map((v) => v.toFixed(1)).join('/')}` : ''}`);
   }
   const ours = (ps: ProcessRuns[]) => ({ ...summarize(ps), residentBytes: median(ps.map((p) => p.residentBytes ?? Number.NaN)), weightBytes: ps[0]?.weightBytes ?? Number.NaN, loadSeconds: median(ps.map((p) => p.loadSeconds ?? Number.NaN)) });
@@ -230,10 +232,10 @@ export async function main(args: string[]): Promise<void> {
     bench: 'e2e',
     date: new Date().toISOString(),
     command: `npm run bench -- e2e ${args.join(' ')}`.trim(),
-    machine: { cpuModel: cpu.model, cpuFlags: cpu.flags, isa, cpus: cpus().length, node: process.version, loadAverage1mAtStart: load0 },
+    machine: { cpuModel: cpu.model, cpuFlags: cpu.flags, isa, cpus: cpus().length, threads, node: process.version, loadAverage1mAtStart: load0 },
     model: { shape: 'Qwen3-0.6B (random ternary student)', layers, parameters: m.params, bf16Bytes, prompt, generated: gen, runsPerProcess: runs, processesPerVariant: rounds },
     method:
-      `${rounds} rounds of the variants in turn, each a fresh process doing ${runs} generations (${prompt}-token prompt, ${gen} greedy tokens, 2 threads); ` +
+      `${rounds} rounds of the variants in turn, each a fresh process doing ${runs} generations (${prompt}-token prompt, ${gen} greedy tokens, ${threads} threads on both sides); ` +
       'generationCold / prefillCold: the first run of each process (median over processes), generationWarm / prefillWarm: the later runs (median); ' +
       'generation tokens/s = (generated - 1) / decode seconds on both sides; peakRssBytes: VmHWM of /proc/self/status at the end of the process, read the same way on both sides (median over processes)',
     variants: { ternary, ternaryInt8Embeddings: ternaryInt8, fp32 },
@@ -281,7 +283,7 @@ export async function main(args: string[]): Promise<void> {
   const md = [
     `# e2e inference benchmark (${stamp})`,
     '',
-    `\`${result.command}\` on **${cpu.model}** (${cpu.flags.join(' ')}; our ISA path ${isa}), ${cpus().length} CPUs, 2 threads, load ${load0.toFixed(2)} at start.`,
+    `\`${result.command}\` on **${cpu.model}** (${cpu.flags.join(' ')}; our ISA path ${isa}), ${cpus().length} CPUs, ${threads} threads, load ${load0.toFixed(2)} at start.`,
     `Model: random Qwen3-0.6B-shaped ternary student, ${layers} layers, ${m.params.toLocaleString('en-US')} parameters; prompt ${prompt} tokens, ${gen} generated (greedy).`,
     `Method: ${result.method}.`,
     '',
