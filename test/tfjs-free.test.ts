@@ -1,8 +1,9 @@
-// The tfjs-free wing (README "Packages", tfjs? = no; and the tfjs-free subpaths model/arch, quant/reference):
+// The tfjs-free wing (README "Packages", tfjs? = no):
 // importing any of these must not load a @tensorflow module, so that the ternary runtime, export and evaluation run without tfjs.
 // Each package is imported in a fresh process whose module resolution refuses @tensorflow/* (test/support).
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 const HOOK = new URL('./support/no-tfjs.mjs', import.meta.url).pathname;
 
@@ -14,7 +15,7 @@ function importAlone(specifier: string): { ok: boolean; out: string } {
 describe('tfjs-free packages load no @tensorflow module', function () {
   this.timeout(120_000);
 
-  for (const pkg of ['core', 'config', 'format', 'data', 'kernels-cpu', 'runtime', 'export', 'eval', 'model/arch', 'quant/reference']) {
+  for (const pkg of ['core', 'arch', 'config', 'format', 'data', 'kernels-cpu', 'runtime', 'export', 'eval']) {
     it(`@bitdistill/${pkg}`, () => {
       const r = importAlone(`@bitdistill/${pkg}`);
       expect(r.ok, r.out.split('\n').find((l) => l.includes('tfjs loaded')) ?? r.out.slice(-500)).to.equal(true);
@@ -25,5 +26,34 @@ describe('tfjs-free packages load no @tensorflow module', function () {
     const r = importAlone('@bitdistill/model');
     expect(r.ok).to.equal(false);
     expect(r.out).to.match(/tfjs loaded: @tensorflow\/tfjs[^ ]* imported by file:\/\/.*packages\/model\/src\//);
+  });
+});
+
+/** Every dependency of a workspace package, transitively (workspace packages walked, the rest listed). */
+function dependencyClosure(pkg: string): Set<string> {
+  const seen = new Set<string>();
+  const walk = (name: string): void => {
+    const json = JSON.parse(readFileSync(new URL(`../packages/${name}/package.json`, import.meta.url), 'utf8')) as { dependencies?: Record<string, string> };
+    for (const dep of Object.keys(json.dependencies ?? {})) {
+      if (seen.has(dep)) continue;
+      seen.add(dep);
+      if (dep.startsWith('@bitdistill/')) walk(dep.slice('@bitdistill/'.length));
+    }
+  };
+  walk(pkg);
+  return seen;
+}
+
+describe('the tfjs-free wing depends only on tfjs-free packages (package.json, transitively)', () => {
+  for (const pkg of ['arch', 'runtime', 'export', 'eval']) {
+    it(`@bitdistill/${pkg}`, () => {
+      const deps = [...dependencyClosure(pkg)];
+      expect(deps.filter((d) => d.startsWith('@tensorflow/')), `${pkg} pulls in: ${deps.join(', ')}`).to.deep.equal([]);
+      expect(deps.filter((d) => ['@bitdistill/model', '@bitdistill/quant', '@bitdistill/backend', '@bitdistill/trainer', '@bitdistill/losses'].includes(d))).to.deep.equal([]);
+    });
+  }
+
+  it('the walk does see tfjs: @bitdistill/quant pulls in @tensorflow/tfjs', () => {
+    expect([...dependencyClosure('quant')]).to.include('@tensorflow/tfjs');
   });
 });

@@ -13,7 +13,7 @@
 import { join } from 'node:path';
 import { QK_K, gv, loadSafetensorsDir, packTernaryGgml, quantizeQ8_0, tensorToFloat32, unpackTernaryHF, writeGguf, LLAMA_FILE_TYPES, GGML_QUANT_VERSION, type GgufTensor, type GgufValue } from '@bitdistill/format';
 import { ggufDecoderMetadata, ggufTokenizerMetadata } from '@bitdistill/export';
-import { parseDecoderConfig } from '@bitdistill/model/arch';
+import { parseDecoderConfig } from '@bitdistill/arch';
 
 const LAYER_NAMES: [hf: string, gguf: string][] = [
   ['input_layernorm.weight', 'attn_norm.weight'],

@@ -10,7 +10,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadSafetensorsDir, tensorToFloat32 } from '@bitdistill/format';
-import { ternaryQuantRef } from '@bitdistill/quant/reference';
+import { ternaryQuantRef } from '@bitdistill/arch';
 import YAML from 'yaml';
 import { chart, histogram, type Panel, type Series } from './svg.ts';
 

@@ -21,8 +21,9 @@ import * as tf from '@tensorflow/tfjs';
 import { Rng, silentLogger } from '@bitdistill/core';
 import { initBackend } from '@bitdistill/backend';
 import type { EncodedExample, Tokenizer } from '@bitdistill/data';
+import { ternaryQuantRef } from '@bitdistill/arch';
 import { loadModel, type Decoder } from '@bitdistill/model';
-import { latentWeightStats, prepareStudent, restoreStudent, ternaryQuantRef } from '@bitdistill/quant';
+import { latentWeightStats, prepareStudent, restoreStudent } from '@bitdistill/quant';
 import { answerCe, distillLoss, LmStream, resolveDistillLayer, runStage, SftStream, type LoopSettings, type LossTerms, type SftMicroBatch } from '@bitdistill/trainer';
 import { chart, histogram, type Panel, type Series } from './svg.ts';
 

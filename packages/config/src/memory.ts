@@ -74,6 +74,7 @@
 import { existsSync, readFileSync, readSync, openSync, closeSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { totalmem, freemem } from 'node:os';
+import { parseDecoderConfig, type SublnMode } from '@bitdistill/arch';
 import { FormatError, MemoryBudgetError } from '@bitdistill/core';
 import type { StageName, TrainConfig } from './train-config.ts';
 
@@ -185,34 +186,21 @@ export interface ModelShape {
   qkNorm: boolean;
 }
 
-function posInt(raw: Record<string, unknown>, key: string, file: string, fallback?: number): number {
-  const v = raw[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
-    throw new FormatError(file, v === undefined ? `missing required key '${key}'` : `key '${key}' must be a positive integer, got ${JSON.stringify(v)}`, {
-      hint: 'config.json must hold the Hugging Face model keys',
-    });
-  }
-  return v;
-}
-
-/** The few config.json keys the estimate needs (same defaults as model/src/config.ts parseDecoderConfig). */
+/** The few config.json keys the estimate needs, read by the decoder's own parser (@bitdistill/arch). */
 export function parseModelShape(raw: Record<string, unknown>, file: string): ModelShape {
-  const hiddenSize = posInt(raw, 'hidden_size', file);
-  const numHeads = posInt(raw, 'num_attention_heads', file);
-  const mt = raw['model_type'];
-  const attentionBias = raw['attention_bias'] === true;
+  const c = parseDecoderConfig(raw, file);
   return {
-    vocabSize: posInt(raw, 'vocab_size', file),
-    hiddenSize,
-    intermediateSize: posInt(raw, 'intermediate_size', file),
-    numLayers: posInt(raw, 'num_hidden_layers', file),
-    numHeads,
-    numKvHeads: posInt(raw, 'num_key_value_heads', file, numHeads),
-    headDim: posInt(raw, 'head_dim', file, hiddenSize / numHeads),
-    tieWordEmbeddings: raw['tie_word_embeddings'] === true,
-    qkvBias: mt === 'qwen2' || attentionBias,
-    oBias: mt !== 'qwen2' && attentionBias,
-    qkNorm: mt === 'qwen3',
+    vocabSize: c.vocabSize,
+    hiddenSize: c.hiddenSize,
+    intermediateSize: c.intermediateSize,
+    numLayers: c.numLayers,
+    numHeads: c.numHeads,
+    numKvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    tieWordEmbeddings: c.tieWordEmbeddings,
+    qkvBias: c.qkvBias,
+    oBias: c.oBias,
+    qkNorm: c.qkNorm,
   };
 }
 
@@ -261,7 +249,7 @@ export function readModelShape(path: string): ShapeResult {
 }
 
 /** Parameter counts of a model: all, and the seven projections of one layer (Wlin). */
-export function parameterCounts(s: ModelShape, subln: 'none' | 'standard' | 'allnorm' = 'none'): { total: number; perLayerLinear: number } {
+export function parameterCounts(s: ModelShape, subln: SublnMode = 'none'): { total: number; perLayerLinear: number } {
   const C = s.hiddenSize;
   const Q = s.numHeads * s.headDim;
   const K = s.numKvHeads * s.headDim;

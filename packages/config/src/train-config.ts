@@ -42,6 +42,7 @@
  *   log: {every: 10}
  */
 import YAML from 'yaml';
+import { SUBLN_MODES, WEIGHT_QUANT_MODES } from '@bitdistill/arch';
 import { ConfigError } from '@bitdistill/core';
 import {
   bool,
@@ -68,8 +69,6 @@ export const PIPELINE_STAGES: readonly StageName[] = ['teacher', 'bitnet-sft', '
 
 // Mirrors of lists owned by packages above this one (config depends on core only); their tests use these names.
 const BACKENDS = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'] as const; // @bitdistill/backend BACKEND_CHOICES
-const SUBLN_MODES = ['allnorm', 'standard', 'none'] as const; // @bitdistill/model SUBLN_MODES
-const WEIGHT_QUANT_MODES = ['absmean', 'block256', 'perRow'] as const; // @bitdistill/quant WEIGHT_QUANT_MODES
 const SCHEDULES = ['linear', 'cosine', 'wsd', 'constant'] as const; // @bitdistill/trainer SCHEDULES
 const METRICS = ['accuracy', 'f1', 'matthews', 'pearson', 'spearman'] as const; // @bitdistill/data METRIC_NAMES
 const DATASET_FORMATS = ['tsv', 'jsonl', 'parquet', 'arrow'] as const; // @bitdistill/data DATASET_FORMATS

@@ -105,7 +105,7 @@ describe('config/train-config', () => {
     const byPath = Object.fromEntries(e.issues.map((i) => [i.path, i.message]));
     expect(byPath).to.deep.equal({
       'stages[2]': "'teacher' appears twice (first at stages[0])",
-      'student.subln': "expected one of allnorm | standard | none, got string 'allnrom'; did you mean 'allnorm'?",
+      'student.subln': "expected one of none | standard | allnorm, got string 'allnrom'; did you mean 'allnorm'?",
       'optim.learning_rat': "unknown key 'optim.learning_rat'; did you mean 'optim.lr'?",
       'optim.lr': 'must be > 0, got -0.00001',
       'optim.batchSize': "expected an integer >= 1, got string '32'",

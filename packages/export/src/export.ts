@@ -13,11 +13,9 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, s
 import { join } from 'node:path';
 import { FormatError, NotFoundError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
 import { loadSafetensorsDir, packTernaryHF, readJsonObjectFile, readSafetensors, tensorToFloat32, unpackTernaryHF, writeSafetensors, f32ArrayToBf16, type TensorEntry } from '@bitdistill/format';
-import { parseDecoderConfig, PROJECTIONS, projectionName, projectionShape, type DecoderConfig } from '@bitdistill/model/arch';
-import { ternaryQuantRef, type WeightQuantMode } from '@bitdistill/quant/reference';
+import { parseDecoderConfig, parseProjectionWeight, PROJECTIONS, projectionName, projectionShape, type DecoderConfig, ternaryQuantRef, type WeightQuantMode } from '@bitdistill/arch';
 import { describeSublnEpsMismatch, sublnEpsMismatch, type SublnEpsMismatch } from './subln-eps.ts';
 
-const PROJ = /^model\.layers\.(\d+)\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$/;
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.bin', 'vocab.txt'];
 
 export interface ExportOptions {
@@ -116,7 +114,7 @@ export function studentBlock(config: Record<string, unknown>, file: string): Stu
 }
 
 export function isQuantized(name: string, exclude: readonly string[]): boolean {
-  return PROJ.test(name) && !exclude.includes(name.replace(/\.weight$/, ''));
+  return parseProjectionWeight(name) !== null && !exclude.includes(name.replace(/\.weight$/, ''));
 }
 
 /**

@@ -43,8 +43,7 @@ import {
   type GgufValue,
   type TernaryGgmlType,
 } from '@bitdistill/format';
-import { parseDecoderConfig, type DecoderConfig } from '@bitdistill/model/arch';
-import { ternaryQuantRef } from '@bitdistill/quant/reference';
+import { parseDecoderConfig, type DecoderConfig, ternaryQuantRef } from '@bitdistill/arch';
 import { checkCheckpoint, isQuantized, readConfigJson, resolveCheckpoint, studentBlock } from './export.ts';
 import { ggufTokenizerMetadata } from './gguf-tokenizer.ts';
 import { describeSublnEpsMismatch, sublnEpsMismatch, type SublnEpsMismatch } from './subln-eps.ts';

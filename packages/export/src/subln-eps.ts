@@ -7,7 +7,7 @@
  * text, as trained and as the target computes - and reports it (docs/interop.md has measured values).
  */
 import { UnsupportedError } from '@bitdistill/core';
-import type { DecoderConfig } from '@bitdistill/model/arch';
+import type { DecoderConfig } from '@bitdistill/arch';
 import { TernaryRuntime } from '@bitdistill/runtime';
 
 /** The probe: plain English that every tokenizer the exports take encodes into a few dozen tokens. */

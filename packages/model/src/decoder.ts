@@ -7,10 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ArgumentError, FormatError, assertShape } from '@bitdistill/core';
-import type { DecoderConfig } from './config.ts';
-import { PROJECTIONS, SUBLN_EPS, projectionName, sublnName, type Projection } from './names.ts';
-
-export { PROJECTIONS, SUBLN_EPS, projectionName, sublnName, type Projection };
+import { expectedTensorShapes, PROJECTIONS, projectionName, sublnName, type DecoderConfig, type Projection } from '@bitdistill/arch';
 import { ATTENTION_KERNEL, bmm, denseLinear, fusedAttention, fusedKernel, matMulT, replayedLinear, rmsNorm, swiglu, type LinearFn } from './ops.ts';
 
 
@@ -87,42 +84,9 @@ export class Decoder {
     this.checkParams();
   }
 
-  /** The tensor names this config needs, with their shapes. */
+  /** The tensor names this config needs, with their shapes (@bitdistill/arch expectedTensorShapes). */
   static expectedShapes(c: DecoderConfig): Map<string, number[]> {
-    const m = new Map<string, number[]>();
-    const C = c.hiddenSize;
-    m.set('model.embed_tokens.weight', [c.vocabSize, C]);
-    for (let l = 0; l < c.numLayers; l++) {
-      const p = `model.layers.${l}`;
-      m.set(`${p}.input_layernorm.weight`, [C]);
-      m.set(`${p}.self_attn.q_proj.weight`, [c.numHeads * c.headDim, C]);
-      m.set(`${p}.self_attn.k_proj.weight`, [c.numKvHeads * c.headDim, C]);
-      m.set(`${p}.self_attn.v_proj.weight`, [c.numKvHeads * c.headDim, C]);
-      m.set(`${p}.self_attn.o_proj.weight`, [C, c.numHeads * c.headDim]);
-      if (c.qkvBias) {
-        m.set(`${p}.self_attn.q_proj.bias`, [c.numHeads * c.headDim]);
-        m.set(`${p}.self_attn.k_proj.bias`, [c.numKvHeads * c.headDim]);
-        m.set(`${p}.self_attn.v_proj.bias`, [c.numKvHeads * c.headDim]);
-      }
-      if (c.oBias) m.set(`${p}.self_attn.o_proj.bias`, [C]);
-      if (c.qkNorm) {
-        m.set(`${p}.self_attn.q_norm.weight`, [c.headDim]);
-        m.set(`${p}.self_attn.k_norm.weight`, [c.headDim]);
-      }
-      m.set(`${p}.post_attention_layernorm.weight`, [C]);
-      m.set(`${p}.mlp.gate_proj.weight`, [c.intermediateSize, C]);
-      m.set(`${p}.mlp.up_proj.weight`, [c.intermediateSize, C]);
-      m.set(`${p}.mlp.down_proj.weight`, [C, c.intermediateSize]);
-      for (const proj of PROJECTIONS) {
-        const s = sublnName(l, proj, c.subln);
-        if (s === null) continue;
-        const inDim = proj === 'o_proj' ? c.numHeads * c.headDim : proj === 'down_proj' ? c.intermediateSize : C;
-        m.set(s, [inDim]);
-      }
-    }
-    m.set('model.norm.weight', [C]);
-    if (!c.tieWordEmbeddings) m.set('lm_head.weight', [c.vocabSize, C]);
-    return m;
+    return expectedTensorShapes(c);
   }
 
   private checkParams(): void {

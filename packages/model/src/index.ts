@@ -1,7 +1,5 @@
-export { Decoder, PROJECTIONS, SUBLN_EPS, projectionName, sublnName } from './decoder.ts';
-export type { Projection, CapturedQkv, ForwardOptions, ForwardOutput, HiddenOutput } from './decoder.ts';
-export { parseDecoderConfig, SUBLN_MODES, SUPPORTED_MODEL_TYPES } from './config.ts';
-export type { DecoderConfig, SublnMode, ModelType } from './config.ts';
+export { Decoder } from './decoder.ts';
+export type { CapturedQkv, ForwardOptions, ForwardOutput, HiddenOutput } from './decoder.ts';
 export { denseLinear, matmul2d, matMulT, transposeFlagsFast, rmsNorm, bmm, swiglu, fusedKernel, fusedAttention, registerFusedGradient, ATTENTION_KERNEL } from './ops.ts';
 export type { LinearFn } from './ops.ts';
 export { loadModel, saveModel, configJson, copyTokenizerFiles } from './io.ts';

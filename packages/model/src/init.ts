@@ -1,7 +1,7 @@
 /** Random initialisation (std 0.02 normal weights, zero biases, unit norms), as HF's `_init_weights`. */
 import * as tf from '@tensorflow/tfjs';
 import { Rng, shapeSize } from '@bitdistill/core';
-import { parseDecoderConfig } from './config.ts';
+import { parseDecoderConfig } from '@bitdistill/arch';
 import { Decoder } from './decoder.ts';
 
 export function initDecoder(configJson: Record<string, unknown>, seed: number, std = 0.02): Decoder {

@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { FormatError, NotFoundError, silentLogger, type Logger } from '@bitdistill/core';
 import { loadSafetensorsDir, readJsonObjectFile, readLlama2c, writeSafetensors, tensorToFloat32, type TensorEntry } from '@bitdistill/format';
 import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
-import { parseDecoderConfig, type DecoderConfig } from './config.ts';
+import { parseDecoderConfig, type DecoderConfig } from '@bitdistill/arch';
 import { Decoder } from './decoder.ts';
 
 export interface LoadedModel {

@@ -6,7 +6,8 @@ import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
 import { initBackend } from '@bitdistill/backend';
-import { PROJECTIONS, denseLinear, loadModel, projectionName, setFusedOps, type Decoder, type LinearFn } from '@bitdistill/model';
+import { PROJECTIONS, projectionName } from '@bitdistill/arch';
+import { denseLinear, loadModel, setFusedOps, type Decoder, type LinearFn } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
 
 function lossAndGrads(model: Decoder, ids: tf.Tensor2D, capture: number[]): { loss: number; grads: Map<string, Float32Array>; q: Float32Array | null } {

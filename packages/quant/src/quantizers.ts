@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { ArgumentError } from '@bitdistill/core';
 import { fusedKernel, matMulT, registerFusedGradient } from '@bitdistill/model';
-import { checkWeightQuantMode, type WeightQuantMode } from './reference.ts';
+import { checkWeightQuantMode, type WeightQuantMode } from '@bitdistill/arch';
 
 /** The straight-through estimator: forward = quantize(x), backward = identity. The only place it lives. */
 function withSte(quantize: (x: tf.Tensor) => tf.Tensor): (x: tf.Tensor) => tf.Tensor {

@@ -5,9 +5,9 @@
  * and the model's own norms stay full precision.
  */
 import { ArgumentError } from '@bitdistill/core';
-import { PROJECTIONS, denseLinear, fusedKernel, projectionName, sublnName, type Decoder, type LinearFn, type SublnMode } from '@bitdistill/model';
+import { PROJECTIONS, checkWeightQuantMode, projectionName, scaleGroups, sublnName, ternaryQuantRef, type SublnMode, type WeightQuantMode } from '@bitdistill/arch';
+import { denseLinear, fusedKernel, type Decoder, type LinearFn } from '@bitdistill/model';
 import { BITLINEAR_GRAD_KERNEL, bitLinearBackward, bitMatmulInt, int8Quant, ternaryQuant } from './quantizers.ts';
-import { checkWeightQuantMode, scaleGroups, ternaryQuantRef, type WeightQuantMode } from './reference.ts';
 import type { Tensor2D } from '@tensorflow/tfjs';
 
 export interface BitLinearOptions {

@@ -11,8 +11,9 @@ import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
 import { initBackend } from '@bitdistill/backend';
 import { matmulF32Ref, nativeStatus } from '@bitdistill/kernels-cpu';
+import { int8QuantRef, ternaryQuantRef } from '@bitdistill/arch';
 import { fusedKernel, loadModel, setFusedOps, swiglu } from '@bitdistill/model';
-import { bitMatmulInt, bitMatmulIntTwin, int8QuantRef, prepareStudent, ternaryQuantRef } from '@bitdistill/quant';
+import { bitMatmulInt, bitMatmulIntTwin, prepareStudent } from '@bitdistill/quant';
 
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],

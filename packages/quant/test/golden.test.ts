@@ -4,7 +4,8 @@ import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '@bitdistill/backend';
-import { ternaryQuant, int8Quant, ternaryQuantRef, int8QuantRef, WEIGHT_QUANT_MODES } from '@bitdistill/quant';
+import { ternaryQuantRef, int8QuantRef, WEIGHT_QUANT_MODES } from '@bitdistill/arch';
+import { ternaryQuant, int8Quant } from '@bitdistill/quant';
 
 interface T {
   shape: number[];

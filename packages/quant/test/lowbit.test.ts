@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ArgumentError, Rng } from '@bitdistill/core';
-import { LOWBIT_FORMATS, fakeQuantLowBit, fakeQuantNvfp4, lowBitTensorScale, roundToLowBit } from '../src/reference.ts';
+import { LOWBIT_FORMATS, fakeQuantLowBit, fakeQuantNvfp4, lowBitTensorScale, roundToLowBit } from '../src/lowbit.ts';
 
 interface Golden {
   formats: Record<'e4m3' | 'e5m2' | 'e2m1', { values: number[]; x: number[]; y: number[] }>;

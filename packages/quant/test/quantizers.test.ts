@@ -2,7 +2,8 @@ import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
 import { initBackend } from '@bitdistill/backend';
-import { ternaryQuant, int8Quant, ternaryQuantRef, int8QuantRef, roundHalfEven, WEIGHT_QUANT_MODES } from '@bitdistill/quant';
+import { ternaryQuantRef, int8QuantRef, roundHalfEven, WEIGHT_QUANT_MODES } from '@bitdistill/arch';
+import { ternaryQuant, int8Quant } from '@bitdistill/quant';
 
 function randn(rng: Rng, n: number, scale = 1): Float32Array {
   return Float32Array.from({ length: n }, () => rng.normal() * scale);

@@ -1,8 +1,9 @@
 import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '@bitdistill/backend';
-import { loadModel, PROJECTIONS, projectionName, type Decoder } from '@bitdistill/model';
-import { prepareStudent, describeStudent, ternaryQuant, restoreStudent, studentRecord, WEIGHT_QUANT_MODES } from '@bitdistill/quant';
+import { PROJECTIONS, projectionName, WEIGHT_QUANT_MODES } from '@bitdistill/arch';
+import { loadModel, type Decoder } from '@bitdistill/model';
+import { prepareStudent, describeStudent, ternaryQuant, restoreStudent, studentRecord } from '@bitdistill/quant';
 
 const IDS = [[1, 403, 407, 261, 378, 300, 42, 17], [1, 65, 66, 67, 68, 69, 70, 71]];
 

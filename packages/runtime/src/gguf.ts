@@ -30,7 +30,7 @@ import {
   type TensorEntry,
 } from '@bitdistill/format';
 import { loadHfTokenizer, parseLlama2cTokenizer, type Tokenizer } from '@bitdistill/data';
-import { parseDecoderConfig } from '@bitdistill/model/arch';
+import { parseDecoderConfig } from '@bitdistill/arch';
 
 export interface GgufModel {
   raw: Record<string, unknown>;

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Rng } from '@bitdistill/core';
 import { bitnetGgufName, gv, packTernaryHF, writeGguf, writeSafetensors, type GgufTensor, type GgufValue, type TensorEntry } from '@bitdistill/format';
 import { loadLlama2cTokenizer } from '@bitdistill/data';
-import { parseDecoderConfig, PROJECTIONS, projectionName, sublnName, type DecoderConfig, type Projection } from '@bitdistill/model/arch';
+import { parseDecoderConfig, PROJECTIONS, projectionName, sublnName, type DecoderConfig, type Projection } from '@bitdistill/arch';
 import { TINY_LLAMA } from '../../format/test/fixtures.ts';
 
 export const TOKENIZER = 'models/stories260K/tokenizer.bin'; // 512 tokens

@@ -1,7 +1,8 @@
 import type { CommandModule } from 'yargs';
 import { ArgumentError } from '@bitdistill/core';
-import { loadModel, SUBLN_MODES, type SublnMode } from '@bitdistill/model';
-import { describeStudent, prepareStudent, restoreStudent, WEIGHT_QUANT_MODES, type WeightQuantMode } from '@bitdistill/quant';
+import { SUBLN_MODES, type SublnMode, WEIGHT_QUANT_MODES, type WeightQuantMode } from '@bitdistill/arch';
+import { loadModel } from '@bitdistill/model';
+import { describeStudent, prepareStudent, restoreStudent } from '@bitdistill/quant';
 import { makeContext, type GlobalArgs } from '../context.ts';
 
 interface Args extends GlobalArgs {

@@ -1,6 +1,8 @@
 /**
- * tfjs-free reference twins of the quantizers: plain loops over typed arrays, in float32 arithmetic
- * (Math.fround after every operation) so they match a float32 implementation bit for bit where it is exact.
+ * The reference numerics of BitNet b1.58, the one place they are written: round half to even, absmean ternary
+ * weight quantization and per-token int8 absmax activation quantization. Plain loops over typed arrays in
+ * float32 arithmetic (Math.fround after every operation), so they match a float32 implementation bit for bit
+ * where it is exact; the tfjs quantizers, the kernels' TypeScript twins and the exporter all use these.
  */
 import { ArgumentError } from '@bitdistill/core';
 
@@ -37,12 +39,10 @@ export function ternaryQuantRef(w: Float32Array, cols: number, mode: WeightQuant
   const codes = new Int8Array(w.length);
   const scales = new Float32Array(groups.length);
   groups.forEach(([s, e], g) => {
-    let sum = 0; // float64 accumulation, then one rounding to float32
-    for (let i = s; i < e; i++) sum += Math.abs(w[i] as number);
-    const d = f(Math.max(f(sum / (e - s)), 1e-5));
+    const d = absmeanScale(w, s, e);
     scales[g] = d;
     for (let i = s; i < e; i++) {
-      const q = Math.min(1, Math.max(-1, roundHalfEven(f((w[i] as number) / d))));
+      const q = ternaryCode(w[i] as number, d);
       codes[i] = q;
       values[i] = f(q * d);
     }
@@ -50,20 +50,36 @@ export function ternaryQuantRef(w: Float32Array, cols: number, mode: WeightQuant
   return { values, scales, codes };
 }
 
+/** Absmean scale of w[start, end): d = max(mean|w|, 1e-5), the sum in float64 then one rounding to float32. */
+export function absmeanScale(w: Float32Array, start: number, end: number): number {
+  let sum = 0;
+  for (let i = start; i < end; i++) sum += Math.abs(w[i] as number);
+  return f(Math.max(f(sum / (end - start)), 1e-5));
+}
+
+/** The ternary code of one weight under scale d: clamp(round_half_even(w / d), -1, 1). */
+export function ternaryCode(w: number, d: number): number {
+  return Math.min(1, Math.max(-1, roundHalfEven(f(w / d))));
+}
+
+/**
+ * Per-token absmax int8 quantization of one row, x[offset, offset + cols): s = 127 / max(max|x|, 1e-5),
+ * q = clamp(round_half_even(x s), -128, 127) written to q[qOffset...]; returns s (x ~ q / s).
+ */
+export function int8AbsmaxRow(x: Float32Array, offset: number, cols: number, q: Int8Array | Float32Array, qOffset = offset): number {
+  let m = 0;
+  for (let i = 0; i < cols; i++) m = Math.max(m, Math.abs(x[offset + i] as number));
+  const s = f(127 / f(Math.max(m, 1e-5)));
+  for (let i = 0; i < cols; i++) q[qOffset + i] = Math.min(127, Math.max(-128, roundHalfEven(f((x[offset + i] as number) * s))));
+  return s;
+}
+
 /** Per-token (rows of length `cols`) absmax int8 fake quantization, dequantized. */
 export function int8QuantRef(x: Float32Array, cols: number): Float32Array {
   const out = new Float32Array(x.length);
   for (let r = 0; r < x.length; r += cols) {
-    let m = 0;
-    for (let i = r; i < r + cols; i++) m = Math.max(m, Math.abs(x[i] as number));
-    const s = f(127 / f(Math.max(m, 1e-5)));
-    for (let i = r; i < r + cols; i++) {
-      const q = Math.min(127, Math.max(-128, roundHalfEven(f((x[i] as number) * s))));
-      out[i] = f(q / s);
-    }
+    const s = int8AbsmaxRow(x, r, cols, out);
+    for (let i = r; i < r + cols; i++) out[i] = f((out[i] as number) / s);
   }
   return out;
 }
-
-export { LOWBIT_FORMATS, roundToLowBit, fakeQuantLowBit, lowBitTensorScale, fakeQuantNvfp4 } from './lowbit.ts';
-export type { LowBitFormat } from './lowbit.ts';
