@@ -6,8 +6,8 @@
  */
 import { initKernels } from '@bitdistill/kernels-cpu';
 import { readExamples } from '@bitdistill/data';
-import { defaultDataFile, kernelsPredictor, runEval, taskForModel, type Predictor } from '@bitdistill/eval';
-import { TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';
+import { defaultDataFile, runEval, taskForModel, type Predictor } from '@bitdistill/eval';
+import { kernelsPredictor, TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';
 
 const args = process.argv.slice(2);
 const opt = (name: string, fallback: string): string => {

@@ -158,7 +158,7 @@ describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', 
   });
 
   it('same label predictions on SST-2 dev as the safetensors export (f32 scales)', async () => {
-    const { kernelsPredictor } = await import('@bitdistill/eval');
+    const { kernelsPredictor } = await import('@bitdistill/runtime');
     const task = getTask('sst2');
     const examples = await readExamples('datasets/glue/SST-2/dev.tsv', task, { limit: 200 });
     const a = await kernelsPredictor(TernaryRuntime.load(st)).predict(task, examples, 'label', 128);

@@ -10,10 +10,10 @@ import { initBackend } from '@bitdistill/backend';
 import { formatConfig, validateConfig } from '@bitdistill/config';
 import { silentLogger } from '@bitdistill/core';
 import { readExamples } from '@bitdistill/data';
-import { kernelsPredictor, modelTask, runEval } from '@bitdistill/eval';
+import { modelTask, runEval } from '@bitdistill/eval';
 import { exportTernary } from '@bitdistill/export';
 import { initKernels } from '@bitdistill/kernels-cpu';
-import { TernaryRuntime } from '@bitdistill/runtime';
+import { kernelsPredictor, TernaryRuntime } from '@bitdistill/runtime';
 import { runTraining } from '@bitdistill/trainer';
 
 const GLUE = 'packages/data/test/fixtures/glue';

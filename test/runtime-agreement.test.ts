@@ -87,8 +87,8 @@ describe('kernels runtime agrees with the tfjs student', function () {
   }
 
   it('label-scoring predictions on all of SST-2 dev agree on >= 99.5% of examples', async () => {
-    const { kernelsPredictor } = await import('@bitdistill/eval');
-    const { predictLabels } = await import('@bitdistill/trainer');
+    const { kernelsPredictor } = await import('@bitdistill/runtime');
+    const { tfjsPredictor } = await import('@bitdistill/trainer');
     const rt = TernaryRuntime.load(join(root, 'export-allnorm'));
     const student = loadModel(join(root, 'ckpt-allnorm'), { trainable: false }).model;
     restoreStudent(student);
@@ -96,7 +96,7 @@ describe('kernels runtime agrees with the tfjs student', function () {
     const examples = await readExamples('datasets/glue/SST-2/dev.tsv', task);
     expect(examples.length).to.equal(872);
     const k = await kernelsPredictor(rt).predict(task, examples, 'label', 128);
-    const t = await predictLabels(student, rt.tokenizer, task, examples, { batchSize: 16, maxLen: 128 });
+    const t = (await tfjsPredictor(student, rt.tokenizer, { batchSize: 16 }).predict(task, examples, 'label', 128)).preds;
     const same = k.preds.filter((w, i) => w === t[i]).length;
     expect(same / examples.length, `${same}/${examples.length}`).to.be.at.least(0.995);
     student.dispose();

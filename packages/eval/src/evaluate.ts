@@ -4,28 +4,15 @@
  * prompt, or each word's whole answer when the words share a first token) or by `generate` (greedy decoding,
  * the text read back as a label word or a number: the paper's protocol). The task, its template and label words
  * come from the model evaluated (its config.json `bitdistill.taskSpec`), so a model is scored on what it was
- * trained to answer. This package never loads tfjs: the tfjs predictor is supplied by the caller.
+ * trained to answer. This package owns the Predictor interface, task resolution, runEval and the reports; the
+ * predictors live with what they run: the kernels runtime's in @bitdistill/runtime (kernelsPredictor), the tfjs
+ * model's in @bitdistill/trainer (tfjsPredictor). It never loads tfjs.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ArgumentError, BitDistillError, NotFoundError } from '@bitdistill/core';
 import { readJsonObjectFile } from '@bitdistill/format';
-import {
-  answerTokenIds,
-  computeMetrics,
-  devSuffix,
-  evalPrompt,
-  getTask,
-  labelScoring,
-  logProbOf,
-  predictionFromScores,
-  readAnswer,
-  taskFromConfig,
-  type Example,
-  type TaskSpec,
-  type Tokenizer,
-} from '@bitdistill/data';
-import type { TernaryRuntime } from '@bitdistill/runtime';
+import { computeMetrics, devSuffix, getTask, taskFromConfig, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
 
 export type EvalMode = 'label' | 'generate';
 
@@ -57,47 +44,6 @@ export interface EvalReport {
   templateVersion: string;
   /** Where the task's template and label words came from: the model's record, a config, or the built-in task. */
   templateFrom: TemplateSource;
-}
-
-/** The kernels runtime as a Predictor. */
-export function kernelsPredictor(rt: TernaryRuntime): Predictor {
-  return {
-    runtime: rt.info.embeddings === 'fp32' ? 'kernels' : `kernels (${rt.info.embeddings} embeddings)`,
-    tokenizer: rt.tokenizer,
-    predict: async (task, examples, mode, maxLen) => {
-      const tok = rt.tokenizer;
-      const V = rt.config.vocabSize;
-      const scoring = mode === 'label' ? labelScoring(tok, task) : null;
-      let maxNew = 0;
-      if (mode === 'generate') for (const a of answerTokenIds(tok, task)) maxNew = Math.max(maxNew, a.length + 1);
-      const preds: number[] = [];
-      let tokens = 0;
-      for (const ex of examples) {
-        const prompt = evalPrompt(tok, task, ex, maxLen);
-        tokens += prompt.length;
-        if (scoring === null) {
-          const g = rt.generate(prompt, maxNew, tok.eosId);
-          tokens += g.ids.length;
-          preds.push(readAnswer(task, tok.decode(g.ids)));
-        } else if (scoring.mode === 'first-token') {
-          const logits = rt.forward(prompt);
-          preds.push(predictionFromScores(task, scoring.firstIds.map((id) => logits[id] as number)));
-        } else {
-          // Each label word's whole answer after the prompt: position P-1+t predicts answer token t.
-          const scores = scoring.answers.map((answer) => {
-            const logits = rt.forward([...prompt, ...answer.slice(0, -1)], { allPositions: true });
-            tokens += answer.length - 1;
-            let lp = 0;
-            answer.forEach((id, t) => (lp += logProbOf(logits.subarray((prompt.length - 1 + t) * V, (prompt.length + t) * V), id)));
-            return lp;
-          });
-          preds.push(predictionFromScores(task, scores));
-        }
-        if (preds.length % 64 === 0) await new Promise((r) => setImmediate(r));
-      }
-      return { preds, tokens };
-    },
-  };
 }
 
 export type TemplateSource = 'model' | 'config' | 'builtin';

@@ -1,14 +1,12 @@
 /**
- * Dev-set evaluation with the tfjs model (the training-time view; the packed-ternary runtime has its own
- * evaluator in packages/eval). `label` mode scores the task's label words after the prompt (data's
- * labelScoring: the first answer token when the words differ there, else each word's whole answer);
- * `generate` decodes greedily and reads the text back. Every metric of the task is reported, per dev file.
+ * The tfjs model as an evaluation Predictor (@bitdistill/eval; the packed-ternary runtime's is in
+ * @bitdistill/runtime), used by every stage's dev evaluation and by `eval --runtime tfjs`. `label` mode scores
+ * the task's label words after the prompt (data's labelScoring: the first answer token when the words differ
+ * there, else each word's whole answer), in batches; `generate` decodes greedily and reads the text back.
  */
 import * as tf from '@tensorflow/tfjs';
 import {
   answerTokenIds,
-  computeMetrics,
-  devSuffix,
   evalPrompt,
   labelScoring,
   logProbOf,
@@ -18,6 +16,7 @@ import {
   type TaskSpec,
   type Tokenizer,
 } from '@bitdistill/data';
+import { runEval, type EvalMode, type Predictor } from '@bitdistill/eval';
 import { generateGreedy } from '@bitdistill/model';
 import type { Decoder } from '@bitdistill/model';
 import type { EvalResult } from './loop.ts';
@@ -52,7 +51,7 @@ async function logitRows(model: Decoder, seqs: readonly number[][], at: readonly
  * First-token mode: one forward of the prompt. Sequence mode: one forward of prompt + answer per label word,
  * scored by the answer's summed log-probabilities.
  */
-export async function predictLabels(model: Decoder, tokenizer: Tokenizer, task: TaskSpec, examples: readonly Example[], o: LabelScoringOptions): Promise<number[]> {
+async function predictLabels(model: Decoder, tokenizer: Tokenizer, task: TaskSpec, examples: readonly Example[], o: LabelScoringOptions): Promise<number[]> {
   const scoring = labelScoring(tokenizer, task);
   const V = model.config.vocabSize;
   const pad = tokenizer.padId ?? tokenizer.eosId ?? 0;
@@ -87,7 +86,7 @@ export async function predictLabels(model: Decoder, tokenizer: Tokenizer, task: 
  * readAnswer: a label word by exact match, -1 for none; regression: the first number, NaN for none).
  * Slower than label scoring: one forward per token.
  */
-export async function generateLabels(model: Decoder, tokenizer: Tokenizer, task: TaskSpec, examples: readonly Example[], o: LabelScoringOptions): Promise<number[]> {
+async function generateLabels(model: Decoder, tokenizer: Tokenizer, task: TaskSpec, examples: readonly Example[], o: LabelScoringOptions): Promise<number[]> {
   let maxNew = 0;
   for (const a of answerTokenIds(tokenizer, task)) maxNew = Math.max(maxNew, a.length + 1);
   const preds: number[] = [];
@@ -98,7 +97,19 @@ export async function generateLabels(model: Decoder, tokenizer: Tokenizer, task:
   return preds;
 }
 
-export type EvalMode = 'label' | 'generate';
+/** The tfjs model as a Predictor; label scoring runs `batchSize` prompts per forward. */
+export function tfjsPredictor(model: Decoder, tokenizer: Tokenizer, o: { batchSize: number }): Predictor {
+  return {
+    runtime: 'tfjs',
+    tokenizer,
+    predict: async (task, examples, mode, maxLen) => {
+      const lo = { batchSize: o.batchSize, maxLen };
+      const preds = mode === 'generate' ? await generateLabels(model, tokenizer, task, examples, lo) : await predictLabels(model, tokenizer, task, examples, lo);
+      const tokens = examples.reduce((n, ex) => n + evalPrompt(tokenizer, task, ex, maxLen).length, 0);
+      return { preds, tokens };
+    },
+  };
+}
 
 /**
  * Every metric of the task on each dev set (several: MNLI matched / mismatched, keys `accuracy_m`,
@@ -111,14 +122,6 @@ export async function evaluateLabelScoring(
   devSets: readonly (readonly Example[])[],
   o: LabelScoringOptions & { mode?: EvalMode },
 ): Promise<EvalResult> {
-  const metrics: Record<string, number> = {};
-  let examples = 0;
-  for (const [i, set] of devSets.entries()) {
-    const preds = o.mode === 'generate' ? await generateLabels(model, tokenizer, task, set, o) : await predictLabels(model, tokenizer, task, set, o);
-    const m = computeMetrics(task, preds, set.map((e) => e.label));
-    for (const [k, v] of Object.entries(m)) metrics[`${k}${devSuffix(task, i, devSets.length)}`] = v;
-    examples += set.length;
-  }
-  const metric = Object.keys(metrics)[0] ?? 'accuracy';
-  return { metric, value: metrics[metric] ?? 0, examples, metrics };
+  const r = await runEval(tfjsPredictor(model, tokenizer, o), task, devSets, { mode: o.mode ?? 'label', maxLen: o.maxLen, split: 'dev', model: 'training' });
+  return { metric: r.metric, value: r.value, examples: r.examples, metrics: r.metrics };
 }

@@ -22,8 +22,8 @@ export {
 export type { TrainerState, CheckpointContent, WriteHook, CheckpointManifest, CheckpointExpectation, VerifiedCheckpoint, ResumePoint } from './checkpoint.ts';
 export { runStage, averageCheckpointsInto, Interrupted } from './loop.ts';
 export type { LoopSettings, LoopHooks, StageSpec, StageResult, EvalResult, MicroBatch, LossTerms, OptimSettings } from './loop.ts';
-export { predictLabels, generateLabels, evaluateLabelScoring } from './evaluate.ts';
-export type { EvalMode, LabelScoringOptions } from './evaluate.ts';
+export { tfjsPredictor, evaluateLabelScoring } from './evaluate.ts';
+export type { LabelScoringOptions } from './evaluate.ts';
 export { SftStream, LmStream } from './streams.ts';
 export { resolveTask, teacherStage, bitnetSftStage, continualPretrainStage, distillStage, resolveDistillLayer, resolveRelationHeads, answerCe, distillLoss, STAGE_FUNCTIONS } from './stages.ts';
 export type { StageContext, DistillLossSettings } from './stages.ts';

@@ -19,10 +19,11 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { ArgumentError, BitDistillError, ConfigError, FormatError, NotFoundError, type Logger } from '@bitdistill/core';
 import type { TrainConfig, StageName } from '@bitdistill/config';
-import { devFiles, encodeExample, readExamples, taskFromConfig, taskRecord, taskTokenizerProblems, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
+import { devFiles, encodeExample, readExamples, taskRecord, taskTokenizerProblems, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
 import { loadModel, type Decoder } from '@bitdistill/model';
 import { latentWeightStats, prepareStudent, restoreStudent } from '@bitdistill/quant';
 import { attentionRelationKd, fusedHeadLoss, untaped, type QKV, type Relation } from '@bitdistill/losses';
+import { taskForModel } from '@bitdistill/eval';
 import { evaluateLabelScoring } from './evaluate.ts';
 import { runStage, type LoopHooks, type LoopSettings, type LossTerms, type StageResult } from './loop.ts';
 import { LmStream, SftStream, type SftMicroBatch } from './streams.ts';
@@ -74,10 +75,11 @@ interface TaskData {
 
 /**
  * The task a config names: a registry task (sst2, mnli, ...), optionally with some keys changed (template,
- * labelWords, ...), or a wholly custom task defined by those keys (data's taskFromConfig / defineTask).
+ * labelWords, ...), or a wholly custom task defined by those keys - through eval's one task resolution
+ * (taskForModel with the template from the config).
  */
 export function resolveTask(t: TrainConfig['task']): TaskSpec {
-  return taskFromConfig(t, { file: 'config', path: 'task' });
+  return taskForModel(undefined, null, { templateFrom: 'config', config: t });
 }
 
 async function loadTaskData(ctx: StageContext): Promise<TaskData> {

@@ -1,9 +1,9 @@
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import type { CommandModule } from 'yargs';
-import { DATASET_FORMATS, devFiles, evalPrompt, readExamples, type DatasetFormat, type Example } from '@bitdistill/data';
+import { DATASET_FORMATS, devFiles, readExamples, type DatasetFormat, type Example } from '@bitdistill/data';
 import { loadConfig } from '@bitdistill/config';
-import { defaultDataFiles, kernelsPredictor, modelTask, readModelBlock, reportMarkdown, runEval, taskForModel, type EvalMode, type Predictor, type TemplateSource } from '@bitdistill/eval';
-import { EMBEDDING_MODES, TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';
+import { defaultDataFiles, modelTask, readModelBlock, reportMarkdown, runEval, taskForModel, type EvalMode, type Predictor, type TemplateSource } from '@bitdistill/eval';
+import { EMBEDDING_MODES, kernelsPredictor, TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';
 import { initKernels } from '@bitdistill/kernels-cpu';
 import { BitDistillError } from '@bitdistill/core';
 import { makeContext, type Context, type GlobalArgs } from '../context.ts';
@@ -32,19 +32,10 @@ async function tfjsPredictor(ctx: Context, dir: string): Promise<Predictor> {
   await ctx.backend();
   const { loadModel } = await import('@bitdistill/model');
   const { restoreStudent } = await import('@bitdistill/quant');
-  const { predictLabels, generateLabels } = await import('@bitdistill/trainer');
+  const { tfjsPredictor } = await import('@bitdistill/trainer');
   const { model, tokenizer } = loadModel(dir, { trainable: false, logger: ctx.logger });
   restoreStudent(model);
-  return {
-    runtime: 'tfjs',
-    tokenizer,
-    predict: async (task, examples, mode, maxLen) => {
-      const o = { batchSize: 16, maxLen };
-      const preds = mode === 'label' ? await predictLabels(model, tokenizer, task, examples, o) : await generateLabels(model, tokenizer, task, examples, o);
-      const tokens = examples.reduce((n, ex) => n + evalPrompt(tokenizer, task, ex, maxLen).length, 0);
-      return { preds, tokens };
-    },
-  };
+  return tfjsPredictor(model, tokenizer, { batchSize: 16 });
 }
 
 export const evalCommand: CommandModule<GlobalArgs, Args> = {
