@@ -163,3 +163,30 @@ export function parseDecoderConfig(raw: Record<string, unknown>, file: string): 
     raw,
   };
 }
+
+/**
+ * The Hugging Face config.json keys a DecoderConfig stands for (the inverse of parseDecoderConfig on the keys it
+ * interprets): parseDecoderConfig(hfConfigKeys(c)) gives c back, `raw` aside. attention_bias is Llama's flag
+ * (Qwen2's q/k/v biases come with its model_type).
+ */
+export function hfConfigKeys(c: DecoderConfig): Record<string, unknown> {
+  return {
+    model_type: c.modelType,
+    vocab_size: c.vocabSize,
+    hidden_size: c.hiddenSize,
+    intermediate_size: c.intermediateSize,
+    num_hidden_layers: c.numLayers,
+    num_attention_heads: c.numHeads,
+    num_key_value_heads: c.numKvHeads,
+    head_dim: c.headDim,
+    hidden_act: 'silu',
+    rope_theta: c.ropeTheta,
+    rms_norm_eps: c.rmsNormEps,
+    tie_word_embeddings: c.tieWordEmbeddings,
+    attention_bias: c.modelType === 'qwen2' ? false : c.oBias,
+    max_position_embeddings: c.maxPositionEmbeddings,
+    bos_token_id: c.bosTokenId,
+    eos_token_id: c.eosTokenId,
+    ...(c.subln !== 'none' ? { bitdistill: { subln: c.subln, sublnEps: c.sublnEps } } : {}),
+  };
+}

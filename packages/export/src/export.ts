@@ -13,7 +13,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, s
 import { join } from 'node:path';
 import { FormatError, NotFoundError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
 import { loadSafetensorsDir, packTernaryHF, readJsonObjectFile, readSafetensors, tensorToFloat32, unpackTernaryHF, writeSafetensors, f32ArrayToBf16, type TensorEntry } from '@bitdistill/format';
-import { parseDecoderConfig, parseProjectionWeight, PROJECTIONS, projectionName, projectionShape, type DecoderConfig, ternaryQuantRef, type WeightQuantMode } from '@bitdistill/arch';
+import { hfConfigKeys, parseDecoderConfig, parseProjectionWeight, PROJECTIONS, projectionName, projectionShape, type DecoderConfig, ternaryQuantRef, type WeightQuantMode } from '@bitdistill/arch';
 import { describeSublnEpsMismatch, sublnEpsMismatch, type SublnEpsMismatch } from './subln-eps.ts';
 
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.bin', 'vocab.txt'];
@@ -138,18 +138,10 @@ function hfCompatConfig(config: Record<string, unknown>, cfgPath: string, studen
       hint: 'export without --hf-compat and run it with BitDistill\'s runtime (bitdistill eval --runtime kernels); docs/interop.md lists what each target runs',
     });
   }
-  const keys: Record<string, unknown> = {
-    hidden_act: 'silu',
-    rope_theta: c.ropeTheta,
-    rms_norm_eps: c.rmsNormEps,
-    tie_word_embeddings: c.tieWordEmbeddings,
-    head_dim: c.headDim,
-    num_key_value_heads: c.numKvHeads,
-    max_position_embeddings: c.maxPositionEmbeddings,
-    attention_bias: false,
-    bos_token_id: c.bosTokenId,
-    eos_token_id: c.eosTokenId,
-  };
+  const hf = hfConfigKeys(c);
+  const keys: Record<string, unknown> = Object.fromEntries(
+    ['hidden_act', 'rope_theta', 'rms_norm_eps', 'tie_word_embeddings', 'head_dim', 'num_key_value_heads', 'max_position_embeddings', 'attention_bias', 'bos_token_id', 'eos_token_id'].map((k) => [k, hf[k]]),
+  );
   return {
     ...(c.subln === 'standard' ? { model_type: 'bitnet', architectures: ['BitNetForCausalLM'] } : {}),
     ...keys,

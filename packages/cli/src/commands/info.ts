@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { ArgumentError } from '@bitdistill/core';
-import { SUBLN_MODES, type SublnMode, WEIGHT_QUANT_MODES, type WeightQuantMode } from '@bitdistill/arch';
+import { hfConfigKeys, SUBLN_MODES, type SublnMode, WEIGHT_QUANT_MODES, type WeightQuantMode } from '@bitdistill/arch';
 import { loadModel } from '@bitdistill/model';
 import { describeStudent, prepareStudent, restoreStudent } from '@bitdistill/quant';
 import { makeContext, type GlobalArgs } from '../context.ts';
@@ -48,16 +48,9 @@ export const infoCommand: CommandModule<GlobalArgs, Args> = {
     const roles = new Map(describeStudent(model).map((r) => [r.name, r.role]));
     const c = model.config;
     const tensors = [...model.params].map(([name, v]) => ({ name, shape: v.shape, params: v.size, role: roles.get(name) ?? 'full-precision' }));
+    const hf = hfConfigKeys(c);
     const arch = {
-      model_type: c.modelType,
-      hidden_size: c.hiddenSize,
-      intermediate_size: c.intermediateSize,
-      num_hidden_layers: c.numLayers,
-      num_attention_heads: c.numHeads,
-      num_key_value_heads: c.numKvHeads,
-      head_dim: c.headDim,
-      vocab_size: c.vocabSize,
-      tie_word_embeddings: c.tieWordEmbeddings,
+      ...Object.fromEntries(['model_type', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'head_dim', 'vocab_size', 'tie_word_embeddings'].map((k) => [k, hf[k]])),
       qk_norm: c.qkNorm,
       attention_bias: c.qkvBias,
       rope_theta: c.ropeTheta,
