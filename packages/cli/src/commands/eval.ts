@@ -4,7 +4,7 @@ import { DATASET_FORMATS, devFiles, evalPrompt, readExamples, type DatasetFormat
 import { loadConfig } from '@bitdistill/config';
 import { defaultDataFiles, kernelsPredictor, modelTask, readModelBlock, reportMarkdown, runEval, taskForModel, type EvalMode, type Predictor, type TemplateSource } from '@bitdistill/eval';
 import { EMBEDDING_MODES, TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';
-import { initKernels } from '@bitdistill/kernels-cpu';
+import { initKernels } from '@bitdistill/kernels-cpu/runtime';
 import { BitDistillError } from '@bitdistill/core';
 import { makeContext, type Context, type GlobalArgs } from '../context.ts';
 import { isExport } from '../exports.ts';
