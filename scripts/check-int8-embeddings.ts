@@ -4,7 +4,7 @@
  * What `--embeddings int8` costs on a GLUE dev set: for each export, the label predictions of the kernels
  * runtime with fp32 embeddings and with int8 embeddings, their accuracies and how many answers change.
  */
-import { initKernels } from '@bitdistill/kernels-cpu';
+import { initKernels } from '@bitdistill/kernels-cpu/runtime';
 import { readExamples } from '@bitdistill/data';
 import { defaultDataFile, runEval, taskForModel, type Predictor } from '@bitdistill/eval';
 import { kernelsPredictor, TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';

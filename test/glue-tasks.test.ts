@@ -12,7 +12,7 @@ import { silentLogger } from '@bitdistill/core';
 import { readExamples } from '@bitdistill/data';
 import { modelTask, runEval } from '@bitdistill/eval';
 import { exportTernary } from '@bitdistill/export';
-import { initKernels } from '@bitdistill/kernels-cpu';
+import { initKernels } from '@bitdistill/kernels-cpu/runtime';
 import { kernelsPredictor, TernaryRuntime } from '@bitdistill/runtime';
 import { runTraining } from '@bitdistill/trainer';
 

@@ -4,6 +4,11 @@
       "target_name": "bitdistill_kernels",
       "sources": [
         "native/addon.cc",
+        "native/isa.cc",
+        "native/gemm_napi.cc",
+        "native/ternary_napi.cc",
+        "native/tensor_ops_napi.cc",
+        "native/fused_napi.cc",
         "native/kernels_scalar.cc",
         "native/kernels_avx2.cc",
         "native/kernels_avx512.cc",

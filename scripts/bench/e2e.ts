@@ -124,7 +124,7 @@ interface ProcessRuns {
 const CHILD = `
 import { readFileSync } from 'node:fs';
 import { TernaryRuntime } from '@bitdistill/runtime';
-import { initKernels, nativeStatus } from '@bitdistill/kernels-cpu';
+import { initKernels, nativeStatus } from '@bitdistill/kernels-cpu/runtime';
 const [dir, embeddings, prompt, gen, runs, threads] = process.argv.slice(-6);
 initKernels({ threads: Number(threads) });
 const t0 = performance.now();

@@ -32,7 +32,7 @@ import {
   ternaryMatMul,
   type Isa,
   type TernaryMatrix,
-} from '@bitdistill/kernels-cpu';
+} from '@bitdistill/kernels-cpu/runtime';
 import { llamaCppRunner, type LlamaCppProduct } from './llamacpp.ts';
 
 const SHAPES: [number, number][] = [

@@ -20,7 +20,7 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendInfo } from '@bitdistill/backend';
-import { initKernels, matmulF32 } from '@bitdistill/kernels-cpu';
+import { initKernels, matmulF32 } from '@bitdistill/kernels-cpu/engine';
 import { answerCrossEntropy, attentionRelationKd, fusedHeadLoss, untaped } from '@bitdistill/losses';
 import { parseDecoderConfig } from '@bitdistill/arch';
 import { initDecoder, type Decoder } from '@bitdistill/model';

@@ -24,7 +24,7 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendChoice, type BackendInfo } from '@bitdistill/backend';
-import { initKernels, matmulF32, nativeStatus, setThreads } from '@bitdistill/kernels-cpu';
+import { initKernels, matmulF32, nativeStatus, setThreads } from '@bitdistill/kernels-cpu/engine';
 import { answerCrossEntropy } from '@bitdistill/losses';
 import { initDecoder } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';

@@ -19,7 +19,7 @@
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { ArgumentError, silentLogger, type Logger } from '@bitdistill/core';
-import { nativeStatus } from '@bitdistill/kernels-cpu';
+import { nativeStatus } from '@bitdistill/kernels-cpu/engine';
 import { NATIVE_KERNEL_NAMES, setNativeKernels } from './native-kernels.ts';
 import { registerNativeEngine } from './engine.ts';
 import { registerWasmSegmentSum } from './segment-sum.ts';

@@ -45,7 +45,7 @@ import {
   type CompareOp,
   type ReduceOp,
   type UnaryOp,
-} from '@bitdistill/kernels-cpu';
+} from '@bitdistill/kernels-cpu/engine';
 import { segmentSumInto } from './segment-sum.ts';
 
 interface KernelArgs {

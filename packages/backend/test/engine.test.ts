@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
 import { defaultPoolCapBytes, poolCapFor, initBackend, enginePoolStats, type BackendChoice } from '@bitdistill/backend';
-import { nativeStatus } from '@bitdistill/kernels-cpu';
+import { nativeStatus } from '@bitdistill/kernels-cpu/engine';
 import { loadModel } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
 import { answerCrossEntropy } from '@bitdistill/losses';

@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
 import { activeBackend, initBackend, nativeKernelsEnabled, setNativeKernels, NATIVE_HOSTS, NATIVE_KERNEL_NAMES } from '@bitdistill/backend';
-import { nativeStatus } from '@bitdistill/kernels-cpu';
+import { nativeStatus } from '@bitdistill/kernels-cpu/engine';
 import { loadModel, rmsNorm } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
 

@@ -1,5 +1,6 @@
 // Kernel interface shared by the ISA files (kernels_scalar.cc, kernels_avx2.cc, kernels_avx512.cc) and the
-// generic driver (addon.cc). Each ISA file fills one IsaKernels table; addon.cc picks one at run time.
+// generic drivers (gemm_napi.cc, ternary_napi.cc, ...). Each ISA file fills one IsaKernels table; isa.cc picks one
+// at run time.
 //
 // The ISA files are compiled with `#pragma GCC target(...)` and must not instantiate anything with external
 // linkage from C++ headers (std::min, std::vector...): the linker could keep the AVX-512 copy of such an

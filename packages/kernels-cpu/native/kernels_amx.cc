@@ -1,5 +1,5 @@
 // AMX (Sapphire Rapids and later) int8 x ternary products for batches >= 2 (AmxKernels::min_batch). See kernels.h for the
-// rules of these ISA files. Everything else of the "amx" ISA is the AVX-512 VNNI table (addon.cc builds it).
+// rules of these ISA files. Everything else of the "amx" ISA is the AVX-512 VNNI table (isa.cc builds it).
 //
 // Why: one vpdpbusd does 64 multiply-adds, so at batch 8-32 the VNNI kernels are compute-bound at 10-35% of
 // the memory bandwidth. One tdpbusd does 16 x 16 x 64 = 16,384, which leaves the weight stream as the bound.

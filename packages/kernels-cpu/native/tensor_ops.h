@@ -1,6 +1,6 @@
 // Elementwise, reduction and data-movement kernels over plain float32 / int32 buffers: what the tfjs wasm
 // backend runs single-threaded and slowly (broadcast compares, reductions over outer axes, transposes, exp)
-// and the addon runs on the pool. Each function computes one range so that addon.cc can split the work; the
+// and the addon runs on the pool. Each function computes one range so that the addon can split the work; the
 // TypeScript twins are in src/tensor-ops.ts and the op codes below must match theirs.
 //
 // ISA: tensor_ops.cc compiles its loops with `target_clones` (x86-64-v4 / x86-64-v3 / baseline), so the
@@ -51,7 +51,7 @@ void cast_i32_f32(const int32_t* x, float* y, int64_t n);
 // A rows x cols block of 4-byte elements between two strided views: dst[r * dr + c * dc] = src[r * sr + c * sc].
 // Unit strides on both inner sides are a memcpy per row, a zero source stride along the row a fill (tile /
 // broadcast); a unit stride on the other axis of each side (a transpose) runs in cache-sized tiles (or the
-// ISA's TransposeFn, chosen in addon.cc).
+// ISA's TransposeFn, chosen in tensor_ops_napi.cc).
 void copy_block_u32(const uint32_t* src, int64_t sr, int64_t sc, uint32_t* dst, int64_t dr, int64_t dc, int64_t rows, int64_t cols);
 
 // RMSNorm over rows of [rows, dim] (LlamaRMSNorm, float32): y = x * r * g with r = 1 / sqrt(mean(x^2) + eps),
@@ -87,7 +87,7 @@ struct AdamwParams {
 };
 void adamw_f32(const float* p, const float* g, float* m, float* v, float* out, int64_t n, const AdamwParams& h);
 
-// --- Fused training ops (addon.cc BitLinearF32 / SwigluF32 and their gradients) ---
+// --- Fused training ops (fused_napi.cc BitLinearF32 / SwigluF32 and their gradients) ---
 
 // out[i] = (float)q[i] / s (s = 1: the codes as floats): the dequantized activations, as q / s in float32.
 void int8_to_f32(const int8_t* q, float s, float* out, int64_t n);
@@ -107,7 +107,7 @@ void ternary_f32(const float* w, float d, float mul, float* out, int64_t n);
 void swiglu_f32(const float* g, const float* u, float* y, int64_t n);
 void swiglu_grad_f32(const float* dy, const float* g, const float* u, float* dg, float* du, int64_t n);
 
-// --- Fused causal attention (addon.cc AttentionTrainF32 and its gradient) ---
+// --- Fused causal attention (fused_napi.cc AttentionTrainF32 and its gradient) ---
 
 // RoPE (rotate_half, as HF Llama) of T rows of width d: y[t] = x[t] * cos[t] + rot(x[t]) * sin[t], rot(x) =
 // [-x2, x1]; inverse != 0 applies its transpose (the backward): y = x * cos + [x2 * sin2, -x1 * sin1].
@@ -121,7 +121,7 @@ void causal_softmax_f32(float* s, int64_t T, float scale);
 // Softmax backward in place, causal: dp[i, j] = scale * p[i, j] * (dp[i, j] - sum_k p[i, k] dp[i, k]).
 void causal_softmax_grad_f32(const float* p, float* dp, int64_t T, float scale);
 
-// --- Attention-relation KD (addon.cc RelationKdF32) ---
+// --- Attention-relation KD (fused_napi.cc RelationKdF32) ---
 
 // Row softmax of s [T, T] into p (p may be s), and logp = max(log p, log 1e-8) computed as s - max - log(sum)
 // (one log per row).

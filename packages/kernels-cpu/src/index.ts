@@ -1,3 +1,6 @@
+// The package's whole API, for its own tests (test/*.test.ts). Other packages import one of the two narrow entry
+// points of package.json: `@bitdistill/kernels-cpu/runtime` (runtime-face.ts, inference) or
+// `@bitdistill/kernels-cpu/engine` (engine-face.ts, training).
 export { ISAS, initKernels, nativeStatus, availableIsas, setIsa, setThreads, cpuCaches } from './native.ts';
 export type { Isa, NativeStatus, InitKernelsOptions, CpuCache } from './native.ts';
 export {

@@ -36,7 +36,7 @@ export interface CpuCache {
   leaf: 'deterministic' | '0x80000006';
 }
 
-/** What the addon exports (native/addon.cc); the wrappers in this package check arguments first. */
+/** What the addon exports (registered in native/addon.cc); the wrappers in this package check arguments first. */
 export interface NativeAddon {
   info(): { isa: string; available: string[]; threads: number; cpus: number; caches: CpuCache[] };
   setIsa(name: string): boolean;

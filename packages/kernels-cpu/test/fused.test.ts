@@ -16,7 +16,7 @@ import {
   swigluGradF32,
   swigluGradF32Ts,
   type BitLinearShape,
-} from '@bitdistill/kernels-cpu';
+} from '../src/index.ts';
 import { randomF32 } from './util.ts';
 
 const SHAPES: [number, number, number][] = [

@@ -1,7 +1,7 @@
 // adamwF32 (native, threaded) against its TypeScript twin and against a float64 scalar formula written here:
 // parameters, both moments and gradient scaling, on sizes that split unevenly across the pool, out === p.
 import { expect } from 'chai';
-import { adamwF32, adamwF32Ts, nativeStatus, type AdamwStep } from '@bitdistill/kernels-cpu';
+import { adamwF32, adamwF32Ts, nativeStatus, type AdamwStep } from '../src/index.ts';
 
 function rand(n: number, seed: number, scale = 1): Float32Array {
   let s = seed >>> 0;

@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
 import { initBackend } from '@bitdistill/backend';
-import { nativeStatus } from '@bitdistill/kernels-cpu';
+import { nativeStatus } from '@bitdistill/kernels-cpu/engine';
 import { ATTENTION_KERNEL, fusedAttention, fusedKernel, loadModel, setFusedOps, type Decoder } from '@bitdistill/model';
 
 function ropeTables(T: number, d: number, theta: number): { cos: tf.Tensor2D; sin: tf.Tensor2D } {

@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
 import { initBackend } from '@bitdistill/backend';
-import { matmulF32Ref, nativeStatus } from '@bitdistill/kernels-cpu';
+import { matmulF32Ref, nativeStatus } from '@bitdistill/kernels-cpu/engine';
 import { int8QuantRef, ternaryQuantRef } from '@bitdistill/arch';
 import { fusedKernel, loadModel, setFusedOps, swiglu } from '@bitdistill/model';
 import { bitMatmulInt, bitMatmulIntTwin, prepareStudent } from '@bitdistill/quant';

@@ -40,7 +40,7 @@ import {
   type QuantizedActivations,
   type TernaryMatrix,
   type TernarySegments,
-} from '@bitdistill/kernels-cpu';
+} from '@bitdistill/kernels-cpu/runtime';
 
 /** A projection as the runtime holds it: ternary (per-tensor scale) or dense fp32 (excluded / other schemes). */
 type Linear =

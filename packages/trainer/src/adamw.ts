@@ -13,7 +13,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { shapeSize } from '@bitdistill/core';
-import { adamwF32 } from '@bitdistill/kernels-cpu';
+import { adamwF32 } from '@bitdistill/kernels-cpu/engine';
 
 export interface AdamWOptions {
   beta1: number;

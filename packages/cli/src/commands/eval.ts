@@ -4,7 +4,7 @@ import { DATASET_FORMATS, devFiles, readExamples, type DatasetFormat, type Examp
 import { loadConfig } from '@bitdistill/config';
 import { defaultDataFiles, modelTask, readModelBlock, reportMarkdown, runEval, taskForModel, type EvalMode, type Predictor, type TemplateSource } from '@bitdistill/eval';
 import { EMBEDDING_MODES, kernelsPredictor, TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';
-import { initKernels } from '@bitdistill/kernels-cpu';
+import { initKernels } from '@bitdistill/kernels-cpu/runtime';
 import { BitDistillError } from '@bitdistill/core';
 import { makeContext, type Context, type GlobalArgs } from '../context.ts';
 import { isExport } from '../exports.ts';

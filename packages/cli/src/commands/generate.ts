@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { BitDistillError } from '@bitdistill/core';
-import { initKernels } from '@bitdistill/kernels-cpu';
+import { initKernels } from '@bitdistill/kernels-cpu/runtime';
 import { EMBEDDING_MODES, TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';
 import { makeContext, type GlobalArgs } from '../context.ts';
 import { isExport } from '../exports.ts';

@@ -1,0 +1,676 @@
+// Fused training ops, one call each, forward and backward: the student's BitLinear (int8 activations x ternary
+// weights, fake-quantized, STE; its int8 path on the ternary product driver, else the fp32 GEMM), SwiGLU, causal
+// attention with RoPE, and the attention-relation KD loss; their Node-API functions bitLinearF32,
+// bitLinearGradF32, swigluF32, attentionTrainF32, attentionTrainGradF32 and relationKdF32.
+#include <math.h>
+#include <node_api.h>
+#include <string.h>
+
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
+#include "gemm_napi.h"
+#include "isa.h"
+#include "kernels.h"
+#include "napi_util.h"
+#include "tensor_ops.h"
+#include "ternary_napi.h"
+
+namespace bd {
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------
+// Fused training ops: the student's BitLinear (int8 activations x ternary weights, fake-quantized, STE) and
+// SwiGLU, forward and backward, each one call. The quantized operands live only in scratch for the call:
+// autograd saves x and W (which are alive anyway), not their quantized copies.
+
+Scratch g_fq_a, g_fq_b;  // main thread only (the JS thread calls these kernels one at a time)
+
+struct FqCtx {
+  const float* x;
+  int8_t* q8;  // int8 codes of x (act_quant_task)
+  float* out;
+  float* s;
+  int64_t rows, cols;
+  int dequant;
+  // ternary pass / abs sums
+  const float* w;
+  const float* d;  // per-row scales (perRow) or one value
+  float* tout;
+  double* sums;
+  int64_t n, wcols;
+  bool per_row, tern_dequant;
+};
+
+// Rows [b, e) of x quantized by the ISA's QuantizeFn (int8 codes and scales s), then as floats: q or q / s.
+void act_quant_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<FqCtx*>(p);
+  int64_t b, e;
+  split(c->rows, chunk, nchunks, &b, &e);
+  for (int64_t r = b; r < e; r++) {
+    int8_t* q8 = c->q8 + r * c->cols;
+    const float sc = g_isa->quantize(c->x + r * c->cols, c->cols, q8);
+    c->s[r] = sc;
+    if (c->out != nullptr) int8_to_f32(q8, c->dequant ? sc : 1.0f, c->out + r * c->cols, c->cols);
+  }
+}
+
+constexpr int64_t kAbsBlock = 1 << 16;  // fixed blocks: the absmean total does not depend on the thread count
+
+void abs_sum_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<FqCtx*>(p);
+  if (c->per_row) {
+    int64_t b, e;
+    split(c->n / c->wcols, chunk, nchunks, &b, &e);
+    for (int64_t r = b; r < e; r++) c->sums[r] = abs_sum_f64(c->w + r * c->wcols, c->wcols);
+    return;
+  }
+  const int64_t blocks = (c->n + kAbsBlock - 1) / kAbsBlock;
+  int64_t b, e;
+  split(blocks, chunk, nchunks, &b, &e);
+  for (int64_t i = b; i < e; i++) c->sums[i] = abs_sum_f64(c->w + i * kAbsBlock, std::min(kAbsBlock, c->n - i * kAbsBlock));
+}
+
+void fq_ternary_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<FqCtx*>(p);
+  const int64_t rows = c->n / c->wcols;
+  int64_t b, e;
+  split(rows, chunk, nchunks, &b, &e);
+  for (int64_t r = b; r < e; r++) {
+    const float d = c->per_row ? c->d[r] : c->d[0];
+    ternary_f32(c->w + r * c->wcols, d, c->tern_dequant ? d : 1.0f, c->tout + r * c->wcols, c->wcols);
+  }
+}
+
+// Ternary scales of W [n, k] (HF layout, out x in): d = max(f32(sum|W| / count), 1e-5f), one per tensor or per
+// row, as the reference quantizer (packages/quant reference.ts).
+std::vector<float> ternary_scales(const float* w, int64_t n, int64_t k, bool per_row) {
+  FqCtx c{};
+  c.w = w;
+  c.n = n * k;
+  c.wcols = k;
+  c.per_row = per_row;
+  const int64_t parts = per_row ? n : (c.n + kAbsBlock - 1) / kAbsBlock;
+  std::vector<double> sums(static_cast<size_t>(std::max<int64_t>(parts, 1)), 0.0);
+  c.sums = sums.data();
+  parallel(elem_chunks(c.n, std::max<int64_t>(parts, 1)), abs_sum_task, &c);
+  std::vector<float> d(per_row ? static_cast<size_t>(n) : 1);
+  if (per_row) {
+    for (int64_t r = 0; r < n; r++) {
+      const float m = static_cast<float>(sums[r] / static_cast<double>(k));
+      d[r] = m > 1e-5f ? m : 1e-5f;
+    }
+  } else {
+    double t = 0.0;
+    for (int64_t i = 0; i < parts; i++) t += sums[i];
+    const float m = static_cast<float>(t / static_cast<double>(std::max<int64_t>(c.n, 1)));
+    d[0] = m > 1e-5f ? m : 1e-5f;
+  }
+  return d;
+}
+
+void ternarize(const float* w, int64_t n, int64_t k, const std::vector<float>& d, bool per_row, bool dequant, float* out) {
+  FqCtx c{};
+  c.w = w;
+  c.n = n * k;
+  c.wcols = k;
+  c.d = d.data();
+  c.per_row = per_row;
+  c.tern_dequant = dequant;
+  c.tout = out;
+  parallel(elem_chunks(c.n, n), fq_ternary_task, &c);
+}
+
+// Per-token int8 quantization of x [m, k] (codes into q8, scales into s) and, when out is not null, the codes
+// as floats (dequant false) or the dequantized activations q / s (dequant true).
+void act_quant(const float* x, int64_t m, int64_t k, int8_t* q8, float* s, float* out, bool dequant) {
+  FqCtx c{};
+  c.x = x;
+  c.q8 = q8;
+  c.out = out;
+  c.s = s;
+  c.rows = m;
+  c.cols = k;
+  c.dequant = dequant ? 1 : 0;
+  parallel(elem_chunks(m * k, m), act_quant_task, &c);
+}
+
+// y[i, j] *= f32(d / s[i]) (d[j] per row of W when per_row): the dequantization of the integer product.
+struct RescaleCtx {
+  float* y;
+  const float* s;
+  const float* d;
+  int64_t m, n;
+  bool per_row;
+};
+
+void rescale_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<RescaleCtx*>(p);
+  int64_t b, e;
+  split(c->m, chunk, nchunks, &b, &e);
+  for (int64_t i = b; i < e; i++) {
+    float* yr = c->y + i * c->n;
+    if (c->per_row) {
+      for (int64_t j = 0; j < c->n; j++) yr[j] *= c->d[j] / c->s[i];
+    } else {
+      const float r = c->d[0] / c->s[i];
+      for (int64_t j = 0; j < c->n; j++) yr[j] *= r;
+    }
+  }
+}
+
+bool get_bitlinear_common(napi_env env, napi_value* argv, int first, const float** x, const float** w, int64_t* m, int64_t* k, int64_t* n,
+                          bool* per_row, const char* what) {
+  float *xp, *wp;
+  size_t xl, wl;
+  if (!get_typed(env, argv[first], napi_float32_array, &xp, &xl, "x") || !get_typed(env, argv[first + 1], napi_float32_array, &wp, &wl, "w") ||
+      !get_i64(env, argv[first + 2], 1, kMaxDim, m, "m") || !get_i64(env, argv[first + 3], 1, kMaxDim, k, "k") ||
+      !get_i64(env, argv[first + 4], 1, kMaxDim, n, "n") || !get_bool(env, argv[first + 5], per_row))
+    return false;
+  if (throw_if(env, static_cast<int64_t>(xl) < prod(*m, *k) || static_cast<int64_t>(wl) < prod(*n, *k), what)) return false;
+  *x = xp;
+  *w = wp;
+  return true;
+}
+
+// Ternary codes of W packed into t4x256 (kernels.h) for tiles [b, e): the layout of the runtime's kernels, so
+// the forward product runs on the int8 (VNNI / AMX) path.
+struct PackCtx {
+  const int8_t* codes;
+  uint8_t* dst;
+  int64_t rows, cols, nblk;
+};
+
+void pack_codes_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<PackCtx*>(p);
+  int64_t b, e;
+  split((c->rows + kTileRows - 1) / kTileRows, chunk, nchunks, &b, &e);
+  for (int64_t t = b; t < e; t++) {
+    for (int64_t k = 0; k < c->nblk; k++) {
+      for (int r = 0; r < kTileRows; r++) {
+        const int64_t row = t * kTileRows + r;
+        uint8_t* d = c->dst + ((t * c->nblk + k) * kTileRows + r) * kBlockBytes;
+        for (int jj = 0; jj < kBlockBytes; jj++) {
+          uint8_t byte = 0;
+          for (int sl = 0; sl < 4; sl++) {
+            const int64_t col = k * kBlockCols + jj + 64 * sl;
+            const int code = row < c->rows && col < c->cols ? c->codes[row * c->cols + col] + 1 : 1;  // padding: 0
+            byte = static_cast<uint8_t>(byte | (code << (2 * sl)));
+          }
+          d[jj] = byte;
+        }
+      }
+    }
+  }
+}
+
+// The int8 path for the forward product pays off from this many input features on (measured on AVX-512 VNNI at
+// 1,024 tokens: x1.0 at 256, x1.6 at 688, x2.4 at 1,024, x3.5 at 3,072 over the fp32 GEMM).
+constexpr int64_t kInt8MinCols = 512;
+
+bool int8_path(int64_t k, bool per_row) {
+  return !per_row && k >= kInt8MinCols && (strcmp(g_isa->name, "avx512vnni") == 0 || strcmp(g_isa->name, "amx") == 0);
+}
+
+Scratch g_fq_q8, g_fq_w8;  // int8 codes of x and of W (or W packed), main thread only
+
+// bitLinearF32(x [m, k], w [n, k], m, k, n, perRow, y [m, n]):
+//   y = (q @ c^T) * f32(d / s),  q = clamp(rhe(x * s), -128, 127) per row, c = clamp(rhe(W / d), -1, 1):
+// the integer form of int8Quant(x) @ ternaryQuant(W)^T. The integer product is exact on both paths: int32 on the
+// int8 one (absmean, k >= kInt8MinCols, a VNNI ISA), float32 of small integers on the fp32 GEMM otherwise.
+napi_value BitLinearF32(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!get_args(env, info, 7, argv)) return nullptr;
+  const float *x, *w;
+  int64_t m, k, n;
+  bool per_row;
+  float* y;
+  size_t yl;
+  if (!get_bitlinear_common(env, argv, 0, &x, &w, &m, &k, &n, &per_row, "bitLinearF32: x or w too small") ||
+      !get_typed(env, argv[6], napi_float32_array, &y, &yl, "y"))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(yl) < prod(m, n), "bitLinearF32: y too small")) return nullptr;
+  const bool i8 = int8_path(k, per_row);
+  int8_t* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
+  float* s = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m + (i8 ? 0 : m * k))));
+  if (throw_if(env, q8 == nullptr || s == nullptr, "bitLinearF32: out of memory for scratch")) return nullptr;
+  float* qf = i8 ? nullptr : s + m;
+  act_quant(x, m, k, q8, s, qf, false);
+  const std::vector<float> d = ternary_scales(w, n, k, per_row);
+  if (i8) {
+    const int64_t nblk = (k + kBlockCols - 1) / kBlockCols;
+    const int64_t tiles = (n + kTileRows - 1) / kTileRows;
+    const size_t packed = static_cast<size_t>(tiles * nblk * kTileBlockBytes);
+    int8_t* codes = static_cast<int8_t*>(g_fq_w8.get(static_cast<size_t>(n * k) + packed));
+    if (throw_if(env, codes == nullptr, "bitLinearF32: out of memory for scratch")) return nullptr;
+    uint8_t* wp = reinterpret_cast<uint8_t*>(codes + n * k);
+    ternary_codes_i8(w, d[0], codes, n * k);
+    PackCtx pc{codes, wp, n, k, nblk};
+    parallel(chunk_count(tiles, n * k), pack_codes_task, &pc);
+    std::vector<double> factor(static_cast<size_t>(m));
+    for (int64_t i = 0; i < m; i++) factor[i] = static_cast<double>(d[0] / s[i]);  // f32(d / s), as the fp32 path
+    TernaryCtx ctx{};
+    ctx.isa = g_isa;
+    ctx.tiles = tiles;
+    ctx.job.nblk = nblk;
+    ctx.job.w = wp;
+    ctx.job.rows = n;
+    ctx.job.yf = y;
+    ctx.job.factor = factor.data();
+    if (throw_if(env, !ternary_product(&ctx, q8, k, m), "bitLinearF32: out of memory for scratch")) return nullptr;
+    return nullptr;
+  }
+  float* c = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
+  if (throw_if(env, c == nullptr, "bitLinearF32: out of memory for scratch")) return nullptr;
+  ternarize(w, n, k, d, per_row, false, c);
+  gemm_parallel(g_isa, GemmView{qf, k, 1, c, 1, k, y, n, m, n, k});
+  RescaleCtx rc{y, s, d.data(), m, n, per_row};
+  parallel(elem_chunks(m * n, m), rescale_task, &rc);
+  return nullptr;
+}
+
+// bitLinearGradF32(x, w, m, k, n, perRow, dy [m, n], dx [m, k], dw [n, k]): the straight-through backward of
+// bitLinearF32: dx = dy @ (c * d), dW = dy^T @ (q / s), no gradient through the scales.
+napi_value BitLinearGradF32(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  if (!get_args(env, info, 9, argv)) return nullptr;
+  const float *x, *w;
+  int64_t m, k, n;
+  bool per_row;
+  float *dy, *dx, *dw;
+  size_t dyl, dxl, dwl;
+  if (!get_bitlinear_common(env, argv, 0, &x, &w, &m, &k, &n, &per_row, "bitLinearGradF32: x or w too small") ||
+      !get_typed(env, argv[6], napi_float32_array, &dy, &dyl, "dy") || !get_typed(env, argv[7], napi_float32_array, &dx, &dxl, "dx") ||
+      !get_typed(env, argv[8], napi_float32_array, &dw, &dwl, "dw"))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(dyl) < prod(m, n) || static_cast<int64_t>(dxl) < prod(m, k) || static_cast<int64_t>(dwl) < prod(n, k),
+               "bitLinearGradF32: dy, dx or dw too small"))
+    return nullptr;
+  int8_t* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
+  float* xq = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m * k + m)));
+  float* wq = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
+  if (throw_if(env, q8 == nullptr || xq == nullptr || wq == nullptr, "bitLinearGradF32: out of memory for scratch")) return nullptr;
+  act_quant(x, m, k, q8, xq + m * k, xq, true);
+  ternarize(w, n, k, ternary_scales(w, n, k, per_row), per_row, true, wq);
+  gemm_parallel(g_isa, GemmView{dy, n, 1, wq, k, 1, dx, k, m, k, n});  // [m, n] @ [n, k]
+  gemm_parallel(g_isa, GemmView{dy, 1, n, xq, k, 1, dw, k, n, k, m});  // [n, m] (dy^T) @ [m, k]
+  return nullptr;
+}
+
+struct SwigluCtx {
+  const float *dy, *g, *u;
+  float *y, *dg, *du;
+  int64_t n;
+};
+
+void swiglu_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<SwigluCtx*>(p);
+  int64_t b, e;
+  split(c->n, chunk, nchunks, &b, &e);
+  if (b >= e) return;
+  if (c->dy == nullptr) swiglu_f32(c->g + b, c->u + b, c->y + b, e - b);
+  else swiglu_grad_f32(c->dy + b, c->g + b, c->u + b, c->dg + b, c->du + b, e - b);
+}
+
+// swigluF32(g, u, y) and swigluGradF32(g, u, dy, dg, du): all the same length.
+napi_value SwigluF32(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  size_t argc = 5;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return nullptr;
+  if (throw_if(env, argc != 3 && argc != 5, "swiglu: expected 3 or 5 arguments")) return nullptr;
+  SwigluCtx c{};
+  float *g, *u, *a, *b2 = nullptr, *b3 = nullptr;
+  size_t gl, ul, al, bl = 0, cl = 0;
+  if (!get_typed(env, argv[0], napi_float32_array, &g, &gl, "g") || !get_typed(env, argv[1], napi_float32_array, &u, &ul, "u") ||
+      !get_typed(env, argv[2], napi_float32_array, &a, &al, argc == 3 ? "y" : "dy"))
+    return nullptr;
+  if (argc == 5 && (!get_typed(env, argv[3], napi_float32_array, &b2, &bl, "dg") || !get_typed(env, argv[4], napi_float32_array, &b3, &cl, "du")))
+    return nullptr;
+  if (throw_if(env, ul != gl || al != gl || (argc == 5 && (bl != gl || cl != gl)), "swiglu: arrays differ in length")) return nullptr;
+  c.g = g;
+  c.u = u;
+  c.n = static_cast<int64_t>(gl);
+  if (argc == 3) {
+    c.y = a;
+  } else {
+    c.dy = a;
+    c.dg = b2;
+    c.du = b3;
+  }
+  parallel(elem_chunks(c.n, c.n / 4096 + 1), swiglu_task, &c);
+  return nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Fused causal attention for training: q [B, T, H, d], k and v [B, T, Hkv, d] (the projections' layout, no
+// transposes), RoPE tables cos, sin [T, d], y [B, T, H, d]. Work unit: one (batch, KV head) group and its
+// H / Hkv query heads, so the backward accumulates dK and dV without races. Per head: RoPE, S = q k^T, causal
+// softmax, y = P v on the blocked GEMM (single-threaded inside a pool task); the backward recomputes P.
+
+struct AttnCtx {
+  const float *q, *k, *v, *cos, *sin, *dy;
+  float *y, *dq, *dk, *dv;
+  int64_t B, T, H, Hkv, d;
+  float scale;
+  std::atomic<bool> failed{false};
+};
+
+thread_local Scratch t_attn;
+
+// C[m, n] = A @ B for strided views, on the calling thread.
+inline void gemm_local(const float* a, int64_t sai, int64_t sap, const float* b, int64_t sbp, int64_t sbj, float* c, int64_t ldc, int64_t m, int64_t n,
+                       int64_t k) {
+  gemm_serial(*g_isa, GemmView{a, sai, sap, b, sbp, sbj, c, ldc, m, n, k});
+}
+
+void attn_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<AttnCtx*>(p);
+  const int64_t T = c->T, d = c->d, H = c->H, Hkv = c->Hkv, r = H / Hkv;
+  const int64_t sq = H * d, skv = Hkv * d;  // row strides of q / y and of k / v
+  const bool grad = c->dy != nullptr;
+  // qr, kr [T, d]; P, dP [T, T]; tmp [T, d]; dkr, dvg [T, d] accumulators (backward)
+  float* buf = static_cast<float*>(t_attn.get(static_cast<size_t>(prod(4, sat_add(prod(5, T, d), prod(2, T, T))))));
+  if (buf == nullptr) {
+    c->failed.store(true);
+    return;
+  }
+  float* qr = buf;
+  float* kr = qr + T * d;
+  float* tmp = kr + T * d;
+  float* dkr = tmp + T * d;
+  float* dvg = dkr + T * d;
+  float* P = dvg + T * d;
+  float* dP = P + T * T;
+  int64_t g0, g1;
+  split(c->B * Hkv, chunk, nchunks, &g0, &g1);
+  for (int64_t g = g0; g < g1; g++) {
+    const int64_t b = g / Hkv, hk = g % Hkv;
+    const float* kb = c->k + b * T * skv + hk * d;
+    const float* vb = c->v + b * T * skv + hk * d;
+    rope_rows_f32(kb, skv, c->cos, c->sin, kr, d, T, d, 0);
+    if (grad) {
+      memset(dkr, 0, sizeof(float) * static_cast<size_t>(T * d));
+      memset(dvg, 0, sizeof(float) * static_cast<size_t>(T * d));
+    }
+    for (int64_t h = hk * r; h < (hk + 1) * r; h++) {
+      const float* qb = c->q + b * T * sq + h * d;
+      rope_rows_f32(qb, sq, c->cos, c->sin, qr, d, T, d, 0);
+      gemm_local(qr, d, 1, kr, 1, d, P, T, T, T, d);  // S = qr kr^T
+      causal_softmax_f32(P, T, c->scale);
+      if (!grad) {
+        gemm_local(P, T, 1, vb, skv, 1, c->y + b * T * sq + h * d, sq, T, d, T);  // y = P v
+        continue;
+      }
+      const float* dyb = c->dy + b * T * sq + h * d;
+      gemm_local(P, 1, T, dyb, sq, 1, tmp, d, T, d, T);  // P^T dO
+      for (int64_t i = 0; i < T * d; i++) dvg[i] += tmp[i];
+      gemm_local(dyb, sq, 1, vb, 1, skv, dP, T, T, T, d);  // dP = dO v^T
+      causal_softmax_grad_f32(P, dP, T, c->scale);         // dS (with the score scale)
+      gemm_local(dP, T, 1, kr, d, 1, tmp, d, T, d, T);     // dqr = dS kr
+      rope_rows_f32(tmp, d, c->cos, c->sin, c->dq + b * T * sq + h * d, sq, T, d, 1);
+      gemm_local(dP, 1, T, qr, d, 1, tmp, d, T, d, T);  // dkr += dS^T qr
+      for (int64_t i = 0; i < T * d; i++) dkr[i] += tmp[i];
+    }
+    if (grad) {
+      rope_rows_f32(dkr, d, c->cos, c->sin, c->dk + b * T * skv + hk * d, skv, T, d, 1);
+      for (int64_t t = 0; t < T; t++) memcpy(c->dv + b * T * skv + t * skv + hk * d, dvg + t * d, sizeof(float) * static_cast<size_t>(d));
+    }
+  }
+}
+
+bool get_attn_common(napi_env env, napi_value* argv, AttnCtx* c, const char* what) {
+  float *q, *k, *v, *cs, *sn;
+  size_t ql, kl, vl, cl, sl;
+  double scale;
+  int64_t dims[5];
+  if (!get_typed(env, argv[0], napi_float32_array, &q, &ql, "q") || !get_typed(env, argv[1], napi_float32_array, &k, &kl, "k") ||
+      !get_typed(env, argv[2], napi_float32_array, &v, &vl, "v") || !get_typed(env, argv[3], napi_float32_array, &cs, &cl, "cos") ||
+      !get_typed(env, argv[4], napi_float32_array, &sn, &sl, "sin"))
+    return false;
+  const char* names[5] = {"B", "T", "H", "Hkv", "d"};
+  for (int i = 0; i < 5; i++) {
+    if (!get_i64(env, argv[5 + i], 1, kMaxDim, &dims[i], names[i])) return false;
+  }
+  if (!get_f64(env, argv[10], &scale)) return false;
+  const int64_t B = dims[0], T = dims[1], H = dims[2], Hkv = dims[3], d = dims[4];
+  if (throw_if(env, H % Hkv != 0 || d % 2 != 0, what) ||
+      throw_if(env, static_cast<int64_t>(ql) != prod(B, T, H, d) || static_cast<int64_t>(kl) != prod(B, T, Hkv, d) || static_cast<int64_t>(vl) != prod(B, T, Hkv, d) ||
+                        static_cast<int64_t>(cl) < prod(T, d) || static_cast<int64_t>(sl) < prod(T, d),
+               what))
+    return false;
+  c->q = q;
+  c->k = k;
+  c->v = v;
+  c->cos = cs;
+  c->sin = sn;
+  c->B = B;
+  c->T = T;
+  c->H = H;
+  c->Hkv = Hkv;
+  c->d = d;
+  c->scale = static_cast<float>(scale);
+  return true;
+}
+
+// Runs the groups on the pool; false (with a JavaScript error thrown) when a thread's scratch could not be had.
+bool run_attention(napi_env env, AttnCtx* c) {
+  const int64_t groups = c->B * c->Hkv;
+  parallel(std::min<int64_t>(groups, g_pool->size() * 4), attn_task, c);
+  if (c->failed.load()) {
+    napi_throw_error(env, "E_MEMORY", "attention: out of memory for the per-thread scratch");
+    return false;
+  }
+  return true;
+}
+
+// attentionTrainF32(q, k, v, cos, sin, B, T, H, Hkv, d, scale, y): y = softmax(causal(scale * rope(q) rope(k)^T)) v
+napi_value AttentionTrainF32(napi_env env, napi_callback_info info) {
+  napi_value argv[12];
+  if (!get_args(env, info, 12, argv)) return nullptr;
+  AttnCtx c{};
+  size_t yl;
+  if (!get_attn_common(env, argv, &c, "attentionTrainF32: shapes do not match (H % Hkv == 0, even d, q [B,T,H,d], k, v [B,T,Hkv,d], cos, sin [T,d])") ||
+      !get_typed(env, argv[11], napi_float32_array, &c.y, &yl, "y"))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(yl) < prod(c.B, c.T, c.H, c.d), "attentionTrainF32: y too small")) return nullptr;
+  run_attention(env, &c);
+  return nullptr;
+}
+
+// attentionTrainGradF32(q, k, v, cos, sin, B, T, H, Hkv, d, scale, dy, dq, dk, dv)
+napi_value AttentionTrainGradF32(napi_env env, napi_callback_info info) {
+  napi_value argv[15];
+  if (!get_args(env, info, 15, argv)) return nullptr;
+  AttnCtx c{};
+  float* dy;
+  size_t dyl, dql, dkl, dvl;
+  if (!get_attn_common(env, argv, &c, "attentionTrainGradF32: shapes do not match (H % Hkv == 0, even d, q [B,T,H,d], k, v [B,T,Hkv,d], cos, sin [T,d])") ||
+      !get_typed(env, argv[11], napi_float32_array, &dy, &dyl, "dy") || !get_typed(env, argv[12], napi_float32_array, &c.dq, &dql, "dq") ||
+      !get_typed(env, argv[13], napi_float32_array, &c.dk, &dkl, "dk") || !get_typed(env, argv[14], napi_float32_array, &c.dv, &dvl, "dv"))
+    return nullptr;
+  const int64_t nq = prod(c.B, c.T, c.H, c.d), nkv = prod(c.B, c.T, c.Hkv, c.d);
+  if (throw_if(env, static_cast<int64_t>(dyl) < nq || static_cast<int64_t>(dql) < nq || static_cast<int64_t>(dkl) < nkv || static_cast<int64_t>(dvl) < nkv,
+               "attentionTrainGradF32: dy, dq, dk or dv too small"))
+    return nullptr;
+  c.dy = dy;
+  run_attention(env, &c);
+  return nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Attention-relation KD (MiniLMv2, packages/losses attentionRelationKd) in one call: for q, k and v of teacher and
+// student ([B, H, T, d] each, heads regrouped into R relation heads of D = H d / R features), per (batch,
+// relation head) the relation rows (cosine: L2-normalised A A^T; scaled: A A^T / sqrt(D)), row softmax clamped
+// at 1e-8, KL(teacher || student) averaged over the B R T rows and divided by R, and the gradient with respect
+// to the student's q, k, v. One (batch, relation head) per task; the loss sums per task in a fixed order.
+
+struct RelPart {
+  const float* x;  // [B, H, T, d]
+  int64_t H, d;
+};
+
+struct RelCtx {
+  RelPart t, s;
+  float* dx;  // student gradient [B, Hs, T, ds], or null
+  int64_t B, T, R;
+  bool cosine;
+  float inv;
+  double* kl;  // [B * R]
+  std::atomic<bool> failed{false};
+};
+
+thread_local Scratch t_rel;
+
+// Relation head r of batch b of part x gathered into a [T, D] (row t = features r D .. r D + D - 1 of token t).
+void rel_gather(const RelPart& x, int64_t b, int64_t r, int64_t T, int64_t D, float* a) {
+  for (int64_t t = 0; t < T; t++) {
+    for (int64_t j = 0; j < D; j++) {
+      const int64_t f = r * D + j, h = f / x.d, i = f % x.d;
+      a[t * D + j] = x.x[((b * x.H + h) * T + t) * x.d + i];
+    }
+  }
+}
+
+// Scores [T, T] of a [T, D]: cosine normalises a's rows in place first (norms into n, the eps test into big).
+void rel_scores(float* a, int64_t T, int64_t D, bool cosine, float* n, float* big, float* s) {
+  if (cosine) {
+    for (int64_t t = 0; t < T; t++) {
+      float ss = 0.0f;
+      for (int64_t j = 0; j < D; j++) ss += a[t * D + j] * a[t * D + j];
+      const float e2 = 1e-12f * 1e-12f;
+      n[t] = sqrtf(ss > e2 ? ss : e2);
+      big[t] = ss >= e2 ? 1.0f : 0.0f;
+      for (int64_t j = 0; j < D; j++) a[t * D + j] = a[t * D + j] / n[t];
+    }
+  }
+  gemm_local(a, D, 1, a, 1, D, s, T, T, T, D);
+  if (!cosine) {
+    const float sd = sqrtf(static_cast<float>(D));
+    for (int64_t i = 0; i < T * T; i++) s[i] = s[i] / sd;
+  }
+}
+
+void rel_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<RelCtx*>(p);
+  const int64_t T = c->T, R = c->R;
+  const int64_t Dt = c->t.H * c->t.d / R, Ds = c->s.H * c->s.d / R;
+  float* buf = static_cast<float*>(t_rel.get(static_cast<size_t>(prod(4, sat_add(sat_add(prod(5, T, T), prod(T, sat_add(Dt, prod(2, Ds)))), prod(4, T))))));
+  if (buf == nullptr) {
+    c->failed.store(true);
+    return;
+  }
+  float* at = buf;
+  float* as = at + T * Dt;
+  float* dan = as + T * Ds;
+  float* nt = dan + T * Ds;
+  float* bt = nt + T;
+  float* ns = bt + T;
+  float* bs = ns + T;
+  float* st = bs + T;
+  float* ss = st + T * T;
+  float* lt = ss + T * T;
+  float* ls = lt + T * T;
+  float* g = ls + T * T;
+  int64_t u0, u1;
+  split(c->B * R, chunk, nchunks, &u0, &u1);
+  for (int64_t u = u0; u < u1; u++) {
+    const int64_t b = u / R, r = u % R;
+    rel_gather(c->t, b, r, T, Dt, at);
+    rel_scores(at, T, Dt, c->cosine, nt, bt, st);
+    relation_softmax_f32(st, st, lt, T);  // teacher: probabilities (in place) and clamped log-probabilities
+    rel_gather(c->s, b, r, T, Ds, as);
+    rel_scores(as, T, Ds, c->cosine, ns, bs, ss);
+    relation_softmax_f32(ss, ss, ls, T);  // ss: the student's probabilities
+    double kl = 0.0;
+    relation_kl_grad_f32(st, ss, ls, lt, g, T, c->inv, &kl);
+    c->kl[u] = kl;
+    if (c->dx == nullptr) continue;
+    // dS symmetric part: the scores are an an^T, so d an = (dS + dS^T) an.
+    for (int64_t i = 0; i < T; i++) {
+      for (int64_t j = i; j < T; j++) {
+        const float v = g[i * T + j] + g[j * T + i];
+        g[i * T + j] = v;
+        g[j * T + i] = v;
+      }
+    }
+    gemm_local(g, T, 1, as, Ds, 1, dan, Ds, T, Ds, T);
+    for (int64_t t = 0; t < T; t++) {
+      float* d = dan + t * Ds;
+      const float* an = as + t * Ds;
+      if (c->cosine) {
+        float dot = 0.0f;
+        for (int64_t j = 0; j < Ds; j++) dot += an[j] * d[j];
+        const float k = dot * bs[t];
+        for (int64_t j = 0; j < Ds; j++) d[j] = (d[j] - an[j] * k) / ns[t];
+      } else {
+        const float sd = sqrtf(static_cast<float>(Ds));
+        for (int64_t j = 0; j < Ds; j++) d[j] = d[j] / sd;
+      }
+      for (int64_t j = 0; j < Ds; j++) {
+        const int64_t f = r * Ds + j, h = f / c->s.d, i = f % c->s.d;
+        c->dx[((b * c->s.H + h) * T + t) * c->s.d + i] = d[j];
+      }
+    }
+  }
+}
+
+// relationKdF32(tx, tH, td, sx, sH, sd, B, T, R, cosine, dx | null): one part (q, k or v) of the loss, returned;
+// the student's gradient of that part into dx when given.
+napi_value RelationKdF32(napi_env env, napi_callback_info info) {
+  napi_value argv[11];
+  if (!get_args(env, info, 11, argv)) return nullptr;
+  float *tx, *sx;
+  size_t tl, sl;
+  int64_t tH, td, sH, sd, B, T, R;
+  bool cosine;
+  if (!get_typed(env, argv[0], napi_float32_array, &tx, &tl, "teacher") || !get_i64(env, argv[1], 1, kMaxDim, &tH, "tH") ||
+      !get_i64(env, argv[2], 1, kMaxDim, &td, "td") || !get_typed(env, argv[3], napi_float32_array, &sx, &sl, "student") ||
+      !get_i64(env, argv[4], 1, kMaxDim, &sH, "sH") || !get_i64(env, argv[5], 1, kMaxDim, &sd, "sd") || !get_i64(env, argv[6], 1, kMaxDim, &B, "B") ||
+      !get_i64(env, argv[7], 1, kMaxDim, &T, "T") || !get_i64(env, argv[8], 1, kMaxDim, &R, "R") || !get_bool(env, argv[9], &cosine))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(tl) != prod(B, tH, T, td) || static_cast<int64_t>(sl) != prod(B, sH, T, sd) || (tH * td) % R != 0 || (sH * sd) % R != 0,
+               "relationKdF32: shapes do not match (teacher [B, tH, T, td], student [B, sH, T, sd], H d divisible by R)"))
+    return nullptr;
+  RelCtx c{};
+  c.t = RelPart{tx, tH, td};
+  c.s = RelPart{sx, sH, sd};
+  c.B = B;
+  c.T = T;
+  c.R = R;
+  c.cosine = cosine;
+  c.inv = static_cast<float>(1.0 / (static_cast<double>(B) * R * T * R));
+  napi_valuetype vt;
+  if (napi_typeof(env, argv[10], &vt) != napi_ok) return nullptr;
+  if (vt != napi_null && vt != napi_undefined) {
+    size_t dl;
+    if (!get_typed(env, argv[10], napi_float32_array, &c.dx, &dl, "dx")) return nullptr;
+    if (throw_if(env, dl != sl, "relationKdF32: dx must have the student's size")) return nullptr;
+  }
+  std::vector<double> kl(static_cast<size_t>(B * R), 0.0);
+  c.kl = kl.data();
+  parallel(std::min<int64_t>(B * R, g_pool->size() * 4), rel_task, &c);
+  if (c.failed.load()) {
+    napi_throw_error(env, "E_MEMORY", "relationKdF32: out of memory for the per-thread scratch");
+    return nullptr;
+  }
+  double total = 0.0;
+  for (double v : kl) total += v;
+  return make_number(env, total);
+}
+
+}  // namespace
+
+void register_fused(napi_env env, napi_value exports) {
+  const napi_property_descriptor props[] = {
+      {"bitLinearF32", nullptr, BitLinearF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"bitLinearGradF32", nullptr, BitLinearGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"swigluF32", nullptr, SwigluF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attentionTrainF32", nullptr, AttentionTrainF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attentionTrainGradF32", nullptr, AttentionTrainGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"relationKdF32", nullptr, RelationKdF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+}
+
+}  // namespace bd

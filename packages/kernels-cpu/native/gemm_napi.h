@@ -1,0 +1,28 @@
+// The blocked fp32 GEMM driver of gemm_napi.cc, for the other translation units that run products on it (the
+// fused training ops: BitLinear, attention, relation KD).
+#pragma once
+#include <stdint.h>
+
+#include "kernels.h"
+
+namespace bd {
+
+// fp32 GEMM: C[m, n] = A[m, k] @ B[k, n] with A(i, p) = a[i * sai + p * sap], B(p, j) = b[p * sbp + j * sbj]
+// (so a transpose is only a change of strides), C row-major with row stride ldc. Goto/BLIS blocking:
+// a KC x NC panel of B and an MC x KC block of A are packed into the micro-kernel's order (zero padded to
+// whole micro-tiles), then MR x NR micro-tiles of C are computed from them.
+struct GemmView {
+  const float* a;
+  int64_t sai, sap;
+  const float* b;
+  int64_t sbp, sbj;
+  float* c;
+  int64_t ldc;
+  int64_t m, n, k;
+};
+
+// One product on the calling thread (gemm_serial) or split across the pool (gemm_parallel).
+void gemm_serial(const IsaKernels& K, const GemmView& g);
+void gemm_parallel(const IsaKernels* isa, const GemmView& g);
+
+}  // namespace bd

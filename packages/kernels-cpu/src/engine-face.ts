@@ -1,0 +1,34 @@
+/**
+ * `@bitdistill/kernels-cpu/engine`: what the training side uses (the native tfjs engine and wasm kernels of
+ * @bitdistill/backend, the trainer's AdamW, the training benchmarks and the fused-op tests of other packages):
+ * loading and settings, the fp32 GEMM and its reference, the tensor ops, the fused training ops and the AdamW
+ * update. The inference side imports `./runtime` instead.
+ */
+export { initKernels, nativeStatus, setThreads } from './native.ts';
+export { matmulF32, batchMatmulF32 } from './gemm.ts';
+export { matmulF32Ref } from './reference.ts';
+export {
+  unaryF32,
+  binaryF32,
+  compare,
+  broadcastPlan,
+  reduceF32,
+  castToF32,
+  copyStrided32,
+  transpose32,
+  tile32,
+  gatherRows32,
+  rmsNormF32,
+  rmsNormGradF32,
+} from './tensor-ops.ts';
+export type { UnaryOp, BinaryOp, CompareOp, ReduceOp } from './tensor-ops.ts';
+export {
+  bitLinearF32,
+  bitLinearGradF32,
+  swigluF32,
+  swigluGradF32,
+  attentionTrainF32,
+  attentionTrainGradF32,
+  relationKdF32,
+} from './fused.ts';
+export { adamwF32 } from './optim.ts';
