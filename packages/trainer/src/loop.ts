@@ -159,20 +159,82 @@ function readMetrics(file: string): { records: Record<string, unknown>[]; droppe
   return { records, dropped };
 }
 
+/**
+ * What the steps of one stage share: the pieces built once at the start, the trainer state that checkpoints
+ * save, and the counters the loop moves (the tokens-per-second window, the steps of this process).
+ */
+interface StageRun<B extends MicroBatch> {
+  readonly spec: StageSpec<B>;
+  readonly settings: LoopSettings;
+  readonly hooks: LoopHooks;
+  readonly log: Logger;
+  readonly metricsFile: string;
+  /** The trainable parameters by HF name, and the same variables as a list for tf.variableGrads. */
+  readonly trainable: Map<string, tf.Variable>;
+  readonly vars: tf.Variable[];
+  readonly optimizer: AdamW;
+  /** EMA shadow weights by parameter name (filled at the first step, or restored from a checkpoint). */
+  readonly ema: Map<string, tf.Variable>;
+  readonly rng: Rng;
+  readonly warmupSteps: number;
+  /** Replaced by the checkpoint's on resume; mutated in place by every step. */
+  state: TrainerState;
+  /** Clock (seconds) at which the stage would have started had it never stopped; set by resume(). */
+  t0: number;
+  /** Start (seconds) and token count of the current tokens-per-second window. */
+  windowStart: number;
+  windowTokens: number;
+  /** Optimizer steps taken by this process, and when it started taking them (seconds; for the ETA). */
+  stepsThisProcess: number;
+  processStart: number;
+}
+
+/** The summed gradients of one optimizer step and its loss / terms summed over the micro-batches. */
+interface Accumulated {
+  summed: Record<string, tf.Tensor>;
+  termSums: Record<string, number>;
+  lossSum: number;
+}
+
+/** Runs one stage to totalSteps: resume, then accumulate + afterStep per optimizer step until done or stopped, then finish. */
 export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, settings: LoopSettings, hooks: LoopHooks = {}): Promise<StageResult> {
+  const run = newRun(spec, settings, hooks);
+  resume(run);
+
+  // An allocation that fails despite the memory check (another process took the RAM, an estimate too low)
+  // surfaces as a typed error naming the stage and step; checkpoints are written atomically, so the last one
+  // is intact and `--resume auto` continues from it.
+  try {
+    while (run.state.step < settings.totalSteps) {
+      // Yield to the event loop once per step: tfjs work resolves as microtasks, and signal handlers
+      // (SIGINT/SIGTERM -> shouldStop) only run when the macrotask queue gets a turn.
+      await new Promise((resolve) => setImmediate(resolve));
+      if (hooks.shouldStop?.() === true) {
+        await checkpoint(run);
+        throw new Interrupted(spec.stage, run.state.step);
+      }
+      await afterStep(run, await accumulate(run));
+    }
+  } catch (e) {
+    throw outOfMemory(e, spec.stage, run.state.step + 1, spec.stageDir) ?? e;
+  }
+
+  return finish(run);
+}
+
+/** Creates the stage folder, the optimizer and RNG, and a fresh state at step 0 (resume() may replace it). */
+function newRun<B extends MicroBatch>(spec: StageSpec<B>, settings: LoopSettings, hooks: LoopHooks): StageRun<B> {
   const log = hooks.logger ?? silentLogger;
-  const { model, stageDir } = spec;
   const o = settings.optim;
-  mkdirSync(stageDir, { recursive: true });
-  const metricsFile = join(stageDir, 'metrics.jsonl');
-  const trainable = new Map([...model.params].filter(([, v]) => v.trainable));
+  mkdirSync(spec.stageDir, { recursive: true });
+  const metricsFile = join(spec.stageDir, 'metrics.jsonl');
+  const trainable = new Map([...spec.model.params].filter(([, v]) => v.trainable));
   const vars = [...trainable.values()];
   const optimizer = new AdamW({ beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay });
   const ema = new Map<string, tf.Variable>();
   const rng = new Rng(settings.seed);
   const warmupSteps = Math.round(o.warmupRatio * settings.totalSteps);
-
-  let state: TrainerState = {
+  const state: TrainerState = {
     stage: spec.stage,
     step: 0,
     totalSteps: settings.totalSteps,
@@ -184,33 +246,26 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
     tokensSeen: 0,
     elapsedSeconds: 0,
   };
+  return { spec, settings, hooks, log, metricsFile, trainable, vars, optimizer, ema, rng, warmupSteps, state, t0: 0, windowStart: 0, windowTokens: 0, stepsThisProcess: 0, processStart: 0 };
+}
 
-  for (const f of removeStaleTemporaries(stageDir)) log.warn({ stage: spec.stage, removed: f }, `removed ${f}, left by a process that was killed while writing`);
-  const expect: CheckpointExpectation = {
-    stage: spec.stage,
-    params: new Map([...model.params].map(([k, v]) => [k, v.shape])),
-    trainable: new Set(trainable.keys()),
-  };
-  let resumePoint: VerifiedCheckpoint | null = null;
-  if (hooks.resumeFrom !== undefined) {
-    resumePoint = verifyCheckpoint(hooks.resumeFrom, expect);
-  } else if (hooks.resume !== false) {
-    const rp = findResumePoint(stageDir, expect);
-    for (const s of rp?.skipped ?? []) log.warn({ stage: spec.stage, checkpoint: s.dir, reason: s.reason }, `skipping checkpoint ${s.dir}: ${s.reason}`);
-    resumePoint = rp;
-  }
-  if (resumePoint !== null && !resumePoint.checksums) log.warn({ stage: spec.stage, checkpoint: resumePoint.dir }, `${resumePoint.dir} has no ${MANIFEST_FILE} (written by an older version): its structure is checked, its bytes are not`);
+/** Restores weights, moments, EMA, data cursor and RNG from the resume checkpoint, rewrites metrics.jsonl to match, and starts the clock. */
+function resume<B extends MicroBatch>(run: StageRun<B>): void {
+  const { spec, log, metricsFile } = run;
+  const { model } = spec;
+  const resumePoint = resumePointOf(run);
   const latest = resumePoint?.dir ?? null;
   if (resumePoint !== null && latest !== null) {
-    state = resumePoint.state;
+    const state = resumePoint.state;
+    run.state = state;
     loadWeightsInto(model, latest);
     const opt = readOptimizerTensors(latest);
     const moments = new Map<string, { shape: readonly number[]; data: Float32Array }>();
     for (const [k, t] of opt) {
-      if (k.startsWith('ema.')) ema.set(k.slice(4), tf.variable(tf.tensor(t.data as Float32Array, [...t.shape]), false));
+      if (k.startsWith('ema.')) run.ema.set(k.slice(4), tf.variable(tf.tensor(t.data as Float32Array, [...t.shape]), false));
       else moments.set(k, { shape: t.shape, data: t.data as Float32Array });
     }
-    optimizer.load(state.step, moments);
+    run.optimizer.load(state.step, moments);
     try {
       spec.setCursor(state.dataCursor);
     } catch (e) {
@@ -218,7 +273,7 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
       if (isBitDistillError(e) && e.message.startsWith(file)) throw e;
       throw new FormatError(file, `'dataCursor' does not fit this stage's data: ${(e as Error).message}`, { cause: e, hint: 'resume with the config the checkpoint was written with, or start the stage over (--resume none)' });
     }
-    rng.setState(state.rng);
+    run.rng.setState(state.rng);
     // Metrics logged after the checkpoint are about to be redone: drop them.
     const { records, dropped } = readMetrics(metricsFile);
     if (dropped > 0) log.warn({ stage: spec.stage, file: metricsFile, dropped }, `${metricsFile}: dropped ${dropped} line(s) that were not whole JSON records (a write cut short)`);
@@ -229,205 +284,200 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
     writeFileSync(metricsFile, '');
   }
 
-  const optimizerTensors = async (): Promise<Map<string, TensorEntry>> => {
-    const st = await optimizer.state();
-    const out = new Map<string, TensorEntry>();
-    for (const [k, t] of st.tensors) out.set(k, { dtype: 'F32', shape: t.shape, data: t.data });
-    for (const [k, v] of ema) out.set(`ema.${k}`, { dtype: 'F32', shape: [...v.shape], data: (await v.data()) as Float32Array });
-    return out;
-  };
-  const checkpoint = async (): Promise<string> => {
-    // Never write (and never move `latest` to) a checkpoint that holds a non-finite number: an update can
-    // overflow the weights or the moments while the loss that produced it was still finite.
-    const optTensors = await optimizerTensors();
-    const bad: string[] = [];
-    for (const [name, p] of model.params) if (firstNonFinite((await p.data()) as Float32Array) >= 0) bad.push(name);
-    const badOpt = [...optTensors].filter(([, t]) => t.data instanceof Float32Array && firstNonFinite(t.data) >= 0).map(([k]) => k);
-    if (bad.length + badOpt.length > 0) {
-      throw new BitDistillError(
-        'E_NUMERIC',
-        `${spec.stage}: after step ${state.step}, ${bad.length} parameter(s) and ${badOpt.length} optimizer tensor(s) hold NaN or infinity (e.g. ${[...bad, ...badOpt].slice(0, 3).join(', ')}); no checkpoint written`,
-        { hint: `the last good checkpoint is kept (${latestCheckpoint(stageDir) ?? 'none yet'}); lower optim.lr, set optim.gradClip > 0, then resume` },
-      );
-    }
-    state.dataCursor = spec.getCursor();
-    state.rng = rng.getState();
-    const keep = state.bestStep !== null ? [`step-${String(state.bestStep).padStart(6, '0')}`] : [];
-    const keepLast = settings.averaging.kind === 'lawa' ? Math.max(settings.keepLast, settings.averaging.lawaK) : settings.keepLast;
-    return saveCheckpoint(
-      stageDir,
-      { model, optimizer: optTensors, state, resolvedYaml: spec.resolvedYaml, tokenizerFrom: spec.tokenizerFrom, bitdistill: spec.bitdistill },
-      keepLast,
-      keep,
-      hooks.writeHook,
-    );
-  };
-  const record = (r: Record<string, unknown>) => {
-    appendFileSync(metricsFile, `${JSON.stringify(r)}\n`);
-    hooks.onRecord?.({ stage: spec.stage, ...r });
-  };
-  const evaluate = async (): Promise<EvalResult | null> => {
-    if (spec.evaluate === undefined) return null;
-    const res = await spec.evaluate();
-    const all = res.metrics ?? { [res.metric]: res.value };
-    record({ type: 'eval', step: state.step, epoch: spec.epoch(), metric: res.metric, value: res.value, examples: res.examples, metrics: all });
-    log.info({ stage: spec.stage, step: state.step, ...Object.fromEntries(Object.entries(all).map(([k, v]) => [k, Number(v.toFixed(4))])) }, 'eval');
-    return res;
-  };
+  run.t0 = performance.now() / 1000 - run.state.elapsedSeconds;
+  run.windowStart = performance.now() / 1000;
+  run.processStart = performance.now() / 1000;
+}
 
-  const t0 = performance.now() / 1000 - state.elapsedSeconds;
-  let windowStart = performance.now() / 1000;
-  let windowTokens = 0;
-  let stepsThisProcess = 0;
-  const processStart = performance.now() / 1000;
-  let lastEval: EvalResult | null = null;
+/** Removes temporaries of killed writers and picks the verified checkpoint to resume from (--resume PATH, the newest intact one, or none). */
+function resumePointOf<B extends MicroBatch>(run: StageRun<B>): VerifiedCheckpoint | null {
+  const { spec, hooks, log } = run;
+  const { model, stageDir } = spec;
+  for (const f of removeStaleTemporaries(stageDir)) log.warn({ stage: spec.stage, removed: f }, `removed ${f}, left by a process that was killed while writing`);
+  const expect: CheckpointExpectation = {
+    stage: spec.stage,
+    params: new Map([...model.params].map(([k, v]) => [k, v.shape])),
+    trainable: new Set(run.trainable.keys()),
+  };
+  let resumePoint: VerifiedCheckpoint | null = null;
+  if (hooks.resumeFrom !== undefined) {
+    resumePoint = verifyCheckpoint(hooks.resumeFrom, expect);
+  } else if (hooks.resume !== false) {
+    const rp = findResumePoint(stageDir, expect);
+    for (const s of rp?.skipped ?? []) log.warn({ stage: spec.stage, checkpoint: s.dir, reason: s.reason }, `skipping checkpoint ${s.dir}: ${s.reason}`);
+    resumePoint = rp;
+  }
+  if (resumePoint !== null && !resumePoint.checksums) log.warn({ stage: spec.stage, checkpoint: resumePoint.dir }, `${resumePoint.dir} has no ${MANIFEST_FILE} (written by an older version): its structure is checked, its bytes are not`);
+  return resumePoint;
+}
 
-  // An allocation that fails despite the memory check (another process took the RAM, an estimate too low)
-  // surfaces as a typed error naming the stage and step; checkpoints are written atomically, so the last one
-  // is intact and `--resume auto` continues from it.
-  try {
-  while (state.step < settings.totalSteps) {
-    // Yield to the event loop once per step: tfjs work resolves as microtasks, and signal handlers
-    // (SIGINT/SIGTERM -> shouldStop) only run when the macrotask queue gets a turn.
-    await new Promise((resolve) => setImmediate(resolve));
-    if (hooks.shouldStop?.() === true) {
-      await checkpoint();
-      throw new Interrupted(spec.stage, state.step);
-    }
-
-    // --- one optimizer step: accumulate gradients over gradAccum micro-batches ---
-    let gradSum: Record<string, tf.Tensor> | null = null;
-    const termSums: Record<string, number> = {};
-    let lossSum = 0;
-    for (let a = 0; a < o.gradAccum; a++) {
-      const batch = await spec.nextBatch();
-      windowTokens += batch.tokens;
-      state.tokensSeen += batch.tokens;
-      const kept: Record<string, tf.Scalar> = {};
-      const { value, grads: byVarName } = tf.variableGrads(() => {
-        const { total, terms } = spec.loss(batch);
-        for (const [k, t] of Object.entries(terms)) kept[k] = tf.keep(t);
-        return total;
-      }, vars);
-      // tfjs keys gradients by its own variable names; the rest of the loop uses the HF parameter names.
-      const grads: Record<string, tf.Tensor> = {};
-      for (const [name, v] of trainable) {
-        const g = byVarName[v.name];
-        if (g !== undefined) grads[name] = g;
-      }
-      const totalValue = (await value.data())[0] as number;
-      const termValues: Record<string, number> = {};
-      for (const [k, t] of Object.entries(kept)) termValues[k] = (await t.data())[0] as number;
-      // A term may be the very tensor returned as the total: dispose only after reading them all.
-      tf.dispose([value, ...Object.values(kept)]);
-      if (!Number.isFinite(totalValue)) {
-        tf.dispose(Object.values(grads));
-        if (gradSum !== null) tf.dispose(Object.values(gradSum));
-        const bad = Object.entries(termValues).filter(([, v]) => !Number.isFinite(v)).map(([k, v]) => `${k}=${v}`);
-        throw new BitDistillError('E_NUMERIC', `${spec.stage}: the loss became ${totalValue} at step ${state.step + 1} (${bad.length > 0 ? bad.join(', ') : 'the weighted sum overflowed'})`, {
-          hint: `the last good checkpoint is kept (${latestCheckpoint(stageDir) ?? 'none yet'}); lower optim.lr or the loss weights, then resume`,
-        });
-      }
-      lossSum += totalValue;
-      for (const [k, v] of Object.entries(termValues)) termSums[k] = (termSums[k] ?? 0) + v;
-      if (gradSum === null) gradSum = grads;
-      else {
-        // One parameter at a time, so no more than one parameter's extra copy is alive (0.6B: 2.4 GB a copy).
-        for (const k of Object.keys(gradSum)) {
-          const prev = gradSum[k] as tf.Tensor;
-          gradSum[k] = tf.add(prev, grads[k] as tf.Tensor);
-          tf.dispose([prev, grads[k] as tf.Tensor]);
-        }
-      }
-    }
-    const summed = gradSum as Record<string, tf.Tensor>;
-    // Averaging over micro-batches and clipping become one scale the optimizer applies as it reads each
-    // gradient: no averaged or clipped copy of every gradient.
-    const { norm, scale } = clipScale(summed, o.gradClip, o.gradAccum);
-    if (!Number.isFinite(norm)) {
-      // A finite loss with a non-finite gradient (an overflow in the backward pass): stop before the update.
-      tf.dispose(Object.values(summed));
-      throw new BitDistillError('E_NUMERIC', `${spec.stage}: the gradient norm became ${norm} at step ${state.step + 1} (loss ${lossSum / o.gradAccum})`, {
-        hint: `the last good checkpoint is kept (${latestCheckpoint(stageDir) ?? 'none yet'}); lower optim.lr or the loss weights, then resume`,
+/** One optimizer step's gradients: forward/backward over gradAccum micro-batches, summed one parameter at a time; stops on a non-finite loss. */
+async function accumulate<B extends MicroBatch>(run: StageRun<B>): Promise<Accumulated> {
+  const { spec, state } = run;
+  let gradSum: Record<string, tf.Tensor> | null = null;
+  const termSums: Record<string, number> = {};
+  let lossSum = 0;
+  for (let a = 0; a < run.settings.optim.gradAccum; a++) {
+    const batch = await spec.nextBatch();
+    run.windowTokens += batch.tokens;
+    state.tokensSeen += batch.tokens;
+    const { grads, totalValue, termValues } = await forwardBackward(run, batch);
+    if (!Number.isFinite(totalValue)) {
+      tf.dispose(Object.values(grads));
+      if (gradSum !== null) tf.dispose(Object.values(gradSum));
+      const bad = Object.entries(termValues).filter(([, v]) => !Number.isFinite(v)).map(([k, v]) => `${k}=${v}`);
+      throw new BitDistillError('E_NUMERIC', `${spec.stage}: the loss became ${totalValue} at step ${state.step + 1} (${bad.length > 0 ? bad.join(', ') : 'the weighted sum overflowed'})`, {
+        hint: `the last good checkpoint is kept (${latestCheckpoint(spec.stageDir) ?? 'none yet'}); lower optim.lr or the loss weights, then resume`,
       });
     }
-    const lr = learningRate({ kind: o.schedule, peakLr: o.lr, totalSteps: settings.totalSteps, warmupSteps, decayRatio: o.decayRatio }, state.step);
-    optimizer.apply(trainable, summed, lr, scale);
+    lossSum += totalValue;
+    for (const [k, v] of Object.entries(termValues)) termSums[k] = (termSums[k] ?? 0) + v;
+    if (gradSum === null) gradSum = grads;
+    else {
+      // One parameter at a time, so no more than one parameter's extra copy is alive (0.6B: 2.4 GB a copy).
+      for (const k of Object.keys(gradSum)) {
+        const prev = gradSum[k] as tf.Tensor;
+        gradSum[k] = tf.add(prev, grads[k] as tf.Tensor);
+        tf.dispose([prev, grads[k] as tf.Tensor]);
+      }
+    }
+  }
+  return { summed: gradSum as Record<string, tf.Tensor>, termSums, lossSum };
+}
+
+/** Forward and backward on one micro-batch: its gradients by parameter name, its loss and its terms read back as numbers. */
+async function forwardBackward<B extends MicroBatch>(run: StageRun<B>, batch: B): Promise<{ grads: Record<string, tf.Tensor>; totalValue: number; termValues: Record<string, number> }> {
+  const kept: Record<string, tf.Scalar> = {};
+  const { value, grads: byVarName } = tf.variableGrads(() => {
+    const { total, terms } = run.spec.loss(batch);
+    for (const [k, t] of Object.entries(terms)) kept[k] = tf.keep(t);
+    return total;
+  }, run.vars);
+  // tfjs keys gradients by its own variable names; the rest of the loop uses the HF parameter names.
+  const grads: Record<string, tf.Tensor> = {};
+  for (const [name, v] of run.trainable) {
+    const g = byVarName[v.name];
+    if (g !== undefined) grads[name] = g;
+  }
+  const totalValue = (await value.data())[0] as number;
+  const termValues: Record<string, number> = {};
+  for (const [k, t] of Object.entries(kept)) termValues[k] = (await t.data())[0] as number;
+  // A term may be the very tensor returned as the total: dispose only after reading them all.
+  tf.dispose([value, ...Object.values(kept)]);
+  return { grads, totalValue, termValues };
+}
+
+/** Everything after the gradients: NaN guard, clip, AdamW step, EMA, first-step weight warning, progress/log, eval and best tracking, checkpoint. */
+async function afterStep<B extends MicroBatch>(run: StageRun<B>, acc: Accumulated): Promise<void> {
+  const { spec, settings, state } = run;
+  const { norm, lr } = optimizerStep(run, acc);
+  state.step += 1;
+  run.stepsThisProcess += 1;
+  state.epoch = spec.epoch();
+  state.elapsedSeconds = performance.now() / 1000 - run.t0;
+
+  const loss = acc.lossSum / settings.optim.gradAccum;
+  if (run.stepsThisProcess === 1) warnTermWeights(run, acc.termSums);
+  report(run, loss, lr, norm, acc.termSums);
+  const isLast = state.step === settings.totalSteps;
+  if (settings.evalEvery > 0 && state.step % settings.evalEvery === 0 && !isLast) {
+    const res = await evaluate(run);
+    if (res !== null && (state.bestMetric === null || res.value > state.bestMetric)) {
+      state.bestMetric = res.value;
+      state.bestStep = state.step;
+      await checkpoint(run);
+      return;
+    }
+  }
+  if (state.step % settings.checkpointEvery === 0 && !isLast) await checkpoint(run);
+}
+
+/** Averages and clips the summed gradients into one scale, stops on a non-finite norm, applies AdamW and updates the EMA; disposes the gradients. */
+function optimizerStep<B extends MicroBatch>(run: StageRun<B>, { summed, lossSum }: Accumulated): { norm: number; lr: number } {
+  const { spec, settings, state } = run;
+  const o = settings.optim;
+  // Averaging over micro-batches and clipping become one scale the optimizer applies as it reads each
+  // gradient: no averaged or clipped copy of every gradient.
+  const { norm, scale } = clipScale(summed, o.gradClip, o.gradAccum);
+  if (!Number.isFinite(norm)) {
+    // A finite loss with a non-finite gradient (an overflow in the backward pass): stop before the update.
     tf.dispose(Object.values(summed));
-    if (settings.averaging.kind === 'ema') {
-      tf.tidy(() => {
-        for (const [name, p] of trainable) {
-          const s = ema.get(name);
-          if (s === undefined) ema.set(name, tf.variable(p.clone(), false));
-          else s.assign(tf.add(tf.mul(s, settings.averaging.emaDecay), tf.mul(p, 1 - settings.averaging.emaDecay)));
-        }
-      });
-    }
-    state.step += 1;
-    stepsThisProcess += 1;
-    state.epoch = spec.epoch();
-    state.elapsedSeconds = performance.now() / 1000 - t0;
-
-    const loss = lossSum / o.gradAccum;
-    if (stepsThisProcess === 1 && spec.termWeights !== undefined && termSums['ce'] !== undefined) {
-      // The paper's loss weights were set for Qwen3 at 0.6B-4B; on other widths and lengths a distillation term
-      // can be orders of magnitude larger than the CE it should support (docs/results/small-scale.md).
-      const ce = Math.abs(termSums['ce'] / o.gradAccum);
-      for (const [k, w] of Object.entries(spec.termWeights)) {
-        const v = termSums[k];
-        if (v === undefined) continue;
-        const weighted = Math.abs((w * v) / o.gradAccum);
-        if (weighted > 20 * ce) {
-          log.warn({ stage: spec.stage, term: k, weight: w, weighted: Number(weighted.toPrecision(3)), ce: Number(ce.toPrecision(3)) }, `${k} x ${w} is ${Math.round(weighted / Math.max(ce, 1e-12))}x the CE term at the first step: the task loss will barely move; consider a smaller weight`);
-        }
-      }
-    }
-    const now = performance.now() / 1000;
-    const tps = windowTokens / Math.max(1e-9, now - windowStart);
-    const eta = ((settings.totalSteps - state.step) * (now - processStart)) / stepsThisProcess;
-    hooks.onStep?.({ step: state.step, totalSteps: settings.totalSteps, loss, lr, tokensPerSecond: tps, etaSeconds: Math.min(eta, 1e7) });
-    if (state.step % settings.logEvery === 0 || state.step === settings.totalSteps) {
-      const terms = Object.fromEntries(Object.entries(termSums).map(([k, v]) => [k, v / o.gradAccum]));
-      const rec = { type: 'train', step: state.step, epoch: state.epoch, loss, ...terms, lr, gradNorm: norm, tokensPerSecond: Math.round(tps), elapsed: Number(state.elapsedSeconds.toFixed(2)), ...(spec.extraMetrics?.() ?? {}) };
-      record(rec);
-      log.debug(rec, `${spec.stage} step ${state.step}/${settings.totalSteps}`);
-      windowStart = now;
-      windowTokens = 0;
-    }
-    const isLast = state.step === settings.totalSteps;
-    if (settings.evalEvery > 0 && state.step % settings.evalEvery === 0 && !isLast) {
-      lastEval = await evaluate();
-      if (lastEval !== null && (state.bestMetric === null || lastEval.value > state.bestMetric)) {
-        state.bestMetric = lastEval.value;
-        state.bestStep = state.step;
-        await checkpoint();
-        continue;
-      }
-    }
-    if (state.step % settings.checkpointEvery === 0 && !isLast) await checkpoint();
+    throw new BitDistillError('E_NUMERIC', `${spec.stage}: the gradient norm became ${norm} at step ${state.step + 1} (loss ${lossSum / o.gradAccum})`, {
+      hint: `the last good checkpoint is kept (${latestCheckpoint(spec.stageDir) ?? 'none yet'}); lower optim.lr or the loss weights, then resume`,
+    });
   }
-  } catch (e) {
-    throw outOfMemory(e, spec.stage, state.step + 1, stageDir) ?? e;
+  const lr = learningRate({ kind: o.schedule, peakLr: o.lr, totalSteps: settings.totalSteps, warmupSteps: run.warmupSteps, decayRatio: o.decayRatio }, state.step);
+  run.optimizer.apply(run.trainable, summed, lr, scale);
+  tf.dispose(Object.values(summed));
+  if (settings.averaging.kind === 'ema') {
+    const decay = settings.averaging.emaDecay;
+    tf.tidy(() => {
+      for (const [name, p] of run.trainable) {
+        const s = run.ema.get(name);
+        if (s === undefined) run.ema.set(name, tf.variable(p.clone(), false));
+        else s.assign(tf.add(tf.mul(s, decay), tf.mul(p, 1 - decay)));
+      }
+    });
   }
+  return { norm, lr };
+}
 
-  // --- end of stage: weight averaging, final evaluation, final/ ---
-  if (settings.averaging.kind === 'ema' && ema.size > 0) {
-    for (const [name, s] of ema) tf.tidy(() => (trainable.get(name) as tf.Variable).assign(s));
+/** At the first step of a process: warns when a weighted loss term is more than 20x the CE. */
+function warnTermWeights<B extends MicroBatch>(run: StageRun<B>, termSums: Record<string, number>): void {
+  const { spec } = run;
+  const gradAccum = run.settings.optim.gradAccum;
+  if (spec.termWeights === undefined || termSums['ce'] === undefined) return;
+  // The paper's loss weights were set for Qwen3 at 0.6B-4B; on other widths and lengths a distillation term
+  // can be orders of magnitude larger than the CE it should support (docs/results/small-scale.md).
+  const ce = Math.abs(termSums['ce'] / gradAccum);
+  for (const [k, w] of Object.entries(spec.termWeights)) {
+    const v = termSums[k];
+    if (v === undefined) continue;
+    const weighted = Math.abs((w * v) / gradAccum);
+    if (weighted > 20 * ce) {
+      run.log.warn({ stage: spec.stage, term: k, weight: w, weighted: Number(weighted.toPrecision(3)), ce: Number(ce.toPrecision(3)) }, `${k} x ${w} is ${Math.round(weighted / Math.max(ce, 1e-12))}x the CE term at the first step: the task loss will barely move; consider a smaller weight`);
+    }
+  }
+}
+
+/** Progress callback every step; a train record (metrics.jsonl, onRecord, debug log) every logEvery steps and at the last. */
+function report<B extends MicroBatch>(run: StageRun<B>, loss: number, lr: number, norm: number, termSums: Record<string, number>): void {
+  const { spec, settings, state } = run;
+  const now = performance.now() / 1000;
+  const tps = run.windowTokens / Math.max(1e-9, now - run.windowStart);
+  const eta = ((settings.totalSteps - state.step) * (now - run.processStart)) / run.stepsThisProcess;
+  run.hooks.onStep?.({ step: state.step, totalSteps: settings.totalSteps, loss, lr, tokensPerSecond: tps, etaSeconds: Math.min(eta, 1e7) });
+  if (state.step % settings.logEvery === 0 || state.step === settings.totalSteps) {
+    const terms = Object.fromEntries(Object.entries(termSums).map(([k, v]) => [k, v / settings.optim.gradAccum]));
+    const rec = { type: 'train', step: state.step, epoch: state.epoch, loss, ...terms, lr, gradNorm: norm, tokensPerSecond: Math.round(tps), elapsed: Number(state.elapsedSeconds.toFixed(2)), ...(spec.extraMetrics?.() ?? {}) };
+    record(run, rec);
+    run.log.debug(rec, `${spec.stage} step ${state.step}/${settings.totalSteps}`);
+    run.windowStart = now;
+    run.windowTokens = 0;
+  }
+}
+
+/** End of stage: EMA or LAWA final weights, final evaluation, final/, the peak-RSS record, and disposal of optimizer and EMA. */
+async function finish<B extends MicroBatch>(run: StageRun<B>): Promise<StageResult> {
+  const { spec, settings, state, log } = run;
+  const { model, stageDir } = spec;
+  if (settings.averaging.kind === 'ema' && run.ema.size > 0) {
+    for (const [name, s] of run.ema) tf.tidy(() => (run.trainable.get(name) as tf.Variable).assign(s));
     log.info({ stage: spec.stage }, 'final weights: EMA of the training trajectory');
   } else if (settings.averaging.kind === 'lawa') {
-    await checkpoint();
+    await checkpoint(run);
     const last = listCheckpoints(stageDir).slice(-settings.averaging.lawaK);
     await averageCheckpointsInto(model, last);
     log.info({ stage: spec.stage, checkpoints: last.length }, 'final weights: LAWA average of the last checkpoints');
   }
-  lastEval = await evaluate();
+  const lastEval = await evaluate(run);
   if (lastEval !== null && (state.bestMetric === null || lastEval.value > state.bestMetric)) {
     state.bestMetric = lastEval.value;
     state.bestStep = state.step;
   }
   const finalDir = join(stageDir, 'final');
   state.dataCursor = spec.getCursor();
-  state.rng = rng.getState();
+  state.rng = run.rng.getState();
   await writeCheckpointDir(finalDir, {
     model,
     optimizer: null,
@@ -439,11 +489,67 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
   // Peak RSS, read after the last checkpoint write (its serialised copies count): a metrics record without a
   // `step` key (it is not a training step; a resume drops it with the records it redoes).
   const memory = readStagePeak();
-  record({ type: 'memory', steps: state.step, backend: tf.getBackend(), ...memory });
+  record(run, { type: 'memory', steps: state.step, backend: tf.getBackend(), ...memory });
   log.info({ stage: spec.stage, ...memory }, `${spec.stage}: peak RSS ${memory.peakRssMiB} MiB${memory.scope === 'stage' ? '' : ' (process peak)'}`);
-  optimizer.dispose();
-  for (const v of ema.values()) v.dispose();
+  run.optimizer.dispose();
+  for (const v of run.ema.values()) v.dispose();
   return { finalDir, state, eval: lastEval, memory };
+}
+
+/** The optimizer's moments and the EMA weights (as `ema.<name>`) as checkpoint tensors. */
+async function optimizerTensors<B extends MicroBatch>(run: StageRun<B>): Promise<Map<string, TensorEntry>> {
+  const st = await run.optimizer.state();
+  const out = new Map<string, TensorEntry>();
+  for (const [k, t] of st.tensors) out.set(k, { dtype: 'F32', shape: t.shape, data: t.data });
+  for (const [k, v] of run.ema) out.set(`ema.${k}`, { dtype: 'F32', shape: [...v.shape], data: (await v.data()) as Float32Array });
+  return out;
+}
+
+/** Writes a checkpoint of the current step (refusing one that holds NaN or infinity) and prunes old ones; returns its folder. */
+async function checkpoint<B extends MicroBatch>(run: StageRun<B>): Promise<string> {
+  const { spec, settings, state } = run;
+  const { model, stageDir } = spec;
+  // Never write (and never move `latest` to) a checkpoint that holds a non-finite number: an update can
+  // overflow the weights or the moments while the loss that produced it was still finite.
+  const optTensors = await optimizerTensors(run);
+  const bad: string[] = [];
+  for (const [name, p] of model.params) if (firstNonFinite((await p.data()) as Float32Array) >= 0) bad.push(name);
+  const badOpt = [...optTensors].filter(([, t]) => t.data instanceof Float32Array && firstNonFinite(t.data) >= 0).map(([k]) => k);
+  if (bad.length + badOpt.length > 0) {
+    throw new BitDistillError(
+      'E_NUMERIC',
+      `${spec.stage}: after step ${state.step}, ${bad.length} parameter(s) and ${badOpt.length} optimizer tensor(s) hold NaN or infinity (e.g. ${[...bad, ...badOpt].slice(0, 3).join(', ')}); no checkpoint written`,
+      { hint: `the last good checkpoint is kept (${latestCheckpoint(stageDir) ?? 'none yet'}); lower optim.lr, set optim.gradClip > 0, then resume` },
+    );
+  }
+  state.dataCursor = spec.getCursor();
+  state.rng = run.rng.getState();
+  const keep = state.bestStep !== null ? [`step-${String(state.bestStep).padStart(6, '0')}`] : [];
+  const keepLast = settings.averaging.kind === 'lawa' ? Math.max(settings.keepLast, settings.averaging.lawaK) : settings.keepLast;
+  return saveCheckpoint(
+    stageDir,
+    { model, optimizer: optTensors, state, resolvedYaml: spec.resolvedYaml, tokenizerFrom: spec.tokenizerFrom, bitdistill: spec.bitdistill },
+    keepLast,
+    keep,
+    run.hooks.writeHook,
+  );
+}
+
+/** Appends a record to metrics.jsonl and hands it (with the stage name) to onRecord. */
+function record<B extends MicroBatch>(run: StageRun<B>, r: Record<string, unknown>): void {
+  appendFileSync(run.metricsFile, `${JSON.stringify(r)}\n`);
+  run.hooks.onRecord?.({ stage: run.spec.stage, ...r });
+}
+
+/** Runs the stage's evaluation (null without one), recording and logging every metric. */
+async function evaluate<B extends MicroBatch>(run: StageRun<B>): Promise<EvalResult | null> {
+  const { spec, state } = run;
+  if (spec.evaluate === undefined) return null;
+  const res = await spec.evaluate();
+  const all = res.metrics ?? { [res.metric]: res.value };
+  record(run, { type: 'eval', step: state.step, epoch: spec.epoch(), metric: res.metric, value: res.value, examples: res.examples, metrics: all });
+  run.log.info({ stage: spec.stage, step: state.step, ...Object.fromEntries(Object.entries(all).map(([k, v]) => [k, Number(v.toFixed(4))])) }, 'eval');
+  return res;
 }
 
 /** LAWA: set the model's weights to the mean of the given checkpoints' weights. */
