@@ -15,7 +15,7 @@ function importAlone(specifier: string): { ok: boolean; out: string } {
 describe('tfjs-free packages load no @tensorflow module', function () {
   this.timeout(120_000);
 
-  for (const pkg of ['core', 'arch', 'config', 'format', 'data', 'kernels-cpu', 'runtime', 'export', 'eval']) {
+  for (const pkg of ['core', 'arch', 'config', 'format', 'data', 'kernels-cpu/runtime', 'kernels-cpu/engine', 'runtime', 'export', 'eval']) {
     it(`@bitdistill/${pkg}`, () => {
       const r = importAlone(`@bitdistill/${pkg}`);
       expect(r.ok, r.out.split('\n').find((l) => l.includes('tfjs loaded')) ?? r.out.slice(-500)).to.equal(true);

@@ -7,7 +7,7 @@
  */
 import { ShapeError, UnsupportedError } from '@bitdistill/core';
 import { nativeAddon } from './native.ts';
-import { roundHalfEven } from './ops.ts';
+import { absmeanScale, int8AbsmaxRow, ternaryCode } from '@bitdistill/arch';
 
 const f = Math.fround;
 
@@ -58,32 +58,24 @@ export function bitLinearGradF32(
   return r;
 }
 
-/** Per-token int8 codes (as floats) and scales of x [m, k]. */
+/** Per-token int8 codes (as floats) and scales of x [m, k] (arch's int8AbsmaxRow). */
 function actQuantTs(x: Float32Array, m: number, k: number): { q: Float32Array; s: Float32Array } {
   const q = new Float32Array(m * k);
   const s = new Float32Array(m);
-  for (let i = 0; i < m; i++) {
-    let mx = 0;
-    for (let j = 0; j < k; j++) mx = Math.max(mx, Math.abs(x[i * k + j] as number));
-    const si = f(127 / f(Math.max(mx, 1e-5)));
-    s[i] = si;
-    for (let j = 0; j < k; j++) q[i * k + j] = Math.min(127, Math.max(-128, roundHalfEven(f((x[i * k + j] as number) * si))));
-  }
+  for (let i = 0; i < m; i++) s[i] = int8AbsmaxRow(x, i * k, k, q);
   return { q, s };
 }
 
-/** Ternary codes (as floats) and scales of W [n, k]. */
+/** Ternary codes (as floats) and scales of W [n, k] (arch's absmeanScale and ternaryCode), per tensor or per row. */
 function ternaryTs(w: Float32Array, n: number, k: number, perRow: boolean): { c: Float32Array; d: Float32Array } {
   const groups = perRow ? n : 1;
   const len = perRow ? k : n * k;
   const c = new Float32Array(n * k);
   const d = new Float32Array(groups);
   for (let g = 0; g < groups; g++) {
-    let sum = 0;
-    for (let i = g * len; i < (g + 1) * len; i++) sum += Math.abs(w[i] as number);
-    const dg = f(Math.max(f(sum / len), 1e-5));
+    const dg = absmeanScale(w, g * len, (g + 1) * len);
     d[g] = dg;
-    for (let i = g * len; i < (g + 1) * len; i++) c[i] = Math.min(1, Math.max(-1, roundHalfEven(f((w[i] as number) / dg))));
+    for (let i = g * len; i < (g + 1) * len; i++) c[i] = ternaryCode(w[i] as number, dg);
   }
   return { c, d };
 }

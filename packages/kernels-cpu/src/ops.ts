@@ -4,6 +4,7 @@
  * Plain TypeScript except the quantizer, which has a native twin (bit-exact, tested); each is tested against
  * an independent formulation (test/ops.test.ts).
  */
+import { int8AbsmaxRow } from '@bitdistill/arch';
 import { ArgumentError, ShapeError } from '@bitdistill/core';
 import { nativeAddon } from './native.ts';
 
@@ -14,12 +15,6 @@ function checkRows(what: string, length: number, rows: number, dim: number): voi
     throw new ArgumentError(`${what}: rows=${rows}, dim=${dim} must be integers (rows >= 0, dim >= 1)`);
   }
   if (length !== rows * dim) throw new ShapeError(`${what}: ${length} values do not form [${rows}, ${dim}]`);
-}
-
-/** Round half to even, as torch.round and tf.round. */
-export function roundHalfEven(v: number): number {
-  const r = Math.round(v);
-  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 export interface QuantizedActivations {
@@ -44,19 +39,9 @@ export function quantizeActivations(x: Float32Array, rows: number, dim: number, 
   return res;
 }
 
-// Adding and subtracting 1.5 * 2^52 rounds a double half to even (exact for |v| < 2^51): roundHalfEven fast.
-const RNE = 6755399441055744;
-
-/** TypeScript twin of quantizeActivations (the fallback); arguments as checked there. */
+/** TypeScript twin of quantizeActivations (the fallback): arch's int8AbsmaxRow per row; arguments as checked there. */
 export function quantizeActivationsTs(x: Float32Array, rows: number, dim: number, res: QuantizedActivations): QuantizedActivations {
-  for (let r = 0; r < rows; r++) {
-    const o = r * dim;
-    let m = 0;
-    for (let i = 0; i < dim; i++) m = Math.max(m, Math.abs(x[o + i] as number));
-    const s = f(127 / f(Math.max(m, 1e-5)));
-    res.scale[r] = s;
-    for (let i = 0; i < dim; i++) res.q[o + i] = Math.min(127, Math.max(-128, f((x[o + i] as number) * s) + RNE - RNE));
-  }
+  for (let r = 0; r < rows; r++) res.scale[r] = int8AbsmaxRow(x, r * dim, dim, res.q);
   return res;
 }
 

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { roundHalfEven } from '@bitdistill/arch';
 import { Rng, ShapeError } from '@bitdistill/core';
 import {
   applyRope,
@@ -6,7 +7,6 @@ import {
   nativeStatus,
   quantizeActivations,
   rmsNorm,
-  roundHalfEven,
   ropeTables,
   setIsa,
   siluGate,
