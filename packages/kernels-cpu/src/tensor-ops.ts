@@ -5,6 +5,7 @@
  * split) and row gathers. Native on the thread pool when the addon is loaded; each has a TypeScript twin
  * (`...Ts`), the fallback and the reference of the tests. No tfjs here: shapes are plain number arrays.
  */
+import { roundHalfEven } from '@bitdistill/arch';
 import { ArgumentError, ShapeError, shapeSize } from '@bitdistill/core';
 import { nativeAddon } from './native.ts';
 
@@ -29,12 +30,6 @@ function code<T extends string>(list: readonly T[], op: T, what: string): number
 
 function checkShape(what: string, shape: readonly number[]): void {
   for (const d of shape) if (!Number.isSafeInteger(d) || d < 0 || d > 2 ** 31) throw new ShapeError(`${what}: bad dim ${d} in [${shape.join(', ')}]`);
-}
-
-/** Round half to even on float32 values (tf.round). */
-function roundEven(v: number): number {
-  const r = Math.round(v);
-  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -62,7 +57,7 @@ export function unaryF32Ts(op: UnaryOp, x: Float32Array, y: Float32Array, lo = 0
     rsqrt: (v) => 1 / Math.sqrt(v),
     square: (v) => v * v,
     sigmoid: (v) => 1 / (1 + Math.exp(-v)),
-    round: roundEven,
+    round: roundHalfEven,
     clip: (v) => (v < f(lo) ? f(lo) : v > f(hi) ? f(hi) : v),
     reciprocal: (v) => 1 / v,
   };
