@@ -6,12 +6,13 @@ import { spawnSync } from 'node:child_process';
 import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
-import { defaultPoolCapBytes, poolCapFor, initBackend, enginePoolStats, type BackendChoice } from '@bitdistill/backend';
+import { defaultPoolCapBytes, initBackend, type BackendChoice } from '@bitdistill/backend';
 import { nativeStatus } from '@bitdistill/kernels-cpu/engine';
 import { loadModel } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
 import { answerCrossEntropy } from '@bitdistill/losses';
 import { AdamW } from '@bitdistill/trainer';
+import { enginePoolStats, poolCapFor } from '../src/engine.ts';
 
 /** N AdamW steps of stories260K (optionally as a ternary student) on `backend`; the loss of each step. */
 async function trainLosses(backend: BackendChoice, steps: number, quantize: boolean, lr = 3e-3): Promise<number[]> {

@@ -4,10 +4,12 @@
 import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
-import { activeBackend, initBackend, nativeKernelsEnabled, setNativeKernels, NATIVE_HOSTS, NATIVE_KERNEL_NAMES } from '@bitdistill/backend';
+import { initBackend } from '@bitdistill/backend';
 import { nativeStatus } from '@bitdistill/kernels-cpu/engine';
 import { loadModel, rmsNorm } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
+import { activeBackend } from '../src/backend.ts';
+import { NATIVE_HOSTS, NATIVE_KERNEL_NAMES, nativeKernelsEnabled, setNativeKernels } from '../src/native-kernels.ts';
 
 type Outputs = { values: Float32Array | Int32Array | Uint8Array; shape: number[]; dtype: string }[];
 

@@ -4,22 +4,8 @@ import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryBudgetError } from '@bitdistill/core';
-import {
-  backendLimitBytes,
-  checkMemoryBudget,
-  estimateRun,
-  estimateStage,
-  formatMemoryTable,
-  loadConfig,
-  memoryJson,
-  parameterCounts,
-  parseModelShape,
-  readModelShape,
-  validateConfig,
-  WASM_HEAP_LIMIT_BYTES,
-  type MachineMemory,
-  type ModelShape,
-} from '@bitdistill/config';
+import { checkMemoryBudget, estimateRun, estimateStage, formatMemoryTable, loadConfig, memoryJson, readModelShape, validateConfig, type MachineMemory, type ModelShape } from '@bitdistill/config';
+import { WASM_HEAP_LIMIT_BYTES, backendLimitBytes, parameterCounts, parseModelShape } from '../src/memory.ts';
 
 const GiB = 2 ** 30;
 const QWEN3_06B = {

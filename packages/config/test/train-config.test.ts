@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { ConfigError, NotFoundError } from '@bitdistill/core';
-import { formatConfig, loadConfig, validateConfig, STAGE_NAMES, PIPELINE_STAGES, type TrainConfig } from '../src/index.ts';
+import { formatConfig, loadConfig, validateConfig, STAGE_NAMES, type TrainConfig } from '../src/index.ts';
+import { PIPELINE_STAGES } from '../src/train-config.ts';
 
 const FIXTURES = join(import.meta.dirname, 'fixtures');
 const TINY = join(FIXTURES, 'sst2-tiny.yaml');

@@ -1,5 +1,4 @@
 export type { Tokenizer, TokenizerKind, EncodeOptions, DecodeOptions } from './tokenizer.ts';
-export { StreamDecoder } from './tokenizer.ts';
 export { loadTokenizer } from './load-tokenizer.ts';
 export type { LoadTokenizerOptions } from './load-tokenizer.ts';
 export { loadHfTokenizer } from './hf-tokenizer.ts';

@@ -72,10 +72,6 @@ export function isDtype(s: string): s is Dtype {
   return (DTYPES as readonly string[]).includes(s);
 }
 
-export function dtypeBytes(dtype: Dtype): number {
-  return BYTES[dtype];
-}
-
 function assertLittleEndianHost(): void {
   if (!LITTLE_ENDIAN_HOST) throw new UnsupportedError('safetensors I/O needs a little-endian host');
 }

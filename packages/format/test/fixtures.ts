@@ -3,7 +3,8 @@
 // check that a reader gives the same outcome on bytes in memory and on the file.
 import { writeFileSync } from 'node:fs';
 import { FormatError, UnsupportedError } from '@bitdistill/core';
-import { gv, llama2cConfig, packTernaryGgml, type GgufTensor, type GgufValue } from '../src/index.ts';
+import { gv, packTernaryGgml, type GgufTensor, type GgufValue } from '../src/index.ts';
+import { llama2cConfig } from '../src/llama2c.ts';
 
 /**
  * Llama, 2 layers, hidden 16, 2 heads of 8 (1 KV head), tied embeddings, vocabulary 512 (the stories260K

@@ -8,8 +8,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addToInt, append, pick, randomBytes, randomizeBytes, runCases, setInt, splice, truncate, type Mutator } from '../../../scripts/fuzz/mutate.ts';
-import { ggmlTensorBytes, gv, packTernaryGgml, parseGguf, readGguf, serializeGgufHeader, type GgufFile, type GgufTensor, type GgufValue } from '../src/index.ts';
+import { ggmlTensorBytes, gv, packTernaryGgml, parseGguf, readGguf, type GgufFile, type GgufTensor, type GgufValue } from '../src/index.ts';
 import { SCALAR_META, bothReaders, ggufSampleTensors } from './fixtures.ts';
+import { serializeGgufHeader } from '../src/gguf.ts';
 
 const SEED = 20250121;
 

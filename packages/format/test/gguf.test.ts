@@ -3,22 +3,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArgumentError, FormatError, ShapeError, UnsupportedError } from '@bitdistill/core';
-import {
-  bitnetGgufName,
-  bitnetHfName,
-  ggufArray,
-  ggufMeta,
-  gv,
-  isGgufFile,
-  packTernaryGgml,
-  parseGguf,
-  readGguf,
-  serializeGgufHeader,
-  writeGguf,
-  type GgufTensor,
-  type GgufValue,
-} from '../src/index.ts';
+import { bitnetGgufName, bitnetHfName, ggufArray, ggufMeta, gv, isGgufFile, packTernaryGgml, parseGguf, readGguf, writeGguf, type GgufTensor, type GgufValue } from '../src/index.ts';
 import { SCALAR_META, ggufSampleTensors } from './fixtures.ts';
+import { serializeGgufHeader } from '../src/gguf.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'bitdistill-gguf-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,19 +1,7 @@
 import { expect } from 'chai';
 import { Rng } from '@bitdistill/core';
-import {
-  bf16ArrayToF32,
-  bf16BitsToF32Bits,
-  f16ArrayToF32,
-  f16BitsToF32Bits,
-  f32ArrayToBf16,
-  f32ArrayToF16,
-  f32BitsToBf16Bits,
-  f32BitsToF16Bits,
-  f16ToF32,
-  f32ToF16,
-  bf16ToF32,
-  f32ToBf16,
-} from '../src/index.ts';
+import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16, f16ToF32, f32ToF16 } from '../src/index.ts';
+import { bf16BitsToF32Bits, bf16ToF32, f16BitsToF32Bits, f32BitsToBf16Bits, f32BitsToF16Bits, f32ToBf16 } from '../src/half.ts';
 
 const hex = (n: number, w: number): string => `0x${n.toString(16).padStart(w, '0')}`;
 

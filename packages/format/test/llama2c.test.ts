@@ -2,7 +2,8 @@ import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { FormatError, NotFoundError, Rng, ShapeError, UnsupportedError } from '@bitdistill/core';
-import { halfToInterleavedRope, interleavedToHalfRope, parseLlama2c, readLlama2c, type F32Tensor } from '../src/index.ts';
+import { parseLlama2c, readLlama2c, type F32Tensor } from '../src/index.ts';
+import { halfToInterleavedRope, interleavedToHalfRope } from '../src/llama2c.ts';
 
 const STORIES = fileURLToPath(new URL('../../../models/stories260K/source/stories260K.bin', import.meta.url));
 

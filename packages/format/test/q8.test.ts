@@ -3,7 +3,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FormatError } from '@bitdistill/core';
-import { dequantizeQ8_0, gv, quantizeQ8_0, readGguf, writeGguf, Q8_0_BLOCK_BYTES } from '../src/index.ts';
+import { dequantizeQ8_0, gv, quantizeQ8_0, readGguf, writeGguf } from '../src/index.ts';
+import { Q8_0_BLOCK_BYTES } from '../src/q8.ts';
 
 describe('Q8_0 (llama.cpp block_q8_0)', () => {
   it('writes the bytes of quantize_row_q8_0_ref: fp16 d = amax/127, codes rounded half away from zero', () => {

@@ -3,19 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArgumentError, FormatError, NotFoundError, ShapeError } from '@bitdistill/core';
-import {
-  inMemoryTensor,
-  loadSafetensorsDir,
-  openSafetensors,
-  openSafetensorsDir,
-  parseSafetensors,
-  readSafetensors,
-  readSafetensorsHeader,
-  serializeSafetensors,
-  tensorToFloat32,
-  writeSafetensors,
-  type TensorEntry,
-} from '../src/index.ts';
+import { inMemoryTensor, loadSafetensorsDir, openSafetensorsDir, parseSafetensors, readSafetensors, readSafetensorsHeader, serializeSafetensors, tensorToFloat32, writeSafetensors, type TensorEntry } from '../src/index.ts';
+import { openSafetensors } from '../src/safetensors.ts';
 
 const enc = new TextEncoder();
 

@@ -1,19 +1,8 @@
 import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { ArgumentError, FormatError, Rng, ShapeError } from '@bitdistill/core';
-import {
-  dequantizeRowTq1_0,
-  dequantizeRowTq2_0,
-  f16ToF32,
-  f32ToF16,
-  packTernaryGgml,
-  quantizeRowTq1_0Ref,
-  quantizeRowTq2_0Ref,
-  TQ1_0_BLOCK_BYTES,
-  TQ2_0_BLOCK_BYTES,
-  unpackTernaryGgml,
-  type TernaryGgmlType,
-} from '../src/index.ts';
+import { f16ToF32, f32ToF16, packTernaryGgml, unpackTernaryGgml, type TernaryGgmlType } from '../src/index.ts';
+import { TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES, dequantizeRowTq1_0, dequantizeRowTq2_0, quantizeRowTq1_0Ref, quantizeRowTq2_0Ref } from '../src/tq.ts';
 
 // Golden bytes from an independent vectorised numpy implementation: scripts/reference/golden_tq.py.
 interface GoldenCase {

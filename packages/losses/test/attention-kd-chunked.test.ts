@@ -4,7 +4,9 @@ import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng, setFusedOps } from '@bitdistill/core';
 import { initBackend } from '@bitdistill/backend';
-import { RELATION_KD_KERNEL, attentionRelationKd, autoBatchChunk, stopGradient, type QKV, type Relation } from '@bitdistill/losses';
+import { attentionRelationKd, type QKV, type Relation } from '@bitdistill/losses';
+import { RELATION_KD_KERNEL, autoBatchChunk } from '../src/attention-relation-kd.ts';
+import { stopGradient } from '../src/stop-gradient.ts';
 
 /** The autograd formulation (the code before the chunked one). */
 function autogradKd(teacher: QKV, student: QKV, R: number, relation: Relation): tf.Scalar {

@@ -1,6 +1,6 @@
 export { Decoder } from './decoder.ts';
 export type { CapturedQkv, ForwardOptions, ForwardOutput, HiddenOutput } from './decoder.ts';
-export { denseLinear, matmul2d, matMulT, transposeFlagsFast, rmsNorm, bmm, swiglu, fusedKernel, fusedAttention, registerFusedGradient, ATTENTION_KERNEL } from './ops.ts';
+export { denseLinear, matMulT, transposeFlagsFast, rmsNorm, swiglu, fusedKernel, registerFusedGradient } from './ops.ts';
 export type { LinearFn } from './ops.ts';
 export { loadModel, saveModel, configJson, copyTokenizerFiles } from './io.ts';
 export type { LoadedModel, LoadOptions, SaveOptions } from './io.ts';

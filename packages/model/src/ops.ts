@@ -29,20 +29,6 @@ export function matMulT<T extends tf.Tensor>(a: T, b: T, transA = false, transB 
   return tf.matMul(transA ? t(a) : a, transB ? t(b) : b) as T;
 }
 
-/** a [M, K] @ b [K, N] -> [M, N]; backward dA = dy @ b^T, dB = a^T @ dy through matMulT. */
-export const matmul2d = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-  const [a, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
-  save([a, b]);
-  return {
-    value: tf.matMul(a, b),
-    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-      const [sa, sb] = saved as [tf.Tensor2D, tf.Tensor2D];
-      const dy2 = dy as tf.Tensor2D;
-      return [matMulT(dy2, sb, false, true), matMulT(sa, dy2, true, false)];
-    },
-  };
-}) as unknown as (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
-
 /**
  * x [N, in] @ weight [out, in]^T -> [N, out] (the HF layout, never transposed in memory);
  * backward dx = dy @ weight, dweight = dy^T @ x.

@@ -9,7 +9,8 @@ import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
 import { initBackend } from '@bitdistill/backend';
 import { nativeStatus } from '@bitdistill/kernels-cpu/engine';
-import { ATTENTION_KERNEL, fusedAttention, fusedKernel, loadModel, setFusedOps, type Decoder } from '@bitdistill/model';
+import { fusedKernel, loadModel, setFusedOps, type Decoder } from '@bitdistill/model';
+import { ATTENTION_KERNEL, fusedAttention } from '../src/ops.ts';
 
 function ropeTables(T: number, d: number, theta: number): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
   const cos = new Float32Array(T * d);

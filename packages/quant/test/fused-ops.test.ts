@@ -13,7 +13,8 @@ import { initBackend } from '@bitdistill/backend';
 import { matmulF32Ref, nativeStatus } from '@bitdistill/kernels-cpu/engine';
 import { int8QuantRef, ternaryQuantRef } from '@bitdistill/arch';
 import { fusedKernel, loadModel, setFusedOps, swiglu } from '@bitdistill/model';
-import { bitMatmulInt, bitMatmulIntTwin, prepareStudent } from '@bitdistill/quant';
+import { bitMatmulInt, prepareStudent } from '@bitdistill/quant';
+import { bitMatmulIntTwin } from '../src/quantizers.ts';
 
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],

@@ -3,7 +3,8 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '@bitdistill/backend';
 import { PROJECTIONS, projectionName, WEIGHT_QUANT_MODES } from '@bitdistill/arch';
 import { loadModel, type Decoder } from '@bitdistill/model';
-import { prepareStudent, describeStudent, ternaryQuant, restoreStudent, studentRecord } from '@bitdistill/quant';
+import { prepareStudent, describeStudent, ternaryQuant, restoreStudent } from '@bitdistill/quant';
+import { studentRecord } from '../src/student.ts';
 
 const IDS = [[1, 403, 407, 261, 378, 300, 42, 17], [1, 65, 66, 67, 68, 69, 70, 71]];
 

@@ -1,5 +1,5 @@
 export { TernaryRuntime, EMBEDDING_MODES } from './runtime.ts';
 export type { RuntimeInfo, RuntimeOptions, EmbeddingMode, KvCache } from './runtime.ts';
-export { loadGgufModel, tokenizerFromGguf } from './gguf.ts';
+export { tokenizerFromGguf } from './gguf.ts';
 export type { GgufModel } from './gguf.ts';
 export { kernelsPredictor } from './predictor.ts';

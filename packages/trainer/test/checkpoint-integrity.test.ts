@@ -11,7 +11,8 @@ import { initBackend } from '@bitdistill/backend';
 import { isBitDistillError, type Logger } from '@bitdistill/core';
 import { readSafetensors, writeSafetensors } from '@bitdistill/format';
 import { loadModel, type Decoder } from '@bitdistill/model';
-import { fileDigest, runStage, validateTrainerState, type LoopSettings, type MicroBatch, type StageSpec } from '@bitdistill/trainer';
+import { runStage, type LoopSettings, type MicroBatch, type StageSpec } from '@bitdistill/trainer';
+import { fileDigest, validateTrainerState } from '../src/checkpoint.ts';
 
 const settings = (over: Partial<LoopSettings> = {}): LoopSettings => ({
   optim: { lr: 1e-3, weightDecay: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, warmupRatio: 0, schedule: 'constant', decayRatio: 0.2, gradClip: 1, gradAccum: 1 },

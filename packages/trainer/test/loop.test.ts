@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '@bitdistill/backend';
 import { loadModel, type Decoder } from '@bitdistill/model';
-import { runStage, saveCheckpoint, latestCheckpoint, readTrainerState, type LoopSettings, type StageSpec, type MicroBatch, type TrainerState } from '@bitdistill/trainer';
+import { runStage, saveCheckpoint, type LoopSettings, type StageSpec, type MicroBatch, type TrainerState } from '@bitdistill/trainer';
+import { latestCheckpoint, readTrainerState } from '../src/checkpoint.ts';
 
 const settings = (over: Partial<LoopSettings> = {}): LoopSettings => ({
   optim: { lr: 1e-3, weightDecay: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, warmupRatio: 0, schedule: 'constant', decayRatio: 0.2, gradClip: 1, gradAccum: 1 },

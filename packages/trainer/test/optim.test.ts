@@ -2,7 +2,10 @@ import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
 import { initBackend } from '@bitdistill/backend';
-import { AdamW, adamwRef, learningRate, clipByGlobalNorm } from '@bitdistill/trainer';
+import { AdamW } from '@bitdistill/trainer';
+import { clipByGlobalNorm } from '../src/clip.ts';
+import { adamwRef } from '../src/adamw.ts';
+import { learningRate } from '../src/schedule.ts';
 
 describe('optimizer pieces', () => {
   before(async () => {
