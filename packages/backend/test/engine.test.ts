@@ -149,7 +149,8 @@ describe('native CPU engine', function () {
     // then a new size used repeatedly must still be recycled (hits), the stale ones evicted.
     const code = `
       import * as tf from '@tensorflow/tfjs';
-      import { initBackend, enginePoolStats } from '@bitdistill/backend';
+      import { initBackend } from '@bitdistill/backend';
+      import { enginePoolStats } from '${new URL('../src/engine.ts', import.meta.url).href}';
       await initBackend('native');
       for (let i = 0; i < 40; i++) tf.tidy(() => { tf.add(tf.ones([25000 + i]), 1); });
       const mid = enginePoolStats();
