@@ -44,4 +44,15 @@ for (const ex of examples) {
     positions++;
   }
 }
-console.log(JSON.stringify({ exportDir, checkpoint, task: task.name, examples: examples.length, positions, agree, fraction: agree / positions, lastPositionAgree: lastAgree }));
+console.log(
+  JSON.stringify({
+    exportDir,
+    checkpoint,
+    task: task.name,
+    examples: examples.length,
+    positions,
+    agree,
+    fraction: agree / positions,
+    lastPositionAgree: lastAgree,
+  }),
+);

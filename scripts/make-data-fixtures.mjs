@@ -18,72 +18,155 @@ const write = (name, data) => writeFileSync(join(out, name), data);
 const sst2 = [
   ['a gorgeous , witty , seductive movie . ', 1],
   ['the plot is nothing but boilerplate clichés from start to finish , ', 0],
-  ['one of the year \'s most intriguing explorations of alienation . ', 1],
+  ["one of the year 's most intriguing explorations of alienation . ", 1],
   ['the acting is amateurish and the "jokes" fall flat . ', 0],
   ['a "charming" mess that never quite works . ', 0],
-  ['an utterly compelling \' who wrote it \' in which the reputation of the most famous author who ever lived comes into question . ', 1],
+  ["an utterly compelling ' who wrote it ' in which the reputation of the most famous author who ever lived comes into question . ", 1],
 ];
 write('sst2.tsv', tsv([['sentence', 'label'], ...sst2]));
-write('cola.tsv', tsv([
-  ['gj04', '1', '', 'Our friends won\'t buy this analysis, let alone the next one we propose.'],
-  ['gj04', '0', '*', 'They drank the pub.'],
-  ['cj99', '1', '', 'The more we study verbs, the crazier they get.'],
-]));
-write('mrpc.tsv', tsv([
-  ['Quality', '#1 ID', '#2 ID', '#1 String', '#2 String'],
-  ['1', '702876', '702977', 'He said the "foodservice" pie business doesn\'t fit.', 'The "foodservice" pie business does not fit, he said.'],
-  ['0', '2108705', '2108831', 'Yucaipa owned Dominick\'s before selling the chain.', 'Yucaipa bought the chain in 1995.'],
-]));
-write('stsb.tsv', tsv([
-  ['index', 'genre', 'filename', 'year', 'old_index', 'source1', 'source2', 'sentence1', 'sentence2', 'score'],
-  ['0', 'main-captions', 'MSRvid', '2012test', '0000', 'none', 'none', 'A man with a hard hat is dancing.', 'A man wearing a hard hat is dancing.', '5.000'],
-  ['1', 'main-captions', 'MSRvid', '2012test', '0002', 'none', 'none', 'A young child is riding a horse.', 'A child is riding a horse.', '4.750'],
-  ['2', 'main-captions', 'MSRvid', '2012test', '0003', 'none', 'none', 'A man is feeding a mouse to a snake.', 'The man is playing the guitar.', '0.500'],
-]));
-write('qqp.tsv', tsv([
-  ['id', 'qid1', 'qid2', 'question1', 'question2', 'is_duplicate'],
-  ['201359', '303345', '303346', 'Why are African-Americans so beautiful?', 'Why are hispanics so beautiful?', '0'],
-  ['263843', '69383', '380476', 'I want to pursue PhD in Computer Science?', 'How can I pursue a PhD in computer science?', '1'],
-]));
-const mnliHeader = ['index', 'promptID', 'pairID', 'genre', 'sentence1_binary_parse', 'sentence2_binary_parse',
-  'sentence1_parse', 'sentence2_parse', 'sentence1', 'sentence2', 'label1', 'label2', 'label3', 'label4', 'label5', 'gold_label'];
-const mnliRow = (i, s1, s2, gold) =>
-  [String(i), '63735', '63735n', 'slate', '( x )', '( y )', '(ROOT x)', '(ROOT y)', s1, s2, gold, gold, gold, gold, gold, gold];
-write('mnli-dev_matched.tsv', tsv([
-  mnliHeader,
-  mnliRow(0, 'The new rights are nice enough', 'Everyone really likes the newest benefits ', 'neutral'),
-  mnliRow(1, 'This site includes a list of all award winners.', 'The Government Executive articles housed on the website are not able to be searched.', 'contradiction'),
-  mnliRow(2, 'uh i don\'t know i i have mixed emotions about him', 'I like him for the most part.', 'entailment'),
-]));
-write('qnli.tsv', tsv([
-  ['index', 'question', 'sentence', 'label'],
-  ['0', 'What came into force after the new constitution was herald?', 'As of that day, the new constitution came into force.', 'entailment'],
-  ['1', 'What is the first major city in the stream of the Rhine?', 'The most important tributaries are the Ill and the Neckar.', 'not_entailment'],
-]));
-write('rte.tsv', tsv([
-  ['index', 'sentence1', 'sentence2', 'label'],
-  ['0', 'Dana Reeve, the widow of the actor Christopher Reeve, has died of lung cancer at age 44.', 'Christopher Reeve had an accident.', 'not_entailment'],
-  ['1', 'Yet, we now are discovering that antibiotics are losing their effectiveness.', 'Bacteria is winning the war against antibiotics.', 'entailment'],
-]));
-write('wnli.tsv', tsv([
-  ['index', 'sentence1', 'sentence2', 'label'],
-  ['0', 'The drain is clogged with hair. It has to be cleaned.', 'The hair has to be cleaned.', '0'],
-  ['1', 'Jane knocked on Susan\'s door but she did not answer.', 'Susan did not answer.', '1'],
-]));
+write(
+  'cola.tsv',
+  tsv([
+    ['gj04', '1', '', "Our friends won't buy this analysis, let alone the next one we propose."],
+    ['gj04', '0', '*', 'They drank the pub.'],
+    ['cj99', '1', '', 'The more we study verbs, the crazier they get.'],
+  ]),
+);
+write(
+  'mrpc.tsv',
+  tsv([
+    ['Quality', '#1 ID', '#2 ID', '#1 String', '#2 String'],
+    ['1', '702876', '702977', 'He said the "foodservice" pie business doesn\'t fit.', 'The "foodservice" pie business does not fit, he said.'],
+    ['0', '2108705', '2108831', "Yucaipa owned Dominick's before selling the chain.", 'Yucaipa bought the chain in 1995.'],
+  ]),
+);
+write(
+  'stsb.tsv',
+  tsv([
+    ['index', 'genre', 'filename', 'year', 'old_index', 'source1', 'source2', 'sentence1', 'sentence2', 'score'],
+    ['0', 'main-captions', 'MSRvid', '2012test', '0000', 'none', 'none', 'A man with a hard hat is dancing.', 'A man wearing a hard hat is dancing.', '5.000'],
+    ['1', 'main-captions', 'MSRvid', '2012test', '0002', 'none', 'none', 'A young child is riding a horse.', 'A child is riding a horse.', '4.750'],
+    ['2', 'main-captions', 'MSRvid', '2012test', '0003', 'none', 'none', 'A man is feeding a mouse to a snake.', 'The man is playing the guitar.', '0.500'],
+  ]),
+);
+write(
+  'qqp.tsv',
+  tsv([
+    ['id', 'qid1', 'qid2', 'question1', 'question2', 'is_duplicate'],
+    ['201359', '303345', '303346', 'Why are African-Americans so beautiful?', 'Why are hispanics so beautiful?', '0'],
+    ['263843', '69383', '380476', 'I want to pursue PhD in Computer Science?', 'How can I pursue a PhD in computer science?', '1'],
+  ]),
+);
+const mnliHeader = [
+  'index',
+  'promptID',
+  'pairID',
+  'genre',
+  'sentence1_binary_parse',
+  'sentence2_binary_parse',
+  'sentence1_parse',
+  'sentence2_parse',
+  'sentence1',
+  'sentence2',
+  'label1',
+  'label2',
+  'label3',
+  'label4',
+  'label5',
+  'gold_label',
+];
+const mnliRow = (i, s1, s2, gold) => [
+  String(i),
+  '63735',
+  '63735n',
+  'slate',
+  '( x )',
+  '( y )',
+  '(ROOT x)',
+  '(ROOT y)',
+  s1,
+  s2,
+  gold,
+  gold,
+  gold,
+  gold,
+  gold,
+  gold,
+];
+write(
+  'mnli-dev_matched.tsv',
+  tsv([
+    mnliHeader,
+    mnliRow(0, 'The new rights are nice enough', 'Everyone really likes the newest benefits ', 'neutral'),
+    mnliRow(
+      1,
+      'This site includes a list of all award winners.',
+      'The Government Executive articles housed on the website are not able to be searched.',
+      'contradiction',
+    ),
+    mnliRow(2, "uh i don't know i i have mixed emotions about him", 'I like him for the most part.', 'entailment'),
+  ]),
+);
+write(
+  'qnli.tsv',
+  tsv([
+    ['index', 'question', 'sentence', 'label'],
+    ['0', 'What came into force after the new constitution was herald?', 'As of that day, the new constitution came into force.', 'entailment'],
+    ['1', 'What is the first major city in the stream of the Rhine?', 'The most important tributaries are the Ill and the Neckar.', 'not_entailment'],
+  ]),
+);
+write(
+  'rte.tsv',
+  tsv([
+    ['index', 'sentence1', 'sentence2', 'label'],
+    ['0', 'Dana Reeve, the widow of the actor Christopher Reeve, has died of lung cancer at age 44.', 'Christopher Reeve had an accident.', 'not_entailment'],
+    ['1', 'Yet, we now are discovering that antibiotics are losing their effectiveness.', 'Bacteria is winning the war against antibiotics.', 'entailment'],
+  ]),
+);
+write(
+  'wnli.tsv',
+  tsv([
+    ['index', 'sentence1', 'sentence2', 'label'],
+    ['0', 'The drain is clogged with hair. It has to be cleaned.', 'The hair has to be cleaned.', '0'],
+    ['1', "Jane knocked on Susan's door but she did not answer.", 'Susan did not answer.', '1'],
+  ]),
+);
 // Bad input: a row with a missing tab (line 3) and a label outside the set (line 3).
 write('bad-row.tsv', tsv([['sentence', 'label'], ['fine row . ', '1'], ['a row without its label tab . 0']]));
-write('bad-label.tsv', tsv([['index', 'question', 'sentence', 'label'], ['0', 'Why?', 'Because.', 'entailment'], ['1', 'Who?', 'Me.', 'contradiction']]));
+write(
+  'bad-label.tsv',
+  tsv([
+    ['index', 'question', 'sentence', 'label'],
+    ['0', 'Why?', 'Because.', 'entailment'],
+    ['1', 'Who?', 'Me.', 'contradiction'],
+  ]),
+);
 
 // ---------- HF columns: JSONL, Arrow stream, parquet ----------
 write('sst2.jsonl', sst2.map(([sentence, label], idx) => JSON.stringify({ sentence, label, idx })).join('\n') + '\n');
 write('bad-json.jsonl', `${JSON.stringify({ sentence: 'ok . ', label: 1, idx: 0 })}\n{"sentence": "broken", "label": \n`);
 
 const arrowTable = (columns) => new Table(columns);
-write('sst2.arrow', tableToIPC(arrowTable({
-  sentence: vectorFromArray(sst2.map((r) => r[0]), new Utf8()),
-  label: vectorFromArray(sst2.map((r) => BigInt(r[1])), new Int64()),
-  idx: vectorFromArray(sst2.map((_, i) => i), new Int32()),
-}), 'stream'));
+write(
+  'sst2.arrow',
+  tableToIPC(
+    arrowTable({
+      sentence: vectorFromArray(
+        sst2.map((r) => r[0]),
+        new Utf8(),
+      ),
+      label: vectorFromArray(
+        sst2.map((r) => BigInt(r[1])),
+        new Int64(),
+      ),
+      idx: vectorFromArray(
+        sst2.map((_, i) => i),
+        new Int32(),
+      ),
+    }),
+    'stream',
+  ),
+);
 
 const corpusDocs = [
   'First Citizen:\nBefore we proceed any further, hear me speak.',
@@ -92,7 +175,7 @@ const corpusDocs = [
   'First Citizen:\nYou are all resolved rather to die than to famish?',
   'All:\nResolved. resolved.',
   'First Citizen:\nFirst, you know Caius Marcius is chief enemy to the people.',
-  'All:\nWe know\'t, we know\'t.',
+  "All:\nWe know't, we know't.",
 ];
 write('corpus.jsonl', corpusDocs.map((text, id) => JSON.stringify({ id, text })).join('\n') + '\n');
 // Three record batches, as `datasets` writes in writer_batch_size pieces.
@@ -119,7 +202,7 @@ class Thrift {
   }
   zigzag(v) {
     const n = BigInt(v);
-    this.varint(n >= 0n ? n << 1n : ((-n) << 1n) - 1n);
+    this.varint(n >= 0n ? n << 1n : (-n << 1n) - 1n);
   }
   field(id, type) {
     const delta = id - this.last[this.last.length - 1];
@@ -268,7 +351,10 @@ function writeParquet(columns) {
             });
           }),
         );
-        rg.i64(2, chunks.reduce((a, c) => a + c.uncompressed, 0));
+        rg.i64(
+          2,
+          chunks.reduce((a, c) => a + c.uncompressed, 0),
+        );
         rg.i64(3, numRows);
       }),
     );
@@ -281,14 +367,20 @@ function writeParquet(columns) {
   return Buffer.concat(parts);
 }
 
-write('sst2.parquet', writeParquet([
-  { name: 'sentence', type: 'utf8', values: sst2.map((r) => r[0]) },
-  { name: 'label', type: 'int64', values: sst2.map((r) => r[1]) },
-  { name: 'idx', type: 'int64', values: sst2.map((_, i) => i) },
-]));
-write('corpus.parquet', writeParquet([
-  { name: 'id', type: 'int64', values: corpusDocs.map((_, i) => i) },
-  { name: 'text', type: 'utf8', values: corpusDocs },
-]));
+write(
+  'sst2.parquet',
+  writeParquet([
+    { name: 'sentence', type: 'utf8', values: sst2.map((r) => r[0]) },
+    { name: 'label', type: 'int64', values: sst2.map((r) => r[1]) },
+    { name: 'idx', type: 'int64', values: sst2.map((_, i) => i) },
+  ]),
+);
+write(
+  'corpus.parquet',
+  writeParquet([
+    { name: 'id', type: 'int64', values: corpusDocs.map((_, i) => i) },
+    { name: 'text', type: 'utf8', values: corpusDocs },
+  ]),
+);
 write('not-a.parquet', 'this is not a parquet file\n');
 console.log(`wrote fixtures to ${out}`);

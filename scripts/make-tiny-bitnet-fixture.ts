@@ -38,7 +38,14 @@ const model = initDecoder(config, 21); // std 0.02, as a fresh Hugging Face mode
 prepareStudent(model, { subln: 'standard', weightQuant: 'absmean' });
 // Norm gains off 1 (SubLN and the model's own), so that a forward that dropped or moved one would be caught.
 const rng = new Rng(22);
-for (const [name, v] of model.params) if (name.endsWith('norm.weight')) v.assign(tf.tensor(Float32Array.from({ length: v.size }, () => 1 + 0.2 * rng.normal()), v.shape));
+for (const [name, v] of model.params)
+  if (name.endsWith('norm.weight'))
+    v.assign(
+      tf.tensor(
+        Float32Array.from({ length: v.size }, () => 1 + 0.2 * rng.normal()),
+        v.shape,
+      ),
+    );
 const tmp = join(tmpdir(), 'tiny-bitnet-student'); // named in the export's bitdistill.exportedFrom
 rmSync(tmp, { recursive: true, force: true });
 await saveModel(model, tmp, { tokenizerFrom: 'models/stories260K' });

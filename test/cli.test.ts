@@ -52,10 +52,13 @@ describe('bitdistill CLI', function () {
     expect(ok.status, ok.stderr).to.equal(0);
     expect(ok.stdout).to.match(/lr: 0.0001/);
     const bad = join(tmp, 'bad.yaml');
-    writeFileSync(bad, 'name: x\nmodel: {path: m}\ntask: {name: sst2, train: a, dev: b}\noptim: {learning_rat: 1, lr: -1, schedule: triangle}\nstages: [teacher, teacher]\n');
+    writeFileSync(
+      bad,
+      'name: x\nmodel: {path: m}\ntask: {name: sst2, train: a, dev: b}\noptim: {learning_rat: 1, lr: -1, schedule: triangle}\nstages: [teacher, teacher]\n',
+    );
     const r = cli('validate', '--config', bad);
     expect(r.status).to.equal(2);
-    expect(r.stderr).to.include("optim.learning_rat");
+    expect(r.stderr).to.include('optim.learning_rat');
     expect(r.stderr).to.match(/did you mean 'optim\.lr'|did you mean 'lr'/);
     expect(r.stderr).to.include('optim.lr');
     expect(r.stderr).to.include('optim.schedule');

@@ -30,12 +30,16 @@ describe('end to end: train -> export -> eval', function () {
   it('train runs all four stages and writes the summary', () => {
     const r = cli('train', '--config', 'test/configs/e2e-tiny.yaml', `outputDir=${join(root, 'runs')}`);
     expect(r.status, r.stderr).to.equal(0);
-    for (const stage of ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill']) expect(existsSync(join(run, stage, 'final', 'model.safetensors')), stage).to.equal(true);
+    for (const stage of ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill'])
+      expect(existsSync(join(run, stage, 'final', 'model.safetensors')), stage).to.equal(true);
     expect(r.stdout).to.match(/\| teacher \| FP-SFT \(teacher\) \| accuracy \|/);
     expect(r.stdout).to.match(/\| distill \| BitDistill \| accuracy \|/);
     const summary = JSON.parse(readFileSync(join(run, 'summary.json'), 'utf8')) as { stages: { stage: string; value: number | null }[] };
     expect(summary.stages.map((s) => s.stage)).to.deep.equal(['teacher', 'bitnet-sft', 'continual-pretrain', 'distill']);
-    const distill = readFileSync(join(run, 'distill', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const distill = readFileSync(join(run, 'distill', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(distill[0]).to.include.keys('ce', 'logitKd', 'attnKd', 'lr', 'gradNorm', 'tokensPerSecond');
     // A second train skips every finished stage.
     const again = cli('train', '--config', 'test/configs/e2e-tiny.yaml', `outputDir=${join(root, 'runs')}`);

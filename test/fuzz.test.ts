@@ -53,7 +53,10 @@ describe('reader fuzz campaign', function () {
     const rows = await runFuzz({ cases: 0, seed: 20261204, targets: Object.keys(found), indices: Object.values(found).flat() });
     for (const r of rows) {
       // Each target replays every index; the indices of the other target are ordinary cases and must be good too.
-      expect(r.examples.map((e) => `${e.result} #${e.index}: ${e.what} -> ${e.detail}`), r.target).to.deep.equal([]);
+      expect(
+        r.examples.map((e) => `${e.result} #${e.index}: ${e.what} -> ${e.detail}`),
+        r.target,
+      ).to.deep.equal([]);
       expect(r.counts.typed, r.target).to.be.at.least((found[r.target] as number[]).length);
     }
   });
@@ -62,7 +65,21 @@ describe('reader fuzz campaign', function () {
     const rows = await runFuzz({ cases: CASES, seed: 20261204 });
     const table = formatTable(rows);
     console.log(`${table}\n`);
-    expect(rows.map((r) => r.target)).to.include.members(['safetensors', 'export', 'gguf', 'tokenizer.json', 'llama2c-model', 'llama2c-tokenizer', 'tsv', 'jsonl', 'parquet', 'arrow', 'yaml-config', 'model-folder', 'checkpoint']);
+    expect(rows.map((r) => r.target)).to.include.members([
+      'safetensors',
+      'export',
+      'gguf',
+      'tokenizer.json',
+      'llama2c-model',
+      'llama2c-tokenizer',
+      'tsv',
+      'jsonl',
+      'parquet',
+      'arrow',
+      'yaml-config',
+      'model-folder',
+      'checkpoint',
+    ]);
     for (const r of rows) {
       expect(r.cases).to.equal(CASES);
       const defects = r.examples.map((e) => `${e.result} #${e.index}: ${e.what} -> ${e.detail}`);

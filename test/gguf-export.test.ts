@@ -38,7 +38,13 @@ describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', 
     // SubLN gains off 1, so that a file that lost or misplaced them would be caught.
     const rng = new Rng(5);
     for (const [name, v] of model.params) {
-      if (name.includes('sub_norm') || name.includes('layernorm')) v.assign(tf.tensor(Float32Array.from({ length: v.size }, () => 1 + 0.1 * rng.normal()), v.shape));
+      if (name.includes('sub_norm') || name.includes('layernorm'))
+        v.assign(
+          tf.tensor(
+            Float32Array.from({ length: v.size }, () => 1 + 0.1 * rng.normal()),
+            v.shape,
+          ),
+        );
     }
     await saveModel(model, ckpt, { tokenizerFrom: 'models/stories260K', bitdistill: { task: 'sst2' } });
     model.dispose();
@@ -48,7 +54,10 @@ describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', 
   });
 
   it('@huggingface/gguf parses both files: metadata, tensor table (names, types, shapes), offsets, alignment', async () => {
-    for (const [path, typeId, fileType] of [[tq2, 35, 37], [tq1, 34, 36]] as const) {
+    for (const [path, typeId, fileType] of [
+      [tq2, 35, 37],
+      [tq1, 34, 36],
+    ] as const) {
       const hf = await gguf(path, { allowLocalFile: true });
       const ours = readGguf(path);
       const m = hf.metadata as unknown as Record<string, unknown>;
@@ -70,7 +79,15 @@ describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', 
       expect(m['tokenizer.ggml.model']).to.equal('llama');
       const tokens = m['tokenizer.ggml.tokens'] as string[];
       expect(tokens.length).to.equal(512);
-      expect([tokens[0], tokens[1], tokens[2], tokens[3], tokens[259], tokens[261], tokens[511]]).to.deep.equal(['<unk>', '<s>', '</s>', '<0x00>', '\u2581t', '\u2581a', '\u200a']);
+      expect([tokens[0], tokens[1], tokens[2], tokens[3], tokens[259], tokens[261], tokens[511]]).to.deep.equal([
+        '<unk>',
+        '<s>',
+        '</s>',
+        '<0x00>',
+        '\u2581t',
+        '\u2581a',
+        '\u200a',
+      ]);
       const types = m['tokenizer.ggml.token_type'] as number[];
       expect([types[0], types[1], types[2], types[3], types[258], types[259]]).to.deep.equal([2, 3, 3, 6, 6, 1]);
       expect((m['tokenizer.ggml.scores'] as number[]).length).to.equal(512);
@@ -114,9 +131,12 @@ describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', 
     }
   });
 
-  it('the TQ tensors hold the safetensors export\'s codes, with its scale (fp16) in every non-zero block', () => {
+  it("the TQ tensors hold the safetensors export's codes, with its scale (fp16) in every non-zero block", () => {
     const { tensors } = readSafetensors(join(st, 'model.safetensors'));
-    for (const [path, type] of [[tq2, 'TQ2_0'], [tq1, 'TQ1_0']] as const) {
+    for (const [path, type] of [
+      [tq2, 'TQ2_0'],
+      [tq1, 'TQ1_0'],
+    ] as const) {
       const g = readGguf(path);
       const q = g.tensors.find((t) => t.name === 'blk.1.ffn_down.weight');
       const hfw = tensors.get('model.layers.1.mlp.down_proj.weight');
@@ -141,7 +161,11 @@ describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', 
     cpSync(st, st16, { recursive: true });
     const { tensors, metadata } = readSafetensors(join(st, 'model.safetensors'));
     const rounded = new Map<string, TensorEntry>();
-    for (const [name, t] of tensors) rounded.set(name, name.endsWith('.weight_scale') ? { dtype: 'F32', shape: t.shape, data: Float32Array.from(t.data as Float32Array, (v) => f16ToF32(f32ToF16(v))) } : t);
+    for (const [name, t] of tensors)
+      rounded.set(
+        name,
+        name.endsWith('.weight_scale') ? { dtype: 'F32', shape: t.shape, data: Float32Array.from(t.data as Float32Array, (v) => f16ToF32(f32ToF16(v))) } : t,
+      );
     writeSafetensors(join(st16, 'model.safetensors'), rounded, metadata);
     const ref = TernaryRuntime.load(st16);
     const rt2 = TernaryRuntime.load(tq2);
@@ -229,7 +253,10 @@ describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', 
     }
 
     it('no quantizer recorded (a teacher checkpoint)', () => {
-      refused(variant('teacher', (c) => delete c['bitdistill']), /not a ternary student/);
+      refused(
+        variant('teacher', (c) => delete c['bitdistill']),
+        /not a ternary student/,
+      );
     });
 
     it('allnorm SubLN, untied embeddings, attention biases, qwen2 / qwen3 - all reasons at once', () => {
@@ -239,9 +266,18 @@ describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', 
         c['attention_bias'] = true;
       });
       refused(d, /attention_bias is true[\s\S]*subln allnorm[\s\S]*tie_word_embeddings is false/);
-      refused(variant('qwen3', (c) => (c['model_type'] = 'qwen3')), /q_norm\/k_norm/);
-      refused(variant('qwen2', (c) => (c['model_type'] = 'qwen2')), /biases/);
-      refused(variant('heads', (c) => (c['head_dim'] = 32)), /num_attention_heads x head_dim = 4 x 32 = 128 differs from hidden_size 256/);
+      refused(
+        variant('qwen3', (c) => (c['model_type'] = 'qwen3')),
+        /q_norm\/k_norm/,
+      );
+      refused(
+        variant('qwen2', (c) => (c['model_type'] = 'qwen2')),
+        /biases/,
+      );
+      refused(
+        variant('heads', (c) => (c['head_dim'] = 32)),
+        /num_attention_heads x head_dim = 4 x 32 = 128 differs from hidden_size 256/,
+      );
     });
 
     it('an input dimension that is not a multiple of 256: refused, or F16 with --allow-fallback (and named)', async () => {
@@ -252,7 +288,10 @@ describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', 
       const small = join(root, 'stories-student');
       await saveModel(model, small, { tokenizerFrom: 'models/stories260K' });
       model.dispose();
-      refused(small, /model\.layers\.0\.self_attn\.q_proj\.weight: input dimension 64 is not a multiple of 256[\s\S]*mlp\.down_proj\.weight: input dimension 172/);
+      refused(
+        small,
+        /model\.layers\.0\.self_attn\.q_proj\.weight: input dimension 64 is not a multiple of 256[\s\S]*mlp\.down_proj\.weight: input dimension 172/,
+      );
       const out = join(root, 'stories-fallback.gguf');
       const r = exportGguf({ from: small, out, allowFallback: true });
       expect(r.quantizedTensors).to.equal(0);
@@ -282,8 +321,21 @@ describe('GGUF export (llama.cpp bitnet, TQ2_0 / TQ1_0) and the runtime on it', 
       const c = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
       expect(c['model_type']).to.equal('bitnet');
       expect(c['architectures']).to.deep.equal(['BitNetForCausalLM']);
-      expect(c).to.include({ hidden_act: 'silu', rope_theta: 10000, tie_word_embeddings: true, head_dim: 64, rms_norm_eps: 1e-5, bos_token_id: 1, eos_token_id: 2 });
-      expect(c['quantization_config']).to.deep.equal({ quant_method: 'bitnet', linear_class: 'autobitlinear', quantization_mode: 'offline', modules_to_not_convert: ['lm_head'] });
+      expect(c).to.include({
+        hidden_act: 'silu',
+        rope_theta: 10000,
+        tie_word_embeddings: true,
+        head_dim: 64,
+        rms_norm_eps: 1e-5,
+        bos_token_id: 1,
+        eos_token_id: 2,
+      });
+      expect(c['quantization_config']).to.deep.equal({
+        quant_method: 'bitnet',
+        linear_class: 'autobitlinear',
+        quantization_mode: 'offline',
+        modules_to_not_convert: ['lm_head'],
+      });
       const { tensors } = readSafetensors(join(out, 'model.safetensors'));
       expect(tensors.has('model.layers.0.self_attn.attn_sub_norm.weight')).to.equal(true);
       expect(tensors.has('model.layers.0.mlp.ffn_sub_norm.weight')).to.equal(true);

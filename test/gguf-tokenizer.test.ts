@@ -70,7 +70,12 @@ describe('GGUF tokenizer metadata and the tokenizer rebuilt from it', function (
     expect(tokens.length).to.equal(151936);
     expect([tokens[220], tokens[151643], tokens[151645], tokens[151669]]).to.deep.equal(['Ġ', '<|endoftext|>', '<|im_end|>', '[PAD151669]']);
     const types = numbers(m, 'tokenizer.ggml.token_type');
-    expect([types[220], types[151643], types[151668], types[151669]]).to.deep.equal([TOKEN_TYPE.NORMAL, TOKEN_TYPE.CONTROL, TOKEN_TYPE.USER_DEFINED, TOKEN_TYPE.UNUSED]);
+    expect([types[220], types[151643], types[151668], types[151669]]).to.deep.equal([
+      TOKEN_TYPE.NORMAL,
+      TOKEN_TYPE.CONTROL,
+      TOKEN_TYPE.USER_DEFINED,
+      TOKEN_TYPE.UNUSED,
+    ]);
     // Added tokens not marked special but shaped <|...|> are CONTROL, as llama.cpp's converter writes them (issue 18);
     // <think> / <tool_call> stay USER_DEFINED.
     expect(types.slice(151657, 151669)).to.deep.equal([4, 4, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4]);

@@ -79,7 +79,9 @@ describe('--hf-compat export vs transformers BitNet semantics (numpy reference, 
     const d = maxDiff(own, asTransformers.logits);
     const changed = argmaxes(own, V).filter((a, t) => a !== argmaxes(asTransformers.logits, V)[t]).length;
     const span = maxDiff(asTransformers.logits, new Float64Array(asTransformers.logits.length));
-    console.log(`      student's eps 1e-8 vs transformers' 1e-5: max |logit diff| ${d.toExponential(2)} (logits within +-${span.toFixed(2)}), next token differs at ${changed}/${ids.length} positions`);
+    console.log(
+      `      student's eps 1e-8 vs transformers' 1e-5: max |logit diff| ${d.toExponential(2)} (logits within +-${span.toFixed(2)}), next token differs at ${changed}/${ids.length} positions`,
+    );
     // Measured: 7.1e-2 on logits within +-0.54, 2 of 10 next tokens: not negligible on a fresh 64-wide student.
     expect(d).to.be.greaterThan(1e-2);
   });
@@ -101,7 +103,9 @@ describe('--hf-compat export vs transformers BitNet semantics (numpy reference, 
       }
       expect(r.sublnEps).to.deep.include({ trained: 1e-8, target: 1e-5, positions: 36 });
       expect(r.sublnEps?.maxLogitDiff).to.be.greaterThan(0);
-      expect(warnings.join('\n')).to.match(/transformers \(BitNetForCausalLM\) applies rms_norm_eps = 0\.00001 .* logits differ by up to .*Train with student\.sublnEps=0\.00001/);
+      expect(warnings.join('\n')).to.match(
+        /transformers \(BitNetForCausalLM\) applies rms_norm_eps = 0\.00001 .* logits differ by up to .*Train with student\.sublnEps=0\.00001/,
+      );
     }
     expect(warnings).to.have.length(1);
   });
@@ -117,7 +121,9 @@ describe('--hf-compat export vs transformers BitNet semantics (numpy reference, 
     const bad = TernaryRuntime.load(wrong, { sublnEps: 1e-5 }).forward(ids, { allPositions: true });
     const d = maxDiff(bad, asTransformers.logits);
     const changed = argmaxes(bad, V).filter((a, t) => a !== argmaxes(asTransformers.logits, V)[t]).length;
-    console.log(`      autobitlinear read as BitLinear (releases before AutoBitLinear): max |logit diff| ${d.toExponential(2)}, next token differs at ${changed}/${ids.length} positions`);
+    console.log(
+      `      autobitlinear read as BitLinear (releases before AutoBitLinear): max |logit diff| ${d.toExponential(2)}, next token differs at ${changed}/${ids.length} positions`,
+    );
     expect(d).to.be.greaterThan(0.3); // measured 0.82, 10/10
   });
 });

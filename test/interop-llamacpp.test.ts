@@ -85,7 +85,15 @@ function agreement(rt: TernaryRuntime, prompts: number[][], runs: Greedy[]): Agr
     });
   });
   diffs.sort((a, b) => a - b);
-  return { median: diffs[diffs.length >> 1] as number, max: diffs[diffs.length - 1] as number, argmaxAgree, positions, argmaxMargins, prefixes, divergenceMargins };
+  return {
+    median: diffs[diffs.length >> 1] as number,
+    max: diffs[diffs.length - 1] as number,
+    argmaxAgree,
+    positions,
+    argmaxMargins,
+    prefixes,
+    divergenceMargins,
+  };
 }
 
 function report(name: string, a: Agreement): void {
@@ -125,7 +133,14 @@ describe('llama.cpp (prebuilt libllama of @node-llama-cpp/linux-x64) runs our GG
     const model: Decoder = initDecoder(arch, seed);
     prepareStudent(model, { subln: 'standard', weightQuant: 'absmean', sublnEps });
     const rng = new Rng(seed + 1);
-    for (const [name, v] of model.params) if (name.endsWith('norm.weight')) v.assign(tf.tensor(Float32Array.from({ length: v.size }, () => 1 + 0.1 * rng.normal()), v.shape));
+    for (const [name, v] of model.params)
+      if (name.endsWith('norm.weight'))
+        v.assign(
+          tf.tensor(
+            Float32Array.from({ length: v.size }, () => 1 + 0.1 * rng.normal()),
+            v.shape,
+          ),
+        );
     await saveModel(model, dir, { tokenizerFrom });
     model.dispose();
   }
@@ -155,7 +170,11 @@ describe('llama.cpp (prebuilt libllama of @node-llama-cpp/linux-x64) runs our GG
 
     it('load without a warning; the model llama.cpp describes is the one exported; same tokens as ours', () => {
       for (const [type, file] of Object.entries(files)) {
-        const r = llama.run(file, [...TEXTS.map((text) => ({ kind: 'tokenize' as const, text })), { kind: 'meta', key: 'general.file_type' }, { kind: 'attr', ids: [0, 1, 2, 3, 300] }]);
+        const r = llama.run(file, [
+          ...TEXTS.map((text) => ({ kind: 'tokenize' as const, text })),
+          { kind: 'meta', key: 'general.file_type' },
+          { kind: 'attr', ids: [0, 1, 2, 3, 300] },
+        ]);
         expect(r.log, `${type}: llama.cpp warnings`).to.deep.equal([]);
         expect(r.model.desc).to.equal(`bitnet ?B ${type} - ${type === 'TQ2_0' ? '2.06' : '1.69'} bpw ternary`);
         expect([r.model.n_vocab, r.model.n_embd, r.model.n_layer, r.model.n_ctx]).to.deep.equal([512, 256, 2, 256]);
@@ -198,7 +217,10 @@ describe('llama.cpp (prebuilt libllama of @node-llama-cpp/linux-x64) runs our GG
     expect(r.sublnEps?.target).to.equal(1e-5);
     expect(r.sublnEps?.maxLogitDiff).to.be.greaterThan(0);
     const prompts = TEXTS.slice(0, 2).map((t) => TernaryRuntime.load(out).tokenizer.encode(t, { addBos: true }));
-    const run = llama.run(out, prompts.map((ids) => ({ kind: 'greedy' as const, ids, steps: 24 })));
+    const run = llama.run(
+      out,
+      prompts.map((ids) => ({ kind: 'greedy' as const, ids, steps: 24 })),
+    );
     expect(run.log).to.deep.equal([]);
     expect(run.model.desc).to.equal('bitnet ?B F16');
     // Compared as llama.cpp computes (SubLN with rms_norm_eps): dense F16 products on fp16-rounded activations and
@@ -235,9 +257,18 @@ describe('llama.cpp (prebuilt libllama of @node-llama-cpp/linux-x64) runs our GG
     const out = join(root, 'qwen.gguf');
     exportGguf({ from: ckpt, out, dtype: 'F16' });
     const rt = TernaryRuntime.load(out);
-    const texts = ['Hello world, how are you?', '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n', '<|fim_prefix|>def f(x):<|fim_suffix|>\n<|fim_middle|>', '<think>naïve café 東京 🙂</think>'];
+    const texts = [
+      'Hello world, how are you?',
+      '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n',
+      '<|fim_prefix|>def f(x):<|fim_suffix|>\n<|fim_middle|>',
+      '<think>naïve café 東京 🙂</think>',
+    ];
     const prompt = rt.tokenizer.encode(texts[0] as string);
-    const r = llama.run(out, [...texts.map((text) => ({ kind: 'tokenize' as const, text })), { kind: 'attr', ids: [151643, 151645, 151657, 151659, 151664, 151667] }, { kind: 'greedy', ids: prompt, steps: 4 }]);
+    const r = llama.run(out, [
+      ...texts.map((text) => ({ kind: 'tokenize' as const, text })),
+      { kind: 'attr', ids: [151643, 151645, 151657, 151659, 151664, 151667] },
+      { kind: 'greedy', ids: prompt, steps: 4 },
+    ]);
     // llama.cpp's converter writes Qwen's '</s>' (id 128247, a plain BPE token) as NORMAL too, and llama.cpp
     // warns about it for any conversion of this vocabulary; the six non-special <|fim_*|>, <|repo_name|>,
     // <|file_sep|> no longer draw the warning.

@@ -38,8 +38,17 @@ describe('lm-stories260k: the LM task through the trainer losses', () => {
     ce.dispose();
 
     const terms = distillLoss(model, model, b, {
-      logit: true, attention: false, logitPositions: 'all', lambdaLogit: 10, gammaAttn: 0, temperature: 5,
-      relation: 'cosine', relationHeads: 8, studentLayer: 3, teacherLayer: 3, chunkRows: null,
+      logit: true,
+      attention: false,
+      logitPositions: 'all',
+      lambdaLogit: 10,
+      gammaAttn: 0,
+      temperature: 5,
+      relation: 'cosine',
+      relationHeads: 8,
+      studentLayer: 3,
+      teacherLayer: 3,
+      chunkRows: null,
     });
     expect((await terms.terms['ce']!.data())[0]).to.be.closeTo(reference, 1e-4);
     expect((await terms.terms['logitKd']!.data())[0]).to.be.closeTo(0, 1e-5);

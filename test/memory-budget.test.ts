@@ -68,7 +68,8 @@ describe('memory budget (real CLI)', function () {
     expect(r.status, r.stderr).to.equal(2);
     expect(r.stderr).to.match(/error \[E_MEMORY\]: stage 'teacher' needs an estimated [\d.]+ GiB at its peak .* more than the [\d.]+ GiB of available memory/);
     expect(r.stderr).to.match(/no batch or length setting fits this model here/);
-    for (const k of ['optim.batchSize=4 optim.gradAccum=2', 'model.maxSeqLen', 'optim.recompute=true', 'optim.lossChunkRows', '--no-memory-check']) expect(r.stderr).to.include(k);
+    for (const k of ['optim.batchSize=4 optim.gradAccum=2', 'model.maxSeqLen', 'optim.recompute=true', 'optim.lossChunkRows', '--no-memory-check'])
+      expect(r.stderr).to.include(k);
     expect(r.stderr).to.not.match(/\n\s+at /);
     expect(existsSync(join(tmp, 'runs'))).to.equal(false); // no run folder, no config.resolved.yaml
   });
@@ -78,14 +79,18 @@ describe('memory budget (real CLI)', function () {
     expect(ok.status, ok.stderr).to.equal(0);
     expect(ok.stdout).to.match(/^name: sst2-tiny$/m);
     expect(ok.stdout).to.include('# estimated peak memory per stage');
-    for (const s of ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill']) expect(ok.stdout).to.match(new RegExp(`^# ${s} +0\\.3M +16 x 64 x 1 +[\\d,]+`, 'm'));
+    for (const s of ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill'])
+      expect(ok.stdout).to.match(new RegExp(`^# ${s} +0\\.3M +16 x 64 x 1 +[\\d,]+`, 'm'));
     expect(ok.stdout).to.match(/^# available: [\d,]+ MiB \(MemAvailable; total [\d,]+ MiB\)$/m);
     expect(ok.stdout).to.match(/^# backend auto: no limit beyond RAM$/m);
     const wasm = cli('validate', '--config', 'configs/sst2-tiny.yaml', '--backend', 'wasm');
     expect(wasm.stdout).to.match(/^# backend wasm: tensors limited to the 4,096 MiB wasm32 heap$/m);
     const j = cli('validate', '--config', 'configs/sst2-tiny.yaml', '--json');
     expect(j.status, j.stderr).to.equal(0);
-    const parsed = JSON.parse(j.stdout) as { config: { name: string }; memory: { stages: { stage: string; totalMiB: number; weightsMiB: number }[]; availableMiB: number } };
+    const parsed = JSON.parse(j.stdout) as {
+      config: { name: string };
+      memory: { stages: { stage: string; totalMiB: number; weightsMiB: number }[]; availableMiB: number };
+    };
     expect(parsed.config.name).to.equal('sst2-tiny');
     expect(parsed.memory.stages.map((s) => s.stage)).to.deep.equal(['teacher', 'bitnet-sft', 'continual-pretrain', 'distill']);
     expect(parsed.memory.availableMiB).to.be.greaterThan(0);

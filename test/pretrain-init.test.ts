@@ -77,15 +77,23 @@ describe('bitdistill init + pretrain stage (real CLI)', function () {
     // both stages run from one config and the CE-only stage needs no teacher.
     const r = cli('train', '--config', cfg, '--log-level', 'warn');
     expect(r.status, r.stderr).to.equal(0);
-    const m = readFileSync(join(tmp, 'runs', 'pt', 'pretrain', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number | string>);
+    const m = readFileSync(join(tmp, 'runs', 'pt', 'pretrain', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, number | string>);
     const losses = m.filter((x) => x['type'] === 'train').map((x) => x['loss'] as number);
     expect(losses).to.have.length(12);
     expect(losses[0]).to.be.closeTo(Math.log(30522), 0.3); // a fresh model is near uniform
     expect(losses[losses.length - 1]).to.be.lessThan((losses[0] as number) - 1);
-    const d = readFileSync(join(tmp, 'runs', 'pt', 'distill', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const d = readFileSync(join(tmp, 'runs', 'pt', 'distill', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     const train = d.filter((x) => x['type'] === 'train');
     expect(train).to.have.length(4);
-    expect(Object.keys(train[0] as object)).to.include('ce').and.not.include('logitKd');
+    expect(Object.keys(train[0] as object))
+      .to.include('ce')
+      .and.not.include('logitKd');
     expect(train[0]).to.have.property('latent.relErr');
     const summary = JSON.parse(readFileSync(join(tmp, 'runs', 'pt', 'summary.json'), 'utf8')) as { stages: { stage: string; value: number | null }[] };
     expect(summary.stages.map((s) => s.stage)).to.deep.equal(['pretrain', 'distill']);
@@ -94,7 +102,10 @@ describe('bitdistill init + pretrain stage (real CLI)', function () {
 
   it('config checks: pretrain must come first and needs a budget; a distill with a KD term needs a teacher', () => {
     const bad = join(tmp, 'bad.yaml');
-    writeFileSync(bad, `name: b\nmodel: {path: ${init}}\ntask: {name: sst2, train: a, dev: b}\ncorpus: {paths: [x]}\nstages: [distill, pretrain]\ndistill: {studentFrom: base}\n`);
+    writeFileSync(
+      bad,
+      `name: b\nmodel: {path: ${init}}\ntask: {name: sst2, train: a, dev: b}\ncorpus: {paths: [x]}\nstages: [distill, pretrain]\ndistill: {studentFrom: base}\n`,
+    );
     const r = cli('validate', '--config', bad);
     expect(r.status).to.equal(2);
     expect(r.stderr).to.include("'pretrain' builds the base model: it must come first");

@@ -40,7 +40,10 @@ describe('regression and custom tasks end to end (real CLI)', function () {
     expect(t.stdout).to.match(/\| bitnet-sft \| BitNet-SFT \| pearson \| .* \| pearson -?\d+\.\d\d, spearman -?\d+\.\d\d \|/);
     const summary = JSON.parse(readFileSync(join(runs, 'stsb-tiny', 'summary.json'), 'utf8')) as { stages: { metrics: Record<string, number> }[] };
     expect(Object.keys(summary.stages[0]?.metrics ?? {})).to.deep.equal(['pearson', 'spearman']);
-    const records = readFileSync(join(runs, 'stsb-tiny', 'bitnet-sft', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const records = readFileSync(join(runs, 'stsb-tiny', 'bitnet-sft', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(records.find((r) => r['type'] === 'eval')?.['metrics']).to.have.keys('pearson', 'spearman');
     const e = cli('export', '--ternary', '--from', join(runs, 'stsb-tiny', 'bitnet-sft'), '--out', join(root, 'stsb-export'));
     expect(e.status, e.stderr).to.equal(0);
@@ -49,12 +52,29 @@ describe('regression and custom tasks end to end (real CLI)', function () {
   it('eval reads task, template and buckets from the export: label and generate modes, kernels and tfjs', () => {
     const out = join(root, 'stsb-export');
     const label = json(cli('eval', '--model', out, '--data', 'packages/data/test/fixtures/glue/STS-B/dev.tsv', '--json').stdout);
-    expect(label).to.include({ task: 'stsb', metric: 'pearson', examples: 5, runtime: 'kernels', mode: 'label', templateVersion: 'tiny-v1', templateFrom: 'model' });
+    expect(label).to.include({
+      task: 'stsb',
+      metric: 'pearson',
+      examples: 5,
+      runtime: 'kernels',
+      mode: 'label',
+      templateVersion: 'tiny-v1',
+      templateFrom: 'model',
+    });
     expect(Object.keys(label.metrics)).to.deep.equal(['pearson', 'spearman']);
     const gen = cli('eval', '--model', out, '--task', 'stsb', '--data', 'packages/data/test/fixtures/glue/STS-B/dev.tsv', '--mode', 'generate', '--json');
     expect(gen.status, gen.stderr).to.equal(0);
     expect(Number.isFinite(json(gen.stdout).metrics['spearman'])).to.equal(true);
-    const tfjs = cli('eval', '--model', join(runs, 'stsb-tiny', 'bitnet-sft', 'final'), '--data', 'packages/data/test/fixtures/glue/STS-B/dev.tsv', '--json', '--backend', 'wasm');
+    const tfjs = cli(
+      'eval',
+      '--model',
+      join(runs, 'stsb-tiny', 'bitnet-sft', 'final'),
+      '--data',
+      'packages/data/test/fixtures/glue/STS-B/dev.tsv',
+      '--json',
+      '--backend',
+      'wasm',
+    );
     expect(tfjs.status, tfjs.stderr).to.equal(0);
     const tj = json(tfjs.stdout);
     expect(tj.runtime).to.equal('tfjs');
@@ -66,8 +86,21 @@ describe('regression and custom tasks end to end (real CLI)', function () {
     const out = join(root, 'stsb-export');
     const wrong = cli('eval', '--model', out, '--task', 'wnli', '--data', 'packages/data/test/fixtures/glue/WNLI/dev.tsv');
     expect(wrong.status).to.equal(2);
-    expect(wrong.stderr).to.match(/--task wnli, but the model was trained for 'stsb'/).and.match(/--template-from builtin/);
-    const builtin = cli('eval', '--model', out, '--task', 'wnli', '--template-from', 'builtin', '--data', 'packages/data/test/fixtures/glue/WNLI/dev.tsv', '--json');
+    expect(wrong.stderr)
+      .to.match(/--task wnli, but the model was trained for 'stsb'/)
+      .and.match(/--template-from builtin/);
+    const builtin = cli(
+      'eval',
+      '--model',
+      out,
+      '--task',
+      'wnli',
+      '--template-from',
+      'builtin',
+      '--data',
+      'packages/data/test/fixtures/glue/WNLI/dev.tsv',
+      '--json',
+    );
     expect(builtin.status, builtin.stderr).to.equal(0);
     expect(json(builtin.stdout)).to.include({ task: 'wnli', templateVersion: 'v1', templateFrom: 'builtin' });
   });
@@ -94,7 +127,9 @@ describe('regression and custom tasks end to end (real CLI)', function () {
     expect(r.stderr).to.match(/task.labelWords\[0\]: 'low' must be a number/);
     const d = cli('validate', '--config', 'test/configs/stsb-tiny.yaml', 'task.train=nowhere/train.tsv', `task.dev=${dev}`);
     expect(d.status).to.equal(2);
-    expect(d.stderr).to.match(/task.train: dataset file not found: nowhere\/train.tsv/).and.match(/task.dev: .*holds no examples/);
+    expect(d.stderr)
+      .to.match(/task.train: dataset file not found: nowhere\/train.tsv/)
+      .and.match(/task.dev: .*holds no examples/);
     // train refuses the same before anything trains: no stage folder is written.
     const tr = cli('train', '--config', 'test/configs/stsb-tiny.yaml', `outputDir=${join(root, 'refused')}`, `task.dev=${dev}`);
     expect(tr.status).to.equal(2);

@@ -38,7 +38,13 @@ describe('kernels runtime agrees with the tfjs student', function () {
       // Move the SubLN gains off 1 so that a runtime that ignored them would be caught.
       const rng = new Rng(9);
       for (const [name, v] of model.params) {
-        if (name.includes('sub_norm')) v.assign(tf.tensor(Float32Array.from({ length: v.size }, () => 1 + 0.05 * rng.normal()), v.shape));
+        if (name.includes('sub_norm'))
+          v.assign(
+            tf.tensor(
+              Float32Array.from({ length: v.size }, () => 1 + 0.05 * rng.normal()),
+              v.shape,
+            ),
+          );
       }
       const ckpt = join(root, `ckpt-${subln}`);
       await saveModel(model, ckpt, { tokenizerFrom: 'models/stories260K' });
@@ -77,7 +83,9 @@ describe('kernels runtime agrees with the tfjs student', function () {
       const median = diffs[Math.floor(diffs.length / 2)] as number;
       const max = diffs[diffs.length - 1] as number;
       const p999 = diffs[Math.floor(diffs.length * 0.999)] as number;
-      console.log(`      ${subln}: median ${median.toExponential(2)}, p99 ${(diffs[Math.floor(diffs.length * 0.99)] as number).toExponential(2)}, p99.9 ${p999.toExponential(2)}, max ${max.toFixed(3)}, argmax ${agree}/${positions}`);
+      console.log(
+        `      ${subln}: median ${median.toExponential(2)}, p99 ${(diffs[Math.floor(diffs.length * 0.99)] as number).toExponential(2)}, p99.9 ${p999.toExponential(2)}, max ${max.toFixed(3)}, argmax ${agree}/${positions}`,
+      );
       expect(median, `median |diff| over ${diffs.length} logits`).to.be.lessThan(5e-3);
       expect(p999, 'p99.9 |diff|').to.be.lessThan(0.5);
       expect(agree / positions, `argmax agreement over ${positions} positions`).to.be.at.least(0.985);

@@ -8,7 +8,9 @@ import { readFileSync } from 'node:fs';
 const HOOK = new URL('./support/no-tfjs.mjs', import.meta.url).pathname;
 
 function importAlone(specifier: string): { ok: boolean; out: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--import', HOOK, '-e', `await import(${JSON.stringify(specifier)}); console.log('imported')`], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--import', HOOK, '-e', `await import(${JSON.stringify(specifier)}); console.log('imported')`], {
+    encoding: 'utf8',
+  });
   return { ok: r.status === 0 && r.stdout.includes('imported'), out: `${r.stdout}${r.stderr}` };
 }
 
@@ -48,8 +50,13 @@ describe('the tfjs-free wing depends only on tfjs-free packages (package.json, t
   for (const pkg of ['arch', 'runtime', 'export', 'eval']) {
     it(`@bitdistill/${pkg}`, () => {
       const deps = [...dependencyClosure(pkg)];
-      expect(deps.filter((d) => d.startsWith('@tensorflow/')), `${pkg} pulls in: ${deps.join(', ')}`).to.deep.equal([]);
-      expect(deps.filter((d) => ['@bitdistill/model', '@bitdistill/quant', '@bitdistill/backend', '@bitdistill/trainer', '@bitdistill/losses'].includes(d))).to.deep.equal([]);
+      expect(
+        deps.filter((d) => d.startsWith('@tensorflow/')),
+        `${pkg} pulls in: ${deps.join(', ')}`,
+      ).to.deep.equal([]);
+      expect(
+        deps.filter((d) => ['@bitdistill/model', '@bitdistill/quant', '@bitdistill/backend', '@bitdistill/trainer', '@bitdistill/losses'].includes(d)),
+      ).to.deep.equal([]);
     });
   }
 

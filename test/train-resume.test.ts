@@ -48,11 +48,14 @@ describe('kill and resume (real CLI, cpu backend)', function () {
     const resumed = train(b);
     expect(resumed.status, resumed.stderr).to.equal(0);
     expect(finalWeights(b).equals(finalWeights(a)), `kill seed ${seed}`).to.equal(true);
-    const metrics = readFileSync(join(b, 'resume-tiny', 'teacher', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; step: number });
+    const metrics = readFileSync(join(b, 'resume-tiny', 'teacher', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string; step: number });
     expect(metrics.filter((m) => m.type === 'train').map((m) => m.step)).to.deep.equal(Array.from({ length: 24 }, (_, i) => i + 1));
   });
 
-  it('--resume PATH continues from a given checkpoint folder (here: another run\'s) to the same weights', () => {
+  it("--resume PATH continues from a given checkpoint folder (here: another run's) to the same weights", () => {
     const d = join(root, 'd');
     const ckpt = join(a, 'resume-tiny', 'teacher', 'checkpoints', 'step-000021');
     const r = spawnSync(process.execPath, [BIN, 'train', '--config', CONFIG, `outputDir=${d}`, '--resume', ckpt, '--log-level', 'warn'], { encoding: 'utf8' });

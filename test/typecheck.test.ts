@@ -39,7 +39,11 @@ describe('type checking (tsc -b, strict)', function () {
     writeFileSync(join(dir, 'bad.ts'), 'const a: number[] = [];\nexport const b: number = a[0];\nexport function f(x) {\n  return x;\n}\n');
     writeFileSync(
       join(dir, 'tsconfig.json'),
-      JSON.stringify({ extends: resolve('tsconfig.base.json'), compilerOptions: { composite: false, declaration: false, emitDeclarationOnly: false, noEmit: true, types: [] }, files: ['bad.ts'] }),
+      JSON.stringify({
+        extends: resolve('tsconfig.base.json'),
+        compilerOptions: { composite: false, declaration: false, emitDeclarationOnly: false, noEmit: true, types: [] },
+        files: ['bad.ts'],
+      }),
     );
     const r = run(['-p', join(dir, 'tsconfig.json')]);
     expect(r.status).to.not.equal(0);

@@ -51,7 +51,8 @@ function meanStd(v: number[]): { mean: number; std: number; n: number } | null {
 }
 
 const pct = (x: number | null | undefined) => (x === null || x === undefined ? 'missing' : (x * 100).toFixed(2));
-const ms = (m: { mean: number; std: number; n: number } | null) => (m === null ? 'missing' : `${(m.mean * 100).toFixed(2)} ± ${(m.std * 100).toFixed(2)} (n=${m.n})`);
+const ms = (m: { mean: number; std: number; n: number } | null) =>
+  m === null ? 'missing' : `${(m.mean * 100).toFixed(2)} ± ${(m.std * 100).toFixed(2)} (n=${m.n})`;
 const mins = (s: number | null | undefined) => (s === null || s === undefined ? '-' : (s / 60).toFixed(1));
 
 /** Latent weights W / d (d = the tensor's absmean scale) of every projection of a checkpoint, by type. */
@@ -90,8 +91,25 @@ function main(): void {
   const seeds = [0, 1, 2].map((s) => `sst2-bitdistill-s${s}`);
   const col = (stage: string) => seeds.map((r) => stageValue(r, stage)?.value).filter((v): v is number => typeof v === 'number');
   const main = { fpSft: meanStd(col('teacher')), bitnetSft: meanStd(col('bitnet-sft')), bitDistill: meanStd(col('distill')) };
-  results['sst2Main'] = { ...main, perSeed: Object.fromEntries(seeds.map((r) => [r, { teacher: stageValue(r, 'teacher')?.value ?? null, bitnetSft: stageValue(r, 'bitnet-sft')?.value ?? null, distill: stageValue(r, 'distill')?.value ?? null }])) };
-  md.push('## SST-2 dev accuracy, main rows (PAPER.md table 1 shape)', '', '| method | ours (7.6M, mean ± std over seeds) | per seed 0 / 1 / 2 | paper, Qwen3 0.6B |', '|---|---|---|---|');
+  results['sst2Main'] = {
+    ...main,
+    perSeed: Object.fromEntries(
+      seeds.map((r) => [
+        r,
+        {
+          teacher: stageValue(r, 'teacher')?.value ?? null,
+          bitnetSft: stageValue(r, 'bitnet-sft')?.value ?? null,
+          distill: stageValue(r, 'distill')?.value ?? null,
+        },
+      ]),
+    ),
+  };
+  md.push(
+    '## SST-2 dev accuracy, main rows (PAPER.md table 1 shape)',
+    '',
+    '| method | ours (7.6M, mean ± std over seeds) | per seed 0 / 1 / 2 | paper, Qwen3 0.6B |',
+    '|---|---|---|---|',
+  );
   const per = (stage: string) => seeds.map((r) => pct(stageValue(r, stage)?.value)).join(' / ');
   md.push(`| FP-SFT (teacher) | ${ms(main.fpSft)} | ${per('teacher')} | 94.21 |`);
   md.push(`| BitNet-SFT | ${ms(main.bitnetSft)} | ${per('bitnet-sft')} | 79.92 |`);
@@ -114,7 +132,12 @@ function main(): void {
   ];
   results['table5'] = Object.fromEntries(t5.map(([k, x]) => [k, x]));
   results['table6'] = Object.fromEntries(t6.map(([k, x]) => [k, x]));
-  md.push('## Stage ablation, SST-2 dev, seed 0 (PAPER.md table 5 shape; the paper\'s column is MNLI, Qwen3 0.6B)', '', '| stages | ours | paper |', '|---|---:|---:|');
+  md.push(
+    "## Stage ablation, SST-2 dev, seed 0 (PAPER.md table 5 shape; the paper's column is MNLI, Qwen3 0.6B)",
+    '',
+    '| stages | ours | paper |',
+    '|---|---:|---:|',
+  );
   for (const [k, x, p] of t5) md.push(`| ${k} | ${pct(x)} | ${p} |`);
   md.push('', '## Distillation terms, SST-2 dev, seed 0 (PAPER.md table 6 shape; paper: MNLI, Qwen3 0.6B)', '', '| terms | ours | paper |', '|---|---:|---:|');
   for (const [k, x, p] of t6) md.push(`| ${k} | ${pct(x)} | ${p} |`);
@@ -129,32 +152,91 @@ function main(): void {
   results['gammaSweep'] = gammaRows;
   md.push('', '## Learning-rate sweep, SST-2 dev, seed 0 (all other settings as the main runs)', '', '| stage | 3e-4 | 1e-3 | 3e-3 |', '|---|---:|---:|---:|');
   for (const r of lrRows) md.push(`| ${r.stage} | ${pct(r.values['3e-4'])} | ${pct(r.values['1e-3'])} | ${pct(r.values['3e-3'])} |`);
-  md.push('', '## gammaAttn sweep for BitDistill, SST-2 dev, seed 0 (lambdaLogit 10; the paper: 1e5)', '', '| gammaAttn | ' + gammaRows.map((r) => r.gammaAttn).join(' | ') + ' |', '|---|' + gammaRows.map(() => '---:').join('|') + '|', '| accuracy | ' + gammaRows.map((r) => pct(r.value)).join(' | ') + ' |');
+  md.push(
+    '',
+    '## gammaAttn sweep for BitDistill, SST-2 dev, seed 0 (lambdaLogit 10; the paper: 1e5)',
+    '',
+    '| gammaAttn | ' + gammaRows.map((r) => r.gammaAttn).join(' | ') + ' |',
+    '|---|' + gammaRows.map(() => '---:').join('|') + '|',
+    '| accuracy | ' + gammaRows.map((r) => pct(r.value)).join(' | ') + ' |',
+  );
 
   // --- distilled layer (figure 3b) ---
   const layers = [0, 1, 2, 3].map((l) => ({ layer: l, value: l === 3 ? v('sst2-bitdistill-s0', 'distill') : v(`sst2-layer-${l}`, 'distill') }));
   results['layers'] = layers;
-  md.push('', '## Accuracy vs the distilled layer (figure 3b shape), SST-2 dev, seed 0', '', '| layer | ' + layers.map((l) => String(l.layer)).join(' | ') + ' |', '|---|' + layers.map(() => '---:').join('|') + '|', '| accuracy | ' + layers.map((l) => pct(l.value)).join(' | ') + ' |');
+  md.push(
+    '',
+    '## Accuracy vs the distilled layer (figure 3b shape), SST-2 dev, seed 0',
+    '',
+    '| layer | ' + layers.map((l) => String(l.layer)).join(' | ') + ' |',
+    '|---|' + layers.map(() => '---:').join('|') + '|',
+    '| accuracy | ' + layers.map((l) => pct(l.value)).join(' | ') + ' |',
+  );
   const lp = layers.filter((l) => l.value !== null).map((l): [number, number] => [l.layer, (l.value as number) * 100]);
-  writeFileSync(join(OUT, 'layers.svg'), chart([{ title: 'SST-2 dev accuracy vs distilled layer (seed 0)', series: [{ label: 'BitDistill', points: lp }], xLabel: 'distilled layer (0-based, of 4)', yLabel: 'accuracy %' }]));
+  writeFileSync(
+    join(OUT, 'layers.svg'),
+    chart([
+      {
+        title: 'SST-2 dev accuracy vs distilled layer (seed 0)',
+        series: [{ label: 'BitDistill', points: lp }],
+        xLabel: 'distilled layer (0-based, of 4)',
+        yLabel: 'accuracy %',
+      },
+    ]),
+  );
 
   // --- from the random initialisation vs from the pretrained base ---
-  const scratch = (['teacher', 'bitnet-sft'] as const).map((stage) => ({ stage, pretrained: v('sst2-bitdistill-s0', stage), scratch: v(`sst2-scratch-${stage}`, stage) }));
+  const scratch = (['teacher', 'bitnet-sft'] as const).map((stage) => ({
+    stage,
+    pretrained: v('sst2-bitdistill-s0', stage),
+    scratch: v(`sst2-scratch-${stage}`, stage),
+  }));
   results['scratch'] = scratch;
-  md.push('', '## Fine-tuning from the pretrained base vs from the random initialisation, SST-2 dev, seed 0', '', '| stage | from models/small-base | from runs/base-init (no pretraining) |', '|---|---:|---:|');
+  md.push(
+    '',
+    '## Fine-tuning from the pretrained base vs from the random initialisation, SST-2 dev, seed 0',
+    '',
+    '| stage | from models/small-base | from runs/base-init (no pretraining) |',
+    '|---|---:|---:|',
+  );
   for (const r of scratch) md.push(`| ${r.stage === 'teacher' ? 'FP-SFT' : 'BitNet-SFT'} | ${pct(r.pretrained)} | ${pct(r.scratch)} |`);
 
   // --- QNLI ---
   const q = { fpSft: v('qnli-bitdistill-s0', 'teacher'), bitnetSft: v('qnli-bitdistill-s0', 'bitnet-sft'), bitDistill: v('qnli-bitdistill-s0', 'distill') };
   results['qnli'] = q;
-  md.push('', '## QNLI, held-out split of GLUE QNLI dev (1,000 rows; trained on the other 4,463), seed 0', '', '| method | ours | paper (QNLI dev, Qwen3 0.6B) |', '|---|---:|---:|', `| FP-SFT | ${pct(q.fpSft)} | 93.72 |`, `| BitNet-SFT | ${pct(q.bitnetSft)} | 78.32 |`, `| BitDistill | ${pct(q.bitDistill)} | 93.66 |`);
+  md.push(
+    '',
+    '## QNLI, held-out split of GLUE QNLI dev (1,000 rows; trained on the other 4,463), seed 0',
+    '',
+    '| method | ours | paper (QNLI dev, Qwen3 0.6B) |',
+    '|---|---:|---:|',
+    `| FP-SFT | ${pct(q.fpSft)} | 93.72 |`,
+    `| BitNet-SFT | ${pct(q.bitnetSft)} | 78.32 |`,
+    `| BitDistill | ${pct(q.bitDistill)} | 93.66 |`,
+  );
 
   // --- wall time per run ---
   md.push('', '## Wall time per stage (minutes, 2-core CI machine)', '', '| run | stage | steps | minutes |', '|---|---|---:|---:|');
   const times: Record<string, unknown>[] = [];
   const sweeps = ['teacher', 'bitnet-sft'].flatMap((st) => ['3e-4', '3e-3'].map((lr) => `sst2-lr-${st}-${lr}`));
   const gammas = ['1e2', '1e3', '1e4', '1e5'].map((g) => `sst2-gamma-${g}`);
-  for (const run of ['base-pretrain', ...sweeps, ...seeds, ...gammas, 'sst2-subln-only', 'sst2-subln-cpt', 'sst2-subln-distill', 'sst2-logit-only', 'sst2-attn-only', 'qnli-bitdistill-s0', 'sst2-scratch-teacher', 'sst2-scratch-bitnet-sft', 'sst2-layer-0', 'sst2-layer-1', 'sst2-layer-2']) {
+  for (const run of [
+    'base-pretrain',
+    ...sweeps,
+    ...seeds,
+    ...gammas,
+    'sst2-subln-only',
+    'sst2-subln-cpt',
+    'sst2-subln-distill',
+    'sst2-logit-only',
+    'sst2-attn-only',
+    'qnli-bitdistill-s0',
+    'sst2-scratch-teacher',
+    'sst2-scratch-bitnet-sft',
+    'sst2-layer-0',
+    'sst2-layer-1',
+    'sst2-layer-2',
+  ]) {
     for (const r of summary(run) ?? []) {
       if (r.seconds === null) continue;
       md.push(`| ${run} | ${r.stage} | ${r.steps ?? '-'} | ${mins(r.seconds)} |`);
@@ -163,7 +245,10 @@ function main(): void {
   }
   results['wallTime'] = times;
   const fineTune = times.filter((x) => x['run'] !== 'base-pretrain').reduce((a, x) => a + (x['seconds'] as number), 0);
-  md.push('', `Total, all runs but the pretraining: ${(fineTune / 60).toFixed(1)} minutes (the sst2-gamma-1e2 distill stage is also sst2-bitdistill-s0's: counted twice).`);
+  md.push(
+    '',
+    `Total, all runs but the pretraining: ${(fineTune / 60).toFixed(1)} minutes (the sst2-gamma-1e2 distill stage is also sst2-bitdistill-s0's: counted twice).`,
+  );
 
   // --- latent-weight histograms before / after continual pre-training (figure 2) ---
   const ckpts: [string, string][] = [
@@ -178,20 +263,36 @@ function main(): void {
     vlines: [-0.5, 0.5],
     xLabel: 'W / absmean(W)',
     yLabel: 'fraction',
-    series: loaded.filter((l) => l.w !== null).map((l): Series => {
-      const arrs = l.w?.get(type) ?? [];
-      const all = new Float32Array(arrs.reduce((a, x) => a + x.length, 0));
-      let o = 0;
-      for (const a of arrs) {
-        all.set(a, o);
-        o += a.length;
-      }
-      return { label: l.label, points: histogram(all, -3, 3, 60) };
-    }),
+    series: loaded
+      .filter((l) => l.w !== null)
+      .map((l): Series => {
+        const arrs = l.w?.get(type) ?? [];
+        const all = new Float32Array(arrs.reduce((a, x) => a + x.length, 0));
+        let o = 0;
+        for (const a of arrs) {
+          all.set(a, o);
+          o += a.length;
+        }
+        return { label: l.label, points: histogram(all, -3, 3, 60) };
+      }),
   }));
-  writeFileSync(join(OUT, 'latent-histograms.svg'), chart(panels, { cols: 4, panelWidth: 330, panelHeight: 250, title: 'Latent weights of each projection type (all layers), scaled by the ternary scale; dashed: rounding boundaries' }));
+  writeFileSync(
+    join(OUT, 'latent-histograms.svg'),
+    chart(panels, {
+      cols: 4,
+      panelWidth: 330,
+      panelHeight: 250,
+      title: 'Latent weights of each projection type (all layers), scaled by the ternary scale; dashed: rounding boundaries',
+    }),
+  );
   const nb: Record<string, Record<string, number>> = {};
-  md.push('', '## Fraction of latent weights within 0.05 d of a rounding boundary (|W| = d/2)', '', '| projection | ' + loaded.map((l) => l.label).join(' | ') + ' |', '|---|' + loaded.map(() => '---:').join('|') + '|');
+  md.push(
+    '',
+    '## Fraction of latent weights within 0.05 d of a rounding boundary (|W| = d/2)',
+    '',
+    '| projection | ' + loaded.map((l) => l.label).join(' | ') + ' |',
+    '|---|' + loaded.map(() => '---:').join('|') + '|',
+  );
   for (const type of PROJ_TYPES) {
     const row = loaded.map((l) => (l.w === null ? null : nearBoundary(l.w.get(type) ?? [])));
     nb[type] = Object.fromEntries(loaded.map((l, i) => [l.label, row[i] ?? NaN]));
@@ -203,35 +304,94 @@ function main(): void {
   const qe = (run: string, stage: string, label: string, dashed = false): Series => ({
     label,
     dashed,
-    points: metrics(run, stage).filter((r) => r['type'] === 'train' && typeof r['latent.relErr'] === 'number').map((r): [number, number] => [r['step'] as number, r['latent.relErr'] as number]),
+    points: metrics(run, stage)
+      .filter((r) => r['type'] === 'train' && typeof r['latent.relErr'] === 'number')
+      .map((r): [number, number] => [r['step'] as number, r['latent.relErr'] as number]),
   });
   writeFileSync(
     join(OUT, 'quant-error.svg'),
     chart(
       [
-        { title: 'continual pre-training', series: [qe('sst2-bitdistill-s0', 'continual-pretrain', 'SubLN student on the corpus')], xLabel: 'step', yLabel: '||W - Q(W)||² / ||W||²' },
-        { title: 'task fine-tuning (SST-2, seed 0)', series: [qe('sst2-bitdistill-s0', 'bitnet-sft', 'BitNet-SFT'), qe('sst2-subln-only', 'distill', 'SubLN, CE'), qe('sst2-bitdistill-s0', 'distill', 'BitDistill'), qe('sst2-subln-cpt', 'distill', 'SubLN + CPT, CE', true)], xLabel: 'step', yLabel: '||W - Q(W)||² / ||W||²' },
+        {
+          title: 'continual pre-training',
+          series: [qe('sst2-bitdistill-s0', 'continual-pretrain', 'SubLN student on the corpus')],
+          xLabel: 'step',
+          yLabel: '||W - Q(W)||² / ||W||²',
+        },
+        {
+          title: 'task fine-tuning (SST-2, seed 0)',
+          series: [
+            qe('sst2-bitdistill-s0', 'bitnet-sft', 'BitNet-SFT'),
+            qe('sst2-subln-only', 'distill', 'SubLN, CE'),
+            qe('sst2-bitdistill-s0', 'distill', 'BitDistill'),
+            qe('sst2-subln-cpt', 'distill', 'SubLN + CPT, CE', true),
+          ],
+          xLabel: 'step',
+          yLabel: '||W - Q(W)||² / ||W||²',
+        },
       ],
       { cols: 2 },
     ),
   );
 
   // --- loss curves per stage ---
-  const lossOf = (run: string, stage: string, key = 'loss'): [number, number][] => metrics(run, stage).filter((r) => r['type'] === 'train' && typeof r[key] === 'number').map((r) => [r['step'] as number, r[key] as number]);
-  const smooth = (pts: [number, number][], k = 5): [number, number][] => pts.map(([x], i) => {
-    const w = pts.slice(Math.max(0, i - k + 1), i + 1);
-    return [x, w.reduce((a, p) => a + p[1], 0) / w.length];
-  });
-  const evalOf = (run: string, stage: string) => metrics(run, stage).filter((r) => r['type'] === 'eval').map((r) => r['value']);
+  const lossOf = (run: string, stage: string, key = 'loss'): [number, number][] =>
+    metrics(run, stage)
+      .filter((r) => r['type'] === 'train' && typeof r[key] === 'number')
+      .map((r) => [r['step'] as number, r[key] as number]);
+  const smooth = (pts: [number, number][], k = 5): [number, number][] =>
+    pts.map(([x], i) => {
+      const w = pts.slice(Math.max(0, i - k + 1), i + 1);
+      return [x, w.reduce((a, p) => a + p[1], 0) / w.length];
+    });
+  const evalOf = (run: string, stage: string) =>
+    metrics(run, stage)
+      .filter((r) => r['type'] === 'eval')
+      .map((r) => r['value']);
   results['finalEvals'] = Object.fromEntries(['teacher', 'bitnet-sft', 'distill'].map((s) => [s, evalOf('sst2-bitdistill-s0', s)]));
   writeFileSync(
     join(OUT, 'loss-curves.svg'),
     chart(
       [
-        { title: 'pretraining (full precision, corpus)', series: [{ label: 'next-token CE (one batch)', points: lossOf('base-pretrain', 'pretrain') }, { label: 'mean of the last 5 logs', points: smooth(lossOf('base-pretrain', 'pretrain')) }], xLabel: 'step', yLabel: 'loss' },
-        { title: 'continual pre-training (ternary + SubLN)', series: [{ label: 'next-token CE (one batch)', points: lossOf('sst2-bitdistill-s0', 'continual-pretrain') }, { label: 'mean of the last 5 logs', points: smooth(lossOf('sst2-bitdistill-s0', 'continual-pretrain')) }], xLabel: 'step', yLabel: 'loss' },
-        { title: 'SST-2 fine-tuning: answer CE (seed 0)', series: [{ label: 'FP-SFT', points: lossOf('sst2-bitdistill-s0', 'teacher') }, { label: 'BitNet-SFT', points: lossOf('sst2-bitdistill-s0', 'bitnet-sft') }, { label: 'BitDistill (CE term)', points: lossOf('sst2-bitdistill-s0', 'distill', 'ce') }], xLabel: 'step', yLabel: 'CE' },
-        { title: 'BitDistill loss terms, unweighted (seed 0)', logY: true, series: [{ label: 'ce', points: lossOf('sst2-bitdistill-s0', 'distill', 'ce') }, { label: 'logitKd', points: lossOf('sst2-bitdistill-s0', 'distill', 'logitKd') }, { label: 'attnKd', points: lossOf('sst2-bitdistill-s0', 'distill', 'attnKd') }], xLabel: 'step', yLabel: 'value (log)' },
+        {
+          title: 'pretraining (full precision, corpus)',
+          series: [
+            { label: 'next-token CE (one batch)', points: lossOf('base-pretrain', 'pretrain') },
+            { label: 'mean of the last 5 logs', points: smooth(lossOf('base-pretrain', 'pretrain')) },
+          ],
+          xLabel: 'step',
+          yLabel: 'loss',
+        },
+        {
+          title: 'continual pre-training (ternary + SubLN)',
+          series: [
+            { label: 'next-token CE (one batch)', points: lossOf('sst2-bitdistill-s0', 'continual-pretrain') },
+            { label: 'mean of the last 5 logs', points: smooth(lossOf('sst2-bitdistill-s0', 'continual-pretrain')) },
+          ],
+          xLabel: 'step',
+          yLabel: 'loss',
+        },
+        {
+          title: 'SST-2 fine-tuning: answer CE (seed 0)',
+          series: [
+            { label: 'FP-SFT', points: lossOf('sst2-bitdistill-s0', 'teacher') },
+            { label: 'BitNet-SFT', points: lossOf('sst2-bitdistill-s0', 'bitnet-sft') },
+            { label: 'BitDistill (CE term)', points: lossOf('sst2-bitdistill-s0', 'distill', 'ce') },
+          ],
+          xLabel: 'step',
+          yLabel: 'CE',
+        },
+        {
+          title: 'BitDistill loss terms, unweighted (seed 0)',
+          logY: true,
+          series: [
+            { label: 'ce', points: lossOf('sst2-bitdistill-s0', 'distill', 'ce') },
+            { label: 'logitKd', points: lossOf('sst2-bitdistill-s0', 'distill', 'logitKd') },
+            { label: 'attnKd', points: lossOf('sst2-bitdistill-s0', 'distill', 'attnKd') },
+          ],
+          xLabel: 'step',
+          yLabel: 'value (log)',
+        },
       ],
       { cols: 2 },
     ),
@@ -242,7 +402,13 @@ function main(): void {
     const first = dm[0] as Record<string, number>;
     const last = dm[dm.length - 1] as Record<string, number>;
     results['distillTerms'] = { first, last };
-    md.push('', '## Distillation loss terms at the first and last logged step (SST-2, seed 0 teacher and student)', '', '| run | gammaAttn | step | ce | logitKd | attnKd | lambdaLogit x logitKd | gammaAttn x attnKd |', '|---|---:|---:|---:|---:|---:|---:|---:|');
+    md.push(
+      '',
+      '## Distillation loss terms at the first and last logged step (SST-2, seed 0 teacher and student)',
+      '',
+      '| run | gammaAttn | step | ce | logitKd | attnKd | lambdaLogit x logitKd | gammaAttn x attnKd |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|',
+    );
     for (const run of ['sst2-gamma-1e5', 'sst2-gamma-1e4', 'sst2-gamma-1e3', 'sst2-bitdistill-s0']) {
       const cfgFile = join('runs', run, 'distill', 'final', 'config.resolved.yaml');
       if (!existsSync(cfgFile)) continue;
@@ -251,7 +417,9 @@ function main(): void {
       for (const r of [tr[0], tr[tr.length - 1]]) {
         if (r === undefined) continue;
         const num = (k: string): number | undefined => (typeof r[k] === 'number' ? (r[k] as number) : undefined);
-        md.push(`| ${run} | ${dcfg.gammaAttn} | ${r['step']} | ${num('ce')?.toFixed(4)} | ${num('logitKd')?.toFixed(4)} | ${num('attnKd')?.toExponential(3)} | ${((num('logitKd') ?? 0) * dcfg.lambdaLogit).toFixed(4)} | ${((num('attnKd') ?? 0) * dcfg.gammaAttn).toFixed(4)} |`);
+        md.push(
+          `| ${run} | ${dcfg.gammaAttn} | ${r['step']} | ${num('ce')?.toFixed(4)} | ${num('logitKd')?.toFixed(4)} | ${num('attnKd')?.toExponential(3)} | ${((num('logitKd') ?? 0) * dcfg.lambdaLogit).toFixed(4)} | ${((num('attnKd') ?? 0) * dcfg.gammaAttn).toFixed(4)} |`,
+        );
       }
     }
   }

@@ -24,7 +24,17 @@ import type { EncodedExample, Tokenizer } from '@bitdistill/data';
 import { ternaryQuantRef } from '@bitdistill/arch';
 import { loadModel, type Decoder } from '@bitdistill/model';
 import { latentWeightStats, prepareStudent, restoreStudent } from '@bitdistill/quant';
-import { answerCe, distillLoss, LmStream, resolveDistillLayer, runStage, SftStream, type LoopSettings, type LossTerms, type SftMicroBatch } from '@bitdistill/trainer';
+import {
+  answerCe,
+  distillLoss,
+  LmStream,
+  resolveDistillLayer,
+  runStage,
+  SftStream,
+  type LoopSettings,
+  type LossTerms,
+  type SftMicroBatch,
+} from '@bitdistill/trainer';
 import { chart, histogram, type Panel, type Series } from './svg.ts';
 
 const TEACHER = 'models/stories260K';
@@ -36,14 +46,38 @@ const SAMPLE_SEED = 19;
 const N_TRAIN = 448;
 const N_HELDOUT = 128;
 const PROMPTS = [
-  'Once upon a time', 'One day, a little girl named Lily', 'Tom and his dog', 'The sun was shining and',
-  'There was a big red ball', 'Mom said,', 'Ben wanted to play', 'In a small house, there lived',
-  'The cat saw a bird', 'Sue found a shiny', 'Once there was a happy', 'It was a rainy day',
-  'Tim had a toy car', 'The little bird', 'Sara and her friend', 'A boy named Max',
-  'The bunny', 'One morning, Anna', 'The old tree', 'Jack liked to',
-  'Lucy was sad because', 'The big dog', 'There was a little fish', 'Dad took Sam to the park',
-  'The princess', 'Mia saw a big', 'Once upon a time, in a big forest,', 'The frog jumped',
-  'Bob and Sue went to', 'The kitten was', 'A little girl', 'Timmy was very excited',
+  'Once upon a time',
+  'One day, a little girl named Lily',
+  'Tom and his dog',
+  'The sun was shining and',
+  'There was a big red ball',
+  'Mom said,',
+  'Ben wanted to play',
+  'In a small house, there lived',
+  'The cat saw a bird',
+  'Sue found a shiny',
+  'Once there was a happy',
+  'It was a rainy day',
+  'Tim had a toy car',
+  'The little bird',
+  'Sara and her friend',
+  'A boy named Max',
+  'The bunny',
+  'One morning, Anna',
+  'The old tree',
+  'Jack liked to',
+  'Lucy was sad because',
+  'The big dog',
+  'There was a little fish',
+  'Dad took Sam to the park',
+  'The princess',
+  'Mia saw a big',
+  'Once upon a time, in a big forest,',
+  'The frog jumped',
+  'Bob and Sue went to',
+  'The kitten was',
+  'A little girl',
+  'Timmy was very excited',
 ];
 const MAIN_SEEDS = [0, 1, 2];
 
@@ -92,11 +126,47 @@ function runMatrix(full: boolean): Run[] {
   r.push({ ...tau1, name: 'bitdistill-tau1-s0', from: 'cpt', attention: true, seed: 0 });
   for (const seed of MAIN_SEEDS) r.push({ ...tau1, name: `bitnet-sft-logit-tau1-s${seed}`, from: 'base-nosubln', attention: false, seed });
   const layers = full ? [0, 1, 2, 3, 4] : [0, 2, 4];
-  for (const l of layers) if (l !== 3) r.push({ name: `layer-${l}-s0`, group: 'layer', from: 'cpt', logit: true, attention: true, seed: 0, layer: l, gamma: DEFAULT_GAMMA, lambda: LAMBDA, temperature: TAU });
+  for (const l of layers)
+    if (l !== 3)
+      r.push({
+        name: `layer-${l}-s0`,
+        group: 'layer',
+        from: 'cpt',
+        logit: true,
+        attention: true,
+        seed: 0,
+        layer: l,
+        gamma: DEFAULT_GAMMA,
+        lambda: LAMBDA,
+        temperature: TAU,
+      });
   const gammas = full ? [1e1, 1e2, 1e4, 1e5] : [1e2, 1e5];
-  for (const g of gammas) r.push({ name: `gamma-${g.toExponential(0)}-s0`, group: 'gamma', from: 'cpt', logit: true, attention: true, seed: 0, layer: null, gamma: g, lambda: LAMBDA, temperature: TAU });
+  for (const g of gammas)
+    r.push({
+      name: `gamma-${g.toExponential(0)}-s0`,
+      group: 'gamma',
+      from: 'cpt',
+      logit: true,
+      attention: true,
+      seed: 0,
+      layer: null,
+      gamma: g,
+      lambda: LAMBDA,
+      temperature: TAU,
+    });
   // The paper's summarisation value (lambdaLogit 1) next to its classification value (10, the default here).
-  r.push({ name: 'lambda-1-s0', group: 'lambda', from: 'cpt', logit: true, attention: true, seed: 0, layer: null, gamma: DEFAULT_GAMMA, lambda: 1, temperature: TAU });
+  r.push({
+    name: 'lambda-1-s0',
+    group: 'lambda',
+    from: 'cpt',
+    logit: true,
+    attention: true,
+    seed: 0,
+    layer: null,
+    gamma: DEFAULT_GAMMA,
+    lambda: 1,
+    temperature: TAU,
+  });
 
   return r;
 }
@@ -136,7 +206,11 @@ async function sampleStories(model: Decoder, tok: Tokenizer, n: number, rng: Rng
         for (let v = 0; v < V; v++) sum += p[v] = Math.exp((data[off + v] as number) - max); // temperature 1
         let u = rng.next() * sum;
         let id = V - 1;
-        for (let v = 0; v < V; v++) if ((u -= p[v] as number) <= 0) { id = v; break; }
+        for (let v = 0; v < V; v++)
+          if ((u -= p[v] as number) <= 0) {
+            id = v;
+            break;
+          }
         if (id === tok.bosId || id === tok.eosId) done[b] = true;
         else s.push(id);
         if (s.length >= SEQ) done[b] = true;
@@ -159,7 +233,10 @@ async function loadOrSampleData(): Promise<{ train: Story[]; heldout: Story[] }>
     model.dispose();
     writeFileSync(file, stories.map((s) => JSON.stringify({ prompt: s.prompt, text: tokenizer.decode(s.ids), ids: s.ids })).join('\n') + '\n');
   }
-  const all = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Story);
+  const all = readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Story);
   // Held-out: every (N/N_HELDOUT)-th story, so every prompt appears on both sides.
   const every = Math.round(all.length / N_HELDOUT);
   return { train: all.filter((_, i) => i % every !== 0), heldout: all.filter((_, i) => i % every === 0) };
@@ -237,7 +314,16 @@ function student(from: Run['from']): Decoder {
   return model;
 }
 
-async function train(dir: string, model: Decoder, next: () => SftMicroBatch | Promise<SftMicroBatch>, stream: { getCursor(): unknown; setCursor(c: unknown): void; epoch: number }, loss: (b: SftMicroBatch) => LossTerms, steps: number, seed: number, termWeights?: Record<string, number>): Promise<number> {
+async function train(
+  dir: string,
+  model: Decoder,
+  next: () => SftMicroBatch | Promise<SftMicroBatch>,
+  stream: { getCursor(): unknown; setCursor(c: unknown): void; epoch: number },
+  loss: (b: SftMicroBatch) => LossTerms,
+  steps: number,
+  seed: number,
+  termWeights?: Record<string, number>,
+): Promise<number> {
   mkdirSync(dir, { recursive: true });
   const t0 = Date.now();
   await runStage(
@@ -274,10 +360,18 @@ async function continualPretrain(): Promise<void> {
   const s = student('base');
   const { tokenizer } = loadModel(TEACHER, { trainable: false, logger: silentLogger });
   const stream = new LmStream(CORPUS, tokenizer, SEQ, BATCH);
-  const secs = await train(dir, s, () => stream.next(), stream, (b) => {
-    const ce = answerCe(s, b);
-    return { total: ce, terms: { ce } };
-  }, CPT_STEPS, 0);
+  const secs = await train(
+    dir,
+    s,
+    () => stream.next(),
+    stream,
+    (b) => {
+      const ce = answerCe(s, b);
+      return { total: ce, terms: { ce } };
+    },
+    CPT_STEPS,
+    0,
+  );
   writeFileSync(join(dir, 'wall.json'), JSON.stringify({ seconds: secs, tokens: CPT_STEPS * BATCH * SEQ }));
   s.dispose();
 }
@@ -296,13 +390,38 @@ async function fineTune(run: Run, trainSet: Story[], teacher: Decoder): Promise<
     };
   } else {
     const layer = resolveDistillLayer(run.layer, s.config.numLayers);
-    loss = (b) => distillLoss(s, teacher, b, {
-      logit: run.logit, attention: run.attention, logitPositions: 'all', lambdaLogit: run.lambda, gammaAttn: run.gamma, temperature: run.temperature,
-      relation: 'cosine', relationHeads: RELATION_HEADS, studentLayer: layer, teacherLayer: layer, chunkRows: null,
-    });
+    loss = (b) =>
+      distillLoss(s, teacher, b, {
+        logit: run.logit,
+        attention: run.attention,
+        logitPositions: 'all',
+        lambdaLogit: run.lambda,
+        gammaAttn: run.gamma,
+        temperature: run.temperature,
+        relation: 'cosine',
+        relationHeads: RELATION_HEADS,
+        studentLayer: layer,
+        teacherLayer: layer,
+        chunkRows: null,
+      });
     weights = { ...(run.logit ? { logitKd: run.lambda } : {}), ...(run.attention ? { attnKd: run.gamma } : {}) };
   }
-  const secs = await train(dir, s, () => stream.next(), { getCursor: () => stream.getCursor(), setCursor: (c) => stream.setCursor(c), get epoch() { return stream.epoch; } }, loss, STEPS, run.seed, weights);
+  const secs = await train(
+    dir,
+    s,
+    () => stream.next(),
+    {
+      getCursor: () => stream.getCursor(),
+      setCursor: (c) => stream.setCursor(c),
+      get epoch() {
+        return stream.epoch;
+      },
+    },
+    loss,
+    STEPS,
+    run.seed,
+    weights,
+  );
   writeFileSync(join(dir, 'wall.json'), JSON.stringify({ seconds: secs }));
   s.dispose();
 }
@@ -338,11 +457,16 @@ function scaledWeights(model: Decoder): Map<string, Float32Array> {
 function readMetrics(dir: string): Record<string, unknown>[] {
   const f = join(dir, 'metrics.jsonl');
   if (!existsSync(f)) return [];
-  return readFileSync(f, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  return readFileSync(f, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 function curve(dir: string, key: string): [number, number][] {
-  return readMetrics(dir).filter((r) => typeof r[key] === 'number' && typeof r['step'] === 'number').map((r) => [r['step'] as number, r[key] as number]);
+  return readMetrics(dir)
+    .filter((r) => typeof r[key] === 'number' && typeof r['step'] === 'number')
+    .map((r) => [r['step'] as number, r[key] as number]);
 }
 
 async function report(runs: Run[], data: { train: Story[]; heldout: Story[] }, sampleSeconds: number | null, t0: number): Promise<void> {
@@ -356,7 +480,10 @@ async function report(runs: Run[], data: { train: Story[]; heldout: Story[] }, s
   results['ptq-subln'] = await heldoutMetrics(ptqSubln, teacher, data.heldout);
   const cpt = student('cpt');
   results['cpt-only'] = await heldoutMetrics(cpt, teacher, data.heldout);
-  const hist: [string, Decoder][] = [['teacher (= PTQ start)', teacher], ['after continual pre-training', cpt]];
+  const hist: [string, Decoder][] = [
+    ['teacher (= PTQ start)', teacher],
+    ['after continual pre-training', cpt],
+  ];
   const loaded: Decoder[] = [];
   for (const r of runs) {
     const { model } = loadModel(join(OUT, r.name, 'final'), { logger: silentLogger });
@@ -369,7 +496,10 @@ async function report(runs: Run[], data: { train: Story[]; heldout: Story[] }, s
   }
   const md: string[] = ['# Measured tables (generated by scripts/experiments/lm-stories260k.ts)', ''];
   const tokens = (ss: Story[]) => ss.reduce((a, s) => a + s.ids.length - 1, 0);
-  md.push(`Training text: ${data.train.length} stories, ${tokens(data.train)} predicted tokens; held-out: ${data.heldout.length} stories, ${tokens(data.heldout)} predicted tokens. Continual pre-training: ${CPT_STEPS * BATCH * SEQ} corpus tokens.`, '');
+  md.push(
+    `Training text: ${data.train.length} stories, ${tokens(data.train)} predicted tokens; held-out: ${data.heldout.length} stories, ${tokens(data.heldout)} predicted tokens. Continual pre-training: ${CPT_STEPS * BATCH * SEQ} corpus tokens.`,
+    '',
+  );
   const row = (label: string, names: string[]) => {
     const ms = names.map((n) => results[n]).filter((m): m is Metrics => m !== undefined);
     if (ms.length === 0) return `| ${label} | missing | missing | |`;
@@ -386,19 +516,32 @@ async function report(runs: Run[], data: { train: Story[]; heldout: Story[] }, s
   md.push(row('+ SubLN + continual pre-training', seeds('subln-cpt')));
   md.push(row('+ SubLN + distillation (no continual pre-training)', seeds('subln-distill')));
   md.push(row('+ SubLN + CPT + logit KD + attention KD (BitDistill)', seeds('bitdistill')));
-  md.push('', '## Distillation terms (PAPER.md table 6 shape; all with SubLN + continual pre-training)', '', '| row | held-out perplexity | KL(teacher ‖ student) | seeds |', '|---|---:|---:|---:|');
+  md.push(
+    '',
+    '## Distillation terms (PAPER.md table 6 shape; all with SubLN + continual pre-training)',
+    '',
+    '| row | held-out perplexity | KL(teacher ‖ student) | seeds |',
+    '|---|---:|---:|---:|',
+  );
   md.push(row('none (CE only)', seeds('subln-cpt')));
   md.push(row('logit KD only', seeds('subln-cpt-logit')));
   md.push(row('attention-relation KD only', seeds('subln-cpt-attn')));
   md.push(row('both (BitDistill)', seeds('bitdistill')));
   md.push('', `## Distilled layer (gammaAttn ${DEFAULT_GAMMA}, seed 0)`, '', '| layer | held-out perplexity | KL | seeds |', '|---|---:|---:|---:|');
-  for (const l of [0, 1, 2, 3, 4]) md.push(row(`${l}${l === 3 ? ' (default: the code\'s late layer, scaled)' : ''}`, l === 3 ? ['bitdistill-s0'] : [`layer-${l}-s0`]));
+  for (const l of [0, 1, 2, 3, 4])
+    md.push(row(`${l}${l === 3 ? " (default: the code's late layer, scaled)" : ''}`, l === 3 ? ['bitdistill-s0'] : [`layer-${l}-s0`]));
   md.push('', '## gammaAttn (layer 3, seed 0)', '', '| gammaAttn | held-out perplexity | KL | seeds |', '|---|---:|---:|---:|');
   for (const g of [1e1, 1e2, 1e3, 1e4, 1e5]) md.push(row(g.toExponential(0), g === DEFAULT_GAMMA ? ['bitdistill-s0'] : [`gamma-${g.toExponential(0)}-s0`]));
   md.push('', '## lambdaLogit (layer 3, gammaAttn 1e3, seed 0)', '', '| lambdaLogit | held-out perplexity | KL | seeds |', '|---|---:|---:|---:|');
-  md.push(row('1 (the paper\'s summarisation value)', ['lambda-1-s0']));
+  md.push(row("1 (the paper's summarisation value)", ['lambda-1-s0']));
   md.push(row(`${LAMBDA} (the paper's classification value; the default here)`, ['bitdistill-s0']));
-  md.push('', '## Logit KD at temperature 1, lambdaLogit 1 (its term is then the metric, KL(teacher ‖ student))', '', '| row | held-out perplexity | KL | seeds |', '|---|---:|---:|---:|');
+  md.push(
+    '',
+    '## Logit KD at temperature 1, lambdaLogit 1 (its term is then the metric, KL(teacher ‖ student))',
+    '',
+    '| row | held-out perplexity | KL | seeds |',
+    '|---|---:|---:|---:|',
+  );
   md.push(row('BitNet-SFT + logit KD (tau 1, lambda 1; no SubLN, no CPT)', seeds('bitnet-sft-logit-tau1')));
   md.push(row('SubLN + CPT + logit KD (tau 1, lambda 1)', seeds('logit-tau1')));
   md.push(row('SubLN + CPT + logit KD + attention KD (tau 1, lambda 1, gammaAttn 1e3)', ['bitdistill-tau1-s0']));
@@ -412,22 +555,70 @@ async function report(runs: Run[], data: { train: Story[]; heldout: Story[] }, s
   if (sampleSeconds !== null) md.push(`| sampling the data | ${sampleSeconds.toFixed(0)} |`);
   md.push('', `This invocation, end to end (including skipped finished runs and this report): ${((Date.now() - t0) / 1000).toFixed(0)} s.`);
   writeFileSync(join(REPORT_DIR, 'tables.md'), md.join('\n') + '\n');
-  writeFileSync(join(REPORT_DIR, 'results.json'), JSON.stringify({ metrics: results, wallSeconds: wall, trainStories: data.train.length, heldoutStories: data.heldout.length, trainTokens: tokens(data.train), heldoutTokens: tokens(data.heldout), cptTokens: CPT_STEPS * BATCH * SEQ }, null, 2) + '\n');
+  writeFileSync(
+    join(REPORT_DIR, 'results.json'),
+    JSON.stringify(
+      {
+        metrics: results,
+        wallSeconds: wall,
+        trainStories: data.train.length,
+        heldoutStories: data.heldout.length,
+        trainTokens: tokens(data.train),
+        heldoutTokens: tokens(data.heldout),
+        cptTokens: CPT_STEPS * BATCH * SEQ,
+      },
+      null,
+      2,
+    ) + '\n',
+  );
 
   // Pictures: latent-weight histograms, loss curves, quantization error over training.
   const scaled = hist.map(([label, m]) => ({ label, w: scaledWeights(m) }));
   const types = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
   const panels: Panel[] = types.map((type) => ({
-    title: type, step: true, vlines: [-0.5, 0.5], xLabel: 'W / absmean(W)', yLabel: 'fraction',
+    title: type,
+    step: true,
+    vlines: [-0.5, 0.5],
+    xLabel: 'W / absmean(W)',
+    yLabel: 'fraction',
     series: scaled.map((s): Series => ({ label: s.label, points: histogram(s.w.get(type) ?? [], -3, 3, 60) })),
   }));
-  writeFileSync(join(REPORT_DIR, 'latent-histograms.svg'), chart(panels, { cols: 4, panelWidth: 330, panelHeight: 250, title: 'stories260K latent weights per projection type (all layers), scaled by the ternary scale; dashed: rounding boundaries' }));
+  writeFileSync(
+    join(REPORT_DIR, 'latent-histograms.svg'),
+    chart(panels, {
+      cols: 4,
+      panelWidth: 330,
+      panelHeight: 250,
+      title: 'stories260K latent weights per projection type (all layers), scaled by the ternary scale; dashed: rounding boundaries',
+    }),
+  );
   const lossRuns = ['bitnet-sft-s0', 'subln-s0', 'subln-cpt-s0', 'subln-cpt-logit-s0', 'bitdistill-s0'];
-  writeFileSync(join(REPORT_DIR, 'loss-curves.svg'), chart([
-    { title: 'CE on the training text', xLabel: 'step', yLabel: 'nats/token', series: lossRuns.map((n) => ({ label: n, points: curve(join(OUT, n), 'ce') })) },
-    { title: 'continual pre-training CE (corpus)', xLabel: 'step', yLabel: 'nats/token', series: [{ label: 'cpt', points: curve(join(OUT, 'cpt'), 'ce') }] },
-    { title: 'latent relErr (quantization error)', xLabel: 'step', yLabel: 'sum (W-Q(W))^2 / sum W^2', series: ['cpt', ...lossRuns].map((n) => ({ label: n, points: curve(join(OUT, n), 'latent.relErr') })) },
-  ], { cols: 3, panelWidth: 400, panelHeight: 280 }));
+  writeFileSync(
+    join(REPORT_DIR, 'loss-curves.svg'),
+    chart(
+      [
+        {
+          title: 'CE on the training text',
+          xLabel: 'step',
+          yLabel: 'nats/token',
+          series: lossRuns.map((n) => ({ label: n, points: curve(join(OUT, n), 'ce') })),
+        },
+        {
+          title: 'continual pre-training CE (corpus)',
+          xLabel: 'step',
+          yLabel: 'nats/token',
+          series: [{ label: 'cpt', points: curve(join(OUT, 'cpt'), 'ce') }],
+        },
+        {
+          title: 'latent relErr (quantization error)',
+          xLabel: 'step',
+          yLabel: 'sum (W-Q(W))^2 / sum W^2',
+          series: ['cpt', ...lossRuns].map((n) => ({ label: n, points: curve(join(OUT, n), 'latent.relErr') })),
+        },
+      ],
+      { cols: 3, panelWidth: 400, panelHeight: 280 },
+    ),
+  );
   for (const m of [teacher, ptq, ptqSubln, cpt, ...loaded]) m.dispose();
 }
 
@@ -436,7 +627,10 @@ async function main(): Promise<void> {
   const full = argv.includes('--full');
   const runs = runMatrix(full);
   if (argv.includes('--list')) {
-    for (const r of runs) console.log(`${r.group.padEnd(6)} ${r.name.padEnd(22)} from=${r.from} logit=${r.logit} attention=${r.attention} layer=${r.layer ?? 'default(3)'} gammaAttn=${r.gamma} lambdaLogit=${r.lambda} temperature=${r.temperature}`);
+    for (const r of runs)
+      console.log(
+        `${r.group.padEnd(6)} ${r.name.padEnd(22)} from=${r.from} logit=${r.logit} attention=${r.attention} layer=${r.layer ?? 'default(3)'} gammaAttn=${r.gamma} lambdaLogit=${r.lambda} temperature=${r.temperature}`,
+      );
     return;
   }
   const t0 = Date.now();

@@ -96,17 +96,33 @@ async function main(): Promise<void> {
   mkdirSync(o.work, { recursive: true });
   const steps: Record<string, unknown>[] = [];
   if (!existsSync(join(model, 'model.safetensors'))) {
-    const r = timed([...BIN, 'init', '--arch', `configs/arch/${o.shape}.json`, '--tokenizer', 'models/qwen3-tokenizer', '--out', model], join(o.work, 'init.log'));
+    const r = timed(
+      [...BIN, 'init', '--arch', `configs/arch/${o.shape}.json`, '--tokenizer', 'models/qwen3-tokenizer', '--out', model],
+      join(o.work, 'init.log'),
+    );
     steps.push({ step: 'init', ...r });
     if (r.status !== 0) throw new Error(`init failed, see ${o.work}/init.log`);
   }
   const name = `sst2-${o.shape}`;
   if (!o.resume) rmSync(join(runs, name), { recursive: true, force: true });
   const train = [
-    ...BIN, 'train', '--config', 'configs/sst2.yaml',
-    `model.path=${model}`, 'model.maxSeqLen=128', `optim.maxSteps=${o.steps}`, 'optim.gradAccum=1', 'optim.batchSize=8',
-    'task.devLimit=16', 'eval.limit=16', 'corpus.seqLen=128', 'checkpoint.every=1', 'checkpoint.keepLast=1',
-    `name=${name}`, `outputDir=${runs}`, ...o.extra,
+    ...BIN,
+    'train',
+    '--config',
+    'configs/sst2.yaml',
+    `model.path=${model}`,
+    'model.maxSeqLen=128',
+    `optim.maxSteps=${o.steps}`,
+    'optim.gradAccum=1',
+    'optim.batchSize=8',
+    'task.devLimit=16',
+    'eval.limit=16',
+    'corpus.seqLen=128',
+    'checkpoint.every=1',
+    'checkpoint.keepLast=1',
+    `name=${name}`,
+    `outputDir=${runs}`,
+    ...o.extra,
   ];
   console.error(`real-size: ${train.join(' ')}`);
   const killedFile = join(o.work, 'killed.json');
@@ -155,11 +171,35 @@ async function main(): Promise<void> {
     const tps = train.map((m) => m['tokensPerSecond'] as number).filter((v) => typeof v === 'number');
     const mem = metrics.filter((m) => m['type'] === 'memory' || m['peakRssMiB'] !== undefined).pop() ?? null;
     const seconds = stageSeconds(stage);
-    return { stage, seconds, tokensPerSecondWall: seconds === null ? null : (o.steps * 8 * 128) / seconds, tokensPerSecond: tps, lastLoss: train.at(-1)?.['loss'] ?? null, memory: mem };
+    return {
+      stage,
+      seconds,
+      tokensPerSecondWall: seconds === null ? null : (o.steps * 8 * 128) / seconds,
+      tokensPerSecond: tps,
+      lastLoss: train.at(-1)?.['loss'] ?? null,
+      memory: mem,
+    };
   });
   const date = new Date().toISOString();
   const cpuModel = /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown';
-  const result = { date, shape: o.shape, command: `node --import tsx scripts/experiments/real-size.ts ${process.argv.slice(2).join(' ')}`, train: train.join(' '), machine: { cpuModel, cpus: cpus().length, memTotalBytes: totalmem() }, killed, resumeLine, steps, stages, summary, evalOutput: readFileSync(join(o.work, 'eval.log'), 'utf8').trim().split('\n').filter((l) => l.startsWith('{')).pop() ?? null };
+  const result = {
+    date,
+    shape: o.shape,
+    command: `node --import tsx scripts/experiments/real-size.ts ${process.argv.slice(2).join(' ')}`,
+    train: train.join(' '),
+    machine: { cpuModel, cpus: cpus().length, memTotalBytes: totalmem() },
+    killed,
+    resumeLine,
+    steps,
+    stages,
+    summary,
+    evalOutput:
+      readFileSync(join(o.work, 'eval.log'), 'utf8')
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .pop() ?? null,
+  };
   mkdirSync(o.out, { recursive: true });
   const base = join(o.out, `real-size-${o.shape}-${date.slice(0, 10)}`);
   writeFileSync(`${base}.json`, `${JSON.stringify(result, null, 2)}\n`);
@@ -174,13 +214,18 @@ async function main(): Promise<void> {
     '',
     '| step | exit | wall | peak RSS (process) |',
     '|---|---:|---:|---:|',
-    ...steps.map((s) => `| ${String(s['step'])} | ${String(s['status'])} | ${(s['seconds'] as number).toFixed(0)} s | ${gib(s['maxRssBytes'] as number | null)} GiB |`),
+    ...steps.map(
+      (s) => `| ${String(s['step'])} | ${String(s['status'])} | ${(s['seconds'] as number).toFixed(0)} s | ${gib(s['maxRssBytes'] as number | null)} GiB |`,
+    ),
     '',
     `Per stage: wall time from its start to its done log line (${o.steps} steps of 8 x 128 tokens, a checkpoint after every step, dev eval, final/; for a stage killed and resumed, start of the first run to done of the second, the kill and restart included), training tokens over that wall time, the loop's own tokens/s over its log window, and the stage's peak RSS (VmHWM reset at the stage start).`,
     '',
     '| stage | wall | tokens / wall s | loop tokens/s | last loss | peak RSS |',
     '|---|---:|---:|---:|---:|---:|',
-    ...stages.map((s) => `| ${s.stage} | ${s.seconds === null ? 'n/a' : `${s.seconds.toFixed(0)} s`} | ${s.tokensPerSecondWall === null ? 'n/a' : s.tokensPerSecondWall.toFixed(1)} | ${s.tokensPerSecond.join(', ')} | ${String(s.lastLoss)} | ${s.memory === null ? 'n/a' : `${((s.memory['peakRssMiB'] as number) / 1024).toFixed(2)} GiB`} |`),
+    ...stages.map(
+      (s) =>
+        `| ${s.stage} | ${s.seconds === null ? 'n/a' : `${s.seconds.toFixed(0)} s`} | ${s.tokensPerSecondWall === null ? 'n/a' : s.tokensPerSecondWall.toFixed(1)} | ${s.tokensPerSecond.join(', ')} | ${String(s.lastLoss)} | ${s.memory === null ? 'n/a' : `${((s.memory['peakRssMiB'] as number) / 1024).toFixed(2)} GiB`} |`,
+    ),
     '',
     `Eval of the export: ${result.evalOutput ?? 'n/a'}`,
     '',

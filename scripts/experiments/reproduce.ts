@@ -97,7 +97,8 @@ function main(): void {
   }
   const only = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : undefined;
   // The random initialisation: the start of the pretraining, and of the from-scratch comparison runs.
-  if (!existsSync('runs/base-init/model.safetensors')) run(['init', '--arch', `${EXP}/base-arch.json`, '--tokenizer', 'models/bert-uncased-lm', '--out', 'runs/base-init', '--seed', '0']);
+  if (!existsSync('runs/base-init/model.safetensors'))
+    run(['init', '--arch', `${EXP}/base-arch.json`, '--tokenizer', 'models/bert-uncased-lm', '--out', 'runs/base-init', '--seed', '0']);
   if (!existsSync('models/small-base/model.safetensors')) {
     // The base model is shipped; rebuild it only when it is missing.
     run(['train', '--config', `${EXP}/base-pretrain.yaml`]);

@@ -25,7 +25,9 @@ export function shipBase(from: string, out: string): void {
   writeFileSync(join(out, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
   copyTokenizerFiles(from, out);
   const state = JSON.parse(readFileSync(join(from, 'trainer_state.json'), 'utf8')) as { step: number; tokensSeen: number; elapsedSeconds: number };
-  const sha = createHash('sha256').update(readFileSync(join(out, 'model.safetensors'))).digest('hex');
+  const sha = createHash('sha256')
+    .update(readFileSync(join(out, 'model.safetensors')))
+    .digest('hex');
   const params = [...tensors.values()].reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
   writeFileSync(
     join(out, 'SOURCE.md'),

@@ -15,7 +15,9 @@ export const QNLI_HELDOUT = 1000;
 
 const src = 'datasets/glue/QNLI/dev.tsv';
 const outDir = 'datasets/glue/QNLI/small-split';
-const lines = readFileSync(src, 'utf8').split('\n').filter((l) => l !== '');
+const lines = readFileSync(src, 'utf8')
+  .split('\n')
+  .filter((l) => l !== '');
 const header = lines[0] as string;
 const rows = lines.slice(1);
 const order = new Rng(QNLI_SPLIT_SEED).shuffle(rows.map((_, i) => i));

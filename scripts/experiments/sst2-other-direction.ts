@@ -39,8 +39,14 @@ function args(setting: string, seed: number): string[] {
   const b = base(seed);
   const own = (SETTINGS[setting] ?? []).flatMap((o) => o.split(' ')).map((o) => o.replace('{sft}', join(b, 'bitnet-sft', 'final')));
   return [
-    'train', '--config', 'configs/sst2-tiny.yaml', `outputDir=${OUT}`, `name=sst2-tiny-${setting}-s${seed}`, `seed=${seed}`,
-    'stages=[distill]', `distill.teacherPath=${join(b, 'teacher', 'final')}`,
+    'train',
+    '--config',
+    'configs/sst2-tiny.yaml',
+    `outputDir=${OUT}`,
+    `name=sst2-tiny-${setting}-s${seed}`,
+    `seed=${seed}`,
+    'stages=[distill]',
+    `distill.teacherPath=${join(b, 'teacher', 'final')}`,
     ...(own.some((o) => o.startsWith('distill.studentPath=')) ? [] : [`distill.studentPath=${join(b, 'continual-pretrain', 'final')}`]),
     ...own,
   ];
@@ -59,21 +65,29 @@ function main(): void {
     for (const seed of SEEDS) {
       const a = args(setting, seed);
       const summary = join(OUT, `sst2-tiny-${setting}-s${seed}`, 'summary.json');
-      if (list) { console.log(`npx bitdistill ${a.map((x) => (/[[\]]/.test(x) ? `"${x}"` : x)).join(' ')}`); continue; }
+      if (list) {
+        console.log(`npx bitdistill ${a.map((x) => (/[[\]]/.test(x) ? `"${x}"` : x)).join(' ')}`);
+        continue;
+      }
       if (existsSync(summary)) continue;
       console.log(`\n$ bitdistill ${a.join(' ')}`);
       const t0 = Date.now();
       const log = openSync(join(OUT, `log-${setting}-s${seed}.txt`), 'w'); // the CLI's JSON log
       const r = spawnSync(process.execPath, [CLI, ...a], { stdio: ['ignore', log, log] });
       closeSync(log);
-      if (r.status !== 0) { console.error(`exited with ${r.status ?? r.signal}; rerun to resume`); process.exit(r.status ?? 1); }
+      if (r.status !== 0) {
+        console.error(`exited with ${r.status ?? r.signal}; rerun to resume`);
+        process.exit(r.status ?? 1);
+      }
       console.log(`${setting} seed ${seed}: ${accuracy(summary).toFixed(2)} (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
     }
   }
   if (list) return;
   console.log('\n| setting | seed 0 | seed 1 | seed 2 | mean ± std |\n|---|---:|---:|---:|---:|');
   for (const setting of names) {
-    const v = SEEDS.map((s) => join(OUT, `sst2-tiny-${setting}-s${s}`, 'summary.json')).filter(existsSync).map(accuracy);
+    const v = SEEDS.map((s) => join(OUT, `sst2-tiny-${setting}-s${s}`, 'summary.json'))
+      .filter(existsSync)
+      .map(accuracy);
     if (v.length === 0) continue;
     const m = v.reduce((x, y) => x + y, 0) / v.length;
     const sd = v.length > 1 ? Math.sqrt(v.reduce((x, y) => x + (y - m) ** 2, 0) / (v.length - 1)) : NaN;

@@ -56,10 +56,23 @@ function plan(b: Base): { name: string; args: string[]; done: string }[] {
   const dir = join(OUT, b.name);
   const archFile = join(dir, 'arch.json');
   const steps: { name: string; args: string[]; done: string }[] = [
-    { name: `${b.name}: init`, args: ['init', '--arch', archFile, '--tokenizer', 'models/stories260K', '--out', join(dir, 'init'), '--seed', '0'], done: join(dir, 'init', 'config.json') },
+    {
+      name: `${b.name}: init`,
+      args: ['init', '--arch', archFile, '--tokenizer', 'models/stories260K', '--out', join(dir, 'init'), '--seed', '0'],
+      done: join(dir, 'init', 'config.json'),
+    },
     {
       name: `${b.name}: pretrain`,
-      args: ['train', '--config', CONFIG, `outputDir=${dir}`, 'name=base', `model.path=${join(dir, 'init')}`, 'stages=[pretrain]', `stageOptim.pretrain.maxSteps=${b.pretrainSteps}`],
+      args: [
+        'train',
+        '--config',
+        CONFIG,
+        `outputDir=${dir}`,
+        'name=base',
+        `model.path=${join(dir, 'init')}`,
+        'stages=[pretrain]',
+        `stageOptim.pretrain.maxSteps=${b.pretrainSteps}`,
+      ],
       done: join(dir, 'base', 'summary.json'),
     },
   ];
@@ -74,9 +87,19 @@ function plan(b: Base): { name: string; args: string[]; done: string }[] {
     steps.push({
       name: `${b.name}: distill tau 1, logit KD only, seed ${seed}`,
       args: [
-        'train', '--config', CONFIG, `outputDir=${dir}`, `name=sst2-tau1-s${seed}`, `seed=${seed}`, `model.path=${basePath}`, 'stages=[distill]',
-        `distill.teacherPath=${join(p, 'teacher', 'final')}`, `distill.studentPath=${join(p, 'continual-pretrain', 'final')}`,
-        'distill.temperature=1', 'distill.lambdaLogit=1', 'distill.attention=false',
+        'train',
+        '--config',
+        CONFIG,
+        `outputDir=${dir}`,
+        `name=sst2-tau1-s${seed}`,
+        `seed=${seed}`,
+        `model.path=${basePath}`,
+        'stages=[distill]',
+        `distill.teacherPath=${join(p, 'teacher', 'final')}`,
+        `distill.studentPath=${join(p, 'continual-pretrain', 'final')}`,
+        'distill.temperature=1',
+        'distill.lambdaLogit=1',
+        'distill.attention=false',
       ],
       done: join(dir, `sst2-tau1-s${seed}`, 'summary.json'),
     });
@@ -91,7 +114,9 @@ const fmt = (v: number[]) => (v.length === 0 ? '-' : `${mean(v).toFixed(2)} ± $
 function main(): void {
   const list = process.argv.includes('--list');
   mkdirSync(OUT, { recursive: true });
-  const seconds: Record<string, number> = existsSync(join(OUT, 'seconds.json')) ? (JSON.parse(readFileSync(join(OUT, 'seconds.json'), 'utf8')) as Record<string, number>) : {};
+  const seconds: Record<string, number> = existsSync(join(OUT, 'seconds.json'))
+    ? (JSON.parse(readFileSync(join(OUT, 'seconds.json'), 'utf8')) as Record<string, number>)
+    : {};
   for (const b of BASES) {
     mkdirSync(join(OUT, b.name), { recursive: true });
     writeFileSync(join(OUT, b.name, 'arch.json'), `${JSON.stringify({ ...TINY256, ...b.arch }, null, 2)}\n`);
@@ -119,11 +144,18 @@ function main(): void {
   for (const b of BASES) {
     const dir = join(OUT, b.name);
     const v = SEEDS.filter((s) => existsSync(join(dir, `sst2-s${s}`, 'summary.json'))).map((s) => stageValues(join(dir, `sst2-s${s}`, 'summary.json')));
-    const t1 = SEEDS.filter((s) => existsSync(join(dir, `sst2-tau1-s${s}`, 'summary.json'))).map((s) => stageValues(join(dir, `sst2-tau1-s${s}`, 'summary.json'))['distill'] as number);
+    const t1 = SEEDS.filter((s) => existsSync(join(dir, `sst2-tau1-s${s}`, 'summary.json'))).map(
+      (s) => stageValues(join(dir, `sst2-tau1-s${s}`, 'summary.json'))['distill'] as number,
+    );
     const col = (k: string) => v.map((x) => x[k] as number);
     const diff = v.map((x) => (x['distill'] as number) - (x['bitnet-sft'] as number));
-    const minutes = Object.entries(seconds).filter(([k]) => k.startsWith(`${b.name}:`)).reduce((a, [, s]) => a + s, 0) / 60;
-    lines.push(`| ${b.note} | ${fmt(col('teacher'))} | ${fmt(col('bitnet-sft'))} | ${fmt(col('distill'))} | ${fmt(t1)} | ${fmt(diff)} | ${minutes.toFixed(1)} |`);
+    const minutes =
+      Object.entries(seconds)
+        .filter(([k]) => k.startsWith(`${b.name}:`))
+        .reduce((a, [, s]) => a + s, 0) / 60;
+    lines.push(
+      `| ${b.note} | ${fmt(col('teacher'))} | ${fmt(col('bitnet-sft'))} | ${fmt(col('distill'))} | ${fmt(t1)} | ${fmt(diff)} | ${minutes.toFixed(1)} |`,
+    );
   }
   const total = Object.values(seconds).reduce((a, b) => a + b, 0) / 60;
   lines.push(

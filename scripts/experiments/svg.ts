@@ -81,7 +81,8 @@ function panelSvg(p: Panel, x0: number, y0: number, w: number, h: number): strin
     out.push(`<text x="${x0 + m.l - 6}" y="${syRaw(t) + 3}" text-anchor="end" font-size="10">${fmt(p.logY ? 10 ** t : t)}</text>`);
   }
   if (p.xLabel) out.push(`<text x="${x0 + m.l + pw / 2}" y="${y0 + h - 4}" text-anchor="middle" font-size="11">${esc(p.xLabel)}</text>`);
-  if (p.yLabel) out.push(`<text transform="translate(${x0 + 12},${y0 + m.t + ph / 2}) rotate(-90)" text-anchor="middle" font-size="11">${esc(p.yLabel)}</text>`);
+  if (p.yLabel)
+    out.push(`<text transform="translate(${x0 + 12},${y0 + m.t + ph / 2}) rotate(-90)" text-anchor="middle" font-size="11">${esc(p.yLabel)}</text>`);
   for (const v of p.vlines ?? []) out.push(`<line x1="${sx(v)}" x2="${sx(v)}" y1="${y0 + m.t}" y2="${y0 + m.t + ph}" stroke="#aaa" stroke-dasharray="3,3"/>`);
   p.series.forEach((s, i) => {
     const c = COLORS[i % COLORS.length] as string;
@@ -89,7 +90,9 @@ function panelSvg(p: Panel, x0: number, y0: number, w: number, h: number): strin
     const dash = s.dashed === true ? ' stroke-dasharray="5,3"' : '';
     out.push(`<polyline points="${pts}" fill="none" stroke="${c}" stroke-width="1.5"${dash}/>`);
     if (s.points.length <= 12) for (const [x, y] of s.points) out.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="2.5" fill="${c}"/>`);
-    out.push(`<line x1="${x0 + m.l + 8}" x2="${x0 + m.l + 26}" y1="${y0 + m.t + 12 + i * 13}" y2="${y0 + m.t + 12 + i * 13}" stroke="${c}" stroke-width="2"${dash}/>`);
+    out.push(
+      `<line x1="${x0 + m.l + 8}" x2="${x0 + m.l + 26}" y1="${y0 + m.t + 12 + i * 13}" y2="${y0 + m.t + 12 + i * 13}" stroke="${c}" stroke-width="2"${dash}/>`,
+    );
     out.push(`<text x="${x0 + m.l + 30}" y="${y0 + m.t + 16 + i * 13}" font-size="10">${esc(s.label)}</text>`);
   });
   return out.join('\n');

@@ -63,7 +63,10 @@ class Worker {
 
   async start(): Promise<string[]> {
     this.stderr = '';
-    const proc = fork(CHILD, [this.work, this.wanted.join(',')], { execArgv: ['--import', 'tsx', '--max-old-space-size=2048'], stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    const proc = fork(CHILD, [this.work, this.wanted.join(',')], {
+      execArgv: ['--import', 'tsx', '--max-old-space-size=2048'],
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    });
     proc.stderr?.on('data', (d: Buffer) => (this.stderr = (this.stderr + d.toString()).slice(-2000)));
     this.proc = proc;
     const ready = await new Promise<string[]>((resolve, reject) => {
@@ -111,7 +114,14 @@ class Worker {
     const ms = performance.now() - t0;
     if ('died' in reply) {
       this.proc = null;
-      return { target: req.target, index: req.index, result: verdict ?? (/heap out of memory|Allocation failed/i.test(reply.died) ? 'oom' : 'crash'), what: '', detail: reply.died.slice(0, 300), ms };
+      return {
+        target: req.target,
+        index: req.index,
+        result: verdict ?? (/heap out of memory|Allocation failed/i.test(reply.died) ? 'oom' : 'crash'),
+        what: '',
+        detail: reply.died.slice(0, 300),
+        ms,
+      };
     }
     return { target: reply.target, index: reply.index, result: reply.outcome, what: reply.what, detail: reply.detail, ms: reply.ms };
   }
@@ -195,11 +205,14 @@ async function cli(): Promise<void> {
     cases: num('--cases', 200),
     targets: get('--targets')?.split(','),
     seed: num('--seed', 1),
-    indices: only === undefined ? undefined : only.split(',').map((v) => {
-      const n = Number(v);
-      if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--case takes case numbers (0, 1, ...; several with commas), got '${v}'`);
-      return n;
-    }),
+    indices:
+      only === undefined
+        ? undefined
+        : only.split(',').map((v) => {
+            const n = Number(v);
+            if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--case takes case numbers (0, 1, ...; several with commas), got '${v}'`);
+            return n;
+          }),
     timeoutMs: num('--timeout-ms', 5000),
     rssMb: num('--rss-mb', 3072),
     onCase: (r) => {

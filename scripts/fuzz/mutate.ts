@@ -164,7 +164,21 @@ export function append<C = void>(o: { max: number; fill: 'zero' | 'random' | 'ei
 // ---------------------------------------------------------------------------------------------- the campaign's mix
 
 /** Values that break length and count fields: zero, one, sign bits, all ones, just past 2^31/2^32/2^53. */
-const EXTREMES: readonly bigint[] = [0n, 1n, 2n, 7n, 255n, 0x7fffffffn, 0x80000000n, 0xffffffffn, 0x100000000n, 2n ** 53n + 1n, 2n ** 62n, 2n ** 63n - 1n, 2n ** 64n - 1n];
+const EXTREMES: readonly bigint[] = [
+  0n,
+  1n,
+  2n,
+  7n,
+  255n,
+  0x7fffffffn,
+  0x80000000n,
+  0xffffffffn,
+  0x100000000n,
+  2n ** 53n + 1n,
+  2n ** 62n,
+  2n ** 63n - 1n,
+  2n ** 64n - 1n,
+];
 
 /** A position biased to the first 4 KiB, where every format here keeps its header, counts and offsets. */
 function headerPos(rng: Rng, n: number): number {
@@ -186,13 +200,34 @@ const BYTE_MUTATORS: Mutator[] = [
 ];
 
 const STRUCTURAL = [...'{}[](),:"\'\t\n -#&*!|>'];
-const NUMBERS = ['-1', '0', '1e309', '-1e309', '9007199254740993', '99999999999999999999', '1.5', '-0', '2147483648', '4294967296', '1e-320', 'NaN', '.inf', '"7"', 'null', 'true', '[]', '{}'];
+const NUMBERS = [
+  '-1',
+  '0',
+  '1e309',
+  '-1e309',
+  '9007199254740993',
+  '99999999999999999999',
+  '1.5',
+  '-0',
+  '2147483648',
+  '4294967296',
+  '1e-320',
+  'NaN',
+  '.inf',
+  '"7"',
+  'null',
+  'true',
+  '[]',
+  '{}',
+];
 
 function textMutators(): Mutator[] {
-  const text = (f: (rng: Rng, s: string) => [string, string]): Mutator => (rng, b) => {
-    const [what, s] = f(rng, Buffer.from(b).toString('utf8'));
-    return { what, bytes: new Uint8Array(Buffer.from(s, 'utf8')) };
-  };
+  const text =
+    (f: (rng: Rng, s: string) => [string, string]): Mutator =>
+    (rng, b) => {
+      const [what, s] = f(rng, Buffer.from(b).toString('utf8'));
+      return { what, bytes: new Uint8Array(Buffer.from(s, 'utf8')) };
+    };
   return [
     text((rng, s) => {
       const nums = [...s.matchAll(/-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g)];

@@ -66,7 +66,8 @@ const SAMPLE = 'Hello world, the 123 quick brown foxes! héllo 🙂 <|im_end|>';
 function checkTokenizer(tok: Tokenizer, where: string): void {
   if (!Number.isSafeInteger(tok.vocabSize) || tok.vocabSize < 1) throw new Garbage(`${where}: vocabSize ${tok.vocabSize}`);
   const ids = tok.encode(SAMPLE);
-  for (const id of ids) if (!Number.isInteger(id) || id < 0 || id >= tok.vocabSize) throw new Garbage(`${where}: encode gave id ${id} outside [0, ${tok.vocabSize})`);
+  for (const id of ids)
+    if (!Number.isInteger(id) || id < 0 || id >= tok.vocabSize) throw new Garbage(`${where}: encode gave id ${id} outside [0, ${tok.vocabSize})`);
   if (typeof tok.decode(ids) !== 'string') throw new Garbage(`${where}: decode did not give a string`);
 }
 
@@ -110,7 +111,12 @@ async function student(config: Record<string, unknown>, dir: string, subln: 'sta
 async function makeExports(work: string): Promise<{ qwen: string; llama: string; tq2: string; tq1: string }> {
   const q = await student(QWEN3, join(work, 'qwen3-student'), 'allnorm');
   const l = await student(LLAMA, join(work, 'llama-student'), 'standard');
-  const out = { qwen: join(work, 'qwen3-export'), llama: join(work, 'llama-export'), tq2: join(work, 'student-tq2_0.gguf'), tq1: join(work, 'student-tq1_0.gguf') };
+  const out = {
+    qwen: join(work, 'qwen3-export'),
+    llama: join(work, 'llama-export'),
+    tq2: join(work, 'student-tq2_0.gguf'),
+    tq1: join(work, 'student-tq1_0.gguf'),
+  };
   exportTernary({ from: q, out: out.qwen });
   exportTernary({ from: l, out: out.llama });
   exportGguf({ from: l, out: out.tq2 });
@@ -124,11 +130,27 @@ async function makeCheckpoint(work: string): Promise<{ dir: string; expect: Chec
   const optimizer = new Map<string, { dtype: 'F32'; shape: number[]; data: Float32Array }>();
   const rng = new Rng(9);
   for (const [name, v] of [...model.params].slice(0, 4)) {
-    for (const k of ['m', 'v']) optimizer.set(`${k}.${name}`, { dtype: 'F32', shape: [...v.shape], data: Float32Array.from({ length: v.size }, () => Math.abs(rng.normal()) * 1e-3) });
+    for (const k of ['m', 'v'])
+      optimizer.set(`${k}.${name}`, { dtype: 'F32', shape: [...v.shape], data: Float32Array.from({ length: v.size }, () => Math.abs(rng.normal()) * 1e-3) });
   }
-  const state: TrainerState = { stage: 'teacher', step: 4, totalSteps: 10, epoch: 0, dataCursor: { epoch: 0, index: 64 }, rng: { s: 12345, spare: null }, bestMetric: 0.5, bestStep: 4, tokensSeen: 2048, elapsedSeconds: 3.5 };
+  const state: TrainerState = {
+    stage: 'teacher',
+    step: 4,
+    totalSteps: 10,
+    epoch: 0,
+    dataCursor: { epoch: 0, index: 64 },
+    rng: { s: 12345, spare: null },
+    bestMetric: 0.5,
+    bestStep: 4,
+    tokensSeen: 2048,
+    elapsedSeconds: 3.5,
+  };
   const stageDir = join(work, 'stage');
-  const rel = await saveCheckpoint(stageDir, { model, optimizer, state, resolvedYaml: 'name: fuzz\n', tokenizerFrom: join(ROOT, 'test/fixtures/tiny-qwen3'), bitdistill: { stage: 'teacher' } }, 2);
+  const rel = await saveCheckpoint(
+    stageDir,
+    { model, optimizer, state, resolvedYaml: 'name: fuzz\n', tokenizerFrom: join(ROOT, 'test/fixtures/tiny-qwen3'), bitdistill: { stage: 'teacher' } },
+    2,
+  );
   const expect: CheckpointExpectation = {
     stage: 'teacher',
     params: new Map([...model.params].map(([k, v]) => [k, v.shape])),
@@ -145,14 +167,51 @@ export async function makeTargets(work: string, only?: readonly string[]): Promi
   const selfTest: Target[] =
     process.env['BITDISTILL_FUZZ_SELFTEST'] === '1'
       ? [
-          { name: 'selftest-generic', reader: 'throws a TypeError', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => void (null as unknown as { a: number }).a },
-          { name: 'selftest-garbage', reader: 'returns garbage', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => checkFinite([Number.NaN], 'selftest') },
-          { name: 'selftest-hang', reader: 'spins', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => { for (;;); } },
-          { name: 'selftest-oom', reader: 'allocates without end', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => { const keep: Buffer[] = []; for (;;) keep.push(Buffer.alloc(256 << 20, 1)); } },
-          { name: 'selftest-crash', reader: 'dies', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => void process.kill(process.pid, 'SIGSEGV') },
+          {
+            name: 'selftest-generic',
+            reader: 'throws a TypeError',
+            seeds: [one('x', 'x', new Uint8Array(8), 'binary')],
+            run: async () => void (null as unknown as { a: number }).a,
+          },
+          {
+            name: 'selftest-garbage',
+            reader: 'returns garbage',
+            seeds: [one('x', 'x', new Uint8Array(8), 'binary')],
+            run: async () => checkFinite([Number.NaN], 'selftest'),
+          },
+          {
+            name: 'selftest-hang',
+            reader: 'spins',
+            seeds: [one('x', 'x', new Uint8Array(8), 'binary')],
+            run: async () => {
+              for (;;);
+            },
+          },
+          {
+            name: 'selftest-oom',
+            reader: 'allocates without end',
+            seeds: [one('x', 'x', new Uint8Array(8), 'binary')],
+            run: async () => {
+              const keep: Buffer[] = [];
+              for (;;) keep.push(Buffer.alloc(256 << 20, 1));
+            },
+          },
+          {
+            name: 'selftest-crash',
+            reader: 'dies',
+            seeds: [one('x', 'x', new Uint8Array(8), 'binary')],
+            run: async () => void process.kill(process.pid, 'SIGSEGV'),
+          },
         ]
       : process.env['BITDISTILL_FUZZ_SELFTEST'] === 'badseed'
-        ? [{ name: 'selftest-badseed', reader: 'refuses its own seed', seeds: [one('x', 'x', new Uint8Array(8), 'binary')], run: async () => checkFinite([Number.NaN], 'seed') }]
+        ? [
+            {
+              name: 'selftest-badseed',
+              reader: 'refuses its own seed',
+              seeds: [one('x', 'x', new Uint8Array(8), 'binary')],
+              run: async () => checkFinite([Number.NaN], 'seed'),
+            },
+          ]
         : [];
   // Only self-test targets asked for: skip building the real seeds (a worker restarts after every hang or crash).
   if (only !== undefined && only.length > 0 && only.every((n) => selfTest.some((t) => t.name === n))) return selfTest;
@@ -188,7 +247,10 @@ export async function makeTargets(work: string, only?: readonly string[]): Promi
     {
       name: 'safetensors',
       reader: 'format parseSafetensors',
-      seeds: [one('tiny-qwen3 weights', 'model.safetensors', read('test/fixtures/tiny-qwen3/model.safetensors'), 'binary'), one('export weights', 'model.safetensors', readFileSync(join(ex.qwen, 'model.safetensors')), 'binary')],
+      seeds: [
+        one('tiny-qwen3 weights', 'model.safetensors', read('test/fixtures/tiny-qwen3/model.safetensors'), 'binary'),
+        one('export weights', 'model.safetensors', readFileSync(join(ex.qwen, 'model.safetensors')), 'binary'),
+      ],
       run: async (p) => {
         const f = parseSafetensors(new Uint8Array(readFileSync(p)), p);
         for (const [name, t] of f.tensors) {
@@ -212,7 +274,9 @@ export async function makeTargets(work: string, only?: readonly string[]): Promi
       seeds: [one('TQ2_0', 'model.gguf', readFileSync(ex.tq2), 'binary'), one('TQ1_0', 'model.gguf', readFileSync(ex.tq1), 'binary')],
       run: async (p) => {
         const g = readGguf(p);
-        for (const t of g.tensors) if (t.data.byteLength !== ggmlTensorBytes(t.type, t.dims)) throw new Garbage(`${t.name}: ${t.data.byteLength} bytes for ${t.type} [${t.dims.join(', ')}]`);
+        for (const t of g.tensors)
+          if (t.data.byteLength !== ggmlTensorBytes(t.type, t.dims))
+            throw new Garbage(`${t.name}: ${t.data.byteLength} bytes for ${t.type} [${t.dims.join(', ')}]`);
         checkRuntime(TernaryRuntime.load(p), 'gguf');
       },
     },
@@ -220,7 +284,10 @@ export async function makeTargets(work: string, only?: readonly string[]): Promi
       name: 'tokenizer.json',
       reader: 'data loadTokenizer(tokenizer.json) + encode/decode',
       // Cut from the real Qwen3 (byte-level BPE) and BERT (WordPiece) files by packages/data/test/fixtures/make-small-tokenizers.ts.
-      seeds: [one('small BPE (Qwen3)', 'tokenizer.json', read(`${fx}/small-bpe/tokenizer.json`), 'text'), one('small WordPiece (BERT)', 'tokenizer.json', read(`${fx}/small-wordpiece/tokenizer.json`), 'text')],
+      seeds: [
+        one('small BPE (Qwen3)', 'tokenizer.json', read(`${fx}/small-bpe/tokenizer.json`), 'text'),
+        one('small WordPiece (BERT)', 'tokenizer.json', read(`${fx}/small-wordpiece/tokenizer.json`), 'text'),
+      ],
       run: async (p) => checkTokenizer(loadTokenizer(p), 'tokenizer.json'),
     },
     {
@@ -245,7 +312,10 @@ export async function makeTargets(work: string, only?: readonly string[]): Promi
     {
       name: 'tsv',
       reader: 'data readExamples(.tsv)',
-      seeds: [one('SST-2 dev (40 rows)', 'dev.tsv', new Uint8Array(Buffer.from(sst2Tsv)), 'text'), one('QNLI dev (20 rows)', 'qnli.tsv', new Uint8Array(Buffer.from(qnliTsv)), 'text')],
+      seeds: [
+        one('SST-2 dev (40 rows)', 'dev.tsv', new Uint8Array(Buffer.from(sst2Tsv)), 'text'),
+        one('QNLI dev (20 rows)', 'qnli.tsv', new Uint8Array(Buffer.from(qnliTsv)), 'text'),
+      ],
       run: async (p) => checkExamples(p, p.endsWith('qnli.tsv') ? 'qnli' : 'sst2'),
     },
     {

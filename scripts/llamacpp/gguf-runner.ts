@@ -93,7 +93,10 @@ export function llamaCppGgufRunner(): LlamaCppGgufRunner | string {
         const tail = (err.stderr ?? '').trim().split('\n').slice(-15).join('\n');
         throw new Error(`llama.cpp (${exe}) exited with ${String(err.status)} on ${gguf}:\n${tail}\nstdout: ${(err.stdout ?? '').slice(0, 2000)}`);
       }
-      const lines = out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+      const lines = out
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
       const first = lines.shift();
       const last = lines.pop();
       if (first?.['model'] === undefined || last?.['log'] === undefined || lines.length !== requests.length) {

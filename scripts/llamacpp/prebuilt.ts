@@ -54,7 +54,9 @@ function cpuFlags(): Set<string> {
 function findLibDir(): { dir: string; source: string } | string {
   const env = process.env.BITDISTILL_LLAMACPP_LIBS;
   if (env !== undefined && env !== '') {
-    return existsSync(join(env, 'libggml-base.so')) ? { dir: env, source: 'BITDISTILL_LLAMACPP_LIBS' } : `BITDISTILL_LLAMACPP_LIBS=${env} has no libggml-base.so`;
+    return existsSync(join(env, 'libggml-base.so'))
+      ? { dir: env, source: 'BITDISTILL_LLAMACPP_LIBS' }
+      : `BITDISTILL_LLAMACPP_LIBS=${env} has no libggml-base.so`;
   }
   try {
     const require = createRequire(import.meta.url);
@@ -70,7 +72,8 @@ function findLibDir(): { dir: string; source: string } | string {
 
 /** The prebuilt libraries, or the reason there are none usable on this machine. */
 export function findPrebuiltLlamaCpp(): PrebuiltLlamaCpp | string {
-  if (process.platform !== 'linux' || process.arch !== 'x64') return `the prebuilt llama.cpp libraries are for Linux x64; this is ${process.platform} ${process.arch}`;
+  if (process.platform !== 'linux' || process.arch !== 'x64')
+    return `the prebuilt llama.cpp libraries are for Linux x64; this is ${process.platform} ${process.arch}`;
   const found = findLibDir();
   if (typeof found === 'string') return found;
   const flags = cpuFlags();
@@ -90,7 +93,9 @@ export function findPrebuiltLlamaCpp(): PrebuiltLlamaCpp | string {
 export function compileHarness(p: PrebuiltLlamaCpp, source: string, libs: string[]): string | { error: string } {
   const exe = join(mkdtempSync(join(tmpdir(), 'bitdistill-llamacpp-')), 'harness');
   try {
-    execFileSync('cc', ['-O2', '-std=gnu11', '-o', exe, source, `-L${p.dir}`, ...libs.map((l) => `-l:${l}`), `-Wl,-rpath,${p.dir}`, '-lm'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync('cc', ['-O2', '-std=gnu11', '-o', exe, source, `-L${p.dir}`, ...libs.map((l) => `-l:${l}`), `-Wl,-rpath,${p.dir}`, '-lm'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
   } catch (e) {
     const stderr = (e as { stderr?: Buffer }).stderr?.toString().trim();
     return { error: `compiling ${source} failed: ${stderr !== undefined && stderr !== '' ? stderr : String(e)}` };

@@ -44,8 +44,22 @@ interface Case {
 
 const SST2 = 'name: sst2\n  train: datasets/glue/SST-2/train.tsv\n  dev: datasets/glue/SST-2/dev.tsv\n  trainLimit: 256\n  devLimit: 16';
 const CASES: Case[] = [
-  { name: 'tiny', model: 'models/stories260K', B: 16, T: 32, relationHeads: 8, task: `${SST2}\n  template: "Review: {sentence}\\nMood:"\n  templateVersion: tiny-v1\n  labelWords: [sad, happy]` },
-  { name: 'small', model: 'models/small-base', B: 8, T: 32, relationHeads: 6, task: `${SST2}\n  template: "review: {sentence}\\nsentiment:"\n  templateVersion: small-v1\n  labelWords: [negative, positive]` },
+  {
+    name: 'tiny',
+    model: 'models/stories260K',
+    B: 16,
+    T: 32,
+    relationHeads: 8,
+    task: `${SST2}\n  template: "Review: {sentence}\\nMood:"\n  templateVersion: tiny-v1\n  labelWords: [sad, happy]`,
+  },
+  {
+    name: 'small',
+    model: 'models/small-base',
+    B: 8,
+    T: 32,
+    relationHeads: 6,
+    task: `${SST2}\n  template: "review: {sentence}\\nsentiment:"\n  templateVersion: small-v1\n  labelWords: [negative, positive]`,
+  },
   {
     name: 'q42m',
     model: join(ROOT, 'q42m-init'),
@@ -58,8 +72,28 @@ const CASES: Case[] = [
       if (existsSync(join(out, 'model.safetensors'))) return;
       mkdirSync(ROOT, { recursive: true });
       const arch = join(ROOT, 'q42m.json');
-      writeFileSync(arch, JSON.stringify({ architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', hidden_size: 256, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 64, intermediate_size: 768, vocab_size: 151936, tie_word_embeddings: true, rope_theta: 1000000, rms_norm_eps: 1e-6, hidden_act: 'silu', max_position_embeddings: 4096 }));
-      const r = spawnSync(process.execPath, [BIN, 'init', '--arch', arch, '--tokenizer', 'models/qwen3-tokenizer', '--out', out, '--log-level', 'warn'], { encoding: 'utf8' });
+      writeFileSync(
+        arch,
+        JSON.stringify({
+          architectures: ['Qwen3ForCausalLM'],
+          model_type: 'qwen3',
+          hidden_size: 256,
+          num_hidden_layers: 4,
+          num_attention_heads: 4,
+          num_key_value_heads: 2,
+          head_dim: 64,
+          intermediate_size: 768,
+          vocab_size: 151936,
+          tie_word_embeddings: true,
+          rope_theta: 1000000,
+          rms_norm_eps: 1e-6,
+          hidden_act: 'silu',
+          max_position_embeddings: 4096,
+        }),
+      );
+      const r = spawnSync(process.execPath, [BIN, 'init', '--arch', arch, '--tokenizer', 'models/qwen3-tokenizer', '--out', out, '--log-level', 'warn'], {
+        encoding: 'utf8',
+      });
       if (r.status !== 0) throw new Error(`init failed: ${r.stderr}`);
     },
   },
@@ -101,7 +135,9 @@ for (const c of CASES.filter((x) => wanted.length === 0 || wanted.includes(x.nam
       ].join('\n'),
     );
     for (const stage of STAGES) {
-      const r = spawnSync(process.execPath, [BIN, 'train', '--config', cfg, '--stage', stage, '--no-memory-check', '--log-level', 'warn'], { encoding: 'utf8' });
+      const r = spawnSync(process.execPath, [BIN, 'train', '--config', cfg, '--stage', stage, '--no-memory-check', '--log-level', 'warn'], {
+        encoding: 'utf8',
+      });
       if (r.status !== 0) {
         console.log(`| ${c.name} | ${stage} | failed (${r.status}): ${r.stderr.split('\n').slice(-4).join(' ')} |`);
         break;

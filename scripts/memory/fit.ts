@@ -23,7 +23,9 @@ const NAMES = ['NC', 'NQ', 'NK', 'NI', 'S', 'Wlin', 'NV', 'VC'];
 /** Solves (X^T X) b = X^T y by Gaussian elimination with partial pivoting. */
 function leastSquares(X: number[][], y: number[]): number[] {
   const n = (X[0] as number[]).length;
-  const A = Array.from({ length: n }, (_, i) => Array.from({ length: n + 1 }, (_, j) => X.reduce((s, r, k) => s + (r[i] as number) * (j < n ? (r[j] as number) : (y[k] as number)), 0)));
+  const A = Array.from({ length: n }, (_, i) =>
+    Array.from({ length: n + 1 }, (_, j) => X.reduce((s, r, k) => s + (r[i] as number) * (j < n ? (r[j] as number) : (y[k] as number)), 0)),
+  );
   for (let c = 0; c < n; c++) {
     let p = c;
     for (let r = c + 1; r < n; r++) if (Math.abs((A[r] as number[])[c] as number) > Math.abs((A[p] as number[])[c] as number)) p = r;
@@ -54,7 +56,9 @@ for (const mode of modes) {
     const B = pick([1, 2, 4]);
     const T = pick([16, 32, 64]);
     const L = pick([1, 2, 3]);
-    const r = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/memory/profile-step.ts', backend, ...[C, L, H, Hkv, d, I, V, B, T].map(String), mode], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/memory/profile-step.ts', backend, ...[C, L, H, Hkv, d, I, V, B, T].map(String), mode], {
+      encoding: 'utf8',
+    });
     const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
     if (line === undefined) throw new Error(`profile failed: ${r.stderr.slice(-400)}`);
     const m = JSON.parse(line) as { stepMiB: number };

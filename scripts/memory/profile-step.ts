@@ -18,7 +18,17 @@ import { AdamW, clipScale } from '@bitdistill/trainer';
 
 const [backend = 'native', C = '64', L = '2', H = '4', Hkv = '2', d = '16', I = '128', V = '512', B = '2', T = '16', mode = 'dense'] = process.argv.slice(2);
 await initBackend(backend as never);
-const arch = { model_type: 'qwen3', hidden_size: +C, num_hidden_layers: +L, num_attention_heads: +H, num_key_value_heads: +Hkv, head_dim: +d, intermediate_size: +I, vocab_size: +V, tie_word_embeddings: true };
+const arch = {
+  model_type: 'qwen3',
+  hidden_size: +C,
+  num_hidden_layers: +L,
+  num_attention_heads: +H,
+  num_key_value_heads: +Hkv,
+  head_dim: +d,
+  intermediate_size: +I,
+  vocab_size: +V,
+  tie_word_embeddings: true,
+};
 const model = initDecoder(arch, 0);
 if (mode === 'student') prepareStudent(model, { subln: 'allnorm', weightQuant: 'absmean', quantizeActivations: true });
 // RECOMPUTE=1: Decoder.recompute (each block's input kept, the block rerun in backward).
@@ -43,8 +53,16 @@ ti.delete = (k: object) => {
   return del(k);
 };
 
-const ids = tf.tensor2d(Int32Array.from({ length: +B * +T }, (_, i) => (i * 7) % +V), [+B, +T], 'int32');
-const labels = tf.tensor2d(Int32Array.from({ length: +B * +T }, (_, i) => (i * 5) % +V), [+B, +T], 'int32');
+const ids = tf.tensor2d(
+  Int32Array.from({ length: +B * +T }, (_, i) => (i * 7) % +V),
+  [+B, +T],
+  'int32',
+);
+const labels = tf.tensor2d(
+  Int32Array.from({ length: +B * +T }, (_, i) => (i * 5) % +V),
+  [+B, +T],
+  'int32',
+);
 const mask = tf.ones([+B, +T]);
 const MiB = (x: number) => Number((x / 2 ** 20).toFixed(4));
 const weightsBytes = [...model.params.values()].reduce((a, v) => a + v.size * 4, 0);
@@ -80,4 +98,12 @@ const step = () => {
 };
 step(); // the first update creates the moments
 const s = step();
-console.log(JSON.stringify({ weightsMiB: MiB(weightsBytes), maxParamMiB: MiB(maxParamBytes), stepMiB: MiB(s.stepPeak - s.gradBytes), gradsMiB: MiB(s.gradBytes), updateMiB: MiB(s.updatePeak) }));
+console.log(
+  JSON.stringify({
+    weightsMiB: MiB(weightsBytes),
+    maxParamMiB: MiB(maxParamBytes),
+    stepMiB: MiB(s.stepPeak - s.gradBytes),
+    gradsMiB: MiB(s.gradBytes),
+    updateMiB: MiB(s.updatePeak),
+  }),
+);

@@ -51,7 +51,8 @@ function num(raw: Record<string, unknown>, key: string, file: string, fallback?:
     if (fallback !== undefined) return fallback;
     throw new FormatError(file, `missing required key '${key}'`, { hint: 'config.json must hold the Hugging Face model keys' });
   }
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new FormatError(file, `key '${key}' must be a finite number, got ${typeof v === 'number' ? v : JSON.stringify(v)}`, { hint: CORRUPT_HINT });
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new FormatError(file, `key '${key}' must be a finite number, got ${typeof v === 'number' ? v : JSON.stringify(v)}`, { hint: CORRUPT_HINT });
   return v;
 }
 
@@ -111,7 +112,8 @@ export function parseDecoderConfig(raw: Record<string, unknown>, file: string): 
     });
   }
   const act = raw['hidden_act'] ?? 'silu';
-  if (act !== 'silu') throw new UnsupportedError(`${file}: hidden_act '${String(act)}' is not supported`, { hint: "only SwiGLU ('silu') decoders are supported" });
+  if (act !== 'silu')
+    throw new UnsupportedError(`${file}: hidden_act '${String(act)}' is not supported`, { hint: "only SwiGLU ('silu') decoders are supported" });
   const mt = modelType as ModelType;
   const hiddenSize = posInt(raw, 'hidden_size', file);
   const numHeads = posInt(raw, 'num_attention_heads', file);

@@ -4,7 +4,17 @@ import { expect } from 'chai';
 import { expectedTensorShapes, parseDecoderConfig, parseProjectionWeight, projectionName, PROJECTIONS } from '../src/index.ts';
 
 const qwen3 = parseDecoderConfig(
-  { model_type: 'qwen3', vocab_size: 10, hidden_size: 8, intermediate_size: 12, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 4, tie_word_embeddings: true },
+  {
+    model_type: 'qwen3',
+    vocab_size: 10,
+    hidden_size: 8,
+    intermediate_size: 12,
+    num_hidden_layers: 1,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 4,
+    tie_word_embeddings: true,
+  },
   'qwen3.json',
 );
 
@@ -29,7 +39,16 @@ describe('arch/names', () => {
 
   it('a Llama student with attention_bias, untied head and allnorm SubLN adds biases, lm_head and seven gains', () => {
     const c = parseDecoderConfig(
-      { model_type: 'llama', vocab_size: 10, hidden_size: 8, intermediate_size: 12, num_hidden_layers: 1, num_attention_heads: 2, attention_bias: true, bitdistill: { subln: 'allnorm' } },
+      {
+        model_type: 'llama',
+        vocab_size: 10,
+        hidden_size: 8,
+        intermediate_size: 12,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        attention_bias: true,
+        bitdistill: { subln: 'allnorm' },
+      },
       'llama.json',
     );
     const m = expectedTensorShapes(c);
@@ -51,8 +70,17 @@ describe('arch/names', () => {
   });
 
   it('parseProjectionWeight inverts projectionName and refuses every other tensor', () => {
-    for (const layer of [0, 7, 123]) for (const proj of PROJECTIONS) expect(parseProjectionWeight(`${projectionName(layer, proj)}.weight`)).to.deep.equal({ layer, proj });
-    for (const name of ['model.layers.0.self_attn.q_proj.bias', 'model.layers.0.mlp.q_proj.weight', 'model.layers.0.self_attn.gate_proj.weight', 'model.layers.x.self_attn.q_proj.weight', 'model.embed_tokens.weight', 'lm_head.weight', 'model.layers.0.self_attn.q_norm.weight']) {
+    for (const layer of [0, 7, 123])
+      for (const proj of PROJECTIONS) expect(parseProjectionWeight(`${projectionName(layer, proj)}.weight`)).to.deep.equal({ layer, proj });
+    for (const name of [
+      'model.layers.0.self_attn.q_proj.bias',
+      'model.layers.0.mlp.q_proj.weight',
+      'model.layers.0.self_attn.gate_proj.weight',
+      'model.layers.x.self_attn.q_proj.weight',
+      'model.embed_tokens.weight',
+      'lm_head.weight',
+      'model.layers.0.self_attn.q_norm.weight',
+    ]) {
       expect(parseProjectionWeight(name), name).to.equal(null);
     }
   });

@@ -144,10 +144,9 @@ export async function initBackend(choice: BackendChoice = 'auto', logger: Logger
       skipped.push({ provider: c.provider, reason: errorSummary(e) });
     }
   }
-  throw new ArgumentError(
-    `no tfjs backend for --backend ${choice} could be initialised: ${skipped.map((s) => `${s.provider} (${s.reason})`).join('; ')}`,
-    { hint: choice === 'tensorflow' ? 'tfjs-node needs libtensorflow, which cannot be downloaded here; use --backend wasm' : 'reinstall with `npm install`' },
-  );
+  throw new ArgumentError(`no tfjs backend for --backend ${choice} could be initialised: ${skipped.map((s) => `${s.provider} (${s.reason})`).join('; ')}`, {
+    hint: choice === 'tensorflow' ? 'tfjs-node needs libtensorflow, which cannot be downloaded here; use --backend wasm' : 'reinstall with `npm install`',
+  });
 }
 
 export function activeBackend(): BackendInfo | null {

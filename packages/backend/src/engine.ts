@@ -159,9 +159,10 @@ function withPool(b: tf.KernelBackend): tf.KernelBackend & EngineBackend {
       // A full pool makes room by dropping its longest-unused buffers: with variable shapes (evaluation
       // batches, prompts padded per batch) stale sizes would otherwise fill it, and every new size would be
       // allocated afresh and dropped again (a tiny distill stage dropped 28 GB that way, 609 full GCs).
-      if (poolable) while (stats.pooledBytes + buf.byteLength > stats.capBytes && evictOldest()) {
-        // each call frees the oldest pooled buffer
-      }
+      if (poolable)
+        while (stats.pooledBytes + buf.byteLength > stats.capBytes && evictOldest()) {
+          // each call frees the oldest pooled buffer
+        }
       const recycle = poolable && stats.pooledBytes + buf.byteLength <= stats.capBytes;
       if (!recycle) drop(values.byteLength);
       if (recycle) {

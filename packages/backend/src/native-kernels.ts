@@ -92,7 +92,10 @@ function typedCtor(dtype: tf.DataType): Float32ArrayConstructor | Int32ArrayCons
 }
 
 function cpuStorage(b: CpuLikeBackend): Storage {
-  const pooled = b as Partial<{ allocOutput(ctor: ReturnType<typeof typedCtor>, n: number): Typed; writeOwned(v: Typed, shape: number[], dtype: tf.DataType): tf.DataId }>;
+  const pooled = b as Partial<{
+    allocOutput(ctor: ReturnType<typeof typedCtor>, n: number): Typed;
+    writeOwned(v: Typed, shape: number[], dtype: tf.DataType): tf.DataId;
+  }>;
   return {
     host: 'native',
     out(shape, dtype) {
@@ -356,13 +359,19 @@ const splitV: KernelFn = (args) => {
   const outer = shapeSize(x.shape.slice(0, ax));
   const inner = shapeSize(x.shape.slice(ax + 1));
   const total = (x.shape[ax] as number) * inner;
-  const outs = sizes.map((s) => st.out(x.shape.map((d, i) => (i === ax ? s : d)), x.dtype));
+  const outs = sizes.map((s) =>
+    st.out(
+      x.shape.map((d, i) => (i === ax ? s : d)),
+      x.dtype,
+    ),
+  );
   // Views after every allocation (see the header).
   const xv = bits32(st, x);
   let offset = 0;
   sizes.forEach((s, i) => {
     const w = s * inner;
-    if (w > 0 && outer > 0) copyStrided32(xv, { offset, strides: [total, 1] }, bits32(st, outs[i] as tf.TensorInfo), { offset: 0, strides: [w, 1] }, [outer, w]);
+    if (w > 0 && outer > 0)
+      copyStrided32(xv, { offset, strides: [total, 1] }, bits32(st, outs[i] as tf.TensorInfo), { offset: 0, strides: [w, 1] }, [outer, w]);
     offset += w;
   });
   return outs;
@@ -390,7 +399,10 @@ const tile: KernelFn = (args) => {
   const { x } = args.inputs as { x: tf.TensorInfo };
   const { reps } = args.attrs as { reps: number[] };
   if (!is4Byte(x)) return stockKernel('Tile', args);
-  const out = st.out(x.shape.map((d, i) => d * (reps[i] as number)), x.dtype);
+  const out = st.out(
+    x.shape.map((d, i) => d * (reps[i] as number)),
+    x.dtype,
+  );
   tile32(bits32(st, x), x.shape, reps, bits32(st, out));
   return out;
 };
@@ -636,7 +648,10 @@ function broadcastingReductionGrad(name: 'Sum' | 'Mean', stockGrad: tf.GradConfi
       const d = dy as tf.Tensor;
       if (!enabled.has(tf.getBackend() as NativeHost) || d.dtype !== 'float32') return stockGrad.gradFunc(dy, saved, attrs);
       const axes = tf.util.parseAxisParam((attrs as { axis: number | number[] }).axis, x.shape);
-      const expanded = tf.reshape(d, x.shape.map((n, i) => (axes.includes(i) ? 1 : n)));
+      const expanded = tf.reshape(
+        d,
+        x.shape.map((n, i) => (axes.includes(i) ? 1 : n)),
+      );
       const count = axes.reduce((p, a) => p * (x.shape[a] as number), 1);
       const scaled = name === 'Mean' ? tf.div(expanded, count) : expanded;
       return { x: () => tf.broadcastTo(scaled, x.shape) };

@@ -22,8 +22,16 @@ async function trainLosses(backend: BackendChoice, steps: number, quantize: bool
     prepareStudent(model, { subln: 'allnorm', weightQuant: 'absmean', quantize });
     const r = new Rng(11);
     const [B, T, V] = [4, 32, model.config.vocabSize];
-    const ids = tf.tensor2d(Int32Array.from({ length: B * T }, () => r.int(V)), [B, T], 'int32');
-    const labels = tf.tensor2d(Int32Array.from({ length: B * T }, () => r.int(V)), [B, T], 'int32');
+    const ids = tf.tensor2d(
+      Int32Array.from({ length: B * T }, () => r.int(V)),
+      [B, T],
+      'int32',
+    );
+    const labels = tf.tensor2d(
+      Int32Array.from({ length: B * T }, () => r.int(V)),
+      [B, T],
+      'int32',
+    );
     const mask = tf.ones([B, T]);
     const opt = new AdamW({ beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 });
     const names = new Map([...model.params].map(([name, v]) => [v.name, name]));
@@ -69,7 +77,8 @@ describe('native CPU engine', function () {
 
   it('is what auto picks when libtensorflow is absent', () => {
     // In a fresh process: in this one an earlier test may have chosen a backend, which 'auto' then keeps.
-    const code = "import { initBackend } from '@bitdistill/backend'; const i = await initBackend('auto'); console.log(JSON.stringify({ name: i.name, active: i.nativeKernels?.active, kernels: i.nativeKernels?.kernels }));";
+    const code =
+      "import { initBackend } from '@bitdistill/backend'; const i = await initBackend('auto'); console.log(JSON.stringify({ name: i.name, active: i.nativeKernels?.active, kernels: i.nativeKernels?.kernels }));";
     const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8' });
     expect(r.status, r.stderr).to.equal(0);
     const info = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { name: string; active?: boolean; kernels?: string[] };
@@ -119,7 +128,10 @@ describe('native CPU engine', function () {
 
   it('recycles kernel outputs, but never an array dataSync handed out or a buffer a view was taken of', async () => {
     await initBackend('native');
-    const x = tf.tensor2d(Float32Array.from({ length: 64 * 64 }, (_, i) => i % 7), [64, 64]);
+    const x = tf.tensor2d(
+      Float32Array.from({ length: 64 * 64 }, (_, i) => i % 7),
+      [64, 64],
+    );
     const before = enginePoolStats();
     expect(before).to.not.equal(null);
     // A kernel output read by dataSync, then disposed: its values must stay as they were after more work.
@@ -158,9 +170,15 @@ describe('native CPU engine', function () {
       const end = enginePoolStats();
       console.log(JSON.stringify({ mid, end }));
     `;
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8', env: { ...process.env, BITDISTILL_POOL_MB: '1' } });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+      encoding: 'utf8',
+      env: { ...process.env, BITDISTILL_POOL_MB: '1' },
+    });
     expect(r.status, r.stderr).to.equal(0);
-    const { mid, end } = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { mid: { pooledBytes: number; capBytes: number; evicted: number; hits: number }; end: { pooledBytes: number; capBytes: number; evicted: number; hits: number } };
+    const { mid, end } = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as {
+      mid: { pooledBytes: number; capBytes: number; evicted: number; hits: number };
+      end: { pooledBytes: number; capBytes: number; evicted: number; hits: number };
+    };
     expect(mid.capBytes).to.equal(2 ** 20);
     expect(end.pooledBytes).to.be.at.most(2 ** 20);
     expect(end.evicted, 'stale sizes evicted').to.be.greaterThan(mid.evicted);

@@ -14,7 +14,10 @@ interface ChildReport {
 }
 
 function runChild(env: Record<string, string>): ChildReport {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'packages/backend/test/fixtures/init-wasm.ts'], { env: { ...process.env, ...env }, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'packages/backend/test/fixtures/init-wasm.ts'], {
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+  });
   expect(r.status, r.stderr).to.equal(0);
   return JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as ChildReport;
 }

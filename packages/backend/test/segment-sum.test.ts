@@ -41,7 +41,11 @@ describe('backend', () => {
     }
     await tf.setBackend('wasm');
     // The gradient of gather is the segment sum: d/dE sum(gather(E, ids)) counts how often each row was used.
-    const g = tf.tidy(() => tf.grad((e: tf.Tensor) => tf.sum(tf.gather(e, tf.tensor1d(ids, 'int32'))))(tf.zeros([S, 2])).dataSync());
+    const g = tf.tidy(() =>
+      tf
+        .grad((e: tf.Tensor) => tf.sum(tf.gather(e, tf.tensor1d(ids, 'int32'))))(tf.zeros([S, 2]))
+        .dataSync(),
+    );
     const counts = new Array(S).fill(0);
     for (const i of ids) counts[i]++;
     for (let s = 0; s < S; s++) expect(g[s * 2]).to.equal(counts[s]);

@@ -12,5 +12,15 @@ export type {
   DistillConfig,
   AveragingConfig,
 } from './train-config.ts';
-export { estimateStage, estimateRun, checkMemoryBudget, formatMemoryTable, memoryJson, readModelShape, stageOptim, lossChunkRows, AUTO_CHUNK_BYTES } from './memory.ts';
+export {
+  estimateStage,
+  estimateRun,
+  checkMemoryBudget,
+  formatMemoryTable,
+  memoryJson,
+  readModelShape,
+  stageOptim,
+  lossChunkRows,
+  AUTO_CHUNK_BYTES,
+} from './memory.ts';
 export type { ModelShape, StageEstimate, RunEstimate, EstimateOptions, MachineMemory, Phase } from './memory.ts';

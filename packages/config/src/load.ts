@@ -138,7 +138,11 @@ function parseYaml(text: string): { value: unknown } | { issues: ConfigIssue[] }
 
 /** A ConfigError listing the first MAX_PROBLEMS issues, messages cut short; its header counts them all. */
 function configError(file: string, issues: readonly ConfigIssue[]): ConfigError {
-  return new ConfigError(file, issues.slice(0, MAX_PROBLEMS).map((i) => ({ path: cut(i.path), message: cut(i.message) })), issues.length);
+  return new ConfigError(
+    file,
+    issues.slice(0, MAX_PROBLEMS).map((i) => ({ path: cut(i.path), message: cut(i.message) })),
+    issues.length,
+  );
 }
 
 /** Parses a YAML file to plain JS; a syntax error is a ConfigError whose issues carry line and column. */

@@ -275,7 +275,14 @@ function layerValues(c: LayerCoefficients, s: ModelShape, B: number, T: number):
   const N = B * T;
   const Q = s.numHeads * s.headDim;
   const K = s.numKvHeads * s.headDim;
-  return c.NC * N * s.hiddenSize + c.NQ * N * Q + c.NK * N * K + c.NI * N * s.intermediateSize + c.S * B * s.numHeads * T * T + c.Wlin * parameterCounts(s).perLayerLinear;
+  return (
+    c.NC * N * s.hiddenSize +
+    c.NQ * N * Q +
+    c.NK * N * K +
+    c.NI * N * s.intermediateSize +
+    c.S * B * s.numHeads * T * T +
+    c.Wlin * parameterCounts(s).perLayerLinear
+  );
 }
 
 /**
@@ -452,7 +459,19 @@ export function estimateStage(config: TrainConfig, stage: StageName, shape: Mode
     gradAccum: o.gradAccum,
     recompute,
     lossChunkRows: chunk,
-    bytes: { weights: W, grads: G + accum, optimizer, update, teacher: Wt, activations, checkpoint, slack: wasm ? heap - heap / WASM_HEAP_SLACK : gcSlack + (phase === 'step' ? 0 : poolSlack), overhead, total, tensors: heap },
+    bytes: {
+      weights: W,
+      grads: G + accum,
+      optimizer,
+      update,
+      teacher: Wt,
+      activations,
+      checkpoint,
+      slack: wasm ? heap - heap / WASM_HEAP_SLACK : gcSlack + (phase === 'step' ? 0 : poolSlack),
+      overhead,
+      total,
+      tensors: heap,
+    },
     phase,
     phases,
   };
@@ -528,9 +547,20 @@ export function estimateRun(config: TrainConfig, opts: EstimateOptions & { stage
     return { backend, machine, backendLimitBytes: limit, stages: [], unavailable: base.reason, modelConfig: null, teacherConfig: null, notes };
   }
   const t = config.stages.includes('distill') ? teacherShapeOf(config) : null;
-  const stages = (opts.stages ?? config.stages).map((s) => estimateStage(config, s, base.shape, { ...opts, backend, ...(t?.shape != null ? { teacherShape: t.shape } : {}) }));
-  if (backend === 'auto') notes.push("backend auto: the native engine when the kernels addon loads (no limit beyond RAM), else wasm (4 GiB heap)");
-  return { backend, machine, backendLimitBytes: limit, stages, unavailable: null, modelConfig: base.file, teacherConfig: t?.shape != null ? t.file : null, notes };
+  const stages = (opts.stages ?? config.stages).map((s) =>
+    estimateStage(config, s, base.shape, { ...opts, backend, ...(t?.shape != null ? { teacherShape: t.shape } : {}) }),
+  );
+  if (backend === 'auto') notes.push('backend auto: the native engine when the kernels addon loads (no limit beyond RAM), else wasm (4 GiB heap)');
+  return {
+    backend,
+    machine,
+    backendLimitBytes: limit,
+    stages,
+    unavailable: null,
+    modelConfig: base.file,
+    teacherConfig: t?.shape != null ? t.file : null,
+    notes,
+  };
 }
 
 const fmtMiB = (b: number): string => Math.round(b / MiB).toLocaleString('en-US');
@@ -564,7 +594,9 @@ export function formatMemoryTable(r: RunEstimate): string {
   }
   const m = r.machine;
   lines.push(`# available: ${fmtMiB(m.availableBytes)} MiB (${m.source}; total ${fmtMiB(m.totalBytes)} MiB)`);
-  lines.push(`# backend ${r.backend}: ${r.backendLimitBytes === null ? 'no limit beyond RAM' : `tensors limited to the ${fmtMiB(r.backendLimitBytes)} MiB wasm32 heap`}`);
+  lines.push(
+    `# backend ${r.backend}: ${r.backendLimitBytes === null ? 'no limit beyond RAM' : `tensors limited to the ${fmtMiB(r.backendLimitBytes)} MiB wasm32 heap`}`,
+  );
   for (const s of r.stages) {
     const v = verdict(s, r);
     if (v !== null) lines.push(`# ${s.stage}: ${v}`);
@@ -576,7 +608,8 @@ export function formatMemoryTable(r: RunEstimate): string {
 /** Why a stage does not fit, or null when it does. */
 function verdict(s: StageEstimate, r: RunEstimate): string | null {
   if (s.bytes.total > r.machine.availableBytes) return `exceeds the available memory (${fmtGiB(s.bytes.total)} > ${fmtGiB(r.machine.availableBytes)})`;
-  if (r.backendLimitBytes !== null && s.bytes.tensors > r.backendLimitBytes) return `exceeds the wasm heap (${fmtGiB(s.bytes.tensors)} of tensors > ${fmtGiB(r.backendLimitBytes)})`;
+  if (r.backendLimitBytes !== null && s.bytes.tensors > r.backendLimitBytes)
+    return `exceeds the wasm heap (${fmtGiB(s.bytes.tensors)} of tensors > ${fmtGiB(r.backendLimitBytes)})`;
   return null;
 }
 
@@ -638,9 +671,15 @@ export function checkMemoryBudget(r: RunEstimate, config: TrainConfig, stages: r
     const what = overAvail ? `the ${fmtGiB(limit)} of available memory (${r.machine.source})` : `the ${fmtGiB(limit)} wasm32 heap of backend ${r.backend}`;
     const amount = overAvail ? s.bytes.total : s.bytes.tensors;
     const fixed = s.bytes.weights + s.bytes.grads + s.bytes.optimizer + s.bytes.teacher + s.bytes.overhead;
-    const floor = fixed > limit ? ` Weights, gradients, AdamW moments${s.bytes.teacher > 0 ? ' and the teacher' : ''} alone need ${fmtGiB(fixed)}: no batch or length setting fits this model here.` : '';
+    const floor =
+      fixed > limit
+        ? ` Weights, gradients, AdamW moments${s.bytes.teacher > 0 ? ' and the teacher' : ''} alone need ${fmtGiB(fixed)}: no batch or length setting fits this model here.`
+        : '';
     const backendHint = overBackend && !overAvail ? ' or --backend native (no heap limit)' : '';
-    throw new MemoryBudgetError(s.stage, amount, limit,
+    throw new MemoryBudgetError(
+      s.stage,
+      amount,
+      limit,
       `stage '${s.stage}' needs an estimated ${fmtGiB(amount)} at its peak (${s.phase} phase: weights ${fmtGiB(s.bytes.weights)}, grads ${fmtGiB(s.bytes.grads)}, optimizer ${fmtGiB(s.bytes.optimizer)}, update ${fmtGiB(s.bytes.update)}, teacher ${fmtGiB(s.bytes.teacher)}, activations ${fmtGiB(s.bytes.activations)}), more than ${what}.${floor}`,
       {
         hint: `lower it with ${knobs(s, config)}${backendHint}; \`bitdistill validate --config FILE\` prints the estimate of every stage; --no-memory-check runs anyway`,
@@ -648,4 +687,3 @@ export function checkMemoryBudget(r: RunEstimate, config: TrainConfig, stages: r
     );
   }
 }
-

@@ -89,15 +89,9 @@ export type Shape = Record<string, AnySchema>;
 
 type Simplify<T> = { [K in keyof T]: T[K] } & {};
 type OptionalKeys<S extends Shape> = { [K in keyof S]: S[K] extends Schema<unknown, 'optional'> ? K : never }[keyof S];
-export type ObjectOf<S extends Shape> = Simplify<
-  { [K in Exclude<keyof S, OptionalKeys<S>>]: Infer<S[K]> } & { [K in OptionalKeys<S>]?: Infer<S[K]> }
->;
+export type ObjectOf<S extends Shape> = Simplify<{ [K in Exclude<keyof S, OptionalKeys<S>>]: Infer<S[K]> } & { [K in OptionalKeys<S>]?: Infer<S[K]> }>;
 /** What a cross-field check sees: fields that failed their own checks are absent (`undefined` = do not judge). */
-export type DeepPartial<T> = T extends readonly (infer E)[]
-  ? DeepPartial<E>[]
-  : T extends object
-    ? { [K in keyof T]?: DeepPartial<T[K]> }
-    : T;
+export type DeepPartial<T> = T extends readonly (infer E)[] ? DeepPartial<E>[] : T extends object ? { [K in keyof T]?: DeepPartial<T[K]> } : T;
 
 // ---------------------------------------------------------------- messages
 
@@ -236,8 +230,7 @@ function enumIssue(issues: ConfigIssue[], path: string, values: readonly string[
 export function enumOf<const V extends readonly string[]>(values: V): Schema<V[number]> {
   return Schema.of<V[number]>({
     expected: `one of ${values.join(' | ')}`,
-    check: (v, path, issues, expected) =>
-      typeof v === 'string' && values.includes(v) ? { ok: true, value: v } : enumIssue(issues, path, values, expected, v),
+    check: (v, path, issues, expected) => (typeof v === 'string' && values.includes(v) ? { ok: true, value: v } : enumIssue(issues, path, values, expected, v)),
   });
 }
 

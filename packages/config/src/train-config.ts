@@ -44,22 +44,7 @@
 import YAML from 'yaml';
 import { SUBLN_MODES, WEIGHT_QUANT_MODES } from '@bitdistill/arch';
 import { ConfigError } from '@bitdistill/core';
-import {
-  bool,
-  enumOf,
-  int,
-  list,
-  num,
-  obj,
-  partialShape,
-  record,
-  str,
-  validate,
-  Schema,
-  type DeepPartial,
-  type Infer,
-  type ObjectOf,
-} from './schema.ts';
+import { bool, enumOf, int, list, num, obj, partialShape, record, str, validate, Schema, type DeepPartial, type Infer, type ObjectOf } from './schema.ts';
 
 /** The stages of the pipeline, in the order they depend on each other (DESIGN.md "What the user runs"). */
 export const STAGE_NAMES = ['pretrain', 'teacher', 'bitnet-sft', 'continual-pretrain', 'distill'] as const;

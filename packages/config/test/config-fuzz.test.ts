@@ -14,9 +14,56 @@ const SEED = 20250125;
 const repo = (path: string): string => fileURLToPath(new URL(`../../../${path}`, import.meta.url));
 const pick = <T>(rng: Rng, a: readonly T[]): T => a[rng.int(a.length)] as T;
 
-const TOKENS = ['[', ']', '{', '}', ':', ': ', '- ', '? ', '&a ', '*a', '!!str ', '!!binary ', '"', "'", '|', '>-', '#', '\t', '\n', '  ', ',', '---\n', '...\n', '%YAML 1.2\n---\n', '<<: *a\n', '\0', '\uFEFF', '\\'];
-const VALUES = ['-1', '1e999', '.nan', '-.inf', 'null', '~', 'yes', '0x10', "''", '[]', '{}', 'x'.repeat(100_000), '['.repeat(1000) + ']'.repeat(1000), '&a [1, *a]', '!!int abc', '2001-12-14t21:59:43.10-05:00'];
-const BOMB = 'a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n' + Array.from({ length: 8 }, (_, i) => `a${i + 1}: &a${i + 1} [${Array(10).fill(`*a${i}`).join(', ')}]\n`).join('');
+const TOKENS = [
+  '[',
+  ']',
+  '{',
+  '}',
+  ':',
+  ': ',
+  '- ',
+  '? ',
+  '&a ',
+  '*a',
+  '!!str ',
+  '!!binary ',
+  '"',
+  "'",
+  '|',
+  '>-',
+  '#',
+  '\t',
+  '\n',
+  '  ',
+  ',',
+  '---\n',
+  '...\n',
+  '%YAML 1.2\n---\n',
+  '<<: *a\n',
+  '\0',
+  '\uFEFF',
+  '\\',
+];
+const VALUES = [
+  '-1',
+  '1e999',
+  '.nan',
+  '-.inf',
+  'null',
+  '~',
+  'yes',
+  '0x10',
+  "''",
+  '[]',
+  '{}',
+  'x'.repeat(100_000),
+  '['.repeat(1000) + ']'.repeat(1000),
+  '&a [1, *a]',
+  '!!int abc',
+  '2001-12-14t21:59:43.10-05:00',
+];
+const BOMB =
+  'a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n' + Array.from({ length: 8 }, (_, i) => `a${i + 1}: &a${i + 1} [${Array(10).fill(`*a${i}`).join(', ')}]\n`).join('');
 
 type Mutation = (rng: Rng, text: string) => [string, string];
 
@@ -50,7 +97,10 @@ const MUTATIONS: Mutation[] = [
     const m = pick(rng, spots);
     const start = (m.index as number) + m[0].length - (m[1] as string).length;
     const v = pick(rng, VALUES);
-    return [`value ${JSON.stringify((m[1] as string).slice(0, 20))} -> ${JSON.stringify(v.slice(0, 20))}`, t.slice(0, start) + v + t.slice(start + (m[1] as string).length)];
+    return [
+      `value ${JSON.stringify((m[1] as string).slice(0, 20))} -> ${JSON.stringify(v.slice(0, 20))}`,
+      t.slice(0, start) + v + t.slice(start + (m[1] as string).length),
+    ];
   },
   (rng, t) => {
     // A line's indentation changed, or a line duplicated or dropped.
@@ -70,8 +120,22 @@ const MUTATIONS: Mutation[] = [
   },
 ];
 
-const OVERRIDES = ['optim.lr=5e-6', 'optim.lr=[', 'optim.lr=' + '['.repeat(100_000), 'stages[0]=teacher', 'stages[99]=x', '=1', 'a.b.c.d=1',
-  'x'.repeat(70_000) + '=1', `${'a.'.repeat(100)}b=1`, 'seed=*a', 'seed=&a [*a]', `name=${'y'.repeat(1000)}`, 'task=null', 'optim={lr: 1, lr: 2}'];
+const OVERRIDES = [
+  'optim.lr=5e-6',
+  'optim.lr=[',
+  'optim.lr=' + '['.repeat(100_000),
+  'stages[0]=teacher',
+  'stages[99]=x',
+  '=1',
+  'a.b.c.d=1',
+  'x'.repeat(70_000) + '=1',
+  `${'a.'.repeat(100)}b=1`,
+  'seed=*a',
+  'seed=&a [*a]',
+  `name=${'y'.repeat(1000)}`,
+  'task=null',
+  'optim={lr: 1, lr: 2}',
+];
 
 describe('config fuzz', () => {
   let dir: string;
@@ -82,8 +146,12 @@ describe('config fuzz', () => {
 
   it('every mutated config loads or throws a BitDistillError quickly, with at most 20 problems listed (seeded, 700 cases)', () => {
     const seeds = [
-      ...readdirSync(repo('configs')).filter((f) => f.endsWith('.yaml')).map((f) => repo(`configs/${f}`)),
-      ...readdirSync(repo('configs/experiments')).filter((f) => f.endsWith('.yaml')).map((f) => repo(`configs/experiments/${f}`)),
+      ...readdirSync(repo('configs'))
+        .filter((f) => f.endsWith('.yaml'))
+        .map((f) => repo(`configs/${f}`)),
+      ...readdirSync(repo('configs/experiments'))
+        .filter((f) => f.endsWith('.yaml'))
+        .map((f) => repo(`configs/experiments/${f}`)),
       fileURLToPath(new URL('./fixtures/sst2-tiny.yaml', import.meta.url)),
     ].map((f) => readFileSync(f, 'utf8'));
     expect(seeds.length).to.be.greaterThan(3);
@@ -103,7 +171,10 @@ describe('config fuzz', () => {
         tally.loaded++;
       } catch (e) {
         if (!(e instanceof BitDistillError)) {
-          throw new Error(`case ${k} (seed ${SEED}, mutation ${m}: ${what}, overrides ${overrides.map((o) => o.slice(0, 30)).join(' ')}) threw ${(e as Error).name}: ${(e as Error).message.slice(0, 300)}`, { cause: e });
+          throw new Error(
+            `case ${k} (seed ${SEED}, mutation ${m}: ${what}, overrides ${overrides.map((o) => o.slice(0, 30)).join(' ')}) threw ${(e as Error).name}: ${(e as Error).message.slice(0, 300)}`,
+            { cause: e },
+          );
         }
         if (e instanceof ConfigError) expect(e.issues.length, what).to.be.at.most(MAX_PROBLEMS + 1);
         expect(e.message.length, what).to.be.below(MAX_PROBLEMS * 700 + 500);

@@ -4,7 +4,18 @@ import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryBudgetError } from '@bitdistill/core';
-import { checkMemoryBudget, estimateRun, estimateStage, formatMemoryTable, loadConfig, memoryJson, readModelShape, validateConfig, type MachineMemory, type ModelShape } from '@bitdistill/config';
+import {
+  checkMemoryBudget,
+  estimateRun,
+  estimateStage,
+  formatMemoryTable,
+  loadConfig,
+  memoryJson,
+  readModelShape,
+  validateConfig,
+  type MachineMemory,
+  type ModelShape,
+} from '@bitdistill/config';
 import { WASM_HEAP_LIMIT_BYTES, backendLimitBytes, parameterCounts, parseModelShape } from '../src/memory.ts';
 
 const GiB = 2 ** 30;
@@ -60,7 +71,9 @@ describe('memory estimate', () => {
     const d = estimateStage(c, 'distill', q06, { backend: 'native' });
     expect(d.bytes.teacher).to.equal(4 * n);
     expect(d.params).to.be.greaterThan(n); // SubLN gains
-    const noKd = estimateStage(validateConfig(doc({ distill: { logit: false, attention: false, studentFrom: 'base' } })), 'distill', q06, { backend: 'native' });
+    const noKd = estimateStage(validateConfig(doc({ distill: { logit: false, attention: false, studentFrom: 'base' } })), 'distill', q06, {
+      backend: 'native',
+    });
     expect(noKd.bytes.teacher).to.equal(0);
   });
 
@@ -68,7 +81,9 @@ describe('memory estimate', () => {
     const c = validateConfig(doc());
     const base = estimateStage(c, 'continual-pretrain', q06, { backend: 'native' }).bytes.activations;
     const big = estimateStage(validateConfig(doc({ optim: { batchSize: 16 } })), 'continual-pretrain', q06, { backend: 'native' }).bytes.activations;
-    const long = estimateStage(validateConfig(doc({ corpus: { paths: ['c.txt'], seqLen: 256, maxTokens: 1000 } })), 'continual-pretrain', q06, { backend: 'native' }).bytes.activations;
+    const long = estimateStage(validateConfig(doc({ corpus: { paths: ['c.txt'], seqLen: 256, maxTokens: 1000 } })), 'continual-pretrain', q06, {
+      backend: 'native',
+    }).bytes.activations;
     const rec = estimateStage(validateConfig(doc({ optim: { batchSize: 8, recompute: true } })), 'continual-pretrain', q06, { backend: 'native' });
     expect(big).to.be.greaterThan(1.6 * base); // the loss chunk and the [V, C] blocks do not grow with the batch
     expect(long).to.be.greaterThan(big); // twice the rows as twice the batch, and attention scores grow as T^2
@@ -77,7 +92,9 @@ describe('memory estimate', () => {
     // at Qwen3-0.6B, batch 8 x 128, well under half of what a plain step keeps.
     expect(rec.bytes.activations).to.be.lessThan(base / 2);
     // stageOptim reaches the estimate too.
-    const staged = estimateStage(validateConfig(doc({ stageOptim: { 'continual-pretrain': { batchSize: 2 } } })), 'continual-pretrain', q06, { backend: 'native' });
+    const staged = estimateStage(validateConfig(doc({ stageOptim: { 'continual-pretrain': { batchSize: 2 } } })), 'continual-pretrain', q06, {
+      backend: 'native',
+    });
     expect(staged.batchSize).to.equal(2);
     expect(staged.bytes.activations).to.be.lessThan(base / 2);
   });
@@ -105,7 +122,8 @@ describe('memory estimate', () => {
     expect(e.estimateBytes).to.be.greaterThan(8 * GiB);
     expect(e.limitBytes).to.equal(8 * GiB);
     expect(e.message).to.match(/stage 'teacher' needs an estimated [\d.]+ GiB .* more than the 8\.0 GiB of available memory/);
-    for (const k of ['optim.batchSize=4 optim.gradAccum=8', 'model.maxSeqLen', 'optim.recompute=true', 'optim.lossChunkRows', '--no-memory-check']) expect(e.hint).to.include(k);
+    for (const k of ['optim.batchSize=4 optim.gradAccum=8', 'model.maxSeqLen', 'optim.recompute=true', 'optim.lossChunkRows', '--no-memory-check'])
+      expect(e.hint).to.include(k);
     // Enough memory: no error; stages not about to run are not judged.
     expect(() => checkMemoryBudget(estimateRun(c, { backend: 'native', machine: machine(1024) }), c, ['teacher'])).to.not.throw();
     expect(() => checkMemoryBudget(r, c, [])).to.not.throw();
@@ -118,7 +136,12 @@ describe('memory estimate', () => {
     for (const s of ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill']) expect(table).to.match(new RegExp(`^# ${s}\\s+0\\.3M\\s+16 x 64 x 1 `, 'm'));
     expect(table).to.match(/# stage\s+params\s+B x T x accum\s+weights\s+grads\s+optimizer\s+update\s+teacher\s+activations\s+overhead\s+total\s+peak in/);
     expect(table).to.include('# available: 16,384 MiB (MemAvailable');
-    expect(table.split('\n').filter((l) => l !== '').every((l) => l.startsWith('#'))).to.equal(true);
+    expect(
+      table
+        .split('\n')
+        .filter((l) => l !== '')
+        .every((l) => l.startsWith('#')),
+    ).to.equal(true);
     const j = memoryJson(r) as { stages: { stage: string; totalMiB: number; fits: boolean }[] };
     expect(j.stages.map((s) => s.stage)).to.deep.equal(['teacher', 'bitnet-sft', 'continual-pretrain', 'distill']);
     expect(j.stages.every((s) => s.fits && s.totalMiB > 0)).to.equal(true);

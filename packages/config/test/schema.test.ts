@@ -1,20 +1,6 @@
 import { expect } from 'chai';
 import type { ConfigIssue } from '@bitdistill/core';
-import {
-  bool,
-  enumOf,
-  enumOrNumber,
-  int,
-  list,
-  nearestName,
-  num,
-  obj,
-  partialShape,
-  record,
-  str,
-  validate,
-  type Infer,
-} from '../src/schema.ts';
+import { bool, enumOf, enumOrNumber, int, list, nearestName, num, obj, partialShape, record, str, validate, type Infer } from '../src/schema.ts';
 
 function issuesOf(r: { ok: true } | { ok: false; issues: ConfigIssue[] }): ConfigIssue[] {
   return r.ok ? [] : r.issues;

@@ -205,7 +205,9 @@ describe('config/train-config', () => {
         "'distill' needs a teacher: add 'teacher' before it, or set distill.teacherPath to a fine-tuned checkpoint | " +
         "'distill' starts from the continual-pretrain student: add 'continual-pretrain' before it, or set distill.studentFrom: base",
     });
-    expect(validateConfig({ ...MINIMAL, stages: ['distill'], distill: { teacherPath: 'runs/x/teacher/final', studentFrom: 'base' } }).stages).to.deep.equal(['distill']);
+    expect(validateConfig({ ...MINIMAL, stages: ['distill'], distill: { teacherPath: 'runs/x/teacher/final', studentFrom: 'base' } }).stages).to.deep.equal([
+      'distill',
+    ]);
     expect(configIssues(() => validateConfig({ ...MINIMAL, stages: ['continual-pretrain', 'distill', 'teacher'] }))).to.deep.equal({
       stages: "'teacher' must come before 'distill' (the teacher is trained first)",
     });
@@ -214,7 +216,9 @@ describe('config/train-config', () => {
       'corpus.maxTokens': 'continual-pretrain needs a budget: set corpus.maxTokens, or optim.maxSteps / stageOptim.continual-pretrain.maxSteps',
     });
     // A stage-level maxSteps is a budget too; without continual-pretrain no corpus is needed.
-    expect(validateConfig({ ...MINIMAL, corpus: { paths: ['c.txt'] }, stageOptim: { 'continual-pretrain': { maxSteps: 10 } } }).corpus.maxTokens).to.equal(null);
+    expect(validateConfig({ ...MINIMAL, corpus: { paths: ['c.txt'] }, stageOptim: { 'continual-pretrain': { maxSteps: 10 } } }).corpus.maxTokens).to.equal(
+      null,
+    );
     expect(validateConfig({ ...MINIMAL, corpus: {}, stages: ['teacher', 'bitnet-sft'] }).corpus.paths).to.deep.equal([]);
     expect(configIssues(() => validateConfig({ ...MINIMAL, stageOptim: { distill: { schedule: 'wsd', warmupRatio: 0.9 } } }))).to.deep.equal({
       'stageOptim.distill.decayRatio': 'warmupRatio (0.9) + decayRatio (0.2) must be <= 1 for the wsd schedule',
@@ -245,7 +249,15 @@ describe('config/train-config', () => {
   });
 
   it('a custom task definition is type-checked and kept', () => {
-    const task = { name: 'mytask', train: 't.jsonl', dev: 'd.jsonl', fields: ['text'], template: 'Text: {text}\nAnswer:', labelWords: ['no', 'yes'], metrics: ['f1'] };
+    const task = {
+      name: 'mytask',
+      train: 't.jsonl',
+      dev: 'd.jsonl',
+      fields: ['text'],
+      template: 'Text: {text}\nAnswer:',
+      labelWords: ['no', 'yes'],
+      metrics: ['f1'],
+    };
     expect(validateConfig({ ...MINIMAL, task }).task).to.deep.equal({ ...task, trainLimit: null, devLimit: null });
     expect(configIssues(() => validateConfig({ ...MINIMAL, task: { ...task, metric: 'f1', metrics: ['f2'], labelWords: 'yes' } }))).to.deep.equal({
       'task.metric': "unknown key 'task.metric'; did you mean 'task.metrics'?",
@@ -265,7 +277,7 @@ describe('config/shipped configs', () => {
     for (const f of files) expect(loadConfig(join(dir, f)).config.name, f).to.be.a('string');
   });
 
-  it("the bundled default (sst2-tiny.yaml) carries a note that points at the reports (issue 19)", function () {
+  it('the bundled default (sst2-tiny.yaml) carries a note that points at the reports (issue 19)', function () {
     if (!existsSync(join(dir, 'sst2-tiny.yaml'))) this.skip();
     const { note } = loadConfig(join(dir, 'sst2-tiny.yaml')).config;
     expect(note).to.be.a('string');

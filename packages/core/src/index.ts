@@ -1,4 +1,14 @@
-export { BitDistillError, FormatError, ShapeError, ArgumentError, NotFoundError, UnsupportedError, ConfigError, MemoryBudgetError, isBitDistillError } from './errors.ts';
+export {
+  BitDistillError,
+  FormatError,
+  ShapeError,
+  ArgumentError,
+  NotFoundError,
+  UnsupportedError,
+  ConfigError,
+  MemoryBudgetError,
+  isBitDistillError,
+} from './errors.ts';
 export type { ErrorCode, BitDistillErrorOptions, ConfigIssue } from './errors.ts';
 export type { Logger, LogFn } from './logger.ts';
 export { silentLogger } from './logger.ts';

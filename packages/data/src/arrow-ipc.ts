@@ -205,9 +205,33 @@ export interface ArrowField {
 
 // Type union of Schema.fbs, in order; the ones apache-arrow cannot read or that are not checked here say so.
 const TYPE_NAMES = [
-  'NONE', 'Null', 'Int', 'FloatingPoint', 'Binary', 'Utf8', 'Bool', 'Decimal', 'Date', 'Time', 'Timestamp',
-  'Interval', 'List', 'Struct', 'Union', 'FixedSizeBinary', 'FixedSizeList', 'Map', 'Duration', 'LargeBinary',
-  'LargeUtf8', 'LargeList', 'RunEndEncoded', 'BinaryView', 'Utf8View', 'ListView', 'LargeListView',
+  'NONE',
+  'Null',
+  'Int',
+  'FloatingPoint',
+  'Binary',
+  'Utf8',
+  'Bool',
+  'Decimal',
+  'Date',
+  'Time',
+  'Timestamp',
+  'Interval',
+  'List',
+  'Struct',
+  'Union',
+  'FixedSizeBinary',
+  'FixedSizeList',
+  'Map',
+  'Duration',
+  'LargeBinary',
+  'LargeUtf8',
+  'LargeList',
+  'RunEndEncoded',
+  'BinaryView',
+  'Utf8View',
+  'ListView',
+  'LargeListView',
 ];
 
 function readField(fb: FlatBuffer, f: number, depth: number, path: string, fail: Fail): ArrowField {
@@ -569,7 +593,9 @@ function* checkedMessages(
         const block = footer.batches[batchIndex];
         if (block === undefined) fail(`record batch ${batchIndex} at offset ${pos} is not listed in the footer`);
         if (block.offset !== pos || block.metaDataLength !== header + metaLength || block.bodyLength !== bodyLength) {
-          fail(`footer block ${batchIndex} (offset ${block.offset}, metadata ${block.metaDataLength}, body ${block.bodyLength}) does not match the record batch at offset ${pos}`);
+          fail(
+            `footer block ${batchIndex} (offset ${block.offset}, metadata ${block.metaDataLength}, body ${block.bodyLength}) does not match the record batch at offset ${pos}`,
+          );
         }
       }
       batchIndex++;

@@ -84,9 +84,7 @@ export function expandCorpusPaths(paths: string | readonly string[]): string[] {
       isDir = statSync(p).isDirectory();
     } catch {
       throw new NotFoundError(p, `corpus path not found: ${p}`, {
-        hint:
-          'check corpus paths in the config; the repository ships ' +
-          'datasets/corpus/{tinyshakespeare,gutenberg-nltk,us-presidential-speeches}',
+        hint: 'check corpus paths in the config; the repository ships ' + 'datasets/corpus/{tinyshakespeare,gutenberg-nltk,us-presidential-speeches}',
       });
     }
     if (isDir) {
@@ -289,13 +287,7 @@ export class CorpusStream {
   private filesWithoutTokens = 0; // files in a row that gave no tokens: all of them = an empty corpus
   private fileHadTokens = false;
 
-  constructor(
-    paths: string | readonly string[],
-    tokenizer: TokenizerLike,
-    seqLen: number,
-    cursor?: CorpusCursor | null,
-    options: CorpusOptions = {},
-  ) {
+  constructor(paths: string | readonly string[], tokenizer: TokenizerLike, seqLen: number, cursor?: CorpusCursor | null, options: CorpusOptions = {}) {
     if (!Number.isInteger(seqLen) || seqLen < 1) throw new ArgumentError(`corpus: seqLen must be a positive integer, got ${seqLen}`);
     this.files = expandCorpusPaths(paths);
     this.seqLen = seqLen;
@@ -420,9 +412,7 @@ export class CorpusStream {
 
   private cursorMismatch(file: string, what: string): BitDistillError {
     return new BitDistillError('E_DATA', `corpus cursor does not fit ${file}: ${what}`, {
-      hint:
-        'the file, the tokenizer or the chunk options changed since the checkpoint; ' +
-        'restore them, or start the stage afresh with --resume none',
+      hint: 'the file, the tokenizer or the chunk options changed since the checkpoint; ' + 'restore them, or start the stage afresh with --resume none',
     });
   }
 

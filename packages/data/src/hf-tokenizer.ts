@@ -178,11 +178,9 @@ function checkMerges(merges: unknown, vocab: Map<string, number>, file: string):
     }
     for (const token of [pair[0], pair[1], pair[0] + pair[1]]) {
       if (!vocab.has(token)) {
-        throw new FormatError(
-          file,
-          `model.merges[${i}] (${preview(pair[0])} + ${preview(pair[1])}): token ${preview(token)} is not in model.vocab`,
-          { hint: 'the merges list does not belong to this vocabulary (corrupted or mixed-up file); ' + CORRUPT_HINT },
-        );
+        throw new FormatError(file, `model.merges[${i}] (${preview(pair[0])} + ${preview(pair[1])}): token ${preview(token)} is not in model.vocab`, {
+          hint: 'the merges list does not belong to this vocabulary (corrupted or mixed-up file); ' + CORRUPT_HINT,
+        });
       }
     }
     pairs[i] = pair;
@@ -190,12 +188,7 @@ function checkMerges(merges: unknown, vocab: Map<string, number>, file: string):
   return pairs;
 }
 
-function checkAddedTokens(
-  list: unknown,
-  vocab: Map<string, number>,
-  byId: Map<number, string>,
-  file: string,
-): AddedTokenEntry[] {
+function checkAddedTokens(list: unknown, vocab: Map<string, number>, byId: Map<number, string>, file: string): AddedTokenEntry[] {
   const fail = (message: string): never => {
     throw new FormatError(file, message, { hint: CORRUPT_HINT });
   };
@@ -264,10 +257,14 @@ export class HfTokenizer implements Tokenizer {
     } catch (e) {
       if (isBitDistillError(e)) throw e;
       const message = e instanceof Error ? e.message : String(e);
-      throw new FormatError(this.file, `@huggingface/tokenizers cannot ${what} with this tokenizer (${message.length > 200 ? `${message.slice(0, 200)}...` : message})`, {
-        hint: 'its normalizer, pre_tokenizer, post_processor or decoder block is malformed; restore tokenizer.json from the model',
-        cause: e,
-      });
+      throw new FormatError(
+        this.file,
+        `@huggingface/tokenizers cannot ${what} with this tokenizer (${message.length > 200 ? `${message.slice(0, 200)}...` : message})`,
+        {
+          hint: 'its normalizer, pre_tokenizer, post_processor or decoder block is malformed; restore tokenizer.json from the model',
+          cause: e,
+        },
+      );
     }
   }
 
@@ -342,10 +339,13 @@ export function loadHfTokenizer(file: string): HfTokenizer {
     if (model.type === 'BPE') delete model.vocab;
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
-    throw new UnsupportedError(`${file}: @huggingface/tokenizers cannot build this tokenizer (${message.length > 200 ? `${message.slice(0, 200)}...` : message})`, {
-      hint: 'a normalizer, pre-tokenizer or decoder type it does not implement; see its README for the list',
-      cause: e,
-    });
+    throw new UnsupportedError(
+      `${file}: @huggingface/tokenizers cannot build this tokenizer (${message.length > 200 ? `${message.slice(0, 200)}...` : message})`,
+      {
+        hint: 'a normalizer, pre-tokenizer or decoder type it does not implement; see its README for the list',
+        cause: e,
+      },
+    );
   }
   const lookup = (token: string): number | null => lib.token_to_id(token) ?? null;
 

@@ -71,7 +71,7 @@ export class Llama2cTokenizer implements Tokenizer {
     const bytes = new TextEncoder().encode(text);
     if (bytes.length > 0) tokens.push(this.spaceId); // add_dummy_prefix
     // One codepoint = a byte plus the continuation bytes (10xxxxxx) after it, at most 4 bytes.
-    for (let i = 0; i < bytes.length; ) {
+    for (let i = 0; i < bytes.length;) {
       let end = i + 1;
       while (end < bytes.length && (bytes[end]! & 0xc0) === 0x80 && end - i < 4) end++;
       const piece = bytes.subarray(i, end);

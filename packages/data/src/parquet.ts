@@ -50,7 +50,18 @@ const ENC_PLAIN = 0;
 const ENC_PLAIN_DICTIONARY = 2;
 const ENC_RLE = 3;
 const ENC_RLE_DICTIONARY = 8;
-const ENCODING_NAMES = ['PLAIN', 'GROUP_VAR_INT', 'PLAIN_DICTIONARY', 'RLE', 'BIT_PACKED', 'DELTA_BINARY_PACKED', 'DELTA_LENGTH_BYTE_ARRAY', 'DELTA_BYTE_ARRAY', 'RLE_DICTIONARY', 'BYTE_STREAM_SPLIT'];
+const ENCODING_NAMES = [
+  'PLAIN',
+  'GROUP_VAR_INT',
+  'PLAIN_DICTIONARY',
+  'RLE',
+  'BIT_PACKED',
+  'DELTA_BINARY_PACKED',
+  'DELTA_LENGTH_BYTE_ARRAY',
+  'DELTA_BYTE_ARRAY',
+  'RLE_DICTIONARY',
+  'BYTE_STREAM_SPLIT',
+];
 
 type Fail = (message: string) => never;
 
@@ -364,7 +375,10 @@ async function checkPages(
       const e = int(h, v2 ? 4 : 2);
       encoding(e, [ENC_PLAIN, ENC_PLAIN_DICTIONARY, ENC_RLE, ENC_RLE_DICTIONARY]);
       if ((e === ENC_PLAIN_DICTIONARY || e === ENC_RLE_DICTIONARY) && !dictionary) fail(`${at}: dictionary-encoded values without a dictionary page`);
-      const runs = (m: string): Fail => (message) => fail(`${at}: ${m}: ${message}`);
+      const runs =
+        (m: string): Fail =>
+        (message) =>
+          fail(`${at}: ${m}: ${message}`);
       if (v2) {
         const nulls = int(h, 2) ?? -1;
         const rowCount = int(h, 3) ?? -1;

@@ -114,9 +114,13 @@ export function labelScoring(tokenizer: TokenizerLike, task: TaskSpec): LabelSco
   for (let i = 0; i < keys.length; i++) {
     const j = keys.indexOf(keys[i] as string);
     if (j !== i) {
-      throw new BitDistillError('E_DATA', `task ${task.name}: label words '${task.labelWords[j]}' and '${task.labelWords[i]}' have the same tokens after the template`, {
-        hint: 'no evaluation can tell them apart: pick other label words and bump templateVersion',
-      });
+      throw new BitDistillError(
+        'E_DATA',
+        `task ${task.name}: label words '${task.labelWords[j]}' and '${task.labelWords[i]}' have the same tokens after the template`,
+        {
+          hint: 'no evaluation can tell them apart: pick other label words and bump templateVersion',
+        },
+      );
     }
   }
   const distinct = new Set(firstIds).size === firstIds.length;
@@ -171,7 +175,9 @@ export function taskTokenizerProblems(tokenizer: TokenizerLike, task: TaskSpec, 
       const text = tokenizer.decode([...word]);
       const want = predictionValue(task, k);
       if (readAnswer(task, text) !== want) {
-        problems.push(`label word '${task.labelWords[k]}' decodes as ${JSON.stringify(text)}, which generate mode does not read back as '${task.labelWords[k]}' (a lowercasing or lossy tokenizer?)`);
+        problems.push(
+          `label word '${task.labelWords[k]}' decodes as ${JSON.stringify(text)}, which generate mode does not read back as '${task.labelWords[k]}' (a lowercasing or lossy tokenizer?)`,
+        );
       }
     });
   }
@@ -233,12 +239,7 @@ export interface SftBatchOptions {
  * input positions (the last token is only a target). When L - 1 > maxLen the answer is kept whole and the prompt
  * is cut from the left (truncatePrompt), keeping a leading BOS.
  */
-export function makeSftBatch(
-  encoded: readonly EncodedExample[],
-  maxLen: number,
-  padId: number,
-  options: SftBatchOptions = {},
-): SftBatch {
+export function makeSftBatch(encoded: readonly EncodedExample[], maxLen: number, padId: number, options: SftBatchOptions = {}): SftBatch {
   if (encoded.length === 0) throw new ArgumentError('makeSftBatch: no examples');
   if (!Number.isInteger(maxLen) || maxLen < 1) {
     throw new ArgumentError(`makeSftBatch: maxLen must be a positive integer, got ${maxLen}`);
@@ -247,9 +248,7 @@ export function makeSftBatch(
     if (ex.answerIds.length === 0) throw new ArgumentError(`makeSftBatch: example ${b} has no answer tokens`);
     const promptRoom = maxLen + 1 - ex.answerIds.length;
     if (promptRoom < 1) {
-      throw new ArgumentError(
-        `makeSftBatch: maxLen ${maxLen} leaves no room for a prompt before ${ex.answerIds.length} answer tokens`,
-      );
+      throw new ArgumentError(`makeSftBatch: maxLen ${maxLen} leaves no room for a prompt before ${ex.answerIds.length} answer tokens`);
     }
     const prompt = truncatePrompt(ex.promptIds, promptRoom, options.bosId ?? null);
     if (prompt.length === 0) throw new ArgumentError(`makeSftBatch: example ${b} has an empty prompt`);

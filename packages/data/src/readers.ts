@@ -108,13 +108,7 @@ function hfColumns(task: TaskSpec): string[] {
   return [...task.fields, task.labelColumn];
 }
 
-function missingColumns(
-  file: string,
-  task: TaskSpec,
-  found: readonly string[],
-  expected: readonly string[],
-  where?: string,
-): BitDistillError {
+function missingColumns(file: string, task: TaskSpec, found: readonly string[], expected: readonly string[], where?: string): BitDistillError {
   const missing = expected.filter((c) => !found.includes(c));
   return new BitDistillError(
     'E_DATA',

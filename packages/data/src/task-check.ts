@@ -57,7 +57,10 @@ export async function checkTaskConfig(
   }
   if (task === null) return { task, issues };
   const dev = devFiles(t);
-  const files: [string, string][] = [['task.train', t.train], ...dev.map((f, i): [string, string] => [typeof t.dev === 'string' ? 'task.dev' : `task.dev[${i}]`, f])];
+  const files: [string, string][] = [
+    ['task.train', t.train],
+    ...dev.map((f, i): [string, string] => [typeof t.dev === 'string' ? 'task.dev' : `task.dev[${i}]`, f]),
+  ];
   for (const [path, f] of files) {
     try {
       const rows = await readExamples(f, task, { limit: 1, ...(t.format !== undefined ? { format: t.format } : {}) });

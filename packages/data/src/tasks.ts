@@ -119,9 +119,7 @@ export const GLUE_TASKS = {
     labelNames: [],
     labelWords: ['0', '1', '2', '3', '4', '5'],
     range: [0, 5],
-    template:
-      'Sentence 1: {sentence1}\nSentence 2: {sentence2}\n' +
-      'How similar are the two sentences, from 0 (unrelated) to 5 (same meaning)?\nAnswer:',
+    template: 'Sentence 1: {sentence1}\nSentence 2: {sentence2}\n' + 'How similar are the two sentences, from 0 (unrelated) to 5 (same meaning)?\nAnswer:',
     templateVersion: 'v1',
     metrics: ['pearson', 'spearman'],
     tsv: { rename: { label: 'score' } },
@@ -149,9 +147,7 @@ export const GLUE_TASKS = {
     labelColumn: 'label',
     labelNames: ['entailment', 'neutral', 'contradiction'],
     labelWords: ['yes', 'maybe', 'no'],
-    template:
-      'Premise: {premise}\nHypothesis: {hypothesis}\nDoes the premise entail the hypothesis? ' +
-      'Answer yes, maybe or no.\nAnswer:',
+    template: 'Premise: {premise}\nHypothesis: {hypothesis}\nDoes the premise entail the hypothesis? ' + 'Answer yes, maybe or no.\nAnswer:',
     templateVersion: 'v1',
     metrics: ['accuracy'],
     tsv: { rename: { premise: 'sentence1', hypothesis: 'sentence2', label: 'gold_label' } },
@@ -324,19 +320,7 @@ export function defineTask(spec: unknown, where: { file?: string; path?: string 
     throw new ConfigError(file, [{ path: where.path ?? '', message: 'a task must be a mapping' }]);
   }
   const o = spec as Record<string, unknown>;
-  const known = [
-    'name',
-    'kind',
-    'fields',
-    'labelColumn',
-    'labels',
-    'labelWords',
-    'template',
-    'templateVersion',
-    'metric',
-    'metrics',
-    'range',
-  ];
+  const known = ['name', 'kind', 'fields', 'labelColumn', 'labels', 'labelWords', 'template', 'templateVersion', 'metric', 'metrics', 'range'];
   for (const k of Object.keys(o)) if (!known.includes(k)) bad(k, `unknown key (known: ${known.join(', ')})`);
 
   const str = (key: string, fallback?: string): string => {
@@ -382,7 +366,12 @@ export function defineTask(spec: unknown, where: { file?: string; path?: string 
   }
   // A regression task with an integer range may leave its buckets to the range: the integers lo..hi.
   const defaultBuckets =
-    kind === 'regression' && o['labelWords'] === undefined && range !== undefined && Number.isInteger(range[0]) && Number.isInteger(range[1]) && range[1] - range[0] <= 100
+    kind === 'regression' &&
+    o['labelWords'] === undefined &&
+    range !== undefined &&
+    Number.isInteger(range[0]) &&
+    Number.isInteger(range[1]) &&
+    range[1] - range[0] <= 100
       ? Array.from({ length: range[1] - range[0] + 1 }, (_, i) => String(range[0] + i))
       : undefined;
   const labelWords = defaultBuckets ?? strList('labelWords', true) ?? [];
@@ -511,6 +500,10 @@ export function taskFromConfig(t: Readonly<Record<string, unknown>>, where: { fi
   if (custom['metric'] !== undefined) delete base['metrics'];
   // New label words for a regression registry task change the buckets, not the range.
   const merged = defineTask({ ...base, ...custom }, where);
-  const layout = { devSplits: registry.devSplits, ...(registry.tsv !== undefined ? { tsv: registry.tsv } : {}), ...(registry.glueDir !== undefined ? { glueDir: registry.glueDir } : {}) };
+  const layout = {
+    devSplits: registry.devSplits,
+    ...(registry.tsv !== undefined ? { tsv: registry.tsv } : {}),
+    ...(registry.glueDir !== undefined ? { glueDir: registry.glueDir } : {}),
+  };
   return { ...merged, ...layout };
 }

@@ -71,8 +71,13 @@ describe('Arrow fuzz', () => {
     const file = join(dir, 'bad.arrow');
     const good = stream('sst2.arrow');
     writeFileSync(file, good.subarray(0, 600));
-    const e = await readExamples(file, GLUE_TASKS.sst2).then(() => null, (err: unknown) => err);
+    const e = await readExamples(file, GLUE_TASKS.sst2).then(
+      () => null,
+      (err: unknown) => err,
+    );
     expect(e).to.be.instanceOf(FormatError);
-    expect((e as FormatError).message).to.include(file).and.include('body length');
+    expect((e as FormatError).message)
+      .to.include(file)
+      .and.include('body length');
   });
 });

@@ -135,7 +135,14 @@ describe('tasks from a config or a model record', () => {
   });
 
   it('a custom regression task: range alone gives integer buckets; buckets outside the range are refused', () => {
-    const t = defineTask({ name: 'sim', kind: 'regression', fields: ['a', 'b'], template: '{a} / {b}\nScore:', range: [1, 4], metrics: ['spearman', 'pearson'] });
+    const t = defineTask({
+      name: 'sim',
+      kind: 'regression',
+      fields: ['a', 'b'],
+      template: '{a} / {b}\nScore:',
+      range: [1, 4],
+      metrics: ['spearman', 'pearson'],
+    });
     expect(t.labelWords).to.deep.equal(['1', '2', '3', '4']);
     expect(scoreRange(t)).to.deep.equal([1, 4]);
     expect(computeMetrics(t, [NaN, 4], [1, 4]).pearson).to.be.closeTo(pearson([2.5, 4], [1, 4]), 1e-12);
@@ -191,7 +198,14 @@ describe('checkTaskConfig: what validate and train check before a step', () => {
     expect(merged.issues.map((i) => i.path)).to.deep.equal(['task.labelWords']);
     expect(merged.issues[0]?.message).to.match(/merges the end of the template/);
     // A lowercasing tokenizer decodes "Yes" as "yes": generate mode could never read it back (label mode can).
-    const lower: TokenizerLike = { ...tok, encode: (t, o) => tok.encode(t.toLowerCase(), o), decode: (ids) => tok.decode(ids), bosId: tok.bosId, eosId: tok.eosId, padId: tok.padId };
+    const lower: TokenizerLike = {
+      ...tok,
+      encode: (t, o) => tok.encode(t.toLowerCase(), o),
+      decode: (ids) => tok.decode(ids),
+      bosId: tok.bosId,
+      eosId: tok.eosId,
+      padId: tok.padId,
+    };
     const cased = { name: 'rte', ...files, labelWords: ['Yes', 'No'] };
     expect((await checkTaskConfig(cased, lower, 'label')).issues).to.deep.equal([]);
     expect((await checkTaskConfig(cased, lower, 'generate')).issues[0]?.message).to.match(/decodes as "yes"/);

@@ -126,14 +126,33 @@ describe('tokenizer.json checks', () => {
   }
 
   it('accepts merges as ["a","b"] pairs or "a b" strings, and normalises them to pairs', () => {
-    const fromPairs = validateTokenizerJson(bpe([['a', 'b'], ['ab', 'c']]), 't.json');
+    const fromPairs = validateTokenizerJson(
+      bpe([
+        ['a', 'b'],
+        ['ab', 'c'],
+      ]),
+      't.json',
+    );
     const fromStrings = validateTokenizerJson(bpe(['a b', 'ab c']), 't.json');
     const merges = (j: { json: Record<string, unknown> }): unknown => (j.json.model as Record<string, unknown>).merges;
-    expect(merges(fromStrings)).to.deep.equal([['a', 'b'], ['ab', 'c']]).and.deep.equal(merges(fromPairs));
+    expect(merges(fromStrings))
+      .to.deep.equal([
+        ['a', 'b'],
+        ['ab', 'c'],
+      ])
+      .and.deep.equal(merges(fromPairs));
   });
 
   it('names the file, the merge index and the missing token for a corrupted merges list', () => {
-    const e = thrown(() => validateTokenizerJson(bpe([['a', 'b'], ['b', 'c']]), 'bad.json'));
+    const e = thrown(() =>
+      validateTokenizerJson(
+        bpe([
+          ['a', 'b'],
+          ['b', 'c'],
+        ]),
+        'bad.json',
+      ),
+    );
     expect(e).to.be.instanceOf(FormatError);
     expect(e.message).to.equal('bad.json: model.merges[1] ("b" + "c"): token "bc" is not in model.vocab');
     expect(thrown(() => validateTokenizerJson(bpe(['a b', 'ab x']), 'bad.json')).message).to.match(/merges\[1\].*token "x"/);
@@ -151,7 +170,12 @@ describe('tokenizer.json checks', () => {
     expect(thrown(() => validateTokenizerJson(clash, 'c.json')).message).to.match(/model.vocab uses id 1 for "b"/);
     const moved = bpe([], { added_tokens: [{ id: 9, content: 'abc' }] });
     expect(thrown(() => validateTokenizerJson(moved, 'm.json')).message).to.match(/model.vocab gives this token id 4/);
-    const twice = bpe([], { added_tokens: [{ id: 5, content: '<s>' }, { id: 5, content: '</s>' }] });
+    const twice = bpe([], {
+      added_tokens: [
+        { id: 5, content: '<s>' },
+        { id: 5, content: '</s>' },
+      ],
+    });
     expect(thrown(() => validateTokenizerJson(twice, 't.json')).message).to.match(/id 5 is also used by "<s>"/);
   });
 
@@ -163,13 +187,19 @@ describe('tokenizer.json checks', () => {
     after(() => rmSync(dir, { recursive: true, force: true }));
 
     it('uses common added-token names without a config, and the config when there is one', () => {
-      const json = bpe([['a', 'b'], ['ab', 'c']], {
-        added_tokens: [
-          { id: 5, content: '<s>', special: true },
-          { id: 6, content: '</s>', special: true },
-          { id: 7, content: '<pad>', special: true },
+      const json = bpe(
+        [
+          ['a', 'b'],
+          ['ab', 'c'],
         ],
-      });
+        {
+          added_tokens: [
+            { id: 5, content: '<s>', special: true },
+            { id: 6, content: '</s>', special: true },
+            { id: 7, content: '<pad>', special: true },
+          ],
+        },
+      );
       const file = join(dir, 'tokenizer.json');
       writeFileSync(file, JSON.stringify(json));
       const plain = loadHfTokenizer(file);

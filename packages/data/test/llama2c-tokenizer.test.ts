@@ -88,12 +88,7 @@ describe('llama2.c tokenizer (stories260K tok512.bin)', () => {
 
   it('encodes "Once upon a time" with BOS as the reference does', () => {
     expect(tok.encode('Once upon a time', { addBos: true })).to.deep.equal([1, 403, 407, 261, 378]);
-    expect(['Once', 'upon', 'a', 'time'].map((w) => tok.idToToken(tok.encode(w)[0]!))).to.deep.equal([
-      ' Once',
-      ' upon',
-      ' a',
-      ' time',
-    ]);
+    expect(['Once', 'upon', 'a', 'time'].map((w) => tok.idToToken(tok.encode(w)[0]!))).to.deep.equal([' Once', ' upon', ' a', ' time']);
   });
 
   it('matches the independent Python port of run.c on every golden string', () => {
@@ -170,9 +165,7 @@ describe('llama2.c tokenizer file checks', () => {
       expect(e, `cut at ${cut}`).to.be.instanceOf(FormatError);
       expect(e.message).to.match(/^cut\.bin: /);
     }
-    expect(thrown(() => parseLlama2cTokenizer(bytes.subarray(0, bytes.length - 1), 'cut.bin')).message).to.match(
-      /truncated in token 261/,
-    );
+    expect(thrown(() => parseLlama2cTokenizer(bytes.subarray(0, bytes.length - 1), 'cut.bin')).message).to.match(/truncated in token 261/);
   });
 
   it('fails on negative and over-long token lengths', () => {

@@ -24,7 +24,12 @@ describe('metrics', () => {
     // scikit-learn's documented example: y_true [+1,+1,+1,-1], y_pred [+1,-1,+1,+1] -> -1/3
     expect(matthews([1, -1, 1, 1], [1, 1, 1, -1])).to.be.closeTo(-1 / 3, 1e-12);
     expect(matthews(golds, golds)).to.equal(1);
-    expect(matthews(golds.map((g) => 1 - g), golds)).to.equal(-1);
+    expect(
+      matthews(
+        golds.map((g) => 1 - g),
+        golds,
+      ),
+    ).to.equal(-1);
     expect(matthews([1, 1, 1, 1, 1], golds)).to.equal(0); // constant prediction: undefined, reported 0
     // an invalid prediction (-1) is in no class: c = 3, s = 5, t = (2, 3), p = (2, 2)
     // (c s - sum p t) / sqrt((s^2 - sum p^2)(s^2 - sum t^2)) = (15 - 10) / sqrt(17 * 12)

@@ -17,7 +17,10 @@ const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${na
 const SEED = 20250122;
 
 async function failure(p: Promise<unknown>): Promise<BitDistillError> {
-  const e = await p.then(() => null, (err: unknown) => err);
+  const e = await p.then(
+    () => null,
+    (err: unknown) => err,
+  );
   expect(e).to.be.instanceOf(BitDistillError);
   return e as BitDistillError;
 }

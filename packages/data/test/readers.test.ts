@@ -83,7 +83,14 @@ describe('dataset readers', () => {
   });
 
   it('a custom task reads its own column names', async () => {
-    const task = defineTask({ name: 'mini', fields: ['sentence'], template: '{sentence}:', labels: ['neg', 'pos'], labelWords: ['bad', 'good'], metric: 'accuracy' });
+    const task = defineTask({
+      name: 'mini',
+      fields: ['sentence'],
+      template: '{sentence}:',
+      labels: ['neg', 'pos'],
+      labelWords: ['bad', 'good'],
+      metric: 'accuracy',
+    });
     expect((await readExamples(fixture('sst2.parquet'), task)).map((r) => r.label)).to.deep.equal([1, 0, 1, 0, 0, 1]);
   });
 

@@ -162,9 +162,7 @@ describe('prompt encoding and SFT batches', () => {
     expect(tok.decode(enc.answerIds)).to.equal(' positive');
     expect(enc.answerIds[1]).to.equal(tok.eosId);
     // prompt + answer ids are exactly the tokenization of prompt + ' ' + word
-    expect([...enc.promptIds, ...enc.answerIds.slice(0, -1)]).to.deep.equal(
-      tok.encode(`${renderPrompt(sst2, example.fields)} positive`, { addBos: true }),
-    );
+    expect([...enc.promptIds, ...enc.answerIds.slice(0, -1)]).to.deep.equal(tok.encode(`${renderPrompt(sst2, example.fields)} positive`, { addBos: true }));
   });
 
   it('a SentencePiece-style dummy prefix does not leak a lone space token into the answer', () => {

@@ -19,16 +19,16 @@ const SEED = 20250123;
 const LABELS = ['"positive"', '-1', '1e400', '[[[1]]]', '{}', 'null', 'true', '"0"', '1.5', '99999999999999999999', '"entailment"', '""', 'x'.repeat(5000)];
 
 const LABEL_MUTATOR: Mutator = (rng, base) => {
-    // A label value replaced: after "label": in JSON, or the last column of a TSV line.
-    const text = latin1.decode(base);
-    const spots = [...text.matchAll(/"label": ?(-?\d+)|\t([^\t\n]*)\n/g)];
-    if (spots.length === 0) return { what: 'no label', bytes: base.slice() };
-    const m = pick(rng, spots);
-    const value = m[1] ?? m[2] ?? '';
-    const start = (m.index as number) + m[0].lastIndexOf(value);
-    const v = pick(rng, LABELS);
-    return { what: `label ${JSON.stringify(v.slice(0, 20))}`, bytes: splice(base, start, value.length, enc.encode(v)) };
-  };
+  // A label value replaced: after "label": in JSON, or the last column of a TSV line.
+  const text = latin1.decode(base);
+  const spots = [...text.matchAll(/"label": ?(-?\d+)|\t([^\t\n]*)\n/g)];
+  if (spots.length === 0) return { what: 'no label', bytes: base.slice() };
+  const m = pick(rng, spots);
+  const value = m[1] ?? m[2] ?? '';
+  const start = (m.index as number) + m[0].lastIndexOf(value);
+  const v = pick(rng, LABELS);
+  return { what: `label ${JSON.stringify(v.slice(0, 20))}`, bytes: splice(base, start, value.length, enc.encode(v)) };
+};
 
 const MUTATORS = [...TEXT_MUTATORS, LABEL_MUTATOR, ...TEXT_MUTATORS, LABEL_MUTATOR, ...BINARY_MUTATORS];
 
@@ -60,11 +60,17 @@ describe('TSV / JSON Lines fuzz', () => {
       [bytes(fixture('cola.tsv')), GLUE_TASKS.cola],
     ];
     const file = join(dir, 'case.tsv');
-    const r = await runFuzz(SEED, 600, bases.map(([b]) => b), MUTATORS, async (b, i) => {
-      writeFileSync(file, b);
-      const task = (bases[i] as [Uint8Array, TaskSpec])[1];
-      checkRows(await readExamples(file, task), task, b);
-    });
+    const r = await runFuzz(
+      SEED,
+      600,
+      bases.map(([b]) => b),
+      MUTATORS,
+      async (b, i) => {
+        writeFileSync(file, b);
+        const task = (bases[i] as [Uint8Array, TaskSpec])[1];
+        checkRows(await readExamples(file, task), task, b);
+      },
+    );
     expect(r.rejected, 'rejected').to.be.greaterThan(150);
     expect(r.accepted, 'accepted').to.be.greaterThan(150);
     expect(r.maxMs, `slowest: ${r.slowest}`).to.be.below(2000);
@@ -121,7 +127,10 @@ describe('TSV / JSON Lines fuzz', () => {
     expect(e).to.be.instanceOf(FormatError);
     expect(e.message).to.include('line 2 is longer than 64 MiB');
     const s = new CorpusStream(file, new ByteTokenizer(), 4);
-    const e2 = (await s.next().then(() => s.next()).catch((err: unknown) => err)) as BitDistillError;
+    const e2 = (await s
+      .next()
+      .then(() => s.next())
+      .catch((err: unknown) => err)) as BitDistillError;
     expect(e2).to.be.instanceOf(FormatError);
     expect(e2.message).to.include('line at byte 45 is longer than 64 MiB');
   });

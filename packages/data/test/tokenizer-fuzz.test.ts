@@ -22,7 +22,10 @@ function replaceMatch(rng: Rng, base: Uint8Array, re: RegExp, values: readonly s
   if (matches.length === 0) return { what: 'no match', bytes: base.slice() };
   const m = pick(rng, matches);
   const v = pick(rng, values);
-  return { what: `${JSON.stringify(m[0].slice(0, 20))} -> ${JSON.stringify(v.slice(0, 20))}`, bytes: splice(base, m.index as number, m[0].length, enc.encode(v)) };
+  return {
+    what: `${JSON.stringify(m[0].slice(0, 20))} -> ${JSON.stringify(v.slice(0, 20))}`,
+    bytes: splice(base, m.index as number, m[0].length, enc.encode(v)),
+  };
 }
 
 const NUMBERS = ['-1', '1e300', '1.5', '99999999999', '0', '4294967296', '"7"', 'null', '[]', '3', '100'];
@@ -30,7 +33,8 @@ const STRINGS = ['""', '"BPE"', '"WordPiece"', '"Unigram"', '"[UNK]"', '42', 'nu
 const JSON_MUTATORS: Mutator[] = [
   (rng, base) => replaceMatch(rng, base, /-?\d+(\.\d+)?/g, [...NUMBERS, String(rng.int(700))]),
   (rng, base) => replaceMatch(rng, base, /"(?:[^"\\]|\\.)*"/g, STRINGS),
-  (rng, base) => replaceMatch(rng, base, /\[|\{/g, ['[' + '['.repeat(100_000) + ']'.repeat(100_000) + ',', '{"a":'.repeat(50_000) + '1' + '}'.repeat(50_000) + ',']),
+  (rng, base) =>
+    replaceMatch(rng, base, /\[|\{/g, ['[' + '['.repeat(100_000) + ']'.repeat(100_000) + ',', '{"a":'.repeat(50_000) + '1' + '}'.repeat(50_000) + ',']),
 ];
 
 function checkTokenizer(t: Tokenizer): void {

@@ -78,20 +78,28 @@ export function taskForModel(name: string | undefined, modelBlock: Record<string
   const from = choice.templateFrom;
   if (from === 'builtin') {
     const n = name ?? (typeof choice.config?.['name'] === 'string' ? choice.config['name'] : undefined);
-    if (n === undefined) throw new BitDistillError('E_USAGE', '--template-from builtin needs --task NAME', { hint: 'name the GLUE task whose built-in template to use' });
+    if (n === undefined)
+      throw new BitDistillError('E_USAGE', '--template-from builtin needs --task NAME', { hint: 'name the GLUE task whose built-in template to use' });
     return getTask(n);
   }
   if (from === 'config') {
-    if (choice.config === undefined) throw new BitDistillError('E_USAGE', '--template-from config needs --config FILE', { hint: 'pass the training config that defines the task' });
+    if (choice.config === undefined)
+      throw new BitDistillError('E_USAGE', '--template-from config needs --config FILE', { hint: 'pass the training config that defines the task' });
     const t = taskFromConfig(choice.config, { file: 'config', path: 'task' });
     if (name !== undefined && !sameTask(name, t.name)) throw mismatch(name, t.name, 'the config defines');
     return t;
   }
   const recorded = modelTask(modelBlock);
   if (recorded === null) {
-    if (from === 'model') throw new BitDistillError('E_USAGE', '--template-from model: the model records no task', { hint: 'evaluate a checkpoint or export written by `bitdistill train`, or pass --template-from builtin' });
+    if (from === 'model')
+      throw new BitDistillError('E_USAGE', '--template-from model: the model records no task', {
+        hint: 'evaluate a checkpoint or export written by `bitdistill train`, or pass --template-from builtin',
+      });
     if (choice.config !== undefined) return taskFromConfig(choice.config, { file: 'config', path: 'task' });
-    if (name === undefined) throw new BitDistillError('E_USAGE', 'the model records no task: pass --task NAME (or --config FILE)', { hint: 'models written by `bitdistill train` carry their task; a base model does not' });
+    if (name === undefined)
+      throw new BitDistillError('E_USAGE', 'the model records no task: pass --task NAME (or --config FILE)', {
+        hint: 'models written by `bitdistill train` carry their task; a base model does not',
+      });
     return getTask(name);
   }
   if (name !== undefined && !sameTask(name, recorded.name)) throw mismatch(name, recorded.name, 'the model was trained for');
@@ -110,7 +118,8 @@ function mismatch(asked: string, actual: string, what: string): BitDistillError 
 export function modelTask(block: Record<string, unknown> | null): TaskSpec | null {
   if (block === null) return null;
   const spec = block['taskSpec'];
-  if (spec !== null && typeof spec === 'object' && !Array.isArray(spec)) return taskFromConfig(spec as Record<string, unknown>, { file: 'config.json', path: 'bitdistill.taskSpec' });
+  if (spec !== null && typeof spec === 'object' && !Array.isArray(spec))
+    return taskFromConfig(spec as Record<string, unknown>, { file: 'config.json', path: 'bitdistill.taskSpec' });
   const name = block['task'];
   if (typeof name !== 'string') return null;
   const t: Record<string, unknown> = { name };
@@ -125,11 +134,15 @@ export function defaultDataFile(task: TaskSpec, split: string, root = 'datasets/
 
 /** The shipped GLUE files for a task and split: `dev` is every dev split (MNLI: matched, mismatched). */
 export function defaultDataFiles(task: TaskSpec, split: string, root = 'datasets/glue'): string[] {
-  if (task.glueDir === undefined) throw new ArgumentError(`task '${task.name}' has no default data file`, { hint: 'pass --data FILE, or --config FILE to read its task.dev' });
+  if (task.glueDir === undefined)
+    throw new ArgumentError(`task '${task.name}' has no default data file`, { hint: 'pass --data FILE, or --config FILE to read its task.dev' });
   const names = split === 'dev' ? task.devSplits.map((d) => d.tsv) : [split.endsWith('.tsv') ? split : `${split}.tsv`];
   return names.map((file) => {
     const path = join(root, task.glueDir as string, file);
-    if (!existsSync(path)) throw new NotFoundError(path, `no ${split} data for ${task.name} at ${path}`, { hint: 'pass --data FILE (TSV, JSONL, parquet or Arrow with the HF column names)' });
+    if (!existsSync(path))
+      throw new NotFoundError(path, `no ${split} data for ${task.name} at ${path}`, {
+        hint: 'pass --data FILE (TSV, JSONL, parquet or Arrow with the HF column names)',
+      });
     return path;
   });
 }
@@ -149,7 +162,11 @@ export async function runEval(
     const r = await predictor.predict(task, set, o.mode, o.maxLen);
     tokens += r.tokens;
     examples += set.length;
-    const m = computeMetrics(task, r.preds, set.map((e) => e.label));
+    const m = computeMetrics(
+      task,
+      r.preds,
+      set.map((e) => e.label),
+    );
     for (const [k, v] of Object.entries(m)) metrics[`${k}${devSuffix(task, i, sets.length)}`] = v;
   }
   const seconds = (performance.now() - t0) / 1000;
@@ -190,7 +207,7 @@ export function reportMarkdown(r: EvalReport): string {
 export function readModelBlock(dir: string): Record<string, unknown> | null {
   const p = join(dir, 'config.json');
   if (!existsSync(p)) return null;
-  const raw = readJsonObjectFile(p, 'the model\'s config.json is corrupt; evaluate an intact checkpoint (checkpoints/step-N)');
+  const raw = readJsonObjectFile(p, "the model's config.json is corrupt; evaluate an intact checkpoint (checkpoints/step-N)");
   const b = (raw as Record<string, unknown>)['bitdistill'];
   return b !== null && typeof b === 'object' && !Array.isArray(b) ? (b as Record<string, unknown>) : null;
 }

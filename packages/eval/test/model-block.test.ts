@@ -23,7 +23,13 @@ describe('readModelBlock', () => {
   });
 
   it('a config.json that is not JSON, or JSON but not an object, is a FormatError naming it', () => {
-    for (const [text, what] of [['{"bitdistill": {', /not valid JSON/], ['null', /expected a JSON object/], ['[{}]', /expected a JSON object/], ['12', /expected a JSON object/], ['', /not valid JSON/]] as const) {
+    for (const [text, what] of [
+      ['{"bitdistill": {', /not valid JSON/],
+      ['null', /expected a JSON object/],
+      ['[{}]', /expected a JSON object/],
+      ['12', /expected a JSON object/],
+      ['', /not valid JSON/],
+    ] as const) {
       withConfig(text);
       try {
         readModelBlock(dir);

@@ -12,8 +12,28 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FormatError, NotFoundError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
-import { loadSafetensorsDir, packTernaryHF, readJsonObjectFile, readSafetensors, tensorToFloat32, unpackTernaryHF, writeSafetensors, f32ArrayToBf16, type TensorEntry } from '@bitdistill/format';
-import { hfConfigKeys, parseDecoderConfig, parseProjectionWeight, PROJECTIONS, projectionName, projectionShape, type DecoderConfig, ternaryQuantRef, type WeightQuantMode } from '@bitdistill/arch';
+import {
+  loadSafetensorsDir,
+  packTernaryHF,
+  readJsonObjectFile,
+  readSafetensors,
+  tensorToFloat32,
+  unpackTernaryHF,
+  writeSafetensors,
+  f32ArrayToBf16,
+  type TensorEntry,
+} from '@bitdistill/format';
+import {
+  hfConfigKeys,
+  parseDecoderConfig,
+  parseProjectionWeight,
+  PROJECTIONS,
+  projectionName,
+  projectionShape,
+  type DecoderConfig,
+  ternaryQuantRef,
+  type WeightQuantMode,
+} from '@bitdistill/arch';
 import { describeSublnEpsMismatch, sublnEpsMismatch, type SublnEpsMismatch } from './subln-eps.ts';
 
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.bin', 'vocab.txt'];
@@ -50,7 +70,8 @@ export interface ExportReport {
 
 /** A run's stage folder resolves to its final checkpoint; a checkpoint folder is taken as it is. */
 export function resolveCheckpoint(from: string): string {
-  if (!existsSync(from)) throw new NotFoundError(from, `checkpoint '${from}' does not exist`, { hint: 'pass --from runs/<name>/<stage> or a checkpoint folder' });
+  if (!existsSync(from))
+    throw new NotFoundError(from, `checkpoint '${from}' does not exist`, { hint: 'pass --from runs/<name>/<stage> or a checkpoint folder' });
   if (existsSync(join(from, 'config.json'))) return from;
   if (existsSync(join(from, 'final', 'config.json'))) return join(from, 'final');
   throw new NotFoundError(join(from, 'config.json'), `no config.json in '${from}' (nor in ${join(from, 'final')})`, {
@@ -60,9 +81,8 @@ export function resolveCheckpoint(from: string): string {
 
 /** A checkpoint's config.json as an object (a FormatError naming the file otherwise). */
 export function readConfigJson(path: string): Record<string, unknown> {
-  return readJsonObjectFile(path, 'the checkpoint\'s config.json is corrupt; export an intact checkpoint (checkpoints/step-N) instead');
+  return readJsonObjectFile(path, "the checkpoint's config.json is corrupt; export an intact checkpoint (checkpoints/step-N) instead");
 }
-
 
 /**
  * The checkpoint's tensors against its config.json, before anything loops over the config's sizes (the GGUF
@@ -73,12 +93,15 @@ export function readConfigJson(path: string): Record<string, unknown> {
  */
 export function checkCheckpoint(c: DecoderConfig, tensors: ReadonlyMap<string, TensorEntry>, dir: string, o: { shapes: boolean }): void {
   const fail = (message: string): never => {
-    throw new FormatError(join(dir, 'model.safetensors'), message, { hint: 'the weights and config.json of this checkpoint disagree; export an intact checkpoint (checkpoints/step-N) instead' });
+    throw new FormatError(join(dir, 'model.safetensors'), message, {
+      hint: 'the weights and config.json of this checkpoint disagree; export an intact checkpoint (checkpoints/step-N) instead',
+    });
   };
   const shaped = (name: string, want: readonly number[], what: string): void => {
     const t = tensors.get(name);
     if (t === undefined) fail(`tensor '${name}' is missing`);
-    else if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) fail(`tensor '${name}' is [${t.shape.join(', ')}]; config.json implies [${want.join(', ')}] (${what})`);
+    else if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i]))
+      fail(`tensor '${name}' is [${t.shape.join(', ')}]; config.json implies [${want.join(', ')}] (${what})`);
   };
   shaped('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize], '[vocab_size, hidden_size]');
   if (o.shapes && !c.tieWordEmbeddings) shaped('lm_head.weight', [c.vocabSize, c.hiddenSize], '[vocab_size, hidden_size]');
@@ -89,7 +112,7 @@ export function checkCheckpoint(c: DecoderConfig, tensors: ReadonlyMap<string, T
   for (let l = 0; l < c.numLayers; l++) {
     for (const pr of PROJECTIONS) {
       const name = `${projectionName(l, pr)}.weight`;
-      if (o.shapes) shaped(name, projectionShape(c, pr), '[out, in] from the config\'s sizes');
+      if (o.shapes) shaped(name, projectionShape(c, pr), "[out, in] from the config's sizes");
       else if (!tensors.has(name)) fail(`tensor '${name}' is missing (num_hidden_layers is ${c.numLayers})`);
     }
   }
@@ -123,29 +146,58 @@ export function isQuantized(name: string, exclude: readonly string[]): boolean {
  * hidden/intermediate with eps rms_norm_eps; its config defaults (hidden_act relu2, rope_theta 500000, untied
  * embeddings, Llama-3 bos/eos ids) differ from ours, so every one of those keys is written explicitly.
  */
-function hfCompatConfig(config: Record<string, unknown>, cfgPath: string, student: StudentBlock, linearClass: 'autobitlinear' | 'bitlinear'): Record<string, unknown> {
+function hfCompatConfig(
+  config: Record<string, unknown>,
+  cfgPath: string,
+  student: StudentBlock,
+  linearClass: 'autobitlinear' | 'bitlinear',
+): Record<string, unknown> {
   const c = parseDecoderConfig(config, cfgPath);
   const problems: string[] = [];
-  if (c.modelType !== 'llama') problems.push(`model_type ${c.modelType}: transformers' BitNet model (BitNetForCausalLM) is Llama-based; ${c.modelType === 'qwen3' ? 'q_norm/k_norm' : 'q/k/v biases'} have no place in it`);
+  if (c.modelType !== 'llama')
+    problems.push(
+      `model_type ${c.modelType}: transformers' BitNet model (BitNetForCausalLM) is Llama-based; ${c.modelType === 'qwen3' ? 'q_norm/k_norm' : 'q/k/v biases'} have no place in it`,
+    );
   if (c.qkvBias || c.oBias) problems.push('attention_bias: AutoBitLinear scales the bias together with the product (output * weight_scale), which changes it');
-  if (c.subln === 'allnorm') problems.push("subln allnorm: BitNetForCausalLM has SubLN only before o_proj and down_proj (subln standard); transformers' quantization_config use_rms_norm would need renamed per-projection norms, which this export does not write");
-  if (student.weightQuant !== 'absmean') problems.push(`weightQuant ${student.weightQuant}: transformers' BitLinear/AutoBitLinear hold one weight_scale per tensor (absmean)`);
-  if (c.subln === 'standard' && c.numHeads * c.headDim !== c.hiddenSize) problems.push(`num_attention_heads x head_dim = ${c.numHeads * c.headDim} differs from hidden_size ${c.hiddenSize}, the size of BitNet's attn_sub_norm`);
+  if (c.subln === 'allnorm')
+    problems.push(
+      "subln allnorm: BitNetForCausalLM has SubLN only before o_proj and down_proj (subln standard); transformers' quantization_config use_rms_norm would need renamed per-projection norms, which this export does not write",
+    );
+  if (student.weightQuant !== 'absmean')
+    problems.push(`weightQuant ${student.weightQuant}: transformers' BitLinear/AutoBitLinear hold one weight_scale per tensor (absmean)`);
+  if (c.subln === 'standard' && c.numHeads * c.headDim !== c.hiddenSize)
+    problems.push(`num_attention_heads x head_dim = ${c.numHeads * c.headDim} differs from hidden_size ${c.hiddenSize}, the size of BitNet's attn_sub_norm`);
   const outs = [c.numHeads * c.headDim, c.numKvHeads * c.headDim, c.hiddenSize, c.intermediateSize];
   if (outs.some((n) => n % 4 !== 0)) problems.push(`output sizes ${outs.join(', ')} must be multiples of 4: transformers allocates out // 4 packed rows`);
   if (problems.length > 0) {
     throw new UnsupportedError(`${cfgPath}: --hf-compat cannot describe this student to transformers:\n  - ${problems.join('\n  - ')}`, {
-      hint: 'export without --hf-compat and run it with BitDistill\'s runtime (bitdistill eval --runtime kernels); docs/interop.md lists what each target runs',
+      hint: "export without --hf-compat and run it with BitDistill's runtime (bitdistill eval --runtime kernels); docs/interop.md lists what each target runs",
     });
   }
   const hf = hfConfigKeys(c);
   const keys: Record<string, unknown> = Object.fromEntries(
-    ['hidden_act', 'rope_theta', 'rms_norm_eps', 'tie_word_embeddings', 'head_dim', 'num_key_value_heads', 'max_position_embeddings', 'attention_bias', 'bos_token_id', 'eos_token_id'].map((k) => [k, hf[k]]),
+    [
+      'hidden_act',
+      'rope_theta',
+      'rms_norm_eps',
+      'tie_word_embeddings',
+      'head_dim',
+      'num_key_value_heads',
+      'max_position_embeddings',
+      'attention_bias',
+      'bos_token_id',
+      'eos_token_id',
+    ].map((k) => [k, hf[k]]),
   );
   return {
     ...(c.subln === 'standard' ? { model_type: 'bitnet', architectures: ['BitNetForCausalLM'] } : {}),
     ...keys,
-    quantization_config: { quant_method: 'bitnet', linear_class: linearClass, quantization_mode: 'offline', modules_to_not_convert: ['lm_head', ...student.exclude] },
+    quantization_config: {
+      quant_method: 'bitnet',
+      linear_class: linearClass,
+      quantization_mode: 'offline',
+      modules_to_not_convert: ['lm_head', ...student.exclude],
+    },
   };
 }
 
@@ -185,7 +237,12 @@ export function exportTernary(o: ExportOptions): ExportReport {
   const exportConfig = {
     ...config,
     // Excluded projections stay dense: transformers must not swap them for BitNet linears either.
-    quantization_config: { quant_method: 'bitnet', linear_class: 'autobitlinear', quantization_mode: 'offline', ...(student.exclude.length > 0 ? { modules_to_not_convert: ['lm_head', ...student.exclude] } : {}) },
+    quantization_config: {
+      quant_method: 'bitnet',
+      linear_class: 'autobitlinear',
+      quantization_mode: 'offline',
+      ...(student.exclude.length > 0 ? { modules_to_not_convert: ['lm_head', ...student.exclude] } : {}),
+    },
     ...hf,
     bitdistill: {
       ...(config['bitdistill'] as Record<string, unknown>),
@@ -221,7 +278,12 @@ export function exportTernary(o: ExportOptions): ExportReport {
 }
 
 /** Re-read what was written and check it against the checkpoint: codes, scales, and every other tensor. */
-function verifyExport(dir: string, source: Map<string, TensorEntry>, expected: Map<string, { codes: Int8Array; scales: Float32Array }>, dtype: 'F32' | 'BF16'): void {
+function verifyExport(
+  dir: string,
+  source: Map<string, TensorEntry>,
+  expected: Map<string, { codes: Int8Array; scales: Float32Array }>,
+  dtype: 'F32' | 'BF16',
+): void {
   const file = join(dir, 'model.safetensors');
   const { tensors } = readSafetensors(file);
   for (const [name, t] of source) {
@@ -243,7 +305,8 @@ function verifyExport(dir: string, source: Map<string, TensorEntry>, expected: M
       const a = tensorToFloat32(t);
       const b = tensorToFloat32(got);
       const ref = dtype === 'BF16' ? tensorToFloat32({ dtype: 'BF16', shape: t.shape, data: f32ArrayToBf16(a) }) : a;
-      if (b.length !== ref.length || b.some((v, i) => !Object.is(v, ref[i]))) throw new FormatError(file, `verification: tensor '${name}' differs from the checkpoint's`);
+      if (b.length !== ref.length || b.some((v, i) => !Object.is(v, ref[i])))
+        throw new FormatError(file, `verification: tensor '${name}' differs from the checkpoint's`);
     }
   }
 }

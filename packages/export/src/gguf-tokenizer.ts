@@ -23,7 +23,8 @@ import { loadLlama2cTokenizer, loadTokenizer } from '@bitdistill/data';
 export const TOKEN_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
 
 /** Qwen2/Qwen2.5/Qwen3 tokenizer.json Split regex; llama.cpp names this pre-tokenizer "qwen2". */
-export const QWEN2_PRETOKENIZER_REGEX = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+export const QWEN2_PRETOKENIZER_REGEX =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 export interface GgufTokenizer {
   entries: [string, GgufValue][];
@@ -55,16 +56,21 @@ function readJsonObject(file: string, text: string): Json {
   try {
     v = JSON.parse(text);
   } catch (e) {
-    throw new FormatError(file, `not valid JSON: ${(e as Error).message}`, { hint: 'the tokenizer files of the checkpoint are corrupt; copy them again from the base model', cause: e });
+    throw new FormatError(file, `not valid JSON: ${(e as Error).message}`, {
+      hint: 'the tokenizer files of the checkpoint are corrupt; copy them again from the base model',
+      cause: e,
+    });
   }
-  if (!isObject(v)) throw new FormatError(file, 'expected a JSON object', { hint: 'the tokenizer files of the checkpoint are corrupt; copy them again from the base model' });
+  if (!isObject(v))
+    throw new FormatError(file, 'expected a JSON object', { hint: 'the tokenizer files of the checkpoint are corrupt; copy them again from the base model' });
   return v;
 }
 
 /** The tokenizer of checkpoint folder `dir` as GGUF metadata for a model with `vocabSize` embedding rows. */
 export function ggufTokenizerMetadata(dir: string, vocabSize: number, config: Json): GgufTokenizer {
   // Ids up to vocabSize are padded one by one: the caller checks it against the embedding first.
-  if (!Number.isSafeInteger(vocabSize) || vocabSize < 1 || vocabSize > 1 << 22) throw new ArgumentError(`ggufTokenizerMetadata: vocabSize must be an integer in [1, 2^22], got ${vocabSize}`);
+  if (!Number.isSafeInteger(vocabSize) || vocabSize < 1 || vocabSize > 1 << 22)
+    throw new ArgumentError(`ggufTokenizerMetadata: vocabSize must be an integer in [1, 2^22], got ${vocabSize}`);
   if (existsSync(join(dir, 'tokenizer.json'))) return hfBpe(dir, vocabSize, config);
   const bin = existsSync(join(dir, 'tokenizer.bin')) ? join(dir, 'tokenizer.bin') : null;
   if (bin !== null) return llama2c(bin, vocabSize);
@@ -81,7 +87,8 @@ function pad(tokens: string[], types: number[], scores: number[] | null, vocabSi
 
 function llama2c(file: string, vocabSize: number): GgufTokenizer {
   const tok = loadLlama2cTokenizer(file);
-  if (tok.vocabSize > vocabSize) return { entries: [], problems: [`${file} has ${tok.vocabSize} tokens, more than the model's vocab_size ${vocabSize}`], kind: 'llama' };
+  if (tok.vocabSize > vocabSize)
+    return { entries: [], problems: [`${file} has ${tok.vocabSize} tokens, more than the model's vocab_size ${vocabSize}`], kind: 'llama' };
   const tokens: string[] = [];
   const types: number[] = [];
   const scores: number[] = Array.from(tok.scores);
@@ -132,18 +139,23 @@ function hfBpe(dir: string, vocabSize: number, config: Json): GgufTokenizer {
   const json = readJsonObject(file, text);
   const model = isObject(json['model']) ? json['model'] : {};
   const problems: string[] = [];
-  if (tok.kind !== 'bpe') problems.push(`${file} is a ${tok.kind} tokenizer; llama.cpp's decoder GGUFs take SentencePiece ("llama") or byte-level BPE ("gpt2") vocabularies`);
+  if (tok.kind !== 'bpe')
+    problems.push(`${file} is a ${tok.kind} tokenizer; llama.cpp's decoder GGUFs take SentencePiece ("llama") or byte-level BPE ("gpt2") vocabularies`);
   const pre = json['pre_tokenizer'];
-  const split = isObject(pre) && Array.isArray(pre['pretokenizers']) ? (pre['pretokenizers'] as unknown[]).find((p) => isObject(p) && p['type'] === 'Split') : undefined;
+  const split =
+    isObject(pre) && Array.isArray(pre['pretokenizers']) ? (pre['pretokenizers'] as unknown[]).find((p) => isObject(p) && p['type'] === 'Split') : undefined;
   const regex = isObject(split) && isObject(split['pattern']) ? split['pattern']['Regex'] : undefined;
   if (tok.kind === 'bpe' && regex !== QWEN2_PRETOKENIZER_REGEX) {
-    problems.push(`${file}: its pre-tokenizer is not Qwen2's (llama.cpp "qwen2"); llama.cpp picks a pre-tokenizer by name, and naming the wrong one would tokenize differently`);
+    problems.push(
+      `${file}: its pre-tokenizer is not Qwen2's (llama.cpp "qwen2"); llama.cpp picks a pre-tokenizer by name, and naming the wrong one would tokenize differently`,
+    );
   }
   if (tok.vocabSize > vocabSize) problems.push(`${file} has ${tok.vocabSize} tokens, more than the model's vocab_size ${vocabSize}`);
   if (problems.length > 0) return { entries: [], problems, kind: 'gpt2' };
 
   const added = new Map<number, boolean>();
-  for (const a of Array.isArray(json['added_tokens']) ? (json['added_tokens'] as unknown[]) : []) if (isObject(a) && typeof a['id'] === 'number') added.set(a['id'], a['special'] === true);
+  for (const a of Array.isArray(json['added_tokens']) ? (json['added_tokens'] as unknown[]) : [])
+    if (isObject(a) && typeof a['id'] === 'number') added.set(a['id'], a['special'] === true);
   const tokens: string[] = [];
   const types: number[] = [];
   for (let id = 0; id < tok.vocabSize; id++) {
@@ -160,7 +172,8 @@ function hfBpe(dir: string, vocabSize: number, config: Json): GgufTokenizer {
   const merges: string[] = [];
   for (const m of (Array.isArray(model['merges']) ? model['merges'] : []) as unknown[]) {
     const pair = Array.isArray(m) ? (m as string[]) : String(m).split(' ');
-    if (pair.length !== 2 || pair.some((p) => p.includes(' '))) return { entries: [], problems: [`${file}: merge ${JSON.stringify(m)} cannot be written as "a b"`], kind: 'gpt2' };
+    if (pair.length !== 2 || pair.some((p) => p.includes(' ')))
+      return { entries: [], problems: [`${file}: merge ${JSON.stringify(m)} cannot be written as "a b"`], kind: 'gpt2' };
     merges.push(pair.join(' '));
   }
   const configFile = join(dir, 'tokenizer_config.json');

@@ -83,13 +83,21 @@ export interface GgufExportReport {
 export function bitnetArchitectureProblems(config: Record<string, unknown>, file: string): string[] {
   const c = parseDecoderConfig(config, file);
   const problems: string[] = [];
-  if (c.modelType === 'qwen2') problems.push('model_type qwen2: its q/k/v projections have biases, and llama.cpp\'s bitnet architecture has no attention bias tensors');
-  if (c.modelType === 'qwen3') problems.push('model_type qwen3: its per-head q_norm/k_norm have no counterpart in llama.cpp\'s bitnet architecture');
-  if (c.modelType === 'llama' && (c.qkvBias || c.oBias)) problems.push('attention_bias is true: llama.cpp\'s bitnet architecture has no attention bias tensors');
-  if (c.subln === 'allnorm') problems.push('subln allnorm puts a SubLN before every projection (q/k/v/gate/up *_sub_norm); llama.cpp\'s bitnet architecture has only attn_sub_norm and ffn_sub_norm (subln standard)');
-  if (c.subln === 'none') problems.push('subln none: llama.cpp\'s bitnet architecture requires the SubLN gains attn_sub_norm and ffn_sub_norm (subln standard)');
-  if (c.numHeads * c.headDim !== c.hiddenSize) problems.push(`num_attention_heads x head_dim = ${c.numHeads} x ${c.headDim} = ${c.numHeads * c.headDim} differs from hidden_size ${c.hiddenSize}; llama.cpp's bitnet graph sizes attn_q, attn_output and attn_sub_norm by hidden_size`);
-  if (!c.tieWordEmbeddings) problems.push('tie_word_embeddings is false: llama.cpp\'s bitnet graph computes the logits with token_embd and has no separate output (lm_head) tensor');
+  if (c.modelType === 'qwen2')
+    problems.push("model_type qwen2: its q/k/v projections have biases, and llama.cpp's bitnet architecture has no attention bias tensors");
+  if (c.modelType === 'qwen3') problems.push("model_type qwen3: its per-head q_norm/k_norm have no counterpart in llama.cpp's bitnet architecture");
+  if (c.modelType === 'llama' && (c.qkvBias || c.oBias)) problems.push("attention_bias is true: llama.cpp's bitnet architecture has no attention bias tensors");
+  if (c.subln === 'allnorm')
+    problems.push(
+      "subln allnorm puts a SubLN before every projection (q/k/v/gate/up *_sub_norm); llama.cpp's bitnet architecture has only attn_sub_norm and ffn_sub_norm (subln standard)",
+    );
+  if (c.subln === 'none') problems.push("subln none: llama.cpp's bitnet architecture requires the SubLN gains attn_sub_norm and ffn_sub_norm (subln standard)");
+  if (c.numHeads * c.headDim !== c.hiddenSize)
+    problems.push(
+      `num_attention_heads x head_dim = ${c.numHeads} x ${c.headDim} = ${c.numHeads * c.headDim} differs from hidden_size ${c.hiddenSize}; llama.cpp's bitnet graph sizes attn_q, attn_output and attn_sub_norm by hidden_size`,
+    );
+  if (!c.tieWordEmbeddings)
+    problems.push("tie_word_embeddings is false: llama.cpp's bitnet graph computes the logits with token_embd and has no separate output (lm_head) tensor");
   return problems;
 }
 
@@ -106,7 +114,8 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
   const cfgPath = join(ckpt, 'config.json');
   const config = readConfigJson(cfgPath);
   const student = studentBlock(config, cfgPath);
-  if (existsSync(o.out) && statSync(o.out).isDirectory()) throw new UnsupportedError(`--out ${o.out} is a folder; a GGUF export is one file`, { hint: `pass e.g. --out ${join(o.out, 'model.gguf')}` });
+  if (existsSync(o.out) && statSync(o.out).isDirectory())
+    throw new UnsupportedError(`--out ${o.out} is a folder; a GGUF export is one file`, { hint: `pass e.g. --out ${join(o.out, 'model.gguf')}` });
 
   // 1. Everything that can be decided from config.json and the tokenizer, collected and reported at once; first
   //    the sizes the loops below take from config.json (vocab_size, num_hidden_layers) are checked against the
@@ -134,7 +143,7 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
       hint:
         'llama.cpp runs Llama-family students (model_type llama, no attention bias, no q/k-norm) trained with student.subln=standard, ' +
         `tied embeddings, num_attention_heads x head_dim = hidden_size and hidden/intermediate sizes that are multiples of ${QK_K} ` +
-        '(--allow-fallback writes the other projections as F16); the safetensors export (--format safetensors) runs every architecture on BitDistill\'s own runtime. See docs/interop.md',
+        "(--allow-fallback writes the other projections as F16); the safetensors export (--format safetensors) runs every architecture on BitDistill's own runtime. See docs/interop.md",
     });
   }
 
@@ -150,9 +159,16 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
   for (const [name, t] of tensors) {
     const data = tensorToFloat32(t, `${ckpt}: ${name}`);
     parameters += data.length;
-    for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new FormatError(join(ckpt, 'model.safetensors'), `tensor '${name}' holds ${data[i]} at index ${i}`, { hint: 'the checkpoint is corrupted or training diverged' });
+    for (let i = 0; i < data.length; i++)
+      if (!Number.isFinite(data[i]))
+        throw new FormatError(join(ckpt, 'model.safetensors'), `tensor '${name}' holds ${data[i]} at index ${i}`, {
+          hint: 'the checkpoint is corrupted or training diverged',
+        });
     const gname = bitnetGgufName(name);
-    if (gname === null) throw new UnsupportedError(`${ckpt}: tensor '${name}' has no place in llama.cpp's bitnet architecture`, { hint: 'see docs/interop.md for the tensors a bitnet GGUF holds' });
+    if (gname === null)
+      throw new UnsupportedError(`${ckpt}: tensor '${name}' has no place in llama.cpp's bitnet architecture`, {
+        hint: 'see docs/interop.md for the tensors a bitnet GGUF holds',
+      });
     const dims = [...t.shape].reverse(); // ggml order: ne[0] is the row length
     if (isQuantized(name, student.exclude)) {
       if (t.shape.length !== 2) throw new FormatError(cfgPath, `projection '${name}' has shape [${t.shape.join(', ')}], expected 2-D`);
@@ -213,7 +229,19 @@ export function exportGguf(o: GgufExportOptions): GgufExportReport {
   if (fileType !== type) log.warn({ fileType, ternaryWeights, f16Weights }, `general.file_type is ${fileType}: most projection weights are F16 fallbacks`);
   const eps = sublnEpsMismatch(o.out, c);
   if (eps !== null) log.warn(eps, describeSublnEpsMismatch(eps, 'llama.cpp'));
-  const report: GgufExportReport = { checkpoint: ckpt, out: o.out, type, fileType, quantizedTensors: quantized, fallbackTensors: fallback, tensors: planned.length, bytes, bf16Bytes: parameters * 2, parameters, sublnEps: eps };
+  const report: GgufExportReport = {
+    checkpoint: ckpt,
+    out: o.out,
+    type,
+    fileType,
+    quantizedTensors: quantized,
+    fallbackTensors: fallback,
+    tensors: planned.length,
+    bytes,
+    bf16Bytes: parameters * 2,
+    parameters,
+    sublnEps: eps,
+  };
   log.info({ ...report, fallbackTensors: fallback.length, sublnEps: eps?.maxLogitDiff ?? null }, 'GGUF export written and verified');
   return report;
 }
@@ -260,14 +288,19 @@ function verifyGguf(path: string, planned: Planned[], type: TernaryGgmlType): vo
     const got = f.tensors[i];
     const want = p.tensor;
     if (got === undefined || got.name !== want.name || got.type !== want.type || got.dims.join() !== want.dims.join()) {
-      throw new FormatError(path, `verification: tensor ${i} reads back as ${got?.name} ${got?.type} [${got?.dims.join(', ')}], written as ${want.name} ${want.type} [${want.dims.join(', ')}]`);
+      throw new FormatError(
+        path,
+        `verification: tensor ${i} reads back as ${got?.name} ${got?.type} [${got?.dims.join(', ')}], written as ${want.name} ${want.type} [${want.dims.join(', ')}]`,
+      );
     }
     if (p.expect.kind === 'ternary') {
       const [cols, rows] = want.dims as [number, number];
       const back = unpackTernaryGgml(type, got.data, rows, cols, `${path}: ${want.name}`);
       const e = p.expect;
-      for (let j = 0; j < e.codes.length; j++) if (back.codes[j] !== e.codes[j]) throw new FormatError(path, `verification: '${want.name}' code ${j} is ${back.codes[j]}, expected ${e.codes[j]}`);
-      for (let b = 0; b < e.d.length; b++) if (back.d[b] !== e.d[b]) throw new FormatError(path, `verification: '${want.name}' block ${b} scale is ${back.d[b]}, expected ${e.d[b]}`);
+      for (let j = 0; j < e.codes.length; j++)
+        if (back.codes[j] !== e.codes[j]) throw new FormatError(path, `verification: '${want.name}' code ${j} is ${back.codes[j]}, expected ${e.codes[j]}`);
+      for (let b = 0; b < e.d.length; b++)
+        if (back.d[b] !== e.d[b]) throw new FormatError(path, `verification: '${want.name}' block ${b} scale is ${back.d[b]}, expected ${e.d[b]}`);
     } else if (!Buffer.from(got.data).equals(Buffer.from(want.data.buffer, want.data.byteOffset, want.data.byteLength))) {
       throw new FormatError(path, `verification: '${want.name}' bytes differ from what was written`);
     }

@@ -68,7 +68,7 @@ export function sublnEpsMismatch(file: string, c: DecoderConfig): SublnEpsMismat
 export function describeSublnEpsMismatch(m: SublnEpsMismatch, target: string): string {
   const what =
     m.maxLogitDiff === null
-      ? `not measured (${m.notMeasured ?? 'BitDistill\'s runtime cannot run this file'})`
+      ? `not measured (${m.notMeasured ?? "BitDistill's runtime cannot run this file"})`
       : `on a ${m.positions}-token probe the logits differ by up to ${m.maxLogitDiff.toPrecision(3)} (mean ${(m.meanLogitDiff ?? 0).toPrecision(3)}), the greedy token at ${m.argmaxChanged} of ${m.positions} positions`;
   return `the student's SubLN epsilon is ${m.trained}; ${target} applies rms_norm_eps = ${m.target} to attn_sub_norm / ffn_sub_norm: ${what}. Train with student.sublnEps=${m.target} to make them equal (docs/interop.md)`;
 }

@@ -57,7 +57,10 @@ describe('exporters on corrupt checkpoints', function () {
 
   /** Both exporters refuse `from` with a FormatError matching every pattern. */
   function refused(from: string, ...patterns: RegExp[]): void {
-    for (const run of [() => exportTernary({ from, out: join(root, `out-${n++}`) }), () => exportGguf({ from, out: join(root, `out-${n++}.gguf`), allowFallback: true })]) {
+    for (const run of [
+      () => exportTernary({ from, out: join(root, `out-${n++}`) }),
+      () => exportGguf({ from, out: join(root, `out-${n++}.gguf`), allowFallback: true }),
+    ]) {
       try {
         run();
         expect.fail('the export succeeded');
@@ -76,14 +79,22 @@ describe('exporters on corrupt checkpoints', function () {
   });
 
   it('config.json that is not JSON, or not an object', () => {
-    for (const [text, what] of [['{"model_type": "llama",', /not valid JSON/], ['null', /expected a JSON object, found null/], ['[]', /found an array/], ['7', /found number/]] as const) {
+    for (const [text, what] of [
+      ['{"model_type": "llama",', /not valid JSON/],
+      ['null', /expected a JSON object, found null/],
+      ['[]', /found an array/],
+      ['7', /found number/],
+    ] as const) {
       refused(checkpoint(text), /config\.json: /, what);
     }
   });
 
   it('vocab_size that disagrees with the embedding fails before the tokenizer is padded to it', () => {
     const t0 = performance.now();
-    refused(checkpoint({ ...CONFIG, vocab_size: 1 << 22 }), /model\.safetensors: tensor 'model\.embed_tokens\.weight' is \[512, 16\]; config\.json implies \[4194304, 16\] \(\[vocab_size, hidden_size\]\)/);
+    refused(
+      checkpoint({ ...CONFIG, vocab_size: 1 << 22 }),
+      /model\.safetensors: tensor 'model\.embed_tokens\.weight' is \[512, 16\]; config\.json implies \[4194304, 16\] \(\[vocab_size, hidden_size\]\)/,
+    );
     expect(performance.now() - t0).to.be.lessThan(5000);
     refused(checkpoint({ ...CONFIG, vocab_size: 2 ** 40 }), /config\.json: key 'vocab_size' is 1099511627776, beyond the 4194304/);
     refused(checkpoint({ ...CONFIG, vocab_size: 511.5 }), /key 'vocab_size' must be a positive integer, got 511\.5/);
@@ -91,7 +102,10 @@ describe('exporters on corrupt checkpoints', function () {
   });
 
   it('num_hidden_layers that disagrees with the layers in the file', () => {
-    refused(checkpoint({ ...CONFIG, num_hidden_layers: 1 }), /tensor 'model\.layers\.1\.[a-z_.]+' belongs to layer 1, and config\.json's num_hidden_layers is 1/);
+    refused(
+      checkpoint({ ...CONFIG, num_hidden_layers: 1 }),
+      /tensor 'model\.layers\.1\.[a-z_.]+' belongs to layer 1, and config\.json's num_hidden_layers is 1/,
+    );
     refused(checkpoint({ ...CONFIG, num_hidden_layers: 1000 }), /tensor 'model\.layers\.2\.self_attn\.q_proj\.weight' is missing/);
     refused(checkpoint({ ...CONFIG, num_hidden_layers: 1e6 }), /key 'num_hidden_layers' is 1000000, beyond the 1024/);
   });
@@ -109,7 +123,10 @@ describe('exporters on corrupt checkpoints', function () {
     const t = checkpointTensors();
     t.set('lm_head.weight', { dtype: 'F32', shape: [16, 512], data: new Float32Array(8192) });
     const transposed = checkpoint({ ...CONFIG, tie_word_embeddings: false }, t);
-    expect(() => exportTernary({ from: transposed, out: join(root, `out-${n++}`) })).to.throw(FormatError, /'lm_head\.weight' is \[16, 512\]; config\.json implies \[512, 16\]/);
+    expect(() => exportTernary({ from: transposed, out: join(root, `out-${n++}`) })).to.throw(
+      FormatError,
+      /'lm_head\.weight' is \[16, 512\]; config\.json implies \[512, 16\]/,
+    );
   });
 
   it('rms_norm_eps <= 0, rope_theta < 1', () => {

@@ -147,8 +147,20 @@ class ByteWriter {
     this.reserve(8);
     const at = this.length;
     switch (v.type) {
-      case 'uint8': case 'int8': case 'uint16': case 'int16': case 'uint32': case 'int32': {
-        const [lo, hi, size] = { uint8: [0, 255, 1], int8: [-128, 127, 1], uint16: [0, 65535, 2], int16: [-32768, 32767, 2], uint32: [0, 2 ** 32 - 1, 4], int32: [-(2 ** 31), 2 ** 31 - 1, 4] }[v.type] as [number, number, number];
+      case 'uint8':
+      case 'int8':
+      case 'uint16':
+      case 'int16':
+      case 'uint32':
+      case 'int32': {
+        const [lo, hi, size] = {
+          uint8: [0, 255, 1],
+          int8: [-128, 127, 1],
+          uint16: [0, 65535, 2],
+          int16: [-32768, 32767, 2],
+          uint32: [0, 2 ** 32 - 1, 4],
+          int32: [-(2 ** 31), 2 ** 31 - 1, 4],
+        }[v.type] as [number, number, number];
         if (!Number.isInteger(v.value) || v.value < lo || v.value > hi) bad();
         if (size === 1) this.view.setUint8(at, v.value & 0xff);
         else if (size === 2) this.view.setUint16(at, v.value & 0xffff, true);
@@ -201,17 +213,25 @@ export interface WriteGgufOptions {
 }
 
 /** Header + tensor infos + padding, and each tensor's offset in the data section. */
-export function serializeGgufHeader(metadata: Map<string, GgufValue> | [string, GgufValue][], tensors: readonly GgufTensor[], alignment = GGUF_DEFAULT_ALIGNMENT): { header: Uint8Array; offsets: number[]; dataBytes: number } {
-  if (!Number.isInteger(alignment) || alignment < 8 || (alignment & (alignment - 1)) !== 0) throw new ArgumentError(`GGUF alignment must be a power of two >= 8, got ${alignment}`);
+export function serializeGgufHeader(
+  metadata: Map<string, GgufValue> | [string, GgufValue][],
+  tensors: readonly GgufTensor[],
+  alignment = GGUF_DEFAULT_ALIGNMENT,
+): { header: Uint8Array; offsets: number[]; dataBytes: number } {
+  if (!Number.isInteger(alignment) || alignment < 8 || (alignment & (alignment - 1)) !== 0)
+    throw new ArgumentError(`GGUF alignment must be a power of two >= 8, got ${alignment}`);
   const meta = metadata instanceof Map ? [...metadata] : metadata;
   const keys = new Set<string>();
   for (const [k, v] of meta) {
-    if (k.length === 0 || k.length > 65535 || !/^[\x20-\x7e]+$/.test(k)) throw new ArgumentError(`GGUF metadata key ${JSON.stringify(k)} must be 1..65535 printable ASCII characters`);
+    if (k.length === 0 || k.length > 65535 || !/^[\x20-\x7e]+$/.test(k))
+      throw new ArgumentError(`GGUF metadata key ${JSON.stringify(k)} must be 1..65535 printable ASCII characters`);
     if (keys.has(k)) throw new ArgumentError(`GGUF metadata key '${k}' given twice`);
     keys.add(k);
-    if (k === 'general.alignment' && !(v.type === 'uint32' && v.value === alignment)) throw new ArgumentError(`general.alignment (${JSON.stringify(v)}) must be uint32 ${alignment}, the alignment written`);
+    if (k === 'general.alignment' && !(v.type === 'uint32' && v.value === alignment))
+      throw new ArgumentError(`general.alignment (${JSON.stringify(v)}) must be uint32 ${alignment}, the alignment written`);
   }
-  if (alignment !== GGUF_DEFAULT_ALIGNMENT && !keys.has('general.alignment')) throw new ArgumentError(`alignment ${alignment} must also be written as metadata general.alignment`);
+  if (alignment !== GGUF_DEFAULT_ALIGNMENT && !keys.has('general.alignment'))
+    throw new ArgumentError(`alignment ${alignment} must also be written as metadata general.alignment`);
   const w = new ByteWriter();
   w.u32(GGUF_MAGIC);
   w.u32(GGUF_VERSION);
@@ -231,9 +251,11 @@ export function serializeGgufHeader(metadata: Map<string, GgufValue> | [string, 
     if (names.has(t.name)) throw new ArgumentError(`GGUF tensor '${t.name}' given twice`);
     names.add(t.name);
     if (!(t.type in GGML_TYPES)) throw new ArgumentError(`GGUF tensor '${t.name}': unknown type ${String(t.type)}`);
-    if (t.dims.length < 1 || t.dims.length > 4 || t.dims.some((d) => !Number.isSafeInteger(d) || d < 1)) throw new ShapeError(`GGUF tensor '${t.name}': dims [${t.dims.join(', ')}] must be 1 to 4 positive integers`);
+    if (t.dims.length < 1 || t.dims.length > 4 || t.dims.some((d) => !Number.isSafeInteger(d) || d < 1))
+      throw new ShapeError(`GGUF tensor '${t.name}': dims [${t.dims.join(', ')}] must be 1 to 4 positive integers`);
     const bytes = ggmlTensorBytes(t.type, t.dims);
-    if (t.data.length !== bytes) throw new ShapeError(`GGUF tensor '${t.name}': ${t.data.length} bytes, expected ${bytes} for ${t.type} [${t.dims.join(', ')}]`);
+    if (t.data.length !== bytes)
+      throw new ShapeError(`GGUF tensor '${t.name}': ${t.data.length} bytes, expected ${bytes} for ${t.type} [${t.dims.join(', ')}]`);
     w.string(t.name);
     w.u32(t.dims.length);
     for (const d of t.dims) w.u64(d);
@@ -251,7 +273,12 @@ export function serializeGgufHeader(metadata: Map<string, GgufValue> | [string, 
  * Write a GGUF file: into `${path}.tmp-<pid>`, fsynced, then (after `beforeRename`, if given) renamed over `path`.
  * The temporary file is removed on any failure. Returns the file size.
  */
-export function writeGguf(path: string, metadata: Map<string, GgufValue> | [string, GgufValue][], tensors: readonly GgufTensor[], options: WriteGgufOptions = {}): number {
+export function writeGguf(
+  path: string,
+  metadata: Map<string, GgufValue> | [string, GgufValue][],
+  tensors: readonly GgufTensor[],
+  options: WriteGgufOptions = {},
+): number {
   const alignment = options.alignment ?? GGUF_DEFAULT_ALIGNMENT;
   const { header, offsets, dataBytes } = serializeGgufHeader(metadata, tensors, alignment);
   const tmp = `${path}.tmp-${process.pid}`;
@@ -290,7 +317,21 @@ function writeAll(fd: number, b: Uint8Array): void {
 
 // ---------------------------------------------------------------------------------------------------- reading
 
-const MIN_BYTES: Record<GgufValueType, number> = { uint8: 1, int8: 1, uint16: 2, int16: 2, uint32: 4, int32: 4, float32: 4, bool: 1, string: 8, array: 12, uint64: 8, int64: 8, float64: 8 };
+const MIN_BYTES: Record<GgufValueType, number> = {
+  uint8: 1,
+  int8: 1,
+  uint16: 2,
+  int16: 2,
+  uint32: 4,
+  int32: 4,
+  float32: 4,
+  bool: 1,
+  string: 8,
+  array: 12,
+  uint64: 8,
+  int64: 8,
+  float64: 8,
+};
 const MAX_ARRAY_DEPTH = 8;
 /** One decoder for every string of the header (a vocabulary holds ~150k); decode() without `stream` keeps no state. */
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
@@ -356,27 +397,55 @@ class ByteReader {
   value(type: GgufValueType, where: string, depth: number): GgufValue {
     const v = this.view;
     switch (type) {
-      case 'uint8': return { type, value: this.u8(where) };
-      case 'int8': this.need(1, where); this.pos += 1; return { type, value: v.getInt8(this.pos - 1) };
-      case 'uint16': this.need(2, where); this.pos += 2; return { type, value: v.getUint16(this.pos - 2, true) };
-      case 'int16': this.need(2, where); this.pos += 2; return { type, value: v.getInt16(this.pos - 2, true) };
-      case 'uint32': return { type, value: this.u32(where) };
-      case 'int32': this.need(4, where); this.pos += 4; return { type, value: v.getInt32(this.pos - 4, true) };
-      case 'float32': this.need(4, where); this.pos += 4; return { type, value: v.getFloat32(this.pos - 4, true) };
-      case 'float64': this.need(8, where); this.pos += 8; return { type, value: v.getFloat64(this.pos - 8, true) };
-      case 'uint64': this.need(8, where); this.pos += 8; return { type, value: v.getBigUint64(this.pos - 8, true) };
-      case 'int64': this.need(8, where); this.pos += 8; return { type, value: v.getBigInt64(this.pos - 8, true) };
+      case 'uint8':
+        return { type, value: this.u8(where) };
+      case 'int8':
+        this.need(1, where);
+        this.pos += 1;
+        return { type, value: v.getInt8(this.pos - 1) };
+      case 'uint16':
+        this.need(2, where);
+        this.pos += 2;
+        return { type, value: v.getUint16(this.pos - 2, true) };
+      case 'int16':
+        this.need(2, where);
+        this.pos += 2;
+        return { type, value: v.getInt16(this.pos - 2, true) };
+      case 'uint32':
+        return { type, value: this.u32(where) };
+      case 'int32':
+        this.need(4, where);
+        this.pos += 4;
+        return { type, value: v.getInt32(this.pos - 4, true) };
+      case 'float32':
+        this.need(4, where);
+        this.pos += 4;
+        return { type, value: v.getFloat32(this.pos - 4, true) };
+      case 'float64':
+        this.need(8, where);
+        this.pos += 8;
+        return { type, value: v.getFloat64(this.pos - 8, true) };
+      case 'uint64':
+        this.need(8, where);
+        this.pos += 8;
+        return { type, value: v.getBigUint64(this.pos - 8, true) };
+      case 'int64':
+        this.need(8, where);
+        this.pos += 8;
+        return { type, value: v.getBigInt64(this.pos - 8, true) };
       case 'bool': {
         const b = this.u8(where);
         if (b > 1) this.fail(`${where}: bool byte is ${b}, expected 0 or 1`);
         return { type, value: b === 1 };
       }
-      case 'string': return { type, value: this.string(where) };
+      case 'string':
+        return { type, value: this.string(where) };
       case 'array': {
         if (depth >= MAX_ARRAY_DEPTH) this.fail(`${where}: arrays nested deeper than ${MAX_ARRAY_DEPTH}`);
         const itemType = this.valueType(`${where} item type`);
         const n = this.u64(`${where} length`);
-        if (n * MIN_BYTES[itemType] > this.fileLength - this.pos) this.fail(`${where}: ${n} items of ${itemType} cannot fit in the ${this.fileLength - this.pos} bytes left`);
+        if (n * MIN_BYTES[itemType] > this.fileLength - this.pos)
+          this.fail(`${where}: ${n} items of ${itemType} cannot fit in the ${this.fileLength - this.pos} bytes left`);
         const items: GgufValue[] = new Array(n);
         for (let i = 0; i < n; i++) items[i] = this.value(itemType, `${where}[${i}]`, depth + 1);
         return { type, itemType, items };
@@ -402,7 +471,13 @@ interface GgufHeader {
 
 export function parseGguf(bytes: Uint8Array, file: string): GgufFile {
   const h = parseHeader(new ByteReader(bytes, file));
-  const tensors = h.infos.map((t) => ({ name: t.name, type: t.type, dims: t.dims, offset: t.offset, data: bytes.slice(h.dataStart + t.offset, h.dataStart + t.offset + t.size) }));
+  const tensors = h.infos.map((t) => ({
+    name: t.name,
+    type: t.type,
+    dims: t.dims,
+    offset: t.offset,
+    data: bytes.slice(h.dataStart + t.offset, h.dataStart + t.offset + t.size),
+  }));
   return { version: h.version, alignment: h.alignment, metadata: h.metadata, tensors, dataStart: h.dataStart };
 }
 
@@ -459,29 +534,38 @@ function parseHeader(r: ByteReader): GgufHeader {
     const typeId = r.u32(`tensor '${name}' type`);
     const type = TYPE_BY_ID.get(typeId);
     if (type === undefined) {
-      throw new UnsupportedError(`${file}: tensor '${name}' has ggml type ${typeId}; this reader knows ${Object.entries(GGML_TYPES).map(([k, v]) => `${k} (${v.id})`).join(', ')}`, {
-        hint: 'BitDistill reads the GGUF files it writes (F32/F16/BF16 + TQ1_0/TQ2_0); use llama.cpp for other types',
-      });
+      throw new UnsupportedError(
+        `${file}: tensor '${name}' has ggml type ${typeId}; this reader knows ${Object.entries(GGML_TYPES)
+          .map(([k, v]) => `${k} (${v.id})`)
+          .join(', ')}`,
+        {
+          hint: 'BitDistill reads the GGUF files it writes (F32/F16/BF16 + TQ1_0/TQ2_0); use llama.cpp for other types',
+        },
+      );
     }
     const offset = r.u64(`tensor '${name}' offset`);
     if (offset % alignment !== 0) r.fail(`tensor '${name}' offset ${offset} is not a multiple of the alignment ${alignment}`);
-    if ((dims[0] as number) % GGML_TYPES[type].blockSize !== 0) r.fail(`tensor '${name}' is ${type} with ne[0] = ${dims[0]}, not a multiple of its block size ${GGML_TYPES[type].blockSize}`);
+    if ((dims[0] as number) % GGML_TYPES[type].blockSize !== 0)
+      r.fail(`tensor '${name}' is ${type} with ne[0] = ${dims[0]}, not a multiple of its block size ${GGML_TYPES[type].blockSize}`);
     infos.push({ name, type, dims, offset, size: ggmlTensorBytes(type, dims) });
   }
   const dataStart = alignUp(r.pos, alignment);
   if (dataStart > fileLength && nTensors > 0) r.fail(`the data section would start at ${dataStart}, past the end of the file (${fileLength} bytes)`);
   if (Math.min(dataStart, fileLength) > bytes.length) throw new NeedMoreBytes(Math.min(dataStart, fileLength));
-  for (let i = r.pos; i < Math.min(dataStart, fileLength); i++) if (bytes[i] !== 0) r.fail(`padding byte at ${i} before the data section is ${bytes[i]}, expected 0`);
+  for (let i = r.pos; i < Math.min(dataStart, fileLength); i++)
+    if (bytes[i] !== 0) r.fail(`padding byte at ${i} before the data section is ${bytes[i]}, expected 0`);
   const sorted = [...infos].sort((x, y) => x.offset - y.offset);
   let end = 0;
   for (const t of sorted) {
     if (t.offset < end) r.fail(`tensor '${t.name}' [${t.offset}, ${t.offset + t.size}) overlaps the previous tensor, which ends at ${end}`);
     end = t.offset + t.size;
-    if (dataStart + end > fileLength) r.fail(`tensor '${t.name}' (${t.type} [${t.dims.join(', ')}], ${t.size} bytes at data offset ${t.offset}) runs past the end of the file`);
+    if (dataStart + end > fileLength)
+      r.fail(`tensor '${t.name}' (${t.type} [${t.dims.join(', ')}], ${t.size} bytes at data offset ${t.offset}) runs past the end of the file`);
   }
   // ggml's own reader loads the data section as the sum of the padded tensor sizes: the padding after the last
   // tensor must be there too.
-  if (sorted.length > 0 && dataStart + alignUp(end, alignment) > fileLength) r.fail(`the file ends inside the padding after the last tensor (${fileLength} bytes, expected ${dataStart + alignUp(end, alignment)})`);
+  if (sorted.length > 0 && dataStart + alignUp(end, alignment) > fileLength)
+    r.fail(`the file ends inside the padding after the last tensor (${fileLength} bytes, expected ${dataStart + alignUp(end, alignment)})`);
   return { version, alignment, metadata, infos, dataStart };
 }
 
@@ -489,7 +573,7 @@ function parseHeader(r: ByteReader): GgufHeader {
 const READ_PIECE = 1 << 30;
 
 function readAt(fd: number, dst: Uint8Array, position: number): void {
-  for (let done = 0; done < dst.length; ) {
+  for (let done = 0; done < dst.length;) {
     const n = readSync(fd, dst, done, Math.min(READ_PIECE, dst.length - done), position + done);
     if (n <= 0) throw new Error(`short read at ${position + done}`);
     done += n;

@@ -263,7 +263,7 @@ export function readLlama2c(path: string): Llama2cCheckpoint {
 }
 
 function readFully(fd: number, dst: Uint8Array, position: number, label: string): void {
-  for (let done = 0; done < dst.length; ) {
+  for (let done = 0; done < dst.length;) {
     const n = readSync(fd, dst, done, Math.min(1 << 30, dst.length - done), position + done);
     if (n === 0) throw new FormatError(label, `file ended at byte ${position + done} while reading; was it modified while being read?`);
     done += n;

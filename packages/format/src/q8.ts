@@ -38,7 +38,8 @@ export function quantizeQ8_0(x: Float32Array): Uint8Array {
 export function dequantizeQ8_0(bytes: Uint8Array, n: number, label = '<q8_0>'): Float32Array {
   if (!Number.isSafeInteger(n) || n < 0 || n % QK8_0 !== 0) throw new ArgumentError(`dequantizeQ8_0: n must be a multiple of ${QK8_0}, got ${n}`);
   const nb = n / QK8_0;
-  if (bytes.length !== nb * Q8_0_BLOCK_BYTES) throw new FormatError(label, `Q8_0 data has ${bytes.length} bytes, expected ${nb * Q8_0_BLOCK_BYTES} for ${n} values`);
+  if (bytes.length !== nb * Q8_0_BLOCK_BYTES)
+    throw new FormatError(label, `Q8_0 data has ${bytes.length} bytes, expected ${nb * Q8_0_BLOCK_BYTES} for ${n} values`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out = new Float32Array(n);
   for (let b = 0; b < nb; b++) {

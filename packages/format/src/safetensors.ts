@@ -296,7 +296,8 @@ export function inMemoryTensor(t: TensorEntry): LazyTensor {
   const rowValues = shapeSize(t.shape.slice(1));
   const rows = (r0: number, r1: number): void => {
     const n = t.shape[0] ?? 1;
-    if (!(Number.isInteger(r0) && Number.isInteger(r1) && r0 >= 0 && r0 <= r1 && r1 <= n)) throw new ArgumentError(`tensor has ${n} rows; cannot read rows [${r0}, ${r1})`);
+    if (!(Number.isInteger(r0) && Number.isInteger(r1) && r0 >= 0 && r0 <= r1 && r1 <= n))
+      throw new ArgumentError(`tensor has ${n} rows; cannot read rows [${r0}, ${r1})`);
   };
   return {
     dtype: t.dtype,
@@ -309,7 +310,8 @@ export function inMemoryTensor(t: TensorEntry): LazyTensor {
     readRowsInto(r0, r1, dst) {
       rows(r0, r1);
       const b = BYTES[t.dtype];
-      if (dst.length !== (r1 - r0) * rowValues * b) throw new ArgumentError(`readRowsInto: dst has ${dst.length} bytes, rows [${r0}, ${r1}) take ${(r1 - r0) * rowValues * b}`);
+      if (dst.length !== (r1 - r0) * rowValues * b)
+        throw new ArgumentError(`readRowsInto: dst has ${dst.length} bytes, rows [${r0}, ${r1}) take ${(r1 - r0) * rowValues * b}`);
       dst.set(new Uint8Array(t.data.buffer, t.data.byteOffset + r0 * rowValues * b, dst.length));
     },
   };
@@ -359,7 +361,8 @@ function materialize(f: { tensors: Map<string, LazyTensor>; metadata: Record<str
 /** Open one .safetensors file for lazy reads (the header is read and checked now, the tensors on demand). */
 export function openSafetensors(path: string): LazySafetensors {
   if (!existsSync(path)) throw new NotFoundError(path, `safetensors file '${path}' does not exist`);
-  if (statSync(path).isDirectory()) throw new ArgumentError(`'${path}' is a folder, expected a .safetensors file`, { hint: 'use openSafetensorsDir(dir) for a model folder' });
+  if (statSync(path).isDirectory())
+    throw new ArgumentError(`'${path}' is a folder, expected a .safetensors file`, { hint: 'use openSafetensorsDir(dir) for a model folder' });
   const fd = openSync(path, 'r');
   try {
     return { ...lazyTensors(fileSource(fd, path), path), close: () => closeSync(fd) };
@@ -412,7 +415,9 @@ export function readShardedSafetensors(indexPath: string): SafetensorsFile {
 export function openShardedSafetensors(indexPath: string): LazySafetensors {
   if (!existsSync(indexPath)) throw new NotFoundError(indexPath, `shard index '${indexPath}' does not exist`);
   const fe = (msg: string): FormatError =>
-    new FormatError(indexPath, msg, { hint: `${INDEX_NAME} maps each tensor name to a shard file: {"weight_map": {"name": "model-00001-of-00002.safetensors"}}` });
+    new FormatError(indexPath, msg, {
+      hint: `${INDEX_NAME} maps each tensor name to a shard file: {"weight_map": {"name": "model-00001-of-00002.safetensors"}}`,
+    });
   let root: JsonValue;
   try {
     root = parseStrictJson(new TextDecoder('utf-8', { fatal: true }).decode(readFileSync(indexPath)));
@@ -599,7 +604,7 @@ export function writeSafetensors(path: string, tensors: ReadonlyMap<string, Tens
   const fd = openSync(path, 'w');
   try {
     const write = (b: Uint8Array): void => {
-      for (let done = 0; done < b.length; ) done += writeSync(fd, b, done, Math.min(READ_CHUNK, b.length - done));
+      for (let done = 0; done < b.length;) done += writeSync(fd, b, done, Math.min(READ_CHUNK, b.length - done));
     };
     write(head);
     for (const [, t] of order) write(bytesOf(t));

@@ -51,9 +51,13 @@ export function unpackTernaryHF(packed: Uint8Array, out: number, inF: number, la
         const code = (b >> (2 * i)) & 3;
         const r = i * rows + p;
         if (code === 3) {
-          throw new FormatError(label, `packed ternary byte [${p}, ${j}] = 0x${b.toString(16).padStart(2, '0')} holds code 3 in bits ${2 * i}..${2 * i + 1} (row ${r}); valid codes are 0, 1, 2 for -1, 0, +1`, {
-            hint: 'the tensor is not in the Hugging Face BitNet packing (or the file is corrupt)',
-          });
+          throw new FormatError(
+            label,
+            `packed ternary byte [${p}, ${j}] = 0x${b.toString(16).padStart(2, '0')} holds code 3 in bits ${2 * i}..${2 * i + 1} (row ${r}); valid codes are 0, 1, 2 for -1, 0, +1`,
+            {
+              hint: 'the tensor is not in the Hugging Face BitNet packing (or the file is corrupt)',
+            },
+          );
         }
         if (r < out) w[r * inF + j] = code - 1;
       }

@@ -171,7 +171,8 @@ export function dequantizeRowTq1_0(blocks: Uint8Array, n: number): Float32Array 
  * d = 0, as llama.cpp's reference writes for it. Requires cols % 256 == 0.
  */
 export function packTernaryGgml(type: TernaryGgmlType, values: Int8Array, rows: number, cols: number, scales: Float32Array): Uint8Array {
-  if (!Number.isSafeInteger(rows) || rows < 1 || !Number.isSafeInteger(cols) || cols < 1) throw new ArgumentError(`packTernaryGgml: rows and cols must be positive integers, got ${rows}, ${cols}`);
+  if (!Number.isSafeInteger(rows) || rows < 1 || !Number.isSafeInteger(cols) || cols < 1)
+    throw new ArgumentError(`packTernaryGgml: rows and cols must be positive integers, got ${rows}, ${cols}`);
   if (cols % QK_K !== 0) {
     throw new ShapeError(`packTernaryGgml: ${type} needs the input dimension to be a multiple of ${QK_K}, got [${rows}, ${cols}]`, {
       hint: `choose hidden_size and intermediate_size as multiples of ${QK_K}`,
@@ -190,7 +191,8 @@ export function packTernaryGgml(type: TernaryGgmlType, values: Int8Array, rows: 
     let any = false;
     for (let j = 0; j < QK_K; j++) {
       const v = values[b * QK_K + j] as number;
-      if (v !== -1 && v !== 0 && v !== 1) throw new ArgumentError(`packTernaryGgml: W[${Math.floor(b / perRow)}, ${(b % perRow) * QK_K + j}] = ${v}; ternary weights are -1, 0 or +1`);
+      if (v !== -1 && v !== 0 && v !== 1)
+        throw new ArgumentError(`packTernaryGgml: W[${Math.floor(b / perRow)}, ${(b % perRow) * QK_K + j}] = ${v}; ternary weights are -1, 0 or +1`);
       codes[j] = v + 1;
       if (v !== 0) any = true;
     }
@@ -207,7 +209,13 @@ export function packTernaryGgml(type: TernaryGgmlType, values: Int8Array, rows: 
  * block (as float32, flat block order). Rejects what llama.cpp never writes: TQ2_0 code 3, TQ1_0 bytes that are
  * not ceil(v * 256 / 243), a non-zero fifth digit in qh, and a d that is not finite.
  */
-export function unpackTernaryGgml(type: TernaryGgmlType, bytes: Uint8Array, rows: number, cols: number, label = `<${type} tensor>`): { codes: Int8Array; d: Float32Array } {
+export function unpackTernaryGgml(
+  type: TernaryGgmlType,
+  bytes: Uint8Array,
+  rows: number,
+  cols: number,
+  label = `<${type} tensor>`,
+): { codes: Int8Array; d: Float32Array } {
   if (cols % QK_K !== 0) throw new FormatError(label, `${type} tensor has ${cols} columns, not a multiple of ${QK_K}`);
   const perRow = cols / QK_K;
   const nb = rows * perRow;
@@ -219,9 +227,13 @@ export function unpackTernaryGgml(type: TernaryGgmlType, bytes: Uint8Array, rows
   for (let b = 0; b < nb; b++) {
     const bad = decodeBlock(type, bytes, b * bb, block, true);
     if (bad >= 0) {
-      throw new FormatError(label, `block ${b} (row ${Math.floor(b / perRow)}) byte ${bad} = 0x${(bytes[b * bb + bad] as number).toString(16)} is not a valid ${type} code byte`, {
-        hint: 'the file is corrupted or was not written by a ggml-compatible writer',
-      });
+      throw new FormatError(
+        label,
+        `block ${b} (row ${Math.floor(b / perRow)}) byte ${bad} = 0x${(bytes[b * bb + bad] as number).toString(16)} is not a valid ${type} code byte`,
+        {
+          hint: 'the file is corrupted or was not written by a ggml-compatible writer',
+        },
+      );
     }
     for (let j = 0; j < QK_K; j++) codes[b * QK_K + j] = (block[j] as number) - 1;
     const dv = f16ToF32(readF16(bytes, b * bb + bb - 2));

@@ -47,7 +47,13 @@ export function ggufSampleTensors(): GgufTensor[] {
  * must agree: 'parsed', or the same typed error (FormatError, UnsupportedError) with the same message. Returns
  * the outcome and, when parsed, both results. Any other exception propagates: that is a reader bug.
  */
-export function bothReaders<T extends object>(buf: Uint8Array, path: string, name: string, parse: (b: Uint8Array, name: string) => T, read: (path: string) => T): { outcome: string; parsed?: [T, T] } {
+export function bothReaders<T extends object>(
+  buf: Uint8Array,
+  path: string,
+  name: string,
+  parse: (b: Uint8Array, name: string) => T,
+  read: (path: string) => T,
+): { outcome: string; parsed?: [T, T] } {
   const outcome = (f: () => T): [string, string | T] => {
     try {
       return ['parsed', f()];
@@ -59,6 +65,7 @@ export function bothReaders<T extends object>(buf: Uint8Array, path: string, nam
   const [a, pa] = outcome(() => parse(buf, name));
   writeFileSync(path, buf);
   const [b, pb] = outcome(() => read(path));
-  if (a !== b || (typeof pa === 'string' && pa !== pb)) throw new Error(`in memory: ${a} ${typeof pa === 'string' ? pa : ''}; from the file: ${b} ${typeof pb === 'string' ? pb : ''}`);
+  if (a !== b || (typeof pa === 'string' && pa !== pb))
+    throw new Error(`in memory: ${a} ${typeof pa === 'string' ? pa : ''}; from the file: ${b} ${typeof pb === 'string' ? pb : ''}`);
   return typeof pa === 'string' || typeof pb === 'string' ? { outcome: a } : { outcome: a, parsed: [pa, pb] };
 }

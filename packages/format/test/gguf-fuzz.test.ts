@@ -37,7 +37,14 @@ function seeds(): Uint8Array[] {
   ];
   return [
     file(meta, tensors),
-    file([['general.alignment', gv.u32(64)], ['x', gv.str('y')]], tensors.slice(0, 2), 64),
+    file(
+      [
+        ['general.alignment', gv.u32(64)],
+        ['x', gv.str('y')],
+      ],
+      tensors.slice(0, 2),
+      64,
+    ),
     file([['only', gv.strings(['a', 'bb', 'ccc'])]], []),
     file([], [tensors[2] as GgufTensor]),
   ];
@@ -138,7 +145,8 @@ function check(buf: Uint8Array, path: string): string {
   if (r.parsed !== undefined) {
     const [pa, pb] = r.parsed;
     consistent(pa);
-    if (pa.tensors.length !== pb.tensors.length || pa.tensors.some((t, i) => !Buffer.from(t.data).equals(Buffer.from(pb.tensors[i]?.data ?? [])))) throw new Error('readGguf read other tensors than parseGguf');
+    if (pa.tensors.length !== pb.tensors.length || pa.tensors.some((t, i) => !Buffer.from(t.data).equals(Buffer.from(pb.tensors[i]?.data ?? []))))
+      throw new Error('readGguf read other tensors than parseGguf');
   }
   return r.outcome;
 }
@@ -151,7 +159,14 @@ describe('GGUF reader fuzz', () => {
     const bases = seeds();
     const path = join(dir, 'case.gguf');
     for (const b of bases) expect(check(b, path)).to.equal('parsed');
-    const { outcomes: tally } = await runCases({ seed: SEED, count: 3000, bases, ctx: bases.map(fields), mutators: MUTATORS, check: (buf) => check(buf, path) });
+    const { outcomes: tally } = await runCases({
+      seed: SEED,
+      count: 3000,
+      bases,
+      ctx: bases.map(fields),
+      mutators: MUTATORS,
+      check: (buf) => check(buf, path),
+    });
     console.log(`      outcomes: ${JSON.stringify(tally)}`);
     expect(tally['FormatError'] ?? 0).to.be.greaterThan(1500);
     expect(tally['parsed'] ?? 0).to.be.greaterThan(50);

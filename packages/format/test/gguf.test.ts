@@ -3,7 +3,20 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArgumentError, FormatError, ShapeError, UnsupportedError } from '@bitdistill/core';
-import { bitnetGgufName, bitnetHfName, ggufArray, ggufMeta, gv, isGgufFile, packTernaryGgml, parseGguf, readGguf, writeGguf, type GgufTensor, type GgufValue } from '../src/index.ts';
+import {
+  bitnetGgufName,
+  bitnetHfName,
+  ggufArray,
+  ggufMeta,
+  gv,
+  isGgufFile,
+  packTernaryGgml,
+  parseGguf,
+  readGguf,
+  writeGguf,
+  type GgufTensor,
+  type GgufValue,
+} from '../src/index.ts';
 import { SCALAR_META, ggufSampleTensors } from './fixtures.ts';
 import { serializeGgufHeader } from '../src/gguf.ts';
 
@@ -11,7 +24,10 @@ const dir = mkdtempSync(join(tmpdir(), 'bitdistill-gguf-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 function sampleTensors(): GgufTensor[] {
-  return [...ggufSampleTensors(), { name: 'blk.0.attn_k.weight', type: 'TQ1_0', dims: [512, 1], data: packTernaryGgml('TQ1_0', new Int8Array(512).fill(-1), 1, 512, Float32Array.of(2)) }];
+  return [
+    ...ggufSampleTensors(),
+    { name: 'blk.0.attn_k.weight', type: 'TQ1_0', dims: [512, 1], data: packTernaryGgml('TQ1_0', new Int8Array(512).fill(-1), 1, 512, Float32Array.of(2)) },
+  ];
 }
 
 const sampleMeta: [string, GgufValue][] = [
@@ -76,9 +92,16 @@ describe('GGUF v3 reader/writer', () => {
       Buffer.from([3, 0, 0, 0]), // version
       Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), // tensor_count
       Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), // metadata_kv_count
-      Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('a'), Buffer.from([4, 0, 0, 0]), Buffer.from([7, 0, 0, 0]), // "a": uint32 7
-      Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('t'), Buffer.from([1, 0, 0, 0]), Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), // "t", 1 dim, ne0 = 1
-      Buffer.from([0, 0, 0, 0]), Buffer.from([0, 0, 0, 0, 0, 0, 0, 0]), // F32, offset 0
+      Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]),
+      Buffer.from('a'),
+      Buffer.from([4, 0, 0, 0]),
+      Buffer.from([7, 0, 0, 0]), // "a": uint32 7
+      Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]),
+      Buffer.from('t'),
+      Buffer.from([1, 0, 0, 0]),
+      Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), // "t", 1 dim, ne0 = 1
+      Buffer.from([0, 0, 0, 0]),
+      Buffer.from([0, 0, 0, 0, 0, 0, 0, 0]), // F32, offset 0
     ]);
     expect(header.length).to.equal(96); // 83 bytes padded to 32
     expect(Buffer.from(header.subarray(0, expected.length)).equals(expected)).to.equal(true);
@@ -98,7 +121,15 @@ describe('GGUF v3 reader/writer', () => {
 
   it('refuses bad tensors and metadata when writing', () => {
     const t = sampleTensors()[0] as GgufTensor;
-    expect(() => serializeGgufHeader([['a', gv.u32(1)], ['a', gv.u32(2)]], [])).to.throw(ArgumentError, /given twice/);
+    expect(() =>
+      serializeGgufHeader(
+        [
+          ['a', gv.u32(1)],
+          ['a', gv.u32(2)],
+        ],
+        [],
+      ),
+    ).to.throw(ArgumentError, /given twice/);
     expect(() => serializeGgufHeader([['k', gv.u32(-1)]], [])).to.throw(ArgumentError, /does not fit type uint32/);
     expect(() => serializeGgufHeader([], [t, t])).to.throw(ArgumentError, /given twice/);
     expect(() => serializeGgufHeader([], [{ ...t, name: 'x'.repeat(64) }])).to.throw(ArgumentError, /1..63 bytes/);
@@ -157,7 +188,13 @@ describe('GGUF v3 reader/writer', () => {
         writeGguf(p, meta, tensors);
         return new Uint8Array(readFileSync(p));
       };
-      const dupe = write([['aa', gv.u32(1)], ['ab', gv.u32(2)]], []);
+      const dupe = write(
+        [
+          ['aa', gv.u32(1)],
+          ['ab', gv.u32(2)],
+        ],
+        [],
+      );
       dupe[24 + 8 + 1] = 'a'.charCodeAt(0); // rename 'ab' -> 'aa' (second key's last byte)
       dupe[24 + 8 + 2 + 4 + 4 + 8 + 1] = 'a'.charCodeAt(0);
       expect(() => parseGguf(dupe, 'f')).to.throw(FormatError, /appears twice/);
@@ -167,7 +204,10 @@ describe('GGUF v3 reader/writer', () => {
       const vt = write([['b', gv.bool(true)]], []);
       u32At(vt, 24 + 8 + 1, 13);
       expect(() => parseGguf(vt, 'f')).to.throw(FormatError, /unknown metadata value type 13/);
-      const one: GgufTensor[] = [{ name: 't', type: 'F32', dims: [8], data: new Uint8Array(32) }, { name: 'u', type: 'F32', dims: [8], data: new Uint8Array(32) }];
+      const one: GgufTensor[] = [
+        { name: 't', type: 'F32', dims: [8], data: new Uint8Array(32) },
+        { name: 'u', type: 'F32', dims: [8], data: new Uint8Array(32) },
+      ];
       const infoAt = 24; // no metadata: the first tensor info follows the header
       const typeOff = infoAt + 8 + 1 + 4 + 8;
       const tt = write([], one);

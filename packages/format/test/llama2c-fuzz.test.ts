@@ -67,7 +67,8 @@ function consistent(ck: Llama2cCheckpoint, bytes: number): void {
   let floats = h.seqLen * hd; // freq_cis_real + freq_cis_imag are read past, not returned
   for (const [name, shape] of want) {
     const t = ck.tensors.get(name);
-    if (t === undefined || t.shape.join() !== shape.join() || t.data.length !== shape.reduce((a, b) => a * b, 1)) throw new Error(`tensor ${name}: [${t?.shape.join(', ')}], expected [${shape.join(', ')}]`);
+    if (t === undefined || t.shape.join() !== shape.join() || t.data.length !== shape.reduce((a, b) => a * b, 1))
+      throw new Error(`tensor ${name}: [${t?.shape.join(', ')}], expected [${shape.join(', ')}]`);
     floats += t.data.length;
   }
   if (28 + 4 * floats !== bytes) throw new Error(`tensors account for ${28 + 4 * floats} bytes of ${bytes}`);

@@ -64,12 +64,24 @@ function headDot(q: Float64Array, qh: number, k: Float64Array, kh: number, hd: n
 
 /** Attention scores q_h(pos_q) . k_{h / group}(pos_k) for every query head, both ways, must agree. */
 function checkRopeEquivalence(
-  wq: Float32Array, wk: Float32Array, hfq: Float32Array, hfk: Float32Array,
-  dim: number, nHeads: number, nKv: number, x: Float32Array, y: Float32Array,
+  wq: Float32Array,
+  wk: Float32Array,
+  hfq: Float32Array,
+  hfk: Float32Array,
+  dim: number,
+  nHeads: number,
+  nKv: number,
+  x: Float32Array,
+  y: Float32Array,
 ): void {
   const hd = dim / nHeads;
   const group = nHeads / nKv;
-  for (const [pq, pk] of [[0, 0], [3, 1], [7, 7], [11, 2]] as [number, number][]) {
+  for (const [pq, pk] of [
+    [0, 0],
+    [3, 1],
+    [7, 7],
+    [11, 2],
+  ] as [number, number][]) {
     const qa = ropeInterleaved(matvec(wq, dim, dim, x), nHeads, hd, pq);
     const ka = ropeInterleaved(matvec(wk, nKv * hd, dim, y), nKv, hd, pk);
     const qb = ropeHalf(matvec(hfq, dim, dim, x), nHeads, hd, pq);
@@ -92,7 +104,21 @@ describe('llama2.c v0 reader', () => {
     const [D, H, L, NH, NKV, V, S] = [8, 12, 2, 2, 1, 5, 3];
     const hd = D / NH;
     const kv = NKV * hd;
-    const sizes = { emb: V * D, rmsAtt: L * D, wq: L * D * D, wk: L * kv * D, wv: L * kv * D, wo: L * D * D, rmsFfn: L * D, w1: L * H * D, w2: L * D * H, w3: L * H * D, rmsF: D, freq: S * hd, wcls: V * D };
+    const sizes = {
+      emb: V * D,
+      rmsAtt: L * D,
+      wq: L * D * D,
+      wk: L * kv * D,
+      wv: L * kv * D,
+      wo: L * D * D,
+      rmsFfn: L * D,
+      w1: L * H * D,
+      w2: L * D * H,
+      w3: L * H * D,
+      rmsF: D,
+      freq: S * hd,
+      wcls: V * D,
+    };
     const total = Object.values(sizes).reduce((a, b) => a + b, 0);
     const rng = new Rng(11);
     const floats = Float32Array.from({ length: total }, () => rng.normal());
@@ -133,9 +159,15 @@ describe('llama2.c v0 reader', () => {
       const y = Float32Array.from({ length: D }, () => rng.normal());
       for (let l = 0; l < L; l++) {
         checkRopeEquivalence(
-          raw('wq', l, D * D), raw('wk', l, kv * D),
-          get(`model.layers.${l}.self_attn.q_proj.weight`).data, get(`model.layers.${l}.self_attn.k_proj.weight`).data,
-          D, NH, NKV, x, y,
+          raw('wq', l, D * D),
+          raw('wk', l, kv * D),
+          get(`model.layers.${l}.self_attn.q_proj.weight`).data,
+          get(`model.layers.${l}.self_attn.k_proj.weight`).data,
+          D,
+          NH,
+          NKV,
+          x,
+          y,
         );
       }
     });
@@ -148,7 +180,10 @@ describe('llama2.c v0 reader', () => {
     });
 
     it('checks the file size exactly', () => {
-      expect(() => parseLlama2c(bytes.subarray(0, bytes.length - 4), 'synth.bin')).to.throw(FormatError, new RegExp(`^synth.bin: expected ${bytes.length} bytes .* got ${bytes.length - 4}`));
+      expect(() => parseLlama2c(bytes.subarray(0, bytes.length - 4), 'synth.bin')).to.throw(
+        FormatError,
+        new RegExp(`^synth.bin: expected ${bytes.length} bytes .* got ${bytes.length - 4}`),
+      );
       const padded = new Uint8Array(bytes.length + 1);
       padded.set(bytes);
       expect(() => parseLlama2c(padded, 'synth.bin')).to.throw(FormatError, new RegExp(`expected ${bytes.length} bytes .* got ${bytes.length + 1}`));
@@ -202,7 +237,9 @@ describe('llama2.c v0 reader', () => {
     it('has the 47 HF tensors with HF shapes and no lm_head', () => {
       expect(ck.tensors.size).to.equal(47);
       expect(ck.tensors.has('lm_head.weight')).to.equal(false);
-      const shapes = Object.fromEntries([...ck.tensors].filter(([n]) => !n.startsWith('model.layers.') || n.startsWith('model.layers.4.')).map(([n, t]) => [n, t.shape]));
+      const shapes = Object.fromEntries(
+        [...ck.tensors].filter(([n]) => !n.startsWith('model.layers.') || n.startsWith('model.layers.4.')).map(([n, t]) => [n, t.shape]),
+      );
       expect(shapes).to.deep.equal({
         'model.embed_tokens.weight': [512, 64],
         'model.layers.4.input_layernorm.weight': [64],
@@ -243,10 +280,15 @@ describe('llama2.c v0 reader', () => {
       const rawSlice = (s: number, n: number): Float32Array => Float32Array.from({ length: n }, (_, i) => rawF(s + i));
       const l = 3;
       checkRopeEquivalence(
-        rawSlice(qStart + l * perLayerQ, perLayerQ), rawSlice(kStart + l * 32 * 64, 32 * 64),
+        rawSlice(qStart + l * perLayerQ, perLayerQ),
+        rawSlice(kStart + l * 32 * 64, 32 * 64),
         (ck.tensors.get(`model.layers.${l}.self_attn.q_proj.weight`) as F32Tensor).data,
         (ck.tensors.get(`model.layers.${l}.self_attn.k_proj.weight`) as F32Tensor).data,
-        64, 8, 4, emb.slice(300 * 64, 301 * 64), emb.slice(17 * 64, 18 * 64),
+        64,
+        8,
+        4,
+        emb.slice(300 * 64, 301 * 64),
+        emb.slice(17 * 64, 18 * 64),
       );
     });
 

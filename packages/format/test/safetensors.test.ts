@@ -3,7 +3,18 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArgumentError, FormatError, NotFoundError, ShapeError } from '@bitdistill/core';
-import { inMemoryTensor, loadSafetensorsDir, openSafetensorsDir, parseSafetensors, readSafetensors, readSafetensorsHeader, serializeSafetensors, tensorToFloat32, writeSafetensors, type TensorEntry } from '../src/index.ts';
+import {
+  inMemoryTensor,
+  loadSafetensorsDir,
+  openSafetensorsDir,
+  parseSafetensors,
+  readSafetensors,
+  readSafetensorsHeader,
+  serializeSafetensors,
+  tensorToFloat32,
+  writeSafetensors,
+  type TensorEntry,
+} from '../src/index.ts';
 import { openSafetensors } from '../src/safetensors.ts';
 
 const enc = new TextEncoder();
@@ -80,10 +91,16 @@ describe('safetensors', () => {
     it('rejects bad arguments', () => {
       const one = (t: unknown): Map<string, TensorEntry> => new Map([['x', t as TensorEntry]]);
       expect(() => serializeSafetensors(one({ dtype: 'F32', shape: [3], data: new Float32Array(2) }))).to.throw(ShapeError, /holds 3 values but data has 2/);
-      expect(() => serializeSafetensors(one({ dtype: 'F32', shape: [2], data: new Int32Array(2) }))).to.throw(ArgumentError, /needs its data in a Float32Array, got Int32Array/);
+      expect(() => serializeSafetensors(one({ dtype: 'F32', shape: [2], data: new Int32Array(2) }))).to.throw(
+        ArgumentError,
+        /needs its data in a Float32Array, got Int32Array/,
+      );
       expect(() => serializeSafetensors(one({ dtype: 'F64', shape: [1], data: new Float64Array(1) }))).to.throw(ArgumentError, /unknown dtype "F64"/);
       expect(() => serializeSafetensors(one({ dtype: 'U8', shape: [-1], data: new Uint8Array(0) }))).to.throw(ShapeError, /bad shape/);
-      expect(() => serializeSafetensors(new Map([['__metadata__', { dtype: 'U8', shape: [0], data: new Uint8Array(0) } as TensorEntry]]))).to.throw(ArgumentError, /reserved/);
+      expect(() => serializeSafetensors(new Map([['__metadata__', { dtype: 'U8', shape: [0], data: new Uint8Array(0) } as TensorEntry]]))).to.throw(
+        ArgumentError,
+        /reserved/,
+      );
       expect(() => serializeSafetensors(new Map(), { a: 1 as unknown as string })).to.throw(ArgumentError, /must be a string/);
     });
   });
@@ -167,18 +184,46 @@ describe('safetensors', () => {
       ['exponent dimension', build(`{"w":${entry('F32', ['2e0'], 0, 8)}}`, eight), /shape must be a list of non-negative integers/],
       ['shape not a list', build(`{"w":{"dtype":"F32","shape":2,"data_offsets":[0,8]}}`, eight), /shape must be a list/],
       ['dimension past 2^53', build(`{"w":${entry('F32', ['9007199254740993'], 0, 8)}}`, eight), /shape must be a list of non-negative integers/],
-      ['huge offset', build(`{"w":${entry('F32', [2], 0, '18446744073709551615')}}`, eight), /data_offsets must be \[begin, end\] with non-negative integers, got \[0, 18446744073709551615\]/],
+      [
+        'huge offset',
+        build(`{"w":${entry('F32', [2], 0, '18446744073709551615')}}`, eight),
+        /data_offsets must be \[begin, end\] with non-negative integers, got \[0, 18446744073709551615\]/,
+      ],
       ['three offsets', build(`{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8,8]}}`, eight), /data_offsets must be \[begin, end\]/],
       ['missing offsets', build(`{"w":{"dtype":"F32","shape":[2]}}`, eight), /data_offsets must be \[begin, end\] with non-negative integers, got \(missing\)/],
       ['end before begin', build(`{"w":${entry('F32', [0], 8, 0)}}`, eight), /data_offsets \[8, 0\] end before they begin/],
       ['past the buffer', build(`{"w":${entry('F32', [4], 0, 16)}}`, eight), /data_offsets \[0, 16\] run past the end of the 8-byte data buffer/],
       ['size mismatch', build(`{"w":${entry('F32', [3], 0, 8)}}`, eight), /tensor "w": F32 \[3\] takes 12 bytes but data_offsets \[0, 8\] span 8/],
-      ['huge shape', build(`{"w":${entry('F32', [4294967296, 4294967296, 4294967296], 0, 8)}}`, eight), /takes more than 8 bytes but data_offsets \[0, 8\] span 8/],
-      ['hole at the start', build(`{"w":${entry('F32', [1], 4, 8)}}`, eight), /tensor "w": data_offsets \[4, 8\] leave a hole of 4 bytes after the start of the data buffer/],
-      ['hole between', build(`{"a":${entry('U8', [2], 0, 2)},"b":${entry('U8', [4], 4, 8)}}`, eight), /tensor "b": .* leave a hole of 2 bytes after tensor "a", which ends at byte 2/],
-      ['overlap', build(`{"a":${entry('U8', [6], 0, 6)},"b":${entry('U8', [4], 4, 8)}}`, eight), /tensor "b": data_offsets \[4, 8\] overlap tensor "a", which ends at byte 6/],
-      ['empty tensor inside another', build(`{"a":${ok},"e":${entry('F32', [0], 4, 4)}}`, eight), /tensor "e": data_offsets \[4, 4\] overlap tensor "a", which ends at byte 8/],
-      ['trailing bytes', build(`{"w":${entry('U8', [4], 0, 4)}}`, eight), /data buffer is 8 bytes but the tensors cover only 4; 4 trailing bytes belong to no tensor/],
+      [
+        'huge shape',
+        build(`{"w":${entry('F32', [4294967296, 4294967296, 4294967296], 0, 8)}}`, eight),
+        /takes more than 8 bytes but data_offsets \[0, 8\] span 8/,
+      ],
+      [
+        'hole at the start',
+        build(`{"w":${entry('F32', [1], 4, 8)}}`, eight),
+        /tensor "w": data_offsets \[4, 8\] leave a hole of 4 bytes after the start of the data buffer/,
+      ],
+      [
+        'hole between',
+        build(`{"a":${entry('U8', [2], 0, 2)},"b":${entry('U8', [4], 4, 8)}}`, eight),
+        /tensor "b": .* leave a hole of 2 bytes after tensor "a", which ends at byte 2/,
+      ],
+      [
+        'overlap',
+        build(`{"a":${entry('U8', [6], 0, 6)},"b":${entry('U8', [4], 4, 8)}}`, eight),
+        /tensor "b": data_offsets \[4, 8\] overlap tensor "a", which ends at byte 6/,
+      ],
+      [
+        'empty tensor inside another',
+        build(`{"a":${ok},"e":${entry('F32', [0], 4, 4)}}`, eight),
+        /tensor "e": data_offsets \[4, 4\] overlap tensor "a", which ends at byte 8/,
+      ],
+      [
+        'trailing bytes',
+        build(`{"w":${entry('U8', [4], 0, 4)}}`, eight),
+        /data buffer is 8 bytes but the tensors cover only 4; 4 trailing bytes belong to no tensor/,
+      ],
       ['metadata not an object', build(`{"__metadata__":[1]}`), /__metadata__ must be an object of strings/],
       ['metadata value not a string', build(`{"__metadata__":{"n":3}}`), /__metadata__\["n"\] must be a string, got 3/],
     ];
@@ -197,7 +242,10 @@ describe('safetensors', () => {
 
     it('accepts what the spec allows: reordered offsets, empty tensors at shared offsets, unknown entry keys', () => {
       const f = parseSafetensors(
-        build(`{"b":${entry('U8', [4], 4, 8)},"e":${entry('I64', [0, 9], 4, 4)},"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4],"extra":null}}`, [1, 2, 3, 4, 5, 6, 7, 8]),
+        build(
+          `{"b":${entry('U8', [4], 4, 8)},"e":${entry('I64', [0, 9], 4, 4)},"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4],"extra":null}}`,
+          [1, 2, 3, 4, 5, 6, 7, 8],
+        ),
       );
       expect([...f.tensors.keys()]).to.deep.equal(['a', 'e', 'b']);
       expect([...(f.tensors.get('b') as TensorEntry).data]).to.deep.equal([5, 6, 7, 8]);
@@ -222,7 +270,10 @@ describe('safetensors', () => {
       expect([...tensorToFloat32(t.get('bf16') as TensorEntry)].slice(1)).to.deep.equal([-0, 2 ** -133, 1]);
       const f = t.get('f32') as TensorEntry;
       expect(tensorToFloat32(f)).to.equal(f.data);
-      expect(() => tensorToFloat32(t.get('u8') as TensorEntry, 'm.safetensors: w')).to.throw(FormatError, /^m.safetensors: w: tensor is U8, expected a floating-point dtype/);
+      expect(() => tensorToFloat32(t.get('u8') as TensorEntry, 'm.safetensors: w')).to.throw(
+        FormatError,
+        /^m.safetensors: w: tensor is U8, expected a floating-point dtype/,
+      );
     });
   });
 
@@ -230,16 +281,27 @@ describe('safetensors', () => {
     const t = (v: number): TensorEntry => ({ dtype: 'F32', shape: [1], data: new Float32Array([v]) });
     function shardedDir(name: string, index: unknown, shards: Record<string, [string, number][]>): string {
       const real = mkdtempSync(join(dir, `${name}-`));
-      for (const [file, ts] of Object.entries(shards)) writeSafetensors(join(real, file), new Map(ts.map(([n, v]) => [n, t(v)])), { format: 'pt', shard: file });
+      for (const [file, ts] of Object.entries(shards))
+        writeSafetensors(join(real, file), new Map(ts.map(([n, v]) => [n, t(v)])), { format: 'pt', shard: file });
       writeFileSync(join(real, 'model.safetensors.index.json'), typeof index === 'string' ? index : JSON.stringify(index));
       return real;
     }
-    const shards = { 's1.safetensors': [['a', 1], ['b', 2]] as [string, number][], 's2.safetensors': [['c', 3]] as [string, number][] };
+    const shards = {
+      's1.safetensors': [
+        ['a', 1],
+        ['b', 2],
+      ] as [string, number][],
+      's2.safetensors': [['c', 3]] as [string, number][],
+    };
 
     it('merges shards in weight_map order', () => {
       const d = shardedDir('ok', { metadata: { total_size: 12 }, weight_map: { c: 's2.safetensors', a: 's1.safetensors', b: 's1.safetensors' } }, shards);
       const f = loadSafetensorsDir(d);
-      expect([...f.tensors].map(([n, x]) => [n, x.data[0]])).to.deep.equal([['c', 3], ['a', 1], ['b', 2]]);
+      expect([...f.tensors].map(([n, x]) => [n, x.data[0]])).to.deep.equal([
+        ['c', 3],
+        ['a', 1],
+        ['b', 2],
+      ]);
       expect(f.metadata).to.deep.equal({ format: 'pt', shard: 's2.safetensors' });
     });
 
@@ -265,7 +327,11 @@ describe('safetensors', () => {
       }
       const d = shardedDir('lazy', { weight_map: { c: 's2.safetensors', a: 's1.safetensors', b: 's1.safetensors' } }, shards);
       const g = openSafetensorsDir(d);
-      expect([...g.tensors].map(([n, x]) => [n, x.read().data[0]])).to.deep.equal([['c', 3], ['a', 1], ['b', 2]]);
+      expect([...g.tensors].map(([n, x]) => [n, x.read().data[0]])).to.deep.equal([
+        ['c', 3],
+        ['a', 1],
+        ['b', 2],
+      ]);
       g.close();
       const m = inMemoryTensor({ dtype: 'F32', shape: [3, 2], data: Float32Array.of(1, 2, 3, 4, 5, 6) });
       expect(Array.from(m.readRows(1, 3).data as Float32Array)).to.deep.equal([3, 4, 5, 6]);
@@ -281,10 +347,30 @@ describe('safetensors', () => {
     it('rejects inconsistent indexes', () => {
       const bad: [string, unknown, RegExp, typeof FormatError | typeof NotFoundError][] = [
         ['unlisted', { weight_map: { a: 's1.safetensors', c: 's2.safetensors' } }, /tensor 'b' is not listed in model.safetensors.index.json/, FormatError],
-        ['wrong-shard', { weight_map: { a: 's1.safetensors', b: 's2.safetensors', c: 's2.safetensors' } }, /tensor 'b' is mapped to 's2.safetensors' .* but found in 's1.safetensors'/, FormatError],
-        ['missing-tensor', { weight_map: { a: 's1.safetensors', b: 's1.safetensors', c: 's2.safetensors', d: 's2.safetensors' } }, /tensor 'd' is listed in .* but missing from this shard/, FormatError],
-        ['missing-shard', { weight_map: { a: 's1.safetensors', b: 's1.safetensors', c: 's3.safetensors' } }, /shard 's3.safetensors' named in .* does not exist/, NotFoundError],
-        ['traversal', { weight_map: { a: '../s1.safetensors' } }, /weight_map\["a"\] = "..\/s1.safetensors" is not a file name in the index's folder/, FormatError],
+        [
+          'wrong-shard',
+          { weight_map: { a: 's1.safetensors', b: 's2.safetensors', c: 's2.safetensors' } },
+          /tensor 'b' is mapped to 's2.safetensors' .* but found in 's1.safetensors'/,
+          FormatError,
+        ],
+        [
+          'missing-tensor',
+          { weight_map: { a: 's1.safetensors', b: 's1.safetensors', c: 's2.safetensors', d: 's2.safetensors' } },
+          /tensor 'd' is listed in .* but missing from this shard/,
+          FormatError,
+        ],
+        [
+          'missing-shard',
+          { weight_map: { a: 's1.safetensors', b: 's1.safetensors', c: 's3.safetensors' } },
+          /shard 's3.safetensors' named in .* does not exist/,
+          NotFoundError,
+        ],
+        [
+          'traversal',
+          { weight_map: { a: '../s1.safetensors' } },
+          /weight_map\["a"\] = "..\/s1.safetensors" is not a file name in the index's folder/,
+          FormatError,
+        ],
         ['no-map', { metadata: {} }, /expected an object with "weight_map"/, FormatError],
         ['dup', '{"weight_map":{"a":"s1.safetensors","a":"s1.safetensors"}}', /not valid JSON: duplicate key "a"/, FormatError],
         ['syntax', '{"weight_map":', /not valid JSON/, FormatError],

@@ -97,7 +97,10 @@ describe('TQ2_0 / TQ1_0 blocks (llama.cpp ternary types)', () => {
       expect(() => unpackTernaryGgml(type, good.subarray(1), 1, 256)).to.throw(FormatError, /needs/);
       const bad = good.slice();
       bad[3] = type === 'TQ2_0' ? 0xff : 0x01; // TQ2_0: code 3; TQ1_0: 1 is ceil(v*256/243) for no v
-      expect(() => unpackTernaryGgml(type, bad, 1, 256, 'w')).to.throw(FormatError, type === 'TQ2_0' ? /block 0 \(row 0\) byte 3 = 0xff/ : /block 0 \(row 0\) byte 3 = 0x1 /);
+      expect(() => unpackTernaryGgml(type, bad, 1, 256, 'w')).to.throw(
+        FormatError,
+        type === 'TQ2_0' ? /block 0 \(row 0\) byte 3 = 0xff/ : /block 0 \(row 0\) byte 3 = 0x1 /,
+      );
       const nan = good.slice();
       nan[nan.length - 1] = 0x7e; // fp16 NaN
       expect(() => unpackTernaryGgml(type, nan, 1, 256)).to.throw(FormatError, /scale d = NaN/);

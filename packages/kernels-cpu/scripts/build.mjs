@@ -17,7 +17,12 @@ const force = process.argv.includes('--force');
 function sourceHash() {
   const h = createHash('sha256');
   h.update(`${process.version} ${process.arch} ${process.platform}\n`);
-  const files = ['binding.gyp', ...readdirSync(join(pkgDir, 'native')).sort().map((f) => join('native', f))];
+  const files = [
+    'binding.gyp',
+    ...readdirSync(join(pkgDir, 'native'))
+      .sort()
+      .map((f) => join('native', f)),
+  ];
   for (const f of files) h.update(`${f}\n`).update(readFileSync(join(pkgDir, f)));
   return h.digest('hex');
 }

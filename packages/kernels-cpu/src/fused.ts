@@ -34,7 +34,11 @@ function checkShape(what: string, s: BitLinearShape, arrays: [string, Float32Arr
  */
 export function bitLinearF32(x: Float32Array, w: Float32Array, s: BitLinearShape, out?: Float32Array): Float32Array {
   const y = out ?? new Float32Array(s.m * s.n);
-  checkShape('bitLinearF32', s, [['x', x, s.m * s.k], ['w', w, s.n * s.k], ['y', y, s.m * s.n]]);
+  checkShape('bitLinearF32', s, [
+    ['x', x, s.m * s.k],
+    ['w', w, s.n * s.k],
+    ['y', y, s.m * s.n],
+  ]);
   const addon = nativeAddon();
   if (addon === null) return bitLinearF32Ts(x, w, s, y);
   addon.bitLinearF32(x, w, s.m, s.k, s.n, s.perRow, y);
@@ -51,7 +55,13 @@ export function bitLinearGradF32(
   dw?: Float32Array,
 ): { dx: Float32Array; dw: Float32Array } {
   const r = { dx: dx ?? new Float32Array(s.m * s.k), dw: dw ?? new Float32Array(s.n * s.k) };
-  checkShape('bitLinearGradF32', s, [['x', x, s.m * s.k], ['w', w, s.n * s.k], ['dy', dy, s.m * s.n], ['dx', r.dx, s.m * s.k], ['dw', r.dw, s.n * s.k]]);
+  checkShape('bitLinearGradF32', s, [
+    ['x', x, s.m * s.k],
+    ['w', w, s.n * s.k],
+    ['dy', dy, s.m * s.n],
+    ['dx', r.dx, s.m * s.k],
+    ['dw', r.dw, s.n * s.k],
+  ]);
   const addon = nativeAddon();
   if (addon === null) return bitLinearGradF32Ts(x, w, s, dy, r.dx, r.dw);
   addon.bitLinearGradF32(x, w, s.m, s.k, s.n, s.perRow, dy, r.dx, r.dw);
@@ -134,7 +144,11 @@ function checkSame(what: string, arrays: [string, Float32Array][]): void {
 /** SwiGLU: y = silu(g) * u = g sigmoid(g) u, elementwise. */
 export function swigluF32(g: Float32Array, u: Float32Array, out?: Float32Array): Float32Array {
   const y = out ?? new Float32Array(g.length);
-  checkSame('swigluF32', [['g', g], ['u', u], ['y', y]]);
+  checkSame('swigluF32', [
+    ['g', g],
+    ['u', u],
+    ['y', y],
+  ]);
   const addon = nativeAddon();
   if (addon === null) return swigluF32Ts(g, u, y);
   addon.swigluF32(g, u, y);
@@ -142,9 +156,21 @@ export function swigluF32(g: Float32Array, u: Float32Array, out?: Float32Array):
 }
 
 /** Gradient of swigluF32: dg = dy u sig(g) (1 + g (1 - sig(g))), du = dy g sig(g). */
-export function swigluGradF32(g: Float32Array, u: Float32Array, dy: Float32Array, dg?: Float32Array, du?: Float32Array): { dg: Float32Array; du: Float32Array } {
+export function swigluGradF32(
+  g: Float32Array,
+  u: Float32Array,
+  dy: Float32Array,
+  dg?: Float32Array,
+  du?: Float32Array,
+): { dg: Float32Array; du: Float32Array } {
   const r = { dg: dg ?? new Float32Array(g.length), du: du ?? new Float32Array(g.length) };
-  checkSame('swigluGradF32', [['g', g], ['u', u], ['dy', dy], ['dg', r.dg], ['du', r.du]]);
+  checkSame('swigluGradF32', [
+    ['g', g],
+    ['u', u],
+    ['dy', dy],
+    ['dg', r.dg],
+    ['du', r.du],
+  ]);
   const addon = nativeAddon();
   if (addon === null) return swigluGradF32Ts(g, u, dy, r.dg, r.du);
   addon.swigluF32(g, u, dy, r.dg, r.du);
@@ -163,7 +189,13 @@ export function swigluF32Ts(g: Float32Array, u: Float32Array, y: Float32Array): 
 }
 
 /** TypeScript twin of swigluGradF32 (float64 arithmetic). */
-export function swigluGradF32Ts(g: Float32Array, u: Float32Array, dy: Float32Array, dg: Float32Array, du: Float32Array): { dg: Float32Array; du: Float32Array } {
+export function swigluGradF32Ts(
+  g: Float32Array,
+  u: Float32Array,
+  dy: Float32Array,
+  dg: Float32Array,
+  du: Float32Array,
+): { dg: Float32Array; du: Float32Array } {
   for (let i = 0; i < g.length; i++) {
     const gi = g[i] as number;
     const sg = sigmoid(gi);
@@ -203,10 +235,25 @@ function attentionAddon(what: string) {
  * head, query head h reading KV head floor(h / (H / Hkv)); RoPE as HF Llama (rotate_half) from tables cos, sin.
  * Layouts are the projections' own ([B, T, heads, d]): no transposes around it. Native only.
  */
-export function attentionTrainF32(q: Float32Array, k: Float32Array, v: Float32Array, cos: Float32Array, sin: Float32Array, s: AttentionTrainShape, out?: Float32Array): Float32Array {
+export function attentionTrainF32(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  cos: Float32Array,
+  sin: Float32Array,
+  s: AttentionTrainShape,
+  out?: Float32Array,
+): Float32Array {
   const { B, T, H, Hkv, d } = s;
   const y = out ?? new Float32Array(B * T * H * d);
-  checkAttention('attentionTrainF32', s, [['q', q, B * T * H * d], ['k', k, B * T * Hkv * d], ['v', v, B * T * Hkv * d], ['cos', cos, T * d], ['sin', sin, T * d], ['y', y, B * T * H * d]]);
+  checkAttention('attentionTrainF32', s, [
+    ['q', q, B * T * H * d],
+    ['k', k, B * T * Hkv * d],
+    ['v', v, B * T * Hkv * d],
+    ['cos', cos, T * d],
+    ['sin', sin, T * d],
+    ['y', y, B * T * H * d],
+  ]);
   attentionAddon('attentionTrainF32').attentionTrainF32(q, k, v, cos, sin, B, T, H, Hkv, d, s.scale, y);
   return y;
 }
@@ -258,7 +305,8 @@ export function relationKdF32(
   const [sB, sH, sT, sd] = sShape;
   if (sB !== B || sT !== T) throw new ShapeError(`relationKdF32: teacher [${tShape}] and student [${sShape}] differ in batch or length`);
   if (teacher.length !== B * tH * T * td || student.length !== B * sH * T * sd) throw new ShapeError('relationKdF32: array sizes do not match the shapes');
-  if ((tH * td) % relationHeads !== 0 || (sH * sd) % relationHeads !== 0) throw new ShapeError(`relationKdF32: H d is not divisible by ${relationHeads} relation heads`);
+  if ((tH * td) % relationHeads !== 0 || (sH * sd) % relationHeads !== 0)
+    throw new ShapeError(`relationKdF32: H d is not divisible by ${relationHeads} relation heads`);
   if (dx !== undefined && dx.length !== student.length) throw new ShapeError(`relationKdF32: dx has ${dx.length} values, expected ${student.length}`);
   return attentionAddon('relationKdF32').relationKdF32(teacher, tH, td, student, sH, sd, B, T, relationHeads, cosine, dx ?? null);
 }

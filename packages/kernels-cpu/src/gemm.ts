@@ -22,16 +22,13 @@ function checkDim(what: string, name: string, v: number, min: number): void {
  * C[m, n] = op(A) @ op(B), all row-major float32: A is [m, k] (or [k, m] with transA), B is [k, n] (or [n, k]
  * with transB). Accumulates in float32 with FMA; blocked, multi-threaded.
  */
-export function matmulF32(
-  a: Float32Array,
-  b: Float32Array,
-  m: number,
-  k: number,
-  n: number,
-  options: MatMulOptions = {},
-  out?: Float32Array,
-): Float32Array {
-  for (const [name, v] of [['m', m], ['k', k], ['n', n]] as const) checkDim('matmulF32', name, v, 0);
+export function matmulF32(a: Float32Array, b: Float32Array, m: number, k: number, n: number, options: MatMulOptions = {}, out?: Float32Array): Float32Array {
+  for (const [name, v] of [
+    ['m', m],
+    ['k', k],
+    ['n', n],
+  ] as const)
+    checkDim('matmulF32', name, v, 0);
   const c = out ?? new Float32Array(m * n);
   if (a.length !== m * k) throw new ShapeError(`matmulF32: A has ${a.length} values, expected ${m * k} (m=${m}, k=${k})`);
   if (b.length !== k * n) throw new ShapeError(`matmulF32: B has ${b.length} values, expected ${k * n} (k=${k}, n=${n})`);
@@ -45,7 +42,16 @@ export function matmulF32(
 }
 
 /** TypeScript twin of matmulF32 (the fallback), float32 accumulation; arguments as checked by matmulF32. */
-export function matmulF32Ts(a: Float32Array, b: Float32Array, m: number, k: number, n: number, transA: boolean, transB: boolean, c: Float32Array): Float32Array {
+export function matmulF32Ts(
+  a: Float32Array,
+  b: Float32Array,
+  m: number,
+  k: number,
+  n: number,
+  transA: boolean,
+  transB: boolean,
+  c: Float32Array,
+): Float32Array {
   // i-p-j order: the inner loop runs along a row of B and of C.
   const sai = transA ? 1 : k;
   const sap = transA ? m : 1;
@@ -151,7 +157,12 @@ export interface BatchMatMulShape {
  */
 export function batchMatmulF32(a: Float32Array, b: Float32Array, s: BatchMatMulShape, options: MatMulOptions = {}, out?: Float32Array): Float32Array {
   const { m, k, n } = s;
-  for (const [name, v] of [['m', m], ['k', k], ['n', n]] as const) checkDim('batchMatmulF32', name, v, 0);
+  for (const [name, v] of [
+    ['m', m],
+    ['k', k],
+    ['n', n],
+  ] as const)
+    checkDim('batchMatmulF32', name, v, 0);
   const { aIndex, bIndex } = cachedBroadcastBatch(s.batchA, s.batchB);
   const countA = s.batchA.reduce((x, y) => x * y, 1);
   const countB = s.batchB.reduce((x, y) => x * y, 1);

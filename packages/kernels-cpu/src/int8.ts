@@ -27,7 +27,8 @@ const RNE = 6755399441055744; // 1.5 * 2^52: adding and subtracting rounds a dou
 export function quantizeRowsInt8(w: Float32Array, rows: number, cols: number, out?: { q: Int8Array; scale: Float32Array }): Int8RowMatrix {
   if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) throw new ArgumentError(`quantizeRowsInt8: bad shape ${rows} x ${cols}`);
   if (w.length !== rows * cols) throw new ShapeError(`quantizeRowsInt8: ${w.length} values do not form [${rows}, ${cols}]`);
-  if (out !== undefined && (out.q.length !== rows * cols || out.scale.length !== rows)) throw new ShapeError(`quantizeRowsInt8: out arrays do not hold [${rows}, ${cols}] and ${rows} scales`);
+  if (out !== undefined && (out.q.length !== rows * cols || out.scale.length !== rows))
+    throw new ShapeError(`quantizeRowsInt8: out arrays do not hold [${rows}, ${cols}] and ${rows} scales`);
   const addon = nativeAddon();
   if (addon === null) {
     const m = quantizeRowsInt8Ts(w, rows, cols);

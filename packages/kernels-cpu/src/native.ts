@@ -104,13 +104,44 @@ export interface NativeAddon {
   adamwF32(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, out: Float32Array, hyper: Float64Array): void;
   castToF32(x: Uint8Array | Int32Array, y: Float32Array): void;
   reduceF32(op: number, x: Float32Array, y: Float32Array, outer: number, r: number, inner: number): void;
-  copyStrided32(src: Float32Array, srcOffset: number, srcStrides: Int32Array, dst: Float32Array, dstOffset: number, dstStrides: Int32Array, shape: Int32Array): void;
+  copyStrided32(
+    src: Float32Array,
+    srcOffset: number,
+    srcStrides: Int32Array,
+    dst: Float32Array,
+    dstOffset: number,
+    dstStrides: Int32Array,
+    shape: Int32Array,
+  ): void;
   gatherRows32(x: Float32Array, rowLen: number, idx: Int32Array, y: Float32Array): number;
   rmsNormF32(x: Float32Array, gain: Float32Array, dim: number, eps: number, y: Float32Array): void;
   rmsNormGradF32(x: Float32Array, gain: Float32Array, dim: number, eps: number, dy: Float32Array, dx: Float32Array, dgain: Float32Array): void;
   bitLinearF32(x: Float32Array, w: Float32Array, m: number, k: number, n: number, perRow: boolean, y: Float32Array): void;
-  bitLinearGradF32(x: Float32Array, w: Float32Array, m: number, k: number, n: number, perRow: boolean, dy: Float32Array, dx: Float32Array, dw: Float32Array): void;
-  attentionTrainF32(q: Float32Array, k: Float32Array, v: Float32Array, cos: Float32Array, sin: Float32Array, B: number, T: number, H: number, Hkv: number, d: number, scale: number, y: Float32Array): void;
+  bitLinearGradF32(
+    x: Float32Array,
+    w: Float32Array,
+    m: number,
+    k: number,
+    n: number,
+    perRow: boolean,
+    dy: Float32Array,
+    dx: Float32Array,
+    dw: Float32Array,
+  ): void;
+  attentionTrainF32(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    cos: Float32Array,
+    sin: Float32Array,
+    B: number,
+    T: number,
+    H: number,
+    Hkv: number,
+    d: number,
+    scale: number,
+    y: Float32Array,
+  ): void;
   attentionTrainGradF32(
     q: Float32Array,
     k: Float32Array,
@@ -128,7 +159,19 @@ export interface NativeAddon {
     dk: Float32Array,
     dv: Float32Array,
   ): void;
-  relationKdF32(t: Float32Array, tH: number, td: number, s: Float32Array, sH: number, sd: number, B: number, T: number, R: number, cosine: boolean, dx: Float32Array | null): number;
+  relationKdF32(
+    t: Float32Array,
+    tH: number,
+    td: number,
+    s: Float32Array,
+    sH: number,
+    sd: number,
+    B: number,
+    T: number,
+    R: number,
+    cosine: boolean,
+    dx: Float32Array | null,
+  ): number;
   /** (g, u, y): forward; (g, u, dy, dg, du): gradient. */
   swigluF32(g: Float32Array, u: Float32Array, y: Float32Array, dg?: Float32Array, du?: Float32Array): void;
 }
@@ -219,8 +262,16 @@ function nativeError(fn: string, e: unknown): unknown {
   if (!(e instanceof Error)) return e;
   const code = (e as NodeJS.ErrnoException).code;
   const message = `kernels-cpu native ${fn}: ${e.message}`;
-  if (code === 'E_ARGUMENT') return new ArgumentError(message, { cause: e, hint: 'the sizes passed do not fit the arrays (or overflow); this is a bug in the caller, please report it' });
-  if (code === 'E_MEMORY') return new BitDistillError('E_MEMORY', message, { cause: e, hint: 'the kernel could not get its scratch memory; use smaller shapes (batch, sequence length) or free memory' });
+  if (code === 'E_ARGUMENT')
+    return new ArgumentError(message, {
+      cause: e,
+      hint: 'the sizes passed do not fit the arrays (or overflow); this is a bug in the caller, please report it',
+    });
+  if (code === 'E_MEMORY')
+    return new BitDistillError('E_MEMORY', message, {
+      cause: e,
+      hint: 'the kernel could not get its scratch memory; use smaller shapes (batch, sequence length) or free memory',
+    });
   if (code === 'E_IO') return new BitDistillError('E_IO', message, { cause: e });
   return e;
 }

@@ -35,15 +35,7 @@ export function ternaryLinearRef(
 }
 
 /** C[m, n] = op(A) @ op(B) accumulated in float64. A is [m, k] ([k, m] if transA), B is [k, n] ([n, k] if transB). */
-export function matmulF32Ref(
-  a: Float32Array,
-  b: Float32Array,
-  m: number,
-  k: number,
-  n: number,
-  transA = false,
-  transB = false,
-): Float64Array {
+export function matmulF32Ref(a: Float32Array, b: Float32Array, m: number, k: number, n: number, transA = false, transB = false): Float64Array {
   const c = new Float64Array(m * n);
   for (let i = 0; i < m; i++) {
     for (let j = 0; j < n; j++) {

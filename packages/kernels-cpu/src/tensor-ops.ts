@@ -177,14 +177,29 @@ function forEachIndex(p: BroadcastPlan, fn: (i: number, ia: number, ib: number) 
   }
 }
 
-function checkOperands(what: string, a: ArrayLike<number>, aShape: readonly number[], b: ArrayLike<number>, bShape: readonly number[], outLen: number, plan: BroadcastPlan): void {
+function checkOperands(
+  what: string,
+  a: ArrayLike<number>,
+  aShape: readonly number[],
+  b: ArrayLike<number>,
+  bShape: readonly number[],
+  outLen: number,
+  plan: BroadcastPlan,
+): void {
   if (a.length !== shapeSize(aShape)) throw new ShapeError(`${what}: a has ${a.length} values, shape [${aShape.join(', ')}]`);
   if (b.length !== shapeSize(bShape)) throw new ShapeError(`${what}: b has ${b.length} values, shape [${bShape.join(', ')}]`);
   if (outLen !== shapeSize(plan.outShape)) throw new ShapeError(`${what}: y has ${outLen} values, expected ${shapeSize(plan.outShape)}`);
 }
 
 /** y = a op b in float32 with broadcasting; y has the broadcast shape (`broadcastPlan(...).outShape`). */
-export function binaryF32(op: BinaryOp, a: Float32Array, aShape: readonly number[], b: Float32Array, bShape: readonly number[], out?: Float32Array): Float32Array {
+export function binaryF32(
+  op: BinaryOp,
+  a: Float32Array,
+  aShape: readonly number[],
+  b: Float32Array,
+  bShape: readonly number[],
+  out?: Float32Array,
+): Float32Array {
   const c = code(BINARY_OPS, op, 'binaryF32');
   const cp = compiledPlan(aShape, bShape);
   const y = out ?? new Float32Array(shapeSize(cp.plan.outShape));
@@ -519,10 +534,18 @@ export function rmsNormF32Ts(x: Float32Array, gain: Float32Array, eps: number, y
  * Gradient of rmsNormF32 for the upstream gradient dy: with u = dy * gain and s = sum(u * x) per row,
  * dx = r u - (r^3 / dim) s x and dgain = sum over rows of dy * x * r.
  */
-export function rmsNormGradF32(x: Float32Array, gain: Float32Array, eps: number, dy: Float32Array, dx?: Float32Array, dgain?: Float32Array): { dx: Float32Array; dgain: Float32Array } {
+export function rmsNormGradF32(
+  x: Float32Array,
+  gain: Float32Array,
+  eps: number,
+  dy: Float32Array,
+  dx?: Float32Array,
+  dgain?: Float32Array,
+): { dx: Float32Array; dgain: Float32Array } {
   checkNorm('rmsNormGradF32', x, gain);
   const res = { dx: dx ?? new Float32Array(x.length), dgain: dgain ?? new Float32Array(gain.length) };
-  if (dy.length !== x.length || res.dx.length !== x.length || res.dgain.length !== gain.length) throw new ShapeError('rmsNormGradF32: arrays do not match x and gain');
+  if (dy.length !== x.length || res.dx.length !== x.length || res.dgain.length !== gain.length)
+    throw new ShapeError('rmsNormGradF32: arrays do not match x and gain');
   const addon = nativeAddon();
   if (addon === null) return rmsNormGradF32Ts(x, gain, eps, dy, res.dx, res.dgain);
   addon.rmsNormGradF32(x, gain, gain.length, eps, dy, res.dx, res.dgain);
@@ -530,7 +553,14 @@ export function rmsNormGradF32(x: Float32Array, gain: Float32Array, eps: number,
 }
 
 /** TypeScript twin of rmsNormGradF32: float64 throughout. */
-export function rmsNormGradF32Ts(x: Float32Array, gain: Float32Array, eps: number, dy: Float32Array, dx: Float32Array, dgain: Float32Array): { dx: Float32Array; dgain: Float32Array } {
+export function rmsNormGradF32Ts(
+  x: Float32Array,
+  gain: Float32Array,
+  eps: number,
+  dy: Float32Array,
+  dx: Float32Array,
+  dgain: Float32Array,
+): { dx: Float32Array; dgain: Float32Array } {
   const dim = gain.length;
   const dg = new Float64Array(dim);
   for (let o = 0; o < x.length; o += dim) {

@@ -98,7 +98,8 @@ export function repackTernary(hfPacked: Uint8Array, out: number, inF: number, la
   if (hfPacked.length !== Math.ceil(out / 4) * inF) {
     throw new ShapeError(`repackTernary: ${hfPacked.length} bytes do not form [${Math.ceil(out / 4)}, ${inF}] (ceil(${out} / 4) rows)`);
   }
-  if (dst !== undefined && dst.length !== ternaryLayoutBytes(out, inF)) throw new ShapeError(`repackTernary: dst has ${dst.length} bytes, the layout of [${out}, ${inF}] takes ${ternaryLayoutBytes(out, inF)}`);
+  if (dst !== undefined && dst.length !== ternaryLayoutBytes(out, inF))
+    throw new ShapeError(`repackTernary: dst has ${dst.length} bytes, the layout of [${out}, ${inF}] takes ${ternaryLayoutBytes(out, inF)}`);
   const data = dst ?? allocAligned(ternaryLayoutBytes(out, inF));
   const addon = nativeAddon();
   const bad = addon === null ? repackTernaryTs(hfPacked, out, inF, data) : addon.repackTernary(hfPacked, out, inF, data);

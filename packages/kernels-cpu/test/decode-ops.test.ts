@@ -89,7 +89,14 @@ describe('decode-path kernels', () => {
   describe('matvecI8 (int8 activations x int8 rows)', () => {
     /** Independent float64 reference from the dequantized weights and the float activations, and the error bound
      * of quantizing the activations: half a step (0.5 / xs, xs = 127 / max|x_b|) per activation. */
-    function reference(scale: Float32Array, q: Int8Array, x: Float32Array, rows: number, cols: number, batch: number): { y: Float64Array; bound: Float64Array } {
+    function reference(
+      scale: Float32Array,
+      q: Int8Array,
+      x: Float32Array,
+      rows: number,
+      cols: number,
+      batch: number,
+    ): { y: Float64Array; bound: Float64Array } {
       const y = new Float64Array(batch * rows);
       const bound = new Float64Array(batch * rows);
       for (let b = 0; b < batch; b++) {
@@ -143,7 +150,18 @@ describe('decode-path kernels', () => {
 
   describe('attentionCausal', () => {
     /** Softmax(q k^T * scale) v by definition, one (position, head) at a time, float64. */
-    function reference(q: Float32Array, kc: Float32Array, vc: Float32Array, T: number, H: number, Hkv: number, d: number, cap: number, start: number, scale: number): Float64Array {
+    function reference(
+      q: Float32Array,
+      kc: Float32Array,
+      vc: Float32Array,
+      T: number,
+      H: number,
+      Hkv: number,
+      d: number,
+      cap: number,
+      start: number,
+      scale: number,
+    ): Float64Array {
       const out = new Float64Array(T * H * d);
       for (let t = 0; t < T; t++)
         for (let h = 0; h < H; h++) {
@@ -158,7 +176,8 @@ describe('decode-path kernels', () => {
           const e = logits.map((v) => Math.exp(v - mx));
           const z = e.reduce((a, b) => a + b, 0);
           for (let j = 0; j < n; j++)
-            for (let i = 0; i < d; i++) out[(t * H + h) * d + i] = (out[(t * H + h) * d + i] as number) + ((e[j] as number) / z) * (vc[(g * cap + j) * d + i] as number);
+            for (let i = 0; i < d; i++)
+              out[(t * H + h) * d + i] = (out[(t * H + h) * d + i] as number) + ((e[j] as number) / z) * (vc[(g * cap + j) * d + i] as number);
         }
       return out;
     }
@@ -183,7 +202,10 @@ describe('decode-path kernels', () => {
     it('rejects a step past the cache and mismatched heads', () => {
       const s = { tokens: 2, heads: 4, kvHeads: 2, headDim: 8, capacity: 4, start: 3, scale: 1 };
       expect(() => attentionCausal(new Float32Array(64), new Float32Array(64), new Float32Array(64), s)).to.throw(ArgumentError, /exceed the cache/);
-      expect(() => attentionCausal(new Float32Array(8 * 3), new Float32Array(64), new Float32Array(64), { ...s, heads: 3, tokens: 1, start: 0 })).to.throw(ArgumentError, /multiple/);
+      expect(() => attentionCausal(new Float32Array(8 * 3), new Float32Array(64), new Float32Array(64), { ...s, heads: 3, tokens: 1, start: 0 })).to.throw(
+        ArgumentError,
+        /multiple/,
+      );
     });
   });
 

@@ -134,7 +134,8 @@ describe('fused swiglu', () => {
           ['du', gr.du[i] as number, grT.du[i] as number, 4 * eps * gi * di],
           ['dg', gr.dg[i] as number, grT.dg[i] as number, 8 * eps * di * ui * (1 + gi)],
         ];
-        for (const [name, got, want, tol] of checks) if (!(Math.abs(got - want) <= tol + 1e-30)) expect.fail(`${name}[${i}] (n=${n}): ${got} vs ${want}, tolerance ${tol}`);
+        for (const [name, got, want, tol] of checks)
+          if (!(Math.abs(got - want) <= tol + 1e-30)) expect.fail(`${name}[${i}] (n=${n}): ${got} vs ${want}, tolerance ${tol}`);
       }
     }
   });

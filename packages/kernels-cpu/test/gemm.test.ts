@@ -93,7 +93,12 @@ describe('fp32 GEMM and matrix-vector product', () => {
     if (!initial.native) this.skip();
     setIsa(initial.isa as Isa);
     // k blocks of 256: 5 (uneven split), 2 (one per thread), 1 (fewer than threads: not split).
-    for (const [m, k, n] of [[30, 1100, 20], [13, 512, 40], [64, 256, 7], [256, 1024, 256]] as [number, number, number][]) {
+    for (const [m, k, n] of [
+      [30, 1100, 20],
+      [13, 512, 40],
+      [64, 256, 7],
+      [256, 1024, 256],
+    ] as [number, number, number][]) {
       for (const transA of [false, true]) {
         const a = randomF32(rng, m * k);
         const b = randomF32(rng, k * n);
@@ -110,7 +115,14 @@ describe('fp32 GEMM and matrix-vector product', () => {
   });
 
   it(`matvecF32 on ${paths.join(', ')} matches a float64 loop for batch 1..9`, () => {
-    const shapes: [number, number][] = [[1, 1], [5, 3], [17, 31], [129, 257], [70, 1000], [301, 64]];
+    const shapes: [number, number][] = [
+      [1, 1],
+      [5, 3],
+      [17, 31],
+      [129, 257],
+      [70, 1000],
+      [301, 64],
+    ];
     for (const [rows, cols] of shapes) {
       for (let batch = 1; batch <= 9; batch += rows > 100 ? 4 : 1) {
         const w = randomF32(rng, rows * cols);

@@ -76,7 +76,9 @@ describe('native addon loading and dispatch', () => {
       } catch (e) {
         expect(e, `${fn}: ${String(e)}`).to.be.instanceOf(ArgumentError);
         expect((e as ArgumentError).code).to.equal('E_ARGUMENT');
-        expect((e as Error).message).to.match(new RegExp(`^kernels-cpu native ${fn}: `)).and.to.match(re);
+        expect((e as Error).message)
+          .to.match(new RegExp(`^kernels-cpu native ${fn}: `))
+          .and.to.match(re);
       }
     }
   });

@@ -1,18 +1,7 @@
 import { expect } from 'chai';
 import { roundHalfEven } from '@bitdistill/arch';
 import { Rng, ShapeError } from '@bitdistill/core';
-import {
-  applyRope,
-  availableIsas,
-  nativeStatus,
-  quantizeActivations,
-  rmsNorm,
-  ropeTables,
-  setIsa,
-  siluGate,
-  softmax,
-  type Isa,
-} from '../src/index.ts';
+import { applyRope, availableIsas, nativeStatus, quantizeActivations, rmsNorm, ropeTables, setIsa, siluGate, softmax, type Isa } from '../src/index.ts';
 import { quantizeActivationsTs } from '../src/ops.ts';
 import { randomF32 } from './util.ts';
 
@@ -68,7 +57,7 @@ describe('forward-pass ops', () => {
         const rows = 6;
         const x = randomF32(rng, rows * dim).map((v) => v * 3);
         for (let i = 0; i < dim; i++) {
-          x[dim + i] = i === 0 ? 127 : ((i % 40) - 20) + 0.5; // row 1: max 127, s = 1, every other value a tie
+          x[dim + i] = i === 0 ? 127 : (i % 40) - 20 + 0.5; // row 1: max 127, s = 1, every other value a tie
           x[2 * dim + i] = 0; // row 2: zeros
           x[3 * dim + i] = (i % 3) * 1e-7; // row 3: below the 1e-5 floor
         }
@@ -90,7 +79,17 @@ describe('forward-pass ops', () => {
     });
 
     it('roundHalfEven agrees with the definition on ties and non-ties', () => {
-      const cases: [number, number][] = [[0.5, 0], [1.5, 2], [2.5, 2], [-0.5, -0], [-1.5, -2], [-2.5, -2], [2.4999, 2], [2.5001, 3], [-3.5, -4]];
+      const cases: [number, number][] = [
+        [0.5, 0],
+        [1.5, 2],
+        [2.5, 2],
+        [-0.5, -0],
+        [-1.5, -2],
+        [-2.5, -2],
+        [2.4999, 2],
+        [2.5001, 3],
+        [-3.5, -4],
+      ];
       for (const [v, want] of cases) expect(roundHalfEven(v), String(v)).to.equal(want);
     });
   });

@@ -27,14 +27,7 @@ import {
   type Isa,
   type UnaryOp,
 } from '../src/index.ts';
-import {
-  binaryF32Ts,
-  compareTs,
-  reduceF32Ts,
-  rmsNormF32Ts,
-  rmsNormGradF32Ts,
-  unaryF32Ts,
-} from '../src/tensor-ops.ts';
+import { binaryF32Ts, compareTs, reduceF32Ts, rmsNormF32Ts, rmsNormGradF32Ts, unaryF32Ts } from '../src/tensor-ops.ts';
 import { firstDiff, randomF32 } from './util.ts';
 
 const size = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
@@ -75,15 +68,33 @@ function expectNear(got: ArrayLike<number>, want: ArrayLike<number>, tol: number
 
 // Pairs of broadcastable shapes: equal, scalar, row, column, middle, rank mismatch, size-1 dims on both sides.
 const BROADCASTS: [number[], number[]][] = [
-  [[37, 53], [37, 53]],
+  [
+    [37, 53],
+    [37, 53],
+  ],
   [[300, 257], []],
   [[], [7, 9]],
   [[64, 130], [130]],
-  [[64, 130], [64, 1]],
-  [[1, 130], [64, 1]],
-  [[2, 3, 40, 64], [40, 64]],
-  [[8, 1, 33], [1, 5, 1]],
-  [[4, 1, 1, 7], [3, 1, 7]],
+  [
+    [64, 130],
+    [64, 1],
+  ],
+  [
+    [1, 130],
+    [64, 1],
+  ],
+  [
+    [2, 3, 40, 64],
+    [40, 64],
+  ],
+  [
+    [8, 1, 33],
+    [1, 5, 1],
+  ],
+  [
+    [4, 1, 1, 7],
+    [3, 1, 7],
+  ],
   [[0, 5], [5]],
   [[70000], [1]],
 ];
@@ -133,7 +144,30 @@ describe('tensor ops (native vs TypeScript twin)', function () {
 
     it(`unary ops stay within their ulp budgets, including extremes (${threads} thread(s))`, () => {
       setThreads(threads);
-      const special = [0, -0, 1, -1, 0.5, -0.5, 1.5, 2.5, -2.5, 88.7, 89, -87.3, -103, -104, -1e9, 1e9, Infinity, -Infinity, Number.NaN, 1e-40, 8388609, -8388609.5];
+      const special = [
+        0,
+        -0,
+        1,
+        -1,
+        0.5,
+        -0.5,
+        1.5,
+        2.5,
+        -2.5,
+        88.7,
+        89,
+        -87.3,
+        -103,
+        -104,
+        -1e9,
+        1e9,
+        Infinity,
+        -Infinity,
+        Number.NaN,
+        1e-40,
+        8388609,
+        -8388609.5,
+      ];
       const x = new Float32Array(70_003);
       x.set(special);
       for (let i = special.length; i < x.length; i++) x[i] = rng.normal() * 20;
@@ -148,7 +182,15 @@ describe('tensor ops (native vs TypeScript twin)', function () {
 
     it(`reductions of [outer, r, inner] match float64 sums within float32 accumulation error (${threads} thread(s))`, () => {
       setThreads(threads);
-      const cases: [number, number, number][] = [[1, 1000, 1], [300, 257, 1], [1, 1024, 256], [3, 200, 130], [37, 1, 9], [5, 0, 3], [2, 70000, 1]];
+      const cases: [number, number, number][] = [
+        [1, 1000, 1],
+        [300, 257, 1],
+        [1, 1024, 256],
+        [3, 200, 130],
+        [37, 1, 9],
+        [5, 0, 3],
+        [2, 70000, 1],
+      ];
       for (const [outer, r, inner] of cases) {
         const x = randomF32(rng, outer * r * inner);
         for (const op of REDUCE_OPS) {
@@ -171,15 +213,39 @@ describe('tensor ops (native vs TypeScript twin)', function () {
     it(`transpose32, copyStrided32 and gatherRows32 move bits exactly (${threads} thread(s))`, () => {
       setThreads(threads);
       const cases: [number[], number[]][] = [
-        [[1024, 256], [1, 0]],
-        [[37, 53], [1, 0]],
-        [[8, 128, 4, 64], [0, 2, 1, 3]],
-        [[8, 4, 128, 64], [0, 2, 1, 3]],
-        [[32, 128, 64], [0, 2, 1]],
-        [[3, 5, 7, 2], [3, 1, 0, 2]],
-        [[2, 1, 9], [2, 1, 0]],
+        [
+          [1024, 256],
+          [1, 0],
+        ],
+        [
+          [37, 53],
+          [1, 0],
+        ],
+        [
+          [8, 128, 4, 64],
+          [0, 2, 1, 3],
+        ],
+        [
+          [8, 4, 128, 64],
+          [0, 2, 1, 3],
+        ],
+        [
+          [32, 128, 64],
+          [0, 2, 1],
+        ],
+        [
+          [3, 5, 7, 2],
+          [3, 1, 0, 2],
+        ],
+        [
+          [2, 1, 9],
+          [2, 1, 0],
+        ],
         [[5], [0]],
-        [[4, 0, 3], [2, 0, 1]],
+        [
+          [4, 0, 3],
+          [2, 0, 1],
+        ],
       ];
       for (const [isa, [shape, perm]] of availableIsas().flatMap((i) => cases.map((c) => [i, c] as const))) {
         setIsa(isa);
@@ -204,7 +270,25 @@ describe('tensor ops (native vs TypeScript twin)', function () {
       }
       setIsa(nativeStatus().isa as Isa);
       // tile: out[idx] = x[idx mod shape], including broadcasts (dims of 1) and repeats of whole dims.
-      for (const [shape, reps] of [[[3, 1, 4], [2, 5, 3]], [[8, 128, 1], [1, 1, 300]], [[5], [4]], [[2, 3], [1, 1]], [[2, 0], [3, 2]]] as [number[], number[]][]) {
+      for (const [shape, reps] of [
+        [
+          [3, 1, 4],
+          [2, 5, 3],
+        ],
+        [
+          [8, 128, 1],
+          [1, 1, 300],
+        ],
+        [[5], [4]],
+        [
+          [2, 3],
+          [1, 1],
+        ],
+        [
+          [2, 0],
+          [3, 2],
+        ],
+      ] as [number[], number[]][]) {
         const x = Float32Array.from({ length: size(shape) }, (_, i) => i + 0.5);
         const outShape = shape.map((d, i) => d * (reps[i] as number));
         const got = tile32(x, shape, reps);
@@ -231,7 +315,8 @@ describe('tensor ops (native vs TypeScript twin)', function () {
       const table = randomF32(rng, 100 * 33);
       const ids = Int32Array.from({ length: 500 }, () => rng.int(100));
       const rows = gatherRows32(table, 33, ids);
-      for (let i = 0; i < ids.length; i++) expect(firstDiff(rows.subarray(i * 33, (i + 1) * 33), table.subarray((ids[i] as number) * 33, (ids[i] as number) * 33 + 33))).to.equal(-1);
+      for (let i = 0; i < ids.length; i++)
+        expect(firstDiff(rows.subarray(i * 33, (i + 1) * 33), table.subarray((ids[i] as number) * 33, (ids[i] as number) * 33 + 33))).to.equal(-1);
       expect(() => gatherRows32(table, 33, Int32Array.from([3, 100]))).to.throw(/index 100 at position 1/);
     });
 
@@ -241,7 +326,11 @@ describe('tensor ops (native vs TypeScript twin)', function () {
       expect(firstDiff(castToF32(b), Float32Array.from(b))).to.equal(-1);
       const ints = Int32Array.from({ length: 40_000 }, (_, i) => (i - 20_000) * 1001);
       expect(firstDiff(castToF32(ints), Float32Array.from(ints))).to.equal(-1);
-      for (const [rows, dim] of [[1024, 256], [7, 688], [3, 5]] as [number, number][]) {
+      for (const [rows, dim] of [
+        [1024, 256],
+        [7, 688],
+        [3, 5],
+      ] as [number, number][]) {
         const x = randomF32(rng, rows * dim);
         const g = randomF32(rng, dim);
         const dy = randomF32(rng, rows * dim);
@@ -276,7 +365,12 @@ describe('tensor ops (native vs TypeScript twin)', function () {
               const ai = (aIndex[i] as number) * s.m * s.k;
               const bi = (bIndex[i] as number) * s.k * s.n;
               const want = matmulF32Ref(a.subarray(ai, ai + s.m * s.k), b.subarray(bi, bi + s.k * s.n), s.m, s.k, s.n, transA, transB);
-              expectNear(c.subarray(i * s.m * s.n, (i + 1) * s.m * s.n), want, 1e-5 * Math.sqrt(s.k + 1), `${JSON.stringify(s)} tA=${transA} tB=${transB} item ${i}`);
+              expectNear(
+                c.subarray(i * s.m * s.n, (i + 1) * s.m * s.n),
+                want,
+                1e-5 * Math.sqrt(s.k + 1),
+                `${JSON.stringify(s)} tA=${transA} tB=${transB} item ${i}`,
+              );
             }
           }
         }

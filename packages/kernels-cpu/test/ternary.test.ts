@@ -174,10 +174,25 @@ describe('int8 x ternary products', () => {
       }
     }
     const a = makeCase(rng, 8, 64, 1);
-    expect(ternaryStack([{ rows: 8, cols: 64 }, { rows: 6, cols: 64 }])).to.equal(null); // 6 rows: not whole tiles
-    expect(ternaryStack([{ rows: 8, cols: 64 }, { rows: 8, cols: 65 }])).to.equal(null); // different input sizes
+    expect(
+      ternaryStack([
+        { rows: 8, cols: 64 },
+        { rows: 6, cols: 64 },
+      ]),
+    ).to.equal(null); // 6 rows: not whole tiles
+    expect(
+      ternaryStack([
+        { rows: 8, cols: 64 },
+        { rows: 8, cols: 65 },
+      ]),
+    ).to.equal(null); // different input sizes
     expect(() => repackTernary(packHF(a.t, 8, 64), 8, 64, 'x', new Uint8Array(3))).to.throw(ShapeError);
-    const s2 = (ternaryStack([{ rows: 8, cols: 64 }, { rows: 8, cols: 64 }]) as { matrix: TernaryMatrix }).matrix;
+    const s2 = (
+      ternaryStack([
+        { rows: 8, cols: 64 },
+        { rows: 8, cols: 64 },
+      ]) as { matrix: TernaryMatrix }
+    ).matrix;
     expect(() => ternaryLinearStacked(s2, a.x, a.actScale, { ends: Int32Array.of(8, 8), scales: Float64Array.of(1, 1) }, 1)).to.throw(ArgumentError);
     expect(() => ternaryLinearStacked(s2, a.x, a.actScale, { ends: Int32Array.of(8, 15), scales: Float64Array.of(1, 1) }, 1)).to.throw(ArgumentError);
   });

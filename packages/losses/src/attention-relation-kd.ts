@@ -7,7 +7,6 @@ import * as tf from '@tensorflow/tfjs';
 import { ArgumentError, ShapeError, fusedOpsEnabled, shapeToString } from '@bitdistill/core';
 import { checkRank } from './checks.ts';
 
-
 const FN = 'attentionRelationKd';
 
 export const RELATIONS = ['cosine', 'scaled'] as const;
@@ -66,12 +65,15 @@ export function attentionRelationKd(teacher: QKV, student: QKV, options: Attenti
   const [B, , T] = student.q.shape as [number, number, number, number];
   const chunk = options.batchChunk ?? autoBatchChunk(relationHeads, T);
   if (!Number.isInteger(chunk) || chunk < 1) {
-    throw new ArgumentError(`${FN}: batchChunk must be an integer >= 1 (or null for auto), got ${chunk}`, { hint: `auto gives ${autoBatchChunk(relationHeads, T)}` });
+    throw new ArgumentError(`${FN}: batchChunk must be an integer >= 1 (or null for auto), got ${chunk}`, {
+      hint: `auto gives ${autoBatchChunk(relationHeads, T)}`,
+    });
   }
   const R = relationHeads;
   const inputs = [teacher.q, teacher.k, teacher.v, student.q, student.k, student.v];
   const fused = fusedOpsEnabled() && inputs.every((t) => t.dtype === 'float32') && tf.getKernel(RELATION_KD_KERNEL, tf.getBackend()) !== undefined;
-  const run = (grad: boolean, xs: tf.Tensor[]) => (fused ? relationKdFused(xs, R, relation, grad) : relationKdChunks(xs.slice(0, 3), xs.slice(3, 6), R, relation, Math.min(chunk, B), grad));
+  const run = (grad: boolean, xs: tf.Tensor[]) =>
+    fused ? relationKdFused(xs, R, relation, grad) : relationKdChunks(xs.slice(0, 3), xs.slice(3, 6), R, relation, Math.min(chunk, B), grad);
   if (!tf.engine().isTapeOn()) return tf.tidy(() => run(false, inputs).loss);
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const xs = args.slice(0, 6) as tf.Tensor[];
@@ -107,7 +109,14 @@ function relationKdFused(xs: tf.Tensor[], R: number, relation: Relation, grad: b
  * The loss over batch chunks and, with `grad`, its gradient with respect to the student's q, k, v. Every
  * [b, R, T, T] block is disposed as soon as it has been used.
  */
-function relationKdChunks(teacher: tf.Tensor[], student: tf.Tensor[], R: number, relation: Relation, chunk: number, grad: boolean): { loss: tf.Scalar; grads: tf.Tensor[] } {
+function relationKdChunks(
+  teacher: tf.Tensor[],
+  student: tf.Tensor[],
+  R: number,
+  relation: Relation,
+  chunk: number,
+  grad: boolean,
+): { loss: tf.Scalar; grads: tf.Tensor[] } {
   const [B, , T] = student[0]!.shape as [number, number, number, number];
   const rows = B * R * T; // the batchmean of every part: B * R * T relation rows
   let total: tf.Scalar = tf.scalar(0);
@@ -219,7 +228,10 @@ function checkShapes(teacher: QKV, student: QKV, relationHeads: number): void {
   const first = teacher.q.shape;
   const widths: number[] = [];
   for (const p of PARTS) {
-    for (const [side, t] of [['teacher', teacher[p]], ['student', student[p]]] as const) {
+    for (const [side, t] of [
+      ['teacher', teacher[p]],
+      ['student', student[p]],
+    ] as const) {
       checkRank(FN, `${side}.${p}`, t.shape, '[B, H, T, d]');
       if (t.shape[0] !== first[0] || t.shape[2] !== first[2]) {
         throw new ShapeError(

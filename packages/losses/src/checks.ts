@@ -13,10 +13,9 @@ export function checkRank(fn: string, name: string, shape: Shape, dims: string):
 export function checkBT(fn: string, name: string, shape: Shape, againstName: string, against: Shape): void {
   const [B, T] = against;
   if (shape.length !== 2 || shape[0] !== B || shape[1] !== T) {
-    throw new ShapeError(
-      `${fn}: ${name} must be [B, T] = [${B}, ${T}] to match ${againstName} ${shapeToString(against)}, got ${shapeToString(shape)}`,
-      { hint: `${name} has one entry per position of ${againstName}` },
-    );
+    throw new ShapeError(`${fn}: ${name} must be [B, T] = [${B}, ${T}] to match ${againstName} ${shapeToString(against)}, got ${shapeToString(shape)}`, {
+      hint: `${name} has one entry per position of ${againstName}`,
+    });
   }
 }
 

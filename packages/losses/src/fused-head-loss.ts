@@ -200,7 +200,10 @@ function runChunks(plan: Plan, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean): {
         klChunk = tf.sum(tf.mul(kl, tf.tensor1d(m))) as tf.Scalar;
         if (grad) {
           // tau * (p_s - p_t) * mask * weight / count  (d/dz of tau^2 KL(p_t || softmax(z / tau)))
-          const scale = tf.tensor2d(m.map((x) => (x * kd.weight * kd.tau) / kd.count), [r, 1]);
+          const scale = tf.tensor2d(
+            m.map((x) => (x * kd.weight * kd.tau) / kd.count),
+            [r, 1],
+          );
           const pS = tf.exp(logPS); // [g, logPS, pT, pS]
           drop(logPS); // [g, pT, pS]
           const diff = tf.sub(pS, pT); // [g, pT, pS, diff]
@@ -310,30 +313,45 @@ function productTA(g: tf.Tensor2D, h: tf.Tensor2D): tf.Tensor2D {
 function makePlan(hidden: tf.Tensor, weight: tf.Tensor, options: FusedHeadLossOptions): Plan {
   const { ce, kd } = options;
   if (ce === undefined && kd === undefined) throw new ArgumentError(`${FN}: give ce, kd or both`, { hint: 'nothing to compute' });
-  if (hidden.rank !== 2) throw new ShapeError(`${FN}: hidden must be [N, C] (rank 2), got ${shapeToString(hidden.shape)}`, { hint: "Decoder.forward(ids, { output: 'hidden' }) gives these rows" });
-  if (weight.rank !== 2 || weight.shape[1] !== hidden.shape[1]) {
-    throw new ShapeError(`${FN}: weight must be [V, C] with C = ${hidden.shape[1]} (hidden ${shapeToString(hidden.shape)}), got ${shapeToString(weight.shape)}`, {
-      hint: 'pass the head in the Hugging Face layout [vocab, hidden] (tied embedding or lm_head)',
+  if (hidden.rank !== 2)
+    throw new ShapeError(`${FN}: hidden must be [N, C] (rank 2), got ${shapeToString(hidden.shape)}`, {
+      hint: "Decoder.forward(ids, { output: 'hidden' }) gives these rows",
     });
+  if (weight.rank !== 2 || weight.shape[1] !== hidden.shape[1]) {
+    throw new ShapeError(
+      `${FN}: weight must be [V, C] with C = ${hidden.shape[1]} (hidden ${shapeToString(hidden.shape)}), got ${shapeToString(weight.shape)}`,
+      {
+        hint: 'pass the head in the Hugging Face layout [vocab, hidden] (tied embedding or lm_head)',
+      },
+    );
   }
-  for (const [name, t] of [['hidden', hidden], ['weight', weight]] as const) {
+  for (const [name, t] of [
+    ['hidden', hidden],
+    ['weight', weight],
+  ] as const) {
     if (t.dtype !== 'float32') throw new ArgumentError(`${FN}: ${name} must be float32, got ${t.dtype}`);
   }
   const [N, C] = hidden.shape as [number, number];
   const V = weight.shape[0] as number;
   const chunkRows = options.chunkRows ?? autoChunkRows(V);
   if (!Number.isInteger(chunkRows) || chunkRows < 1) {
-    throw new ArgumentError(`${FN}: chunkRows must be an integer >= 1 (or null for auto), got ${chunkRows}`, { hint: `auto gives ${autoChunkRows(V)} rows at V = ${V}` });
+    throw new ArgumentError(`${FN}: chunkRows must be an integer >= 1 (or null for auto), got ${chunkRows}`, {
+      hint: `auto gives ${autoChunkRows(V)} rows at V = ${V}`,
+    });
   }
   const sizeN = (name: string, t: tf.Tensor) => {
-    if (t.size !== N) throw new ShapeError(`${FN}: ${name} has ${t.size} entries ${shapeToString(t.shape)}, expected one per row of hidden: N = ${N}`, { hint: 'flatten [B, T] masks and labels in the same row order as hidden' });
+    if (t.size !== N)
+      throw new ShapeError(`${FN}: ${name} has ${t.size} entries ${shapeToString(t.shape)}, expected one per row of hidden: N = ${N}`, {
+        hint: 'flatten [B, T] masks and labels in the same row order as hidden',
+      });
   };
 
   let cePlan: Plan['ce'] = null;
   if (ce !== undefined) {
     sizeN('ce.labels', ce.labels);
     sizeN('ce.mask', ce.mask);
-    if (ce.labels.dtype !== 'int32') throw new ArgumentError(`${FN}: ce.labels must be int32, got ${ce.labels.dtype}`, { hint: "build them with tf.tensor(ids, shape, 'int32')" });
+    if (ce.labels.dtype !== 'int32')
+      throw new ArgumentError(`${FN}: ce.labels must be int32, got ${ce.labels.dtype}`, { hint: "build them with tf.tensor(ids, shape, 'int32')" });
     const labels = Int32Array.from(ce.labels.dataSync());
     const mask = Float32Array.from(ce.mask.dataSync());
     let count = 0;

@@ -58,7 +58,11 @@ function lossAndGrads(f: (s: QKV) => tf.Scalar, student: QKV): { value: number; 
   });
 }
 
-for (const [backend, fused] of [['cpu', false], ['native', false], ['native', true]] as const) {
+for (const [backend, fused] of [
+  ['cpu', false],
+  ['native', false],
+  ['native', true],
+] as const) {
   describe(`attentionRelationKd, ${fused ? 'fused kernel' : 'batch-chunked'}, on ${backend}`, () => {
     let prevFused = true;
     before(async function () {
@@ -108,7 +112,11 @@ for (const [backend, fused] of [['cpu', false], ['native', false], ['native', tr
 
     it('keeps far fewer [B, R, T, T] tensors alive than autograd (tf.profile peak)', async () => {
       const rng = new Rng(3);
-      const t = (shape: number[]) => tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal()), shape);
+      const t = (shape: number[]) =>
+        tf.tensor(
+          Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal()),
+          shape,
+        );
       const b = 4;
       const tt = 32;
       const R = 8;
@@ -117,7 +125,8 @@ for (const [backend, fused] of [['cpu', false], ['native', false], ['native', tr
       const block = b * R * tt * tt * 4;
       const base = tf.memory().numBytes;
       const peak = async (f: (s: QKV) => tf.Scalar) =>
-        (await tf.profile(() => tf.dispose(tf.grads((q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => f({ q, k, v }))([student.q, student.k, student.v])))).peakBytes - base;
+        (await tf.profile(() => tf.dispose(tf.grads((q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => f({ q, k, v }))([student.q, student.k, student.v]))))
+          .peakBytes - base;
       const oneChunk = await peak((s) => attentionRelationKd(teacher, s, { relationHeads: R, relation: 'cosine', batchChunk: b }));
       const chunked = await peak((s) => attentionRelationKd(teacher, s, { relationHeads: R, relation: 'cosine', batchChunk: 1 }));
       const autograd = await peak((s) => autogradKd(teacher, s, R, 'cosine'));
@@ -137,14 +146,18 @@ for (const [backend, fused] of [['cpu', false], ['native', false], ['native', tr
     it('sends zero gradient to the teacher, leaves no tensor behind, and works with the tape off', () => {
       const { teacher, student } = inputs(4, 1);
       const before = tf.memory().numTensors;
-      const g = tf.grads((tq: tf.Tensor, sq: tf.Tensor) => attentionRelationKd({ ...teacher, q: tq }, { ...student, q: sq }, { relationHeads: 4, relation: 'cosine', batchChunk: 2 }))([teacher.q, student.q]);
+      const g = tf.grads((tq: tf.Tensor, sq: tf.Tensor) =>
+        attentionRelationKd({ ...teacher, q: tq }, { ...student, q: sq }, { relationHeads: 4, relation: 'cosine', batchChunk: 2 }),
+      )([teacher.q, student.q]);
       expect([...g[0]!.dataSync()].every((x) => x === 0)).to.equal(true);
       tf.dispose(g);
       const off = tf.tidy(() => attentionRelationKd(teacher, student, { relationHeads: 4, relation: 'cosine', batchChunk: 2 }).dataSync()[0] as number);
       const on = tf.tidy(() => autogradKd(teacher, student, 4, 'cosine').dataSync()[0] as number);
       expect(Math.abs(off - on)).to.be.at.most(1e-5 * on);
       expect(tf.memory().numTensors).to.equal(before);
-      expect(() => attentionRelationKd(teacher, student, { relationHeads: 4, relation: 'cosine', batchChunk: 0 })).to.throw(/batchChunk must be an integer >= 1/);
+      expect(() => attentionRelationKd(teacher, student, { relationHeads: 4, relation: 'cosine', batchChunk: 0 })).to.throw(
+        /batchChunk must be an integer >= 1/,
+      );
       tf.dispose([...Object.values(teacher), ...Object.values(student)]);
     });
   });

@@ -138,7 +138,11 @@ for (const backend of ['cpu', 'wasm', 'native'] as const) {
         ];
       });
       for (const taped of [false, true]) {
-        const read = (r: ReturnType<typeof fusedHeadLoss>) => [r.loss.dataSync()[0] as number, r.ce!.dataSync()[0] as number, r.logitKd!.dataSync()[0] as number];
+        const read = (r: ReturnType<typeof fusedHeadLoss>) => [
+          r.loss.dataSync()[0] as number,
+          r.ce!.dataSync()[0] as number,
+          r.logitKd!.dataSync()[0] as number,
+        ];
         let got: number[] = [];
         tf.tidy(() => {
           const h = tf.tensor2d(x.h, [N, C]);
@@ -161,12 +165,14 @@ for (const backend of ['cpu', 'wasm', 'native'] as const) {
     it('is 0 with zero gradients when no row is kept by either mask', () => {
       const x = makeCase(9);
       const zeros = new Float32Array(N);
-      const { value, gh, gw } = valueAndGrads(x, (h, w) =>
-        fusedHeadLoss(h, w, {
-          chunkRows: 4,
-          ce: { labels: tf.tensor1d(x.labels, 'int32'), mask: tf.tensor1d(zeros) },
-          kd: { teacherHidden: tf.tensor2d(x.ht, [N, CT]), teacherWeight: tf.tensor2d(x.wt, [V, CT]), mask: tf.tensor1d(zeros), temperature: 5 },
-        }).loss,
+      const { value, gh, gw } = valueAndGrads(
+        x,
+        (h, w) =>
+          fusedHeadLoss(h, w, {
+            chunkRows: 4,
+            ce: { labels: tf.tensor1d(x.labels, 'int32'), mask: tf.tensor1d(zeros) },
+            kd: { teacherHidden: tf.tensor2d(x.ht, [N, CT]), teacherWeight: tf.tensor2d(x.wt, [V, CT]), mask: tf.tensor1d(zeros), temperature: 5 },
+          }).loss,
       );
       expect(value).to.equal(0);
       expect(gh.every((g) => g === 0)).to.equal(true);
@@ -220,19 +226,27 @@ for (const backend of ['cpu', 'wasm', 'native'] as const) {
       const h = tf.tensor2d(randn(rng, n * c, 1), [n, c]);
       const w = tf.tensor2d(randn(rng, v * c, 1), [v, c]);
       const ht = tf.tensor2d(randn(rng, n * c, 1), [n, c]);
-      const labels = tf.tensor1d(Int32Array.from({ length: n }, () => rng.int(v)), 'int32');
+      const labels = tf.tensor1d(
+        Int32Array.from({ length: n }, () => rng.int(v)),
+        'int32',
+      );
       const ones = tf.ones([n]);
       const block = chunk * v * 4;
       const full = n * v * 4;
       const head = v * c * 4;
       const base = tf.memory().numBytes;
       // peakBytes counts every tensor object (a reshape or clone counts again), so this overstates a little.
-      const peak = (await tf.profile(() => {
-        const g = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
-          fusedHeadLoss(a, b, { chunkRows: chunk, ce: { labels, mask: ones }, kd: { teacherHidden: ht, teacherWeight: w, mask: ones, temperature: 5 } }).loss,
-        )([h, w]);
-        tf.dispose(g);
-      })).peakBytes - base;
+      const peak =
+        (
+          await tf.profile(() => {
+            const g = tf.grads(
+              (a: tf.Tensor, b: tf.Tensor) =>
+                fusedHeadLoss(a, b, { chunkRows: chunk, ce: { labels, mask: ones }, kd: { teacherHidden: ht, teacherWeight: w, mask: ones, temperature: 5 } })
+                  .loss,
+            )([h, w]);
+            tf.dispose(g);
+          })
+        ).peakBytes - base;
       // dW, its accumulation temporaries and dh, plus the live blocks of one chunk (five, see the source).
       expect(peak, `peak ${peak} B above the inputs, block ${block} B`).to.be.at.most(7 * block + 6 * head + 16 * n * c);
       expect(peak).to.be.below(full / 4);
@@ -258,17 +272,34 @@ for (const backend of ['cpu', 'wasm', 'native'] as const) {
       };
       const bad = Int32Array.from(x.labels);
       bad[3] = V;
-      expectError(() => fusedHeadLoss(h, w, { ce: { labels: tf.tensor1d(bad, 'int32'), mask: tf.tensor1d(CE_MASK) } }), 'E_ARGUMENT', /ce\.labels\[3\] = 13 is outside \[0, V\)/);
-      expectError(() => fusedHeadLoss(h, w, {}), 'E_ARGUMENT', /give ce, kd or both/);
-      expectError(() => fusedHeadLoss(h, tf.zeros([V, C + 1]), { ce: { labels: tf.tensor1d(x.labels, 'int32'), mask: tf.tensor1d(CE_MASK) } }), 'E_SHAPE', /weight must be \[V, C\]/);
-      expectError(() => fusedHeadLoss(h, w, { ce: { labels: tf.tensor1d(x.labels, 'int32'), mask: tf.ones([N + 1]) } }), 'E_SHAPE', /ce\.mask has 15 entries/);
-      expectError(() => fusedHeadLoss(h, w, { chunkRows: 0, ce: { labels: tf.tensor1d(x.labels, 'int32'), mask: tf.tensor1d(CE_MASK) } }), 'E_ARGUMENT', /chunkRows must be an integer >= 1/);
       expectError(
-        () => fusedHeadLoss(h, w, { kd: { teacherHidden: tf.zeros([N, CT]), teacherWeight: tf.zeros([V + 1, CT]), mask: tf.tensor1d(KD_MASK), temperature: 5 } }),
+        () => fusedHeadLoss(h, w, { ce: { labels: tf.tensor1d(bad, 'int32'), mask: tf.tensor1d(CE_MASK) } }),
+        'E_ARGUMENT',
+        /ce\.labels\[3\] = 13 is outside \[0, V\)/,
+      );
+      expectError(() => fusedHeadLoss(h, w, {}), 'E_ARGUMENT', /give ce, kd or both/);
+      expectError(
+        () => fusedHeadLoss(h, tf.zeros([V, C + 1]), { ce: { labels: tf.tensor1d(x.labels, 'int32'), mask: tf.tensor1d(CE_MASK) } }),
+        'E_SHAPE',
+        /weight must be \[V, C\]/,
+      );
+      expectError(() => fusedHeadLoss(h, w, { ce: { labels: tf.tensor1d(x.labels, 'int32'), mask: tf.ones([N + 1]) } }), 'E_SHAPE', /ce\.mask has 15 entries/);
+      expectError(
+        () => fusedHeadLoss(h, w, { chunkRows: 0, ce: { labels: tf.tensor1d(x.labels, 'int32'), mask: tf.tensor1d(CE_MASK) } }),
+        'E_ARGUMENT',
+        /chunkRows must be an integer >= 1/,
+      );
+      expectError(
+        () =>
+          fusedHeadLoss(h, w, { kd: { teacherHidden: tf.zeros([N, CT]), teacherWeight: tf.zeros([V + 1, CT]), mask: tf.tensor1d(KD_MASK), temperature: 5 } }),
         'E_SHAPE',
         /teacherWeight \[14, 6\]|kd\.teacherHidden/,
       );
-      expectError(() => fusedHeadLoss(h, w, { kd: { teacherHidden: tf.zeros([N, CT]), teacherWeight: tf.zeros([V, CT]), mask: tf.tensor1d(KD_MASK), temperature: 0 } }), 'E_ARGUMENT', /temperature/);
+      expectError(
+        () => fusedHeadLoss(h, w, { kd: { teacherHidden: tf.zeros([N, CT]), teacherWeight: tf.zeros([V, CT]), mask: tf.tensor1d(KD_MASK), temperature: 0 } }),
+        'E_ARGUMENT',
+        /temperature/,
+      );
       tf.dispose([h, w]);
     });
   });
@@ -289,8 +320,18 @@ describe('untaped', () => {
   });
 
   it('gives the same outputs, saves nothing for backward and passes no gradient', () => {
-    const a = tf.variable(tf.tensor2d([[1, 2], [3, 4]]));
-    const b = tf.variable(tf.tensor2d([[0.5, -1], [2, 0.25]]));
+    const a = tf.variable(
+      tf.tensor2d([
+        [1, 2],
+        [3, 4],
+      ]),
+    );
+    const b = tf.variable(
+      tf.tensor2d([
+        [0.5, -1],
+        [2, 0.25],
+      ]),
+    );
     const deep = (x: tf.Tensor) => {
       let y = x;
       for (let i = 0; i < 20; i++) y = tf.tanh(tf.matMul(y, b));

@@ -67,7 +67,14 @@ const ref = (g: GoldenTensor): RefTensor => ({ data: Float32Array.from(g.data), 
 const refQKV = (g: GoldenQKV): RefQKV => ({ q: ref(g.q), k: ref(g.k), v: ref(g.v) });
 const value = (f: () => tf.Scalar): number => tf.tidy(() => f().dataSync()[0] as number);
 /** A [B, T] mask that keeps position n only: the loss then equals that position's term. */
-const onlyPosition = (n: number, shape: number[]): tf.Tensor => tf.oneHot(tf.tensor1d([n], 'int32'), shape.reduce((a, b) => a * b, 1)).reshape(shape).toFloat();
+const onlyPosition = (n: number, shape: number[]): tf.Tensor =>
+  tf
+    .oneHot(
+      tf.tensor1d([n], 'int32'),
+      shape.reduce((a, b) => a * b, 1),
+    )
+    .reshape(shape)
+    .toFloat();
 
 describe('golden losses (numpy reference)', () => {
   const golden = loadGolden();
@@ -108,9 +115,17 @@ describe('golden losses (numpy reference)', () => {
         it(`answerCrossEntropy ${c.name}, and the NLL of every position`, () => {
           const bt = c.logits.shape.slice(0, 2);
           const labels = () => tf.tensor(c.labels, bt, 'int32');
-          expectRel(value(() => answerCrossEntropy(t(c.logits), labels(), tf.tensor(c.answerMask, bt))), c.loss, c.name);
+          expectRel(
+            value(() => answerCrossEntropy(t(c.logits), labels(), tf.tensor(c.answerMask, bt))),
+            c.loss,
+            c.name,
+          );
           c.perPositionNll.forEach((nll, n) => {
-            expectRel(value(() => answerCrossEntropy(t(c.logits), labels(), onlyPosition(n, bt))), nll, `${c.name} position ${n}`);
+            expectRel(
+              value(() => answerCrossEntropy(t(c.logits), labels(), onlyPosition(n, bt))),
+              nll,
+              `${c.name} position ${n}`,
+            );
           });
         });
       }
@@ -119,7 +134,11 @@ describe('golden losses (numpy reference)', () => {
         it(`logitKd ${c.name}, and the KL of every position`, () => {
           const bt = c.studentLogits.shape.slice(0, 2);
           const tau2 = c.temperature * c.temperature;
-          expectRel(value(() => logitKd(t(c.teacherLogits), t(c.studentLogits), tf.tensor(c.mask, bt), c.temperature)), c.loss, c.name);
+          expectRel(
+            value(() => logitKd(t(c.teacherLogits), t(c.studentLogits), tf.tensor(c.mask, bt), c.temperature)),
+            c.loss,
+            c.name,
+          );
           c.perPositionKl.forEach((kl, n) => {
             const got = value(() => logitKd(t(c.teacherLogits), t(c.studentLogits), onlyPosition(n, bt), c.temperature));
             expectRel(got / tau2, kl, `${c.name} position ${n}`);
@@ -131,7 +150,11 @@ describe('golden losses (numpy reference)', () => {
         it(`attentionRelationKd ${c.name} (teacher q ${JSON.stringify(c.teacher.q.shape)}, student q ${JSON.stringify(c.student.q.shape)})`, () => {
           const qkv = (g: GoldenQKV) => ({ q: t(g.q), k: t(g.k), v: t(g.v) });
           const options = { relationHeads: c.relationHeads, relation: c.relation };
-          expectRel(value(() => attentionRelationKd(qkv(c.teacher), qkv(c.student), options)), c.loss, c.name);
+          expectRel(
+            value(() => attentionRelationKd(qkv(c.teacher), qkv(c.student), options)),
+            c.loss,
+            c.name,
+          );
         });
       }
     });

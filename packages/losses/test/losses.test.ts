@@ -103,13 +103,15 @@ for (const backend of ['cpu', 'wasm'] as const) {
         const g = tf.tidy(() => {
           const y = tf.tensor2d(labels, [B, T], 'int32');
           const m = toTensor(maskRef);
-          return tf.grad((x: tf.Tensor) => answerCrossEntropy(x, y, m))(toTensor(logits)).dataSync();
+          return tf
+            .grad((x: tf.Tensor) => answerCrossEntropy(x, y, m))(toTensor(logits))
+            .dataSync();
         });
         const p = softmaxRows(logits.data as Float32Array, V);
         const count = MASK.reduce((a, b) => a + b, 0);
         for (let n = 0; n < B * T; n++) {
           for (let i = 0; i < V; i++) {
-            const want = (MASK[n] as number) * ((p[n * V + i] as number) - (labels[n] === i ? 1 : 0)) / count;
+            const want = ((MASK[n] as number) * ((p[n * V + i] as number) - (labels[n] === i ? 1 : 0))) / count;
             expectClose(g[n * V + i] as number, want, 1e-4, 1e-7, `grad[${n}, ${i}]`);
           }
         }
@@ -144,7 +146,9 @@ for (const backend of ['cpu', 'wasm'] as const) {
         const [gt, gs] = tf.tidy(() => {
           const m = toTensor(maskRef);
           const f = (t: tf.Tensor, s: tf.Tensor) => logitKd(t, s, m, temperature);
-          return tf.grads(f)([toTensor(teacher), toTensor(student)]).map((g) => g.dataSync());
+          return tf
+            .grads(f)([toTensor(teacher), toTensor(student)])
+            .map((g) => g.dataSync());
         }) as [Float32Array, Float32Array];
         const pt = softmaxRows(teacher.data as Float32Array, V, temperature);
         const ps = softmaxRows(student.data as Float32Array, V, temperature);
@@ -233,7 +237,9 @@ for (const backend of ['cpu', 'wasm'] as const) {
         const g = tf.tidy(() => {
           const t = qkvTensors(teacher);
           const s = qkvTensors(student);
-          return tf.grad((q: tf.Tensor) => attentionRelationKd(t, { ...s, q }, { relationHeads: 4, relation: 'cosine' }))(tf.zerosLike(s.q)).dataSync();
+          return tf
+            .grad((q: tf.Tensor) => attentionRelationKd(t, { ...s, q }, { relationHeads: 4, relation: 'cosine' }))(tf.zerosLike(s.q))
+            .dataSync();
         });
         expect([...g].every(Number.isFinite)).to.equal(true);
       });
@@ -273,7 +279,15 @@ for (const backend of ['cpu', 'wasm'] as const) {
       const labels = () => tf.zeros([B, T], 'int32');
 
       it('answerCrossEntropy: mask or labels of the wrong shape, float labels, labels out of range', () => {
-        expectError(() => answerCrossEntropy(z(), labels(), tf.zeros([B, T + 1])), 'E_SHAPE', /answerCrossEntropy/, /answerMask/, /\[2, 5\]/, /\[2, 6\]/, /logits \[2, 5, 11\]/);
+        expectError(
+          () => answerCrossEntropy(z(), labels(), tf.zeros([B, T + 1])),
+          'E_SHAPE',
+          /answerCrossEntropy/,
+          /answerMask/,
+          /\[2, 5\]/,
+          /\[2, 6\]/,
+          /logits \[2, 5, 11\]/,
+        );
         expectError(() => answerCrossEntropy(z(), tf.zeros([B * T], 'int32'), tf.ones([B, T])), 'E_SHAPE', /labels must be \[B, T\] = \[2, 5\]/, /got \[10\]/);
         expectError(() => answerCrossEntropy(tf.zeros([B, V]), labels(), tf.ones([B, T])), 'E_SHAPE', /logits must be \[B, T, V\]/, /got \[2, 11\]/);
         expectError(() => answerCrossEntropy(z(), tf.zeros([B, T]), tf.ones([B, T])), 'E_ARGUMENT', /labels must be int32, got float32/);
@@ -285,11 +299,22 @@ for (const backend of ['cpu', 'wasm'] as const) {
       });
 
       it('logitKd: teacher/student mismatch, wrong mask, temperature <= 0', () => {
-        expectError(() => logitKd(z(), tf.zeros([B, T, V + 1]), tf.ones([B, T]), 5), 'E_SHAPE', /teacherLogits \[2, 5, 11\]/, /studentLogits \[2, 5, 12\]/, /same \[B, T, V\]/);
+        expectError(
+          () => logitKd(z(), tf.zeros([B, T, V + 1]), tf.ones([B, T]), 5),
+          'E_SHAPE',
+          /teacherLogits \[2, 5, 11\]/,
+          /studentLogits \[2, 5, 12\]/,
+          /same \[B, T, V\]/,
+        );
         expectError(() => logitKd(z(), tf.zeros([B, T - 1, V]), tf.ones([B, T]), 5), 'E_SHAPE', /\[2, 4, 11\]/);
         expectError(() => logitKd(z(), z(), tf.ones([B, T, 1]), 5), 'E_SHAPE', /logitKd: mask must be \[B, T\] = \[2, 5\]/, /got \[2, 5, 1\]/);
         for (const temperature of [0, -1, Number.NaN]) {
-          expectError(() => logitKd(z(), z(), tf.ones([B, T]), temperature), 'E_ARGUMENT', /logitKd: temperature must be a finite number > 0/, new RegExp(`got ${temperature}`));
+          expectError(
+            () => logitKd(z(), z(), tf.ones([B, T]), temperature),
+            'E_ARGUMENT',
+            /logitKd: temperature must be a finite number > 0/,
+            new RegExp(`got ${temperature}`),
+          );
         }
       });
 
@@ -299,13 +324,46 @@ for (const backend of ['cpu', 'wasm'] as const) {
         const t = () => qkvTensors(teacher);
         const s = () => qkvTensors(student);
         // q and k/v widths are 32 and 16: divisors of 16 fit all three.
-        expectError(() => attentionRelationKd(t(), s(), { relationHeads: 3, relation: 'cosine' }), 'E_SHAPE', /relationHeads = 3 does not divide H\*d = 32 of q/, /teacher\.q \[2, 4, 6, 8\]/, /relationHeads that fit q, k and v: 1, 2, 4, 8, 16$/);
-        expectError(() => attentionRelationKd(t(), s(), { relationHeads: 32, relation: 'scaled' }), 'E_SHAPE', /relationHeads = 32 does not divide H\*d = 16 of k/, /1, 2, 4, 8, 16$/);
-        expectError(() => attentionRelationKd(t(), { ...s(), q: tf.zeros([B, 2, 6, 8]) }, { relationHeads: 4, relation: 'cosine' }), 'E_SHAPE', /teacher\.q \[2, 4, 6, 8\] has H\*d = 32 but student\.q \[2, 2, 6, 8\] has H\*d = 16/);
-        expectError(() => attentionRelationKd(t(), { ...s(), v: tf.zeros([B, 1, 5, 16]) }, { relationHeads: 4, relation: 'cosine' }), 'E_SHAPE', /student\.v \[2, 1, 5, 16\] does not share B and T/, /expected \[2, \*, 6, \*\]/);
-        expectError(() => attentionRelationKd(t(), { ...s(), k: tf.zeros([1, 1, 6, 16]) }, { relationHeads: 4, relation: 'cosine' }), 'E_SHAPE', /student\.k \[1, 1, 6, 16\]/);
-        expectError(() => attentionRelationKd(t(), { ...s(), k: tf.zeros([B, 6, 16]) }, { relationHeads: 4, relation: 'cosine' }), 'E_SHAPE', /student\.k must be \[B, H, T, d\]/, /got \[2, 6, 16\]/);
-        expectError(() => attentionRelationKd(t(), s(), { relationHeads: 0, relation: 'cosine' }), 'E_ARGUMENT', /relationHeads must be an integer >= 1, got 0/);
+        expectError(
+          () => attentionRelationKd(t(), s(), { relationHeads: 3, relation: 'cosine' }),
+          'E_SHAPE',
+          /relationHeads = 3 does not divide H\*d = 32 of q/,
+          /teacher\.q \[2, 4, 6, 8\]/,
+          /relationHeads that fit q, k and v: 1, 2, 4, 8, 16$/,
+        );
+        expectError(
+          () => attentionRelationKd(t(), s(), { relationHeads: 32, relation: 'scaled' }),
+          'E_SHAPE',
+          /relationHeads = 32 does not divide H\*d = 16 of k/,
+          /1, 2, 4, 8, 16$/,
+        );
+        expectError(
+          () => attentionRelationKd(t(), { ...s(), q: tf.zeros([B, 2, 6, 8]) }, { relationHeads: 4, relation: 'cosine' }),
+          'E_SHAPE',
+          /teacher\.q \[2, 4, 6, 8\] has H\*d = 32 but student\.q \[2, 2, 6, 8\] has H\*d = 16/,
+        );
+        expectError(
+          () => attentionRelationKd(t(), { ...s(), v: tf.zeros([B, 1, 5, 16]) }, { relationHeads: 4, relation: 'cosine' }),
+          'E_SHAPE',
+          /student\.v \[2, 1, 5, 16\] does not share B and T/,
+          /expected \[2, \*, 6, \*\]/,
+        );
+        expectError(
+          () => attentionRelationKd(t(), { ...s(), k: tf.zeros([1, 1, 6, 16]) }, { relationHeads: 4, relation: 'cosine' }),
+          'E_SHAPE',
+          /student\.k \[1, 1, 6, 16\]/,
+        );
+        expectError(
+          () => attentionRelationKd(t(), { ...s(), k: tf.zeros([B, 6, 16]) }, { relationHeads: 4, relation: 'cosine' }),
+          'E_SHAPE',
+          /student\.k must be \[B, H, T, d\]/,
+          /got \[2, 6, 16\]/,
+        );
+        expectError(
+          () => attentionRelationKd(t(), s(), { relationHeads: 0, relation: 'cosine' }),
+          'E_ARGUMENT',
+          /relationHeads must be an integer >= 1, got 0/,
+        );
         expectError(() => attentionRelationKd(t(), s(), { relationHeads: 4, relation: 'dot' as never }), 'E_ARGUMENT', /unknown relation 'dot'/);
       });
     });

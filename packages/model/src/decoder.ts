@@ -10,7 +10,6 @@ import { ArgumentError, FormatError, assertShape } from '@bitdistill/core';
 import { expectedTensorShapes, PROJECTIONS, projectionName, sublnName, type DecoderConfig, type Projection } from '@bitdistill/arch';
 import { ATTENTION_KERNEL, bmm, denseLinear, fusedAttention, fusedKernel, matMulT, replayedLinear, rmsNorm, swiglu, type LinearFn } from './ops.ts';
 
-
 /** Q, K, V of one layer for attention-relation distillation, each [B, heads, T, d], GQA heads not expanded. */
 export interface CapturedQkv {
   q: tf.Tensor4D; // after q_norm and RoPE, [B, H, T, d]
@@ -129,7 +128,10 @@ export class Decoder {
    * SubLN RMSNorm epsilon (default: the one the config has). Returns the names of the added gains.
    */
   setSubln(mode: DecoderConfig['subln'], eps: number = this.config.sublnEps): string[] {
-    if (!(eps > 0 && Number.isFinite(eps))) throw new ArgumentError(`setSubln: the SubLN epsilon must be a finite number > 0, got ${eps}`, { hint: 'student.sublnEps is e.g. 1e-8 (the official code) or the model\'s rms_norm_eps' });
+    if (!(eps > 0 && Number.isFinite(eps)))
+      throw new ArgumentError(`setSubln: the SubLN epsilon must be a finite number > 0, got ${eps}`, {
+        hint: "student.sublnEps is e.g. 1e-8 (the official code) or the model's rms_norm_eps",
+      });
     const oldNames = new Set<string>();
     for (let l = 0; l < this.config.numLayers; l++) {
       for (const proj of PROJECTIONS) {
@@ -320,20 +322,24 @@ export class Decoder {
       }
       return {
         value,
-        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => withInnerTape(() => {
-          const xv = tf.variable(saved[0] as tf.Tensor, true);
-          this.projections = outputs === null ? null : { mode: 'replay', outputs };
-          try {
-            const trainable = vars.filter((v) => v.trainable);
-            const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(this.block(xv as tf.Tensor as tf.Tensor2D, l, B, T, null), dy)) as tf.Scalar, [xv, ...trainable]);
-            value.dispose();
-            return [grads[xv.name] as tf.Tensor, ...vars.map((v) => grads[v.name] ?? tf.zerosLike(v))];
-          } finally {
-            this.projections = null;
-            xv.dispose();
-            release();
-          }
-        }),
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+          withInnerTape(() => {
+            const xv = tf.variable(saved[0] as tf.Tensor, true);
+            this.projections = outputs === null ? null : { mode: 'replay', outputs };
+            try {
+              const trainable = vars.filter((v) => v.trainable);
+              const { value, grads } = tf.variableGrads(
+                () => tf.sum(tf.mul(this.block(xv as tf.Tensor as tf.Tensor2D, l, B, T, null), dy)) as tf.Scalar,
+                [xv, ...trainable],
+              );
+              value.dispose();
+              return [grads[xv.name] as tf.Tensor, ...vars.map((v) => grads[v.name] ?? tf.zerosLike(v))];
+            } finally {
+              this.projections = null;
+              xv.dispose();
+              release();
+            }
+          }),
       };
     });
     return run(x, ...vars) as tf.Tensor2D;
@@ -377,7 +383,8 @@ export class Decoder {
       else x = tf.tidy(() => this.block(xin, l, B, T, null));
     }
     const rows = options.logitRows;
-    if (rows !== undefined && (rows.rank !== 1 || rows.dtype !== 'int32')) throw new ArgumentError(`Decoder.forward: logitRows must be int32 [M], got ${rows.dtype} [${rows.shape.join(', ')}]`);
+    if (rows !== undefined && (rows.rank !== 1 || rows.dtype !== 'int32'))
+      throw new ArgumentError(`Decoder.forward: logitRows must be int32 [M], got ${rows.dtype} [${rows.shape.join(', ')}]`);
     const xo = rows === undefined ? x : (tf.gather(x, rows) as tf.Tensor2D);
     const hf = rmsNorm(xo, this.param('model.norm.weight'), c.rmsNormEps) as tf.Tensor2D;
     if (options.output === 'hidden') return { hidden: hf, captured };

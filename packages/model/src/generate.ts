@@ -42,7 +42,13 @@ export async function sequenceNll(model: Decoder, ids: readonly number[]): Promi
     const { logits } = model.forward(tf.tensor2d(ids.slice(0, T), [1, T], 'int32'));
     const V = model.config.vocabSize;
     const logp = tf.reshape(tf.logSoftmax(tf.reshape(logits, [T, V])), [T * V]);
-    return tf.gather(logp, tf.tensor1d(ids.slice(1).map((id, t) => t * V + id), 'int32'));
+    return tf.gather(
+      logp,
+      tf.tensor1d(
+        ids.slice(1).map((id, t) => t * V + id),
+        'int32',
+      ),
+    );
   });
   const logprobs = (await lp.data()) as Float32Array;
   lp.dispose();

@@ -42,10 +42,12 @@ function toVariables(tensors: Map<string, TensorEntry>, file: string, trainable:
     // steps later, or as NaN logits in evaluation.
     for (let i = 0; i < data.length; i++) {
       if (!Number.isFinite(data[i] as number)) {
-        throw new FormatError(file, `tensor '${name}' holds ${data[i]} at index ${i}`, { hint: 'the weights are corrupt: restore the file from its source, or pass an intact checkpoint' });
+        throw new FormatError(file, `tensor '${name}' holds ${data[i]} at index ${i}`, {
+          hint: 'the weights are corrupt: restore the file from its source, or pass an intact checkpoint',
+        });
       }
     }
-    params.set(name, tf.variable(tf.tensor(data, [...t.shape], "float32"), trainable));
+    params.set(name, tf.variable(tf.tensor(data, [...t.shape], 'float32'), trainable));
   }
   return params;
 }

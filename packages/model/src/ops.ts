@@ -156,8 +156,7 @@ export function fusedAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, c
 
 /** RMSNorm over the last axis: x * rsqrt(mean(x^2) + eps) * gain. */
 export function rmsNorm(x: tf.Tensor, gain: tf.Tensor, eps: number): tf.Tensor {
-  const fused =
-    x.dtype === 'float32' && gain.rank === 1 && x.shape[x.rank - 1] === gain.size && tf.getKernel(RMS_NORM_KERNEL, tf.getBackend()) !== undefined;
+  const fused = x.dtype === 'float32' && gain.rank === 1 && x.shape[x.rank - 1] === gain.size && tf.getKernel(RMS_NORM_KERNEL, tf.getBackend()) !== undefined;
   if (fused) return tf.engine().runKernel(RMS_NORM_KERNEL, { x, gain }, { eps }) as tf.Tensor;
   const ms = tf.mean(tf.square(x), -1, true);
   return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), gain);

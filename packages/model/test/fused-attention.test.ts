@@ -37,7 +37,10 @@ function twin(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cos: tf.Tensor2D, 
   const qh = rope(tf.transpose(q, [0, 2, 1, 3]) as tf.Tensor4D); // [B, H, T, d]
   const kh = rope(tf.transpose(k, [0, 2, 1, 3]) as tf.Tensor4D);
   const vh = tf.transpose(v, [0, 2, 1, 3]);
-  const mask = tf.tensor2d(Float32Array.from({ length: T * T }, (_, i) => (i % T > Math.floor(i / T) ? -1e9 : 0)), [T, T]);
+  const mask = tf.tensor2d(
+    Float32Array.from({ length: T * T }, (_, i) => (i % T > Math.floor(i / T) ? -1e9 : 0)),
+    [T, T],
+  );
   const raw = tf.reshape(tf.matMul(tf.reshape(qh, [B * Hkv, r * T, d]), tf.reshape(kh, [B * Hkv, T, d]), false, true), [B * H, T, T]);
   const att = tf.softmax(tf.add(tf.mul(raw, scale), mask));
   const y = tf.matMul(tf.reshape(att, [B * Hkv, r * T, T]), tf.reshape(vh, [B * Hkv, T, d]));
@@ -67,13 +70,20 @@ describe('fused causal attention (native engine)', () => {
   for (const [B, T, H, Hkv, d] of shapes) {
     it(`B=${B} T=${T} H=${H} Hkv=${Hkv} d=${d}: value and dq, dk, dv equal the op-by-op twin`, () => {
       const rng = new Rng(B * 1000 + T);
-      const rand = (shape: [number, number, number, number]) => tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal()), shape) as tf.Tensor4D;
+      const rand = (shape: [number, number, number, number]) =>
+        tf.tensor(
+          Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal()),
+          shape,
+        ) as tf.Tensor4D;
       const [q, k, v, dy] = [rand([B, T, H, d]), rand([B, T, Hkv, d]), rand([B, T, Hkv, d]), rand([B, T, H, d])];
       const { cos, sin } = ropeTables(T, d, 10000);
       const scale = Math.fround(1 / Math.sqrt(d));
       const run = (f: typeof twin) =>
         tf.tidy(() => {
-          const g = tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => f(a as tf.Tensor4D, b as tf.Tensor4D, c as tf.Tensor4D, cos, sin, scale))([q, k, v], dy);
+          const g = tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => f(a as tf.Tensor4D, b as tf.Tensor4D, c as tf.Tensor4D, cos, sin, scale))(
+            [q, k, v],
+            dy,
+          );
           return [f(q, k, v, cos, sin, scale), ...g].map((t) => t.dataSync() as Float32Array);
         });
       const fused = run(fusedAttention);
@@ -95,7 +105,11 @@ describe('fused causal attention (native engine)', () => {
     const { model } = loadModel('test/fixtures/tiny-qwen3');
     try {
       const r = new Rng(8);
-      const ids = tf.tensor2d(Int32Array.from({ length: 2 * 13 }, () => r.int(model.config.vocabSize)), [2, 13], 'int32');
+      const ids = tf.tensor2d(
+        Int32Array.from({ length: 2 * 13 }, () => r.int(model.config.vocabSize)),
+        [2, 13],
+        'int32',
+      );
       const step = (m: Decoder) =>
         tf.tidy(() => {
           const vars = [...m.params.values()];
@@ -111,7 +125,8 @@ describe('fused causal attention (native engine)', () => {
       plain.grads.forEach((g, i) => {
         const f = fused.grads[i] as Float32Array;
         const tol = 1e-4 * maxAbs(g) + 1e-12;
-        for (let j = 0; j < g.length; j++) if (!(Math.abs((f[j] as number) - (g[j] as number)) <= tol)) expect.fail(`gradient ${i} [${j}]: fused ${f[j]}, plain ${g[j]}`);
+        for (let j = 0; j < g.length; j++)
+          if (!(Math.abs((f[j] as number) - (g[j] as number)) <= tol)) expect.fail(`gradient ${i} [${j}]: fused ${f[j]}, plain ${g[j]}`);
       });
       ids.dispose();
     } finally {

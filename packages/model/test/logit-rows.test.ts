@@ -11,7 +11,10 @@ describe('Decoder.forward logitRows (vocabulary projection at chosen rows only)'
   it('equals the full logits at those rows, for every row order and a repeated row', () => {
     const { model } = loadModel('test/fixtures/tiny-qwen3', { trainable: false });
     const V = model.config.vocabSize;
-    const ids = [[1, 5, 9, 2, 7, 3], [4, 4, 8, 6, 1, 0]];
+    const ids = [
+      [1, 5, 9, 2, 7, 3],
+      [4, 4, 8, 6, 1, 0],
+    ];
     const rows = [11, 0, 5, 6, 5];
     tf.tidy(() => {
       const x = tf.tensor2d(ids, [2, 6], 'int32');

@@ -61,7 +61,11 @@ describe('activation recomputation', () => {
       try {
         if (student) prepareStudent(model, { subln: 'allnorm', weightQuant: 'absmean' });
         const r = new Rng(4);
-        const ids = tf.tensor2d(Int32Array.from({ length: 2 * 12 }, () => r.int(model.config.vocabSize)), [2, 12], 'int32');
+        const ids = tf.tensor2d(
+          Int32Array.from({ length: 2 * 12 }, () => r.int(model.config.vocabSize)),
+          [2, 12],
+          'int32',
+        );
         const capture = [model.config.numLayers - 1];
         const plain = lossAndGrads(model, ids, capture);
         model.recompute = true;
@@ -88,16 +92,23 @@ describe('activation recomputation', () => {
         for (const proj of PROJECTIONS) {
           const base = projectionName(l, proj);
           const inner = model.linears.get(base) ?? denseLinear;
-          const counted: LinearFn = Object.assign((x: tf.Tensor2D, w: tf.Tensor2D) => {
-            calls++;
-            return inner(x, w);
-          }, { backward: inner.backward, replayable: inner.replayable });
+          const counted: LinearFn = Object.assign(
+            (x: tf.Tensor2D, w: tf.Tensor2D) => {
+              calls++;
+              return inner(x, w);
+            },
+            { backward: inner.backward, replayable: inner.replayable },
+          );
           model.linears.set(base, counted);
         }
       }
       model.recompute = true;
       const r = new Rng(5);
-      const ids = tf.tensor2d(Int32Array.from({ length: 2 * 12 }, () => r.int(model.config.vocabSize)), [2, 12], 'int32');
+      const ids = tf.tensor2d(
+        Int32Array.from({ length: 2 * 12 }, () => r.int(model.config.vocabSize)),
+        [2, 12],
+        'int32',
+      );
       lossAndGrads(model, ids, []); // builds the RoPE and mask caches for this length
       const before = tf.memory().numTensors;
       calls = 0;

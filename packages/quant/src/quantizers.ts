@@ -11,72 +11,72 @@ import { checkWeightQuantMode, type WeightQuantMode } from '@bitdistill/arch';
 /** The straight-through estimator: forward = quantize(x), backward = identity. The only place it lives. */
 function withSte(quantize: (x: tf.Tensor) => tf.Tensor): (x: tf.Tensor) => tf.Tensor {
   return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
-      value: quantize(args[0] as tf.Tensor),
-      gradFunc: (dy: tf.Tensor) => [dy],
-    })) as unknown as (x: tf.Tensor) => tf.Tensor;
-  }
+    value: quantize(args[0] as tf.Tensor),
+    gradFunc: (dy: tf.Tensor) => [dy],
+  })) as unknown as (x: tf.Tensor) => tf.Tensor;
+}
 
-  /** clamp(round(w / d), -1, 1) * d with d broadcast against w. tf.round rounds half to even. */
-  function ternarize(w: tf.Tensor, d: tf.Tensor): tf.Tensor {
-    return tf.mul(tf.clipByValue(tf.round(tf.div(w, d)), -1, 1), d);
-  }
+/** clamp(round(w / d), -1, 1) * d with d broadcast against w. tf.round rounds half to even. */
+function ternarize(w: tf.Tensor, d: tf.Tensor): tf.Tensor {
+  return tf.mul(tf.clipByValue(tf.round(tf.div(w, d)), -1, 1), d);
+}
 
-  function absmeanScale(absW: tf.Tensor, axis?: number): tf.Tensor {
-    return tf.maximum(tf.mean(absW, axis, axis !== undefined), 1e-5);
-  }
+function absmeanScale(absW: tf.Tensor, axis?: number): tf.Tensor {
+  return tf.maximum(tf.mean(absW, axis, axis !== undefined), 1e-5);
+}
 
-  function ternaryQuantRaw(w: tf.Tensor, mode: WeightQuantMode): tf.Tensor {
-    return tf.tidy(() => {
-      if (mode === 'absmean') return ternarize(w, absmeanScale(tf.abs(w)));
-      if (mode === 'perRow') return ternarize(w, absmeanScale(tf.abs(w), -1));
-      // block256: one scale per 256 consecutive values of the flattened tensor; the last block may be shorter.
-      const n = w.size;
-      const blocks = Math.ceil(n / 256);
-      const flat = tf.reshape(w, [n]);
-      const padded = tf.pad(flat, [[0, blocks * 256 - n]]);
-      const counts = new Float32Array(blocks).fill(256);
-      counts[blocks - 1] = n - (blocks - 1) * 256;
-      const d = tf.maximum(tf.div(tf.sum(tf.abs(tf.reshape(padded, [blocks, 256])), 1, true), tf.tensor2d(counts, [blocks, 1])), 1e-5);
-      const q = ternarize(tf.reshape(padded, [blocks, 256]), d);
-      return tf.reshape(tf.slice(tf.reshape(q, [blocks * 256]), [0], [n]), w.shape);
-    });
-  }
+function ternaryQuantRaw(w: tf.Tensor, mode: WeightQuantMode): tf.Tensor {
+  return tf.tidy(() => {
+    if (mode === 'absmean') return ternarize(w, absmeanScale(tf.abs(w)));
+    if (mode === 'perRow') return ternarize(w, absmeanScale(tf.abs(w), -1));
+    // block256: one scale per 256 consecutive values of the flattened tensor; the last block may be shorter.
+    const n = w.size;
+    const blocks = Math.ceil(n / 256);
+    const flat = tf.reshape(w, [n]);
+    const padded = tf.pad(flat, [[0, blocks * 256 - n]]);
+    const counts = new Float32Array(blocks).fill(256);
+    counts[blocks - 1] = n - (blocks - 1) * 256;
+    const d = tf.maximum(tf.div(tf.sum(tf.abs(tf.reshape(padded, [blocks, 256])), 1, true), tf.tensor2d(counts, [blocks, 1])), 1e-5);
+    const q = ternarize(tf.reshape(padded, [blocks, 256]), d);
+    return tf.reshape(tf.slice(tf.reshape(q, [blocks * 256]), [0], [n]), w.shape);
+  });
+}
 
-  const steByMode: Record<WeightQuantMode, (x: tf.Tensor) => tf.Tensor> = {
-    absmean: withSte((w) => ternaryQuantRaw(w, 'absmean')),
-    block256: withSte((w) => ternaryQuantRaw(w, 'block256')),
-    perRow: withSte((w) => ternaryQuantRaw(w, 'perRow')),
-  };
+const steByMode: Record<WeightQuantMode, (x: tf.Tensor) => tf.Tensor> = {
+  absmean: withSte((w) => ternaryQuantRaw(w, 'absmean')),
+  block256: withSte((w) => ternaryQuantRaw(w, 'block256')),
+  perRow: withSte((w) => ternaryQuantRaw(w, 'perRow')),
+};
 
-  /**
-   * Ternary weight fake-quantization (dequantized values in {-d, 0, +d} per scale group), with STE.
-   * absmean: one d per tensor; block256: one per 256 consecutive values; perRow: one per output row (last axis =
-   * input features). d = max(mean|W|, 1e-5) over the group; rounding half to even.
-   */
-  export function ternaryQuant(w: tf.Tensor, mode: WeightQuantMode): tf.Tensor {
-    checkWeightQuantMode(mode);
-    if (w.dtype !== 'float32') throw new ArgumentError(`ternaryQuant: expected a float32 tensor, got ${w.dtype}`);
-    return steByMode[mode](w);
-  }
+/**
+ * Ternary weight fake-quantization (dequantized values in {-d, 0, +d} per scale group), with STE.
+ * absmean: one d per tensor; block256: one per 256 consecutive values; perRow: one per output row (last axis =
+ * input features). d = max(mean|W|, 1e-5) over the group; rounding half to even.
+ */
+export function ternaryQuant(w: tf.Tensor, mode: WeightQuantMode): tf.Tensor {
+  checkWeightQuantMode(mode);
+  if (w.dtype !== 'float32') throw new ArgumentError(`ternaryQuant: expected a float32 tensor, got ${w.dtype}`);
+  return steByMode[mode](w);
+}
 
-  /** Per-token (last axis) absmax int8 fake quantization: s = 127 / max(max|x|, 1e-5), with STE. */
-  export const int8Quant: (x: tf.Tensor) => tf.Tensor = withSte((x) =>
-    tf.tidy(() => {
-      const s = tf.div(127, tf.maximum(tf.max(tf.abs(x), -1, true), 1e-5));
-      return tf.div(tf.clipByValue(tf.round(tf.mul(x, s)), -128, 127), s);
-    }),
-  );
+/** Per-token (last axis) absmax int8 fake quantization: s = 127 / max(max|x|, 1e-5), with STE. */
+export const int8Quant: (x: tf.Tensor) => tf.Tensor = withSte((x) =>
+  tf.tidy(() => {
+    const s = tf.div(127, tf.maximum(tf.max(tf.abs(x), -1, true), 1e-5));
+    return tf.div(tf.clipByValue(tf.round(tf.mul(x, s)), -128, 127), s);
+  }),
+);
 
-  /**
-   * The student's linear op in integer form, for absmean and perRow weights: the same forward value as
-   * int8Quant(x) @ ternaryQuant(W)^T, but computed the way the packed-ternary kernels compute it,
-   *   y = (q @ c^T) * (d / s),   q = clamp(round(x * s), -128, 127),  c = clamp(round(W / d), -1, 1),
-   * where q @ c^T is a float32 matmul of small integers and therefore exact (|sum| < 2^24 for in < 131072).
-   * So the trained student and the exported model agree bit for bit on every projection, instead of differing
-   * by float32 accumulation noise that can flip later int8 roundings. The backward pass is the straight-through
-   * one of the fake-quantized form: dx = dy @ (c * d), dW = dy^T @ (q / s), no gradient through the scales.
-   */
-  function makeBitMatmulInt(perRow: boolean): (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D {
+/**
+ * The student's linear op in integer form, for absmean and perRow weights: the same forward value as
+ * int8Quant(x) @ ternaryQuant(W)^T, but computed the way the packed-ternary kernels compute it,
+ *   y = (q @ c^T) * (d / s),   q = clamp(round(x * s), -128, 127),  c = clamp(round(W / d), -1, 1),
+ * where q @ c^T is a float32 matmul of small integers and therefore exact (|sum| < 2^24 for in < 131072).
+ * So the trained student and the exported model agree bit for bit on every projection, instead of differing
+ * by float32 accumulation noise that can flip later int8 roundings. The backward pass is the straight-through
+ * one of the fake-quantized form: dx = dy @ (c * d), dW = dy^T @ (q / s), no gradient through the scales.
+ */
+function makeBitMatmulInt(perRow: boolean): (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D {
   return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [x, w, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
     const s = tf.div(127, tf.maximum(tf.max(tf.abs(x), -1, true), 1e-5)); // [N, 1]

@@ -5,7 +5,16 @@
  * and the model's own norms stay full precision.
  */
 import { ArgumentError } from '@bitdistill/core';
-import { PROJECTIONS, checkWeightQuantMode, projectionName, scaleGroups, sublnName, ternaryQuantRef, type SublnMode, type WeightQuantMode } from '@bitdistill/arch';
+import {
+  PROJECTIONS,
+  checkWeightQuantMode,
+  projectionName,
+  scaleGroups,
+  sublnName,
+  ternaryQuantRef,
+  type SublnMode,
+  type WeightQuantMode,
+} from '@bitdistill/arch';
 import { denseLinear, fusedKernel, type Decoder, type LinearFn } from '@bitdistill/model';
 import { BITLINEAR_GRAD_KERNEL, bitLinearBackward, bitMatmulInt, int8Quant, ternaryQuant } from './quantizers.ts';
 import type { Tensor2D } from '@tensorflow/tfjs';
@@ -88,9 +97,12 @@ export function prepareStudent(model: Decoder, options: PrepareStudentOptions): 
     }
   }
   if (report.quantized.length === 0) {
-    throw new ArgumentError(`prepareStudent: no projection left to quantize (exclude=${JSON.stringify(exclude.map(String))} matched all ${report.excluded.length})`, {
-      hint: 'narrow the exclude patterns',
-    });
+    throw new ArgumentError(
+      `prepareStudent: no projection left to quantize (exclude=${JSON.stringify(exclude.map(String))} matched all ${report.excluded.length})`,
+      {
+        hint: 'narrow the exclude patterns',
+      },
+    );
   }
   report.sublnAdded = model.setSubln(options.subln, options.sublnEps);
   const record: StudentRecord = {
@@ -147,7 +159,11 @@ export function describeStudent(model: Decoder): { name: string; shape: number[]
   }
   return [...model.params].map(([name, v]) => {
     const base = name.replace(/\.weight$/, '');
-    const role = sub.has(name) ? 'subln' : name.endsWith('.weight') && model.linears.get(base) !== undefined && model.linears.get(base) !== denseLinear ? 'quantized' : 'full-precision';
+    const role = sub.has(name)
+      ? 'subln'
+      : name.endsWith('.weight') && model.linears.get(base) !== undefined && model.linears.get(base) !== denseLinear
+        ? 'quantized'
+        : 'full-precision';
     return { name, shape: [...v.shape], role };
   });
 }

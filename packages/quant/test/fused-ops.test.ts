@@ -41,7 +41,11 @@ function expectClose(got: Float32Array, want: Float32Array, tol: (w: number) => 
 
 describe('fused training ops on the native engine', () => {
   const rng = new Rng(21);
-  const rand = (shape: number[], scale = 1) => tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal() * scale), shape);
+  const rand = (shape: number[], scale = 1) =>
+    tf.tensor(
+      Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal() * scale),
+      shape,
+    );
 
   before(async function () {
     await initBackend('native');
@@ -101,7 +105,9 @@ describe('fused training ops on the native engine', () => {
       };
       const fused = run(true);
       const twin = run(false);
-      ['y', 'dgate', 'dup'].forEach((name, i) => expectClose(fused[i] as Float32Array, twin[i] as Float32Array, (v) => 1e-6 * (1 + Math.abs(v)), `${name} [${shape}]`));
+      ['y', 'dgate', 'dup'].forEach((name, i) =>
+        expectClose(fused[i] as Float32Array, twin[i] as Float32Array, (v) => 1e-6 * (1 + Math.abs(v)), `${name} [${shape}]`),
+      );
       tf.dispose([g, u, dy]);
     }
   });
@@ -114,12 +120,25 @@ describe('fused training ops on the native engine', () => {
       prepareStudent(model, { subln: 'allnorm', weightQuant: 'absmean' });
       const r = new Rng(3);
       const [B, T, V] = [2, 24, model.config.vocabSize];
-      const ids = tf.tensor2d(Int32Array.from({ length: B * T }, () => r.int(V)), [B, T], 'int32');
-      const labels = tf.oneHot(tf.tensor1d(Int32Array.from({ length: B * T }, () => r.int(V)), 'int32'), V);
+      const ids = tf.tensor2d(
+        Int32Array.from({ length: B * T }, () => r.int(V)),
+        [B, T],
+        'int32',
+      );
+      const labels = tf.oneHot(
+        tf.tensor1d(
+          Int32Array.from({ length: B * T }, () => r.int(V)),
+          'int32',
+        ),
+        V,
+      );
       const vars = [...model.params.values()];
       const step = () =>
         tf.tidy(() => {
-          const { value, grads } = tf.variableGrads(() => tf.losses.softmaxCrossEntropy(labels, tf.reshape(model.forward(ids).logits, [B * T, V])) as tf.Scalar, vars);
+          const { value, grads } = tf.variableGrads(
+            () => tf.losses.softmaxCrossEntropy(labels, tf.reshape(model.forward(ids).logits, [B * T, V])) as tf.Scalar,
+            vars,
+          );
           return { loss: value.dataSync()[0] as number, grads: vars.map((v) => (grads[v.name] as tf.Tensor).dataSync() as Float32Array) };
         });
       const first = step();

@@ -6,7 +6,10 @@ import { loadModel, type Decoder } from '@bitdistill/model';
 import { prepareStudent, describeStudent, ternaryQuant, restoreStudent } from '@bitdistill/quant';
 import { studentRecord } from '../src/student.ts';
 
-const IDS = [[1, 403, 407, 261, 378, 300, 42, 17], [1, 65, 66, 67, 68, 69, 70, 71]];
+const IDS = [
+  [1, 403, 407, 261, 378, 300, 42, 17],
+  [1, 65, 66, 67, 68, 69, 70, 71],
+];
 
 function logitsOf(model: Decoder): Float32Array {
   return tf.tidy(() => model.forward(tf.tensor2d(IDS, [2, 8], 'int32')).logits.dataSync() as Float32Array);
@@ -39,7 +42,7 @@ for (const backend of ['wasm', 'cpu'] as const) {
       expect(std.sublnAdded).to.include('model.layers.4.mlp.ffn_sub_norm.weight');
       const all = prepareStudent(m, { subln: 'allnorm', weightQuant: 'absmean' });
       expect(all.sublnAdded).to.have.length(25); // the 10 standard gains are kept, 5 more per layer
-      expect([...(m.param('model.layers.0.self_attn.q_sub_norm.weight').dataSync())].every((v) => v === 1)).to.equal(true);
+      expect([...m.param('model.layers.0.self_attn.q_sub_norm.weight').dataSync()].every((v) => v === 1)).to.equal(true);
       const roles = describeStudent(m);
       expect(roles.filter((r) => r.role === 'subln')).to.have.length(35);
       expect(roles.filter((r) => r.role === 'quantized')).to.have.length(35);
@@ -90,7 +93,11 @@ for (const backend of ['wasm', 'cpu'] as const) {
       const first = step();
       expect(Number.isFinite(first)).to.equal(true);
       const { grads } = tf.tidy(() => tf.variableGrads(() => tf.mean(tf.square(m.forward(ids).logits)) as tf.Scalar, vars));
-      for (const v of vars) expect(tf.tidy(() => tf.sum(tf.abs(grads[v.name] as tf.Tensor)).dataSync()[0]), v.name).to.be.greaterThan(0);
+      for (const v of vars)
+        expect(
+          tf.tidy(() => tf.sum(tf.abs(grads[v.name] as tf.Tensor)).dataSync()[0]),
+          v.name,
+        ).to.be.greaterThan(0);
       tf.dispose(Object.values(grads));
       const before = tf.memory().numTensors;
       for (let i = 0; i < (backend === 'wasm' ? 50 : 10); i++) step();
@@ -149,7 +156,10 @@ for (const backend of ['wasm', 'cpu'] as const) {
       expect(studentRecord(b)?.sublnEps).to.equal(1e-5);
       const la = logitsOf(a);
       const lb = logitsOf(b);
-      expect(la.some((v, i) => v !== lb[i]), 'the epsilon changes the SubLN output').to.equal(true);
+      expect(
+        la.some((v, i) => v !== lb[i]),
+        'the epsilon changes the SubLN output',
+      ).to.equal(true);
       const dir = mkdtempSync(join(tmpdir(), 'bitdistill-subln-eps-'));
       await saveModel(b, dir, { tokenizerFrom: 'models/stories260K' });
       expect((JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { bitdistill: Record<string, unknown> }).bitdistill['sublnEps']).to.equal(1e-5);

@@ -44,7 +44,9 @@ export function loadGgufModel(path: string): GgufModel {
   const f = readGguf(path);
   const arch = ggufMeta(f, 'general.architecture', 'string', path).value;
   if (arch !== 'bitnet') {
-    throw new UnsupportedError(`${path}: GGUF architecture '${arch}'; BitDistill's runtime reads llama.cpp 'bitnet' files`, { hint: 'export with `bitdistill export --ternary --format gguf`, or run this file with llama.cpp' });
+    throw new UnsupportedError(`${path}: GGUF architecture '${arch}'; BitDistill's runtime reads llama.cpp 'bitnet' files`, {
+      hint: 'export with `bitdistill export --ternary --format gguf`, or run this file with llama.cpp',
+    });
   }
   const tensors = new Map<string, TensorEntry>();
   const fileNames = new Map<string, string>();
@@ -98,7 +100,8 @@ function tensorScale(d: Float32Array, path: string, name: string): number {
   for (let b = 0; b < d.length; b++) {
     const v = d[b] as number;
     if (v === 0) continue;
-    if (!(v > 0)) throw new FormatError(path, `tensor '${name}' block ${b} has scale d = ${v}; ternary block scales are > 0`, { hint: 'the file is corrupted' });
+    if (!(v > 0))
+      throw new FormatError(path, `tensor '${name}' block ${b} has scale d = ${v}; ternary block scales are > 0`, { hint: 'the file is corrupted' });
     if (s === 0) s = v;
     else if (v !== s) {
       throw new UnsupportedError(`${path}: ${name}: block scales differ (${s} and ${v} at block ${b}); the kernels runtime takes one scale per tensor`, {
@@ -138,9 +141,13 @@ function configOf(f: GgufFile, path: string, tensors: Map<string, TensorEntry>):
     try {
       parsed = JSON.parse(ours.value);
     } catch (e) {
-      throw new FormatError(path, `bitdistill.hf_config_json is not valid JSON: ${(e as Error).message}`, { hint: 'the file is corrupted: export it again', cause: e });
+      throw new FormatError(path, `bitdistill.hf_config_json is not valid JSON: ${(e as Error).message}`, {
+        hint: 'the file is corrupted: export it again',
+        cause: e,
+      });
     }
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new FormatError(path, 'bitdistill.hf_config_json is not a JSON object', { hint: 'the file is corrupted: export it again' });
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+      throw new FormatError(path, 'bitdistill.hf_config_json is not a JSON object', { hint: 'the file is corrupted: export it again' });
     const raw = parsed as Record<string, unknown>;
     const c = parseDecoderConfig(raw, `${path} (bitdistill.hf_config_json)`);
     const said: Record<string, unknown> = {
@@ -153,13 +160,25 @@ function configOf(f: GgufFile, path: string, tensors: Map<string, TensorEntry>):
       max_position_embeddings: c.maxPositionEmbeddings,
       vocab_size: c.vocabSize,
     };
-    for (const [k, v] of Object.entries(keys)) if (said[k] !== v) throw new FormatError(path, `bitdistill.hf_config_json says ${k} = ${String(said[k])}, the GGUF keys ${String(v)}`);
-    if (Math.fround(c.rmsNormEps) !== eps || Math.fround(c.ropeTheta) !== theta) throw new FormatError(path, 'bitdistill.hf_config_json disagrees with the GGUF rms_norm_eps / rope_theta');
+    for (const [k, v] of Object.entries(keys))
+      if (said[k] !== v) throw new FormatError(path, `bitdistill.hf_config_json says ${k} = ${String(said[k])}, the GGUF keys ${String(v)}`);
+    if (Math.fround(c.rmsNormEps) !== eps || Math.fround(c.ropeTheta) !== theta)
+      throw new FormatError(path, 'bitdistill.hf_config_json disagrees with the GGUF rms_norm_eps / rope_theta');
     return raw;
   }
   // A bitnet GGUF from elsewhere (e.g. llama.cpp's converter): Llama with standard SubLN and tied embeddings, whose
   // SubLN takes the file's one epsilon, as llama.cpp applies it.
-  return { ...keys, model_type: 'llama', architectures: ['LlamaForCausalLM'], rms_norm_eps: eps, rope_theta: theta, tie_word_embeddings: true, hidden_act: 'silu', attention_bias: false, bitdistill: { subln: 'standard', sublnEps: eps } };
+  return {
+    ...keys,
+    model_type: 'llama',
+    architectures: ['LlamaForCausalLM'],
+    rms_norm_eps: eps,
+    rope_theta: theta,
+    tie_word_embeddings: true,
+    hidden_act: 'silu',
+    attention_bias: false,
+    bitdistill: { subln: 'standard', sublnEps: eps },
+  };
 }
 
 /** The tokenizer a bitnet GGUF carries in its tokenizer.ggml.* (and tokenizer.huggingface.json) metadata. */
@@ -195,9 +214,12 @@ export function tokenizerFromGguf(f: GgufFile, path: string): Tokenizer {
   if (model === 'gpt2') {
     const json = f.metadata.get('tokenizer.huggingface.json');
     if (json === undefined || json.type !== 'string') {
-      throw new UnsupportedError(`${path}: a "gpt2" vocabulary without tokenizer.huggingface.json; BitDistill's runtime rebuilds byte-level BPE tokenizers from that key`, {
-        hint: 'files written by `bitdistill export --format gguf` carry it',
-      });
+      throw new UnsupportedError(
+        `${path}: a "gpt2" vocabulary without tokenizer.huggingface.json; BitDistill's runtime rebuilds byte-level BPE tokenizers from that key`,
+        {
+          hint: 'files written by `bitdistill export --format gguf` carry it',
+        },
+      );
     }
     // loadHfTokenizer reads files (tokenizer.json + tokenizer_config.json for the special ids): give it a
     // private folder for the moment it takes to build the tokenizer.
@@ -210,11 +232,15 @@ export function tokenizerFromGguf(f: GgufFile, path: string): Tokenizer {
     } catch (e) {
       // The loader names the private copies; name the GGUF and its keys instead.
       if (!(e instanceof FormatError)) throw e;
-      const keys = e.message.replaceAll(join(dir, 'tokenizer.json'), 'tokenizer.huggingface.json').replaceAll(join(dir, 'tokenizer_config.json'), 'bitdistill.tokenizer_config_json');
+      const keys = e.message
+        .replaceAll(join(dir, 'tokenizer.json'), 'tokenizer.huggingface.json')
+        .replaceAll(join(dir, 'tokenizer_config.json'), 'bitdistill.tokenizer_config_json');
       throw new FormatError(path, keys, { hint: 'the tokenizer embedded in the file is corrupt: export it again', cause: e });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   }
-  throw new UnsupportedError(`${path}: tokenizer.ggml.model '${model}' is not supported by BitDistill's runtime`, { hint: 'it reads "llama" (SentencePiece) and "gpt2" (byte-level BPE) vocabularies' });
+  throw new UnsupportedError(`${path}: tokenizer.ggml.model '${model}' is not supported by BitDistill's runtime`, {
+    hint: 'it reads "llama" (SentencePiece) and "gpt2" (byte-level BPE) vocabularies',
+  });
 }

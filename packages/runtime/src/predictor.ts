@@ -29,7 +29,12 @@ export function kernelsPredictor(rt: TernaryRuntime): Predictor {
           preds.push(readAnswer(task, tok.decode(g.ids)));
         } else if (scoring.mode === 'first-token') {
           const logits = rt.forward(prompt);
-          preds.push(predictionFromScores(task, scoring.firstIds.map((id) => logits[id] as number)));
+          preds.push(
+            predictionFromScores(
+              task,
+              scoring.firstIds.map((id) => logits[id] as number),
+            ),
+          );
         } else {
           // Each label word's whole answer after the prompt: position P-1+t predicts answer token t.
           const scores = scoring.answers.map((answer) => {

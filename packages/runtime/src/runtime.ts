@@ -103,7 +103,6 @@ export interface RuntimeInfo {
 
 const MISMATCH_HINT = 'the weights do not match the config: re-export the checkpoint with `bitdistill export --ternary`';
 
-
 function hasBias(c: DecoderConfig, pr: Projection): boolean {
   return pr === 'o_proj' ? c.oBias : pr === 'q_proj' || pr === 'k_proj' || pr === 'v_proj' ? c.qkvBias : false;
 }
@@ -154,7 +153,8 @@ class ExportTensors {
    */
   int8Rows(name: string, rows: number, cols: number, what: string): Int8RowMatrix {
     const t = this.lazy(name);
-    if (!FLOAT_DTYPES.includes(t.dtype) || !sameShape(t.shape, [rows, cols])) this.fail(name, `is ${t.dtype} [${t.shape.join(', ')}]; expected F32, F16 or BF16 [${rows}, ${cols}] (${what})`);
+    if (!FLOAT_DTYPES.includes(t.dtype) || !sameShape(t.shape, [rows, cols]))
+      this.fail(name, `is ${t.dtype} [${t.shape.join(', ')}]; expected F32, F16 or BF16 [${rows}, ${cols}] (${what})`);
     const q = new Int8Array(rows * cols);
     const scale = new Float32Array(rows);
     const block = Math.max(1, Math.floor((1 << 20) / cols));
@@ -185,7 +185,8 @@ class ExportTensors {
    */
   float(name: string, shape: readonly number[], what: string, checkValues = true): Float32Array {
     const t = this.get(name);
-    if (!FLOAT_DTYPES.includes(t.dtype) || !sameShape(t.shape, shape)) this.fail(name, `is ${t.dtype} [${t.shape.join(', ')}]; expected F32, F16 or BF16 [${shape.join(', ')}] (${what})`);
+    if (!FLOAT_DTYPES.includes(t.dtype) || !sameShape(t.shape, shape))
+      this.fail(name, `is ${t.dtype} [${t.shape.join(', ')}]; expected F32, F16 or BF16 [${shape.join(', ')}] (${what})`);
     const a = tensorToFloat32(t, `${this.file}: ${name}`);
     if (checkValues) {
       const bad = firstOutOfRange(a);
@@ -200,7 +201,8 @@ class ExportTensors {
 
   /** Tensors the model has no place for: a layer beyond num_hidden_layers, a bias the config has not... */
   unexpected(c: DecoderConfig): void {
-    for (const name of this.tensors.keys()) if (!this.taken.has(name)) this.fail(name, `is not part of the model the config describes: ${whyUnexpected(name, c)}`);
+    for (const name of this.tensors.keys())
+      if (!this.taken.has(name)) this.fail(name, `is not part of the model the config describes: ${whyUnexpected(name, c)}`);
   }
 }
 
@@ -302,7 +304,8 @@ export class TernaryRuntime {
       const what = '[vocab_size, hidden_size]';
       if (embeddings === 'fp32') return { kind: 'fp32', w: take(name, [c.vocabSize, C], what) };
       const m = tensors.int8Rows(name, c.vocabSize, C, what);
-      for (let r = 0; r < c.vocabSize; r++) if ((m.scale[r] as number) * 127 > MAX_WEIGHT * (1 + 1e-6)) tensors.badValue(name, (m.scale[r] as number) * 127, `row ${r} (its max |w|)`);
+      for (let r = 0; r < c.vocabSize; r++)
+        if ((m.scale[r] as number) * 127 > MAX_WEIGHT * (1 + 1e-6)) tensors.badValue(name, (m.scale[r] as number) * 127, `row ${r} (its max |w|)`);
       weightBytes += m.q.byteLength + m.scale.byteLength;
       return { kind: 'int8', m };
     };
@@ -337,7 +340,10 @@ export class TernaryRuntime {
         const lt = tensors.lazy(`${base}.weight`);
         if (lt.dtype === 'U8') {
           if (!sameShape(lt.shape, [Math.ceil(rows / 4), cols])) {
-            tensors.fail(`${base}.weight`, `is U8 [${lt.shape.join(', ')}]; expected [${Math.ceil(rows / 4)}, ${cols}], a packed [${rows}, ${cols}] ternary matrix (from the config's sizes)`);
+            tensors.fail(
+              `${base}.weight`,
+              `is U8 [${lt.shape.join(', ')}]; expected [${Math.ceil(rows / 4)}, ${cols}], a packed [${rows}, ${cols}] ternary matrix (from the config's sizes)`,
+            );
           }
           const scale = ternaryScale(tensors, `${base}.weight_scale`, rows, cols);
           // The packed bytes go through one scratch buffer, and the layout straight into its stack slice when
@@ -374,14 +380,18 @@ export class TernaryRuntime {
     const cfgPath = join(dir, 'config.json');
     if (!existsSync(dir)) throw new NotFoundError(dir, `model folder '${dir}' does not exist`, { hint: 'run `bitdistill export --ternary` first' });
     if (statSync(dir).isFile()) {
-      if (!isGgufFile(dir)) throw new FormatError(dir, 'not a GGUF file, and not an export folder', { hint: 'pass the folder or the .gguf file written by `bitdistill export --ternary`' });
+      if (!isGgufFile(dir))
+        throw new FormatError(dir, 'not a GGUF file, and not an export folder', {
+          hint: 'pass the folder or the .gguf file written by `bitdistill export --ternary`',
+        });
       const g = loadGgufModel(dir);
       const config = parseDecoderConfig(g.raw, dir);
       if (g.tokenizer.vocabSize > config.vocabSize) throw new FormatError(dir, `tokenizer has ${g.tokenizer.vocabSize} tokens, the model ${config.vocabSize}`);
       const lazy = new Map([...g.tensors].map(([name, t]) => [name, inMemoryTensor(t)]));
       return new TernaryRuntime(dir, config, g.tokenizer, new ExportTensors(lazy, dir, (name) => g.fileNames.get(name) ?? name), options);
     }
-    if (!existsSync(cfgPath)) throw new NotFoundError(cfgPath, `expected config.json in '${dir}'`, { hint: 'pass the folder written by `bitdistill export --ternary`' });
+    if (!existsSync(cfgPath))
+      throw new NotFoundError(cfgPath, `expected config.json in '${dir}'`, { hint: 'pass the folder written by `bitdistill export --ternary`' });
     const raw = readConfigJson(cfgPath);
     const config = parseDecoderConfig(fromHfCompat(raw, cfgPath), cfgPath);
     const tokenizer = loadTokenizer(dir);
@@ -446,7 +456,8 @@ export class TernaryRuntime {
     } else {
       denseProduct(xin, lin.w, T, lin.cols, lin.rows, y);
     }
-    if (lin.bias !== null) for (let t = 0; t < T; t++) for (let o = 0; o < lin.rows; o++) y[t * lin.rows + o] = (y[t * lin.rows + o] as number) + (lin.bias[o] as number);
+    if (lin.bias !== null)
+      for (let t = 0; t < T; t++) for (let o = 0; o < lin.rows; o++) y[t * lin.rows + o] = (y[t * lin.rows + o] as number) + (lin.bias[o] as number);
     return y;
   }
 
@@ -470,7 +481,11 @@ export class TernaryRuntime {
       if (this.embed.kind === 'fp32') x.set(this.embed.w.subarray(id * C, (id + 1) * C), t * C);
       else dequantizeRow(this.embed.m, id, x, t * C);
     }
-    const rope = ropeTables(Array.from({ length: T }, (_, i) => start + i), d, c.ropeTheta);
+    const rope = ropeTables(
+      Array.from({ length: T }, (_, i) => start + i),
+      d,
+      c.ropeTheta,
+    );
     const scale = 1 / Math.sqrt(d);
     const b = this.buf;
     const h = b.f32('h', T * C);
@@ -567,7 +582,11 @@ export class TernaryRuntime {
   }
 
   /** Greedy decoding with a KV cache; returns the new ids (prompt excluded). */
-  generate(promptIds: readonly number[], maxNewTokens: number, eosId: number | null = this.tokenizer.eosId): { ids: number[]; prefillSeconds: number; decodeSeconds: number } {
+  generate(
+    promptIds: readonly number[],
+    maxNewTokens: number,
+    eosId: number | null = this.tokenizer.eosId,
+  ): { ids: number[]; prefillSeconds: number; decodeSeconds: number } {
     const cache = this.reusableCache(promptIds.length + maxNewTokens);
     const C = this.config.hiddenSize;
     const t0 = performance.now();
@@ -596,7 +615,8 @@ export class TernaryRuntime {
 function fromHfCompat(raw: Record<string, unknown>, file: string): Record<string, unknown> {
   if (raw['model_type'] !== 'bitnet') return raw;
   const bd = raw['bitdistill'] !== null && typeof raw['bitdistill'] === 'object' ? (raw['bitdistill'] as Record<string, unknown>) : {};
-  if (bd['subln'] !== undefined && bd['subln'] !== 'standard') throw new FormatError(file, `model_type bitnet with bitdistill.subln ${JSON.stringify(bd['subln'])}; BitNet models have standard SubLN`);
+  if (bd['subln'] !== undefined && bd['subln'] !== 'standard')
+    throw new FormatError(file, `model_type bitnet with bitdistill.subln ${JSON.stringify(bd['subln'])}; BitNet models have standard SubLN`);
   return { ...raw, model_type: 'llama', bitdistill: { ...bd, subln: 'standard' } };
 }
 

@@ -43,7 +43,17 @@ export function exportTensors(config: Record<string, unknown>, seed = 1, dense: 
   const rng = new Rng(seed);
   const C = c.hiddenSize;
   const t = new Map<string, TensorEntry>();
-  const f32 = (name: string, shape: number[], mean: number, std: number) => t.set(name, { dtype: 'F32', shape, data: floats(rng, shape.reduce((a, b) => a * b, 1), mean, std) });
+  const f32 = (name: string, shape: number[], mean: number, std: number) =>
+    t.set(name, {
+      dtype: 'F32',
+      shape,
+      data: floats(
+        rng,
+        shape.reduce((a, b) => a * b, 1),
+        mean,
+        std,
+      ),
+    });
   f32('model.embed_tokens.weight', [c.vocabSize, C], 0, 0.5);
   for (let l = 0; l < c.numLayers; l++) {
     const p = `model.layers.${l}`;
@@ -117,13 +127,29 @@ function ggufLayer(l: number): [hf: string, pr: Projection | null][] {
  * `ternary`, TQ2_0 blocks (hidden and intermediate must be multiples of 256). `hfConfig` adds
  * bitdistill.hf_config_json as our exporter does; without it the config comes from the bitnet.* keys alone.
  */
-export function ggufFile(path: string, config: Record<string, unknown>, o: { seed?: number; ternary?: boolean; hfConfig?: boolean } = {}): { metadata: [string, GgufValue][]; tensors: GgufTensor[] } {
+export function ggufFile(
+  path: string,
+  config: Record<string, unknown>,
+  o: { seed?: number; ternary?: boolean; hfConfig?: boolean } = {},
+): { metadata: [string, GgufValue][]; tensors: GgufTensor[] } {
   const c = parseDecoderConfig(config, 'fixture');
   const rng = new Rng(o.seed ?? 3);
   const tensors: GgufTensor[] = [];
   const bytes = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
   const f32 = (name: string, shape: number[], mean: number, std: number) => {
-    tensors.push({ name, type: 'F32', dims: [...shape].reverse(), data: bytes(floats(rng, shape.reduce((a, b) => a * b, 1), mean, std)) });
+    tensors.push({
+      name,
+      type: 'F32',
+      dims: [...shape].reverse(),
+      data: bytes(
+        floats(
+          rng,
+          shape.reduce((a, b) => a * b, 1),
+          mean,
+          std,
+        ),
+      ),
+    });
   };
   f32('token_embd.weight', [c.vocabSize, c.hiddenSize], 0, 0.5);
   for (let l = 0; l < c.numLayers; l++) {

@@ -69,17 +69,68 @@ const BASES: Base[] = [
 for (const b of BASES) if (b.tensors.size === 0) b.tensors = exportTensors(b.config, 2);
 
 const CONFIG_KEYS = [
-  'vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'head_dim',
-  'max_position_embeddings', 'rms_norm_eps', 'rope_theta', 'tie_word_embeddings', 'attention_bias', 'model_type', 'bitdistill', 'quantization_config', 'hidden_act',
+  'vocab_size',
+  'hidden_size',
+  'intermediate_size',
+  'num_hidden_layers',
+  'num_attention_heads',
+  'num_key_value_heads',
+  'head_dim',
+  'max_position_embeddings',
+  'rms_norm_eps',
+  'rope_theta',
+  'tie_word_embeddings',
+  'attention_bias',
+  'model_type',
+  'bitdistill',
+  'quantization_config',
+  'hidden_act',
 ];
-const BAD_VALUES: unknown[] = [0, -1, 1, 2, 1.5, 3, 7, 8, 16, 32, 64, 511, 513, 1024, 1e9, 2 ** 53, 1e-30, 1e30, null, 'x', true, false, [], {}, 'qwen3', 'qwen2', { subln: 'allnorm' }, { subln: 'none' }, { linear_class: 'bitlinear' }];
+const BAD_VALUES: unknown[] = [
+  0,
+  -1,
+  1,
+  2,
+  1.5,
+  3,
+  7,
+  8,
+  16,
+  32,
+  64,
+  511,
+  513,
+  1024,
+  1e9,
+  2 ** 53,
+  1e-30,
+  1e30,
+  null,
+  'x',
+  true,
+  false,
+  [],
+  {},
+  'qwen3',
+  'qwen2',
+  { subln: 'allnorm' },
+  { subln: 'none' },
+  { linear_class: 'bitlinear' },
+];
 const SCALES = [0, -0, -1, NaN, Infinity, -Infinity, 1e-30, 1e-45, 1e30, 3.4e38];
 
 function clone(t: TensorEntry): TensorEntry {
   return { ...t, shape: [...t.shape], data: t.data.slice() } as TensorEntry;
 }
 
-type FolderMutation = { what: string; config?: Record<string, unknown>; configText?: string; tensors?: Map<string, TensorEntry>; bytes?: (st: Uint8Array) => Uint8Array; tokenizer?: (t: Uint8Array) => Uint8Array };
+type FolderMutation = {
+  what: string;
+  config?: Record<string, unknown>;
+  configText?: string;
+  tensors?: Map<string, TensorEntry>;
+  bytes?: (st: Uint8Array) => Uint8Array;
+  tokenizer?: (t: Uint8Array) => Uint8Array;
+};
 
 const FOLDER_MUTATORS: ((rng: Rng, b: Base) => FolderMutation)[] = [
   (rng, b) => {
@@ -114,7 +165,15 @@ const FOLDER_MUTATORS: ((rng: Rng, b: Base) => FolderMutation)[] = [
   (rng, b) => {
     const src = pick(rng, [...b.tensors.keys()]);
     const L = b.config['num_hidden_layers'] as number;
-    const name = pick(rng, [src.replace(/^model\.layers\.\d+\./, `model.layers.${L}.`), `${src}.extra`, src.replace(/\.weight$/, '.bias'), 'lm_head.weight', 'model.layers.0.self_attn.q_norm.weight', 'model.layers.0.mlp.gate_sub_norm.weight', 'model.rotary_emb.inv_freq']);
+    const name = pick(rng, [
+      src.replace(/^model\.layers\.\d+\./, `model.layers.${L}.`),
+      `${src}.extra`,
+      src.replace(/\.weight$/, '.bias'),
+      'lm_head.weight',
+      'model.layers.0.self_attn.q_norm.weight',
+      'model.layers.0.mlp.gate_sub_norm.weight',
+      'model.rotary_emb.inv_freq',
+    ]);
     const t = new Map(b.tensors);
     t.set(name, clone(b.tensors.get(src) as TensorEntry));
     return { what: `${src} copied as ${name}`, tensors: t };
@@ -145,8 +204,18 @@ const FOLDER_MUTATORS: ((rng: Rng, b: Base) => FolderMutation)[] = [
     const e = b.tensors.get(name) as Extract<TensorEntry, { dtype: 'F32' }>;
     const to = pick(rng, ['I32', 'F16', 'BF16', 'U8', 'I8'] as const);
     if (to === 'I32') t.set(name, { dtype: 'I32', shape: [...e.shape], data: new Int32Array(e.data.buffer.slice(0)) });
-    else if (to === 'U8' || to === 'I8') t.set(name, { dtype: to, shape: [...e.shape], data: to === 'U8' ? new Uint8Array(e.data.length).fill(0x55) : new Int8Array(e.data.length) } as TensorEntry);
-    else t.set(name, { dtype: to, shape: [...e.shape], data: Uint16Array.from(e.data, (v) => (to === 'BF16' ? new Uint32Array(Float32Array.of(v).buffer)[0]! >>> 16 : 0x3c00)) });
+    else if (to === 'U8' || to === 'I8')
+      t.set(name, {
+        dtype: to,
+        shape: [...e.shape],
+        data: to === 'U8' ? new Uint8Array(e.data.length).fill(0x55) : new Int8Array(e.data.length),
+      } as TensorEntry);
+    else
+      t.set(name, {
+        dtype: to,
+        shape: [...e.shape],
+        data: Uint16Array.from(e.data, (v) => (to === 'BF16' ? new Uint32Array(Float32Array.of(v).buffer)[0]! >>> 16 : 0x3c00)),
+      });
     return { what: `${name} as ${to}`, tensors: t };
   },
   (rng, b) => {
@@ -227,10 +296,22 @@ function folderCase(rng: Rng, k: number): [string, string] {
 
 // ---------------------------------------------------------------------------------------------- GGUF files
 
-const TQ_CONFIG = { ...GGUF_CONFIG, hidden_size: 256, intermediate_size: 256, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 64, num_hidden_layers: 1 };
+const TQ_CONFIG = {
+  ...GGUF_CONFIG,
+  hidden_size: 256,
+  intermediate_size: 256,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  head_dim: 64,
+  num_hidden_layers: 1,
+};
 const GGUF_BASES: Uint8Array[] = (() => {
   const out: Uint8Array[] = [];
-  for (const [config, o] of [[GGUF_CONFIG, { hfConfig: true }], [GGUF_CONFIG, {}], [TQ_CONFIG, { ternary: true, hfConfig: true }]] as const) {
+  for (const [config, o] of [
+    [GGUF_CONFIG, { hfConfig: true }],
+    [GGUF_CONFIG, {}],
+    [TQ_CONFIG, { ternary: true, hfConfig: true }],
+  ] as const) {
     const p = join(root, `base-${out.length}.gguf`);
     ggufFile(p, config, o);
     out.push(new Uint8Array(readFileSync(p)));
@@ -238,10 +319,34 @@ const GGUF_BASES: Uint8Array[] = (() => {
   return out;
 })();
 
-const META_VALUES: GgufValue[] = [gv.u32(0), gv.u32(1), gv.u32(3), gv.u32(7), gv.u32(16), gv.u32(2 ** 32 - 1), gv.i32(-1), gv.f32(0), gv.f32(-1), gv.f32(NaN), gv.f32(Infinity), gv.f32(1e-30), gv.str(''), gv.str('gpt2'), gv.str('{'), gv.str('null'), gv.str('{"model_type":"llama"}'), gv.bool(true), gv.strings([]), gv.f32s([1, 2])];
+const META_VALUES: GgufValue[] = [
+  gv.u32(0),
+  gv.u32(1),
+  gv.u32(3),
+  gv.u32(7),
+  gv.u32(16),
+  gv.u32(2 ** 32 - 1),
+  gv.i32(-1),
+  gv.f32(0),
+  gv.f32(-1),
+  gv.f32(NaN),
+  gv.f32(Infinity),
+  gv.f32(1e-30),
+  gv.str(''),
+  gv.str('gpt2'),
+  gv.str('{'),
+  gv.str('null'),
+  gv.str('{"model_type":"llama"}'),
+  gv.bool(true),
+  gv.strings([]),
+  gv.f32s([1, 2]),
+];
 
 /** A GGUF edited through the reader and writer: metadata values, dropped / renamed tensors. */
-function editGguf(rng: Rng, bytes: Uint8Array): [string, Uint8Array] | [string, null, [string, GgufValue][], { name: string; type: 'F32'; dims: number[]; data: Uint8Array }[]] {
+function editGguf(
+  rng: Rng,
+  bytes: Uint8Array,
+): [string, Uint8Array] | [string, null, [string, GgufValue][], { name: string; type: 'F32'; dims: number[]; data: Uint8Array }[]] {
   const f = parseGguf(bytes, 'base.gguf');
   const meta = [...f.metadata];
   const tensors = f.tensors.map((t) => ({ name: t.name, type: t.type, dims: t.dims, data: t.data }));

@@ -81,7 +81,11 @@ describe('TernaryRuntime.load: well-formed exports load', () => {
       plausible(TernaryRuntime.load(p));
     }
     const p = join(root, `tq-${n++}.gguf`);
-    ggufFile(p, { ...GGUF_CONFIG, hidden_size: 256, intermediate_size: 256, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 64, num_hidden_layers: 1 }, { ternary: true });
+    ggufFile(
+      p,
+      { ...GGUF_CONFIG, hidden_size: 256, intermediate_size: 256, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 64, num_hidden_layers: 1 },
+      { ternary: true },
+    );
     const rt = TernaryRuntime.load(p);
     expect(rt.info.ternaryProjections).to.equal(7);
     plausible(rt);
@@ -93,28 +97,47 @@ describe('TernaryRuntime.load: malformed exports are refused with a FormatError 
     const d = exportDir(BASE_CONFIG, (t) => t.set(`${Q0}.weight`, { dtype: 'F32', shape: [16, 8], data: new Float32Array(128) }), [Q0]);
     refused(d, /model\.safetensors/, /tensor 'model\.layers\.0\.self_attn\.q_proj\.weight' is F32 \[16, 8\]; expected F32, F16 or BF16 \[16, 16\]/);
     const down = 'model.layers.1.mlp.down_proj';
-    refused(exportDir(BASE_CONFIG, (t) => t.set(`${down}.weight`, { dtype: 'F32', shape: [32, 16], data: new Float32Array(512) }), [down]), /down_proj\.weight' is F32 \[32, 16\]; expected .*\[16, 32\]/);
+    refused(
+      exportDir(BASE_CONFIG, (t) => t.set(`${down}.weight`, { dtype: 'F32', shape: [32, 16], data: new Float32Array(512) }), [down]),
+      /down_proj\.weight' is F32 \[32, 16\]; expected .*\[16, 32\]/,
+    );
   });
 
   it('a packed projection of the wrong shape', () => {
-    refused(exportDir(BASE_CONFIG, (t) => t.set(`${Q0}.weight`, { dtype: 'U8', shape: [2, 16], data: new Uint8Array(32).fill(0x55) })), /q_proj\.weight' is U8 \[2, 16\]; expected \[4, 16\]/);
+    refused(
+      exportDir(BASE_CONFIG, (t) => t.set(`${Q0}.weight`, { dtype: 'U8', shape: [2, 16], data: new Uint8Array(32).fill(0x55) })),
+      /q_proj\.weight' is U8 \[2, 16\]; expected \[4, 16\]/,
+    );
   });
 
   it('a transposed [hidden, vocab] embedding or lm_head', () => {
-    const transpose = (name: string) => (t: Map<string, TensorEntry>) => t.set(name, { dtype: 'F32', shape: [16, 512], data: (t.get(name) as { data: Float32Array }).data });
-    refused(exportDir(BASE_CONFIG, transpose('model.embed_tokens.weight')), /'model\.embed_tokens\.weight' is F32 \[16, 512\]; expected .*\[512, 16\] \(\[vocab_size, hidden_size\]\)/);
+    const transpose = (name: string) => (t: Map<string, TensorEntry>) =>
+      t.set(name, { dtype: 'F32', shape: [16, 512], data: (t.get(name) as { data: Float32Array }).data });
+    refused(
+      exportDir(BASE_CONFIG, transpose('model.embed_tokens.weight')),
+      /'model\.embed_tokens\.weight' is F32 \[16, 512\]; expected .*\[512, 16\] \(\[vocab_size, hidden_size\]\)/,
+    );
     refused(exportDir(BASE_CONFIG, transpose('lm_head.weight')), /'lm_head\.weight' is F32 \[16, 512\]/);
   });
 
   it('weight_scale 0, negative, NaN or infinite', () => {
     for (const v of [0, -0.5, NaN, Infinity, -Infinity, 1e30]) {
-      refused(exportDir(BASE_CONFIG, (t) => t.set(`${Q0}.weight_scale`, { dtype: 'F32', shape: [1], data: Float32Array.of(v) })), new RegExp(`q_proj\\.weight_scale' is ${v === 1e30 ? '1\\.0000000150474662e\\+30' : v}; a ternary weight scale is > 0 and at most 65504`));
+      refused(
+        exportDir(BASE_CONFIG, (t) => t.set(`${Q0}.weight_scale`, { dtype: 'F32', shape: [1], data: Float32Array.of(v) })),
+        new RegExp(`q_proj\\.weight_scale' is ${v === 1e30 ? '1\\.0000000150474662e\\+30' : v}; a ternary weight scale is > 0 and at most 65504`),
+      );
     }
   });
 
   it('weight_scale of the wrong dtype or count; a perRow scale is a valid export this runtime cannot run', () => {
-    refused(exportDir(BASE_CONFIG, (t) => t.set(`${Q0}.weight_scale`, { dtype: 'F16', shape: [1], data: Uint16Array.of(0x3c00) })), /weight_scale' is F16 \[1\]; expected F32 \[1\]/);
-    refused(exportDir(BASE_CONFIG, (t) => t.set(`${Q0}.weight_scale`, { dtype: 'F32', shape: [3], data: Float32Array.of(1, 1, 1) })), /weight_scale' has 3 values; expected one scale per tensor/);
+    refused(
+      exportDir(BASE_CONFIG, (t) => t.set(`${Q0}.weight_scale`, { dtype: 'F16', shape: [1], data: Uint16Array.of(0x3c00) })),
+      /weight_scale' is F16 \[1\]; expected F32 \[1\]/,
+    );
+    refused(
+      exportDir(BASE_CONFIG, (t) => t.set(`${Q0}.weight_scale`, { dtype: 'F32', shape: [3], data: Float32Array.of(1, 1, 1) })),
+      /weight_scale' has 3 values; expected one scale per tensor/,
+    );
     const perRow = exportDir(BASE_CONFIG, (t) => t.set(`${Q0}.weight_scale`, { dtype: 'F32', shape: [16], data: new Float32Array(16).fill(0.1) }));
     expect(() => TernaryRuntime.load(perRow)).to.throw(UnsupportedError, /has 16 values; the kernels runtime supports one scale per tensor/);
   });
@@ -156,8 +179,14 @@ describe('TernaryRuntime.load: malformed exports are refused with a FormatError 
   it('an extra tensor: unknown name, a bias the config has not, lm_head with tied embeddings, a scale of a dense projection', () => {
     const extra = (name: string) => (t: Map<string, TensorEntry>) => t.set(name, { dtype: 'F32', shape: [16], data: new Float32Array(16) });
     refused(exportDir(BASE_CONFIG, extra('model.layers.0.mlp.extra.weight')), /tensor 'model\.layers\.0\.mlp\.extra\.weight' is not part of the model/);
-    refused(exportDir(BASE_CONFIG, extra(`${Q0}.bias`)), /q_proj\.bias' is not part of the model the config describes: model_type llama with attention_bias false has no bias there/);
-    refused(exportDir({ ...BASE_CONFIG, tie_word_embeddings: true }, (t) => t.set('lm_head.weight', t.get('model.embed_tokens.weight') as TensorEntry)), /'lm_head\.weight' is not part of the model the config describes: tie_word_embeddings is true/);
+    refused(
+      exportDir(BASE_CONFIG, extra(`${Q0}.bias`)),
+      /q_proj\.bias' is not part of the model the config describes: model_type llama with attention_bias false has no bias there/,
+    );
+    refused(
+      exportDir({ ...BASE_CONFIG, tie_word_embeddings: true }, (t) => t.set('lm_head.weight', t.get('model.embed_tokens.weight') as TensorEntry)),
+      /'lm_head\.weight' is not part of the model the config describes: tie_word_embeddings is true/,
+    );
     refused(
       exportDir(BASE_CONFIG, (t) => t.set(`${Q0}.weight_scale`, { dtype: 'F32', shape: [1], data: Float32Array.of(1) }), [Q0]),
       /q_proj\.weight_scale' is not part of the model the config describes: only a packed \(U8\) ternary projection has a weight_scale/,
@@ -167,40 +196,95 @@ describe('TernaryRuntime.load: malformed exports are refused with a FormatError 
   });
 
   it('a missing tensor: norm, bias, q_norm, SubLN gain', () => {
-    refused(exportDir(BASE_CONFIG, (t) => t.delete('model.layers.1.post_attention_layernorm.weight')), /tensor 'model\.layers\.1\.post_attention_layernorm\.weight' is missing/);
-    refused(exportDir({ ...BASE_CONFIG, model_type: 'qwen2' }, (t) => t.delete('model.layers.0.self_attn.v_proj.bias')), /v_proj\.bias' is missing/);
-    refused(exportDir({ ...BASE_CONFIG, model_type: 'qwen3' }, (t) => t.delete('model.layers.0.self_attn.k_norm.weight')), /k_norm\.weight' is missing/);
-    refused(exportDir(BASE_CONFIG, (t) => t.delete('model.layers.0.mlp.ffn_sub_norm.weight')), /ffn_sub_norm\.weight' is missing/);
-    refused(exportDir(BASE_CONFIG, (t) => t.delete(`${Q0}.weight_scale`)), /q_proj\.weight_scale' is missing/);
+    refused(
+      exportDir(BASE_CONFIG, (t) => t.delete('model.layers.1.post_attention_layernorm.weight')),
+      /tensor 'model\.layers\.1\.post_attention_layernorm\.weight' is missing/,
+    );
+    refused(
+      exportDir({ ...BASE_CONFIG, model_type: 'qwen2' }, (t) => t.delete('model.layers.0.self_attn.v_proj.bias')),
+      /v_proj\.bias' is missing/,
+    );
+    refused(
+      exportDir({ ...BASE_CONFIG, model_type: 'qwen3' }, (t) => t.delete('model.layers.0.self_attn.k_norm.weight')),
+      /k_norm\.weight' is missing/,
+    );
+    refused(
+      exportDir(BASE_CONFIG, (t) => t.delete('model.layers.0.mlp.ffn_sub_norm.weight')),
+      /ffn_sub_norm\.weight' is missing/,
+    );
+    refused(
+      exportDir(BASE_CONFIG, (t) => t.delete(`${Q0}.weight_scale`)),
+      /q_proj\.weight_scale' is missing/,
+    );
   });
 
   it('norms, q/k norms, SubLN gains and biases of the wrong size or dtype', () => {
     const set = (name: string, e: TensorEntry) => (t: Map<string, TensorEntry>) => t.set(name, e);
-    refused(exportDir(BASE_CONFIG, set('model.norm.weight', { dtype: 'F32', shape: [15], data: new Float32Array(15) })), /'model\.norm\.weight' is F32 \[15\]; expected F32, F16 or BF16 \[16\] \(\[hidden_size\]\)/);
+    refused(
+      exportDir(BASE_CONFIG, set('model.norm.weight', { dtype: 'F32', shape: [15], data: new Float32Array(15) })),
+      /'model\.norm\.weight' is F32 \[15\]; expected F32, F16 or BF16 \[16\] \(\[hidden_size\]\)/,
+    );
     refused(exportDir(BASE_CONFIG, set('model.norm.weight', { dtype: 'I32', shape: [16], data: new Int32Array(16) })), /'model\.norm\.weight' is I32 \[16\]/);
-    refused(exportDir(BASE_CONFIG, set('model.norm.weight', { dtype: 'F32', shape: [1, 16], data: new Float32Array(16) })), /'model\.norm\.weight' is F32 \[1, 16\]/);
-    refused(exportDir({ ...BASE_CONFIG, model_type: 'qwen3' }, set('model.layers.1.self_attn.q_norm.weight', { dtype: 'F32', shape: [16], data: new Float32Array(16) })), /q_norm\.weight' is F32 \[16\]; expected .*\[8\] \(\[head_dim\]\)/);
-    refused(exportDir(BASE_CONFIG, set('model.layers.0.mlp.ffn_sub_norm.weight', { dtype: 'F32', shape: [16], data: new Float32Array(16) })), /ffn_sub_norm\.weight' is F32 \[16\]; expected .*\[32\]/);
-    refused(exportDir({ ...BASE_CONFIG, model_type: 'qwen2' }, set('model.layers.0.self_attn.k_proj.bias', { dtype: 'F32', shape: [16], data: new Float32Array(16) })), /k_proj\.bias' is F32 \[16\]; expected .*\[8\]/);
+    refused(
+      exportDir(BASE_CONFIG, set('model.norm.weight', { dtype: 'F32', shape: [1, 16], data: new Float32Array(16) })),
+      /'model\.norm\.weight' is F32 \[1, 16\]/,
+    );
+    refused(
+      exportDir(
+        { ...BASE_CONFIG, model_type: 'qwen3' },
+        set('model.layers.1.self_attn.q_norm.weight', { dtype: 'F32', shape: [16], data: new Float32Array(16) }),
+      ),
+      /q_norm\.weight' is F32 \[16\]; expected .*\[8\] \(\[head_dim\]\)/,
+    );
+    refused(
+      exportDir(BASE_CONFIG, set('model.layers.0.mlp.ffn_sub_norm.weight', { dtype: 'F32', shape: [16], data: new Float32Array(16) })),
+      /ffn_sub_norm\.weight' is F32 \[16\]; expected .*\[32\]/,
+    );
+    refused(
+      exportDir(
+        { ...BASE_CONFIG, model_type: 'qwen2' },
+        set('model.layers.0.self_attn.k_proj.bias', { dtype: 'F32', shape: [16], data: new Float32Array(16) }),
+      ),
+      /k_proj\.bias' is F32 \[16\]; expected .*\[8\]/,
+    );
   });
 
   it('a NaN, an infinity or a value beyond fp16 range in a float tensor', () => {
     const poison = (name: string, v: number) => (t: Map<string, TensorEntry>) => ((t.get(name) as { data: Float32Array }).data[5] = v);
-    refused(exportDir(BASE_CONFIG, poison('model.embed_tokens.weight', NaN)), /'model\.embed_tokens\.weight' holds NaN at index 5; the weights of a decoder are finite and within ±65504/);
+    refused(
+      exportDir(BASE_CONFIG, poison('model.embed_tokens.weight', NaN)),
+      /'model\.embed_tokens\.weight' holds NaN at index 5; the weights of a decoder are finite and within ±65504/,
+    );
     refused(exportDir(BASE_CONFIG, poison('model.layers.1.input_layernorm.weight', Infinity)), /input_layernorm\.weight' holds Infinity at index 5/);
-    refused(exportDir(BASE_CONFIG, poison('model.layers.1.mlp.down_proj.weight', -1e9), ['model.layers.1.mlp.down_proj']), /down_proj\.weight' holds -1000000000 at index 5/);
+    refused(
+      exportDir(BASE_CONFIG, poison('model.layers.1.mlp.down_proj.weight', -1e9), ['model.layers.1.mlp.down_proj']),
+      /down_proj\.weight' holds -1000000000 at index 5/,
+    );
     const d = exportDir(BASE_CONFIG, poison('lm_head.weight', -Infinity));
     expect(() => TernaryRuntime.load(d, { embeddings: 'int8' })).to.throw(FormatError, /'lm_head\.weight' cannot be held as int8 rows/);
     const big = exportDir(BASE_CONFIG, poison('model.embed_tokens.weight', 1e20));
-    expect(() => TernaryRuntime.load(big, { embeddings: 'int8' })).to.throw(FormatError, /'model\.embed_tokens\.weight' holds 1\d{20} at row 0 \(its max \|w\|\)/);
+    expect(() => TernaryRuntime.load(big, { embeddings: 'int8' })).to.throw(
+      FormatError,
+      /'model\.embed_tokens\.weight' holds 1\d{20} at row 0 \(its max \|w\|\)/,
+    );
   });
 
   it('a packed byte holding the invalid code 3', () => {
-    refused(exportDir(BASE_CONFIG, (t) => ((t.get(`${Q0}.weight`) as { data: Uint8Array }).data[3] = 0xff)), /q_proj\.weight/, /code 3/);
+    refused(
+      exportDir(BASE_CONFIG, (t) => ((t.get(`${Q0}.weight`) as { data: Uint8Array }).data[3] = 0xff)),
+      /q_proj\.weight/,
+      /code 3/,
+    );
   });
 
   it('config.json that is not JSON, or JSON but not an object', () => {
-    for (const [text, what] of [['{"vocab_size": 5', /not valid JSON/], ['null', /expected a JSON object, found null/], ['[1, 2]', /found an array/], ['3', /found number/], ['"config"', /found string/]] as const) {
+    for (const [text, what] of [
+      ['{"vocab_size": 5', /not valid JSON/],
+      ['null', /expected a JSON object, found null/],
+      ['[1, 2]', /found an array/],
+      ['3', /found number/],
+      ['"config"', /found string/],
+    ] as const) {
       const d = exportDir();
       writeFileSync(join(d, 'config.json'), text);
       refused(d, /config\.json: /, what);
@@ -209,7 +293,10 @@ describe('TernaryRuntime.load: malformed exports are refused with a FormatError 
 });
 
 describe('TernaryRuntime.load: malformed GGUF files', () => {
-  function gguf(edit: (meta: Map<string, ReturnType<typeof gv.str>>, f: GgufFile) => void, o: { hfConfig?: boolean; ternary?: boolean; config?: Record<string, unknown> } = {}): string {
+  function gguf(
+    edit: (meta: Map<string, ReturnType<typeof gv.str>>, f: GgufFile) => void,
+    o: { hfConfig?: boolean; ternary?: boolean; config?: Record<string, unknown> } = {},
+  ): string {
     const p = join(root, `g${n++}.gguf`);
     ggufFile(p, o.config ?? GGUF_CONFIG, o);
     const f = readGguf(p);
@@ -219,23 +306,52 @@ describe('TernaryRuntime.load: malformed GGUF files', () => {
   }
 
   it('bitdistill.hf_config_json that is not JSON or not an object', () => {
-    refused(gguf((m) => m.set('bitdistill.hf_config_json', gv.str('{"model_type": ')), { hfConfig: true }), /bitdistill\.hf_config_json is not valid JSON/);
-    refused(gguf((m) => m.set('bitdistill.hf_config_json', gv.str('null')), { hfConfig: true }), /bitdistill\.hf_config_json is not a JSON object/);
-    refused(gguf((m) => m.set('bitdistill.hf_config_json', gv.str('[]')), { hfConfig: true }), /bitdistill\.hf_config_json is not a JSON object/);
+    refused(
+      gguf((m) => m.set('bitdistill.hf_config_json', gv.str('{"model_type": ')), { hfConfig: true }),
+      /bitdistill\.hf_config_json is not valid JSON/,
+    );
+    refused(
+      gguf((m) => m.set('bitdistill.hf_config_json', gv.str('null')), { hfConfig: true }),
+      /bitdistill\.hf_config_json is not a JSON object/,
+    );
+    refused(
+      gguf((m) => m.set('bitdistill.hf_config_json', gv.str('[]')), { hfConfig: true }),
+      /bitdistill\.hf_config_json is not a JSON object/,
+    );
   });
 
   it('block_count smaller than the blocks in the file names the first tensor left over (by its GGUF name)', () => {
-    refused(gguf((m) => m.set('bitnet.block_count', gv.u32(1))), /tensor 'model\.layers\.1\.[a-z_.]+' \('blk\.1\.[a-z_.]+' in the file\) is not part of the model the config describes: it belongs to layer 1/);
+    refused(
+      gguf((m) => m.set('bitnet.block_count', gv.u32(1))),
+      /tensor 'model\.layers\.1\.[a-z_.]+' \('blk\.1\.[a-z_.]+' in the file\) is not part of the model the config describes: it belongs to layer 1/,
+    );
   });
 
   it('epsilon 0 or negative, rope base 0', () => {
-    refused(gguf((m) => m.set('bitnet.attention.layer_norm_rms_epsilon', gv.f32(0))), /rms_norm_eps' must be a number > 0, got 0/);
-    refused(gguf((m) => m.set('bitnet.attention.layer_norm_rms_epsilon', gv.f32(-1e-5))), /rms_norm_eps' must be a number > 0/);
-    refused(gguf((m) => m.set('bitnet.rope.freq_base', gv.f32(0))), /rope_theta' must be a number >= 1 .*got 0/);
+    refused(
+      gguf((m) => m.set('bitnet.attention.layer_norm_rms_epsilon', gv.f32(0))),
+      /rms_norm_eps' must be a number > 0, got 0/,
+    );
+    refused(
+      gguf((m) => m.set('bitnet.attention.layer_norm_rms_epsilon', gv.f32(-1e-5))),
+      /rms_norm_eps' must be a number > 0/,
+    );
+    refused(
+      gguf((m) => m.set('bitnet.rope.freq_base', gv.f32(0))),
+      /rope_theta' must be a number >= 1 .*got 0/,
+    );
   });
 
   it('a TQ2_0 block scale that is negative', () => {
-    const config = { ...GGUF_CONFIG, hidden_size: 256, intermediate_size: 256, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 64, num_hidden_layers: 1 };
+    const config = {
+      ...GGUF_CONFIG,
+      hidden_size: 256,
+      intermediate_size: 256,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      head_dim: 64,
+      num_hidden_layers: 1,
+    };
     const p = gguf(
       (_m, f) => {
         const t = f.tensors.find((x) => x.name === 'blk.0.attn_k.weight');
@@ -270,7 +386,16 @@ describe('tokenizerFromGguf', () => {
 
   it('a corrupt embedded tokenizer.json ("gpt2") is a FormatError naming the GGUF and the key, not a temporary copy', () => {
     for (const text of ['{"model": ', 'null', '[]']) {
-      const f: GgufFile = { version: 3, alignment: 32, metadata: new Map([['tokenizer.ggml.model', gv.str('gpt2')], ['tokenizer.huggingface.json', gv.str(text)]]), tensors: [], dataStart: 0 };
+      const f: GgufFile = {
+        version: 3,
+        alignment: 32,
+        metadata: new Map([
+          ['tokenizer.ggml.model', gv.str('gpt2')],
+          ['tokenizer.huggingface.json', gv.str(text)],
+        ]),
+        tensors: [],
+        dataStart: 0,
+      };
       try {
         tokenizerFromGguf(f, 'x.gguf');
         expect.fail(`accepted ${text}`);
@@ -283,7 +408,17 @@ describe('tokenizerFromGguf', () => {
   });
 
   it('a malformed vocabulary is a typed error', () => {
-    const f: GgufFile = { version: 3, alignment: 32, metadata: new Map([['tokenizer.ggml.model', gv.str('llama')], ['tokenizer.ggml.tokens', gv.strings(['a', 'b'])], ['tokenizer.ggml.scores', gv.f32s([0])]]), tensors: [], dataStart: 0 };
+    const f: GgufFile = {
+      version: 3,
+      alignment: 32,
+      metadata: new Map([
+        ['tokenizer.ggml.model', gv.str('llama')],
+        ['tokenizer.ggml.tokens', gv.strings(['a', 'b'])],
+        ['tokenizer.ggml.scores', gv.f32s([0])],
+      ]),
+      tensors: [],
+      dataStart: 0,
+    };
     expect(() => tokenizerFromGguf(f, 'x.gguf')).to.throw(FormatError, /1 scores for 2 tokens/);
     f.metadata.set('tokenizer.ggml.scores', gv.f32s([0, 0]));
     try {

@@ -128,15 +128,7 @@ function hostValues(t: tf.Tensor): Float32Array {
 }
 
 /** Scalar reference twin of one AdamW update on plain arrays (for tests). */
-export function adamwRef(
-  p: Float64Array,
-  g: Float64Array,
-  m: Float64Array,
-  v: Float64Array,
-  step: number,
-  lr: number,
-  o: AdamWOptions,
-): void {
+export function adamwRef(p: Float64Array, g: Float64Array, m: Float64Array, v: Float64Array, step: number, lr: number, o: AdamWOptions): void {
   const bc1 = 1 - Math.pow(o.beta1, step);
   const bc2 = 1 - Math.pow(o.beta2, step);
   for (let i = 0; i < p.length; i++) {

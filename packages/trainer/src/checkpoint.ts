@@ -15,7 +15,21 @@
  * Temporary folders and files left by killed processes are removed when a stage starts.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { BitDistillError, FormatError, NotFoundError, isBitDistillError, type RngState } from '@bitdistill/core';
@@ -119,7 +133,8 @@ export async function writeCheckpointDir(target: string, c: CheckpointContent, h
       ['config.json', () => writeSynced(join(tmp, 'config.json'), `${JSON.stringify(configJson(c.model, c.bitdistill), null, 2)}\n`)],
       ['config.resolved.yaml', () => writeSynced(join(tmp, 'config.resolved.yaml'), c.resolvedYaml)],
     ];
-    if (optimizer !== null) files.push(['optimizer.safetensors', () => writeSafetensorsSynced(join(tmp, 'optimizer.safetensors'), optimizer, { format: 'bitdistill-optimizer' })]);
+    if (optimizer !== null)
+      files.push(['optimizer.safetensors', () => writeSafetensorsSynced(join(tmp, 'optimizer.safetensors'), optimizer, { format: 'bitdistill-optimizer' })]);
     const state = c.state;
     if (state !== null) files.push(['trainer_state.json', () => writeSynced(join(tmp, 'trainer_state.json'), `${JSON.stringify(state, null, 2)}\n`)]);
     for (const [name, write] of files) {
@@ -168,7 +183,9 @@ export async function saveCheckpoint(
   await writeCheckpointDir(join(stageDir, rel), c, hook);
   writeFileAtomic(stageDir, 'latest', `${rel}\n`);
   const dir = join(stageDir, 'checkpoints');
-  const all = readdirSync(dir).filter((n) => /^step-\d+$/.test(n)).sort();
+  const all = readdirSync(dir)
+    .filter((n) => /^step-\d+$/.test(n))
+    .sort();
   const protect = new Set([...keep, rel].map((k) => k.replace(/^checkpoints\//, '')));
   const removable = all.filter((n) => !protect.has(n));
   const excess = all.length - Math.max(1, keepLast);
@@ -183,7 +200,9 @@ export function latestCheckpoint(stageDir: string): string | null {
   const rel = readFileSync(p, 'utf8').trim();
   const dir = join(stageDir, rel);
   if (!existsSync(join(dir, 'trainer_state.json'))) {
-    throw new FormatError(p, `points at '${rel}', which is not a complete checkpoint`, { hint: `delete ${p} to start the stage over, or point it at a folder under checkpoints/` });
+    throw new FormatError(p, `points at '${rel}', which is not a complete checkpoint`, {
+      hint: `delete ${p} to start the stage over, or point it at a folder under checkpoints/`,
+    });
   }
   return dir;
 }
@@ -208,7 +227,8 @@ const isNonNegative = (v: unknown): v is number => typeof v === 'number' && Numb
 export function validateTrainerState(raw: unknown, file: string): TrainerState {
   const bad = (key: string, want: string, got: unknown): FormatError =>
     new FormatError(file, `'${key}' must be ${want}, got ${got === undefined ? 'nothing (missing)' : JSON.stringify(got)?.slice(0, 80)}`, { hint: STATE_HINT });
-  if (!isObject(raw)) throw new FormatError(file, `must hold a JSON object, got ${Array.isArray(raw) ? 'an array' : JSON.stringify(raw)?.slice(0, 40)}`, { hint: STATE_HINT });
+  if (!isObject(raw))
+    throw new FormatError(file, `must hold a JSON object, got ${Array.isArray(raw) ? 'an array' : JSON.stringify(raw)?.slice(0, 40)}`, { hint: STATE_HINT });
   const r = raw;
   if (typeof r['stage'] !== 'string' || r['stage'] === '') throw bad('stage', 'a stage name', r['stage']);
   if (!isCount(r['totalSteps'])) throw bad('totalSteps', 'an integer >= 0', r['totalSteps']);
@@ -216,11 +236,18 @@ export function validateTrainerState(raw: unknown, file: string): TrainerState {
   if (!isNonNegative(r['epoch'])) throw bad('epoch', 'a number >= 0', r['epoch']);
   if (!('dataCursor' in r) || r['dataCursor'] === undefined) throw bad('dataCursor', 'the data stream position', undefined);
   const rng = r['rng'];
-  if (!isObject(rng) || !isCount(rng['s']) || rng['s'] > 0xffffffff || !(rng['spare'] === null || (typeof rng['spare'] === 'number' && Number.isFinite(rng['spare'])))) {
+  if (
+    !isObject(rng) ||
+    !isCount(rng['s']) ||
+    rng['s'] > 0xffffffff ||
+    !(rng['spare'] === null || (typeof rng['spare'] === 'number' && Number.isFinite(rng['spare'])))
+  ) {
     throw bad('rng', '{"s": a uint32, "spare": a number or null}', rng);
   }
-  if (!(r['bestMetric'] === null || (typeof r['bestMetric'] === 'number' && Number.isFinite(r['bestMetric'])))) throw bad('bestMetric', 'a number or null', r['bestMetric']);
-  if (!(r['bestStep'] === null || (isCount(r['bestStep']) && r['bestStep'] <= r['step']))) throw bad('bestStep', `null or an integer between 0 and step (${r['step']})`, r['bestStep']);
+  if (!(r['bestMetric'] === null || (typeof r['bestMetric'] === 'number' && Number.isFinite(r['bestMetric']))))
+    throw bad('bestMetric', 'a number or null', r['bestMetric']);
+  if (!(r['bestStep'] === null || (isCount(r['bestStep']) && r['bestStep'] <= r['step'])))
+    throw bad('bestStep', `null or an integer between 0 and step (${r['step']})`, r['bestStep']);
   if (!isNonNegative(r['tokensSeen'])) throw bad('tokensSeen', 'a number >= 0', r['tokensSeen']);
   if (!isNonNegative(r['elapsedSeconds'])) throw bad('elapsedSeconds', 'a number >= 0', r['elapsedSeconds']);
   return r as unknown as TrainerState;
@@ -229,7 +256,8 @@ export function validateTrainerState(raw: unknown, file: string): TrainerState {
 /** Read and schema-check a checkpoint's trainer_state.json. */
 export function readTrainerState(dir: string): TrainerState {
   const p = join(dir, 'trainer_state.json');
-  if (!existsSync(p)) throw new NotFoundError(p, `${dir} is not a checkpoint: it has no trainer_state.json`, { hint: 'pass a folder under <run>/<stage>/checkpoints/' });
+  if (!existsSync(p))
+    throw new NotFoundError(p, `${dir} is not a checkpoint: it has no trainer_state.json`, { hint: 'pass a folder under <run>/<stage>/checkpoints/' });
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(p, 'utf8'));
@@ -241,7 +269,10 @@ export function readTrainerState(dir: string): TrainerState {
 
 export function readOptimizerTensors(dir: string): Map<string, TensorEntry> {
   const p = join(dir, 'optimizer.safetensors');
-  if (!existsSync(p)) throw new NotFoundError(p, `checkpoint ${dir} has no optimizer.safetensors`, { hint: 'a stage resumes from a training checkpoint (checkpoints/step-N), not from final/' });
+  if (!existsSync(p))
+    throw new NotFoundError(p, `checkpoint ${dir} has no optimizer.safetensors`, {
+      hint: 'a stage resumes from a training checkpoint (checkpoints/step-N), not from final/',
+    });
   // Straight from the file, tensor by tensor: readFileSync stops at 2 GiB (Qwen3-0.6B's moments are 4.8 GB).
   return readSafetensors(p).tensors;
 }
@@ -254,7 +285,10 @@ export function loadWeightsInto(model: Decoder, dir: string): void {
     const t = tensors.get(name);
     if (t === undefined) throw new FormatError(file, `missing tensor '${name}'`);
     if (t.dtype !== 'F32') throw new FormatError(file, `tensor '${name}' is ${t.dtype}, expected F32 in a checkpoint`);
-    if (!sameShape(t.shape, v.shape)) throw new FormatError(file, `tensor '${name}' is [${t.shape.join(', ')}], the model's is [${v.shape.join(', ')}]`, { hint: 'the checkpoint belongs to a different model config' });
+    if (!sameShape(t.shape, v.shape))
+      throw new FormatError(file, `tensor '${name}' is [${t.shape.join(', ')}], the model's is [${v.shape.join(', ')}]`, {
+        hint: 'the checkpoint belongs to a different model config',
+      });
     tf.tidy(() => v.assign(tf.tensor(t.data as Float32Array, [...t.shape])));
   }
 }
@@ -313,7 +347,16 @@ function readManifest(dir: string): CheckpointManifest | null {
     throw new FormatError(p, 'is not a bitdistill checkpoint manifest (format "bitdistill-checkpoint", version 1, files {...})');
   }
   for (const [name, f] of Object.entries(raw['files'])) {
-    if (!isObject(f) || !isCount(f['bytes']) || typeof f['sha256'] !== 'string' || !/^[0-9a-f]{64}$/.test(f['sha256']) || !/^[^/\\\0]+$/.test(name) || name === '.' || name === '..' || name === MANIFEST_FILE) {
+    if (
+      !isObject(f) ||
+      !isCount(f['bytes']) ||
+      typeof f['sha256'] !== 'string' ||
+      !/^[0-9a-f]{64}$/.test(f['sha256']) ||
+      !/^[^/\\\0]+$/.test(name) ||
+      name === '.' ||
+      name === '..' ||
+      name === MANIFEST_FILE
+    ) {
       throw new FormatError(p, `entry '${name.slice(0, 80)}' must be {"bytes": n, "sha256": 64 hex digits} for a file of the folder`);
     }
   }
@@ -342,7 +385,8 @@ export interface VerifiedCheckpoint {
  * (names, dtypes, shapes) and the optimizer's. Throws a FormatError / NotFoundError naming the file otherwise.
  */
 export function verifyCheckpoint(dir: string, expect: CheckpointExpectation): VerifiedCheckpoint {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new NotFoundError(dir, `checkpoint folder '${dir}' does not exist`, { hint: 'pass a folder under <run>/<stage>/checkpoints/' });
+  if (!existsSync(dir) || !statSync(dir).isDirectory())
+    throw new NotFoundError(dir, `checkpoint folder '${dir}' does not exist`, { hint: 'pass a folder under <run>/<stage>/checkpoints/' });
   const manifest = readManifest(dir);
   if (manifest !== null) {
     for (const [name, want] of Object.entries(manifest.files)) {
@@ -351,7 +395,8 @@ export function verifyCheckpoint(dir: string, expect: CheckpointExpectation): Ve
       if (!statSync(f).isFile()) throw new FormatError(f, `is listed in ${MANIFEST_FILE} as a file but is not one`);
       const got = fileDigest(f);
       if (got.bytes !== want.bytes) throw new FormatError(f, `is ${got.bytes} bytes, ${MANIFEST_FILE} says ${want.bytes}: the file was cut short or replaced`);
-      if (got.sha256 !== want.sha256) throw new FormatError(f, `SHA-256 ${got.sha256.slice(0, 16)}... differs from ${MANIFEST_FILE}'s ${want.sha256.slice(0, 16)}...: the file is corrupt`);
+      if (got.sha256 !== want.sha256)
+        throw new FormatError(f, `SHA-256 ${got.sha256.slice(0, 16)}... differs from ${MANIFEST_FILE}'s ${want.sha256.slice(0, 16)}...: the file is corrupt`);
     }
     for (const name of ['model.safetensors', 'optimizer.safetensors', 'trainer_state.json', 'config.json']) {
       if (!(name in manifest.files)) throw new FormatError(join(dir, MANIFEST_FILE), `does not list '${name}', which every training checkpoint holds`);
@@ -359,7 +404,9 @@ export function verifyCheckpoint(dir: string, expect: CheckpointExpectation): Ve
   }
   const state = readTrainerState(dir);
   if (state.stage !== expect.stage) {
-    throw new FormatError(join(dir, 'trainer_state.json'), `is a checkpoint of stage '${state.stage}', not of '${expect.stage}'`, { hint: 'resume each stage from its own checkpoints' });
+    throw new FormatError(join(dir, 'trainer_state.json'), `is a checkpoint of stage '${state.stage}', not of '${expect.stage}'`, {
+      hint: 'resume each stage from its own checkpoints',
+    });
   }
   const modelFile = join(dir, 'model.safetensors');
   if (!existsSync(modelFile)) throw new NotFoundError(modelFile, `checkpoint ${dir} has no model.safetensors`);
@@ -368,20 +415,30 @@ export function verifyCheckpoint(dir: string, expect: CheckpointExpectation): Ve
     const t = model.get(name);
     if (t === undefined) throw new FormatError(modelFile, `missing tensor '${name}'`, { hint: 'the checkpoint belongs to a different model config' });
     if (t.dtype !== 'F32' || !sameShape(t.shape, shape)) {
-      throw new FormatError(modelFile, `tensor '${name}' is ${t.dtype} [${t.shape.join(', ')}], expected F32 [${shape.join(', ')}]`, { hint: 'the checkpoint belongs to a different model config' });
+      throw new FormatError(modelFile, `tensor '${name}' is ${t.dtype} [${t.shape.join(', ')}], expected F32 [${shape.join(', ')}]`, {
+        hint: 'the checkpoint belongs to a different model config',
+      });
     }
   }
-  for (const name of model.keys()) if (!expect.params.has(name)) throw new FormatError(modelFile, `tensor '${name}' is not a parameter of this model`, { hint: 'the checkpoint belongs to a different model config' });
+  for (const name of model.keys())
+    if (!expect.params.has(name))
+      throw new FormatError(modelFile, `tensor '${name}' is not a parameter of this model`, { hint: 'the checkpoint belongs to a different model config' });
   const optFile = join(dir, 'optimizer.safetensors');
-  if (!existsSync(optFile)) throw new NotFoundError(optFile, `checkpoint ${dir} has no optimizer.safetensors`, { hint: 'a stage resumes from a training checkpoint (checkpoints/step-N), not from final/' });
+  if (!existsSync(optFile))
+    throw new NotFoundError(optFile, `checkpoint ${dir} has no optimizer.safetensors`, {
+      hint: 'a stage resumes from a training checkpoint (checkpoints/step-N), not from final/',
+    });
   const opt = readSafetensorsHeader(optFile).tensors;
   for (const [key, t] of opt) {
     const m = /^(m|v|ema)\.(.+)$/.exec(key);
     const name = m?.[2];
-    if (m === null || name === undefined || !expect.trainable.has(name)) throw new FormatError(optFile, `tensor '${key}' is not m.<param>, v.<param> or ema.<param> of a trainable parameter`);
+    if (m === null || name === undefined || !expect.trainable.has(name))
+      throw new FormatError(optFile, `tensor '${key}' is not m.<param>, v.<param> or ema.<param> of a trainable parameter`);
     const shape = expect.params.get(name) as readonly number[];
-    if (t.dtype !== 'F32' || !sameShape(t.shape, shape)) throw new FormatError(optFile, `tensor '${key}' is ${t.dtype} [${t.shape.join(', ')}], expected F32 [${shape.join(', ')}]`);
-    if (m[1] !== 'ema' && !opt.has(`${m[1] === 'm' ? 'v' : 'm'}.${name}`)) throw new FormatError(optFile, `'${key}' has no matching ${m[1] === 'm' ? 'v' : 'm'}.${name}: AdamW keeps both moments`);
+    if (t.dtype !== 'F32' || !sameShape(t.shape, shape))
+      throw new FormatError(optFile, `tensor '${key}' is ${t.dtype} [${t.shape.join(', ')}], expected F32 [${shape.join(', ')}]`);
+    if (m[1] !== 'ema' && !opt.has(`${m[1] === 'm' ? 'v' : 'm'}.${name}`))
+      throw new FormatError(optFile, `'${key}' has no matching ${m[1] === 'm' ? 'v' : 'm'}.${name}: AdamW keeps both moments`);
   }
   if (manifest === null) {
     // No checksums to trust: at least no NaN or infinity may come back from a checkpoint (the trainer never writes one).
@@ -445,9 +502,16 @@ export function findResumePoint(stageDir: string, expect: CheckpointExpectation)
       skipped.push({ dir, reason: e.message });
     }
   }
-  throw new FormatError(latestFile, `no checkpoint of this stage is intact (${skipped.map((s) => `${s.dir}: ${s.reason}`).join('; ').slice(0, 600)})`, {
-    hint: `start the stage over with --resume none (or delete ${stageDir})`,
-  });
+  throw new FormatError(
+    latestFile,
+    `no checkpoint of this stage is intact (${skipped
+      .map((s) => `${s.dir}: ${s.reason}`)
+      .join('; ')
+      .slice(0, 600)})`,
+    {
+      hint: `start the stage over with --resume none (or delete ${stageDir})`,
+    },
+  );
 }
 
 /** The process `pid` is running (or exists under another user). */

@@ -23,7 +23,7 @@ export function clipScale(summed: Record<string, tf.Tensor>, maxNorm: number, di
   let sq = 0;
   for (const g of Object.values(summed)) {
     const s = tf.tidy(() => tf.sum(tf.square(g)));
-    sq += (s.dataSync()[0] as number);
+    sq += s.dataSync()[0] as number;
     s.dispose();
   }
   const norm = Math.sqrt(sq) / divisor;

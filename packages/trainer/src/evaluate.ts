@@ -26,7 +26,6 @@ export interface LabelScoringOptions {
   maxLen: number;
 }
 
-
 /**
  * Rows of [B, T, V] logits for right-padded sequences: for each (sequence b, position t) in `at`, the logits
  * row at b * T + t, as one Float32Array [at.length, V].
@@ -39,7 +38,13 @@ async function logitRows(model: Decoder, seqs: readonly number[][], at: readonly
   const rows = tf.tidy(() => {
     const { logits } = model.forward(tf.tensor2d(ids, [seqs.length, T], 'int32'));
     const flat = tf.reshape(logits, [seqs.length * T, model.config.vocabSize]);
-    return tf.gather(flat, tf.tensor1d(at.map(([b, t]) => b * T + t), 'int32'));
+    return tf.gather(
+      flat,
+      tf.tensor1d(
+        at.map(([b, t]) => b * T + t),
+        'int32',
+      ),
+    );
   });
   const out = (await rows.data()) as Float32Array;
   rows.dispose();
@@ -60,7 +65,12 @@ async function predictLabels(model: Decoder, tokenizer: Tokenizer, task: TaskSpe
     const prompts = examples.slice(s, s + o.batchSize).map((ex) => evalPrompt(tokenizer, task, ex, o.maxLen));
     const scores = prompts.map(() => new Array<number>(scoring.answers.length).fill(0));
     if (scoring.mode === 'first-token') {
-      const rows = await logitRows(model, prompts, prompts.map((p, b) => [b, p.length - 1]), pad);
+      const rows = await logitRows(
+        model,
+        prompts,
+        prompts.map((p, b) => [b, p.length - 1]),
+        pad,
+      );
       prompts.forEach((_, b) => scoring.firstIds.forEach((id, k) => ((scores[b] as number[])[k] = rows[b * V + id] as number)));
     } else {
       for (const [k, answer] of scoring.answers.entries()) {
@@ -104,7 +114,8 @@ export function tfjsPredictor(model: Decoder, tokenizer: Tokenizer, o: { batchSi
     tokenizer,
     predict: async (task, examples, mode, maxLen) => {
       const lo = { batchSize: o.batchSize, maxLen };
-      const preds = mode === 'generate' ? await generateLabels(model, tokenizer, task, examples, lo) : await predictLabels(model, tokenizer, task, examples, lo);
+      const preds =
+        mode === 'generate' ? await generateLabels(model, tokenizer, task, examples, lo) : await predictLabels(model, tokenizer, task, examples, lo);
       const tokens = examples.reduce((n, ex) => n + evalPrompt(tokenizer, task, ex, maxLen).length, 0);
       return { preds, tokens };
     },

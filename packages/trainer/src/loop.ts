@@ -246,7 +246,25 @@ function newRun<B extends MicroBatch>(spec: StageSpec<B>, settings: LoopSettings
     tokensSeen: 0,
     elapsedSeconds: 0,
   };
-  return { spec, settings, hooks, log, metricsFile, trainable, vars, optimizer, ema, rng, warmupSteps, state, t0: 0, windowStart: 0, windowTokens: 0, stepsThisProcess: 0, processStart: 0 };
+  return {
+    spec,
+    settings,
+    hooks,
+    log,
+    metricsFile,
+    trainable,
+    vars,
+    optimizer,
+    ema,
+    rng,
+    warmupSteps,
+    state,
+    t0: 0,
+    windowStart: 0,
+    windowTokens: 0,
+    stepsThisProcess: 0,
+    processStart: 0,
+  };
 }
 
 /** Restores weights, moments, EMA, data cursor and RNG from the resume checkpoint, rewrites metrics.jsonl to match, and starts the clock. */
@@ -271,12 +289,19 @@ function resume<B extends MicroBatch>(run: StageRun<B>): void {
     } catch (e) {
       const file = join(latest, 'trainer_state.json');
       if (isBitDistillError(e) && e.message.startsWith(file)) throw e;
-      throw new FormatError(file, `'dataCursor' does not fit this stage's data: ${(e as Error).message}`, { cause: e, hint: 'resume with the config the checkpoint was written with, or start the stage over (--resume none)' });
+      throw new FormatError(file, `'dataCursor' does not fit this stage's data: ${(e as Error).message}`, {
+        cause: e,
+        hint: 'resume with the config the checkpoint was written with, or start the stage over (--resume none)',
+      });
     }
     run.rng.setState(state.rng);
     // Metrics logged after the checkpoint are about to be redone: drop them.
     const { records, dropped } = readMetrics(metricsFile);
-    if (dropped > 0) log.warn({ stage: spec.stage, file: metricsFile, dropped }, `${metricsFile}: dropped ${dropped} line(s) that were not whole JSON records (a write cut short)`);
+    if (dropped > 0)
+      log.warn(
+        { stage: spec.stage, file: metricsFile, dropped },
+        `${metricsFile}: dropped ${dropped} line(s) that were not whole JSON records (a write cut short)`,
+      );
     const kept = records.filter((r) => typeof r['step'] === 'number' && (r['step'] as number) <= state.step);
     writeFileSync(metricsFile, kept.map((r) => `${JSON.stringify(r)}\n`).join(''));
     log.info({ stage: spec.stage, checkpoint: latest, step: state.step }, 'resuming from checkpoint');
@@ -293,7 +318,8 @@ function resume<B extends MicroBatch>(run: StageRun<B>): void {
 function resumePointOf<B extends MicroBatch>(run: StageRun<B>): VerifiedCheckpoint | null {
   const { spec, hooks, log } = run;
   const { model, stageDir } = spec;
-  for (const f of removeStaleTemporaries(stageDir)) log.warn({ stage: spec.stage, removed: f }, `removed ${f}, left by a process that was killed while writing`);
+  for (const f of removeStaleTemporaries(stageDir))
+    log.warn({ stage: spec.stage, removed: f }, `removed ${f}, left by a process that was killed while writing`);
   const expect: CheckpointExpectation = {
     stage: spec.stage,
     params: new Map([...model.params].map(([k, v]) => [k, v.shape])),
@@ -307,7 +333,11 @@ function resumePointOf<B extends MicroBatch>(run: StageRun<B>): VerifiedCheckpoi
     for (const s of rp?.skipped ?? []) log.warn({ stage: spec.stage, checkpoint: s.dir, reason: s.reason }, `skipping checkpoint ${s.dir}: ${s.reason}`);
     resumePoint = rp;
   }
-  if (resumePoint !== null && !resumePoint.checksums) log.warn({ stage: spec.stage, checkpoint: resumePoint.dir }, `${resumePoint.dir} has no ${MANIFEST_FILE} (written by an older version): its structure is checked, its bytes are not`);
+  if (resumePoint !== null && !resumePoint.checksums)
+    log.warn(
+      { stage: spec.stage, checkpoint: resumePoint.dir },
+      `${resumePoint.dir} has no ${MANIFEST_FILE} (written by an older version): its structure is checked, its bytes are not`,
+    );
   return resumePoint;
 }
 
@@ -325,10 +355,16 @@ async function accumulate<B extends MicroBatch>(run: StageRun<B>): Promise<Accum
     if (!Number.isFinite(totalValue)) {
       tf.dispose(Object.values(grads));
       if (gradSum !== null) tf.dispose(Object.values(gradSum));
-      const bad = Object.entries(termValues).filter(([, v]) => !Number.isFinite(v)).map(([k, v]) => `${k}=${v}`);
-      throw new BitDistillError('E_NUMERIC', `${spec.stage}: the loss became ${totalValue} at step ${state.step + 1} (${bad.length > 0 ? bad.join(', ') : 'the weighted sum overflowed'})`, {
-        hint: `the last good checkpoint is kept (${latestCheckpoint(spec.stageDir) ?? 'none yet'}); lower optim.lr or the loss weights, then resume`,
-      });
+      const bad = Object.entries(termValues)
+        .filter(([, v]) => !Number.isFinite(v))
+        .map(([k, v]) => `${k}=${v}`);
+      throw new BitDistillError(
+        'E_NUMERIC',
+        `${spec.stage}: the loss became ${totalValue} at step ${state.step + 1} (${bad.length > 0 ? bad.join(', ') : 'the weighted sum overflowed'})`,
+        {
+          hint: `the last good checkpoint is kept (${latestCheckpoint(spec.stageDir) ?? 'none yet'}); lower optim.lr or the loss weights, then resume`,
+        },
+      );
     }
     lossSum += totalValue;
     for (const [k, v] of Object.entries(termValues)) termSums[k] = (termSums[k] ?? 0) + v;
@@ -346,7 +382,10 @@ async function accumulate<B extends MicroBatch>(run: StageRun<B>): Promise<Accum
 }
 
 /** Forward and backward on one micro-batch: its gradients by parameter name, its loss and its terms read back as numbers. */
-async function forwardBackward<B extends MicroBatch>(run: StageRun<B>, batch: B): Promise<{ grads: Record<string, tf.Tensor>; totalValue: number; termValues: Record<string, number> }> {
+async function forwardBackward<B extends MicroBatch>(
+  run: StageRun<B>,
+  batch: B,
+): Promise<{ grads: Record<string, tf.Tensor>; totalValue: number; termValues: Record<string, number> }> {
   const kept: Record<string, tf.Scalar> = {};
   const { value, grads: byVarName } = tf.variableGrads(() => {
     const { total, terms } = run.spec.loss(batch);
@@ -406,7 +445,10 @@ function optimizerStep<B extends MicroBatch>(run: StageRun<B>, { summed, lossSum
       hint: `the last good checkpoint is kept (${latestCheckpoint(spec.stageDir) ?? 'none yet'}); lower optim.lr or the loss weights, then resume`,
     });
   }
-  const lr = learningRate({ kind: o.schedule, peakLr: o.lr, totalSteps: settings.totalSteps, warmupSteps: run.warmupSteps, decayRatio: o.decayRatio }, state.step);
+  const lr = learningRate(
+    { kind: o.schedule, peakLr: o.lr, totalSteps: settings.totalSteps, warmupSteps: run.warmupSteps, decayRatio: o.decayRatio },
+    state.step,
+  );
   run.optimizer.apply(run.trainable, summed, lr, scale);
   tf.dispose(Object.values(summed));
   if (settings.averaging.kind === 'ema') {
@@ -435,7 +477,10 @@ function warnTermWeights<B extends MicroBatch>(run: StageRun<B>, termSums: Recor
     if (v === undefined) continue;
     const weighted = Math.abs((w * v) / gradAccum);
     if (weighted > 20 * ce) {
-      run.log.warn({ stage: spec.stage, term: k, weight: w, weighted: Number(weighted.toPrecision(3)), ce: Number(ce.toPrecision(3)) }, `${k} x ${w} is ${Math.round(weighted / Math.max(ce, 1e-12))}x the CE term at the first step: the task loss will barely move; consider a smaller weight`);
+      run.log.warn(
+        { stage: spec.stage, term: k, weight: w, weighted: Number(weighted.toPrecision(3)), ce: Number(ce.toPrecision(3)) },
+        `${k} x ${w} is ${Math.round(weighted / Math.max(ce, 1e-12))}x the CE term at the first step: the task loss will barely move; consider a smaller weight`,
+      );
     }
   }
 }
@@ -449,7 +494,18 @@ function report<B extends MicroBatch>(run: StageRun<B>, loss: number, lr: number
   run.hooks.onStep?.({ step: state.step, totalSteps: settings.totalSteps, loss, lr, tokensPerSecond: tps, etaSeconds: Math.min(eta, 1e7) });
   if (state.step % settings.logEvery === 0 || state.step === settings.totalSteps) {
     const terms = Object.fromEntries(Object.entries(termSums).map(([k, v]) => [k, v / settings.optim.gradAccum]));
-    const rec = { type: 'train', step: state.step, epoch: state.epoch, loss, ...terms, lr, gradNorm: norm, tokensPerSecond: Math.round(tps), elapsed: Number(state.elapsedSeconds.toFixed(2)), ...(spec.extraMetrics?.() ?? {}) };
+    const rec = {
+      type: 'train',
+      step: state.step,
+      epoch: state.epoch,
+      loss,
+      ...terms,
+      lr,
+      gradNorm: norm,
+      tokensPerSecond: Math.round(tps),
+      elapsed: Number(state.elapsedSeconds.toFixed(2)),
+      ...(spec.extraMetrics?.() ?? {}),
+    };
     record(run, rec);
     run.log.debug(rec, `${spec.stage} step ${state.step}/${settings.totalSteps}`);
     run.windowStart = now;

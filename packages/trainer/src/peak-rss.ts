@@ -62,5 +62,10 @@ export function readStagePeak(): StagePeak {
   const round = (b: number) => Math.round(b / MiB);
   const scope = resetForStage ? 'stage' : 'process';
   resetForStage = false;
-  return { peakRssMiB: round(scope === 'stage' ? r.peakBytes : processPeakBytes), processPeakRssMiB: round(processPeakBytes), rssMiB: round(r.rssBytes), scope };
+  return {
+    peakRssMiB: round(scope === 'stage' ? r.peakBytes : processPeakBytes),
+    processPeakRssMiB: round(processPeakBytes),
+    rssMiB: round(r.rssBytes),
+    scope,
+  };
 }

@@ -49,7 +49,10 @@ const LABELS: Record<StageName, string> = {
 
 /** A JSON object from a finished stage's final/ folder; a damaged file is a FormatError that says how to redo the stage. */
 function readFinalJson(file: string, stageDir: string): Record<string, unknown> {
-  return readJsonObjectFile(file, `the stage looks finished but its output is damaged: delete ${join(stageDir, 'final')} and run again to redo the stage from its last checkpoint`);
+  return readJsonObjectFile(
+    file,
+    `the stage looks finished but its output is damaged: delete ${join(stageDir, 'final')} and run again to redo the stage from its last checkpoint`,
+  );
 }
 
 function finalSummary(dir: string): { eval: EvalResult | null; steps: number | null; seconds: number | null } {
@@ -94,19 +97,25 @@ export function summaryMarkdown(name: string, rows: readonly StageSummary[], not
     '',
     '| stage | method | dev metric | value | all dev metrics | examples | steps | seconds | peak RSS MiB |',
     '|---|---|---|---:|---|---:|---:|---:|---:|',
-    ...rows.map((r) =>
-      [
-        r.stage,
-        LABELS[r.stage],
-        r.metric ?? '-',
-        r.value === null ? '-' : (r.value * 100).toFixed(2),
-        r.metrics === null ? '-' : Object.entries(r.metrics).map(([k, v]) => `${k} ${(v * 100).toFixed(2)}`).join(', '),
-        r.examples ?? '-',
-        r.steps ?? '-',
-        r.seconds === null ? '-' : r.seconds.toFixed(1),
-        r.peakRssMiB ?? '-',
-      ].join(' | '),
-    ).map((l) => `| ${l} |`),
+    ...rows
+      .map((r) =>
+        [
+          r.stage,
+          LABELS[r.stage],
+          r.metric ?? '-',
+          r.value === null ? '-' : (r.value * 100).toFixed(2),
+          r.metrics === null
+            ? '-'
+            : Object.entries(r.metrics)
+                .map(([k, v]) => `${k} ${(v * 100).toFixed(2)}`)
+                .join(', '),
+          r.examples ?? '-',
+          r.steps ?? '-',
+          r.seconds === null ? '-' : r.seconds.toFixed(1),
+          r.peakRssMiB ?? '-',
+        ].join(' | '),
+      )
+      .map((l) => `| ${l} |`),
     '',
     // The config's note (what to expect at this scale, where the reports are), as small print.
     ...(note === null ? [] : [`<sub>${note.trim().replace(/\s*\n\s*/g, ' ')}</sub>`, '']),
@@ -127,8 +136,10 @@ export async function runTraining(config: TrainConfig, resolvedYaml: string, o: 
     // A checkpoint folder: its trainer_state.json names the stage; that stage resumes from it, later ones follow.
     const st = readTrainerState(o.resume);
     const stage = st.stage as StageName;
-    if (!config.stages.includes(stage)) throw new ArgumentError(`--resume ${o.resume}: its stage '${st.stage}' is not among the config's stages (${config.stages.join(', ')})`);
-    if (o.stage !== undefined && o.stage !== stage) throw new ArgumentError(`--resume ${o.resume} is a checkpoint of stage '${stage}', not of --stage ${o.stage}`);
+    if (!config.stages.includes(stage))
+      throw new ArgumentError(`--resume ${o.resume}: its stage '${st.stage}' is not among the config's stages (${config.stages.join(', ')})`);
+    if (o.stage !== undefined && o.stage !== stage)
+      throw new ArgumentError(`--resume ${o.resume} is a checkpoint of stage '${stage}', not of --stage ${o.stage}`);
     resumeFrom = { stage, dir: o.resume };
     stages = o.stage !== undefined ? [stage] : config.stages.slice(config.stages.indexOf(stage));
   }
@@ -142,7 +153,17 @@ export async function runTraining(config: TrainConfig, resolvedYaml: string, o: 
     if (existsSync(join(dir, 'final', 'config.json')) && resumeFrom?.stage !== stage) {
       o.logger.info({ stage, final: join(dir, 'final') }, 'stage already finished: skipping');
       const f = finalSummary(dir);
-      rows.push({ stage, status: 'skipped (final exists)', metric: f.eval?.metric ?? null, value: f.eval?.value ?? null, metrics: metricsOf(f.eval), examples: f.eval?.examples ?? null, steps: f.steps, seconds: f.seconds, peakRssMiB: null });
+      rows.push({
+        stage,
+        status: 'skipped (final exists)',
+        metric: f.eval?.metric ?? null,
+        value: f.eval?.value ?? null,
+        metrics: metricsOf(f.eval),
+        examples: f.eval?.examples ?? null,
+        steps: f.steps,
+        seconds: f.seconds,
+        peakRssMiB: null,
+      });
       continue;
     }
     o.logger.info({ stage, dir }, `stage ${stage}: start`);
@@ -150,8 +171,21 @@ export async function runTraining(config: TrainConfig, resolvedYaml: string, o: 
     startStagePeak();
     const stageCtx = resumeFrom?.stage === stage ? { ...ctx, hooks: { ...ctx.hooks, resumeFrom: resumeFrom.dir } } : ctx;
     const res = await STAGE_FUNCTIONS[stage](stageCtx);
-    rows.push({ stage, status: 'trained', metric: res.eval?.metric ?? null, value: res.eval?.value ?? null, metrics: metricsOf(res.eval), examples: res.eval?.examples ?? null, steps: res.state.step, seconds: res.state.elapsedSeconds, peakRssMiB: res.memory.peakRssMiB });
-    o.logger.info({ stage, final: res.finalDir, [res.eval?.metric ?? 'metric']: res.eval?.value ?? null, peakRssMiB: res.memory.peakRssMiB }, `stage ${stage}: done`);
+    rows.push({
+      stage,
+      status: 'trained',
+      metric: res.eval?.metric ?? null,
+      value: res.eval?.value ?? null,
+      metrics: metricsOf(res.eval),
+      examples: res.eval?.examples ?? null,
+      steps: res.state.step,
+      seconds: res.state.elapsedSeconds,
+      peakRssMiB: res.memory.peakRssMiB,
+    });
+    o.logger.info(
+      { stage, final: res.finalDir, [res.eval?.metric ?? 'metric']: res.eval?.value ?? null, peakRssMiB: res.memory.peakRssMiB },
+      `stage ${stage}: done`,
+    );
   }
   if (o.stage === undefined) {
     writeFileSync(join(runDir, 'summary.md'), summaryMarkdown(config.name, rows, config.note));

@@ -91,7 +91,10 @@ async function loadTaskData(ctx: StageContext): Promise<TaskData> {
   const dev: Example[][] = [];
   for (const f of devFiles(t)) {
     const rows = await readExamples(f, task, { ...fmt, ...(t.devLimit === null ? {} : { limit: t.devLimit }) });
-    if (rows.length === 0) throw new BitDistillError('E_DATA', `${f}: no dev examples (a header alone?)`, { hint: 'task.dev must name a file with labelled rows: each stage ends with its evaluation' });
+    if (rows.length === 0)
+      throw new BitDistillError('E_DATA', `${f}: no dev examples (a header alone?)`, {
+        hint: 'task.dev must name a file with labelled rows: each stage ends with its evaluation',
+      });
     dev.push(rows);
   }
   return { task, train, dev };
@@ -184,7 +187,17 @@ export function distillLoss(student: Decoder, teacher: Decoder, b: SftMicroBatch
   const head = fusedHeadLoss(st.hidden, student.headWeight(), {
     chunkRows: s.chunkRows,
     ce: { labels, mask: ceMask },
-    ...(s.logit ? { kd: { teacherHidden: teacherHidden as tf.Tensor, teacherWeight: teacher.headWeight(), mask: kdMask, temperature: s.temperature, weight: s.lambdaLogit } } : {}),
+    ...(s.logit
+      ? {
+          kd: {
+            teacherHidden: teacherHidden as tf.Tensor,
+            teacherWeight: teacher.headWeight(),
+            mask: kdMask,
+            temperature: s.temperature,
+            weight: s.lambdaLogit,
+          },
+        }
+      : {}),
   });
   const terms: Record<string, tf.Scalar> = { ce: head.ce as tf.Scalar };
   let total: tf.Scalar = head.loss;
@@ -218,7 +231,11 @@ async function runTaskStage(
   // The tokenizer must tell the label words apart (and read them back in generate mode) before a step is taken,
   // not at the stage's closing evaluation.
   const problems = taskTokenizerProblems(tokenizer, data.task, c.eval.mode);
-  if (problems.length > 0) throw new ConfigError('config', problems.map((message) => ({ path: 'task.labelWords', message })));
+  if (problems.length > 0)
+    throw new ConfigError(
+      'config',
+      problems.map((message) => ({ path: 'task.labelWords', message })),
+    );
   const encoded = data.train.map((ex) => encodeExample(tokenizer, data.task, ex));
   const pad = tokenizer.padId ?? tokenizer.eosId ?? 0;
   const stream = new SftStream(encoded, o.batchSize, c.model.maxSeqLen, pad, c.seed);
@@ -233,13 +250,21 @@ async function runTaskStage(
       setCursor: (cur) => stream.setCursor(cur),
       epoch: () => stream.epoch,
       loss,
-      evaluate: () => evaluateLabelScoring(model, tokenizer, data.task, dev, { batchSize: Math.max(8, o.batchSize), maxLen: c.model.maxSeqLen, mode: c.eval.mode }),
+      evaluate: () =>
+        evaluateLabelScoring(model, tokenizer, data.task, dev, { batchSize: Math.max(8, o.batchSize), maxLen: c.model.maxSeqLen, mode: c.eval.mode }),
       extraMetrics: () => latentRecord(model),
       ...(termWeights !== undefined ? { termWeights } : {}),
       resolvedYaml: ctx.resolvedYaml,
       tokenizerFrom,
       // taskSpec: the whole task as trained, so `eval` rebuilds it from the model alone (custom tasks included).
-      bitdistill: { task: data.task.name, templateVersion: data.task.templateVersion, template: data.task.template, labelWords: data.task.labelWords, taskSpec: taskRecord(data.task), maxSeqLen: c.model.maxSeqLen },
+      bitdistill: {
+        task: data.task.name,
+        templateVersion: data.task.templateVersion,
+        template: data.task.template,
+        labelWords: data.task.labelWords,
+        taskSpec: taskRecord(data.task),
+        maxSeqLen: c.model.maxSeqLen,
+      },
     },
     loopSettings(ctx, stage, sftTotalSteps(ctx, stage, stream)),
     ctx.hooks,
@@ -279,7 +304,12 @@ async function lmStage(ctx: StageContext, stage: 'pretrain' | 'continual-pretrai
   const c = ctx.config;
   const { model, tokenizer, source } = loadModel(c.model.path, { logger: ctx.logger });
   if (stage === 'continual-pretrain') {
-    prepareStudent(model, { subln: c.student.subln, sublnEps: c.student.sublnEps, weightQuant: c.student.weightQuant, quantizeActivations: c.student.quantizeActivations });
+    prepareStudent(model, {
+      subln: c.student.subln,
+      sublnEps: c.student.sublnEps,
+      weightQuant: c.student.weightQuant,
+      quantizeActivations: c.student.quantizeActivations,
+    });
   }
   const o = { ...c.optim, ...(c.stageOptim[stage] ?? {}) };
   model.recompute = o.recompute; // activation recomputation per decoder block (Decoder.recompute)
@@ -340,7 +370,9 @@ export function continualPretrainStage(ctx: StageContext): Promise<StageResult> 
 export function resolveDistillLayer(setting: number | null, numLayers: number): number {
   const l = setting === null ? Math.min(numLayers - 1, Math.floor((numLayers * 22) / 28)) : setting < 0 ? numLayers + setting : setting;
   if (!Number.isInteger(l) || l < 0 || l >= numLayers) {
-    throw new ArgumentError(`distill.distillLayer=${String(setting)} is outside the model's ${numLayers} layers`, { hint: `use 0..${numLayers - 1}, or -1 for the last` });
+    throw new ArgumentError(`distill.distillLayer=${String(setting)} is outside the model's ${numLayers} layers`, {
+      hint: `use 0..${numLayers - 1}, or -1 for the last`,
+    });
   }
   return l;
 }
@@ -361,12 +393,18 @@ export async function distillStage(ctx: StageContext): Promise<StageResult> {
   const from = d.studentPath ?? (d.studentFrom === 'continual-pretrain' ? finalOf(ctx, 'continual-pretrain') : c.model.path);
   if (d.studentPath === null && d.studentFrom === 'continual-pretrain' && !existsSync(from)) {
     throw new NotFoundError(from, `distill starts from the continual-pretrain output, which does not exist yet (${from})`, {
-      hint: "run the continual-pretrain stage first, or set distill.studentFrom: base to skip it (ablation)",
+      hint: 'run the continual-pretrain stage first, or set distill.studentFrom: base to skip it (ablation)',
     });
   }
   if (!existsSync(from)) throw new NotFoundError(from, `distill.studentPath: no model at ${from}`, { hint: 'point it at a continual-pretrain final/ folder' });
   const { model, tokenizer, source } = loadModel(from, { logger: ctx.logger });
-  if (!restoreStudent(model)) prepareStudent(model, { subln: c.student.subln, sublnEps: c.student.sublnEps, weightQuant: c.student.weightQuant, quantizeActivations: c.student.quantizeActivations });
+  if (!restoreStudent(model))
+    prepareStudent(model, {
+      subln: c.student.subln,
+      sublnEps: c.student.sublnEps,
+      weightQuant: c.student.weightQuant,
+      quantizeActivations: c.student.quantizeActivations,
+    });
   if (!d.logit && !d.attention) {
     // Both distillation terms ablated: CE on the answer tokens only, no teacher (Table 5's SubLN(+CPT) rows).
     ctx.logger.info({ studentFrom: from }, 'distill with logit and attention terms off: CE only, no teacher');
@@ -379,7 +417,9 @@ export async function distillStage(ctx: StageContext): Promise<StageResult> {
   }
   const teacherPath = d.teacherPath ?? finalOf(ctx, 'teacher');
   if (!existsSync(teacherPath)) {
-    throw new NotFoundError(teacherPath, `distill needs the fine-tuned teacher at ${teacherPath}`, { hint: 'run the teacher stage first, or set distill.teacherPath' });
+    throw new NotFoundError(teacherPath, `distill needs the fine-tuned teacher at ${teacherPath}`, {
+      hint: 'run the teacher stage first, or set distill.teacherPath',
+    });
   }
   const teacher = loadModel(teacherPath, { trainable: false, logger: ctx.logger });
   if (teacher.model.config.vocabSize !== model.config.vocabSize || teacher.tokenizer.vocabSize !== tokenizer.vocabSize) {
@@ -388,11 +428,22 @@ export async function distillStage(ctx: StageContext): Promise<StageResult> {
     });
   }
   const layer = resolveDistillLayer(d.distillLayer, model.config.numLayers);
-  const tLayer = resolveDistillLayer(d.distillLayer === null ? null : d.distillLayer < 0 ? d.distillLayer : Math.round((d.distillLayer * teacher.model.config.numLayers) / model.config.numLayers), teacher.model.config.numLayers);
+  const tLayer = resolveDistillLayer(
+    d.distillLayer === null
+      ? null
+      : d.distillLayer < 0
+        ? d.distillLayer
+        : Math.round((d.distillLayer * teacher.model.config.numLayers) / model.config.numLayers),
+    teacher.model.config.numLayers,
+  );
   const widths = [model.config, teacher.model.config].flatMap((cfg) => [cfg.numHeads * cfg.headDim, cfg.numKvHeads * cfg.headDim]);
   const relationHeads = resolveRelationHeads(d.relationHeads, widths);
-  if (relationHeads !== d.relationHeads) ctx.logger.info({ wanted: d.relationHeads, used: relationHeads, widths }, 'relationHeads capped to a count that divides the Q/K/V widths');
-  ctx.logger.info({ studentLayer: layer, teacherLayer: tLayer, relationHeads, lambdaLogit: d.lambdaLogit, gammaAttn: d.gammaAttn, temperature: d.temperature }, 'distillation setup');
+  if (relationHeads !== d.relationHeads)
+    ctx.logger.info({ wanted: d.relationHeads, used: relationHeads, widths }, 'relationHeads capped to a count that divides the Q/K/V widths');
+  ctx.logger.info(
+    { studentLayer: layer, teacherLayer: tLayer, relationHeads, lambdaLogit: d.lambdaLogit, gammaAttn: d.gammaAttn, temperature: d.temperature },
+    'distillation setup',
+  );
   mkdirSync(stageDir(ctx, 'distill'), { recursive: true });
   try {
     const settings: DistillLossSettings = {
@@ -408,7 +459,10 @@ export async function distillStage(ctx: StageContext): Promise<StageResult> {
       teacherLayer: tLayer,
       chunkRows: lossChunkRows(ctx, 'distill'),
     };
-    return await runTaskStage(ctx, 'distill', model, tokenizer, source, data, (b) => distillLoss(model, teacher.model, b, settings), { ...(d.logit ? { logitKd: d.lambdaLogit } : {}), ...(d.attention ? { attnKd: d.gammaAttn } : {}) });
+    return await runTaskStage(ctx, 'distill', model, tokenizer, source, data, (b) => distillLoss(model, teacher.model, b, settings), {
+      ...(d.logit ? { logitKd: d.lambdaLogit } : {}),
+      ...(d.attention ? { attnKd: d.gammaAttn } : {}),
+    });
   } finally {
     teacher.model.dispose();
   }

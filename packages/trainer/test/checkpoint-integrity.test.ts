@@ -69,7 +69,10 @@ function flipDataBit(file: string, at = 0.5): void {
 function capture(): { logger: Logger; warned: string[] } {
   const warned: string[] = [];
   const noop = () => {};
-  return { warned, logger: { trace: noop, debug: noop, info: noop, error: noop, warn: (_o: unknown, msg?: string) => void warned.push(String(msg)) } as unknown as Logger };
+  return {
+    warned,
+    logger: { trace: noop, debug: noop, info: noop, error: noop, warn: (_o: unknown, msg?: string) => void warned.push(String(msg)) } as unknown as Logger,
+  };
 }
 
 async function weights(model: Decoder): Promise<Map<string, Float32Array>> {
@@ -122,7 +125,9 @@ describe('checkpoint integrity', () => {
     const dir = ck(join(root, 'reference'), 4);
     const m = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { format: string; files: Record<string, { bytes: number; sha256: string }> };
     expect(m.format).to.equal('bitdistill-checkpoint');
-    const files = readdirSync(dir).filter((n) => n !== 'manifest.json').sort();
+    const files = readdirSync(dir)
+      .filter((n) => n !== 'manifest.json')
+      .sort();
     expect(Object.keys(m.files).sort()).to.deep.equal(files);
     expect(files).to.include.members(['model.safetensors', 'optimizer.safetensors', 'trainer_state.json', 'config.json']);
     // Against node's one-shot hash of the whole file (fileDigest reads in pieces).
@@ -133,7 +138,7 @@ describe('checkpoint integrity', () => {
     }
   });
 
-  it('a bit flip in the latest checkpoint\'s tensor data is caught; the resume falls back to the previous one and ends on the uninterrupted weights', async () => {
+  it("a bit flip in the latest checkpoint's tensor data is caught; the resume falls back to the previous one and ends on the uninterrupted weights", async () => {
     const dir = join(root, 'bitflip');
     await trainedThenRewound(dir, 4);
     flipDataBit(join(ck(dir, 4), 'model.safetensors'));
@@ -141,7 +146,10 @@ describe('checkpoint integrity', () => {
     const { model } = loadModel(TINY);
     const res = await runStage(spec(model, dir), settings(), { logger });
     expect(res.state.step).to.equal(6);
-    expect(warned.some((w) => /skipping checkpoint .*step-000004: .*model\.safetensors: SHA-256 .* differs from manifest\.json/.test(w)), warned.join('\n')).to.equal(true);
+    expect(
+      warned.some((w) => /skipping checkpoint .*step-000004: .*model\.safetensors: SHA-256 .* differs from manifest\.json/.test(w)),
+      warned.join('\n'),
+    ).to.equal(true);
     expectSameWeights(await weights(model), reference);
     model.dispose();
     // The corrupt one is kept aside for inspection, never reused; step 4 was written again by the resumed run.
@@ -160,7 +168,12 @@ describe('checkpoint integrity', () => {
       const { logger, warned } = capture();
       const { model } = loadModel(TINY);
       await runStage(spec(model, dir), settings(), { logger });
-      expect(warned.some((w) => (damage === 'missing' ? /optimizer\.safetensors' listed in manifest\.json is missing/ : /optimizer\.safetensors: is 1000 bytes/).test(w)), warned.join('\n')).to.equal(true);
+      expect(
+        warned.some((w) =>
+          (damage === 'missing' ? /optimizer\.safetensors' listed in manifest\.json is missing/ : /optimizer\.safetensors: is 1000 bytes/).test(w),
+        ),
+        warned.join('\n'),
+      ).to.equal(true);
       expectSameWeights(await weights(model), reference);
       model.dispose();
     }
@@ -181,7 +194,10 @@ describe('checkpoint integrity', () => {
     await trainedThenRewound(dir, 4);
     flipDataBit(join(ck(dir, 4), 'model.safetensors'), 0.2);
     const { model } = loadModel(TINY);
-    await expectFormatError(runStage(spec(model, join(root, 'explicit-target')), settings(), { resumeFrom: ck(dir, 4) }), /step-000004\/model\.safetensors: SHA-256/);
+    await expectFormatError(
+      runStage(spec(model, join(root, 'explicit-target')), settings(), { resumeFrom: ck(dir, 4) }),
+      /step-000004\/model\.safetensors: SHA-256/,
+    );
     model.dispose();
   });
 
@@ -195,7 +211,10 @@ describe('checkpoint integrity', () => {
     const { logger, warned } = capture();
     const { model } = loadModel(TINY);
     await runStage(spec(model, dir), settings(), { logger });
-    expect(warned.some((w) => /step-000004: .*trainer_state\.json: 'dataCursor' must be the data stream position, got nothing \(missing\)/.test(w)), warned.join('\n')).to.equal(true);
+    expect(
+      warned.some((w) => /step-000004: .*trainer_state\.json: 'dataCursor' must be the data stream position, got nothing \(missing\)/.test(w)),
+      warned.join('\n'),
+    ).to.equal(true);
     expect(warned.some((w) => /has no manifest\.json \(written by an older version\)/.test(w))).to.equal(true);
     expectSameWeights(await weights(model), reference);
     model.dispose();
@@ -212,12 +231,26 @@ describe('checkpoint integrity', () => {
     const key = [...t.keys()].find((k) => k.startsWith('m.')) as string;
     t.set(key, { dtype: 'F32', shape: [3], data: new Float32Array(3) });
     writeSafetensors(f, t, { format: 'bitdistill-optimizer' });
-    await expectFormatError(runStage(spec(model, dir), settings()), new RegExp(`no checkpoint of this stage is intact .*optimizer\\.safetensors: tensor '${key.replace(/\./g, '\\.')}' is F32 \\[3\\], expected F32 \\[`));
+    await expectFormatError(
+      runStage(spec(model, dir), settings()),
+      new RegExp(`no checkpoint of this stage is intact .*optimizer\\.safetensors: tensor '${key.replace(/\./g, '\\.')}' is F32 \\[3\\], expected F32 \\[`),
+    );
     model.dispose();
   });
 
   it('trainer_state.json is schema-checked key by key', () => {
-    const good = { stage: 's', step: 4, totalSteps: 6, epoch: 0, dataCursor: { i: 4 }, rng: { s: 7, spare: null }, bestMetric: null, bestStep: null, tokensSeen: 16, elapsedSeconds: 1.5 };
+    const good = {
+      stage: 's',
+      step: 4,
+      totalSteps: 6,
+      epoch: 0,
+      dataCursor: { i: 4 },
+      rng: { s: 7, spare: null },
+      bestMetric: null,
+      bestStep: null,
+      tokensSeen: 16,
+      elapsedSeconds: 1.5,
+    };
     expect(validateTrainerState(good, 'f.json')).to.deep.equal(good);
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ step: undefined }, /'step' must be an integer between 0 and totalSteps \(6\), got nothing \(missing\)/],
@@ -240,7 +273,9 @@ describe('checkpoint integrity', () => {
         expect.fail(`accepted ${JSON.stringify(patch)}`);
       } catch (e) {
         expect((e as { code?: string }).code, String(e)).to.equal('E_FORMAT');
-        expect((e as Error).message).to.match(/^f\.json: /).and.to.match(re);
+        expect((e as Error).message)
+          .to.match(/^f\.json: /)
+          .and.to.match(re);
       }
     }
     for (const raw of [null, [], 3, 'x']) expect(() => validateTrainerState(raw, 'f.json')).to.throw(/f\.json: must hold a JSON object/);

@@ -52,7 +52,10 @@ function oldDistillLoss(student: Decoder, teacher: Decoder, b: SftMicroBatch, s:
     total = tf.add(total, tf.mul(ld, s.lambdaLogit));
   }
   if (s.attention) {
-    const ad = attentionRelationKd(te.captured.get(s.teacherLayer)!, st.captured.get(s.studentLayer)!, { relationHeads: s.relationHeads, relation: s.relation });
+    const ad = attentionRelationKd(te.captured.get(s.teacherLayer)!, st.captured.get(s.studentLayer)!, {
+      relationHeads: s.relationHeads,
+      relation: s.relation,
+    });
     terms['attnKd'] = ad;
     total = tf.add(total, tf.mul(ad, s.gammaAttn));
   }
@@ -68,11 +71,14 @@ interface Result {
 function run(student: Decoder, loss: () => { total: tf.Scalar; terms: Record<string, tf.Scalar> }): Result {
   const trainable = [...student.params].filter(([, v]) => v.trainable);
   const terms: Record<string, number> = {};
-  const { value, grads } = tf.variableGrads(() => {
-    const r = loss();
-    for (const [k, t] of Object.entries(r.terms)) terms[k] = t.dataSync()[0] as number;
-    return r.total;
-  }, trainable.map(([, v]) => v));
+  const { value, grads } = tf.variableGrads(
+    () => {
+      const r = loss();
+      for (const [k, t] of Object.entries(r.terms)) terms[k] = t.dataSync()[0] as number;
+      return r.total;
+    },
+    trainable.map(([, v]) => v),
+  );
   const out = new Map<string, Float32Array>();
   for (const [name, v] of trainable) {
     const g = grads[v.name];

@@ -20,7 +20,11 @@ const settings = (over: Partial<LoopSettings> = {}): LoopSettings => ({
   ...over,
 });
 
-function spec(model: Decoder, dir: string, loss: (step: number) => { total: tf.Scalar; terms: Record<string, tf.Scalar> }): StageSpec<MicroBatch & { i: number }> {
+function spec(
+  model: Decoder,
+  dir: string,
+  loss: (step: number) => { total: tf.Scalar; terms: Record<string, tf.Scalar> },
+): StageSpec<MicroBatch & { i: number }> {
   let i = 0;
   return {
     stage: 'test',
@@ -143,12 +147,15 @@ describe('training loop', () => {
     const warned: string[] = [];
     const noop = () => {};
     const logger = { trace: noop, debug: noop, info: noop, error: noop, warn: (_o: unknown, msg?: string) => void warned.push(String(msg)) };
-    const s = { ...spec(model, dir, () => {
-      const { total: ce } = good();
-      const attnKd = tf.mul(ce, 1e-3) as tf.Scalar; // x 1e5 below: 100x the CE
-      const logitKd = tf.mul(ce, 1e-2) as tf.Scalar; // x 10 below: 0.1x the CE
-      return { total: tf.addN([ce, tf.mul(attnKd, 1e5), tf.mul(logitKd, 10)]) as tf.Scalar, terms: { ce, attnKd, logitKd } };
-    }), termWeights: { attnKd: 1e5, logitKd: 10 } };
+    const s = {
+      ...spec(model, dir, () => {
+        const { total: ce } = good();
+        const attnKd = tf.mul(ce, 1e-3) as tf.Scalar; // x 1e5 below: 100x the CE
+        const logitKd = tf.mul(ce, 1e-2) as tf.Scalar; // x 10 below: 0.1x the CE
+        return { total: tf.addN([ce, tf.mul(attnKd, 1e5), tf.mul(logitKd, 10)]) as tf.Scalar, terms: { ce, attnKd, logitKd } };
+      }),
+      termWeights: { attnKd: 1e5, logitKd: 10 },
+    };
     await runStage(s, settings({ totalSteps: 3, checkpointEvery: 100 }), { logger });
     expect(warned).to.have.length(1);
     expect(warned[0]).to.match(/^attnKd x 100000 is 100x the CE term at the first step/);
@@ -158,7 +165,18 @@ describe('training loop', () => {
   it('a checkpoint write that fails (disk full) leaves the previous checkpoint intact and `latest` on it', async () => {
     const dir = join(root, 'full');
     const { model } = loadModel('test/fixtures/tiny-qwen3');
-    const state: TrainerState = { stage: 't', step: 1, totalSteps: 9, epoch: 0, dataCursor: null, rng: { s: 1, spare: null }, bestMetric: null, bestStep: null, tokensSeen: 0, elapsedSeconds: 0 };
+    const state: TrainerState = {
+      stage: 't',
+      step: 1,
+      totalSteps: 9,
+      epoch: 0,
+      dataCursor: null,
+      rng: { s: 1, spare: null },
+      bestMetric: null,
+      bestStep: null,
+      tokensSeen: 0,
+      elapsedSeconds: 0,
+    };
     const content = { model, optimizer: new Map(), state, resolvedYaml: '', tokenizerFrom: 'test/fixtures/tiny-qwen3', bitdistill: {} };
     await saveCheckpoint(dir, content, 2);
     const before = readFileSync(join(dir, 'checkpoints', 'step-000001', 'model.safetensors'));
@@ -196,7 +214,10 @@ describe('training loop', () => {
     const got = f.param(name).dataSync();
     for (let i = 0; i < mean.length; i += 97) expect(got[i]).to.be.closeTo(mean[i] as number, 1e-6);
     for (const m of [a, b, c, f, model]) m.dispose();
-    const lines = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    const lines = readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, number>);
     expect(lines.filter((l) => l['step'] !== undefined).map((l) => l['step'])).to.deep.equal([1, 2, 3, 4, 5, 6]);
     for (const k of ['loss', 'ce', 'lr', 'gradNorm', 'tokensPerSecond', 'elapsed', 'epoch']) expect(lines[0]).to.have.property(k);
   });
@@ -217,7 +238,11 @@ describe('training loop', () => {
     const res = await runStage(spec(model, dir, lmLoss(model)), settings({ totalSteps: 4 }), { logger });
     expect(res.state.step).to.equal(4);
     expect(warned.some((w) => /dropped 1 line\(s\) that were not whole JSON records/.test(w))).to.equal(true);
-    const steps = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step?: number }).step).filter((x) => x !== undefined);
+    const steps = readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { step?: number }).step)
+      .filter((x) => x !== undefined);
     expect(steps).to.deep.equal([1, 2, 3, 4]);
     model.dispose();
   });
@@ -256,7 +281,10 @@ describe('training loop', () => {
     await runStage(spec(plain, join(root, 'ema-plain'), lmLoss(plain)), settings({ totalSteps: 2, checkpointEvery: 1 }));
     const w1 = loadModel(join(root, 'ema-plain', 'checkpoints', 'step-000001')).model;
     const ema = loadModel('test/fixtures/tiny-qwen3').model;
-    await runStage(spec(ema, join(root, 'ema'), lmLoss(ema)), settings({ totalSteps: 2, checkpointEvery: 1, averaging: { kind: 'ema', emaDecay: 0.5, lawaK: 2 } }));
+    await runStage(
+      spec(ema, join(root, 'ema'), lmLoss(ema)),
+      settings({ totalSteps: 2, checkpointEvery: 1, averaging: { kind: 'ema', emaDecay: 0.5, lawaK: 2 } }),
+    );
     const name = 'model.layers.1.self_attn.o_proj.weight';
     const want = tf.tidy(() => tf.add(tf.mul(w1.param(name), 0.5), tf.mul(plain.param(name), 0.5)).dataSync());
     const got = ema.param(name).dataSync();

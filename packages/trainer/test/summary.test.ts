@@ -2,7 +2,17 @@
 import { expect } from 'chai';
 import { summaryMarkdown, type StageSummary } from '../src/run.ts';
 
-const ROW: StageSummary = { stage: 'distill', status: 'trained', metric: 'accuracy', value: 0.5745, metrics: { accuracy: 0.5745 }, examples: 872, steps: 300, seconds: 12.5, peakRssMiB: 300 };
+const ROW: StageSummary = {
+  stage: 'distill',
+  status: 'trained',
+  metric: 'accuracy',
+  value: 0.5745,
+  metrics: { accuracy: 0.5745 },
+  examples: 872,
+  steps: 300,
+  seconds: 12.5,
+  peakRssMiB: 300,
+};
 
 describe('trainer/summaryMarkdown', () => {
   it('without a note: the table only', () => {

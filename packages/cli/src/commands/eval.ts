@@ -2,7 +2,17 @@ import { existsSync, statSync, writeFileSync } from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { DATASET_FORMATS, devFiles, readExamples, type DatasetFormat, type Example } from '@bitdistill/data';
 import { loadConfig } from '@bitdistill/config';
-import { defaultDataFiles, modelTask, readModelBlock, reportMarkdown, runEval, taskForModel, type EvalMode, type Predictor, type TemplateSource } from '@bitdistill/eval';
+import {
+  defaultDataFiles,
+  modelTask,
+  readModelBlock,
+  reportMarkdown,
+  runEval,
+  taskForModel,
+  type EvalMode,
+  type Predictor,
+  type TemplateSource,
+} from '@bitdistill/eval';
 import { EMBEDDING_MODES, kernelsPredictor, TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';
 import { initKernels } from '@bitdistill/kernels-cpu/runtime';
 import { BitDistillError } from '@bitdistill/core';
@@ -44,17 +54,28 @@ export const evalCommand: CommandModule<GlobalArgs, Args> = {
   builder: (y) =>
     y
       .option('model', { type: 'string', demandOption: true, describe: 'export folder, .gguf file (export --format gguf), or checkpoint folder' })
-      .option('task', { type: 'string', describe: "the task (default: the one the model was trained for); another task is an error unless --template-from builtin" })
-      .option('config', { type: 'string', describe: "a training config: its task block (custom tasks) and its task.dev files" })
+      .option('task', {
+        type: 'string',
+        describe: 'the task (default: the one the model was trained for); another task is an error unless --template-from builtin',
+      })
+      .option('config', { type: 'string', describe: 'a training config: its task block (custom tasks) and its task.dev files' })
       .option('template-from', {
         choices: ['model', 'config', 'builtin'] as const,
         describe: "template and label words from the model's record (default), the --config, or the built-in GLUE task --task",
       })
-      .option('data', { type: 'string', array: true, describe: 'data file(s), one per dev split (default: --config task.dev, else the shipped datasets/glue/<TASK>/<split>.tsv)' })
+      .option('data', {
+        type: 'string',
+        array: true,
+        describe: 'data file(s), one per dev split (default: --config task.dev, else the shipped datasets/glue/<TASK>/<split>.tsv)',
+      })
       .option('format', { choices: DATASET_FORMATS, describe: 'data file format when the extension does not say it' })
       .option('split', { type: 'string', default: 'dev' })
       .option('runtime', { choices: ['kernels', 'tfjs'] as const, describe: 'default: kernels for an export, tfjs for a checkpoint' })
-      .option('mode', { choices: ['label', 'generate'] as const, default: 'label' as const, describe: 'label: score the label words; generate: greedy decoding + exact match' })
+      .option('mode', {
+        choices: ['label', 'generate'] as const,
+        default: 'label' as const,
+        describe: 'label: score the label words; generate: greedy decoding + exact match',
+      })
       .option('limit', { type: 'number', describe: 'first N examples' })
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON object to stdout' })
       .option('min-metric', { type: 'number', describe: 'exit with status 1 when the metric is below this (0..1)' })
@@ -69,10 +90,14 @@ export const evalCommand: CommandModule<GlobalArgs, Args> = {
     const gguf = existsSync(args.model) && statSync(args.model).isFile();
     const runtime = args.runtime ?? (isExport(args.model) ? 'kernels' : 'tfjs');
     if (gguf && runtime !== 'kernels') {
-      throw new BitDistillError('E_USAGE', `--model ${args.model} is a file: only the kernels runtime reads GGUF`, { hint: 'drop --runtime tfjs, or pass a checkpoint folder' });
+      throw new BitDistillError('E_USAGE', `--model ${args.model} is a file: only the kernels runtime reads GGUF`, {
+        hint: 'drop --runtime tfjs, or pass a checkpoint folder',
+      });
     }
     if (args.embeddings !== undefined && runtime !== 'kernels') {
-      throw new BitDistillError('E_USAGE', '--embeddings applies to the kernels runtime only', { hint: 'drop --embeddings, or evaluate an export with --runtime kernels' });
+      throw new BitDistillError('E_USAGE', '--embeddings applies to the kernels runtime only', {
+        hint: 'drop --embeddings, or evaluate an export with --runtime kernels',
+      });
     }
     // A GGUF carries its config (with the task block) inside: load it first to read the template and label words.
     const rt = runtime === 'kernels' ? (initKernels({ logger: ctx.logger }), TernaryRuntime.load(args.model, { embeddings: args.embeddings ?? 'fp32' })) : null;
@@ -88,7 +113,8 @@ export const evalCommand: CommandModule<GlobalArgs, Args> = {
     const sets: Example[][] = [];
     for (const file of files) {
       const rows = await readExamples(file, task, { ...(args.limit !== undefined ? { limit: args.limit } : {}), ...(format !== undefined ? { format } : {}) });
-      if (rows.length === 0) throw new BitDistillError('E_DATA', `${file}: no examples to evaluate (a header alone?)`, { hint: 'pass a data file with labelled rows' });
+      if (rows.length === 0)
+        throw new BitDistillError('E_DATA', `${file}: no examples to evaluate (a header alone?)`, { hint: 'pass a data file with labelled rows' });
       sets.push(rows);
     }
     const predictor: Predictor = rt !== null ? kernelsPredictor(rt) : await tfjsPredictor(ctx, args.model);

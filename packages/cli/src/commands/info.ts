@@ -34,7 +34,10 @@ export const infoCommand: CommandModule<GlobalArgs, Args> = {
     y
       .option('model', { type: 'string', demandOption: true, describe: 'model folder (HF layout) or llama2.c .bin' })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of text' })
-      .option('student', { type: 'string', describe: "show the ternary student: 'subln=standard|allnorm|none,weightQuant=absmean|block256|perRow' (a student checkpoint shows its own)" }) as never,
+      .option('student', {
+        type: 'string',
+        describe: "show the ternary student: 'subln=standard|allnorm|none,weightQuant=absmean|block256|perRow' (a student checkpoint shows its own)",
+      }) as never,
   handler: async (args) => {
     const ctx = makeContext(args);
     await ctx.backend();
@@ -50,7 +53,19 @@ export const infoCommand: CommandModule<GlobalArgs, Args> = {
     const tensors = [...model.params].map(([name, v]) => ({ name, shape: v.shape, params: v.size, role: roles.get(name) ?? 'full-precision' }));
     const hf = hfConfigKeys(c);
     const arch = {
-      ...Object.fromEntries(['model_type', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'head_dim', 'vocab_size', 'tie_word_embeddings'].map((k) => [k, hf[k]])),
+      ...Object.fromEntries(
+        [
+          'model_type',
+          'hidden_size',
+          'intermediate_size',
+          'num_hidden_layers',
+          'num_attention_heads',
+          'num_key_value_heads',
+          'head_dim',
+          'vocab_size',
+          'tie_word_embeddings',
+        ].map((k) => [k, hf[k]]),
+      ),
       qk_norm: c.qkNorm,
       attention_bias: c.qkvBias,
       rope_theta: c.ropeTheta,
@@ -59,7 +74,9 @@ export const infoCommand: CommandModule<GlobalArgs, Args> = {
     };
     const total = model.numParameters();
     if (args.json) {
-      process.stdout.write(`${JSON.stringify({ architecture: arch, parameters: total, tokenizer: { kind: tokenizer.kind, vocabSize: tokenizer.vocabSize }, tensors }, null, 2)}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ architecture: arch, parameters: total, tokenizer: { kind: tokenizer.kind, vocabSize: tokenizer.vocabSize }, tensors }, null, 2)}\n`,
+      );
     } else {
       const lines = [`model: ${args.model}`, 'architecture:'];
       for (const [k, v] of Object.entries(arch)) lines.push(`  ${k}: ${String(v)}`);
@@ -71,7 +88,9 @@ export const infoCommand: CommandModule<GlobalArgs, Args> = {
       for (const t of tensors) lines.push(`  ${t.name.padEnd(w)}  ${`[${t.shape.join(', ')}]`.padEnd(12)}${mark[t.role]}`);
       const q = tensors.filter((t) => t.role === 'quantized');
       if (q.length > 0) {
-        lines.push(`student: ${q.length} ternary projections (${q.reduce((a, t) => a + t.params, 0).toLocaleString('en-US')} weights), ${tensors.filter((t) => t.role === 'subln').length} SubLN gains, subln=${c.subln}`);
+        lines.push(
+          `student: ${q.length} ternary projections (${q.reduce((a, t) => a + t.params, 0).toLocaleString('en-US')} weights), ${tensors.filter((t) => t.role === 'subln').length} SubLN gains, subln=${c.subln}`,
+        );
       }
       process.stdout.write(`${lines.join('\n')}\n`);
     }

@@ -28,7 +28,10 @@ export const initCommand: CommandModule<GlobalArgs, Args> = {
       .option('seed', { type: 'number', default: 0, describe: 'seed of the std-0.02 normal initialisation' }) as never,
   handler: async (args) => {
     const ctx = makeContext(args);
-    if (!existsSync(args.arch)) throw new NotFoundError(args.arch, `--arch ${args.arch} does not exist`, { hint: 'give a config.json with model_type, hidden_size, num_hidden_layers, ...' });
+    if (!existsSync(args.arch))
+      throw new NotFoundError(args.arch, `--arch ${args.arch} does not exist`, {
+        hint: 'give a config.json with model_type, hidden_size, num_hidden_layers, ...',
+      });
     if (existsSync(join(args.out, 'model.safetensors'))) {
       throw new ArgumentError(`--out ${args.out} already holds a model.safetensors`, { hint: 'choose a new folder, or delete that one first' });
     }
@@ -41,7 +44,9 @@ export const initCommand: CommandModule<GlobalArgs, Args> = {
     const tokenizer = loadTokenizer(args.tokenizer);
     const vocab = arch['vocab_size'];
     if (typeof vocab === 'number' && vocab < tokenizer.vocabSize) {
-      throw new FormatError(args.arch, `vocab_size ${vocab} is smaller than the tokenizer's ${tokenizer.vocabSize} tokens`, { hint: `set vocab_size to at least ${tokenizer.vocabSize}` });
+      throw new FormatError(args.arch, `vocab_size ${vocab} is smaller than the tokenizer's ${tokenizer.vocabSize} tokens`, {
+        hint: `set vocab_size to at least ${tokenizer.vocabSize}`,
+      });
     }
     await ctx.backend();
     const model = initDecoder(arch, args.seed);

@@ -40,7 +40,13 @@ function memoryCheck(config: TrainConfig, backend: string, stages: StageName[], 
   }
   for (const s of estimate.stages) {
     logger.info(
-      { stage: s.stage, estimatedPeakMiB: Math.round(s.bytes.total / MiB), phase: s.phase, availableMiB: Math.round(estimate.machine.availableBytes / MiB), backend },
+      {
+        stage: s.stage,
+        estimatedPeakMiB: Math.round(s.bytes.total / MiB),
+        phase: s.phase,
+        availableMiB: Math.round(estimate.machine.availableBytes / MiB),
+        backend,
+      },
       `stage ${s.stage}: estimated peak memory ${Math.round(s.bytes.total / MiB)} MiB`,
     );
   }
@@ -55,8 +61,16 @@ export const trainCommand: CommandModule<GlobalArgs, Args> = {
       .option('config', { type: 'string', demandOption: true, describe: 'YAML config file (see configs/)' })
       .positional('overrides', { type: 'string', array: true, default: [], describe: 'dotted.key=value overrides' })
       .option('stage', { choices: STAGE_NAMES, describe: 'run only this stage' })
-      .option('resume', { type: 'string', default: 'auto', describe: 'auto: continue from the latest checkpoint; none: start over; PATH: resume from that checkpoint folder' })
-      .option('memory-check', { type: 'boolean', default: true, describe: 'refuse a stage whose estimated peak memory exceeds the available memory (--no-memory-check: run anyway)' }) as never,
+      .option('resume', {
+        type: 'string',
+        default: 'auto',
+        describe: 'auto: continue from the latest checkpoint; none: start over; PATH: resume from that checkpoint folder',
+      })
+      .option('memory-check', {
+        type: 'boolean',
+        default: true,
+        describe: 'refuse a stage whose estimated peak memory exceeds the available memory (--no-memory-check: run anyway)',
+      }) as never,
   handler: async (args) => {
     const logger = createLogger(args['log-level']);
     const { config, resolvedYaml } = loadConfig(args.config, args.overrides);
