@@ -33,6 +33,8 @@ interface HfLibTokenizer {
   decode(ids: number[], options?: { skip_special_tokens?: boolean; clean_up_tokenization_spaces?: boolean }): string;
   token_to_id(token: string): number | undefined;
   id_to_token(id: number): string | undefined;
+  /** The library's tokenizer model (its BPE keeps `merges` after building its rank Map from them). */
+  model?: { merges?: unknown };
 }
 const HfLib = LibTokenizer as new (tokenizer: object, config: object) => HfLibTokenizer;
 
@@ -165,7 +167,7 @@ function checkMerges(merges: unknown, vocab: Map<string, number>, file: string):
     const m: unknown = merges[i];
     let pair: [string, string] | null = null;
     if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string') {
-      pair = [m[0], m[1]];
+      pair = m as [string, string]; // already a pair: kept, not copied (151k arrays for Qwen3)
     } else if (typeof m === 'string') {
       // The old format cannot hold a space inside a token: exactly one space separates the two parts.
       const parts = m.split(' ');
@@ -334,9 +336,15 @@ export function loadHfTokenizer(file: string): HfTokenizer {
   try {
     lib = new HfLib(checked.json, config ?? {});
     // The library keeps the tokenizer.json object it was given, whose model.vocab (an object of ~150k keys for
-    // Qwen3) it has already copied into its own Map and array: drop that copy (6 MiB of retained heap for Qwen3, 46 -> 40 MiB).
+    // Qwen3) it has already copied into its own Map and array: drop that copy (6 MiB of retained heap for Qwen3,
+    // 46 -> 40 MiB). Its BPE model also keeps the merges list, which it reads only in its constructor (to build
+    // its rank Map): drop both references to it (another 151k pairs for Qwen3).
     const model = checked.json.model as JsonObject;
-    if (model.type === 'BPE') delete model.vocab;
+    if (model.type === 'BPE') {
+      delete model.vocab;
+      delete model.merges;
+      if (lib.model !== undefined && Array.isArray(lib.model.merges)) lib.model.merges = [];
+    }
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     throw new UnsupportedError(

@@ -7,6 +7,8 @@
 #include <math.h>
 #include <string.h>
 
+#include <cstring>
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 #define BD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -358,9 +360,35 @@ BD_CLONES int64_t quantize_rows_i8(const float* __restrict w, int8_t* __restrict
   return -1;
 }
 
-BD_CLONES void attention_f32(const float* __restrict q, const float* __restrict kc, const float* __restrict vc, float* __restrict out,
-                             int64_t H, int64_t Hkv, int64_t d, int64_t cap, int64_t start, float scale, float* __restrict scores,
-                             int64_t p0, int64_t p1) {
+// Binary16 <-> float32 through the compiler's _Float16 (vcvtph2ps / vcvtps2ph in the x86-64-v3 and v4 clones,
+// libgcc's exact software conversion in the baseline one).
+BD_INLINE float widen(float v) { return v; }
+BD_INLINE float widen(uint16_t h) {
+  _Float16 v;
+  std::memcpy(&v, &h, 2);
+  return static_cast<float>(v);
+}
+
+// dot16 with y widened to float32 per element (exact), the same lanes and order.
+template <typename Y>
+BD_INLINE float dot16_w(const float* __restrict x, const Y* __restrict y, int64_t n) {
+  float acc[16];
+  for (int u = 0; u < 16; u++) acc[u] = 0.0f;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int u = 0; u < 16; u++) acc[u] += x[j + u] * widen(y[j + u]);
+  for (int w = 8; w >= 1; w /= 2)
+    for (int u = 0; u < w; u++) acc[u] += acc[u + w];
+  float s = acc[0];
+  for (; j < n; j++) s += x[j] * widen(y[j]);
+  return s;
+}
+
+// One code for the float32 and the binary16 cache: each K / V value is widened exactly, then the same arithmetic
+// (the two instantiations may still be contracted into FMAs differently by the compiler).
+template <typename KV>
+BD_INLINE void attention_rows(const float* __restrict q, const KV* __restrict kc, const KV* __restrict vc, float* __restrict out, int64_t H,
+                              int64_t Hkv, int64_t d, int64_t cap, int64_t start, float scale, float* __restrict scores, int64_t p0, int64_t p1) {
   const int64_t group = H / Hkv;
   for (int64_t p = p0; p < p1; p++) {
     const int64_t t = p / H;
@@ -368,11 +396,11 @@ BD_CLONES void attention_f32(const float* __restrict q, const float* __restrict 
     const int64_t g = h / group;
     const int64_t n = start + t + 1;
     const float* qr = q + p * d;
-    const float* kg = kc + g * cap * d;
-    const float* vg = vc + g * cap * d;
+    const KV* kg = kc + g * cap * d;
+    const KV* vg = vc + g * cap * d;
     float m = -INFINITY;
     for (int64_t j = 0; j < n; j++) {
-      const float s = dot16(qr, kg + j * d, d) * scale;
+      const float s = dot16_w(qr, kg + j * d, d) * scale;
       scores[j] = s;
       m = s > m ? s : m;
     }
@@ -387,10 +415,34 @@ BD_CLONES void attention_f32(const float* __restrict q, const float* __restrict 
     for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
     for (int64_t j = 0; j < n; j++) {
       const float pj = scores[j] * inv;
-      const float* vr = vg + j * d;
-      for (int64_t i = 0; i < d; i++) o[i] += pj * vr[i];
+      const KV* vr = vg + j * d;
+      for (int64_t i = 0; i < d; i++) o[i] += pj * widen(vr[i]);
     }
   }
+}
+
+BD_CLONES void attention_f32(const float* __restrict q, const float* __restrict kc, const float* __restrict vc, float* __restrict out,
+                             int64_t H, int64_t Hkv, int64_t d, int64_t cap, int64_t start, float scale, float* __restrict scores,
+                             int64_t p0, int64_t p1) {
+  attention_rows(q, kc, vc, out, H, Hkv, d, cap, start, scale, scores, p0, p1);
+}
+
+BD_CLONES void attention_f16kv(const float* __restrict q, const uint16_t* __restrict kc, const uint16_t* __restrict vc, float* __restrict out,
+                               int64_t H, int64_t Hkv, int64_t d, int64_t cap, int64_t start, float scale, float* __restrict scores, int64_t p0,
+                               int64_t p1) {
+  attention_rows(q, kc, vc, out, H, Hkv, d, cap, start, scale, scores, p0, p1);
+}
+
+BD_CLONES void kv_store_f16(const float* __restrict src, uint16_t* __restrict dst, int64_t T, int64_t Hkv, int64_t d, int64_t cap, int64_t start) {
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t g = 0; g < Hkv; g++) {
+      const float* s = src + (t * Hkv + g) * d;
+      uint16_t* o = dst + (g * cap + start + t) * d;
+      for (int64_t i = 0; i < d; i++) {
+        const _Float16 v = static_cast<_Float16>(s[i]);
+        std::memcpy(o + i, &v, 2);
+      }
+    }
 }
 
 BD_CLONES void rmsnorm_f32(const float* __restrict x, const float* __restrict g, float* __restrict y, int64_t r0, int64_t r1, int64_t dim, float eps) {

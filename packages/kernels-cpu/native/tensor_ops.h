@@ -79,6 +79,15 @@ int64_t quantize_rows_i8(const float* w, int8_t* q, float* scale, int64_t cols, 
 void attention_f32(const float* q, const float* kc, const float* vc, float* out, int64_t H, int64_t Hkv, int64_t d, int64_t cap, int64_t start,
                    float scale, float* scores, int64_t p0, int64_t p1);
 
+// attention_f32 over a half-precision (IEEE binary16) cache: each K / V value is widened to float32 exactly, then
+// the same arithmetic in the same order (the compiler may contract it differently: equal to ~1e-7, not bit for bit).
+void attention_f16kv(const float* q, const uint16_t* kc, const uint16_t* vc, float* out, int64_t H, int64_t Hkv, int64_t d, int64_t cap,
+                     int64_t start, float scale, float* scores, int64_t p0, int64_t p1);
+
+// Rows of src [T, Hkv, d] into the cache dst [Hkv, cap, d] at positions start .. start+T-1, rounded to binary16
+// (to nearest, ties to even; beyond 65504 to infinity, as IEEE conversion does).
+void kv_store_f16(const float* src, uint16_t* dst, int64_t T, int64_t Hkv, int64_t d, int64_t cap, int64_t start);
+
 // One AdamW update over elements [0, n) (torch.optim.AdamW, decoupled decay), in double per element like the
 // TypeScript twin: gs = g * grad_scale; m = b1 m + (1 - b1) gs; v = b2 v + (1 - b2) gs^2 (m, v in place);
 // out = p * (1 - lr wd) - lr (m / bc1) / (sqrt(v / bc2) + eps). out may be p.

@@ -1,7 +1,7 @@
 // Tensor ops (tensor_ops.h) on the pool: the elementwise, broadcast, compare, reduction, cast, strided-copy and
 // gather kernels behind tfjs's wasm kernels, RMSNorm and its gradient, the AdamW update, the KV-cache attention
 // of the inference runtime, and their Node-API functions binaryF32, compare, unaryF32, castToF32, reduceF32,
-// copyStrided32, gatherRows32, rmsNormF32, rmsNormGradF32, adamwF32 and attentionF32.
+// copyStrided32, gatherRows32, rmsNormF32, rmsNormGradF32, adamwF32, attentionF32 and attentionKvF16.
 #include <node_api.h>
 #include <string.h>
 
@@ -568,6 +568,64 @@ napi_value AttentionF32(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+struct AttentionKvCtx {
+  const float* q;
+  const uint16_t *kc, *vc;
+  float* out;
+  float* scores;
+  int64_t pairs, H, Hkv, d, cap, start, T;
+  float scale;
+};
+
+void attention_kv_task(void* p, int64_t chunk, int64_t n) {
+  auto* c = static_cast<AttentionKvCtx*>(p);
+  int64_t b, e;
+  split(c->pairs, chunk, n, &b, &e);
+  if (b < e) attention_f16kv(c->q, c->kc, c->vc, c->out, c->H, c->Hkv, c->d, c->cap, c->start, c->scale, c->scores + chunk * (c->start + c->T), b, e);
+}
+
+// attentionKvF16(q: [T, H, d], k: [T, Hkv, d], v: [T, Hkv, d], kc: u16 [Hkv, cap, d], vc: u16 [Hkv, cap, d], out: [T, H, d],
+//                T, H, Hkv, d, cap, start, scale): k and v rounded to binary16 into the cache at start .., then the
+// causal attention of the T new positions over cache rows 0 .. start+t (attention_f16kv).
+napi_value AttentionKvF16(napi_env env, napi_callback_info info) {
+  napi_value argv[13];
+  if (!get_args(env, info, 13, argv)) return nullptr;
+  AttentionKvCtx ctx{};
+  float *q, *k, *v, *out;
+  uint16_t *kc, *vc;
+  size_t ql, kl, vl, kcl, vcl, ol;
+  double scale;
+  if (!get_typed(env, argv[0], napi_float32_array, &q, &ql, "q") || !get_typed(env, argv[1], napi_float32_array, &k, &kl, "k") ||
+      !get_typed(env, argv[2], napi_float32_array, &v, &vl, "v") || !get_typed(env, argv[3], napi_uint16_array, &kc, &kcl, "kc") ||
+      !get_typed(env, argv[4], napi_uint16_array, &vc, &vcl, "vc") || !get_typed(env, argv[5], napi_float32_array, &out, &ol, "out") ||
+      !get_i64(env, argv[6], 1, kMaxDim, &ctx.T, "T") || !get_i64(env, argv[7], 1, 1 << 16, &ctx.H, "H") ||
+      !get_i64(env, argv[8], 1, 1 << 16, &ctx.Hkv, "Hkv") || !get_i64(env, argv[9], 1, 1 << 16, &ctx.d, "d") ||
+      !get_i64(env, argv[10], 1, kMaxDim, &ctx.cap, "cap") || !get_i64(env, argv[11], 0, kMaxDim, &ctx.start, "start") ||
+      !get_f64(env, argv[12], &scale))
+    return nullptr;
+  if (throw_if(env, ctx.H % ctx.Hkv != 0, "attentionKvF16: H must be a multiple of Hkv") ||
+      throw_if(env, ctx.start + ctx.T > ctx.cap, "attentionKvF16: start + T exceeds the cache") ||
+      throw_if(env, static_cast<int64_t>(ql) < prod(ctx.T, ctx.H, ctx.d) || static_cast<int64_t>(ol) < prod(ctx.T, ctx.H, ctx.d) ||
+                        static_cast<int64_t>(kl) < prod(ctx.T, ctx.Hkv, ctx.d) || static_cast<int64_t>(vl) < prod(ctx.T, ctx.Hkv, ctx.d) ||
+                        static_cast<int64_t>(kcl) < prod(ctx.Hkv, ctx.cap, ctx.d) || static_cast<int64_t>(vcl) < prod(ctx.Hkv, ctx.cap, ctx.d),
+               "attentionKvF16: array too small"))
+    return nullptr;
+  kv_store_f16(k, kc, ctx.T, ctx.Hkv, ctx.d, ctx.cap, ctx.start);
+  kv_store_f16(v, vc, ctx.T, ctx.Hkv, ctx.d, ctx.cap, ctx.start);
+  ctx.q = q;
+  ctx.kc = kc;
+  ctx.vc = vc;
+  ctx.out = out;
+  ctx.scale = static_cast<float>(scale);
+  ctx.pairs = ctx.T * ctx.H;
+  const int64_t work = prod(ctx.pairs, ctx.start + ctx.T, ctx.d, 2);
+  const int64_t nchunks = work < kMinParallelWeights || g_pool->size() == 1 ? 1 : std::min<int64_t>(ctx.pairs, g_pool->size() * kChunksPerThread);
+  std::vector<float> scores(static_cast<size_t>(nchunks * (ctx.start + ctx.T)));
+  ctx.scores = scores.data();
+  parallel(nchunks, attention_kv_task, &ctx);
+  return nullptr;
+}
+
 }  // namespace
 
 void register_tensor_ops(napi_env env, napi_value exports) {
@@ -583,6 +641,7 @@ void register_tensor_ops(napi_env env, napi_value exports) {
       {"rmsNormGradF32", nullptr, RmsNormGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adamwF32", nullptr, AdamwF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionF32", nullptr, AttentionF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attentionKvF16", nullptr, AttentionKvF16, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

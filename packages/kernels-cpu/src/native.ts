@@ -73,6 +73,21 @@ export interface NativeAddon {
     start: number,
     scale: number,
   ): void;
+  attentionKvF16(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    kc: Uint16Array,
+    vc: Uint16Array,
+    out: Float32Array,
+    T: number,
+    H: number,
+    Hkv: number,
+    d: number,
+    cap: number,
+    start: number,
+    scale: number,
+  ): void;
   quantizeActivations(x: Float32Array, rows: number, dim: number, q: Int8Array, scale: Float32Array): void;
   matvecF32(w: Float32Array, x: Float32Array, y: Float32Array, rows: number, cols: number, batch: number): void;
   gemmF32(a: Float32Array, b: Float32Array, c: Float32Array, m: number, k: number, n: number, transA: boolean, transB: boolean): void;
@@ -201,6 +216,7 @@ const ADDON_FUNCTIONS = [
   'rmsNormGradF32',
   'matvecI8F32',
   'attentionF32',
+  'attentionKvF16',
   'quantizeRowsI8',
   'bitLinearF32',
   'bitLinearGradF32',

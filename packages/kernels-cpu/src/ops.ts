@@ -6,6 +6,7 @@
  */
 import { int8AbsmaxRow } from '@bitdistill/arch';
 import { ArgumentError, ShapeError } from '@bitdistill/core';
+import { f16ToF32, f32ToF16 } from '@bitdistill/format';
 import { nativeAddon } from './native.ts';
 
 const f = Math.fround;
@@ -169,7 +170,7 @@ export interface AttentionShape {
   scale: number;
 }
 
-function checkAttention(q: Float32Array, kc: Float32Array, vc: Float32Array, out: Float32Array, s: AttentionShape): void {
+function checkAttention(q: Float32Array, kc: Float32Array | Uint16Array, vc: Float32Array | Uint16Array, out: Float32Array, s: AttentionShape): void {
   const ints = [s.tokens, s.heads, s.kvHeads, s.headDim, s.capacity, s.start];
   if (!ints.every((v) => Number.isInteger(v) && v >= 0) || s.tokens < 1 || s.heads < 1 || s.kvHeads < 1 || s.headDim < 1 || s.heads % s.kvHeads !== 0) {
     throw new ArgumentError(`attentionCausal: bad shape ${JSON.stringify(s)} (heads must be a multiple of kvHeads)`);
@@ -229,4 +230,50 @@ export function attentionCausal(q: Float32Array, kc: Float32Array, vc: Float32Ar
   if (addon === null) return attentionCausalTs(q, kc, vc, y, shape);
   addon.attentionF32(q, kc, vc, y, shape.tokens, shape.heads, shape.kvHeads, shape.headDim, shape.capacity, shape.start, shape.scale);
   return y;
+}
+
+/**
+ * Appends the new positions' K and V (k, v: [tokens, kvHeads, headDim], float32) to a half-precision cache
+ * (kc, vc: Uint16Array binary16 [kvHeads, capacity, headDim]) at start .., rounded to nearest even, then runs
+ * attentionCausal over it: the arithmetic of the float32 cache holding the rounded values (equal to ~1e-7
+ * relative). Half the cache memory and traffic of float32, like llama.cpp's default f16 KV cache.
+ */
+export function attentionKvF16(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  kc: Uint16Array,
+  vc: Uint16Array,
+  shape: AttentionShape,
+  out?: Float32Array,
+): Float32Array {
+  const y = out ?? new Float32Array(q.length);
+  checkAttention(q, kc, vc, y, shape);
+  const kn = shape.tokens * shape.kvHeads * shape.headDim;
+  if (k.length !== kn || v.length !== kn) throw new ShapeError(`attentionKvF16: k and v must be [${shape.tokens}, ${shape.kvHeads}, ${shape.headDim}]`);
+  const addon = nativeAddon();
+  if (addon === null) return attentionKvF16Ts(q, k, v, kc, vc, y, shape);
+  addon.attentionKvF16(q, k, v, kc, vc, y, shape.tokens, shape.heads, shape.kvHeads, shape.headDim, shape.capacity, shape.start, shape.scale);
+  return y;
+}
+
+/** TypeScript twin of attentionKvF16: stores through format's f32ToF16, widens the cache, then attentionCausalTs. */
+export function attentionKvF16Ts(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  kc: Uint16Array,
+  vc: Uint16Array,
+  out: Float32Array,
+  s: AttentionShape,
+): Float32Array {
+  const { tokens: T, kvHeads: Hkv, headDim: d, capacity: cap, start } = s;
+  for (let t = 0; t < T; t++)
+    for (let g = 0; g < Hkv; g++)
+      for (let i = 0; i < d; i++) {
+        kc[(g * cap + start + t) * d + i] = f32ToF16(k[(t * Hkv + g) * d + i] as number);
+        vc[(g * cap + start + t) * d + i] = f32ToF16(v[(t * Hkv + g) * d + i] as number);
+      }
+  const widen = (c: Uint16Array): Float32Array => Float32Array.from(c, (h) => f16ToF32(h));
+  return attentionCausalTs(q, widen(kc), widen(vc), out, s);
 }

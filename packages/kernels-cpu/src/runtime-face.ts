@@ -11,6 +11,6 @@ export type { TernaryMatrix, TernarySegments } from './ternary.ts';
 export { quantizeRowsInt8, dequantizeRow, matvecI8 } from './int8.ts';
 export type { Int8RowMatrix } from './int8.ts';
 export { matmulF32, matvecF32, streamRead, allocAligned } from './gemm.ts';
-export { quantizeActivations, rmsNorm, ropeTables, applyRope, attentionCausal } from './ops.ts';
+export { quantizeActivations, rmsNorm, ropeTables, applyRope, attentionCausal, attentionKvF16 } from './ops.ts';
 export type { QuantizedActivations } from './ops.ts';
 export { swigluF32 } from './fused.ts';

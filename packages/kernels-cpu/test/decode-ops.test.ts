@@ -6,9 +6,12 @@
  */
 import { expect } from 'chai';
 import { ArgumentError, Rng, ShapeError } from '@bitdistill/core';
+import { f16ToF32, f32ToF16 } from '@bitdistill/format';
 import {
   attentionCausal,
   attentionCausalTs,
+  attentionKvF16,
+  attentionKvF16Ts,
   availableIsas,
   dequantizeRow,
   matvecI8,
@@ -198,6 +201,56 @@ describe('decode-path kernels', () => {
         expect(maxRelErr(attentionCausal(q, kc, vc, shape), want)).to.be.below(2e-5);
       });
     }
+
+    for (const [T, H, Hkv, d, cap, start] of [
+      [1, 4, 2, 16, 10, 5],
+      [5, 6, 3, 20, 12, 0],
+      [3, 8, 8, 33, 40, 30],
+      [1, 16, 8, 128, 100, 80],
+    ] as const) {
+      it(`binary16 cache (attentionKvF16) T=${T} H=${H} Hkv=${Hkv} d=${d} start=${start}: stores as format's f32ToF16, attends as the float32 cache of those values (to 1e-6)`, () => {
+        const q = randomF32(rng, T * H * d);
+        const k = randomF32(rng, T * Hkv * d);
+        const v = randomF32(rng, T * Hkv * d);
+        k[0] = 1 + 2 ** -11; // a tie between two halves: to the even one, 1.0
+        k[1] = -(2 ** -20); // a half subnormal
+        v[1] = -0;
+        const old = randomF32(rng, Hkv * cap * d);
+        const kc = Uint16Array.from(old, (x) => f32ToF16(x));
+        const vc = Uint16Array.from(old.reverse(), (x) => f32ToF16(x));
+        const kcTs = kc.slice();
+        const vcTs = vc.slice();
+        const shape = { tokens: T, heads: H, kvHeads: Hkv, headDim: d, capacity: cap, start, scale: 1 / Math.sqrt(d) };
+        const got = attentionKvF16(q, k, v, kc, vc, shape);
+        for (let t = 0; t < T; t++)
+          for (let g = 0; g < Hkv; g++)
+            for (let i = 0; i < d; i++) {
+              const at = (g * cap + start + t) * d + i;
+              expect(kc[at]).to.equal(f32ToF16(k[(t * Hkv + g) * d + i] as number));
+              expect(vc[at]).to.equal(f32ToF16(v[(t * Hkv + g) * d + i] as number));
+            }
+        expect(kc[start * d]).to.equal(0x3c00);
+        expect(kc[start * d + 1]).to.equal(0x8010);
+        expect(vc[start * d + 1]).to.equal(0x8000);
+        const wk = Float32Array.from(kc, (h) => f16ToF32(h));
+        const wv = Float32Array.from(vc, (h) => f16ToF32(h));
+        expect(maxRelErr(got, attentionCausal(q, wk, wv, shape))).to.be.below(1e-6);
+        expect(maxRelErr(got, reference(q, wk, wv, T, H, Hkv, d, cap, start, shape.scale))).to.be.below(2e-5);
+        const ts = attentionKvF16Ts(q, k, v, kcTs, vcTs, new Float32Array(q.length), shape);
+        expect([...kcTs]).to.deep.equal([...kc]);
+        expect([...vcTs]).to.deep.equal([...vc]);
+        expect(maxRelErr(ts, got)).to.be.below(2e-5);
+      });
+    }
+
+    it('binary16 cache: values beyond the largest half store as infinity, NaN stays NaN', () => {
+      const shape = { tokens: 1, heads: 1, kvHeads: 1, headDim: 4, capacity: 2, start: 0, scale: 0.5 };
+      const kc = new Uint16Array(8);
+      const vc = new Uint16Array(8);
+      attentionKvF16(new Float32Array(4), Float32Array.of(70000, -70000, 65504, Number.NaN), new Float32Array(4), kc, vc, shape);
+      expect([...kc.subarray(0, 3)]).to.deep.equal([0x7c00, 0xfc00, 0x7bff]);
+      expect(Number.isNaN(f16ToF32(kc[3] as number))).to.equal(true);
+    });
 
     it('rejects a step past the cache and mismatched heads', () => {
       const s = { tokens: 2, heads: 4, kvHeads: 2, headDim: 8, capacity: 4, start: 3, scale: 1 };

@@ -13,7 +13,7 @@ import {
   type Predictor,
   type TemplateSource,
 } from '@bitdistill/eval';
-import { EMBEDDING_MODES, kernelsPredictor, TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';
+import { EMBEDDING_MODES, KV_CACHE_MODES, kernelsPredictor, TernaryRuntime, type EmbeddingMode, type KvCacheMode } from '@bitdistill/runtime';
 import { initKernels } from '@bitdistill/kernels-cpu/runtime';
 import { BitDistillError } from '@bitdistill/core';
 import { makeContext, type Context, type GlobalArgs } from '../context.ts';
@@ -35,6 +35,7 @@ interface Args extends GlobalArgs {
   report?: string;
   'max-len'?: number;
   embeddings?: EmbeddingMode;
+  'kv-cache'?: KvCacheMode;
 }
 
 /** The tfjs path: a training checkpoint (fake-quantized student, or a full-precision model). */
@@ -84,6 +85,10 @@ export const evalCommand: CommandModule<GlobalArgs, Args> = {
         choices: EMBEDDING_MODES,
         describe: 'kernels runtime: hold the embeddings and lm_head as exported (fp32, default) or as int8 rows (4x less memory, faster decoding)',
       })
+      .option('kv-cache', {
+        choices: KV_CACHE_MODES,
+        describe: 'kernels runtime: KV cache in f32 (exact, default) or f16 (half the memory; moves logits slightly)',
+      })
       .option('max-len', { type: 'number', describe: "prompt tokens kept, cut from the left (default: the model's training maxSeqLen, else 512)" }) as never,
   handler: async (args) => {
     const ctx = makeContext(args);
@@ -94,13 +99,18 @@ export const evalCommand: CommandModule<GlobalArgs, Args> = {
         hint: 'drop --runtime tfjs, or pass a checkpoint folder',
       });
     }
-    if (args.embeddings !== undefined && runtime !== 'kernels') {
-      throw new BitDistillError('E_USAGE', '--embeddings applies to the kernels runtime only', {
-        hint: 'drop --embeddings, or evaluate an export with --runtime kernels',
-      });
+    for (const flag of ['embeddings', 'kv-cache'] as const) {
+      if (args[flag] !== undefined && runtime !== 'kernels') {
+        throw new BitDistillError('E_USAGE', `--${flag} applies to the kernels runtime only`, {
+          hint: `drop --${flag}, or evaluate an export with --runtime kernels`,
+        });
+      }
     }
     // A GGUF carries its config (with the task block) inside: load it first to read the template and label words.
-    const rt = runtime === 'kernels' ? (initKernels({ logger: ctx.logger }), TernaryRuntime.load(args.model, { embeddings: args.embeddings ?? 'fp32' })) : null;
+    const rt =
+      runtime === 'kernels'
+        ? (initKernels({ logger: ctx.logger }), TernaryRuntime.load(args.model, { embeddings: args.embeddings ?? 'fp32', kvCache: args['kv-cache'] ?? 'f32' }))
+        : null;
     const raw = rt !== null ? rt.bitdistill : readModelBlock(args.model);
     const block = Object.keys(raw ?? {}).length > 0 ? raw : null;
     const taskConfig = args.config !== undefined ? loadConfig(args.config, []).config.task : undefined;

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { BitDistillError } from '@bitdistill/core';
 import { initKernels } from '@bitdistill/kernels-cpu/runtime';
-import { EMBEDDING_MODES, TernaryRuntime, type EmbeddingMode } from '@bitdistill/runtime';
+import { EMBEDDING_MODES, KV_CACHE_MODES, TernaryRuntime, type EmbeddingMode, type KvCacheMode } from '@bitdistill/runtime';
 import { makeContext, type GlobalArgs } from '../context.ts';
 import { isExport } from '../exports.ts';
 
@@ -10,6 +10,7 @@ interface Args extends GlobalArgs {
   prompt: string;
   'max-new-tokens': number;
   embeddings?: EmbeddingMode;
+  'kv-cache'?: KvCacheMode;
 }
 
 export const generateCommand: CommandModule<GlobalArgs, Args> = {
@@ -24,12 +25,16 @@ export const generateCommand: CommandModule<GlobalArgs, Args> = {
       })
       .option('prompt', { type: 'string', demandOption: true })
       .option('max-new-tokens', { type: 'number', default: 64 })
-      .option('embeddings', { choices: EMBEDDING_MODES, describe: 'kernels runtime: embeddings and lm_head as exported (fp32) or as int8 rows' }) as never,
+      .option('embeddings', { choices: EMBEDDING_MODES, describe: 'kernels runtime: embeddings and lm_head as exported (fp32) or as int8 rows' })
+      .option('kv-cache', {
+        choices: KV_CACHE_MODES,
+        describe: 'kernels runtime: KV cache in f32 (exact, default) or f16 (half the memory; moves logits slightly)',
+      }) as never,
   handler: async (args) => {
     const ctx = makeContext(args);
     if (isExport(args.model)) {
       initKernels({ logger: ctx.logger });
-      const rt = TernaryRuntime.load(args.model, { embeddings: args.embeddings ?? 'fp32' });
+      const rt = TernaryRuntime.load(args.model, { embeddings: args.embeddings ?? 'fp32', kvCache: args['kv-cache'] ?? 'f32' });
       const tok = rt.tokenizer;
       const promptIds = tok.encode(args.prompt, { addBos: tok.bosId !== null });
       ctx.logger.debug({ promptIds }, 'prompt tokens');
@@ -39,6 +44,7 @@ export const generateCommand: CommandModule<GlobalArgs, Args> = {
         {
           runtime: 'kernels',
           embeddings: rt.info.embeddings,
+          kvCache: rt.info.kvCache,
           newTokens: g.ids.length,
           prefillTokensPerSecond: Number((promptIds.length / g.prefillSeconds).toFixed(1)),
           // the first new token comes from the prefill's logits, the rest from decode steps (none: null)
@@ -48,10 +54,12 @@ export const generateCommand: CommandModule<GlobalArgs, Args> = {
       );
       return;
     }
-    if (args.embeddings !== undefined) {
-      throw new BitDistillError('E_USAGE', '--embeddings applies to exports (the kernels runtime) only', {
-        hint: 'drop --embeddings, or pass a folder written by `bitdistill export --ternary` or a .gguf file',
-      });
+    for (const flag of ['embeddings', 'kv-cache'] as const) {
+      if (args[flag] !== undefined) {
+        throw new BitDistillError('E_USAGE', `--${flag} applies to exports (the kernels runtime) only`, {
+          hint: `drop --${flag}, or pass a folder written by \`bitdistill export --ternary\` or a .gguf file`,
+        });
+      }
     }
     await ctx.backend();
     const { loadModel, generateGreedy } = await import('@bitdistill/model');
