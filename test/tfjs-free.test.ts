@@ -64,3 +64,43 @@ describe('the tfjs-free wing depends only on tfjs-free packages (package.json, t
     expect([...dependencyClosure('quant')]).to.include('@tensorflow/tfjs');
   });
 });
+
+describe('the CLI runs an export without loading tfjs', function () {
+  this.timeout(120_000);
+  const cli = (args: string[]) =>
+    spawnSync(process.execPath, ['--import', HOOK, 'packages/cli/bin/bitdistill.js', ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, BITDISTILL_CLI_FROM_SOURCE: '1' },
+    });
+
+  it('generate on an export (kernels runtime)', () => {
+    const r = cli(['generate', '--model', 'test/fixtures/tiny-bitnet-hf', '--prompt', 'Once upon', '--max-new-tokens', '3', '--log-level', 'warn']);
+    expect(r.status, `${r.stdout}${r.stderr}`.slice(-800)).to.equal(0);
+    expect(r.stdout).to.match(/^Once upon/);
+  });
+
+  it('eval on an export (kernels runtime)', () => {
+    const r = cli([
+      'eval',
+      '--model',
+      'test/fixtures/tiny-bitnet-hf',
+      '--task',
+      'sst2',
+      '--template-from',
+      'builtin',
+      '--limit',
+      '4',
+      '--json',
+      '--log-level',
+      'warn',
+    ]);
+    expect(r.status, `${r.stdout}${r.stderr}`.slice(-800)).to.equal(0);
+    expect((JSON.parse(r.stdout.trim().split('\n').pop() as string) as { examples: number }).examples).to.equal(4);
+  });
+
+  it('the guard does see tfjs: `info` (the tfjs decoder) is caught', () => {
+    const r = cli(['info', '--model', 'test/fixtures/tiny-bitnet-hf', '--log-level', 'warn']);
+    expect(r.status).to.not.equal(0);
+    expect(`${r.stdout}${r.stderr}`).to.match(/tfjs loaded: @tensorflow\/tfjs/);
+  });
+});

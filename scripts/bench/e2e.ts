@@ -125,10 +125,10 @@ const CHILD = `
 import { readFileSync } from 'node:fs';
 import { TernaryRuntime } from '@bitdistill/runtime';
 import { initKernels, nativeStatus } from '@bitdistill/kernels-cpu/runtime';
-const [dir, embeddings, prompt, gen, runs, threads] = process.argv.slice(-6);
+const [dir, embeddings, kvCache, prompt, gen, runs, threads] = process.argv.slice(-7);
 initKernels({ threads: Number(threads) });
 const t0 = performance.now();
-const rt = TernaryRuntime.load(dir, { embeddings });
+const rt = TernaryRuntime.load(dir, { embeddings, kvCache });
 const loadSeconds = (performance.now() - t0) / 1000;
 // Let V8 free the file buffers the loader read (several collections, with the event loop turning between).
 for (let i = 0; i < 3; i++) { globalThis.gc?.(); await new Promise((r) => setTimeout(r, 100)); }
@@ -144,8 +144,8 @@ const hwm = /^VmHWM:\\s*(\\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))
 console.log(JSON.stringify({ isa: nativeStatus().isa, residentBytes, peakRssBytes: hwm ? Number(hwm[1]) * 1024 : -1, weightBytes: rt.info.weightBytes, prefill: pre, generation: dec, loadSeconds }));
 `;
 
-function runChild(dir: string, embeddings: 'fp32' | 'int8', prompt: number, gen: number, runs: number, threads: number): ProcessRuns {
-  const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', '--input-type=module', '-e', CHILD, dir, embeddings, String(prompt), String(gen), String(runs), String(threads)], {
+function runChild(dir: string, embeddings: 'fp32' | 'int8', kvCache: 'f32' | 'f16', prompt: number, gen: number, runs: number, threads: number): ProcessRuns {
+  const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', '--input-type=module', '-e', CHILD, dir, embeddings, kvCache, String(prompt), String(gen), String(runs), String(threads)], {
     encoding: 'utf8',
     maxBuffer: 1 << 24,
   });
@@ -213,17 +213,19 @@ export async function main(args: string[]): Promise<void> {
   }
   // Rounds of the variants in turn, each in a fresh process, so that a slow spell of the machine (other tenants'
   // memory traffic moves these numbers by tens of percent here) hits every variant alike.
-  const all: Record<'ternary' | 'int8' | 'fp32' | 'llamaCpp', ProcessRuns[]> = { ternary: [], int8: [], fp32: [], llamaCpp: [] };
+  const all: Record<'ternary' | 'int8' | 'int8F16Kv' | 'fp32' | 'llamaCpp', ProcessRuns[]> = { ternary: [], int8: [], int8F16Kv: [], fp32: [], llamaCpp: [] };
   for (let r = 0; r < rounds; r++) {
-    all.ternary.push(runChild(m.ternary, 'fp32', prompt, gen, runs, threads));
-    all.int8.push(runChild(m.ternary, 'int8', prompt, gen, runs, threads));
-    all.fp32.push(runChild(m.fp32, 'fp32', prompt, gen, runs, threads));
+    all.ternary.push(runChild(m.ternary, 'fp32', 'f32', prompt, gen, runs, threads));
+    all.int8.push(runChild(m.ternary, 'int8', 'f32', prompt, gen, runs, threads));
+    all.int8F16Kv.push(runChild(m.ternary, 'int8', 'f16', prompt, gen, runs, threads));
+    all.fp32.push(runChild(m.fp32, 'fp32', 'f32', prompt, gen, runs, threads));
     if (typeof runner !== 'string' && gguf !== null) all.llamaCpp.push(runLlamaCpp(runner, gguf.path, prompt, gen, runs, threads));
-    console.error(`round ${r + 1}/${rounds}: int8 ${all.int8.at(-1)?.generation.map((v) => v.toFixed(1)).join('/')} tok/s${all.llamaCpp.length > r ? `, llama.cpp ${all.llamaCpp.at(-1)?.generation.map((v) => v.toFixed(1)).join('/')}` : ''}`);
+    console.error(`round ${r + 1}/${rounds}: int8 ${all.int8.at(-1)?.generation.map((v) => v.toFixed(1)).join('/')}, int8 + f16 KV ${all.int8F16Kv.at(-1)?.generation.map((v) => v.toFixed(1)).join('/')} tok/s${all.llamaCpp.length > r ? `, llama.cpp ${all.llamaCpp.at(-1)?.generation.map((v) => v.toFixed(1)).join('/')}` : ''}`);
   }
   const ours = (ps: ProcessRuns[]) => ({ ...summarize(ps), residentBytes: median(ps.map((p) => p.residentBytes ?? Number.NaN)), weightBytes: ps[0]?.weightBytes ?? Number.NaN, loadSeconds: median(ps.map((p) => p.loadSeconds ?? Number.NaN)) });
   const ternary = ours(all.ternary);
   const ternaryInt8 = ours(all.int8);
+  const ternaryInt8F16Kv = ours(all.int8F16Kv);
   const fp32 = ours(all.fp32);
   const llama = all.llamaCpp.length > 0 ? summarize(all.llamaCpp) : null;
   const bf16Bytes = m.params * 2;
@@ -238,7 +240,7 @@ export async function main(args: string[]): Promise<void> {
       `${rounds} rounds of the variants in turn, each a fresh process doing ${runs} generations (${prompt}-token prompt, ${gen} greedy tokens, ${threads} threads on both sides); ` +
       'generationCold / prefillCold: the first run of each process (median over processes), generationWarm / prefillWarm: the later runs (median); ' +
       'generation tokens/s = (generated - 1) / decode seconds on both sides; peakRssBytes: VmHWM of /proc/self/status at the end of the process, read the same way on both sides (median over processes)',
-    variants: { ternary, ternaryInt8Embeddings: ternaryInt8, fp32 },
+    variants: { ternary, ternaryInt8Embeddings: ternaryInt8, ternaryInt8EmbeddingsF16Kv: ternaryInt8F16Kv, fp32 },
     llamaCpp:
       typeof runner === 'string' || llama === null || gguf === null
         ? { ran: false, reason: typeof runner === 'string' ? runner : 'no GGUF' }
@@ -246,16 +248,18 @@ export async function main(args: string[]): Promise<void> {
             ran: true,
             build: `${runner.source}, libggml-cpu-${runner.variant}.so`,
             gguf: { file: gguf.path, bytes: gguf.bytes, architecture: 'qwen3', projections: 'TQ2_0', tokenEmbedding: 'Q8_0 (tied: also the LM head)', writer: 'scripts/bench/e2e-gguf.ts' },
-            harness: 'scripts/llamacpp/run_gguf.c bench request: llama_decode of the prompt, then greedy single-token decodes; context of prompt + generated tokens',
+            harness:
+              "scripts/llamacpp/run_gguf.c bench request: llama_decode of the prompt, then greedy single-token decodes; context of prompt + generated tokens; llama.cpp's default context parameters (f16 KV cache)",
             ...llama,
           },
     // Kept from earlier result files: the medians over every run (cold and warm mixed) and the ratios.
     tokensPerSecond: {
       ternary: { prefill: median(ternary.allRuns.prefill.flat()), generation: median(ternary.allRuns.generation.flat()) },
       ternaryInt8Embeddings: { prefill: median(ternaryInt8.allRuns.prefill.flat()), generation: median(ternaryInt8.allRuns.generation.flat()) },
+      ternaryInt8EmbeddingsF16Kv: { prefill: median(ternaryInt8F16Kv.allRuns.prefill.flat()), generation: median(ternaryInt8F16Kv.allRuns.generation.flat()) },
       fp32: { prefill: median(fp32.allRuns.prefill.flat()), generation: median(fp32.allRuns.generation.flat()) },
     },
-    residentBytes: { ternary: ternary.residentBytes, ternaryInt8Embeddings: ternaryInt8.residentBytes, fp32: fp32.residentBytes },
+    residentBytes: { ternary: ternary.residentBytes, ternaryInt8Embeddings: ternaryInt8.residentBytes, ternaryInt8EmbeddingsF16Kv: ternaryInt8F16Kv.residentBytes, fp32: fp32.residentBytes },
     weightBytes: { ternary: ternary.weightBytes, ternaryInt8Embeddings: ternaryInt8.weightBytes, fp32: fp32.weightBytes },
     ratios: {
       warmGenerationTernaryOverFp32: ternary.generationWarm / fp32.generationWarm,
@@ -269,6 +273,11 @@ export async function main(args: string[]): Promise<void> {
             coldGenerationInt8OverLlamaCpp: ternaryInt8.generationCold / llama.generationCold,
             warmPrefillInt8OverLlamaCpp: ternaryInt8.prefillWarm / llama.prefillWarm,
             peakRssInt8OverLlamaCpp: ternaryInt8.peakRssBytes / llama.peakRssBytes,
+            // Equal settings on both sides: 8-bit embeddings / head and an f16 KV cache (llama.cpp's default).
+            warmGenerationInt8F16KvOverLlamaCpp: ternaryInt8F16Kv.generationWarm / llama.generationWarm,
+            coldGenerationInt8F16KvOverLlamaCpp: ternaryInt8F16Kv.generationCold / llama.generationCold,
+            warmPrefillInt8F16KvOverLlamaCpp: ternaryInt8F16Kv.prefillWarm / llama.prefillWarm,
+            peakRssInt8F16KvOverLlamaCpp: ternaryInt8F16Kv.peakRssBytes / llama.peakRssBytes,
           }),
     },
   };
@@ -291,12 +300,14 @@ export async function main(args: string[]): Promise<void> {
     '|---|---:|---:|---:|---:|---:|---:|',
     row('ours: ternary (2-bit projections), fp32 embeddings / head', ternary, `${mb(ternary.residentBytes)} / ${mb(ternary.weightBytes)}`),
     row('ours: ternary + int8 embeddings / head (`--embeddings int8`)', ternaryInt8, `${mb(ternaryInt8.residentBytes)} / ${mb(ternaryInt8.weightBytes)}`),
+    row('ours: ternary + int8 embeddings / head + f16 KV cache (`--kv-cache f16`)', ternaryInt8F16Kv, `${mb(ternaryInt8F16Kv.residentBytes)} / ${mb(ternaryInt8F16Kv.weightBytes)}`),
     row('ours: fp32 (same weights)', fp32, `${mb(fp32.residentBytes)} / ${mb(fp32.weightBytes)}`),
     ...(llama === null || gguf === null ? [] : [row(`llama.cpp ${typeof runner === 'string' ? '' : runner.source} (${typeof runner === 'string' ? '' : runner.variant}): same weights, qwen3 GGUF, TQ2_0 + Q8_0 embeddings / head`, llama, `GGUF ${mb(gguf.bytes)}`)]),
     '',
     llama === null
       ? `llama.cpp not run: ${(result.llamaCpp as { reason?: string }).reason}.`
-      : `Ours (int8 embeddings) against llama.cpp at the same embedding precision: generation **${r['warmGenerationInt8OverLlamaCpp']?.toFixed(2)}x** warm (${r['coldGenerationInt8OverLlamaCpp']?.toFixed(2)}x cold), prefill ${r['warmPrefillInt8OverLlamaCpp']?.toFixed(2)}x warm, peak RSS ${r['peakRssInt8OverLlamaCpp']?.toFixed(2)}x llama.cpp's.`,
+      : `Ours against llama.cpp with the same settings (8-bit embeddings / head, f16 KV cache): generation **${r['warmGenerationInt8F16KvOverLlamaCpp']?.toFixed(2)}x** warm (${r['coldGenerationInt8F16KvOverLlamaCpp']?.toFixed(2)}x cold), prefill ${r['warmPrefillInt8F16KvOverLlamaCpp']?.toFixed(2)}x warm, peak RSS **${r['peakRssInt8F16KvOverLlamaCpp']?.toFixed(2)}x** llama.cpp's. ` +
+        `With our exact f32 KV cache (the default): generation ${r['warmGenerationInt8OverLlamaCpp']?.toFixed(2)}x warm (${r['coldGenerationInt8OverLlamaCpp']?.toFixed(2)}x cold), prefill ${r['warmPrefillInt8OverLlamaCpp']?.toFixed(2)}x, peak RSS ${r['peakRssInt8OverLlamaCpp']?.toFixed(2)}x.`,
     `Against fp32 through the same runtime (warm): ternary generation ${r['warmGenerationTernaryOverFp32']?.toFixed(2)}x, with int8 embeddings ${r['warmGenerationInt8OverFp32']?.toFixed(2)}x; int8 peak RSS ${(100 * (r['int8PeakRssOverBf16'] ?? 0)).toFixed(1)}% of a bf16 copy (${mb(bf16Bytes)}).`,
     '',
     'Peak RSS includes Node itself for ours (about 80 MiB once tsx and the kernels addon are loaded) and the tokenizer; llama.cpp maps the GGUF, so its weight pages count once touched.',

@@ -19,13 +19,13 @@
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { ArgumentError, silentLogger, type Logger } from '@bitdistill/core';
+import { BACKEND_CHOICES, type BackendChoice } from '@bitdistill/config';
 import { nativeStatus } from '@bitdistill/kernels-cpu/engine';
 import { NATIVE_KERNEL_NAMES, setNativeKernels } from './native-kernels.ts';
 import { registerNativeEngine } from './engine.ts';
 import { registerWasmSegmentSum } from './segment-sum.ts';
 
-export const BACKEND_CHOICES = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'] as const;
-export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+export { BACKEND_CHOICES, type BackendChoice };
 
 export interface BackendInfo {
   /** tfjs backend name now active: 'tensorflow' | 'native' | 'wasm' | 'cpu'. */

@@ -1,5 +1,6 @@
 /** What every command gets: the global options, a logger, and the backend (initialised on first use). */
-import { initBackend, type BackendChoice, type BackendInfo } from '@bitdistill/backend';
+import type { BackendInfo } from '@bitdistill/backend';
+import type { BackendChoice } from '@bitdistill/config';
 import type { Logger } from 'pino';
 import { createLogger, type LogLevel } from './log.ts';
 
@@ -16,5 +17,6 @@ export interface Context {
 
 export function makeContext(args: GlobalArgs): Context {
   const logger = createLogger(args['log-level']);
-  return { logger, backend: () => initBackend(args.backend, logger) };
+  // tfjs loads only when a command asks for the backend: the kernels runtime's commands never do.
+  return { logger, backend: async () => (await import('@bitdistill/backend')).initBackend(args.backend, logger) };
 }

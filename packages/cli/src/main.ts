@@ -4,7 +4,7 @@
  */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { BACKEND_CHOICES } from '@bitdistill/backend';
+import { BACKEND_CHOICES } from '@bitdistill/config';
 import { BitDistillError } from '@bitdistill/core';
 import { LOG_LEVELS } from './log.ts';
 import { EXIT_USAGE, exitCodeFor, reportError } from './errors.ts';

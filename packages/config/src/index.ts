@@ -1,8 +1,10 @@
 export { loadConfig } from './load.ts';
 export type { LoadedConfig } from './load.ts';
-export { STAGE_NAMES, validateConfig, formatConfig } from './train-config.ts';
+export { STAGE_NAMES, BACKEND_CHOICES, SCHEDULES, validateConfig, formatConfig } from './train-config.ts';
 export type {
   StageName,
+  BackendChoice,
+  ScheduleKind,
   TrainConfig,
   ModelConfig,
   TaskConfig,

@@ -52,11 +52,16 @@ export type StageName = (typeof STAGE_NAMES)[number];
 /** The BitDistill pipeline, the default `stages` (pretrain is opt-in: it builds a base model). */
 export const PIPELINE_STAGES: readonly StageName[] = ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill'];
 
-// Mirrors of lists owned by packages above this one (config depends on core only); their tests use these names.
-const BACKENDS = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'] as const; // @bitdistill/backend BACKEND_CHOICES
-const SCHEDULES = ['linear', 'cosine', 'wsd', 'constant'] as const; // @bitdistill/trainer SCHEDULES
-const METRICS = ['accuracy', 'f1', 'matthews', 'pearson', 'spearman'] as const; // @bitdistill/data METRIC_NAMES
-const DATASET_FORMATS = ['tsv', 'jsonl', 'parquet', 'arrow'] as const; // @bitdistill/data DATASET_FORMATS
+/** The tfjs backends `--backend` / `backend:` accept (@bitdistill/backend initialises them). */
+export const BACKEND_CHOICES = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'] as const;
+export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+/** The learning-rate schedules (@bitdistill/trainer computes them). */
+export const SCHEDULES = ['linear', 'cosine', 'wsd', 'constant'] as const;
+export type ScheduleKind = (typeof SCHEDULES)[number];
+// Mirrors of lists owned by @bitdistill/data, which sits beside this package (its readers would load with config
+// otherwise); test/config-mirrors.test.ts checks they are equal.
+export const METRICS = ['accuracy', 'f1', 'matthews', 'pearson', 'spearman'] as const; // @bitdistill/data METRIC_NAMES
+export const DATASET_FORMATS = ['tsv', 'jsonl', 'parquet', 'arrow'] as const; // @bitdistill/data DATASET_FORMATS
 
 /** [code] AdamW (0.9, 0.999, 1e-8), clip 1.0, warmup 0.05, linear decay, wd 0.1, LR 5e-5 (YAML), 2-3 epochs; [paper] batch 32. */
 const optimShape = {
@@ -124,7 +129,7 @@ const trainShape = {
   name: str({ pattern: { re: /^[A-Za-z0-9][A-Za-z0-9._-]*$/, description: 'letters, digits, . _ - (it names the run folder)' } }),
   /** Seeds the data order and every random init (an unsigned 32-bit integer, as core's Rng). */
   seed: int({ min: 0, max: 2 ** 32 - 1 }).default(0),
-  backend: enumOf(BACKENDS).default('auto'),
+  backend: enumOf(BACKEND_CHOICES).default('auto'),
   outputDir: str().default('runs'),
   /** Printed as small print under the run's summary.md and the CLI's summary: what to expect from this run, where to read more. */
   note: str().nullable().default(null),

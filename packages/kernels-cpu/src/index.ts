@@ -18,7 +18,18 @@ export {
 export type { TernaryMatrix, TernarySegments } from './ternary.ts';
 export { matmulF32, batchMatmulF32, broadcastBatch, matvecF32, streamRead, allocAligned } from './gemm.ts';
 export type { MatMulOptions, BatchMatMulShape, BatchBroadcast } from './gemm.ts';
-export { quantizeActivations, rmsNorm, ropeTables, applyRope, softmax, siluGate, attentionCausal, attentionCausalTs, attentionKvF16, attentionKvF16Ts } from './ops.ts';
+export {
+  quantizeActivations,
+  rmsNorm,
+  ropeTables,
+  applyRope,
+  softmax,
+  siluGate,
+  attentionCausal,
+  attentionCausalTs,
+  attentionKvF16,
+  attentionKvF16Ts,
+} from './ops.ts';
 export type { QuantizedActivations, RopeTables, AttentionShape } from './ops.ts';
 export { adamwF32, adamwF32Ts } from './optim.ts';
 export { bitLinearF32, bitLinearGradF32, bitLinearF32Ts, bitLinearGradF32Ts, swigluF32, swigluGradF32, swigluF32Ts, swigluGradF32Ts } from './fused.ts';

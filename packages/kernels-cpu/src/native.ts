@@ -7,6 +7,7 @@
  * path (at most the best one this CPU has); BITDISTILL_THREADS=N sets the pool size.
  */
 import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { ArgumentError, BitDistillError, UnsupportedError, silentLogger, type Logger } from '@bitdistill/core';
 
 /** The native code paths, lowest first. `scalar` is portable C++, the others need the named x86 features. */
@@ -191,7 +192,11 @@ export interface NativeAddon {
   swigluF32(g: Float32Array, u: Float32Array, y: Float32Array, dg?: Float32Array, du?: Float32Array): void;
 }
 
-const ADDON_PATH = '../build/Release/bitdistill_kernels.node';
+/** The addon, found from the package's own folder (so that a bundle of this module finds it too). */
+function addonPath(): string {
+  const require = createRequire(import.meta.url);
+  return join(dirname(require.resolve('@bitdistill/kernels-cpu/package.json')), 'build', 'Release', 'bitdistill_kernels.node');
+}
 const ADDON_FUNCTIONS = [
   'info',
   'setIsa',
@@ -244,7 +249,7 @@ function loadAddon(): { addon: NativeAddon | null; reason?: string } {
   if (process.env['BITDISTILL_NATIVE'] === '0') return { addon: null, reason: 'disabled by BITDISTILL_NATIVE=0' };
   let mod: unknown;
   try {
-    mod = createRequire(import.meta.url)(ADDON_PATH);
+    mod = createRequire(import.meta.url)(addonPath());
   } catch (e) {
     const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
     return { addon: null, reason: `native addon not loadable (${msg}); rebuild with \`npm install\` or \`npm run build -w @bitdistill/kernels-cpu\`` };

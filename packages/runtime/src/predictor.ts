@@ -18,10 +18,15 @@ export function kernelsPredictor(rt: TernaryRuntime): Predictor {
       const scoring = mode === 'label' ? labelScoring(tok, task) : null;
       let maxNew = 0;
       if (mode === 'generate') for (const a of answerTokenIds(tok, task)) maxNew = Math.max(maxNew, a.length + 1);
+      // Prompt and answer must fit the model's positions (the KV cache holds max_position_embeddings): a longer
+      // prompt is cut from the left like any over-long one, not refused.
+      let answerLen = maxNew;
+      if (scoring !== null && scoring.mode !== 'first-token') for (const a of scoring.answers) answerLen = Math.max(answerLen, a.length - 1);
+      const promptLen = Math.max(1, Math.min(maxLen, rt.config.maxPositionEmbeddings - answerLen));
       const preds: number[] = [];
       let tokens = 0;
       for (const ex of examples) {
-        const prompt = evalPrompt(tok, task, ex, maxLen);
+        const prompt = evalPrompt(tok, task, ex, promptLen);
         tokens += prompt.length;
         if (scoring === null) {
           const g = rt.generate(prompt, maxNew, tok.eosId);

@@ -2,8 +2,8 @@
  * Learning-rate schedules with linear warmup. `wsd` (warmup-stable-decay) keeps the peak LR until the last
  * `decayRatio` of training, which PAPER.md section 9 links to lower quantization error.
  */
-export const SCHEDULES = ['linear', 'cosine', 'wsd', 'constant'] as const;
-export type ScheduleKind = (typeof SCHEDULES)[number];
+import { SCHEDULES, type ScheduleKind } from '@bitdistill/config';
+export { SCHEDULES, type ScheduleKind };
 
 export interface ScheduleOptions {
   kind: ScheduleKind;

@@ -1,8 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { ArgumentError } from '@bitdistill/core';
 import { hfConfigKeys, SUBLN_MODES, type SublnMode, WEIGHT_QUANT_MODES, type WeightQuantMode } from '@bitdistill/arch';
-import { loadModel } from '@bitdistill/model';
-import { describeStudent, prepareStudent, restoreStudent } from '@bitdistill/quant';
 import { makeContext, type GlobalArgs } from '../context.ts';
 
 interface Args extends GlobalArgs {
@@ -41,6 +39,8 @@ export const infoCommand: CommandModule<GlobalArgs, Args> = {
   handler: async (args) => {
     const ctx = makeContext(args);
     await ctx.backend();
+    const { loadModel } = await import('@bitdistill/model');
+    const { describeStudent, prepareStudent, restoreStudent } = await import('@bitdistill/quant');
     const { model, tokenizer } = loadModel(args.model, { trainable: false, logger: ctx.logger });
     if (args.student !== undefined) {
       const spec = parseStudentSpec(args.student);

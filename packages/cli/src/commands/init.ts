@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { ArgumentError, FormatError, NotFoundError } from '@bitdistill/core';
 import { loadTokenizer } from '@bitdistill/data';
-import { copyTokenizerFiles, initDecoder, saveModel } from '@bitdistill/model';
 import { makeContext, type GlobalArgs } from '../context.ts';
 
 interface Args extends GlobalArgs {
@@ -49,6 +48,7 @@ export const initCommand: CommandModule<GlobalArgs, Args> = {
       });
     }
     await ctx.backend();
+    const { copyTokenizerFiles, initDecoder, saveModel } = await import('@bitdistill/model');
     const model = initDecoder(arch, args.seed);
     await saveModel(model, args.out, { metadata: { format: 'pt', source: `bitdistill init --seed ${args.seed}` } });
     const copied = copyTokenizerFiles(args.tokenizer, args.out);

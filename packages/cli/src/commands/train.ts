@@ -3,8 +3,6 @@ import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
 import type { Logger } from 'pino';
 import { checkMemoryBudget, estimateRun, loadConfig, STAGE_NAMES, type StageName, type TrainConfig } from '@bitdistill/config';
-import { runTraining, summaryMarkdown } from '@bitdistill/trainer';
-import { initBackend } from '@bitdistill/backend';
 import { createLogger } from '../log.ts';
 import { ProgressBar } from '../progress.ts';
 import type { GlobalArgs } from '../context.ts';
@@ -76,6 +74,8 @@ export const trainCommand: CommandModule<GlobalArgs, Args> = {
     const { config, resolvedYaml } = loadConfig(args.config, args.overrides);
     // --backend on the command line wins over the config's backend key.
     const explicit = process.argv.some((a) => a === '--backend' || a.startsWith('--backend='));
+    const { initBackend } = await import('@bitdistill/backend');
+    const { runTraining, summaryMarkdown } = await import('@bitdistill/trainer');
     const backend = await initBackend(explicit ? args.backend : config.backend, logger);
     if (args['memory-check']) memoryCheck(config, backend.name, stagesToRun(config, args.stage, args.resume), logger);
     let stopRequested = false;
