@@ -17,7 +17,7 @@
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Rng } from '@bitdistill/core';
 import { f32ArrayToBf16, packTernaryHF, writeSafetensors, type TensorEntry } from '@bitdistill/format';
 import { llamaCppGgufRunner, type LlamaCppBench, type LlamaCppGgufRunner } from '../llamacpp/gguf-runner.ts';
@@ -144,8 +144,32 @@ const hwm = /^VmHWM:\\s*(\\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))
 console.log(JSON.stringify({ isa: nativeStatus().isa, residentBytes, peakRssBytes: hwm ? Number(hwm[1]) * 1024 : -1, weightBytes: rt.info.weightBytes, prefill: pre, generation: dec, loadSeconds }));
 `;
 
-function runChild(dir: string, embeddings: 'fp32' | 'int8', kvCache: 'f32' | 'f16', prompt: number, gen: number, runs: number, threads: number): ProcessRuns {
-  const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', '--input-type=module', '-e', CHILD, dir, embeddings, kvCache, String(prompt), String(gen), String(runs), String(threads)], {
+/**
+ * The child as a bundle on plain Node (esbuild, @bitdistill/* inlined, other packages external), as the bitdistill
+ * command runs (scripts/build-cli.mjs): through tsx, every process would also carry the TypeScript loader
+ * (a second V8 isolate, 34 MiB resident) that no user's generation process has.
+ */
+async function bundleChild(root: string): Promise<string> {
+  const { build } = await import('esbuild');
+  const entry = join(root, 'child.ts');
+  const out = join(root, 'child.mjs');
+  writeFileSync(entry, CHILD);
+  await build({
+    entryPoints: [entry],
+    outfile: out,
+    bundle: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    logLevel: 'warning',
+    nodePaths: [resolve('node_modules')],
+    plugins: [{ name: 'workspace-only', setup: (b) => b.onResolve({ filter: /^[^./]/ }, (a) => (a.path.startsWith('@bitdistill/') ? undefined : { external: true })) }],
+  });
+  return out;
+}
+
+function runChild(child: string, dir: string, embeddings: 'fp32' | 'int8', kvCache: 'f32' | 'f16', prompt: number, gen: number, runs: number, threads: number): ProcessRuns {
+  const r = spawnSync(process.execPath, ['--expose-gc', child, dir, embeddings, kvCache, String(prompt), String(gen), String(runs), String(threads)], {
     encoding: 'utf8',
     maxBuffer: 1 << 24,
   });
@@ -203,6 +227,7 @@ export async function main(args: string[]): Promise<void> {
   const load0 = loadavg()[0] as number;
   const cpu = cpuModel();
   const m = writeModels(root, layers);
+  const child = await bundleChild(root);
   const runner = llamaCppGgufRunner();
   let gguf: { path: string; bytes: number } | null = null;
   if (typeof runner === 'string') console.error(`llama.cpp e2e skipped: ${runner}`);
@@ -215,10 +240,10 @@ export async function main(args: string[]): Promise<void> {
   // memory traffic moves these numbers by tens of percent here) hits every variant alike.
   const all: Record<'ternary' | 'int8' | 'int8F16Kv' | 'fp32' | 'llamaCpp', ProcessRuns[]> = { ternary: [], int8: [], int8F16Kv: [], fp32: [], llamaCpp: [] };
   for (let r = 0; r < rounds; r++) {
-    all.ternary.push(runChild(m.ternary, 'fp32', 'f32', prompt, gen, runs, threads));
-    all.int8.push(runChild(m.ternary, 'int8', 'f32', prompt, gen, runs, threads));
-    all.int8F16Kv.push(runChild(m.ternary, 'int8', 'f16', prompt, gen, runs, threads));
-    all.fp32.push(runChild(m.fp32, 'fp32', 'f32', prompt, gen, runs, threads));
+    all.ternary.push(runChild(child, m.ternary, 'fp32', 'f32', prompt, gen, runs, threads));
+    all.int8.push(runChild(child, m.ternary, 'int8', 'f32', prompt, gen, runs, threads));
+    all.int8F16Kv.push(runChild(child, m.ternary, 'int8', 'f16', prompt, gen, runs, threads));
+    all.fp32.push(runChild(child, m.fp32, 'fp32', 'f32', prompt, gen, runs, threads));
     if (typeof runner !== 'string' && gguf !== null) all.llamaCpp.push(runLlamaCpp(runner, gguf.path, prompt, gen, runs, threads));
     console.error(`round ${r + 1}/${rounds}: int8 ${all.int8.at(-1)?.generation.map((v) => v.toFixed(1)).join('/')}, int8 + f16 KV ${all.int8F16Kv.at(-1)?.generation.map((v) => v.toFixed(1)).join('/')} tok/s${all.llamaCpp.length > r ? `, llama.cpp ${all.llamaCpp.at(-1)?.generation.map((v) => v.toFixed(1)).join('/')}` : ''}`);
   }
@@ -239,7 +264,7 @@ export async function main(args: string[]): Promise<void> {
     method:
       `${rounds} rounds of the variants in turn, each a fresh process doing ${runs} generations (${prompt}-token prompt, ${gen} greedy tokens, ${threads} threads on both sides); ` +
       'generationCold / prefillCold: the first run of each process (median over processes), generationWarm / prefillWarm: the later runs (median); ' +
-      'generation tokens/s = (generated - 1) / decode seconds on both sides; peakRssBytes: VmHWM of /proc/self/status at the end of the process, read the same way on both sides (median over processes)',
+      'generation tokens/s = (generated - 1) / decode seconds on both sides; ours runs as a bundle on plain Node, as the bitdistill command does (no TypeScript loader in the process); peakRssBytes: VmHWM of /proc/self/status at the end of the process, read the same way on both sides (median over processes)',
     variants: { ternary, ternaryInt8Embeddings: ternaryInt8, ternaryInt8EmbeddingsF16Kv: ternaryInt8F16Kv, fp32 },
     llamaCpp:
       typeof runner === 'string' || llama === null || gguf === null
@@ -310,7 +335,7 @@ export async function main(args: string[]): Promise<void> {
         `With our exact f32 KV cache (the default): generation ${r['warmGenerationInt8OverLlamaCpp']?.toFixed(2)}x warm (${r['coldGenerationInt8OverLlamaCpp']?.toFixed(2)}x cold), prefill ${r['warmPrefillInt8OverLlamaCpp']?.toFixed(2)}x, peak RSS ${r['peakRssInt8OverLlamaCpp']?.toFixed(2)}x.`,
     `Against fp32 through the same runtime (warm): ternary generation ${r['warmGenerationTernaryOverFp32']?.toFixed(2)}x, with int8 embeddings ${r['warmGenerationInt8OverFp32']?.toFixed(2)}x; int8 peak RSS ${(100 * (r['int8PeakRssOverBf16'] ?? 0)).toFixed(1)}% of a bf16 copy (${mb(bf16Bytes)}).`,
     '',
-    'Peak RSS includes Node itself for ours (about 80 MiB once tsx and the kernels addon are loaded) and the tokenizer; llama.cpp maps the GGUF, so its weight pages count once touched.',
+    'Peak RSS includes Node itself for ours (about 60 MiB with the kernels addon loaded, run as a bundle: no TypeScript loader) and the tokenizer (about 30 MiB of heap for Qwen3); llama.cpp maps the GGUF, so its weight pages count once touched.',
     '',
   ].join('\n');
   writeFileSync(join(outDir, `e2e-${stamp}.md`), md);
