@@ -335,7 +335,7 @@ export async function main(args: string[]): Promise<void> {
         `With our exact f32 KV cache (the default): generation ${r['warmGenerationInt8OverLlamaCpp']?.toFixed(2)}x warm (${r['coldGenerationInt8OverLlamaCpp']?.toFixed(2)}x cold), prefill ${r['warmPrefillInt8OverLlamaCpp']?.toFixed(2)}x, peak RSS ${r['peakRssInt8OverLlamaCpp']?.toFixed(2)}x.`,
     `Against fp32 through the same runtime (warm): ternary generation ${r['warmGenerationTernaryOverFp32']?.toFixed(2)}x, with int8 embeddings ${r['warmGenerationInt8OverFp32']?.toFixed(2)}x; int8 peak RSS ${(100 * (r['int8PeakRssOverBf16'] ?? 0)).toFixed(1)}% of a bf16 copy (${mb(bf16Bytes)}).`,
     '',
-    'Peak RSS includes Node itself for ours (about 60 MiB with the kernels addon loaded, run as a bundle: no TypeScript loader) and the tokenizer (about 30 MiB of heap for Qwen3); llama.cpp maps the GGUF, so its weight pages count once touched.',
+    'Peak RSS includes Node itself for ours (about 65 MiB with the runtime and the kernels addon loaded, run as a bundle: no TypeScript loader) and the tokenizer (about 30 MiB of heap for Qwen3); llama.cpp maps the GGUF, so its weight pages count once touched.',
     '',
   ].join('\n');
   writeFileSync(join(outDir, `e2e-${stamp}.md`), md);
