@@ -199,12 +199,12 @@ interface Accumulated {
 /** Runs one stage to totalSteps: resume, then accumulate + afterStep per optimizer step until done or stopped, then finish. */
 export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, settings: LoopSettings, hooks: LoopHooks = {}): Promise<StageResult> {
   const run = newRun(spec, settings, hooks);
-  resume(run);
-
   // An allocation that fails despite the memory check (another process took the RAM, an estimate too low)
   // surfaces as a typed error naming the stage and step; checkpoints are written atomically, so the last one
-  // is intact and `--resume auto` continues from it.
+  // is intact and `--resume auto` continues from it. A stage that fails releases its optimizer moments and EMA
+  // weights, so that a process going on (a test, a caller that catches) does not keep them.
   try {
+    resume(run);
     while (run.state.step < settings.totalSteps) {
       // Yield to the event loop once per step: tfjs work resolves as microtasks, and signal handlers
       // (SIGINT/SIGTERM -> shouldStop) only run when the macrotask queue gets a turn.
@@ -215,11 +215,18 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
       }
       await afterStep(run, await accumulate(run));
     }
+    return await finish(run);
   } catch (e) {
+    release(run);
     throw outOfMemory(e, spec.stage, run.state.step + 1, spec.stageDir) ?? e;
   }
+}
 
-  return finish(run);
+/** Disposes the optimizer's moments and the EMA weights (once; finish() and a failed stage both call it). */
+function release<B extends MicroBatch>(run: StageRun<B>): void {
+  run.optimizer.dispose();
+  for (const v of run.ema.values()) v.dispose();
+  run.ema.clear();
 }
 
 /** Creates the stage folder, the optimizer and RNG, and a fresh state at step 0 (resume() may replace it). */
@@ -547,8 +554,7 @@ async function finish<B extends MicroBatch>(run: StageRun<B>): Promise<StageResu
   const memory = readStagePeak();
   record(run, { type: 'memory', steps: state.step, backend: tf.getBackend(), ...memory });
   log.info({ stage: spec.stage, ...memory }, `${spec.stage}: peak RSS ${memory.peakRssMiB} MiB${memory.scope === 'stage' ? '' : ' (process peak)'}`);
-  run.optimizer.dispose();
-  for (const v of run.ema.values()) v.dispose();
+  release(run);
   return { finalDir, state, eval: lastEval, memory };
 }
 

@@ -67,12 +67,16 @@ describe('training loop', () => {
       const ce = good().total;
       return { total: tf.add(ce, bad) as tf.Scalar, terms: { ce, attnKd: bad } };
     });
+    tf.dispose(good().total); // the decoder's first forward builds its cached tables (RoPE, mask): not the stage's
+    const tensorsBefore = tf.memory().numTensors;
     try {
-      await runStage(s, settings());
+      await runStage(s, settings({ averaging: { kind: 'ema', emaDecay: 0.9, lawaK: 2 } }));
       expect.fail('should throw');
     } catch (e) {
       expect((e as Error).message).to.match(/at step 5 \(attnKd=NaN\)/);
     }
+    // The failed stage released its optimizer moments and EMA weights.
+    expect(tf.memory().numTensors).to.equal(tensorsBefore);
     const latest = latestCheckpoint(dir);
     expect(latest).to.not.equal(null);
     expect(readTrainerState(latest as string).step).to.equal(4);
