@@ -1,10 +1,11 @@
 export { loadConfig } from './load.ts';
 export type { LoadedConfig } from './load.ts';
-export { STAGE_NAMES, BACKEND_CHOICES, SCHEDULES, validateConfig, formatConfig } from './train-config.ts';
+export { STAGE_NAMES, BACKEND_CHOICES, SCHEDULES, GEMM_FORMATS, validateConfig, formatConfig } from './train-config.ts';
 export type {
   StageName,
   BackendChoice,
   ScheduleKind,
+  GemmFormat,
   TrainConfig,
   ModelConfig,
   TaskConfig,

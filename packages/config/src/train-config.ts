@@ -55,6 +55,9 @@ export const PIPELINE_STAGES: readonly StageName[] = ['teacher', 'bitnet-sft', '
 /** The tfjs backends `--backend` / `backend:` accept (@bitdistill/backend initialises them). */
 export const BACKEND_CHOICES = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+/** Operand formats of low-bit float training GEMMs (@bitdistill/quant lowBitLinear). */
+export const GEMM_FORMATS = ['none', 'fp8-e4m3', 'fp8-e5m2', 'fp4-e2m1', 'nvfp4'] as const;
+export type GemmFormat = (typeof GEMM_FORMATS)[number];
 /** The learning-rate schedules (@bitdistill/trainer computes them). */
 export const SCHEDULES = ['linear', 'cosine', 'wsd', 'constant'] as const;
 export type ScheduleKind = (typeof SCHEDULES)[number];
@@ -203,6 +206,15 @@ const trainShape = {
     },
     { aliases: { tau: 'temperature', layer: 'distillLayer' } },
   ),
+  /**
+   * Low-bit float training GEMMs (issue 22): the projections' matmuls of the listed full-precision stages read
+   * fake-quantized operands - x and W in `forward`'s format, the output gradient in `backward`'s.
+   */
+  lowbitGemm: obj({
+    forward: enumOf(GEMM_FORMATS).default('none'),
+    backward: enumOf(GEMM_FORMATS).default('none'),
+    stages: listOfEnum(['pretrain', 'teacher'] as const).default(['pretrain', 'teacher']),
+  }),
   /** Weight averaging at the end of each stage (PAPER.md section 9): EMA, or LAWA over the last lawaK checkpoints. */
   averaging: obj({
     kind: enumOf(['none', 'ema', 'lawa']).default('none'),

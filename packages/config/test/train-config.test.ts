@@ -44,6 +44,7 @@ describe('config/train-config', () => {
       corpus: { paths: ['datasets/corpus/tiny.txt'], seqLen: 128, maxTokens: 200000 },
       stages: ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill'],
       student: { subln: 'allnorm', sublnEps: 1e-8, weightQuant: 'absmean', quantizeActivations: true },
+      lowbitGemm: { forward: 'none', backward: 'none', stages: ['pretrain', 'teacher'] },
       optim: {
         lr: 5e-5,
         weightDecay: 0.1,

@@ -21,7 +21,7 @@ import { ArgumentError, BitDistillError, ConfigError, FormatError, NotFoundError
 import type { TrainConfig, StageName } from '@bitdistill/config';
 import { devFiles, encodeExample, readExamples, taskRecord, taskTokenizerProblems, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
 import { loadModel, type Decoder } from '@bitdistill/model';
-import { latentWeightStats, prepareStudent, restoreStudent } from '@bitdistill/quant';
+import { applyLowBitGemm, latentWeightStats, prepareStudent, restoreStudent } from '@bitdistill/quant';
 import { attentionRelationKd, fusedHeadLoss, untaped, type QKV, type Relation } from '@bitdistill/losses';
 import { taskForModel } from '@bitdistill/eval';
 import { evaluateLabelScoring } from './evaluate.ts';
@@ -271,10 +271,22 @@ async function runTaskStage(
   );
 }
 
+/** Low-bit float GEMMs (config lowbitGemm) on a full-precision stage that lists them. */
+function useLowBitGemm(ctx: StageContext, stage: 'pretrain' | 'teacher', model: Decoder): void {
+  const g = ctx.config.lowbitGemm;
+  if (!g.stages.includes(stage) || (g.forward === 'none' && g.backward === 'none')) return;
+  const n = applyLowBitGemm(model, g);
+  ctx.logger.info(
+    { stage, forward: g.forward, backward: g.backward, projections: n },
+    `${stage}: low-bit GEMMs (forward ${g.forward}, backward ${g.backward})`,
+  );
+}
+
 /** Full-precision SFT of the base model on the task: the FP16-SFT row, and the distillation teacher. */
 export async function teacherStage(ctx: StageContext): Promise<StageResult> {
   const data = await loadTaskData(ctx);
   const { model, tokenizer, source } = loadModel(ctx.config.model.path, { logger: ctx.logger });
+  useLowBitGemm(ctx, 'teacher', model);
   mkdirSync(stageDir(ctx, 'teacher'), { recursive: true });
   const chunkRows = lossChunkRows(ctx, 'teacher');
   return runTaskStage(ctx, 'teacher', model, tokenizer, source, data, (b) => {
@@ -310,6 +322,8 @@ async function lmStage(ctx: StageContext, stage: 'pretrain' | 'continual-pretrai
       weightQuant: c.student.weightQuant,
       quantizeActivations: c.student.quantizeActivations,
     });
+  } else {
+    useLowBitGemm(ctx, stage, model);
   }
   const o = { ...c.optim, ...(c.stageOptim[stage] ?? {}) };
   model.recompute = o.recompute; // activation recomputation per decoder block (Decoder.recompute)
