@@ -74,7 +74,7 @@
 import { existsSync, readFileSync, readSync, openSync, closeSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { totalmem, freemem } from 'node:os';
-import { parseDecoderConfig, type SublnMode } from '@bitdistill/arch';
+import { parseDecoderConfig, type DecoderConfig, type SublnMode } from '@bitdistill/arch';
 import { FormatError, MemoryBudgetError } from '@bitdistill/core';
 import type { StageName, TrainConfig } from './train-config.ts';
 
@@ -171,20 +171,11 @@ export const WASM_HEAP_SLACK = 1.1;
 /** wasm32's ceiling for the tfjs-backend-wasm heap that holds every tensor (emscripten getHeapMax()). */
 export const WASM_HEAP_LIMIT_BYTES = 4 * GiB - 64 * 1024;
 
-/** The shape of a decoder, from its Hugging Face config.json (the keys model/src/config.ts reads). */
-export interface ModelShape {
-  vocabSize: number;
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  tieWordEmbeddings: boolean;
-  qkvBias: boolean;
-  oBias: boolean;
-  qkNorm: boolean;
-}
+/** The shape of a decoder, from its Hugging Face config.json (the keys @bitdistill/arch parseDecoderConfig reads). */
+export type ModelShape = Pick<
+  DecoderConfig,
+  'vocabSize' | 'hiddenSize' | 'intermediateSize' | 'numLayers' | 'numHeads' | 'numKvHeads' | 'headDim' | 'tieWordEmbeddings' | 'qkvBias' | 'oBias' | 'qkNorm'
+>;
 
 /** The few config.json keys the estimate needs, read by the decoder's own parser (@bitdistill/arch). */
 export function parseModelShape(raw: Record<string, unknown>, file: string): ModelShape {

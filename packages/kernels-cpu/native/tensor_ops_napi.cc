@@ -518,6 +518,32 @@ napi_value RmsNormGradF32(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// The shape arguments of attentionF32 / attentionKvF16 from argv[i0 ..]: T, H, Hkv, d, cap, start, scale; checked.
+struct AttentionShape {
+  int64_t T, H, Hkv, d, cap, start;
+  float scale;
+};
+
+bool attention_shape(napi_env env, napi_value* argv, const char* what, AttentionShape* a) {
+  double scale;
+  if (!get_i64(env, argv[0], 1, kMaxDim, &a->T, "T") || !get_i64(env, argv[1], 1, 1 << 16, &a->H, "H") ||
+      !get_i64(env, argv[2], 1, 1 << 16, &a->Hkv, "Hkv") || !get_i64(env, argv[3], 1, 1 << 16, &a->d, "d") ||
+      !get_i64(env, argv[4], 1, kMaxDim, &a->cap, "cap") || !get_i64(env, argv[5], 0, kMaxDim, &a->start, "start") || !get_f64(env, argv[6], &scale))
+    return false;
+  a->scale = static_cast<float>(scale);
+  const std::string w(what);
+  return !throw_if(env, a->H % a->Hkv != 0, (w + ": H must be a multiple of Hkv").c_str()) &&
+         !throw_if(env, a->start + a->T > a->cap, (w + ": start + T exceeds the cache").c_str());
+}
+
+// The thread split of an attention call: one chunk below kMinParallelWeights of work, else (token, head) pairs
+// over the pool; the scratch for each chunk's scores.
+int64_t attention_chunks(const AttentionShape& a) {
+  const int64_t pairs = a.T * a.H;
+  const int64_t work = prod(pairs, a.start + a.T, a.d, 2);
+  return work < kMinParallelWeights || g_pool->size() == 1 ? 1 : std::min<int64_t>(pairs, g_pool->size() * kChunksPerThread);
+}
+
 struct AttentionCtx {
   const float *q, *kc, *vc;
   float* out;
@@ -537,32 +563,20 @@ void attention_task(void* p, int64_t chunk, int64_t n) {
 napi_value AttentionF32(napi_env env, napi_callback_info info) {
   napi_value argv[11];
   if (!get_args(env, info, 11, argv)) return nullptr;
-  AttentionCtx ctx{};
   float *q, *kc, *vc, *out;
   size_t ql, kl, vl, ol;
-  double scale;
+  AttentionShape a{};
   if (!get_typed(env, argv[0], napi_float32_array, &q, &ql, "q") || !get_typed(env, argv[1], napi_float32_array, &kc, &kl, "kc") ||
       !get_typed(env, argv[2], napi_float32_array, &vc, &vl, "vc") || !get_typed(env, argv[3], napi_float32_array, &out, &ol, "out") ||
-      !get_i64(env, argv[4], 1, kMaxDim, &ctx.T, "T") || !get_i64(env, argv[5], 1, 1 << 16, &ctx.H, "H") ||
-      !get_i64(env, argv[6], 1, 1 << 16, &ctx.Hkv, "Hkv") || !get_i64(env, argv[7], 1, 1 << 16, &ctx.d, "d") ||
-      !get_i64(env, argv[8], 1, kMaxDim, &ctx.cap, "cap") || !get_i64(env, argv[9], 0, kMaxDim, &ctx.start, "start") ||
-      !get_f64(env, argv[10], &scale))
+      !attention_shape(env, argv + 4, "attentionF32", &a))
     return nullptr;
-  if (throw_if(env, ctx.H % ctx.Hkv != 0, "attentionF32: H must be a multiple of Hkv") ||
-      throw_if(env, ctx.start + ctx.T > ctx.cap, "attentionF32: start + T exceeds the cache") ||
-      throw_if(env, static_cast<int64_t>(ql) < prod(ctx.T, ctx.H, ctx.d) || static_cast<int64_t>(ol) < prod(ctx.T, ctx.H, ctx.d) ||
-                        static_cast<int64_t>(kl) < prod(ctx.Hkv, ctx.cap, ctx.d) || static_cast<int64_t>(vl) < prod(ctx.Hkv, ctx.cap, ctx.d),
+  if (throw_if(env, static_cast<int64_t>(ql) < prod(a.T, a.H, a.d) || static_cast<int64_t>(ol) < prod(a.T, a.H, a.d) ||
+                        static_cast<int64_t>(kl) < prod(a.Hkv, a.cap, a.d) || static_cast<int64_t>(vl) < prod(a.Hkv, a.cap, a.d),
                "attentionF32: array too small"))
     return nullptr;
-  ctx.q = q;
-  ctx.kc = kc;
-  ctx.vc = vc;
-  ctx.out = out;
-  ctx.scale = static_cast<float>(scale);
-  ctx.pairs = ctx.T * ctx.H;
-  const int64_t work = prod(ctx.pairs, ctx.start + ctx.T, ctx.d, 2);
-  const int64_t nchunks = work < kMinParallelWeights || g_pool->size() == 1 ? 1 : std::min<int64_t>(ctx.pairs, g_pool->size() * kChunksPerThread);
-  std::vector<float> scores(static_cast<size_t>(nchunks * (ctx.start + ctx.T)));
+  AttentionCtx ctx{q, kc, vc, out, nullptr, a.T * a.H, a.H, a.Hkv, a.d, a.cap, a.start, a.T, a.scale};
+  const int64_t nchunks = attention_chunks(a);
+  std::vector<float> scores(static_cast<size_t>(nchunks * (a.start + a.T)));
   ctx.scores = scores.data();
   parallel(nchunks, attention_task, &ctx);
   return nullptr;
@@ -590,37 +604,25 @@ void attention_kv_task(void* p, int64_t chunk, int64_t n) {
 napi_value AttentionKvF16(napi_env env, napi_callback_info info) {
   napi_value argv[13];
   if (!get_args(env, info, 13, argv)) return nullptr;
-  AttentionKvCtx ctx{};
   float *q, *k, *v, *out;
   uint16_t *kc, *vc;
   size_t ql, kl, vl, kcl, vcl, ol;
-  double scale;
+  AttentionShape a{};
   if (!get_typed(env, argv[0], napi_float32_array, &q, &ql, "q") || !get_typed(env, argv[1], napi_float32_array, &k, &kl, "k") ||
       !get_typed(env, argv[2], napi_float32_array, &v, &vl, "v") || !get_typed(env, argv[3], napi_uint16_array, &kc, &kcl, "kc") ||
       !get_typed(env, argv[4], napi_uint16_array, &vc, &vcl, "vc") || !get_typed(env, argv[5], napi_float32_array, &out, &ol, "out") ||
-      !get_i64(env, argv[6], 1, kMaxDim, &ctx.T, "T") || !get_i64(env, argv[7], 1, 1 << 16, &ctx.H, "H") ||
-      !get_i64(env, argv[8], 1, 1 << 16, &ctx.Hkv, "Hkv") || !get_i64(env, argv[9], 1, 1 << 16, &ctx.d, "d") ||
-      !get_i64(env, argv[10], 1, kMaxDim, &ctx.cap, "cap") || !get_i64(env, argv[11], 0, kMaxDim, &ctx.start, "start") ||
-      !get_f64(env, argv[12], &scale))
+      !attention_shape(env, argv + 6, "attentionKvF16", &a))
     return nullptr;
-  if (throw_if(env, ctx.H % ctx.Hkv != 0, "attentionKvF16: H must be a multiple of Hkv") ||
-      throw_if(env, ctx.start + ctx.T > ctx.cap, "attentionKvF16: start + T exceeds the cache") ||
-      throw_if(env, static_cast<int64_t>(ql) < prod(ctx.T, ctx.H, ctx.d) || static_cast<int64_t>(ol) < prod(ctx.T, ctx.H, ctx.d) ||
-                        static_cast<int64_t>(kl) < prod(ctx.T, ctx.Hkv, ctx.d) || static_cast<int64_t>(vl) < prod(ctx.T, ctx.Hkv, ctx.d) ||
-                        static_cast<int64_t>(kcl) < prod(ctx.Hkv, ctx.cap, ctx.d) || static_cast<int64_t>(vcl) < prod(ctx.Hkv, ctx.cap, ctx.d),
+  if (throw_if(env, static_cast<int64_t>(ql) < prod(a.T, a.H, a.d) || static_cast<int64_t>(ol) < prod(a.T, a.H, a.d) ||
+                        static_cast<int64_t>(kl) < prod(a.T, a.Hkv, a.d) || static_cast<int64_t>(vl) < prod(a.T, a.Hkv, a.d) ||
+                        static_cast<int64_t>(kcl) < prod(a.Hkv, a.cap, a.d) || static_cast<int64_t>(vcl) < prod(a.Hkv, a.cap, a.d),
                "attentionKvF16: array too small"))
     return nullptr;
-  kv_store_f16(k, kc, ctx.T, ctx.Hkv, ctx.d, ctx.cap, ctx.start);
-  kv_store_f16(v, vc, ctx.T, ctx.Hkv, ctx.d, ctx.cap, ctx.start);
-  ctx.q = q;
-  ctx.kc = kc;
-  ctx.vc = vc;
-  ctx.out = out;
-  ctx.scale = static_cast<float>(scale);
-  ctx.pairs = ctx.T * ctx.H;
-  const int64_t work = prod(ctx.pairs, ctx.start + ctx.T, ctx.d, 2);
-  const int64_t nchunks = work < kMinParallelWeights || g_pool->size() == 1 ? 1 : std::min<int64_t>(ctx.pairs, g_pool->size() * kChunksPerThread);
-  std::vector<float> scores(static_cast<size_t>(nchunks * (ctx.start + ctx.T)));
+  kv_store_f16(k, kc, a.T, a.Hkv, a.d, a.cap, a.start);
+  kv_store_f16(v, vc, a.T, a.Hkv, a.d, a.cap, a.start);
+  AttentionKvCtx ctx{q, kc, vc, out, nullptr, a.T * a.H, a.H, a.Hkv, a.d, a.cap, a.start, a.T, a.scale};
+  const int64_t nchunks = attention_chunks(a);
+  std::vector<float> scores(static_cast<size_t>(nchunks * (a.start + a.T)));
   ctx.scores = scores.data();
   parallel(nchunks, attention_kv_task, &ctx);
   return nullptr;

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Rng } from '@bitdistill/core';
 import { bitnetGgufName, gv, packTernaryHF, writeGguf, writeSafetensors, type GgufTensor, type GgufValue, type TensorEntry } from '@bitdistill/format';
 import { loadLlama2cTokenizer } from '@bitdistill/data';
-import { parseDecoderConfig, PROJECTIONS, projectionName, sublnName, type DecoderConfig, type Projection } from '@bitdistill/arch';
+import { parseDecoderConfig, PROJECTIONS, projectionName, projectionShape, sublnName, type DecoderConfig, type Projection } from '@bitdistill/arch';
 import { TINY_LLAMA } from '../../format/test/fixtures.ts';
 
 export const TOKENIZER = 'models/stories260K/tokenizer.bin'; // 512 tokens
@@ -20,15 +20,7 @@ export const BASE_CONFIG: Record<string, unknown> = {
   bitdistill: { subln: 'standard', weightQuant: 'absmean', packing: 'hf-bitnet-u8' },
 };
 
-export function rowsCols(c: DecoderConfig, pr: Projection): [number, number] {
-  const q = c.numHeads * c.headDim;
-  const kv = c.numKvHeads * c.headDim;
-  if (pr === 'q_proj') return [q, c.hiddenSize];
-  if (pr === 'k_proj' || pr === 'v_proj') return [kv, c.hiddenSize];
-  if (pr === 'o_proj') return [c.hiddenSize, q];
-  if (pr === 'down_proj') return [c.hiddenSize, c.intermediateSize];
-  return [c.intermediateSize, c.hiddenSize];
-}
+export const rowsCols = (c: DecoderConfig, pr: Projection): [number, number] => projectionShape(c, pr);
 
 function floats(rng: Rng, n: number, mean: number, std: number): Float32Array {
   return Float32Array.from({ length: n }, () => mean + std * rng.normal());
