@@ -164,20 +164,20 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
   };
 
   const phases: { grads: number[]; norm: number[]; update: number[] } = { grads: [], norm: [], update: [] };
-  const step = (): number => {
+  const step = async (): Promise<number> => {
     const t0 = performance.now();
     const { value, grads } = tf.variableGrads(lossFn, vars);
     const t1 = performance.now();
     const byName: Record<string, tf.Tensor> = {};
     for (const [vn, g] of Object.entries(grads)) byName[names.get(vn) as string] = g;
-    const { scale } = clipScale(byName, 1, 1);
+    const { scale } = await clipScale(byName, 1, 1);
     const t2 = performance.now();
     opt.apply(trainable, byName, 1e-5, scale);
     phases.grads.push(t1 - t0);
     phases.norm.push(t2 - t1);
     phases.update.push(performance.now() - t2);
     tf.dispose(Object.values(grads));
-    const loss = value.dataSync()[0] as number;
+    const loss = (await value.data())[0] as number;
     value.dispose();
     return loss;
   };
@@ -186,7 +186,7 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
   for (let i = 0; i < warmup; i++) {
     const w0 = performance.now();
     timer?.reset();
-    step();
+    await step();
     if (timer !== null) {
       const r = timer.report(25);
       console.error(`${kind}: kernels ${(r.totalMs / 1000).toFixed(2)} s of the ${((performance.now() - w0) / 1000).toFixed(2)} s step`);
@@ -199,7 +199,7 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
   const losses: number[] = [];
   for (let i = 0; i < steps; i++) {
     const s0 = performance.now();
-    losses.push(step());
+    losses.push(await step());
     stepMs.push(performance.now() - s0);
     console.error(
       `${kind}: step ${i + 1}/${steps} ${((stepMs[i] as number) / 1000).toFixed(1)} s (forward+backward ${((phases.grads[i] as number) / 1000).toFixed(1)}, grad norm ${((phases.norm[i] as number) / 1000).toFixed(1)}, AdamW ${((phases.update[i] as number) / 1000).toFixed(1)}), loss ${losses[i]}`,

@@ -38,8 +38,9 @@
  *                      runs each block in a tidy, so two layers' intermediates at most (a block, and the captured
  *                      layer's, which lives until the forward returns): 6.9 NC + 10.8 NQ + 9.6 NK + 5.0 NI + 4.2 S
  *                      per layer (fitted when every layer's intermediates lived until the end).
- *   eval         the dev evaluation of task stages: the same forward-only figure at batch max(8, B) with full
- *                [b*T, V] logits, while W, the moments and the teacher are alive.
+ *   eval         the dev evaluation of task stages: the same forward-only figure at batch max(8, B) with logits
+ *                at the answer positions only (ANSWER_ROWS_PER_EXAMPLE per prompt; trainer/src/evaluate.ts), while
+ *                W, the moments and the teacher are alive.
  *   checkpoint   the files stream from the tensors' own storage (no copy on native / cpu); on wasm every read
  *                (`data()`) of the weights and both moments is a copy out of the heap, held while writing: 3G.
  *   slack        native engine: its buffer pool keeps freed kernel outputs up to BITDISTILL_POOL_MB (default an eighth
@@ -420,7 +421,7 @@ export function estimateStage(config: TrainConfig, stage: StageName, shape: Mode
   // Without periodic checkpoints only final/ is written: the weights alone.
   const checkpoint = wasm ? (opts.checkpoints === false ? W : G * CHECKPOINT_COPIES_WASM) : G * CHECKPOINT_COPIES_NATIVE;
   const evalB = Math.max(8, B);
-  const evalAct = lm ? 0 : forwardBytes(fwd, shape, evalB, config.model.maxSeqLen, evalB * config.model.maxSeqLen);
+  const evalAct = lm ? 0 : forwardBytes(fwd, shape, evalB, config.model.maxSeqLen, evalB * ANSWER_ROWS_PER_EXAMPLE);
   const overhead = opts.overheadBytes ?? (lm ? PROCESS_OVERHEAD_LM_BYTES : PROCESS_OVERHEAD_BYTES) + TOKENIZER_BYTES_PER_TOKEN * V;
 
   // The native engine's slack (auto picks the native engine when the addon loads; stock cpu has neither):
@@ -551,6 +552,10 @@ export function estimateRun(config: TrainConfig, opts: EstimateOptions & { stage
     estimateStage(config, s, base.shape, { ...opts, backend, ...(t?.shape != null ? { teacherShape: t.shape } : {}) }),
   );
   if (backend === 'auto') notes.push('backend auto: the native engine when the kernels addon loads (no limit beyond RAM), else wasm (4 GiB heap)');
+  if (backend === 'webgpu')
+    notes.push(
+      'backend webgpu: tensors live in GPU memory, whose size WebGPU does not report; the estimate is checked against host memory (exact for a software adapter)',
+    );
   return {
     backend,
     machine,
