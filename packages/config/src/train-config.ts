@@ -53,7 +53,7 @@ export type StageName = (typeof STAGE_NAMES)[number];
 export const PIPELINE_STAGES: readonly StageName[] = ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill'];
 
 // Mirrors of lists owned by packages above this one (config depends on core only); their tests use these names.
-const BACKENDS = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'] as const; // @bitdistill/backend BACKEND_CHOICES
+const BACKENDS = ['auto', 'tensorflow', 'webgpu', 'native', 'wasm', 'cpu'] as const; // @bitdistill/backend BACKEND_CHOICES
 const SCHEDULES = ['linear', 'cosine', 'wsd', 'constant'] as const; // @bitdistill/trainer SCHEDULES
 const METRICS = ['accuracy', 'f1', 'matthews', 'pearson', 'spearman'] as const; // @bitdistill/data METRIC_NAMES
 const DATASET_FORMATS = ['tsv', 'jsonl', 'parquet', 'arrow'] as const; // @bitdistill/data DATASET_FORMATS
