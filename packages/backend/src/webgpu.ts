@@ -168,7 +168,7 @@ export function lookForAdapter(): AdapterLook {
     return { found: false, reason: `the adapter probe ${why}${last !== '' ? `: ${last}` : ''}` };
   }
   const info = JSON.parse(r.stdout) as GpuAdapterInfoLike | null;
-  if (info === null) return { found: false, reason: 'no WebGPU adapter (no GPU driver Dawn accepts)' };
+  if (info === null) return { found: false, reason: 'no WebGPU adapter: Dawn found no GPU driver it accepts (Vulkan, Metal or D3D12)' };
   return {
     found: true,
     vendor: info.vendor,
@@ -227,7 +227,7 @@ function watchDevice(device: GpuDeviceLike): DeviceHealth {
 }
 
 const MiB = 2 ** 20;
-const fmtMiB = (b: number): string => `${(b / MiB).toFixed(1)} MiB`;
+const fmtBytes = (b: number): string => `${b.toLocaleString('en-US')} bytes (${(b / MiB).toFixed(1)} MiB)`;
 
 /** Wraps the backend instance's dispatch and reads (the class is untouched). */
 function guard(b: WebGpuBackendInternals, device: GpuDeviceLike, health: DeviceHealth, info: WebGpuAdapterInfo): void {
@@ -240,7 +240,7 @@ function guard(b: WebGpuBackendInternals, device: GpuDeviceLike, health: DeviceH
       'maxStorageBufferBindingSize',
       maxBinding,
       bytes,
-      `${program}: its ${what} [${shape.join(', ')}] is ${fmtMiB(bytes)}, more than the ${fmtMiB(maxBinding)} one buffer binding may hold on this WebGPU adapter (${info.description})`,
+      `${program}: its ${what} [${shape.join(', ')}] is ${fmtBytes(bytes)}, more than the ${fmtBytes(maxBinding)} one buffer binding may hold on this WebGPU adapter (${info.description})`,
       {
         hint: 'lower optim.batchSize, model.maxSeqLen or optim.lossChunkRows if this is an activation; a weight this large needs a GPU with a larger maxStorageBufferBindingSize, or --backend native',
       },
