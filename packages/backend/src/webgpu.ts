@@ -20,7 +20,9 @@
  * - Errors the device reports (uncapturederror, device lost) surface as DeviceError at the next read.
  * - A synchronous read (dataSync) of GPU data fails in Node (tfjs reads through an OffscreenCanvas, which Node
  *   lacks): it throws a typed error naming the problem instead of "OffscreenCanvas is not defined". The
- *   pipeline reads GPU tensors with `await data()` only.
+ *   pipeline reads GPU tensors with `await data()` only. Small tensors made from host arrays keep their host
+ *   copy when uploaded (tfjs itself keeps one after a read): the losses check labels and masks on the host
+ *   with dataSync, and a batch's labels may reach the GPU before that (a bench reuses them every step).
  *
  * The project's custom kernels (BitDistillRmsNorm, BitLinear, SwiGLU, attention, relation KD) are not
  * registered for 'webgpu', so every caller takes its op-by-op twin (model/src/ops.ts `fusedKernel`), and
@@ -97,7 +99,11 @@ interface WebGpuBackendInternals {
   runWebGPUProgram(program: { outputShape: number[]; constructor: { name: string } }, inputs: tf.TensorInfo[], ...rest: unknown[]): tf.TensorInfo;
   readSync(dataId: tf.DataId): unknown;
   read(dataId: tf.DataId): Promise<unknown>;
+  uploadToGPU(dataId: tf.DataId): void;
 }
+
+/** Host arrays up to this many values keep their host copy when uploaded (256 KiB: labels, masks, norm gains). */
+const HOST_COPY_MAX_VALUES = 65536;
 
 /** Lavapipe, SwiftShader, WARP and Dawn's own fallback flag. */
 export function isSoftwareAdapter(info: { vendor: string; architecture: string; device: string; description: string; isFallbackAdapter?: boolean }): boolean {
@@ -136,9 +142,8 @@ export async function probeWebGpu(): Promise<WebGpuAdapterInfo> {
   return probed.info;
 }
 
-/** What a look at the adapter from a child process found: its description, or why there is none. */
-export type AdapterLook =
-  { found: true; vendor: string; architecture: string; device: string; description: string; software: boolean } | { found: false; reason: string };
+/** What a look at the adapter from a child process found: its description and limits, or why there is none. */
+export type AdapterLook = ({ found: true } & WebGpuAdapterInfo) | { found: false; reason: string };
 
 /** Seconds a child process may take to load Dawn and request the adapter (a hung driver is a skipped backend). */
 const LOOK_TIMEOUT_S = 30;
@@ -158,7 +163,8 @@ export function lookForAdapter(): AdapterLook {
     `const { create } = await import(${JSON.stringify(url)});`,
     `const a = await create([]).requestAdapter({ powerPreference: 'high-performance' });`,
     `const i = a === null ? null : a.info;`,
-    `process.stdout.write(JSON.stringify(i === null ? null : { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description, isFallbackAdapter: i.isFallbackAdapter }));`,
+    `const limits = a === null ? null : Object.fromEntries(${JSON.stringify(REQUESTED_LIMITS)}.map((k) => [k, a.limits[k]]));`,
+    `process.stdout.write(JSON.stringify(i === null ? null : { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description, isFallbackAdapter: i.isFallbackAdapter, limits }));`,
   ].join('\n');
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: LOOK_TIMEOUT_S * 1000 });
   if (r.error !== undefined) return { found: false, reason: `the adapter probe failed: ${r.error.message}` };
@@ -167,16 +173,10 @@ export function lookForAdapter(): AdapterLook {
     const last = r.stderr.trim().split('\n').pop() ?? '';
     return { found: false, reason: `the adapter probe ${why}${last !== '' ? `: ${last}` : ''}` };
   }
-  const info = JSON.parse(r.stdout) as GpuAdapterInfoLike | null;
+  const info = JSON.parse(r.stdout) as (GpuAdapterInfoLike & { limits: Record<RequestedLimit, number> }) | null;
   if (info === null) return { found: false, reason: 'no WebGPU adapter: Dawn found no GPU driver it accepts (Vulkan, Metal or D3D12)' };
-  return {
-    found: true,
-    vendor: info.vendor,
-    architecture: info.architecture,
-    device: info.device,
-    description: info.description,
-    software: isSoftwareAdapter(info),
-  };
+  const { vendor, architecture, device, description, limits } = info;
+  return { found: true, vendor, architecture, device, description, software: isSoftwareAdapter(info), limits };
 }
 
 /** Creates the device with the adapter's limits and registers the 'webgpu' tfjs backend on it (once). */
@@ -252,6 +252,13 @@ function guard(b: WebGpuBackendInternals, device: GpuDeviceLike, health: DeviceH
     check(program.outputShape, 'output', name);
     inputs.forEach((t, i) => check(t.shape, `input ${i}`, name));
     return run(program, inputs, ...rest);
+  };
+  const upload = b.uploadToGPU.bind(b);
+  b.uploadToGPU = (dataId) => {
+    const d = b.tensorMap.get(dataId);
+    const values = d !== undefined && d.resource == null && ArrayBuffer.isView(d.values) && d.values.byteLength <= 4 * HOST_COPY_MAX_VALUES ? d.values : null;
+    upload(dataId);
+    if (d !== undefined && values !== null) d.values = values;
   };
   const readSync = b.readSync.bind(b);
   b.readSync = (dataId) => {
