@@ -111,6 +111,12 @@ export const TRAIN_DENSE: LayerCoefficients = { NC: 16.6, NQ: 5.56, NK: 5.05, NI
  * same fit (worst residual 2.5%; op by op it was NC 32.0, NQ 22.0, NK 18.3, NI 14.1, S 7.3, Wlin 2.0).
  */
 export const TRAIN_STUDENT: LayerCoefficients = { NC: 26.6, NQ: 7.56, NK: 5.05, NI: 8.05, S: 0.24, Wlin: 0 };
+/**
+ * The op-by-op forms (BITDISTILL_FUSED=0 on the native engine: the earlier fits quoted above), which the WebGPU
+ * backend runs (no fused kernel is registered there). Not re-fitted on WebGPU.
+ */
+export const TRAIN_DENSE_OP_BY_OP: LayerCoefficients = { NC: 17.0, NQ: 18.9, NK: 18.3, NI: 11.1, S: 7.3, Wlin: 0 };
+export const TRAIN_STUDENT_OP_BY_OP: LayerCoefficients = { NC: 32.0, NQ: 22.0, NK: 18.3, NI: 14.1, S: 7.3, Wlin: 2.0 };
 /** A forward pass without backward (frozen teacher, dev evaluation): every intermediate until it returns. */
 export const FORWARD_DENSE: LayerCoefficients = { NC: 6.9, NQ: 10.8, NK: 9.6, NI: 5.0, S: 4.2, Wlin: 0 };
 /** The same on wasm (explicit weight transposes in model/src/ops.ts matMulT, freed as they are used; 14 shapes each). */
@@ -140,13 +146,17 @@ export const HEAD_VC_BLOCKS = 2;
  */
 export const ATTN_KD_REL = 8.3;
 export const ATTN_KD_QKV = 2.0;
-/** The optimizer step's temporaries in copies of the largest parameter: fused AdamW on host storage, tf ops on wasm (measured). */
+/**
+ * The optimizer step's temporaries in copies of the largest parameter: fused AdamW on host storage, tf ops on
+ * wasm (measured; WebGPU takes the same tf-ops path).
+ */
 export const UPDATE_COPIES_HOST = 1;
 export const UPDATE_COPIES_WASM = 14;
 /**
  * Checkpoint writing, in trainable-sized copies: the files are streamed tensor by tensor from the tensors'
  * storage (native, cpu: no copy), but on wasm every `data()` read of the weights and both moments is a copy out
- * of the heap, all held while the files are written.
+ * of the heap, all held while the files are written (on WebGPU a host copy of each, kept by tfjs until the
+ * tensor is replaced).
  */
 export const CHECKPOINT_COPIES_WASM = 3;
 export const CHECKPOINT_COPIES_NATIVE = 0;
@@ -365,6 +375,13 @@ function isStudent(stage: StageName): boolean {
   return stage === 'bitnet-sft' || stage === 'continual-pretrain' || stage === 'distill';
 }
 
+/** Per-layer training coefficients: the native engine's fused forms, wasm's, or the op-by-op forms WebGPU runs. */
+function trainCoefficients(backend: string, student: boolean): LayerCoefficients {
+  if (backend === 'wasm') return student ? TRAIN_STUDENT_WASM : TRAIN_DENSE_WASM;
+  if (backend === 'webgpu') return student ? TRAIN_STUDENT_OP_BY_OP : TRAIN_DENSE_OP_BY_OP;
+  return student ? TRAIN_STUDENT : TRAIN_DENSE;
+}
+
 /** Estimated peak memory of one stage of a config for a model of shape `shape` (see the header for the model). */
 export function estimateStage(config: TrainConfig, stage: StageName, shape: ModelShape, opts: EstimateOptions = {}): StageEstimate {
   const o = stageOptim(config, stage);
@@ -391,7 +408,9 @@ export function estimateStage(config: TrainConfig, stage: StageName, shape: Mode
 
   // Activations of one micro-batch: the decoder layers, the head + loss, attention KD, the teacher's forward.
   const wasm = backend === 'wasm';
-  const coef = student ? (wasm ? TRAIN_STUDENT_WASM : TRAIN_STUDENT) : wasm ? TRAIN_DENSE_WASM : TRAIN_DENSE;
+  // WebGPU: op-by-op forms, AdamW in tf ops, host copies of what a checkpoint reads (see the constants).
+  const webgpu = backend === 'webgpu';
+  const coef = trainCoefficients(backend, student);
   const fwd = wasm ? FORWARD_DENSE_WASM : FORWARD_DENSE;
   const perLayer = layerValues(coef, shape, B, T);
   // Recompute keeps each block's input; the block being recomputed holds its activations (the distilled layer,
@@ -416,10 +435,10 @@ export function estimateStage(config: TrainConfig, stage: StageName, shape: Mode
   const activations = F32 * (layers + head + attn) + teacherAct;
   const Wt = F32 * teacherParams;
 
-  const update = F32 * largestParameter(shape) * (wasm ? UPDATE_COPIES_WASM : UPDATE_COPIES_HOST);
+  const update = F32 * largestParameter(shape) * (wasm || webgpu ? UPDATE_COPIES_WASM : UPDATE_COPIES_HOST);
   const optimizer = 2 * G;
   // Without periodic checkpoints only final/ is written: the weights alone.
-  const checkpoint = wasm ? (opts.checkpoints === false ? W : G * CHECKPOINT_COPIES_WASM) : G * CHECKPOINT_COPIES_NATIVE;
+  const checkpoint = wasm || webgpu ? (opts.checkpoints === false ? W : G * CHECKPOINT_COPIES_WASM) : G * CHECKPOINT_COPIES_NATIVE;
   const evalB = Math.max(8, B);
   const evalAct = lm ? 0 : forwardBytes(fwd, shape, evalB, config.model.maxSeqLen, evalB * ANSWER_ROWS_PER_EXAMPLE);
   const overhead = opts.overheadBytes ?? (lm ? PROCESS_OVERHEAD_LM_BYTES : PROCESS_OVERHEAD_BYTES) + TOKENIZER_BYTES_PER_TOKEN * V;
@@ -554,7 +573,7 @@ export function estimateRun(config: TrainConfig, opts: EstimateOptions & { stage
   if (backend === 'auto') notes.push('backend auto: the native engine when the kernels addon loads (no limit beyond RAM), else wasm (4 GiB heap)');
   if (backend === 'webgpu')
     notes.push(
-      'backend webgpu: tensors live in GPU memory, whose size WebGPU does not report; the estimate is checked against host memory (exact for a software adapter)',
+      'backend webgpu: tensors live in GPU memory, whose size WebGPU does not report; the estimate (op-by-op forms, not fitted on WebGPU) is checked against host memory, which is the GPU memory of a software adapter',
     );
   return {
     backend,
