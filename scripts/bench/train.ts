@@ -129,7 +129,7 @@ function median(v: number[]): number {
 }
 
 /** Busy CPU seconds of the whole machine so far (/proc/stat), or NaN off Linux. */
-function machineBusySeconds(): number {
+export function machineBusySeconds(): number {
   try {
     const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
     return ((f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0) + (f[7] ?? 0)) / 100;
