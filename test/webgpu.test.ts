@@ -13,7 +13,7 @@
 // continual-pretrain, 5e-2 at every other ternary step.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { lookForAdapter } from '@bitdistill/backend';
@@ -86,12 +86,15 @@ describe('WebGPU pipeline against the native CPU engine (real CLI)', function ()
   const ckpt = (out: string, stage: Stage) => join(out, NAME, stage, 'checkpoints', 'step-000002');
   after(() => rmSync(root, { recursive: true, force: true }));
 
+  let maxBinding = 0;
+
   before(function () {
     const look = lookForAdapter();
     if (!look.found) {
       console.log(`      skipped: ${look.reason}; see README "WebGPU"`);
       this.skip();
     }
+    maxBinding = look.limits.maxStorageBufferBindingSize;
     for (const [backend, out] of [
       ['native', native],
       ['webgpu', gpu],
@@ -171,5 +174,24 @@ describe('WebGPU pipeline against the native CPU engine (real CLI)', function ()
     const [gj, nj] = [JSON.parse(g.stdout) as { value: number; examples: number }, JSON.parse(n.stdout) as { value: number; examples: number }];
     expect(gj.examples).to.equal(64);
     expect(gj.value).to.be.closeTo(nj.value, 0.01);
+  });
+
+  it('a model whose embedding is over the binding limit is refused before anything loads (E_DEVICE_LIMIT, exit 2)', function () {
+    const embedding = 4 * 151936 * 1024; // Qwen3-0.6B's [V, C]: 622 MB
+    if (maxBinding >= embedding) {
+      console.log(`      skipped: this adapter binds ${maxBinding} bytes, enough for the Qwen3-0.6B embedding`);
+      this.skip();
+    }
+    const model = join(root, 'q06');
+    mkdirSync(model);
+    writeFileSync(join(model, 'config.json'), readFileSync('configs/arch/qwen3-0.6b.json')); // a shape, no weights
+    const out = join(root, 'refused');
+    const t = cli('webgpu', 'train', '--config', 'configs/sst2.yaml', `model.path=${model}`, `outputDir=${out}`, '--no-memory-check');
+    expect(t.status, t.stderr).to.equal(2);
+    expect(t.stderr).to.match(/E_DEVICE_LIMIT.*model\.embed_tokens\.weight .*\[151936, 1024\].*maxStorageBufferBindingSize/);
+    expect(existsSync(out)).to.equal(false);
+    const e = cli('webgpu', 'eval', '--model', model, '--task', 'sst2', '--runtime', 'tfjs', '--limit', '4');
+    expect(e.status, e.stderr).to.equal(2);
+    expect(e.stderr).to.match(/E_DEVICE_LIMIT.*embedding \[151936, 1024\]/);
   });
 });

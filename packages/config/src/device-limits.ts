@@ -62,6 +62,34 @@ function knobFor(t: StageTensor): string {
   return 'lower optim.batchSize (optim.gradAccum keeps the effective batch) or the sequence length';
 }
 
+/** The smaller of the two per-buffer limits, and its name. */
+function bufferLimit(limits: DeviceBufferLimits): { name: string; bytes: number } {
+  return limits.maxStorageBufferBindingSize <= limits.maxBufferSize
+    ? { name: 'maxStorageBufferBindingSize', bytes: limits.maxStorageBufferBindingSize }
+    : { name: 'maxBufferSize', bytes: limits.maxBufferSize };
+}
+
+/**
+ * For `eval --runtime tfjs` and other forward-only uses: throws DeviceLimitError when the model at `path` has a
+ * weight (the [V, C] embedding or lm_head) that one buffer binding cannot hold. Passes when the shape cannot be
+ * read (the loader reports that).
+ */
+export function checkWeightsOnDevice(path: string, limits: DeviceBufferLimits, adapter: string): void {
+  const s = readModelShape(path);
+  if (s.shape === null) return;
+  const { name, bytes: limit } = bufferLimit(limits);
+  const shape = [s.shape.vocabSize, s.shape.hiddenSize];
+  const bytes = 4 * s.shape.vocabSize * s.shape.hiddenSize;
+  if (bytes <= limit) return;
+  throw new DeviceLimitError(
+    name,
+    limit,
+    bytes,
+    `${path}: the embedding [${shape.join(', ')}] is ${fmtMiB(bytes)}, more than the ${fmtMiB(limit)} one buffer may hold on this WebGPU adapter (${name}; ${adapter})`,
+    { hint: 'a weight cannot be split here: use a GPU with a larger limit, or --backend native' },
+  );
+}
+
 /**
  * Throws DeviceLimitError for the first tensor (largest first, over the stages about to run) that one buffer
  * binding of the device cannot hold. Passes when the model's shape cannot be read (the run then fails where
@@ -70,8 +98,7 @@ function knobFor(t: StageTensor): string {
 export function checkDeviceLimits(config: TrainConfig, stages: readonly StageName[], limits: DeviceBufferLimits, adapter: string): void {
   const s = readModelShape(config.model.path);
   if (s.shape === null) return;
-  const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
-  const name = limit === limits.maxStorageBufferBindingSize ? 'maxStorageBufferBindingSize' : 'maxBufferSize';
+  const { name, bytes: limit } = bufferLimit(limits);
   for (const stage of stages) {
     const over = stageTensors(config, stage, s.shape).find((t) => t.bytes > limit);
     if (over === undefined) continue;

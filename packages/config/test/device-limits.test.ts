@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeviceLimitError } from '@bitdistill/core';
-import { checkDeviceLimits, stageTensors, validateConfig, readModelShape, type ModelShape } from '@bitdistill/config';
+import { checkDeviceLimits, checkWeightsOnDevice, stageTensors, validateConfig, readModelShape, type ModelShape } from '@bitdistill/config';
 
 const MiB = 2 ** 20;
 const QWEN3_06B = {
@@ -82,6 +82,12 @@ describe('device limits (WebGPU per-buffer check)', () => {
     } catch (e) {
       expect((e as DeviceLimitError).hint).to.match(/optim\.lossChunkRows/);
     }
+  });
+
+  it('eval: the weights alone are checked (Qwen3-0.6B refused at 128 MiB, passed at 2 GiB)', () => {
+    expect(() => checkWeightsOnDevice(join(tmp, 'q06'), LAVAPIPE, 'llvmpipe (test)')).to.throw(DeviceLimitError, /embedding \[151936, 1024\] is 593\.5 MiB/);
+    expect(() => checkWeightsOnDevice(join(tmp, 'q06'), DESKTOP, 'gpu')).to.not.throw();
+    expect(() => checkWeightsOnDevice('models/stories260K', LAVAPIPE, 'l')).to.not.throw();
   });
 
   it('the bundled tiny model passes on lavapipe; an unreadable model path passes (the loader reports it)', () => {
