@@ -6,7 +6,10 @@ interface Bench {
 
 const BENCHES: Record<string, { about: string; load: () => Promise<Bench> }> = {
   kernels: { about: 'int8 x ternary products vs fp32 and the memory-bandwidth bound', load: () => import('./kernels.ts') },
-  train: { about: 'training-step tokens/s: default backend vs stock wasm, GEMM vs numpy, CPU MFU, profile', load: () => import('./train.ts') },
+  train: {
+    about: 'training-step tokens/s: default backend vs stock wasm, GEMM vs numpy, CPU MFU, profile (--shape NAME: a real shape; --backend webgpu: WebGPU vs the CPU engine)',
+    load: () => import('./train.ts'),
+  },
   e2e: { about: 'end-to-end inference of a Qwen3-0.6B-shaped student: ternary vs fp32 through the runtime (prefill, generation, memory)', load: () => import('./e2e.ts') },
 };
 

@@ -19,7 +19,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, type BackendInfo } from '@bitdistill/backend';
+import { initBackend, type BackendChoice, type BackendInfo } from '@bitdistill/backend';
 import { initKernels, matmulF32 } from '@bitdistill/kernels-cpu/engine';
 import { answerCrossEntropy, attentionRelationKd, fusedHeadLoss, untaped } from '@bitdistill/losses';
 import { parseDecoderConfig } from '@bitdistill/arch';
@@ -36,8 +36,8 @@ const BATCH = 8;
 const SEQ = 128;
 const OPTIM = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 };
 const DISTILL = { lambdaLogit: 10, gammaAttn: 1e5, temperature: 5, relationHeads: 32 };
-const KINDS = ['sft', 'distill'] as const;
-type Kind = (typeof KINDS)[number];
+export const KINDS = ['sft', 'distill'] as const;
+export type Kind = (typeof KINDS)[number];
 
 interface Options {
   shape: string;
@@ -114,8 +114,8 @@ function tokens(V: number, salt: number): Int32Array {
   return Int32Array.from({ length: BATCH * SEQ }, (_, i) => (Math.imul(i + 1 + salt, 2654435761) >>> 0) % V);
 }
 
-async function child(kind: Kind, shape: string, steps: number, warmup: number, recompute: boolean): Promise<void> {
-  const backend = await initBackend('auto');
+async function child(kind: Kind, shape: string, steps: number, warmup: number, recompute: boolean, choice: BackendChoice): Promise<void> {
+  const backend = await initBackend(choice);
   const arch = readArch(shape);
   const t0 = performance.now();
   const model = initDecoder(arch, 1);
@@ -164,20 +164,20 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
   };
 
   const phases: { grads: number[]; norm: number[]; update: number[] } = { grads: [], norm: [], update: [] };
-  const step = (): number => {
+  const step = async (): Promise<number> => {
     const t0 = performance.now();
     const { value, grads } = tf.variableGrads(lossFn, vars);
     const t1 = performance.now();
     const byName: Record<string, tf.Tensor> = {};
     for (const [vn, g] of Object.entries(grads)) byName[names.get(vn) as string] = g;
-    const { scale } = clipScale(byName, 1, 1);
+    const { scale } = await clipScale(byName, 1, 1);
     const t2 = performance.now();
     opt.apply(trainable, byName, 1e-5, scale);
     phases.grads.push(t1 - t0);
     phases.norm.push(t2 - t1);
     phases.update.push(performance.now() - t2);
     tf.dispose(Object.values(grads));
-    const loss = value.dataSync()[0] as number;
+    const loss = (await value.data())[0] as number;
     value.dispose();
     return loss;
   };
@@ -186,7 +186,7 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
   for (let i = 0; i < warmup; i++) {
     const w0 = performance.now();
     timer?.reset();
-    step();
+    await step();
     if (timer !== null) {
       const r = timer.report(25);
       console.error(`${kind}: kernels ${(r.totalMs / 1000).toFixed(2)} s of the ${((performance.now() - w0) / 1000).toFixed(2)} s step`);
@@ -199,7 +199,7 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
   const losses: number[] = [];
   for (let i = 0; i < steps; i++) {
     const s0 = performance.now();
-    losses.push(step());
+    losses.push(await step());
     stepMs.push(performance.now() - s0);
     console.error(
       `${kind}: step ${i + 1}/${steps} ${((stepMs[i] as number) / 1000).toFixed(1)} s (forward+backward ${((phases.grads[i] as number) / 1000).toFixed(1)}, grad norm ${((phases.norm[i] as number) / 1000).toFixed(1)}, AdamW ${((phases.update[i] as number) / 1000).toFixed(1)}), loss ${losses[i]}`,
@@ -299,8 +299,13 @@ function numpyGemm(shapes: [number, number, number, boolean, boolean][]): { poin
   return { points: j.points, info: { numpy: j.numpy, threadpools: j.threadpools, env: 'OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset' } };
 }
 
+/** The command line of one shape child (`backend` default: auto, the default backend). */
+export function shapeChildArgs(kind: Kind, o: Pick<Options, 'shape' | 'steps' | 'warmup' | 'recompute'>, backend: BackendChoice = 'auto'): string[] {
+  return ['--import', 'tsx', 'scripts/bench/index.ts', 'train', '--shape-child', kind, o.shape, String(o.steps), String(o.warmup), o.recompute ? 'recompute' : '', backend];
+}
+
 export function runShapeChild(kind: Kind, o: Pick<Options, 'shape' | 'steps' | 'warmup' | 'recompute'>): ChildResult {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/bench/index.ts', 'train', '--shape-child', kind, o.shape, String(o.steps), String(o.warmup), o.recompute ? 'recompute' : ''], {
+  const r = spawnSync(process.execPath, shapeChildArgs(kind, o), {
     encoding: 'utf8',
     maxBuffer: 64 << 20,
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -311,7 +316,7 @@ export function runShapeChild(kind: Kind, o: Pick<Options, 'shape' | 'steps' | '
 
 export async function shapeMain(argv: string[]): Promise<void> {
   if (argv[0] === '--shape-child') {
-    await child(argv[1] as Kind, String(argv[2]), Number(argv[3]), Number(argv[4]), argv[5] === 'recompute');
+    await child(argv[1] as Kind, String(argv[2]), Number(argv[3]), Number(argv[4]), argv[5] === 'recompute', (argv[6] ?? 'auto') as BackendChoice);
     return;
   }
   const o = parse(argv);

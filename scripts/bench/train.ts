@@ -1,6 +1,7 @@
 /**
  * `npm run bench -- train [--rounds N] [--steps N] [--stock-steps N] [--warmup N] [--retries N] [--max-load F] [--out DIR]`
- * (`npm run bench -- train --shape qwen3-0.6b ...`: a real model shape, see train-shape.ts)
+ * (`npm run bench -- train --shape qwen3-0.6b ...`: a real model shape, see train-shape.ts;
+ * `npm run bench -- train --backend webgpu [--shape ...]`: WebGPU next to the CPU engine, see train-webgpu.ts)
  *
  * Tokens/s of one training step (forward + backward + AdamW) of a ternary student with SubLN and fake
  * quantization on, for the reference config of MACHINE.md (vocab 4096, d_model 256, 4 layers, 4 heads, ffn 688,
@@ -128,7 +129,7 @@ function median(v: number[]): number {
 }
 
 /** Busy CPU seconds of the whole machine so far (/proc/stat), or NaN off Linux. */
-function machineBusySeconds(): number {
+export function machineBusySeconds(): number {
   try {
     const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
     return ((f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0) + (f[7] ?? 0)) / 100;
@@ -439,6 +440,10 @@ const gflopsAt = (points: GemmPoint[] | undefined, size: number, threads: number
   points?.find((p) => p.m === size && p.k === size && p.n === size && p.threads === threads)?.gflops ?? null;
 
 export async function main(argv: string[]): Promise<void> {
+  if (argv[0] !== '--shape-child' && argv.includes('--backend')) {
+    await (await import('./train-webgpu.ts')).webgpuMain(argv);
+    return;
+  }
   if (argv[0] === '--shape-child' || argv.includes('--shape')) {
     await (await import('./train-shape.ts')).shapeMain(argv);
     return;

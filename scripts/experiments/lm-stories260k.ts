@@ -298,8 +298,8 @@ function settings(totalSteps: number, seed: number): LoopSettings {
   };
 }
 
-function latentRecord(model: Decoder): Record<string, number> | null {
-  const st = latentWeightStats(model);
+async function latentRecord(model: Decoder): Promise<Record<string, number> | null> {
+  const st = await latentWeightStats(model);
   return st === null ? null : { 'latent.relErr': st.relErr, 'latent.nearBoundary': st.nearBoundary, 'latent.zeroFrac': st.zeroFrac };
 }
 

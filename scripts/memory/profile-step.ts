@@ -80,7 +80,7 @@ if (mode === 'forward') {
 
 const vars = [...model.params.values()];
 const optimizer = new AdamW({ beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 });
-const step = () => {
+const step = async () => {
   const before = live;
   peak = live;
   const { value, grads } = tf.variableGrads(() => answerCrossEntropy(model.forward(ids).logits, labels, mask), vars);
@@ -91,13 +91,13 @@ const step = () => {
   for (const [n, v] of model.params) if (grads[v.name] !== undefined) named[n] = grads[v.name] as tf.Tensor;
   const beforeUpdate = live;
   peak = live;
-  const { scale } = clipScale(named, 1e-9); // clipping active, as it usually is early in training
+  const { scale } = await clipScale(named, 1e-9); // clipping active, as it usually is early in training
   optimizer.apply(model.params, named, 1e-3, scale);
   tf.dispose(Object.values(named));
   return { stepPeak, gradBytes, updatePeak: peak - beforeUpdate };
 };
-step(); // the first update creates the moments
-const s = step();
+await step(); // the first update creates the moments
+const s = await step();
 console.log(
   JSON.stringify({
     weightsMiB: MiB(weightsBytes),

@@ -1,8 +1,9 @@
 /**
- * Chooses and initialises the tfjs backend. `auto` prefers libtensorflow (tfjs-node-gpu, then tfjs-node:
- * optional dependencies that usually cannot install on CPU-only machines), then the native CPU engine, then
- * wasm (SIMD, works offline), then the pure-JS cpu backend. Only the CLI (or a test) calls this; libraries use
- * whatever is active.
+ * Chooses and initialises the tfjs backend. `auto` prefers tfjs-node-gpu (an optional dependency that usually
+ * cannot install: its install script downloads libtensorflow), then WebGPU on a hardware GPU (webgpu.ts: Dawn's
+ * Node bindings; a software adapter such as lavapipe only with `--backend webgpu`), then tfjs-node, then the
+ * native CPU engine, then wasm (SIMD, works offline), then the pure-JS cpu backend. Only the CLI (or a test)
+ * calls this; libraries use whatever is active.
  *
  * `native` is the default CPU engine: a tfjs backend of our own (registered as 'native') whose tensors are
  * ordinary TypedArrays, the storage of tfjs's cpu backend, so a 0.6B model's weights, AdamW moments and teacher
@@ -24,11 +25,12 @@ import { nativeStatus } from '@bitdistill/kernels-cpu/engine';
 import { NATIVE_KERNEL_NAMES, setNativeKernels } from './native-kernels.ts';
 import { registerNativeEngine } from './engine.ts';
 import { registerWasmSegmentSum } from './segment-sum.ts';
+import { tryWebGpu, type WebGpuAdapterInfo } from './webgpu.ts';
 
 export { BACKEND_CHOICES, type BackendChoice };
 
 export interface BackendInfo {
-  /** tfjs backend name now active: 'tensorflow' | 'native' | 'wasm' | 'cpu'. */
+  /** tfjs backend name now active: 'tensorflow' | 'webgpu' | 'native' | 'wasm' | 'cpu'. */
   name: string;
   /** Which package provided it. */
   provider: string;
@@ -36,6 +38,8 @@ export interface BackendInfo {
   skipped: { provider: string; reason: string }[];
   /** native and wasm (else null): whether the native kernels of @bitdistill/kernels-cpu back it, or why not. */
   nativeKernels: NativeKernelsInfo | null;
+  /** webgpu only (else null): the adapter (vendor, architecture, description, software or not) and its limits. */
+  webgpu: WebGpuAdapterInfo | null;
 }
 
 export interface NativeKernelsInfo {
@@ -52,6 +56,7 @@ export interface NativeKernelsInfo {
 const WASM_PROVIDER = '@tensorflow/tfjs-backend-wasm';
 const NATIVE_PROVIDER = `${WASM_PROVIDER} + @bitdistill/kernels-cpu`;
 const ENGINE_PROVIDER = '@bitdistill/backend native engine (tfjs cpu storage + @bitdistill/kernels-cpu)';
+const WEBGPU_PROVIDER = '@tensorflow/tfjs-backend-webgpu + webgpu (Dawn)';
 
 const require = createRequire(import.meta.url);
 let active: BackendInfo | null = null;
@@ -111,9 +116,15 @@ export async function initBackend(choice: BackendChoice = 'auto', logger: Logger
     throw new ArgumentError(`unknown backend '${String(choice)}'`, { hint: `use one of ${BACKEND_CHOICES.join(', ')}` });
   }
   tf.enableProdMode();
+  let adapter: WebGpuAdapterInfo | null = null;
   const candidates: { provider: string; name: string; init: () => Promise<NativeKernelsInfo | void> }[] = [];
   if (choice === 'auto' || choice === 'tensorflow') {
     candidates.push({ provider: '@tensorflow/tfjs-node-gpu', name: 'tensorflow', init: () => tryTensorflow('@tensorflow/tfjs-node-gpu') });
+  }
+  if (choice === 'auto' || choice === 'webgpu') {
+    candidates.push({ provider: WEBGPU_PROVIDER, name: 'webgpu', init: async () => void (adapter = await tryWebGpu(choice === 'webgpu')) });
+  }
+  if (choice === 'auto' || choice === 'tensorflow') {
     candidates.push({ provider: '@tensorflow/tfjs-node', name: 'tensorflow', init: () => tryTensorflow('@tensorflow/tfjs-node') });
   }
   if (choice === 'auto' || choice === 'native') candidates.push({ provider: ENGINE_PROVIDER, name: 'native', init: tryNative });
@@ -128,13 +139,15 @@ export async function initBackend(choice: BackendChoice = 'auto', logger: Logger
     try {
       const native = (await c.init()) ?? null;
       const provider = c.name === 'wasm' && native?.active === true ? NATIVE_PROVIDER : c.provider;
-      active = { name: c.name, provider, skipped, nativeKernels: native };
+      const gpu: WebGpuAdapterInfo | null = c.name === 'webgpu' ? adapter : null;
+      active = { name: c.name, provider, skipped, nativeKernels: native, webgpu: gpu };
       for (const s of skipped) logger.debug({ provider: s.provider, reason: s.reason }, 'backend candidate skipped');
       logger.info(
         {
           backend: c.name,
           provider,
           ...(native?.active === true ? { isa: native.isa, threads: native.threads } : {}),
+          ...(gpu !== null ? { adapter: gpu } : {}),
           skipped: skipped.map((s) => `${s.provider}: ${s.reason}`),
         },
         `using tfjs backend '${c.name}'`,
@@ -145,7 +158,12 @@ export async function initBackend(choice: BackendChoice = 'auto', logger: Logger
     }
   }
   throw new ArgumentError(`no tfjs backend for --backend ${choice} could be initialised: ${skipped.map((s) => `${s.provider} (${s.reason})`).join('; ')}`, {
-    hint: choice === 'tensorflow' ? 'tfjs-node needs libtensorflow, which cannot be downloaded here; use --backend wasm' : 'reinstall with `npm install`',
+    hint:
+      choice === 'tensorflow'
+        ? 'tfjs-node needs libtensorflow, which cannot be downloaded here; use --backend wasm'
+        : choice === 'webgpu'
+          ? 'WebGPU needs a GPU driver Dawn accepts (Vulkan, Metal or D3D12; without a GPU: Mesa >= 25 lavapipe, see README "WebGPU"); or use --backend native'
+          : 'reinstall with `npm install`',
   });
 }
 

@@ -75,14 +75,14 @@ describe('native CPU engine', function () {
     expect(poolCapFor(G, 4 * G)).to.equal(G);
   });
 
-  it('is what auto picks when libtensorflow is absent', () => {
+  it('is what auto picks when libtensorflow and a hardware WebGPU adapter are absent', () => {
     // In a fresh process: in this one an earlier test may have chosen a backend, which 'auto' then keeps.
     const code =
       "import { initBackend } from '@bitdistill/backend'; const i = await initBackend('auto'); console.log(JSON.stringify({ name: i.name, active: i.nativeKernels?.active, kernels: i.nativeKernels?.kernels }));";
     const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8' });
     expect(r.status, r.stderr).to.equal(0);
     const info = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { name: string; active?: boolean; kernels?: string[] };
-    if (info.name === 'tensorflow') return;
+    if (info.name === 'tensorflow' || info.name === 'webgpu') return;
     expect(info.name).to.equal('native');
     expect(info.active).to.equal(true);
     expect(info.kernels).to.include.members(['BatchMatMul', 'Softmax', 'UnsortedSegmentSum', 'GatherV2', 'Slice']);

@@ -6,8 +6,8 @@ export const EXIT_USAGE = 2;
 export function exitCodeFor(e: unknown): number {
   if (isBitDistillError(e)) {
     if (e.code === 'E_INTERRUPTED') return 130;
-    // A refused memory budget is a usage problem too: nothing ran, the fix is a setting.
-    return e.code === 'E_CONFIG' || e.code === 'E_USAGE' || e.code === 'E_MEMORY' ? EXIT_USAGE : 1;
+    // A refused memory budget or device limit is a usage problem too: nothing ran, the fix is a setting.
+    return e.code === 'E_CONFIG' || e.code === 'E_USAGE' || e.code === 'E_MEMORY' || e.code === 'E_DEVICE_LIMIT' ? EXIT_USAGE : 1;
   }
   return 1;
 }

@@ -26,4 +26,6 @@ export {
   lossChunkRows,
   AUTO_CHUNK_BYTES,
 } from './memory.ts';
+export { checkDeviceLimits, checkWeightsOnDevice, stageTensors } from './device-limits.ts';
+export type { DeviceBufferLimits, StageTensor } from './device-limits.ts';
 export type { ModelShape, StageEstimate, RunEstimate, EstimateOptions, MachineMemory, Phase } from './memory.ts';

@@ -38,8 +38,9 @@
  *                      runs each block in a tidy, so two layers' intermediates at most (a block, and the captured
  *                      layer's, which lives until the forward returns): 6.9 NC + 10.8 NQ + 9.6 NK + 5.0 NI + 4.2 S
  *                      per layer (fitted when every layer's intermediates lived until the end).
- *   eval         the dev evaluation of task stages: the same forward-only figure at batch max(8, B) with full
- *                [b*T, V] logits, while W, the moments and the teacher are alive.
+ *   eval         the dev evaluation of task stages: the same forward-only figure at batch max(8, B) with logits
+ *                at the answer positions only (ANSWER_ROWS_PER_EXAMPLE per prompt; trainer/src/evaluate.ts), while
+ *                W, the moments and the teacher are alive.
  *   checkpoint   the files stream from the tensors' own storage (no copy on native / cpu); on wasm every read
  *                (`data()`) of the weights and both moments is a copy out of the heap, held while writing: 3G.
  *   slack        native engine: its buffer pool keeps freed kernel outputs up to BITDISTILL_POOL_MB (default an eighth
@@ -110,6 +111,12 @@ export const TRAIN_DENSE: LayerCoefficients = { NC: 16.6, NQ: 5.56, NK: 5.05, NI
  * same fit (worst residual 2.5%; op by op it was NC 32.0, NQ 22.0, NK 18.3, NI 14.1, S 7.3, Wlin 2.0).
  */
 export const TRAIN_STUDENT: LayerCoefficients = { NC: 26.6, NQ: 7.56, NK: 5.05, NI: 8.05, S: 0.24, Wlin: 0 };
+/**
+ * The op-by-op forms (BITDISTILL_FUSED=0 on the native engine: the earlier fits quoted above), which the WebGPU
+ * backend runs (no fused kernel is registered there). Not re-fitted on WebGPU.
+ */
+export const TRAIN_DENSE_OP_BY_OP: LayerCoefficients = { NC: 17.0, NQ: 18.9, NK: 18.3, NI: 11.1, S: 7.3, Wlin: 0 };
+export const TRAIN_STUDENT_OP_BY_OP: LayerCoefficients = { NC: 32.0, NQ: 22.0, NK: 18.3, NI: 14.1, S: 7.3, Wlin: 2.0 };
 /** A forward pass without backward (frozen teacher, dev evaluation): every intermediate until it returns. */
 export const FORWARD_DENSE: LayerCoefficients = { NC: 6.9, NQ: 10.8, NK: 9.6, NI: 5.0, S: 4.2, Wlin: 0 };
 /** The same on wasm (explicit weight transposes in model/src/ops.ts matMulT, freed as they are used; 14 shapes each). */
@@ -139,13 +146,17 @@ export const HEAD_VC_BLOCKS = 2;
  */
 export const ATTN_KD_REL = 8.3;
 export const ATTN_KD_QKV = 2.0;
-/** The optimizer step's temporaries in copies of the largest parameter: fused AdamW on host storage, tf ops on wasm (measured). */
+/**
+ * The optimizer step's temporaries in copies of the largest parameter: fused AdamW on host storage, tf ops on
+ * wasm (measured; WebGPU takes the same tf-ops path).
+ */
 export const UPDATE_COPIES_HOST = 1;
 export const UPDATE_COPIES_WASM = 14;
 /**
  * Checkpoint writing, in trainable-sized copies: the files are streamed tensor by tensor from the tensors'
  * storage (native, cpu: no copy), but on wasm every `data()` read of the weights and both moments is a copy out
- * of the heap, all held while the files are written.
+ * of the heap, all held while the files are written (on WebGPU a host copy of each, kept by tfjs until the
+ * tensor is replaced).
  */
 export const CHECKPOINT_COPIES_WASM = 3;
 export const CHECKPOINT_COPIES_NATIVE = 0;
@@ -355,6 +366,13 @@ function isStudent(stage: StageName): boolean {
   return stage === 'bitnet-sft' || stage === 'continual-pretrain' || stage === 'distill';
 }
 
+/** Per-layer training coefficients: the native engine's fused forms, wasm's, or the op-by-op forms WebGPU runs. */
+function trainCoefficients(backend: string, student: boolean): LayerCoefficients {
+  if (backend === 'wasm') return student ? TRAIN_STUDENT_WASM : TRAIN_DENSE_WASM;
+  if (backend === 'webgpu') return student ? TRAIN_STUDENT_OP_BY_OP : TRAIN_DENSE_OP_BY_OP;
+  return student ? TRAIN_STUDENT : TRAIN_DENSE;
+}
+
 /** Estimated peak memory of one stage of a config for a model of shape `shape` (see the header for the model). */
 export function estimateStage(config: TrainConfig, stage: StageName, shape: ModelShape, opts: EstimateOptions = {}): StageEstimate {
   const o = stageOptim(config, stage);
@@ -381,7 +399,9 @@ export function estimateStage(config: TrainConfig, stage: StageName, shape: Mode
 
   // Activations of one micro-batch: the decoder layers, the head + loss, attention KD, the teacher's forward.
   const wasm = backend === 'wasm';
-  const coef = student ? (wasm ? TRAIN_STUDENT_WASM : TRAIN_STUDENT) : wasm ? TRAIN_DENSE_WASM : TRAIN_DENSE;
+  // WebGPU: op-by-op forms, AdamW in tf ops, host copies of what a checkpoint reads (see the constants).
+  const webgpu = backend === 'webgpu';
+  const coef = trainCoefficients(backend, student);
   const fwd = wasm ? FORWARD_DENSE_WASM : FORWARD_DENSE;
   const perLayer = layerValues(coef, shape, B, T);
   // Recompute keeps each block's input; the block being recomputed holds its activations (the distilled layer,
@@ -406,12 +426,12 @@ export function estimateStage(config: TrainConfig, stage: StageName, shape: Mode
   const activations = F32 * (layers + head + attn) + teacherAct;
   const Wt = F32 * teacherParams;
 
-  const update = F32 * largestParameter(shape) * (wasm ? UPDATE_COPIES_WASM : UPDATE_COPIES_HOST);
+  const update = F32 * largestParameter(shape) * (wasm || webgpu ? UPDATE_COPIES_WASM : UPDATE_COPIES_HOST);
   const optimizer = 2 * G;
   // Without periodic checkpoints only final/ is written: the weights alone.
-  const checkpoint = wasm ? (opts.checkpoints === false ? W : G * CHECKPOINT_COPIES_WASM) : G * CHECKPOINT_COPIES_NATIVE;
+  const checkpoint = wasm || webgpu ? (opts.checkpoints === false ? W : G * CHECKPOINT_COPIES_WASM) : G * CHECKPOINT_COPIES_NATIVE;
   const evalB = Math.max(8, B);
-  const evalAct = lm ? 0 : forwardBytes(fwd, shape, evalB, config.model.maxSeqLen, evalB * config.model.maxSeqLen);
+  const evalAct = lm ? 0 : forwardBytes(fwd, shape, evalB, config.model.maxSeqLen, evalB * ANSWER_ROWS_PER_EXAMPLE);
   const overhead = opts.overheadBytes ?? (lm ? PROCESS_OVERHEAD_LM_BYTES : PROCESS_OVERHEAD_BYTES) + TOKENIZER_BYTES_PER_TOKEN * V;
 
   // The native engine's slack (auto picks the native engine when the addon loads; stock cpu has neither):
@@ -542,6 +562,10 @@ export function estimateRun(config: TrainConfig, opts: EstimateOptions & { stage
     estimateStage(config, s, base.shape, { ...opts, backend, ...(t?.shape != null ? { teacherShape: t.shape } : {}) }),
   );
   if (backend === 'auto') notes.push('backend auto: the native engine when the kernels addon loads (no limit beyond RAM), else wasm (4 GiB heap)');
+  if (backend === 'webgpu')
+    notes.push(
+      'backend webgpu: tensors live in GPU memory, whose size WebGPU does not report; the estimate (op-by-op forms, not fitted on WebGPU) is checked against host memory, which is the GPU memory of a software adapter',
+    );
   return {
     backend,
     machine,

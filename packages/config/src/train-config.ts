@@ -53,7 +53,7 @@ export type StageName = (typeof STAGE_NAMES)[number];
 export const PIPELINE_STAGES: readonly StageName[] = ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill'];
 
 /** The tfjs backends `--backend` / `backend:` accept (@bitdistill/backend initialises them). */
-export const BACKEND_CHOICES = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'] as const;
+export const BACKEND_CHOICES = ['auto', 'tensorflow', 'webgpu', 'native', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
 /** Operand formats of low-bit float training GEMMs (@bitdistill/quant lowBitLinear). */
 export const GEMM_FORMATS = ['none', 'fp8-e4m3', 'fp8-e5m2', 'fp4-e2m1', 'nvfp4'] as const;

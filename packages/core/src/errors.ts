@@ -13,6 +13,8 @@ export type ErrorCode =
   | 'E_DATA' // a dataset row or corpus problem
   | 'E_NUMERIC' // NaN / Inf during training
   | 'E_MEMORY' // a stage's estimated peak memory exceeds the machine or the backend
+  | 'E_DEVICE' // the GPU device failed (no adapter, a validation error, device lost)
+  | 'E_DEVICE_LIMIT' // a tensor larger than the GPU adapter allows in one buffer
   | 'E_IO' // an OS-level read/write failure
   | 'E_INTERRUPTED'; // SIGINT / SIGTERM stopped a stage after saving a checkpoint
 
@@ -84,6 +86,32 @@ export class MemoryBudgetError extends BitDistillError {
     this.stage = stage;
     this.estimateBytes = estimateBytes;
     this.limitBytes = limitBytes;
+  }
+}
+
+/** The GPU device (WebGPU) failed: no adapter, a validation error it reported, or the device was lost. */
+export class DeviceError extends BitDistillError {
+  constructor(message: string, options: BitDistillErrorOptions = {}) {
+    super('E_DEVICE', message, options);
+    this.name = 'DeviceError';
+  }
+}
+
+/**
+ * A tensor the GPU cannot hold in one buffer: `bytes` over the adapter's `limit` (a WebGPU limit name such as
+ * maxStorageBufferBindingSize) of `limitBytes`. Raised before a run when the estimate says so, or by the op
+ * that would otherwise have been dropped by the device with a validation error (and read back as zeros).
+ */
+export class DeviceLimitError extends BitDistillError {
+  readonly limit: string;
+  readonly limitBytes: number;
+  readonly bytes: number;
+  constructor(limit: string, limitBytes: number, bytes: number, message: string, options: BitDistillErrorOptions = {}) {
+    super('E_DEVICE_LIMIT', message, options);
+    this.name = 'DeviceLimitError';
+    this.limit = limit;
+    this.limitBytes = limitBytes;
+    this.bytes = bytes;
   }
 }
 

@@ -7,6 +7,8 @@ export {
   UnsupportedError,
   ConfigError,
   MemoryBudgetError,
+  DeviceError,
+  DeviceLimitError,
   isBitDistillError,
 } from './errors.ts';
 export type { ErrorCode, BitDistillErrorOptions, ConfigIssue } from './errors.ts';

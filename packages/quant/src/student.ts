@@ -182,9 +182,10 @@ export interface LatentWeightStats {
 
 /**
  * Measures how far the latent (full-precision) weights sit from their ternary values, with the reference
- * quantizer (plain loops; a few ms for a small model). Null for a model without quantized projections.
+ * quantizer (plain loops; a few ms for a small model). Null for a model without quantized projections. The
+ * weights are read asynchronously: on a GPU backend under Node there is no synchronous read.
  */
-export function latentWeightStats(model: Decoder): LatentWeightStats | null {
+export async function latentWeightStats(model: Decoder): Promise<LatentWeightStats | null> {
   const rec = studentRecord(model);
   if (rec === null || rec.weightQuant === 'none') return null;
   let err = 0;
@@ -196,7 +197,7 @@ export function latentWeightStats(model: Decoder): LatentWeightStats | null {
   for (const base of model.linears.keys()) {
     const p = model.params.get(`${base}.weight`);
     if (p === undefined) continue;
-    const w = p.dataSync() as Float32Array;
+    const w = (await p.data()) as Float32Array;
     const cols = p.shape[p.shape.length - 1] as number;
     const q = ternaryQuantRef(w, cols, rec.weightQuant);
     const groups = scaleGroups(w.length, cols, rec.weightQuant);

@@ -8,16 +8,16 @@ describe('latentWeightStats', () => {
     await initBackend('wasm');
   });
 
-  it('is null for a plain model', () => {
+  it('is null for a plain model', async () => {
     const { model } = loadModel('test/fixtures/tiny-qwen3', { trainable: false });
-    expect(latentWeightStats(model)).to.equal(null);
+    expect(await latentWeightStats(model)).to.equal(null);
     model.dispose();
   });
 
-  it('matches a direct computation: relative error, weights near the d/2 boundary, zeros, per type', () => {
+  it('matches a direct computation: relative error, weights near the d/2 boundary, zeros, per type', async () => {
     const { model } = loadModel('test/fixtures/tiny-qwen3', { trainable: false });
     prepareStudent(model, { subln: 'none', weightQuant: 'absmean' });
-    const got = latentWeightStats(model);
+    const got = await latentWeightStats(model);
     expect(got).to.not.equal(null);
     // Independent loop: per tensor d = mean |W|, Q(W) = d * clamp(round(W / d), -1, 1).
     let err = 0;

@@ -17,14 +17,18 @@ export function clipByGlobalNorm(grads: Record<string, tf.Tensor>, maxNorm: numb
 /**
  * The factor that averages summed gradients over `divisor` micro-batches and clips their global L2 norm to
  * maxNorm (<= 0: no clipping): g_used = g_sum * scale. `norm` is the averaged gradients' norm before clipping
- * (what clipByGlobalNorm reports). Reads one scalar per parameter; no gradient is copied.
+ * (what clipByGlobalNorm reports). One squared sum per parameter (one gradient squared at a time; no gradient
+ * is copied), read back together and asynchronously (a GPU backend under Node has no synchronous read), then
+ * added up here in float64.
  */
-export function clipScale(summed: Record<string, tf.Tensor>, maxNorm: number, divisor = 1): { norm: number; scale: number } {
+export async function clipScale(summed: Record<string, tf.Tensor>, maxNorm: number, divisor = 1): Promise<{ norm: number; scale: number }> {
+  const sums = Object.values(summed).map((g) => tf.tidy(() => tf.sum(tf.square(g))));
   let sq = 0;
-  for (const g of Object.values(summed)) {
-    const s = tf.tidy(() => tf.sum(tf.square(g)));
-    sq += s.dataSync()[0] as number;
-    s.dispose();
+  if (sums.length > 0) {
+    const all = tf.stack(sums);
+    tf.dispose(sums);
+    for (const s of (await all.data()) as Float32Array) sq += s;
+    all.dispose();
   }
   const norm = Math.sqrt(sq) / divisor;
   const clip = maxNorm > 0 && Number.isFinite(norm) && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1;

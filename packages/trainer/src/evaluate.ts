@@ -28,7 +28,9 @@ export interface LabelScoringOptions {
 
 /**
  * Rows of [B, T, V] logits for right-padded sequences: for each (sequence b, position t) in `at`, the logits
- * row at b * T + t, as one Float32Array [at.length, V].
+ * row at b * T + t, as one Float32Array [at.length, V]. Only those rows go through the vocabulary projection
+ * (Decoder.forward logitRows): the full [B*T, V] logits of a 151,936-token vocabulary at 8 x 128 are 2.4 GB,
+ * more than one WebGPU buffer may hold on most GPUs.
  */
 async function logitRows(model: Decoder, seqs: readonly number[][], at: readonly [number, number][], pad: number): Promise<Float32Array> {
   let T = 0;
@@ -36,15 +38,12 @@ async function logitRows(model: Decoder, seqs: readonly number[][], at: readonly
   const ids = new Int32Array(seqs.length * T).fill(pad);
   seqs.forEach((s, b) => ids.set(s, b * T));
   const rows = tf.tidy(() => {
-    const { logits } = model.forward(tf.tensor2d(ids, [seqs.length, T], 'int32'));
-    const flat = tf.reshape(logits, [seqs.length * T, model.config.vocabSize]);
-    return tf.gather(
-      flat,
-      tf.tensor1d(
-        at.map(([b, t]) => b * T + t),
-        'int32',
-      ),
+    const flatRows = tf.tensor1d(
+      at.map(([b, t]) => b * T + t),
+      'int32',
     );
+    const { logits } = model.forward(tf.tensor2d(ids, [seqs.length, T], 'int32'), { logitRows: flatRows });
+    return tf.reshape(logits, [at.length, model.config.vocabSize]);
   });
   const out = (await rows.data()) as Float32Array;
   rows.dispose();

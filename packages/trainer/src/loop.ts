@@ -100,7 +100,7 @@ export interface StageSpec<B extends MicroBatch> {
   /** Weights of the loss terms in the total (e.g. {logitKd: 10, attnKd: 1e5}); used to warn when one term drowns the CE. */
   termWeights?: Record<string, number>;
   /** Extra numbers for the periodic train record (e.g. latent-weight statistics of a student); null = none. */
-  extraMetrics?: () => Record<string, unknown> | null;
+  extraMetrics?: () => Promise<Record<string, unknown> | null>;
   /** What to write next to every checkpoint. */
   resolvedYaml: string;
   tokenizerFrom: string;
@@ -416,7 +416,7 @@ async function forwardBackward<B extends MicroBatch>(
 /** Everything after the gradients: NaN guard, clip, AdamW step, EMA, first-step weight warning, progress/log, eval and best tracking, checkpoint. */
 async function afterStep<B extends MicroBatch>(run: StageRun<B>, acc: Accumulated): Promise<void> {
   const { spec, settings, state } = run;
-  const { norm, lr } = optimizerStep(run, acc);
+  const { norm, lr } = await optimizerStep(run, acc);
   state.step += 1;
   run.stepsThisProcess += 1;
   state.epoch = spec.epoch();
@@ -424,7 +424,7 @@ async function afterStep<B extends MicroBatch>(run: StageRun<B>, acc: Accumulate
 
   const loss = acc.lossSum / settings.optim.gradAccum;
   if (run.stepsThisProcess === 1) warnTermWeights(run, acc.termSums);
-  report(run, loss, lr, norm, acc.termSums);
+  await report(run, loss, lr, norm, acc.termSums);
   const isLast = state.step === settings.totalSteps;
   if (settings.evalEvery > 0 && state.step % settings.evalEvery === 0 && !isLast) {
     const res = await evaluate(run);
@@ -439,12 +439,12 @@ async function afterStep<B extends MicroBatch>(run: StageRun<B>, acc: Accumulate
 }
 
 /** Averages and clips the summed gradients into one scale, stops on a non-finite norm, applies AdamW and updates the EMA; disposes the gradients. */
-function optimizerStep<B extends MicroBatch>(run: StageRun<B>, { summed, lossSum }: Accumulated): { norm: number; lr: number } {
+async function optimizerStep<B extends MicroBatch>(run: StageRun<B>, { summed, lossSum }: Accumulated): Promise<{ norm: number; lr: number }> {
   const { spec, settings, state } = run;
   const o = settings.optim;
   // Averaging over micro-batches and clipping become one scale the optimizer applies as it reads each
   // gradient: no averaged or clipped copy of every gradient.
-  const { norm, scale } = clipScale(summed, o.gradClip, o.gradAccum);
+  const { norm, scale } = await clipScale(summed, o.gradClip, o.gradAccum);
   if (!Number.isFinite(norm)) {
     // A finite loss with a non-finite gradient (an overflow in the backward pass): stop before the update.
     tf.dispose(Object.values(summed));
@@ -493,7 +493,7 @@ function warnTermWeights<B extends MicroBatch>(run: StageRun<B>, termSums: Recor
 }
 
 /** Progress callback every step; a train record (metrics.jsonl, onRecord, debug log) every logEvery steps and at the last. */
-function report<B extends MicroBatch>(run: StageRun<B>, loss: number, lr: number, norm: number, termSums: Record<string, number>): void {
+async function report<B extends MicroBatch>(run: StageRun<B>, loss: number, lr: number, norm: number, termSums: Record<string, number>): Promise<void> {
   const { spec, settings, state } = run;
   const now = performance.now() / 1000;
   const tps = run.windowTokens / Math.max(1e-9, now - run.windowStart);
@@ -511,7 +511,7 @@ function report<B extends MicroBatch>(run: StageRun<B>, loss: number, lr: number
       gradNorm: norm,
       tokensPerSecond: Math.round(tps),
       elapsed: Number(state.elapsedSeconds.toFixed(2)),
-      ...(spec.extraMetrics?.() ?? {}),
+      ...((await spec.extraMetrics?.()) ?? {}),
     };
     record(run, rec);
     run.log.debug(rec, `${spec.stage} step ${state.step}/${settings.totalSteps}`);

@@ -362,8 +362,8 @@ async function lmStage(ctx: StageContext, stage: 'pretrain' | 'continual-pretrai
 }
 
 /** Latent-weight statistics as flat metrics keys (latent.relErr, latent.relErr.q_proj, ...). */
-function latentRecord(model: Decoder): Record<string, number> | null {
-  const st = latentWeightStats(model);
+async function latentRecord(model: Decoder): Promise<Record<string, number> | null> {
+  const st = await latentWeightStats(model);
   if (st === null) return null;
   const out: Record<string, number> = { 'latent.relErr': st.relErr, 'latent.nearBoundary': st.nearBoundary, 'latent.zeroFrac': st.zeroFrac };
   for (const [k, v] of Object.entries(st.relErrByType)) out[`latent.relErr.${k}`] = v;

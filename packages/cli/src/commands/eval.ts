@@ -1,7 +1,7 @@
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { DATASET_FORMATS, devFiles, readExamples, type DatasetFormat, type Example } from '@bitdistill/data';
-import { loadConfig } from '@bitdistill/config';
+import { checkWeightsOnDevice, loadConfig } from '@bitdistill/config';
 import {
   defaultDataFiles,
   modelTask,
@@ -40,7 +40,9 @@ interface Args extends GlobalArgs {
 
 /** The tfjs path: a training checkpoint (fake-quantized student, or a full-precision model). */
 async function tfjsPredictor(ctx: Context, dir: string): Promise<Predictor> {
-  await ctx.backend();
+  const backend = await ctx.backend();
+  // On a GPU, a weight over the per-buffer limit is refused before the model loads.
+  if (backend.webgpu !== null) checkWeightsOnDevice(dir, backend.webgpu.limits, backend.webgpu.description);
   const { loadModel } = await import('@bitdistill/model');
   const { restoreStudent } = await import('@bitdistill/quant');
   const { tfjsPredictor } = await import('@bitdistill/trainer');

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
 import type { Logger } from 'pino';
-import { checkMemoryBudget, estimateRun, loadConfig, STAGE_NAMES, type StageName, type TrainConfig } from '@bitdistill/config';
+import { checkDeviceLimits, checkMemoryBudget, estimateRun, loadConfig, STAGE_NAMES, type StageName, type TrainConfig } from '@bitdistill/config';
 import { createLogger } from '../log.ts';
 import { ProgressBar } from '../progress.ts';
 import type { GlobalArgs } from '../context.ts';
@@ -77,7 +77,10 @@ export const trainCommand: CommandModule<GlobalArgs, Args> = {
     const { initBackend } = await import('@bitdistill/backend');
     const { runTraining, summaryMarkdown } = await import('@bitdistill/trainer');
     const backend = await initBackend(explicit ? args.backend : config.backend, logger);
-    if (args['memory-check']) memoryCheck(config, backend.name, stagesToRun(config, args.stage, args.resume), logger);
+    const toRun = stagesToRun(config, args.stage, args.resume);
+    if (args['memory-check']) memoryCheck(config, backend.name, toRun, logger);
+    // A GPU's per-buffer limit is not a matter of estimates: a tensor over it cannot run at all.
+    if (backend.webgpu !== null) checkDeviceLimits(config, toRun, backend.webgpu.limits, backend.webgpu.description);
     let stopRequested = false;
     const onSignal = (sig: string) => {
       if (stopRequested) process.exit(130);
