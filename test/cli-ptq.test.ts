@@ -2,7 +2,7 @@
 // configs/sst2-tiny.yaml), through the real CLI from its TypeScript sources.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSafetensors } from '@bitdistill/format';
@@ -83,6 +83,20 @@ describe('bitdistill quantize and soup on stories260K', function () {
       expect(Number.isFinite(nll)).to.equal(true);
       model.dispose();
     }
+  });
+
+  it("a training stage's finalEval is not carried over to the quantized model (it was the source's)", () => {
+    const teacher = join(tmp, 'teacher');
+    mkdirSync(teacher);
+    const config = JSON.parse(readFileSync('models/stories260K/config.json', 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(teacher, 'config.json'), JSON.stringify({ ...config, bitdistill: { stage: 'teacher', finalEval: { metric: 'accuracy', value: 0.6 } } }));
+    for (const f of ['model.safetensors', 'tokenizer.bin']) copyFileSync(join('models/stories260K', f), join(teacher, f));
+    const r = cli('quantize', '--model', teacher, '--out', join(tmp, 'teacher-rtn'), '--method', 'rtn', '--calib-seqs', '1', '--heldout-seqs', '1');
+    expect(r.status, r.stderr).to.equal(0);
+    const block = (JSON.parse(readFileSync(join(tmp, 'teacher-rtn', 'config.json'), 'utf8')) as { bitdistill: Record<string, unknown> }).bitdistill;
+    expect(block).to.include({ stage: 'teacher' });
+    expect(block).to.have.property('ptq');
+    expect(block).to.not.have.property('finalEval');
   });
 
   it('soup of the base and its 4-bit RTN copy is their elementwise mean; a model of another shape is refused', () => {

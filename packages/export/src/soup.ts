@@ -108,9 +108,11 @@ export function soupCheckpoints(o: SoupOptions): SoupReport {
     for (const f of files) f.close();
   }
 
-  // The soup's own record; a PTQ record of the first checkpoint no longer holds (the mean is off its grid).
+  // The soup's own record. The first checkpoint's PTQ record no longer holds (the mean is off its grid), nor its
+  // finalEval (a training stage's dev result).
   const block = { ...((first.config['bitdistill'] as Record<string, unknown> | undefined) ?? {}) };
   delete block['ptq'];
+  delete block['finalEval'];
   const config = { ...first.config, bitdistill: { ...block, soup: { method: 'uniform', models: dirs } } };
   // Written into a temporary folder and renamed, so a failure never leaves a half-written model behind.
   const tmp = `${o.out.replace(/\/+$/, '')}.tmp-${process.pid}`;

@@ -46,7 +46,7 @@ describe('soupCheckpoints (uniform model soup)', () => {
   it('every tensor is the elementwise mean (two and three checkpoints, a BF16 one among them); config and tokenizer from the first', () => {
     const [ta, tb, tc] = [tensors(1), tensors(2), tensors(3)];
     const bf = new Map([...tc].map(([k, v]) => [k, { dtype: 'BF16', shape: v.shape, data: f32ArrayToBf16(v.data as Float32Array) } as TensorEntry]));
-    const a = checkpoint(ta, { ...TINY_LLAMA, bitdistill: { subln: 'none', ptq: { method: 'rtn', bits: 4, group: null } } });
+    const a = checkpoint(ta, { ...TINY_LLAMA, bitdistill: { subln: 'none', ptq: { method: 'rtn', bits: 4, group: null }, finalEval: { value: 0.5 } } });
     const b = checkpoint(tb);
     const c = checkpoint(bf);
     for (const models of [
@@ -74,6 +74,7 @@ describe('soupCheckpoints (uniform model soup)', () => {
       expect(config.hidden_size).to.equal(TINY_LLAMA['hidden_size']);
       expect(config.bitdistill['soup']).to.deep.equal({ method: 'uniform', models });
       expect(config.bitdistill).to.not.have.property('ptq'); // the mean is off the first checkpoint's PTQ grid
+      expect(config.bitdistill).to.not.have.property('finalEval');
       expect(existsSync(join(out, 'tokenizer.bin'))).to.equal(true);
     }
     // a soup of one checkpoint with itself is that checkpoint

@@ -110,7 +110,8 @@ export const quantizeCommand: CommandModule<GlobalArgs, Args> = {
     const tmp = `${args.out.replace(/\/+$/, '')}.tmp-${process.pid}`;
     rmSync(tmp, { recursive: true, force: true });
     try {
-      await saveModel(model, tmp, { bitdistill: { ptq }, tokenizerFrom: source, metadata: { format: 'pt', bitdistill: 'ptq-v1' } });
+      // finalEval (a training stage's dev result) was of the source model: undefined drops it from config.json.
+      await saveModel(model, tmp, { bitdistill: { ptq, finalEval: undefined }, tokenizerFrom: source, metadata: { format: 'pt', bitdistill: 'ptq-v1' } });
       rmSync(args.out, { recursive: true, force: true });
       renameSync(tmp, args.out);
     } catch (e) {
