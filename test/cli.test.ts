@@ -26,7 +26,7 @@ describe('bitdistill CLI', function () {
   it('--help lists the commands', () => {
     const r = cli('--help');
     expect(r.status).to.equal(0);
-    for (const c of ['generate', 'info', 'validate', 'train', 'import']) expect(r.stdout).to.include(c);
+    for (const c of ['generate', 'info', 'validate', 'train', 'import', 'quantize', 'soup']) expect(r.stdout).to.include(c);
   });
 
   it('generate prints the Lily story for "Once upon a time"', () => {

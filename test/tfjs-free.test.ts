@@ -3,7 +3,9 @@
 // Each package is imported in a fresh process whose module resolution refuses @tensorflow/* (test/support).
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const HOOK = new URL('./support/no-tfjs.mjs', import.meta.url).pathname;
 
@@ -65,7 +67,7 @@ describe('the tfjs-free wing depends only on tfjs-free packages (package.json, t
   });
 });
 
-describe('the CLI runs an export without loading tfjs', function () {
+describe('the CLI runs an export, and soups checkpoints, without loading tfjs', function () {
   this.timeout(120_000);
   const cli = (args: string[]) =>
     spawnSync(process.execPath, ['--import', HOOK, 'packages/cli/bin/bitdistill.js', ...args], {
@@ -96,6 +98,17 @@ describe('the CLI runs an export without loading tfjs', function () {
     ]);
     expect(r.status, `${r.stdout}${r.stderr}`.slice(-800)).to.equal(0);
     expect((JSON.parse(r.stdout.trim().split('\n').pop() as string) as { examples: number }).examples).to.equal(4);
+  });
+
+  it('soup of two checkpoints (safetensors only)', () => {
+    const out = mkdtempSync(join(tmpdir(), 'bitdistill-soup-'));
+    try {
+      const r = cli(['soup', '--model', 'models/stories260K', '--model', 'models/stories260K', '--out', join(out, 'soup'), '--log-level', 'warn']);
+      expect(r.status, `${r.stdout}${r.stderr}`.slice(-800)).to.equal(0);
+      expect(r.stdout).to.match(/^souped 2 checkpoints/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
   });
 
   it('the guard does see tfjs: `info` (the tfjs decoder) is caught', () => {

@@ -16,15 +16,20 @@ import { importCommand } from './commands/import.ts';
 import { initCommand } from './commands/init.ts';
 import { exportCommand } from './commands/export.ts';
 import { evalCommand } from './commands/eval.ts';
+import { quantizeCommand } from './commands/quantize.ts';
+import { soupCommand } from './commands/soup.ts';
 
 const argv = hideBin(process.argv);
 
 /** Options that take several values; any other option given twice (`--model a --model b`) is a usage error. */
-const LIST_OPTIONS = new Set(['_', '$0', 'overrides', 'data']);
+const LIST_OPTIONS = new Set(['_', '$0', 'overrides', 'data', 'corpus']);
+/** Options that take several values in one command only (`soup --model a --model b`). */
+const COMMAND_LIST_OPTIONS: Record<string, ReadonlySet<string>> = { soup: new Set(['model']) };
 
 function refuseRepeatedOptions(parsed: Record<string, unknown>): void {
+  const command = Array.isArray(parsed['_']) ? String(parsed['_'][0]) : '';
   for (const [key, value] of Object.entries(parsed)) {
-    if (!Array.isArray(value) || LIST_OPTIONS.has(key) || /[A-Z]/.test(key)) continue;
+    if (!Array.isArray(value) || LIST_OPTIONS.has(key) || COMMAND_LIST_OPTIONS[command]?.has(key) || /[A-Z]/.test(key)) continue;
     throw new BitDistillError('E_USAGE', `--${key} was given ${value.length} times; it takes one value`, { hint: `keep one --${key}` });
   }
 }
@@ -45,6 +50,8 @@ try {
     .command(initCommand)
     .command(exportCommand)
     .command(evalCommand)
+    .command(quantizeCommand)
+    .command(soupCommand)
     .middleware(refuseRepeatedOptions, true)
     .demandCommand(1, 'name a command; see bitdistill --help')
     .strict()

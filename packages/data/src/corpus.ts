@@ -16,7 +16,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync, readdirSync, statSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
-import { ArgumentError, BitDistillError, FormatError, NotFoundError } from '@bitdistill/core';
+import { ArgumentError, BitDistillError, FormatError, NotFoundError, Rng } from '@bitdistill/core';
 import { openArrow } from './arrow-ipc.ts';
 import { openParquet } from './parquet.ts';
 import { nameList, preview } from './preview.ts';
@@ -457,4 +457,49 @@ export class CorpusStream {
       if (this.pos < this.tokens.length) return;
     }
   }
+}
+
+/**
+ * Disjoint sets of packed sequences (seqLen + 1 tokens each) from the start of a corpus: calibration and held-out
+ * text for post-training quantization. The pool is the first poolFactor x (sum of sizes) sequences of one pass,
+ * every other packed sequence only (adjacent ones share a token, so no token is in two sets); it is shuffled by a
+ * seeded Rng and cut into sets of `sizes` in order. Text is read in 64 KiB chunks, so only the pool's text is
+ * tokenized. A corpus shorter than the sets need is a data error; one shorter than the pool gives a smaller pool.
+ */
+export async function sampleCorpusSets(
+  paths: string | readonly string[],
+  tokenizer: TokenizerLike,
+  seqLen: number,
+  sizes: readonly number[],
+  options: { seed: number; poolFactor?: number },
+): Promise<Int32Array[][]> {
+  const need = sizes.reduce((a, b) => a + b, 0);
+  if (sizes.some((n) => !Number.isInteger(n) || n < 0) || need < 1)
+    throw new ArgumentError(`corpus sets: sizes must be integers >= 0, not all 0; got ${sizes.join(', ')}`);
+  const poolFactor = options.poolFactor ?? 4;
+  if (!(Number.isInteger(poolFactor) && poolFactor >= 1)) throw new ArgumentError(`corpus sets: poolFactor must be a positive integer, got ${poolFactor}`);
+  const stream = new CorpusStream(paths, tokenizer, seqLen, null, { chunkBytes: 1 << 16 });
+  const pool: Int32Array[] = [];
+  try {
+    for (let i = 0; pool.length < need * poolFactor; i++) {
+      const seq = await stream.next();
+      if (stream.cursor().epoch > 0) break; // the stream wrapped around: the corpus is used up
+      if (i % 2 === 0) pool.push(seq);
+    }
+  } finally {
+    await stream.close();
+  }
+  if (pool.length < need) {
+    throw new BitDistillError('E_DATA', `corpus ${stream.files.join(', ')}: ${pool.length} disjoint sequences of ${seqLen + 1} tokens, ${need} asked for`, {
+      hint: 'ask for fewer sequences or a shorter sequence length, or add text to the corpus',
+    });
+  }
+  new Rng(options.seed).shuffle(pool);
+  const out: Int32Array[][] = [];
+  let at = 0;
+  for (const n of sizes) {
+    out.push(pool.slice(at, at + n));
+    at += n;
+  }
+  return out;
 }

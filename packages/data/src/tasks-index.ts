@@ -32,7 +32,7 @@ export {
   makeSftBatch,
 } from './prompt.ts';
 export type { TokenizerLike, EncodedExample, SftBatch, SftBatchOptions, LabelScoring } from './prompt.ts';
-export { CorpusStream, expandCorpusPaths, CORPUS_EXTENSIONS } from './corpus.ts';
+export { CorpusStream, expandCorpusPaths, sampleCorpusSets, CORPUS_EXTENSIONS } from './corpus.ts';
 export type { CorpusCursor, CorpusOptions } from './corpus.ts';
 export { accuracy, f1, matthews, pearson, spearman, averageRanks, computeMetrics } from './metrics.ts';
 export { checkTaskConfig, devFiles, devSuffix } from './task-check.ts';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BitDistillError, NotFoundError } from '@bitdistill/core';
-import { CorpusStream, expandCorpusPaths } from '../src/corpus.ts';
+import { CorpusStream, expandCorpusPaths, sampleCorpusSets } from '../src/corpus.ts';
 import type { CorpusCursor } from '../src/corpus.ts';
 import { loadTokenizer } from '../src/load-tokenizer.ts';
 import { ByteTokenizer, WordTokenizer } from './fixtures/fake-tokenizers.ts';
@@ -196,6 +196,33 @@ describe('continual pre-training corpus', () => {
       const cursor = { ...new CorpusStream(fixture('corpus.jsonl'), tok, 8).cursor(), offset: 1_000_000 };
       const e = await rejection(new CorpusStream(fixture('corpus.jsonl'), tok, 8, cursor).next());
       expect(e.message).to.include('ends before the cursor position');
+    });
+  });
+
+  describe('calibration / held-out sets (sampleCorpusSets)', () => {
+    it('disjoint sets of the asked sizes, no token shared; the same seed gives the same sets, another seed others', async () => {
+      // the fixture corpus is ~360 byte tokens: 44 packed sequences of 9 tokens, 22 of them disjoint
+      const [a, b] = await sampleCorpusSets(fixture('corpus.jsonl'), tok, 8, [5, 6], { seed: 1 });
+      expect([a?.length, b?.length]).to.deep.equal([5, 6]);
+      expect([...(a ?? []), ...(b ?? [])].every((q) => q.length === 9)).to.equal(true);
+      // every sequence is a 9-token window of the one-pass token stream at an even sequence index (start 16k)
+      const starts = [...(a ?? []), ...(b ?? [])].map((q) => {
+        const k = [...Array(expected.length).keys()].find((i) => i % 16 === 0 && Array.from(q).every((t, j) => expected[i + j] === t));
+        expect(k, Array.from(q).join(',')).to.not.equal(undefined);
+        return k as number;
+      });
+      expect(new Set(starts).size).to.equal(11);
+      const [a2] = await sampleCorpusSets(fixture('corpus.jsonl'), tok, 8, [5, 6], { seed: 1 });
+      expect(a2?.map((q) => Array.from(q))).to.deep.equal(a?.map((q) => Array.from(q)));
+      const [a3] = await sampleCorpusSets(fixture('corpus.jsonl'), tok, 8, [5, 6], { seed: 2 });
+      expect(a3?.map((q) => Array.from(q))).to.not.deep.equal(a?.map((q) => Array.from(q)));
+    });
+
+    it('a corpus too short for the sets is a data error naming it; bad sizes an ArgumentError', async () => {
+      const e = await rejection(sampleCorpusSets(fixture('corpus.jsonl'), tok, 8, [20, 20], { seed: 0 }));
+      expect(e.code).to.equal('E_DATA');
+      expect(e.message).to.match(/corpus\.jsonl: \d+ disjoint sequences of 9 tokens, 40 asked for/);
+      expect((await rejection(sampleCorpusSets(fixture('corpus.jsonl'), tok, 8, [0, 0], { seed: 0 }))).code).to.equal('E_ARGUMENT');
     });
   });
 });

@@ -5,3 +5,5 @@ export type { GgufExportOptions, GgufExportReport } from './gguf.ts';
 export { ggufTokenizerMetadata, TOKEN_TYPE } from './gguf-tokenizer.ts';
 export type { GgufTokenizer } from './gguf-tokenizer.ts';
 export type { SublnEpsMismatch } from './subln-eps.ts';
+export { soupCheckpoints } from './soup.ts';
+export type { SoupOptions, SoupReport } from './soup.ts';

@@ -56,3 +56,34 @@ export async function sequenceNll(model: Decoder, ids: readonly number[]): Promi
   for (const v of logprobs) s -= v;
   return { logprobs, meanNll: s / T };
 }
+
+/**
+ * Mean next-token NLL (nats per token) over packed LM sequences of equal length L + 1 (inputs the first L tokens,
+ * targets the last L, as the corpus packs them). Batches keep the [B, L, V] logits under 16M values.
+ */
+export function lmNll(model: Decoder, seqs: readonly Int32Array[]): { nll: number; tokens: number } {
+  const first = seqs[0];
+  if (first === undefined || first.length < 2) throw new ArgumentError('lmNll: need at least one sequence of two or more tokens');
+  const L = first.length - 1;
+  if (seqs.some((s) => s.length !== L + 1)) throw new ArgumentError(`lmNll: every sequence must hold ${L + 1} tokens, as the first does`);
+  const V = model.config.vocabSize;
+  const batch = Math.max(1, Math.min(16, Math.floor(2 ** 24 / (L * V))));
+  let sum = 0;
+  for (let b0 = 0; b0 < seqs.length; b0 += batch) {
+    const part = seqs.slice(b0, b0 + batch);
+    const B = part.length;
+    const inputs = new Int32Array(B * L);
+    const flat = new Int32Array(B * L); // row r's target as an index into the flattened [B * L, V] log-probabilities
+    part.forEach((s, b) => {
+      inputs.set(s.subarray(0, L), b * L);
+      for (let t = 0; t < L; t++) flat[b * L + t] = (b * L + t) * V + (s[t + 1] as number);
+    });
+    const lp = tf.tidy(() => {
+      const { logits } = model.forward(tf.tensor2d(inputs, [B, L], 'int32'));
+      return tf.sum(tf.gather(tf.reshape(tf.logSoftmax(tf.reshape(logits, [B * L, V])), [B * L * V]), tf.tensor1d(flat, 'int32')));
+    });
+    sum -= (lp.dataSync() as Float32Array)[0] as number;
+    lp.dispose();
+  }
+  return { nll: sum / (seqs.length * L), tokens: seqs.length * L };
+}

@@ -4,6 +4,6 @@ export { denseLinear, matMulT, transposeFlagsFast, rmsNorm, swiglu, fusedKernel,
 export type { LinearFn } from './ops.ts';
 export { loadModel, saveModel, configJson, copyTokenizerFiles } from './io.ts';
 export type { LoadedModel, LoadOptions, SaveOptions } from './io.ts';
-export { generateGreedy, sequenceNll } from './generate.ts';
+export { generateGreedy, sequenceNll, lmNll } from './generate.ts';
 export { initDecoder } from './init.ts';
 export { setFusedOps } from '@bitdistill/core';

@@ -4,3 +4,5 @@ export { bitLinear, prepareStudent, restoreStudent, describeStudent, latentWeigh
 export type { BitLinearOptions, PrepareStudentOptions, StudentReport, StudentRecord, LatentWeightStats } from './student.ts';
 export { GEMM_FORMATS, lowBitLinear, applyLowBitGemm, fakeQuantGemmOperand } from './lowbit-gemm.ts';
 export type { GemmFormat } from './lowbit-gemm.ts';
+export { quantizeDecoder } from './ptq-model.ts';
+export type { ProjectionPtq } from './ptq-model.ts';
