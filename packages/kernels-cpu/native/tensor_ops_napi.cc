@@ -544,19 +544,40 @@ int64_t attention_chunks(const AttentionShape& a) {
   return work < kMinParallelWeights || g_pool->size() == 1 ? 1 : std::min<int64_t>(pairs, g_pool->size() * kChunksPerThread);
 }
 
+// The attention of a call over either cache type: attention_f32 / attention_f16kv per chunk of (token, head) pairs.
+inline void attention_rows_of(const float* q, const float* kc, const float* vc, float* out, const AttentionShape& a, float* scores,
+                              int64_t p0, int64_t p1) {
+  attention_f32(q, kc, vc, out, a.H, a.Hkv, a.d, a.cap, a.start, a.scale, scores, p0, p1);
+}
+inline void attention_rows_of(const float* q, const uint16_t* kc, const uint16_t* vc, float* out, const AttentionShape& a, float* scores,
+                              int64_t p0, int64_t p1) {
+  attention_f16kv(q, kc, vc, out, a.H, a.Hkv, a.d, a.cap, a.start, a.scale, scores, p0, p1);
+}
+
+template <typename KV>
 struct AttentionCtx {
-  const float *q, *kc, *vc;
+  const float* q;
+  const KV *kc, *vc;
   float* out;
   float* scores;  // [nchunks, start + T]
-  int64_t pairs, H, Hkv, d, cap, start, T;
-  float scale;
+  AttentionShape a;
 };
 
+template <typename KV>
 void attention_task(void* p, int64_t chunk, int64_t n) {
-  auto* c = static_cast<AttentionCtx*>(p);
+  auto* c = static_cast<AttentionCtx<KV>*>(p);
   int64_t b, e;
-  split(c->pairs, chunk, n, &b, &e);
-  if (b < e) attention_f32(c->q, c->kc, c->vc, c->out, c->H, c->Hkv, c->d, c->cap, c->start, c->scale, c->scores + chunk * (c->start + c->T), b, e);
+  split(c->a.T * c->a.H, chunk, n, &b, &e);
+  if (b < e) attention_rows_of(c->q, c->kc, c->vc, c->out, c->a, c->scores + chunk * (c->a.start + c->a.T), b, e);
+}
+
+// Runs the attention on the pool: one chunk below kMinParallelWeights of work, else (token, head) pairs.
+template <typename KV>
+void run_attention(const AttentionShape& a, const float* q, const KV* kc, const KV* vc, float* out) {
+  const int64_t nchunks = attention_chunks(a);
+  std::vector<float> scores(static_cast<size_t>(nchunks * (a.start + a.T)));
+  AttentionCtx<KV> ctx{q, kc, vc, out, scores.data(), a};
+  parallel(nchunks, attention_task<KV>, &ctx);
 }
 
 // attentionF32(q: [T, H, d], kc: [Hkv, cap, d], vc: [Hkv, cap, d], out: [T, H, d], T, H, Hkv, d, cap, start, scale)
@@ -574,28 +595,8 @@ napi_value AttentionF32(napi_env env, napi_callback_info info) {
                         static_cast<int64_t>(kl) < prod(a.Hkv, a.cap, a.d) || static_cast<int64_t>(vl) < prod(a.Hkv, a.cap, a.d),
                "attentionF32: array too small"))
     return nullptr;
-  AttentionCtx ctx{q, kc, vc, out, nullptr, a.T * a.H, a.H, a.Hkv, a.d, a.cap, a.start, a.T, a.scale};
-  const int64_t nchunks = attention_chunks(a);
-  std::vector<float> scores(static_cast<size_t>(nchunks * (a.start + a.T)));
-  ctx.scores = scores.data();
-  parallel(nchunks, attention_task, &ctx);
+  run_attention(a, q, kc, vc, out);
   return nullptr;
-}
-
-struct AttentionKvCtx {
-  const float* q;
-  const uint16_t *kc, *vc;
-  float* out;
-  float* scores;
-  int64_t pairs, H, Hkv, d, cap, start, T;
-  float scale;
-};
-
-void attention_kv_task(void* p, int64_t chunk, int64_t n) {
-  auto* c = static_cast<AttentionKvCtx*>(p);
-  int64_t b, e;
-  split(c->pairs, chunk, n, &b, &e);
-  if (b < e) attention_f16kv(c->q, c->kc, c->vc, c->out, c->H, c->Hkv, c->d, c->cap, c->start, c->scale, c->scores + chunk * (c->start + c->T), b, e);
 }
 
 // attentionKvF16(q: [T, H, d], k: [T, Hkv, d], v: [T, Hkv, d], kc: u16 [Hkv, cap, d], vc: u16 [Hkv, cap, d], out: [T, H, d],
@@ -620,11 +621,7 @@ napi_value AttentionKvF16(napi_env env, napi_callback_info info) {
     return nullptr;
   kv_store_f16(k, kc, a.T, a.Hkv, a.d, a.cap, a.start);
   kv_store_f16(v, vc, a.T, a.Hkv, a.d, a.cap, a.start);
-  AttentionKvCtx ctx{q, kc, vc, out, nullptr, a.T * a.H, a.H, a.Hkv, a.d, a.cap, a.start, a.T, a.scale};
-  const int64_t nchunks = attention_chunks(a);
-  std::vector<float> scores(static_cast<size_t>(nchunks * (a.start + a.T)));
-  ctx.scores = scores.data();
-  parallel(nchunks, attention_kv_task, &ctx);
+  run_attention<uint16_t>(a, q, kc, vc, out);
   return nullptr;
 }
 

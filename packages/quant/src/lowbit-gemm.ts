@@ -43,8 +43,9 @@ export function fakeQuantGemmOperand(x: Float32Array, rows: number, cols: number
   }
 }
 
+/** The operand as the GEMM reads it: `t` itself for 'none' (no copy), else a new rounded tensor. */
 function quantTensor(t: tf.Tensor2D, format: GemmFormat): tf.Tensor2D {
-  if (format === 'none') return t.clone();
+  if (format === 'none') return t;
   const [rows, cols] = t.shape;
   return tf.tensor2d(fakeQuantGemmOperand(t.dataSync() as Float32Array, rows, cols, format), [rows, cols]);
 }
@@ -66,7 +67,7 @@ export function lowBitLinear(formats: { forward: GemmFormat; backward: GemmForma
         const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
         const dyq = quantTensor(dy as tf.Tensor2D, formats.backward);
         const grads = [tf.matMul(dyq, sw), matMulT(dyq, sx, true, false)];
-        dyq.dispose();
+        if (dyq !== dy) dyq.dispose();
         return grads;
       },
     };

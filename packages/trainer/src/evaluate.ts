@@ -55,13 +55,21 @@ async function logitRows(model: Decoder, seqs: readonly number[][], at: readonly
  * First-token mode: one forward of the prompt. Sequence mode: one forward of prompt + answer per label word,
  * scored by the answer's summed log-probabilities.
  */
-async function predictLabels(model: Decoder, tokenizer: Tokenizer, task: TaskSpec, examples: readonly Example[], o: LabelScoringOptions): Promise<number[]> {
+async function predictLabels(
+  model: Decoder,
+  tokenizer: Tokenizer,
+  task: TaskSpec,
+  examples: readonly Example[],
+  o: LabelScoringOptions,
+): Promise<{ preds: number[]; tokens: number }> {
   const scoring = labelScoring(tokenizer, task);
   const V = model.config.vocabSize;
   const pad = tokenizer.padId ?? tokenizer.eosId ?? 0;
   const preds: number[] = [];
+  let tokens = 0;
   for (let s = 0; s < examples.length; s += o.batchSize) {
     const prompts = examples.slice(s, s + o.batchSize).map((ex) => evalPrompt(tokenizer, task, ex, o.maxLen));
+    for (const p of prompts) tokens += p.length;
     const scores = prompts.map(() => new Array<number>(scoring.answers.length).fill(0));
     if (scoring.mode === 'first-token') {
       const rows = await logitRows(
@@ -87,7 +95,7 @@ async function predictLabels(model: Decoder, tokenizer: Tokenizer, task: TaskSpe
     }
     for (const sc of scores) preds.push(predictionFromScores(task, sc));
   }
-  return preds;
+  return { preds, tokens };
 }
 
 /**
@@ -95,15 +103,24 @@ async function predictLabels(model: Decoder, tokenizer: Tokenizer, task: TaskSpe
  * readAnswer: a label word by exact match, -1 for none; regression: the first number, NaN for none).
  * Slower than label scoring: one forward per token.
  */
-async function generateLabels(model: Decoder, tokenizer: Tokenizer, task: TaskSpec, examples: readonly Example[], o: LabelScoringOptions): Promise<number[]> {
+async function generateLabels(
+  model: Decoder,
+  tokenizer: Tokenizer,
+  task: TaskSpec,
+  examples: readonly Example[],
+  o: LabelScoringOptions,
+): Promise<{ preds: number[]; tokens: number }> {
   let maxNew = 0;
   for (const a of answerTokenIds(tokenizer, task)) maxNew = Math.max(maxNew, a.length + 1);
   const preds: number[] = [];
+  let tokens = 0;
   for (const ex of examples) {
-    const ids = await generateGreedy(model, evalPrompt(tokenizer, task, ex, o.maxLen), { maxNewTokens: maxNew, eosId: tokenizer.eosId });
+    const prompt = evalPrompt(tokenizer, task, ex, o.maxLen);
+    tokens += prompt.length;
+    const ids = await generateGreedy(model, prompt, { maxNewTokens: maxNew, eosId: tokenizer.eosId });
     preds.push(readAnswer(task, tokenizer.decode(ids)));
   }
-  return preds;
+  return { preds, tokens };
 }
 
 /** The tfjs model as a Predictor; label scoring runs `batchSize` prompts per forward. */
@@ -113,10 +130,8 @@ export function tfjsPredictor(model: Decoder, tokenizer: Tokenizer, o: { batchSi
     tokenizer,
     predict: async (task, examples, mode, maxLen) => {
       const lo = { batchSize: o.batchSize, maxLen };
-      const preds =
-        mode === 'generate' ? await generateLabels(model, tokenizer, task, examples, lo) : await predictLabels(model, tokenizer, task, examples, lo);
-      const tokens = examples.reduce((n, ex) => n + evalPrompt(tokenizer, task, ex, maxLen).length, 0);
-      return { preds, tokens };
+      // Each counts the prompt tokens it builds (the report's tokens/s).
+      return mode === 'generate' ? generateLabels(model, tokenizer, task, examples, lo) : predictLabels(model, tokenizer, task, examples, lo);
     },
   };
 }
