@@ -38,6 +38,7 @@ import {
   attentionTrainF32,
   attentionTrainGradF32,
   relationKdF32,
+  headLossF32,
   tile32,
   transpose32,
   unaryF32,
@@ -564,6 +565,39 @@ const relationKd: KernelFn = (args) => {
 };
 
 /**
+ * BitDistillHeadLoss: {zs [r, V], zt [r, V]?, labels int32 [r]?, ceMask [r]?, kdMask [r]?}, attrs {ceGrad, kdGrad,
+ * tau, grad} -> [sums [2] (mask-weighted CE and KL row sums)] or, with grad, [sums, g [r, V]]: the elementwise part
+ * of packages/losses fusedHeadLoss for one block of rows, one native pass per row (kernels-cpu headLossF32).
+ */
+const headLoss: KernelFn = (args) => {
+  const st = storageOf(args.backend);
+  const ins = args.inputs as Partial<Record<'zs' | 'zt' | 'labels' | 'ceMask' | 'kdMask', tf.TensorInfo>>;
+  const { ceGrad, kdGrad, tau, grad } = args.attrs as { ceGrad: number; kdGrad: number; tau: number; grad: boolean };
+  const zs = ins.zs as tf.TensorInfo;
+  const [r, V] = zs.shape as [number, number];
+  const sums = st.out([2], 'float32');
+  const g = grad ? st.out([r, V], 'float32') : null;
+  const f32 = (t: tf.TensorInfo | undefined): Float32Array | undefined => (t === undefined ? undefined : (st.view(t) as Float32Array));
+  const ce =
+    ins.labels !== undefined && ins.ceMask !== undefined
+      ? { labels: st.view(ins.labels) as Int32Array, mask: f32(ins.ceMask) as Float32Array, grad: ceGrad }
+      : undefined;
+  const kd =
+    ins.zt !== undefined && ins.kdMask !== undefined
+      ? { teacher: f32(ins.zt) as Float32Array, mask: f32(ins.kdMask) as Float32Array, grad: kdGrad, tau }
+      : undefined;
+  const out = headLossF32(
+    f32(zs) as Float32Array,
+    { r, V, ...(ce !== undefined ? { ce } : {}), ...(kd !== undefined ? { kd } : {}) },
+    g === null ? undefined : f32(g),
+  );
+  const sv = st.view(sums) as Float32Array;
+  sv[0] = out.ce;
+  sv[1] = out.kl;
+  return g === null ? [sums] : [sums, g];
+};
+
+/**
  * UnsortedSegmentSum (the gradient of tf.gather, i.e. of the embedding lookup): out[ids[i], :] += x[i, :] for
  * float32 x [N, ...rest]; ids outside [0, numSegments) are dropped, as TensorFlow does. tfjs's cpu kernel builds
  * a one-hot mask per segment (70% of a training step on cpu, MACHINE.md); this is one pass over x.
@@ -631,6 +665,7 @@ const NATIVE: Record<string, KernelFn> = {
   BitDistillAttention: attention,
   BitDistillAttentionGrad: attentionGrad,
   BitDistillRelationKd: relationKd,
+  BitDistillHeadLoss: headLoss,
   UnsortedSegmentSum: unsortedSegmentSum,
 };
 

@@ -659,6 +659,112 @@ napi_value RelationKdF32(napi_env env, napi_callback_info info) {
   return make_number(env, total);
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// The fused head loss of packages/losses (fusedHeadLoss): answer CE and logit KD of a block of r rows of logits
+// over the vocabulary, with the gradient with respect to the student's logits, in one pass per row. Rows go to
+// the pool; per-row sums are added in row order (deterministic for any thread count).
+
+struct HeadCtx {
+  const float *zs, *zt;
+  const int32_t* labels;
+  const float *ce_mask, *kd_mask;
+  float ce_grad, kd_grad, tau;
+  float* g;
+  int64_t r, V;
+  double *ce, *kl;
+  std::atomic<bool> failed{false};
+};
+
+thread_local Scratch t_head;
+
+void head_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<HeadCtx*>(p);
+  const int64_t V = c->V;
+  float* e = static_cast<float*>(t_head.get(static_cast<size_t>(prod(12, V))));
+  if (e == nullptr) {
+    c->failed.store(true);
+    return;
+  }
+  int64_t r0, r1;
+  split(c->r, chunk, nchunks, &r0, &r1);
+  for (int64_t i = r0; i < r1; i++) {
+    head_loss_row_f32(c->zs + i * V, c->zt == nullptr ? nullptr : c->zt + i * V, V, c->labels == nullptr ? -1 : c->labels[i],
+                      c->ce_mask == nullptr ? 0.0f : c->ce_mask[i], c->ce_grad, c->kd_mask == nullptr ? 0.0f : c->kd_mask[i], c->kd_grad, c->tau,
+                      c->g == nullptr ? nullptr : c->g + i * V, e, e + V, e + 2 * V, c->ce + i, c->kl + i);
+  }
+}
+
+// An optional typed argument: null / undefined leaves *data null.
+template <typename T>
+bool get_optional(napi_env env, napi_value v, napi_typedarray_type want, T** data, size_t* len, const char* what) {
+  napi_valuetype vt;
+  if (napi_typeof(env, v, &vt) != napi_ok) return false;
+  *data = nullptr;
+  *len = 0;
+  if (vt == napi_null || vt == napi_undefined) return true;
+  return get_typed(env, v, want, data, len, what);
+}
+
+// headLossF32(zs [r, V], zt [r, V] | null, r, V, labels int32 [r] | null, ceMask [r] | null, kdMask [r] | null,
+//             ceGrad, kdGrad, tau, g [r, V] | null, sums float64 [2]): sums = [sum of the CE rows (mask-weighted),
+//             sum of the KL rows (mask-weighted)]; g = the gradient of ceGrad * CE + kdGrad * KD rows (see
+//             tensor_ops.h head_loss_row_f32).
+napi_value HeadLossF32(napi_env env, napi_callback_info info) {
+  napi_value argv[12];
+  if (!get_args(env, info, 12, argv)) return nullptr;
+  HeadCtx c{};
+  float* zs;
+  float *zt, *ce_mask, *kd_mask, *g;
+  int32_t* labels;
+  double* sums;
+  size_t zl, ztl, ll, cl, kl, gl, sl;
+  double ce_grad, kd_grad, tau;
+  if (!get_typed(env, argv[0], napi_float32_array, &zs, &zl, "zs") || !get_optional(env, argv[1], napi_float32_array, &zt, &ztl, "zt") ||
+      !get_i64(env, argv[2], 1, kMaxDim, &c.r, "r") || !get_i64(env, argv[3], 1, kMaxDim, &c.V, "V") ||
+      !get_optional(env, argv[4], napi_int32_array, &labels, &ll, "labels") || !get_optional(env, argv[5], napi_float32_array, &ce_mask, &cl, "ceMask") ||
+      !get_optional(env, argv[6], napi_float32_array, &kd_mask, &kl, "kdMask") || !get_f64(env, argv[7], &ce_grad) || !get_f64(env, argv[8], &kd_grad) ||
+      !get_f64(env, argv[9], &tau) || !get_optional(env, argv[10], napi_float32_array, &g, &gl, "g") ||
+      !get_typed(env, argv[11], napi_float64_array, &sums, &sl, "sums"))
+    return nullptr;
+  const int64_t n = prod(c.r, c.V);
+  if (throw_if(env, static_cast<int64_t>(zl) != n || (zt != nullptr && static_cast<int64_t>(ztl) != n) || (g != nullptr && static_cast<int64_t>(gl) != n) ||
+                        (labels != nullptr && static_cast<int64_t>(ll) != c.r) || (ce_mask != nullptr && static_cast<int64_t>(cl) != c.r) ||
+                        (kd_mask != nullptr && static_cast<int64_t>(kl) != c.r) || sl < 2 || !(tau > 0.0),
+               "headLossF32: shapes do not match (zs, zt, g [r, V]; labels, ceMask, kdMask [r]; sums [2]; tau > 0)"))
+    return nullptr;
+  if (labels != nullptr) {
+    for (int64_t i = 0; i < c.r; i++) {
+      if (throw_if(env, ce_mask != nullptr && ce_mask[i] != 0.0f && (labels[i] < 0 || labels[i] >= c.V), "headLossF32: a label of a counted row is outside [0, V)"))
+        return nullptr;
+    }
+  }
+  c.zs = zs;
+  c.zt = zt;
+  c.labels = labels;
+  c.ce_mask = ce_mask;
+  c.kd_mask = kd_mask;
+  c.ce_grad = static_cast<float>(ce_grad);
+  c.kd_grad = static_cast<float>(kd_grad);
+  c.tau = static_cast<float>(tau);
+  c.g = g;
+  std::vector<double> ce(static_cast<size_t>(c.r), 0.0), klv(static_cast<size_t>(c.r), 0.0);
+  c.ce = ce.data();
+  c.kl = klv.data();
+  parallel(std::min<int64_t>(c.r, g_pool->size() * 4), head_task, &c);
+  if (c.failed.load()) {
+    napi_throw_error(env, "E_MEMORY", "headLossF32: out of memory for the per-thread scratch");
+    return nullptr;
+  }
+  double a = 0.0, b = 0.0;
+  for (int64_t i = 0; i < c.r; i++) {
+    a += ce[static_cast<size_t>(i)];
+    b += klv[static_cast<size_t>(i)];
+  }
+  sums[0] = a;
+  sums[1] = b;
+  return nullptr;
+}
+
 }  // namespace
 
 void register_fused(napi_env env, napi_value exports) {
@@ -669,6 +775,7 @@ void register_fused(napi_env env, napi_value exports) {
       {"attentionTrainF32", nullptr, AttentionTrainF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionTrainGradF32", nullptr, AttentionTrainGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"relationKdF32", nullptr, RelationKdF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"headLossF32", nullptr, HeadLossF32, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

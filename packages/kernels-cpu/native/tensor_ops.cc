@@ -579,6 +579,96 @@ BD_CLONES void causal_softmax_grad_f32(const float* __restrict p, float* __restr
   }
 }
 
+// 16-lane running sums as sum16, for the loops below that sum while they compute.
+#define BD_LANES16(acc) \
+  float acc[16];        \
+  for (int u = 0; u < 16; u++) acc[u] = 0.0f;
+BD_INLINE float lanes_total(float* acc) {
+  for (int w = 8; w >= 1; w /= 2)
+    for (int u = 0; u < w; u++) acc[u] += acc[u + w];
+  return acc[0];
+}
+
+// exp((z[j] / tau) - m) into e (tau == 1: no division), returning the 16-lane sum; m is max(z) / tau.
+BD_INLINE float scaled_exp_sum(const float* __restrict z, int64_t V, float tau, float m, float* __restrict e) {
+  BD_LANES16(acc)
+  int64_t j = 0;
+  if (tau == 1.0f) {
+    for (; j + 16 <= V; j += 16)
+      for (int u = 0; u < 16; u++) {
+        const float x = exp_f32(z[j + u] - m);
+        e[j + u] = x;
+        acc[u] += x;
+      }
+  } else {
+    for (; j + 16 <= V; j += 16)
+      for (int u = 0; u < 16; u++) {
+        const float x = exp_f32(z[j + u] / tau - m);
+        e[j + u] = x;
+        acc[u] += x;
+      }
+  }
+  float s = lanes_total(acc);
+  for (; j < V; j++) {
+    e[j] = exp_f32((tau == 1.0f ? z[j] : z[j] / tau) - m);
+    s += e[j];
+  }
+  return s;
+}
+
+BD_CLONES void head_loss_row_f32(const float* __restrict z, const float* __restrict zt, int64_t V, int32_t label, float ce_mask, float ce_grad, float kd_mask,
+                                 float kd_grad, float tau, float* __restrict g, float* __restrict e, float* __restrict es, float* __restrict et, double* ce,
+                                 double* kl) {
+  const bool has_ce = ce_mask != 0.0f && label >= 0;
+  const bool has_kd = zt != nullptr && kd_mask != 0.0f;
+  const float m = max16(z, V);
+  float gc = 0.0f, sum = 1.0f;
+  if (has_ce) {
+    sum = scaled_exp_sum(z, V, 1.0f, m, e);
+    // -log softmax at the label: log(sum) - (z[y] - m)
+    *ce = static_cast<double>(ce_mask) * static_cast<double>(logf(sum) - (z[label] - m));
+    gc = ce_mask * ce_grad;
+  }
+  if (!has_kd) {
+    if (g == nullptr) return;
+    const float f = gc / sum;
+    if (has_ce) {
+      for (int64_t j = 0; j < V; j++) g[j] = e[j] * f;
+      g[label] -= gc;
+    } else {
+      for (int64_t j = 0; j < V; j++) g[j] = 0.0f;
+    }
+    return;
+  }
+  // log softmax(z / tau) of student and teacher: b = z / tau - max, log p = b - log(sum exp b).
+  const float ms = m / tau;
+  const float mt = max16(zt, V) / tau;
+  const float ss = scaled_exp_sum(z, V, tau, ms, es);
+  const float st = scaled_exp_sum(zt, V, tau, mt, et);
+  const float ls = logf(ss), lt = logf(st);
+  const float is = 1.0f / ss, it = 1.0f / st;
+  const float gk = kd_mask * kd_grad;
+  const float f = gc / sum;
+  BD_LANES16(acc)
+  int64_t j = 0;
+  // KL(p_t || p_s) = sum p_t (log p_t - log p_s); d/dz of its tau^2-scaled mean is tau (p_s - p_t) (in kd_grad).
+#define BD_HEAD_KD(J, LANE)                                                     \
+  {                                                                             \
+    const float bs = (tau == 1.0f ? z[J] : z[J] / tau) - ms;                    \
+    const float bt = (tau == 1.0f ? zt[J] : zt[J] / tau) - mt;                  \
+    const float pt = et[J] * it;                                                \
+    LANE += pt * ((bt - lt) - (bs - ls));                                       \
+    if (g != nullptr) g[J] = (has_ce ? e[J] * f : 0.0f) + (es[J] * is - pt) * gk; \
+  }
+  for (; j + 16 <= V; j += 16)
+    for (int u = 0; u < 16; u++) BD_HEAD_KD(j + u, acc[u])
+  float tail = 0.0f;
+  for (; j < V; j++) BD_HEAD_KD(j, tail)
+#undef BD_HEAD_KD
+  *kl = static_cast<double>(kd_mask) * static_cast<double>(lanes_total(acc) + tail);
+  if (g != nullptr && has_ce) g[label] -= gc;
+}
+
 BD_CLONES void relation_softmax_f32(const float* s, float* p, float* __restrict logp, int64_t T) {
   // p may be s (in place): the shifted scores go to logp first, then p and logp are finished from there.
   const float log_floor = -18.420680743952367f;  // log(1e-8)

@@ -130,6 +130,15 @@ void causal_softmax_f32(float* s, int64_t T, float scale);
 // Softmax backward in place, causal: dp[i, j] = scale * p[i, j] * (dp[i, j] - sum_k p[i, k] dp[i, k]).
 void causal_softmax_grad_f32(const float* p, float* dp, int64_t T, float scale);
 
+// --- Fused head loss (fused_napi.cc HeadLossF32): one row of answer CE and logit KD over a vocabulary ---
+
+// Row z [V] of student logits (and zt of the teacher's, or null). CE where ce_mask != 0 and label >= 0:
+// *ce = ce_mask * (log sum exp(z - max) - (z[label] - max)). KD where zt and kd_mask != 0: with
+// log p = z / tau - max - log sum exp(...) for both, *kl = kd_mask * sum p_t (log p_t - log p_s). With g, the
+// gradient: ce_mask ce_grad (softmax(z) - onehot) + kd_mask kd_grad (p_s - p_t). e, es, et: [V] scratch.
+void head_loss_row_f32(const float* z, const float* zt, int64_t V, int32_t label, float ce_mask, float ce_grad, float kd_mask, float kd_grad, float tau, float* g,
+                       float* e, float* es, float* et, double* ce, double* kl);
+
 // --- Attention-relation KD (fused_napi.cc RelationKdF32) ---
 
 // Row softmax of s [T, T] into p (p may be s), and logp = max(log p, log 1e-8) computed as s - max - log(sum)

@@ -310,3 +310,102 @@ export function relationKdF32(
   if (dx !== undefined && dx.length !== student.length) throw new ShapeError(`relationKdF32: dx has ${dx.length} values, expected ${student.length}`);
   return attentionAddon('relationKdF32').relationKdF32(teacher, tH, td, student, sH, sd, B, T, relationHeads, cosine, dx ?? null);
 }
+
+/** One block of the fused head loss: r rows of logits over a vocabulary of V (packages/losses fusedHeadLoss). */
+export interface HeadLossBlock {
+  r: number;
+  V: number;
+  /** Answer CE: the target of each row (int32) and its mask (0 = the row has no CE term). */
+  ce?: { labels: Int32Array; mask: Float32Array; grad: number };
+  /** Logit KD: the teacher's logits [r, V], each row's mask, the temperature. */
+  kd?: { teacher: Float32Array; mask: Float32Array; grad: number; tau: number };
+}
+
+/**
+ * Answer CE and logit KD of a block of student logits z [r, V] in one pass per row: returns the mask-weighted
+ * sums over rows of CE = log sum exp(z) - z[label] and of KL(p_t || p_s) with p = softmax(z / tau); with `g`,
+ * writes the gradient of ce.grad * CE + kd.grad * KL sums with respect to z: ce.grad mask (softmax(z) - onehot)
+ * + kd.grad mask (p_s - p_t). (The tau^2 of the KD loss and the tau of its gradient are the caller's, in grad.)
+ */
+export function headLossF32(z: Float32Array, b: HeadLossBlock, g?: Float32Array): { ce: number; kl: number } {
+  const { r, V } = b;
+  if (!Number.isSafeInteger(r) || r < 1 || !Number.isSafeInteger(V) || V < 1) throw new ShapeError(`headLossF32: bad block r=${r} V=${V}`);
+  const arrays: [string, ArrayLike<number>, number][] = [['z', z, r * V]];
+  if (b.ce !== undefined) arrays.push(['ce.labels', b.ce.labels, r], ['ce.mask', b.ce.mask, r]);
+  if (b.kd !== undefined) arrays.push(['kd.teacher', b.kd.teacher, r * V], ['kd.mask', b.kd.mask, r]);
+  if (g !== undefined) arrays.push(['g', g, r * V]);
+  for (const [name, a, want] of arrays)
+    if (a.length !== want) throw new ShapeError(`headLossF32: ${name} has ${a.length} values, expected ${want} (r=${r} V=${V})`);
+  const tau = b.kd?.tau ?? 1;
+  if (!(tau > 0)) throw new ShapeError(`headLossF32: temperature ${tau} is not > 0`);
+  if (b.ce !== undefined) {
+    for (let i = 0; i < r; i++) {
+      const y = b.ce.labels[i] as number;
+      if (b.ce.mask[i] !== 0 && !(y >= 0 && y < V)) throw new ShapeError(`headLossF32: label ${y} of row ${i} is outside [0, ${V})`);
+    }
+  }
+  const addon = nativeAddon();
+  if (addon === null) return headLossF32Ts(z, b, g);
+  const sums = new Float64Array(2);
+  addon.headLossF32(
+    z,
+    b.kd?.teacher ?? null,
+    r,
+    V,
+    b.ce?.labels ?? null,
+    b.ce?.mask ?? null,
+    b.kd?.mask ?? null,
+    b.ce?.grad ?? 0,
+    b.kd?.grad ?? 0,
+    tau,
+    g ?? null,
+    sums,
+  );
+  return { ce: sums[0] as number, kl: sums[1] as number };
+}
+
+/** log softmax(z / tau) of one row in float64. */
+function logSoftmaxRow(z: Float32Array, off: number, V: number, tau: number): Float64Array {
+  const out = new Float64Array(V);
+  let m = -Infinity;
+  for (let j = 0; j < V; j++) m = Math.max(m, (z[off + j] as number) / tau);
+  let s = 0;
+  for (let j = 0; j < V; j++) s += Math.exp((z[off + j] as number) / tau - m);
+  const lse = m + Math.log(s);
+  for (let j = 0; j < V; j++) out[j] = (z[off + j] as number) / tau - lse;
+  return out;
+}
+
+/** TypeScript twin of headLossF32 (float64 throughout, rounded to float32 once per gradient value). */
+export function headLossF32Ts(z: Float32Array, b: HeadLossBlock, g?: Float32Array): { ce: number; kl: number } {
+  const { r, V } = b;
+  let ce = 0;
+  let kl = 0;
+  for (let i = 0; i < r; i++) {
+    const row = g === undefined ? null : new Float64Array(V);
+    const cm = b.ce?.mask[i] ?? 0;
+    if (b.ce !== undefined && cm !== 0) {
+      const lp = logSoftmaxRow(z, i * V, V, 1);
+      const y = b.ce.labels[i] as number;
+      ce += cm * -(lp[y] as number);
+      if (row !== null) {
+        for (let j = 0; j < V; j++) row[j] = cm * b.ce.grad * Math.exp(lp[j] as number);
+        row[y] = (row[y] as number) - cm * b.ce.grad;
+      }
+    }
+    const km = b.kd?.mask[i] ?? 0;
+    if (b.kd !== undefined && km !== 0) {
+      const ls = logSoftmaxRow(z, i * V, V, b.kd.tau);
+      const lt = logSoftmaxRow(b.kd.teacher, i * V, V, b.kd.tau);
+      let k = 0;
+      for (let j = 0; j < V; j++) {
+        const pt = Math.exp(lt[j] as number);
+        k += pt * ((lt[j] as number) - (ls[j] as number));
+        if (row !== null) row[j] = (row[j] as number) + km * b.kd.grad * (Math.exp(ls[j] as number) - pt);
+      }
+      kl += km * k;
+    }
+    if (g !== undefined && row !== null) for (let j = 0; j < V; j++) g[i * V + j] = row[j] as number;
+  }
+  return { ce, kl };
+}

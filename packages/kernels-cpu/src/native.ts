@@ -188,6 +188,20 @@ export interface NativeAddon {
     cosine: boolean,
     dx: Float32Array | null,
   ): number;
+  headLossF32(
+    zs: Float32Array,
+    zt: Float32Array | null,
+    r: number,
+    V: number,
+    labels: Int32Array | null,
+    ceMask: Float32Array | null,
+    kdMask: Float32Array | null,
+    ceGrad: number,
+    kdGrad: number,
+    tau: number,
+    g: Float32Array | null,
+    sums: Float64Array,
+  ): void;
   /** (g, u, y): forward; (g, u, dy, dg, du): gradient. */
   swigluF32(g: Float32Array, u: Float32Array, y: Float32Array, dg?: Float32Array, du?: Float32Array): void;
 }
@@ -229,6 +243,7 @@ const ADDON_FUNCTIONS = [
   'attentionTrainF32',
   'attentionTrainGradF32',
   'relationKdF32',
+  'headLossF32',
 ] as const;
 
 interface State {

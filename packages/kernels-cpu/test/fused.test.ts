@@ -15,6 +15,8 @@ import {
   swigluF32Ts,
   swigluGradF32,
   swigluGradF32Ts,
+  headLossF32,
+  headLossF32Ts,
   type BitLinearShape,
 } from '../src/index.ts';
 import { randomF32 } from './util.ts';
@@ -151,5 +153,98 @@ describe('fused swiglu', () => {
       expect(grad.dg[i]).to.be.closeTo((f(a + h, b) - f(a - h, b)) / (2 * h), 1e-5);
       expect(grad.du[i]).to.be.closeTo((f(a, b + h) - f(a, b - h)) / (2 * h), 1e-5);
     }
+  });
+});
+
+describe('fused head loss (answer CE + logit KD over a vocabulary)', () => {
+  // The twin works in float64 throughout; the native pass in float32 with ~1-ulp exp and 16-lane sums. Sums:
+  // relative 2e-5 (a row's CE / KL is a difference of logs of sums over V terms); gradient values: 2e-6 of the
+  // row's gradient scale (mask x grad) plus 1e-6 relative.
+  const cases: [string, number, number, boolean, boolean, number][] = [
+    ['CE + KD, tau 5, odd V', 7, 37, true, true, 5],
+    ['CE only', 5, 1003, true, false, 1],
+    ['KD only, tau 1', 9, 19, false, true, 1],
+    ['CE + KD, tau 2, a row of 1 logit', 3, 1, true, true, 2],
+    ['CE + KD, tau 5, V over a 16-lane multiple', 33, 4099, true, true, 5],
+  ];
+  for (const [name, r, V, withCe, withKd, tau] of cases) {
+    it(`${name} (r=${r}, V=${V}): sums and gradient equal the float64 twin`, function () {
+      if (!nativeStatus().native) this.skip();
+      const rng = new Rng(r * 1000 + V);
+      const z = Float32Array.from(randomF32(rng, r * V), (v) => v * 6);
+      const teacher = Float32Array.from(randomF32(rng, r * V), (v) => v * 8);
+      // Row 1 is masked out of both terms (when r > 1); the masks are weights, not only 0 / 1.
+      const ceMask = Float32Array.from({ length: r }, (_, i) => (i === 1 ? 0 : 1 + (i % 3) * 0.5));
+      const kdMask = Float32Array.from({ length: r }, (_, i) => (i === 1 ? 0 : 1));
+      const labels = Int32Array.from({ length: r }, (_, i) => (i * 7919) % V);
+      const b = {
+        r,
+        V,
+        ...(withCe ? { ce: { labels, mask: ceMask, grad: 0.25 } } : {}),
+        ...(withKd ? { kd: { teacher, mask: kdMask, grad: 10 * tau * 0.2, tau } } : {}),
+      };
+      const g = new Float32Array(r * V);
+      const gT = new Float32Array(r * V);
+      const got = headLossF32(z, b, g);
+      const want = headLossF32Ts(z, b, gT);
+      expect(Math.abs(got.ce - want.ce)).to.be.at.most(2e-5 * Math.abs(want.ce) + 1e-9, `ce ${got.ce} vs ${want.ce}`);
+      expect(Math.abs(got.kl - want.kl)).to.be.at.most(2e-5 * Math.abs(want.kl) + 1e-9, `kl ${got.kl} vs ${want.kl}`);
+      if (withCe && V > 1) expect(want.ce).to.be.greaterThan(0);
+      if (withKd && V > 1) expect(want.kl).to.be.greaterThan(0);
+      for (let i = 0; i < r; i++) {
+        const scale = (withCe ? (ceMask[i] as number) * 0.25 : 0) + (withKd ? (kdMask[i] as number) * 10 * tau * 0.2 : 0);
+        for (let j = 0; j < V; j++) {
+          const a = g[i * V + j] as number;
+          const e = gT[i * V + j] as number;
+          if (!(Math.abs(a - e) <= 2e-6 * scale + 1e-6 * Math.abs(e) + 1e-30)) expect.fail(`g[${i}, ${j}]: native ${a}, twin ${e}`);
+        }
+      }
+      // A masked-out row has zero gradient; without g only the sums are computed, the same ones.
+      if (r > 1) for (let j = 0; j < V; j++) expect(g[V + j]).to.equal(0);
+      const only = headLossF32(z, b);
+      expect(only.ce).to.equal(got.ce);
+      expect(only.kl).to.equal(got.kl);
+    });
+  }
+
+  it('the twin: with ce.grad 1 and kd.grad 1 / tau its gradient is d(CE + KL) / dz by central differences', () => {
+    const r = 2;
+    const V = 5;
+    const tau = 2;
+    const z = Float32Array.of(0.5, -1, 2, 0.25, 1, -0.5, 0.75, 1.5, -2, 0);
+    const teacher = Float32Array.of(1, 0, -1, 2, 0.5, 0.25, -0.25, 1, 0, -1);
+    // d KL(p_t || softmax(z / tau)) / dz = (p_s - p_t) / tau, so kd.grad = 1 / tau makes g the plain derivative.
+    const b = {
+      r,
+      V,
+      ce: { labels: Int32Array.of(2, 4), mask: Float32Array.of(1, 1), grad: 1 },
+      kd: { teacher, mask: Float32Array.of(1, 1), grad: 1 / tau, tau },
+    };
+    const g = new Float32Array(r * V);
+    headLossF32Ts(z, b, g);
+    const loss = (zz: Float32Array) => {
+      const o = headLossF32Ts(zz, b);
+      return o.ce + o.kl;
+    };
+    for (let i = 0; i < r * V; i++) {
+      const up = Float32Array.from(z);
+      const dn = Float32Array.from(z);
+      up[i] = (up[i] as number) + 1 / 256; // exact in float32
+      dn[i] = (dn[i] as number) - 1 / 256;
+      const fd = (loss(up) - loss(dn)) / (2 / 256);
+      expect(g[i] as number).to.be.closeTo(fd, 1e-4, `dz[${i}]`);
+    }
+    // Each row's CE + KD gradient sums to 0 (softmax minus a distribution).
+    for (let i = 0; i < r; i++) expect(g.subarray(i * V, (i + 1) * V).reduce((a, v) => a + v, 0)).to.be.closeTo(0, 1e-6);
+  });
+
+  it('rejects a label outside the vocabulary on a counted row, and bad sizes', () => {
+    const z = new Float32Array(6);
+    expect(() => headLossF32(z, { r: 2, V: 3, ce: { labels: Int32Array.of(0, 3), mask: Float32Array.of(1, 1), grad: 1 } })).to.throw(
+      ShapeError,
+      /label 3 of row 1/,
+    );
+    expect(() => headLossF32(z, { r: 2, V: 3, ce: { labels: Int32Array.of(0, 3), mask: Float32Array.of(1, 0), grad: 1 } })).not.to.throw();
+    expect(() => headLossF32(z, { r: 2, V: 4 })).to.throw(ShapeError, /z has 6 values, expected 8/);
   });
 });

@@ -64,6 +64,7 @@ describe('native addon loading and dispatch', () => {
       ['attentionF32', () => addon.attentionF32(f(8), f(8), f(8), f(8), big, 2 ** 16, 1, 2 ** 16, big, 0, 1), /array too small/],
       ['attentionTrainF32', () => addon.attentionTrainF32(f(8), f(8), f(8), f(8), f(8), big, big, big, 1, 2, 1, f(8)), /shapes do not match/],
       ['relationKdF32', () => addon.relationKdF32(f(8), big, big, f(8), big, big, big, big, 1, false, null), /shapes do not match/],
+      ['headLossF32', () => addon.headLossF32(f(8), null, big, big, null, null, null, 1, 1, 1, null, new Float64Array(2)), /shapes do not match/],
       ['repackTernary', () => addon.repackTernary(new Uint8Array(4), big, big, new Uint8Array(4)), /hf is not/],
       ['reduceF32', () => addon.reduceF32(0, f(4), f(4), big, big, big), /array too small/],
       ['bitLinearF32', () => addon.bitLinearF32(f(4), f(4), big, big, big, false, f(4)), /x or w too small/],

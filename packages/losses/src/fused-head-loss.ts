@@ -16,7 +16,7 @@
  * Same numbers as answerCrossEntropy and logitKd on the full logits (tested against both).
  */
 import * as tf from '@tensorflow/tfjs';
-import { ArgumentError, ShapeError, shapeToString } from '@bitdistill/core';
+import { ArgumentError, ShapeError, fusedOpsEnabled, shapeToString } from '@bitdistill/core';
 import { checkTemperature } from './checks.ts';
 import { stopGradient } from './stop-gradient.ts';
 
@@ -131,6 +131,7 @@ export function fusedHeadLoss(hidden: tf.Tensor, weight: tf.Tensor, options: Fus
  */
 function runChunks(plan: Plan, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean): { values: tf.Tensor1D; dh: tf.Tensor2D | null; dW: tf.Tensor2D | null } {
   const { N, V, C, active, chunk, ce, kd } = plan;
+  const fused = fusedOpsEnabled() && h.dtype === 'float32' && w.dtype === 'float32' && tf.getKernel(HEAD_LOSS_KERNEL, tf.getBackend()) !== undefined;
   let ceSum: tf.Scalar = tf.scalar(0);
   let klSum: tf.Scalar = tf.scalar(0);
   let dW: tf.Tensor2D | null = null;
@@ -144,6 +145,7 @@ function runChunks(plan: Plan, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean): {
     const r = idx.length;
     // Live [r, V] blocks are listed after each step: at most five at a time.
     const out: tf.Tensor[] = tf.tidy(() => {
+      if (fused) return fusedChunk(plan, idx, h, w, grad);
       const rows = tf.tensor1d(idx, 'int32');
       const hc = tf.gather(h, rows) as tf.Tensor2D; // [r, C]
       // The teacher first, while nothing else of the chunk exists.
@@ -264,6 +266,51 @@ function runChunks(plan: Plan, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean): {
     return [values, dh, done ?? tf.zeros([V, C])];
   });
   return { values: values as tf.Tensor1D, dh: (dh as tf.Tensor2D | undefined) ?? null, dW: (dWout as tf.Tensor2D | undefined) ?? null };
+}
+
+/** The native engine's kernel for the elementwise part of a chunk (packages/backend, kernels-cpu headLossF32). */
+export const HEAD_LOSS_KERNEL = 'BitDistillHeadLoss';
+
+/**
+ * One chunk on the fused kernel: the logit blocks by matmul as above, then CE and KD sums and the gradient block
+ * g = d loss / d z in one native pass per row, then dh_c = g W and dW_c = g^T h_c. Live [r, V] blocks: the
+ * teacher's and the student's logits and g. Returns [ceChunk, klChunk] (+ [dh_c, dW_c] with grad).
+ */
+function fusedChunk(plan: Plan, idx: Int32Array, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean): tf.Tensor[] {
+  const { ce, kd } = plan;
+  const r = idx.length;
+  const rows = tf.tensor1d(idx, 'int32');
+  const hc = tf.gather(h, rows) as tf.Tensor2D;
+  const inputs: tf.NamedTensorMap = {};
+  if (kd !== null) {
+    const km = new Float32Array(r);
+    for (let i = 0; i < r; i++) km[i] = kd.mask[idx[i] as number] as number;
+    inputs['zt'] = logitsBlock(tf.gather(kd.hidden, rows) as tf.Tensor2D, kd.head);
+    inputs['kdMask'] = tf.tensor1d(km);
+  }
+  inputs['zs'] = logitsBlock(hc, w);
+  if (ce !== null) {
+    const m = new Float32Array(r);
+    const labels = new Int32Array(r);
+    for (let i = 0; i < r; i++) {
+      const n = idx[i] as number;
+      m[i] = ce.mask[n] as number;
+      labels[i] = m[i] !== 0 ? (ce.labels[n] as number) : 0;
+    }
+    inputs['labels'] = tf.tensor1d(labels, 'int32');
+    inputs['ceMask'] = tf.tensor1d(m);
+  }
+  const attrs = { ceGrad: ce === null ? 0 : ce.weight / ce.count, kdGrad: kd === null ? 0 : (kd.weight * kd.tau) / kd.count, tau: kd?.tau ?? 1, grad };
+  const [sums, g] = tf.engine().runKernel(HEAD_LOSS_KERNEL, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+  for (const t of Object.values(inputs)) t.dispose();
+  const s = sums as tf.Tensor1D;
+  const ceChunk = tf.reshape(tf.slice(s, [0], [1]), []);
+  const klChunk = tf.reshape(tf.slice(s, [1], [1]), []);
+  if (!grad || g === undefined) return [ceChunk, klChunk];
+  const dWc = productTA(g as tf.Tensor2D, hc); // [V, C]
+  const dhc = tf.matMul(g, w) as tf.Tensor2D; // [r, C]
+  g.dispose();
+  return [ceChunk, klChunk, dhc, dWc];
 }
 
 /**

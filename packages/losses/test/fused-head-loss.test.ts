@@ -2,7 +2,7 @@
 // logits = h W^T in full, then answerCrossEntropy and logitKd, differentiated by tfjs autograd.
 import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
-import { Rng, isBitDistillError } from '@bitdistill/core';
+import { Rng, isBitDistillError, setFusedOps } from '@bitdistill/core';
 import { initBackend } from '@bitdistill/backend';
 import { answerCrossEntropy, fusedHeadLoss, logitKd, untaped, type FusedHeadLossOptions } from '@bitdistill/losses';
 import { autoChunkRows } from '../src/fused-head-loss.ts';
@@ -100,11 +100,22 @@ function expectClose(got: number, want: number, rel: number, what: string): void
 
 const CHUNKS = [1, 3, 5, 14, 64, null]; // 5 does not divide the 13 active rows; 14 and 64 are >= N; null = auto
 
-for (const backend of ['cpu', 'wasm', 'native'] as const) {
-  describe(`fusedHeadLoss on ${backend}`, () => {
+// On the native engine twice: with its BitDistillHeadLoss kernel (fused ops on) and op by op (off).
+for (const [backend, fused] of [
+  ['cpu', true],
+  ['wasm', true],
+  ['native', true],
+  ['native', false],
+] as const) {
+  describe(`fusedHeadLoss on ${backend}${backend === 'native' ? (fused ? ' (BitDistillHeadLoss kernel)' : ' (fused ops off: op by op)') : ''}`, () => {
+    let prev = true;
     before(async () => {
       await initBackend(backend);
       await tf.setBackend(backend);
+      prev = setFusedOps(fused);
+    });
+    after(() => {
+      setFusedOps(prev);
     });
 
     const SETTINGS: [string, Weights][] = [

@@ -240,7 +240,7 @@ export class Decoder {
     // Fused attention (RoPE, scores, causal softmax and the weighted sum in one kernel each way) reads the
     // projections in their [B, T, heads, d] layout; the op-by-op path, its twin, wants [B, heads, T, d]. q/k-norm
     // is over d, so it applies in either layout.
-    const fused = captured === null && d % 2 === 0 && fusedKernel(ATTENTION_KERNEL);
+    const fused = d % 2 === 0 && fusedKernel(ATTENTION_KERNEL);
     const heads = (t: tf.Tensor2D, n: number) => (fused ? tf.reshape(t, [B, T, n, d]) : tf.transpose(tf.reshape(t, [B, T, n, d]), [0, 2, 1, 3])) as tf.Tensor4D;
     let q = heads(this.project(h, l, 'q_proj'), H);
     let k = heads(this.project(h, l, 'k_proj'), Hkv);
@@ -251,6 +251,12 @@ export class Decoder {
     }
     if (fused) {
       const { cos, sin } = this.rope(T);
+      if (captured !== null) {
+        // The relation KD reads RoPE'd q, k and v as [B, heads, T, d]: formed beside the fused kernel (transposes
+        // and RoPE of q, k, v only; the T x T attention itself stays one kernel each way).
+        const byHead = (t: tf.Tensor4D) => tf.transpose(t, [0, 2, 1, 3]) as tf.Tensor4D;
+        captured.set(l, { q: this.applyRope(byHead(q), T), k: this.applyRope(byHead(k), T), v: byHead(v) });
+      }
       const y4 = fusedAttention(q, k, v, cos, sin, Math.fround(1 / Math.sqrt(d)));
       x = tf.add(x, this.project(tf.reshape(y4, [N, H * d]) as tf.Tensor2D, l, 'o_proj'));
       return this.mlp(x, l);

@@ -101,6 +101,56 @@ describe('fused causal attention (native engine)', () => {
     });
   }
 
+  it('a captured layer (the relation KD input) runs the fused attention too: captured Q, K, V and every gradient equal the op-by-op path', () => {
+    const { model } = loadModel('test/fixtures/tiny-qwen3');
+    try {
+      const r = new Rng(9);
+      const ids = tf.tensor2d(
+        Int32Array.from({ length: 2 * 11 }, () => r.int(model.config.vocabSize)),
+        [2, 11],
+        'int32',
+      );
+      const layer = 1;
+      const step = (m: Decoder) =>
+        tf.tidy(() => {
+          const vars = [...m.params.values()];
+          let qkv: Float32Array[] = [];
+          const { value, grads } = tf.variableGrads(() => {
+            const out = m.forward(ids, { captureLayers: [layer] });
+            const c = out.captured.get(layer);
+            if (c === undefined) throw new Error('layer not captured');
+            qkv = [c.q, c.k, c.v].map((t) => t.dataSync() as Float32Array);
+            // Every captured tensor feeds the loss, so its gradient path is exercised as the relation KD's is.
+            const extra = tf.addN([c.q, c.k, c.v].map((t, i) => tf.mul(tf.mean(tf.square(t)), i + 1)));
+            return tf.add(tf.mean(tf.square(out.logits)), extra) as tf.Scalar;
+          }, vars);
+          return { loss: value.dataSync()[0] as number, qkv, grads: vars.map((v) => (grads[v.name] as tf.Tensor).dataSync() as Float32Array) };
+        });
+      setFusedOps(true);
+      const fused = step(model);
+      setFusedOps(false);
+      const plain = step(model);
+      setFusedOps(true);
+      expect(fused.loss).to.be.closeTo(plain.loss, 1e-5 * Math.abs(plain.loss));
+      plain.qkv.forEach((t, i) => {
+        const f = fused.qkv[i] as Float32Array;
+        expect(f.length).to.equal(t.length);
+        const tol = 1e-5 * maxAbs(t) + 1e-12;
+        for (let j = 0; j < t.length; j++)
+          if (!(Math.abs((f[j] as number) - (t[j] as number)) <= tol)) expect.fail(`captured ${'qkv'[i]} [${j}]: fused ${f[j]}, plain ${t[j]}`);
+      });
+      plain.grads.forEach((g, i) => {
+        const f = fused.grads[i] as Float32Array;
+        const tol = 1e-4 * maxAbs(g) + 1e-12;
+        for (let j = 0; j < g.length; j++)
+          if (!(Math.abs((f[j] as number) - (g[j] as number)) <= tol)) expect.fail(`gradient ${i} [${j}]: fused ${f[j]}, plain ${g[j]}`);
+      });
+      ids.dispose();
+    } finally {
+      model.dispose();
+    }
+  });
+
   it('tiny Qwen3 (GQA, q/k-norm): loss and every gradient with the fused attention equal the op-by-op path', () => {
     const { model } = loadModel('test/fixtures/tiny-qwen3');
     try {
