@@ -39,6 +39,8 @@ import {
   attentionTrainGradF32,
   relationKdF32,
   headLossF32,
+  normBitLinearF32,
+  normBitLinearGradF32,
   tile32,
   transpose32,
   unaryF32,
@@ -483,6 +485,34 @@ const bitLinearGrad: KernelFn = (args) => {
   return [dx, dw];
 };
 
+/** BitDistillNormBitLinear: {x [M, K], gain [K], w [N, K]}, attrs {perRow, eps} -> BitLinear of rmsNorm(x, gain, eps). */
+const normBitLinear: KernelFn = (args) => {
+  const st = storageOf(args.backend);
+  const { x, gain, w } = args.inputs as { x: tf.TensorInfo; gain: tf.TensorInfo; w: tf.TensorInfo };
+  const { perRow, eps } = args.attrs as { perRow: boolean; eps: number };
+  const [m, k] = x.shape as [number, number];
+  const n = w.shape[0] as number;
+  const y = st.out([m, n], 'float32');
+  const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;
+  normBitLinearF32(view(x), { gain: view(gain), eps }, view(w), { m, k, n, perRow }, view(y));
+  return y;
+};
+
+/** BitDistillNormBitLinearGrad: {dy [M, N], x, gain, w}, attrs {perRow, eps} -> [dx [M, K], dgain [K], dw [N, K]]. */
+const normBitLinearGrad: KernelFn = (args) => {
+  const st = storageOf(args.backend);
+  const { dy, x, gain, w } = args.inputs as { dy: tf.TensorInfo; x: tf.TensorInfo; gain: tf.TensorInfo; w: tf.TensorInfo };
+  const { perRow, eps } = args.attrs as { perRow: boolean; eps: number };
+  const [m, k] = x.shape as [number, number];
+  const n = w.shape[0] as number;
+  const dx = st.out([m, k], 'float32');
+  const dgain = st.out([k], 'float32');
+  const dw = st.out([n, k], 'float32');
+  const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;
+  normBitLinearGradF32(view(x), { gain: view(gain), eps }, view(w), { m, k, n, perRow }, view(dy), { dx: view(dx), dgain: view(dgain), dw: view(dw) });
+  return [dx, dgain, dw];
+};
+
 /** BitDistillSwiglu: {gate, up} (same shape) -> silu(gate) * up. */
 const swiglu: KernelFn = (args) => {
   const st = storageOf(args.backend);
@@ -660,6 +690,8 @@ const NATIVE: Record<string, KernelFn> = {
   BitDistillRmsNormGrad: rmsNormGrad,
   BitDistillBitLinear: bitLinear,
   BitDistillBitLinearGrad: bitLinearGrad,
+  BitDistillNormBitLinear: normBitLinear,
+  BitDistillNormBitLinearGrad: normBitLinearGrad,
   BitDistillSwiglu: swiglu,
   BitDistillSwigluGrad: swigluGrad,
   BitDistillAttention: attention,

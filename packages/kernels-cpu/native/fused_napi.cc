@@ -14,6 +14,7 @@
 #include "isa.h"
 #include "kernels.h"
 #include "napi_util.h"
+#include "norm_napi.h"
 #include "tensor_ops.h"
 #include "ternary_napi.h"
 
@@ -215,6 +216,46 @@ bool int8_path(int64_t k, bool per_row) {
 
 Scratch g_fq_q8, g_fq_w8;  // int8 codes of x and of W (or W packed), main thread only
 
+// The forward product of bitLinearF32 on x [m, k] (false, with a JavaScript error thrown, when scratch cannot be had).
+bool bitlinear_forward(napi_env env, const float* x, const float* w, int64_t m, int64_t k, int64_t n, bool per_row, float* y) {
+  const bool i8 = int8_path(k, per_row);
+  int8_t* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
+  float* s = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m + (i8 ? 0 : m * k))));
+  if (throw_if(env, q8 == nullptr || s == nullptr, "bitLinearF32: out of memory for scratch")) return false;
+  float* qf = i8 ? nullptr : s + m;
+  act_quant(x, m, k, q8, s, qf, false);
+  const std::vector<float> d = ternary_scales(w, n, k, per_row);
+  if (i8) {
+    const int64_t nblk = (k + kBlockCols - 1) / kBlockCols;
+    const int64_t tiles = (n + kTileRows - 1) / kTileRows;
+    const size_t packed = static_cast<size_t>(tiles * nblk * kTileBlockBytes);
+    int8_t* codes = static_cast<int8_t*>(g_fq_w8.get(static_cast<size_t>(n * k) + packed));
+    if (throw_if(env, codes == nullptr, "bitLinearF32: out of memory for scratch")) return false;
+    uint8_t* wp = reinterpret_cast<uint8_t*>(codes + n * k);
+    ternary_codes_i8(w, d[0], codes, n * k);
+    PackCtx pc{codes, wp, n, k, nblk};
+    parallel(chunk_count(tiles, n * k), pack_codes_task, &pc);
+    std::vector<double> factor(static_cast<size_t>(m));
+    for (int64_t i = 0; i < m; i++) factor[i] = static_cast<double>(d[0] / s[i]);  // f32(d / s), as the fp32 path
+    TernaryCtx ctx{};
+    ctx.isa = g_isa;
+    ctx.tiles = tiles;
+    ctx.job.nblk = nblk;
+    ctx.job.w = wp;
+    ctx.job.rows = n;
+    ctx.job.yf = y;
+    ctx.job.factor = factor.data();
+    return !throw_if(env, !ternary_product(&ctx, q8, k, m), "bitLinearF32: out of memory for scratch");
+  }
+  float* c = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
+  if (throw_if(env, c == nullptr, "bitLinearF32: out of memory for scratch")) return false;
+  ternarize(w, n, k, d, per_row, false, c);
+  gemm_parallel(g_isa, GemmView{qf, k, 1, c, 1, k, y, n, m, n, k});
+  RescaleCtx rc{y, s, d.data(), m, n, per_row};
+  parallel(elem_chunks(m * n, m), rescale_task, &rc);
+  return true;
+}
+
 // bitLinearF32(x [m, k], w [n, k], m, k, n, perRow, y [m, n]):
 //   y = (q @ c^T) * f32(d / s),  q = clamp(rhe(x * s), -128, 127) per row, c = clamp(rhe(W / d), -1, 1):
 // the integer form of int8Quant(x) @ ternaryQuant(W)^T. The integer product is exact on both paths: int32 on the
@@ -231,43 +272,21 @@ napi_value BitLinearF32(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[6], napi_float32_array, &y, &yl, "y"))
     return nullptr;
   if (throw_if(env, static_cast<int64_t>(yl) < prod(m, n), "bitLinearF32: y too small")) return nullptr;
-  const bool i8 = int8_path(k, per_row);
-  int8_t* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
-  float* s = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m + (i8 ? 0 : m * k))));
-  if (throw_if(env, q8 == nullptr || s == nullptr, "bitLinearF32: out of memory for scratch")) return nullptr;
-  float* qf = i8 ? nullptr : s + m;
-  act_quant(x, m, k, q8, s, qf, false);
-  const std::vector<float> d = ternary_scales(w, n, k, per_row);
-  if (i8) {
-    const int64_t nblk = (k + kBlockCols - 1) / kBlockCols;
-    const int64_t tiles = (n + kTileRows - 1) / kTileRows;
-    const size_t packed = static_cast<size_t>(tiles * nblk * kTileBlockBytes);
-    int8_t* codes = static_cast<int8_t*>(g_fq_w8.get(static_cast<size_t>(n * k) + packed));
-    if (throw_if(env, codes == nullptr, "bitLinearF32: out of memory for scratch")) return nullptr;
-    uint8_t* wp = reinterpret_cast<uint8_t*>(codes + n * k);
-    ternary_codes_i8(w, d[0], codes, n * k);
-    PackCtx pc{codes, wp, n, k, nblk};
-    parallel(chunk_count(tiles, n * k), pack_codes_task, &pc);
-    std::vector<double> factor(static_cast<size_t>(m));
-    for (int64_t i = 0; i < m; i++) factor[i] = static_cast<double>(d[0] / s[i]);  // f32(d / s), as the fp32 path
-    TernaryCtx ctx{};
-    ctx.isa = g_isa;
-    ctx.tiles = tiles;
-    ctx.job.nblk = nblk;
-    ctx.job.w = wp;
-    ctx.job.rows = n;
-    ctx.job.yf = y;
-    ctx.job.factor = factor.data();
-    if (throw_if(env, !ternary_product(&ctx, q8, k, m), "bitLinearF32: out of memory for scratch")) return nullptr;
-    return nullptr;
-  }
-  float* c = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
-  if (throw_if(env, c == nullptr, "bitLinearF32: out of memory for scratch")) return nullptr;
-  ternarize(w, n, k, d, per_row, false, c);
-  gemm_parallel(g_isa, GemmView{qf, k, 1, c, 1, k, y, n, m, n, k});
-  RescaleCtx rc{y, s, d.data(), m, n, per_row};
-  parallel(elem_chunks(m * n, m), rescale_task, &rc);
+  bitlinear_forward(env, x, w, m, k, n, per_row, y);
   return nullptr;
+}
+
+// The straight-through backward of bitLinearF32 on x (false, with a JavaScript error thrown, when scratch cannot be had).
+bool bitlinear_backward(napi_env env, const float* x, const float* w, int64_t m, int64_t k, int64_t n, bool per_row, const float* dy, float* dx, float* dw) {
+  int8_t* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
+  float* xq = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m * k + m)));
+  float* wq = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
+  if (throw_if(env, q8 == nullptr || xq == nullptr || wq == nullptr, "bitLinearGradF32: out of memory for scratch")) return false;
+  act_quant(x, m, k, q8, xq + m * k, xq, true);
+  ternarize(w, n, k, ternary_scales(w, n, k, per_row), per_row, true, wq);
+  gemm_parallel(g_isa, GemmView{dy, n, 1, wq, k, 1, dx, k, m, k, n});  // [m, n] @ [n, k]
+  gemm_parallel(g_isa, GemmView{dy, 1, n, xq, k, 1, dw, k, n, k, m});  // [n, m] (dy^T) @ [m, k]
+  return true;
 }
 
 // bitLinearGradF32(x, w, m, k, n, perRow, dy [m, n], dx [m, k], dw [n, k]): the straight-through backward of
@@ -287,14 +306,65 @@ napi_value BitLinearGradF32(napi_env env, napi_callback_info info) {
   if (throw_if(env, static_cast<int64_t>(dyl) < prod(m, n) || static_cast<int64_t>(dxl) < prod(m, k) || static_cast<int64_t>(dwl) < prod(n, k),
                "bitLinearGradF32: dy, dx or dw too small"))
     return nullptr;
-  int8_t* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
-  float* xq = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m * k + m)));
-  float* wq = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
-  if (throw_if(env, q8 == nullptr || xq == nullptr || wq == nullptr, "bitLinearGradF32: out of memory for scratch")) return nullptr;
-  act_quant(x, m, k, q8, xq + m * k, xq, true);
-  ternarize(w, n, k, ternary_scales(w, n, k, per_row), per_row, true, wq);
-  gemm_parallel(g_isa, GemmView{dy, n, 1, wq, k, 1, dx, k, m, k, n});  // [m, n] @ [n, k]
-  gemm_parallel(g_isa, GemmView{dy, 1, n, xq, k, 1, dw, k, n, k, m});  // [n, m] (dy^T) @ [m, k]
+  bitlinear_backward(env, x, w, m, k, n, per_row, dy, dx, dw);
+  return nullptr;
+}
+
+Scratch g_fq_xn, g_fq_dxn;  // the normalised input and its gradient (normBitLinear*), main thread only
+
+// normBitLinearF32(x [m, k], gain [k], eps, w [n, k], m, k, n, perRow, y [m, n]): bitLinearF32 of
+// rmsNorm(x, gain, eps) - the SubLN norm in front of a student projection - without the normalised rows leaving
+// the call.
+napi_value NormBitLinearF32(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  if (!get_args(env, info, 9, argv)) return nullptr;
+  const float *x, *w;
+  float *gain, *y;
+  size_t gl, yl;
+  double eps;
+  int64_t m, k, n;
+  bool per_row;
+  if (!get_typed(env, argv[1], napi_float32_array, &gain, &gl, "gain") || !get_f64(env, argv[2], &eps)) return nullptr;
+  napi_value rest[6] = {argv[0], argv[3], argv[4], argv[5], argv[6], argv[7]};
+  if (!get_bitlinear_common(env, rest, 0, &x, &w, &m, &k, &n, &per_row, "normBitLinearF32: x or w too small") ||
+      !get_typed(env, argv[8], napi_float32_array, &y, &yl, "y"))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(gl) != k || static_cast<int64_t>(yl) < prod(m, n), "normBitLinearF32: gain is not [k] or y too small")) return nullptr;
+  float* xn = static_cast<float*>(g_fq_xn.get(sizeof(float) * static_cast<size_t>(m * k)));
+  if (throw_if(env, xn == nullptr, "normBitLinearF32: out of memory for scratch")) return nullptr;
+  rmsnorm_rows(x, gain, xn, m, k, static_cast<float>(eps));
+  bitlinear_forward(env, xn, w, m, k, n, per_row, y);
+  return nullptr;
+}
+
+// normBitLinearGradF32(x, gain, eps, w, m, k, n, perRow, dy [m, n], dx [m, k], dgain [k], dw [n, k]): the
+// backward of normBitLinearF32 (the normalised rows recomputed): bitLinearGradF32 at them, then the RMSNorm
+// gradient.
+napi_value NormBitLinearGradF32(napi_env env, napi_callback_info info) {
+  napi_value argv[12];
+  if (!get_args(env, info, 12, argv)) return nullptr;
+  const float *x, *w;
+  float *gain, *dy, *dx, *dg, *dw;
+  size_t gl, dyl, dxl, dgl, dwl;
+  double eps;
+  int64_t m, k, n;
+  bool per_row;
+  if (!get_typed(env, argv[1], napi_float32_array, &gain, &gl, "gain") || !get_f64(env, argv[2], &eps)) return nullptr;
+  napi_value rest[6] = {argv[0], argv[3], argv[4], argv[5], argv[6], argv[7]};
+  if (!get_bitlinear_common(env, rest, 0, &x, &w, &m, &k, &n, &per_row, "normBitLinearGradF32: x or w too small") ||
+      !get_typed(env, argv[8], napi_float32_array, &dy, &dyl, "dy") || !get_typed(env, argv[9], napi_float32_array, &dx, &dxl, "dx") ||
+      !get_typed(env, argv[10], napi_float32_array, &dg, &dgl, "dgain") || !get_typed(env, argv[11], napi_float32_array, &dw, &dwl, "dw"))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(gl) != k || static_cast<int64_t>(dgl) < k || static_cast<int64_t>(dyl) < prod(m, n) ||
+                        static_cast<int64_t>(dxl) < prod(m, k) || static_cast<int64_t>(dwl) < prod(n, k),
+               "normBitLinearGradF32: gain is not [k], or dy, dx, dgain or dw too small"))
+    return nullptr;
+  float* xn = static_cast<float*>(g_fq_xn.get(sizeof(float) * static_cast<size_t>(m * k)));
+  float* dxn = static_cast<float*>(g_fq_dxn.get(sizeof(float) * static_cast<size_t>(m * k)));
+  if (throw_if(env, xn == nullptr || dxn == nullptr, "normBitLinearGradF32: out of memory for scratch")) return nullptr;
+  rmsnorm_rows(x, gain, xn, m, k, static_cast<float>(eps));
+  if (!bitlinear_backward(env, xn, w, m, k, n, per_row, dy, dxn, dw)) return nullptr;
+  rmsnorm_grad_rows(dxn, x, gain, dx, dg, m, k, static_cast<float>(eps));
   return nullptr;
 }
 
@@ -771,6 +841,8 @@ void register_fused(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       {"bitLinearF32", nullptr, BitLinearF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"bitLinearGradF32", nullptr, BitLinearGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"normBitLinearF32", nullptr, NormBitLinearF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"normBitLinearGradF32", nullptr, NormBitLinearGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"swigluF32", nullptr, SwigluF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionTrainF32", nullptr, AttentionTrainF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionTrainGradF32", nullptr, AttentionTrainGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -556,16 +556,53 @@ BD_CLONES void rope_rows_f32(const float* __restrict x, int64_t sx, const float*
   }
 }
 
+// Row i of a causal block keeps j < n = i + 1. The loops run over whole 16-lane groups up to nv = n rounded up
+// to 16 (at most T), masking lanes j >= n, so no row ends in a scalar tail of exp calls; only a T that is not a
+// multiple of 16 leaves one, in the last rows.
+BD_INLINE int64_t causal_span(int64_t n, int64_t T) {
+  const int64_t nv = (n + 15) & ~int64_t{15};
+  return nv < T ? nv : T;
+}
+
 BD_CLONES void causal_softmax_f32(float* __restrict s, int64_t T, float scale) {
   for (int64_t i = 0; i < T; i++) {
     float* r = s + i * T;
     const int64_t n = i + 1;
-    for (int64_t j = 0; j < n; j++) r[j] = r[j] * scale;
-    const float m = max16(r, n);
-    for (int64_t j = 0; j < n; j++) r[j] = exp_f32(r[j] - m);
-    const float z = sum16(r, n);
-    for (int64_t j = 0; j < n; j++) r[j] = r[j] / z;
-    for (int64_t j = n; j < T; j++) r[j] = 0.0f;
+    const int64_t nv = causal_span(n, T);
+    float acc[16];
+    for (int u = 0; u < 16; u++) acc[u] = -INFINITY;
+    int64_t j = 0;
+    for (; j + 16 <= nv; j += 16)
+      for (int u = 0; u < 16; u++) {
+        const float v = j + u < n ? r[j + u] * scale : -INFINITY;
+        r[j + u] = v;
+        acc[u] = v > acc[u] ? v : acc[u];
+      }
+    for (int w = 8; w >= 1; w /= 2)
+      for (int u = 0; u < w; u++) acc[u] = acc[u + w] > acc[u] ? acc[u + w] : acc[u];
+    float m = acc[0];
+    for (int64_t t = j; t < nv; t++) {
+      r[t] = t < n ? r[t] * scale : -INFINITY;
+      m = r[t] > m ? r[t] : m;
+    }
+    float sum[16];
+    for (int u = 0; u < 16; u++) sum[u] = 0.0f;
+    for (j = 0; j + 16 <= nv; j += 16)
+      for (int u = 0; u < 16; u++) {
+        const float e = j + u < n ? exp_f32(r[j + u] - m) : 0.0f;
+        r[j + u] = e;
+        sum[u] += e;
+      }
+    for (int w = 8; w >= 1; w /= 2)
+      for (int u = 0; u < w; u++) sum[u] += sum[u + w];
+    float z = sum[0];
+    for (int64_t t = j; t < nv; t++) {
+      r[t] = t < n ? exp_f32(r[t] - m) : 0.0f;
+      z += r[t];
+    }
+    const float inv = 1.0f / z;
+    for (j = 0; j < nv; j++) r[j] = r[j] * inv;
+    for (j = nv; j < T; j++) r[j] = 0.0f;
   }
 }
 
@@ -573,9 +610,12 @@ BD_CLONES void causal_softmax_grad_f32(const float* __restrict p, float* __restr
   for (int64_t i = 0; i < T; i++) {
     const float* pr = p + i * T;
     float* g = dp + i * T;
-    const float dot = dot16(pr, g, i + 1);
-    for (int64_t j = 0; j <= i; j++) g[j] = scale * (pr[j] * (g[j] - dot));
-    for (int64_t j = i + 1; j < T; j++) g[j] = 0.0f;
+    const int64_t n = i + 1;
+    const int64_t nv = causal_span(n, T);
+    // p is 0 beyond the diagonal (causal_softmax_f32), so the dot over the padded span is the dot over j < n.
+    const float dot = dot16(pr, g, n);
+    for (int64_t j = 0; j < nv; j++) g[j] = j < n ? scale * (pr[j] * (g[j] - dot)) : 0.0f;
+    for (int64_t j = nv; j < T; j++) g[j] = 0.0f;
   }
 }
 

@@ -11,6 +11,7 @@
 #include "isa.h"
 #include "kernels.h"
 #include "napi_util.h"
+#include "norm_napi.h"
 #include "tensor_ops.h"
 
 namespace bd {
@@ -462,6 +463,41 @@ void rmsnorm_task(void* p, int64_t chunk, int64_t nchunks) {
   if (b < e) rmsnorm_grad_f32(c->dy, c->x, c->g, c->dx, dg, b, e, c->dim, c->eps);
 }
 
+}  // namespace
+
+void rmsnorm_rows(const float* x, const float* g, float* y, int64_t rows, int64_t dim, float eps) {
+  RmsNormCtx ctx{};
+  ctx.x = x;
+  ctx.g = g;
+  ctx.y = y;
+  ctx.rows = rows;
+  ctx.dim = dim;
+  ctx.eps = eps;
+  parallel(elem_chunks(rows * dim, rows), rmsnorm_task, &ctx);
+}
+
+void rmsnorm_grad_rows(const float* dy, const float* x, const float* g, float* dx, float* dg, int64_t rows, int64_t dim, float eps) {
+  RmsNormCtx ctx{};
+  ctx.x = x;
+  ctx.g = g;
+  ctx.dy = dy;
+  ctx.dx = dx;
+  ctx.rows = rows;
+  ctx.dim = dim;
+  ctx.eps = eps;
+  const int64_t nchunks = elem_chunks(rows * dim, std::min<int64_t>(rows, g_pool->size()));
+  std::vector<float> partial(static_cast<size_t>(nchunks * dim));
+  ctx.dg = partial.data();
+  parallel(nchunks, rmsnorm_task, &ctx);
+  for (int64_t i = 0; i < dim; i++) {
+    float s = 0.0f;
+    for (int64_t ch = 0; ch < nchunks; ch++) s += partial[static_cast<size_t>(ch * dim + i)];
+    dg[i] = s;
+  }
+}
+
+namespace {
+
 bool get_rmsnorm_common(napi_env env, napi_value* argv, RmsNormCtx* c, size_t* xl, const char* what) {
   float* x;
   float* g;
@@ -488,7 +524,7 @@ napi_value RmsNormF32(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[4], napi_float32_array, &ctx.y, &yl, "y"))
     return nullptr;
   if (throw_if(env, yl < xl, "rmsNormF32: y too small")) return nullptr;
-  parallel(elem_chunks(static_cast<int64_t>(xl), ctx.rows), rmsnorm_task, &ctx);
+  rmsnorm_rows(ctx.x, ctx.g, ctx.y, ctx.rows, ctx.dim, ctx.eps);
   return nullptr;
 }
 
@@ -505,16 +541,7 @@ napi_value RmsNormGradF32(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[6], napi_float32_array, &dg, &dgl, "dgain"))
     return nullptr;
   if (throw_if(env, dyl < xl || dxl < xl || static_cast<int64_t>(dgl) < ctx.dim, "rmsNormGradF32: array too small")) return nullptr;
-  ctx.dy = dy;
-  const int64_t nchunks = elem_chunks(static_cast<int64_t>(xl), std::min<int64_t>(ctx.rows, g_pool->size()));
-  std::vector<float> partial(static_cast<size_t>(nchunks * ctx.dim));
-  ctx.dg = partial.data();
-  parallel(nchunks, rmsnorm_task, &ctx);
-  for (int64_t i = 0; i < ctx.dim; i++) {
-    float s = 0.0f;
-    for (int64_t ch = 0; ch < nchunks; ch++) s += partial[static_cast<size_t>(ch * ctx.dim + i)];
-    dg[i] = s;
-  }
+  rmsnorm_grad_rows(dy, ctx.x, ctx.g, ctx.dx, dg, ctx.rows, ctx.dim, ctx.eps);
   return nullptr;
 }
 

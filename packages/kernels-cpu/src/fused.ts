@@ -7,6 +7,7 @@
  */
 import { ShapeError, UnsupportedError } from '@bitdistill/core';
 import { nativeAddon } from './native.ts';
+import { rmsNormF32Ts, rmsNormGradF32Ts } from './tensor-ops.ts';
 import { absmeanScale, int8AbsmaxRow, ternaryCode } from '@bitdistill/arch';
 
 const f = Math.fround;
@@ -408,4 +409,76 @@ export function headLossF32Ts(z: Float32Array, b: HeadLossBlock, g?: Float32Arra
     if (g !== undefined && row !== null) for (let j = 0; j < V; j++) g[i * V + j] = row[j] as number;
   }
   return { ce, kl };
+}
+
+/** The SubLN gain in front of a BitLinear: x is RMS-normalised with it (eps) before quantization. */
+export interface BitLinearNorm {
+  gain: Float32Array;
+  eps: number;
+}
+
+function checkNormOf(what: string, s: BitLinearShape, norm: BitLinearNorm): void {
+  if (norm.gain.length !== s.k) throw new ShapeError(`${what}: gain has ${norm.gain.length} values, expected k=${s.k}`);
+  if (!(norm.eps >= 0)) throw new ShapeError(`${what}: eps ${norm.eps} is not >= 0`);
+}
+
+/** bitLinearF32(rmsNorm(x, gain, eps), W) in one call: the normalised rows never leave it. */
+export function normBitLinearF32(x: Float32Array, norm: BitLinearNorm, w: Float32Array, s: BitLinearShape, out?: Float32Array): Float32Array {
+  const y = out ?? new Float32Array(s.m * s.n);
+  checkShape('normBitLinearF32', s, [
+    ['x', x, s.m * s.k],
+    ['w', w, s.n * s.k],
+    ['y', y, s.m * s.n],
+  ]);
+  checkNormOf('normBitLinearF32', s, norm);
+  const addon = nativeAddon();
+  if (addon === null) return normBitLinearF32Ts(x, norm, w, s, y);
+  addon.normBitLinearF32(x, norm.gain, norm.eps, w, s.m, s.k, s.n, s.perRow, y);
+  return y;
+}
+
+/** The backward of normBitLinearF32 (normalised rows recomputed): dx, dgain and dW. */
+export function normBitLinearGradF32(
+  x: Float32Array,
+  norm: BitLinearNorm,
+  w: Float32Array,
+  s: BitLinearShape,
+  dy: Float32Array,
+  out?: { dx: Float32Array; dgain: Float32Array; dw: Float32Array },
+): { dx: Float32Array; dgain: Float32Array; dw: Float32Array } {
+  const r = out ?? { dx: new Float32Array(s.m * s.k), dgain: new Float32Array(s.k), dw: new Float32Array(s.n * s.k) };
+  checkShape('normBitLinearGradF32', s, [
+    ['x', x, s.m * s.k],
+    ['w', w, s.n * s.k],
+    ['dy', dy, s.m * s.n],
+    ['dx', r.dx, s.m * s.k],
+    ['dgain', r.dgain, s.k],
+    ['dw', r.dw, s.n * s.k],
+  ]);
+  checkNormOf('normBitLinearGradF32', s, norm);
+  const addon = nativeAddon();
+  if (addon === null) return normBitLinearGradF32Ts(x, norm, w, s, dy, r);
+  addon.normBitLinearGradF32(x, norm.gain, norm.eps, w, s.m, s.k, s.n, s.perRow, dy, r.dx, r.dgain, r.dw);
+  return r;
+}
+
+/** TypeScript twin of normBitLinearF32: rmsNormF32Ts, then bitLinearF32Ts. */
+export function normBitLinearF32Ts(x: Float32Array, norm: BitLinearNorm, w: Float32Array, s: BitLinearShape, y: Float32Array): Float32Array {
+  return bitLinearF32Ts(rmsNormF32Ts(x, norm.gain, norm.eps, new Float32Array(x.length)), w, s, y);
+}
+
+/** TypeScript twin of normBitLinearGradF32: the two twins' backward passes chained. */
+export function normBitLinearGradF32Ts(
+  x: Float32Array,
+  norm: BitLinearNorm,
+  w: Float32Array,
+  s: BitLinearShape,
+  dy: Float32Array,
+  r: { dx: Float32Array; dgain: Float32Array; dw: Float32Array },
+): { dx: Float32Array; dgain: Float32Array; dw: Float32Array } {
+  const xn = rmsNormF32Ts(x, norm.gain, norm.eps, new Float32Array(x.length));
+  const dxn = new Float32Array(x.length);
+  bitLinearGradF32Ts(xn, w, s, dy, dxn, r.dw);
+  rmsNormGradF32Ts(x, norm.gain, norm.eps, dxn, r.dx, r.dgain);
+  return r;
 }

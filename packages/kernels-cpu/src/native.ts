@@ -188,6 +188,21 @@ export interface NativeAddon {
     cosine: boolean,
     dx: Float32Array | null,
   ): number;
+  normBitLinearF32(x: Float32Array, gain: Float32Array, eps: number, w: Float32Array, m: number, k: number, n: number, perRow: boolean, y: Float32Array): void;
+  normBitLinearGradF32(
+    x: Float32Array,
+    gain: Float32Array,
+    eps: number,
+    w: Float32Array,
+    m: number,
+    k: number,
+    n: number,
+    perRow: boolean,
+    dy: Float32Array,
+    dx: Float32Array,
+    dgain: Float32Array,
+    dw: Float32Array,
+  ): void;
   headLossF32(
     zs: Float32Array,
     zt: Float32Array | null,
@@ -244,6 +259,8 @@ const ADDON_FUNCTIONS = [
   'attentionTrainGradF32',
   'relationKdF32',
   'headLossF32',
+  'normBitLinearF32',
+  'normBitLinearGradF32',
 ] as const;
 
 interface State {

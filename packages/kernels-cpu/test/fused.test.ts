@@ -16,6 +16,12 @@ import {
   swigluGradF32,
   swigluGradF32Ts,
   headLossF32,
+  normBitLinearF32,
+  normBitLinearF32Ts,
+  normBitLinearGradF32,
+  normBitLinearGradF32Ts,
+  rmsNormF32,
+  rmsNormGradF32,
   headLossF32Ts,
   type BitLinearShape,
 } from '../src/index.ts';
@@ -246,5 +252,62 @@ describe('fused head loss (answer CE + logit KD over a vocabulary)', () => {
     );
     expect(() => headLossF32(z, { r: 2, V: 3, ce: { labels: Int32Array.of(0, 3), mask: Float32Array.of(1, 0), grad: 1 } })).not.to.throw();
     expect(() => headLossF32(z, { r: 2, V: 4 })).to.throw(ShapeError, /z has 6 values, expected 8/);
+  });
+});
+
+describe('fused SubLN norm + BitLinear (normBitLinearF32 and its gradient)', () => {
+  // Exact: the native call equals native rmsNormF32 then bitLinearF32 (and their gradients chained) bit for bit -
+  // the same loops, the normalised rows only kept in scratch. Against the float64 twins: the forward within
+  // 1e-5 of each output's scale sum |q_p c_p| d / s (a row's int8 code can flip where the float32 and float64
+  // norms round differently, so 2 codes of slack), the gradients as the BitLinear backward test above.
+  for (const [m, k, n, perRow] of [
+    [3, 5, 7, false],
+    [17, 64, 33, false],
+    [40, 600, 21, false],
+    [9, 70, 13, true],
+  ] as [number, number, number, boolean][]) {
+    it(`m=${m} k=${k} n=${n}${perRow ? ' perRow' : ''}: one call equals rmsNormF32 + bitLinearF32 exactly, forward and backward`, function () {
+      if (!nativeStatus().native) this.skip();
+      const rng = new Rng(m * 31 + k);
+      const s: BitLinearShape = { m, k, n, perRow };
+      const x = randomF32(rng, m * k);
+      const gain = Float32Array.from(randomF32(rng, k), (v) => 1 + 0.5 * v);
+      const w = randomF32(rng, n * k);
+      const dy = randomF32(rng, m * n);
+      const eps = 1e-8;
+      const y = normBitLinearF32(x, { gain, eps }, w, s);
+      const xn = rmsNormF32(x, gain, eps);
+      expect(Array.from(y)).to.deep.equal(Array.from(bitLinearF32(xn, w, s)));
+      const g = normBitLinearGradF32(x, { gain, eps }, w, s, dy);
+      const gl = bitLinearGradF32(xn, w, s, dy);
+      const gn = rmsNormGradF32(x, gain, eps, gl.dx);
+      expect(Array.from(g.dw)).to.deep.equal(Array.from(gl.dw));
+      expect(Array.from(g.dx)).to.deep.equal(Array.from(gn.dx));
+      expect(Array.from(g.dgain)).to.deep.equal(Array.from(gn.dgain));
+      // And near the float64 twins (rmsNormF32Ts + bitLinear twins), so the native chain is not only self-consistent.
+      const yT = normBitLinearF32Ts(x, { gain, eps }, w, s, new Float32Array(m * n));
+      let worst = 0;
+      for (let i = 0; i < y.length; i++) worst = Math.max(worst, Math.abs((y[i] as number) - (yT[i] as number)));
+      const ymax = yT.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
+      expect(worst, 'forward vs twin').to.be.at.most(0.05 * ymax);
+      const gT = normBitLinearGradF32Ts(x, { gain, eps }, w, s, dy, { dx: new Float32Array(m * k), dgain: new Float32Array(k), dw: new Float32Array(n * k) });
+      for (const key of ['dx', 'dgain', 'dw'] as const) {
+        const a = g[key];
+        const b = gT[key];
+        const bmax = b.reduce((acc, v) => Math.max(acc, Math.abs(v)), 0);
+        let bad = 0;
+        for (let i = 0; i < b.length; i++) if (Math.abs((a[i] as number) - (b[i] as number)) > 1e-3 * bmax) bad++;
+        // A flipped int8 code (float32 vs float64 norm) moves its column of dW by one code step: allow a few.
+        expect(bad, `${key}: elements off the twin by > 1e-3 of the max`).to.be.at.most(Math.ceil(0.01 * b.length));
+      }
+    });
+  }
+
+  it('rejects a gain of the wrong length', () => {
+    const s: BitLinearShape = { m: 2, k: 3, n: 4, perRow: false };
+    expect(() => normBitLinearF32(new Float32Array(6), { gain: new Float32Array(2), eps: 1e-6 }, new Float32Array(12), s)).to.throw(
+      ShapeError,
+      /gain has 2 values, expected k=3/,
+    );
   });
 });

@@ -205,10 +205,18 @@ export class Decoder {
   private project(x: tf.Tensor2D, layer: number, proj: Projection): tf.Tensor2D {
     const base = projectionName(layer, proj);
     const sub = sublnName(layer, proj, this.config.subln);
-    const xin = sub === null ? x : (rmsNorm(x, this.param(sub), this.config.sublnEps) as tf.Tensor2D); // SubLN (PAPER.md section 3)
     const linear = this.linears.get(base) ?? denseLinear;
     const w = this.param(`${base}.weight`) as tf.Tensor as tf.Tensor2D;
     const rec = this.projections;
+    const bias = this.params.get(`${base}.bias`);
+    // SubLN and the projection as one fused op where the linear op has one (not under activation recomputation,
+    // which records and replays the linear op's own output).
+    const fusedOut =
+      sub !== null && rec === null && linear.normed !== undefined
+        ? linear.normed(x, this.param(sub) as tf.Tensor as tf.Tensor1D, this.config.sublnEps, w)
+        : null;
+    if (fusedOut !== null) return bias === undefined ? fusedOut : tf.add(fusedOut, bias);
+    const xin = sub === null ? x : (rmsNorm(x, this.param(sub), this.config.sublnEps) as tf.Tensor2D); // SubLN (PAPER.md section 3)
     const kept = rec?.mode === 'replay' ? rec.outputs.get(base) : undefined;
     let y: tf.Tensor2D;
     if (kept !== undefined) {
@@ -217,7 +225,6 @@ export class Decoder {
       y = linear(xin, w);
       if (rec?.mode === 'record' && linear.backward !== undefined && (linear.replayable?.() ?? true)) rec.outputs.set(base, tf.keep(y));
     }
-    const bias = this.params.get(`${base}.bias`);
     return bias === undefined ? y : tf.add(y, bias);
   }
 

@@ -56,6 +56,11 @@ export type LinearFn = ((x: tf.Tensor2D, weight: tf.Tensor2D) => tf.Tensor2D) & 
   backward?: ((x: tf.Tensor2D, weight: tf.Tensor2D, dy: tf.Tensor2D) => [tf.Tensor2D, tf.Tensor2D]) | undefined;
   /** Whether `backward` can run now (e.g. only where a fused kernel is registered); absent: whenever it exists. */
   replayable?: (() => boolean) | undefined;
+  /**
+   * The projection of rmsNorm(x, gain, eps) in one fused op (a SubLN gain in front of it), or null where no such
+   * op runs now; the model then normalises and calls the linear op itself.
+   */
+  normed?: ((x: tf.Tensor2D, gain: tf.Tensor1D, eps: number, weight: tf.Tensor2D) => tf.Tensor2D | null) | undefined;
 };
 
 export const denseLinear: LinearFn = Object.assign((x: tf.Tensor2D, weight: tf.Tensor2D) => linearT(x, weight), {

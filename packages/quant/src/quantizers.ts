@@ -112,6 +112,22 @@ export const BITLINEAR_GRAD_KERNEL = 'BitDistillBitLinearGrad';
 
 registerFusedGradient(BITLINEAR_KERNEL, BITLINEAR_GRAD_KERNEL, ['x', 'w']);
 
+/**
+ * With the SubLN gain in front (issue 15): rmsNorm(x, gain, eps) and the BitLinear in one kernel each way, the
+ * normalised rows recomputed in the backward instead of kept ([N, in] per projection).
+ */
+export const NORM_BITLINEAR_KERNEL = 'BitDistillNormBitLinear';
+export const NORM_BITLINEAR_GRAD_KERNEL = 'BitDistillNormBitLinearGrad';
+
+registerFusedGradient(NORM_BITLINEAR_KERNEL, NORM_BITLINEAR_GRAD_KERNEL, ['x', 'gain', 'w']);
+
+/** bitMatmulInt(rmsNorm(x, gain, eps), w) on the fused kernel, or null where it is not registered. */
+export function normBitMatmulInt(x: tf.Tensor2D, gain: tf.Tensor1D, eps: number, w: tf.Tensor2D, mode: 'absmean' | 'perRow'): tf.Tensor2D | null {
+  if (x.dtype !== 'float32' || w.dtype !== 'float32' || gain.dtype !== 'float32' || !fusedKernel(NORM_BITLINEAR_KERNEL)) return null;
+  if (x.rank !== 2 || w.rank !== 2 || gain.rank !== 1 || x.shape[1] !== w.shape[1] || gain.shape[0] !== x.shape[1]) return null;
+  return tf.engine().runKernel(NORM_BITLINEAR_KERNEL, { x, gain, w }, { perRow: mode === 'perRow', eps }) as tf.Tensor2D;
+}
+
 /** The fused straight-through backward [dx, dW] of bitMatmulInt for dy, or null where the kernel is not registered. */
 export function bitLinearBackward(x: tf.Tensor2D, w: tf.Tensor2D, dy: tf.Tensor2D, mode: 'absmean' | 'perRow'): [tf.Tensor2D, tf.Tensor2D] | null {
   if (!fusedKernel(BITLINEAR_GRAD_KERNEL) || x.dtype !== 'float32' || w.dtype !== 'float32') return null;

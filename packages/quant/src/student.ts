@@ -16,8 +16,8 @@ import {
   type WeightQuantMode,
 } from '@bitdistill/arch';
 import { denseLinear, fusedKernel, type Decoder, type LinearFn } from '@bitdistill/model';
-import { BITLINEAR_GRAD_KERNEL, bitLinearBackward, bitMatmulInt, int8Quant, ternaryQuant } from './quantizers.ts';
-import type { Tensor2D } from '@tensorflow/tfjs';
+import { BITLINEAR_GRAD_KERNEL, bitLinearBackward, bitMatmulInt, int8Quant, normBitMatmulInt, ternaryQuant } from './quantizers.ts';
+import type { Tensor1D, Tensor2D } from '@tensorflow/tfjs';
 
 export interface BitLinearOptions {
   weightQuant: WeightQuantMode;
@@ -47,7 +47,8 @@ export function makeBitLinear(options: BitLinearOptions): LinearFn {
     if (g === null) throw new Error('bitLinear backward: the fused kernel is not registered on this backend (replayable() was false)');
     return g;
   };
-  return Object.assign(fn, { backward, replayable: () => integer && fusedKernel(BITLINEAR_GRAD_KERNEL) });
+  const normed = (x: Tensor2D, gain: Tensor1D, eps: number, w: Tensor2D): Tensor2D | null => (integer ? normBitMatmulInt(x, gain, eps, w, mode) : null);
+  return Object.assign(fn, { backward, replayable: () => integer && fusedKernel(BITLINEAR_GRAD_KERNEL), normed });
 }
 
 export interface PrepareStudentOptions {

@@ -56,6 +56,7 @@ describe('fused training ops on the native engine', () => {
   it('the native engine registers the fused kernels, and setFusedOps(false) routes to the twins', () => {
     expect(fusedKernel('BitDistillBitLinear')).to.equal(true);
     expect(fusedKernel('BitDistillSwiglu')).to.equal(true);
+    expect(fusedKernel('BitDistillNormBitLinear')).to.equal(true);
     setFusedOps(false);
     expect(fusedKernel('BitDistillBitLinear')).to.equal(false);
     setFusedOps(true);
@@ -113,7 +114,7 @@ describe('fused training ops on the native engine', () => {
   });
 
   /** Loss and every gradient of one CE step of stories260K as a ternary student with SubLN. */
-  function studentStep(fused: boolean): { loss: number; grads: Float32Array[]; tensorsAfter: number[] } {
+  async function studentStep(fused: boolean): Promise<{ loss: number; grads: Float32Array[]; tensorsAfter: number[]; kernels: Set<string> }> {
     const { model } = loadModel('models/stories260K');
     const prev = setFusedOps(fused);
     try {
@@ -147,17 +148,22 @@ describe('fused training ops on the native engine', () => {
         step();
         tensorsAfter.push(tf.memory().numTensors);
       }
+      // The kernels a step runs (names only).
+      const kernels = new Set((await tf.profile(() => void step())).kernelNames);
       tf.dispose([ids, labels]);
-      return { ...first, tensorsAfter };
+      return { ...first, tensorsAfter, kernels };
     } finally {
       setFusedOps(prev);
       model.dispose();
     }
   }
 
-  it('stories260K ternary student: loss and every gradient with the fused ops equal the twins; tensor count flat', () => {
-    const fused = studentStep(true);
-    const twin = studentStep(false);
+  it('stories260K ternary student: loss and every gradient with the fused ops equal the twins; tensor count flat', async () => {
+    const fused = await studentStep(true);
+    const twin = await studentStep(false);
+    // allnorm SubLN: every projection runs its norm inside the fused BitLinear, both ways.
+    expect([...fused.kernels]).to.include.members(['BitDistillNormBitLinear', 'BitDistillNormBitLinearGrad']);
+    expect([...twin.kernels]).not.to.include('BitDistillNormBitLinear');
     expect(fused.loss).to.be.closeTo(twin.loss, 1e-4 * Math.abs(twin.loss));
     // A code flip at a rounding boundary (float32 vs float64 scale) moves a gradient a little; bound the
     // relative L2 difference of each parameter's gradient.
