@@ -315,6 +315,11 @@ export class MetisTraining {
     });
   }
 
+  /** The current split of a projection weight (by HF name), null before the first refresh or with k = 0. */
+  splitOf(weight: string): SplitTensors | null {
+    return this.projections.find((p) => p.weight === weight)?.holder.split ?? null;
+  }
+
   /** Numbers for the train records: mean rank, mean dominant energy, the step of the last refresh, the regularizer's weight. */
   metrics(): Record<string, number> {
     const n = this.projections.length;
