@@ -193,8 +193,8 @@ const stopGradient = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) =>
  * scale s = rangeSigmas * rms(r) / max (the scale at which the format's largest value sits at rangeSigmas RMS;
  * held constant: no gradient flows through s), u = |r| / s and m the format's smallest subnormal:
  *
- *   R(r) = mean( relu(u - max)^2 )                 values beyond the range the bulk deserves (they would set the
- *                                                  per-tensor scale and crush everything else)
+ *   R(r) = mean( relu(u / max - 1)^2 )             values beyond the range the bulk deserves, |r| > rangeSigmas rms
+ *                                                  (they would set the per-tensor scale and crush everything else)
  *        + mean( relu(4 u (m - u) / m^2) )         the values inside the underflow band (0, m): a bump, 1 at m/2,
  *                                                  0 at 0 and at m, so they move to 0 or to m, both representable
  */
@@ -204,7 +204,7 @@ export function dualRange(r: tf.Tensor, fmt: LowBitFormat, rangeSigmas: number):
     const s = stopGradient(tf.maximum(tf.mul(rms, rangeSigmas / fmt.max), 1e-30));
     const u = tf.div(tf.abs(r), s);
     const m = smallestSubnormal(fmt);
-    const high = tf.mean(tf.square(tf.relu(tf.sub(u, fmt.max))));
+    const high = tf.mean(tf.square(tf.relu(tf.sub(tf.div(u, fmt.max), 1))));
     const low = tf.mean(tf.relu(tf.mul(tf.mul(u, tf.sub(m, u)), 4 / (m * m))));
     return tf.add(high, low) as tf.Scalar;
   });

@@ -80,7 +80,7 @@ const SETTINGS: MetisSettings = {
 
 /**
  * The dual-range value by scalar loops (float64): s = rangeSigmas * rms(r) / max unless `scale` is given,
- * u = |r| / s, mean(relu(u - max)^2) + mean(relu(4 u (m - u) / m^2)), m = 2^(1 - bias - mantissaBits).
+ * u = |r| / s, mean(relu(u / max - 1)^2) + mean(relu(4 u (m - u) / m^2)), m = 2^(1 - bias - mantissaBits).
  */
 function dualRangeRef(r: ArrayLike<number>, fmt: LowBitFormat, rangeSigmas: number, scale?: number): number {
   let ss = 0;
@@ -91,7 +91,7 @@ function dualRangeRef(r: ArrayLike<number>, fmt: LowBitFormat, rangeSigmas: numb
   let low = 0;
   for (let i = 0; i < r.length; i++) {
     const u = Math.abs(r[i] as number) / s;
-    if (u > fmt.max) high += (u - fmt.max) ** 2;
+    if (u > fmt.max) high += (u / fmt.max - 1) ** 2;
     if (u < m) low += (4 * u * (m - u)) / (m * m);
   }
   return (high + low) / r.length;
