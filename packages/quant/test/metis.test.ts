@@ -115,7 +115,8 @@ describe('Metis: spectral split, spectral learning rate, dual-range regularizer'
     const hh = h.reduce((s, x) => s + x * x, 0);
     const H = (i: number, j: number): number => (i === j ? 1 : 0) - (2 * (h[i] as number) * (h[j] as number)) / hh;
     const A = new Float64Array(n * n);
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) for (let t = 0; t < n; t++) A[i * n + j] += H(i, t) * (lambda[t] as number) * H(t, j);
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) for (let t = 0; t < n; t++) A[i * n + j] = (A[i * n + j] as number) + H(i, t) * (lambda[t] as number) * H(t, j);
     const { values: got, vectors } = symmetricEigen(A, n);
     const sorted = [...lambda].sort((x, y) => y - x);
     got.forEach((v, j) => expect(v, `eigenvalue ${j}`).to.be.closeTo(sorted[j] as number, 1e-12));
@@ -254,7 +255,7 @@ describe('Metis: spectral split, spectral learning rate, dual-range regularizer'
       'int32',
     );
     const probe = tf.tensor2d(uniform(rng, 24 * 32), [24, 32]);
-    let hidden = new Float32Array();
+    let hidden: Float32Array = new Float32Array();
     const vars = [...model.params.values()];
     const { value, grads } = tf.variableGrads(() => {
       const h = model.forward(ids, { output: 'hidden' }).hidden as tf.Tensor;
@@ -299,7 +300,8 @@ describe('Metis: spectral split, spectral learning rate, dual-range regularizer'
     for (let a = 0; a < k; a++)
       for (let b = 0; b < k; b++)
         for (let r = 0; r < m; r++)
-          for (let c = 0; c < n; c++) core[a * k + b] += (u[r * k + a] as number) * (gv[r * n + c] as number) * (v[c * k + b] as number);
+          for (let c = 0; c < n; c++)
+            core[a * k + b] = (core[a * k + b] as number) + (u[r * k + a] as number) * (gv[r * n + c] as number) * (v[c * k + b] as number);
     const want = new Float64Array(m * n);
     for (let i = 0; i < m; i++)
       for (let j = 0; j < n; j++) {
