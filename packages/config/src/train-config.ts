@@ -36,6 +36,10 @@
  *   distill: {lambdaLogit: 10, gammaAttn: 100000, temperature: 5, relationHeads: 32, distillLayer: null,
  *             relation: cosine, logit: true, attention: true, logitPositions: all, teacherPath: null, studentFrom: continual-pretrain,
  *             studentPath: null}
+ *   lowbitGemm: {forward: none, backward: none, stages: [pretrain, teacher],    # low-bit float training GEMMs
+ *                metis: {enabled: false, rankFraction: 0.01, refreshEvery: 100, powerIterations: 2,
+ *                        spectralLr: {enabled: false, dominantScale: 0.5, tailScale: 1},
+ *                        dualRange: {weight: 0, rangeSigmas: 3}}}
  *   averaging: {kind: none, emaDecay: 0.999, lawaK: 5}
  *   checkpoint: {every: 100, keepLast: 2}
  *   eval: {every: 0, limit: null, mode: label}
@@ -214,6 +218,30 @@ const trainShape = {
     forward: enumOf(GEMM_FORMATS).default('none'),
     backward: enumOf(GEMM_FORMATS).default('none'),
     stages: listOfEnum(['pretrain', 'teacher'] as const).default(['pretrain', 'teacher']),
+    /**
+     * Metis (Cao et al. 2025; docs/lowbit-training.md): each projection weight split by a randomized SVD into k
+     * dominant directions kept in fp32 and a residual that goes through the low-bit GEMM. Here, not under a
+     * `quant` section: it modifies these GEMMs and applies to the same stages.
+     */
+    metis: obj({
+      enabled: bool().default(false),
+      /** k = max(1, round(rankFraction * min(out, in))) per projection; 0 = no split (the plain low-bit GEMM). */
+      rankFraction: num({ min: 0, max: 1 }).default(0.01),
+      /** Recompute the split from the master weights every N optimizer steps. */
+      refreshEvery: int({ min: 1 }).default(100),
+      powerIterations: int({ min: 0, max: 10 }).default(2),
+      /** G' = dominantScale P + tailScale (G - P), P = U U^T G V V^T, before clipping and AdamW. */
+      spectralLr: obj({
+        enabled: bool().default(false),
+        dominantScale: num({ exclusiveMin: 0, exclusiveMax: 1 }).default(0.5),
+        tailScale: num({ min: 1 }).default(1),
+      }),
+      /** L += weight * dualRange (0 = off); the format's max sits at rangeSigmas RMS of each residual. */
+      dualRange: obj({
+        weight: num({ min: 0 }).default(0),
+        rangeSigmas: num({ exclusiveMin: 0 }).default(3),
+      }),
+    }),
   }),
   /** Weight averaging at the end of each stage (PAPER.md section 9): EMA, or LAWA over the last lawaK checkpoints. */
   averaging: obj({
@@ -267,6 +295,13 @@ function crossChecks(c: DeepPartial<Shaped>, report: (path: string, message: str
     }
   }
   if (has('pretrain') && stages !== undefined && stages[0] !== 'pretrain') report('stages', "'pretrain' builds the base model: it must come first");
+  const g = c.lowbitGemm;
+  if (g?.metis?.enabled === true) {
+    if (g.forward === 'none')
+      report('lowbitGemm.metis.enabled', "Metis splits the low-bit forward GEMM's weight: set lowbitGemm.forward to fp8-e4m3, fp8-e5m2, fp4-e2m1 or nvfp4");
+    if (g.metis.spectralLr?.enabled === true && g.metis.rankFraction === 0)
+      report('lowbitGemm.metis.spectralLr.enabled', 'the spectral learning rate scales the dominant directions: set lowbitGemm.metis.rankFraction > 0');
+  }
   // wsd decays over the last decayRatio of the steps: that must not reach back into the warmup.
   const blocks: [string, DeepPartial<Shaped['optim']> | undefined][] = [['optim', c.optim]];
   for (const s of STAGE_NAMES) {

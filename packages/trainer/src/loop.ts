@@ -99,6 +99,13 @@ export interface StageSpec<B extends MicroBatch> {
   evaluate?: () => Promise<EvalResult>;
   /** Weights of the loss terms in the total (e.g. {logitKd: 10, attnKd: 1e5}); used to warn when one term drowns the CE. */
   termWeights?: Record<string, number>;
+  /** Called before each optimizer step with the number of steps done (Metis refreshes its spectral split here). */
+  beforeStep?: (step: number) => void;
+  /**
+   * Rewrites the summed gradients of a step before clipping and AdamW (Metis's spectral learning-rate rule); it
+   * owns the record it is given and disposes what it replaces.
+   */
+  transformGrads?: (grads: Record<string, tf.Tensor>) => Record<string, tf.Tensor>;
   /** Extra numbers for the periodic train record (e.g. latent-weight statistics of a student); null = none. */
   extraMetrics?: () => Promise<Record<string, unknown> | null>;
   /** What to write next to every checkpoint. */
@@ -213,6 +220,7 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
         await checkpoint(run);
         throw new Interrupted(spec.stage, run.state.step);
       }
+      spec.beforeStep?.(run.state.step);
       await afterStep(run, await accumulate(run));
     }
     return await finish(run);
@@ -438,10 +446,12 @@ async function afterStep<B extends MicroBatch>(run: StageRun<B>, acc: Accumulate
   if (state.step % settings.checkpointEvery === 0 && !isLast) await checkpoint(run);
 }
 
-/** Averages and clips the summed gradients into one scale, stops on a non-finite norm, applies AdamW and updates the EMA; disposes the gradients. */
-async function optimizerStep<B extends MicroBatch>(run: StageRun<B>, { summed, lossSum }: Accumulated): Promise<{ norm: number; lr: number }> {
+/** Applies the stage's gradient transform, averages and clips the summed gradients into one scale, stops on a non-finite norm, applies AdamW and updates the EMA; disposes the gradients. */
+async function optimizerStep<B extends MicroBatch>(run: StageRun<B>, acc: Accumulated): Promise<{ norm: number; lr: number }> {
   const { spec, settings, state } = run;
   const o = settings.optim;
+  const { lossSum } = acc;
+  const summed = spec.transformGrads?.(acc.summed) ?? acc.summed;
   // Averaging over micro-batches and clipping become one scale the optimizer applies as it reads each
   // gradient: no averaged or clipped copy of every gradient.
   const { norm, scale } = await clipScale(summed, o.gradClip, o.gradAccum);

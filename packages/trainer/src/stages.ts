@@ -21,11 +21,11 @@ import { ArgumentError, BitDistillError, ConfigError, FormatError, NotFoundError
 import type { TrainConfig, StageName } from '@bitdistill/config';
 import { devFiles, encodeExample, readExamples, taskRecord, taskTokenizerProblems, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
 import { loadModel, type Decoder } from '@bitdistill/model';
-import { applyLowBitGemm, latentWeightStats, prepareStudent, restoreStudent } from '@bitdistill/quant';
+import { applyLowBitGemm, applyMetis, latentWeightStats, prepareStudent, restoreStudent, type MetisTraining } from '@bitdistill/quant';
 import { attentionRelationKd, fusedHeadLoss, untaped, type QKV, type Relation } from '@bitdistill/losses';
 import { taskForModel } from '@bitdistill/eval';
 import { evaluateLabelScoring } from './evaluate.ts';
-import { runStage, type LoopHooks, type LoopSettings, type LossTerms, type StageResult } from './loop.ts';
+import { runStage, type LoopHooks, type LoopSettings, type LossTerms, type StageResult, type StageSpec } from './loop.ts';
 import { LmStream, SftStream, type SftMicroBatch } from './streams.ts';
 
 export interface StageContext {
@@ -224,6 +224,7 @@ async function runTaskStage(
   data: TaskData,
   loss: (b: SftMicroBatch) => { total: tf.Scalar; terms: Record<string, tf.Scalar> },
   termWeights?: Record<string, number>,
+  metis: MetisTraining | null = null,
 ): Promise<StageResult> {
   const c = ctx.config;
   const o = { ...c.optim, ...(c.stageOptim[stage] ?? {}) };
@@ -252,8 +253,9 @@ async function runTaskStage(
       loss,
       evaluate: () =>
         evaluateLabelScoring(model, tokenizer, data.task, dev, { batchSize: Math.max(8, o.batchSize), maxLen: c.model.maxSeqLen, mode: c.eval.mode }),
-      extraMetrics: () => latentRecord(model),
+      extraMetrics: () => latentRecord(model, metis),
       ...(termWeights !== undefined ? { termWeights } : {}),
+      ...metisHooks(metis),
       resolvedYaml: ctx.resolvedYaml,
       tokenizerFrom,
       // taskSpec: the whole task as trained, so `eval` rebuilds it from the model alone (custom tasks included).
@@ -271,28 +273,74 @@ async function runTaskStage(
   );
 }
 
-/** Low-bit float GEMMs (config lowbitGemm) on a full-precision stage that lists them. */
-function useLowBitGemm(ctx: StageContext, stage: 'pretrain' | 'teacher', model: Decoder): void {
+/**
+ * Low-bit float GEMMs (config lowbitGemm) on a full-precision stage that lists them; with lowbitGemm.metis.enabled
+ * the Metis projections instead, whose owner the stage returns (its split refresh, gradient rule and loss term).
+ */
+function useLowBitGemm(ctx: StageContext, stage: 'pretrain' | 'teacher', model: Decoder): MetisTraining | null {
   const g = ctx.config.lowbitGemm;
-  if (!g.stages.includes(stage) || (g.forward === 'none' && g.backward === 'none')) return;
+  if (!g.stages.includes(stage) || (g.forward === 'none' && g.backward === 'none')) return null;
+  if (g.metis.enabled) {
+    const metis = applyMetis(model, g, g.metis, ctx.config.seed);
+    ctx.logger.info(
+      { stage, forward: g.forward, backward: g.backward, ...g.metis },
+      `${stage}: Metis low-bit GEMMs (forward ${g.forward}, backward ${g.backward}, rankFraction ${g.metis.rankFraction}, refresh every ${g.metis.refreshEvery} steps)`,
+    );
+    return metis;
+  }
   const n = applyLowBitGemm(model, g);
   ctx.logger.info(
     { stage, forward: g.forward, backward: g.backward, projections: n },
     `${stage}: low-bit GEMMs (forward ${g.forward}, backward ${g.backward})`,
   );
+  return null;
+}
+
+/** Adds Metis's dual-range regularizer to a stage's loss when its weight is > 0: total + weight * dualRange, logged as `dualRange`. */
+function withDualRange(metis: MetisTraining | null, loss: LossTerms): LossTerms {
+  const w = metis?.settings.dualRange.weight ?? 0;
+  if (metis === null || w === 0) return loss;
+  const dr = metis.dualRangeLoss();
+  return { total: tf.add(loss.total, tf.mul(dr, w)), terms: { ...loss.terms, dualRange: dr } };
+}
+
+/** The loop hooks of a Metis stage: refresh the split before a step, apply the spectral learning-rate rule to its gradients. */
+function metisHooks(metis: MetisTraining | null): Pick<StageSpec<SftMicroBatch>, 'beforeStep' | 'transformGrads'> {
+  if (metis === null) return {};
+  return { beforeStep: (step) => void metis.refresh(step), transformGrads: (grads) => metis.transformGrads(grads) };
+}
+
+/** The regularizer's weight for warnTermWeights, when it is on. */
+function dualRangeWeights(metis: MetisTraining | null): Record<string, number> | undefined {
+  const w = metis?.settings.dualRange.weight ?? 0;
+  return w > 0 ? { dualRange: w } : undefined;
 }
 
 /** Full-precision SFT of the base model on the task: the FP16-SFT row, and the distillation teacher. */
 export async function teacherStage(ctx: StageContext): Promise<StageResult> {
   const data = await loadTaskData(ctx);
   const { model, tokenizer, source } = loadModel(ctx.config.model.path, { logger: ctx.logger });
-  useLowBitGemm(ctx, 'teacher', model);
+  const metis = useLowBitGemm(ctx, 'teacher', model);
   mkdirSync(stageDir(ctx, 'teacher'), { recursive: true });
   const chunkRows = lossChunkRows(ctx, 'teacher');
-  return runTaskStage(ctx, 'teacher', model, tokenizer, source, data, (b) => {
-    const ce = answerCe(model, b, chunkRows);
-    return { total: ce, terms: { ce } };
-  });
+  try {
+    return await runTaskStage(
+      ctx,
+      'teacher',
+      model,
+      tokenizer,
+      source,
+      data,
+      (b) => {
+        const ce = answerCe(model, b, chunkRows);
+        return withDualRange(metis, { total: ce, terms: { ce } });
+      },
+      dualRangeWeights(metis),
+      metis,
+    );
+  } finally {
+    metis?.dispose();
+  }
 }
 
 /** The paper's baseline: quantize the base model (no SubLN, no continual pre-training) and fine-tune with CE. */
@@ -322,9 +370,8 @@ async function lmStage(ctx: StageContext, stage: 'pretrain' | 'continual-pretrai
       weightQuant: c.student.weightQuant,
       quantizeActivations: c.student.quantizeActivations,
     });
-  } else {
-    useLowBitGemm(ctx, stage, model);
   }
+  const metis = stage === 'pretrain' ? useLowBitGemm(ctx, stage, model) : null;
   const o = { ...c.optim, ...(c.stageOptim[stage] ?? {}) };
   model.recompute = o.recompute; // activation recomputation per decoder block (Decoder.recompute)
   const stream = new LmStream(c.corpus.paths, tokenizer, c.corpus.seqLen, o.batchSize);
@@ -335,36 +382,43 @@ async function lmStage(ctx: StageContext, stage: 'pretrain' | 'continual-pretrai
   }
   const chunkRows = lossChunkRows(ctx, stage);
   mkdirSync(stageDir(ctx, stage), { recursive: true });
-  return runStage(
-    {
-      stage,
-      stageDir: stageDir(ctx, stage),
-      model,
-      nextBatch: () => stream.next(),
-      getCursor: () => stream.getCursor(),
-      setCursor: (cur) => stream.setCursor(cur),
-      epoch: () => stream.epoch,
-      loss: (b) => {
-        const t = batchTensors(b);
-        const { hidden } = model.forward(t.ids, { output: 'hidden' });
-        // mask = all ones: plain LM loss
-        const ce = fusedHeadLoss(hidden, model.headWeight(), { ce: { labels: t.labels, mask: t.answerMask }, chunkRows }).loss;
-        return { total: ce, terms: { ce } };
+  const termWeights = dualRangeWeights(metis);
+  try {
+    return await runStage(
+      {
+        stage,
+        stageDir: stageDir(ctx, stage),
+        model,
+        nextBatch: () => stream.next(),
+        getCursor: () => stream.getCursor(),
+        setCursor: (cur) => stream.setCursor(cur),
+        epoch: () => stream.epoch,
+        loss: (b) => {
+          const t = batchTensors(b);
+          const { hidden } = model.forward(t.ids, { output: 'hidden' });
+          // mask = all ones: plain LM loss
+          const ce = fusedHeadLoss(hidden, model.headWeight(), { ce: { labels: t.labels, mask: t.answerMask }, chunkRows }).loss;
+          return withDualRange(metis, { total: ce, terms: { ce } });
+        },
+        extraMetrics: () => latentRecord(model, metis), // null for the full-precision pretrain model without Metis
+        ...(termWeights !== undefined ? { termWeights } : {}),
+        ...metisHooks(metis),
+        resolvedYaml: ctx.resolvedYaml,
+        tokenizerFrom: source,
+        bitdistill: { corpus: c.corpus.paths },
       },
-      extraMetrics: () => latentRecord(model), // null for the full-precision pretrain model
-      resolvedYaml: ctx.resolvedYaml,
-      tokenizerFrom: source,
-      bitdistill: { corpus: c.corpus.paths },
-    },
-    loopSettings(ctx, stage, totalSteps),
-    ctx.hooks,
-  );
+      loopSettings(ctx, stage, totalSteps),
+      ctx.hooks,
+    );
+  } finally {
+    metis?.dispose();
+  }
 }
 
-/** Latent-weight statistics as flat metrics keys (latent.relErr, latent.relErr.q_proj, ...). */
-async function latentRecord(model: Decoder): Promise<Record<string, number> | null> {
+/** Latent-weight statistics as flat metrics keys (latent.relErr, latent.relErr.q_proj, ...), and Metis's (metis.rank, ...). */
+async function latentRecord(model: Decoder, metis: MetisTraining | null = null): Promise<Record<string, number> | null> {
   const st = await latentWeightStats(model);
-  if (st === null) return null;
+  if (st === null) return metis?.metrics() ?? null;
   const out: Record<string, number> = { 'latent.relErr': st.relErr, 'latent.nearBoundary': st.nearBoundary, 'latent.zeroFrac': st.zeroFrac };
   for (const [k, v] of Object.entries(st.relErrByType)) out[`latent.relErr.${k}`] = v;
   return out;
