@@ -434,6 +434,83 @@ inline void gemm_local(const float* a, int64_t sai, int64_t sap, const float* b,
   gemm_serial(*g_isa, GemmView{a, sai, sap, b, sbp, sbj, c, ldc, m, n, k});
 }
 
+// [T, d] rows of stride ld into [d, Tp] (columns T .. Tp - 1 zero).
+void transpose_pad(const float* x, int64_t ld, int64_t T, int64_t Tp, int64_t d, float* xt) {
+  for (int64_t i = 0; i < d; i++) {
+    for (int64_t t = 0; t < T; t++) xt[i * Tp + t] = x[t * ld + i];
+    for (int64_t t = T; t < Tp; t++) xt[i * Tp + t] = 0.0f;
+  }
+}
+
+// Head sizes up to this take the lane-group form (attn16_task); larger ones a blocked GEMM per head (attn_task).
+constexpr int64_t kAttn16MaxD = 16;
+
+// The small-head form (tensor_ops attn16_*): no [T, T] block, no packing; the r query heads of a KV group run
+// their query passes first, then one key pass per 16 keys accumulates dK and dV over all of them.
+void attn16_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<AttnCtx*>(p);
+  const int64_t T = c->T, d = c->d, H = c->H, Hkv = c->Hkv, r = H / Hkv;
+  const int64_t Tp = (T + 15) & ~int64_t{15};
+  const int64_t sq = H * d, skv = Hkv * d;
+  const bool grad = c->dy != nullptr;
+  // kr, vb, dqr [T, d]; krT, vT, dkT, dvT [d, Tp]; per query head qr [T, d], qT, dyT [d, Tp], stats [3 T]; S, DP [T, 16]
+  const int64_t per_head = sat_add(prod(T, d), sat_add(prod(2, d, Tp), prod(3, T)));
+  float* buf = static_cast<float*>(t_attn.get(static_cast<size_t>(prod(4, sat_add(sat_add(prod(3, T, d), prod(4, d, Tp)), sat_add(prod(r, per_head), prod(32, T)))))));
+  if (buf == nullptr) {
+    c->failed.store(true);
+    return;
+  }
+  float* kr = buf;
+  float* vb = kr + T * d;
+  float* dqr = vb + T * d;
+  float* krT = dqr + T * d;
+  float* vT = krT + d * Tp;
+  float* dkT = vT + d * Tp;
+  float* dvT = dkT + d * Tp;
+  float* heads = dvT + d * Tp;
+  float* S = heads + r * per_head;
+  float* DP = S + 16 * T;
+  int64_t g0, g1;
+  split(c->B * Hkv, chunk, nchunks, &g0, &g1);
+  for (int64_t g = g0; g < g1; g++) {
+    const int64_t b = g / Hkv, hk = g % Hkv;
+    rope_rows_f32(c->k + b * T * skv + hk * d, skv, c->cos, c->sin, kr, d, T, d, 0);
+    const float* vsrc = c->v + b * T * skv + hk * d;
+    for (int64_t t = 0; t < T; t++) memcpy(vb + t * d, vsrc + t * skv, sizeof(float) * static_cast<size_t>(d));
+    for (int64_t i = 0; i < r; i++) {
+      const int64_t h = hk * r + i;
+      float* qr = heads + i * per_head;
+      float* qT = qr + T * d;
+      float* dyT = qT + d * Tp;
+      float* stats = dyT + d * Tp;
+      rope_rows_f32(c->q + b * T * sq + h * d, sq, c->cos, c->sin, qr, d, T, d, 0);
+      transpose_pad(qr, d, T, Tp, d, qT);
+      if (!grad) {
+        attn16_fwd_f32(qT, Tp, kr, vb, T, d, c->scale, c->y + b * T * sq + h * d, sq, S);
+        continue;
+      }
+      transpose_pad(c->dy + b * T * sq + h * d, sq, T, Tp, d, dyT);
+      attn16_bwd_q_f32(qT, dyT, Tp, kr, vb, T, d, c->scale, dqr, stats, S, DP);
+      rope_rows_f32(dqr, d, c->cos, c->sin, c->dq + b * T * sq + h * d, sq, T, d, 1);
+    }
+    if (!grad) continue;
+    transpose_pad(kr, d, T, Tp, d, krT);
+    transpose_pad(vb, d, T, Tp, d, vT);
+    memset(dkT, 0, sizeof(float) * static_cast<size_t>(2 * d * Tp));  // dkT and dvT
+    for (int64_t i = 0; i < r; i++) {
+      const float* qr = heads + i * per_head;
+      const float* stats = qr + T * d + 2 * d * Tp;
+      attn16_bwd_kv_f32(qr, c->dy + b * T * sq + (hk * r + i) * d, sq, krT, vT, Tp, T, d, c->scale, stats, dkT, dvT);
+    }
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t i = 0; i < d; i++) dqr[t * d + i] = dkT[i * Tp + t];  // dkr [T, d] (dqr's buffer is free again)
+    rope_rows_f32(dqr, d, c->cos, c->sin, c->dk + b * T * skv + hk * d, skv, T, d, 1);
+    float* dvb = c->dv + b * T * skv + hk * d;
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t i = 0; i < d; i++) dvb[t * skv + i] = dvT[i * Tp + t];
+  }
+}
+
 void attn_task(void* p, int64_t chunk, int64_t nchunks) {
   auto* c = static_cast<AttnCtx*>(p);
   const int64_t T = c->T, d = c->d, H = c->H, Hkv = c->Hkv, r = H / Hkv;
@@ -526,7 +603,7 @@ bool get_attn_common(napi_env env, napi_value* argv, AttnCtx* c, const char* wha
 // Runs the groups on the pool; false (with a JavaScript error thrown) when a thread's scratch could not be had.
 bool run_attention(napi_env env, AttnCtx* c) {
   const int64_t groups = c->B * c->Hkv;
-  parallel(std::min<int64_t>(groups, g_pool->size() * 4), attn_task, c);
+  parallel(std::min<int64_t>(groups, g_pool->size() * 4), c->d <= kAttn16MaxD ? attn16_task : attn_task, c);
   if (c->failed.load()) {
     napi_throw_error(env, "E_MEMORY", "attention: out of memory for the per-thread scratch");
     return false;

@@ -709,6 +709,230 @@ BD_CLONES void head_loss_row_f32(const float* __restrict z, const float* __restr
   if (g != nullptr && has_ce) g[label] -= gc;
 }
 
+// --- Small-head causal attention for training: 16 query rows (or 16 keys) per SIMD lane group ---
+// Every loop below runs over the 16 lanes of one group (u < 16) and vectorises without a horizontal reduction:
+// the forward and the query pass of the backward put 16 query rows in the lanes (row max, sum and dot are
+// lane-wise), the key pass of the backward puts 16 keys in the lanes (dK, dV lane-wise). Products over the head
+// dimension c run in ascending c, mul then add (no contraction), so both passes compute the same scores.
+
+#pragma GCC diagnostic ignored "-Wpsabi"  // v16f in always-inline helpers: no call ever passes one
+// The lane group as a GCC vector: each clone lowers it to its widest registers (one zmm, two ymm, or SSE).
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef float v16fu __attribute__((vector_size(64), aligned(4)));  // unaligned loads and stores
+
+BD_INLINE v16f load16(const float* p) { return *reinterpret_cast<const v16fu*>(p); }
+BD_INLINE void store16(float* p, v16f v) { *reinterpret_cast<v16fu*>(p) = v; }
+BD_INLINE v16f splat16(float x) { return v16f{} + x; }
+BD_INLINE v16f select16(v16i keep, v16f a, v16f b) { return keep ? a : b; }
+
+// exp_f32 on 16 lanes: the same steps, lane by lane (so the same values).
+BD_INLINE v16f exp16(v16f x) {
+  const v16f x1 = x > -104.0f ? x : splat16(-104.0f);
+  const v16f xc = x1 < 89.0f ? x1 : splat16(89.0f);
+  const float magic = 12582912.0f;
+  const v16f n = (xc * 1.44269504088896341f + magic) - magic;
+  v16f r = n * -0.693359375f + xc;
+  r = n * 2.12194440e-4f + r;
+  v16f p = splat16(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const v16i ni = __builtin_convertvector(n, v16i);
+  const v16i n1 = ni / 2;
+  const v16i n2 = ni - n1;
+  const v16f s1 = reinterpret_cast<v16f>((n1 + 127) << 23);
+  const v16f s2 = reinterpret_cast<v16f>((n2 + 127) << 23);
+  const v16f y = p * s1 * s2;
+  return x != x ? x : y;
+}
+
+// Lanes u of row group i0 (query i0 + u) that see key j: i0 + u >= j.
+BD_INLINE v16i causal16(int64_t i0, int64_t j) {
+  const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  return lane >= static_cast<int32_t>(j - i0);
+}
+
+// One group of query rows [i0, i0 + 16): the scaled, causally masked scores of keys j < n into S [n][16],
+// their lane-wise max returned.
+template <int DC>
+BD_INLINE v16f attn_q_scores(const float* __restrict qT, int64_t Tp, int64_t i0, const float* __restrict kr, int64_t dr, int64_t n, float scale,
+                             float* __restrict S) {
+  const int64_t d = DC > 0 ? DC : dr;
+  v16f m = splat16(-INFINITY);
+  for (int64_t j = 0; j < n; j++) {
+    v16f acc = v16f{};
+    for (int64_t c = 0; c < d; c++) acc += load16(qT + c * Tp + i0) * kr[j * d + c];
+    const v16f v = select16(causal16(i0, j), acc * scale, splat16(-INFINITY));
+    store16(S + j * 16, v);
+    m = v > m ? v : m;
+  }
+  return m;
+}
+
+template <int DC>
+BD_INLINE void attn16_fwd_f32_body(const float* __restrict qT, int64_t Tp, const float* __restrict kr, const float* __restrict v, int64_t T, int64_t dr,
+                                   float scale, float* __restrict y, int64_t sy, float* __restrict S) {
+  const int64_t d = DC > 0 ? DC : dr;
+  for (int64_t i0 = 0; i0 < T; i0 += 16) {
+    const int64_t n = i0 + 16 < T ? i0 + 16 : T;
+    const v16f m = attn_q_scores<DC>(qT, Tp, i0, kr, d, n, scale, S);
+    v16f z = v16f{};
+    v16f yc[16];
+    for (int64_t c = 0; c < d; c++) yc[c] = v16f{};
+    for (int64_t j = 0; j < n; j++) {
+      const v16f e = select16(causal16(i0, j), exp16(load16(S + j * 16) - m), v16f{});
+      z += e;
+      for (int64_t c = 0; c < d; c++) yc[c] += e * v[j * d + c];
+    }
+    const v16f inv = 1.0f / z;
+    float out[16 * 16];
+    for (int64_t c = 0; c < d; c++) store16(out + c * 16, yc[c] * inv);
+    const int64_t rows = T - i0 < 16 ? T - i0 : 16;
+    for (int64_t u = 0; u < rows; u++)
+      for (int64_t c = 0; c < d; c++) y[(i0 + u) * sy + c] = out[c * 16 + u];
+  }
+}
+
+template <int DC>
+BD_INLINE void attn16_bwd_q_f32_body(const float* __restrict qT, const float* __restrict dyT, int64_t Tp, const float* __restrict kr, const float* __restrict v,
+                                     int64_t T, int64_t dr, float scale, float* __restrict dqr, float* __restrict stats, float* __restrict S, float* __restrict DP) {
+  const int64_t d = DC > 0 ? DC : dr;
+  for (int64_t i0 = 0; i0 < T; i0 += 16) {
+    const int64_t n = i0 + 16 < T ? i0 + 16 : T;
+    const v16f m = attn_q_scores<DC>(qT, Tp, i0, kr, d, n, scale, S);
+    v16f z = v16f{};
+    for (int64_t j = 0; j < n; j++) {
+      const v16f e = select16(causal16(i0, j), exp16(load16(S + j * 16) - m), v16f{});
+      store16(S + j * 16, e);
+      z += e;
+    }
+    const v16f zi = 1.0f / z;
+    // P and dP = dy v^T, and the row dots sum_j P dP.
+    v16f dot = v16f{};
+    for (int64_t j = 0; j < n; j++) {
+      v16f acc = v16f{};
+      for (int64_t c = 0; c < d; c++) acc += load16(dyT + c * Tp + i0) * v[j * d + c];
+      const v16f pj = load16(S + j * 16) * zi;
+      store16(S + j * 16, pj);
+      store16(DP + j * 16, acc);
+      dot += pj * acc;
+    }
+    v16f dq[16];
+    for (int64_t c = 0; c < d; c++) dq[c] = v16f{};
+    for (int64_t j = 0; j < n; j++) {
+      const v16f ds = scale * (load16(S + j * 16) * (load16(DP + j * 16) - dot));
+      for (int64_t c = 0; c < d; c++) dq[c] += ds * kr[j * d + c];
+    }
+    float out[16 * 16];
+    for (int64_t c = 0; c < d; c++) store16(out + c * 16, dq[c]);
+    float st[3 * 16];
+    store16(st, m);
+    store16(st + 16, zi);
+    store16(st + 32, dot);
+    const int64_t rows = T - i0 < 16 ? T - i0 : 16;
+    for (int64_t u = 0; u < rows; u++) {
+      for (int64_t c = 0; c < d; c++) dqr[(i0 + u) * d + c] = out[c * 16 + u];
+      stats[i0 + u] = st[u];
+      stats[T + i0 + u] = st[16 + u];
+      stats[2 * T + i0 + u] = st[32 + u];
+    }
+  }
+}
+
+template <int DC>
+BD_INLINE void attn16_bwd_kv_f32_body(const float* __restrict qr, const float* __restrict dy, int64_t sdy, const float* __restrict krT,
+                                      const float* __restrict vT, int64_t Tp, int64_t T, int64_t dr, float scale, const float* __restrict stats,
+                                      float* __restrict dkT, float* __restrict dvT) {
+  const int64_t d = DC > 0 ? DC : dr;
+  const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  for (int64_t j0 = 0; j0 < T; j0 += 16) {
+    v16f dk[16], dv[16];
+    for (int64_t c = 0; c < d; c++) dk[c] = dv[c] = v16f{};
+    for (int64_t i = j0; i < T; i++) {
+      const float* q = qr + i * d;
+      const float* g = dy + i * sdy;
+      v16f s = v16f{}, dp = v16f{};
+      for (int64_t c = 0; c < d; c++) {
+        s += q[c] * load16(krT + c * Tp + j0);
+        dp += g[c] * load16(vT + c * Tp + j0);
+      }
+      const float m = stats[i], zi = stats[T + i], dot = stats[2 * T + i];
+      // Key j0 + u is seen by query i when j0 + u <= i. The scores are the query pass's (same products, same order).
+      const v16f p = select16(lane <= static_cast<int32_t>(i - j0), exp16(s * scale - m) * zi, v16f{});
+      const v16f ds = scale * (p * (dp - dot));
+      for (int64_t c = 0; c < d; c++) {
+        dv[c] += p * g[c];
+        dk[c] += ds * q[c];
+      }
+    }
+    for (int64_t c = 0; c < d; c++) {
+      store16(dkT + c * Tp + j0, load16(dkT + c * Tp + j0) + dk[c]);
+      store16(dvT + c * Tp + j0, load16(dvT + c * Tp + j0) + dv[c]);
+    }
+  }
+}
+
+BD_CLONES void attn16_fwd_f32(const float* qT, int64_t Tp, const float* kr, const float* v, int64_t T, int64_t d, float scale, float* y, int64_t sy, float* S) {
+  switch (d) {
+    case 2:
+      return attn16_fwd_f32_body<2>(qT, Tp, kr, v, T, d, scale, y, sy, S);
+    case 4:
+      return attn16_fwd_f32_body<4>(qT, Tp, kr, v, T, d, scale, y, sy, S);
+    case 6:
+      return attn16_fwd_f32_body<6>(qT, Tp, kr, v, T, d, scale, y, sy, S);
+    case 8:
+      return attn16_fwd_f32_body<8>(qT, Tp, kr, v, T, d, scale, y, sy, S);
+    case 12:
+      return attn16_fwd_f32_body<12>(qT, Tp, kr, v, T, d, scale, y, sy, S);
+    case 16:
+      return attn16_fwd_f32_body<16>(qT, Tp, kr, v, T, d, scale, y, sy, S);
+    default:
+      return attn16_fwd_f32_body<0>(qT, Tp, kr, v, T, d, scale, y, sy, S);
+  }
+}
+
+BD_CLONES void attn16_bwd_q_f32(const float* qT, const float* dyT, int64_t Tp, const float* kr, const float* v, int64_t T, int64_t d, float scale, float* dqr, float* stats, float* S, float* DP) {
+  switch (d) {
+    case 2:
+      return attn16_bwd_q_f32_body<2>(qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP);
+    case 4:
+      return attn16_bwd_q_f32_body<4>(qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP);
+    case 6:
+      return attn16_bwd_q_f32_body<6>(qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP);
+    case 8:
+      return attn16_bwd_q_f32_body<8>(qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP);
+    case 12:
+      return attn16_bwd_q_f32_body<12>(qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP);
+    case 16:
+      return attn16_bwd_q_f32_body<16>(qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP);
+    default:
+      return attn16_bwd_q_f32_body<0>(qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP);
+  }
+}
+
+BD_CLONES void attn16_bwd_kv_f32(const float* qr, const float* dy, int64_t sdy, const float* krT, const float* vT, int64_t Tp, int64_t T, int64_t d, float scale, const float* stats, float* dkT, float* dvT) {
+  switch (d) {
+    case 2:
+      return attn16_bwd_kv_f32_body<2>(qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT);
+    case 4:
+      return attn16_bwd_kv_f32_body<4>(qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT);
+    case 6:
+      return attn16_bwd_kv_f32_body<6>(qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT);
+    case 8:
+      return attn16_bwd_kv_f32_body<8>(qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT);
+    case 12:
+      return attn16_bwd_kv_f32_body<12>(qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT);
+    case 16:
+      return attn16_bwd_kv_f32_body<16>(qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT);
+    default:
+      return attn16_bwd_kv_f32_body<0>(qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT);
+  }
+}
+
 BD_CLONES void relation_softmax_f32(const float* s, float* p, float* __restrict logp, int64_t T) {
   // p may be s (in place): the shifted scores go to logp first, then p and logp are finished from there.
   const float log_floor = -18.420680743952367f;  // log(1e-8)

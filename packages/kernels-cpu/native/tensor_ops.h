@@ -139,6 +139,18 @@ void causal_softmax_grad_f32(const float* p, float* dp, int64_t T, float scale);
 void head_loss_row_f32(const float* z, const float* zt, int64_t V, int32_t label, float ce_mask, float ce_grad, float kd_mask, float kd_grad, float tau, float* g,
                        float* e, float* es, float* et, double* ce, double* kl);
 
+// Causal attention of one head for small head sizes (d <= 16), 16 rows per lane group (fused_napi.cc picks it):
+// qT [d, Tp] (RoPE'd queries transposed, Tp = T rounded up to 16, the padding zero), kr [T, d] (RoPE'd keys),
+// v [T, d]. Forward: y[i] (row stride sy) = softmax(causal(scale q_i kr^T)) v, as (sum_j e_ij v_j) / sum_j e_ij.
+// Backward, query pass: dqr [T, d] = dS kr (before the inverse RoPE) and stats [3, T] (each row's max, 1 / sum,
+// sum_j P dP); key pass: dkT, dvT [d, Tp] += (dS^T qr)^T, (P^T dy)^T from qr [T, d], dy (row stride sdy), krT,
+// vT [d, Tp] and those stats. S, DP: [T, 16] scratch.
+void attn16_fwd_f32(const float* qT, int64_t Tp, const float* kr, const float* v, int64_t T, int64_t d, float scale, float* y, int64_t sy, float* S);
+void attn16_bwd_q_f32(const float* qT, const float* dyT, int64_t Tp, const float* kr, const float* v, int64_t T, int64_t d, float scale, float* dqr, float* stats,
+                      float* S, float* DP);
+void attn16_bwd_kv_f32(const float* qr, const float* dy, int64_t sdy, const float* krT, const float* vT, int64_t Tp, int64_t T, int64_t d, float scale,
+                       const float* stats, float* dkT, float* dvT);
+
 // --- Attention-relation KD (fused_napi.cc RelationKdF32) ---
 
 // Row softmax of s [T, T] into p (p may be s), and logp = max(log p, log 1e-8) computed as s - max - log(sum)
