@@ -679,18 +679,21 @@ void rel_gather(const RelPart& x, int64_t b, int64_t r, int64_t T, int64_t D, fl
   }
 }
 
+// Cosine relations: a's rows L2-normalised in place (norms into n, the eps test into big, for the backward).
+void rel_normalize(float* a, int64_t T, int64_t D, float* n, float* big) {
+  for (int64_t t = 0; t < T; t++) {
+    float ss = 0.0f;
+    for (int64_t j = 0; j < D; j++) ss += a[t * D + j] * a[t * D + j];
+    const float e2 = 1e-12f * 1e-12f;
+    n[t] = sqrtf(ss > e2 ? ss : e2);
+    big[t] = ss >= e2 ? 1.0f : 0.0f;
+    for (int64_t j = 0; j < D; j++) a[t * D + j] = a[t * D + j] / n[t];
+  }
+}
+
 // Scores [T, T] of a [T, D]: cosine normalises a's rows in place first (norms into n, the eps test into big).
 void rel_scores(float* a, int64_t T, int64_t D, bool cosine, float* n, float* big, float* s) {
-  if (cosine) {
-    for (int64_t t = 0; t < T; t++) {
-      float ss = 0.0f;
-      for (int64_t j = 0; j < D; j++) ss += a[t * D + j] * a[t * D + j];
-      const float e2 = 1e-12f * 1e-12f;
-      n[t] = sqrtf(ss > e2 ? ss : e2);
-      big[t] = ss >= e2 ? 1.0f : 0.0f;
-      for (int64_t j = 0; j < D; j++) a[t * D + j] = a[t * D + j] / n[t];
-    }
-  }
+  if (cosine) rel_normalize(a, T, D, n, big);
   gemm_local(a, D, 1, a, 1, D, s, T, T, T, D);
   if (!cosine) {
     const float sd = sqrtf(static_cast<float>(D));
@@ -698,11 +701,41 @@ void rel_scores(float* a, int64_t T, int64_t D, bool cosine, float* n, float* bi
   }
 }
 
+// d an (dan [T, Ds]) through the cosine normalisation (or the 1 / sqrt(D) scale) into the student's gradient rows.
+void rel_scatter_grad(RelCtx* c, int64_t b, int64_t r, int64_t T, int64_t Ds, const float* as, const float* ns, const float* bs, float* dan) {
+  for (int64_t t = 0; t < T; t++) {
+    float* d = dan + t * Ds;
+    const float* an = as + t * Ds;
+    if (c->cosine) {
+      float dot = 0.0f;
+      for (int64_t j = 0; j < Ds; j++) dot += an[j] * d[j];
+      const float k = dot * bs[t];
+      for (int64_t j = 0; j < Ds; j++) d[j] = (d[j] - an[j] * k) / ns[t];
+    } else {
+      const float sd = sqrtf(static_cast<float>(Ds));
+      for (int64_t j = 0; j < Ds; j++) d[j] = d[j] / sd;
+    }
+    for (int64_t j = 0; j < Ds; j++) {
+      const int64_t f = r * Ds + j, h = f / c->s.d, i = f % c->s.d;
+      c->dx[((b * c->s.H + h) * T + t) * c->s.d + i] = d[j];
+    }
+  }
+}
+
+// Relation heads up to this wide take the lane-group form (tensor_ops rel16_*), wider ones the GEMM per head.
+constexpr int64_t kRel16MaxD = 16;
+
 void rel_task(void* p, int64_t chunk, int64_t nchunks) {
   auto* c = static_cast<RelCtx*>(p);
   const int64_t T = c->T, R = c->R;
   const int64_t Dt = c->t.H * c->t.d / R, Ds = c->s.H * c->s.d / R;
-  float* buf = static_cast<float*>(t_rel.get(static_cast<size_t>(prod(4, sat_add(sat_add(prod(5, T, T), prod(T, sat_add(Dt, prod(2, Ds)))), prod(4, T))))));
+  const bool lanes = Dt <= kRel16MaxD && Ds <= kRel16MaxD;
+  const int64_t Tp = (T + 15) & ~int64_t{15};
+  // at, as, dan, the norms and the GEMM form's five [T, T] blocks; the lane form adds atT, asT [D, Tp], G [T, Tp]
+  // and the rows' scratch [4 T 16].
+  const int64_t lane_extra = sat_add(sat_add(prod(Dt, Tp), prod(Ds, Tp)), sat_add(prod(T, Tp), prod(64, T)));
+  float* buf = static_cast<float*>(t_rel.get(static_cast<size_t>(
+      prod(4, sat_add(sat_add(sat_add(prod(5, T, T), prod(T, sat_add(Dt, prod(2, Ds)))), prod(4, T)), lanes ? lane_extra : 0)))));
   if (buf == nullptr) {
     c->failed.store(true);
     return;
@@ -721,9 +754,29 @@ void rel_task(void* p, int64_t chunk, int64_t nchunks) {
   float* g = ls + T * T;
   int64_t u0, u1;
   split(c->B * R, chunk, nchunks, &u0, &u1);
+  float* atT = g + T * T;
+  float* asT = atT + Dt * Tp;
+  float* G = asT + Ds * Tp;
+  float* rowbuf = G + T * Tp;
   for (int64_t u = u0; u < u1; u++) {
     const int64_t b = u / R, r = u % R;
     rel_gather(c->t, b, r, T, Dt, at);
+    if (lanes) {
+      rel_gather(c->s, b, r, T, Ds, as);
+      if (c->cosine) {
+        rel_normalize(at, T, Dt, nt, bt);
+        rel_normalize(as, T, Ds, ns, bs);
+      }
+      transpose_pad(at, Dt, T, Tp, Dt, atT);
+      transpose_pad(as, Ds, T, Tp, Ds, asT);
+      double kl = 0.0;
+      rel16_rows_f32(at, atT, Dt, as, asT, Ds, T, Tp, c->cosine, c->inv, rowbuf, G, c->dx == nullptr ? nullptr : dan, &kl);
+      c->kl[u] = kl;
+      if (c->dx == nullptr) continue;
+      rel16_cols_f32(as, G, Ds, T, Tp, dan);
+      rel_scatter_grad(c, b, r, T, Ds, as, ns, bs, dan);
+      continue;
+    }
     rel_scores(at, T, Dt, c->cosine, nt, bt, st);
     relation_softmax_f32(st, st, lt, T);  // teacher: probabilities (in place) and clamped log-probabilities
     rel_gather(c->s, b, r, T, Ds, as);
@@ -742,23 +795,7 @@ void rel_task(void* p, int64_t chunk, int64_t nchunks) {
       }
     }
     gemm_local(g, T, 1, as, Ds, 1, dan, Ds, T, Ds, T);
-    for (int64_t t = 0; t < T; t++) {
-      float* d = dan + t * Ds;
-      const float* an = as + t * Ds;
-      if (c->cosine) {
-        float dot = 0.0f;
-        for (int64_t j = 0; j < Ds; j++) dot += an[j] * d[j];
-        const float k = dot * bs[t];
-        for (int64_t j = 0; j < Ds; j++) d[j] = (d[j] - an[j] * k) / ns[t];
-      } else {
-        const float sd = sqrtf(static_cast<float>(Ds));
-        for (int64_t j = 0; j < Ds; j++) d[j] = d[j] / sd;
-      }
-      for (int64_t j = 0; j < Ds; j++) {
-        const int64_t f = r * Ds + j, h = f / c->s.d, i = f % c->s.d;
-        c->dx[((b * c->s.H + h) * T + t) * c->s.d + i] = d[j];
-      }
-    }
+    rel_scatter_grad(c, b, r, T, Ds, as, ns, bs, dan);
   }
 }
 

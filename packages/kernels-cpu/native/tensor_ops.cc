@@ -933,6 +933,105 @@ BD_CLONES void attn16_bwd_kv_f32(const float* qr, const float* dy, int64_t sdy, 
   }
 }
 
+// --- Relation KD for small relation heads (D <= 16), 16 rows per lane group ---
+// Pass 1 puts 16 relation rows i in the lanes: both relations' scores key by key, the row softmax (max, exp, sum
+// lane-wise; one logf per row), the row's KL, the score gradient and the first half of d an, dS an; it stores
+// dS in G [T, Tp] (row i, keys contiguous). Pass 2 puts 16 keys j in the lanes and streams the rows for the
+// other half, dS^T an. Same formulas as relation_softmax_f32 / relation_kl_grad_f32.
+BD_CLONES void rel16_rows_f32(const float* __restrict at, const float* __restrict atT, int64_t Dt, const float* __restrict as, const float* __restrict asT,
+                              int64_t Ds, int64_t T, int64_t Tp, bool cosine, float inv, float* __restrict buf, float* __restrict G, float* __restrict dan,
+                              double* kl) {
+  float* LT = buf;  // [T][16] each: shifted scores, then clamped log-probabilities
+  float* LS = LT + T * 16;
+  float* ET = LS + T * 16;  // exps, then probabilities
+  float* ES = ET + T * 16;
+  const float log_floor = -18.420680743952367f;  // log(1e-8)
+  const float sdt = sqrtf(static_cast<float>(Dt)), sds = sqrtf(static_cast<float>(Ds));
+  double total = 0.0;
+  for (int64_t i0 = 0; i0 < T; i0 += 16) {
+    v16f mt = splat16(-INFINITY), ms = splat16(-INFINITY);
+    for (int64_t j = 0; j < T; j++) {
+      v16f a = v16f{}, b = v16f{};
+      for (int64_t c = 0; c < Dt; c++) a += load16(atT + c * Tp + i0) * at[j * Dt + c];
+      for (int64_t c = 0; c < Ds; c++) b += load16(asT + c * Tp + i0) * as[j * Ds + c];
+      if (!cosine) {
+        a = a / sdt;
+        b = b / sds;
+      }
+      store16(LT + j * 16, a);
+      store16(LS + j * 16, b);
+      mt = a > mt ? a : mt;
+      ms = b > ms ? b : ms;
+    }
+    v16f zt = v16f{}, zs = v16f{};
+    for (int64_t j = 0; j < T; j++) {
+      const v16f lt = load16(LT + j * 16) - mt, ls = load16(LS + j * 16) - ms;
+      const v16f et = exp16(lt), es = exp16(ls);
+      store16(LT + j * 16, lt);
+      store16(LS + j * 16, ls);
+      store16(ET + j * 16, et);
+      store16(ES + j * 16, es);
+      zt += et;
+      zs += es;
+    }
+    float lzt[16], lzs[16], zta[16], zsa[16];
+    store16(zta, zt);
+    store16(zsa, zs);
+    for (int u = 0; u < 16; u++) {
+      lzt[u] = logf(zta[u]);
+      lzs[u] = logf(zsa[u]);
+    }
+    const v16f zti = 1.0f / zt, zsi = 1.0f / zs, lztv = load16(lzt), lzsv = load16(lzs);
+    v16f row = v16f{}, dot = v16f{};
+    for (int64_t j = 0; j < T; j++) {
+      const v16f pt = load16(ET + j * 16) * zti, ps = load16(ES + j * 16) * zsi;
+      const v16f lt0 = load16(LT + j * 16) - lztv, ls0 = load16(LS + j * 16) - lzsv;
+      const v16f lt = lt0 > log_floor ? lt0 : splat16(log_floor), ls = ls0 > log_floor ? ls0 : splat16(log_floor);
+      const v16f ptc = pt > 1e-8f ? pt : splat16(1e-8f);
+      row += ptc * (lt - ls);
+      const v16f gp = ps >= 1e-8f ? -ptc * inv / ps : v16f{};
+      dot += gp * ps;
+      store16(LT + j * 16, gp);
+      store16(ES + j * 16, ps);
+    }
+    float rowa[16];
+    store16(rowa, row);
+    const int64_t rows = T - i0 < 16 ? T - i0 : 16;
+    for (int64_t u = 0; u < rows; u++) total += static_cast<double>(rowa[u]) * inv;
+    if (dan == nullptr) continue;
+    v16f d1[16];
+    for (int64_t c = 0; c < Ds; c++) d1[c] = v16f{};
+    for (int64_t j = 0; j < T; j++) {
+      const v16f g = load16(ES + j * 16) * (load16(LT + j * 16) - dot);
+      float ga[16];
+      store16(ga, g);
+      for (int64_t u = 0; u < rows; u++) G[(i0 + u) * Tp + j] = ga[u];
+      for (int64_t c = 0; c < Ds; c++) d1[c] += g * as[j * Ds + c];
+    }
+    float out[16 * 16];
+    for (int64_t c = 0; c < Ds; c++) store16(out + c * 16, d1[c]);
+    for (int64_t u = 0; u < rows; u++)
+      for (int64_t c = 0; c < Ds; c++) dan[(i0 + u) * Ds + c] = out[c * 16 + u];
+  }
+  *kl = total;
+}
+
+BD_CLONES void rel16_cols_f32(const float* __restrict as, const float* __restrict G, int64_t Ds, int64_t T, int64_t Tp, float* __restrict dan) {
+  for (int64_t j0 = 0; j0 < T; j0 += 16) {
+    v16f d2[16];
+    for (int64_t c = 0; c < Ds; c++) d2[c] = v16f{};
+    for (int64_t i = 0; i < T; i++) {
+      const v16f g = load16(G + i * Tp + j0);
+      for (int64_t c = 0; c < Ds; c++) d2[c] += g * as[i * Ds + c];
+    }
+    float out[16 * 16];
+    for (int64_t c = 0; c < Ds; c++) store16(out + c * 16, d2[c]);
+    const int64_t rows = T - j0 < 16 ? T - j0 : 16;
+    for (int64_t u = 0; u < rows; u++)
+      for (int64_t c = 0; c < Ds; c++) dan[(j0 + u) * Ds + c] += out[c * 16 + u];
+  }
+}
+
 BD_CLONES void relation_softmax_f32(const float* s, float* p, float* __restrict logp, int64_t T) {
   // p may be s (in place): the shifted scores go to logp first, then p and logp are finished from there.
   const float log_floor = -18.420680743952367f;  // log(1e-8)

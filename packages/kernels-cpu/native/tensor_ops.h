@@ -153,6 +153,15 @@ void attn16_bwd_kv_f32(const float* qr, const float* dy, int64_t sdy, const floa
 
 // --- Attention-relation KD (fused_napi.cc RelationKdF32) ---
 
+// One (batch, relation head) of the relation KD for relation heads up to 16 wide, 16 rows per lane group
+// (fused_napi.cc picks it): at [T, Dt], as [T, Ds] (cosine: rows L2-normalised), atT, asT their transposes
+// [D, Tp] (Tp = T rounded up to 16, zero padded). The sum of the rows' KL(teacher || student) times inv into
+// *kl; with dan ([T, Ds]), G ([T, Tp] scratch) takes the score gradient dS and dan = dS as; rel16_cols_f32 then
+// adds dS^T as. buf: [4 T 16] scratch. Same formulas as relation_softmax_f32 and relation_kl_grad_f32.
+void rel16_rows_f32(const float* at, const float* atT, int64_t Dt, const float* as, const float* asT, int64_t Ds, int64_t T, int64_t Tp, bool cosine, float inv,
+                    float* buf, float* G, float* dan, double* kl);
+void rel16_cols_f32(const float* as, const float* G, int64_t Ds, int64_t T, int64_t Tp, float* dan);
+
 // Row softmax of s [T, T] into p (p may be s), and logp = max(log p, log 1e-8) computed as s - max - log(sum)
 // (one log per row).
 void relation_softmax_f32(const float* s, float* p, float* logp, int64_t T);

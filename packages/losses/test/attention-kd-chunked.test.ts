@@ -36,7 +36,7 @@ function autogradKd(teacher: QKV, student: QKV, R: number, relation: Relation): 
 const B = 5;
 const T = 6;
 
-function inputs(seed: number, scale: number, zeroRows = false): { teacher: QKV; student: QKV } {
+function inputs(seed: number, scale: number, zeroRows = false, len = T): { teacher: QKV; student: QKV } {
   const rng = new Rng(seed);
   const t = (shape: number[]) => {
     const data = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal() * scale);
@@ -46,8 +46,8 @@ function inputs(seed: number, scale: number, zeroRows = false): { teacher: QKV; 
   };
   // Teacher 4 x 8 query heads, 2 x 8 key/value heads; the student splits the same widths 2 x 16 and 1 x 16.
   return {
-    teacher: { q: t([B, 4, T, 8]), k: t([B, 2, T, 8]), v: t([B, 2, T, 8]) },
-    student: { q: t([B, 2, T, 16]), k: t([B, 1, T, 16]), v: t([B, 1, T, 16]) },
+    teacher: { q: t([B, 4, len, 8]), k: t([B, 2, len, 8]), v: t([B, 2, len, 8]) },
+    student: { q: t([B, 2, len, 16]), k: t([B, 1, len, 16]), v: t([B, 1, len, 16]) },
   };
 }
 
@@ -105,6 +105,30 @@ for (const [backend, fused] of [
             return tf.sum(tf.cast(tf.less(tf.softmax(tf.div(tf.matMul(a, a, false, true), Math.sqrt(8))), 1e-8), 'int32')).dataSync()[0] as number;
           });
           expect(under).to.be.greaterThan(0);
+        }
+        tf.dispose([...Object.values(teacher), ...Object.values(student)]);
+      });
+    }
+
+    // T = 37: three groups of 16 rows with a partial one (the native kernel's lane form for relation heads up
+    // to 16 wide: R = 4 and 8 here; R = 1 takes its GEMM form).
+    for (const relation of ['cosine', 'scaled'] as const) {
+      it(`${relation}, T = 37: loss and student gradients equal autograd's`, () => {
+        const { teacher, student } = inputs(5, 1, false, 37);
+        for (const R of [1, 4, 8]) {
+          const want = lossAndGrads((s) => autogradKd(teacher, s, R, relation), student);
+          const got = lossAndGrads((s) => attentionRelationKd(teacher, s, { relationHeads: R, relation }), student);
+          expect(Math.abs(got.value - want.value), `R ${R}: loss ${got.value} vs ${want.value}`).to.be.at.most(1e-5 * want.value + 1e-8);
+          got.grads.forEach((g, i) => {
+            const w = want.grads[i] as Float32Array;
+            let scaleW = 0;
+            let err = 0;
+            for (let j = 0; j < w.length; j++) {
+              scaleW = Math.max(scaleW, Math.abs(w[j] as number));
+              err = Math.max(err, Math.abs((g[j] as number) - (w[j] as number)));
+            }
+            expect(err, `R ${R}: grad ${'qkv'[i]} max |diff| ${err}, max |grad| ${scaleW}`).to.be.at.most(1e-4 * scaleW + 1e-9);
+          });
         }
         tf.dispose([...Object.values(teacher), ...Object.values(student)]);
       });
