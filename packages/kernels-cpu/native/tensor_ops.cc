@@ -876,61 +876,37 @@ BD_INLINE void attn16_bwd_kv_f32_body(const float* __restrict qr, const float* _
   }
 }
 
+// fn<d>(...) for the head sizes specialised at compile time (their loops over d unrolled), fn<0> otherwise.
+#define BD_BY_HEAD_SIZE(fn, d, ...)    \
+  switch (d) {                         \
+    case 2:                            \
+      return fn<2>(__VA_ARGS__);       \
+    case 4:                            \
+      return fn<4>(__VA_ARGS__);       \
+    case 6:                            \
+      return fn<6>(__VA_ARGS__);       \
+    case 8:                            \
+      return fn<8>(__VA_ARGS__);       \
+    case 12:                           \
+      return fn<12>(__VA_ARGS__);      \
+    case 16:                           \
+      return fn<16>(__VA_ARGS__);      \
+    default:                           \
+      return fn<0>(__VA_ARGS__);       \
+  }
+
 BD_CLONES void attn16_fwd_f32(const float* qT, int64_t Tp, const float* kr, const float* v, int64_t T, int64_t d, float scale, float* y, int64_t sy, float* S) {
-  switch (d) {
-    case 2:
-      return attn16_fwd_f32_body<2>(qT, Tp, kr, v, T, d, scale, y, sy, S);
-    case 4:
-      return attn16_fwd_f32_body<4>(qT, Tp, kr, v, T, d, scale, y, sy, S);
-    case 6:
-      return attn16_fwd_f32_body<6>(qT, Tp, kr, v, T, d, scale, y, sy, S);
-    case 8:
-      return attn16_fwd_f32_body<8>(qT, Tp, kr, v, T, d, scale, y, sy, S);
-    case 12:
-      return attn16_fwd_f32_body<12>(qT, Tp, kr, v, T, d, scale, y, sy, S);
-    case 16:
-      return attn16_fwd_f32_body<16>(qT, Tp, kr, v, T, d, scale, y, sy, S);
-    default:
-      return attn16_fwd_f32_body<0>(qT, Tp, kr, v, T, d, scale, y, sy, S);
-  }
+  BD_BY_HEAD_SIZE(attn16_fwd_f32_body, d, qT, Tp, kr, v, T, d, scale, y, sy, S)
 }
 
-BD_CLONES void attn16_bwd_q_f32(const float* qT, const float* dyT, int64_t Tp, const float* kr, const float* v, int64_t T, int64_t d, float scale, float* dqr, float* stats, float* S, float* DP) {
-  switch (d) {
-    case 2:
-      return attn16_bwd_q_f32_body<2>(qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP);
-    case 4:
-      return attn16_bwd_q_f32_body<4>(qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP);
-    case 6:
-      return attn16_bwd_q_f32_body<6>(qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP);
-    case 8:
-      return attn16_bwd_q_f32_body<8>(qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP);
-    case 12:
-      return attn16_bwd_q_f32_body<12>(qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP);
-    case 16:
-      return attn16_bwd_q_f32_body<16>(qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP);
-    default:
-      return attn16_bwd_q_f32_body<0>(qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP);
-  }
+BD_CLONES void attn16_bwd_q_f32(const float* qT, const float* dyT, int64_t Tp, const float* kr, const float* v, int64_t T, int64_t d, float scale, float* dqr,
+                                float* stats, float* S, float* DP) {
+  BD_BY_HEAD_SIZE(attn16_bwd_q_f32_body, d, qT, dyT, Tp, kr, v, T, d, scale, dqr, stats, S, DP)
 }
 
-BD_CLONES void attn16_bwd_kv_f32(const float* qr, const float* dy, int64_t sdy, const float* krT, const float* vT, int64_t Tp, int64_t T, int64_t d, float scale, const float* stats, float* dkT, float* dvT) {
-  switch (d) {
-    case 2:
-      return attn16_bwd_kv_f32_body<2>(qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT);
-    case 4:
-      return attn16_bwd_kv_f32_body<4>(qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT);
-    case 6:
-      return attn16_bwd_kv_f32_body<6>(qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT);
-    case 8:
-      return attn16_bwd_kv_f32_body<8>(qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT);
-    case 12:
-      return attn16_bwd_kv_f32_body<12>(qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT);
-    case 16:
-      return attn16_bwd_kv_f32_body<16>(qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT);
-    default:
-      return attn16_bwd_kv_f32_body<0>(qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT);
-  }
+BD_CLONES void attn16_bwd_kv_f32(const float* qr, const float* dy, int64_t sdy, const float* krT, const float* vT, int64_t Tp, int64_t T, int64_t d, float scale,
+                                 const float* stats, float* dkT, float* dvT) {
+  BD_BY_HEAD_SIZE(attn16_bwd_kv_f32_body, d, qr, dy, sdy, krT, vT, Tp, T, d, scale, stats, dkT, dvT)
 }
 
 // --- Relation KD for small relation heads (D <= 16), 16 rows per lane group ---
