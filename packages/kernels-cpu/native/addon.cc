@@ -7,6 +7,7 @@
 //                       rmsNormF32, rmsNormGradF32, adamwF32, attentionF32
 //   fused_napi.cc       bitLinearF32, bitLinearGradF32, swigluF32, attentionTrainF32, attentionTrainGradF32,
 //                       relationKdF32
+//   decode_napi.cc      decodeLayerInit, decodeLayer
 // All of them are compiled for the baseline ISA; the SIMD code is in kernels_<isa>.cc behind the IsaKernels tables
 // (kernels.h) and in tensor_ops.cc.
 #include <node_api.h>
@@ -24,6 +25,7 @@ napi_value Init(napi_env env, napi_value exports) {
   register_ternary(env, exports);
   register_tensor_ops(env, exports);
   register_fused(env, exports);
+  register_decode(env, exports);
   return exports;
 }
 

@@ -12,6 +12,7 @@
 #include "kernels.h"
 #include "napi_util.h"
 #include "norm_napi.h"
+#include "pool_ops.h"
 #include "tensor_ops.h"
 
 namespace bd {
@@ -546,11 +547,6 @@ napi_value RmsNormGradF32(napi_env env, napi_callback_info info) {
 }
 
 // The shape arguments of attentionF32 / attentionKvF16 from argv[i0 ..]: T, H, Hkv, d, cap, start, scale; checked.
-struct AttentionShape {
-  int64_t T, H, Hkv, d, cap, start;
-  float scale;
-};
-
 bool attention_shape(napi_env env, napi_value* argv, const char* what, AttentionShape* a) {
   double scale;
   if (!get_i64(env, argv[0], 1, kMaxDim, &a->T, "T") || !get_i64(env, argv[1], 1, 1 << 16, &a->H, "H") ||
@@ -653,6 +649,11 @@ napi_value AttentionKvF16(napi_env env, napi_callback_info info) {
 }
 
 }  // namespace
+
+void attention_pool(const AttentionShape& a, const float* q, const float* kc, const float* vc, float* out) { run_attention(a, q, kc, vc, out); }
+void attention_pool(const AttentionShape& a, const float* q, const uint16_t* kc, const uint16_t* vc, float* out) {
+  run_attention<uint16_t>(a, q, kc, vc, out);
+}
 
 void register_tensor_ops(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
