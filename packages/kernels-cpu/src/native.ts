@@ -219,6 +219,25 @@ export interface NativeAddon {
   ): void;
   /** (g, u, y): forward; (g, u, dy, dg, du): gradient. */
   swigluF32(g: Float32Array, u: Float32Array, y: Float32Array, dg?: Float32Array, du?: Float32Array): void;
+  /** A decoder layer's weights (decode.ts): an opaque handle holding the arrays' data pointers. */
+  decodeLayerInit(
+    dims: Float64Array,
+    norms: (Float32Array | null)[],
+    proj: (Uint8Array | Float32Array | null)[][],
+    scales: Float64Array,
+    stacks: ((Uint8Array | Int32Array | Float64Array)[] | null)[],
+  ): unknown;
+  decodeLayer(
+    layer: unknown,
+    x: Float32Array,
+    T: number,
+    kc: Float32Array | Uint16Array,
+    vc: Float32Array | Uint16Array,
+    cap: number,
+    start: number,
+    cos: Float32Array,
+    sin: Float32Array,
+  ): void;
 }
 
 /** The addon, found from the package's own folder (so that a bundle of this module finds it too). */
@@ -261,6 +280,8 @@ const ADDON_FUNCTIONS = [
   'headLossF32',
   'normBitLinearF32',
   'normBitLinearGradF32',
+  'decodeLayerInit',
+  'decodeLayer',
 ] as const;
 
 interface State {

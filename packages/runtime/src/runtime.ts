@@ -15,7 +15,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { FormatError, NotFoundError, UnsupportedError, ArgumentError, shapeSize } from '@bitdistill/core';
+import { FormatError, NotFoundError, UnsupportedError, ArgumentError, fusedOpsEnabled, shapeSize } from '@bitdistill/core';
 import { inMemoryTensor, isGgufFile, openSafetensorsDir, readJsonObjectFile, tensorToFloat32, type LazyTensor, type TensorEntry } from '@bitdistill/format';
 import { parseDecoderConfig, PROJECTIONS, projectionName, projectionShape, sublnName, type DecoderConfig, type Projection } from '@bitdistill/arch';
 import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
@@ -24,6 +24,8 @@ import {
   applyRope,
   attentionCausal,
   attentionKvF16,
+  decodeLayer,
+  decodeLayerWeights,
   dequantizeRow,
   matmulF32,
   matvecF32,
@@ -37,6 +39,7 @@ import {
   swigluF32,
   ternaryLinear,
   ternaryLinearStacked,
+  type DecodeLayerWeights,
   type Int8RowMatrix,
   type QuantizedActivations,
   type TernaryMatrix,
@@ -59,6 +62,9 @@ interface Layer {
    * is ternary, bias-free, without its own SubLN and of whole 4-row tiles (STACKS); the parts' weights are its slices. */
   qkv: Stacked | null;
   gateUp: Stacked | null;
+  /** The whole layer as one native call (kernels-cpu decodeLayer) when every projection is ternary and the addon
+   * is loaded (and options.fusedLayers is not false); null runs it op by op, the twin it is tested against. */
+  fused: DecodeLayerWeights | null;
 }
 
 interface Stacked {
@@ -98,6 +104,12 @@ export interface RuntimeOptions {
    * computes on a target that uses another, e.g. llama.cpp and transformers, which apply rms_norm_eps there.
    */
   sublnEps?: number;
+  /**
+   * Run each decoder layer as one native call (kernels-cpu decodeLayer: same arithmetic, bit-identical results)
+   * where it can: every projection ternary, native addon loaded. false runs every layer op by op. Default: true,
+   * unless BITDISTILL_FUSED=0 (@bitdistill/core's fused-ops switch) is set.
+   */
+  fusedLayers?: boolean;
 }
 
 /** A vocabulary-sized matrix [V, C] in either form. */
@@ -112,6 +124,8 @@ export interface RuntimeInfo {
   weightBytes: number;
   ternaryProjections: number;
   denseProjections: number;
+  /** Decoder layers that run as one native call (RuntimeOptions.fusedLayers); the others run op by op. */
+  fusedLayers: number;
 }
 
 const MISMATCH_HINT = 'the weights do not match the config: re-export the checkpoint with `bitdistill export --ternary`';
@@ -382,10 +396,21 @@ export class TernaryRuntime {
         if (s !== null) subln[pr] = take(s, [cols], `[${cols}], the input size of ${pr}`);
       }
       const [qkv, gateUp] = stacks.map((st) => (st === null ? null : { w: st.plan.matrix, seg: { ends: st.plan.seg, scales: st.scales } }));
-      this.layers.push({ inputNorm, postNorm, qNorm, kNorm, proj, subln, qkv: qkv ?? null, gateUp: gateUp ?? null });
+      const layer: Layer = { inputNorm, postNorm, qNorm, kNorm, proj, subln, qkv: qkv ?? null, gateUp: gateUp ?? null, fused: null };
+      if (options.fusedLayers ?? fusedOpsEnabled()) layer.fused = this.fusedLayer(layer);
+      this.layers.push(layer);
     }
     tensors.unexpected(c);
-    this.info = { dir, config, embeddings, kvCache: this.kvMode, weightBytes, ternaryProjections: ternary, denseProjections: dense };
+    this.info = {
+      dir,
+      config,
+      embeddings,
+      kvCache: this.kvMode,
+      weightBytes,
+      ternaryProjections: ternary,
+      denseProjections: dense,
+      fusedLayers: this.layers.filter((L) => L.fused !== null).length,
+    };
   }
 
   /**
@@ -432,6 +457,34 @@ export class TernaryRuntime {
     } finally {
       file.close();
     }
+  }
+
+  /** The layer's weights for the one-call native layer, or null (a dense projection, or no addon). */
+  private fusedLayer(L: Layer): DecodeLayerWeights | null {
+    const c = this.config;
+    const proj = {} as Parameters<typeof decodeLayerWeights>[0]['proj'];
+    for (const pr of PROJECTIONS) {
+      const p = L.proj[pr];
+      if (p.kind !== 'ternary') return null;
+      proj[pr] = { w: p.w, scale: p.scale, bias: p.bias, subln: L.subln[pr] ?? null };
+    }
+    return decodeLayerWeights({
+      hidden: c.hiddenSize,
+      heads: c.numHeads,
+      kvHeads: c.numKvHeads,
+      headDim: c.headDim,
+      intermediate: c.intermediateSize,
+      rmsNormEps: c.rmsNormEps,
+      sublnEps: this.sublnEps,
+      attnScale: 1 / Math.sqrt(c.headDim),
+      inputNorm: L.inputNorm,
+      postNorm: L.postNorm,
+      qNorm: L.qNorm,
+      kNorm: L.kNorm,
+      proj,
+      qkv: L.qkv,
+      gateUp: L.gateUp,
+    });
   }
 
   /**
@@ -508,6 +561,12 @@ export class TernaryRuntime {
     const att = b.f32('att', T * H * d);
     for (let l = 0; l < c.numLayers; l++) {
       const L = this.layers[l] as Layer;
+      if (L.fused !== null) {
+        // The same steps as below in one native call (kernels-cpu decode.ts), bit for bit.
+        const kv = cache.mode === 'f16' ? { k: cache.k[l] as Uint16Array, v: cache.v[l] as Uint16Array } : { k: cache.k[l] as Float32Array, v: cache.v[l] as Float32Array };
+        decodeLayer(L.fused, x, T, kv, cache.capacity, start, rope);
+        continue;
+      }
       rmsNorm(x, L.inputNorm, T, C, c.rmsNormEps, h);
       const shared = L.subln.q_proj === undefined ? quantizeActivations(h, T, C, b.quant('shared', T, C)) : undefined; // q, k, v read the same input
       let q: Float32Array;
@@ -593,10 +652,16 @@ export class TernaryRuntime {
     return denseProduct(hidden, h.w, rows, this.config.hiddenSize, this.config.vocabSize, out);
   }
 
-  /** Logits of every position [T, V] (allPositions) or of the last one [V], for one sequence. */
-  forward(ids: readonly number[], options: { allPositions?: boolean } = {}): Float32Array {
+  /**
+   * Logits of every position [T, V] (allPositions) or of the last one [V], for one sequence. With `cache` (from
+   * newCache), the ids continue the sequence it holds and are appended to it (decoding step by step); without,
+   * they are a whole sequence.
+   */
+  forward(ids: readonly number[], options: { allPositions?: boolean; cache?: KvCache } = {}): Float32Array {
     if (ids.length === 0) throw new ArgumentError('forward: empty sequence');
-    const hidden = this.run(ids, this.reusableCache(ids.length));
+    const cache = options.cache ?? this.reusableCache(ids.length);
+    if (cache.mode !== this.kvMode || cache.k.length !== this.config.numLayers) throw new ArgumentError('forward: the cache is not one of this runtime (newCache)');
+    const hidden = this.run(ids, cache);
     const C = this.config.hiddenSize;
     if (options.allPositions === true) return this.logitsOf(hidden, ids.length);
     return this.logitsOf(hidden.subarray((ids.length - 1) * C), 1);
