@@ -70,18 +70,34 @@ struct Layer {
 
 thread_local Scratch t_decode;
 
-// LlamaRMSNorm of `rows` rows of [rows, dim] as src/ops.ts rmsNorm computes it: y may be x.
+// LlamaRMSNorm of `rows` rows of [rows, dim] as src/ops.ts rmsNorm computes it: y may be x. Each row's sum of
+// squares is one double chain in index order (as in JavaScript); up to 8 rows advance side by side so that the
+// chains overlap (q/k-norm: 16 + 8 rows of 128).
 void rmsnorm_rows_f64(const float* x, const float* g, float* y, int64_t rows, int64_t dim, double eps) {
-  for (int64_t r = 0; r < rows; r++) {
-    const float* xr = x + r * dim;
-    float* yr = y + r * dim;
-    double ss = 0;
-    for (int64_t i = 0; i < dim; i++) {
-      const double v = xr[i];
-      ss += v * v;
+  constexpr int64_t kRows = 8;
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int64_t nr = std::min(kRows, rows - r0);
+    double ss[kRows] = {};
+    const float* xr = x + r0 * dim;
+    if (nr == kRows) {
+      for (int64_t i = 0; i < dim; i++)
+        for (int64_t r = 0; r < kRows; r++) {
+          const double v = xr[r * dim + i];
+          ss[r] += v * v;
+        }
+    } else {
+      for (int64_t r = 0; r < nr; r++)
+        for (int64_t i = 0; i < dim; i++) {
+          const double v = xr[r * dim + i];
+          ss[r] += v * v;
+        }
     }
-    const double inv = 1.0 / sqrt(ss / static_cast<double>(dim) + eps);
-    for (int64_t i = 0; i < dim; i++) yr[i] = static_cast<float>(static_cast<double>(xr[i]) * inv * static_cast<double>(g[i]));
+    for (int64_t r = 0; r < nr; r++) {
+      const double inv = 1.0 / sqrt(ss[r] / static_cast<double>(dim) + eps);
+      const float* xi = xr + r * dim;
+      float* yr = y + (r0 + r) * dim;
+      for (int64_t i = 0; i < dim; i++) yr[i] = static_cast<float>(static_cast<double>(xi[i]) * inv * static_cast<double>(g[i]));
+    }
   }
 }
 

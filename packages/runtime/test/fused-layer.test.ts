@@ -70,6 +70,7 @@ describe('runtime: one native call per decoder layer', function () {
     ['llama, SubLN none', { ...BASE_CONFIG, bitdistill: { subln: 'none', weightQuant: 'absmean' } }, []],
     ['llama, SubLN allnorm (every projection alone, with its gain)', { ...BASE_CONFIG, bitdistill: { subln: 'allnorm', weightQuant: 'absmean', sublnEps: 1e-6 } }, []],
     ['qwen3 (q/k-norm), intermediate 30 (gate/up not stacked)', { ...BASE_CONFIG, model_type: 'qwen3', intermediate_size: 30 }, []],
+    ['qwen3, 8/4 heads of 16 (q/k-norm over 8 rows at a time, attention in 16-lane blocks)', { ...BASE_CONFIG, model_type: 'qwen3', num_attention_heads: 8, num_key_value_heads: 4, head_dim: 16 }, []],
     ['qwen2 (q/k/v biases, not stacked)', { ...BASE_CONFIG, model_type: 'qwen2' }, []],
     [
       'stories260K shape (5 layers, 8/4 heads of 8, ffn 172), SubLN standard',
