@@ -389,16 +389,30 @@ BD_INLINE float dot16_w(const float* __restrict x, const Y* __restrict y, int64_
 // (always inlined, so the -Wpsabi note on passing them by value does not apply.)
 #pragma GCC diagnostic ignored "-Wpsabi"
 typedef float V16 __attribute__((vector_size(64)));
-typedef _Float16 H16 __attribute__((vector_size(32)));
+typedef uint16_t U16x16 __attribute__((vector_size(32)));
+typedef uint32_t U32x16 __attribute__((vector_size(64)));
+typedef int32_t I32x16 __attribute__((vector_size(64)));
 BD_INLINE V16 load16(const float* p) {
   V16 v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
+// binary16 -> float32 exactly in integer lanes (the compiler's _Float16 conversion is a library call per value in
+// some clones): normal numbers re-biased (exponent + 112), infinities and NaNs get the all-ones exponent, zeros
+// and subnormals are their integer mantissa times 2^-24.
 BD_INLINE V16 load16(const uint16_t* p) {
-  H16 h;
+  U16x16 h;
   std::memcpy(&h, p, sizeof(h));
-  return __builtin_convertvector(h, V16);
+  const U32x16 u = __builtin_convertvector(h, U32x16);
+  const U32x16 em = u & 0x7fffu;
+  const U32x16 normal = (em << 13) + (112u << 23);
+  const U32x16 special = (em << 13) | (255u << 23);
+  const V16 tiny = __builtin_convertvector((I32x16)em, V16) * 5.9604644775390625e-8f;  // 2^-24
+  const U32x16 is_tiny = (U32x16)(em < 0x400u);
+  const U32x16 is_special = (U32x16)(em >= 0x7c00u);
+  const U32x16 bits = (is_tiny & (U32x16)tiny) | (is_special & special) | (~(is_tiny | is_special) & normal);
+  const U32x16 out = bits | ((u & 0x8000u) << 16);
+  return (V16)out;
 }
 BD_INLINE void store16(float* p, V16 v) { std::memcpy(p, &v, sizeof(v)); }
 // The lanes of a 16-lane sum folded as dot16's tree (8, 4, 2, 1).
