@@ -7,7 +7,7 @@
 //                       rmsNormF32, rmsNormGradF32, adamwF32, attentionF32
 //   fused_napi.cc       bitLinearF32, bitLinearGradF32, swigluF32, attentionTrainF32, attentionTrainGradF32,
 //                       relationKdF32
-//   decode_napi.cc      decodeLayerInit, decodeLayer
+//   decode_napi.cc      decodeLayerInit, decodeLayer, argmaxF32
 // All of them are compiled for the baseline ISA; the SIMD code is in kernels_<isa>.cc behind the IsaKernels tables
 // (kernels.h) and in tensor_ops.cc.
 #include <node_api.h>

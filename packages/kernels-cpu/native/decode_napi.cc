@@ -3,7 +3,7 @@
 // products (stacked or per projection, with SubLN and bias where the export has them), q/k-norm, RoPE, K/V into
 // the cache (float32 or binary16), causal attention over it, o_proj, residual, post-attention RMSNorm, gate/up,
 // SwiGLU, down_proj, residual. Node-API functions decodeLayerInit (a handle holding the layer's weights, made at
-// load time) and decodeLayer.
+// load time) and decodeLayer; argmaxF32, the next token of greedy decoding.
 //
 // Why: a generated token of a 28-layer model made ~280 N-API calls and as many pool dispatches, with the small
 // elementwise steps in JavaScript between them. Here the products and the attention still run on the pool
@@ -417,12 +417,23 @@ napi_value DecodeLayer(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// argmaxF32(x: Float32Array) -> the first index of its largest value (greedy decoding's next token).
+napi_value ArgmaxF32(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return nullptr;
+  float* x;
+  size_t n;
+  if (!get_typed(env, argv[0], napi_float32_array, &x, &n, "x")) return nullptr;
+  return make_number(env, static_cast<double>(argmax_f32(x, static_cast<int64_t>(n))));
+}
+
 }  // namespace
 
 void register_decode(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       {"decodeLayerInit", nullptr, DecodeLayerInit, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"decodeLayer", nullptr, DecodeLayer, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"argmaxF32", nullptr, ArgmaxF32, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

@@ -533,6 +533,14 @@ BD_CLONES void attention_f16kv(const float* __restrict q, const uint16_t* __rest
   attention_rows(q, kc, vc, out, H, Hkv, d, cap, start, scale, scores, u0, u1);
 }
 
+BD_CLONES int64_t argmax_f32(const float* __restrict x, int64_t n) {
+  if (n <= 0 || x[0] != x[0]) return 0;
+  const float m = max16(x, n);  // NaN never wins a comparison, as in the scalar loop
+  for (int64_t i = 0; i < n; i++)
+    if (x[i] == m) return i;
+  return 0;
+}
+
 BD_CLONES void kv_store_f16(const float* __restrict src, uint16_t* __restrict dst, int64_t T, int64_t Hkv, int64_t d, int64_t cap, int64_t start) {
   for (int64_t t = 0; t < T; t++)
     for (int64_t g = 0; g < Hkv; g++) {

@@ -84,6 +84,10 @@ void attention_f32(const float* q, const float* kc, const float* vc, float* out,
 void attention_f16kv(const float* q, const uint16_t* kc, const uint16_t* vc, float* out, int64_t H, int64_t Hkv, int64_t d, int64_t cap,
                      int64_t start, float scale, float* scores, int64_t u0, int64_t u1);
 
+// The first index of the largest value of x [n], as the loop `if (x[i] > x[best]) best = i` from best = 0 finds it
+// (NaN never wins; a NaN at 0 stays): a vectorised max, then a scan for its first occurrence.
+int64_t argmax_f32(const float* x, int64_t n);
+
 // Rows of src [T, Hkv, d] into the cache dst [Hkv, cap, d] at positions start .. start+T-1, rounded to binary16
 // (to nearest, ties to even; beyond 65504 to infinity, as IEEE conversion does).
 void kv_store_f16(const float* src, uint16_t* dst, int64_t T, int64_t Hkv, int64_t d, int64_t cap, int64_t start);

@@ -117,3 +117,17 @@ export function decodeLayer(layer: DecodeLayerWeights, x: Float32Array, tokens: 
   if (rope.headDim !== s.headDim || rope.cos.length < tokens * s.headDim) throw new ShapeError(`decodeLayer: RoPE tables do not cover ${tokens} positions of ${s.headDim}`);
   addon.decodeLayer(layer.handle, x, tokens, cache.k, cache.v, capacity, start, rope.cos, rope.sin);
 }
+
+/** The first index of the largest value (greedy decoding's next token): NaN never wins, a NaN at 0 stays. */
+export function argmax(x: Float32Array): number {
+  const addon = nativeAddon();
+  if (addon !== null) return addon.argmaxF32(x);
+  return argmaxTs(x);
+}
+
+/** TypeScript twin of argmax (the fallback). */
+export function argmaxTs(x: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if ((x[i] as number) > (x[best] as number)) best = i;
+  return best;
+}

@@ -38,6 +38,8 @@ export type { BitLinearNorm } from './fused.ts';
 export { attentionTrainF32, attentionTrainGradF32, relationKdF32, headLossF32, headLossF32Ts } from './fused.ts';
 export type { BitLinearShape, AttentionTrainShape, HeadLossBlock } from './fused.ts';
 export type { AdamwStep } from './optim.ts';
+export { decodeLayerWeights, decodeLayer, argmax, argmaxTs, DECODE_PROJECTIONS } from './decode.ts';
+export type { DecodeLayerSpec, DecodeLayerWeights, DecodeLinear, DecodeStack, DecodeCache, DecodeProjection } from './decode.ts';
 export { quantizeRowsInt8, quantizeRowsInt8Ts, dequantizeRow, matvecI8, matvecI8Ts } from './int8.ts';
 export type { Int8RowMatrix } from './int8.ts';
 export { ternaryMatMulRef, ternaryLinearRef, matmulF32Ref, matvecF32Ref } from './reference.ts';

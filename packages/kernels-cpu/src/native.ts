@@ -227,6 +227,7 @@ export interface NativeAddon {
     scales: Float64Array,
     stacks: ((Uint8Array | Int32Array | Float64Array)[] | null)[],
   ): unknown;
+  argmaxF32(x: Float32Array): number;
   decodeLayer(
     layer: unknown,
     x: Float32Array,
@@ -282,6 +283,7 @@ const ADDON_FUNCTIONS = [
   'normBitLinearGradF32',
   'decodeLayerInit',
   'decodeLayer',
+  'argmaxF32',
 ] as const;
 
 interface State {

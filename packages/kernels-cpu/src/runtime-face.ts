@@ -14,5 +14,5 @@ export { matmulF32, matvecF32, streamRead, allocAligned } from './gemm.ts';
 export { quantizeActivations, rmsNorm, ropeTables, applyRope, attentionCausal, attentionKvF16 } from './ops.ts';
 export type { QuantizedActivations } from './ops.ts';
 export { swigluF32 } from './fused.ts';
-export { decodeLayerWeights, decodeLayer, DECODE_PROJECTIONS } from './decode.ts';
+export { decodeLayerWeights, decodeLayer, argmax, DECODE_PROJECTIONS } from './decode.ts';
 export type { DecodeLayerSpec, DecodeLayerWeights, DecodeLinear, DecodeStack, DecodeCache, DecodeProjection } from './decode.ts';

@@ -23,6 +23,7 @@ import { loadGgufModel } from './gguf.ts';
 import {
   applyRope,
   attentionCausal,
+  argmax,
   attentionKvF16,
   decodeLayer,
   decodeLayerWeights,
@@ -682,8 +683,7 @@ export class TernaryRuntime {
     const out: number[] = [];
     while (out.length < maxNewTokens && cache.length < cache.capacity) {
       const logits = this.logitsOf(last, 1, this.buf.f32('logits', this.config.vocabSize));
-      let best = 0;
-      for (let i = 1; i < logits.length; i++) if ((logits[i] as number) > (logits[best] as number)) best = i;
+      const best = argmax(logits);
       if (eosId !== null && best === eosId) break;
       out.push(best);
       if (out.length === maxNewTokens) break;
