@@ -71,7 +71,8 @@ export function decodeLayerWeights(spec: DecodeLayerSpec): DecodeLayerWeights | 
   const { hidden: C, heads: H, kvHeads: Hkv, headDim: d, intermediate: I } = spec;
   if (![C, H, Hkv, d, I].every((v) => Number.isInteger(v) && v >= 1 && v <= 2 ** 20) || H % Hkv !== 0 || d % 2 !== 0)
     throw new ArgumentError(`decodeLayerWeights: bad shape hidden ${C}, heads ${H}/${Hkv} of ${d}, intermediate ${I}`);
-  if (!(spec.rmsNormEps > 0) || !(spec.sublnEps > 0) || !Number.isFinite(spec.attnScale)) throw new ArgumentError('decodeLayerWeights: epsilons must be > 0, the scale finite');
+  if (!(spec.rmsNormEps > 0) || !(spec.sublnEps > 0) || !Number.isFinite(spec.attnScale))
+    throw new ArgumentError('decodeLayerWeights: epsilons must be > 0, the scale finite');
   const shapes: Record<DecodeProjection, [number, number]> = {
     q_proj: [H * d, C],
     k_proj: [Hkv * d, C],
@@ -82,7 +83,10 @@ export function decodeLayerWeights(spec: DecodeLayerSpec): DecodeLayerWeights | 
     down_proj: [C, I],
   };
   check(spec.inputNorm.length === C && spec.postNorm.length === C, 'input / post-attention norms are not [hidden]');
-  check((spec.qNorm === null) === (spec.kNorm === null) && (spec.qNorm === null || (spec.qNorm.length === d && spec.kNorm?.length === d)), 'q_norm / k_norm are not both [headDim]');
+  check(
+    (spec.qNorm === null) === (spec.kNorm === null) && (spec.qNorm === null || (spec.qNorm.length === d && spec.kNorm?.length === d)),
+    'q_norm / k_norm are not both [headDim]',
+  );
   const proj = DECODE_PROJECTIONS.map((pr) => {
     const p = spec.proj[pr];
     const [rows, cols] = shapes[pr];
@@ -105,7 +109,15 @@ export type DecodeCache = { k: Float32Array; v: Float32Array } | { k: Uint16Arra
  * The layer on x [tokens, hidden] in place, for positions start .. start+tokens-1: their K and V go into the cache
  * at those positions, and each attends to cache rows 0 .. its own. `rope` holds the tables of those positions.
  */
-export function decodeLayer(layer: DecodeLayerWeights, x: Float32Array, tokens: number, cache: DecodeCache, capacity: number, start: number, rope: RopeTables): void {
+export function decodeLayer(
+  layer: DecodeLayerWeights,
+  x: Float32Array,
+  tokens: number,
+  cache: DecodeCache,
+  capacity: number,
+  start: number,
+  rope: RopeTables,
+): void {
   const addon = nativeAddon();
   if (addon === null) throw new ArgumentError('decodeLayer: the native addon is not loaded (decodeLayerWeights returned null)');
   const s = layer.spec;
@@ -114,7 +126,8 @@ export function decodeLayer(layer: DecodeLayerWeights, x: Float32Array, tokens: 
   if (x.length !== tokens * s.hidden) throw new ShapeError(`decodeLayer: x has ${x.length} values, expected [${tokens}, ${s.hidden}]`);
   const n = s.kvHeads * capacity * s.headDim;
   if (cache.k.length !== n || cache.v.length !== n) throw new ShapeError(`decodeLayer: the cache is not [${s.kvHeads}, ${capacity}, ${s.headDim}]`);
-  if (rope.headDim !== s.headDim || rope.cos.length < tokens * s.headDim) throw new ShapeError(`decodeLayer: RoPE tables do not cover ${tokens} positions of ${s.headDim}`);
+  if (rope.headDim !== s.headDim || rope.cos.length < tokens * s.headDim)
+    throw new ShapeError(`decodeLayer: RoPE tables do not cover ${tokens} positions of ${s.headDim}`);
   addon.decodeLayer(layer.handle, x, tokens, cache.k, cache.v, capacity, start, rope.cos, rope.sin);
 }
 

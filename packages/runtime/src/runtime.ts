@@ -564,7 +564,10 @@ export class TernaryRuntime {
       const L = this.layers[l] as Layer;
       if (L.fused !== null) {
         // The same steps as below in one native call (kernels-cpu decode.ts), bit for bit.
-        const kv = cache.mode === 'f16' ? { k: cache.k[l] as Uint16Array, v: cache.v[l] as Uint16Array } : { k: cache.k[l] as Float32Array, v: cache.v[l] as Float32Array };
+        const kv =
+          cache.mode === 'f16'
+            ? { k: cache.k[l] as Uint16Array, v: cache.v[l] as Uint16Array }
+            : { k: cache.k[l] as Float32Array, v: cache.v[l] as Float32Array };
         decodeLayer(L.fused, x, T, kv, cache.capacity, start, rope);
         continue;
       }
@@ -661,7 +664,8 @@ export class TernaryRuntime {
   forward(ids: readonly number[], options: { allPositions?: boolean; cache?: KvCache } = {}): Float32Array {
     if (ids.length === 0) throw new ArgumentError('forward: empty sequence');
     const cache = options.cache ?? this.reusableCache(ids.length);
-    if (cache.mode !== this.kvMode || cache.k.length !== this.config.numLayers) throw new ArgumentError('forward: the cache is not one of this runtime (newCache)');
+    if (cache.mode !== this.kvMode || cache.k.length !== this.config.numLayers)
+      throw new ArgumentError('forward: the cache is not one of this runtime (newCache)');
     const hidden = this.run(ids, cache);
     const C = this.config.hiddenSize;
     if (options.allPositions === true) return this.logitsOf(hidden, ids.length);

@@ -68,13 +68,25 @@ describe('runtime: one native call per decoder layer', function () {
   const variants: [string, Record<string, unknown>, string[]][] = [
     ['llama, SubLN standard (stacked q/k/v and gate/up)', BASE_CONFIG, []],
     ['llama, SubLN none', { ...BASE_CONFIG, bitdistill: { subln: 'none', weightQuant: 'absmean' } }, []],
-    ['llama, SubLN allnorm (every projection alone, with its gain)', { ...BASE_CONFIG, bitdistill: { subln: 'allnorm', weightQuant: 'absmean', sublnEps: 1e-6 } }, []],
+    [
+      'llama, SubLN allnorm (every projection alone, with its gain)',
+      { ...BASE_CONFIG, bitdistill: { subln: 'allnorm', weightQuant: 'absmean', sublnEps: 1e-6 } },
+      [],
+    ],
     ['qwen3 (q/k-norm), intermediate 30 (gate/up not stacked)', { ...BASE_CONFIG, model_type: 'qwen3', intermediate_size: 30 }, []],
-    ['qwen3, 8/4 heads of 16 (q/k-norm over 8 rows at a time, attention in 16-lane blocks)', { ...BASE_CONFIG, model_type: 'qwen3', num_attention_heads: 8, num_key_value_heads: 4, head_dim: 16 }, []],
+    [
+      'qwen3, 8/4 heads of 16 (q/k-norm over 8 rows at a time, attention in 16-lane blocks)',
+      { ...BASE_CONFIG, model_type: 'qwen3', num_attention_heads: 8, num_key_value_heads: 4, head_dim: 16 },
+      [],
+    ],
     ['qwen2 (q/k/v biases, not stacked)', { ...BASE_CONFIG, model_type: 'qwen2' }, []],
     [
       'stories260K shape (5 layers, 8/4 heads of 8, ffn 172), SubLN standard',
-      { ...STORIES, quantization_config: BASE_CONFIG['quantization_config'], bitdistill: { subln: 'standard', weightQuant: 'absmean', packing: 'hf-bitnet-u8' } },
+      {
+        ...STORIES,
+        quantization_config: BASE_CONFIG['quantization_config'],
+        bitdistill: { subln: 'standard', weightQuant: 'absmean', packing: 'hf-bitnet-u8' },
+      },
       [],
     ],
     ['a dense o_proj in layer 1 (that layer op by op)', BASE_CONFIG, ['model.layers.1.self_attn.o_proj']],
