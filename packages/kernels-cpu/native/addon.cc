@@ -1,7 +1,7 @@
 // The Node-API module bitdistill_kernels: Init picks the ISA and starts the pool once per process (isa.cc), then
 // each translation unit defines its functions on the exports object:
 //   isa.cc              info, setIsa, setThreads
-//   gemm_napi.cc        gemmF32, gemmBatchF32, matvecF32, streamRead, misalignment
+//   gemm_napi.cc        gemmF32, gemmBatchF32, matvecF32, streamRead, misalignment, adviseHugePages
 //   ternary_napi.cc     repackTernary, ternaryMatMul, quantizeActivations, matvecI8F32, quantizeRowsI8
 //   tensor_ops_napi.cc  binaryF32, compare, unaryF32, castToF32, reduceF32, copyStrided32, gatherRows32,
 //                       rmsNormF32, rmsNormGradF32, adamwF32, attentionF32

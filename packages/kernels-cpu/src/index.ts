@@ -16,7 +16,7 @@ export {
   ternaryLinearStackedTs,
 } from './ternary.ts';
 export type { TernaryMatrix, TernarySegments } from './ternary.ts';
-export { matmulF32, batchMatmulF32, broadcastBatch, matvecF32, streamRead, allocAligned } from './gemm.ts';
+export { matmulF32, batchMatmulF32, broadcastBatch, matvecF32, streamRead, allocAligned, allocHugePages, HugePageArena } from './gemm.ts';
 export type { MatMulOptions, BatchMatMulShape, BatchBroadcast } from './gemm.ts';
 export {
   quantizeActivations,

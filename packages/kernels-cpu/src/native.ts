@@ -4,7 +4,8 @@
  * not load, every kernel runs its TypeScript twin and `initKernels` says so once through the logger.
  *
  * Environment: BITDISTILL_NATIVE=0 disables the addon; BITDISTILL_ISA=scalar|avx2|avx512vnni|amx forces an ISA
- * path (at most the best one this CPU has); BITDISTILL_THREADS=N sets the pool size.
+ * path (at most the best one this CPU has); BITDISTILL_THREADS=N sets the pool size; BITDISTILL_HUGE_PAGES=0 keeps
+ * weights off transparent huge pages (allocHugePages in gemm.ts).
  */
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -43,6 +44,8 @@ export interface NativeAddon {
   setIsa(name: string): boolean;
   setThreads(n: number): number;
   misalignment(bytes: Uint8Array): number;
+  /** offset of the first 2 MiB boundary in bytes; the whole 2 MiB pages from there are advised MADV_HUGEPAGE */
+  adviseHugePages(bytes: Uint8Array): number;
   repackTernary(hf: Uint8Array, out: number, inF: number, dst: Uint8Array): number;
   ternaryMatMul(w: Uint8Array, rows: number, cols: number, x: Int8Array, batch: number, y: Int32Array): void;
   ternaryMatMul(
@@ -251,6 +254,7 @@ const ADDON_FUNCTIONS = [
   'setIsa',
   'setThreads',
   'misalignment',
+  'adviseHugePages',
   'repackTernary',
   'ternaryMatMul',
   'quantizeActivations',

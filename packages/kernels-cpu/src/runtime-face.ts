@@ -6,11 +6,11 @@
  */
 export { initKernels, nativeStatus, availableIsas, setIsa, setThreads, cpuCaches } from './native.ts';
 export type { Isa } from './native.ts';
-export { repackTernary, ternaryMatMul, ternaryLinear, ternaryStack, ternaryLinearStacked } from './ternary.ts';
+export { repackTernary, ternaryMatMul, ternaryLinear, ternaryStack, ternaryLinearStacked, ternaryLayoutBytes } from './ternary.ts';
 export type { TernaryMatrix, TernarySegments } from './ternary.ts';
 export { quantizeRowsInt8, dequantizeRow, matvecI8 } from './int8.ts';
 export type { Int8RowMatrix } from './int8.ts';
-export { matmulF32, matvecF32, streamRead, allocAligned } from './gemm.ts';
+export { matmulF32, matvecF32, streamRead, allocAligned, allocHugePages, HugePageArena } from './gemm.ts';
 export { quantizeActivations, rmsNorm, ropeTables, applyRope, attentionCausal, attentionKvF16 } from './ops.ts';
 export type { QuantizedActivations } from './ops.ts';
 export { swigluF32 } from './fused.ts';

@@ -28,6 +28,9 @@ import {
   decodeLayer,
   decodeLayerWeights,
   dequantizeRow,
+  allocHugePages,
+  HugePageArena,
+  ternaryLayoutBytes,
   matmulF32,
   matvecF32,
   matvecI8,
@@ -183,7 +186,8 @@ class ExportTensors {
     const t = this.lazy(name);
     if (!FLOAT_DTYPES.includes(t.dtype) || !sameShape(t.shape, [rows, cols]))
       this.fail(name, `is ${t.dtype} [${t.shape.join(', ')}]; expected F32, F16 or BF16 [${rows}, ${cols}] (${what})`);
-    const q = new Int8Array(rows * cols);
+    const qb = allocHugePages(rows * cols); // the lm_head streams it once per token: 2 MiB pages (allocHugePages)
+    const q = new Int8Array(qb.buffer, qb.byteOffset, rows * cols);
     const scale = new Float32Array(rows);
     const block = Math.max(1, Math.floor((1 << 20) / cols));
     // One chunk buffer for every block of rows, read into and quantized into the final arrays: the load allocates
@@ -345,6 +349,8 @@ export class TernaryRuntime {
     this.lmHead = c.tieWordEmbeddings ? this.embed : vocabMatrix('lm_head.weight');
     this.layers = [];
     let hfScratch = new Uint8Array(0);
+    // Every ternary matrix on shared 2 MiB pages: they are streamed once per token (HugePageArena).
+    const arena = new HugePageArena();
     for (let l = 0; l < c.numLayers; l++) {
       const p = `model.layers.${l}`;
       const proj = {} as Record<Projection, Linear>;
@@ -357,7 +363,12 @@ export class TernaryRuntime {
       // SubLN and of whole 4-row tiles; each part is then repacked straight into its slice of the stack.
       const stacks = STACKS.map((prs) => {
         const ok = prs.every((pr) => tensors.lazy(`${projectionName(l, pr)}.weight`).dtype === 'U8' && !hasBias(c, pr) && sublnName(l, pr, c.subln) === null);
-        const plan = ok ? ternaryStack(prs.map((pr) => ({ rows: projectionShape(c, pr)[0], cols: projectionShape(c, pr)[1] }))) : null;
+        const plan = ok
+          ? ternaryStack(
+              prs.map((pr) => ({ rows: projectionShape(c, pr)[0], cols: projectionShape(c, pr)[1] })),
+              (bytes) => arena.take(bytes),
+            )
+          : null;
         return plan === null ? null : { prs, plan, scales: new Float64Array(prs.length) };
       });
       const sliceFor = (pr: Projection) => {
@@ -383,7 +394,8 @@ export class TernaryRuntime {
           if (hfScratch.length < n) hfScratch = new Uint8Array(n);
           lt.readRowsInto(0, Math.ceil(rows / 4), hfScratch.subarray(0, n));
           const at = sliceFor(pr);
-          const w = repackTernary(hfScratch.subarray(0, n), rows, cols, `${tensors.file}: ${base}.weight`, at === null ? undefined : at.st.plan.slices[at.i]);
+          const dst = at === null ? arena.take(ternaryLayoutBytes(rows, cols)) : at.st.plan.slices[at.i];
+          const w = repackTernary(hfScratch.subarray(0, n), rows, cols, `${tensors.file}: ${base}.weight`, dst);
           if (at !== null) at.st.scales[at.i] = scale;
           weightBytes += w.data.byteLength;
           proj[pr] = { kind: 'ternary', w, scale, rows, cols, bias };
@@ -633,8 +645,11 @@ export class TernaryRuntime {
       k: Array.from({ length: c.numLayers }, (_, l) => all.subarray(2 * l * per, (2 * l + 1) * per) as A),
       v: Array.from({ length: c.numLayers }, (_, l) => all.subarray((2 * l + 1) * per, (2 * l + 2) * per) as A),
     });
-    if (this.kvMode === 'f16') return { capacity: cap, length: 0, mode: 'f16', ...views(new Uint16Array(2 * c.numLayers * per)) };
-    return { capacity: cap, length: 0, mode: 'f32', ...views(new Float32Array(2 * c.numLayers * per)) };
+    // On 2 MiB pages (allocHugePages): each decoding step reads every layer's cached rows.
+    const bytes = allocHugePages(2 * c.numLayers * per * (this.kvMode === 'f16' ? 2 : 4));
+    if (this.kvMode === 'f16')
+      return { capacity: cap, length: 0, mode: 'f16', ...views(new Uint16Array(bytes.buffer, bytes.byteOffset, 2 * c.numLayers * per)) };
+    return { capacity: cap, length: 0, mode: 'f32', ...views(new Float32Array(bytes.buffer, bytes.byteOffset, 2 * c.numLayers * per)) };
   }
 
   /**
