@@ -282,7 +282,7 @@ export function allocHugePages(bytes: number): Uint8Array {
  * pages, allocHugePages), so a small model reserves little; a chunk's unused tail is never written.
  */
 export class HugePageArena {
-  private chunk = new Uint8Array(0);
+  private chunk: Uint8Array = new Uint8Array(0);
   private used = 0;
   private next = 1 << 20;
 
