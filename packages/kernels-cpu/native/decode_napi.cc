@@ -21,8 +21,6 @@
 #include <string.h>
 
 #include <algorithm>
-#include <chrono>
-#include <stdio.h>
 
 #include "isa.h"
 #include "kernels.h"
@@ -71,9 +69,6 @@ struct Layer {
 };
 
 thread_local Scratch t_decode;
-double g_acc[16]; int64_t g_calls = 0;
-inline double now_us() { return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-#define TICK(i) { double t_ = now_us(); if (T == 1) g_acc[i] += t_ - t_last; t_last = t_; }
 
 // LlamaRMSNorm of `rows` rows of [rows, dim] as src/ops.ts rmsNorm computes it: y may be x. Each row's sum of
 // squares is one double chain in index order (as in JavaScript); up to 8 rows advance side by side so that the
@@ -218,19 +213,16 @@ void store_kv<uint16_t>(const float* src, uint16_t* dst, int64_t T, int64_t Hkv,
 // The layer on x [T, C] in place (runtime.ts run(), one iteration of its layer loop).
 template <typename KV>
 bool layer_forward(const Layer& L, float* x, int64_t T, KV* kc, KV* vc, int64_t cap, int64_t start, const float* cos, const float* sin) {
-  double t_last = now_us();
   Buffers b;
   if (!buffers(L, T, &b)) return false;
   const int64_t C = L.C, n = T * C;
   rmsnorm_rows_f64(x, L.in_norm, b.h, T, C, L.eps);
-  TICK(0)
   if (L.qkv.w != nullptr) {
     float* outs[] = {b.q, b.k, b.v};
     if (!stacked(L.qkv, b.h, T, b, outs)) return false;
   } else if (!linear(L, L.p[kQ], b.h, T, b, b.q) || !linear(L, L.p[kK], b.h, T, b, b.k) || !linear(L, L.p[kV], b.h, T, b, b.v)) {
     return false;
   }
-  TICK(1)
   if (L.q_norm != nullptr) {
     rmsnorm_rows_f64(b.q, L.q_norm, b.q, T * L.H, L.d, L.eps);
     rmsnorm_rows_f64(b.k, L.k_norm, b.k, T * L.Hkv, L.d, L.eps);
@@ -239,34 +231,20 @@ bool layer_forward(const Layer& L, float* x, int64_t T, KV* kc, KV* vc, int64_t 
   rope_rows(b.k, T, L.Hkv, L.d, cos, sin);
   store_kv<KV>(b.k, kc, T, L.Hkv, L.d, cap, start);
   store_kv<KV>(b.v, vc, T, L.Hkv, L.d, cap, start);
-  TICK(2)
   const AttentionShape a{T, L.H, L.Hkv, L.d, cap, start, L.attn_scale};
   attention_pool(a, b.q, kc, vc, b.att);
-  TICK(3)
   if (!linear(L, L.p[kO], b.att, T, b, b.o)) return false;
-  TICK(4)
   for (int64_t i = 0; i < n; i++) x[i] += b.o[i];
   rmsnorm_rows_f64(x, L.post_norm, b.h, T, C, L.eps);
-  TICK(5)
   if (L.gate_up.w != nullptr) {
     float* outs[] = {b.gate, b.up};
     if (!stacked(L.gate_up, b.h, T, b, outs)) return false;
   } else if (!linear(L, L.p[kGate], b.h, T, b, b.gate) || !linear(L, L.p[kUp], b.h, T, b, b.up)) {
     return false;
   }
-  TICK(6)
   swiglu_pool(b.gate, b.up, b.act, T * L.I);
-  TICK(7)
   if (!linear(L, L.p[kDown], b.act, T, b, b.o)) return false;
-  TICK(8)
   for (int64_t i = 0; i < n; i++) x[i] += b.o[i];
-  TICK(9)
-  if (T == 1 && ++g_calls % 2800 == 0) {
-    const char* nm[] = {"norm","qkv","qknorm+rope+kv","attn","o","res+norm","gateup","swiglu","down","res"};
-    double tot = 0;
-    for (int i = 0; i < 10; i++) { fprintf(stderr, "%s %.1f  ", nm[i], g_acc[i] / 2800); tot += g_acc[i] / 2800; g_acc[i] = 0; }
-    fprintf(stderr, "= %.1f us/layer\n", tot);
-  }
   return true;
 }
 
