@@ -4,8 +4,9 @@
  * vectorised max could differ from the scalar scan: ties, NaN, infinities, tails that are not 16 wide.
  */
 import { expect } from 'chai';
-import { Rng, ShapeError } from '@bitdistill/core';
+import { ArgumentError, Rng, ShapeError } from '@bitdistill/core';
 import { argmax, argmaxTs, decodeLayerWeights, nativeStatus, repackTernary, type DecodeLayerSpec } from '../src/index.ts';
+import { nativeAddon } from '../src/native.ts';
 import { packHF, randomF32, randomTernary } from './util.ts';
 
 describe('argmax (greedy decoding)', () => {
@@ -49,8 +50,41 @@ describe('decodeLayerWeights', () => {
       qkv: null,
       gateUp: null,
     };
-    expect(decodeLayerWeights(spec)).to.not.equal(null);
+    const layer = decodeLayerWeights(spec);
+    expect(layer).to.not.equal(null);
+    const addon = nativeAddon();
+    const f = (n: number) => new Float32Array(n);
+    expect(() => addon?.decodeLayer(layer?.handle, f(16), 1, f(8), f(8), 2 ** 31, 0, f(8), f(8))).to.throw(ArgumentError, /cache too small/);
+    expect(() => addon?.decodeLayer(layer?.handle, f(16), 1, f(8 * 4), f(8 * 4), 4, 4, f(8), f(8))).to.throw(ArgumentError, /start \+ T exceeds/);
+    expect(() => addon?.decodeLayer(layer?.handle, f(15), 1, f(8 * 4), f(8 * 4), 4, 0, f(8), f(8))).to.throw(ArgumentError, /x is not/);
     expect(() => decodeLayerWeights({ ...spec, proj: { ...spec.proj, k_proj: lin(16, C) } })).to.throw(ShapeError, /k_proj is not a \[8, 16\]/);
     expect(() => decodeLayerWeights({ ...spec, qNorm: new Float32Array(8) })).to.throw(ShapeError, /q_norm/);
+  });
+
+  it('checks its arguments again natively: sizes that do not fit are E_ARGUMENT errors, not reads out of bounds', function () {
+    const addon = nativeAddon();
+    if (addon === null) this.skip();
+    const f = (n: number) => new Float32Array(n);
+    const u8 = new Uint8Array(64);
+    const proj = Array.from({ length: 7 }, () => [u8, null, null]);
+    const dims = Float64Array.of(16, 2, 1, 8, 32, 1e-5, 1e-8, 0.35);
+    const expectArgError = (call: () => unknown, re: RegExp) => {
+      try {
+        call();
+        expect.fail('accepted');
+      } catch (e) {
+        expect(e, String(e)).to.be.instanceOf(ArgumentError);
+        expect((e as Error).message).to.match(re);
+      }
+    };
+    expectArgError(
+      () => addon.decodeLayerInit(dims, [f(16), f(16), null, null], proj, new Float64Array(7).fill(0.1), [null, null]),
+      /projection weights too small/,
+    );
+    expectArgError(
+      () => addon.decodeLayerInit(dims, [f(15), f(16), null, null], proj, new Float64Array(7).fill(0.1), [null, null]),
+      /norm gain has the wrong length/,
+    );
+    expectArgError(() => addon.decodeLayer({}, f(16), 1, f(8), f(8), 1, 0, f(8), f(8)), /not a handle/);
   });
 });
