@@ -469,6 +469,8 @@ BD_INLINE void attention_rows(const float* __restrict q, const KV* __restrict kc
       if (two && d % 16 == 0) {
         for (int64_t j = 0; j < n; j++) {
           float a, b;
+          // The V rows are read next: ask for them now, so both streams are in flight (no arithmetic changes).
+          for (int64_t i = 0; i < d * static_cast<int64_t>(sizeof(KV)); i += 64) __builtin_prefetch(reinterpret_cast<const char*>(vg + j * d) + i, 0, 3);
           dot2_v16(q0, q1, kg + j * d, d, &a, &b);
           s0[j] = a * scale;
           s1[j] = b * scale;
