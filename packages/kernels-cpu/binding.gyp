@@ -9,6 +9,7 @@
         "native/ternary_napi.cc",
         "native/tensor_ops_napi.cc",
         "native/fused_napi.cc",
+        "native/decode_napi.cc",
         "native/kernels_scalar.cc",
         "native/kernels_avx2.cc",
         "native/kernels_avx512.cc",

@@ -15,6 +15,7 @@
 #include "kernels.h"
 #include "napi_util.h"
 #include "norm_napi.h"
+#include "pool_ops.h"
 #include "tensor_ops.h"
 #include "ternary_napi.h"
 
@@ -383,6 +384,8 @@ void swiglu_task(void* p, int64_t chunk, int64_t nchunks) {
   else swiglu_grad_f32(c->dy + b, c->g + b, c->u + b, c->dg + b, c->du + b, e - b);
 }
 
+int64_t swiglu_chunks(int64_t n) { return elem_chunks(n, n / 4096 + 1); }
+
 // swigluF32(g, u, y) and swigluGradF32(g, u, dy, dg, du): all the same length.
 napi_value SwigluF32(napi_env env, napi_callback_info info) {
   napi_value argv[5];
@@ -408,7 +411,7 @@ napi_value SwigluF32(napi_env env, napi_callback_info info) {
     c.dg = b2;
     c.du = b3;
   }
-  parallel(elem_chunks(c.n, c.n / 4096 + 1), swiglu_task, &c);
+  parallel(swiglu_chunks(c.n), swiglu_task, &c);
   return nullptr;
 }
 
@@ -950,6 +953,15 @@ napi_value HeadLossF32(napi_env env, napi_callback_info info) {
 }
 
 }  // namespace
+
+void swiglu_pool(const float* g, const float* u, float* y, int64_t n) {
+  SwigluCtx c{};
+  c.g = g;
+  c.u = u;
+  c.y = y;
+  c.n = n;
+  parallel(swiglu_chunks(n), swiglu_task, &c);
+}
 
 void register_fused(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {

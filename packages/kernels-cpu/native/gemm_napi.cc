@@ -1,8 +1,12 @@
 // fp32 products and memory streaming: the blocked GEMM (Goto/BLIS packing on the ISA's micro-kernel, split
 // along m, n or k across the pool; gemm_napi.h), batches of GEMMs, the fp32 matrix-vector product, the memory
-// bandwidth probe, and their Node-API functions gemmF32, gemmBatchF32, matvecF32, streamRead and misalignment
+// bandwidth probe, and their Node-API functions gemmF32, gemmBatchF32, matvecF32, streamRead, misalignment and
+// adviseHugePages
 // (what allocAligned uses).
 #include <node_api.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #include <string.h>
 
 #include <algorithm>
@@ -290,6 +294,25 @@ napi_value Misalignment(napi_env env, napi_callback_info info) {
   return make_number(env, static_cast<double>(reinterpret_cast<uintptr_t>(p) % 64));
 }
 
+// adviseHugePages(bytes: Uint8Array) -> the offset of the first 2 MiB boundary in bytes; the whole 2 MiB pages
+// from there are advised MADV_HUGEPAGE (Linux; transparent huge pages in "madvise" mode), so that memory not
+// touched yet faults in as 2 MiB pages: streamed weights then cross a page (and a stop of the hardware
+// prefetchers, a TLB miss) every 2 MiB instead of every 4 KiB.
+napi_value AdviseHugePages(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint8_t* p;
+  size_t n;
+  if (!get_args(env, info, 1, argv) || !get_typed(env, argv[0], napi_uint8_array, &p, &n, "bytes")) return nullptr;
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t start = (a + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (a + n) & ~(kHuge - 1);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (end > start) madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);  // advice only: failure is harmless
+#endif
+  return make_number(env, static_cast<double>(start - a));
+}
+
 // matvecF32(w: Float32Array [rows, cols], x: [batch, cols], y: [batch, rows], rows, cols, batch)
 napi_value MatvecF32(napi_env env, napi_callback_info info) {
   napi_value argv[6];
@@ -422,6 +445,7 @@ void register_gemm(napi_env env, napi_value exports) {
       {"matvecF32", nullptr, MatvecF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"streamRead", nullptr, StreamRead, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"misalignment", nullptr, Misalignment, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"adviseHugePages", nullptr, AdviseHugePages, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

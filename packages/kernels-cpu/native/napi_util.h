@@ -118,5 +118,6 @@ void register_gemm(napi_env env, napi_value exports);        // gemm_napi.cc
 void register_ternary(napi_env env, napi_value exports);     // ternary_napi.cc
 void register_tensor_ops(napi_env env, napi_value exports);  // tensor_ops_napi.cc
 void register_fused(napi_env env, napi_value exports);       // fused_napi.cc
+void register_decode(napi_env env, napi_value exports);      // decode_napi.cc
 
 }  // namespace bd

@@ -384,53 +384,163 @@ BD_INLINE float dot16_w(const float* __restrict x, const Y* __restrict y, int64_
   return s;
 }
 
+// 16 floats as one vector (GCC vector extensions: one zmm in the x86-64-v4 clone, two ymm in v3, SSE in the
+// baseline), loaded from float32 or widened from binary16 exactly.
+// (always inlined, so the -Wpsabi note on passing them by value does not apply.)
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float V16 __attribute__((vector_size(64)));
+typedef uint16_t U16x16 __attribute__((vector_size(32)));
+typedef uint32_t U32x16 __attribute__((vector_size(64)));
+typedef int32_t I32x16 __attribute__((vector_size(64)));
+BD_INLINE V16 load16(const float* p) {
+  V16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+// binary16 -> float32 exactly in integer lanes (the compiler's _Float16 conversion is a library call per value in
+// some clones): normal numbers re-biased (exponent + 112), infinities and NaNs get the all-ones exponent, zeros
+// and subnormals are their integer mantissa times 2^-24.
+BD_INLINE V16 load16(const uint16_t* p) {
+  U16x16 h;
+  std::memcpy(&h, p, sizeof(h));
+  const U32x16 u = __builtin_convertvector(h, U32x16);
+  const U32x16 em = u & 0x7fffu;
+  const U32x16 normal = (em << 13) + (112u << 23);
+  const U32x16 special = (em << 13) | (255u << 23);
+  const V16 tiny = __builtin_convertvector((I32x16)em, V16) * 5.9604644775390625e-8f;  // 2^-24
+  const U32x16 is_tiny = (U32x16)(em < 0x400u);
+  const U32x16 is_special = (U32x16)(em >= 0x7c00u);
+  const U32x16 bits = (is_tiny & (U32x16)tiny) | (is_special & special) | (~(is_tiny | is_special) & normal);
+  const U32x16 out = bits | ((u & 0x8000u) << 16);
+  return (V16)out;
+}
+BD_INLINE void store16(float* p, V16 v) { std::memcpy(p, &v, sizeof(v)); }
+// The lanes of a 16-lane sum folded as dot16's tree (8, 4, 2, 1).
+BD_INLINE float fold16(V16 a) {
+  float acc[16];
+  std::memcpy(acc, &a, sizeof(acc));
+  for (int w = 8; w >= 1; w /= 2)
+    for (int u = 0; u < w; u++) acc[u] += acc[u + w];
+  return acc[0];
+}
+
+// x0 . y and x1 . y for d a multiple of 16, each in 16 lanes folded as dot16: y is read once for both.
+template <typename Y>
+BD_INLINE void dot2_v16(const float* __restrict x0, const float* __restrict x1, const Y* __restrict y, int64_t n, float* r0, float* r1) {
+  V16 a = {}, b = {};
+  for (int64_t j = 0; j < n; j += 16) {
+    const V16 v = load16(y + j);
+    a += load16(x0 + j) * v;
+    b += load16(x1 + j) * v;
+  }
+  *r0 = fold16(a);
+  *r1 = fold16(b);
+}
+
+// Softmax of n scores in place, returning nothing: max-subtracted exp (vectorised: no running sum in the exp
+// loop), the sum in 16 lanes, then p = e * (1 / z).
+BD_INLINE void softmax_row(float* __restrict s, int64_t n) {
+  const float m = max16(s, n);
+  for (int64_t j = 0; j < n; j++) s[j] = exp_f32(s[j] - m);
+  const float inv = 1.0f / sum16(s, n);
+  for (int64_t j = 0; j < n; j++) s[j] = s[j] * inv;
+}
+
 // One code for the float32 and the binary16 cache: each K / V value is widened exactly, then the same arithmetic
-// (the two instantiations may still be contracted into FMAs differently by the compiler).
+// (the two instantiations may still be contracted into FMAs differently by the compiler). A work unit is one
+// (token, KV head) with its H / Hkv query heads, taken two at a time so that each K and V row is read once for
+// both (the cache is mostly read from DRAM: the weights streamed between two tokens evict it).
 template <typename KV>
 BD_INLINE void attention_rows(const float* __restrict q, const KV* __restrict kc, const KV* __restrict vc, float* __restrict out, int64_t H,
-                              int64_t Hkv, int64_t d, int64_t cap, int64_t start, float scale, float* __restrict scores, int64_t p0, int64_t p1) {
+                              int64_t Hkv, int64_t d, int64_t cap, int64_t start, float scale, float* __restrict scores, int64_t u0, int64_t u1) {
   const int64_t group = H / Hkv;
-  for (int64_t p = p0; p < p1; p++) {
-    const int64_t t = p / H;
-    const int64_t h = p - t * H;
-    const int64_t g = h / group;
+  for (int64_t u = u0; u < u1; u++) {
+    const int64_t t = u / Hkv;
+    const int64_t g = u - t * Hkv;
     const int64_t n = start + t + 1;
-    const float* qr = q + p * d;
     const KV* kg = kc + g * cap * d;
     const KV* vg = vc + g * cap * d;
-    float m = -INFINITY;
-    for (int64_t j = 0; j < n; j++) {
-      const float s = dot16_w(qr, kg + j * d, d) * scale;
-      scores[j] = s;
-      m = s > m ? s : m;
-    }
-    float z = 0.0f;
-    for (int64_t j = 0; j < n; j++) {
-      const float e = exp_f32(scores[j] - m);
-      scores[j] = e;
-      z += e;
-    }
-    const float inv = 1.0f / z;
-    float* o = out + p * d;
-    for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
-    for (int64_t j = 0; j < n; j++) {
-      const float pj = scores[j] * inv;
-      const KV* vr = vg + j * d;
-      for (int64_t i = 0; i < d; i++) o[i] += pj * widen(vr[i]);
+    for (int64_t h0 = 0; h0 < group; h0 += 2) {
+      const bool two = h0 + 1 < group;
+      const float* q0 = q + (t * H + g * group + h0) * d;
+      const float* q1 = two ? q0 + d : q0;
+      float* s0 = scores;
+      float* s1 = scores + n;
+      if (two && d % 16 == 0) {
+        for (int64_t j = 0; j < n; j++) {
+          float a, b;
+          // The V rows are read next: ask for them now, so both streams are in flight (no arithmetic changes).
+          for (int64_t i = 0; i < d * static_cast<int64_t>(sizeof(KV)); i += 64) __builtin_prefetch(reinterpret_cast<const char*>(vg + j * d) + i, 0, 3);
+          dot2_v16(q0, q1, kg + j * d, d, &a, &b);
+          s0[j] = a * scale;
+          s1[j] = b * scale;
+        }
+        softmax_row(s1, n);
+      } else if (two) {
+        for (int64_t j = 0; j < n; j++) {
+          s0[j] = dot16_w(q0, kg + j * d, d) * scale;
+          s1[j] = dot16_w(q1, kg + j * d, d) * scale;
+        }
+        softmax_row(s1, n);
+      } else {
+        for (int64_t j = 0; j < n; j++) s0[j] = dot16_w(q0, kg + j * d, d) * scale;
+      }
+      softmax_row(s0, n);
+      float* o0 = out + (t * H + g * group + h0) * d;
+      float* o1 = o0 + d;
+      for (int64_t i = 0; i < d; i++) o0[i] = 0.0f;
+      if (two && d % 16 == 0) {
+        // The output rows in 16-lane blocks, each block accumulated over every V row in registers.
+        for (int64_t i = 0; i < d; i += 16) {
+          V16 a = {}, b = {};
+          for (int64_t j = 0; j < n; j++) {
+            const V16 v = load16(vg + j * d + i);
+            a += s0[j] * v;
+            b += s1[j] * v;
+          }
+          store16(o0 + i, a);
+          store16(o1 + i, b);
+        }
+      } else if (two) {
+        for (int64_t i = 0; i < d; i++) o1[i] = 0.0f;
+        for (int64_t j = 0; j < n; j++) {
+          const float p0 = s0[j], p1 = s1[j];
+          const KV* vr = vg + j * d;
+          for (int64_t i = 0; i < d; i++) {
+            const float v = widen(vr[i]);
+            o0[i] += p0 * v;
+            o1[i] += p1 * v;
+          }
+        }
+      } else {
+        for (int64_t j = 0; j < n; j++) {
+          const float p0 = s0[j];
+          const KV* vr = vg + j * d;
+          for (int64_t i = 0; i < d; i++) o0[i] += p0 * widen(vr[i]);
+        }
+      }
     }
   }
 }
 
 BD_CLONES void attention_f32(const float* __restrict q, const float* __restrict kc, const float* __restrict vc, float* __restrict out,
                              int64_t H, int64_t Hkv, int64_t d, int64_t cap, int64_t start, float scale, float* __restrict scores,
-                             int64_t p0, int64_t p1) {
-  attention_rows(q, kc, vc, out, H, Hkv, d, cap, start, scale, scores, p0, p1);
+                             int64_t u0, int64_t u1) {
+  attention_rows(q, kc, vc, out, H, Hkv, d, cap, start, scale, scores, u0, u1);
 }
 
 BD_CLONES void attention_f16kv(const float* __restrict q, const uint16_t* __restrict kc, const uint16_t* __restrict vc, float* __restrict out,
-                               int64_t H, int64_t Hkv, int64_t d, int64_t cap, int64_t start, float scale, float* __restrict scores, int64_t p0,
-                               int64_t p1) {
-  attention_rows(q, kc, vc, out, H, Hkv, d, cap, start, scale, scores, p0, p1);
+                               int64_t H, int64_t Hkv, int64_t d, int64_t cap, int64_t start, float scale, float* __restrict scores, int64_t u0,
+                               int64_t u1) {
+  attention_rows(q, kc, vc, out, H, Hkv, d, cap, start, scale, scores, u0, u1);
+}
+
+BD_CLONES int64_t argmax_f32(const float* __restrict x, int64_t n) {
+  if (n <= 0 || x[0] != x[0]) return 0;
+  const float m = max16(x, n);  // NaN never wins a comparison, as in the scalar loop
+  for (int64_t i = 0; i < n; i++)
+    if (x[i] == m) return i;
+  return 0;
 }
 
 BD_CLONES void kv_store_f16(const float* __restrict src, uint16_t* __restrict dst, int64_t T, int64_t Hkv, int64_t d, int64_t cap, int64_t start) {

@@ -72,17 +72,21 @@ void matvec_i8q(const int8_t* w, const float* wscale, const int8_t* xq, const fl
 // first row holding NaN or infinity (where it stops).
 int64_t quantize_rows_i8(const float* w, int8_t* q, float* scale, int64_t cols, int64_t r0, int64_t r1);
 
-// Causal attention of T new positions (start .. start+T-1) over a KV cache, for the (token, head) pairs
-// p = t * H + h in [p0, p1): q, out are [T, H, d]; kc, vc are [Hkv, cap, d] (head h reads KV head h / (H / Hkv));
+// Causal attention of T new positions (start .. start+T-1) over a KV cache, for the units u = t * Hkv + g in
+// [u0, u1) (token t, KV head g with its query heads g * H / Hkv ..): q, out are [T, H, d]; kc, vc are [Hkv, cap, d];
 // position start+t attends to cache rows 0 .. start+t. Scores are float32 dot products times `scale`, a
-// max-subtracted softmax (exp to ~1 ulp), then the weighted sum of V rows. scores: start + T floats of scratch.
+// max-subtracted softmax (exp to ~1 ulp), then the weighted sum of V rows. scores: 2 * (start + T) floats of scratch.
 void attention_f32(const float* q, const float* kc, const float* vc, float* out, int64_t H, int64_t Hkv, int64_t d, int64_t cap, int64_t start,
-                   float scale, float* scores, int64_t p0, int64_t p1);
+                   float scale, float* scores, int64_t u0, int64_t u1);
 
 // attention_f32 over a half-precision (IEEE binary16) cache: each K / V value is widened to float32 exactly, then
 // the same arithmetic in the same order (the compiler may contract it differently: equal to ~1e-7, not bit for bit).
 void attention_f16kv(const float* q, const uint16_t* kc, const uint16_t* vc, float* out, int64_t H, int64_t Hkv, int64_t d, int64_t cap,
-                     int64_t start, float scale, float* scores, int64_t p0, int64_t p1);
+                     int64_t start, float scale, float* scores, int64_t u0, int64_t u1);
+
+// The first index of the largest value of x [n], as the loop `if (x[i] > x[best]) best = i` from best = 0 finds it
+// (NaN never wins; a NaN at 0 stays): a vectorised max, then a scan for its first occurrence.
+int64_t argmax_f32(const float* x, int64_t n);
 
 // Rows of src [T, Hkv, d] into the cache dst [Hkv, cap, d] at positions start .. start+T-1, rounded to binary16
 // (to nearest, ties to even; beyond 65504 to infinity, as IEEE conversion does).

@@ -12,6 +12,7 @@
 #include "kernels.h"
 #include "napi_util.h"
 #include "norm_napi.h"
+#include "pool_ops.h"
 #include "tensor_ops.h"
 
 namespace bd {
@@ -546,11 +547,6 @@ napi_value RmsNormGradF32(napi_env env, napi_callback_info info) {
 }
 
 // The shape arguments of attentionF32 / attentionKvF16 from argv[i0 ..]: T, H, Hkv, d, cap, start, scale; checked.
-struct AttentionShape {
-  int64_t T, H, Hkv, d, cap, start;
-  float scale;
-};
-
 bool attention_shape(napi_env env, napi_value* argv, const char* what, AttentionShape* a) {
   double scale;
   if (!get_i64(env, argv[0], 1, kMaxDim, &a->T, "T") || !get_i64(env, argv[1], 1, 1 << 16, &a->H, "H") ||
@@ -563,15 +559,15 @@ bool attention_shape(napi_env env, napi_value* argv, const char* what, Attention
          !throw_if(env, a->start + a->T > a->cap, (w + ": start + T exceeds the cache").c_str());
 }
 
-// The thread split of an attention call: one chunk below kMinParallelWeights of work, else (token, head) pairs
-// over the pool; the scratch for each chunk's scores.
+// The thread split of an attention call: one chunk below kMinParallelWeights of work, else (token, KV head)
+// units over the pool.
 int64_t attention_chunks(const AttentionShape& a) {
-  const int64_t pairs = a.T * a.H;
-  const int64_t work = prod(pairs, a.start + a.T, a.d, 2);
-  return work < kMinParallelWeights || g_pool->size() == 1 ? 1 : std::min<int64_t>(pairs, g_pool->size() * kChunksPerThread);
+  const int64_t units = a.T * a.Hkv;
+  const int64_t work = prod(a.T * a.H, a.start + a.T, a.d, 2);
+  return work < kMinParallelWeights || g_pool->size() == 1 ? 1 : std::min<int64_t>(units, g_pool->size() * kChunksPerThread);
 }
 
-// The attention of a call over either cache type: attention_f32 / attention_f16kv per chunk of (token, head) pairs.
+// The attention of a call over either cache type: attention_f32 / attention_f16kv per chunk of (token, KV head) units.
 inline void attention_rows_of(const float* q, const float* kc, const float* vc, float* out, const AttentionShape& a, float* scores,
                               int64_t p0, int64_t p1) {
   attention_f32(q, kc, vc, out, a.H, a.Hkv, a.d, a.cap, a.start, a.scale, scores, p0, p1);
@@ -586,7 +582,7 @@ struct AttentionCtx {
   const float* q;
   const KV *kc, *vc;
   float* out;
-  float* scores;  // [nchunks, start + T]
+  float* scores;  // [nchunks, 2 * (start + T)]
   AttentionShape a;
 };
 
@@ -594,15 +590,15 @@ template <typename KV>
 void attention_task(void* p, int64_t chunk, int64_t n) {
   auto* c = static_cast<AttentionCtx<KV>*>(p);
   int64_t b, e;
-  split(c->a.T * c->a.H, chunk, n, &b, &e);
-  if (b < e) attention_rows_of(c->q, c->kc, c->vc, c->out, c->a, c->scores + chunk * (c->a.start + c->a.T), b, e);
+  split(c->a.T * c->a.Hkv, chunk, n, &b, &e);
+  if (b < e) attention_rows_of(c->q, c->kc, c->vc, c->out, c->a, c->scores + chunk * 2 * (c->a.start + c->a.T), b, e);
 }
 
-// Runs the attention on the pool: one chunk below kMinParallelWeights of work, else (token, head) pairs.
+// Runs the attention on the pool: one chunk below kMinParallelWeights of work, else (token, KV head) units.
 template <typename KV>
 void run_attention(const AttentionShape& a, const float* q, const KV* kc, const KV* vc, float* out) {
   const int64_t nchunks = attention_chunks(a);
-  std::vector<float> scores(static_cast<size_t>(nchunks * (a.start + a.T)));
+  std::vector<float> scores(static_cast<size_t>(nchunks * 2 * (a.start + a.T)));
   AttentionCtx<KV> ctx{q, kc, vc, out, scores.data(), a};
   parallel(nchunks, attention_task<KV>, &ctx);
 }
@@ -653,6 +649,11 @@ napi_value AttentionKvF16(napi_env env, napi_callback_info info) {
 }
 
 }  // namespace
+
+void attention_pool(const AttentionShape& a, const float* q, const float* kc, const float* vc, float* out) { run_attention(a, q, kc, vc, out); }
+void attention_pool(const AttentionShape& a, const float* q, const uint16_t* kc, const uint16_t* vc, float* out) {
+  run_attention<uint16_t>(a, q, kc, vc, out);
+}
 
 void register_tensor_ops(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {

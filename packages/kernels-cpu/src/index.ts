@@ -16,7 +16,7 @@ export {
   ternaryLinearStackedTs,
 } from './ternary.ts';
 export type { TernaryMatrix, TernarySegments } from './ternary.ts';
-export { matmulF32, batchMatmulF32, broadcastBatch, matvecF32, streamRead, allocAligned } from './gemm.ts';
+export { matmulF32, batchMatmulF32, broadcastBatch, matvecF32, streamRead, allocAligned, allocHugePages, HugePageArena } from './gemm.ts';
 export type { MatMulOptions, BatchMatMulShape, BatchBroadcast } from './gemm.ts';
 export {
   quantizeActivations,
@@ -38,6 +38,8 @@ export type { BitLinearNorm } from './fused.ts';
 export { attentionTrainF32, attentionTrainGradF32, relationKdF32, headLossF32, headLossF32Ts } from './fused.ts';
 export type { BitLinearShape, AttentionTrainShape, HeadLossBlock } from './fused.ts';
 export type { AdamwStep } from './optim.ts';
+export { decodeLayerWeights, decodeLayer, argmax, argmaxTs, DECODE_PROJECTIONS } from './decode.ts';
+export type { DecodeLayerSpec, DecodeLayerWeights, DecodeLinear, DecodeStack, DecodeCache, DecodeProjection } from './decode.ts';
 export { quantizeRowsInt8, quantizeRowsInt8Ts, dequantizeRow, matvecI8, matvecI8Ts } from './int8.ts';
 export type { Int8RowMatrix } from './int8.ts';
 export { ternaryMatMulRef, ternaryLinearRef, matmulF32Ref, matvecF32Ref } from './reference.ts';

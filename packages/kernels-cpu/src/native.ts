@@ -4,7 +4,8 @@
  * not load, every kernel runs its TypeScript twin and `initKernels` says so once through the logger.
  *
  * Environment: BITDISTILL_NATIVE=0 disables the addon; BITDISTILL_ISA=scalar|avx2|avx512vnni|amx forces an ISA
- * path (at most the best one this CPU has); BITDISTILL_THREADS=N sets the pool size.
+ * path (at most the best one this CPU has); BITDISTILL_THREADS=N sets the pool size; BITDISTILL_HUGE_PAGES=0 keeps
+ * weights off transparent huge pages (allocHugePages in gemm.ts).
  */
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -43,6 +44,8 @@ export interface NativeAddon {
   setIsa(name: string): boolean;
   setThreads(n: number): number;
   misalignment(bytes: Uint8Array): number;
+  /** offset of the first 2 MiB boundary in bytes; the whole 2 MiB pages from there are advised MADV_HUGEPAGE */
+  adviseHugePages(bytes: Uint8Array): number;
   repackTernary(hf: Uint8Array, out: number, inF: number, dst: Uint8Array): number;
   ternaryMatMul(w: Uint8Array, rows: number, cols: number, x: Int8Array, batch: number, y: Int32Array): void;
   ternaryMatMul(
@@ -219,6 +222,26 @@ export interface NativeAddon {
   ): void;
   /** (g, u, y): forward; (g, u, dy, dg, du): gradient. */
   swigluF32(g: Float32Array, u: Float32Array, y: Float32Array, dg?: Float32Array, du?: Float32Array): void;
+  /** A decoder layer's weights (decode.ts): an opaque handle holding the arrays' data pointers. */
+  decodeLayerInit(
+    dims: Float64Array,
+    norms: (Float32Array | null)[],
+    proj: (Uint8Array | Float32Array | null)[][],
+    scales: Float64Array,
+    stacks: ((Uint8Array | Int32Array | Float64Array)[] | null)[],
+  ): unknown;
+  argmaxF32(x: Float32Array): number;
+  decodeLayer(
+    layer: unknown,
+    x: Float32Array,
+    T: number,
+    kc: Float32Array | Uint16Array,
+    vc: Float32Array | Uint16Array,
+    cap: number,
+    start: number,
+    cos: Float32Array,
+    sin: Float32Array,
+  ): void;
 }
 
 /** The addon, found from the package's own folder (so that a bundle of this module finds it too). */
@@ -231,6 +254,7 @@ const ADDON_FUNCTIONS = [
   'setIsa',
   'setThreads',
   'misalignment',
+  'adviseHugePages',
   'repackTernary',
   'ternaryMatMul',
   'quantizeActivations',
@@ -261,6 +285,9 @@ const ADDON_FUNCTIONS = [
   'headLossF32',
   'normBitLinearF32',
   'normBitLinearGradF32',
+  'decodeLayerInit',
+  'decodeLayer',
+  'argmaxF32',
 ] as const;
 
 interface State {

@@ -235,13 +235,17 @@ export function ternaryLinear(
  * tile-major, so a stack is its parts' layouts one after another, and one product then reads q, k and v (or gate
  * and up) in one pass and one thread-pool dispatch. `ternaryStack` allocates the stack and says where each part
  * goes (repackTernary with `dst` = that slice); every part needs a multiple of 4 rows (whole tiles): null otherwise.
+ * `alloc` gives the stack's zero-filled memory (default allocAligned; the runtime's HugePageArena).
  */
-export function ternaryStack(parts: readonly { rows: number; cols: number }[]): { matrix: TernaryMatrix; slices: Uint8Array[]; seg: Int32Array } | null {
+export function ternaryStack(
+  parts: readonly { rows: number; cols: number }[],
+  alloc: (bytes: number) => Uint8Array = allocAligned,
+): { matrix: TernaryMatrix; slices: Uint8Array[]; seg: Int32Array } | null {
   const first = parts[0];
   if (first === undefined || parts.some((p) => p.rows % TILE_ROWS !== 0 || p.rows < 1 || p.cols !== first.cols)) return null;
   checkDims('ternaryStack', first.rows, first.cols);
   const sizes = parts.map((p) => ternaryLayoutBytes(p.rows, p.cols));
-  const data = allocAligned(sizes.reduce((a, b) => a + b, 0));
+  const data = alloc(sizes.reduce((a, b) => a + b, 0));
   let o = 0;
   let end = 0;
   const slices = sizes.map((n) => data.subarray(o, (o += n)));

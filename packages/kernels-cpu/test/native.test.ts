@@ -1,6 +1,17 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
-import { allocAligned, availableIsas, initKernels, ISAS, nativeStatus, repackTernary, setIsa, setThreads } from '../src/index.ts';
+import {
+  allocAligned,
+  allocHugePages,
+  availableIsas,
+  HugePageArena,
+  initKernels,
+  ISAS,
+  nativeStatus,
+  repackTernary,
+  setIsa,
+  setThreads,
+} from '../src/index.ts';
 import { nativeAddon } from '../src/native.ts';
 import { ArgumentError, UnsupportedError } from '@bitdistill/core';
 
@@ -50,6 +61,30 @@ describe('native addon loading and dispatch', () => {
     if (addon === null) this.skip();
     for (const n of [1, 63, 64, 1000, 4097]) expect(addon.misalignment(allocAligned(n)), `${n} bytes`).to.equal(0);
     expect(addon.misalignment(repackTernary(new Uint8Array(3 * 5).fill(0x55), 9, 5).data)).to.equal(0);
+  });
+
+  it('puts large weights on 2 MiB boundaries (huge pages) and carves an arena into aligned, disjoint, zeroed slices', function () {
+    const addon = nativeAddon();
+    if (addon === null) this.skip();
+    const big = allocHugePages(9 << 20);
+    expect(big.length).to.equal(9 << 20);
+    expect(addon.adviseHugePages(big), 'offset of its first 2 MiB boundary').to.equal(0);
+    const small = allocHugePages(1000);
+    expect(addon.misalignment(small)).to.equal(0);
+    const arena = new HugePageArena();
+    const parts = [1000, 64, 3 << 20, 5, 12 << 20, 777].map((n) => arena.take(n));
+    parts.forEach((p, i) => {
+      expect(p.length).to.equal([1000, 64, 3 << 20, 5, 12 << 20, 777][i]);
+      expect(addon.misalignment(p)).to.equal(0);
+      expect(p.every((v) => v === 0)).to.equal(true);
+      p.fill(i + 1);
+    });
+    parts.forEach((p, i) =>
+      expect(
+        p.every((v) => v === i + 1),
+        `slice ${i} untouched by the others`,
+      ).to.equal(true),
+    );
   });
 
   it('checks sizes with overflow-safe arithmetic: extreme dimensions are typed E_ARGUMENT errors naming the kernel, not crashes', function () {

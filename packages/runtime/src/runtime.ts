@@ -15,7 +15,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { FormatError, NotFoundError, UnsupportedError, ArgumentError, shapeSize } from '@bitdistill/core';
+import { FormatError, NotFoundError, UnsupportedError, ArgumentError, fusedOpsEnabled, shapeSize } from '@bitdistill/core';
 import { inMemoryTensor, isGgufFile, openSafetensorsDir, readJsonObjectFile, tensorToFloat32, type LazyTensor, type TensorEntry } from '@bitdistill/format';
 import { parseDecoderConfig, PROJECTIONS, projectionName, projectionShape, sublnName, type DecoderConfig, type Projection } from '@bitdistill/arch';
 import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
@@ -23,8 +23,14 @@ import { loadGgufModel } from './gguf.ts';
 import {
   applyRope,
   attentionCausal,
+  argmax,
   attentionKvF16,
+  decodeLayer,
+  decodeLayerWeights,
   dequantizeRow,
+  allocHugePages,
+  HugePageArena,
+  ternaryLayoutBytes,
   matmulF32,
   matvecF32,
   matvecI8,
@@ -37,6 +43,7 @@ import {
   swigluF32,
   ternaryLinear,
   ternaryLinearStacked,
+  type DecodeLayerWeights,
   type Int8RowMatrix,
   type QuantizedActivations,
   type TernaryMatrix,
@@ -59,6 +66,9 @@ interface Layer {
    * is ternary, bias-free, without its own SubLN and of whole 4-row tiles (STACKS); the parts' weights are its slices. */
   qkv: Stacked | null;
   gateUp: Stacked | null;
+  /** The whole layer as one native call (kernels-cpu decodeLayer) when every projection is ternary and the addon
+   * is loaded (and options.fusedLayers is not false); null runs it op by op, the twin it is tested against. */
+  fused: DecodeLayerWeights | null;
 }
 
 interface Stacked {
@@ -98,6 +108,12 @@ export interface RuntimeOptions {
    * computes on a target that uses another, e.g. llama.cpp and transformers, which apply rms_norm_eps there.
    */
   sublnEps?: number;
+  /**
+   * Run each decoder layer as one native call (kernels-cpu decodeLayer: same arithmetic, bit-identical results)
+   * where it can: every projection ternary, native addon loaded. false runs every layer op by op. Default: true,
+   * unless BITDISTILL_FUSED=0 (@bitdistill/core's fused-ops switch) is set.
+   */
+  fusedLayers?: boolean;
 }
 
 /** A vocabulary-sized matrix [V, C] in either form. */
@@ -112,6 +128,8 @@ export interface RuntimeInfo {
   weightBytes: number;
   ternaryProjections: number;
   denseProjections: number;
+  /** Decoder layers that run as one native call (RuntimeOptions.fusedLayers); the others run op by op. */
+  fusedLayers: number;
 }
 
 const MISMATCH_HINT = 'the weights do not match the config: re-export the checkpoint with `bitdistill export --ternary`';
@@ -168,7 +186,8 @@ class ExportTensors {
     const t = this.lazy(name);
     if (!FLOAT_DTYPES.includes(t.dtype) || !sameShape(t.shape, [rows, cols]))
       this.fail(name, `is ${t.dtype} [${t.shape.join(', ')}]; expected F32, F16 or BF16 [${rows}, ${cols}] (${what})`);
-    const q = new Int8Array(rows * cols);
+    const qb = allocHugePages(rows * cols); // the lm_head streams it once per token: 2 MiB pages (allocHugePages)
+    const q = new Int8Array(qb.buffer, qb.byteOffset, rows * cols);
     const scale = new Float32Array(rows);
     const block = Math.max(1, Math.floor((1 << 20) / cols));
     // One chunk buffer for every block of rows, read into and quantized into the final arrays: the load allocates
@@ -330,6 +349,8 @@ export class TernaryRuntime {
     this.lmHead = c.tieWordEmbeddings ? this.embed : vocabMatrix('lm_head.weight');
     this.layers = [];
     let hfScratch = new Uint8Array(0);
+    // Every ternary matrix on shared 2 MiB pages: they are streamed once per token (HugePageArena).
+    const arena = new HugePageArena();
     for (let l = 0; l < c.numLayers; l++) {
       const p = `model.layers.${l}`;
       const proj = {} as Record<Projection, Linear>;
@@ -342,7 +363,12 @@ export class TernaryRuntime {
       // SubLN and of whole 4-row tiles; each part is then repacked straight into its slice of the stack.
       const stacks = STACKS.map((prs) => {
         const ok = prs.every((pr) => tensors.lazy(`${projectionName(l, pr)}.weight`).dtype === 'U8' && !hasBias(c, pr) && sublnName(l, pr, c.subln) === null);
-        const plan = ok ? ternaryStack(prs.map((pr) => ({ rows: projectionShape(c, pr)[0], cols: projectionShape(c, pr)[1] }))) : null;
+        const plan = ok
+          ? ternaryStack(
+              prs.map((pr) => ({ rows: projectionShape(c, pr)[0], cols: projectionShape(c, pr)[1] })),
+              (bytes) => arena.take(bytes),
+            )
+          : null;
         return plan === null ? null : { prs, plan, scales: new Float64Array(prs.length) };
       });
       const sliceFor = (pr: Projection) => {
@@ -368,7 +394,8 @@ export class TernaryRuntime {
           if (hfScratch.length < n) hfScratch = new Uint8Array(n);
           lt.readRowsInto(0, Math.ceil(rows / 4), hfScratch.subarray(0, n));
           const at = sliceFor(pr);
-          const w = repackTernary(hfScratch.subarray(0, n), rows, cols, `${tensors.file}: ${base}.weight`, at === null ? undefined : at.st.plan.slices[at.i]);
+          const dst = at === null ? arena.take(ternaryLayoutBytes(rows, cols)) : at.st.plan.slices[at.i];
+          const w = repackTernary(hfScratch.subarray(0, n), rows, cols, `${tensors.file}: ${base}.weight`, dst);
           if (at !== null) at.st.scales[at.i] = scale;
           weightBytes += w.data.byteLength;
           proj[pr] = { kind: 'ternary', w, scale, rows, cols, bias };
@@ -382,10 +409,21 @@ export class TernaryRuntime {
         if (s !== null) subln[pr] = take(s, [cols], `[${cols}], the input size of ${pr}`);
       }
       const [qkv, gateUp] = stacks.map((st) => (st === null ? null : { w: st.plan.matrix, seg: { ends: st.plan.seg, scales: st.scales } }));
-      this.layers.push({ inputNorm, postNorm, qNorm, kNorm, proj, subln, qkv: qkv ?? null, gateUp: gateUp ?? null });
+      const layer: Layer = { inputNorm, postNorm, qNorm, kNorm, proj, subln, qkv: qkv ?? null, gateUp: gateUp ?? null, fused: null };
+      if (options.fusedLayers ?? fusedOpsEnabled()) layer.fused = this.fusedLayer(layer);
+      this.layers.push(layer);
     }
     tensors.unexpected(c);
-    this.info = { dir, config, embeddings, kvCache: this.kvMode, weightBytes, ternaryProjections: ternary, denseProjections: dense };
+    this.info = {
+      dir,
+      config,
+      embeddings,
+      kvCache: this.kvMode,
+      weightBytes,
+      ternaryProjections: ternary,
+      denseProjections: dense,
+      fusedLayers: this.layers.filter((L) => L.fused !== null).length,
+    };
   }
 
   /**
@@ -432,6 +470,34 @@ export class TernaryRuntime {
     } finally {
       file.close();
     }
+  }
+
+  /** The layer's weights for the one-call native layer, or null (a dense projection, or no addon). */
+  private fusedLayer(L: Layer): DecodeLayerWeights | null {
+    const c = this.config;
+    const proj = {} as Parameters<typeof decodeLayerWeights>[0]['proj'];
+    for (const pr of PROJECTIONS) {
+      const p = L.proj[pr];
+      if (p.kind !== 'ternary') return null;
+      proj[pr] = { w: p.w, scale: p.scale, bias: p.bias, subln: L.subln[pr] ?? null };
+    }
+    return decodeLayerWeights({
+      hidden: c.hiddenSize,
+      heads: c.numHeads,
+      kvHeads: c.numKvHeads,
+      headDim: c.headDim,
+      intermediate: c.intermediateSize,
+      rmsNormEps: c.rmsNormEps,
+      sublnEps: this.sublnEps,
+      attnScale: 1 / Math.sqrt(c.headDim),
+      inputNorm: L.inputNorm,
+      postNorm: L.postNorm,
+      qNorm: L.qNorm,
+      kNorm: L.kNorm,
+      proj,
+      qkv: L.qkv,
+      gateUp: L.gateUp,
+    });
   }
 
   /**
@@ -508,6 +574,15 @@ export class TernaryRuntime {
     const att = b.f32('att', T * H * d);
     for (let l = 0; l < c.numLayers; l++) {
       const L = this.layers[l] as Layer;
+      if (L.fused !== null) {
+        // The same steps as below in one native call (kernels-cpu decode.ts), bit for bit.
+        const kv =
+          cache.mode === 'f16'
+            ? { k: cache.k[l] as Uint16Array, v: cache.v[l] as Uint16Array }
+            : { k: cache.k[l] as Float32Array, v: cache.v[l] as Float32Array };
+        decodeLayer(L.fused, x, T, kv, cache.capacity, start, rope);
+        continue;
+      }
       rmsNorm(x, L.inputNorm, T, C, c.rmsNormEps, h);
       const shared = L.subln.q_proj === undefined ? quantizeActivations(h, T, C, b.quant('shared', T, C)) : undefined; // q, k, v read the same input
       let q: Float32Array;
@@ -570,8 +645,11 @@ export class TernaryRuntime {
       k: Array.from({ length: c.numLayers }, (_, l) => all.subarray(2 * l * per, (2 * l + 1) * per) as A),
       v: Array.from({ length: c.numLayers }, (_, l) => all.subarray((2 * l + 1) * per, (2 * l + 2) * per) as A),
     });
-    if (this.kvMode === 'f16') return { capacity: cap, length: 0, mode: 'f16', ...views(new Uint16Array(2 * c.numLayers * per)) };
-    return { capacity: cap, length: 0, mode: 'f32', ...views(new Float32Array(2 * c.numLayers * per)) };
+    // On 2 MiB pages (allocHugePages): each decoding step reads every layer's cached rows.
+    const bytes = allocHugePages(2 * c.numLayers * per * (this.kvMode === 'f16' ? 2 : 4));
+    if (this.kvMode === 'f16')
+      return { capacity: cap, length: 0, mode: 'f16', ...views(new Uint16Array(bytes.buffer, bytes.byteOffset, 2 * c.numLayers * per)) };
+    return { capacity: cap, length: 0, mode: 'f32', ...views(new Float32Array(bytes.buffer, bytes.byteOffset, 2 * c.numLayers * per)) };
   }
 
   /**
@@ -593,10 +671,17 @@ export class TernaryRuntime {
     return denseProduct(hidden, h.w, rows, this.config.hiddenSize, this.config.vocabSize, out);
   }
 
-  /** Logits of every position [T, V] (allPositions) or of the last one [V], for one sequence. */
-  forward(ids: readonly number[], options: { allPositions?: boolean } = {}): Float32Array {
+  /**
+   * Logits of every position [T, V] (allPositions) or of the last one [V], for one sequence. With `cache` (from
+   * newCache), the ids continue the sequence it holds and are appended to it (decoding step by step); without,
+   * they are a whole sequence.
+   */
+  forward(ids: readonly number[], options: { allPositions?: boolean; cache?: KvCache } = {}): Float32Array {
     if (ids.length === 0) throw new ArgumentError('forward: empty sequence');
-    const hidden = this.run(ids, this.reusableCache(ids.length));
+    const cache = options.cache ?? this.reusableCache(ids.length);
+    if (cache.mode !== this.kvMode || cache.k.length !== this.config.numLayers)
+      throw new ArgumentError('forward: the cache is not one of this runtime (newCache)');
+    const hidden = this.run(ids, cache);
     const C = this.config.hiddenSize;
     if (options.allPositions === true) return this.logitsOf(hidden, ids.length);
     return this.logitsOf(hidden.subarray((ids.length - 1) * C), 1);
@@ -617,8 +702,7 @@ export class TernaryRuntime {
     const out: number[] = [];
     while (out.length < maxNewTokens && cache.length < cache.capacity) {
       const logits = this.logitsOf(last, 1, this.buf.f32('logits', this.config.vocabSize));
-      let best = 0;
-      for (let i = 1; i < logits.length; i++) if ((logits[i] as number) > (logits[best] as number)) best = i;
+      const best = argmax(logits);
       if (eosId !== null && best === eosId) break;
       out.push(best);
       if (out.length === maxNewTokens) break;
