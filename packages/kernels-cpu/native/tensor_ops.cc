@@ -823,16 +823,12 @@ BD_CLONES void head_loss_row_f32(const float* __restrict z, const float* __restr
 // Every loop below runs over the 16 lanes of one group (u < 16) and vectorises without a horizontal reduction:
 // the forward and the query pass of the backward put 16 query rows in the lanes (row max, sum and dot are
 // lane-wise), the key pass of the backward puts 16 keys in the lanes (dK, dV lane-wise). Products over the head
-// dimension c run in ascending c, mul then add (no contraction), so both passes compute the same scores.
+// dimension c run in ascending c with the same operations in both passes, so both compute the same scores.
 
-#pragma GCC diagnostic ignored "-Wpsabi"  // v16f in always-inline helpers: no call ever passes one
-// The lane group as a GCC vector: each clone lowers it to its widest registers (one zmm, two ymm, or SSE).
-typedef float v16f __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
-typedef float v16fu __attribute__((vector_size(64), aligned(4)));  // unaligned loads and stores
+// The lane group of the training kernels below: the 16-float vector of the decode attention above (V16).
+typedef V16 v16f;
+typedef I32x16 v16i;
 
-BD_INLINE v16f load16(const float* p) { return *reinterpret_cast<const v16fu*>(p); }
-BD_INLINE void store16(float* p, v16f v) { *reinterpret_cast<v16fu*>(p) = v; }
 BD_INLINE v16f splat16(float x) { return v16f{} + x; }
 BD_INLINE v16f select16(v16i keep, v16f a, v16f b) { return keep ? a : b; }
 
