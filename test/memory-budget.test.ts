@@ -116,6 +116,8 @@ describe('memory budget (real CLI)', function () {
       const m = rec as { peakRssMiB: number; backend: string; scope: string };
       const est = estimateStage(c, stage, shape, { backend: m.backend }).bytes.total / 2 ** 20;
       const ratio = est / m.peakRssMiB;
+      if (process.env['BITDISTILL_MEMORY_RATIOS'] === '1')
+        console.log(`      ${stage}: estimate ${Math.round(est)} MiB, measured ${m.peakRssMiB} MiB, ratio ${ratio.toFixed(2)}`);
       expect(ratio, `${stage} on ${m.backend}: estimate ${Math.round(est)} MiB, measured ${m.peakRssMiB} MiB (${m.scope})`).to.be.within(0.7, 1.3);
     }
   });
