@@ -60,6 +60,8 @@ const WEBGPU_PROVIDER = '@tensorflow/tfjs-backend-webgpu + webgpu (Dawn)';
 
 const require = createRequire(import.meta.url);
 let active: BackendInfo | null = null;
+/** The choice `active` was set up for: 'auto' reuses only an automatic pick, not an explicit 'cpu' before it. */
+let activeChoice: BackendChoice | null = null;
 
 function errorSummary(e: unknown): string {
   if (e instanceof Error) {
@@ -132,7 +134,7 @@ export async function initBackend(choice: BackendChoice = 'auto', logger: Logger
   if (choice === 'auto' || choice === 'cpu') candidates.push({ provider: '@tensorflow/tfjs-backend-cpu', name: 'cpu', init: tryCpu });
 
   // Same choice again: the cached info, unless another backend was set meanwhile (then set it up again).
-  if (active !== null && (choice === 'auto' || active.name === choice) && tf.getBackend() === active.name) return active;
+  if (active !== null && (active.name === choice || (choice === 'auto' && activeChoice === 'auto')) && tf.getBackend() === active.name) return active;
 
   const skipped: BackendInfo['skipped'] = [];
   for (const c of candidates) {
@@ -141,6 +143,7 @@ export async function initBackend(choice: BackendChoice = 'auto', logger: Logger
       const provider = c.name === 'wasm' && native?.active === true ? NATIVE_PROVIDER : c.provider;
       const gpu: WebGpuAdapterInfo | null = c.name === 'webgpu' ? adapter : null;
       active = { name: c.name, provider, skipped, nativeKernels: native, webgpu: gpu };
+      activeChoice = choice;
       for (const s of skipped) logger.debug({ provider: s.provider, reason: s.reason }, 'backend candidate skipped');
       logger.info(
         {

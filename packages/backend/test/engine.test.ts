@@ -76,7 +76,7 @@ describe('native CPU engine', function () {
   });
 
   it('is what auto picks when libtensorflow and a hardware WebGPU adapter are absent', () => {
-    // In a fresh process: in this one an earlier test may have chosen a backend, which 'auto' then keeps.
+    // In a fresh process: in this one an earlier test may have chosen a backend (an earlier automatic pick is reused).
     const code =
       "import { initBackend } from '@bitdistill/backend'; const i = await initBackend('auto'); console.log(JSON.stringify({ name: i.name, active: i.nativeKernels?.active, kernels: i.nativeKernels?.kernels }));";
     const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8' });
@@ -86,6 +86,16 @@ describe('native CPU engine', function () {
     expect(info.name).to.equal('native');
     expect(info.active).to.equal(true);
     expect(info.kernels).to.include.members(['BatchMatMul', 'Softmax', 'UnsortedSegmentSum', 'GatherV2', 'Slice']);
+  });
+
+  it("'auto' after an explicit 'cpu' picks again instead of keeping cpu (and an automatic pick is reused)", () => {
+    const code =
+      "import { initBackend } from '@bitdistill/backend'; await initBackend('cpu'); const a = await initBackend('auto'); const b = await initBackend('auto'); console.log(JSON.stringify({ a: a.name, same: a === b }));";
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8' });
+    expect(r.status, r.stderr).to.equal(0);
+    const info = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { a: string; same: boolean };
+    expect(info.a).to.not.equal('cpu');
+    expect(info.same).to.equal(true);
   });
 
   it('8 AdamW steps of stories260K: losses equal the previous engine (wasm + native kernels) within 1e-5 relative', async () => {
