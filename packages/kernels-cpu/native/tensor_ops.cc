@@ -767,7 +767,7 @@ BD_INLINE float scaled_exp_sum(const float* __restrict z, int64_t V, float tau, 
 }
 
 BD_CLONES void head_loss_row_f32(const float* __restrict z, const float* __restrict zt, int64_t V, int32_t label, float ce_mask, float ce_grad, float kd_mask,
-                                 float kd_grad, float tau, float* __restrict g, float* __restrict e, float* __restrict es, float* __restrict et, double* ce,
+                                 float kd_grad, float tau, float* __restrict g, float* __restrict e, float* es, float* __restrict et, double* ce,
                                  double* kl) {
   const bool has_ce = ce_mask != 0.0f && label >= 0;
   const bool has_kd = zt != nullptr && kd_mask != 0.0f;
@@ -793,7 +793,10 @@ BD_CLONES void head_loss_row_f32(const float* __restrict z, const float* __restr
   // log softmax(z / tau) of student and teacher: b = z / tau - max, log p = b - log(sum exp b).
   const float ms = m / tau;
   const float mt = max16(zt, V) / tau;
-  const float ss = scaled_exp_sum(z, V, tau, ms, es);
+  // tau 1 with CE: the student's exponentials are the CE's (same z, same max), so that pass is not repeated.
+  const bool reuse = tau == 1.0f && has_ce;
+  if (reuse) es = e;
+  const float ss = reuse ? sum : scaled_exp_sum(z, V, tau, ms, es);
   const float st = scaled_exp_sum(zt, V, tau, mt, et);
   const float ls = logf(ss), lt = logf(st);
   const float is = 1.0f / ss, it = 1.0f / st;

@@ -170,6 +170,7 @@ describe('fused head loss (answer CE + logit KD over a vocabulary)', () => {
     ['CE + KD, tau 5, odd V', 7, 37, true, true, 5],
     ['CE only', 5, 1003, true, false, 1],
     ['KD only, tau 1', 9, 19, false, true, 1],
+    ['CE + KD, tau 1 (the student exponentials shared with CE)', 6, 53, true, true, 1],
     ['CE + KD, tau 2, a row of 1 logit', 3, 1, true, true, 2],
     ['CE + KD, tau 5, V over a 16-lane multiple', 33, 4099, true, true, 5],
   ];

@@ -159,13 +159,11 @@ function runChunks(plan: Plan, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean): {
       let klChunk: tf.Scalar = tf.scalar(0);
 
       if (ce !== null) {
-        const m = new Float32Array(r);
+        const { mask: m, labels } = ceRows(ce, idx);
         const scatterAt = new Int32Array(2 * r);
         const flat = new Int32Array(r);
         for (let i = 0; i < r; i++) {
-          const n = idx[i] as number;
-          m[i] = ce.mask[n] as number;
-          const y = m[i] !== 0 ? (ce.labels[n] as number) : 0;
+          const y = labels[i] as number;
           flat[i] = i * V + y;
           scatterAt[2 * i] = i;
           scatterAt[2 * i + 1] = y;
@@ -189,8 +187,7 @@ function runChunks(plan: Plan, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean): {
       }
 
       if (kd !== null && logPT !== null) {
-        const m = new Float32Array(r);
-        for (let i = 0; i < r; i++) m[i] = kd.mask[idx[i] as number] as number;
+        const m = kdRows(kd, idx);
         const logPS = logSoftmaxOf(sh, kd.tau); // [logPT, g, logPS] (sh consumed)
         const pT = tf.exp(logPT); // [logPT, g, logPS, pT]
         const d = tf.sub(logPT, logPS); // [logPT, g, logPS, pT, d]
@@ -268,6 +265,23 @@ function runChunks(plan: Plan, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean): {
   return { values: values as tf.Tensor1D, dh: (dh as tf.Tensor2D | undefined) ?? null, dW: (dWout as tf.Tensor2D | undefined) ?? null };
 }
 
+/** The CE mask and labels of a chunk's rows (label 0 where the row has no CE term). */
+function ceRows(ce: NonNullable<Plan['ce']>, idx: Int32Array): { mask: Float32Array; labels: Int32Array } {
+  const mask = new Float32Array(idx.length);
+  const labels = new Int32Array(idx.length);
+  for (let i = 0; i < idx.length; i++) {
+    const n = idx[i] as number;
+    mask[i] = ce.mask[n] as number;
+    labels[i] = mask[i] !== 0 ? (ce.labels[n] as number) : 0;
+  }
+  return { mask, labels };
+}
+
+/** The KD mask of a chunk's rows. */
+function kdRows(kd: NonNullable<Plan['kd']>, idx: Int32Array): Float32Array {
+  return Float32Array.from(idx, (n) => kd.mask[n] as number);
+}
+
 /** The native engine's kernel for the elementwise part of a chunk (packages/backend, kernels-cpu headLossF32). */
 export const HEAD_LOSS_KERNEL = 'BitDistillHeadLoss';
 
@@ -278,27 +292,18 @@ export const HEAD_LOSS_KERNEL = 'BitDistillHeadLoss';
  */
 function fusedChunk(plan: Plan, idx: Int32Array, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean): tf.Tensor[] {
   const { ce, kd } = plan;
-  const r = idx.length;
   const rows = tf.tensor1d(idx, 'int32');
   const hc = tf.gather(h, rows) as tf.Tensor2D;
   const inputs: tf.NamedTensorMap = {};
   if (kd !== null) {
-    const km = new Float32Array(r);
-    for (let i = 0; i < r; i++) km[i] = kd.mask[idx[i] as number] as number;
     inputs['zt'] = logitsBlock(tf.gather(kd.hidden, rows) as tf.Tensor2D, kd.head);
-    inputs['kdMask'] = tf.tensor1d(km);
+    inputs['kdMask'] = tf.tensor1d(kdRows(kd, idx));
   }
   inputs['zs'] = logitsBlock(hc, w);
   if (ce !== null) {
-    const m = new Float32Array(r);
-    const labels = new Int32Array(r);
-    for (let i = 0; i < r; i++) {
-      const n = idx[i] as number;
-      m[i] = ce.mask[n] as number;
-      labels[i] = m[i] !== 0 ? (ce.labels[n] as number) : 0;
-    }
+    const { mask, labels } = ceRows(ce, idx);
     inputs['labels'] = tf.tensor1d(labels, 'int32');
-    inputs['ceMask'] = tf.tensor1d(m);
+    inputs['ceMask'] = tf.tensor1d(mask);
   }
   const attrs = { ceGrad: ce === null ? 0 : ce.weight / ce.count, kdGrad: kd === null ? 0 : (kd.weight * kd.tau) / kd.count, tau: kd?.tau ?? 1, grad };
   const [sums, g] = tf.engine().runKernel(HEAD_LOSS_KERNEL, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
