@@ -1,5 +1,5 @@
 // Fused training ops, one call each, forward and backward: the student's BitLinear (int8 activations x ternary
-// weights, fake-quantized, STE; its int8 path on the ternary product driver, else the fp32 GEMM), SwiGLU, causal
+// weights, fake-quantized, STE; its product on the int8 GEMM where the ISA has one, else the fp32 GEMM), SwiGLU, causal
 // attention with RoPE, and the attention-relation KD loss; their Node-API functions bitLinearF32,
 // bitLinearGradF32, swigluF32, attentionTrainF32, attentionTrainGradF32 and relationKdF32.
 #include <math.h>
@@ -17,7 +17,6 @@
 #include "norm_napi.h"
 #include "pool_ops.h"
 #include "tensor_ops.h"
-#include "ternary_napi.h"
 
 namespace bd {
 namespace {
@@ -176,78 +175,124 @@ bool get_bitlinear_common(napi_env env, napi_value* argv, int first, const float
   return true;
 }
 
-// Ternary codes of W packed into t4x256 (kernels.h) for tiles [b, e): the layout of the runtime's kernels, so
-// the forward product runs on the int8 (VNNI / AMX) path.
-struct PackCtx {
-  const int8_t* codes;
-  uint8_t* dst;
-  int64_t rows, cols, nblk;
+// The int8 training GEMM (kernels.h GemmI8Job): packing of the activation codes (with their row sums) and of the
+// ternary codes, then the ISA's blocks on the pool.
+struct GemmI8Ctx {
+  GemmI8Job job;
+  const int8_t* q8;  // [m, k] activation codes
+  const float* w;    // [n, k] latent weights
+  int64_t k;
+  int8_t* a;
+  uint8_t* b;
+  int32_t* asum;
 };
 
-void pack_codes_task(void* p, int64_t chunk, int64_t nchunks) {
-  auto* c = static_cast<PackCtx*>(p);
+void pack_a_i8_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<GemmI8Ctx*>(p);
+  const GemmI8Job& j = c->job;
   int64_t b, e;
-  split((c->rows + kTileRows - 1) / kTileRows, chunk, nchunks, &b, &e);
-  for (int64_t t = b; t < e; t++) {
-    for (int64_t k = 0; k < c->nblk; k++) {
-      for (int r = 0; r < kTileRows; r++) {
-        const int64_t row = t * kTileRows + r;
-        uint8_t* d = c->dst + ((t * c->nblk + k) * kTileRows + r) * kBlockBytes;
-        for (int jj = 0; jj < kBlockBytes; jj++) {
-          uint8_t byte = 0;
-          for (int sl = 0; sl < 4; sl++) {
-            const int64_t col = k * kBlockCols + jj + 64 * sl;
-            const int code = row < c->rows && col < c->cols ? c->codes[row * c->cols + col] + 1 : 1;  // padding: 0
-            byte = static_cast<uint8_t>(byte | (code << (2 * sl)));
-          }
-          d[jj] = byte;
-        }
+  split((j.m + kI8Mr - 1) / kI8Mr, chunk, nchunks, &b, &e);
+  for (int64_t rb = b; rb < e; rb++) {
+    int8_t* dst = c->a + rb * j.groups * kI8Mr * 4;
+    for (int r = 0; r < kI8Mr; r++) {
+      const int64_t row = rb * kI8Mr + r;
+      if (row >= j.m) {
+        for (int64_t g = 0; g < j.groups; g++) memset(dst + (g * kI8Mr + r) * 4, 0, 4);
+        continue;
+      }
+      const int8_t* src = c->q8 + row * c->k;
+      int32_t sum = 0;
+      for (int64_t col = 0; col < c->k; col++) sum += src[col];
+      c->asum[row] = sum;
+      int64_t g = 0;
+      for (; 4 * g + 4 <= c->k; g++) memcpy(dst + (g * kI8Mr + r) * 4, src + 4 * g, 4);
+      if (g < j.groups) {
+        int8_t last[4] = {0, 0, 0, 0};
+        for (int64_t col = 4 * g; col < c->k; col++) last[col - 4 * g] = src[col];
+        memcpy(dst + (g * kI8Mr + r) * 4, last, 4);
       }
     }
   }
 }
 
-// The int8 path for the forward product pays off from this many input features on (measured on AVX-512 VNNI at
-// 1,024 tokens: x1.0 at 256, x1.6 at 688, x2.4 at 1,024, x3.5 at 3,072 over the fp32 GEMM).
-constexpr int64_t kInt8MinCols = 512;
-
-bool int8_path(int64_t k, bool per_row) {
-  return !per_row && k >= kInt8MinCols && (strcmp(g_isa->name, "avx512vnni") == 0 || strcmp(g_isa->name, "amx") == 0);
+void pack_b_i8_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<GemmI8Ctx*>(p);
+  const GemmI8Job& j = c->job;
+  std::vector<int8_t> codes(static_cast<size_t>(j.groups * 4), 0);
+  int64_t b, e;
+  split((j.n + kI8Nr - 1) / kI8Nr, chunk, nchunks, &b, &e);
+  for (int64_t cb = b; cb < e; cb++) {
+    uint8_t* dst = c->b + cb * j.groups * kI8Nr * 4;
+    for (int r = 0; r < kI8Nr; r++) {
+      const int64_t row = cb * kI8Nr + r;
+      if (row < j.n) {
+        ternary_codes_i8(c->w + row * c->k, j.per_row ? j.d[row] : j.d[0], codes.data(), c->k);
+      } else {
+        std::fill(codes.begin(), codes.end(), static_cast<int8_t>(0));
+      }
+      for (int64_t g = 0; g < j.groups; g++)
+        for (int kk = 0; kk < 4; kk++)  // columns past k: code 0 (their activations are 0 anyway)
+          dst[(g * kI8Nr + r) * 4 + kk] = static_cast<uint8_t>((4 * g + kk < c->k ? codes[4 * g + kk] : 0) + 1);
+    }
+  }
 }
 
-Scratch g_fq_q8, g_fq_w8;  // int8 codes of x and of W (or W packed), main thread only
+void gemm_i8_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<GemmI8Ctx*>(p);
+  int64_t b, e;
+  split((c->job.m + kI8Mr - 1) / kI8Mr, chunk, nchunks, &b, &e);
+  g_isa->gemm_i8(c->job, b, e);
+}
 
-// The forward product of bitLinearF32 on x [m, k] (false, with a JavaScript error thrown, when scratch cannot be had).
+// Bytes of one B slice (kI8Nr features x all of k) the GEMM keeps in L2 while it walks every row block.
+constexpr int64_t kI8L2Bytes = 192 << 10;
+
+Scratch g_fq_q8, g_fq_w8;  // int8 codes of x and the packed operands of the int8 GEMM, main thread only
+
+// y [m, n] = the integer product of the codes q8 [m, k] (scales s) and ternary(w [n, k], d) on the int8 GEMM
+// (false when scratch cannot be had).
+bool gemm_i8_forward(const int8_t* q8, const float* s, const float* w, const std::vector<float>& d, int64_t m, int64_t k, int64_t n,
+                     bool per_row, float* y) {
+  GemmI8Ctx c{};
+  c.job.groups = (k + 3) / 4;
+  c.job.m = m;
+  c.job.n = n;
+  c.job.s = s;
+  c.job.d = d.data();
+  c.job.per_row = per_row ? 1 : 0;
+  c.job.y = y;
+  c.job.l2_blocks = std::max<int64_t>(1, kI8L2Bytes / (c.job.groups * kI8Nr * 4));
+  const int64_t rblocks = (m + kI8Mr - 1) / kI8Mr, cblocks = (n + kI8Nr - 1) / kI8Nr;
+  const size_t abytes = static_cast<size_t>(rblocks * kI8Mr * c.job.groups * 4);
+  const size_t bbytes = static_cast<size_t>(cblocks * kI8Nr * c.job.groups * 4);
+  auto* buf = static_cast<uint8_t*>(g_fq_w8.get(abytes + bbytes + sizeof(int32_t) * static_cast<size_t>(m)));
+  if (buf == nullptr) return false;
+  c.a = reinterpret_cast<int8_t*>(buf + bbytes);
+  c.b = buf;  // first: 64-byte aligned for the panel loads (abytes and bbytes are multiples of 64)
+  c.asum = reinterpret_cast<int32_t*>(buf + bbytes + abytes);
+  c.q8 = q8;
+  c.w = w;
+  c.k = k;
+  c.job.a = c.a;
+  c.job.b = c.b;
+  c.job.asum = c.asum;
+  parallel(elem_chunks(m * k, rblocks), pack_a_i8_task, &c);
+  parallel(elem_chunks(n * k, cblocks), pack_b_i8_task, &c);
+  parallel(elem_chunks(m * n, rblocks), gemm_i8_task, &c);
+  return true;
+}
+
+// The forward product of bitLinearF32 on x [m, k] (false, with a JavaScript error thrown, when scratch cannot be
+// had): the int8 GEMM where the ISA has one (AVX-512 VNNI, AMX), else the codes as floats on the fp32 GEMM.
 bool bitlinear_forward(napi_env env, const float* x, const float* w, int64_t m, int64_t k, int64_t n, bool per_row, float* y) {
-  const bool i8 = int8_path(k, per_row);
+  const bool i8 = g_isa->gemm_i8 != nullptr;
   int8_t* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
   float* s = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m + (i8 ? 0 : m * k))));
   if (throw_if(env, q8 == nullptr || s == nullptr, "bitLinearF32: out of memory for scratch")) return false;
   float* qf = i8 ? nullptr : s + m;
   act_quant(x, m, k, q8, s, qf, false);
   const std::vector<float> d = ternary_scales(w, n, k, per_row);
-  if (i8) {
-    const int64_t nblk = (k + kBlockCols - 1) / kBlockCols;
-    const int64_t tiles = (n + kTileRows - 1) / kTileRows;
-    const size_t packed = static_cast<size_t>(tiles * nblk * kTileBlockBytes);
-    int8_t* codes = static_cast<int8_t*>(g_fq_w8.get(static_cast<size_t>(n * k) + packed));
-    if (throw_if(env, codes == nullptr, "bitLinearF32: out of memory for scratch")) return false;
-    uint8_t* wp = reinterpret_cast<uint8_t*>(codes + n * k);
-    ternary_codes_i8(w, d[0], codes, n * k);
-    PackCtx pc{codes, wp, n, k, nblk};
-    parallel(chunk_count(tiles, n * k), pack_codes_task, &pc);
-    std::vector<double> factor(static_cast<size_t>(m));
-    for (int64_t i = 0; i < m; i++) factor[i] = static_cast<double>(d[0] / s[i]);  // f32(d / s), as the fp32 path
-    TernaryCtx ctx{};
-    ctx.isa = g_isa;
-    ctx.tiles = tiles;
-    ctx.job.nblk = nblk;
-    ctx.job.w = wp;
-    ctx.job.rows = n;
-    ctx.job.yf = y;
-    ctx.job.factor = factor.data();
-    return !throw_if(env, !ternary_product(&ctx, q8, k, m), "bitLinearF32: out of memory for scratch");
-  }
+  if (i8) return !throw_if(env, !gemm_i8_forward(q8, s, w, d, m, k, n, per_row, y), "bitLinearF32: out of memory for scratch");
   float* c = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
   if (throw_if(env, c == nullptr, "bitLinearF32: out of memory for scratch")) return false;
   ternarize(w, n, k, d, per_row, false, c);
@@ -260,7 +305,7 @@ bool bitlinear_forward(napi_env env, const float* x, const float* w, int64_t m, 
 // bitLinearF32(x [m, k], w [n, k], m, k, n, perRow, y [m, n]):
 //   y = (q @ c^T) * f32(d / s),  q = clamp(rhe(x * s), -128, 127) per row, c = clamp(rhe(W / d), -1, 1):
 // the integer form of int8Quant(x) @ ternaryQuant(W)^T. The integer product is exact on both paths: int32 on the
-// int8 one (absmean, k >= kInt8MinCols, a VNNI ISA), float32 of small integers on the fp32 GEMM otherwise.
+// int8 GEMM (AVX-512 VNNI / AMX ISAs), float32 of small integers on the fp32 GEMM otherwise.
 napi_value BitLinearF32(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   if (!get_args(env, info, 7, argv)) return nullptr;

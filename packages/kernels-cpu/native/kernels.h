@@ -84,6 +84,27 @@ using PrepXFn = int32_t (*)(const int8_t* src, int64_t n, int8_t* dst, int64_t p
 // TypeScript twin (float32 products and quotients rounded once; the default rounding mode is to-nearest-even).
 using QuantizeFn = float (*)(const float* x, int64_t n, int8_t* q);
 
+// Dense int8 x ternary GEMM of the training forward (the fused BitLinear at any batch): for row i of the
+// activation codes q [m, k] and output feature j of the ternary codes c [n, k],
+//   acc = sum_k q[i, k] * (c[j, k] + 1) in int32 (vpdpbusd: c + 1 is the unsigned operand),
+//   y[i, j] = (float)(acc - asum[i]) * f32(d / s[i])   (d[j] when per_row, else d[0]),
+// i.e. the fp32 path's exact integer product rescaled by the same float32 factor: bit-identical to it.
+constexpr int kI8Mr = 12;  // rows of q per packed block
+constexpr int kI8Nr = 32;  // output features per packed block (two 16-lane panels)
+struct GemmI8Job {
+  const int8_t* a;      // [ceil(m / kI8Mr)][groups][kI8Mr][4]: q in groups of 4 columns, zero padded
+  const uint8_t* b;     // [ceil(n / kI8Nr)][groups][kI8Nr][4]: c + 1, padding 1
+  const int32_t* asum;  // [m] row sums of q
+  const float* s;       // [m] activation scales
+  const float* d;       // [n] (per_row) or [1] ternary scales
+  int per_row;
+  float* y;             // [m, n]
+  int64_t m, n, groups; // groups = ceil(k / 4)
+  int64_t l2_blocks;    // column blocks per pass over the row blocks (B's slice kept in L2)
+};
+// Computes rows of blocks [rb_begin, rb_end) for every column.
+using GemmI8Fn = void (*)(const GemmI8Job& job, int64_t rb_begin, int64_t rb_end);
+
 struct IsaKernels {
   const char* name;
   QuantizeFn quantize;
@@ -96,6 +117,7 @@ struct IsaKernels {
   TransposeFn transpose;
   StreamFn stream;
   MatvecI8Fn matvec_i8;  // null: the generic loop of tensor_ops.cc
+  GemmI8Fn gemm_i8;      // null: the fp32 GEMM path of the fused BitLinear
 };
 
 // The AMX part of the "amx" ISA (kernels_amx.cc); the rest of that ISA is the AVX-512 VNNI table. For

@@ -212,7 +212,7 @@ uint64_t stream_avx2(const uint8_t* p, size_t n) {
 
 namespace bd {
 namespace {
-const IsaKernels kTable = {"avx2", quantize_avx2, prep_x_avx2, ternary_avx2, matvec_avx2, gemm_micro_avx2, kMr, kNr, nullptr, nullptr, stream_avx2, nullptr};
+const IsaKernels kTable = {"avx2", quantize_avx2, prep_x_avx2, ternary_avx2, matvec_avx2, gemm_micro_avx2, kMr, kNr, nullptr, nullptr, stream_avx2, nullptr, nullptr};
 }
 const IsaKernels* const kAvx2Kernels = &kTable;
 }  // namespace bd

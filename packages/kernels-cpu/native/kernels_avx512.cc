@@ -406,6 +406,67 @@ void transpose_avx512(const uint32_t* src, int64_t sc, uint32_t* dst, int64_t dr
   }
 }
 
+// acc += (u8 panel) . (the 4 bytes at p broadcast to every lane), the broadcast folded into vpdpbusd.
+inline __m512i dpbusd_bcast(__m512i acc, __m512i u8, const int32_t* p) {
+  __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u8), "m"(*p));
+  return acc;
+}
+
+// One kI8Mr x kI8Nr block of the int8 training GEMM (kernels.h GemmI8Job): 24 int32 accumulators, two 16-lane
+// panels of c + 1 loaded per group of 4 columns, each row's 4 codes broadcast from memory.
+void gemm_i8_block(const GemmI8Job& j, int64_t rb, int64_t cb) {
+  static_assert(kI8Mr == 12 && kI8Nr == 32, "the register blocking below");
+  const int32_t* a = reinterpret_cast<const int32_t*>(j.a) + rb * j.groups * kI8Mr;
+  const uint8_t* b = j.b + cb * j.groups * (kI8Nr * 4);
+  __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  __m512i c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+  __m512i c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00, cb0 = c00, cb1 = c00;
+  for (int64_t g = 0; g < j.groups; g++, a += kI8Mr, b += kI8Nr * 4) {
+    const __m512i b0 = _mm512_load_si512(v512(b));
+    const __m512i b1 = _mm512_load_si512(v512(b + 64));
+    c00 = dpbusd_bcast(c00, b0, a + 0), c01 = dpbusd_bcast(c01, b1, a + 0);
+    c10 = dpbusd_bcast(c10, b0, a + 1), c11 = dpbusd_bcast(c11, b1, a + 1);
+    c20 = dpbusd_bcast(c20, b0, a + 2), c21 = dpbusd_bcast(c21, b1, a + 2);
+    c30 = dpbusd_bcast(c30, b0, a + 3), c31 = dpbusd_bcast(c31, b1, a + 3);
+    c40 = dpbusd_bcast(c40, b0, a + 4), c41 = dpbusd_bcast(c41, b1, a + 4);
+    c50 = dpbusd_bcast(c50, b0, a + 5), c51 = dpbusd_bcast(c51, b1, a + 5);
+    c60 = dpbusd_bcast(c60, b0, a + 6), c61 = dpbusd_bcast(c61, b1, a + 6);
+    c70 = dpbusd_bcast(c70, b0, a + 7), c71 = dpbusd_bcast(c71, b1, a + 7);
+    c80 = dpbusd_bcast(c80, b0, a + 8), c81 = dpbusd_bcast(c81, b1, a + 8);
+    c90 = dpbusd_bcast(c90, b0, a + 9), c91 = dpbusd_bcast(c91, b1, a + 9);
+    ca0 = dpbusd_bcast(ca0, b0, a + 10), ca1 = dpbusd_bcast(ca1, b1, a + 10);
+    cb0 = dpbusd_bcast(cb0, b0, a + 11), cb1 = dpbusd_bcast(cb1, b1, a + 11);
+  }
+  const __m512i acc[kI8Mr][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
+                                 {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
+  const int64_t row0 = rb * kI8Mr, col0 = cb * kI8Nr;
+  for (int r = 0; r < kI8Mr && row0 + r < j.m; r++) {
+    const int64_t i = row0 + r;
+    const __m512i sum = _mm512_set1_epi32(j.asum[i]);
+    const float si = j.s[i];
+    for (int p = 0; p < 2; p++) {
+      const int64_t col = col0 + 16 * p;
+      if (col >= j.n) break;
+      const int64_t left = j.n - col;
+      const __mmask16 mk = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+      // exact: |acc - asum| <= 128 k < 2^24
+      const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][p], sum));
+      // f32(d / s) rounded once, as the fp32 path's scalar quotient (IEEE division in both)
+      const __m512 f = j.per_row ? _mm512_div_ps(_mm512_maskz_loadu_ps(mk, j.d + col), _mm512_set1_ps(si)) : _mm512_set1_ps(j.d[0] / si);
+      _mm512_mask_storeu_ps(j.y + i * j.n + col, mk, _mm512_mul_ps(v, f));
+    }
+  }
+}
+
+void gemm_i8_avx512(const GemmI8Job& j, int64_t rb_begin, int64_t rb_end) {
+  const int64_t cblocks = (j.n + kI8Nr - 1) / kI8Nr;
+  for (int64_t c0 = 0; c0 < cblocks; c0 += j.l2_blocks) {
+    const int64_t c1 = c0 + j.l2_blocks < cblocks ? c0 + j.l2_blocks : cblocks;
+    for (int64_t rb = rb_begin; rb < rb_end; rb++)
+      for (int64_t cb = c0; cb < c1; cb++) gemm_i8_block(j, rb, cb);
+  }
+}
+
 uint64_t stream_avx512(const uint8_t* p, size_t n) {
   __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
   size_t i = 0;
@@ -431,7 +492,7 @@ uint64_t stream_avx512(const uint8_t* p, size_t n) {
 
 namespace bd {
 namespace {
-const IsaKernels kTable = {"avx512vnni", quantize_avx512, prep_x_avx512, ternary_avx512, matvec_avx512, gemm_micro_avx512, kMr, kNr, pack_trans_avx512, transpose_avx512, stream_avx512, matvec_i8_avx512};
+const IsaKernels kTable = {"avx512vnni", quantize_avx512, prep_x_avx512, ternary_avx512, matvec_avx512, gemm_micro_avx512, kMr, kNr, pack_trans_avx512, transpose_avx512, stream_avx512, matvec_i8_avx512, gemm_i8_avx512};
 }
 const IsaKernels* const kAvx512VnniKernels = &kTable;
 }  // namespace bd

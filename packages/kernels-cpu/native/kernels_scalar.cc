@@ -101,7 +101,7 @@ uint64_t stream_scalar(const uint8_t* p, size_t n) {
   return acc[0] + acc[1] + acc[2] + acc[3] + stream_tail(p + i, n - i);
 }
 
-const IsaKernels kTable = {"scalar", quantize_scalar, prep_x_scalar, ternary_scalar, matvec_scalar, gemm_micro_scalar, kMr, kNr, nullptr, nullptr, stream_scalar, nullptr};
+const IsaKernels kTable = {"scalar", quantize_scalar, prep_x_scalar, ternary_scalar, matvec_scalar, gemm_micro_scalar, kMr, kNr, nullptr, nullptr, stream_scalar, nullptr, nullptr};
 
 }  // namespace
 

@@ -1,5 +1,5 @@
-// The ternary product driver of ternary_napi.cc, for the fused BitLinear forward (fused_napi.cc), which runs its
-// int8 path on the same kernels as the runtime.
+// The ternary product driver of ternary_napi.cc, for the runtime's fused decoder layer (decode_napi.cc), which runs
+// its prefill products on the same kernels as the op-by-op calls.
 #pragma once
 #include <stdint.h>
 

@@ -33,9 +33,12 @@ const SHAPES: [number, number, number][] = [
   [17, 33, 9],
   [64, 300, 130],
   [130, 257, 67],
-  // k >= 512 with absmean: the forward takes the int8 path (VNNI ternary kernel) on avx512vnni / amx
+  // the int8 GEMM's edges (avx512vnni / amx): rows past a 12-row block, features past a 32-wide block, k not a
+  // multiple of 4, several L2 passes over the features (k = 1030: 192 KiB / (258 x 128 B) = 5 blocks per pass)
   [70, 600, 45],
   [33, 1030, 9],
+  [25, 1030, 200],
+  [12, 4, 32],
 ];
 
 function withinSum(got: Float32Array, want: Float32Array, bound: Float64Array, rel: number, what: string): void {
