@@ -672,7 +672,7 @@ function markdown(r: Result): string {
     `Speed-up over the previous default in this run: **x${f(r.speedupVsPrevious, 2)}**; over stock wasm: x${f(r.speedupVsStockWasm)}. Tensor count flat across steps: ${r.tensorsAfterStep.flat ? 'yes' : '**no**'}.  `,
     `Rounds (default / previous / stock tokens/s): ${r.rounds.map((x) => `${f(x.tokensPerSecond.default, 0)} / ${f(x.tokensPerSecond.previous, 0)} / ${f(x.tokensPerSecond.stockWasm, 0)}`).join(', ')}.  `,
     `Without the fused training ops (BITDISTILL_FUSED=0, same engine): ${f(r.tokensPerSecond.unfused, 0)} tokens/s (${f(r.stepMs.unfused)} ms); the fused ops: x${f(r.speedupVsUnfused, 2)}.  `,
-    `CPU MFU = FLOPs per token x tokens/s / the best GEMM (${r.cpuMfuBasis}) = **${f(r.cpuMfu, 3)}**; FLOPs counted: ${r.flopsCounted}.`,
+    `CPU MFU = FLOPs per token x tokens/s / the best GEMM (${r.cpuMfuBasis}) = **${f(r.cpuMfu, 3)}**; FLOPs counted: ${r.flopsCounted}. The student's BitLinear forward products (a third of its GEMM FLOPs) run on the int8 GEMM (vpdpbusd on avx512vnni / amx: int8 codes x ternary codes, exact in int32), whose rate is not bounded by this fp32 basis; the backward products are fp32.`,
     '',
     `Teacher-SFT step ${f(r.stepMs.teacher)} ms, distillation step ${f(r.stepMs.distill)} ms (**x${f(r.stepMs.distillOverTeacher, 2)}**), default engine, batch 8 x 128.  `,
     `Bundled tiny run (\`npx bitdistill train --config configs/sst2-tiny.yaml\`, four stages): ${r.tinyRunSeconds === null ? 'not run (--no-tiny)' : `**${f(r.tinyRunSeconds)} s**`}.`,

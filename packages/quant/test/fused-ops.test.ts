@@ -22,7 +22,7 @@ const SHAPES: [number, number, number][] = [
   [33, 65, 17],
   [128, 256, 96],
   [129, 300, 257],
-  [40, 777, 31], // the int8 forward path (k >= 512, absmean) on avx512vnni / amx
+  [40, 777, 31], // k not a multiple of 4, rows past a 12-row block of the int8 GEMM (avx512vnni / amx)
 ];
 
 function maxAbs(a: Float32Array): number {
