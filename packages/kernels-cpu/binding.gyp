@@ -14,6 +14,7 @@
         "native/kernels_avx2.cc",
         "native/kernels_avx512.cc",
         "native/kernels_amx.cc",
+        "native/kernels_bf16.cc",
         "native/tensor_ops.cc"
       ],
       "cflags!": ["-fno-exceptions", "-O2"],

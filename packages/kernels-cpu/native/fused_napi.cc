@@ -322,8 +322,115 @@ napi_value BitLinearF32(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// --- The bf16 precision of the BitLinear backward (setBitLinearGradPrecision('bf16')) ---
+// dx = d (dy @ c) and dW = (dy / s)^T @ q on the bf16 GEMM (kernels.h GemmBf16Job): the ternary codes c and the
+// int8 codes q are exact in bfloat16, so only the gradient operand is rounded (to nearest even), with the
+// per-row ternary scales (perRow) or the per-token 1 / s folded into it first; products exact, sums in fp32. The
+// official code trains in bf16 (PAPER.md section 7); the default stays fp32.
+bool g_grad_bf16 = false;
+
+struct Bf16Ctx {
+  const Bf16Kernels* k;
+  Bf16PackA pa;
+  Bf16PackB pb;
+  GemmBf16Job job;
+  // ternary codes of W (codes_task)
+  const float* w;
+  const float* d;
+  bool per_row;
+  int8_t* c8;
+  int64_t n, kk;
+};
+
+void pack_a_bf16_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<Bf16Ctx*>(p);
+  int64_t b, e;
+  split((c->pa.rows + kBfMr - 1) / kBfMr, chunk, nchunks, &b, &e);
+  c->k->pack_a(c->pa, b, e);
+}
+
+void pack_b_bf16_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<Bf16Ctx*>(p);
+  int64_t b, e;
+  split((c->pb.cols + kBfNr - 1) / kBfNr, chunk, nchunks, &b, &e);
+  c->k->pack_b(c->pb, b, e);
+}
+
+void gemm_bf16_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<Bf16Ctx*>(p);
+  int64_t b, e;
+  split((c->job.m + kBfMr - 1) / kBfMr, chunk, nchunks, &b, &e);
+  c->k->gemm(c->job, b, e);
+}
+
+void codes_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<Bf16Ctx*>(p);
+  int64_t b, e;
+  split(c->n, chunk, nchunks, &b, &e);
+  for (int64_t r = b; r < e; r++) ternary_codes_i8(c->w + r * c->kk, c->per_row ? c->d[r] : c->d[0], c->c8 + r * c->kk, c->kk);
+}
+
+Scratch g_bf_a, g_bf_b, g_bf_codes;  // main thread only
+
+// out [rows, cols] = scale * A @ B with A from (src, rs, ps, sv, mode) and B the int8 codes [inner, cols].
+bool gemm_bf16_codes(const Bf16Kernels* bk, const float* src, int64_t rs, int64_t ps, const float* sv, int mode, const int8_t* codes, int64_t rows,
+                     int64_t cols, int64_t inner, float scale, float* out) {
+  Bf16Ctx c{};
+  c.k = bk;
+  const int64_t pairs = (inner + 1) / 2;
+  const int64_t rblocks = (rows + kBfMr - 1) / kBfMr, cblocks = (cols + kBfNr - 1) / kBfNr;
+  auto* a = static_cast<uint32_t*>(g_bf_a.get(sizeof(uint32_t) * static_cast<size_t>(rblocks * kBfMr * pairs)));
+  auto* b = static_cast<uint32_t*>(g_bf_b.get(sizeof(uint32_t) * static_cast<size_t>(cblocks * kBfNr * pairs)));
+  if (a == nullptr || b == nullptr) return false;
+  c.pa = Bf16PackA{src, rs, ps, sv, mode, rows, inner, pairs, a};
+  c.pb = Bf16PackB{codes, inner, cols, pairs, b};
+  parallel(elem_chunks(rows * inner, rblocks), pack_a_bf16_task, &c);
+  parallel(elem_chunks(cols * inner, cblocks), pack_b_bf16_task, &c);
+  c.job = GemmBf16Job{a, b, out, cols, rows, cols, pairs, std::max<int64_t>(1, (192 << 10) / (pairs * kBfNr * 4)), scale};
+  parallel(elem_chunks(rows * cols, rblocks), gemm_bf16_task, &c);
+  return true;
+}
+
+// The bf16 backward (false when scratch cannot be had).
+bool bitlinear_backward_bf16(const Bf16Kernels* fn, const float* x, const float* w, int64_t m, int64_t k, int64_t n, bool per_row, const float* dy, float* dx,
+                             float* dw) {
+  auto* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
+  auto* s = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m)));
+  auto* c8 = static_cast<int8_t*>(g_bf_codes.get(static_cast<size_t>(n * k)));
+  if (q8 == nullptr || s == nullptr || c8 == nullptr) return false;
+  act_quant(x, m, k, q8, s, nullptr, false);
+  const std::vector<float> d = ternary_scales(w, n, k, per_row);
+  Bf16Ctx cc{};
+  cc.w = w;
+  cc.d = d.data();
+  cc.per_row = per_row;
+  cc.c8 = c8;
+  cc.n = n;
+  cc.kk = k;
+  parallel(elem_chunks(n * k, n), codes_task, &cc);
+  // dx [m, k] = sum_p dy[i, p] (d[p]) c[p, j]: A = dy (rows i, inner p), B = c [n, k]
+  if (!gemm_bf16_codes(fn, dy, n, 1, d.data(), per_row ? 1 : 0, c8, m, k, n, per_row ? 1.0f : d[0], dx)) return false;
+  // dW [n, k] = sum_i (dy[i, j] / s[i]) q[i, kk]: A = dy^T (rows j, inner i), B = q [m, k]
+  return gemm_bf16_codes(fn, dy, 1, n, s, 2, q8, n, k, m, 1.0f, dw);
+}
+
+// setBitLinearGradPrecision(bf16: boolean) -> boolean: the precision of the fused BitLinear backward's products
+// (fp32 by default); false when bf16 was asked but this CPU / ISA has no AVX512_BF16 (fp32 stays).
+napi_value SetBitLinearGradPrecision(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return nullptr;
+  bool bf16;
+  if (!get_bool(env, argv[0], &bf16)) return nullptr;
+  g_grad_bf16 = bf16 && bf16_gemm() != nullptr;
+  napi_value out;
+  napi_get_boolean(env, g_grad_bf16 == bf16, &out);
+  return out;
+}
+
 // The straight-through backward of bitLinearF32 on x (false, with a JavaScript error thrown, when scratch cannot be had).
 bool bitlinear_backward(napi_env env, const float* x, const float* w, int64_t m, int64_t k, int64_t n, bool per_row, const float* dy, float* dx, float* dw) {
+  const Bf16Kernels* bf = g_grad_bf16 ? bf16_gemm() : nullptr;
+  if (bf != nullptr) return !throw_if(env, !bitlinear_backward_bf16(bf, x, w, m, k, n, per_row, dy, dx, dw), "bitLinearGradF32: out of memory for scratch");
   int8_t* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
   float* xq = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m * k + m)));
   float* wq = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
@@ -1014,6 +1121,7 @@ void register_fused(napi_env env, napi_value exports) {
       {"bitLinearGradF32", nullptr, BitLinearGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"normBitLinearF32", nullptr, NormBitLinearF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"normBitLinearGradF32", nullptr, NormBitLinearGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setBitLinearGradPrecision", nullptr, SetBitLinearGradPrecision, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"swigluF32", nullptr, SwigluF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionTrainF32", nullptr, AttentionTrainF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionTrainGradF32", nullptr, AttentionTrainGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -69,6 +69,20 @@ bool cpu_has_amx() {
 #endif
 }
 
+// AVX512_BF16 (CPUID.(7,1):EAX bit 5) on top of the AVX-512 VNNI ISA (Zen 4, Cooper Lake, Sapphire Rapids).
+bool cpu_has_avx512bf16() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool ok = [] {
+    unsigned a, b, c, d;
+    if (!cpu_has_avx512vnni() || !__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+    return (a & (1u << 5)) != 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
 // The "amx" ISA: the AVX-512 VNNI table with the AMX ternary product.
 const IsaKernels* amx_isa() {
   static const IsaKernels table = [] {
@@ -156,6 +170,9 @@ napi_value Info(napi_env env, napi_callback_info) {
   napi_set_named_property(env, obj, "available", arr);
   napi_set_named_property(env, obj, "threads", make_number(env, g_pool->size()));
   napi_set_named_property(env, obj, "cpus", make_number(env, cpu_count()));
+  napi_value bf;
+  napi_get_boolean(env, bf16_gemm() != nullptr, &bf);
+  napi_set_named_property(env, obj, "bf16", bf);
   const auto caches = cpuid_caches();
   napi_value carr;
   napi_create_array_with_length(env, caches.size(), &carr);
@@ -206,6 +223,11 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
 }
 
 }  // namespace
+
+const Bf16Kernels* bf16_gemm() {
+  const bool avx512 = g_isa == kAvx512VnniKernels || strcmp(g_isa->name, "amx") == 0;
+  return avx512 && cpu_has_avx512bf16() ? kBf16Avx512 : nullptr;
+}
 
 void init_dispatch() {
   static std::once_flag once;

@@ -17,6 +17,9 @@ namespace bd {
 extern const IsaKernels* g_isa;
 extern ThreadPool* g_pool;  // never destroyed: joining threads at process exit is not worth the risk
 
+// The bf16 GEMM and its packing when the CPU has AVX512_BF16 and an AVX-512 ISA is selected, else null.
+const Bf16Kernels* bf16_gemm();
+
 // Picks the best ISA this CPU has and starts the pool (once per process; addon.cc's Init calls it).
 void init_dispatch();
 

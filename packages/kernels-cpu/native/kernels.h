@@ -105,6 +105,44 @@ struct GemmI8Job {
 // Computes rows of blocks [rb_begin, rb_end) for every column.
 using GemmI8Fn = void (*)(const GemmI8Job& job, int64_t rb_begin, int64_t rb_end);
 
+// bf16 GEMM of the BitLinear backward's bf16 precision (kernels_bf16.cc, AVX512_BF16 vdpbf16ps):
+// C[i, j] = scale * sum_p A[i, p] B[p, j], A and B given as bfloat16 pairs along p (low half: even p), products
+// exact in fp32 and summed in fp32. The driver (fused_napi.cc) rounds the operands to bf16 while packing.
+constexpr int kBfMr = 12;  // rows of A per packed block
+constexpr int kBfNr = 32;  // columns of B per packed block (two 16-lane panels)
+struct GemmBf16Job {
+  const uint32_t* a;  // [ceil(m / kBfMr)][pairs][kBfMr], zero padded
+  const uint32_t* b;  // [ceil(n / kBfNr)][pairs][kBfNr], zero padded
+  float* c;           // [m, ldc]
+  int64_t ldc, m, n, pairs;
+  int64_t l2_blocks;  // column blocks per pass over the row blocks
+  float scale;
+};
+using GemmBf16Fn = void (*)(const GemmBf16Job& job, int64_t rb_begin, int64_t rb_end);
+// Packing of A: element (i, p) = src[i * rs + p * ps] (times sv[p] for mode 1, divided by sv[p] for mode 2),
+// rounded to bf16 (nearest even, vcvtne2ps2bf16); rs or ps must be 1.
+struct Bf16PackA {
+  const float* src;
+  int64_t rs, ps;
+  const float* sv;
+  int mode;
+  int64_t rows, inner, pairs;
+  uint32_t* dst;
+};
+// Packing of B from int8 codes [inner, cols] (exact in bf16).
+struct Bf16PackB {
+  const int8_t* codes;
+  int64_t inner, cols, pairs;
+  uint32_t* dst;
+};
+struct Bf16Kernels {
+  GemmBf16Fn gemm;
+  void (*pack_a)(const Bf16PackA& job, int64_t rb_begin, int64_t rb_end);
+  void (*pack_b)(const Bf16PackB& job, int64_t cb_begin, int64_t cb_end);
+};
+// Null when the compiler could not build them; usable only where the CPU has AVX512_BF16 (isa.h bf16_gemm()).
+extern const Bf16Kernels* const kBf16Avx512;
+
 struct IsaKernels {
   const char* name;
   QuantizeFn quantize;

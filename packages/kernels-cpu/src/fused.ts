@@ -137,6 +137,79 @@ export function bitLinearGradF32Ts(
   return { dx, dw };
 }
 
+/** Precision of the fused BitLinear backward's two products (bitLinearGradF32, normBitLinearGradF32). */
+export type GradPrecision = 'fp32' | 'bf16';
+
+/**
+ * Sets the precision of the fused BitLinear backward for this process: 'fp32' (the default) or 'bf16', where the
+ * gradient operand of dx = dy @ (c d) and dW = dy^T @ (q / s) is rounded to bfloat16 (nearest even) after the
+ * per-row ternary scales or the per-token 1 / s are folded into it; the ternary and int8 codes are exact in
+ * bf16, products are exact and sums fp32 (AVX512_BF16 vdpbf16ps). Returns false (and stays fp32) when 'bf16' is
+ * asked on a CPU or ISA without AVX512_BF16, or without the native addon. The twin: bitLinearGradBf16Ts.
+ */
+export function setGradPrecision(p: GradPrecision): boolean {
+  const addon = nativeAddon();
+  if (addon === null) return p === 'fp32';
+  return addon.setBitLinearGradPrecision(p === 'bf16');
+}
+
+/** Whether setGradPrecision('bf16') can take effect here (native addon, AVX-512 ISA, AVX512_BF16). */
+export function bf16GradAvailable(): boolean {
+  const addon = nativeAddon();
+  return addon !== null && addon.info().bf16;
+}
+
+const F32 = new Float32Array(1);
+const U32 = new Uint32Array(F32.buffer);
+
+/**
+ * float32 -> bfloat16 -> float32 as vcvtne2ps2bf16 does it: round to nearest even, NaN kept, float32 subnormals
+ * flushed to a signed zero (the instruction treats them as zero whatever MXCSR says).
+ */
+export function roundBf16(v: number): number {
+  F32[0] = v;
+  const u = U32[0] as number;
+  if ((u & 0x7fffffff) > 0x7f800000) return v;
+  if ((u & 0x7f800000) === 0) return u >>> 31 === 1 ? -0 : 0;
+  U32[0] = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) << 16;
+  return F32[0] as number;
+}
+
+/**
+ * TypeScript twin of bitLinearGradF32 in 'bf16' precision: dx = d (bf16(dy d_p) @ c) and dW = bf16(dy / s)^T @ q
+ * (d_p the per-row scale with perRow, else 1 and d multiplies the sum), float64 sums.
+ */
+export function bitLinearGradBf16Ts(
+  x: Float32Array,
+  w: Float32Array,
+  s: BitLinearShape,
+  dy: Float32Array,
+  dx: Float32Array,
+  dw: Float32Array,
+): { dx: Float32Array; dw: Float32Array } {
+  const { m, k, n, perRow } = s;
+  const { q, s: sx } = actQuantTs(x, m, k);
+  const { c, d } = ternaryTs(w, n, k, perRow);
+  const gx = new Float64Array(m * k);
+  const gw = new Float64Array(n * k);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      const g = dy[i * n + j] as number;
+      if (g === 0) continue;
+      const a1 = roundBf16(perRow ? f(g * (d[j] as number)) : g);
+      const a2 = roundBf16(f(g / (sx[i] as number)));
+      for (let p = 0; p < k; p++) {
+        gx[i * k + p] = (gx[i * k + p] as number) + a1 * (c[j * k + p] as number);
+        gw[j * k + p] = (gw[j * k + p] as number) + a2 * (q[i * k + p] as number);
+      }
+    }
+  }
+  const scale = perRow ? 1 : (d[0] as number);
+  for (let i = 0; i < m * k; i++) dx[i] = (gx[i] as number) * scale;
+  dw.set(gw);
+  return { dx, dw };
+}
+
 function checkSame(what: string, arrays: [string, Float32Array][]): void {
   const n = (arrays[0] as [string, Float32Array])[1].length;
   for (const [name, a] of arrays) if (a.length !== n) throw new ShapeError(`${what}: ${name} has ${a.length} values, expected ${n}`);

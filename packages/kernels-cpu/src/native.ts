@@ -40,7 +40,8 @@ export interface CpuCache {
 
 /** What the addon exports (registered in native/addon.cc); the wrappers in this package check arguments first. */
 export interface NativeAddon {
-  info(): { isa: string; available: string[]; threads: number; cpus: number; caches: CpuCache[] };
+  info(): { isa: string; available: string[]; threads: number; cpus: number; caches: CpuCache[]; bf16: boolean };
+  setBitLinearGradPrecision(bf16: boolean): boolean;
   setIsa(name: string): boolean;
   setThreads(n: number): number;
   misalignment(bytes: Uint8Array): number;
@@ -285,6 +286,7 @@ const ADDON_FUNCTIONS = [
   'headLossF32',
   'normBitLinearF32',
   'normBitLinearGradF32',
+  'setBitLinearGradPrecision',
   'decodeLayerInit',
   'decodeLayer',
   'argmaxF32',

@@ -24,6 +24,11 @@ import {
   rmsNormGradF32,
   headLossF32Ts,
   type BitLinearShape,
+  setGradPrecision,
+  bf16GradAvailable,
+  bitLinearGradBf16Ts,
+  roundBf16,
+  setIsa,
 } from '../src/index.ts';
 import { randomF32 } from './util.ts';
 
@@ -99,6 +104,64 @@ describe('fused bitLinear', () => {
       }
     });
   }
+
+  // The bf16 precision (setGradPrecision('bf16')): only the gradient operand is rounded, so native and its twin
+  // differ by the fp32 accumulation alone (the same 1e-5 bound); against the fp32 twin the difference is the
+  // operand rounding, at most 2^-8 of sum |a b| (bf16 keeps 8 significant bits).
+  for (const perRow of [false, true]) {
+    it(`backward in bf16: native matches its twin within 1e-5, the fp32 twin within 2^-8 of sum |a b| (${perRow ? 'perRow' : 'absmean'})`, function () {
+      if (!bf16GradAvailable()) this.skip();
+      const rng = new Rng(21);
+      expect(setGradPrecision('bf16')).to.equal(true);
+      try {
+        for (const [m, k, n] of [...SHAPES, [13, 40, 33] as [number, number, number]]) {
+          const s: BitLinearShape = { m, k, n, perRow };
+          const x = randomF32(rng, m * k);
+          const w = Float32Array.from(randomF32(rng, n * k), (v) => v * 0.02);
+          const dy = randomF32(rng, m * n);
+          const got = bitLinearGradF32(x, w, s, dy);
+          const want = bitLinearGradBf16Ts(x, w, s, dy, new Float32Array(m * k), new Float32Array(n * k));
+          const fp32 = bitLinearGradF32Ts(x, w, s, dy, new Float32Array(m * k), new Float32Array(n * k));
+          const big = Float32Array.from({ length: n * k }, () => 0.1);
+          const bx = absProduct(dy, big, m, n, k, false);
+          const xs = Float32Array.from(x, Math.abs);
+          const bw = absProduct(dy, xs, m, n, k, true);
+          withinSum(got.dx, want.dx, bx, 1e-5, `dx m=${m} k=${k} n=${n}`);
+          withinSum(got.dw, want.dw, bw, 1e-5, `dw m=${m} k=${k} n=${n}`);
+          withinSum(got.dx, fp32.dx, bx, 2 ** -8, `dx vs fp32 m=${m} k=${k} n=${n}`);
+          withinSum(got.dw, fp32.dw, bw, 2 ** -8, `dw vs fp32 m=${m} k=${k} n=${n}`);
+          // and it is not the fp32 path: some element differs from fp32 by more than float32 accumulation could
+          if (m * n > 100) {
+            const moved = got.dw.some((v, i) => Math.abs(v - (fp32.dw[i] as number)) > 1e-5 * (bw[i] as number) + 1e-30);
+            expect(moved, `m=${m} k=${k} n=${n}: bf16 rounding visible`).to.equal(true);
+          }
+        }
+      } finally {
+        setGradPrecision('fp32');
+      }
+    });
+  }
+
+  it('bf16 precision: roundBf16 rounds to nearest even; without AVX512_BF16 (or on another ISA) setGradPrecision says false', function () {
+    expect(roundBf16(1 + 2 ** -8)).to.equal(1); // tie -> even (mantissa 0)
+    expect(roundBf16(1 + 3 * 2 ** -8)).to.equal(1 + 2 ** -6); // tie -> even (odd 1 + 2^-7 rounds up)
+    expect(roundBf16(1 + 2 ** -8 + 2 ** -20)).to.equal(1 + 2 ** -7);
+    expect(roundBf16(-3.140625)).to.equal(-3.140625);
+    expect(Object.is(roundBf16(-(2 ** -130)), -0)).to.equal(true); // subnormal: flushed, as vcvtne2ps2bf16
+    if (!nativeStatus().native) {
+      expect(setGradPrecision('bf16')).to.equal(false);
+      return;
+    }
+    const isa = nativeStatus().isa;
+    try {
+      setIsa('scalar');
+      expect(setGradPrecision('bf16')).to.equal(false);
+      expect(setGradPrecision('fp32')).to.equal(true);
+    } finally {
+      setIsa(isa as Parameters<typeof setIsa>[0]);
+      setGradPrecision('fp32');
+    }
+  });
 
   it('the twin is the straight-through gradient: dx = dy @ ternary(W), dW = dy^T @ int8(x) (hand-worked 1x2x2)', () => {
     // x = [1, -0.5]: s = 127, q = [127, -64] (-63.5 rounds half to even), x_q = [1, -64/127].
