@@ -31,7 +31,7 @@
  *   optim: {lr: 5.0e-5, weightDecay: 0.1, beta1: 0.9, beta2: 0.999, eps: 1.0e-8, warmupRatio: 0.05,
  *           schedule: linear, decayRatio: 0.2, gradClip: 1, batchSize: 32, gradAccum: 1, epochs: 3, maxSteps: null,
  *           lossChunkRows: null,
- *           recompute: false}
+ *           recompute: false, gradPrecision: fp32}   # bf16: the BitLinear backward on AVX512_BF16
  *   stageOptim: {}                  # per stage, any subset of optim: {continual-pretrain: {lr: 1e-4, maxSteps: 500}}
  *   distill: {lambdaLogit: 10, gammaAttn: 100000, temperature: 5, relationHeads: 32, distillLayer: null,
  *             relation: cosine, logit: true, attention: true, logitPositions: all, teacherPath: null, studentFrom: continual-pretrain,
@@ -99,6 +99,13 @@ const optimShape = {
    * activations at a time (less memory, ~1/3 more compute). The memory estimate models it (memory.ts).
    */
   recompute: bool().default(false),
+  /**
+   * Precision of the student's BitLinear backward products on the CPU engine: fp32, or bf16 (the official
+   * code trains in bf16, PAPER.md section 7) - the gradient operand rounded to bfloat16, the ternary and int8
+   * codes exact, sums in fp32; needs AVX512_BF16 (Zen 4, Sapphire Rapids), else a warning and fp32. Dense
+   * products (the teacher, the head) stay fp32.
+   */
+  gradPrecision: enumOf(['fp32', 'bf16'] as const).default('fp32'),
 };
 
 /** Hugging Face TrainingArguments names, only to suggest ours ("did you mean 'optim.lr'?"). */
@@ -108,6 +115,7 @@ const OPTIM_ALIASES = {
   adam_beta2: 'beta2',
   adam_epsilon: 'eps',
   max_grad_norm: 'gradClip',
+  bf16: 'gradPrecision',
   lr_scheduler_type: 'schedule',
   per_device_train_batch_size: 'batchSize',
   gradient_accumulation_steps: 'gradAccum',

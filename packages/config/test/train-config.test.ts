@@ -73,6 +73,7 @@ describe('config/train-config', () => {
         maxSteps: null,
         lossChunkRows: null,
         recompute: false,
+        gradPrecision: 'fp32',
       },
       stageOptim: { 'continual-pretrain': { lr: 1e-4 } },
       distill: {

@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { BitDistillError, FormatError, Rng, isBitDistillError, silentLogger, type Logger } from '@bitdistill/core';
 import type { TensorEntry } from '@bitdistill/format';
 import type { Decoder } from '@bitdistill/model';
+import { bf16GradAvailable, setGradPrecision, type GradPrecision } from '@bitdistill/kernels-cpu/engine';
 import { AdamW } from './adamw.ts';
 import { clipScale } from './clip.ts';
 import { learningRate, type ScheduleKind } from './schedule.ts';
@@ -51,6 +52,8 @@ export interface OptimSettings {
   decayRatio: number;
   gradClip: number;
   gradAccum: number;
+  /** The student's BitLinear backward products (optim.gradPrecision); fp32 when absent. */
+  gradPrecision?: GradPrecision;
 }
 
 export interface LoopSettings {
@@ -206,6 +209,7 @@ interface Accumulated {
 /** Runs one stage to totalSteps: resume, then accumulate + afterStep per optimizer step until done or stopped, then finish. */
 export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, settings: LoopSettings, hooks: LoopHooks = {}): Promise<StageResult> {
   const run = newRun(spec, settings, hooks);
+  useGradPrecision(settings.optim.gradPrecision ?? 'fp32', spec.stage, run.log);
   // An allocation that fails despite the memory check (another process took the RAM, an estimate too low)
   // surfaces as a typed error naming the stage and step; checkpoints are written atomically, so the last one
   // is intact and `--resume auto` continues from it. A stage that fails releases its optimizer moments and EMA
@@ -227,7 +231,30 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
   } catch (e) {
     release(run);
     throw outOfMemory(e, spec.stage, run.state.step + 1, spec.stageDir) ?? e;
+  } finally {
+    setGradPrecision('fp32'); // process-wide in the kernels: the next stage (or caller) starts from the default
   }
+}
+
+/**
+ * Sets the kernels' BitLinear backward precision for this stage; bf16 where the CPU cannot (no AVX512_BF16, or
+ * a backend that does not run the native fused BitLinear) warns and stays fp32 rather than failing the run.
+ */
+function useGradPrecision(p: GradPrecision, stage: string, log: Logger): void {
+  if (p === 'fp32') {
+    setGradPrecision('fp32');
+    return;
+  }
+  const backend = tf.getBackend();
+  if (backend === 'webgpu' || backend === 'tensorflow') {
+    log.warn({ stage, backend }, `optim.gradPrecision: bf16 applies to the CPU engine's fused BitLinear; the ${backend} backend keeps its own precision`);
+    return;
+  }
+  if (!bf16GradAvailable() || !setGradPrecision('bf16')) {
+    log.warn({ stage }, 'optim.gradPrecision: bf16 needs AVX512_BF16 (Zen 4, Sapphire Rapids and later) and the native kernels; this CPU runs the BitLinear backward in fp32');
+    return;
+  }
+  log.info({ stage }, 'BitLinear backward products in bf16 (optim.gradPrecision; AVX512_BF16)');
 }
 
 /** Disposes the optimizer's moments and the EMA weights (once; finish() and a failed stage both call it). */
