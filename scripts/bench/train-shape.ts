@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- train --shape qwen3-0.6b [--steps N] [--warmup N] [--kinds sft,distill] [--recompute] [--out DIR]`
+ * `npm run bench -- train --shape qwen3-0.6b [--steps N] [--warmup N] [--kinds sft,distill] [--recompute] [--grad-precision bf16] [--out DIR]`
  *
  * Training steps of a real model shape (configs/arch/<shape>.json, randomly initialised: speed and memory do
  * not depend on the values) on the default backend, batch 8 x 128 tokens, each kind in its own process:
@@ -20,7 +20,7 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendChoice, type BackendInfo } from '@bitdistill/backend';
-import { initKernels, matmulF32 } from '@bitdistill/kernels-cpu/engine';
+import { initKernels, matmulF32, setGradPrecision, type GradPrecision } from '@bitdistill/kernels-cpu/engine';
 import { answerCrossEntropy, attentionRelationKd, fusedHeadLoss, untaped } from '@bitdistill/losses';
 import { parseDecoderConfig } from '@bitdistill/arch';
 import { initDecoder, type Decoder } from '@bitdistill/model';
@@ -45,11 +45,13 @@ interface Options {
   warmup: number;
   kinds: Kind[];
   recompute: boolean;
+  /** optim.gradPrecision of the students' BitLinear backward (the sft kind has no BitLinear: no effect there). */
+  gradPrecision: GradPrecision;
   out: string;
 }
 
 function parse(args: string[]): Options {
-  const o: Options = { shape: '', steps: 3, warmup: 1, kinds: [...KINDS], recompute: false, out: 'bench/results' };
+  const o: Options = { shape: '', steps: 3, warmup: 1, kinds: [...KINDS], recompute: false, gradPrecision: 'fp32', out: 'bench/results' };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const v = args[i + 1];
@@ -62,7 +64,8 @@ function parse(args: string[]): Options {
     else if (a === '--warmup') o.warmup = Number(v);
     else if (a === '--kinds') o.kinds = String(v).split(',') as Kind[];
     else if (a === '--out') o.out = String(v);
-    else throw new Error(`train --shape bench: unknown option ${a}; options: --shape NAME, --steps N, --warmup N, --kinds sft,distill, --recompute, --out DIR`);
+    else if (a === '--grad-precision' && (v === 'fp32' || v === 'bf16')) o.gradPrecision = v;
+    else throw new Error(`train --shape bench: unknown option ${a} ${v ?? ''}; options: --shape NAME, --steps N, --warmup N, --kinds sft,distill, --recompute, --grad-precision fp32|bf16, --out DIR`);
     i++;
   }
   if (!(o.steps >= 1 && o.warmup >= 0) || o.kinds.some((k) => !(KINDS as readonly string[]).includes(k))) {
@@ -114,8 +117,9 @@ function tokens(V: number, salt: number): Int32Array {
   return Int32Array.from({ length: BATCH * SEQ }, (_, i) => (Math.imul(i + 1 + salt, 2654435761) >>> 0) % V);
 }
 
-async function child(kind: Kind, shape: string, steps: number, warmup: number, recompute: boolean, choice: BackendChoice): Promise<void> {
+async function child(kind: Kind, shape: string, steps: number, warmup: number, recompute: boolean, choice: BackendChoice, precision: GradPrecision): Promise<void> {
   const backend = await initBackend(choice);
+  if (precision === 'bf16' && !setGradPrecision('bf16')) throw new Error('train --shape bench: --grad-precision bf16 needs AVX512_BF16 and the native kernels');
   const arch = readArch(shape);
   const t0 = performance.now();
   const model = initDecoder(arch, 1);
@@ -300,11 +304,11 @@ function numpyGemm(shapes: [number, number, number, boolean, boolean][]): { poin
 }
 
 /** The command line of one shape child (`backend` default: auto, the default backend). */
-export function shapeChildArgs(kind: Kind, o: Pick<Options, 'shape' | 'steps' | 'warmup' | 'recompute'>, backend: BackendChoice = 'auto'): string[] {
-  return ['--import', 'tsx', 'scripts/bench/index.ts', 'train', '--shape-child', kind, o.shape, String(o.steps), String(o.warmup), o.recompute ? 'recompute' : '', backend];
+export function shapeChildArgs(kind: Kind, o: Pick<Options, 'shape' | 'steps' | 'warmup' | 'recompute'> & { gradPrecision?: GradPrecision }, backend: BackendChoice = 'auto'): string[] {
+  return ['--import', 'tsx', 'scripts/bench/index.ts', 'train', '--shape-child', kind, o.shape, String(o.steps), String(o.warmup), o.recompute ? 'recompute' : '', backend, o.gradPrecision ?? 'fp32'];
 }
 
-export function runShapeChild(kind: Kind, o: Pick<Options, 'shape' | 'steps' | 'warmup' | 'recompute'>): ChildResult {
+export function runShapeChild(kind: Kind, o: Pick<Options, 'shape' | 'steps' | 'warmup' | 'recompute'> & { gradPrecision?: GradPrecision }): ChildResult {
   const r = spawnSync(process.execPath, shapeChildArgs(kind, o), {
     encoding: 'utf8',
     maxBuffer: 64 << 20,
@@ -316,7 +320,7 @@ export function runShapeChild(kind: Kind, o: Pick<Options, 'shape' | 'steps' | '
 
 export async function shapeMain(argv: string[]): Promise<void> {
   if (argv[0] === '--shape-child') {
-    await child(argv[1] as Kind, String(argv[2]), Number(argv[3]), Number(argv[4]), argv[5] === 'recompute', (argv[6] ?? 'auto') as BackendChoice);
+    await child(argv[1] as Kind, String(argv[2]), Number(argv[3]), Number(argv[4]), argv[5] === 'recompute', (argv[6] ?? 'auto') as BackendChoice, argv[7] === 'bf16' ? 'bf16' : 'fp32');
     return;
   }
   const o = parse(argv);
@@ -371,13 +375,14 @@ export async function shapeMain(argv: string[]): Promise<void> {
     seq: SEQ,
     machine: { cpuModel, cpus: cpus().length, memTotalBytes: totalmem(), node: process.version, kernelsIsa: status.isa, kernelsThreads: status.threads },
     recompute: o.recompute,
-    method: `median of ${o.steps} step(s) after ${o.warmup} warm-up step(s), each kind in its own process${o.recompute ? ', activation recomputation on' : ''}; GEMM: median of 7 runs per shape, 2 threads`,
+    gradPrecision: o.gradPrecision,
+    method: `median of ${o.steps} step(s) after ${o.warmup} warm-up step(s), each kind in its own process${o.recompute ? ', activation recomputation on' : ''}${o.gradPrecision === 'bf16' ? ', the student BitLinear backward in bf16 (optim.gradPrecision: bf16; the sft kind is dense, unaffected)' : ''}; GEMM: median of 7 runs per shape, 2 threads`,
     gemm: { project, numpy: numpy?.points ?? null, numpyInfo: numpy?.info ?? null, bestProjectGflops: bestProject, bestNumpyGflops: bestNumpy, ceilingGflops },
     flops: { nonEmbeddingParameters: nonEmbedding, tokensPerStep, attentionFlops, sftStepFlops: sftFlops, ceilingSeconds },
     rows,
   };
   mkdirSync(o.out, { recursive: true });
-  const base = join(o.out, `train-${o.shape}${o.recompute ? '-recompute' : ''}-${day}`);
+  const base = join(o.out, `train-${o.shape}${o.recompute ? '-recompute' : ''}${o.gradPrecision === 'bf16' ? '-bf16' : ''}-${day}`);
   writeFileSync(`${base}.json`, `${JSON.stringify(result, null, 2)}\n`);
   const f = (v: number, d = 1): string => v.toFixed(d);
   const md = [

@@ -8,7 +8,9 @@
  * seq 128, batch 8 = 1,024 tokens per step), measured in one run for
  *   (a) stock tfjs wasm (BITDISTILL_NATIVE=0: the addon is not loaded, so nothing is replaced),
  *   (b) the previous default, wasm + the native kernels of @bitdistill/kernels-cpu (`--backend wasm`), and
- *   (c) the default backend (initBackend('auto'): the native CPU engine, docs/engine.md);
+ *   (c) the default backend (initBackend('auto'): the native CPU engine, docs/engine.md), and
+ *   (d) the same with optim.gradPrecision: bf16 (the BitLinear backward on AVX512_BF16; skipped without it),
+ *       also for the distillation step and the tiny run;
  * next to the fp32 GEMM GFLOP/s of the project's kernel and of numpy (OpenBLAS as installed, env untouched) on
  * the same shapes, the implied CPU MFU = 6 x parameters x tokens/s / numpy's 2-thread GEMM FLOP/s, peak RSS,
  * the tensor count per step, and a tf.profile breakdown (top 10 kernels) of one step on the default backend.
@@ -25,7 +27,7 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendChoice, type BackendInfo } from '@bitdistill/backend';
-import { initKernels, matmulF32, nativeStatus, setThreads } from '@bitdistill/kernels-cpu/engine';
+import { bf16GradAvailable, initKernels, matmulF32, nativeStatus, setGradPrecision, setThreads } from '@bitdistill/kernels-cpu/engine';
 import { answerCrossEntropy } from '@bitdistill/losses';
 import { initDecoder } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
@@ -105,9 +107,9 @@ function parseArgs(args: string[]): Options {
  * The bundled tiny run as README's first command runs it (`bitdistill train --config configs/sst2-tiny.yaml`, all
  * four stages, default backend), into a temporary folder: its wall time and the per-stage summary it writes.
  */
-function tinyRun(): { command: string; seconds: number; summary: unknown } {
+function tinyRun(overrides: string[] = []): { command: string; seconds: number; summary: unknown } {
   const dir = mkdtempSync(join(tmpdir(), 'bitdistill-tiny-'));
-  const args = ['packages/cli/bin/bitdistill.js', 'train', '--config', 'configs/sst2-tiny.yaml', '--resume', 'none', `outputDir=${dir}`, '--log-level', 'warn'];
+  const args = ['packages/cli/bin/bitdistill.js', 'train', '--config', 'configs/sst2-tiny.yaml', '--resume', 'none', `outputDir=${dir}`, ...overrides, '--log-level', 'warn'];
   console.error(`tiny run: node ${args.join(' ')}`);
   const t0 = performance.now();
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'ignore', 'inherit'] });
@@ -116,7 +118,7 @@ function tinyRun(): { command: string; seconds: number; summary: unknown } {
     if (r.status !== 0) throw new Error(`train bench: the tiny run failed (exit ${r.status})`);
     const summaryPath = join(dir, 'sst2-tiny', 'summary.json');
     const summary: unknown = existsSync(summaryPath) ? JSON.parse(readFileSync(summaryPath, 'utf8')) : null;
-    return { command: 'npx bitdistill train --config configs/sst2-tiny.yaml (into a temporary outputDir)', seconds, summary };
+    return { command: `npx bitdistill train --config configs/sst2-tiny.yaml${overrides.map((x) => ` ${x}`).join('')} (into a temporary outputDir)`, seconds, summary };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -176,6 +178,7 @@ async function child(args: string[]): Promise<void> {
   const warmup = Number(args[1]);
   const profile = args[2] === 'profile';
   const backend = await initBackend((args[3] ?? 'auto') as BackendChoice);
+  if (args[4] === 'bf16' && !setGradPrecision('bf16')) throw new Error('train bench: the bf16 child needs AVX512_BF16 and the native kernels');
   const model = initDecoder(CONFIG, 1);
   prepareStudent(model, STUDENT);
   const V = CONFIG.vocab_size;
@@ -304,12 +307,12 @@ function measured<T>(what: string, o: Options, fn: () => { result: T; ownCpuSeco
   return { best, loads: attempts.map((a) => a.otherProcessesCpuFraction) };
 }
 
-function runChild(kind: 'stock' | 'previous' | 'unfused' | 'default', steps: number, warmup: number): { result: ChildResult; ownCpuSeconds: number } {
+function runChild(kind: 'stock' | 'previous' | 'unfused' | 'default' | 'bf16', steps: number, warmup: number): { result: ChildResult; ownCpuSeconds: number } {
   const env = { ...process.env };
   if (kind === 'stock') env['BITDISTILL_NATIVE'] = '0';
   if (kind === 'unfused') env['BITDISTILL_FUSED'] = '0';
-  const backend = kind === 'default' || kind === 'unfused' ? 'auto' : 'wasm';
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/bench/index.ts', 'train', '--child', String(steps), String(warmup), kind === 'default' ? 'profile' : '', backend], {
+  const backend = kind === 'default' || kind === 'unfused' || kind === 'bf16' ? 'auto' : 'wasm';
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/bench/index.ts', 'train', '--child', String(steps), String(warmup), kind === 'default' ? 'profile' : '', backend, kind === 'bf16' ? 'bf16' : 'fp32'], {
     env,
     encoding: 'utf8',
     maxBuffer: 64 << 20,
@@ -461,7 +464,8 @@ export async function main(argv: string[]): Promise<void> {
 
   const tps = (r: ChildResult): number => r.tokensPerStep / (median(r.stepMs) / 1000);
   type Phase = ReturnType<typeof measured<ChildResult>>;
-  const rounds: { stock: Phase; prev: Phase; unfused: Phase; dflt: Phase }[] = [];
+  const withBf16 = bf16GradAvailable();
+  const rounds: { stock: Phase; prev: Phase; unfused: Phase; dflt: Phase; bf16: Phase | null }[] = [];
   const gemmRounds: ReturnType<typeof measured<GemmPoint[]>>[] = [];
   const numpyRounds: ReturnType<typeof measured<NumpyResult | null>>[] = [];
   for (let i = 0; i < o.rounds; i++) {
@@ -471,10 +475,11 @@ export async function main(argv: string[]): Promise<void> {
     const prevRound = measured(`round ${i + 1}: previous default (wasm + native kernels)`, o, () => runChild('previous', o.steps, o.warmup));
     const unfusedRound = measured(`round ${i + 1}: default backend without the fused ops`, o, () => runChild('unfused', o.steps, o.warmup));
     const dfltRound = measured(`round ${i + 1}: default backend`, o, () => runChild('default', o.steps, o.warmup));
+    const bf16Round = withBf16 ? measured(`round ${i + 1}: default backend, bf16 BitLinear backward`, o, () => runChild('bf16', o.steps, o.warmup)) : null;
     console.error(
       `round ${i + 1}: default ${tps(dfltRound.best.result).toFixed(0)} tokens/s, unfused ${tps(unfusedRound.best.result).toFixed(0)}, previous ${tps(prevRound.best.result).toFixed(0)}, stock wasm ${tps(stockRound.best.result).toFixed(0)} tokens/s`,
     );
-    rounds.push({ stock: stockRound, prev: prevRound, unfused: unfusedRound, dflt: dfltRound });
+    rounds.push({ stock: stockRound, prev: prevRound, unfused: unfusedRound, dflt: dfltRound, bf16: bf16Round });
   }
   // The median round by the default backend's speed (its profile and RSS come with it).
   const byDefault = [...rounds].sort((x, y) => tps(x.dflt.best.result) - tps(y.dflt.best.result));
@@ -486,6 +491,7 @@ export async function main(argv: string[]): Promise<void> {
   const uf = mid.unfused.best.result;
   const s = stock.best.result;
   const d = dflt.best.result;
+  const b16 = mid.bf16?.best.result ?? null;
   // GEMM ceilings: the best of the rounds for each shape (a ceiling is what the machine can do; a slow moment
   // on a shared host would otherwise inflate the MFU), the same rule for the project's kernel and for numpy.
   const gemm = { best: { result: bestPoints(gemmRounds.map((g) => g.best.result)), otherProcessesCpuFraction: Math.max(...gemmRounds.map((g) => g.best.otherProcessesCpuFraction)) }, loads: gemmRounds.flatMap((g) => g.loads) };
@@ -519,7 +525,9 @@ export async function main(argv: string[]): Promise<void> {
   const shapeSteps = (kind: 'sft' | 'distill') => runShapeChild(kind, { shape: REFERENCE_SHAPE, steps: o.steps, warmup: o.warmup, recompute: false });
   const teacherStep = shapeSteps('sft');
   const distillStep = shapeSteps('distill');
+  const distillStepBf16 = withBf16 ? runShapeChild('distill', { shape: REFERENCE_SHAPE, steps: o.steps, warmup: o.warmup, recompute: false, gradPrecision: 'bf16' }) : null;
   const tiny = o.tiny ? tinyRun() : null;
+  const tinyBf16 = o.tiny && withBf16 ? tinyRun(['optim.gradPrecision=bf16']) : null;
   const date = new Date();
   const day = date.toISOString().slice(0, 10);
   const command = `npm run bench -- train${argv.length > 0 ? ` ${argv.join(' ')}` : ''}`;
@@ -555,6 +563,19 @@ export async function main(argv: string[]): Promise<void> {
     speedupVsUnfused: tps(d) / tps(uf),
     speedupVsStockWasm: tps(d) / tps(s),
     speedupVsPrevious: tps(d) / tps(pv),
+    // optim.gradPrecision: bf16 (the student's BitLinear backward products on AVX512_BF16; everything else as default)
+    bf16: b16 === null ? null : {
+      tokensPerSecond: tps(b16),
+      stepMs: median(b16.stepMs),
+      speedupVsStockWasm: tps(b16) / tps(s),
+      speedupVsDefault: tps(b16) / tps(d),
+      cpuMfu: ceiling === null ? null : (flopsPerToken * tps(b16)) / (ceiling * 1e9),
+      distillStepMs: distillStepBf16 === null ? null : median(distillStepBf16.stepMs),
+      distillOverTeacher: distillStepBf16 === null ? null : median(distillStepBf16.stepMs) / median(teacherStep.stepMs),
+      tinyRunSeconds: tinyBf16?.seconds ?? null,
+      tinyRun: tinyBf16,
+      rounds: rounds.map((r) => (r.bf16 === null ? null : tps(r.bf16.best.result))),
+    },
     rounds: rounds.map((r) => ({
       tokensPerSecond: { default: tps(r.dflt.best.result), previous: tps(r.prev.best.result), stockWasm: tps(r.stock.best.result) },
       speedupVsStockWasm: tps(r.dflt.best.result) / tps(r.stock.best.result),
@@ -627,6 +648,7 @@ type Result = {
   speedupVsUnfused: number;
   flopsCounted: string;
   tinyRunSeconds: number | null;
+  bf16: { tokensPerSecond: number; stepMs: number; speedupVsStockWasm: number; speedupVsDefault: number; cpuMfu: number | null; distillStepMs: number | null; distillOverTeacher: number | null; tinyRunSeconds: number | null; rounds: (number | null)[] } | null;
   rounds: { tokensPerSecond: { default: number; previous: number; stockWasm: number }; speedupVsStockWasm: number }[];
   stepMs: { default: number; previous: number; stockWasm: number; unfused: number; teacher: number; distill: number; distillOverTeacher: number };
   gemmGflops: { project: number | null; projectOneThread: number | null; numpy: number | null; numpyOneThread: number | null; shapes: { project: GemmPoint[]; numpy: GemmPoint[] | null }; numpyInfo: { openblasCore: string | null; env: Record<string, string> } | null };
@@ -676,6 +698,13 @@ function markdown(r: Result): string {
     '',
     `Teacher-SFT step ${f(r.stepMs.teacher)} ms, distillation step ${f(r.stepMs.distill)} ms (**x${f(r.stepMs.distillOverTeacher, 2)}**), default engine, batch 8 x 128.  `,
     `Bundled tiny run (\`npx bitdistill train --config configs/sst2-tiny.yaml\`, four stages): ${r.tinyRunSeconds === null ? 'not run (--no-tiny)' : `**${f(r.tinyRunSeconds)} s**`}.`,
+    '',
+    ...(r.bf16 === null
+      ? ['With `optim.gradPrecision: bf16`: not measured (this CPU has no AVX512_BF16).']
+      : [
+          `With \`optim.gradPrecision: bf16\` (the student's BitLinear backward products on AVX512_BF16: gradient operand rounded to bf16, codes exact, fp32 sums; the head, attention and every other product as above, fp32): **${f(r.bf16.tokensPerSecond, 0)} tokens/s** (${f(r.bf16.stepMs)} ms), x${f(r.bf16.speedupVsDefault, 2)} the fp32 default and **x${f(r.bf16.speedupVsStockWasm)} stock wasm** (fp32) in this run; MFU on the same fp32 basis ${f(r.bf16.cpuMfu, 3)}. Rounds: ${r.bf16.rounds.map((x) => f(x, 0)).join(', ')} tokens/s.  `,
+          `Distillation step with it ${f(r.bf16.distillStepMs)} ms = **x${f(r.bf16.distillOverTeacher, 2)}** the teacher-SFT step above (dense, unaffected by the setting); tiny run with \`optim.gradPrecision=bf16\`: ${r.bf16.tinyRunSeconds === null ? 'not run' : `${f(r.bf16.tinyRunSeconds)} s`}.`,
+        ]),
     '',
     '## fp32 GEMM (GFLOP/s)',
     '',
