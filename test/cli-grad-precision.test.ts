@@ -21,10 +21,14 @@ function train(tmp: string, precision: string): { losses: number[]; log: string 
     'log.every=1',
     `optim.gradPrecision=${precision}`,
   ];
-  const r = spawnSync(process.execPath, ['packages/cli/bin/bitdistill.js', 'train', '--config', 'configs/sst2-tiny.yaml', ...overrides, '--log-level', 'info'], {
-    encoding: 'utf8',
-    env: { ...process.env, BITDISTILL_CLI_FROM_SOURCE: '1' },
-  });
+  const r = spawnSync(
+    process.execPath,
+    ['packages/cli/bin/bitdistill.js', 'train', '--config', 'configs/sst2-tiny.yaml', ...overrides, '--log-level', 'info'],
+    {
+      encoding: 'utf8',
+      env: { ...process.env, BITDISTILL_CLI_FROM_SOURCE: '1' },
+    },
+  );
   expect(r.status, r.stderr).to.equal(0);
   const records = readFileSync(join(tmp, `gp-${precision}`, 'bitnet-sft', 'metrics.jsonl'), 'utf8')
     .trim()
@@ -61,10 +65,14 @@ describe('bitdistill train with optim.gradPrecision (tiny config, BitNet-SFT)', 
   });
 
   it('rejects an unknown precision, naming the key and the choices', () => {
-    const r = spawnSync(process.execPath, ['packages/cli/bin/bitdistill.js', 'train', '--config', 'configs/sst2-tiny.yaml', 'optim.gradPrecision=fp16', '--log-level', 'warn'], {
-      encoding: 'utf8',
-      env: { ...process.env, BITDISTILL_CLI_FROM_SOURCE: '1' },
-    });
+    const r = spawnSync(
+      process.execPath,
+      ['packages/cli/bin/bitdistill.js', 'train', '--config', 'configs/sst2-tiny.yaml', 'optim.gradPrecision=fp16', '--log-level', 'warn'],
+      {
+        encoding: 'utf8',
+        env: { ...process.env, BITDISTILL_CLI_FROM_SOURCE: '1' },
+      },
+    );
     expect(r.status).to.equal(2);
     expect(r.stderr).to.match(/optim\.gradPrecision/);
     expect(r.stderr).to.match(/fp32 \| bf16/);

@@ -251,7 +251,10 @@ function useGradPrecision(p: GradPrecision, stage: string, log: Logger): void {
     return;
   }
   if (!bf16GradAvailable() || !setGradPrecision('bf16')) {
-    log.warn({ stage }, 'optim.gradPrecision: bf16 needs AVX512_BF16 (Zen 4, Sapphire Rapids and later) and the native kernels; this CPU runs the BitLinear backward in fp32');
+    log.warn(
+      { stage },
+      'optim.gradPrecision: bf16 needs AVX512_BF16 (Zen 4, Sapphire Rapids and later) and the native kernels; this CPU runs the BitLinear backward in fp32',
+    );
     return;
   }
   log.info({ stage }, 'BitLinear backward products in bf16 (optim.gradPrecision; AVX512_BF16)');
