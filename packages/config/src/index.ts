@@ -19,6 +19,8 @@ export {
   estimateStage,
   estimateRun,
   checkMemoryBudget,
+  checkpointDiskBytes,
+  diskWarning,
   formatMemoryTable,
   memoryJson,
   readModelShape,

@@ -685,6 +685,33 @@ function knobs(s: StageEstimate, config: TrainConfig): string {
 }
 
 /**
+ * Disk the stages about to run may fill under outputDir: per stage its final weights (4 bytes a parameter) and
+ * checkpoint.keepLast checkpoints (weights + two AdamW moments, 12 bytes a parameter), all kept when the stage ends,
+ * plus one more checkpoint written before the oldest is removed. An upper bound: resumed stages already hold part
+ * of it; tokenizer and JSON files are not counted.
+ */
+export function checkpointDiskBytes(r: RunEstimate, stages: readonly StageName[], keepLast: number): number {
+  let total = 0;
+  let largest = 0;
+  for (const s of r.stages) {
+    if (!stages.includes(s.stage)) continue;
+    total += 4 * s.params + 12 * s.params * keepLast;
+    largest = Math.max(largest, 12 * s.params);
+  }
+  return total + largest;
+}
+
+/**
+ * A warning (not an error: free space changes, and a resumed run already holds part of it) when the checkpoints
+ * of the stages about to run may not fit the free space of the output folder's filesystem; null when they fit.
+ */
+export function diskWarning(needBytes: number, freeBytes: number, outputDir: string): string | null {
+  if (needBytes <= freeBytes) return null;
+  const size = (b: number): string => (b >= GiB ? fmtGiB(b) : `${(b / 2 ** 20).toFixed(1)} MiB`);
+  return `the checkpoints of this run may need up to ${size(needBytes)} under ${outputDir}, which has ${size(freeBytes)} free: training would stop with E_IO (disk full) at a checkpoint (the previous one stays intact); free space, lower checkpoint.keepLast or point outputDir elsewhere`;
+}
+
+/**
  * Throws MemoryBudgetError for the first stage whose estimate exceeds the available memory or the backend's
  * limit. `stages` are those about to run. Estimates that could not be made (no config.json) pass.
  */

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { MemoryBudgetError } from '@bitdistill/core';
 import {
   checkMemoryBudget,
+  checkpointDiskBytes,
+  diskWarning,
   estimateRun,
   estimateStage,
   formatMemoryTable,
@@ -104,6 +106,22 @@ describe('memory estimate', () => {
     for (const b of ['auto', 'native', 'cpu', 'tensorflow']) expect(backendLimitBytes(b)).to.equal(null);
     const r = estimateRun(validateConfig(doc({ backend: 'wasm' })), { machine: machine(1024) });
     expect(() => checkMemoryBudget(r, validateConfig(doc()), ['teacher'])).to.throw(MemoryBudgetError, /wasm32 heap/);
+  });
+
+  it('checkpoint disk: final weights + keepLast checkpoints per stage, one more in flight; a warning only past the free space', () => {
+    const c = validateConfig(doc());
+    const r = estimateRun(c, { backend: 'native', machine: machine(1024) });
+    const p = (stage: string) => r.stages.find((s) => s.stage === stage)?.params as number;
+    // by hand: teacher P_t, student P_s (SubLN gains): 4 P + 12 P keepLast each, + 12 max(P)
+    const want = (4 + 12 * 2) * p('teacher') + (4 + 12 * 2) * p('distill') + 12 * Math.max(p('teacher'), p('distill'));
+    expect(checkpointDiskBytes(r, ['teacher', 'distill'], 2)).to.equal(want);
+    expect(checkpointDiskBytes(r, [], 2)).to.equal(0);
+    // Qwen3-0.6B, four stages, keepLast 1: ~40 GiB (a real-size run filled a 28 GB disk at continual-pretrain)
+    const all = checkpointDiskBytes(r, ['teacher', 'bitnet-sft', 'continual-pretrain', 'distill'], 1);
+    expect(all / GiB).to.be.within(40, 50);
+    expect(diskWarning(all, all, '/runs')).to.equal(null);
+    expect(diskWarning(10 * 2 ** 20, 2 * 2 ** 20, '/small')).to.match(/up to 10\.0 MiB under \/small, which has 2\.0 MiB free/);
+    expect(diskWarning(all, 10 * GiB, '/runs')).to.match(/may need up to [\d.]+ GiB under \/runs, which has 10\.0 GiB free: .*E_IO.*checkpoint\.keepLast/);
   });
 
   it('refuses a stage over the available memory with a typed error naming the stage, the numbers and the knobs', () => {

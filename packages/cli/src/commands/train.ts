@@ -1,8 +1,18 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, statfsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import type { Logger } from 'pino';
-import { checkDeviceLimits, checkMemoryBudget, estimateRun, loadConfig, STAGE_NAMES, type StageName, type TrainConfig } from '@bitdistill/config';
+import {
+  checkDeviceLimits,
+  checkMemoryBudget,
+  checkpointDiskBytes,
+  diskWarning,
+  estimateRun,
+  loadConfig,
+  STAGE_NAMES,
+  type StageName,
+  type TrainConfig,
+} from '@bitdistill/config';
 import { createLogger } from '../log.ts';
 import { ProgressBar } from '../progress.ts';
 import type { GlobalArgs } from '../context.ts';
@@ -49,6 +59,23 @@ function memoryCheck(config: TrainConfig, backend: string, stages: StageName[], 
     );
   }
   checkMemoryBudget(estimate, config, stages);
+  diskCheck(config, estimate, stages, logger);
+}
+
+/** Warns when the stages' checkpoints may not fit the output folder's free disk (a real-size run fills tens of GB). */
+function diskCheck(config: TrainConfig, estimate: ReturnType<typeof estimateRun>, stages: StageName[], logger: Logger): void {
+  let free: number;
+  try {
+    let dir = resolve(config.outputDir); // the nearest folder that exists: nothing is created before the memory check passes
+    while (!existsSync(dir) && dirname(dir) !== dir) dir = dirname(dir);
+    const st = statfsSync(dir);
+    free = st.bavail * st.bsize;
+  } catch {
+    return; // no statfs here: the write-time E_IO error still names the file and keeps the last checkpoint
+  }
+  const need = checkpointDiskBytes(estimate, stages, config.checkpoint.keepLast);
+  const warning = diskWarning(need, free, config.outputDir);
+  if (warning !== null) logger.warn({ needBytes: need, freeBytes: free, outputDir: config.outputDir }, warning);
 }
 
 export const trainCommand: CommandModule<GlobalArgs, Args> = {
