@@ -8,7 +8,19 @@
 import * as tf from '@tensorflow/tfjs';
 import { ArgumentError, FormatError, assertShape } from '@bitdistill/core';
 import { expectedTensorShapes, PROJECTIONS, projectionName, sublnName, type DecoderConfig, type Projection } from '@bitdistill/arch';
-import { ATTENTION_KERNEL, bmm, denseLinear, fusedAttention, fusedKernel, matMulT, replayedLinear, rmsNorm, swiglu, type LinearFn } from './ops.ts';
+import {
+  ATTENTION_KERNEL,
+  bmm,
+  denseLinear,
+  fusedAttention,
+  fusedKernel,
+  matMulT,
+  ownedVariable,
+  replayedLinear,
+  rmsNorm,
+  swiglu,
+  type LinearFn,
+} from './ops.ts';
 
 /** Q, K, V of one layer for attention-relation distillation, each [B, heads, T, d], GQA heads not expanded. */
 export interface CapturedQkv {
@@ -151,7 +163,7 @@ export class Decoder {
     const added: string[] = [];
     for (const [name, shape] of expected) {
       if (!this.params.has(name)) {
-        this.params.set(name, tf.variable(tf.ones(shape), true));
+        this.params.set(name, ownedVariable(tf.ones(shape), true));
         added.push(name);
       }
     }

@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Rng, shapeSize } from '@bitdistill/core';
 import { parseDecoderConfig } from '@bitdistill/arch';
 import { Decoder } from './decoder.ts';
+import { ownedVariable } from './ops.ts';
 
 export function initDecoder(configJson: Record<string, unknown>, seed: number, std = 0.02): Decoder {
   const config = parseDecoderConfig(configJson, 'config');
@@ -18,7 +19,7 @@ export function initDecoder(configJson: Record<string, unknown>, seed: number, s
       data = new Float32Array(n);
       for (let i = 0; i < n; i++) data[i] = rng.normal() * std;
     }
-    params.set(name, tf.variable(tf.tensor(data, shape), true));
+    params.set(name, ownedVariable(tf.tensor(data, shape), true));
   }
   return new Decoder(config, params);
 }

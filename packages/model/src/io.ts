@@ -10,6 +10,7 @@ import { loadSafetensorsDir, readJsonObjectFile, readLlama2c, writeSafetensors, 
 import { loadTokenizer, type Tokenizer } from '@bitdistill/data';
 import { parseDecoderConfig, type DecoderConfig } from '@bitdistill/arch';
 import { Decoder } from './decoder.ts';
+import { ownedVariable } from './ops.ts';
 
 export interface LoadedModel {
   model: Decoder;
@@ -47,7 +48,7 @@ function toVariables(tensors: Map<string, TensorEntry>, file: string, trainable:
         });
       }
     }
-    params.set(name, tf.variable(tf.tensor(data, [...t.shape], 'float32'), trainable));
+    params.set(name, ownedVariable(tf.tensor(data, [...t.shape], 'float32'), trainable));
   }
   return params;
 }

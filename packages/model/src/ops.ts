@@ -10,6 +10,16 @@ import * as tf from '@tensorflow/tfjs';
 import { fusedOpsEnabled } from '@bitdistill/core';
 
 /**
+ * A variable that owns its initial tensor's data: tf.variable(t) shares t's storage and keeps t alive as a tensor
+ * of its own, so disposing the variable alone would not free the weights. The initial tensor is disposed here.
+ */
+export function ownedVariable(initial: tf.Tensor, trainable: boolean): tf.Variable {
+  const v = tf.variable(initial, trainable);
+  initial.dispose();
+  return v;
+}
+
+/**
  * Whether tf.matMul with transpose flags is fast on the active backend: everywhere but stock wasm. The native
  * kernels register BitDistillRmsNorm together with their BatchMatMul, so its presence on wasm tells.
  */
