@@ -127,10 +127,9 @@ async function main(): Promise<void> {
   console.error(`real-size: ${train.join(' ')}`);
   const killedFile = join(o.work, 'killed.json');
   if (!o.resume) {
-    // A fresh start in a reused --work folder: the logs of an earlier invocation would mix into the per-stage wall
-    // times (a stage's start from this run, its done line from the old one), and its runs folder would be resumed.
+    // A fresh start in a reused --work folder (its runs were removed above): the logs of an earlier invocation would
+    // mix into the per-stage wall times (a stage's start from this run, its done line from the old one).
     for (const f of readdirSync(o.work)) if (f === 'killed.json' || f === 'train-killed.log' || f.startsWith('train-resumed-')) rmSync(join(o.work, f));
-    rmSync(runs, { recursive: true, force: true });
   }
   const killed = o.resume
     ? (JSON.parse(readFileSync(killedFile, 'utf8')) as Awaited<ReturnType<typeof killDuringStage>>)
