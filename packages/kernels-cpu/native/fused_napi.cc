@@ -218,21 +218,22 @@ void pack_a_i8_task(void* p, int64_t chunk, int64_t nchunks) {
 void pack_b_i8_task(void* p, int64_t chunk, int64_t nchunks) {
   auto* c = static_cast<GemmI8Ctx*>(p);
   const GemmI8Job& j = c->job;
-  std::vector<int8_t> codes(static_cast<size_t>(j.groups * 4), 0);
+  // One row's codes + 1, padded with 1 (a zero code: columns past k meet zero activations anyway).
+  std::vector<uint8_t> row(static_cast<size_t>(j.groups * 4), 1);
+  int8_t* codes = reinterpret_cast<int8_t*>(row.data());
   int64_t b, e;
   split((j.n + kI8Nr - 1) / kI8Nr, chunk, nchunks, &b, &e);
   for (int64_t cb = b; cb < e; cb++) {
     uint8_t* dst = c->b + cb * j.groups * kI8Nr * 4;
     for (int r = 0; r < kI8Nr; r++) {
-      const int64_t row = cb * kI8Nr + r;
-      if (row < j.n) {
-        ternary_codes_i8(c->w + row * c->k, j.per_row ? j.d[row] : j.d[0], codes.data(), c->k);
+      const int64_t n = cb * kI8Nr + r;
+      if (n < j.n) {
+        ternary_codes_i8(c->w + n * c->k, j.per_row ? j.d[n] : j.d[0], codes, c->k);
+        for (int64_t i = 0; i < c->k; i++) row[i] = static_cast<uint8_t>(codes[i] + 1);
       } else {
-        std::fill(codes.begin(), codes.end(), static_cast<int8_t>(0));
+        std::fill(row.begin(), row.end(), static_cast<uint8_t>(1));
       }
-      for (int64_t g = 0; g < j.groups; g++)
-        for (int kk = 0; kk < 4; kk++)  // columns past k: code 0 (their activations are 0 anyway)
-          dst[(g * kI8Nr + r) * 4 + kk] = static_cast<uint8_t>((4 * g + kk < c->k ? codes[4 * g + kk] : 0) + 1);
+      for (int64_t g = 0; g < j.groups; g++) memcpy(dst + (g * kI8Nr + r) * 4, row.data() + 4 * g, 4);
     }
   }
 }
