@@ -428,8 +428,108 @@ napi_value SetBitLinearGradPrecision(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// --- The fp32 backward of a small projection in one pool region ---
+// At the tiny model's sizes (k = 64, a few thousand weights, 1,024 tokens) the multi-pass backward below is bound
+// by its fork-joins (about ten regions: norm, codes, scales, ternary weights, two GEMMs with their packing, the
+// norm gradient) and its passes over memory, not by its products. Here the ternary weights are formed once on the
+// calling thread, then each chunk takes a range of rows end to end - the RMSNorm when fused, the int8 codes and
+// their dequantized rows, its dx rows on the serial GEMM, the RMSNorm gradient - and its rows' share of dW (and
+// dgain) into a partial of its own; the partials are summed in chunk order. The chunks are the ones
+// rmsnorm_grad_rows takes, so every output is bit-identical to bitLinearGradF32 / rmsNormGradF32 composed.
+constexpr int64_t kSmallGradWeights = int64_t{1} << 16;
+
+struct SmallGradCtx {
+  const float *x, *gain, *wq, *dy;  // gain null: no fused norm
+  float eps;
+  float *dx, *dw_part, *dg_part;  // partials [chunks, n k] and [chunks, k]
+  int64_t m, k, n;
+  std::atomic<bool> failed{false};
+};
+
+thread_local Scratch t_small_grad;
+
+void small_grad_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<SmallGradCtx*>(p);
+  const int64_t k = c->k, n = c->n;
+  int64_t b, e;
+  split(c->m, chunk, nchunks, &b, &e);
+  const int64_t rows = e - b;
+  float* dwp = c->dw_part + chunk * n * k;
+  float* dgp = c->gain == nullptr ? nullptr : c->dg_part + chunk * k;
+  if (dgp != nullptr) memset(dgp, 0, sizeof(float) * static_cast<size_t>(k));
+  if (rows <= 0) {
+    memset(dwp, 0, sizeof(float) * static_cast<size_t>(n * k));
+    return;
+  }
+  // xn, xq, dxn [rows, k] floats, then the codes [rows, k]
+  float* buf = static_cast<float*>(t_small_grad.get(sizeof(float) * static_cast<size_t>(3 * rows * k) + static_cast<size_t>(rows * k)));
+  if (buf == nullptr) {
+    c->failed.store(true);
+    return;
+  }
+  float* xn = buf;
+  float* xq = xn + rows * k;
+  float* dxn = xq + rows * k;
+  auto* q8 = reinterpret_cast<int8_t*>(dxn + rows * k);
+  const float* xr = c->x + b * k;
+  const float* xin = xr;
+  if (c->gain != nullptr) {
+    rmsnorm_f32(xr, c->gain, xn, 0, rows, k, c->eps);
+    xin = xn;
+  }
+  for (int64_t r = 0; r < rows; r++) int8_to_f32(q8 + r * k, g_isa->quantize(xin + r * k, k, q8 + r * k), xq + r * k, k);
+  const float* dyr = c->dy + b * n;
+  float* dxo = c->gain != nullptr ? dxn : c->dx + b * k;
+  gemm_serial(*g_isa, GemmView{dyr, n, 1, c->wq, k, 1, dxo, k, rows, k, n});   // [rows, n] @ [n, k]
+  gemm_serial(*g_isa, GemmView{dyr, 1, n, xq, k, 1, dwp, k, n, k, rows});      // [n, rows] (dy^T) @ [rows, k]
+  if (c->gain != nullptr) rmsnorm_grad_f32(dxn, xr, c->gain, c->dx + b * k, dgp, 0, rows, k, c->eps);
+}
+
+Scratch g_small_parts;  // main thread only
+
+// The one-region backward (false when scratch cannot be had); gain null for a plain BitLinear (dg unused).
+bool bitlinear_backward_small(const float* x, const float* gain, float eps, const float* w, int64_t m, int64_t k, int64_t n, bool per_row, const float* dy,
+                              float* dx, float* dg, float* dw) {
+  float* wq = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
+  const int64_t chunks = elem_chunks(m * k, std::min<int64_t>(m, g_pool->size()));  // rmsnorm_grad_rows' chunks
+  float* parts = static_cast<float*>(g_small_parts.get(sizeof(float) * static_cast<size_t>(chunks * (n * k + k))));
+  if (wq == nullptr || parts == nullptr) return false;
+  ternarize(w, n, k, ternary_scales(w, n, k, per_row), per_row, true, wq);
+  SmallGradCtx c{};
+  c.x = x;
+  c.gain = gain;
+  c.wq = wq;
+  c.dy = dy;
+  c.eps = eps;
+  c.dx = dx;
+  c.dw_part = parts;
+  c.dg_part = parts + chunks * n * k;
+  c.m = m;
+  c.k = k;
+  c.n = n;
+  parallel(chunks, small_grad_task, &c);
+  if (c.failed.load()) return false;
+  // Summed from 0 in chunk order, as gemm_parallel's split-K and rmsnorm_grad_rows do.
+  for (int64_t i = 0; i < n * k; i++) {
+    float v = 0.0f;
+    for (int64_t ch = 0; ch < chunks; ch++) v += parts[ch * n * k + i];
+    dw[i] = v;
+  }
+  if (gain != nullptr) {
+    for (int64_t i = 0; i < k; i++) {
+      float v = 0.0f;
+      for (int64_t ch = 0; ch < chunks; ch++) v += c.dg_part[ch * k + i];
+      dg[i] = v;
+    }
+  }
+  return true;
+}
+
+bool small_grad(int64_t n, int64_t k) { return !g_grad_bf16 && n * k <= kSmallGradWeights; }
+
 // The straight-through backward of bitLinearF32 on x (false, with a JavaScript error thrown, when scratch cannot be had).
 bool bitlinear_backward(napi_env env, const float* x, const float* w, int64_t m, int64_t k, int64_t n, bool per_row, const float* dy, float* dx, float* dw) {
+  if (small_grad(n, k)) return !throw_if(env, !bitlinear_backward_small(x, nullptr, 0.0f, w, m, k, n, per_row, dy, dx, nullptr, dw), "bitLinearGradF32: out of memory for scratch");
   const Bf16Kernels* bf = g_grad_bf16 ? bf16_gemm() : nullptr;
   if (bf != nullptr) return !throw_if(env, !bitlinear_backward_bf16(bf, x, w, m, k, n, per_row, dy, dx, dw), "bitLinearGradF32: out of memory for scratch");
   int8_t* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
@@ -513,6 +613,10 @@ napi_value NormBitLinearGradF32(napi_env env, napi_callback_info info) {
                         static_cast<int64_t>(dxl) < prod(m, k) || static_cast<int64_t>(dwl) < prod(n, k),
                "normBitLinearGradF32: gain is not [k], or dy, dx, dgain or dw too small"))
     return nullptr;
+  if (small_grad(n, k)) {
+    throw_if(env, !bitlinear_backward_small(x, gain, static_cast<float>(eps), w, m, k, n, per_row, dy, dx, dg, dw), "normBitLinearGradF32: out of memory for scratch");
+    return nullptr;
+  }
   float* xn = static_cast<float*>(g_fq_xn.get(sizeof(float) * static_cast<size_t>(m * k)));
   float* dxn = static_cast<float*>(g_fq_dxn.get(sizeof(float) * static_cast<size_t>(m * k)));
   if (throw_if(env, xn == nullptr || dxn == nullptr, "normBitLinearGradF32: out of memory for scratch")) return nullptr;

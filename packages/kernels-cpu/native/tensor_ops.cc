@@ -19,6 +19,50 @@
 namespace bd {
 namespace {
 
+// 16 floats as one vector (GCC vector extensions: one zmm in the x86-64-v4 clone, two ymm in v3, SSE in the
+// baseline), and its halves.
+// (always inlined, so the -Wpsabi note on passing them by value does not apply.)
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float V16 __attribute__((vector_size(64)));
+typedef float V8 __attribute__((vector_size(32)));
+typedef float V4 __attribute__((vector_size(16)));
+
+// out = the 16 lanes of acc (a float[16] or V16) folded in the tree order every 16-lane loop here uses:
+// lane u with lane u + 8, then + 4, + 2, + 1, by `combine` (an expression of s, the lower lane, and v, the
+// upper). In vector registers: the plain loop over a float[16] had the compiler spill the vector and reload it a
+// lane at a time, a failed store-to-load forward per lane (a [1024, 64] RMSNorm gradient ran at ~6 cycles an
+// element, the fused BitLinear backward at k = 64 spent a fifth of its time there).
+#define BD_FOLD16(acc, out, combine)                                                                          \
+  {                                                                                                           \
+    V16 a16_;                                                                                                 \
+    std::memcpy(&a16_, (acc), sizeof(a16_));                                                                  \
+    V8 h8_;                                                                                                   \
+    {                                                                                                         \
+      const V8 s = __builtin_shufflevector(a16_, a16_, 0, 1, 2, 3, 4, 5, 6, 7);                                \
+      const V8 v = __builtin_shufflevector(a16_, a16_, 8, 9, 10, 11, 12, 13, 14, 15);                          \
+      h8_ = (combine);                                                                                        \
+    }                                                                                                         \
+    V4 h4_;                                                                                                   \
+    {                                                                                                         \
+      const V4 s = __builtin_shufflevector(h8_, h8_, 0, 1, 2, 3);                                              \
+      const V4 v = __builtin_shufflevector(h8_, h8_, 4, 5, 6, 7);                                              \
+      h4_ = (combine);                                                                                        \
+    }                                                                                                         \
+    float h2a_, h2b_;                                                                                         \
+    {                                                                                                         \
+      const float s = h4_[0], v = h4_[2];                                                                     \
+      h2a_ = (combine);                                                                                       \
+    }                                                                                                         \
+    {                                                                                                         \
+      const float s = h4_[1], v = h4_[3];                                                                     \
+      h2b_ = (combine);                                                                                       \
+    }                                                                                                         \
+    {                                                                                                         \
+      const float s = h2a_, v = h2b_;                                                                         \
+      out = (combine);                                                                                        \
+    }                                                                                                         \
+  }
+
 BD_INLINE float bits_to_float(int32_t i) {
   float f;
   __builtin_memcpy(&f, &i, 4);
@@ -164,13 +208,8 @@ namespace {
         acc[u] = (combine);                                            \
       }                                                                \
     }                                                                  \
-    for (int w = 8; w >= 1; w /= 2) {                                  \
-      for (int u = 0; u < w; u++) {                                    \
-        const float s = acc[u], v = acc[u + w];                        \
-        acc[u] = (combine);                                            \
-      }                                                                \
-    }                                                                  \
-    float s0 = acc[0];                                                 \
+    float s0;                                                          \
+    BD_FOLD16(acc, s0, combine)                                        \
     for (; j < r; j++) {                                               \
       const float s = s0, v = row[j];                                  \
       s0 = (combine);                                                  \
@@ -285,11 +324,10 @@ BD_INLINE float sum16(const float* __restrict x, int64_t n) {
   int64_t j = 0;
   for (; j + 16 <= n; j += 16)
     for (int u = 0; u < 16; u++) acc[u] += x[j + u];
-  for (int w = 8; w >= 1; w /= 2)
-    for (int u = 0; u < w; u++) acc[u] += acc[u + w];
-  float s = acc[0];
-  for (; j < n; j++) s += x[j];
-  return s;
+  float total;
+  BD_FOLD16(acc, total, s + v)
+  for (; j < n; j++) total += x[j];
+  return total;
 }
 
 BD_INLINE float max16(const float* __restrict x, int64_t n) {
@@ -298,22 +336,51 @@ BD_INLINE float max16(const float* __restrict x, int64_t n) {
   int64_t j = 0;
   for (; j + 16 <= n; j += 16)
     for (int u = 0; u < 16; u++) acc[u] = x[j + u] > acc[u] ? x[j + u] : acc[u];
-  for (int w = 8; w >= 1; w /= 2)
-    for (int u = 0; u < w; u++) acc[u] = acc[u + w] > acc[u] ? acc[u + w] : acc[u];
-  float m = acc[0];
+  float m;
+  BD_FOLD16(acc, m, v > s ? v : s)
   for (; j < n; j++) m = x[j] > m ? x[j] : m;
   return m;
 }
 
+// 16 floats loaded from float32 or widened from binary16 exactly.
+typedef uint16_t U16x16 __attribute__((vector_size(32)));
+typedef uint32_t U32x16 __attribute__((vector_size(64)));
+typedef int32_t I32x16 __attribute__((vector_size(64)));
+BD_INLINE V16 load16(const float* p) {
+  V16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+// binary16 -> float32 exactly in integer lanes (the compiler's _Float16 conversion is a library call per value in
+// some clones): normal numbers re-biased (exponent + 112), infinities and NaNs get the all-ones exponent, zeros
+// and subnormals are their integer mantissa times 2^-24.
+BD_INLINE V16 load16(const uint16_t* p) {
+  U16x16 h;
+  std::memcpy(&h, p, sizeof(h));
+  const U32x16 u = __builtin_convertvector(h, U32x16);
+  const U32x16 em = u & 0x7fffu;
+  const U32x16 normal = (em << 13) + (112u << 23);
+  const U32x16 special = (em << 13) | (255u << 23);
+  const V16 tiny = __builtin_convertvector((I32x16)em, V16) * 5.9604644775390625e-8f;  // 2^-24
+  const U32x16 is_tiny = (U32x16)(em < 0x400u);
+  const U32x16 is_special = (U32x16)(em >= 0x7c00u);
+  const U32x16 bits = (is_tiny & (U32x16)tiny) | (is_special & special) | (~(is_tiny | is_special) & normal);
+  const U32x16 out = bits | ((u & 0x8000u) << 16);
+  return (V16)out;
+}
+BD_INLINE void store16(float* p, V16 v) { std::memcpy(p, &v, sizeof(v)); }
+// The lanes of a 16-lane sum folded as dot16's tree (8, 4, 2, 1).
+BD_INLINE float fold16(V16 a) {
+  float total;
+  BD_FOLD16(&a, total, s + v)
+  return total;
+}
+
 BD_INLINE float dot16(const float* __restrict x, const float* __restrict y, int64_t n) {
-  float acc[16];
-  for (int u = 0; u < 16; u++) acc[u] = 0.0f;
+  V16 acc = {};
   int64_t j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int u = 0; u < 16; u++) acc[u] += x[j + u] * y[j + u];
-  for (int w = 8; w >= 1; w /= 2)
-    for (int u = 0; u < w; u++) acc[u] += acc[u + w];
-  float s = acc[0];
+  for (; j + 16 <= n; j += 16) acc += load16(x + j) * load16(y + j);
+  float s = fold16(acc);
   for (; j < n; j++) s += x[j] * y[j];
   return s;
 }
@@ -377,51 +444,10 @@ BD_INLINE float dot16_w(const float* __restrict x, const Y* __restrict y, int64_
   int64_t j = 0;
   for (; j + 16 <= n; j += 16)
     for (int u = 0; u < 16; u++) acc[u] += x[j + u] * widen(y[j + u]);
-  for (int w = 8; w >= 1; w /= 2)
-    for (int u = 0; u < w; u++) acc[u] += acc[u + w];
-  float s = acc[0];
-  for (; j < n; j++) s += x[j] * widen(y[j]);
-  return s;
-}
-
-// 16 floats as one vector (GCC vector extensions: one zmm in the x86-64-v4 clone, two ymm in v3, SSE in the
-// baseline), loaded from float32 or widened from binary16 exactly.
-// (always inlined, so the -Wpsabi note on passing them by value does not apply.)
-#pragma GCC diagnostic ignored "-Wpsabi"
-typedef float V16 __attribute__((vector_size(64)));
-typedef uint16_t U16x16 __attribute__((vector_size(32)));
-typedef uint32_t U32x16 __attribute__((vector_size(64)));
-typedef int32_t I32x16 __attribute__((vector_size(64)));
-BD_INLINE V16 load16(const float* p) {
-  V16 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-// binary16 -> float32 exactly in integer lanes (the compiler's _Float16 conversion is a library call per value in
-// some clones): normal numbers re-biased (exponent + 112), infinities and NaNs get the all-ones exponent, zeros
-// and subnormals are their integer mantissa times 2^-24.
-BD_INLINE V16 load16(const uint16_t* p) {
-  U16x16 h;
-  std::memcpy(&h, p, sizeof(h));
-  const U32x16 u = __builtin_convertvector(h, U32x16);
-  const U32x16 em = u & 0x7fffu;
-  const U32x16 normal = (em << 13) + (112u << 23);
-  const U32x16 special = (em << 13) | (255u << 23);
-  const V16 tiny = __builtin_convertvector((I32x16)em, V16) * 5.9604644775390625e-8f;  // 2^-24
-  const U32x16 is_tiny = (U32x16)(em < 0x400u);
-  const U32x16 is_special = (U32x16)(em >= 0x7c00u);
-  const U32x16 bits = (is_tiny & (U32x16)tiny) | (is_special & special) | (~(is_tiny | is_special) & normal);
-  const U32x16 out = bits | ((u & 0x8000u) << 16);
-  return (V16)out;
-}
-BD_INLINE void store16(float* p, V16 v) { std::memcpy(p, &v, sizeof(v)); }
-// The lanes of a 16-lane sum folded as dot16's tree (8, 4, 2, 1).
-BD_INLINE float fold16(V16 a) {
-  float acc[16];
-  std::memcpy(acc, &a, sizeof(acc));
-  for (int w = 8; w >= 1; w /= 2)
-    for (int u = 0; u < w; u++) acc[u] += acc[u + w];
-  return acc[0];
+  float total;
+  BD_FOLD16(acc, total, s + v)
+  for (; j < n; j++) total += x[j] * widen(y[j]);
+  return total;
 }
 
 // x0 . y and x1 . y for d a multiple of 16, each in 16 lanes folded as dot16: y is read once for both.
@@ -648,8 +674,12 @@ BD_CLONES void swiglu_grad_f32(const float* __restrict dy, const float* __restri
   }
 }
 
-BD_CLONES void rope_rows_f32(const float* __restrict x, int64_t sx, const float* __restrict cos, const float* __restrict sin, float* __restrict y,
-                             int64_t sy, int64_t T, int64_t d, int inverse) {
+// D > 0: the head size as a constant, so a row's two half loops unroll (at d = 8 the runtime-length loops cost
+// more in set-up than in arithmetic: RoPE was ~2.5% of a tiny-model distillation step); D = 0: any d.
+template <int D>
+BD_INLINE void rope_rows_body(const float* __restrict x, int64_t sx, const float* __restrict cos, const float* __restrict sin, float* __restrict y,
+                              int64_t sy, int64_t T, int64_t dr, int inverse) {
+  const int64_t d = D > 0 ? D : dr;
   const int64_t h = d / 2;
   for (int64_t t = 0; t < T; t++) {
     const float* xr = x + t * sx;
@@ -663,6 +693,24 @@ BD_CLONES void rope_rows_f32(const float* __restrict x, int64_t sx, const float*
       for (int64_t i = 0; i < h; i++) yr[i] = xr[i] * c[i] + xr[i + h] * sn[i + h];
       for (int64_t i = h; i < d; i++) yr[i] = xr[i] * c[i] - xr[i - h] * sn[i - h];
     }
+  }
+}
+
+BD_CLONES void rope_rows_f32(const float* __restrict x, int64_t sx, const float* __restrict cos, const float* __restrict sin, float* __restrict y,
+                             int64_t sy, int64_t T, int64_t d, int inverse) {
+  switch (d) {
+    case 8:
+      return rope_rows_body<8>(x, sx, cos, sin, y, sy, T, d, inverse);
+    case 16:
+      return rope_rows_body<16>(x, sx, cos, sin, y, sy, T, d, inverse);
+    case 32:
+      return rope_rows_body<32>(x, sx, cos, sin, y, sy, T, d, inverse);
+    case 64:
+      return rope_rows_body<64>(x, sx, cos, sin, y, sy, T, d, inverse);
+    case 128:
+      return rope_rows_body<128>(x, sx, cos, sin, y, sy, T, d, inverse);
+    default:
+      return rope_rows_body<0>(x, sx, cos, sin, y, sy, T, d, inverse);
   }
 }
 
@@ -688,9 +736,8 @@ BD_CLONES void causal_softmax_f32(float* __restrict s, int64_t T, float scale) {
         r[j + u] = v;
         acc[u] = v > acc[u] ? v : acc[u];
       }
-    for (int w = 8; w >= 1; w /= 2)
-      for (int u = 0; u < w; u++) acc[u] = acc[u + w] > acc[u] ? acc[u + w] : acc[u];
-    float m = acc[0];
+    float m;
+    BD_FOLD16(acc, m, v > s ? v : s)
     for (int64_t t = j; t < nv; t++) {
       r[t] = t < n ? r[t] * scale : -INFINITY;
       m = r[t] > m ? r[t] : m;
@@ -703,9 +750,8 @@ BD_CLONES void causal_softmax_f32(float* __restrict s, int64_t T, float scale) {
         r[j + u] = e;
         sum[u] += e;
       }
-    for (int w = 8; w >= 1; w /= 2)
-      for (int u = 0; u < w; u++) sum[u] += sum[u + w];
-    float z = sum[0];
+    float z;
+    BD_FOLD16(sum, z, s + v)
     for (int64_t t = j; t < nv; t++) {
       r[t] = t < n ? exp_f32(r[t] - m) : 0.0f;
       z += r[t];
@@ -733,10 +779,10 @@ BD_CLONES void causal_softmax_grad_f32(const float* __restrict p, float* __restr
 #define BD_LANES16(acc) \
   float acc[16];        \
   for (int u = 0; u < 16; u++) acc[u] = 0.0f;
-BD_INLINE float lanes_total(float* acc) {
-  for (int w = 8; w >= 1; w /= 2)
-    for (int u = 0; u < w; u++) acc[u] += acc[u + w];
-  return acc[0];
+BD_INLINE float lanes_total(const float* acc) {
+  float total;
+  BD_FOLD16(acc, total, s + v)
+  return total;
 }
 
 // exp((z[j] / tau) - m) into e (tau == 1: no division), returning the 16-lane sum; m is max(z) / tau.
