@@ -32,8 +32,12 @@ import { CONFIG as REFERENCE_CONFIG } from './train.ts';
 /** `--shape reference`: the reference config of the train bench (train.ts), for its teacher / distill steps. */
 export const REFERENCE_SHAPE = 'reference';
 
-const BATCH = 8;
-const SEQ = 128;
+/** Batch x sequence of a step: 8 x 128 by default; the stories260K shape takes the tiny config's 16 x 64. */
+let BATCH = 8;
+let SEQ = 128;
+/** `--shape stories260K`: the bundled tiny model (models/stories260K/config.json) at configs/sst2-tiny.yaml's batch. */
+export const TINY_SHAPE = 'stories260K';
+const TINY = { batch: 16, seq: 64, relationHeads: 8 };
 const OPTIM = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 };
 const DISTILL = { lambdaLogit: 10, gammaAttn: 1e5, temperature: 5, relationHeads: 32 };
 export const KINDS = ['sft', 'distill'] as const;
@@ -75,15 +79,22 @@ function parse(args: string[]): Options {
 }
 
 function archPath(shape: string): string {
+  if (shape === TINY_SHAPE) return join('models', 'stories260K', 'config.json');
   return join('configs', 'arch', `${shape}.json`);
 }
 
+/** The step's batch x sequence for a shape (the tiny model trains at its config's batch). */
+function useShapeBatch(shape: string): void {
+  [BATCH, SEQ] = shape === TINY_SHAPE ? [TINY.batch, TINY.seq] : [8, 128];
+}
+
 function readArch(shape: string): Record<string, unknown> {
+  useShapeBatch(shape);
   if (shape === REFERENCE_SHAPE) return { ...REFERENCE_CONFIG };
   try {
     return JSON.parse(readFileSync(archPath(shape), 'utf8')) as Record<string, unknown>;
   } catch (e) {
-    throw new Error(`train --shape ${shape}: cannot read ${archPath(shape)} (${(e as Error).message}); the shapes are the files of configs/arch`);
+    throw new Error(`train --shape ${shape}: cannot read ${archPath(shape)} (${(e as Error).message}); the shapes are the files of configs/arch, ${REFERENCE_SHAPE} and ${TINY_SHAPE}`);
   }
 }
 
@@ -163,7 +174,7 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
     });
     const sc = s.captured.get(layer);
     if (sc === undefined) throw new Error('no capture');
-    const ad = attentionRelationKd({ q: tq as tf.Tensor4D, k: tk as tf.Tensor4D, v: tv as tf.Tensor4D }, sc, { relationHeads: DISTILL.relationHeads, relation: 'cosine' });
+    const ad = attentionRelationKd({ q: tq as tf.Tensor4D, k: tk as tf.Tensor4D, v: tv as tf.Tensor4D }, sc, { relationHeads: shape === TINY_SHAPE ? TINY.relationHeads : DISTILL.relationHeads, relation: 'cosine' });
     return tf.add(head.loss, tf.mul(ad, DISTILL.gammaAttn)) as tf.Scalar;
   };
 
@@ -385,18 +396,19 @@ export async function shapeMain(argv: string[]): Promise<void> {
   const base = join(o.out, `train-${o.shape}${o.recompute ? '-recompute' : ''}${o.gradPrecision === 'bf16' ? '-bf16' : ''}-${day}`);
   writeFileSync(`${base}.json`, `${JSON.stringify(result, null, 2)}\n`);
   const f = (v: number, d = 1): string => v.toFixed(d);
+  const secs = (v: number): string => (v < 1 ? `${f(v * 1000)} ms` : `${f(v, 2)} s`);
   const md = [
     `# Training steps at the ${o.shape} shape, ${day}`,
     '',
     `Command: \`${result.command}\`  `,
     `CPU: ${cpuModel}, ${cpus().length} CPUs, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}; kernels-cpu ISA **${status.isa}**, ${status.threads} threads  `,
-    `Model: configs/arch/${o.shape}.json (random weights), batch ${BATCH} x ${SEQ} tokens; ${result.method}`,
+    `Model: ${o.shape === REFERENCE_SHAPE ? "the train bench's reference config" : archPath(o.shape)} (random weights), batch ${BATCH} x ${SEQ} tokens; ${result.method}`,
     '',
     '| step | median step | forward + backward | grad norm | AdamW | tokens/s | peak RSS | of the GEMM-bound ceiling |',
     '|---|---:|---:|---:|---:|---:|---:|---:|',
     ...rows.map(
       (r) =>
-        `| ${r.kind} | ${f(r.stepSeconds, 2)} s | ${f(r.phaseMedianSeconds.forwardBackward, 2)} s | ${f(r.phaseMedianSeconds.gradNorm, 2)} s | ${f(r.phaseMedianSeconds.adamw, 2)} s | ${f(r.tokensPerSecond, 1)} | ${f(r.peakRssBytes / 2 ** 30, 2)} GiB | ${r.ofCeiling === null ? '-' : `${f(100 * r.ofCeiling)}%`} |`,
+        `| ${r.kind} | ${secs(r.stepSeconds)} | ${secs(r.phaseMedianSeconds.forwardBackward)} | ${secs(r.phaseMedianSeconds.gradNorm)} | ${secs(r.phaseMedianSeconds.adamw)} | ${f(r.tokensPerSecond, 1)} | ${f(r.peakRssBytes / 2 ** 30, 2)} GiB | ${r.ofCeiling === null ? '-' : `${f(100 * r.ofCeiling)}%`} |`,
     ),
     '',
     `Ceiling of an SFT step: (6 x ${nonEmbedding.toLocaleString('en-US')} non-embedding parameters x ${tokensPerStep} tokens + ${f(attentionFlops / 1e9)} GFLOP attention) = ${f(sftFlops / 1e12, 2)} TFLOP at ${f(ceilingGflops)} GFLOP/s (best 2-thread fp32 GEMM over this shape's products: project ${f(bestProject)}, numpy ${bestNumpy === null ? 'n/a' : f(bestNumpy)}) = **${f(ceilingSeconds, 2)} s**.`,

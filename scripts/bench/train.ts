@@ -32,7 +32,7 @@ import { answerCrossEntropy } from '@bitdistill/losses';
 import { initDecoder } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
 import { AdamW } from '@bitdistill/trainer';
-import { REFERENCE_SHAPE, runShapeChild } from './train-shape.ts';
+import { REFERENCE_SHAPE, TINY_SHAPE, runShapeChild } from './train-shape.ts';
 
 /** The reference config of MACHINE.md as a llama config.json. */
 export const CONFIG = {
@@ -526,7 +526,17 @@ export async function main(argv: string[]): Promise<void> {
   const teacherStep = shapeSteps('sft');
   const distillStep = shapeSteps('distill');
   const distillStepBf16 = withBf16 ? runShapeChild('distill', { shape: REFERENCE_SHAPE, steps: o.steps, warmup: o.warmup, recompute: false, gradPrecision: 'bf16' }) : null;
+  // bf16 also moves the dense teacher's backward products: the like-for-like ratio takes the bf16 teacher step.
+  const teacherStepBf16 = withBf16 ? runShapeChild('sft', { shape: REFERENCE_SHAPE, steps: o.steps, warmup: o.warmup, recompute: false, gradPrecision: 'bf16' }) : null;
   const tiny = o.tiny ? tinyRun() : null;
+  // The tiny config's teacher-SFT and distillation steps alone (stories260K at its batch, 16 x 64), and the same
+  // ratio as the tiny run's stage seconds (which add data preparation, checkpoints and the dev evaluation).
+  const tinySteps = o.tiny ? (['sft', 'distill'] as const).map((kind) => runShapeChild(kind, { shape: TINY_SHAPE, steps: Math.max(30, o.steps), warmup: 5, recompute: false })) : null;
+  const [tinyTeacherMs, tinyDistillMs] = tinySteps === null ? [null, null] : tinySteps.map((r) => median(r.stepMs));
+  const tinyStage = (name: string): number | null =>
+    (tiny?.summary as { stages?: { stage: string; seconds: number }[] } | undefined)?.stages?.find((x) => x.stage === name)?.seconds ?? null;
+  const tinyTeacherS = tinyStage('teacher');
+  const tinyDistillS = tinyStage('distill');
   const tinyBf16 = o.tiny && withBf16 ? tinyRun(['optim.gradPrecision=bf16']) : null;
   const date = new Date();
   const day = date.toISOString().slice(0, 10);
@@ -571,7 +581,9 @@ export async function main(argv: string[]): Promise<void> {
       speedupVsDefault: tps(b16) / tps(d),
       cpuMfu: ceiling === null ? null : (flopsPerToken * tps(b16)) / (ceiling * 1e9),
       distillStepMs: distillStepBf16 === null ? null : median(distillStepBf16.stepMs),
-      distillOverTeacher: distillStepBf16 === null ? null : median(distillStepBf16.stepMs) / median(teacherStep.stepMs),
+      teacherStepMs: teacherStepBf16 === null ? null : median(teacherStepBf16.stepMs),
+      distillOverTeacher: distillStepBf16 === null || teacherStepBf16 === null ? null : median(distillStepBf16.stepMs) / median(teacherStepBf16.stepMs),
+      distillOverFp32Teacher: distillStepBf16 === null ? null : median(distillStepBf16.stepMs) / median(teacherStep.stepMs),
       tinyRunSeconds: tinyBf16?.seconds ?? null,
       tinyRun: tinyBf16,
       rounds: rounds.map((r) => (r.bf16 === null ? null : tps(r.bf16.best.result))),
@@ -595,6 +607,11 @@ export async function main(argv: string[]): Promise<void> {
       teacher: median(teacherStep.stepMs),
       distill: median(distillStep.stepMs),
       distillOverTeacher: median(distillStep.stepMs) / median(teacherStep.stepMs),
+      // The tiny config (configs/sst2-tiny.yaml's model and batch): steps alone, and the tiny run's stage seconds.
+      tinyTeacher: tinyTeacherMs ?? null,
+      tinyDistill: tinyDistillMs ?? null,
+      tinyDistillOverTeacher: tinyTeacherMs == null || tinyDistillMs == null ? null : tinyDistillMs / tinyTeacherMs,
+      tinyStageSecondsDistillOverTeacher: tinyTeacherS === null || tinyDistillS === null ? null : tinyDistillS / tinyTeacherS,
     },
     gemmGflops: {
       project: projectGflops,
@@ -648,9 +665,33 @@ type Result = {
   speedupVsUnfused: number;
   flopsCounted: string;
   tinyRunSeconds: number | null;
-  bf16: { tokensPerSecond: number; stepMs: number; speedupVsStockWasm: number; speedupVsDefault: number; cpuMfu: number | null; distillStepMs: number | null; distillOverTeacher: number | null; tinyRunSeconds: number | null; rounds: (number | null)[] } | null;
+  bf16: {
+    tokensPerSecond: number;
+    stepMs: number;
+    speedupVsStockWasm: number;
+    speedupVsDefault: number;
+    cpuMfu: number | null;
+    distillStepMs: number | null;
+    teacherStepMs: number | null;
+    distillOverTeacher: number | null;
+    distillOverFp32Teacher: number | null;
+    tinyRunSeconds: number | null;
+    rounds: (number | null)[];
+  } | null;
   rounds: { tokensPerSecond: { default: number; previous: number; stockWasm: number }; speedupVsStockWasm: number }[];
-  stepMs: { default: number; previous: number; stockWasm: number; unfused: number; teacher: number; distill: number; distillOverTeacher: number };
+  stepMs: {
+    default: number;
+    previous: number;
+    stockWasm: number;
+    unfused: number;
+    teacher: number;
+    distill: number;
+    distillOverTeacher: number;
+    tinyTeacher: number | null;
+    tinyDistill: number | null;
+    tinyDistillOverTeacher: number | null;
+    tinyStageSecondsDistillOverTeacher: number | null;
+  };
   gemmGflops: { project: number | null; projectOneThread: number | null; numpy: number | null; numpyOneThread: number | null; shapes: { project: GemmPoint[]; numpy: GemmPoint[] | null }; numpyInfo: { openblasCore: string | null; env: Record<string, string> } | null };
   cpuMfu: number | null;
   cpuMfuBasis: string;
@@ -697,13 +738,14 @@ function markdown(r: Result): string {
     `CPU MFU = FLOPs per token x tokens/s / the best GEMM (${r.cpuMfuBasis}) = **${f(r.cpuMfu, 3)}**; FLOPs counted: ${r.flopsCounted}. The student's BitLinear forward products (a third of its GEMM FLOPs) run on the int8 GEMM (vpdpbusd on avx512vnni / amx: int8 codes x ternary codes, exact in int32), whose rate is not bounded by this fp32 basis; the backward products are fp32.`,
     '',
     `Teacher-SFT step ${f(r.stepMs.teacher)} ms, distillation step ${f(r.stepMs.distill)} ms (**x${f(r.stepMs.distillOverTeacher, 2)}**), default engine, batch 8 x 128.  `,
+    `Tiny config (stories260K, batch 16 x 64, \`npm run bench -- train --shape stories260K\`'s children): teacher-SFT step ${f(r.stepMs.tinyTeacher)} ms, distillation step ${f(r.stepMs.tinyDistill)} ms (**x${f(r.stepMs.tinyDistillOverTeacher, 2)}**); in the tiny run's stage seconds (with data preparation, checkpoints and the dev evaluation): x${f(r.stepMs.tinyStageSecondsDistillOverTeacher, 2)}.  `,
     `Bundled tiny run (\`npx bitdistill train --config configs/sst2-tiny.yaml\`, four stages): ${r.tinyRunSeconds === null ? 'not run (--no-tiny)' : `**${f(r.tinyRunSeconds)} s**`}.`,
     '',
     ...(r.bf16 === null
       ? ['With `optim.gradPrecision: bf16`: not measured (this CPU has no AVX512_BF16).']
       : [
-          `With \`optim.gradPrecision: bf16\` (the student's BitLinear backward products on AVX512_BF16: gradient operand rounded to bf16, codes exact, fp32 sums; the head, attention and every other product as above, fp32): **${f(r.bf16.tokensPerSecond, 0)} tokens/s** (${f(r.bf16.stepMs)} ms), x${f(r.bf16.speedupVsDefault, 2)} the fp32 default and **x${f(r.bf16.speedupVsStockWasm)} stock wasm** (fp32) in this run; MFU on the same fp32 basis ${f(r.bf16.cpuMfu, 3)}. Rounds: ${r.bf16.rounds.map((x) => f(x, 0)).join(', ')} tokens/s.  `,
-          `Distillation step with it ${f(r.bf16.distillStepMs)} ms = **x${f(r.bf16.distillOverTeacher, 2)}** the teacher-SFT step above (dense, unaffected by the setting); tiny run with \`optim.gradPrecision=bf16\`: ${r.bf16.tinyRunSeconds === null ? 'not run' : `${f(r.bf16.tinyRunSeconds)} s`}.`,
+          `With \`optim.gradPrecision: bf16\` (backward products on AVX512_BF16: the student's BitLinear with the gradient operand rounded to bf16 and the codes exact, the head's and dense linears' dx / dW with both operands rounded; fp32 sums; forward passes and attention as above): **${f(r.bf16.tokensPerSecond, 0)} tokens/s** (${f(r.bf16.stepMs)} ms), x${f(r.bf16.speedupVsDefault, 2)} the fp32 default and **x${f(r.bf16.speedupVsStockWasm)} stock wasm** (fp32) in this run; MFU on the same fp32 basis ${f(r.bf16.cpuMfu, 3)}. Rounds: ${r.bf16.rounds.map((x) => f(x, 0)).join(', ')} tokens/s.  `,
+          `Distillation step with it ${f(r.bf16.distillStepMs)} ms, teacher-SFT step with it ${f(r.bf16.teacherStepMs)} ms: **x${f(r.bf16.distillOverTeacher, 2)}** (x${f(r.bf16.distillOverFp32Teacher, 2)} the fp32 teacher step); tiny run with \`optim.gradPrecision=bf16\`: ${r.bf16.tinyRunSeconds === null ? 'not run' : `${f(r.bf16.tinyRunSeconds)} s`}.`,
         ]),
     '',
     '## fp32 GEMM (GFLOP/s)',

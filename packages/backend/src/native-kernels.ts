@@ -41,6 +41,7 @@ import {
   headLossF32,
   normBitLinearF32,
   normBitLinearGradF32,
+  gradMatmulF32,
   tile32,
   transpose32,
   unaryF32,
@@ -185,6 +186,29 @@ const batchMatMul: KernelFn = ({ inputs, attrs, backend }) => {
   const bv = st.view(b) as Float32Array;
   const ov = st.view(out) as Float32Array;
   batchMatmulF32(av, bv, { batchA, batchB, m, k, n }, { transA: transposeA, transB: transposeB }, ov);
+  return out;
+};
+
+/**
+ * BitDistillGradMatMul: {a [m, k] (or [k, m]), b}, attrs {transposeA, transposeB} -> op(a) @ op(b), a product of a
+ * backward pass (model's dense linears, the losses' head): fp32 as BatchMatMul, or bf16 operands with fp32 sums
+ * under optim.gradPrecision bf16 (kernels-cpu setGradPrecision).
+ */
+const gradMatMul: KernelFn = ({ inputs, attrs, backend }) => {
+  const st = storageOf(backend);
+  const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+  const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
+  if (a.shape.length !== 2 || b.shape.length !== 2 || a.dtype !== 'float32' || b.dtype !== 'float32') {
+    throw new Error(`BitDistillGradMatMul (native): 2-D float32 operands only, got ${a.dtype} [${a.shape}] x ${b.dtype} [${b.shape}]`);
+  }
+  const [m, k] = (transposeA ? [a.shape[1], a.shape[0]] : a.shape) as [number, number];
+  const [kb, n] = (transposeB ? [b.shape[1], b.shape[0]] : b.shape) as [number, number];
+  if (k !== kb)
+    throw new Error(
+      `BitDistillGradMatMul (native): inner sizes ${k} and ${kb} differ ([${a.shape}]${transposeA ? '^T' : ''} x [${b.shape}]${transposeB ? '^T' : ''})`,
+    );
+  const out = st.out([m, n], 'float32');
+  gradMatmulF32(st.view(a) as Float32Array, st.view(b) as Float32Array, m, k, n, { transA: transposeA, transB: transposeB }, st.view(out) as Float32Array);
   return out;
 };
 
@@ -698,6 +722,7 @@ const NATIVE: Record<string, KernelFn> = {
   BitDistillAttentionGrad: attentionGrad,
   BitDistillRelationKd: relationKd,
   BitDistillHeadLoss: headLoss,
+  BitDistillGradMatMul: gradMatMul,
   UnsortedSegmentSum: unsortedSegmentSum,
 };
 

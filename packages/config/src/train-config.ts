@@ -31,7 +31,7 @@
  *   optim: {lr: 5.0e-5, weightDecay: 0.1, beta1: 0.9, beta2: 0.999, eps: 1.0e-8, warmupRatio: 0.05,
  *           schedule: linear, decayRatio: 0.2, gradClip: 1, batchSize: 32, gradAccum: 1, epochs: 3, maxSteps: null,
  *           lossChunkRows: null,
- *           recompute: false, gradPrecision: fp32}   # bf16: the BitLinear backward on AVX512_BF16
+ *           recompute: false, gradPrecision: fp32}   # bf16: backward products on AVX512_BF16
  *   stageOptim: {}                  # per stage, any subset of optim: {continual-pretrain: {lr: 1e-4, maxSteps: 500}}
  *   distill: {lambdaLogit: 10, gammaAttn: 100000, temperature: 5, relationHeads: 32, distillLayer: null,
  *             relation: cosine, logit: true, attention: true, logitPositions: all, teacherPath: null, studentFrom: continual-pretrain,
@@ -100,10 +100,11 @@ const optimShape = {
    */
   recompute: bool().default(false),
   /**
-   * Precision of the student's BitLinear backward products on the CPU engine: fp32, or bf16 (the official
-   * code trains in bf16, PAPER.md section 7) - the gradient operand rounded to bfloat16, the ternary and int8
-   * codes exact, sums in fp32; needs AVX512_BF16 (Zen 4, Sapphire Rapids), else a warning and fp32. Dense
-   * products (the teacher, the head) stay fp32.
+   * Precision of the backward products on the CPU engine: fp32, or bf16 (the official code trains in bf16,
+   * PAPER.md section 7) - the student's BitLinear backward with the gradient operand rounded to bfloat16 (the
+   * ternary and int8 codes are exact), the dense linears' (teacher stage, full-precision models) and the
+   * vocabulary head's dx / dW with both operands rounded; sums in fp32, forward passes and attention unchanged.
+   * Needs AVX512_BF16 (Zen 4, Sapphire Rapids), else a warning and fp32.
    */
   gradPrecision: enumOf(['fp32', 'bf16'] as const).default('fp32'),
 };

@@ -373,9 +373,10 @@ void codes_task(void* p, int64_t chunk, int64_t nchunks) {
 
 Scratch g_bf_a, g_bf_b, g_bf_codes;  // main thread only
 
-// out [rows, cols] = scale * A @ B with A from (src, rs, ps, sv, mode) and B the int8 codes [inner, cols].
+// out [rows, cols] = scale * A @ B with A from (src, rs, ps, sv, mode) and B the int8 codes [inner, cols], or, with
+// fsrc set, B[p, j] = fsrc[p * fps + j * fcs] rounded to bf16.
 bool gemm_bf16_codes(const Bf16Kernels* bk, const float* src, int64_t rs, int64_t ps, const float* sv, int mode, const int8_t* codes, int64_t rows,
-                     int64_t cols, int64_t inner, float scale, float* out) {
+                     int64_t cols, int64_t inner, float scale, float* out, const float* fsrc = nullptr, int64_t fps = 0, int64_t fcs = 0) {
   Bf16Ctx c{};
   c.k = bk;
   const int64_t pairs = (inner + 1) / 2;
@@ -384,7 +385,7 @@ bool gemm_bf16_codes(const Bf16Kernels* bk, const float* src, int64_t rs, int64_
   auto* b = static_cast<uint32_t*>(g_bf_b.get(sizeof(uint32_t) * static_cast<size_t>(cblocks * kBfNr * pairs)));
   if (a == nullptr || b == nullptr) return false;
   c.pa = Bf16PackA{src, rs, ps, sv, mode, rows, inner, pairs, a};
-  c.pb = Bf16PackB{codes, inner, cols, pairs, b};
+  c.pb = Bf16PackB{codes, inner, cols, pairs, b, fsrc, fps, fcs};
   parallel(elem_chunks(rows * inner, rblocks), pack_a_bf16_task, &c);
   parallel(elem_chunks(cols * inner, cblocks), pack_b_bf16_task, &c);
   c.job = GemmBf16Job{a, b, out, cols, rows, cols, pairs, std::max<int64_t>(1, (192 << 10) / (pairs * kBfNr * 4)), scale};
@@ -413,6 +414,35 @@ bool bitlinear_backward_bf16(const Bf16Kernels* fn, const float* x, const float*
   if (!gemm_bf16_codes(fn, dy, n, 1, d.data(), per_row ? 1 : 0, c8, m, k, n, per_row ? 1.0f : d[0], dx)) return false;
   // dW [n, k] = sum_i (dy[i, j] / s[i]) q[i, kk]: A = dy^T (rows j, inner i), B = q [m, k]
   return gemm_bf16_codes(fn, dy, 1, n, s, 2, q8, n, k, m, 1.0f, dw);
+}
+
+// gradMatmulF32(a, b, m, k, n, transA, transB, c [m, n]): c = op(a) @ op(b), a product of a backward pass (the
+// dense linears' dx = dy W and dW = dy^T x, the vocabulary head's): on the bf16 GEMM when the backward precision
+// is bf16 (setBitLinearGradPrecision; both operands rounded to nearest even, products exact, fp32 sums), else
+// the fp32 GEMM as matmulF32.
+napi_value GradMatmulF32(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!get_args(env, info, 8, argv)) return nullptr;
+  float *a, *b, *c;
+  size_t al, bl, cl;
+  int64_t m, k, n;
+  bool ta, tb;
+  if (!get_typed(env, argv[0], napi_float32_array, &a, &al, "a") || !get_typed(env, argv[1], napi_float32_array, &b, &bl, "b") ||
+      !get_i64(env, argv[2], 1, kMaxDim, &m, "m") || !get_i64(env, argv[3], 1, kMaxDim, &k, "k") || !get_i64(env, argv[4], 1, kMaxDim, &n, "n") ||
+      !get_bool(env, argv[5], &ta) || !get_bool(env, argv[6], &tb) || !get_typed(env, argv[7], napi_float32_array, &c, &cl, "c"))
+    return nullptr;
+  if (throw_if(env, static_cast<int64_t>(al) < prod(m, k) || static_cast<int64_t>(bl) < prod(k, n) || static_cast<int64_t>(cl) < prod(m, n),
+               "gradMatmulF32: a, b or c too small for m, k, n"))
+    return nullptr;
+  // element (i, p) of op(a) and (p, j) of op(b)
+  const int64_t ars = ta ? 1 : k, aps = ta ? m : 1, bps = tb ? 1 : n, bcs = tb ? k : 1;
+  const Bf16Kernels* bf = g_grad_bf16 ? bf16_gemm() : nullptr;
+  if (bf == nullptr) {
+    gemm_parallel(g_isa, GemmView{a, ars, aps, b, bps, bcs, c, n, m, n, k});
+    return nullptr;
+  }
+  throw_if(env, !gemm_bf16_codes(bf, a, ars, aps, nullptr, 0, nullptr, m, n, k, 1.0f, c, b, bps, bcs), "gradMatmulF32: out of memory for scratch");
+  return nullptr;
 }
 
 // setBitLinearGradPrecision(bf16: boolean) -> boolean: the precision of the fused BitLinear backward's products
@@ -1226,6 +1256,7 @@ void register_fused(napi_env env, napi_value exports) {
       {"bitLinearGradF32", nullptr, BitLinearGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"normBitLinearF32", nullptr, NormBitLinearF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"normBitLinearGradF32", nullptr, NormBitLinearGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gradMatmulF32", nullptr, GradMatmulF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setBitLinearGradPrecision", nullptr, SetBitLinearGradPrecision, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"swigluF32", nullptr, SwigluF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionTrainF32", nullptr, AttentionTrainF32, nullptr, nullptr, nullptr, napi_default, nullptr},

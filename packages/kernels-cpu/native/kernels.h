@@ -129,11 +129,14 @@ struct Bf16PackA {
   int64_t rows, inner, pairs;
   uint32_t* dst;
 };
-// Packing of B from int8 codes [inner, cols] (exact in bf16).
+// Packing of B from int8 codes [inner, cols] (exact in bf16), or, when fsrc is set, from floats: element (p, j)
+// = fsrc[p * ps + j * cs], rounded to bf16 (nearest even); ps or cs must be 1.
 struct Bf16PackB {
   const int8_t* codes;
   int64_t inner, cols, pairs;
   uint32_t* dst;
+  const float* fsrc;
+  int64_t ps, cs;
 };
 struct Bf16Kernels {
   GemmBf16Fn gemm;

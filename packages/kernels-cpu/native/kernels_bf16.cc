@@ -132,7 +132,48 @@ void pack_a_bf16(const Bf16PackA& j, int64_t rb_begin, int64_t rb_end) {
   }
 }
 
+// B from floats: columns contiguous (cs == 1) take pack_b's pair-of-rows form; inner contiguous (ps == 1, the
+// transposed operand) converts 32 inner values of a column and scatters its 16 pairs, as pack_a does for rows.
+void pack_b_bf16_floats(const Bf16PackB& j, int64_t cb_begin, int64_t cb_end) {
+  for (int64_t cb = cb_begin; cb < cb_end; cb++) {
+    uint32_t* dst = j.dst + cb * j.pairs * kBfNr;
+    if (j.cs == 1) {
+      for (int64_t q = 0; q < j.pairs; q++) {
+        const int64_t p = 2 * q;
+        for (int h = 0; h < 2; h++) {
+          const int64_t c0 = cb * kBfNr + 16 * h;
+          const __mmask16 mc = lanes_below(j.cols - c0);
+          const __m512 f0 = _mm512_maskz_loadu_ps(mc, j.fsrc + p * j.ps + c0);
+          const __m512 f1 = p + 1 < j.inner ? _mm512_maskz_loadu_ps(mc, j.fsrc + (p + 1) * j.ps + c0) : _mm512_setzero_ps();
+          _mm512_storeu_si512(dst + q * kBfNr + 16 * h, interleave_halves(_mm512_cvtne2ps_pbh(f1, f0)));
+        }
+      }
+      continue;
+    }
+    const __m512i stride = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(kBfNr));
+    for (int c = 0; c < kBfNr; c++) {
+      const int64_t col = cb * kBfNr + c;
+      for (int64_t p0 = 0; p0 < j.inner; p0 += 32) {
+        const __mmask16 m0 = lanes_below(j.inner - p0), m1 = lanes_below(j.inner - p0 - 16);
+        __m512 lo = _mm512_setzero_ps(), hi = lo;
+        if (col < j.cols) {
+          const float* src = j.fsrc + col * j.cs + p0;
+          lo = _mm512_maskz_loadu_ps(m0, src);
+          hi = _mm512_maskz_loadu_ps(m1, src + 16);
+        }
+        const __m512bh b = _mm512_cvtne2ps_pbh(hi, lo);
+        const int64_t q0 = p0 / 2;
+        _mm512_mask_i32scatter_epi32(dst + q0 * kBfNr + c, lanes_below(j.pairs - q0), stride, reinterpret_cast<const __m512i&>(b), 4);
+      }
+    }
+  }
+}
+
 void pack_b_bf16(const Bf16PackB& j, int64_t cb_begin, int64_t cb_end) {
+  if (j.fsrc != nullptr) {
+    pack_b_bf16_floats(j, cb_begin, cb_end);
+    return;
+  }
   for (int64_t cb = cb_begin; cb < cb_end; cb++) {
     uint32_t* dst = j.dst + cb * j.pairs * kBfNr;
     for (int64_t q = 0; q < j.pairs; q++) {

@@ -6,6 +6,7 @@
  * independent reference.
  */
 import { ShapeError, UnsupportedError } from '@bitdistill/core';
+import { matmulF32Ts, type MatMulOptions } from './gemm.ts';
 import { nativeAddon } from './native.ts';
 import { rmsNormF32Ts, rmsNormGradF32Ts } from './tensor-ops.ts';
 import { absmeanScale, int8AbsmaxRow, ternaryCode } from '@bitdistill/arch';
@@ -173,6 +174,62 @@ export function roundBf16(v: number): number {
   if ((u & 0x7f800000) === 0) return u >>> 31 === 1 ? -0 : 0;
   U32[0] = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) << 16;
   return F32[0] as number;
+}
+
+/**
+ * A product of a backward pass, c [m, n] = op(a) @ op(b): the dense linears' dx = dy W and dW = dy^T x, the
+ * vocabulary head's. At 'bf16' precision (setGradPrecision) both operands are rounded to bfloat16 (nearest even)
+ * and the products summed in fp32 on the AVX512_BF16 GEMM - the official code's bf16 backward; at 'fp32' (the
+ * default) it is matmulF32. The twin: gradMatmulBf16Ts (bf16) / matmulF32Ts.
+ */
+export function gradMatmulF32(
+  a: Float32Array,
+  b: Float32Array,
+  m: number,
+  k: number,
+  n: number,
+  options: MatMulOptions = {},
+  out?: Float32Array,
+): Float32Array {
+  const c = out ?? new Float32Array(m * n);
+  for (const [name, arr, want] of [
+    ['a', a, m * k],
+    ['b', b, k * n],
+    ['c', c, m * n],
+  ] as const) {
+    if (!Number.isSafeInteger(want) || want < 1 || arr.length !== want)
+      throw new ShapeError(`gradMatmulF32: ${name} has ${arr.length} values, expected ${want} (m=${m} k=${k} n=${n})`);
+  }
+  const addon = nativeAddon();
+  if (addon === null) return matmulF32Ts(a, b, m, k, n, options.transA ?? false, options.transB ?? false, c);
+  addon.gradMatmulF32(a, b, m, k, n, options.transA ?? false, options.transB ?? false, c);
+  return c;
+}
+
+/** TypeScript twin of gradMatmulF32 at 'bf16': both operands through roundBf16, float64 sums, one float32 rounding. */
+export function gradMatmulBf16Ts(
+  a: Float32Array,
+  b: Float32Array,
+  m: number,
+  k: number,
+  n: number,
+  transA: boolean,
+  transB: boolean,
+  c: Float32Array,
+): Float32Array {
+  const ra = Float64Array.from(a, roundBf16);
+  const rb = Float64Array.from(b, roundBf16);
+  const acc = new Float64Array(n);
+  for (let i = 0; i < m; i++) {
+    acc.fill(0);
+    for (let p = 0; p < k; p++) {
+      const av = ra[transA ? p * m + i : i * k + p] as number;
+      if (av === 0) continue;
+      for (let j = 0; j < n; j++) acc[j] = (acc[j] as number) + av * (rb[transB ? j * k + p : p * n + j] as number);
+    }
+    c.set(acc, i * n);
+  }
+  return c;
 }
 
 /**

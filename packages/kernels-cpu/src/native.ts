@@ -207,6 +207,7 @@ export interface NativeAddon {
     dgain: Float32Array,
     dw: Float32Array,
   ): void;
+  gradMatmulF32(a: Float32Array, b: Float32Array, m: number, k: number, n: number, transA: boolean, transB: boolean, c: Float32Array): void;
   headLossF32(
     zs: Float32Array,
     zt: Float32Array | null,
@@ -286,6 +287,7 @@ const ADDON_FUNCTIONS = [
   'headLossF32',
   'normBitLinearF32',
   'normBitLinearGradF32',
+  'gradMatmulF32',
   'setBitLinearGradPrecision',
   'decodeLayerInit',
   'decodeLayer',

@@ -29,7 +29,10 @@ import {
   bitLinearGradBf16Ts,
   roundBf16,
   setIsa,
+  gradMatmulF32,
+  gradMatmulBf16Ts,
 } from '../src/index.ts';
+import { matmulF32Ts } from '../src/gemm.ts';
 import { randomF32 } from './util.ts';
 
 const SHAPES: [number, number, number][] = [
@@ -184,6 +187,63 @@ describe('fused bitLinear', () => {
     const s: BitLinearShape = { m: 2, k: 3, n: 4, perRow: false };
     expect(() => bitLinearF32(new Float32Array(5), new Float32Array(12), s)).to.throw(ShapeError, /x has 5 values, expected 6/);
     expect(() => bitLinearGradF32(new Float32Array(6), new Float32Array(12), s, new Float32Array(7))).to.throw(ShapeError, /dy has 7 values/);
+  });
+});
+
+// gradMatmulF32, the backward products of the dense linears and the head: matmulF32 at fp32; at bf16 both operands
+// rounded to nearest even, products exact in fp32, sums fp32 - native vs its twin (the same roundings, float64
+// sums) within 1e-5 of sum |a b|, vs the fp32 twin within 2^-7 (two operands of 8 significant bits), and visibly
+// not the fp32 product.
+describe('gradMatmulF32 (backward products, fp32 / bf16)', () => {
+  const CASES: [number, number, number, boolean, boolean][] = [
+    [1, 1, 1, false, false],
+    [13, 40, 33, false, false],
+    [37, 29, 65, false, true],
+    [70, 131, 19, true, false],
+    [25, 64, 100, true, true],
+    [130, 257, 67, false, true],
+  ];
+  const scale = (a: Float32Array, b: Float32Array, m: number, k: number, n: number, ta: boolean, tb: boolean): Float64Array =>
+    Float64Array.from(matmulF32Ts(Float32Array.from(a, Math.abs), Float32Array.from(b, Math.abs), m, k, n, ta, tb, new Float32Array(m * n)));
+
+  it('fp32 (the default): the fp32 GEMM, within 1e-5 of sum |a b| of the float32 twin', () => {
+    const rng = new Rng(41);
+    for (const [m, k, n, ta, tb] of CASES) {
+      const a = randomF32(rng, m * k);
+      const b = randomF32(rng, k * n);
+      const got = gradMatmulF32(a, b, m, k, n, { transA: ta, transB: tb });
+      const want = matmulF32Ts(a, b, m, k, n, ta, tb, new Float32Array(m * n));
+      withinSum(got, want, scale(a, b, m, k, n, ta, tb), 1e-5, `m=${m} k=${k} n=${n} ${ta ? 'T' : 'N'}${tb ? 'T' : 'N'}`);
+    }
+  });
+
+  it('bf16: native matches its twin within 1e-5, the fp32 product within 2^-7 of sum |a b|, and differs from it', function () {
+    if (!bf16GradAvailable()) this.skip();
+    const rng = new Rng(42);
+    expect(setGradPrecision('bf16')).to.equal(true);
+    try {
+      for (const [m, k, n, ta, tb] of CASES) {
+        const a = randomF32(rng, m * k);
+        const b = randomF32(rng, k * n);
+        const what = `m=${m} k=${k} n=${n} ${ta ? 'T' : 'N'}${tb ? 'T' : 'N'}`;
+        const got = gradMatmulF32(a, b, m, k, n, { transA: ta, transB: tb });
+        const bound = scale(a, b, m, k, n, ta, tb);
+        withinSum(got, gradMatmulBf16Ts(a, b, m, k, n, ta, tb, new Float32Array(m * n)), bound, 1e-5, `${what} vs bf16 twin`);
+        const fp32 = matmulF32Ts(a, b, m, k, n, ta, tb, new Float32Array(m * n));
+        withinSum(got, fp32, bound, 2 ** -7, `${what} vs fp32`);
+        if (m * n > 100)
+          expect(
+            got.some((v, i) => Math.abs(v - (fp32[i] as number)) > 1e-5 * (bound[i] as number)),
+            `${what}: bf16 moved nothing`,
+          ).to.equal(true);
+      }
+    } finally {
+      setGradPrecision('fp32');
+    }
+  });
+
+  it('rejects operands that do not fit m, k, n', () => {
+    expect(() => gradMatmulF32(new Float32Array(6), new Float32Array(5), 2, 3, 2)).to.throw(ShapeError, /b has 5 values, expected 6/);
   });
 });
 

@@ -224,7 +224,7 @@ function runChunks(plan: Plan, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean): {
 
       if (!grad || g === null) return [ceChunk, klChunk];
       const dWc = productTA(g, hc); // [V, C]
-      const dhc = tf.matMul(g, w) as tf.Tensor2D; // [r, C]
+      const dhc = gradProduct(g as tf.Tensor2D, w); // [r, C]
       drop(g);
       return [ceChunk, klChunk, dhc, dWc];
     });
@@ -313,7 +313,7 @@ function fusedChunk(plan: Plan, idx: Int32Array, h: tf.Tensor2D, w: tf.Tensor2D,
   const klChunk = tf.reshape(tf.slice(s, [1], [1]), []);
   if (!grad || g === undefined) return [ceChunk, klChunk];
   const dWc = productTA(g as tf.Tensor2D, hc); // [V, C]
-  const dhc = tf.matMul(g, w) as tf.Tensor2D; // [r, C]
+  const dhc = gradProduct(g as tf.Tensor2D, w); // [r, C]
   g.dispose();
   return [ceChunk, klChunk, dhc, dWc];
 }
@@ -356,10 +356,19 @@ function logitsBlock(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   });
 }
 
+/** The engine's kernel for a product of a backward pass (packages/backend; model's GRAD_MATMUL_KERNEL): bf16 operands under optim.gradPrecision bf16. */
+const GRAD_MATMUL_KERNEL = 'BitDistillGradMatMul';
+
+/** g @ w, a backward product: on GRAD_MATMUL_KERNEL where the backend registers it. */
+function gradProduct(g: tf.Tensor2D, w: tf.Tensor2D, transA = false): tf.Tensor2D {
+  if (tf.getKernel(GRAD_MATMUL_KERNEL, tf.getBackend()) === undefined) return tf.matMul(g, w, transA, false);
+  return tf.engine().runKernel(GRAD_MATMUL_KERNEL, { a: g, b: w }, { transposeA: transA, transposeB: false } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+}
+
 /** g^T h: [r, V]^T [r, C] -> [V, C]. */
 function productTA(g: tf.Tensor2D, h: tf.Tensor2D): tf.Tensor2D {
-  if (transposeFlagsFast()) return tf.matMul(g, h, true, false);
-  return tf.tidy(() => tf.matMul(tf.transpose(g), h));
+  if (transposeFlagsFast()) return gradProduct(g, h, true);
+  return tf.tidy(() => gradProduct(tf.transpose(g) as tf.Tensor2D, h));
 }
 
 function makePlan(hidden: tf.Tensor, weight: tf.Tensor, options: FusedHeadLossOptions): Plan {

@@ -40,8 +40,21 @@ export function matMulT<T extends tf.Tensor>(a: T, b: T, transA = false, transB 
 }
 
 /**
+ * The kernel of a product of a backward pass, {a, b} attrs {transposeA, transposeB} (2-D float32): packages/backend
+ * registers it on the native engine, where optim.gradPrecision bf16 runs it with bf16 operands and fp32 sums (the
+ * official code's bf16 backward); fp32 otherwise, the same product as tf.matMul.
+ */
+export const GRAD_MATMUL_KERNEL = 'BitDistillGradMatMul';
+
+/** op(a) @ op(b) of a backward pass: GRAD_MATMUL_KERNEL where the backend has it, else matMulT. */
+export function gradMatMul(a: tf.Tensor2D, b: tf.Tensor2D, transA = false, transB = false): tf.Tensor2D {
+  if (tf.getKernel(GRAD_MATMUL_KERNEL, tf.getBackend()) === undefined) return matMulT(a, b, transA, transB);
+  return tf.engine().runKernel(GRAD_MATMUL_KERNEL, { a, b }, { transposeA: transA, transposeB: transB } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+}
+
+/**
  * x [N, in] @ weight [out, in]^T -> [N, out] (the HF layout, never transposed in memory);
- * backward dx = dy @ weight, dweight = dy^T @ x.
+ * backward dx = dy @ weight, dweight = dy^T @ x (gradMatMul).
  */
 const linearT = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   const [x, w, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
@@ -51,7 +64,7 @@ const linearT = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
       const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
       const dy2 = dy as tf.Tensor2D;
-      return [tf.matMul(dy2, sw), matMulT(dy2, sx, true, false)];
+      return [gradMatMul(dy2, sw), gradMatMul(dy2, sx, true, false)];
     },
   };
 }) as unknown as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
@@ -74,7 +87,7 @@ export type LinearFn = ((x: tf.Tensor2D, weight: tf.Tensor2D) => tf.Tensor2D) & 
 };
 
 export const denseLinear: LinearFn = Object.assign((x: tf.Tensor2D, weight: tf.Tensor2D) => linearT(x, weight), {
-  backward: (x: tf.Tensor2D, weight: tf.Tensor2D, dy: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] => [tf.matMul(dy, weight), matMulT(dy, x, true, false)],
+  backward: (x: tf.Tensor2D, weight: tf.Tensor2D, dy: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] => [gradMatMul(dy, weight), gradMatMul(dy, x, true, false)],
 });
 
 /**

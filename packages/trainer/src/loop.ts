@@ -52,7 +52,7 @@ export interface OptimSettings {
   decayRatio: number;
   gradClip: number;
   gradAccum: number;
-  /** The student's BitLinear backward products (optim.gradPrecision); fp32 when absent. */
+  /** The backward products' precision (optim.gradPrecision): BitLinear, dense linears, the head; fp32 when absent. */
   gradPrecision?: GradPrecision;
 }
 
@@ -237,8 +237,9 @@ export async function runStage<B extends MicroBatch>(spec: StageSpec<B>, setting
 }
 
 /**
- * Sets the kernels' BitLinear backward precision for this stage; bf16 where the CPU cannot (no AVX512_BF16, or
- * a backend that does not run the native fused BitLinear) warns and stays fp32 rather than failing the run.
+ * Sets the kernels' backward-product precision for this stage (the fused BitLinear backward, the dense linears'
+ * and the head's dx / dW); bf16 where the CPU cannot (no AVX512_BF16, or a backend other than the native CPU
+ * engine) warns and stays fp32 rather than failing the run.
  */
 function useGradPrecision(p: GradPrecision, stage: string, log: Logger): void {
   if (p === 'fp32') {
@@ -247,17 +248,17 @@ function useGradPrecision(p: GradPrecision, stage: string, log: Logger): void {
   }
   const backend = tf.getBackend();
   if (backend === 'webgpu' || backend === 'tensorflow') {
-    log.warn({ stage, backend }, `optim.gradPrecision: bf16 applies to the CPU engine's fused BitLinear; the ${backend} backend keeps its own precision`);
+    log.warn({ stage, backend }, `optim.gradPrecision: bf16 applies to the CPU engine's backward products; the ${backend} backend keeps its own precision`);
     return;
   }
   if (!bf16GradAvailable() || !setGradPrecision('bf16')) {
     log.warn(
       { stage },
-      'optim.gradPrecision: bf16 needs AVX512_BF16 (Zen 4, Sapphire Rapids and later) and the native kernels; this CPU runs the BitLinear backward in fp32',
+      'optim.gradPrecision: bf16 needs AVX512_BF16 (Zen 4, Sapphire Rapids and later) and the native kernels; this CPU runs the backward products in fp32',
     );
     return;
   }
-  log.info({ stage }, 'BitLinear backward products in bf16 (optim.gradPrecision; AVX512_BF16)');
+  log.info({ stage }, 'backward products in bf16 (optim.gradPrecision; AVX512_BF16): BitLinear, dense linears, the head');
 }
 
 /** Disposes the optimizer's moments and the EMA weights (once; finish() and a failed stage both call it). */
