@@ -49,7 +49,7 @@ interface Options {
   warmup: number;
   kinds: Kind[];
   recompute: boolean;
-  /** optim.gradPrecision of the students' BitLinear backward (the sft kind has no BitLinear: no effect there). */
+  /** optim.gradPrecision: the backward products (the student's BitLinear, the dense linears', the head's) in bf16. */
   gradPrecision: GradPrecision;
   out: string;
 }
@@ -387,7 +387,7 @@ export async function shapeMain(argv: string[]): Promise<void> {
     machine: { cpuModel, cpus: cpus().length, memTotalBytes: totalmem(), node: process.version, kernelsIsa: status.isa, kernelsThreads: status.threads },
     recompute: o.recompute,
     gradPrecision: o.gradPrecision,
-    method: `median of ${o.steps} step(s) after ${o.warmup} warm-up step(s), each kind in its own process${o.recompute ? ', activation recomputation on' : ''}${o.gradPrecision === 'bf16' ? ', the student BitLinear backward in bf16 (optim.gradPrecision: bf16; the sft kind is dense, unaffected)' : ''}; GEMM: median of 7 runs per shape, 2 threads`,
+    method: `median of ${o.steps} step(s) after ${o.warmup} warm-up step(s), each kind in its own process${o.recompute ? ', activation recomputation on' : ''}${o.gradPrecision === 'bf16' ? ', every backward product in bf16 (optim.gradPrecision: bf16: the student BitLinear, the dense linears, the head; forward and attention fp32)' : ''}; GEMM: median of 7 runs per shape, 2 threads`,
     gemm: { project, numpy: numpy?.points ?? null, numpyInfo: numpy?.info ?? null, bestProjectGflops: bestProject, bestNumpyGflops: bestNumpy, ceilingGflops },
     flops: { nonEmbeddingParameters: nonEmbedding, tokensPerStep, attentionFlops, sftStepFlops: sftFlops, ceilingSeconds },
     rows,
@@ -404,7 +404,7 @@ export async function shapeMain(argv: string[]): Promise<void> {
     `CPU: ${cpuModel}, ${cpus().length} CPUs, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}; kernels-cpu ISA **${status.isa}**, ${status.threads} threads  `,
     `Model: ${o.shape === REFERENCE_SHAPE ? "the train bench's reference config" : archPath(o.shape)} (random weights), batch ${BATCH} x ${SEQ} tokens; ${result.method}`,
     '',
-    '| step | median step | forward + backward | grad norm | AdamW | tokens/s | peak RSS | of the GEMM-bound ceiling |',
+    `| step | median step | forward + backward | grad norm | AdamW | tokens/s | peak RSS | of the GEMM-bound ceiling${o.gradPrecision === 'bf16' ? ' (fp32 basis: bf16 products are not bounded by it)' : ''} |`,
     '|---|---:|---:|---:|---:|---:|---:|---:|',
     ...rows.map(
       (r) =>
