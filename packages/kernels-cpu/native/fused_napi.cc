@@ -961,11 +961,10 @@ thread_local Scratch t_rel;
 
 // Relation head r of batch b of part x gathered into a [T, D] (row t = features r D .. r D + D - 1 of token t).
 void rel_gather(const RelPart& x, int64_t b, int64_t r, int64_t T, int64_t D, float* a) {
-  for (int64_t t = 0; t < T; t++) {
-    for (int64_t j = 0; j < D; j++) {
-      const int64_t f = r * D + j, h = f / x.d, i = f % x.d;
-      a[t * D + j] = x.x[((b * x.H + h) * T + t) * x.d + i];
-    }
+  for (int64_t j = 0; j < D; j++) {  // feature-major: the head / offset division once per feature, not per token
+    const int64_t f = r * D + j, h = f / x.d, i = f % x.d;
+    const float* src = x.x + (b * x.H + h) * T * x.d + i;
+    for (int64_t t = 0; t < T; t++) a[t * D + j] = src[t * x.d];
   }
 }
 
@@ -1005,10 +1004,11 @@ void rel_scatter_grad(RelCtx* c, int64_t b, int64_t r, int64_t T, int64_t Ds, co
       const float sd = sqrtf(static_cast<float>(Ds));
       for (int64_t j = 0; j < Ds; j++) d[j] = d[j] / sd;
     }
-    for (int64_t j = 0; j < Ds; j++) {
-      const int64_t f = r * Ds + j, h = f / c->s.d, i = f % c->s.d;
-      c->dx[((b * c->s.H + h) * T + t) * c->s.d + i] = d[j];
-    }
+  }
+  for (int64_t j = 0; j < Ds; j++) {  // feature-major, as rel_gather
+    const int64_t f = r * Ds + j, h = f / c->s.d, i = f % c->s.d;
+    float* dst = c->dx + (b * c->s.H + h) * T * c->s.d + i;
+    for (int64_t t = 0; t < T; t++) dst[t * c->s.d] = dan[t * Ds + j];
   }
 }
 
