@@ -42,6 +42,7 @@ import {
   normBitLinearF32,
   normBitLinearGradF32,
   gradMatmulF32,
+  ropeHeadsF32,
   tile32,
   transpose32,
   unaryF32,
@@ -209,6 +210,28 @@ const gradMatMul: KernelFn = ({ inputs, attrs, backend }) => {
     );
   const out = st.out([m, n], 'float32');
   gradMatmulF32(st.view(a) as Float32Array, st.view(b) as Float32Array, m, k, n, { transA: transposeA, transB: transposeB }, st.view(out) as Float32Array);
+  return out;
+};
+
+/** BitDistillRopeHeads: {x [B, T, H, d], cos, sin [T, d]}, attrs {rope} -> [B, H, T, d], RoPE'd when rope. */
+const ropeHeads: KernelFn = ({ inputs, attrs, backend }) => {
+  const st = storageOf(backend);
+  const { x, cos, sin } = inputs as Record<'x' | 'cos' | 'sin', tf.TensorInfo>;
+  const [B, T, H, d] = x.shape as [number, number, number, number];
+  const out = st.out([B, H, T, d], 'float32');
+  const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;
+  ropeHeadsF32(view(x), view(cos), view(sin), { B, T, H, d }, (attrs as { rope: boolean }).rope, false, view(out));
+  return out;
+};
+
+/** BitDistillRopeHeadsGrad: {dy [B, H, T, d], x, cos, sin}, attrs {rope} -> dx [B, T, H, d]. */
+const ropeHeadsGrad: KernelFn = ({ inputs, attrs, backend }) => {
+  const st = storageOf(backend);
+  const { dy, x, cos, sin } = inputs as Record<'dy' | 'x' | 'cos' | 'sin', tf.TensorInfo>;
+  const [B, T, H, d] = x.shape as [number, number, number, number];
+  const out = st.out([B, T, H, d], 'float32');
+  const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;
+  ropeHeadsF32(view(dy), view(cos), view(sin), { B, T, H, d }, (attrs as { rope: boolean }).rope, true, view(out));
   return out;
 };
 
@@ -723,6 +746,8 @@ const NATIVE: Record<string, KernelFn> = {
   BitDistillRelationKd: relationKd,
   BitDistillHeadLoss: headLoss,
   BitDistillGradMatMul: gradMatMul,
+  BitDistillRopeHeads: ropeHeads,
+  BitDistillRopeHeadsGrad: ropeHeadsGrad,
   UnsortedSegmentSum: unsortedSegmentSum,
 };
 

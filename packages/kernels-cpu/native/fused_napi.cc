@@ -673,6 +673,61 @@ void swiglu_task(void* p, int64_t chunk, int64_t nchunks) {
 
 int64_t swiglu_chunks(int64_t n) { return elem_chunks(n, n / 4096 + 1); }
 
+// --- The relation KD's view of q, k, v: [B, T, H, d] -> [B, H, T, d], RoPE'd (q, k) or not (v) ---
+struct RopeHeadsCtx {
+  const float *x, *cos, *sin;
+  float* y;
+  int64_t B, T, H, d;
+  bool rope, backward;
+};
+
+void rope_heads_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<RopeHeadsCtx*>(p);
+  const int64_t T = c->T, H = c->H, d = c->d;
+  int64_t u0, u1;
+  split(c->B * H, chunk, nchunks, &u0, &u1);
+  for (int64_t u = u0; u < u1; u++) {
+    const int64_t b = u / H, h = u % H;
+    // token-major side: row t at (b T + t) H d + h d, stride H d; head-major side: (b H + h) T d + t d, stride d
+    const int64_t tm = (b * T * H + h) * d, hm = (b * H + h) * T * d;
+    const float* src = c->x + (c->backward ? hm : tm);
+    float* dst = c->y + (c->backward ? tm : hm);
+    const int64_t ss = c->backward ? d : H * d, ds = c->backward ? H * d : d;
+    if (c->rope) {
+      rope_rows_f32(src, ss, c->cos, c->sin, dst, ds, T, d, c->backward ? 1 : 0);
+      continue;
+    }
+    for (int64_t t = 0; t < T; t++) memcpy(dst + t * ds, src + t * ss, sizeof(float) * static_cast<size_t>(d));
+  }
+}
+
+// ropeHeadsF32(x, cos, sin, B, T, H, d, rope, backward, y): forward, x [B, T, H, d] -> y [B, H, T, d] with RoPE
+// (rotate_half, tables [T, d]) when rope; backward, x = dy [B, H, T, d] -> y = dx [B, T, H, d] through the
+// rotation's transpose. The captured q, k, v of the relation KD in one call each way (was a transpose and six
+// RoPE ops per tensor, and their gradients).
+napi_value RopeHeadsF32(napi_env env, napi_callback_info info) {
+  napi_value argv[10];
+  if (!get_args(env, info, 10, argv)) return nullptr;
+  RopeHeadsCtx c{};
+  float *x, *cs, *sn, *y;
+  size_t xl, cl, sl, yl;
+  if (!get_typed(env, argv[0], napi_float32_array, &x, &xl, "x") || !get_typed(env, argv[1], napi_float32_array, &cs, &cl, "cos") ||
+      !get_typed(env, argv[2], napi_float32_array, &sn, &sl, "sin") || !get_i64(env, argv[3], 1, kMaxDim, &c.B, "B") ||
+      !get_i64(env, argv[4], 1, kMaxDim, &c.T, "T") || !get_i64(env, argv[5], 1, kMaxDim, &c.H, "H") || !get_i64(env, argv[6], 1, kMaxDim, &c.d, "d") ||
+      !get_bool(env, argv[7], &c.rope) || !get_bool(env, argv[8], &c.backward) || !get_typed(env, argv[9], napi_float32_array, &y, &yl, "y"))
+    return nullptr;
+  const int64_t n = prod(c.B, c.T, c.H, c.d);
+  if (throw_if(env, static_cast<int64_t>(xl) != n || static_cast<int64_t>(yl) != n || (c.rope && (c.d % 2 != 0 || static_cast<int64_t>(cl) < prod(c.T, c.d) || static_cast<int64_t>(sl) < prod(c.T, c.d))),
+               "ropeHeadsF32: x and y must hold B T H d values, cos and sin T d (d even)"))
+    return nullptr;
+  c.x = x;
+  c.cos = cs;
+  c.sin = sn;
+  c.y = y;
+  parallel(elem_chunks(n, c.B * c.H), rope_heads_task, &c);
+  return nullptr;
+}
+
 // swigluF32(g, u, y) and swigluGradF32(g, u, dy, dg, du): all the same length.
 napi_value SwigluF32(napi_env env, napi_callback_info info) {
   napi_value argv[5];
@@ -1257,6 +1312,7 @@ void register_fused(napi_env env, napi_value exports) {
       {"normBitLinearF32", nullptr, NormBitLinearF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"normBitLinearGradF32", nullptr, NormBitLinearGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gradMatmulF32", nullptr, GradMatmulF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"ropeHeadsF32", nullptr, RopeHeadsF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setBitLinearGradPrecision", nullptr, SetBitLinearGradPrecision, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"swigluF32", nullptr, SwigluF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionTrainF32", nullptr, AttentionTrainF32, nullptr, nullptr, nullptr, napi_default, nullptr},

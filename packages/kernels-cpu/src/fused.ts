@@ -176,6 +176,87 @@ export function roundBf16(v: number): number {
   return F32[0] as number;
 }
 
+/** Shape of ropeHeadsF32's token-major side [B, T, H, d]. */
+export interface RopeHeadsShape {
+  B: number;
+  T: number;
+  H: number;
+  d: number;
+}
+
+/**
+ * The relation KD's view of a projection: forward, x [B, T, H, d] -> [B, H, T, d], RoPE'd (rotate_half, tables
+ * cos / sin [T, d]) when `rope`; backward, dy [B, H, T, d] -> dx [B, T, H, d] through the rotation's transpose.
+ * The twin: ropeHeadsF32Ts.
+ */
+export function ropeHeadsF32(
+  x: Float32Array,
+  cos: Float32Array,
+  sin: Float32Array,
+  s: RopeHeadsShape,
+  rope: boolean,
+  backward: boolean,
+  out?: Float32Array,
+): Float32Array {
+  const { B, T, H, d } = s;
+  const n = B * T * H * d;
+  const y = out ?? new Float32Array(n);
+  for (const v of [B, T, H, d]) if (!Number.isSafeInteger(v) || v < 1) throw new ShapeError(`ropeHeadsF32: bad shape [${B}, ${T}, ${H}, ${d}]`);
+  if (x.length !== n || y.length !== n)
+    throw new ShapeError(`ropeHeadsF32: x and y need ${n} values ([${B}, ${T}, ${H}, ${d}]), got ${x.length} and ${y.length}`);
+  if (rope && (d % 2 !== 0 || cos.length < T * d || sin.length < T * d))
+    throw new ShapeError(`ropeHeadsF32: RoPE needs an even d and cos / sin of [${T}, ${d}]`);
+  const addon = nativeAddon();
+  if (addon === null) return ropeHeadsF32Ts(x, cos, sin, s, rope, backward, y);
+  addon.ropeHeadsF32(x, cos, sin, B, T, H, d, rope, backward, y);
+  return y;
+}
+
+/** TypeScript twin of ropeHeadsF32: the same formulas element by element, float32 rounding after every operation. */
+export function ropeHeadsF32Ts(
+  x: Float32Array,
+  cos: Float32Array,
+  sin: Float32Array,
+  s: RopeHeadsShape,
+  rope: boolean,
+  backward: boolean,
+  y: Float32Array,
+): Float32Array {
+  const { B, T, H, d } = s;
+  const h2 = d / 2;
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      for (let t = 0; t < T; t++) {
+        const tm = ((b * T + t) * H + h) * d;
+        const hm = ((b * H + h) * T + t) * d;
+        const src = backward ? hm : tm;
+        const dst = backward ? tm : hm;
+        for (let i = 0; i < d; i++) {
+          const xi = x[src + i] as number;
+          if (!rope) {
+            y[dst + i] = xi;
+            continue;
+          }
+          const c = cos[t * d + i] as number;
+          let v: number;
+          if (!backward)
+            v =
+              i < h2
+                ? f(xi * c) + f(-(x[src + i + h2] as number) * (sin[t * d + i] as number))
+                : f(xi * c) + f((x[src + i - h2] as number) * (sin[t * d + i] as number));
+          else
+            v =
+              i < h2
+                ? f(xi * c) + f((x[src + i + h2] as number) * (sin[t * d + i + h2] as number))
+                : f(xi * c) - f((x[src + i - h2] as number) * (sin[t * d + i - h2] as number));
+          y[dst + i] = v;
+        }
+      }
+    }
+  }
+  return y;
+}
+
 /**
  * A product of a backward pass, c [m, n] = op(a) @ op(b): the dense linears' dx = dy W and dW = dy^T x, the
  * vocabulary head's. At 'bf16' precision (setGradPrecision) both operands are rounded to bfloat16 (nearest even)

@@ -208,6 +208,7 @@ export interface NativeAddon {
     dw: Float32Array,
   ): void;
   gradMatmulF32(a: Float32Array, b: Float32Array, m: number, k: number, n: number, transA: boolean, transB: boolean, c: Float32Array): void;
+  ropeHeadsF32(x: Float32Array, cos: Float32Array, sin: Float32Array, B: number, T: number, H: number, d: number, rope: boolean, backward: boolean, y: Float32Array): void;
   headLossF32(
     zs: Float32Array,
     zt: Float32Array | null,
@@ -288,6 +289,7 @@ const ADDON_FUNCTIONS = [
   'normBitLinearF32',
   'normBitLinearGradF32',
   'gradMatmulF32',
+  'ropeHeadsF32',
   'setBitLinearGradPrecision',
   'decodeLayerInit',
   'decodeLayer',

@@ -31,6 +31,8 @@ import {
   setIsa,
   gradMatmulF32,
   gradMatmulBf16Ts,
+  ropeHeadsF32,
+  ropeHeadsF32Ts,
 } from '../src/index.ts';
 import { matmulF32Ts } from '../src/gemm.ts';
 import { randomF32 } from './util.ts';
@@ -244,6 +246,64 @@ describe('gradMatmulF32 (backward products, fp32 / bf16)', () => {
 
   it('rejects operands that do not fit m, k, n', () => {
     expect(() => gradMatmulF32(new Float32Array(6), new Float32Array(5), 2, 3, 2)).to.throw(ShapeError, /b has 5 values, expected 6/);
+  });
+});
+
+// ropeHeadsF32 (the relation KD's RoPE'd [B, H, T, d] view): native vs the float32 twin within 2^-22 of
+// |x c| + |x' s| per element (a fused multiply-add may round once where the twin rounds twice); the backward is
+// the forward's transpose: <dy, F(x)> = <F^T(dy), x> in float64, to 1e-6 relative.
+describe('ropeHeadsF32 (relation-KD view of q, k, v)', () => {
+  for (const [B, T, H, d] of [
+    [1, 1, 1, 2],
+    [2, 11, 3, 8],
+    [3, 37, 2, 16],
+    [2, 5, 4, 64],
+    [1, 9, 2, 6],
+  ] as [number, number, number, number][]) {
+    it(`[${B}, ${T}, ${H}, ${d}]: forward and backward, with and without RoPE, match the twin; backward is the transpose`, () => {
+      const rng = new Rng(B * 1000 + T * 10 + d);
+      const n = B * T * H * d;
+      const x = randomF32(rng, n);
+      const dy = randomF32(rng, n);
+      const ang = Float64Array.from({ length: T * d }, (_, i) => Math.floor(i / d) * (0.3 + (i % d) * 0.01));
+      const cos = Float32Array.from(ang, Math.cos);
+      const sin = Float32Array.from(ang, Math.sin);
+      const s = { B, T, H, d };
+      for (const rope of [true, false]) {
+        for (const backward of [false, true]) {
+          const src = backward ? dy : x;
+          const got = ropeHeadsF32(src, cos, sin, s, rope, backward);
+          const want = ropeHeadsF32Ts(src, cos, sin, s, rope, backward, new Float32Array(n));
+          for (let i = 0; i < n; i++) {
+            const tol = rope ? 2 ** -22 * 2 * Math.max(...[got[i], want[i]].map((v) => Math.abs(v as number)), 1e-30) + 2 ** -22 * 4 : 0;
+            if (!(Math.abs((got[i] as number) - (want[i] as number)) <= tol))
+              expect.fail(`rope=${rope} backward=${backward} [${i}]: native ${got[i]}, twin ${want[i]}`);
+          }
+        }
+        const fx = ropeHeadsF32(x, cos, sin, s, rope, false);
+        const bt = ropeHeadsF32(dy, cos, sin, s, rope, true);
+        let lhs = 0;
+        let rhs = 0;
+        let scale = 0;
+        for (let i = 0; i < n; i++) {
+          lhs += (dy[i] as number) * (fx[i] as number);
+          rhs += (bt[i] as number) * (x[i] as number);
+          scale += Math.abs((dy[i] as number) * (fx[i] as number));
+        }
+        expect(Math.abs(lhs - rhs), `adjoint, rope=${rope}`).to.be.at.most(1e-6 * scale + 1e-12);
+      }
+    });
+  }
+
+  it('rejects an odd head size with RoPE and arrays that do not fit the shape', () => {
+    expect(() => ropeHeadsF32(new Float32Array(6), new Float32Array(6), new Float32Array(6), { B: 1, T: 2, H: 1, d: 3 }, true, false)).to.throw(
+      ShapeError,
+      /even d/,
+    );
+    expect(() => ropeHeadsF32(new Float32Array(5), new Float32Array(8), new Float32Array(8), { B: 1, T: 2, H: 1, d: 4 }, false, false)).to.throw(
+      ShapeError,
+      /need 8 values/,
+    );
   });
 });
 

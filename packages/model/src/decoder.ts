@@ -10,6 +10,8 @@ import { ArgumentError, FormatError, assertShape } from '@bitdistill/core';
 import { expectedTensorShapes, PROJECTIONS, projectionName, sublnName, type DecoderConfig, type Projection } from '@bitdistill/arch';
 import {
   ATTENTION_KERNEL,
+  ROPE_HEADS_KERNEL,
+  fusedRopeHeads,
   bmm,
   denseLinear,
   fusedAttention,
@@ -272,9 +274,14 @@ export class Decoder {
       const { cos, sin } = this.rope(T);
       if (captured !== null) {
         // The relation KD reads RoPE'd q, k and v as [B, heads, T, d]: formed beside the fused kernel (transposes
-        // and RoPE of q, k, v only; the T x T attention itself stays one kernel each way).
-        const byHead = (t: tf.Tensor4D) => tf.transpose(t, [0, 2, 1, 3]) as tf.Tensor4D;
-        captured.set(l, { q: this.applyRope(byHead(q), T), k: this.applyRope(byHead(k), T), v: byHead(v) });
+        // and RoPE of q, k, v only; the T x T attention itself stays one kernel each way) - one fused op each
+        // where the backend has it, else the op-by-op twin.
+        if (fusedKernel(ROPE_HEADS_KERNEL)) {
+          captured.set(l, { q: fusedRopeHeads(q, cos, sin, true), k: fusedRopeHeads(k, cos, sin, true), v: fusedRopeHeads(v, cos, sin, false) });
+        } else {
+          const byHead = (t: tf.Tensor4D) => tf.transpose(t, [0, 2, 1, 3]) as tf.Tensor4D;
+          captured.set(l, { q: this.applyRope(byHead(q), T), k: this.applyRope(byHead(k), T), v: byHead(v) });
+        }
       }
       const y4 = fusedAttention(q, k, v, cos, sin, Math.fround(1 / Math.sqrt(d)));
       x = tf.add(x, this.project(tf.reshape(y4, [N, H * d]) as tf.Tensor2D, l, 'o_proj'));

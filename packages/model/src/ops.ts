@@ -130,7 +130,8 @@ export function registerFusedGradient(kernelName: string, gradKernel: string, in
     gradFunc: (dy, saved, attrs) => {
       const named: Record<string, tf.Tensor> = { dy: dy as tf.Tensor };
       names.forEach((n, i) => (named[n] = saved[i] as tf.Tensor));
-      const outs = tf.engine().runKernel(gradKernel, named as tf.NamedTensorMap, attrs) as tf.Tensor[];
+      const res = tf.engine().runKernel(gradKernel, named as tf.NamedTensorMap, attrs) as tf.Tensor | tf.Tensor[];
+      const outs = Array.isArray(res) ? res : [res]; // a gradient kernel with one output returns the tensor itself
       const grads: Record<string, () => tf.Tensor> = {};
       inputs.forEach((n, i) => (grads[n] = () => outs[i] as tf.Tensor));
       constants.forEach((n) => (grads[n] = () => tf.zerosLike(named[n] as tf.Tensor)));
@@ -180,6 +181,20 @@ registerFusedGradient(ATTENTION_KERNEL, ATTENTION_GRAD_KERNEL, ['q', 'k', 'v'], 
  */
 export function fusedAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D, scale: number): tf.Tensor4D {
   return tf.engine().runKernel(ATTENTION_KERNEL, { q, k, v, cos, sin } as unknown as tf.NamedTensorMap, { scale }) as tf.Tensor4D;
+}
+
+export const ROPE_HEADS_KERNEL = 'BitDistillRopeHeads';
+export const ROPE_HEADS_GRAD_KERNEL = 'BitDistillRopeHeadsGrad';
+
+registerFusedGradient(ROPE_HEADS_KERNEL, ROPE_HEADS_GRAD_KERNEL, ['x'], ['cos', 'sin']);
+
+/**
+ * The relation KD's view of a projection (fused, where the backend has the kernel): x [B, T, H, d] ->
+ * [B, H, T, d], with RoPE (rotate_half, cos / sin [T, d]) when `rope`. decoder.ts keeps the op-by-op form
+ * (transpose, then its applyRope) as the twin.
+ */
+export function fusedRopeHeads(x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D, rope: boolean): tf.Tensor4D {
+  return tf.engine().runKernel(ROPE_HEADS_KERNEL, { x, cos, sin } as unknown as tf.NamedTensorMap, { rope } as unknown as tf.NamedAttrMap) as tf.Tensor4D;
 }
 
 /** RMSNorm over the last axis: x * rsqrt(mean(x^2) + eps) * gain. */
