@@ -27,7 +27,7 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendChoice, type BackendInfo } from '@bitdistill/backend';
-import { bf16GradAvailable, initKernels, matmulF32, nativeStatus, setGradPrecision, setThreads } from '@bitdistill/kernels-cpu/engine';
+import { bf16GradAvailable, initKernels, matmulF32, nativeStatus, setGradPrecision, setThreads, type GradPrecision } from '@bitdistill/kernels-cpu/engine';
 import { answerCrossEntropy } from '@bitdistill/losses';
 import { initDecoder } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
@@ -521,18 +521,27 @@ export async function main(argv: string[]): Promise<void> {
   const embeddingParams = CONFIG.tie_word_embeddings ? 0 : CONFIG.vocab_size * CONFIG.hidden_size;
   const attentionFlopsPerToken = 12 * CONFIG.num_hidden_layers * SEQ * CONFIG.hidden_size;
   const flopsPerToken = 6 * (d.parameters - embeddingParams) + attentionFlopsPerToken;
-  // Teacher-SFT and distillation steps of this config (train-shape.ts's children, shape 'reference').
-  const shapeSteps = (kind: 'sft' | 'distill') => runShapeChild(kind, { shape: REFERENCE_SHAPE, steps: o.steps, warmup: o.warmup, recompute: false });
-  const teacherStep = shapeSteps('sft');
-  const distillStep = shapeSteps('distill');
-  const distillStepBf16 = withBf16 ? runShapeChild('distill', { shape: REFERENCE_SHAPE, steps: o.steps, warmup: o.warmup, recompute: false, gradPrecision: 'bf16' }) : null;
+  // Teacher-SFT and distillation steps (train-shape.ts's children): the reference shape, and the tiny config's
+  // model at its batch (stories260K, 16 x 64). Each pair is measured in every round, the order alternating, and
+  // the median of the rounds' medians reported: a single pair moved by +-10% between runs on this shared machine.
+  const pairs = (shape: string, gradPrecision: GradPrecision, steps: number, warmup: number) => {
+    const teacher: number[] = [];
+    const distill: number[] = [];
+    for (let r = 0; r < o.rounds; r++) {
+      const kinds = r % 2 === 0 ? (['sft', 'distill'] as const) : (['distill', 'sft'] as const);
+      for (const kind of kinds) {
+        const ms = median(runShapeChild(kind, { shape, steps, warmup, recompute: false, gradPrecision }).stepMs);
+        (kind === 'sft' ? teacher : distill).push(ms);
+      }
+    }
+    return { teacherMs: median(teacher), distillMs: median(distill), ratio: median(distill) / median(teacher), rounds: teacher.map((t, i) => ({ teacherMs: t, distillMs: distill[i] as number })) };
+  };
+  const refPair = pairs(REFERENCE_SHAPE, 'fp32', o.steps, o.warmup);
   // bf16 also moves the dense teacher's backward products: the like-for-like ratio takes the bf16 teacher step.
-  const teacherStepBf16 = withBf16 ? runShapeChild('sft', { shape: REFERENCE_SHAPE, steps: o.steps, warmup: o.warmup, recompute: false, gradPrecision: 'bf16' }) : null;
+  const refPairBf16 = withBf16 ? pairs(REFERENCE_SHAPE, 'bf16', o.steps, o.warmup) : null;
+  const tinyPair = o.tiny ? pairs(TINY_SHAPE, 'fp32', Math.max(30, o.steps), 5) : null;
   const tiny = o.tiny ? tinyRun() : null;
-  // The tiny config's teacher-SFT and distillation steps alone (stories260K at its batch, 16 x 64), and the same
-  // ratio as the tiny run's stage seconds (which add data preparation, checkpoints and the dev evaluation).
-  const tinySteps = o.tiny ? (['sft', 'distill'] as const).map((kind) => runShapeChild(kind, { shape: TINY_SHAPE, steps: Math.max(30, o.steps), warmup: 5, recompute: false })) : null;
-  const [tinyTeacherMs, tinyDistillMs] = tinySteps === null ? [null, null] : tinySteps.map((r) => median(r.stepMs));
+  const [tinyTeacherMs, tinyDistillMs] = tinyPair === null ? [null, null] : [tinyPair.teacherMs, tinyPair.distillMs];
   const tinyStage = (name: string): number | null =>
     (tiny?.summary as { stages?: { stage: string; seconds: number }[] } | undefined)?.stages?.find((x) => x.stage === name)?.seconds ?? null;
   const tinyTeacherS = tinyStage('teacher');
@@ -580,10 +589,11 @@ export async function main(argv: string[]): Promise<void> {
       speedupVsStockWasm: tps(b16) / tps(s),
       speedupVsDefault: tps(b16) / tps(d),
       cpuMfu: ceiling === null ? null : (flopsPerToken * tps(b16)) / (ceiling * 1e9),
-      distillStepMs: distillStepBf16 === null ? null : median(distillStepBf16.stepMs),
-      teacherStepMs: teacherStepBf16 === null ? null : median(teacherStepBf16.stepMs),
-      distillOverTeacher: distillStepBf16 === null || teacherStepBf16 === null ? null : median(distillStepBf16.stepMs) / median(teacherStepBf16.stepMs),
-      distillOverFp32Teacher: distillStepBf16 === null ? null : median(distillStepBf16.stepMs) / median(teacherStep.stepMs),
+      distillStepMs: refPairBf16?.distillMs ?? null,
+      teacherStepMs: refPairBf16?.teacherMs ?? null,
+      distillOverTeacher: refPairBf16?.ratio ?? null,
+      distillOverFp32Teacher: refPairBf16 === null ? null : refPairBf16.distillMs / refPair.teacherMs,
+      stepRounds: refPairBf16?.rounds ?? null,
       tinyRunSeconds: tinyBf16?.seconds ?? null,
       tinyRun: tinyBf16,
       rounds: rounds.map((r) => (r.bf16 === null ? null : tps(r.bf16.best.result))),
@@ -604,9 +614,11 @@ export async function main(argv: string[]): Promise<void> {
       stockWasmAll: s.stepMs,
       // A teacher-SFT step (full-precision model, answer-token CE) and a distillation step (teacher forward + ternary
       // student forward/backward, CE + logit KD + attention-relation KD), default engine, batch 8 x 128.
-      teacher: median(teacherStep.stepMs),
-      distill: median(distillStep.stepMs),
-      distillOverTeacher: median(distillStep.stepMs) / median(teacherStep.stepMs),
+      teacher: refPair.teacherMs,
+      distill: refPair.distillMs,
+      distillOverTeacher: refPair.ratio,
+      teacherDistillRounds: refPair.rounds,
+      tinyRounds: tinyPair?.rounds ?? null,
       // The tiny config (configs/sst2-tiny.yaml's model and batch): steps alone, and the tiny run's stage seconds.
       tinyTeacher: tinyTeacherMs ?? null,
       tinyDistill: tinyDistillMs ?? null,
@@ -675,6 +687,7 @@ type Result = {
     teacherStepMs: number | null;
     distillOverTeacher: number | null;
     distillOverFp32Teacher: number | null;
+    stepRounds: { teacherMs: number; distillMs: number }[] | null;
     tinyRunSeconds: number | null;
     rounds: (number | null)[];
   } | null;
@@ -687,6 +700,8 @@ type Result = {
     teacher: number;
     distill: number;
     distillOverTeacher: number;
+    teacherDistillRounds: { teacherMs: number; distillMs: number }[];
+    tinyRounds: { teacherMs: number; distillMs: number }[] | null;
     tinyTeacher: number | null;
     tinyDistill: number | null;
     tinyDistillOverTeacher: number | null;
@@ -702,6 +717,11 @@ type Result = {
   backend: { default: BackendInfo; previous: BackendInfo; stockWasm: BackendInfo };
   profile: ChildResult['profile'];
 };
+
+/** Per-round teacher / distill step times, "t / d, ..." in ms. */
+function pairRounds(rounds: { teacherMs: number; distillMs: number }[]): string {
+  return rounds.map((x) => `${x.teacherMs.toFixed(1)} / ${x.distillMs.toFixed(1)}`).join(', ');
+}
 
 function markdown(r: Result): string {
   const f = (v: number | null, d = 1): string => (v === null ? 'n/a' : v.toFixed(d));
@@ -737,15 +757,15 @@ function markdown(r: Result): string {
     `Without the fused training ops (BITDISTILL_FUSED=0, same engine): ${f(r.tokensPerSecond.unfused, 0)} tokens/s (${f(r.stepMs.unfused)} ms); the fused ops: x${f(r.speedupVsUnfused, 2)}.  `,
     `CPU MFU = FLOPs per token x tokens/s / the best GEMM (${r.cpuMfuBasis}) = **${f(r.cpuMfu, 3)}**; FLOPs counted: ${r.flopsCounted}. The student's BitLinear forward products (a third of its GEMM FLOPs) run on the int8 GEMM (vpdpbusd on avx512vnni / amx: int8 codes x ternary codes, exact in int32), whose rate is not bounded by this fp32 basis; the backward products are fp32.`,
     '',
-    `Teacher-SFT step ${f(r.stepMs.teacher)} ms, distillation step ${f(r.stepMs.distill)} ms (**x${f(r.stepMs.distillOverTeacher, 2)}**), default engine, batch 8 x 128.  `,
-    `Tiny config (stories260K, batch 16 x 64, \`npm run bench -- train --shape stories260K\`'s children): teacher-SFT step ${f(r.stepMs.tinyTeacher)} ms, distillation step ${f(r.stepMs.tinyDistill)} ms (**x${f(r.stepMs.tinyDistillOverTeacher, 2)}**); in the tiny run's stage seconds (with data preparation, checkpoints and the dev evaluation): x${f(r.stepMs.tinyStageSecondsDistillOverTeacher, 2)}.  `,
+    `Teacher-SFT step ${f(r.stepMs.teacher)} ms, distillation step ${f(r.stepMs.distill)} ms (**x${f(r.stepMs.distillOverTeacher, 2)}**), default engine, batch 8 x 128; medians of ${r.stepMs.teacherDistillRounds.length} rounds (teacher / distill ms: ${pairRounds(r.stepMs.teacherDistillRounds)}).  `,
+    `Tiny config (stories260K, batch 16 x 64, \`npm run bench -- train --shape stories260K\`'s children): teacher-SFT step ${f(r.stepMs.tinyTeacher)} ms, distillation step ${f(r.stepMs.tinyDistill)} ms (**x${f(r.stepMs.tinyDistillOverTeacher, 2)}**; rounds ${r.stepMs.tinyRounds === null ? 'n/a' : pairRounds(r.stepMs.tinyRounds)}); in the tiny run's stage seconds (with data preparation, checkpoints and the dev evaluation): x${f(r.stepMs.tinyStageSecondsDistillOverTeacher, 2)}.  `,
     `Bundled tiny run (\`npx bitdistill train --config configs/sst2-tiny.yaml\`, four stages): ${r.tinyRunSeconds === null ? 'not run (--no-tiny)' : `**${f(r.tinyRunSeconds)} s**`}.`,
     '',
     ...(r.bf16 === null
       ? ['With `optim.gradPrecision: bf16`: not measured (this CPU has no AVX512_BF16).']
       : [
           `With \`optim.gradPrecision: bf16\` (backward products on AVX512_BF16: the student's BitLinear with the gradient operand rounded to bf16 and the codes exact, the head's and dense linears' dx / dW with both operands rounded; fp32 sums; forward passes and attention as above): **${f(r.bf16.tokensPerSecond, 0)} tokens/s** (${f(r.bf16.stepMs)} ms), x${f(r.bf16.speedupVsDefault, 2)} the fp32 default and **x${f(r.bf16.speedupVsStockWasm)} stock wasm** (fp32) in this run; MFU on the same fp32 basis ${f(r.bf16.cpuMfu, 3)}. Rounds: ${r.bf16.rounds.map((x) => f(x, 0)).join(', ')} tokens/s.  `,
-          `Distillation step with it ${f(r.bf16.distillStepMs)} ms, teacher-SFT step with it ${f(r.bf16.teacherStepMs)} ms: **x${f(r.bf16.distillOverTeacher, 2)}** (x${f(r.bf16.distillOverFp32Teacher, 2)} the fp32 teacher step); tiny run with \`optim.gradPrecision=bf16\`: ${r.bf16.tinyRunSeconds === null ? 'not run' : `${f(r.bf16.tinyRunSeconds)} s`}.`,
+          `Distillation step with it ${f(r.bf16.distillStepMs)} ms, teacher-SFT step with it ${f(r.bf16.teacherStepMs)} ms: **x${f(r.bf16.distillOverTeacher, 2)}** (x${f(r.bf16.distillOverFp32Teacher, 2)} the fp32 teacher step; rounds ${r.bf16.stepRounds === null ? 'n/a' : pairRounds(r.bf16.stepRounds)}); tiny run with \`optim.gradPrecision=bf16\`: ${r.bf16.tinyRunSeconds === null ? 'not run' : `${f(r.bf16.tinyRunSeconds)} s`}.`,
         ]),
     '',
     '## fp32 GEMM (GFLOP/s)',
