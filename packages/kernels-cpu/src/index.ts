@@ -34,7 +34,18 @@ export type { QuantizedActivations, RopeTables, AttentionShape } from './ops.ts'
 export { adamwF32, adamwF32Ts } from './optim.ts';
 export { bitLinearF32, bitLinearGradF32, bitLinearF32Ts, bitLinearGradF32Ts, swigluF32, swigluGradF32, swigluF32Ts, swigluGradF32Ts } from './fused.ts';
 export { normBitLinearF32, normBitLinearGradF32, normBitLinearF32Ts, normBitLinearGradF32Ts } from './fused.ts';
-export { setGradPrecision, bf16GradAvailable, bitLinearGradBf16Ts, roundBf16, gradMatmulF32, gradMatmulBf16Ts, ropeHeadsF32, ropeHeadsF32Ts, type GradPrecision, type RopeHeadsShape } from './fused.ts';
+export {
+  setGradPrecision,
+  bf16GradAvailable,
+  bitLinearGradBf16Ts,
+  roundBf16,
+  gradMatmulF32,
+  gradMatmulBf16Ts,
+  ropeHeadsF32,
+  ropeHeadsF32Ts,
+  type GradPrecision,
+  type RopeHeadsShape,
+} from './fused.ts';
 export type { BitLinearNorm } from './fused.ts';
 export { attentionTrainF32, attentionTrainGradF32, relationKdF32, headLossF32, headLossF32Ts } from './fused.ts';
 export type { BitLinearShape, AttentionTrainShape, HeadLossBlock } from './fused.ts';

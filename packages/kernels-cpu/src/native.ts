@@ -208,7 +208,18 @@ export interface NativeAddon {
     dw: Float32Array,
   ): void;
   gradMatmulF32(a: Float32Array, b: Float32Array, m: number, k: number, n: number, transA: boolean, transB: boolean, c: Float32Array): void;
-  ropeHeadsF32(x: Float32Array, cos: Float32Array, sin: Float32Array, B: number, T: number, H: number, d: number, rope: boolean, backward: boolean, y: Float32Array): void;
+  ropeHeadsF32(
+    x: Float32Array,
+    cos: Float32Array,
+    sin: Float32Array,
+    B: number,
+    T: number,
+    H: number,
+    d: number,
+    rope: boolean,
+    backward: boolean,
+    y: Float32Array,
+  ): void;
   headLossF32(
     zs: Float32Array,
     zt: Float32Array | null,

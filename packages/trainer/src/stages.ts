@@ -175,11 +175,16 @@ export function distillLoss(student: Decoder, teacher: Decoder, b: SftMicroBatch
   const rows = allRows ? null : answerRows(b); // null with allRows, or when the batch has no answer row
   const rowOpt = rows !== null ? { logitRows: rows.rows } : {};
   const st = student.forward(t.ids, { output: 'hidden', captureLayers: s.attention ? [s.studentLayer] : [], ...rowOpt });
-  const [teacherHidden, ...tq] = untaped(() => {
-    const o = teacher.forward(t.ids, { output: 'hidden', captureLayers: s.attention ? [s.teacherLayer] : [], ...rowOpt });
-    const c = o.captured.get(s.teacherLayer);
-    return [o.hidden, ...(s.attention && c !== undefined ? [c.q, c.k, c.v] : [])];
-  });
+  // Neither KD term on (distill.logit and distill.attention false: plain CE on the distill stage's data): no teacher
+  // forward at all.
+  const [teacherHidden, ...tq] =
+    s.logit || s.attention
+      ? untaped(() => {
+          const o = teacher.forward(t.ids, { output: 'hidden', captureLayers: s.attention ? [s.teacherLayer] : [], ...rowOpt });
+          const c = o.captured.get(s.teacherLayer);
+          return [o.hidden, ...(s.attention && c !== undefined ? [c.q, c.k, c.v] : [])];
+        })
+      : [];
   const labels = rows !== null ? rows.labels : t.labels;
   const ceMask = rows !== null ? rows.mask : t.answerMask;
   // Without answer rows in 'answer' mode both masks are zero: CE and LD are 0 for this batch.

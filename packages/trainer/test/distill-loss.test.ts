@@ -152,6 +152,28 @@ describe('distill stage loss: fused head + untaped teacher vs the unfused path',
     });
   }
 
+  it('with both KD terms off the teacher is not run: the loss is the answer CE alone', () => {
+    const b = batch();
+    const s = { ...base, logit: false, attention: false };
+    const forward = teacher.forward.bind(teacher);
+    let calls = 0;
+    teacher.forward = ((...a: Parameters<typeof forward>) => {
+      calls++;
+      return forward(...a);
+    }) as typeof teacher.forward;
+    try {
+      const got = run(student, () => distillLoss(student, teacher, b, s));
+      const want = run(student, () => {
+        const ce = answerCe(student, b, base.chunkRows);
+        return { total: ce, terms: { ce } };
+      });
+      expect(calls).to.equal(0);
+      expectSame(got, want);
+    } finally {
+      teacher.forward = forward;
+    }
+  });
+
   it('answerCe (teacher / bitnet-sft stages) equals answerCrossEntropy over the full logits', () => {
     const b = batch();
     const want = run(student, () => {
