@@ -728,6 +728,55 @@ napi_value RopeHeadsF32(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// --- Latent-weight statistics (packages/quant latentWeightStats, at every log step of a student stage) ---
+struct TernStatsCtx {
+  const float* w;
+  const float* d;  // one scale per group of glen elements
+  int64_t n, glen;
+  double* part;  // [chunks][4]
+};
+
+void tern_stats_task(void* p, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<TernStatsCtx*>(p);
+  int64_t b, e;
+  split(c->n, chunk, nchunks, &b, &e);
+  double* out = c->part + 4 * chunk;
+  for (int k = 0; k < 4; k++) out[k] = 0.0;
+  for (int64_t i = b; i < e;) {
+    const int64_t g = i / c->glen, end = std::min(e, (g + 1) * c->glen);
+    double o[4];
+    ternary_stats_f64(c->w + i, c->d[g], end - i, o);
+    for (int k = 0; k < 4; k++) out[k] += o[k];
+    i = end;
+  }
+}
+
+// ternaryStatsF32(w, d: Float32Array (one scale per group), groupLen) -> [sum (w - c d)^2, sum w^2, near-boundary
+// count, zero count]: tensor_ops ternary_stats_f64 over the pool, chunk partials added in chunk order.
+napi_value TernaryStatsF32(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return nullptr;
+  float *w, *d;
+  size_t wl, dl;
+  int64_t glen;
+  if (!get_typed(env, argv[0], napi_float32_array, &w, &wl, "w") || !get_typed(env, argv[1], napi_float32_array, &d, &dl, "d") ||
+      !get_i64(env, argv[2], 1, kMaxDim, &glen, "groupLen"))
+    return nullptr;
+  const int64_t n = static_cast<int64_t>(wl);
+  if (throw_if(env, static_cast<int64_t>(dl) != (n + glen - 1) / glen, "ternaryStatsF32: d must hold one scale per group of groupLen weights")) return nullptr;
+  const int64_t chunks = n == 0 ? 1 : elem_chunks(n, 4 * g_pool->size());
+  std::vector<double> part(static_cast<size_t>(4 * chunks), 0.0);
+  TernStatsCtx c{w, d, n, glen, part.data()};
+  if (n > 0) parallel(chunks, tern_stats_task, &c);
+  double total[4] = {0, 0, 0, 0};
+  for (int64_t ch = 0; ch < chunks; ch++)
+    for (int k = 0; k < 4; k++) total[k] += part[static_cast<size_t>(4 * ch + k)];
+  napi_value arr;
+  napi_create_array_with_length(env, 4, &arr);
+  for (uint32_t k = 0; k < 4; k++) napi_set_element(env, arr, k, make_number(env, total[k]));
+  return arr;
+}
+
 // swigluF32(g, u, y) and swigluGradF32(g, u, dy, dg, du): all the same length.
 napi_value SwigluF32(napi_env env, napi_callback_info info) {
   napi_value argv[5];
@@ -1313,6 +1362,7 @@ void register_fused(napi_env env, napi_value exports) {
       {"normBitLinearGradF32", nullptr, NormBitLinearGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gradMatmulF32", nullptr, GradMatmulF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"ropeHeadsF32", nullptr, RopeHeadsF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"ternaryStatsF32", nullptr, TernaryStatsF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setBitLinearGradPrecision", nullptr, SetBitLinearGradPrecision, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"swigluF32", nullptr, SwigluF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionTrainF32", nullptr, AttentionTrainF32, nullptr, nullptr, nullptr, napi_default, nullptr},

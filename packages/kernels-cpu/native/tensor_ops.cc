@@ -650,6 +650,44 @@ BD_CLONES double abs_sum_f64(const float* __restrict w, int64_t n) {
   return total;
 }
 
+BD_CLONES void ternary_stats_f64(const float* __restrict w, float d, int64_t n, double* __restrict out) {
+  // 8 lanes of partial sums each (vectorises), added in a fixed order; the codes as ternary_codes_i8's.
+  double err[8] = {0, 0, 0, 0, 0, 0, 0, 0}, norm[8] = {0, 0, 0, 0, 0, 0, 0, 0}, near[8] = {0, 0, 0, 0, 0, 0, 0, 0}, zero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  const double dd = static_cast<double>(d);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; j++) {
+      const float x = w[i + j];
+      const float r = x / d;
+      const float c = r > 0.5f ? 1.0f : (r < -0.5f ? -1.0f : 0.0f);
+      const double xv = static_cast<double>(x);
+      const double diff = xv - static_cast<double>(c) * dd;
+      err[j] += diff * diff;
+      norm[j] += xv * xv;
+      near[j] += fabs(fabs(xv) / dd - 0.5) < 0.05 ? 1.0 : 0.0;
+      zero[j] += c == 0.0f ? 1.0 : 0.0;
+    }
+  }
+  for (; i < n; i++) {
+    const float x = w[i];
+    const float r = x / d;
+    const float c = r > 0.5f ? 1.0f : (r < -0.5f ? -1.0f : 0.0f);
+    const double xv = static_cast<double>(x);
+    const double diff = xv - static_cast<double>(c) * dd;
+    err[0] += diff * diff;
+    norm[0] += xv * xv;
+    near[0] += fabs(fabs(xv) / dd - 0.5) < 0.05 ? 1.0 : 0.0;
+    zero[0] += c == 0.0f ? 1.0 : 0.0;
+  }
+  for (int k = 0; k < 4; k++) out[k] = 0.0;
+  for (int j = 0; j < 8; j++) {
+    out[0] += err[j];
+    out[1] += norm[j];
+    out[2] += near[j];
+    out[3] += zero[j];
+  }
+}
+
 BD_CLONES void ternary_f32(const float* __restrict w, float d, float mul, float* __restrict out, int64_t n) {
   for (int64_t i = 0; i < n; i++) {
     float c = round_even_f32(w[i] / d);

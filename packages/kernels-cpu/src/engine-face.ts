@@ -22,7 +22,16 @@ export {
   rmsNormGradF32,
 } from './tensor-ops.ts';
 export type { UnaryOp, BinaryOp, CompareOp, ReduceOp } from './tensor-ops.ts';
-export { normBitLinearF32, normBitLinearGradF32, gradMatmulF32, ropeHeadsF32, setGradPrecision, bf16GradAvailable, type GradPrecision } from './fused.ts';
+export {
+  normBitLinearF32,
+  normBitLinearGradF32,
+  gradMatmulF32,
+  ropeHeadsF32,
+  ternaryStatsF32,
+  setGradPrecision,
+  bf16GradAvailable,
+  type GradPrecision,
+} from './fused.ts';
 export type { BitLinearNorm } from './fused.ts';
 export { bitLinearF32, bitLinearGradF32, swigluF32, swigluGradF32, attentionTrainF32, attentionTrainGradF32, relationKdF32, headLossF32 } from './fused.ts';
 export type { HeadLossBlock } from './fused.ts';

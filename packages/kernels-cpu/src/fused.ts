@@ -176,6 +176,20 @@ export function roundBf16(v: number): number {
   return F32[0] as number;
 }
 
+/**
+ * Latent-weight statistics of w under one ternary scale per group of `groupLen` weights (d: the absmean scales),
+ * codes r = w / d in float32: r > 0.5 -> 1, r < -0.5 -> -1, else 0 (ternaryCode's values): [sum (w - c d)^2,
+ * sum w^2, how many have ||w| / d - 0.5| < 0.05, how many are coded 0], float64 sums. Null without the native
+ * addon (packages/quant then runs its loop).
+ */
+export function ternaryStatsF32(w: Float32Array, d: Float32Array, groupLen: number): [number, number, number, number] | null {
+  if (!Number.isSafeInteger(groupLen) || groupLen < 1 || d.length !== Math.ceil(w.length / groupLen)) {
+    throw new ShapeError(`ternaryStatsF32: ${d.length} scales for ${w.length} weights in groups of ${groupLen}`);
+  }
+  const addon = nativeAddon();
+  return addon === null ? null : addon.ternaryStatsF32(w, d, groupLen);
+}
+
 /** Shape of ropeHeadsF32's token-major side [B, T, H, d]. */
 export interface RopeHeadsShape {
   B: number;

@@ -43,6 +43,7 @@ export {
   gradMatmulBf16Ts,
   ropeHeadsF32,
   ropeHeadsF32Ts,
+  ternaryStatsF32,
   type GradPrecision,
   type RopeHeadsShape,
 } from './fused.ts';

@@ -220,6 +220,7 @@ export interface NativeAddon {
     backward: boolean,
     y: Float32Array,
   ): void;
+  ternaryStatsF32(w: Float32Array, d: Float32Array, groupLen: number): [number, number, number, number];
   headLossF32(
     zs: Float32Array,
     zt: Float32Array | null,
@@ -301,6 +302,7 @@ const ADDON_FUNCTIONS = [
   'normBitLinearGradF32',
   'gradMatmulF32',
   'ropeHeadsF32',
+  'ternaryStatsF32',
   'setBitLinearGradPrecision',
   'decodeLayerInit',
   'decodeLayer',

@@ -33,6 +33,7 @@ import {
   gradMatmulBf16Ts,
   ropeHeadsF32,
   ropeHeadsF32Ts,
+  ternaryStatsF32,
 } from '../src/index.ts';
 import { matmulF32Ts } from '../src/gemm.ts';
 import { randomF32 } from './util.ts';
@@ -304,6 +305,61 @@ describe('ropeHeadsF32 (relation-KD view of q, k, v)', () => {
       ShapeError,
       /need 8 values/,
     );
+  });
+});
+
+// ternaryStatsF32 (packages/quant latentWeightStats' fast pass) against a plain float64 loop with the reference
+// code (clamp(round_half_even(f(w / d)), -1, 1)): sums to 1e-12 relative, counts exact; groups of one tensor, of
+// rows, and of 256 with a short last group.
+describe('ternaryStatsF32 (latent-weight statistics)', () => {
+  const rhe = (x: number): number => {
+    const r = Math.round(x);
+    return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+  };
+  for (const [n, glen] of [
+    [1, 1],
+    [1000, 1000],
+    [37 * 29, 29],
+    [256 * 5 + 77, 256],
+  ] as [number, number][]) {
+    it(`${n} weights in groups of ${glen}`, function () {
+      if (!nativeStatus().native) this.skip();
+      const rng = new Rng(n + glen);
+      const w = Float32Array.from(randomF32(rng, n), (v, i) => (i % 97 === 0 ? 0 : v * 0.02));
+      const groups = Math.ceil(n / glen);
+      const d = Float32Array.from({ length: groups }, (_, g) => {
+        let sum = 0;
+        const e = Math.min(n, (g + 1) * glen);
+        for (let i = g * glen; i < e; i++) sum += Math.abs(w[i] as number);
+        return Math.max(Math.fround(sum / (e - g * glen)), 1e-5);
+      });
+      // exact boundary cases: w = +-d/2 codes 0 (half to even), just above codes 1
+      if (n >= 4) {
+        w[1] = Math.fround((d[0] as number) / 2);
+        w[2] = -Math.fround((d[0] as number) / 2);
+      }
+      const want = [0, 0, 0, 0];
+      for (let i = 0; i < n; i++) {
+        const x = w[i] as number;
+        const dg = d[Math.floor(i / glen)] as number;
+        const c = Math.max(-1, Math.min(1, rhe(Math.fround(x / dg))));
+        want[0] += (x - c * dg) ** 2;
+        want[1] += x * x;
+        if (Math.abs(Math.abs(x) / dg - 0.5) < 0.05) want[2]++;
+        if (c === 0) want[3]++;
+      }
+      const got = ternaryStatsF32(w, d, glen) as number[];
+      expect(got).to.not.equal(null);
+      expect(got[0]).to.be.closeTo(want[0] as number, 1e-12 * (want[0] as number) + 1e-30);
+      expect(got[1]).to.be.closeTo(want[1] as number, 1e-12 * (want[1] as number) + 1e-30);
+      expect(got[2]).to.equal(want[2]);
+      expect(got[3]).to.equal(want[3]);
+    });
+  }
+
+  it('rejects scales that do not match the groups', () => {
+    expect(() => ternaryStatsF32(new Float32Array(10), new Float32Array(3), 4)).to.not.throw();
+    expect(() => ternaryStatsF32(new Float32Array(10), new Float32Array(2), 4)).to.throw(ShapeError, /2 scales for 10 weights/);
   });
 });
 

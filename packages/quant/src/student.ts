@@ -189,7 +189,14 @@ export interface LatentWeightStats {
  * reference config, ~15 s a call at 0.6B). Null for a model without quantized projections. The weights are read
  * asynchronously: on a GPU backend under Node there is no synchronous read.
  */
-export async function latentWeightStats(model: Decoder): Promise<LatentWeightStats | null> {
+/**
+ * A faster pass for latentWeightStats over one tensor (the trainer passes kernels-cpu's ternaryStatsF32): w, its
+ * absmean scales (one per group of groupLen weights) -> [sum (w - c d)^2, sum w^2, near-boundary count, zero-code
+ * count], or null to fall back to the loop here.
+ */
+export type TernaryStatsFn = (w: Float32Array, d: Float32Array, groupLen: number) => [number, number, number, number] | null;
+
+export async function latentWeightStats(model: Decoder, fast: TernaryStatsFn | null = null): Promise<LatentWeightStats | null> {
   const rec = studentRecord(model);
   if (rec === null || rec.weightQuant === 'none') return null;
   let err = 0;
@@ -208,9 +215,27 @@ export async function latentWeightStats(model: Decoder): Promise<LatentWeightSta
     const cols = p.shape[p.shape.length - 1] as number;
     const type = base.slice(base.lastIndexOf('.') + 1);
     const t = byType.get(type) ?? { err: 0, norm: 0 };
+    const groups = scaleGroups(w.length, cols, rec.weightQuant);
+    const fastOut =
+      fast === null
+        ? null
+        : fast(
+            w,
+            Float32Array.from(groups, ([s, e]) => absmeanScale(w, s, e)),
+            (groups[0]?.[1] ?? 1) - (groups[0]?.[0] ?? 0),
+          );
+    if (fastOut !== null) {
+      t.err += fastOut[0];
+      t.norm += fastOut[1];
+      near += fastOut[2];
+      zeros += fastOut[3];
+      byType.set(type, t);
+      count += w.length;
+      continue;
+    }
     let te = 0;
     let tn = 0;
-    for (const [s, e] of scaleGroups(w.length, cols, rec.weightQuant)) {
+    for (const [s, e] of groups) {
       const d = absmeanScale(w, s, e);
       for (let i = s; i < e; i++) {
         const wi = w[i] as number;

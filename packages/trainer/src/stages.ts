@@ -22,6 +22,7 @@ import type { TrainConfig, StageName } from '@bitdistill/config';
 import { devFiles, encodeExample, readExamples, taskRecord, taskTokenizerProblems, type Example, type TaskSpec, type Tokenizer } from '@bitdistill/data';
 import { loadModel, type Decoder } from '@bitdistill/model';
 import { applyLowBitGemm, applyMetis, latentWeightStats, prepareStudent, restoreStudent, type MetisTraining } from '@bitdistill/quant';
+import { ternaryStatsF32 } from '@bitdistill/kernels-cpu/engine';
 import { attentionRelationKd, fusedHeadLoss, untaped, type QKV, type Relation } from '@bitdistill/losses';
 import { taskForModel } from '@bitdistill/eval';
 import { evaluateLabelScoring } from './evaluate.ts';
@@ -435,7 +436,7 @@ async function lmStage(ctx: StageContext, stage: 'pretrain' | 'continual-pretrai
 
 /** Latent-weight statistics as flat metrics keys (latent.relErr, latent.relErr.q_proj, ...), and Metis's (metis.rank, ...). */
 async function latentRecord(model: Decoder, metis: MetisTraining | null = null): Promise<Record<string, number> | null> {
-  const st = await latentWeightStats(model);
+  const st = await latentWeightStats(model, ternaryStatsF32);
   if (st === null) return metis?.metrics() ?? null;
   const out: Record<string, number> = { 'latent.relErr': st.relErr, 'latent.nearBoundary': st.nearBoundary, 'latent.zeroFrac': st.zeroFrac };
   for (const [k, v] of Object.entries(st.relErrByType)) out[`latent.relErr.${k}`] = v;
