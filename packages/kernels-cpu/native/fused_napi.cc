@@ -416,32 +416,25 @@ bool bitlinear_backward_bf16(const Bf16Kernels* fn, const float* x, const float*
   return gemm_bf16_codes(fn, dy, 1, n, s, 2, q8, n, k, m, 1.0f, dw);
 }
 
-// gradMatmulF32(a, b, m, k, n, transA, transB, c [m, n]): c = op(a) @ op(b), a product of a backward pass (the
-// dense linears' dx = dy W and dW = dy^T x, the vocabulary head's): on the bf16 GEMM when the backward precision
-// is bf16 (setBitLinearGradPrecision; both operands rounded to nearest even, products exact, fp32 sums), else
-// the fp32 GEMM as matmulF32.
+// gradMatmulF32(a, b, c, m, k, n, transA, transB) - gemmF32's arguments: c = op(a) @ op(b), a product of a backward
+// pass (the dense linears' dx = dy W and dW = dy^T x, the vocabulary head's): on the bf16 GEMM when the backward
+// precision is bf16 (setBitLinearGradPrecision; both operands rounded to nearest even, products exact, fp32
+// sums), else the fp32 GEMM as gemmF32.
 napi_value GradMatmulF32(napi_env env, napi_callback_info info) {
   napi_value argv[8];
-  if (!get_args(env, info, 8, argv)) return nullptr;
-  float *a, *b, *c;
+  GemmView g;
   size_t al, bl, cl;
-  int64_t m, k, n;
-  bool ta, tb;
-  if (!get_typed(env, argv[0], napi_float32_array, &a, &al, "a") || !get_typed(env, argv[1], napi_float32_array, &b, &bl, "b") ||
-      !get_i64(env, argv[2], 1, kMaxDim, &m, "m") || !get_i64(env, argv[3], 1, kMaxDim, &k, "k") || !get_i64(env, argv[4], 1, kMaxDim, &n, "n") ||
-      !get_bool(env, argv[5], &ta) || !get_bool(env, argv[6], &tb) || !get_typed(env, argv[7], napi_float32_array, &c, &cl, "c"))
+  if (!get_args(env, info, 8, argv) || !get_gemm_args(env, argv, &g, &al, &bl, &cl)) return nullptr;
+  if (throw_if(env, g.m < 1 || g.k < 1 || g.n < 1 || static_cast<int64_t>(al) < prod(g.m, g.k) || static_cast<int64_t>(bl) < prod(g.k, g.n) ||
+                        static_cast<int64_t>(cl) < prod(g.m, g.n),
+               "gradMatmulF32: a, b or c too small for m, k, n (each >= 1)"))
     return nullptr;
-  if (throw_if(env, static_cast<int64_t>(al) < prod(m, k) || static_cast<int64_t>(bl) < prod(k, n) || static_cast<int64_t>(cl) < prod(m, n),
-               "gradMatmulF32: a, b or c too small for m, k, n"))
-    return nullptr;
-  // element (i, p) of op(a) and (p, j) of op(b)
-  const int64_t ars = ta ? 1 : k, aps = ta ? m : 1, bps = tb ? 1 : n, bcs = tb ? k : 1;
   const Bf16Kernels* bf = g_grad_bf16 ? bf16_gemm() : nullptr;
   if (bf == nullptr) {
-    gemm_parallel(g_isa, GemmView{a, ars, aps, b, bps, bcs, c, n, m, n, k});
+    gemm_parallel(g_isa, g);
     return nullptr;
   }
-  throw_if(env, !gemm_bf16_codes(bf, a, ars, aps, nullptr, 0, nullptr, m, n, k, 1.0f, c, b, bps, bcs), "gradMatmulF32: out of memory for scratch");
+  throw_if(env, !gemm_bf16_codes(bf, g.a, g.sai, g.sap, nullptr, 0, nullptr, g.m, g.n, g.k, 1.0f, g.c, g.b, g.sbp, g.sbj), "gradMatmulF32: out of memory for scratch");
   return nullptr;
 }
 

@@ -228,6 +228,19 @@ void gemm_parallel(const IsaKernels* isa, const GemmView& g) {
   parallel(threads, gemm_task, &ctx);
 }
 
+bool get_gemm_args(napi_env env, napi_value* argv, GemmView* g, size_t* al, size_t* bl, size_t* cl) {
+  float *a, *b, *c;
+  int64_t m, k, n;
+  bool ta, tb;
+  if (!get_typed(env, argv[0], napi_float32_array, &a, al, "a") || !get_typed(env, argv[1], napi_float32_array, &b, bl, "b") ||
+      !get_typed(env, argv[2], napi_float32_array, &c, cl, "c") || !get_i64(env, argv[3], 0, kMaxDim, &m, "m") ||
+      !get_i64(env, argv[4], 0, kMaxDim, &k, "k") || !get_i64(env, argv[5], 0, kMaxDim, &n, "n") || !get_bool(env, argv[6], &ta) ||
+      !get_bool(env, argv[7], &tb))
+    return false;
+  *g = GemmView{a, ta ? 1 : k, ta ? m : 1, b, tb ? 1 : n, tb ? k : 1, c, n, m, n, k};
+  return true;
+}
+
 namespace {
 
 // A batch of GEMMs C_i = op(A_{aidx[i]}) @ op(B_{bidx[i]}) (tfjs BatchMatMul after batch broadcasting): item i
@@ -343,22 +356,14 @@ napi_value MatvecF32(napi_env env, napi_callback_info info) {
 // B is [k, n] ([n, k] if transB), C is [m, n], all row-major Float32Arrays.
 napi_value GemmF32(napi_env env, napi_callback_info info) {
   napi_value argv[8];
-  if (!get_args(env, info, 8, argv)) return nullptr;
-  float *a, *b, *c;
+  GemmView g;
   size_t al, bl, cl;
-  int64_t m, k, n;
-  bool ta, tb;
-  if (!get_typed(env, argv[0], napi_float32_array, &a, &al, "a") ||
-      !get_typed(env, argv[1], napi_float32_array, &b, &bl, "b") ||
-      !get_typed(env, argv[2], napi_float32_array, &c, &cl, "c") || !get_i64(env, argv[3], 0, kMaxDim, &m, "m") ||
-      !get_i64(env, argv[4], 0, kMaxDim, &k, "k") || !get_i64(env, argv[5], 0, kMaxDim, &n, "n") ||
-      !get_bool(env, argv[6], &ta) || !get_bool(env, argv[7], &tb))
-    return nullptr;
-  if (throw_if(env, static_cast<int64_t>(al) < prod(m, k) || static_cast<int64_t>(bl) < prod(k, n) || static_cast<int64_t>(cl) < prod(m, n),
+  if (!get_args(env, info, 8, argv) || !get_gemm_args(env, argv, &g, &al, &bl, &cl)) return nullptr;
+  if (throw_if(env, static_cast<int64_t>(al) < prod(g.m, g.k) || static_cast<int64_t>(bl) < prod(g.k, g.n) || static_cast<int64_t>(cl) < prod(g.m, g.n),
                "gemmF32: array too small"))
     return nullptr;
-  if (m == 0 || n == 0) return nullptr;
-  gemm_parallel(g_isa, GemmView{a, ta ? 1 : k, ta ? m : 1, b, tb ? 1 : n, tb ? k : 1, c, n, m, n, k});
+  if (g.m == 0 || g.n == 0) return nullptr;
+  gemm_parallel(g_isa, g);
   return nullptr;
 }
 
@@ -367,20 +372,13 @@ napi_value GemmF32(napi_env env, napi_callback_info info) {
 // k * n, C is [aidx.length, m, n].
 napi_value GemmBatchF32(napi_env env, napi_callback_info info) {
   napi_value argv[10];
-  if (!get_args(env, info, 10, argv)) return nullptr;
-  float *a, *b, *c;
+  GemmView g;
   int32_t *ai, *bi;
   size_t al, bl, cl, ail, bil;
-  int64_t m, k, n;
-  bool ta, tb;
-  if (!get_typed(env, argv[0], napi_float32_array, &a, &al, "a") ||
-      !get_typed(env, argv[1], napi_float32_array, &b, &bl, "b") ||
-      !get_typed(env, argv[2], napi_float32_array, &c, &cl, "c") || !get_i64(env, argv[3], 0, kMaxDim, &m, "m") ||
-      !get_i64(env, argv[4], 0, kMaxDim, &k, "k") || !get_i64(env, argv[5], 0, kMaxDim, &n, "n") ||
-      !get_bool(env, argv[6], &ta) || !get_bool(env, argv[7], &tb) ||
-      !get_typed(env, argv[8], napi_int32_array, &ai, &ail, "aidx") ||
+  if (!get_args(env, info, 10, argv) || !get_gemm_args(env, argv, &g, &al, &bl, &cl) || !get_typed(env, argv[8], napi_int32_array, &ai, &ail, "aidx") ||
       !get_typed(env, argv[9], napi_int32_array, &bi, &bil, "bidx"))
     return nullptr;
+  const int64_t m = g.m, k = g.k, n = g.n;
   const int64_t batch = static_cast<int64_t>(ail);
   if (throw_if(env, bil != ail, "gemmBatchF32: aidx and bidx differ in length") ||
       throw_if(env, static_cast<int64_t>(cl) < prod(batch, m, n), "gemmBatchF32: c too small"))
@@ -391,7 +389,6 @@ napi_value GemmBatchF32(napi_env env, napi_callback_info info) {
       return nullptr;
   }
   if (batch == 0 || m == 0 || n == 0) return nullptr;
-  const GemmView g{a, ta ? 1 : k, ta ? m : 1, b, tb ? 1 : n, tb ? k : 1, c, n, m, n, k};
   const int64_t work = m * n * k;
   const int threads = g_pool->size();
   if (batch >= 2 * threads || work * batch < (int64_t{1} << 18)) {

@@ -1,6 +1,8 @@
 // The blocked fp32 GEMM driver of gemm_napi.cc, for the other translation units that run products on it (the
 // fused training ops: BitLinear, attention, relation KD).
 #pragma once
+#include <node_api.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kernels.h"
@@ -24,5 +26,10 @@ struct GemmView {
 // One product on the calling thread (gemm_serial) or split across the pool (gemm_parallel).
 void gemm_serial(const IsaKernels& K, const GemmView& g);
 void gemm_parallel(const IsaKernels* isa, const GemmView& g);
+
+// The arguments the gemm*F32 Node-API functions start with, (a, b, c, m, k, n, transA, transB), as a GemmView of
+// matrix 0 (A is [m, k], or [k, m] with transA; B [k, n], or [n, k]; C [m, n]) and the three arrays' lengths;
+// false with a JavaScript error thrown. Sizes are the caller's to check.
+bool get_gemm_args(napi_env env, napi_value* argv, GemmView* g, size_t* al, size_t* bl, size_t* cl);
 
 }  // namespace bd

@@ -297,7 +297,7 @@ export function gradMatmulF32(
   }
   const addon = nativeAddon();
   if (addon === null) return matmulF32Ts(a, b, m, k, n, options.transA ?? false, options.transB ?? false, c);
-  addon.gradMatmulF32(a, b, m, k, n, options.transA ?? false, options.transB ?? false, c);
+  addon.gradMatmulF32(a, b, c, m, k, n, options.transA ?? false, options.transB ?? false);
   return c;
 }
 
