@@ -15,13 +15,14 @@
  * space; the runtime holds fp32 in memory either way).
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Rng } from '@bitdistill/core';
 import { f32ArrayToBf16, packTernaryHF, writeSafetensors, type TensorEntry } from '@bitdistill/format';
 import { llamaCppGgufRunner, type LlamaCppBench, type LlamaCppGgufRunner } from '../llamacpp/gguf-runner.ts';
 import { qwen3GgufName, writeQwen3Gguf } from './e2e-gguf.ts';
+import { cpuInfo } from './machine.ts';
 
 const SHAPE = {
   architectures: ['Qwen3ForCausalLM'],
@@ -183,16 +184,6 @@ function runLlamaCpp(runner: LlamaCppGgufRunner, gguf: string, prompt: number, g
   return { prefill: b.prefillSeconds.map((s) => prompt / s), generation: b.decodeSeconds.map((s) => (gen - 1) / s), peakRssBytes: b.peakRssBytes };
 }
 
-function cpuModel(): { model: string; flags: string[] } {
-  try {
-    const text = readFileSync('/proc/cpuinfo', 'utf8');
-    const flags = (/^flags\s*:\s*(.*)$/m.exec(text)?.[1] ?? '').split(/\s+/).filter((f) => ['avx2', 'avx512f', 'avx512_vnni', 'amx_int8'].includes(f));
-    return { model: /^model name\s*:\s*(.*)$/m.exec(text)?.[1]?.trim() ?? cpus()[0]?.model ?? 'unknown', flags };
-  } catch {
-    return { model: cpus()[0]?.model ?? 'unknown', flags: [] };
-  }
-}
-
 const median = (v: number[]): number => {
   const s = [...v].sort((a, b) => a - b);
   const h = s.length >> 1;
@@ -225,7 +216,7 @@ export async function main(args: string[]): Promise<void> {
   const root = '.tmp/bench-e2e';
   mkdirSync(root, { recursive: true });
   const load0 = loadavg()[0] as number;
-  const cpu = cpuModel();
+  const cpu = cpuInfo();
   const m = writeModels(root, layers);
   const child = await bundleChild(root);
   const runner = llamaCppGgufRunner();
@@ -259,7 +250,7 @@ export async function main(args: string[]): Promise<void> {
     bench: 'e2e',
     date: new Date().toISOString(),
     command: `npm run bench -- e2e ${args.join(' ')}`.trim(),
-    machine: { cpuModel: cpu.model, cpuFlags: cpu.flags, isa, cpus: cpus().length, threads, node: process.version, loadAverage1mAtStart: load0 },
+    machine: { cpuModel: cpu.name, cpuFlags: cpu.flags, isa, cpus: cpus().length, threads, node: process.version, loadAverage1mAtStart: load0 },
     model: { shape: 'Qwen3-0.6B (random ternary student)', layers, parameters: m.params, bf16Bytes, prompt, generated: gen, runsPerProcess: runs, processesPerVariant: rounds },
     method:
       `${rounds} rounds of the variants in turn, each a fresh process doing ${runs} generations (${prompt}-token prompt, ${gen} greedy tokens, ${threads} threads on both sides); ` +
@@ -317,7 +308,7 @@ export async function main(args: string[]): Promise<void> {
   const md = [
     `# e2e inference benchmark (${stamp})`,
     '',
-    `\`${result.command}\` on **${cpu.model}** (${cpu.flags.join(' ')}; our ISA path ${isa}), ${cpus().length} CPUs, ${threads} threads, load ${load0.toFixed(2)} at start.`,
+    `\`${result.command}\` on **${cpu.name}** (${cpu.flags.join(' ')}; our ISA path ${isa}), ${cpus().length} CPUs, ${threads} threads, load ${load0.toFixed(2)} at start.`,
     `Model: random Qwen3-0.6B-shaped ternary student, ${layers} layers, ${m.params.toLocaleString('en-US')} parameters; prompt ${prompt} tokens, ${gen} generated (greedy).`,
     `Method: ${result.method}.`,
     '',

@@ -34,6 +34,7 @@ import {
   type TernaryMatrix,
 } from '@bitdistill/kernels-cpu/runtime';
 import { llamaCppRunner, type LlamaCppProduct } from './llamacpp.ts';
+import { cpuInfo, type CpuInfo } from './machine.ts';
 
 const SHAPES: [number, number][] = [
   [2048, 2048],
@@ -116,18 +117,6 @@ function lastLevelCache(): { bytes: number; sources: { source: string; bytes: nu
   if (sys > 0) sources.push({ source: 'sysfs cpu0 L3', bytes: sys });
   const bytes = Math.max(0, ...sources.map((s) => s.bytes));
   return bytes > 0 ? { bytes, sources } : { bytes: 32 << 20, sources: [{ source: 'none reported; assumed', bytes: 32 << 20 }] };
-}
-
-function cpuInfo(): { model: string; family: string; modelNumber: string; flags: string[] } {
-  let text = '';
-  try {
-    text = readFileSync('/proc/cpuinfo', 'utf8');
-  } catch {
-    return { model: cpus()[0]?.model ?? 'unknown', family: '', modelNumber: '', flags: [] };
-  }
-  const field = (k: string): string => new RegExp(`^${k}\\s*:\\s*(.*)$`, 'm').exec(text)?.[1]?.trim() ?? '';
-  const wanted = ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni', 'avx_vnni', 'avx512_bf16'];
-  return { model: field('model name'), family: field('cpu family'), modelNumber: field('model'), flags: field('flags').split(/\s+/).filter((f) => wanted.includes(f)) };
 }
 
 /** CPU seconds of this process's finished children (the llama.cpp reference), from /proc/self/stat. */
@@ -232,7 +221,7 @@ export async function main(argv: string[]): Promise<void> {
   const children0 = childrenCpuSeconds();
   const own0 = process.cpuUsage();
   const wall0 = now();
-  log(`kernels bench: ${cpu.model} (family ${cpu.family} model ${cpu.modelNumber}), ISA ${status.isa}, runs ${opts.runs}`);
+  log(`kernels bench: ${cpu.name}, ISA ${status.isa}, runs ${opts.runs}`);
 
   log(`last-level cache ${llc.bytes >> 20} MiB (${llc.sources.map((x) => `${x.source} ${x.bytes >> 20} MiB`).join(', ')}); weights rotate over ${rotateBytes >> 20} MiB`);
 
@@ -429,7 +418,7 @@ export async function main(argv: string[]): Promise<void> {
 function markdown(
   date: string,
   command: string,
-  cpu: { model: string; family: string; modelNumber: string; flags: string[] },
+  cpu: CpuInfo,
   isa: string,
   load: number,
   otherCpu: number,
@@ -445,7 +434,7 @@ function markdown(
     `# Kernels benchmark, ${date.slice(0, 10)}`,
     '',
     `Command: \`${command}\`  `,
-    `CPU: ${cpu.model} (family ${cpu.family}, model ${cpu.modelNumber}; ${cpu.flags.join(' ')}), ${cpus().length} CPUs, Node ${process.version}  `,
+    `CPU: ${cpu.name} (${cpu.flags.join(' ')}), ${cpus().length} CPUs, Node ${process.version}  `,
     `ISA path: **${isa}**; load average at start ${load.toFixed(2)}; other processes used ${fmt(100 * otherCpu)}% of the CPUs during the run  `,
     `Last-level cache: ${llc.bytes >> 20} MiB, the largest of ${llc.sources.map((x) => `${x.source} ${x.bytes >> 20} MiB`).join(', ')}  `,
     `Method: median of ${runs} runs (>= ${MIN_RUN_MS} ms each) after a warm-up pass. Every product rotates over copies of its weights totalling ${rotateBytes >> 20} MiB (max(4x the last-level cache, 1 GiB)), so weights come from DRAM. GB/s counts the packed weight bytes (2 bits per weight).`,

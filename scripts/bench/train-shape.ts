@@ -28,6 +28,7 @@ import { prepareStudent } from '@bitdistill/quant';
 import { AdamW, clipScale } from '@bitdistill/trainer';
 import { timeKernels } from './kernel-timer.ts';
 import { CONFIG as REFERENCE_CONFIG } from './train.ts';
+import { cpuInfo } from './machine.ts';
 
 /** `--shape reference`: the reference config of the train bench (train.ts), for its teacher / distill steps. */
 export const REFERENCE_SHAPE = 'reference';
@@ -339,7 +340,7 @@ export async function shapeMain(argv: string[]): Promise<void> {
   const cfg = parseDecoderConfig(arch, archPath(o.shape));
   tf.enableProdMode();
   const status = initKernels({});
-  const cpuModel = /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? cpus()[0]?.model ?? 'unknown';
+  const cpuModel = cpuInfo().name;
   console.error(`train --shape ${o.shape}: ${cpuModel}, ${cpus().length} CPUs, kernels ${status.native ? `${status.isa} x${status.threads}` : 'not native'}`);
 
   const shapes = stepGemmShapes(cfg);

@@ -25,6 +25,7 @@ import { join } from 'node:path';
 import { lookForAdapter, type BackendChoice, type WebGpuAdapterInfo } from '@bitdistill/backend';
 import { KINDS, REFERENCE_SHAPE, shapeChildArgs, type ChildResult, type Kind } from './train-shape.ts';
 import { machineBusySeconds } from './train.ts';
+import { cpuInfo } from './machine.ts';
 
 interface Options {
   shape: string;
@@ -119,7 +120,7 @@ function run(kind: Kind, o: Options, backend: BackendChoice): Run {
 
 export async function webgpuMain(argv: string[]): Promise<void> {
   const o = parse(argv);
-  const cpuModel = /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? cpus()[0]?.model ?? 'unknown';
+  const cpuModel = cpuInfo().name;
   console.error(`train --backend webgpu, shape ${o.shape}: ${cpuModel}, ${cpus().length} CPUs`);
   const rows: { kind: Kind; webgpu: Run; cpu: Run | null; ratio: number | null }[] = [];
   // The adapter as a child process sees it (also when every WebGPU run fails), then as the runs report it.

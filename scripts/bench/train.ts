@@ -32,6 +32,7 @@ import { answerCrossEntropy } from '@bitdistill/losses';
 import { initDecoder } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
 import { AdamW } from '@bitdistill/trainer';
+import { cpuInfo } from './machine.ts';
 import { REFERENCE_SHAPE, TINY_SHAPE, runShapeChild } from './train-shape.ts';
 
 /** The reference config of MACHINE.md as a llama config.json. */
@@ -137,17 +138,6 @@ export function machineBusySeconds(): number {
     return ((f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0) + (f[7] ?? 0)) / 100;
   } catch {
     return Number.NaN;
-  }
-}
-
-function cpuInfo(): { model: string; flags: string[] } {
-  try {
-    const text = readFileSync('/proc/cpuinfo', 'utf8');
-    const field = (k: string): string => new RegExp(`^${k}\\s*:\\s*(.*)$`, 'm').exec(text)?.[1]?.trim() ?? '';
-    const wanted = ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni', 'avx512_bf16'];
-    return { model: field('model name'), flags: field('flags').split(/\s+/).filter((f) => wanted.includes(f)) };
-  } catch {
-    return { model: cpus()[0]?.model ?? 'unknown', flags: [] };
   }
 }
 
@@ -460,7 +450,7 @@ export async function main(argv: string[]): Promise<void> {
   const status = initKernels({});
   const cpu = cpuInfo();
   const load0 = loadavg()[0] ?? 0;
-  console.error(`train bench: ${cpu.model}, ${cpus().length} CPUs, kernels ${status.native ? `${status.isa} x${status.threads}` : `not native (${status.reason})`}, load ${load0.toFixed(2)}`);
+  console.error(`train bench: ${cpu.name}, ${cpus().length} CPUs, kernels ${status.native ? `${status.isa} x${status.threads}` : `not native (${status.reason})`}, load ${load0.toFixed(2)}`);
 
   const tps = (r: ChildResult): number => r.tokensPerStep / (median(r.stepMs) / 1000);
   type Phase = ReturnType<typeof measured<ChildResult>>;
@@ -562,7 +552,7 @@ export async function main(argv: string[]): Promise<void> {
     command,
     config: { ...CONFIG, batch: BATCH, seq: SEQ, tokensPerStep: BATCH * SEQ, student: STUDENT, optimizer: { name: 'AdamW', lr: LR, ...OPTIM }, loss: 'answerCrossEntropy, all positions (plain LM CE)', parameters: d.parameters },
     machine: {
-      cpuModel: cpu.model,
+      cpuModel: cpu.name,
       cpuFlags: cpu.flags,
       cpus: cpus().length,
       memTotalBytes: totalmem(),
