@@ -43,6 +43,7 @@ import {
   normBitLinearGradF32,
   gradMatmulF32,
   ropeHeadsF32,
+  adamwF32,
   tile32,
   transpose32,
   unaryF32,
@@ -210,6 +211,26 @@ const gradMatMul: KernelFn = ({ inputs, attrs, backend }) => {
     );
   const out = st.out([m, n], 'float32');
   gradMatmulF32(st.view(a) as Float32Array, st.view(b) as Float32Array, m, k, n, { transA: transposeA, transB: transposeB }, st.view(out) as Float32Array);
+  return out;
+};
+
+/**
+ * BitDistillAdamW: {p, g, m, v} (one parameter, same sizes), attrs {beta1, beta2, eps, weightDecay, lr, bc1, bc2,
+ * gradScale} -> the updated parameter (a new tensor for the caller to assign); m and v are updated IN PLACE, so
+ * they must be tensors no one else holds (the trainer's AdamW moments). kernels-cpu adamwF32's arithmetic. As a
+ * kernel the new parameter comes from the engine's buffer pool, and the old one goes back to it when the
+ * variable drops it: a fresh array per parameter and step cost a zero-fill and first-touch page faults (the
+ * whole model's size every step) and fed the engine's forced GCs.
+ */
+const adamW: KernelFn = ({ inputs, attrs, backend }) => {
+  const st = storageOf(backend);
+  const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', tf.TensorInfo>;
+  for (const t of [p, g, m, v]) {
+    if (t.dtype !== 'float32' || shapeSize(t.shape) !== shapeSize(p.shape)) throw new Error(`BitDistillAdamW (native): p, g, m, v must be float32 of one size, got [${t.shape}] ${t.dtype} for p [${p.shape}]`);
+  }
+  const out = st.out(p.shape, 'float32');
+  const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;
+  adamwF32(view(p), view(g), view(m), view(v), view(out), attrs as unknown as Parameters<typeof adamwF32>[5]);
   return out;
 };
 
@@ -748,6 +769,7 @@ const NATIVE: Record<string, KernelFn> = {
   BitDistillGradMatMul: gradMatMul,
   BitDistillRopeHeads: ropeHeads,
   BitDistillRopeHeadsGrad: ropeHeadsGrad,
+  BitDistillAdamW: adamW,
   UnsortedSegmentSum: unsortedSegmentSum,
 };
 

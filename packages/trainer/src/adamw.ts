@@ -7,13 +7,21 @@
  *
  * Memory at real size: on backends whose tensors are host TypedArrays that dataSync hands out as they are (the
  * native engine, tfjs cpu), the update is one fused pass per parameter (kernels-cpu adamwF32: native, threaded) that writes m and v in place (they are
- * this optimizer's own, never shared) and the new parameter into a fresh array; elsewhere it is tf ops in a
+ * this optimizer's own, never shared) and the new parameter into a new array (from the engine's buffer pool, through
+ * its BitDistillAdamW kernel, where that is registered); elsewhere it is tf ops in a
  * tidy per parameter. Either way at most one parameter's temporaries are alive at a time: one tidy over all
  * of Qwen3-0.6B's parameters held ~8 x 2.4 GB of temporaries at once.
  */
 import * as tf from '@tensorflow/tfjs';
 import { shapeSize } from '@bitdistill/core';
 import { adamwF32 } from '@bitdistill/kernels-cpu/engine';
+
+/**
+ * The native engine's update kernel (packages/backend BitDistillAdamW: kernels-cpu adamwF32 with the new parameter
+ * in the engine's buffer pool, m and v in place). Where it is registered it is used; a fresh array per parameter
+ * and step otherwise cost the model's size in zero-fill and page faults every step.
+ */
+const ADAMW_KERNEL = 'BitDistillAdamW';
 
 export interface AdamWOptions {
   beta1: number;
@@ -42,6 +50,7 @@ export class AdamW {
     const { beta1, beta2, eps, weightDecay } = this.options;
     const bc1 = 1 - Math.pow(beta1, this.step);
     const bc2 = 1 - Math.pow(beta2, this.step);
+    const kernel = tf.getKernel(ADAMW_KERNEL, tf.getBackend()) !== undefined;
     const fused = hostStorage();
     for (const [name, p] of params) {
       const g = grads[name];
@@ -53,6 +62,13 @@ export class AdamW {
         v = zeroVariable(p.shape);
         this.m.set(name, m);
         this.v.set(name, v);
+      }
+      if (kernel) {
+        const attrs = { beta1, beta2, eps, weightDecay, lr, bc1, bc2, gradScale };
+        const next = tf.engine().runKernel(ADAMW_KERNEL, { p, g, m, v }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+        p.assign(next);
+        next.dispose();
+        continue;
       }
       if (fused) {
         const next = new Float32Array(p.size);

@@ -39,6 +39,45 @@ describe('optimizer pieces', () => {
     opt2.dispose();
   });
 
+  it('AdamW on the native engine (BitDistillAdamW kernel): the scalar reference with a gradient scale, new parameters from the buffer pool', async () => {
+    const info = await initBackend('native');
+    try {
+      expect(tf.getKernel('BitDistillAdamW', info.name), 'the engine registers the update kernel').to.not.equal(undefined);
+      const rng = new Rng(12);
+      const n = 1000;
+      const o = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
+      const p0 = Float64Array.from({ length: n }, () => rng.normal());
+      const ref = { p: Float64Array.from(p0), m: new Float64Array(n), v: new Float64Array(n) };
+      const params = new Map([['w', tf.variable(tf.tensor2d(Float32Array.from(p0), [40, 25]), true)]]);
+      const opt = new AdamW(o);
+      const pool = (): { hits: number; recycled: number } => (tf.backend() as unknown as { poolStats(): { hits: number; recycled: number } }).poolStats();
+      let before = pool();
+      for (let s = 1; s <= 4; s++) {
+        const g = Float64Array.from({ length: n }, () => rng.normal());
+        const scale = 0.5 / s;
+        adamwRef(ref.p, g.map((x) => x * scale), ref.m, ref.v, s, 1e-2, o);
+        const gt = tf.tensor2d(Float32Array.from(g), [40, 25]);
+        if (s === 2) before = pool();
+        opt.apply(params, { w: gt }, 1e-2, scale);
+        gt.dispose();
+      }
+      const after = pool();
+      // From the second step on, the old parameter buffer (pool-made) goes back and the next update takes it.
+      expect(after.recycled - before.recycled, 'parameter buffers recycled').to.be.at.least(2);
+      expect(after.hits - before.hits, 'updates served from the pool').to.be.at.least(2);
+      const w = params.get('w') as tf.Variable;
+      expect(w.shape).to.deep.equal([40, 25]);
+      const got = w.dataSync();
+      for (let i = 0; i < n; i++) expect(got[i]).to.be.closeTo(ref.p[i] as number, 1e-5);
+      const m = (opt.m.get('w') as tf.Variable).dataSync();
+      for (let i = 0; i < n; i += 97) expect(m[i]).to.be.closeTo(ref.m[i] as number, 1e-6);
+      opt.dispose();
+      w.dispose();
+    } finally {
+      await initBackend('cpu');
+    }
+  });
+
   it('AdamW state round-trips through state()/load()', async () => {
     const o = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0 };
     const params = new Map([['w', tf.variable(tf.tensor1d([1, 2, 3]), true)]]);
