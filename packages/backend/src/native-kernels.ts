@@ -226,7 +226,8 @@ const adamW: KernelFn = ({ inputs, attrs, backend }) => {
   const st = storageOf(backend);
   const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', tf.TensorInfo>;
   for (const t of [p, g, m, v]) {
-    if (t.dtype !== 'float32' || shapeSize(t.shape) !== shapeSize(p.shape)) throw new Error(`BitDistillAdamW (native): p, g, m, v must be float32 of one size, got [${t.shape}] ${t.dtype} for p [${p.shape}]`);
+    if (t.dtype !== 'float32' || shapeSize(t.shape) !== shapeSize(p.shape))
+      throw new Error(`BitDistillAdamW (native): p, g, m, v must be float32 of one size, got [${t.shape}] ${t.dtype} for p [${p.shape}]`);
   }
   const out = st.out(p.shape, 'float32');
   const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;

@@ -55,7 +55,15 @@ describe('optimizer pieces', () => {
       for (let s = 1; s <= 4; s++) {
         const g = Float64Array.from({ length: n }, () => rng.normal());
         const scale = 0.5 / s;
-        adamwRef(ref.p, g.map((x) => x * scale), ref.m, ref.v, s, 1e-2, o);
+        adamwRef(
+          ref.p,
+          g.map((x) => x * scale),
+          ref.m,
+          ref.v,
+          s,
+          1e-2,
+          o,
+        );
         const gt = tf.tensor2d(Float32Array.from(g), [40, 25]);
         if (s === 2) before = pool();
         opt.apply(params, { w: gt }, 1e-2, scale);
