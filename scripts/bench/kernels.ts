@@ -112,7 +112,7 @@ function sysfsL3Bytes(): number {
 function lastLevelCache(): { bytes: number; sources: { source: string; bytes: number }[] } {
   const sources = cpuCaches()
     .filter((c) => c.level >= 3)
-    .map((c) => ({ source: `cpuid ${c.leaf === 'deterministic' ? 'deterministic cache parameters' : 'leaf 0x80000006'} L${c.level}`, bytes: c.bytes }));
+    .map((c) => ({ source: `cpuid ${c.leaf === 'deterministic' ? 'deterministic cache parameters' : `leaf ${c.leaf}`} L${c.level}`, bytes: c.bytes }));
   const sys = sysfsL3Bytes();
   if (sys > 0) sources.push({ source: 'sysfs cpu0 L3', bytes: sys });
   const bytes = Math.max(0, ...sources.map((s) => s.bytes));

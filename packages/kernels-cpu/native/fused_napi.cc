@@ -30,11 +30,14 @@ Scratch g_fq_a, g_fq_b;  // main thread only (the JS thread calls these kernels 
 
 struct FqCtx {
   const float* x;
-  int8_t* q8;  // int8 codes of x (act_quant_task)
+  int8_t* q8;          // int8 codes of x (act_quant_task); null: each row's codes only in per-thread scratch
+  const float* gain;   // act_quant_task: x RMS-normalised by gain (eps) first, when not null
+  float eps;
   float* out;
   float* s;
   int64_t rows, cols;
   int dequant;
+  std::atomic<bool> failed{false};
   // ternary pass / abs sums
   const float* w;
   const float* d;  // per-row scales (perRow) or one value
@@ -44,14 +47,32 @@ struct FqCtx {
   bool per_row, tern_dequant;
 };
 
-// Rows [b, e) of x quantized by the ISA's QuantizeFn (int8 codes and scales s), then as floats: q or q / s.
+thread_local Scratch t_quant_row;
+
+// Rows [b, e) of x (RMS-normalised first when gain is set, the row in scratch: rmsnorm_rows' arithmetic) quantized
+// by the ISA's QuantizeFn (int8 codes and scales s), then as floats: q or q / s.
 void act_quant_task(void* p, int64_t chunk, int64_t nchunks) {
   auto* c = static_cast<FqCtx*>(p);
   int64_t b, e;
   split(c->rows, chunk, nchunks, &b, &e);
+  float* xn = nullptr;
+  int8_t* qrow = nullptr;
+  if (c->gain != nullptr || c->q8 == nullptr) {
+    xn = static_cast<float*>(t_quant_row.get(sizeof(float) * static_cast<size_t>(c->cols) + static_cast<size_t>(c->cols)));
+    if (xn == nullptr) {
+      c->failed.store(true);
+      return;
+    }
+    qrow = reinterpret_cast<int8_t*>(xn + c->cols);
+  }
   for (int64_t r = b; r < e; r++) {
-    int8_t* q8 = c->q8 + r * c->cols;
-    const float sc = g_isa->quantize(c->x + r * c->cols, c->cols, q8);
+    int8_t* q8 = c->q8 != nullptr ? c->q8 + r * c->cols : qrow;
+    const float* xr = c->x + r * c->cols;
+    if (c->gain != nullptr) {
+      rmsnorm_f32(xr, c->gain, xn, 0, 1, c->cols, c->eps);
+      xr = xn;
+    }
+    const float sc = g_isa->quantize(xr, c->cols, q8);
     c->s[r] = sc;
     if (c->out != nullptr) int8_to_f32(q8, c->dequant ? sc : 1.0f, c->out + r * c->cols, c->cols);
   }
@@ -125,16 +146,21 @@ void ternarize(const float* w, int64_t n, int64_t k, const std::vector<float>& d
 
 // Per-token int8 quantization of x [m, k] (codes into q8, scales into s) and, when out is not null, the codes
 // as floats (dequant false) or the dequantized activations q / s (dequant true).
-void act_quant(const float* x, int64_t m, int64_t k, int8_t* q8, float* s, float* out, bool dequant) {
+// With gain set, x is RMS-normalised (eps) row by row first; with q8 null the codes are not kept (only out and s).
+// False when the per-thread row scratch cannot be had.
+bool act_quant(const float* x, int64_t m, int64_t k, int8_t* q8, float* s, float* out, bool dequant, const float* gain = nullptr, float eps = 0.0f) {
   FqCtx c{};
   c.x = x;
   c.q8 = q8;
+  c.gain = gain;
+  c.eps = eps;
   c.out = out;
   c.s = s;
   c.rows = m;
   c.cols = k;
   c.dequant = dequant ? 1 : 0;
   parallel(elem_chunks(m * k, m), act_quant_task, &c);
+  return !c.failed.load();
 }
 
 // y[i, j] *= f32(d / s[i]) (d[j] per row of W when per_row): the dequantization of the integer product.
@@ -179,19 +205,33 @@ bool get_bitlinear_common(napi_env env, napi_value* argv, int first, const float
 // ternary codes, then the ISA's blocks on the pool.
 struct GemmI8Ctx {
   GemmI8Job job;
-  const int8_t* q8;  // [m, k] activation codes
   const float* w;    // [n, k] latent weights
   int64_t k;
   int8_t* a;
   uint8_t* b;
   int32_t* asum;
+  // The activations: the rows of x [m, k], RMS-normalised by gain (eps) when gain is set, quantized row by row
+  // while packing, as act_quant does (scales into s); the normalised row and its codes stay in per-thread scratch.
+  // No [m, k] normalised rows or code array.
+  const float *x, *gain;
+  float eps;
+  float* s;
+  std::atomic<bool> failed{false};
 };
+
+thread_local Scratch t_pack_row;
 
 void pack_a_i8_task(void* p, int64_t chunk, int64_t nchunks) {
   auto* c = static_cast<GemmI8Ctx*>(p);
   const GemmI8Job& j = c->job;
   int64_t b, e;
   split((j.m + kI8Mr - 1) / kI8Mr, chunk, nchunks, &b, &e);
+  auto* xn = static_cast<float*>(t_pack_row.get(sizeof(float) * static_cast<size_t>(c->k) + static_cast<size_t>(c->k)));
+  if (xn == nullptr) {
+    c->failed.store(true);
+    return;
+  }
+  auto* src = reinterpret_cast<int8_t*>(xn + c->k);  // the row's codes
   for (int64_t rb = b; rb < e; rb++) {
     int8_t* dst = c->a + rb * j.groups * kI8Mr * 4;
     for (int r = 0; r < kI8Mr; r++) {
@@ -200,7 +240,13 @@ void pack_a_i8_task(void* p, int64_t chunk, int64_t nchunks) {
         for (int64_t g = 0; g < j.groups; g++) memset(dst + (g * kI8Mr + r) * 4, 0, 4);
         continue;
       }
-      const int8_t* src = c->q8 + row * c->k;
+      // The same per-row arithmetic as rmsnorm_rows then act_quant_task: bit-identical codes and scales.
+      const float* xr = c->x + row * c->k;
+      if (c->gain != nullptr) {
+        rmsnorm_f32(xr, c->gain, xn, 0, 1, c->k, c->eps);
+        xr = xn;
+      }
+      c->s[row] = g_isa->quantize(xr, c->k, src);
       int32_t sum = 0;
       for (int64_t col = 0; col < c->k; col++) sum += src[col];
       c->asum[row] = sum;
@@ -250,11 +296,16 @@ constexpr int64_t kI8L2Bytes = 192 << 10;
 
 Scratch g_fq_q8, g_fq_w8;  // int8 codes of x and the packed operands of the int8 GEMM, main thread only
 
-// y [m, n] = the integer product of the codes q8 [m, k] (scales s) and ternary(w [n, k], d) on the int8 GEMM
-// (false when scratch cannot be had).
-bool gemm_i8_forward(const int8_t* q8, const float* s, const float* w, const std::vector<float>& d, int64_t m, int64_t k, int64_t n,
-                     bool per_row, float* y) {
+// y [m, n] = the integer product of the int8 codes of x [m, k] (RMS-normalised by gain (eps) first when gain is
+// not null; codes formed while packing, their scales written into s [m], see GemmI8Ctx) and ternary(w [n, k], d)
+// on the int8 GEMM (false when scratch cannot be had).
+bool gemm_i8_forward(const float* x, const float* gain, float eps, float* s, const float* w, const std::vector<float>& d, int64_t m, int64_t k,
+                     int64_t n, bool per_row, float* y) {
   GemmI8Ctx c{};
+  c.x = x;
+  c.gain = gain;
+  c.eps = eps;
+  c.s = s;
   c.job.groups = (k + 3) / 4;
   c.job.m = m;
   c.job.n = n;
@@ -271,13 +322,13 @@ bool gemm_i8_forward(const int8_t* q8, const float* s, const float* w, const std
   c.a = reinterpret_cast<int8_t*>(buf + bbytes);
   c.b = buf;  // first: 64-byte aligned for the panel loads (abytes and bbytes are multiples of 64)
   c.asum = reinterpret_cast<int32_t*>(buf + bbytes + abytes);
-  c.q8 = q8;
   c.w = w;
   c.k = k;
   c.job.a = c.a;
   c.job.b = c.b;
   c.job.asum = c.asum;
   parallel(elem_chunks(m * k, rblocks), pack_a_i8_task, &c);
+  if (c.failed.load()) return false;
   parallel(elem_chunks(n * k, cblocks), pack_b_i8_task, &c);
   parallel(elem_chunks(m * n, rblocks), gemm_i8_task, &c);
   return true;
@@ -286,14 +337,18 @@ bool gemm_i8_forward(const int8_t* q8, const float* s, const float* w, const std
 // The forward product of bitLinearF32 on x [m, k] (false, with a JavaScript error thrown, when scratch cannot be
 // had): the int8 GEMM where the ISA has one (AVX-512 VNNI, AMX), else the codes as floats on the fp32 GEMM.
 bool bitlinear_forward(napi_env env, const float* x, const float* w, int64_t m, int64_t k, int64_t n, bool per_row, float* y) {
-  const bool i8 = g_isa->gemm_i8 != nullptr;
+  if (g_isa->gemm_i8 != nullptr) {  // codes formed while packing (no [m, k] code array)
+    float* s = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m)));
+    if (throw_if(env, s == nullptr, "bitLinearF32: out of memory for scratch")) return false;
+    const std::vector<float> d = ternary_scales(w, n, k, per_row);
+    return !throw_if(env, !gemm_i8_forward(x, nullptr, 0.0f, s, w, d, m, k, n, per_row, y), "bitLinearF32: out of memory for scratch");
+  }
   int8_t* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
-  float* s = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m + (i8 ? 0 : m * k))));
+  float* s = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m + m * k)));
   if (throw_if(env, q8 == nullptr || s == nullptr, "bitLinearF32: out of memory for scratch")) return false;
-  float* qf = i8 ? nullptr : s + m;
+  float* qf = s + m;
   act_quant(x, m, k, q8, s, qf, false);
   const std::vector<float> d = ternary_scales(w, n, k, per_row);
-  if (i8) return !throw_if(env, !gemm_i8_forward(q8, s, w, d, m, k, n, per_row, y), "bitLinearF32: out of memory for scratch");
   float* c = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
   if (throw_if(env, c == nullptr, "bitLinearF32: out of memory for scratch")) return false;
   ternarize(w, n, k, d, per_row, false, c);
@@ -550,20 +605,25 @@ bool bitlinear_backward_small(const float* x, const float* gain, float eps, cons
 
 bool small_grad(int64_t n, int64_t k) { return !g_grad_bf16 && n * k <= kSmallGradWeights; }
 
+// The fp32 backward's products: dx = dy @ (c d), dW = dy^T @ (q / s) with the int8 codes of x (RMS-normalised
+// by gain first when gain is set: normalised, quantized and dequantized in one pass per row; the codes not kept).
+bool bitlinear_backward_fp32(const float* x, const float* gain, float eps, const float* w, int64_t m, int64_t k, int64_t n, bool per_row, const float* dy,
+                             float* dx, float* dw) {
+  float* xq = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m * k + m)));
+  float* wq = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
+  if (xq == nullptr || wq == nullptr || !act_quant(x, m, k, nullptr, xq + m * k, xq, true, gain, eps)) return false;
+  ternarize(w, n, k, ternary_scales(w, n, k, per_row), per_row, true, wq);
+  gemm_parallel(g_isa, GemmView{dy, n, 1, wq, k, 1, dx, k, m, k, n});  // [m, n] @ [n, k]
+  gemm_parallel(g_isa, GemmView{dy, 1, n, xq, k, 1, dw, k, n, k, m});  // [n, m] (dy^T) @ [m, k]
+  return true;
+}
+
 // The straight-through backward of bitLinearF32 on x (false, with a JavaScript error thrown, when scratch cannot be had).
 bool bitlinear_backward(napi_env env, const float* x, const float* w, int64_t m, int64_t k, int64_t n, bool per_row, const float* dy, float* dx, float* dw) {
   if (small_grad(n, k)) return !throw_if(env, !bitlinear_backward_small(x, nullptr, 0.0f, w, m, k, n, per_row, dy, dx, nullptr, dw), "bitLinearGradF32: out of memory for scratch");
   const Bf16Kernels* bf = g_grad_bf16 ? bf16_gemm() : nullptr;
   if (bf != nullptr) return !throw_if(env, !bitlinear_backward_bf16(bf, x, w, m, k, n, per_row, dy, dx, dw), "bitLinearGradF32: out of memory for scratch");
-  int8_t* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
-  float* xq = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m * k + m)));
-  float* wq = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
-  if (throw_if(env, q8 == nullptr || xq == nullptr || wq == nullptr, "bitLinearGradF32: out of memory for scratch")) return false;
-  act_quant(x, m, k, q8, xq + m * k, xq, true);
-  ternarize(w, n, k, ternary_scales(w, n, k, per_row), per_row, true, wq);
-  gemm_parallel(g_isa, GemmView{dy, n, 1, wq, k, 1, dx, k, m, k, n});  // [m, n] @ [n, k]
-  gemm_parallel(g_isa, GemmView{dy, 1, n, xq, k, 1, dw, k, n, k, m});  // [n, m] (dy^T) @ [m, k]
-  return true;
+  return !throw_if(env, !bitlinear_backward_fp32(x, nullptr, 0.0f, w, m, k, n, per_row, dy, dx, dw), "bitLinearGradF32: out of memory for scratch");
 }
 
 // bitLinearGradF32(x, w, m, k, n, perRow, dy [m, n], dx [m, k], dw [n, k]): the straight-through backward of
@@ -607,6 +667,14 @@ napi_value NormBitLinearF32(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[8], napi_float32_array, &y, &yl, "y"))
     return nullptr;
   if (throw_if(env, static_cast<int64_t>(gl) != k || static_cast<int64_t>(yl) < prod(m, n), "normBitLinearF32: gain is not [k] or y too small")) return nullptr;
+  if (g_isa->gemm_i8 != nullptr) {
+    // The int8 GEMM: each row normalised, quantized and packed in one pass (no [m, k] normalised rows or codes).
+    float* s = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m)));
+    if (throw_if(env, s == nullptr, "normBitLinearF32: out of memory for scratch")) return nullptr;
+    const std::vector<float> d = ternary_scales(w, n, k, per_row);
+    throw_if(env, !gemm_i8_forward(x, gain, static_cast<float>(eps), s, w, d, m, k, n, per_row, y), "normBitLinearF32: out of memory for scratch");
+    return nullptr;
+  }
   float* xn = static_cast<float*>(g_fq_xn.get(sizeof(float) * static_cast<size_t>(m * k)));
   if (throw_if(env, xn == nullptr, "normBitLinearF32: out of memory for scratch")) return nullptr;
   rmsnorm_rows(x, gain, xn, m, k, static_cast<float>(eps));
@@ -638,6 +706,14 @@ napi_value NormBitLinearGradF32(napi_env env, napi_callback_info info) {
     return nullptr;
   if (small_grad(n, k)) {
     throw_if(env, !bitlinear_backward_small(x, gain, static_cast<float>(eps), w, m, k, n, per_row, dy, dx, dg, dw), "normBitLinearGradF32: out of memory for scratch");
+    return nullptr;
+  }
+  if (!g_grad_bf16 || bf16_gemm() == nullptr) {  // fp32: the normalised rows never stored (see bitlinear_backward_fp32)
+    float* dxn = static_cast<float*>(g_fq_dxn.get(sizeof(float) * static_cast<size_t>(m * k)));
+    if (throw_if(env, dxn == nullptr || !bitlinear_backward_fp32(x, gain, static_cast<float>(eps), w, m, k, n, per_row, dy, dxn, dw),
+                 "normBitLinearGradF32: out of memory for scratch"))
+      return nullptr;
+    rmsnorm_grad_rows(dxn, x, gain, dx, dg, m, k, static_cast<float>(eps));
     return nullptr;
   }
   float* xn = static_cast<float*>(g_fq_xn.get(sizeof(float) * static_cast<size_t>(m * k)));

@@ -128,7 +128,7 @@ struct CacheLevel {
   int type;  // 1 data, 3 unified
   int64_t bytes;
   int shared_by;
-  bool legacy;  // AMD's older leaf 0x80000006 (L3 of the whole package on some parts)
+  const char* leaf;  // "deterministic", or AMD's older leaf "0x80000005" / "0x80000006" (whose L3 is the whole package's on some parts)
 };
 
 std::vector<CacheLevel> cpuid_caches() {
@@ -141,8 +141,14 @@ std::vector<CacheLevel> cpuid_caches() {
   if (amd) {
     // Leaf 0x80000006 EDX[31:18]: L3 size in 512 KiB units. Under a VM it can describe the host package (tens of
     // CCXs) where 0x8000001D describes one CCX; both are reported and a benchmark takes the larger.
-    if (__get_cpuid(0x80000006u, &a, &b, &c, &d) && (d >> 18) != 0) out.push_back({3, 3, static_cast<int64_t>(d >> 18) * 512 * 1024, 0, true});
-    if (!__get_cpuid(0x80000001u, &a, &b, &c, &d) || (c & (1u << 22)) == 0) return out;
+    if (__get_cpuid(0x80000006u, &a, &b, &c, &d) && (d >> 18) != 0) out.push_back({3, 3, static_cast<int64_t>(d >> 18) * 512 * 1024, 0, "0x80000006"});
+    if (!__get_cpuid(0x80000001u, &a, &b, &c, &d) || (c & (1u << 22)) == 0) {
+      // No TopologyExtensions (seen on a Zen 5 VM): the legacy leaves still give L1D (0x80000005 ECX[31:24], KiB)
+      // and L2 (0x80000006 ECX[31:16], KiB), per core.
+      if (__get_cpuid(0x80000006u, &a, &b, &c, &d) && (c >> 16) != 0) out.push_back({2, 3, static_cast<int64_t>(c >> 16) * 1024, 1, "0x80000006"});
+      if (__get_cpuid(0x80000005u, &a, &b, &c, &d) && (c >> 24) != 0) out.push_back({1, 1, static_cast<int64_t>(c >> 24) * 1024, 1, "0x80000005"});
+      return out;
+    }
     leaf = 0x8000001Du;
   } else if (a < 4) {
     return out;
@@ -153,7 +159,7 @@ std::vector<CacheLevel> cpuid_caches() {
     if (type == 0) break;
     if (type == 2) continue;  // instruction cache
     const int64_t ways = ((b >> 22) & 1023) + 1, parts = ((b >> 12) & 1023) + 1, line = (b & 4095) + 1, sets = static_cast<int64_t>(c) + 1;
-    out.push_back({static_cast<int>((a >> 5) & 7), type, ways * parts * line * sets, static_cast<int>(((a >> 14) & 4095) + 1), false});
+    out.push_back({static_cast<int>((a >> 5) & 7), type, ways * parts * line * sets, static_cast<int>(((a >> 14) & 4095) + 1), "deterministic"});
   }
 #endif
   return out;
@@ -183,7 +189,7 @@ napi_value Info(napi_env env, napi_callback_info) {
     napi_set_named_property(env, o, "type", make_string(env, caches[i].type == 1 ? "data" : "unified"));
     napi_set_named_property(env, o, "bytes", make_number(env, static_cast<double>(caches[i].bytes)));
     napi_set_named_property(env, o, "sharedBy", make_number(env, caches[i].shared_by));
-    napi_set_named_property(env, o, "leaf", make_string(env, caches[i].legacy ? "0x80000006" : "deterministic"));
+    napi_set_named_property(env, o, "leaf", make_string(env, caches[i].leaf));
     napi_set_element(env, carr, static_cast<uint32_t>(i), o);
   }
   napi_set_named_property(env, obj, "caches", carr);

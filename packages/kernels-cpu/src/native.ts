@@ -33,9 +33,10 @@ export interface CpuCache {
   bytes: number;
   /** Logical processors sharing one instance of this cache (CPUID's maximum, not the count online; 0 unknown). */
   sharedBy: number;
-  /** 'deterministic' (leaf 4 / 0x8000001D, per cache instance) or '0x80000006' (AMD's legacy L3 size, which under
-   * a VM can be the whole host package's). */
-  leaf: 'deterministic' | '0x80000006';
+  /** 'deterministic' (leaf 4 / 0x8000001D, per cache instance), or AMD's legacy leaves: '0x80000006' (the L3 size,
+   * which under a VM can be the whole host package's; the L2 too where the deterministic leaf is missing) and
+   * '0x80000005' (L1D, likewise). */
+  leaf: 'deterministic' | '0x80000005' | '0x80000006';
 }
 
 /** What the addon exports (registered in native/addon.cc); the wrappers in this package check arguments first. */
