@@ -15,8 +15,8 @@
  * provably safe: the buffer was allocated by the pool, no other tensor was ever written with a view of it
  * (stock cpu kernels return subarray views, e.g. a contiguous slice), and it was never handed out by
  * readSync / read (the cpu backend returns its storage itself, and `dataSync()` results outlive tensors).
- * Pooled bytes are capped (BITDISTILL_POOL_MB; default four times the largest buffer so far, between 1 GiB and an
- * eighth of the machine's memory, at most 4 GiB); beyond the cap buffers are left to the GC.
+ * Pooled bytes are capped (BITDISTILL_POOL_MB; default eight times the largest buffer so far, between 1 GiB and a
+ * quarter of the machine's memory, at most 8 GiB); beyond the cap buffers are left to the GC.
  *
  * Garbage collection. A freed ArrayBuffer returns its memory only when V8 collects its JS object, and V8's
  * heuristics do not count external memory urgently enough for multi-GB training steps: a 4-layer model of the
@@ -82,21 +82,24 @@ function gcEveryBytes(): number {
 }
 
 /**
- * The most the pool may hold by default: an eighth of the machine's memory, between 1 and 4 GiB.
+ * The most the pool may hold by default: a quarter of the machine's memory, between 1 and 8 GiB.
  */
 export function defaultPoolCapBytes(total = totalmem()): number {
-  return Math.min(4 * 2 ** 30, Math.max(2 ** 30, Math.floor(total / 8 / 2 ** 20) * 2 ** 20));
+  return Math.min(8 * 2 ** 30, Math.max(2 ** 30, Math.floor(total / 4 / 2 ** 20) * 2 ** 20));
 }
 
 /**
- * The pool's cap when BITDISTILL_POOL_MB is not set: four times the largest buffer allocated so far, between
- * 1 GiB and defaultPoolCapBytes. At Qwen3-0.6B the tied embedding's gradient and its partial sums are 622 MB
- * buffers every step; under a fixed 1 GiB cap they were dropped and re-allocated each step (page faults plus a
- * forced GC per GiB: 4-5 s of a 24 s SFT step on AMD EPYC), while a small model keeps the 1 GiB cap, so that
- * variable-length evaluation batches do not fill gigabytes of pool.
+ * The pool's cap when BITDISTILL_POOL_MB is not set: eight times the largest buffer allocated so far, between
+ * 1 GiB and defaultPoolCapBytes. At Qwen3-0.6B the tied embedding's gradient, its partial sums and the new
+ * embedding are 622 MB buffers every step. Under a fixed 1 GiB cap they were dropped and re-allocated each step
+ * (page faults plus a forced GC per GiB: 4-5 s of a 24 s SFT step on AMD EPYC Zen 4); under four times the
+ * largest (2.4 GB) the recompute forward's smaller buffers still pushed them out before the backward needed them
+ * again (1.7 GB of fresh arrays per step, two 622 MB ones among them: 15.7 s SFT steps on AMD EPYC Zen 5, 12.8 s
+ * with a 4 GiB cap, peak RSS unchanged at 10.8 GiB). A small model keeps the 1 GiB cap, so that variable-length
+ * evaluation batches do not fill gigabytes of pool.
  */
 export function poolCapFor(largestBytes: number, total = totalmem()): number {
-  return Math.min(defaultPoolCapBytes(total), Math.max(2 ** 30, 4 * largestBytes));
+  return Math.min(defaultPoolCapBytes(total), Math.max(2 ** 30, 8 * largestBytes));
 }
 
 /** BITDISTILL_POOL_MB in bytes, or null (the cap then follows poolCapFor). */
