@@ -13,6 +13,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { cpuInfo } from '../bench/machine.ts';
 
 interface Options {
   shape: string;
@@ -186,7 +187,7 @@ async function main(): Promise<void> {
     };
   });
   const date = new Date().toISOString();
-  const cpuModel = /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown';
+  const cpuModel = cpuInfo().name;
   const result = {
     date,
     shape: o.shape,
