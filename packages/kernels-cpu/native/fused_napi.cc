@@ -49,6 +49,17 @@ struct FqCtx {
 
 thread_local Scratch t_quant_row;
 
+// One row of x quantized by the ISA's QuantizeFn into q (its scale returned), RMS-normalised by gain (eps) into xn
+// first when gain is not null: rmsnorm_rows' then act_quant's arithmetic, so the codes are bit-identical to those
+// two passes.
+float quant_row(const float* xr, const float* gain, float eps, int64_t k, float* xn, int8_t* q) {
+  if (gain != nullptr) {
+    rmsnorm_f32(xr, gain, xn, 0, 1, k, eps);
+    xr = xn;
+  }
+  return g_isa->quantize(xr, k, q);
+}
+
 // Rows [b, e) of x (RMS-normalised first when gain is set, the row in scratch: rmsnorm_rows' arithmetic) quantized
 // by the ISA's QuantizeFn (int8 codes and scales s), then as floats: q or q / s.
 void act_quant_task(void* p, int64_t chunk, int64_t nchunks) {
@@ -67,12 +78,7 @@ void act_quant_task(void* p, int64_t chunk, int64_t nchunks) {
   }
   for (int64_t r = b; r < e; r++) {
     int8_t* q8 = c->q8 != nullptr ? c->q8 + r * c->cols : qrow;
-    const float* xr = c->x + r * c->cols;
-    if (c->gain != nullptr) {
-      rmsnorm_f32(xr, c->gain, xn, 0, 1, c->cols, c->eps);
-      xr = xn;
-    }
-    const float sc = g_isa->quantize(xr, c->cols, q8);
+    const float sc = quant_row(c->x + r * c->cols, c->gain, c->eps, c->cols, xn, q8);
     c->s[r] = sc;
     if (c->out != nullptr) int8_to_f32(q8, c->dequant ? sc : 1.0f, c->out + r * c->cols, c->cols);
   }
@@ -240,13 +246,7 @@ void pack_a_i8_task(void* p, int64_t chunk, int64_t nchunks) {
         for (int64_t g = 0; g < j.groups; g++) memset(dst + (g * kI8Mr + r) * 4, 0, 4);
         continue;
       }
-      // The same per-row arithmetic as rmsnorm_rows then act_quant_task: bit-identical codes and scales.
-      const float* xr = c->x + row * c->k;
-      if (c->gain != nullptr) {
-        rmsnorm_f32(xr, c->gain, xn, 0, 1, c->k, c->eps);
-        xr = xn;
-      }
-      c->s[row] = g_isa->quantize(xr, c->k, src);
+      c->s[row] = quant_row(c->x + row * c->k, c->gain, c->eps, c->k, xn, src);
       int32_t sum = 0;
       for (int64_t col = 0; col < c->k; col++) sum += src[col];
       c->asum[row] = sum;
@@ -334,23 +334,34 @@ bool gemm_i8_forward(const float* x, const float* gain, float eps, float* s, con
   return true;
 }
 
-// The forward product of bitLinearF32 on x [m, k] (false, with a JavaScript error thrown, when scratch cannot be
-// had): the int8 GEMM where the ISA has one (AVX-512 VNNI, AMX), else the codes as floats on the fp32 GEMM.
-bool bitlinear_forward(napi_env env, const float* x, const float* w, int64_t m, int64_t k, int64_t n, bool per_row, float* y) {
-  if (g_isa->gemm_i8 != nullptr) {  // codes formed while packing (no [m, k] code array)
+Scratch g_fq_xn, g_fq_dxn;  // the normalised input and its gradient (normBitLinear*), main thread only
+
+// The forward product of bitLinearF32 on x [m, k], or on rmsNorm(x, gain, eps) when gain is not null (false, with
+// a JavaScript error naming `what` thrown, when scratch cannot be had): the int8 GEMM where the ISA has one
+// (AVX-512 VNNI, AMX), each row normalised, quantized and packed in one pass; else the codes as floats on the
+// fp32 GEMM.
+bool bitlinear_forward(napi_env env, const float* x, const float* gain, float eps, const float* w, int64_t m, int64_t k, int64_t n, bool per_row, float* y,
+                       const char* what) {
+  if (g_isa->gemm_i8 != nullptr) {
     float* s = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m)));
-    if (throw_if(env, s == nullptr, "bitLinearF32: out of memory for scratch")) return false;
+    if (throw_if(env, s == nullptr, what)) return false;
     const std::vector<float> d = ternary_scales(w, n, k, per_row);
-    return !throw_if(env, !gemm_i8_forward(x, nullptr, 0.0f, s, w, d, m, k, n, per_row, y), "bitLinearF32: out of memory for scratch");
+    return !throw_if(env, !gemm_i8_forward(x, gain, eps, s, w, d, m, k, n, per_row, y), what);
+  }
+  if (gain != nullptr) {
+    float* xn = static_cast<float*>(g_fq_xn.get(sizeof(float) * static_cast<size_t>(m * k)));
+    if (throw_if(env, xn == nullptr, what)) return false;
+    rmsnorm_rows(x, gain, xn, m, k, eps);
+    x = xn;
   }
   int8_t* q8 = static_cast<int8_t*>(g_fq_q8.get(static_cast<size_t>(m * k)));
   float* s = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m + m * k)));
-  if (throw_if(env, q8 == nullptr || s == nullptr, "bitLinearF32: out of memory for scratch")) return false;
+  if (throw_if(env, q8 == nullptr || s == nullptr, what)) return false;
   float* qf = s + m;
   act_quant(x, m, k, q8, s, qf, false);
   const std::vector<float> d = ternary_scales(w, n, k, per_row);
   float* c = static_cast<float*>(g_fq_b.get(sizeof(float) * static_cast<size_t>(n * k)));
-  if (throw_if(env, c == nullptr, "bitLinearF32: out of memory for scratch")) return false;
+  if (throw_if(env, c == nullptr, what)) return false;
   ternarize(w, n, k, d, per_row, false, c);
   gemm_parallel(g_isa, GemmView{qf, k, 1, c, 1, k, y, n, m, n, k});
   RescaleCtx rc{y, s, d.data(), m, n, per_row};
@@ -374,7 +385,7 @@ napi_value BitLinearF32(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[6], napi_float32_array, &y, &yl, "y"))
     return nullptr;
   if (throw_if(env, static_cast<int64_t>(yl) < prod(m, n), "bitLinearF32: y too small")) return nullptr;
-  bitlinear_forward(env, x, w, m, k, n, per_row, y);
+  bitlinear_forward(env, x, nullptr, 0.0f, w, m, k, n, per_row, y, "bitLinearF32: out of memory for scratch");
   return nullptr;
 }
 
@@ -618,12 +629,35 @@ bool bitlinear_backward_fp32(const float* x, const float* gain, float eps, const
   return true;
 }
 
-// The straight-through backward of bitLinearF32 on x (false, with a JavaScript error thrown, when scratch cannot be had).
-bool bitlinear_backward(napi_env env, const float* x, const float* w, int64_t m, int64_t k, int64_t n, bool per_row, const float* dy, float* dx, float* dw) {
-  if (small_grad(n, k)) return !throw_if(env, !bitlinear_backward_small(x, nullptr, 0.0f, w, m, k, n, per_row, dy, dx, nullptr, dw), "bitLinearGradF32: out of memory for scratch");
+// The straight-through backward of bitLinearF32 on x, or of normBitLinearF32 when gain is not null (then dx is the
+// gradient through the RMSNorm and dg the gain's): false, with a JavaScript error naming `what` thrown, when scratch
+// cannot be had. Small projections in one pool region; bf16 on the normalised rows; fp32 normalising in its
+// quantization pass.
+bool bitlinear_backward(napi_env env, const float* x, const float* gain, float eps, const float* w, int64_t m, int64_t k, int64_t n, bool per_row,
+                        const float* dy, float* dx, float* dg, float* dw, const char* what) {
+  if (small_grad(n, k)) return !throw_if(env, !bitlinear_backward_small(x, gain, eps, w, m, k, n, per_row, dy, dx, dg, dw), what);
+  float* dxn = dx;  // the gradient of the normalised rows, when there is a norm
+  if (gain != nullptr) {
+    dxn = static_cast<float*>(g_fq_dxn.get(sizeof(float) * static_cast<size_t>(m * k)));
+    if (throw_if(env, dxn == nullptr, what)) return false;
+  }
   const Bf16Kernels* bf = g_grad_bf16 ? bf16_gemm() : nullptr;
-  if (bf != nullptr) return !throw_if(env, !bitlinear_backward_bf16(bf, x, w, m, k, n, per_row, dy, dx, dw), "bitLinearGradF32: out of memory for scratch");
-  return !throw_if(env, !bitlinear_backward_fp32(x, nullptr, 0.0f, w, m, k, n, per_row, dy, dx, dw), "bitLinearGradF32: out of memory for scratch");
+  bool ok;
+  if (bf != nullptr) {
+    const float* xin = x;
+    if (gain != nullptr) {
+      float* xn = static_cast<float*>(g_fq_xn.get(sizeof(float) * static_cast<size_t>(m * k)));
+      if (throw_if(env, xn == nullptr, what)) return false;
+      rmsnorm_rows(x, gain, xn, m, k, eps);
+      xin = xn;
+    }
+    ok = bitlinear_backward_bf16(bf, xin, w, m, k, n, per_row, dy, dxn, dw);
+  } else {
+    ok = bitlinear_backward_fp32(x, gain, eps, w, m, k, n, per_row, dy, dxn, dw);
+  }
+  if (throw_if(env, !ok, what)) return false;
+  if (gain != nullptr) rmsnorm_grad_rows(dxn, x, gain, dx, dg, m, k, eps);
+  return true;
 }
 
 // bitLinearGradF32(x, w, m, k, n, perRow, dy [m, n], dx [m, k], dw [n, k]): the straight-through backward of
@@ -643,11 +677,9 @@ napi_value BitLinearGradF32(napi_env env, napi_callback_info info) {
   if (throw_if(env, static_cast<int64_t>(dyl) < prod(m, n) || static_cast<int64_t>(dxl) < prod(m, k) || static_cast<int64_t>(dwl) < prod(n, k),
                "bitLinearGradF32: dy, dx or dw too small"))
     return nullptr;
-  bitlinear_backward(env, x, w, m, k, n, per_row, dy, dx, dw);
+  bitlinear_backward(env, x, nullptr, 0.0f, w, m, k, n, per_row, dy, dx, nullptr, dw, "bitLinearGradF32: out of memory for scratch");
   return nullptr;
 }
-
-Scratch g_fq_xn, g_fq_dxn;  // the normalised input and its gradient (normBitLinear*), main thread only
 
 // normBitLinearF32(x [m, k], gain [k], eps, w [n, k], m, k, n, perRow, y [m, n]): bitLinearF32 of
 // rmsNorm(x, gain, eps) - the SubLN norm in front of a student projection - without the normalised rows leaving
@@ -667,18 +699,7 @@ napi_value NormBitLinearF32(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[8], napi_float32_array, &y, &yl, "y"))
     return nullptr;
   if (throw_if(env, static_cast<int64_t>(gl) != k || static_cast<int64_t>(yl) < prod(m, n), "normBitLinearF32: gain is not [k] or y too small")) return nullptr;
-  if (g_isa->gemm_i8 != nullptr) {
-    // The int8 GEMM: each row normalised, quantized and packed in one pass (no [m, k] normalised rows or codes).
-    float* s = static_cast<float*>(g_fq_a.get(sizeof(float) * static_cast<size_t>(m)));
-    if (throw_if(env, s == nullptr, "normBitLinearF32: out of memory for scratch")) return nullptr;
-    const std::vector<float> d = ternary_scales(w, n, k, per_row);
-    throw_if(env, !gemm_i8_forward(x, gain, static_cast<float>(eps), s, w, d, m, k, n, per_row, y), "normBitLinearF32: out of memory for scratch");
-    return nullptr;
-  }
-  float* xn = static_cast<float*>(g_fq_xn.get(sizeof(float) * static_cast<size_t>(m * k)));
-  if (throw_if(env, xn == nullptr, "normBitLinearF32: out of memory for scratch")) return nullptr;
-  rmsnorm_rows(x, gain, xn, m, k, static_cast<float>(eps));
-  bitlinear_forward(env, xn, w, m, k, n, per_row, y);
+  bitlinear_forward(env, x, gain, static_cast<float>(eps), w, m, k, n, per_row, y, "normBitLinearF32: out of memory for scratch");
   return nullptr;
 }
 
@@ -704,24 +725,7 @@ napi_value NormBitLinearGradF32(napi_env env, napi_callback_info info) {
                         static_cast<int64_t>(dxl) < prod(m, k) || static_cast<int64_t>(dwl) < prod(n, k),
                "normBitLinearGradF32: gain is not [k], or dy, dx, dgain or dw too small"))
     return nullptr;
-  if (small_grad(n, k)) {
-    throw_if(env, !bitlinear_backward_small(x, gain, static_cast<float>(eps), w, m, k, n, per_row, dy, dx, dg, dw), "normBitLinearGradF32: out of memory for scratch");
-    return nullptr;
-  }
-  if (!g_grad_bf16 || bf16_gemm() == nullptr) {  // fp32: the normalised rows never stored (see bitlinear_backward_fp32)
-    float* dxn = static_cast<float*>(g_fq_dxn.get(sizeof(float) * static_cast<size_t>(m * k)));
-    if (throw_if(env, dxn == nullptr || !bitlinear_backward_fp32(x, gain, static_cast<float>(eps), w, m, k, n, per_row, dy, dxn, dw),
-                 "normBitLinearGradF32: out of memory for scratch"))
-      return nullptr;
-    rmsnorm_grad_rows(dxn, x, gain, dx, dg, m, k, static_cast<float>(eps));
-    return nullptr;
-  }
-  float* xn = static_cast<float*>(g_fq_xn.get(sizeof(float) * static_cast<size_t>(m * k)));
-  float* dxn = static_cast<float*>(g_fq_dxn.get(sizeof(float) * static_cast<size_t>(m * k)));
-  if (throw_if(env, xn == nullptr || dxn == nullptr, "normBitLinearGradF32: out of memory for scratch")) return nullptr;
-  rmsnorm_rows(x, gain, xn, m, k, static_cast<float>(eps));
-  if (!bitlinear_backward(env, xn, w, m, k, n, per_row, dy, dxn, dw)) return nullptr;
-  rmsnorm_grad_rows(dxn, x, gain, dx, dg, m, k, static_cast<float>(eps));
+  bitlinear_backward(env, x, gain, static_cast<float>(eps), w, m, k, n, per_row, dy, dx, dg, dw, "normBitLinearGradF32: out of memory for scratch");
   return nullptr;
 }
 
