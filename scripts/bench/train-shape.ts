@@ -213,6 +213,7 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
   for (const k of Object.keys(phases) as (keyof typeof phases)[]) phases[k] = [];
   const stepMs: number[] = [];
   const losses: number[] = [];
+  timer?.reset();
   for (let i = 0; i < steps; i++) {
     const s0 = performance.now();
     losses.push(await step());
@@ -220,6 +221,12 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
     console.error(
       `${kind}: step ${i + 1}/${steps} ${((stepMs[i] as number) / 1000).toFixed(1)} s (forward+backward ${((phases.grads[i] as number) / 1000).toFixed(1)}, grad norm ${((phases.norm[i] as number) / 1000).toFixed(1)}, AdamW ${((phases.update[i] as number) / 1000).toFixed(1)}), loss ${losses[i]}`,
     );
+  }
+  if (timer !== null) {
+    // Single-step kernel times are noisy on these VMs: the per-step mean over the timed steps.
+    const r = timer.report(40);
+    console.error(`${kind}: kernels ${(r.totalMs / steps).toFixed(2)} ms a step (mean of the ${steps} timed steps)`);
+    for (const k of r.byKernelAndShape) console.error(`  ${k.kernel.padEnd(90)} ${(k.ms / steps).toFixed(3).padStart(9)} ms ${(k.calls / steps).toFixed(0).padStart(6)} calls`);
   }
   const result: ChildResult = { kind, backend, parameters: model.numParameters(), stepMs, phaseMs: phases, losses, peakRssBytes: vmHwmBytes(), initSeconds };
   process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -162,7 +162,9 @@ export function parseDecoderConfig(raw: Record<string, unknown>, file: string): 
     eosTokenId: firstId(raw['eos_token_id']),
     subln,
     sublnEps,
-    raw,
+    // The config's own copy: prepareStudent records its choices in raw['bitdistill'], and a second model built
+    // from the same JSON object (a teacher beside its student) must not inherit them.
+    raw: { ...raw },
   };
 }
 

@@ -2,7 +2,8 @@ import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '@bitdistill/backend';
 import { PROJECTIONS, projectionName, WEIGHT_QUANT_MODES } from '@bitdistill/arch';
-import { loadModel, type Decoder } from '@bitdistill/model';
+import { readFileSync } from 'node:fs';
+import { initDecoder, loadModel, type Decoder } from '@bitdistill/model';
 import { prepareStudent, describeStudent, ternaryQuant, restoreStudent } from '@bitdistill/quant';
 import { studentRecord } from '../src/student.ts';
 
@@ -32,6 +33,19 @@ for (const backend of ['wasm', 'cpu'] as const) {
       expect(Buffer.from(a.buffer).equals(Buffer.from(b.buffer))).to.equal(true);
       teacher.dispose();
       student.dispose();
+    });
+
+    it('leaves the JSON its config came from untouched: a teacher built from the same object has no SubLN', () => {
+      const arch = JSON.parse(readFileSync('models/stories260K/config.json', 'utf8')) as Record<string, unknown>;
+      const student = initDecoder(arch, 1);
+      prepareStudent(student, { subln: 'allnorm', weightQuant: 'absmean' });
+      expect(student.config.subln).to.equal('allnorm');
+      expect(arch['bitdistill']).to.equal(undefined);
+      const teacher = initDecoder(arch, 2);
+      expect(teacher.config.subln).to.equal('none');
+      expect([...teacher.params.keys()].filter((n) => n.includes('sub_norm'))).to.have.length(0);
+      student.dispose();
+      teacher.dispose();
     });
 
     it('inserts SubLN gains (ones) with stable names: standard = 2 per layer, allnorm = 7 per layer', () => {
