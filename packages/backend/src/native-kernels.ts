@@ -44,6 +44,7 @@ import {
   gradMatmulF32,
   ropeHeadsF32,
   adamwF32,
+  sumSquaresF32,
   tile32,
   transpose32,
   unaryF32,
@@ -215,23 +216,49 @@ const gradMatMul: KernelFn = ({ inputs, attrs, backend }) => {
 };
 
 /**
- * BitDistillAdamW: {p, g, m, v} (one parameter, same sizes), attrs {beta1, beta2, eps, weightDecay, lr, bc1, bc2,
- * gradScale} -> the updated parameter (a new tensor for the caller to assign); m and v are updated IN PLACE, so
- * they must be tensors no one else holds (the trainer's AdamW moments). kernels-cpu adamwF32's arithmetic. As a
- * kernel the new parameter comes from the engine's buffer pool, and the old one goes back to it when the
- * variable drops it: a fresh array per parameter and step cost a zero-fill and first-touch page faults (the
- * whole model's size every step) and fed the engine's forced GCs.
+ * BitDistillAdamW: inputs [p_0 .. p_n-1, g_0 .., m_0 .., v_0 ..] (4n tensors; p_i, g_i, m_i, v_i float32 of one size),
+ * attrs {beta1, beta2, eps, weightDecay, lr, bc1, bc2, gradScale} -> the n updated parameters (new tensors for the
+ * caller to assign): every parameter's AdamW update in one kernel call (one tfjs dispatch per step instead of one
+ * per parameter: 82 at the tiny student). m and v are updated IN PLACE, so they must be tensors no one else holds
+ * (the trainer's AdamW moments). kernels-cpu adamwF32's arithmetic. The new parameters come from the engine's
+ * buffer pool, and the old ones go back to it when the variables drop them: a fresh array per parameter and step
+ * cost a zero-fill and first-touch page faults (the whole model's size every step) and fed the engine's forced GCs.
  */
 const adamW: KernelFn = ({ inputs, attrs, backend }) => {
   const st = storageOf(backend);
-  const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', tf.TensorInfo>;
-  for (const t of [p, g, m, v]) {
-    if (t.dtype !== 'float32' || shapeSize(t.shape) !== shapeSize(p.shape))
-      throw new Error(`BitDistillAdamW (native): p, g, m, v must be float32 of one size, got [${t.shape}] ${t.dtype} for p [${p.shape}]`);
-  }
-  const out = st.out(p.shape, 'float32');
+  const xs = Object.values(inputs) as tf.TensorInfo[];
+  if (xs.length === 0 || xs.length % 4 !== 0) throw new Error(`BitDistillAdamW (native): needs 4n inputs [p.., g.., m.., v..], got ${xs.length}`);
+  const n = xs.length / 4;
   const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;
-  adamwF32(view(p), view(g), view(m), view(v), view(out), attrs as unknown as Parameters<typeof adamwF32>[5]);
+  const step = attrs as unknown as Parameters<typeof adamwF32>[5];
+  const outs: tf.TensorInfo[] = [];
+  for (let i = 0; i < n; i++) {
+    const [p, g, m, v] = [xs[i], xs[n + i], xs[2 * n + i], xs[3 * n + i]] as tf.TensorInfo[] as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
+    for (const t of [p, g, m, v]) {
+      if (t.dtype !== 'float32' || shapeSize(t.shape) !== shapeSize(p.shape))
+        throw new Error(`BitDistillAdamW (native): p, g, m, v must be float32 of one size, got [${t.shape}] ${t.dtype} for parameter ${i} [${p.shape}]`);
+    }
+    const out = st.out(p.shape, 'float32');
+    adamwF32(view(p), view(g), view(m), view(v), view(out), step);
+    outs.push(out);
+  }
+  return outs;
+};
+
+/**
+ * BitDistillSquaredSums: inputs [x_0 .. x_n-1] (float32) -> [n] float32, the sum of squares of each (accumulated
+ * in double, kernels-cpu sumSquaresF32): the gradient-norm pass in one kernel call, with no squared copy of any
+ * gradient (tf.sum(tf.square(g)) per parameter was two dispatches and a gradient-sized temporary each).
+ */
+const squaredSums: KernelFn = ({ inputs, backend }) => {
+  const st = storageOf(backend);
+  const xs = Object.values(inputs) as tf.TensorInfo[];
+  const out = st.out([xs.length], 'float32');
+  const o = st.view(out) as Float32Array;
+  xs.forEach((x, i) => {
+    if (x.dtype !== 'float32') throw new Error(`BitDistillSquaredSums (native): input ${i} is ${x.dtype}, not float32`);
+    o[i] = sumSquaresF32(st.view(x) as Float32Array);
+  });
   return out;
 };
 
@@ -771,6 +798,7 @@ const NATIVE: Record<string, KernelFn> = {
   BitDistillRopeHeads: ropeHeads,
   BitDistillRopeHeadsGrad: ropeHeadsGrad,
   BitDistillAdamW: adamW,
+  BitDistillSquaredSums: squaredSums,
   UnsortedSegmentSum: unsortedSegmentSum,
 };
 

@@ -637,6 +637,22 @@ BD_CLONES void ternary_codes_i8(const float* __restrict w, float d, int8_t* __re
   }
 }
 
+BD_CLONES double sq_sum_f64(const float* __restrict w, int64_t n) {
+  // 8 double partial sums (vectorises), added in a fixed order, as abs_sum_f64.
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; j++) {
+      const double x = static_cast<double>(w[i + j]);
+      acc[j] += x * x;
+    }
+  }
+  double total = 0.0;
+  for (; i < n; i++) total += static_cast<double>(w[i]) * static_cast<double>(w[i]);
+  for (int j = 0; j < 8; j++) total += acc[j];
+  return total;
+}
+
 BD_CLONES double abs_sum_f64(const float* __restrict w, int64_t n) {
   // 8 double partial sums (vectorises), added in a fixed order.
   double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};

@@ -110,6 +110,8 @@ void ternary_codes_i8(const float* w, float d, int8_t* codes, int64_t n);
 
 // sum of |w[i]| over [0, n), accumulated in double.
 double abs_sum_f64(const float* w, int64_t n);
+// sum of w[i]^2 over [0, n), accumulated in double (the gradient-norm pass).
+double sq_sum_f64(const float* w, int64_t n);
 // Latent-weight statistics of w under ternary scale d (codes r = w / d: r > 0.5 -> 1, r < -0.5 -> -1, else 0):
 // out = {sum (w - c d)^2, sum w^2, count of ||w| / d - 0.5| < 0.05, count of zero codes}, in float64.
 void ternary_stats_f64(const float* w, float d, int64_t n, double* out);

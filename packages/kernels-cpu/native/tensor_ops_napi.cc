@@ -228,6 +228,48 @@ napi_value AdamwF32(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// Fixed blocks, so the partials and their in-order sum do not depend on the thread count.
+constexpr int64_t kSqBlock = int64_t{1} << 16;
+
+struct SqSumCtx {
+  const float* x;
+  int64_t n;
+  double* parts;  // one per block
+};
+
+void sq_sum_task(void* q, int64_t chunk, int64_t nchunks) {
+  auto* c = static_cast<SqSumCtx*>(q);
+  const int64_t blocks = (c->n + kSqBlock - 1) / kSqBlock;
+  int64_t b, e;
+  split(blocks, chunk, nchunks, &b, &e);
+  for (int64_t i = b; i < e; i++) c->parts[i] = sq_sum_f64(c->x + i * kSqBlock, std::min(kSqBlock, c->n - i * kSqBlock));
+}
+
+thread_local std::vector<double> t_sq_parts;
+
+// sumSquaresF32(x): the sum of x[i]^2 in double (partials over fixed 64K blocks, added in order), as a number.
+napi_value SumSquaresF32(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return nullptr;
+  float* x;
+  size_t xl;
+  if (!get_typed(env, argv[0], napi_float32_array, &x, &xl, "x")) return nullptr;
+  const int64_t n = static_cast<int64_t>(xl);
+  const int64_t blocks = (n + kSqBlock - 1) / kSqBlock;
+  double total = 0.0;
+  if (blocks <= 1) {
+    total = sq_sum_f64(x, n);
+  } else {
+    t_sq_parts.assign(static_cast<size_t>(blocks), 0.0);
+    SqSumCtx ctx{x, n, t_sq_parts.data()};
+    parallel(std::min<int64_t>(blocks, elem_chunks(n, blocks)), sq_sum_task, &ctx);
+    for (double p : t_sq_parts) total += p;
+  }
+  napi_value out;
+  napi_create_double(env, total, &out);
+  return out;
+}
+
 // unaryF32(op, x, y, lo, hi): y = op(x) elementwise; lo, hi bound kClip.
 napi_value UnaryF32(napi_env env, napi_callback_info info) {
   napi_value argv[5];
@@ -667,6 +709,7 @@ void register_tensor_ops(napi_env env, napi_value exports) {
       {"rmsNormF32", nullptr, RmsNormF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"rmsNormGradF32", nullptr, RmsNormGradF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adamwF32", nullptr, AdamwF32, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"sumSquaresF32", nullptr, SumSquaresF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionF32", nullptr, AttentionF32, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionKvF16", nullptr, AttentionKvF16, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

@@ -35,4 +35,4 @@ export {
 export type { BitLinearNorm } from './fused.ts';
 export { bitLinearF32, bitLinearGradF32, swigluF32, swigluGradF32, attentionTrainF32, attentionTrainGradF32, relationKdF32, headLossF32 } from './fused.ts';
 export type { HeadLossBlock } from './fused.ts';
-export { adamwF32 } from './optim.ts';
+export { adamwF32, sumSquaresF32 } from './optim.ts';

@@ -31,7 +31,7 @@ export {
   attentionKvF16Ts,
 } from './ops.ts';
 export type { QuantizedActivations, RopeTables, AttentionShape } from './ops.ts';
-export { adamwF32, adamwF32Ts } from './optim.ts';
+export { adamwF32, adamwF32Ts, sumSquaresF32, sumSquaresF32Ts } from './optim.ts';
 export { bitLinearF32, bitLinearGradF32, bitLinearF32Ts, bitLinearGradF32Ts, swigluF32, swigluGradF32, swigluF32Ts, swigluGradF32Ts } from './fused.ts';
 export { normBitLinearF32, normBitLinearGradF32, normBitLinearF32Ts, normBitLinearGradF32Ts } from './fused.ts';
 export {

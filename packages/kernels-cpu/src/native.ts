@@ -123,6 +123,7 @@ export interface NativeAddon {
   ): void;
   unaryF32(op: number, x: Float32Array, y: Float32Array, lo: number, hi: number): void;
   adamwF32(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, out: Float32Array, hyper: Float64Array): void;
+  sumSquaresF32(x: Float32Array): number;
   castToF32(x: Uint8Array | Int32Array, y: Float32Array): void;
   reduceF32(op: number, x: Float32Array, y: Float32Array, outer: number, r: number, inner: number): void;
   copyStrided32(
@@ -282,6 +283,7 @@ const ADDON_FUNCTIONS = [
   'compare',
   'unaryF32',
   'adamwF32',
+  'sumSquaresF32',
   'castToF32',
   'reduceF32',
   'copyStrided32',

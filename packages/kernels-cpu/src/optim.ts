@@ -50,3 +50,20 @@ export function adamwF32Ts(p: Float32Array, g: Float32Array, m: Float32Array, v:
     out[i] = (p[i] as number) * decay - (lr * (mi / bc1)) / (Math.sqrt(vi / bc2) + eps);
   }
 }
+
+/**
+ * The sum of x[i]^2, accumulated in double (the gradient-norm pass: one call per gradient, no squared copy).
+ * Native: threaded over fixed 64K-element blocks whose partials are added in order, so the result does not depend
+ * on the thread count.
+ */
+export function sumSquaresF32(x: Float32Array): number {
+  const addon = nativeAddon();
+  return addon === null ? sumSquaresF32Ts(x) : addon.sumSquaresF32(x);
+}
+
+/** TypeScript twin of sumSquaresF32 (double accumulation, one running sum). */
+export function sumSquaresF32Ts(x: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += (x[i] as number) * (x[i] as number);
+  return s;
+}

@@ -8,7 +8,7 @@
  * Memory at real size: on backends whose tensors are host TypedArrays that dataSync hands out as they are (the
  * native engine, tfjs cpu), the update is one fused pass per parameter (kernels-cpu adamwF32: native, threaded) that writes m and v in place (they are
  * this optimizer's own, never shared) and the new parameter into a new array (from the engine's buffer pool, through
- * its BitDistillAdamW kernel, where that is registered); elsewhere it is tf ops in a
+ * its BitDistillAdamW kernel, where that is registered: all parameters in one kernel call); elsewhere it is tf ops in a
  * tidy per parameter. Either way at most one parameter's temporaries are alive at a time: one tidy over all
  * of Qwen3-0.6B's parameters held ~8 x 2.4 GB of temporaries at once.
  */
@@ -50,8 +50,7 @@ export class AdamW {
     const { beta1, beta2, eps, weightDecay } = this.options;
     const bc1 = 1 - Math.pow(beta1, this.step);
     const bc2 = 1 - Math.pow(beta2, this.step);
-    const kernel = tf.getKernel(ADAMW_KERNEL, tf.getBackend()) !== undefined;
-    const fused = hostStorage();
+    const updates: [tf.Variable, tf.Tensor, tf.Variable, tf.Variable][] = [];
     for (const [name, p] of params) {
       const g = grads[name];
       if (g === undefined || !p.trainable) continue;
@@ -63,13 +62,23 @@ export class AdamW {
         this.m.set(name, m);
         this.v.set(name, v);
       }
-      if (kernel) {
-        const attrs = { beta1, beta2, eps, weightDecay, lr, bc1, bc2, gradScale };
-        const next = tf.engine().runKernel(ADAMW_KERNEL, { p, g, m, v }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
-        p.assign(next);
-        next.dispose();
-        continue;
-      }
+      updates.push([p, g, m, v]);
+    }
+    if (updates.length === 0) return;
+    if (tf.getKernel(ADAMW_KERNEL, tf.getBackend()) !== undefined) {
+      // Every parameter in one kernel call: inputs [p.., g.., m.., v..].
+      const inputs = [0, 1, 2, 3].flatMap((j) => updates.map((u) => u[j] as tf.Tensor));
+      const attrs = { beta1, beta2, eps, weightDecay, lr, bc1, bc2, gradScale };
+      const next = tf.engine().runKernel(ADAMW_KERNEL, inputs as unknown as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as unknown as tf.Tensor[];
+      updates.forEach(([p], i) => {
+        const t = next[i] as tf.Tensor;
+        p.assign(t);
+        t.dispose();
+      });
+      return;
+    }
+    const fused = hostStorage();
+    for (const [p, g, m, v] of updates) {
       if (fused) {
         const next = new Float32Array(p.size);
         adamwF32(hostValues(p), hostValues(g), hostValues(m), hostValues(v), next, { beta1, beta2, eps, weightDecay, lr, bc1, bc2, gradScale });
@@ -79,12 +88,10 @@ export class AdamW {
         continue;
       }
       tf.tidy(() => {
-        const mm = m as tf.Variable;
-        const vv = v as tf.Variable;
         const gs = gradScale === 1 ? g : tf.mul(g, gradScale);
-        mm.assign(tf.add(tf.mul(mm, beta1), tf.mul(gs, 1 - beta1)));
-        vv.assign(tf.add(tf.mul(vv, beta2), tf.mul(tf.square(gs), 1 - beta2)));
-        const update = tf.div(tf.div(mm, bc1), tf.add(tf.sqrt(tf.div(vv, bc2)), eps));
+        m.assign(tf.add(tf.mul(m, beta1), tf.mul(gs, 1 - beta1)));
+        v.assign(tf.add(tf.mul(v, beta2), tf.mul(tf.square(gs), 1 - beta2)));
+        const update = tf.div(tf.div(m, bc1), tf.add(tf.sqrt(tf.div(v, bc2)), eps));
         const decayed = weightDecay === 0 ? p : tf.mul(p, 1 - lr * weightDecay);
         p.assign(tf.sub(decayed, tf.mul(update, lr)));
       });

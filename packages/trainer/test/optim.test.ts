@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@bitdistill/core';
 import { initBackend } from '@bitdistill/backend';
 import { AdamW } from '@bitdistill/trainer';
-import { clipByGlobalNorm } from '../src/clip.ts';
+import { clipByGlobalNorm, clipScale } from '../src/clip.ts';
 import { adamwRef } from '../src/adamw.ts';
 import { learningRate } from '../src/schedule.ts';
 
@@ -84,6 +84,85 @@ describe('optimizer pieces', () => {
     } finally {
       await initBackend('cpu');
     }
+  });
+
+  it('AdamW on the native engine updates every parameter in one kernel call: several shapes, skipped and frozen ones, against the scalar reference', async () => {
+    const info = await initBackend('native');
+    try {
+      const rng = new Rng(5);
+      const o = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 };
+      const shapes: Record<string, number[]> = { a: [7, 13], b: [64], c: [3, 5, 11], frozen: [4], nograd: [6] };
+      const params = new Map<string, tf.Variable>();
+      const ref = new Map<string, { p: Float64Array; m: Float64Array; v: Float64Array }>();
+      for (const [name, shape] of Object.entries(shapes)) {
+        const n = shape.reduce((x, y) => x * y, 1);
+        const p0 = Float64Array.from({ length: n }, () => rng.normal());
+        params.set(name, tf.variable(tf.tensor(Float32Array.from(p0), shape), name !== 'frozen'));
+        ref.set(name, { p: p0, m: new Float64Array(n), v: new Float64Array(n) });
+      }
+      const opt = new AdamW(o);
+      const calls: string[] = [];
+      const e = tf.engine() as unknown as { runKernel: (name: string, ...rest: unknown[]) => unknown };
+      const runKernel = e.runKernel;
+      e.runKernel = function (this: unknown, name: string, ...rest: unknown[]) {
+        calls.push(name);
+        return runKernel.call(this, name, ...rest);
+      };
+      try {
+        for (let s = 1; s <= 3; s++) {
+          const grads: Record<string, tf.Tensor> = {};
+          for (const name of ['a', 'b', 'c', 'frozen']) {
+            const r = ref.get(name) as { p: Float64Array; m: Float64Array; v: Float64Array };
+            const g = Float64Array.from({ length: r.p.length }, () => rng.normal());
+            grads[name] = tf.tensor(Float32Array.from(g), shapes[name]);
+            if (name !== 'frozen') adamwRef(r.p, g.map((x) => x * 0.25), r.m, r.v, s, 1e-2, o);
+          }
+          calls.length = 0;
+          opt.apply(params, grads, 1e-2, 0.25);
+          expect(calls.filter((c) => c === 'BitDistillAdamW'), `step ${s}: one update kernel call for the three parameters`).to.have.length(1);
+          tf.dispose(Object.values(grads));
+        }
+      } finally {
+        e.runKernel = runKernel;
+      }
+      expect(info.name).to.equal('native');
+      for (const [name, r] of ref) {
+        const got = (params.get(name) as tf.Variable).dataSync();
+        for (let i = 0; i < r.p.length; i++) expect(got[i], `${name}[${i}]`).to.be.closeTo(r.p[i] as number, 1e-5);
+      }
+      expect(opt.m.has('frozen') || opt.m.has('nograd'), 'no moments for frozen or gradient-less parameters').to.equal(false);
+      opt.dispose();
+      for (const p of params.values()) p.dispose();
+    } finally {
+      await initBackend('cpu');
+    }
+  });
+
+  it('clipScale on the native engine (one squared-sums kernel) matches a float64 norm and the tf-ops path on the cpu backend', async () => {
+    const rng = new Rng(8);
+    const data = [[300, 257], [64], [5, 7, 3], [70000]].map((shape) => ({ shape, v: Float32Array.from({ length: shape.reduce((x, y) => x * y, 1) }, () => rng.normal()) }));
+    let sq = 0;
+    for (const { v } of data) for (const x of v) sq += x * x;
+    const want = Math.sqrt(sq) / 4;
+    const run = async (): Promise<{ norm: number; scale: number }> => {
+      const grads: Record<string, tf.Tensor> = {};
+      data.forEach(({ shape, v }, i) => (grads[`g${i}`] = tf.tensor(v, shape)));
+      const r = await clipScale(grads, 1, 4);
+      tf.dispose(Object.values(grads));
+      return r;
+    };
+    await initBackend('native');
+    let native: { norm: number; scale: number };
+    try {
+      expect(tf.getKernel('BitDistillSquaredSums', tf.getBackend())).to.not.equal(undefined);
+      native = await run();
+    } finally {
+      await initBackend('cpu');
+    }
+    const cpu = await run();
+    expect(native.norm).to.be.closeTo(want, want * 1e-6);
+    expect(cpu.norm).to.be.closeTo(want, want * 1e-5);
+    expect(native.scale).to.be.closeTo(1 / (want + 1e-6) / 4, 1e-9);
   });
 
   it('AdamW state round-trips through state()/load()', async () => {
