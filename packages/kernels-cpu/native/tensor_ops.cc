@@ -1123,9 +1123,13 @@ BD_CLONES void attn16_bwd_kv_f32(const float* qr, const float* dy, int64_t sdy, 
 // lane-wise; one logf per row), the row's KL, the score gradient and the first half of d an, dS an; it stores
 // dS in G [T, Tp] (row i, keys contiguous). Pass 2 puts 16 keys j in the lanes and streams the rows for the
 // other half, dS^T an. Same formulas as relation_softmax_f32 / relation_kl_grad_f32.
-BD_CLONES void rel16_rows_f32(const float* __restrict at, const float* __restrict atT, int64_t Dt, const float* __restrict as, const float* __restrict asT,
-                              int64_t Ds, int64_t T, int64_t Tp, bool cosine, float inv, float* __restrict buf, float* __restrict G, float* __restrict dan,
-                              double* kl) {
+// DC > 0: teacher and student relation heads both DC wide, known at compile time (the loops over the features
+// unrolled); DC = 0 takes Dt and Ds as given. Same arithmetic in the same order either way.
+template <int DC>
+BD_INLINE void rel16_rows_f32_body(const float* __restrict at, const float* __restrict atT, int64_t Dtr, const float* __restrict as,
+                                   const float* __restrict asT, int64_t Dsr, int64_t T, int64_t Tp, bool cosine, float inv, float* __restrict buf,
+                                   float* __restrict G, float* __restrict dan, double* kl) {
+  const int64_t Dt = DC > 0 ? DC : Dtr, Ds = DC > 0 ? DC : Dsr;
   float* LT = buf;  // [T][16] each: shifted scores, then clamped log-probabilities
   float* LS = LT + T * 16;
   float* ET = LS + T * 16;  // exps, then probabilities
@@ -1225,7 +1229,9 @@ BD_CLONES void rel16_rows_f32(const float* __restrict at, const float* __restric
   *kl = total;
 }
 
-BD_CLONES void rel16_cols_f32(const float* __restrict as, const float* __restrict G, int64_t Ds, int64_t T, int64_t Tp, float* __restrict dan) {
+template <int DC>
+BD_INLINE void rel16_cols_f32_body(const float* __restrict as, const float* __restrict G, int64_t Dsr, int64_t T, int64_t Tp, float* __restrict dan) {
+  const int64_t Ds = DC > 0 ? DC : Dsr;
   for (int64_t j0 = 0; j0 < T; j0 += 16) {
     v16f d2[16];
     for (int64_t c = 0; c < Ds; c++) d2[c] = v16f{};
@@ -1239,6 +1245,16 @@ BD_CLONES void rel16_cols_f32(const float* __restrict as, const float* __restric
     for (int64_t u = 0; u < rows; u++)
       for (int64_t c = 0; c < Ds; c++) dan[(j0 + u) * Ds + c] += out[c * 16 + u];
   }
+}
+
+BD_CLONES void rel16_rows_f32(const float* at, const float* atT, int64_t Dt, const float* as, const float* asT, int64_t Ds, int64_t T, int64_t Tp, bool cosine,
+                              float inv, float* buf, float* G, float* dan, double* kl) {
+  const int64_t d = Dt == Ds ? Dt : 0;
+  BD_BY_HEAD_SIZE(rel16_rows_f32_body, d, at, atT, Dt, as, asT, Ds, T, Tp, cosine, inv, buf, G, dan, kl)
+}
+
+BD_CLONES void rel16_cols_f32(const float* as, const float* G, int64_t Ds, int64_t T, int64_t Tp, float* dan) {
+  BD_BY_HEAD_SIZE(rel16_cols_f32_body, Ds, as, G, Ds, T, Tp, dan)
 }
 
 BD_CLONES void relation_softmax_f32(const float* s, float* p, float* __restrict logp, int64_t T) {
