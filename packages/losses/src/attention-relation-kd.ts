@@ -75,22 +75,24 @@ export function attentionRelationKd(teacher: QKV, student: QKV, options: Attenti
   const run = (grad: boolean, xs: tf.Tensor[]) =>
     fused ? relationKdFused(xs, R, relation, grad) : relationKdChunks(xs.slice(0, 3), xs.slice(3, 6), R, relation, Math.min(chunk, B), grad);
   if (!tf.engine().isTapeOn()) return tf.tidy(() => run(false, inputs).loss);
+  // Only the student's q, k, v are the op's inputs: the teacher's enter as constants (as in fusedHeadLoss; no
+  // gradient path, so the backward forms no zero gradients for them).
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const xs = args.slice(0, 6) as tf.Tensor[];
-    const save = args[6] as tf.GradSaveFunc;
-    const { loss, grads } = run(true, xs);
+    const xs = args.slice(0, 3) as tf.Tensor[];
+    const save = args[3] as tf.GradSaveFunc;
+    const { loss, grads } = run(true, [...inputs.slice(0, 3), ...xs]);
     save(grads);
     return {
       value: loss,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        // The teacher gets zero gradient (as stopGradient); the student dx scaled by the upstream gradient.
-        const out = [...xs.slice(0, 3).map((t) => tf.zerosLike(t)), ...saved.map((g) => tf.mul(g, dy))];
+        // The student dx scaled by the upstream gradient.
+        const out = saved.map((g) => tf.mul(g, dy));
         for (const g of saved) g.dispose(); // release now rather than when the whole backward pass ends
         return out;
       },
     };
   });
-  return op(...inputs) as tf.Scalar;
+  return op(...inputs.slice(3)) as tf.Scalar;
 }
 
 /**
