@@ -80,11 +80,13 @@ interface Storage {
   /** The tensor's data as a typed array (no copy). */
   view(t: tf.TensorInfo): Typed;
   incRef(dataId: tf.DataId): void;
+  /** How many tensors share this data (0 when unknown: then never written in place). */
+  refCount(dataId: tf.DataId): number;
 }
 
 /** The part of tfjs's MathBackendCPU the native engine uses (its storage: a DataStorage of TypedArrays). */
 interface CpuLikeBackend {
-  data: { get(id: tf.DataId): { values?: unknown; dtype: tf.DataType } | undefined };
+  data: { get(id: tf.DataId): { values?: unknown; dtype: tf.DataType; refCount?: number } | undefined };
   write(values: unknown, shape: number[], dtype: tf.DataType): tf.DataId;
   incRef(dataId: tf.DataId): void;
 }
@@ -120,6 +122,7 @@ function cpuStorage(b: CpuLikeBackend): Storage {
       return d.values as Typed;
     },
     incRef: (id) => b.incRef(id),
+    refCount: (id) => b.data.get(id)?.refCount ?? 0,
   };
 }
 
@@ -129,6 +132,7 @@ function wasmStorage(w: BackendWasm): Storage {
     out: (shape, dtype) => w.makeOutput(shape, dtype),
     view: (t) => w.typedArrayFromHeap(t) as Typed,
     incRef: (id) => w.incRef(id),
+    refCount: () => 0,
   };
 }
 
@@ -193,13 +197,16 @@ const batchMatMul: KernelFn = ({ inputs, attrs, backend }) => {
 };
 
 /**
- * BitDistillGradMatMul: {a [m, k] (or [k, m]), b}, attrs {transposeA, transposeB} -> op(a) @ op(b), a product of a
- * backward pass (model's dense linears, the losses' head): fp32 as BatchMatMul, or bf16 operands with fp32 sums
- * under optim.gradPrecision bf16 (kernels-cpu setGradPrecision).
+ * BitDistillGradMatMul: {a [m, k] (or [k, m]), b, c? [m, n]}, attrs {transposeA, transposeB} -> op(a) @ op(b), a
+ * product of a backward pass (model's dense linears, the losses' head): fp32 as BatchMatMul, or bf16 operands with
+ * fp32 sums under optim.gradPrecision bf16 (kernels-cpu setGradPrecision). With c: c + op(a) @ op(b), summed into
+ * c's own storage when the caller holds the only reference to it (the result then shares it; the caller disposes
+ * its c), else into a copy: a gradient summed over row chunks without a [m, n] temporary and an Add per chunk
+ * (the vocabulary head's dW at Qwen3-0.6B: 622 MB each).
  */
 const gradMatMul: KernelFn = ({ inputs, attrs, backend }) => {
   const st = storageOf(backend);
-  const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+  const { a, b, c } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo; c?: tf.TensorInfo };
   const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
   if (a.shape.length !== 2 || b.shape.length !== 2 || a.dtype !== 'float32' || b.dtype !== 'float32') {
     throw new Error(`BitDistillGradMatMul (native): 2-D float32 operands only, got ${a.dtype} [${a.shape}] x ${b.dtype} [${b.shape}]`);
@@ -210,8 +217,20 @@ const gradMatMul: KernelFn = ({ inputs, attrs, backend }) => {
     throw new Error(
       `BitDistillGradMatMul (native): inner sizes ${k} and ${kb} differ ([${a.shape}]${transposeA ? '^T' : ''} x [${b.shape}]${transposeB ? '^T' : ''})`,
     );
-  const out = st.out([m, n], 'float32');
-  gradMatmulF32(st.view(a) as Float32Array, st.view(b) as Float32Array, m, k, n, { transA: transposeA, transB: transposeB }, st.view(out) as Float32Array);
+  if (c === undefined) {
+    const out = st.out([m, n], 'float32');
+    gradMatmulF32(st.view(a) as Float32Array, st.view(b) as Float32Array, m, k, n, { transA: transposeA, transB: transposeB }, st.view(out) as Float32Array);
+    return out;
+  }
+  if (c.dtype !== 'float32' || c.shape.length !== 2 || c.shape[0] !== m || c.shape[1] !== n)
+    throw new Error(`BitDistillGradMatMul (native): the sum c must be float32 [${m}, ${n}], got ${c.dtype} [${c.shape}]`);
+  let out: tf.TensorInfo;
+  if (st.refCount(c.dataId) === 1) out = share(st, c);
+  else {
+    out = st.out([m, n], 'float32');
+    (st.view(out) as Float32Array).set(st.view(c) as Float32Array);
+  }
+  gradMatmulF32(st.view(a) as Float32Array, st.view(b) as Float32Array, m, k, n, { transA: transposeA, transB: transposeB, accumulate: true }, st.view(out) as Float32Array);
   return out;
 };
 

@@ -373,6 +373,35 @@ for (const host of NATIVE_HOSTS)
       model.dispose();
     });
 
+    it('BitDistillGradMatMul with a sum c: c + a^T b, into the storage of c only when nothing else holds it', () => {
+      setNativeKernels(true);
+      const a = rand([9, 13]);
+      const b = rand([9, 7]);
+      const c0 = rand([13, 7]);
+      const want = tf.tidy(() => tf.add(c0, tf.matMul(a, b, true, false)).dataSync() as Float32Array);
+      const grad = (c: tf.Tensor) => tf.engine().runKernel('BitDistillGradMatMul', { a, b, c }, { transposeA: true, transposeB: false } as unknown as tf.NamedAttrMap) as tf.Tensor;
+      const close = (got: Float32Array | Int32Array | Uint8Array, what: string) =>
+        got.forEach((v, i) => expect(Math.abs(v - (want[i] as number)), `${what} [${i}]`).to.be.below(1e-5 * (1 + Math.abs(want[i] as number))));
+      const data = (t: tf.Tensor) => (tf.backend() as unknown as { data: { get(id: object): { values: Float32Array } } }).data.get(t.dataId).values;
+      // Held only by the caller: summed in place, the result shares c's storage.
+      const sole = c0.clone();
+      const sole2 = tf.add(sole, 0);
+      sole.dispose();
+      const storage = host === 'native' ? data(sole2) : null;
+      const r1 = grad(sole2);
+      close(r1.dataSync(), 'sole');
+      if (host === 'native') expect(data(r1), 'same storage').to.equal(storage);
+      sole2.dispose();
+      r1.dispose();
+      // Shared (a clone holds the same data): c is left as it was, the sum goes into new storage.
+      const shared = c0.clone();
+      const before = Float32Array.from(c0.dataSync());
+      const r2 = grad(shared);
+      close(r2.dataSync(), 'shared');
+      expect(Array.from(c0.dataSync()), 'the shared c is untouched').to.deep.equal(Array.from(before));
+      tf.dispose([shared, r2, a, b, c0]);
+    });
+
     it('setNativeKernels(false) restores every stock kernel, (true) puts the native ones back', () => {
       setNativeKernels(true);
       const nativeFns = new Map(NATIVE_KERNEL_NAMES.map((n) => [n, tf.getKernel(n, host)?.kernelFunc]));

@@ -439,23 +439,36 @@ void codes_task(void* p, int64_t chunk, int64_t nchunks) {
 
 Scratch g_bf_a, g_bf_b, g_bf_codes;  // main thread only
 
-// out [rows, cols] = scale * A @ B with A from (src, rs, ps, sv, mode) and B the int8 codes [inner, cols], or, with
-// fsrc set, B[p, j] = fsrc[p * fps + j * fcs] rounded to bf16.
+// Products whose inner size exceeds kBfLongInner run in blocks of kBfInnerBlock (the vocabulary head's dh = g W,
+// inner = V): packed whole, A and B were each a pass over memory per micro-tile (every tile walks all of the
+// inner size), and the packed head alone was V C / 2 words of scratch. The products of the layers (inner = tokens
+// or a hidden size) stay in one block, so their sums are unchanged.
+constexpr int64_t kBfLongInner = 8192;
+constexpr int64_t kBfInnerBlock = 2048;
+
+// out [rows, cols] = scale * A @ B (out += with acc) with A from (src, rs, ps, sv, mode) and B the int8 codes
+// [inner, cols], or, with fsrc set, B[p, j] = fsrc[p * fps + j * fcs] rounded to bf16.
 bool gemm_bf16_codes(const Bf16Kernels* bk, const float* src, int64_t rs, int64_t ps, const float* sv, int mode, const int8_t* codes, int64_t rows,
-                     int64_t cols, int64_t inner, float scale, float* out, const float* fsrc = nullptr, int64_t fps = 0, int64_t fcs = 0) {
+                     int64_t cols, int64_t inner, float scale, float* out, const float* fsrc = nullptr, int64_t fps = 0, int64_t fcs = 0,
+                     bool acc = false) {
   Bf16Ctx c{};
   c.k = bk;
-  const int64_t pairs = (inner + 1) / 2;
+  const int64_t block = inner > kBfLongInner ? kBfInnerBlock : inner;
+  const int64_t bpairs = (block + 1) / 2;
   const int64_t rblocks = (rows + kBfMr - 1) / kBfMr, cblocks = (cols + kBfNr - 1) / kBfNr;
-  auto* a = static_cast<uint32_t*>(g_bf_a.get(sizeof(uint32_t) * static_cast<size_t>(rblocks * kBfMr * pairs)));
-  auto* b = static_cast<uint32_t*>(g_bf_b.get(sizeof(uint32_t) * static_cast<size_t>(cblocks * kBfNr * pairs)));
+  auto* a = static_cast<uint32_t*>(g_bf_a.get(sizeof(uint32_t) * static_cast<size_t>(rblocks * kBfMr * bpairs)));
+  auto* b = static_cast<uint32_t*>(g_bf_b.get(sizeof(uint32_t) * static_cast<size_t>(cblocks * kBfNr * bpairs)));
   if (a == nullptr || b == nullptr) return false;
-  c.pa = Bf16PackA{src, rs, ps, sv, mode, rows, inner, pairs, a};
-  c.pb = Bf16PackB{codes, inner, cols, pairs, b, fsrc, fps, fcs};
-  parallel(elem_chunks(rows * inner, rblocks), pack_a_bf16_task, &c);
-  parallel(elem_chunks(cols * inner, cblocks), pack_b_bf16_task, &c);
-  c.job = GemmBf16Job{a, b, out, cols, rows, cols, pairs, std::max<int64_t>(1, (192 << 10) / (pairs * kBfNr * 4)), scale};
-  parallel(elem_chunks(rows * cols, rblocks), gemm_bf16_task, &c);
+  for (int64_t p0 = 0; p0 < inner; p0 += block) {
+    const int64_t kb = std::min(block, inner - p0);
+    const int64_t pairs = (kb + 1) / 2;
+    c.pa = Bf16PackA{src + p0 * ps, rs, ps, sv == nullptr ? nullptr : sv + p0, mode, rows, kb, pairs, a};
+    c.pb = Bf16PackB{codes == nullptr ? nullptr : codes + p0 * cols, kb, cols, pairs, b, fsrc == nullptr ? nullptr : fsrc + p0 * fps, fps, fcs};
+    parallel(elem_chunks(rows * kb, rblocks), pack_a_bf16_task, &c);
+    parallel(elem_chunks(cols * kb, cblocks), pack_b_bf16_task, &c);
+    c.job = GemmBf16Job{a, b, out, cols, rows, cols, pairs, std::max<int64_t>(1, (192 << 10) / (pairs * kBfNr * 4)), scale, acc || p0 > 0};
+    parallel(elem_chunks(rows * cols, rblocks), gemm_bf16_task, &c);
+  }
   return true;
 }
 
@@ -482,15 +495,16 @@ bool bitlinear_backward_bf16(const Bf16Kernels* fn, const float* x, const float*
   return gemm_bf16_codes(fn, dy, 1, n, s, 2, q8, n, k, m, 1.0f, dw);
 }
 
-// gradMatmulF32(a, b, c, m, k, n, transA, transB) - gemmF32's arguments: c = op(a) @ op(b), a product of a backward
+// gradMatmulF32(a, b, c, m, k, n, transA, transB, accumulate) - gemmF32's arguments: c = op(a) @ op(b) (c += with
+// accumulate: a gradient summed over chunks in place), a product of a backward
 // pass (the dense linears' dx = dy W and dW = dy^T x, the vocabulary head's): on the bf16 GEMM when the backward
 // precision is bf16 (setBitLinearGradPrecision; both operands rounded to nearest even, products exact, fp32
 // sums), else the fp32 GEMM as gemmF32.
 napi_value GradMatmulF32(napi_env env, napi_callback_info info) {
-  napi_value argv[8];
+  napi_value argv[9];
   GemmView g;
   size_t al, bl, cl;
-  if (!get_args(env, info, 8, argv) || !get_gemm_args(env, argv, &g, &al, &bl, &cl)) return nullptr;
+  if (!get_args(env, info, 9, argv) || !get_gemm_args(env, argv, &g, &al, &bl, &cl) || !get_bool(env, argv[8], &g.acc)) return nullptr;
   if (throw_if(env, g.m < 1 || g.k < 1 || g.n < 1 || static_cast<int64_t>(al) < prod(g.m, g.k) || static_cast<int64_t>(bl) < prod(g.k, g.n) ||
                         static_cast<int64_t>(cl) < prod(g.m, g.n),
                "gradMatmulF32: a, b or c too small for m, k, n (each >= 1)"))
@@ -500,7 +514,8 @@ napi_value GradMatmulF32(napi_env env, napi_callback_info info) {
     gemm_parallel(g_isa, g);
     return nullptr;
   }
-  throw_if(env, !gemm_bf16_codes(bf, g.a, g.sai, g.sap, nullptr, 0, nullptr, g.m, g.n, g.k, 1.0f, g.c, g.b, g.sbp, g.sbj), "gradMatmulF32: out of memory for scratch");
+  throw_if(env, !gemm_bf16_codes(bf, g.a, g.sai, g.sap, nullptr, 0, nullptr, g.m, g.n, g.k, 1.0f, g.c, g.b, g.sbp, g.sbj, g.acc),
+           "gradMatmulF32: out of memory for scratch");
   return nullptr;
 }
 

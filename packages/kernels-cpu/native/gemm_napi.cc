@@ -77,7 +77,8 @@ void pack_b(const IsaKernels& K, const GemmView& g, int64_t p0, int64_t kc, int6
 void gemm_serial(const IsaKernels& K, const GemmView& g) {
   const int mr = K.mr, nr = K.nr;
   if (g.k == 0) {
-    for (int64_t i = 0; i < g.m; i++) memset(g.c + i * g.ldc, 0, sizeof(float) * g.n);
+    if (!g.acc)
+      for (int64_t i = 0; i < g.m; i++) memset(g.c + i * g.ldc, 0, sizeof(float) * g.n);
     return;
   }
   const int64_t mc_max = mr * 16;
@@ -99,7 +100,7 @@ void gemm_serial(const IsaKernels& K, const GemmView& g) {
     const int64_t nc = std::min(nc_max, g.n - jc);
     for (int64_t pc = 0; pc < g.k; pc += kKc) {
       const int64_t kc = std::min(kKc, g.k - pc);
-      const int accumulate = pc > 0;
+      const int accumulate = pc > 0 || g.acc;
       pack_b(K, g, pc, kc, jc, nc, bbuf);
       for (int64_t ic = 0; ic < g.m; ic += mc_max) {
         const int64_t mc = std::min(mc_max, g.m - ic);
@@ -178,6 +179,7 @@ void gemm_splitk_task(void* p, int64_t chunk, int64_t n) {
   if (chunk > 0) {
     v.c = c->partial + (chunk - 1) * v.m * v.n;
     v.ldc = v.n;
+    v.acc = false;  // the partials start from zero; chunk 0 accumulates into C when asked
   }
   gemm_serial(*c->isa, v);
 }

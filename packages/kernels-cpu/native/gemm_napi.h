@@ -21,6 +21,8 @@ struct GemmView {
   float* c;
   int64_t ldc;
   int64_t m, n, k;
+  // C += A @ B instead of C = A @ B (a gradient summed over row chunks in place).
+  bool acc = false;
 };
 
 // One product on the calling thread (gemm_serial) or split across the pool (gemm_parallel).

@@ -117,6 +117,7 @@ struct GemmBf16Job {
   int64_t ldc, m, n, pairs;
   int64_t l2_blocks;  // column blocks per pass over the row blocks
   float scale;
+  bool acc = false;  // C += scale * A @ B
 };
 using GemmBf16Fn = void (*)(const GemmBf16Job& job, int64_t rb_begin, int64_t rb_end);
 // Packing of A: element (i, p) = src[i * rs + p * ps] (times sv[p] for mode 1, divided by sv[p] for mode 2),

@@ -59,7 +59,9 @@ void gemm_bf16_block(const GemmBf16Job& j, int64_t rb, int64_t cb) {
       if (col >= j.n) break;
       const int64_t left = j.n - col;
       const __mmask16 mk = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
-      _mm512_mask_storeu_ps(j.c + (row0 + r) * j.ldc + col, mk, j.scale == 1.0f ? acc[r][h] : _mm512_mul_ps(acc[r][h], scale));
+      float* cp = j.c + (row0 + r) * j.ldc + col;
+      const __m512 v = j.scale == 1.0f ? acc[r][h] : _mm512_mul_ps(acc[r][h], scale);
+      _mm512_mask_storeu_ps(cp, mk, j.acc ? _mm512_add_ps(_mm512_maskz_loadu_ps(mk, cp), v) : v);
     }
   }
 }

@@ -5,7 +5,7 @@
  * Each op has a TypeScript twin (plain loops, float64 sums): the fallback without the addon and the tests'
  * independent reference.
  */
-import { ShapeError, UnsupportedError } from '@bitdistill/core';
+import { ArgumentError, ShapeError, UnsupportedError } from '@bitdistill/core';
 import { matmulF32Ts, type MatMulOptions } from './gemm.ts';
 import { nativeAddon } from './native.ts';
 import { rmsNormF32Ts, rmsNormGradF32Ts } from './tensor-ops.ts';
@@ -275,7 +275,8 @@ export function ropeHeadsF32Ts(
  * A product of a backward pass, c [m, n] = op(a) @ op(b): the dense linears' dx = dy W and dW = dy^T x, the
  * vocabulary head's. At 'bf16' precision (setGradPrecision) both operands are rounded to bfloat16 (nearest even)
  * and the products summed in fp32 on the AVX512_BF16 GEMM - the official code's bf16 backward; at 'fp32' (the
- * default) it is matmulF32. The twin: gradMatmulBf16Ts (bf16) / matmulF32Ts.
+ * default) it is matmulF32. With `accumulate`, c += op(a) @ op(b) in place (a gradient summed over chunks). The
+ * twin: gradMatmulBf16Ts (bf16) / matmulF32Ts.
  */
 export function gradMatmulF32(
   a: Float32Array,
@@ -283,9 +284,10 @@ export function gradMatmulF32(
   m: number,
   k: number,
   n: number,
-  options: MatMulOptions = {},
+  options: MatMulOptions & { accumulate?: boolean } = {},
   out?: Float32Array,
 ): Float32Array {
+  if (options.accumulate === true && out === undefined) throw new ArgumentError('gradMatmulF32: accumulate needs out (the sum to add to)');
   const c = out ?? new Float32Array(m * n);
   for (const [name, arr, want] of [
     ['a', a, m * k],
@@ -296,8 +298,13 @@ export function gradMatmulF32(
       throw new ShapeError(`gradMatmulF32: ${name} has ${arr.length} values, expected ${want} (m=${m} k=${k} n=${n})`);
   }
   const addon = nativeAddon();
-  if (addon === null) return matmulF32Ts(a, b, m, k, n, options.transA ?? false, options.transB ?? false, c);
-  addon.gradMatmulF32(a, b, c, m, k, n, options.transA ?? false, options.transB ?? false);
+  if (addon === null) {
+    if (options.accumulate !== true) return matmulF32Ts(a, b, m, k, n, options.transA ?? false, options.transB ?? false, c);
+    const p = matmulF32Ts(a, b, m, k, n, options.transA ?? false, options.transB ?? false, new Float32Array(m * n));
+    for (let i = 0; i < c.length; i++) c[i] = (c[i] as number) + (p[i] as number);
+    return c;
+  }
+  addon.gradMatmulF32(a, b, c, m, k, n, options.transA ?? false, options.transB ?? false, options.accumulate === true);
   return c;
 }
 

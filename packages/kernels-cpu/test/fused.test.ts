@@ -245,8 +245,45 @@ describe('gradMatmulF32 (backward products, fp32 / bf16)', () => {
     }
   });
 
+  // accumulate: c += op(a) op(b) in place (the head's dW over row chunks), against c0 + the twin's product; at
+  // bf16 also an inner size past the K-blocking threshold (8192: the head's dh = g W, inner = V), in blocks.
+  it('accumulate adds into c (fp32, and bf16 with a long inner size taken in blocks)', function () {
+    const rng = new Rng(43);
+    const cases: [number, number, number, boolean, boolean][] = [
+      [13, 40, 33, false, false],
+      [70, 131, 19, true, false],
+      [25, 20000, 37, false, false],
+      [37, 9000, 21, true, false],
+    ];
+    const run = (bf16: boolean): void => {
+      for (const [m, k, n, ta, tb] of cases) {
+        const a = randomF32(rng, m * k);
+        const b = randomF32(rng, k * n);
+        const c0 = randomF32(rng, m * n);
+        const what = `${bf16 ? 'bf16' : 'fp32'} m=${m} k=${k} n=${n} ${ta ? 'T' : 'N'}${tb ? 'T' : 'N'}`;
+        const got = gradMatmulF32(a, b, m, k, n, { transA: ta, transB: tb, accumulate: true }, Float32Array.from(c0));
+        const prod = bf16 ? gradMatmulBf16Ts(a, b, m, k, n, ta, tb, new Float32Array(m * n)) : matmulF32Ts(a, b, m, k, n, ta, tb, new Float32Array(m * n));
+        const want = Float32Array.from(prod, (v, i) => v + (c0[i] as number));
+        const bound = Float64Array.from(scale(a, b, m, k, n, ta, tb), (v, i) => v + Math.abs(c0[i] as number));
+        withinSum(got, want, bound, 1e-5, what);
+        // Without accumulate the same call overwrites c.
+        const fresh = gradMatmulF32(a, b, m, k, n, { transA: ta, transB: tb }, Float32Array.from(c0));
+        withinSum(fresh, prod, scale(a, b, m, k, n, ta, tb), 1e-5, `${what}, no accumulate`);
+      }
+    };
+    run(false);
+    if (!bf16GradAvailable()) return;
+    expect(setGradPrecision('bf16')).to.equal(true);
+    try {
+      run(true);
+    } finally {
+      setGradPrecision('fp32');
+    }
+  });
+
   it('rejects operands that do not fit m, k, n', () => {
     expect(() => gradMatmulF32(new Float32Array(6), new Float32Array(5), 2, 3, 2)).to.throw(ShapeError, /b has 5 values, expected 6/);
+    expect(() => gradMatmulF32(new Float32Array(6), new Float32Array(6), 2, 3, 2, { accumulate: true })).to.throw(/accumulate needs out/);
   });
 });
 

@@ -145,7 +145,7 @@ function runChunks(plan: Plan, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean): {
     const r = idx.length;
     // Live [r, V] blocks are listed after each step: at most five at a time.
     const out: tf.Tensor[] = tf.tidy(() => {
-      if (fused) return fusedChunk(plan, idx, h, w, grad);
+      if (fused) return fusedChunk(plan, idx, h, w, grad, dW);
       const rows = tf.tensor1d(idx, 'int32');
       const hc = tf.gather(h, rows) as tf.Tensor2D; // [r, C]
       // The teacher first, while nothing else of the chunk exists.
@@ -223,7 +223,7 @@ function runChunks(plan: Plan, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean): {
       }
 
       if (!grad || g === null) return [ceChunk, klChunk];
-      const dWc = productTA(g, hc); // [V, C]
+      const dWc = productTA(g, hc, dW); // [V, C]: the chunks' sum so far plus this one's
       const dhc = gradProduct(g as tf.Tensor2D, w); // [r, C]
       drop(g);
       return [ceChunk, klChunk, dhc, dWc];
@@ -235,12 +235,9 @@ function runChunks(plan: Plan, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean): {
     ceSum = nextCe;
     klSum = nextKl;
     if (dWc !== undefined) {
-      if (dW === null) dW = dWc;
-      else {
-        const next = tf.add(dW, dWc) as tf.Tensor2D;
-        drop(dW, dWc);
-        dW = next;
-      }
+      // dWc is the running sum (it may share the previous sum's storage: that handle is dropped here).
+      if (dW !== null) drop(dW);
+      dW = dWc;
     }
     if (dhc !== undefined) dhParts.push(dhc);
   }
@@ -290,7 +287,7 @@ export const HEAD_LOSS_KERNEL = 'BitDistillHeadLoss';
  * g = d loss / d z in one native pass per row, then dh_c = g W and dW_c = g^T h_c. Live [r, V] blocks: the
  * teacher's and the student's logits and g. Returns [ceChunk, klChunk] (+ [dh_c, dW_c] with grad).
  */
-function fusedChunk(plan: Plan, idx: Int32Array, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean): tf.Tensor[] {
+function fusedChunk(plan: Plan, idx: Int32Array, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean, dWsum: tf.Tensor2D | null): tf.Tensor[] {
   const { ce, kd } = plan;
   const rows = tf.tensor1d(idx, 'int32');
   const hc = tf.gather(h, rows) as tf.Tensor2D;
@@ -312,7 +309,7 @@ function fusedChunk(plan: Plan, idx: Int32Array, h: tf.Tensor2D, w: tf.Tensor2D,
   const ceChunk = tf.reshape(tf.slice(s, [0], [1]), []);
   const klChunk = tf.reshape(tf.slice(s, [1], [1]), []);
   if (!grad || g === undefined) return [ceChunk, klChunk];
-  const dWc = productTA(g as tf.Tensor2D, hc); // [V, C]
+  const dWc = productTA(g as tf.Tensor2D, hc, dWsum); // [V, C]: the sum over the chunks so far
   const dhc = gradProduct(g as tf.Tensor2D, w); // [r, C]
   g.dispose();
   return [ceChunk, klChunk, dhc, dWc];
@@ -359,16 +356,22 @@ function logitsBlock(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
 /** The engine's kernel for a product of a backward pass (packages/backend; model's GRAD_MATMUL_KERNEL): bf16 operands under optim.gradPrecision bf16. */
 const GRAD_MATMUL_KERNEL = 'BitDistillGradMatMul';
 
-/** g @ w, a backward product: on GRAD_MATMUL_KERNEL where the backend registers it. */
-function gradProduct(g: tf.Tensor2D, w: tf.Tensor2D, transA = false): tf.Tensor2D {
-  if (tf.getKernel(GRAD_MATMUL_KERNEL, tf.getBackend()) === undefined) return tf.matMul(g, w, transA, false);
-  return tf.engine().runKernel(GRAD_MATMUL_KERNEL, { a: g, b: w }, { transposeA: transA, transposeB: false } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+/**
+ * g @ w (+ sum), a backward product: on GRAD_MATMUL_KERNEL where the backend registers it (which adds into sum's
+ * own storage when nothing else holds it), else tf ops. With sum, the caller drops its sum handle afterwards.
+ */
+function gradProduct(g: tf.Tensor2D, w: tf.Tensor2D, transA = false, sum: tf.Tensor2D | null = null): tf.Tensor2D {
+  if (tf.getKernel(GRAD_MATMUL_KERNEL, tf.getBackend()) === undefined) {
+    return sum === null ? tf.matMul(g, w, transA, false) : tf.tidy(() => tf.add(sum, tf.matMul(g, w, transA, false)) as tf.Tensor2D);
+  }
+  const inputs: tf.NamedTensorMap = sum === null ? { a: g, b: w } : { a: g, b: w, c: sum };
+  return tf.engine().runKernel(GRAD_MATMUL_KERNEL, inputs, { transposeA: transA, transposeB: false } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
 }
 
-/** g^T h: [r, V]^T [r, C] -> [V, C]. */
-function productTA(g: tf.Tensor2D, h: tf.Tensor2D): tf.Tensor2D {
-  if (transposeFlagsFast()) return gradProduct(g, h, true);
-  return tf.tidy(() => gradProduct(tf.transpose(g) as tf.Tensor2D, h));
+/** g^T h (+ sum): [r, V]^T [r, C] -> [V, C]. */
+function productTA(g: tf.Tensor2D, h: tf.Tensor2D, sum: tf.Tensor2D | null = null): tf.Tensor2D {
+  if (transposeFlagsFast()) return gradProduct(g, h, true, sum);
+  return tf.tidy(() => gradProduct(tf.transpose(g) as tf.Tensor2D, h, false, sum));
 }
 
 function makePlan(hidden: tf.Tensor, weight: tf.Tensor, options: FusedHeadLossOptions): Plan {
