@@ -15,7 +15,7 @@
  * provably safe: the buffer was allocated by the pool, no other tensor was ever written with a view of it
  * (stock cpu kernels return subarray views, e.g. a contiguous slice), and it was never handed out by
  * readSync / read (the cpu backend returns its storage itself, and `dataSync()` results outlive tensors).
- * Pooled bytes are capped (BITDISTILL_POOL_MB; default eight times the largest buffer so far, between 1 GiB and a
+ * Pooled bytes are capped (BITDISTILL_POOL_MB; default ten times the largest buffer so far, between 1 GiB and a
  * quarter of the machine's memory, at most 8 GiB); beyond the cap buffers are left to the GC.
  *
  * Garbage collection. A freed ArrayBuffer returns its memory only when V8 collects its JS object, and V8's
@@ -89,17 +89,19 @@ export function defaultPoolCapBytes(total = totalmem()): number {
 }
 
 /**
- * The pool's cap when BITDISTILL_POOL_MB is not set: eight times the largest buffer allocated so far, between
+ * The pool's cap when BITDISTILL_POOL_MB is not set: ten times the largest buffer allocated so far, between
  * 1 GiB and defaultPoolCapBytes. At Qwen3-0.6B the tied embedding's gradient, its partial sums and the new
  * embedding are 622 MB buffers every step. Under a fixed 1 GiB cap they were dropped and re-allocated each step
  * (page faults plus a forced GC per GiB: 4-5 s of a 24 s SFT step on AMD EPYC Zen 4); under four times the
  * largest (2.4 GB) the recompute forward's smaller buffers still pushed them out before the backward needed them
  * again (1.7 GB of fresh arrays per step, two 622 MB ones among them: 15.7 s SFT steps on AMD EPYC Zen 5, 12.8 s
- * with a 4 GiB cap, peak RSS unchanged at 10.8 GiB). A small model keeps the 1 GiB cap, so that variable-length
- * evaluation batches do not fill gigabytes of pool.
+ * with a 4 GiB cap, peak RSS unchanged at 10.8 GiB). Under eight times (5 GB) the bf16 distill step, once the
+ * head's dW was summed in place (fewer 622 MB buffers cycling through the pool), missed the pool for the tied
+ * embedding's gradient sum: 1.57 s for that one Add, 0.57 s under a 6 GiB cap (same step, same peak RSS 14.71 GiB).
+ * A small model keeps the 1 GiB cap, so that variable-length evaluation batches do not fill gigabytes of pool.
  */
 export function poolCapFor(largestBytes: number, total = totalmem()): number {
-  return Math.min(defaultPoolCapBytes(total), Math.max(2 ** 30, 8 * largestBytes));
+  return Math.min(defaultPoolCapBytes(total), Math.max(2 ** 30, 10 * largestBytes));
 }
 
 /** BITDISTILL_POOL_MB in bytes, or null (the cap then follows poolCapFor). */
