@@ -97,7 +97,7 @@ export function defaultPoolCapBytes(total = totalmem()): number {
  * again (1.7 GB of fresh arrays per step, two 622 MB ones among them: 15.7 s SFT steps on AMD EPYC Zen 5, 12.8 s
  * with a 4 GiB cap, peak RSS unchanged at 10.8 GiB). Under eight times (5 GB) the bf16 distill step, once the
  * head's dW was summed in place (fewer 622 MB buffers cycling through the pool), missed the pool for the tied
- * embedding's gradient sum: 1.57 s for that one Add, 0.57 s under a 6 GiB cap (same step, same peak RSS 14.71 GiB).
+ * embedding's gradient sum: 1.57 s for that one Add, 0.57 s under a 6 GiB cap (same step, same peak RSS 14.71 GiB); ten times is 6.2 GB there.
  * A small model keeps the 1 GiB cap, so that variable-length evaluation batches do not fill gigabytes of pool.
  */
 export function poolCapFor(largestBytes: number, total = totalmem()): number {
