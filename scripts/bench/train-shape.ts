@@ -19,7 +19,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, type BackendChoice, type BackendInfo } from '@bitdistill/backend';
+import { enginePoolStats, initBackend, type BackendChoice, type BackendInfo } from '@bitdistill/backend';
 import { initKernels, matmulF32, setGradPrecision, type GradPrecision } from '@bitdistill/kernels-cpu/engine';
 import { answerCrossEntropy, attentionRelationKd, fusedHeadLoss, untaped } from '@bitdistill/losses';
 import { parseDecoderConfig } from '@bitdistill/arch';
@@ -214,6 +214,7 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
   const stepMs: number[] = [];
   const losses: number[] = [];
   timer?.reset();
+  const pool0 = timer === null ? null : enginePoolStats();
   for (let i = 0; i < steps; i++) {
     const s0 = performance.now();
     losses.push(await step());
@@ -226,6 +227,11 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
     // Single-step kernel times are noisy on these VMs: the per-step mean over the timed steps.
     const r = timer.report(40);
     console.error(`${kind}: kernels ${(r.totalMs / steps).toFixed(2)} ms a step (mean of the ${steps} timed steps)`);
+    const pool1 = enginePoolStats();
+    if (pool0 !== null && pool1 !== null) {
+      const per = (k: 'hits' | 'misses' | 'evicted' | 'collections') => ((pool1[k] - pool0[k]) / steps).toFixed(1);
+      console.error(`${kind}: engine pool per step: ${per('hits')} hits, ${per('misses')} misses, ${per('evicted')} evicted, ${per('collections')} forced GCs; cap ${(pool1.capBytes / 2 ** 30).toFixed(2)} GiB`);
+    }
     for (const k of r.byKernelAndShape) console.error(`  ${k.kernel.padEnd(90)} ${(k.ms / steps).toFixed(3).padStart(9)} ms ${(k.calls / steps).toFixed(0).padStart(6)} calls`);
   }
   const result: ChildResult = { kind, backend, parameters: model.numParameters(), stepMs, phaseMs: phases, losses, peakRssBytes: vmHwmBytes(), initSeconds };

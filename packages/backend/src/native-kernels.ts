@@ -82,6 +82,8 @@ interface Storage {
   incRef(dataId: tf.DataId): void;
   /** How many tensors share this data (0 when unknown: then never written in place). */
   refCount(dataId: tf.DataId): number;
+  /** Frees a kernel's own scratch output (made by `out`, never returned): back to the pool on `native`. */
+  release(t: tf.TensorInfo): void;
 }
 
 /** The part of tfjs's MathBackendCPU the native engine uses (its storage: a DataStorage of TypedArrays). */
@@ -89,6 +91,7 @@ interface CpuLikeBackend {
   data: { get(id: tf.DataId): { values?: unknown; dtype: tf.DataType; refCount?: number } | undefined };
   write(values: unknown, shape: number[], dtype: tf.DataType): tf.DataId;
   incRef(dataId: tf.DataId): void;
+  disposeData(dataId: tf.DataId, force?: boolean): boolean;
 }
 
 const storages = new WeakMap<object, Storage>();
@@ -123,6 +126,7 @@ function cpuStorage(b: CpuLikeBackend): Storage {
     },
     incRef: (id) => b.incRef(id),
     refCount: (id) => b.data.get(id)?.refCount ?? 0,
+    release: (t) => void b.disposeData(t.dataId, true),
   };
 }
 
@@ -133,6 +137,7 @@ function wasmStorage(w: BackendWasm): Storage {
     view: (t) => w.typedArrayFromHeap(t) as Typed,
     incRef: (id) => w.incRef(id),
     refCount: () => 0,
+    release: (t) => void w.disposeData(t.dataId, true),
   };
 }
 
@@ -666,6 +671,108 @@ const attention: KernelFn = (args) => {
   return y;
 };
 
+/**
+ * BitDistillDenseBlock: one decoder layer's forward without gradient (a frozen teacher's forward, evaluation), in
+ * one kernel: {x [N, C], cos, sin [T, d], inLn, wq, wk, wv, wo, postLn, wg, wu, wd, bq?, bk?, bv?, bo?, qNorm?,
+ * kNorm?}, attrs {B, T, H, Hkv, d, eps, scale, capture} -> [x + attention + MLP] or, with capture, [that, q, k, v]
+ * ([B, T, heads, d], after q/k-norm, before RoPE: what the relation KD's capture reads). The same native calls with
+ * the same arguments as the op-by-op forward's kernels (BitDistillRmsNorm, BatchMatMul, Add, BitDistillAttention,
+ * BitDistillSwiglu), in the same order, so the result is bit-identical to it; what goes is the ~20 tfjs dispatches,
+ * tensor records and custom-gradient bookkeeping per layer (~2 ms of a tiny teacher forward of ~8). Intermediates
+ * are pooled scratch, released as soon as read.
+ */
+const denseBlock: KernelFn = ({ inputs, attrs, backend }) => {
+  const st = storageOf(backend);
+  const ins = inputs as Record<string, tf.TensorInfo | undefined>;
+  const need = (name: string): tf.TensorInfo => {
+    const t = ins[name];
+    if (t === undefined || t.dtype !== 'float32') throw new Error(`BitDistillDenseBlock (native): input ${name} missing or not float32`);
+    return t;
+  };
+  const { B, T, H, Hkv, d, eps, scale, capture } = attrs as unknown as { B: number; T: number; H: number; Hkv: number; d: number; eps: number; scale: number; capture: boolean };
+  const x = need('x');
+  const [N, C] = x.shape as [number, number];
+  const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;
+  const scratch: tf.TensorInfo[] = [];
+  const tmp = (shape: number[]): tf.TensorInfo => {
+    const t = st.out(shape, 'float32');
+    scratch.push(t);
+    return t;
+  };
+  const free = (t: tf.TensorInfo): void => {
+    const i = scratch.indexOf(t);
+    if (i >= 0) scratch.splice(i, 1);
+    st.release(t);
+  };
+  const rms = (a: tf.TensorInfo, gain: tf.TensorInfo, shape: number[]): tf.TensorInfo => {
+    const y = tmp(shape);
+    rmsNormF32(view(a), view(gain), eps, view(y));
+    return y;
+  };
+  // As denseLinear: x [N, in] @ w [out, in]^T (BatchMatMul), then + bias (Add) where there is one.
+  const linear = (a: tf.TensorInfo, w: tf.TensorInfo, bias: tf.TensorInfo | undefined, keep = false): tf.TensorInfo => {
+    const [n, k] = w.shape as [number, number];
+    const m = a.shape[0] as number;
+    const y = keep ? st.out([m, n], 'float32') : tmp([m, n]);
+    batchMatmulF32(view(a), view(w), { batchA: [], batchB: [], m, k, n }, { transA: false, transB: true }, view(y));
+    if (bias === undefined) return y;
+    const yb = keep ? st.out([m, n], 'float32') : tmp([m, n]);
+    binaryF32('add', view(y), y.shape, view(bias), bias.shape, view(yb));
+    if (keep) st.release(y);
+    else free(y);
+    return yb;
+  };
+  const add = (a: tf.TensorInfo, b: tf.TensorInfo, keep = false): tf.TensorInfo => {
+    const y = keep ? st.out([N, C], 'float32') : tmp([N, C]);
+    binaryF32('add', view(a), a.shape, view(b), b.shape, view(y));
+    return y;
+  };
+  try {
+    // --- attention ---
+    const h = rms(x, need('inLn'), [N, C]);
+    const qkNorm = ins['qNorm'] !== undefined;
+    let q = linear(h, need('wq'), ins['bq'], capture && !qkNorm);
+    let k = linear(h, need('wk'), ins['bk'], capture && !qkNorm);
+    const v = linear(h, need('wv'), ins['bv'], capture);
+    free(h);
+    if (qkNorm) {
+      const qn = capture ? st.out([B, T, H, d], 'float32') : tmp([B, T, H, d]);
+      rmsNormF32(view(q), view(need('qNorm')), eps, view(qn));
+      const kn = capture ? st.out([B, T, Hkv, d], 'float32') : tmp([B, T, Hkv, d]);
+      rmsNormF32(view(k), view(need('kNorm')), eps, view(kn));
+      free(q);
+      free(k);
+      q = qn;
+      k = kn;
+    }
+    const y = tmp([B, T, H, d]);
+    attentionTrainF32(view(q), view(k), view(v), view(need('cos')), view(need('sin')), { B, T, H, Hkv, d, scale }, view(y));
+    const o = linear({ ...y, shape: [N, H * d] }, need('wo'), ins['bo']);
+    free(y);
+    const x1 = add(x, o);
+    free(o);
+    // --- MLP ---
+    const h2 = rms(x1, need('postLn'), [N, C]);
+    const gate = linear(h2, need('wg'), undefined);
+    const up = linear(h2, need('wu'), undefined);
+    free(h2);
+    const I = gate.shape[1] as number;
+    const act = tmp([N, I]);
+    swigluF32(view(gate), view(up), view(act));
+    free(gate);
+    free(up);
+    const down = linear(act, need('wd'), undefined);
+    free(act);
+    const out = add(x1, down, true);
+    free(x1);
+    free(down);
+    if (!capture) return out;
+    return [out, { ...q, shape: [B, T, H, d] }, { ...k, shape: [B, T, Hkv, d] }, { ...v, shape: [B, T, Hkv, d] }];
+  } finally {
+    for (const t of scratch) st.release(t);
+  }
+};
+
 /** BitDistillAttentionGrad: {dy, q, k, v, cos, sin}, attrs {scale} -> [dq, dk, dv]. */
 const attentionGrad: KernelFn = (args) => {
   const st = storageOf(args.backend);
@@ -810,6 +917,7 @@ const NATIVE: Record<string, KernelFn> = {
   BitDistillSwiglu: swiglu,
   BitDistillSwigluGrad: swigluGrad,
   BitDistillAttention: attention,
+  BitDistillDenseBlock: denseBlock,
   BitDistillAttentionGrad: attentionGrad,
   BitDistillRelationKd: relationKd,
   BitDistillHeadLoss: headLoss,

@@ -10,6 +10,7 @@ import { ArgumentError, FormatError, assertShape } from '@bitdistill/core';
 import { expectedTensorShapes, PROJECTIONS, projectionName, sublnName, type DecoderConfig, type Projection } from '@bitdistill/arch';
 import {
   ATTENTION_KERNEL,
+  DENSE_BLOCK_KERNEL,
   ROPE_HEADS_KERNEL,
   fusedRopeHeads,
   bmm,
@@ -247,8 +248,63 @@ export class Decoder {
     return this.config.tieWordEmbeddings ? this.param('model.embed_tokens.weight') : this.param('lm_head.weight');
   }
 
+  /**
+   * Whether layer l can run as one BitDistillDenseBlock kernel: nothing is being recorded for a backward pass (a
+   * frozen teacher's forward under `untaped`, evaluation), the backend has the kernel and fused attention, and the
+   * layer is the plain dense decoder layer (no SubLN, no quantized or replaced projection, float32).
+   */
+  private denseBlockReady(l: number, x: tf.Tensor2D): boolean {
+    const c = this.config;
+    if (tf.engine().isTapeOn() || this.projections !== null || c.subln !== 'none' || c.headDim % 2 !== 0 || x.dtype !== 'float32') return false;
+    if (!fusedKernel(DENSE_BLOCK_KERNEL) || !fusedKernel(ATTENTION_KERNEL)) return false;
+    for (const proj of PROJECTIONS) {
+      const linear = this.linears.get(projectionName(l, proj));
+      if (linear !== undefined && linear !== denseLinear) return false;
+    }
+    return true;
+  }
+
+  /** block() as one BitDistillDenseBlock kernel (see denseBlockReady): bit-identical to the op-by-op forward. */
+  private denseBlock(x: tf.Tensor2D, l: number, B: number, T: number, captured: Map<number, CapturedQkv> | null): tf.Tensor2D {
+    const c = this.config;
+    const p = `model.layers.${l}`;
+    const { cos, sin } = this.rope(T);
+    const inputs: tf.NamedTensorMap = { x, cos, sin, inLn: this.param(`${p}.input_layernorm.weight`), postLn: this.param(`${p}.post_attention_layernorm.weight`) };
+    const names: Record<string, [Projection, string]> = { wq: ['q_proj', 'bq'], wk: ['k_proj', 'bk'], wv: ['v_proj', 'bv'], wo: ['o_proj', 'bo'], wg: ['gate_proj', ''], wu: ['up_proj', ''], wd: ['down_proj', ''] };
+    for (const [key, [proj, biasKey]] of Object.entries(names)) {
+      const base = projectionName(l, proj);
+      inputs[key] = this.param(`${base}.weight`);
+      const bias = this.params.get(`${base}.bias`);
+      if (bias !== undefined && biasKey !== '') inputs[biasKey] = bias;
+    }
+    if (c.qkNorm) {
+      inputs['qNorm'] = this.param(`${p}.self_attn.q_norm.weight`);
+      inputs['kNorm'] = this.param(`${p}.self_attn.k_norm.weight`);
+    }
+    const attrs = { B, T, H: c.numHeads, Hkv: c.numKvHeads, d: c.headDim, eps: c.rmsNormEps, scale: Math.fround(1 / Math.sqrt(c.headDim)), capture: captured !== null };
+    const out = tf.engine().runKernel(DENSE_BLOCK_KERNEL, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor | tf.Tensor[];
+    if (captured === null) return out as tf.Tensor2D;
+    const [y, q, k, v] = out as [tf.Tensor2D, tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+    this.captureQkv(captured, l, q, k, v, cos, sin, T);
+    tf.dispose([q, k, v]);
+    return y;
+  }
+
+  /** The relation KD's view of layer l's q, k, v ([B, T, heads, d], before RoPE) into `captured`: [B, heads, T, d], RoPE'd q and k. */
+  private captureQkv(captured: Map<number, CapturedQkv>, l: number, q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D, T: number): void {
+    // Transposes and RoPE of q, k, v only (the T x T attention itself stays one kernel each way): one fused op
+    // each where the backend has it, else the op-by-op twin.
+    if (fusedKernel(ROPE_HEADS_KERNEL)) {
+      captured.set(l, { q: fusedRopeHeads(q, cos, sin, true), k: fusedRopeHeads(k, cos, sin, true), v: fusedRopeHeads(v, cos, sin, false) });
+    } else {
+      const byHead = (t: tf.Tensor4D) => tf.transpose(t, [0, 2, 1, 3]) as tf.Tensor4D;
+      captured.set(l, { q: this.applyRope(byHead(q), T), k: this.applyRope(byHead(k), T), v: byHead(v) });
+    }
+  }
+
   /** Decoder layer l on x [N, C] (N = B * T): attention and SwiGLU MLP with their residuals. */
   private block(x: tf.Tensor2D, l: number, B: number, T: number, captured: Map<number, CapturedQkv> | null): tf.Tensor2D {
+    if (this.denseBlockReady(l, x)) return this.denseBlock(x, l, B, T, captured);
     const c = this.config;
     const H = c.numHeads;
     const Hkv = c.numKvHeads;
@@ -272,17 +328,8 @@ export class Decoder {
     }
     if (fused) {
       const { cos, sin } = this.rope(T);
-      if (captured !== null) {
-        // The relation KD reads RoPE'd q, k and v as [B, heads, T, d]: formed beside the fused kernel (transposes
-        // and RoPE of q, k, v only; the T x T attention itself stays one kernel each way) - one fused op each
-        // where the backend has it, else the op-by-op twin.
-        if (fusedKernel(ROPE_HEADS_KERNEL)) {
-          captured.set(l, { q: fusedRopeHeads(q, cos, sin, true), k: fusedRopeHeads(k, cos, sin, true), v: fusedRopeHeads(v, cos, sin, false) });
-        } else {
-          const byHead = (t: tf.Tensor4D) => tf.transpose(t, [0, 2, 1, 3]) as tf.Tensor4D;
-          captured.set(l, { q: this.applyRope(byHead(q), T), k: this.applyRope(byHead(k), T), v: byHead(v) });
-        }
-      }
+      // The relation KD reads RoPE'd q, k and v as [B, heads, T, d], formed beside the fused kernel.
+      if (captured !== null) this.captureQkv(captured, l, q, k, v, cos, sin, T);
       const y4 = fusedAttention(q, k, v, cos, sin, Math.fround(1 / Math.sqrt(d)));
       x = tf.add(x, this.project(tf.reshape(y4, [N, H * d]) as tf.Tensor2D, l, 'o_proj'));
       return this.mlp(x, l);

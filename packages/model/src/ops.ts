@@ -183,6 +183,12 @@ export function fusedAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, c
   return tf.engine().runKernel(ATTENTION_KERNEL, { q, k, v, cos, sin } as unknown as tf.NamedTensorMap, { scale }) as tf.Tensor4D;
 }
 
+/**
+ * One dense decoder layer's forward without gradient in one kernel (packages/backend; the op-by-op block is its
+ * twin, bit-identical on the native engine): the frozen teacher's forward and evaluation, where nothing is recorded.
+ */
+export const DENSE_BLOCK_KERNEL = 'BitDistillDenseBlock';
+
 export const ROPE_HEADS_KERNEL = 'BitDistillRopeHeads';
 export const ROPE_HEADS_GRAD_KERNEL = 'BitDistillRopeHeadsGrad';
 
