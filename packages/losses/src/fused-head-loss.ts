@@ -289,11 +289,10 @@ export const HEAD_LOSS_KERNEL = 'BitDistillHeadLoss';
  */
 function fusedChunk(plan: Plan, idx: Int32Array, h: tf.Tensor2D, w: tf.Tensor2D, grad: boolean, dWsum: tf.Tensor2D | null): tf.Tensor[] {
   const { ce, kd } = plan;
-  const rows = tf.tensor1d(idx, 'int32');
-  const hc = tf.gather(h, rows) as tf.Tensor2D;
+  const hc = chunkRows(h, idx);
   const inputs: tf.NamedTensorMap = {};
   if (kd !== null) {
-    inputs['zt'] = logitsBlock(tf.gather(kd.hidden, rows) as tf.Tensor2D, kd.head);
+    inputs['zt'] = logitsBlock(chunkRows(kd.hidden, idx), kd.head);
     inputs['kdMask'] = tf.tensor1d(kdRows(kd, idx));
   }
   inputs['zs'] = logitsBlock(hc, w);
@@ -313,6 +312,15 @@ function fusedChunk(plan: Plan, idx: Int32Array, h: tf.Tensor2D, w: tf.Tensor2D,
   const dhc = gradProduct(g as tf.Tensor2D, w); // [r, C]
   g.dispose();
   return [ceChunk, klChunk, dhc, dWc];
+}
+
+/**
+ * Rows idx of x: x itself when idx is every row in order (a chunk covering the whole batch, every position
+ * active: the tiny config's head loss), else a gather.
+ */
+function chunkRows(x: tf.Tensor2D, idx: Int32Array): tf.Tensor2D {
+  const all = idx.length === x.shape[0] && idx[0] === 0 && idx[idx.length - 1] === idx.length - 1;
+  return all ? x : (tf.gather(x, tf.tensor1d(idx, 'int32')) as tf.Tensor2D);
 }
 
 /**
