@@ -129,9 +129,15 @@ function tokens(V: number, salt: number): Int32Array {
   return Int32Array.from({ length: BATCH * SEQ }, (_, i) => (Math.imul(i + 1 + salt, 2654435761) >>> 0) % V);
 }
 
-async function child(kind: Kind, shape: string, steps: number, warmup: number, recompute: boolean, choice: BackendChoice, precision: GradPrecision): Promise<void> {
-  const backend = await initBackend(choice);
-  if (precision === 'bf16' && !setGradPrecision('bf16')) throw new Error('train --shape bench: --grad-precision bf16 needs AVX512_BF16 and the native kernels');
+interface Stepper {
+  step: () => Promise<number>;
+  phases: { grads: number[]; norm: number[]; update: number[] };
+  parameters: number;
+  initSeconds: number;
+}
+
+/** One kind's model(s), batch and optimizer, and its training step. */
+function makeStepper(kind: Kind, shape: string, recompute: boolean): Stepper {
   const arch = readArch(shape);
   const t0 = performance.now();
   const model = initDecoder(arch, 1);
@@ -197,6 +203,13 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
     value.dispose();
     return loss;
   };
+  return { step, phases, parameters: model.numParameters(), initSeconds };
+}
+
+async function child(kind: Kind, shape: string, steps: number, warmup: number, recompute: boolean, choice: BackendChoice, precision: GradPrecision): Promise<void> {
+  const backend = await initBackend(choice);
+  if (precision === 'bf16' && !setGradPrecision('bf16')) throw new Error('train --shape bench: --grad-precision bf16 needs AVX512_BF16 and the native kernels');
+  const { step, phases, parameters, initSeconds } = makeStepper(kind, shape, recompute);
 
   const timer = process.env['BITDISTILL_KERNEL_TIMES'] === '1' ? timeKernels(backend.name) : null;
   for (let i = 0; i < warmup; i++) {
@@ -234,8 +247,55 @@ async function child(kind: Kind, shape: string, steps: number, warmup: number, r
     }
     for (const k of r.byKernelAndShape) console.error(`  ${k.kernel.padEnd(90)} ${(k.ms / steps).toFixed(3).padStart(9)} ms ${(k.calls / steps).toFixed(0).padStart(6)} calls`);
   }
-  const result: ChildResult = { kind, backend, parameters: model.numParameters(), stepMs, phaseMs: phases, losses, peakRssBytes: vmHwmBytes(), initSeconds };
+  const result: ChildResult = { kind, backend, parameters, stepMs, phaseMs: phases, losses, peakRssBytes: vmHwmBytes(), initSeconds };
   process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+/** Steps per block of the interleaved pair; the first step of each block is not counted (caches warm to its kind). */
+const PAIR_BLOCK = 5;
+
+/**
+ * The teacher-SFT and distillation steps in one process, in alternating blocks of PAIR_BLOCK steps (`first`
+ * starts), for their ratio: this VM's speed drifts by 10-20% over tens of seconds, so steps measured in separate
+ * processes minutes apart compare two machine phases (the tiny pair's per-process medians moved 18.7-25.8 ms for
+ * the same step); blocks a fraction of a second apart see the same phase. The first step of each block is
+ * dropped, so neither kind is timed on caches the other just filled. Prints [sft result, distill result].
+ */
+async function pairChild(shape: string, steps: number, warmup: number, choice: BackendChoice, precision: GradPrecision, first: Kind): Promise<void> {
+  const backend = await initBackend(choice);
+  if (precision === 'bf16' && !setGradPrecision('bf16')) throw new Error('train --shape bench: --grad-precision bf16 needs AVX512_BF16 and the native kernels');
+  const order: Kind[] = first === 'sft' ? ['sft', 'distill'] : ['distill', 'sft'];
+  const run = new Map(order.map((k) => [k, { s: makeStepper(k, shape, false), stepMs: [] as number[], losses: [] as number[] }]));
+  for (const k of order) for (let i = 0; i < warmup; i++) await (run.get(k) as { s: Stepper }).s.step();
+  for (const k of order) for (const key of ['grads', 'norm', 'update'] as const) (run.get(k) as { s: Stepper }).s.phases[key] = [];
+  const perBlock = PAIR_BLOCK - 1;
+  while ((run.get(order[0] as Kind)?.stepMs.length ?? 0) < steps) {
+    for (const k of order) {
+      const r = run.get(k) as { s: Stepper; stepMs: number[]; losses: number[] };
+      await r.s.step(); // this kind's caches back
+      for (const key of ['grads', 'norm', 'update'] as const) r.s.phases[key].pop();
+      for (let i = 0; i < perBlock && r.stepMs.length < steps; i++) {
+        const s0 = performance.now();
+        r.losses.push(await r.s.step());
+        r.stepMs.push(performance.now() - s0);
+      }
+    }
+  }
+  const out = KINDS.map((k) => {
+    const r = run.get(k) as { s: Stepper; stepMs: number[]; losses: number[] };
+    return { kind: k, backend, parameters: r.s.parameters, stepMs: r.stepMs, phaseMs: r.s.phases, losses: r.losses, peakRssBytes: vmHwmBytes(), initSeconds: r.s.initSeconds } satisfies ChildResult;
+  });
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+/**
+ * A teacher-SFT / distillation pair of `shape` measured in one process (pairChild): the two results.
+ */
+export function runPairChild(o: { shape: string; steps: number; warmup: number; gradPrecision?: GradPrecision; first: Kind }): [ChildResult, ChildResult] {
+  const args = ['--import', 'tsx', 'scripts/bench/index.ts', 'train', '--pair-child', o.shape, String(o.steps), String(o.warmup), 'auto', o.gradPrecision ?? 'fp32', o.first];
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'inherit'] });
+  if (r.status !== 0) throw new Error(`train --shape bench: the pair child failed (exit ${r.status}, signal ${r.signal})`);
+  return JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as [ChildResult, ChildResult];
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -344,6 +404,10 @@ export function runShapeChild(kind: Kind, o: Pick<Options, 'shape' | 'steps' | '
 }
 
 export async function shapeMain(argv: string[]): Promise<void> {
+  if (argv[0] === '--pair-child') {
+    await pairChild(String(argv[1]), Number(argv[2]), Number(argv[3]), (argv[4] ?? 'auto') as BackendChoice, argv[5] === 'bf16' ? 'bf16' : 'fp32', argv[6] === 'distill' ? 'distill' : 'sft');
+    return;
+  }
   if (argv[0] === '--shape-child') {
     await child(argv[1] as Kind, String(argv[2]), Number(argv[3]), Number(argv[4]), argv[5] === 'recompute', (argv[6] ?? 'auto') as BackendChoice, argv[7] === 'bf16' ? 'bf16' : 'fp32');
     return;

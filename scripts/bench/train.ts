@@ -33,7 +33,7 @@ import { initDecoder } from '@bitdistill/model';
 import { prepareStudent } from '@bitdistill/quant';
 import { AdamW } from '@bitdistill/trainer';
 import { cpuInfo } from './machine.ts';
-import { REFERENCE_SHAPE, TINY_SHAPE, runShapeChild } from './train-shape.ts';
+import { REFERENCE_SHAPE, TINY_SHAPE, runPairChild, runShapeChild } from './train-shape.ts';
 
 /** The reference config of MACHINE.md as a llama config.json. */
 export const CONFIG = {
@@ -436,11 +436,12 @@ const gflopsAt = (points: GemmPoint[] | undefined, size: number, threads: number
   points?.find((p) => p.m === size && p.k === size && p.n === size && p.threads === threads)?.gflops ?? null;
 
 export async function main(argv: string[]): Promise<void> {
-  if (argv[0] !== '--shape-child' && argv.includes('--backend')) {
+  const childMode = argv[0] === '--shape-child' || argv[0] === '--pair-child';
+  if (!childMode && argv.includes('--backend')) {
     await (await import('./train-webgpu.ts')).webgpuMain(argv);
     return;
   }
-  if (argv[0] === '--shape-child' || argv.includes('--shape')) {
+  if (childMode || argv.includes('--shape')) {
     await (await import('./train-shape.ts')).shapeMain(argv);
     return;
   }
@@ -521,19 +522,38 @@ export async function main(argv: string[]): Promise<void> {
   const attentionFlopsPerToken = 12 * CONFIG.num_hidden_layers * SEQ * CONFIG.hidden_size;
   const flopsPerToken = 6 * (d.parameters - embeddingParams) + attentionFlopsPerToken;
   // Teacher-SFT and distillation steps (train-shape.ts's children): the reference shape, and the tiny config's
-  // model at its batch (stories260K, 16 x 64). Each pair is measured in every round, the order alternating, and
-  // the median of the rounds' medians reported: a single pair moved by +-10% between runs on this shared machine.
+  // model at its batch (stories260K, 16 x 64), measured two ways in every round (the order alternating), the
+  // median of the rounds' medians reported: each kind in its own process (as a stage runs), and both kinds in one
+  // process in alternating blocks of steps (pairChild), so that they see the same phase of this VM's drifting
+  // speed (per-process medians of one tiny step moved 18.7-25.8 ms within minutes). The two can differ: in one
+  // process the kinds also share the JavaScript heap's garbage collection and the compiled code.
   const pairs = (shape: string, gradPrecision: GradPrecision, steps: number, warmup: number) => {
     const teacher: number[] = [];
     const distill: number[] = [];
+    const teacherIl: number[] = [];
+    const distillIl: number[] = [];
     for (let r = 0; r < o.rounds; r++) {
       const kinds = r % 2 === 0 ? (['sft', 'distill'] as const) : (['distill', 'sft'] as const);
       for (const kind of kinds) {
         const ms = median(runShapeChild(kind, { shape, steps, warmup, recompute: false, gradPrecision }).stepMs);
         (kind === 'sft' ? teacher : distill).push(ms);
       }
+      const [sft, dis] = runPairChild({ shape, steps, warmup, gradPrecision, first: kinds[0] });
+      teacherIl.push(median(sft.stepMs));
+      distillIl.push(median(dis.stepMs));
     }
-    return { teacherMs: median(teacher), distillMs: median(distill), ratio: median(distill) / median(teacher), rounds: teacher.map((t, i) => ({ teacherMs: t, distillMs: distill[i] as number })) };
+    return {
+      teacherMs: median(teacher),
+      distillMs: median(distill),
+      ratio: median(distill) / median(teacher),
+      rounds: teacher.map((t, i) => ({ teacherMs: t, distillMs: distill[i] as number })),
+      interleaved: {
+        teacherMs: median(teacherIl),
+        distillMs: median(distillIl),
+        ratio: median(distillIl) / median(teacherIl),
+        rounds: teacherIl.map((t, i) => ({ teacherMs: t, distillMs: distillIl[i] as number })),
+      },
+    };
   };
   const refPair = pairs(REFERENCE_SHAPE, 'fp32', o.steps, o.warmup);
   // bf16 also moves the dense teacher's backward products: the like-for-like ratio takes the bf16 teacher step.
@@ -618,6 +638,8 @@ export async function main(argv: string[]): Promise<void> {
       distillOverTeacher: refPair.ratio,
       teacherDistillRounds: refPair.rounds,
       tinyRounds: tinyPair?.rounds ?? null,
+      // The same pairs with both kinds in one process, alternating blocks of steps (one VM phase for both).
+      interleaved: { reference: refPair.interleaved, tiny: tinyPair?.interleaved ?? null },
       // The tiny config (configs/sst2-tiny.yaml's model and batch): steps alone, and the tiny run's stage seconds.
       tinyTeacher: tinyTeacherMs ?? null,
       tinyDistill: tinyDistillMs ?? null,
@@ -701,6 +723,10 @@ type Result = {
     distillOverTeacher: number;
     teacherDistillRounds: { teacherMs: number; distillMs: number }[];
     tinyRounds: { teacherMs: number; distillMs: number }[] | null;
+    interleaved: {
+      reference: { teacherMs: number; distillMs: number; ratio: number; rounds: { teacherMs: number; distillMs: number }[] };
+      tiny: { teacherMs: number; distillMs: number; ratio: number; rounds: { teacherMs: number; distillMs: number }[] } | null;
+    };
     tinyTeacher: number | null;
     tinyDistill: number | null;
     tinyDistillOverTeacher: number | null;
@@ -758,6 +784,7 @@ function markdown(r: Result): string {
     '',
     `Teacher-SFT step ${f(r.stepMs.teacher)} ms, distillation step ${f(r.stepMs.distill)} ms (**x${f(r.stepMs.distillOverTeacher, 2)}**), default engine, batch 8 x 128; medians of ${r.stepMs.teacherDistillRounds.length} rounds (teacher / distill ms: ${pairRounds(r.stepMs.teacherDistillRounds)}).  `,
     `Tiny config (stories260K, batch 16 x 64, \`npm run bench -- train --shape stories260K\`'s children): teacher-SFT step ${f(r.stepMs.tinyTeacher)} ms, distillation step ${f(r.stepMs.tinyDistill)} ms (**x${f(r.stepMs.tinyDistillOverTeacher, 2)}**; rounds ${r.stepMs.tinyRounds === null ? 'n/a' : pairRounds(r.stepMs.tinyRounds)}); in the tiny run's stage seconds (with data preparation, checkpoints and the dev evaluation): x${f(r.stepMs.tinyStageSecondsDistillOverTeacher, 2)}.  `,
+    `The same pairs with both kinds in one process, alternating blocks of 5 steps (the first of each block not timed), so that both see the same phase of this VM's drifting speed: reference x${f(r.stepMs.interleaved.reference.ratio, 2)} (${pairRounds(r.stepMs.interleaved.reference.rounds)})${r.stepMs.interleaved.tiny === null ? '' : `, tiny x${f(r.stepMs.interleaved.tiny.ratio, 2)} (${pairRounds(r.stepMs.interleaved.tiny.rounds)})`}.  `,
     `Bundled tiny run (\`npx bitdistill train --config configs/sst2-tiny.yaml\`, four stages): ${r.tinyRunSeconds === null ? 'not run (--no-tiny)' : `**${f(r.tinyRunSeconds)} s**`}.`,
     '',
     ...(r.bf16 === null
