@@ -23,6 +23,9 @@ import { adamwF32 } from '@bitdistill/kernels-cpu/engine';
  */
 const ADAMW_KERNEL = 'BitDistillAdamW';
 
+/** New-parameter bytes per BitDistillAdamW call (a larger parameter takes a call of its own). */
+export const ADAMW_GROUP_BYTES = 64 * 2 ** 20;
+
 export interface AdamWOptions {
   beta1: number;
   beta2: number;
@@ -66,15 +69,28 @@ export class AdamW {
     }
     if (updates.length === 0) return;
     if (tf.getKernel(ADAMW_KERNEL, tf.getBackend()) !== undefined) {
-      // Every parameter in one kernel call: inputs [p.., g.., m.., v..].
-      const inputs = [0, 1, 2, 3].flatMap((j) => updates.map((u) => u[j] as tf.Tensor));
+      // The parameters in groups of up to ADAMW_GROUP_BYTES, one kernel call each (inputs [p.., g.., m.., v..]):
+      // a group's new parameters exist beside the old ones until they are assigned, so one call over every
+      // parameter held a second copy of the model (2.4 GB at Qwen3-0.6B); the tiny model is one call.
       const attrs = { beta1, beta2, eps, weightDecay, lr, bc1, bc2, gradScale };
-      const next = tf.engine().runKernel(ADAMW_KERNEL, inputs as unknown as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as unknown as tf.Tensor[];
-      updates.forEach(([p], i) => {
-        const t = next[i] as tf.Tensor;
-        p.assign(t);
-        t.dispose();
-      });
+      let start = 0;
+      while (start < updates.length) {
+        let end = start;
+        let bytes = 0;
+        while (end < updates.length && (end === start || bytes + 4 * (updates[end] as (typeof updates)[number])[0].size <= ADAMW_GROUP_BYTES)) {
+          bytes += 4 * (updates[end] as (typeof updates)[number])[0].size;
+          end++;
+        }
+        const group = updates.slice(start, end);
+        const inputs = [0, 1, 2, 3].flatMap((j) => group.map((u) => u[j] as tf.Tensor));
+        const next = tf.engine().runKernel(ADAMW_KERNEL, inputs as unknown as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as unknown as tf.Tensor[];
+        group.forEach(([p], i) => {
+          const t = next[i] as tf.Tensor;
+          p.assign(t);
+          t.dispose();
+        });
+        start = end;
+      }
       return;
     }
     const fused = hostStorage();

@@ -138,6 +138,43 @@ describe('optimizer pieces', () => {
     }
   });
 
+  it('AdamW on the native engine groups large parameters into calls of at most 64 MiB of new parameters (no second copy of the model)', async () => {
+    await initBackend('native');
+    try {
+      const o = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 };
+      const n = 9 * 2 ** 20; // 36 MiB each: two do not fit one group
+      const params = new Map<string, tf.Variable>([
+        ['a', tf.variable(tf.fill([n], 1), true)],
+        ['b', tf.variable(tf.fill([n], 2), true)],
+        ['c', tf.variable(tf.fill([10], 3), true)],
+      ]);
+      const grads: Record<string, tf.Tensor> = { a: tf.fill([n], 0.5), b: tf.fill([n], -0.5), c: tf.fill([10], 0.5) };
+      const opt = new AdamW(o);
+      const calls: number[] = [];
+      const e = tf.engine() as unknown as { runKernel: (name: string, inputs: unknown, ...rest: unknown[]) => unknown };
+      const runKernel = e.runKernel;
+      e.runKernel = function (this: unknown, name: string, inputs: unknown, ...rest: unknown[]) {
+        if (name === 'BitDistillAdamW') calls.push((inputs as unknown[]).length / 4);
+        return runKernel.call(this, name, inputs, ...rest);
+      };
+      try {
+        opt.apply(params, grads, 1e-2);
+      } finally {
+        e.runKernel = runKernel;
+      }
+      expect(calls, 'parameters per call').to.deep.equal([1, 2]);
+      // First step of Adam: each element moves by lr * sign(g) (m / sqrt(v) = g / |g| after bias correction).
+      for (const [name, want] of [['a', 1 - 1e-2], ['b', 2 + 1e-2], ['c', 3 - 1e-2]] as const) {
+        const got = (params.get(name) as tf.Variable).dataSync();
+        for (const i of [0, got.length - 1]) expect(got[i], `${name}[${i}]`).to.be.closeTo(want, 1e-6);
+      }
+      opt.dispose();
+      tf.dispose([...params.values(), ...Object.values(grads)]);
+    } finally {
+      await initBackend('cpu');
+    }
+  });
+
   it('clipScale on the native engine (one squared-sums kernel) matches a float64 norm and the tf-ops path on the cpu backend', async () => {
     const rng = new Rng(8);
     const data = [[300, 257], [64], [5, 7, 3], [70000]].map((shape) => ({ shape, v: Float32Array.from({ length: shape.reduce((x, y) => x * y, 1) }, () => rng.normal()) }));
