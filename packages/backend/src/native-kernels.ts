@@ -235,7 +235,15 @@ const gradMatMul: KernelFn = ({ inputs, attrs, backend }) => {
     out = st.out([m, n], 'float32');
     (st.view(out) as Float32Array).set(st.view(c) as Float32Array);
   }
-  gradMatmulF32(st.view(a) as Float32Array, st.view(b) as Float32Array, m, k, n, { transA: transposeA, transB: transposeB, accumulate: true }, st.view(out) as Float32Array);
+  gradMatmulF32(
+    st.view(a) as Float32Array,
+    st.view(b) as Float32Array,
+    m,
+    k,
+    n,
+    { transA: transposeA, transB: transposeB, accumulate: true },
+    st.view(out) as Float32Array,
+  );
   return out;
 };
 
@@ -689,7 +697,16 @@ const denseBlock: KernelFn = ({ inputs, attrs, backend }) => {
     if (t === undefined || t.dtype !== 'float32') throw new Error(`BitDistillDenseBlock (native): input ${name} missing or not float32`);
     return t;
   };
-  const { B, T, H, Hkv, d, eps, scale, capture } = attrs as unknown as { B: number; T: number; H: number; Hkv: number; d: number; eps: number; scale: number; capture: boolean };
+  const { B, T, H, Hkv, d, eps, scale, capture } = attrs as unknown as {
+    B: number;
+    T: number;
+    H: number;
+    Hkv: number;
+    d: number;
+    eps: number;
+    scale: number;
+    capture: boolean;
+  };
   const x = need('x');
   const [N, C] = x.shape as [number, number];
   const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;

@@ -379,7 +379,8 @@ for (const host of NATIVE_HOSTS)
       const b = rand([9, 7]);
       const c0 = rand([13, 7]);
       const want = tf.tidy(() => tf.add(c0, tf.matMul(a, b, true, false)).dataSync() as Float32Array);
-      const grad = (c: tf.Tensor) => tf.engine().runKernel('BitDistillGradMatMul', { a, b, c }, { transposeA: true, transposeB: false } as unknown as tf.NamedAttrMap) as tf.Tensor;
+      const grad = (c: tf.Tensor) =>
+        tf.engine().runKernel('BitDistillGradMatMul', { a, b, c }, { transposeA: true, transposeB: false } as unknown as tf.NamedAttrMap) as tf.Tensor;
       const close = (got: Float32Array | Int32Array | Uint8Array, what: string) =>
         got.forEach((v, i) => expect(Math.abs(v - (want[i] as number)), `${what} [${i}]`).to.be.below(1e-5 * (1 + Math.abs(want[i] as number))));
       const data = (t: tf.Tensor) => (tf.backend() as unknown as { data: { get(id: object): { values: Float32Array } } }).data.get(t.dataId).values;

@@ -209,7 +209,17 @@ export interface NativeAddon {
     dgain: Float32Array,
     dw: Float32Array,
   ): void;
-  gradMatmulF32(a: Float32Array, b: Float32Array, c: Float32Array, m: number, k: number, n: number, transA: boolean, transB: boolean, accumulate: boolean): void;
+  gradMatmulF32(
+    a: Float32Array,
+    b: Float32Array,
+    c: Float32Array,
+    m: number,
+    k: number,
+    n: number,
+    transA: boolean,
+    transB: boolean,
+    accumulate: boolean,
+  ): void;
   ropeHeadsF32(
     x: Float32Array,
     cos: Float32Array,

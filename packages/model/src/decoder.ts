@@ -269,8 +269,22 @@ export class Decoder {
     const c = this.config;
     const p = `model.layers.${l}`;
     const { cos, sin } = this.rope(T);
-    const inputs: tf.NamedTensorMap = { x, cos, sin, inLn: this.param(`${p}.input_layernorm.weight`), postLn: this.param(`${p}.post_attention_layernorm.weight`) };
-    const names: Record<string, [Projection, string]> = { wq: ['q_proj', 'bq'], wk: ['k_proj', 'bk'], wv: ['v_proj', 'bv'], wo: ['o_proj', 'bo'], wg: ['gate_proj', ''], wu: ['up_proj', ''], wd: ['down_proj', ''] };
+    const inputs: tf.NamedTensorMap = {
+      x,
+      cos,
+      sin,
+      inLn: this.param(`${p}.input_layernorm.weight`),
+      postLn: this.param(`${p}.post_attention_layernorm.weight`),
+    };
+    const names: Record<string, [Projection, string]> = {
+      wq: ['q_proj', 'bq'],
+      wk: ['k_proj', 'bk'],
+      wv: ['v_proj', 'bv'],
+      wo: ['o_proj', 'bo'],
+      wg: ['gate_proj', ''],
+      wu: ['up_proj', ''],
+      wd: ['down_proj', ''],
+    };
     for (const [key, [proj, biasKey]] of Object.entries(names)) {
       const base = projectionName(l, proj);
       inputs[key] = this.param(`${base}.weight`);
@@ -281,7 +295,16 @@ export class Decoder {
       inputs['qNorm'] = this.param(`${p}.self_attn.q_norm.weight`);
       inputs['kNorm'] = this.param(`${p}.self_attn.k_norm.weight`);
     }
-    const attrs = { B, T, H: c.numHeads, Hkv: c.numKvHeads, d: c.headDim, eps: c.rmsNormEps, scale: Math.fround(1 / Math.sqrt(c.headDim)), capture: captured !== null };
+    const attrs = {
+      B,
+      T,
+      H: c.numHeads,
+      Hkv: c.numKvHeads,
+      d: c.headDim,
+      eps: c.rmsNormEps,
+      scale: Math.fround(1 / Math.sqrt(c.headDim)),
+      capture: captured !== null,
+    };
     const out = tf.engine().runKernel(DENSE_BLOCK_KERNEL, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor | tf.Tensor[];
     if (captured === null) return out as tf.Tensor2D;
     const [y, q, k, v] = out as [tf.Tensor2D, tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
@@ -291,7 +314,16 @@ export class Decoder {
   }
 
   /** The relation KD's view of layer l's q, k, v ([B, T, heads, d], before RoPE) into `captured`: [B, heads, T, d], RoPE'd q and k. */
-  private captureQkv(captured: Map<number, CapturedQkv>, l: number, q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D, T: number): void {
+  private captureQkv(
+    captured: Map<number, CapturedQkv>,
+    l: number,
+    q: tf.Tensor4D,
+    k: tf.Tensor4D,
+    v: tf.Tensor4D,
+    cos: tf.Tensor2D,
+    sin: tf.Tensor2D,
+    T: number,
+  ): void {
     // Transposes and RoPE of q, k, v only (the T x T attention itself stays one kernel each way): one fused op
     // each where the backend has it, else the op-by-op twin.
     if (fusedKernel(ROPE_HEADS_KERNEL)) {

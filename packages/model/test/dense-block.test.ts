@@ -74,7 +74,10 @@ for (const host of ['native', 'wasm'] as const) {
         fused.value.forEach((a, i) => {
           const b = plain.value[i] as Float32Array;
           expect(a.length).to.equal(b.length);
-          expect(Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), `output ${i} bit-identical`).to.equal(true);
+          expect(
+            Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength)),
+            `output ${i} bit-identical`,
+          ).to.equal(true);
         });
         model.dispose();
       });

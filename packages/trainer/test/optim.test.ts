@@ -115,11 +115,23 @@ describe('optimizer pieces', () => {
             const r = ref.get(name) as { p: Float64Array; m: Float64Array; v: Float64Array };
             const g = Float64Array.from({ length: r.p.length }, () => rng.normal());
             grads[name] = tf.tensor(Float32Array.from(g), shapes[name]);
-            if (name !== 'frozen') adamwRef(r.p, g.map((x) => x * 0.25), r.m, r.v, s, 1e-2, o);
+            if (name !== 'frozen')
+              adamwRef(
+                r.p,
+                g.map((x) => x * 0.25),
+                r.m,
+                r.v,
+                s,
+                1e-2,
+                o,
+              );
           }
           calls.length = 0;
           opt.apply(params, grads, 1e-2, 0.25);
-          expect(calls.filter((c) => c === 'BitDistillAdamW'), `step ${s}: one update kernel call for the three parameters`).to.have.length(1);
+          expect(
+            calls.filter((c) => c === 'BitDistillAdamW'),
+            `step ${s}: one update kernel call for the three parameters`,
+          ).to.have.length(1);
           tf.dispose(Object.values(grads));
         }
       } finally {
@@ -164,7 +176,11 @@ describe('optimizer pieces', () => {
       }
       expect(calls, 'parameters per call').to.deep.equal([1, 2]);
       // First step of Adam: each element moves by lr * sign(g) (m / sqrt(v) = g / |g| after bias correction).
-      for (const [name, want] of [['a', 1 - 1e-2], ['b', 2 + 1e-2], ['c', 3 - 1e-2]] as const) {
+      for (const [name, want] of [
+        ['a', 1 - 1e-2],
+        ['b', 2 + 1e-2],
+        ['c', 3 - 1e-2],
+      ] as const) {
         const got = (params.get(name) as tf.Variable).dataSync();
         for (const i of [0, got.length - 1]) expect(got[i], `${name}[${i}]`).to.be.closeTo(want, 1e-6);
       }
@@ -177,7 +193,10 @@ describe('optimizer pieces', () => {
 
   it('clipScale on the native engine (one squared-sums kernel) matches a float64 norm and the tf-ops path on the cpu backend', async () => {
     const rng = new Rng(8);
-    const data = [[300, 257], [64], [5, 7, 3], [70000]].map((shape) => ({ shape, v: Float32Array.from({ length: shape.reduce((x, y) => x * y, 1) }, () => rng.normal()) }));
+    const data = [[300, 257], [64], [5, 7, 3], [70000]].map((shape) => ({
+      shape,
+      v: Float32Array.from({ length: shape.reduce((x, y) => x * y, 1) }, () => rng.normal()),
+    }));
     let sq = 0;
     for (const { v } of data) for (const x of v) sq += x * x;
     const want = Math.sqrt(sq) / 4;
