@@ -681,7 +681,7 @@ const attention: KernelFn = (args) => {
 
 /**
  * BitDistillDenseBlock: one decoder layer's forward without gradient (a frozen teacher's forward, evaluation), in
- * one kernel: {x [N, C], cos, sin [T, d], inLn, wq, wk, wv, wo, postLn, wg, wu, wd, bq?, bk?, bv?, bo?, qNorm?,
+ * one kernel: {x [N, C], cos, sin [T, d], inLn, wq, wk, wv, wo, postLn, wg, wu, wd, their biases bq? .. bd?, qNorm?,
  * kNorm?}, attrs {B, T, H, Hkv, d, eps, scale, capture} -> [x + attention + MLP] or, with capture, [that, q, k, v]
  * ([B, T, heads, d], after q/k-norm, before RoPE: what the relation KD's capture reads). The same native calls with
  * the same arguments as the op-by-op forward's kernels (BitDistillRmsNorm, BatchMatMul, Add, BitDistillAttention,
@@ -711,9 +711,10 @@ const denseBlock: KernelFn = ({ inputs, attrs, backend }) => {
   const [N, C] = x.shape as [number, number];
   const view = (t: tf.TensorInfo): Float32Array => st.view(t) as Float32Array;
   const scratch: tf.TensorInfo[] = [];
-  const tmp = (shape: number[]): tf.TensorInfo => {
+  // A new buffer: returned to the caller (keep) or scratch, released by `free` or at the end.
+  const alloc = (shape: number[], keep = false): tf.TensorInfo => {
     const t = st.out(shape, 'float32');
-    scratch.push(t);
+    if (!keep) scratch.push(t);
     return t;
   };
   const free = (t: tf.TensorInfo): void => {
@@ -721,26 +722,27 @@ const denseBlock: KernelFn = ({ inputs, attrs, backend }) => {
     if (i >= 0) scratch.splice(i, 1);
     st.release(t);
   };
-  const rms = (a: tf.TensorInfo, gain: tf.TensorInfo, shape: number[]): tf.TensorInfo => {
-    const y = tmp(shape);
+  const rms = (a: tf.TensorInfo, gain: tf.TensorInfo, shape: number[], keep = false): tf.TensorInfo => {
+    const y = alloc(shape, keep);
     rmsNormF32(view(a), view(gain), eps, view(y));
     return y;
   };
   // As denseLinear: x [N, in] @ w [out, in]^T (BatchMatMul), then + bias (Add) where there is one.
-  const linear = (a: tf.TensorInfo, w: tf.TensorInfo, bias: tf.TensorInfo | undefined, keep = false): tf.TensorInfo => {
-    const [n, k] = w.shape as [number, number];
+  const linear = (a: tf.TensorInfo, w: string, keep = false): tf.TensorInfo => {
+    const wt = need(w);
+    const bias = ins[`b${w.slice(1)}`];
+    const [n, k] = wt.shape as [number, number];
     const m = a.shape[0] as number;
-    const y = keep ? st.out([m, n], 'float32') : tmp([m, n]);
-    batchMatmulF32(view(a), view(w), { batchA: [], batchB: [], m, k, n }, { transA: false, transB: true }, view(y));
+    const y = alloc([m, n], keep && bias === undefined);
+    batchMatmulF32(view(a), view(wt), { batchA: [], batchB: [], m, k, n }, { transA: false, transB: true }, view(y));
     if (bias === undefined) return y;
-    const yb = keep ? st.out([m, n], 'float32') : tmp([m, n]);
+    const yb = alloc([m, n], keep);
     binaryF32('add', view(y), y.shape, view(bias), bias.shape, view(yb));
-    if (keep) st.release(y);
-    else free(y);
+    free(y);
     return yb;
   };
   const add = (a: tf.TensorInfo, b: tf.TensorInfo, keep = false): tf.TensorInfo => {
-    const y = keep ? st.out([N, C], 'float32') : tmp([N, C]);
+    const y = alloc([N, C], keep);
     binaryF32('add', view(a), a.shape, view(b), b.shape, view(y));
     return y;
   };
@@ -748,37 +750,34 @@ const denseBlock: KernelFn = ({ inputs, attrs, backend }) => {
     // --- attention ---
     const h = rms(x, need('inLn'), [N, C]);
     const qkNorm = ins['qNorm'] !== undefined;
-    let q = linear(h, need('wq'), ins['bq'], capture && !qkNorm);
-    let k = linear(h, need('wk'), ins['bk'], capture && !qkNorm);
-    const v = linear(h, need('wv'), ins['bv'], capture);
+    let q = linear(h, 'wq', capture && !qkNorm);
+    let k = linear(h, 'wk', capture && !qkNorm);
+    const v = linear(h, 'wv', capture);
     free(h);
     if (qkNorm) {
-      const qn = capture ? st.out([B, T, H, d], 'float32') : tmp([B, T, H, d]);
-      rmsNormF32(view(q), view(need('qNorm')), eps, view(qn));
-      const kn = capture ? st.out([B, T, Hkv, d], 'float32') : tmp([B, T, Hkv, d]);
-      rmsNormF32(view(k), view(need('kNorm')), eps, view(kn));
+      const qn = rms(q, need('qNorm'), [B, T, H, d], capture);
+      const kn = rms(k, need('kNorm'), [B, T, Hkv, d], capture);
       free(q);
       free(k);
       q = qn;
       k = kn;
     }
-    const y = tmp([B, T, H, d]);
+    const y = alloc([B, T, H, d]);
     attentionTrainF32(view(q), view(k), view(v), view(need('cos')), view(need('sin')), { B, T, H, Hkv, d, scale }, view(y));
-    const o = linear({ ...y, shape: [N, H * d] }, need('wo'), ins['bo']);
+    const o = linear({ ...y, shape: [N, H * d] }, 'wo');
     free(y);
     const x1 = add(x, o);
     free(o);
     // --- MLP ---
     const h2 = rms(x1, need('postLn'), [N, C]);
-    const gate = linear(h2, need('wg'), undefined);
-    const up = linear(h2, need('wu'), undefined);
+    const gate = linear(h2, 'wg');
+    const up = linear(h2, 'wu');
     free(h2);
-    const I = gate.shape[1] as number;
-    const act = tmp([N, I]);
+    const act = alloc(gate.shape);
     swigluF32(view(gate), view(up), view(act));
     free(gate);
     free(up);
-    const down = linear(act, need('wd'), undefined);
+    const down = linear(act, 'wd');
     free(act);
     const out = add(x1, down, true);
     free(x1);

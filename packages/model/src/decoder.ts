@@ -276,20 +276,12 @@ export class Decoder {
       inLn: this.param(`${p}.input_layernorm.weight`),
       postLn: this.param(`${p}.post_attention_layernorm.weight`),
     };
-    const names: Record<string, [Projection, string]> = {
-      wq: ['q_proj', 'bq'],
-      wk: ['k_proj', 'bk'],
-      wv: ['v_proj', 'bv'],
-      wo: ['o_proj', 'bo'],
-      wg: ['gate_proj', ''],
-      wu: ['up_proj', ''],
-      wd: ['down_proj', ''],
-    };
-    for (const [key, [proj, biasKey]] of Object.entries(names)) {
+    const keys: Record<string, Projection> = { wq: 'q_proj', wk: 'k_proj', wv: 'v_proj', wo: 'o_proj', wg: 'gate_proj', wu: 'up_proj', wd: 'down_proj' };
+    for (const [key, proj] of Object.entries(keys)) {
       const base = projectionName(l, proj);
       inputs[key] = this.param(`${base}.weight`);
       const bias = this.params.get(`${base}.bias`);
-      if (bias !== undefined && biasKey !== '') inputs[biasKey] = bias;
+      if (bias !== undefined) inputs[`b${key.slice(1)}`] = bias; // bq .. bd
     }
     if (c.qkNorm) {
       inputs['qNorm'] = this.param(`${p}.self_attn.q_norm.weight`);

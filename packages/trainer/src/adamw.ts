@@ -8,7 +8,7 @@
  * Memory at real size: on backends whose tensors are host TypedArrays that dataSync hands out as they are (the
  * native engine, tfjs cpu), the update is one fused pass per parameter (kernels-cpu adamwF32: native, threaded) that writes m and v in place (they are
  * this optimizer's own, never shared) and the new parameter into a new array (from the engine's buffer pool, through
- * its BitDistillAdamW kernel, where that is registered: all parameters in one kernel call); elsewhere it is tf ops in a
+ * its BitDistillAdamW kernel, where that is registered: the parameters in calls of up to 64 MiB); elsewhere it is tf ops in a
  * tidy per parameter. Either way at most one parameter's temporaries are alive at a time: one tidy over all
  * of Qwen3-0.6B's parameters held ~8 x 2.4 GB of temporaries at once.
  */
@@ -73,14 +73,11 @@ export class AdamW {
       // a group's new parameters exist beside the old ones until they are assigned, so one call over every
       // parameter held a second copy of the model (2.4 GB at Qwen3-0.6B); the tiny model is one call.
       const attrs = { beta1, beta2, eps, weightDecay, lr, bc1, bc2, gradScale };
+      const bytesOf = (i: number): number => 4 * (updates[i] as (typeof updates)[number])[0].size;
       let start = 0;
       while (start < updates.length) {
-        let end = start;
-        let bytes = 0;
-        while (end < updates.length && (end === start || bytes + 4 * (updates[end] as (typeof updates)[number])[0].size <= ADAMW_GROUP_BYTES)) {
-          bytes += 4 * (updates[end] as (typeof updates)[number])[0].size;
-          end++;
-        }
+        let end = start + 1;
+        for (let bytes = bytesOf(start); end < updates.length && bytes + bytesOf(end) <= ADAMW_GROUP_BYTES; end++) bytes += bytesOf(end);
         const group = updates.slice(start, end);
         const inputs = [0, 1, 2, 3].flatMap((j) => group.map((u) => u[j] as tf.Tensor));
         const next = tf.engine().runKernel(ADAMW_KERNEL, inputs as unknown as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as unknown as tf.Tensor[];
